@@ -1,0 +1,250 @@
+"""The Parquet feature cache shared by every subcommand.
+
+One folder per key (model + weight fingerprint, dataset + split + subset, preprocessing). Inside:
+``manifest.json`` (the key, the selected sample ids, the chunk size) and ``chunk-NNNNN.parquet`` files, each
+holding a fixed slice of the selected samples. Chunks are the unit of resume (a rerun computes only missing
+chunks) and of sharding (``--shard i/n`` computes chunks ``j % n == i``). Every file is written to a temporary
+name and renamed, so a crash never leaves a file that reads as complete; a chunk that fails to read back is
+reported, deleted and recomputed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .errors import InvalidInputError, MissingResourceError
+from .features import FeatureSet
+
+FORMAT_VERSION = 1
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """``cache_dir``, else ``$MODELRANK_CACHE``, else ``~/.cache/modelrank``."""
+    return Path(cache_dir or os.environ.get("MODELRANK_CACHE") or Path.home() / ".cache" / "modelrank")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class FeatureKey:
+    model: str
+    fingerprint: str
+    dataset: str
+    split: str
+    subset: dict[str, Any] = field(default_factory=dict, hash=False)
+    preprocessing: str = ""
+
+    def digest(self) -> str:
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+    def dirname(self) -> str:
+        safe = lambda s: "".join(c if c.isalnum() or c in "-_." else "_" for c in s)[:60]  # noqa: E731
+        return f"{safe(self.model)}__{safe(self.dataset)}__{self.split}__{self.digest()}"
+
+
+def _fixed_list(matrix: np.ndarray) -> pa.FixedSizeListArray:
+    matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+    return pa.FixedSizeListArray.from_arrays(pa.array(matrix.reshape(-1)), matrix.shape[1])
+
+
+def _matrix(column: pa.ChunkedArray) -> np.ndarray:
+    """FixedSizeList column -> (n, d) float32 without per-row Python."""
+    width = column.type.list_size
+    flat = np.concatenate([chunk.flatten().to_numpy(zero_copy_only=False) for chunk in column.chunks])
+    return flat.reshape(-1, width)
+
+
+class FeatureStore:
+    """Chunked Parquet entries under ``root/features``."""
+
+    def __init__(self, cache_dir: str | os.PathLike | None = None):
+        self.root = cache_root(cache_dir) / "features"
+
+    # ----------------------------------------------------------------------------------------- layout
+    def entry_dir(self, key: FeatureKey) -> Path:
+        return self.root / key.dirname()
+
+    def chunk_path(self, key: FeatureKey, index: int) -> Path:
+        return self.entry_dir(key) / f"chunk-{index:05d}.parquet"
+
+    # --------------------------------------------------------------------------------------- manifest
+    def open_entry(self, key: FeatureKey, sample_ids: np.ndarray, chunk_size: int, info: dict[str, Any]) -> dict:
+        """Create (or validate) the entry's manifest; returns it."""
+        folder = self.entry_dir(key)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "manifest.json"
+        manifest = {
+            "format": FORMAT_VERSION,
+            "key": asdict(key),
+            "chunk_size": int(chunk_size),
+            "n_samples": int(len(sample_ids)),
+            "sample_ids": [int(i) for i in sample_ids],
+            "info": info,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
+        if path.is_file():
+            try:
+                old = json.loads(path.read_text())
+                if old.get("sample_ids") == manifest["sample_ids"] and old.get("chunk_size") == chunk_size:
+                    return old
+            except (OSError, json.JSONDecodeError):
+                pass
+            warnings.warn(f"cache entry {folder.name} had an unreadable or different manifest; rebuilding it")
+            shutil.rmtree(folder)
+            folder.mkdir(parents=True)
+        atomic_write_bytes(path, json.dumps(manifest).encode())
+        return manifest
+
+    def manifest(self, key: FeatureKey) -> dict | None:
+        path = self.entry_dir(key) / "manifest.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            return None
+
+    @staticmethod
+    def n_chunks(manifest: dict) -> int:
+        return -(-manifest["n_samples"] // manifest["chunk_size"])
+
+    @staticmethod
+    def chunk_ids(manifest: dict, index: int) -> np.ndarray:
+        size = manifest["chunk_size"]
+        return np.asarray(manifest["sample_ids"][index * size : (index + 1) * size], dtype=np.int64)
+
+    # ----------------------------------------------------------------------------------------- chunks
+    def write_chunk(
+        self,
+        key: FeatureKey,
+        index: int,
+        sample_ids: np.ndarray,
+        labels: np.ndarray,
+        features: np.ndarray,
+        logits: np.ndarray | None,
+        provenance: dict[str, Any],
+    ) -> None:
+        columns = {
+            "sample_id": pa.array(np.asarray(sample_ids, dtype=np.int64)),
+            "label": pa.array(labels) if labels.ndim == 1 else _fixed_list(labels),
+            "features": _fixed_list(features),
+        }
+        if logits is not None:
+            columns["source_logits"] = _fixed_list(logits)
+        table = pa.table(columns)
+        meta = {**provenance, "features_shape": list(features.shape), "chunk": index}
+        table = table.replace_schema_metadata({"modelrank": json.dumps(meta)})
+        path = self.chunk_path(key, index)
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+
+    def read_chunk(self, key: FeatureKey, manifest: dict, index: int) -> pa.Table | None:
+        """The chunk's table, or None when absent; a corrupt chunk is reported, removed and reported absent."""
+        path = self.chunk_path(key, index)
+        if not path.is_file():
+            return None
+        expected = self.chunk_ids(manifest, index)
+        try:
+            table = pq.read_table(path)
+            ok = np.array_equal(table.column("sample_id").to_numpy(), expected)
+        except Exception as exc:  # pyarrow raises several types for truncated / garbage files
+            ok, reason = False, str(exc).splitlines()[0]
+        else:
+            reason = "its sample ids do not match the manifest"
+        if not ok:
+            warnings.warn(f"cache file {path} is corrupt ({reason}); it will be recomputed")
+            path.unlink(missing_ok=True)
+            return None
+        return table
+
+    def missing_chunks(self, key: FeatureKey, manifest: dict) -> list[int]:
+        """Chunks not yet on disk (existence only; content is checked when read)."""
+        return [j for j in range(self.n_chunks(manifest)) if not self.chunk_path(key, j).is_file()]
+
+    # ------------------------------------------------------------------------------------------- load
+    def load(self, key: FeatureKey, task: str = "classification", class_names: list[str] | None = None) -> FeatureSet:
+        manifest = self.manifest(key)
+        if manifest is None:
+            raise MissingResourceError(f"no cached features for {key.model} on {key.dataset}/{key.split}")
+        tables = []
+        for j in range(self.n_chunks(manifest)):
+            table = self.read_chunk(key, manifest, j)
+            if table is None:
+                raise MissingResourceError(
+                    f"cached features for {key.model} on {key.dataset}/{key.split} are incomplete (chunk {j}); "
+                    "run `modelrank extract` again to finish them"
+                )
+            tables.append(table)
+        table = pa.concat_tables(tables)
+        label_col = table.column("label")
+        labels = _matrix(label_col).astype(np.float64) if pa.types.is_fixed_size_list(label_col.type) else label_col.to_numpy()
+        probs = None
+        if "source_logits" in table.column_names:
+            logits = _matrix(table.column("source_logits")).astype(np.float64)
+            logits -= logits.max(axis=1, keepdims=True)
+            probs = np.exp(logits)
+            probs /= probs.sum(axis=1, keepdims=True)
+        info = manifest.get("info", {})
+        return FeatureSet(
+            features=_matrix(table.column("features")),
+            labels=labels,
+            model=key.model,
+            dataset=key.dataset,
+            task=info.get("task", task),
+            source_probs=probs,
+            sample_ids=table.column("sample_id").to_numpy(),
+            class_names=info.get("class_names", class_names),
+            meta={"split": key.split, "cache_dir": str(self.entry_dir(key)), **info.get("model", {})},
+        )
+
+    # ------------------------------------------------------------------------------------ inspection
+    def entries(self) -> Iterator[tuple[Path, dict | None]]:
+        if not self.root.is_dir():
+            return
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            try:
+                yield folder, json.loads((folder / "manifest.json").read_text())
+            except (OSError, json.JSONDecodeError):
+                yield folder, None
+
+    def describe(self, folder: Path, manifest: dict | None) -> dict[str, Any]:
+        if manifest is None:
+            return {"entry": folder.name, "model": "?", "dataset": "?", "split": "?", "samples": 0,
+                    "done": "manifest unreadable", "size_mb": _size_mb(folder)}
+        total = self.n_chunks(manifest)
+        done = sum(1 for j in range(total) if (folder / f"chunk-{j:05d}.parquet").is_file())
+        key = manifest["key"]
+        return {
+            "entry": folder.name, "model": key["model"], "dataset": key["dataset"], "split": key["split"],
+            "samples": manifest["n_samples"], "done": f"{done}/{total} chunks", "size_mb": _size_mb(folder),
+        }
+
+    def remove(self, pattern: str) -> list[str]:
+        """Delete entries whose folder name contains ``pattern`` ("all" removes everything)."""
+        if not pattern:
+            raise InvalidInputError("give a pattern (part of an entry name) or 'all'")
+        removed = []
+        for folder, _ in list(self.entries()):
+            if pattern == "all" or pattern in folder.name:
+                shutil.rmtree(folder)
+                removed.append(folder.name)
+        return removed
+
+
+def _size_mb(folder: Path) -> float:
+    return round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20, 2)

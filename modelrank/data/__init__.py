@@ -1,0 +1,39 @@
+"""Dataset registry: torchvision datasets, datasets that ship inside packages, and user folders / CSVs."""
+
+from __future__ import annotations
+
+from ..errors import InvalidInputError
+from . import packaged, torchvision_sets  # noqa: F401  (register on import)
+from .base import DATASETS, SPLITS, CorruptImageError, DatasetSpec, ImageDataset, register_dataset
+from .files import load_csv, load_folder
+
+
+def load_dataset(name: str, split: str | None = None, root: str | None = None, download: bool = False) -> ImageDataset:
+    """Load one split of a registered dataset, ``folder:PATH`` or ``csv:PATH``.
+
+    ``split=None`` takes the dataset's first split (``train`` where there is one, else ``trainval`` or ``all``).
+    """
+    if split is not None and split not in SPLITS + ("extra",):
+        raise InvalidInputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    if name.startswith("folder:"):
+        return load_folder(name.split(":", 1)[1], split or "all")
+    if name.startswith("csv:"):
+        return load_csv(name.split(":", 1)[1], split or "all")
+    spec = DATASETS.get(name)
+    split = split or spec.splits[0]
+    if split not in spec.splits:
+        raise InvalidInputError(f"dataset {name} has splits {', '.join(spec.splits)}, not {split!r}")
+    return spec.loader(split=split, root=root, download=download)
+
+
+def list_dataset_rows() -> tuple[list[str], list[list[str]]]:
+    rows = [[e.name, e.obj.source, ", ".join(e.obj.splits), e.obj.description] for e in DATASETS]
+    rows.append(["folder:PATH", "your files", "all, train, test", "one sub-folder per class (ImageFolder layout)"])
+    rows.append(["csv:PATH", "your files", "all, train, test", "columns path,label or path,target (regression)"])
+    return ["name", "source", "splits", "description"], rows
+
+
+__all__ = [
+    "DATASETS", "SPLITS", "CorruptImageError", "DatasetSpec", "ImageDataset", "list_dataset_rows", "load_csv",
+    "load_dataset", "load_folder", "register_dataset",
+]

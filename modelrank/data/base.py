@@ -1,0 +1,90 @@
+"""What every dataset loader returns: an indexable set of (PIL image, label) with labels known up front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from ..errors import InvalidInputError, ModelrankError
+from ..registry import Registry
+
+SPLITS = ("train", "val", "test", "trainval", "all")
+
+
+class CorruptImageError(ModelrankError):
+    """An image file that cannot be decoded."""
+
+
+@dataclass
+class ImageDataset:
+    """Images and labels of one split. ``targets`` is known without decoding any image, so subsampling and
+    sharding never touch pixels. ``load(i)`` returns an RGB PIL image."""
+
+    name: str
+    split: str
+    targets: np.ndarray
+    load: Callable[[int], Image.Image]
+    class_names: list[str] | None = None
+    task: str = "classification"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+def array_dataset(name: str, split: str, images: np.ndarray, targets: np.ndarray, class_names: Sequence[str]) -> ImageDataset:
+    """A dataset held as a uint8 array (n, h, w) grey or (n, h, w, 3) colour."""
+    if images.dtype != np.uint8:
+        raise InvalidInputError(f"{name}: expected uint8 images, got {images.dtype}")
+
+    def load(i: int) -> Image.Image:
+        return Image.fromarray(images[i]).convert("RGB")
+
+    return ImageDataset(name, split, np.asarray(targets), load, list(class_names))
+
+
+def open_image(path: str) -> Image.Image:
+    """Decode an image file fully (PIL is lazy), turning decoder errors into one clear line."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise CorruptImageError(f"cannot read image {path}: {exc}") from None
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    name: str
+    loader: Callable[..., ImageDataset]
+    splits: tuple[str, ...]
+    source: str
+    description: str
+    #: True when the loader reads from --data-root (torchvision datasets), False when data ships in a package.
+    needs_root: bool = False
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def register_dataset(name: str, *, splits: tuple[str, ...], source: str, description: str, needs_root: bool = False):
+    def decorator(loader: Callable[..., ImageDataset]) -> Callable[..., ImageDataset]:
+        DATASETS.add(name, DatasetSpec(name, loader, splits, source, description, needs_root))
+        return loader
+
+    return decorator
+
+
+def seeded_split(targets: np.ndarray, split: str, seed: int = 0, test_fraction: float = 0.2) -> np.ndarray:
+    """Indices of a deterministic stratified train/test split for datasets that ship without one."""
+    rng = np.random.default_rng(seed)
+    test = np.zeros(len(targets), dtype=bool)
+    for c in np.unique(targets):
+        idx = np.flatnonzero(targets == c)
+        rng.shuffle(idx)
+        test[idx[: int(round(len(idx) * test_fraction))]] = True
+    if split == "all":
+        return np.arange(len(targets))
+    return np.flatnonzero(test if split == "test" else ~test)

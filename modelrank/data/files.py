@@ -1,0 +1,78 @@
+"""Datasets a user brings: a folder of class sub-folders, or a CSV of image paths and labels/targets."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InvalidInputError, MissingResourceError
+from .base import ImageDataset, open_image, seeded_split
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def _paths_dataset(name: str, split: str, paths: list[str], targets: np.ndarray, class_names, task: str) -> ImageDataset:
+    idx = seeded_split(targets, split) if task == "classification" else _regression_split(len(targets), split)
+    chosen = [paths[i] for i in idx]
+    return ImageDataset(name, split, targets[idx], lambda i: open_image(chosen[i]), class_names, task)
+
+
+def _regression_split(n: int, split: str, seed: int = 0, test_fraction: float = 0.2) -> np.ndarray:
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = int(round(n * test_fraction))
+    if split == "all":
+        return np.arange(n)
+    return np.sort(order[:n_test] if split == "test" else order[n_test:])
+
+
+def load_folder(path: str, split: str = "all") -> ImageDataset:
+    """``folder:PATH``: one sub-folder per class, images inside (torchvision ImageFolder layout).
+
+    Every file must be an image (by suffix); anything else is reported rather than silently skipped.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise MissingResourceError(f"image folder {root} does not exist")
+    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not classes:
+        raise InvalidInputError(f"image folder {root} has no class sub-folders")
+    paths, labels = [], []
+    for label, cls in enumerate(classes):
+        for f in sorted((root / cls).rglob("*")):
+            if f.is_dir() or f.name.startswith("."):
+                continue
+            if f.suffix.lower() not in IMAGE_SUFFIXES:
+                raise InvalidInputError(f"{f} is not an image file (allowed: {', '.join(sorted(IMAGE_SUFFIXES))})")
+            paths.append(str(f))
+            labels.append(label)
+    if not paths:
+        raise InvalidInputError(f"image folder {root} contains no images")
+    return _paths_dataset(f"folder:{root}", split, paths, np.asarray(labels, dtype=np.int64), classes, "classification")
+
+
+def load_csv(path: str, split: str = "all") -> ImageDataset:
+    """``csv:PATH``: columns ``path,label`` (classification) or ``path,target`` (regression).
+
+    Relative image paths are resolved against the CSV's folder.
+    """
+    csv = Path(path)
+    if not csv.is_file():
+        raise MissingResourceError(f"CSV file {csv} does not exist")
+    table = pd.read_csv(csv)
+    cols = {c.lower(): c for c in table.columns}
+    if "path" not in cols or not ({"label", "target"} & set(cols)):
+        raise InvalidInputError(f"{csv} needs columns path,label (classification) or path,target (regression)")
+    paths = [str(p if Path(p).is_absolute() else csv.parent / p) for p in table[cols["path"]].astype(str)]
+    if "target" in cols:
+        targets = pd.to_numeric(table[cols["target"]], errors="coerce").to_numpy(dtype=np.float64)
+        if not np.isfinite(targets).all():
+            raise InvalidInputError(f"{csv}: column target has missing or non-numeric values")
+        return _paths_dataset(f"csv:{csv}", split, paths, targets, None, "regression")
+    raw = table[cols["label"]]
+    if raw.isna().any():
+        raise InvalidInputError(f"{csv}: column label has missing values")
+    classes = sorted(raw.astype(str).unique())
+    codes = np.searchsorted(np.asarray(classes), raw.astype(str).to_numpy()).astype(np.int64)
+    return _paths_dataset(f"csv:{csv}", split, paths, codes, classes, "classification")

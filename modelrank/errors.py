@@ -1,0 +1,24 @@
+"""Exceptions that mean "the user asked for something we cannot do".
+
+The CLI prints these as one line and exits non-zero without a traceback;
+any other exception is a bug and keeps its traceback.
+"""
+
+
+class ModelrankError(Exception):
+    """Base class of every user-facing error."""
+
+
+class UnknownNameError(ModelrankError, KeyError):
+    """A registry lookup for a name that is not registered."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidInputError(ModelrankError, ValueError):
+    """Arrays or tables that a computation cannot use (shape, NaN, too few classes, ...)."""
+
+
+class MissingResourceError(ModelrankError, FileNotFoundError):
+    """A dataset, weight file or cache entry that is not where it should be."""

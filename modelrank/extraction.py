@@ -1,0 +1,292 @@
+"""Run models over a dataset and store penultimate features, source logits and labels in the feature cache."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import __version__
+from .cache import FeatureKey, FeatureStore
+from .data import ImageDataset, load_dataset
+from .errors import InvalidInputError
+from .features import FeatureSet
+from .models import LoadedModel, load_model
+
+DEFAULT_CHUNK = 1024
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    """'i/n' -> (i, n) with 0 <= i < n."""
+    if not text:
+        return 0, 1
+    try:
+        i, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise InvalidInputError(f"--shard must look like i/n (e.g. 0/4), not {text!r}") from None
+    if n < 1 or not 0 <= i < n:
+        raise InvalidInputError(f"--shard {text}: need 0 <= i < n")
+    return i, n
+
+
+def select_samples(targets: np.ndarray, limit: int | None, per_class: int | None, seed: int, task: str) -> np.ndarray:
+    """Sorted indices of a seeded subsample: ``per_class`` per class first, then at most ``limit`` overall."""
+    rng = np.random.default_rng(seed)
+    idx = np.arange(len(targets))
+    if per_class is not None:
+        if per_class < 1:
+            raise InvalidInputError("--per-class must be at least 1")
+        if task != "classification":
+            raise InvalidInputError("--per-class needs a classification dataset")
+        idx = np.concatenate([
+            rng.permutation(np.flatnonzero(targets == c))[:per_class] for c in np.unique(targets)
+        ])
+    if limit is not None:
+        if limit < 1:
+            raise InvalidInputError("--limit must be at least 1")
+        if limit < len(idx):
+            idx = rng.choice(idx, size=limit, replace=False)
+    return np.sort(idx)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise InvalidInputError(f"unknown device {device!r}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError("--device cuda asked for, but no CUDA device is available")
+    return resolved
+
+
+def resolve_workers(workers: int | None, device: torch.device) -> int:
+    """Data-loading processes: none on small CPU machines, where they would steal cores from the model."""
+    if workers is not None:
+        return max(0, workers)
+    cores = os.cpu_count() or 1
+    return min(8, cores // 2) if device.type == "cuda" or cores > 4 else 0
+
+
+class _TorchView(torch.utils.data.Dataset):
+    def __init__(self, data: ImageDataset, indices: np.ndarray, transform: Callable):
+        self.data, self.indices, self.transform = data, indices, transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        return self.transform(self.data.load(int(self.indices[i])))
+
+
+@dataclass
+class ExtractPlan:
+    model: LoadedModel
+    key: FeatureKey
+    manifest: dict
+    pending: list[int]
+
+
+def feature_key(model: LoadedModel, data: ImageDataset, limit, per_class, seed) -> FeatureKey:
+    subset = {"limit": limit, "per_class": per_class, "seed": seed}
+    return FeatureKey(model.name, model.fingerprint, data.name, data.split, subset, model.info["preprocessing"])
+
+
+def plan_model(
+    store: FeatureStore, model: LoadedModel, data: ImageDataset, *, limit, per_class, seed, chunk_size, shard
+) -> ExtractPlan:
+    key = feature_key(model, data, limit, per_class, seed)
+    ids = select_samples(data.targets, limit, per_class, seed, data.task)
+    info = {
+        "task": data.task,
+        "class_names": data.class_names,
+        "model": {k: v for k, v in model.info.items() if k != "preprocessing"},
+    }
+    info["model"]["input_size"] = list(info["model"]["input_size"])
+    manifest = store.open_entry(key, ids, chunk_size, info)
+    index, count = shard
+    # Checking content here (not just existence) makes a rerun repair corrupt chunks.
+    pending = [
+        j for j in range(store.n_chunks(manifest))
+        if j % count == index and store.read_chunk(key, manifest, j) is None
+    ]
+    return ExtractPlan(model, key, manifest, pending)
+
+
+def run_plan(
+    store: FeatureStore,
+    plan: ExtractPlan,
+    data: ImageDataset,
+    *,
+    batch_size: int,
+    device: torch.device,
+    workers: int,
+    on_batch: Callable[[int], None] | None = None,
+) -> None:
+    """Compute the plan's pending chunks; each chunk is written as soon as its last sample is done."""
+    if not plan.pending:
+        return
+    chunks = [(j, store.chunk_ids(plan.manifest, j)) for j in plan.pending]
+    ids = np.concatenate([c for _, c in chunks])
+    loader = torch.utils.data.DataLoader(
+        _TorchView(data, ids, plan.model.transform),
+        batch_size=batch_size,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
+    provenance = {
+        "modelrank": __version__, "torch": torch.__version__, "python": platform.python_version(),
+        "model": plan.key.model, "fingerprint": plan.key.fingerprint, "dataset": plan.key.dataset,
+        "split": plan.key.split, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    net = plan.model.net.to(device)
+    autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
+    feats: list[np.ndarray] = []
+    logits: list[np.ndarray] = []
+    buffered = 0  # rows in feats/logits not yet written
+    try:
+        with torch.inference_mode(), autocast:
+            for batch in loader:
+                f, z = plan.model.forward(batch.to(device, non_blocking=True))
+                feats.append(f.float().cpu().numpy())
+                if z is not None:
+                    logits.append(z.float().cpu().numpy())
+                buffered += len(batch)
+                if on_batch:
+                    on_batch(len(batch))
+                while chunks and buffered >= len(chunks[0][1]):
+                    index, chunk_ids = chunks.pop(0)
+                    n = len(chunk_ids)
+                    all_f = np.concatenate(feats)
+                    all_z = np.concatenate(logits) if logits else None
+                    store.write_chunk(plan.key, index, chunk_ids, data.targets[chunk_ids], all_f[:n],
+                                      None if all_z is None else all_z[:n], provenance)
+                    feats = [all_f[n:]]
+                    logits = [all_z[n:]] if all_z is not None else []
+                    buffered -= n
+    finally:
+        net.to("cpu")
+
+
+def open_dataset(dataset: str, split: str | None, data_root: str | None, download: bool) -> ImageDataset:
+    data = load_dataset(dataset, split, root=data_root, download=download)
+    if len(data) == 0:
+        raise InvalidInputError(f"dataset {dataset}/{split} is empty")
+    return data
+
+
+def extract(
+    models: list[str],
+    dataset: str,
+    split: str | None = None,
+    *,
+    limit: int | None = None,
+    per_class: int | None = None,
+    seed: int = 0,
+    batch_size: int = 64,
+    device: str = "auto",
+    workers: int | None = None,
+    shard: str | tuple[int, int] | None = None,
+    cache_dir: str | None = None,
+    data_root: str | None = None,
+    download: bool = False,
+    chunk_size: int = DEFAULT_CHUNK,
+    progress: "ExtractProgress | None" = None,
+) -> list[dict]:
+    """Extract and cache features of every model on one dataset split; returns one summary dict per model.
+
+    Only chunks that are missing (and belong to ``shard``) are computed, so an interrupted run resumes and a
+    job array of ``--shard i/n`` covers the data exactly once.
+    """
+    if batch_size < 1:
+        raise InvalidInputError("--batch-size must be at least 1")
+    shard = shard if isinstance(shard, tuple) else parse_shard(shard)
+    store = FeatureStore(cache_dir)
+    data = open_dataset(dataset, split, data_root, download)
+    dev = resolve_device(device)
+    n_workers = resolve_workers(workers, dev)
+    summaries = []
+    for name in models:
+        model = load_model(name)
+        plan = plan_model(store, model, data, limit=limit, per_class=per_class, seed=seed,
+                          chunk_size=chunk_size, shard=shard)
+        n_todo = sum(len(store.chunk_ids(plan.manifest, j)) for j in plan.pending)
+        start = time.perf_counter()
+        task = progress.task(model.name, n_todo) if progress else None
+        run_plan(store, plan, data, batch_size=batch_size, device=dev, workers=n_workers,
+                 on_batch=(lambda n, t=task: progress.advance(t, n)) if progress else None)
+        seconds = time.perf_counter() - start
+        remaining = len(store.missing_chunks(plan.key, plan.manifest))
+        summaries.append({
+            "model": model.name, "dataset": data.name, "split": data.split, "samples": plan.manifest["n_samples"],
+            "computed": n_todo, "seconds": round(seconds, 2),
+            "images_per_s": round(n_todo / seconds, 1) if n_todo and seconds > 0 else None,
+            "complete": remaining == 0, "entry": plan.key.dirname(), "model_info": model.info,
+        })
+    return summaries
+
+
+def load_features(
+    model: str,
+    dataset: str,
+    split: str | None = None,
+    *,
+    limit: int | None = None,
+    per_class: int | None = None,
+    seed: int = 0,
+    cache_dir: str | None = None,
+    data_root: str | None = None,
+    extract_missing: bool = True,
+    **extract_options,
+) -> FeatureSet:
+    """Features of ``model`` on ``dataset``/``split`` from the cache, extracting what is missing first."""
+    store = FeatureStore(cache_dir)
+    data = open_dataset(dataset, split, data_root, extract_options.get("download", False))
+    loaded = load_model(model)
+    key = feature_key(loaded, data, limit, per_class, seed)
+    manifest = store.manifest(key)
+    if extract_missing and (manifest is None or store.missing_chunks(key, manifest)):
+        extract([model], dataset, data.split, limit=limit, per_class=per_class, seed=seed, cache_dir=cache_dir,
+                data_root=data_root, **extract_options)
+    return store.load(key, task=data.task, class_names=data.class_names)
+
+
+class ExtractProgress:
+    """Rich progress bars, one per model, with throughput."""
+
+    def __init__(self, console=None):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+            console=console, transient=False,
+        )
+        self._start: dict[int, float] = {}
+
+    def __enter__(self):
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        return self.bar.__exit__(*exc)
+
+    def task(self, name: str, total: int) -> int:
+        task = self.bar.add_task(name, total=max(total, 1) if total else 1, rate="cached" if not total else "")
+        if not total:
+            self.bar.update(task, completed=1)
+        self._start[task] = time.perf_counter()
+        return task
+
+    def advance(self, task: int, n: int) -> None:
+        t = self.bar.tasks[[x.id for x in self.bar.tasks].index(task)]
+        elapsed = time.perf_counter() - self._start[task]
+        rate = (t.completed + n) / elapsed if elapsed > 0 else 0.0
+        self.bar.update(task, advance=n, rate=f"{rate:6.1f} img/s")

@@ -1,0 +1,49 @@
+"""The in-memory unit every metric, probe and learner consumes: one model's outputs on one task."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+TASK_TYPES = ("classification", "regression")
+
+
+@dataclass
+class FeatureSet:
+    """Penultimate features of one model on one dataset, with what the metrics may need.
+
+    ``features``: (n, d) float array. ``labels``: (n,) int class ids for classification, (n,) or (n, k)
+    float targets for regression. ``source_probs``: (n, k_s) softmax of the model's own (source) head,
+    ``None`` for headless models. ``sample_ids``: (n,) int ids of the samples in the dataset.
+    ``class_names``: label text for each class id (EMMS label embeddings), when known.
+    """
+
+    features: np.ndarray
+    labels: np.ndarray
+    model: str = "model"
+    dataset: str = "custom"
+    task: str = "classification"
+    source_probs: np.ndarray | None = None
+    sample_ids: np.ndarray | None = None
+    class_names: list[str] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.task not in TASK_TYPES:
+            raise ValueError(f"task must be one of {TASK_TYPES}, not {self.task!r}")
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.features.shape[0])
+
+    def inputs(self) -> dict[str, Any]:
+        """The named inputs a metric may declare in ``needs``."""
+        return {
+            "features": self.features,
+            "labels": self.labels,
+            "source_probs": self.source_probs,
+            "class_names": self.class_names,
+            "task": self.task,
+        }

@@ -1,0 +1,78 @@
+"""Input validation shared by all metrics: every user error becomes an InvalidInputError with one clear line."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InvalidInputError
+
+
+def as_features(features: np.ndarray, name: str = "features") -> np.ndarray:
+    """(n, d) finite float64 copy-free view where possible. float16/float32 are upcast for stable sums."""
+    x = np.asarray(features)
+    if x.ndim != 2:
+        raise InvalidInputError(f"{name} must be a 2-D array (n_samples, dim), got shape {x.shape}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise InvalidInputError(f"{name} is empty (shape {x.shape})")
+    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+        raise InvalidInputError(f"{name} must be real numbers, got dtype {x.dtype}")
+    x = x.astype(np.float64, copy=False)
+    if not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).any(axis=1).sum())
+        raise InvalidInputError(f"{name} contain NaN or inf in {bad} of {x.shape[0]} rows")
+    return x
+
+
+def as_class_labels(labels: np.ndarray, n_samples: int, min_per_class: int = 1) -> tuple[np.ndarray, int]:
+    """Encode any hashable labels as 0..C-1 (sorted order) and return (codes, C).
+
+    Requires at least two classes and ``min_per_class`` samples in each.
+    """
+    y = np.asarray(labels)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.ndim != 1:
+        raise InvalidInputError(f"class labels must be 1-D, got shape {y.shape}")
+    if y.shape[0] != n_samples:
+        raise InvalidInputError(f"{y.shape[0]} labels for {n_samples} feature rows")
+    if y.dtype.kind == "f":
+        if not np.isfinite(y).all():
+            raise InvalidInputError("labels contain NaN or inf")
+        if not np.all(y == np.round(y)):
+            raise InvalidInputError("class labels are not integers; is this a regression task?")
+    classes, codes = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise InvalidInputError(f"need at least 2 classes, got {len(classes)}")
+    if min_per_class > 1:
+        counts = np.bincount(codes, minlength=len(classes))
+        if counts.min() < min_per_class:
+            small = classes[counts < min_per_class][:5]
+            raise InvalidInputError(
+                f"every class needs at least {min_per_class} samples; classes {list(small)} have fewer"
+            )
+    return codes.astype(np.int64), len(classes)
+
+
+def as_targets(labels: np.ndarray, n_samples: int) -> np.ndarray:
+    """Regression targets as an (n, k) finite float64 array."""
+    y = np.asarray(labels, dtype=np.float64)
+    if y.ndim == 1:
+        y = y[:, None]
+    if y.ndim != 2 or y.shape[0] != n_samples:
+        raise InvalidInputError(f"targets must have shape ({n_samples},) or ({n_samples}, k), got {y.shape}")
+    if not np.isfinite(y).all():
+        raise InvalidInputError("targets contain NaN or inf")
+    return y
+
+
+def as_probs(probs: np.ndarray, n_samples: int, name: str = "source_probs") -> np.ndarray:
+    """(n, k) non-negative rows summing to 1 (within 1e-3), float64."""
+    p = as_features(probs, name)
+    if p.shape[0] != n_samples:
+        raise InvalidInputError(f"{name} has {p.shape[0]} rows for {n_samples} samples")
+    if (p < 0).any():
+        raise InvalidInputError(f"{name} has negative entries; pass softmax probabilities, not logits")
+    sums = p.sum(axis=1)
+    if np.abs(sums - 1).max() > 1e-3:
+        raise InvalidInputError(f"{name} rows must sum to 1 (found sums in [{sums.min():.3g}, {sums.max():.3g}])")
+    return p / sums[:, None]

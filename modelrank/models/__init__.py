@@ -1,0 +1,196 @@
+"""Model registry and loading: packaged offline models, any timm name, torchvision models and local checkpoints.
+
+Names understood by ``load_model``:
+
+* a registered name (``modelrank list models``), e.g. ``efficientnet_lite0`` — weights ship in a package;
+* any timm model name, e.g. ``resnet50`` — pretrained weights from the Hugging Face hub (needs network);
+* ``tv:NAME`` — a torchvision classification model with its default weights (needs network);
+* ``ARCH@PATH`` (or ``checkpoint=PATH``) — ARCH (any of the above) with weights from a local state-dict file;
+* ``random:ARCH`` — ARCH randomly initialised (seed 0): the baseline every pretrained model should beat.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import InvalidInputError, MissingResourceError, UnknownNameError
+from . import packaged  # noqa: F401  (registers the offline models)
+from .base import MODELS, LoadedModel, ModelSpec, find_head, register_model
+
+GENERIC_NAMES = [
+    ["<timm name>", "timm", "any", "hub (network)", "any of timm.list_models(), pretrained from the hub"],
+    ["tv:<name>", "torchvision", "any", "hub (network)", "a torchvision classification model, default weights"],
+    ["<arch>@<path>", "checkpoint", "any", "local file", "an architecture above with a local state dict"],
+    ["random:<arch>", "timm", "any", "none", "randomly initialised (seed 0): the no-transfer baseline"],
+]
+
+
+def file_fingerprint(path: str | os.PathLike) -> str:
+    """sha256 of a weights file, cached by (path, size, mtime) so repeated runs do not rehash."""
+    stat = os.stat(path)
+    key = (os.fspath(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _FINGERPRINTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+        _FINGERPRINTS[key] = digest.hexdigest()[:16]
+    return _FINGERPRINTS[key]
+
+
+_FINGERPRINTS: dict[tuple, str] = {}
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` or a torch file; unwraps ``{"state_dict": ...}`` / ``{"model": ...}``."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingResourceError(f"weight file {path} does not exist")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(os.fspath(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # every decoder error means the same thing to the user
+        raise InvalidInputError(f"cannot read weights {path}: {str(exc).splitlines()[0]}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise InvalidInputError(f"{path} is not a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _timm_names() -> list[str]:
+    import timm
+
+    return timm.list_models()
+
+
+def _create_timm(arch: str, pretrained: bool, num_classes: int | None = None) -> nn.Module:
+    import timm
+
+    kwargs = {} if num_classes is None else {"num_classes": num_classes}
+    torch.manual_seed(0)  # random:ARCH and fresh heads are reproducible
+    return timm.create_model(arch, pretrained=pretrained, **kwargs)
+
+
+def _timm_transform(net: nn.Module):
+    from timm.data import create_transform, resolve_data_config
+
+    config = resolve_data_config({}, model=net)
+    return create_transform(**config), config
+
+
+def _head_classes(state: dict[str, torch.Tensor], net: nn.Module) -> int | None:
+    """Number of classes of the head stored in ``state`` (fine-tuned checkpoints rarely have 1000)."""
+    head = find_head(net)
+    if head is None:
+        return None
+    names = {id(m): n for n, m in net.named_modules()}
+    weight = state.get(f"{names[id(head)]}.weight")
+    return int(weight.shape[0]) if weight is not None else None
+
+
+def _build_arch(arch: str, pretrained: bool, num_classes: int | None = None) -> tuple[nn.Module, Any, dict]:
+    """Network + eval transform + data config for a timm architecture or ``tv:NAME``."""
+    if arch.startswith(("tv:", "torchvision:")):
+        import torchvision.models as tvm
+
+        tv_name = arch.split(":", 1)[1]
+        if tv_name not in tvm.list_models(module=tvm):
+            close = difflib.get_close_matches(tv_name, tvm.list_models(module=tvm), n=3)
+            raise UnknownNameError(f"unknown torchvision model {tv_name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+        weights = tvm.get_model_weights(tv_name).DEFAULT if pretrained else None
+        kwargs = {} if num_classes is None else {"num_classes": num_classes}
+        try:
+            net = tvm.get_model(tv_name, weights=weights, **kwargs)
+        except (OSError, RuntimeError) as exc:
+            raise MissingResourceError(
+                f"cannot download torchvision weights for {tv_name} ({type(exc).__name__}); "
+                f"without network use {arch}@weights.pth with a local file"
+            ) from None
+        transform = (weights or tvm.get_model_weights(tv_name).DEFAULT).transforms()
+        return net, transform, {"input_size": (3, transform.crop_size[0], transform.crop_size[0])}
+    if arch not in _timm_names():
+        # Offline (registered) models first: they are the ones that work without network.
+        close = difflib.get_close_matches(arch, MODELS.names(), n=3, cutoff=0.6)
+        close += [n for n in difflib.get_close_matches(arch, _timm_names(), n=3, cutoff=0.6) if n not in close]
+        close = close[:3]
+        raise UnknownNameError(f"unknown model {arch!r}" + (f"; did you mean {', '.join(close)}?" if close else "; see `modelrank list models`"))
+    try:
+        net = _create_timm(arch, pretrained, num_classes)
+    except Exception as exc:  # the hub raises a zoo of exception types when offline
+        raise MissingResourceError(
+            f"cannot fetch pretrained weights for {arch} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+            f"offline, use a packaged model (modelrank list models) or {arch}@weights.safetensors"
+        ) from None
+    transform, config = _timm_transform(net)
+    return net, transform, config
+
+
+def load_model(name: str, checkpoint: str | None = None) -> LoadedModel:
+    """Load a model by name (see the module docstring) ready for feature extraction on the CPU."""
+    if "@" in name:
+        if checkpoint:
+            raise InvalidInputError(f"give the checkpoint either as {name} or with --checkpoint, not both")
+        name, checkpoint = name.split("@", 1)
+    spec: ModelSpec | None = MODELS.entry(name).obj if name in MODELS else None
+    arch = spec.arch if spec else name
+    random_init = arch.startswith("random:")
+    arch = arch.removeprefix("random:")
+
+    if checkpoint:
+        state = read_state_dict(checkpoint)
+        probe, _, _ = _build_arch(arch, pretrained=False)
+        net, transform, config = _build_arch(arch, pretrained=False, num_classes=_head_classes(state, probe))
+        fingerprint, pretraining, source = file_fingerprint(checkpoint), f"checkpoint {Path(checkpoint).name}", "checkpoint"
+    elif spec and spec.weights:
+        path = spec.weights()
+        net, transform, config = _build_arch(arch, pretrained=False)
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        fingerprint, pretraining, source = file_fingerprint(path), spec.pretraining, spec.source
+    else:
+        net, transform, config = _build_arch(arch, pretrained=not random_init)
+        state = None
+        fingerprint = "random-seed0" if random_init else f"hub:{arch}"
+        pretraining = "none (random init)" if random_init else "hub default"
+        source = "timm" if not arch.startswith("tv:") else "torchvision"
+    if state is not None:
+        if spec and spec.remap and not checkpoint:
+            state = spec.remap(state, net)
+        try:
+            net.load_state_dict(state)
+        except RuntimeError as exc:
+            raise InvalidInputError(f"weights do not fit {arch}: {str(exc).splitlines()[0]}") from None
+
+    head = find_head(net)
+    info = {
+        "arch": arch,
+        "family": spec.family if spec else arch.split(":")[-1].rstrip("0123456789_").split("_")[0],
+        "params": sum(p.numel() for p in net.parameters()),
+        "input_size": tuple(config.get("input_size", ())),
+        "pretraining": pretraining,
+        "source": source,
+        "num_classes": int(head.out_features) if head is not None else 0,
+        "preprocessing": repr(transform),
+    }
+    display = f"{name}@{Path(checkpoint).name}" if checkpoint else (f"random:{arch}" if random_init else name)
+    return LoadedModel(display, net, transform, fingerprint, info)
+
+
+def list_model_rows() -> tuple[list[str], list[list[str]]]:
+    rows = [[e.name, e.obj.family, e.obj.pretraining, e.obj.source, e.obj.description] for e in MODELS]
+    return ["name", "family", "pretraining", "weights", "description"], rows + GENERIC_NAMES
+
+
+__all__ = ["MODELS", "LoadedModel", "ModelSpec", "list_model_rows", "load_model", "read_state_dict", "register_model"]

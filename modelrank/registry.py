@@ -1,0 +1,70 @@
+"""One small generic registry, used for models, datasets and metrics.
+
+A registry maps a name to an object plus free-form metadata; ``register`` is a
+decorator so that a module declares what it provides where it defines it
+(the ``timm.register_model`` pattern).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Generic, Iterator, TypeVar
+
+from .errors import UnknownNameError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    name: str
+    obj: T
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Registry(Generic[T]):
+    """Name -> (object, metadata). ``kind`` is used in error messages ("model", "metric")."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+
+    def register(self, name: str, **meta: Any) -> Callable[[T], T]:
+        def decorator(obj: T) -> T:
+            self.add(name, obj, **meta)
+            return obj
+
+        return decorator
+
+    def add(self, name: str, obj: T, **meta: Any) -> None:
+        key = name.lower()
+        if key in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._entries[key] = Entry(name, obj, dict(meta))
+
+    def entry(self, name: str) -> Entry[T]:
+        try:
+            return self._entries[name.lower()]
+        except KeyError:
+            raise UnknownNameError(self.unknown_message(name)) from None
+
+    def get(self, name: str) -> T:
+        return self.entry(name).obj
+
+    def unknown_message(self, name: str) -> str:
+        close = difflib.get_close_matches(name.lower(), list(self._entries), n=3, cutoff=0.5)
+        hint = f"; did you mean {', '.join(close)}?" if close else f"; see `modelrank list {self.kind}s`"
+        return f"unknown {self.kind} {name!r}{hint}"
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name.lower() in self._entries
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        return iter(sorted(self._entries.values(), key=lambda e: e.name))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def names(self) -> list[str]:
+        return [e.name for e in self]

@@ -1,0 +1,31 @@
+import os
+
+# Hubs are unreachable here: fail fast instead of retrying for ~46 s.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ["COLUMNS"] = "200"  # rich tables: no truncated names in captured output
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ANCHORS = Path(__file__).resolve().parents[1].parent / "shared" / "anchors"
+
+
+@pytest.fixture
+def anchors() -> Path:
+    if not ANCHORS.is_dir():
+        pytest.skip(f"public anchor data not found at {ANCHORS}")
+    return ANCHORS
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch) -> Path:
+    path = tmp_path / "cache"
+    monkeypatch.setenv("MODELRANK_CACHE", str(path))
+    return path

