@@ -11,7 +11,7 @@ stamp=.venv/.modelrank-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   # pip, not uv/poetry: the torch wheels this project pins lie on the machines' local disk (see README).
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,text]"
   # animal-mnist declares tensorflow as a dependency but needs none of it to read its data files.
   .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps animal-mnist
   echo "$want" > "$stamp"

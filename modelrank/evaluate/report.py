@@ -1,0 +1,101 @@
+"""Show an `Evaluation`: rich tables in the papers' layout, and score-vs-truth scatter plots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.measure import Measurement
+from rich.table import Table
+
+from ..errors import MissingResourceError
+from .evaluation import MEAN, WEIGHTED_MEAN, Evaluation
+
+
+def _best_per_column(values: np.ndarray, lower_is_better: bool) -> np.ndarray:
+    """Mask of the best finite cell(s) of every column (ties all bold)."""
+    filled = np.where(np.isfinite(values), values, np.inf if lower_is_better else -np.inf)
+    best = filled.min(axis=0) if lower_is_better else filled.max(axis=0)
+    return np.isfinite(values) & np.isclose(filled, best, rtol=0, atol=5e-4)
+
+
+def evaluation_tables(evaluation: Evaluation, digits: int = 3) -> list[Table]:
+    """One table per measure: methods as rows, datasets then mean and weighted mean as columns, best in bold."""
+    tables = []
+    for measure in evaluation.measures:
+        frame = evaluation.table(measure)
+        lower = evaluation.lower_is_better[measure]
+        values = frame.to_numpy(dtype=np.float64)
+        bold = _best_per_column(values, lower)
+        table = Table(title=f"{measure} ({'lower' if lower else 'higher'} is better)", header_style="bold")
+        table.add_column("method")
+        for column in frame.columns:
+            label = {MEAN: "Mean", WEIGHTED_MEAN: "W.Mean"}.get(column, column)
+            table.add_column(label, justify="right")
+        for i, method in enumerate(frame.index):
+            cells = []
+            for j, value in enumerate(values[i]):
+                text = "—" if not np.isfinite(value) else f"{value:.{digits}f}"
+                cells.append(f"[bold]{text}[/bold]" if bold[i, j] else text)
+            table.add_row(method, *cells)
+        tables.append(table)
+    return tables
+
+
+def print_wide(console: Console, renderable: Table) -> None:
+    """Print at the table's natural width rather than truncate numbers when the console is narrower."""
+    width = console.width
+    console.width = max(width, Measurement.get(console, console.options.update_width(10_000), renderable).maximum)
+    try:
+        console.print(renderable)
+    finally:
+        console.width = width
+
+
+def print_evaluation(evaluation: Evaluation, console: Console | None = None) -> None:
+    console = console or Console()
+    for table in evaluation_tables(evaluation):
+        print_wide(console, table)
+    for warning in evaluation.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+
+
+def plot_evaluation(evaluation: Evaluation, path: str | Path, measure: str | None = None) -> Path:
+    """Scatter of score (x) vs ground truth (y): one panel per (method, dataset), titled with a measure.
+
+    Needs matplotlib (``pip install 'modelrank[plot]'``).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingResourceError("--plot needs matplotlib: pip install 'modelrank[plot]'") from exc
+    measure = measure or evaluation.measures[0]
+    table = evaluation.table(measure)
+    methods, datasets = evaluation.methods, evaluation.datasets
+    fig, axes = plt.subplots(
+        len(methods), len(datasets), figsize=(2.4 * len(datasets), 2.0 * len(methods)), squeeze=False
+    )
+    grouped = dict(tuple(evaluation.pairs.groupby(["method", "dataset"])))
+    for i, method in enumerate(methods):
+        for j, dataset in enumerate(datasets):
+            ax = axes[i, j]
+            cell = grouped.get((method, dataset))
+            if cell is not None:
+                ax.scatter(cell["score"], cell["truth"], s=12)
+                value = table.loc[method, dataset]
+                ax.set_title(f"{measure} {value:.3f}" if np.isfinite(value) else "n/a", fontsize=7)
+            ax.tick_params(labelsize=5)
+            if i == 0:
+                ax.annotate(dataset, (0.5, 1.25), xycoords="axes fraction", ha="center", fontsize=9, weight="bold")
+            if j == 0:
+                ax.set_ylabel(f"{method}\ntruth", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

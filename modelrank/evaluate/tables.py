@@ -1,0 +1,196 @@
+"""Read score tables and ground-truth tables written by modelrank or by the public benchmarks.
+
+Two kinds of input, both CSV (or Parquet):
+
+* scores: long ``dataset, model, method|metric, score|value`` (modelrank's own output, TransferGraph's
+  ``transferability_score_records.csv``) or wide ``Dataset, Model, <method>, <method>, ...`` (Model Spider's
+  ``baseline_results.csv``, ``modelrank score --out``: every numeric column that is not a dataset or model
+  column, nor a ``<method>_seconds`` timing column, is a method);
+* truth: ``dataset, model, <value>`` where the value column is the first of ``TRUTH_VALUE_COLUMNS`` present
+  (modelrank records, Model Spider/SFDA ``accuracy``, TransferGraph ``eval_accuracy``, EMMS ``score``).
+
+Column names are matched case-insensitively. Dataset and model names are matched through ``name_key``:
+case, spaces and the punctuation ``-_./`` are ignored (``CIFAR-10`` = ``cifar10``), and dataset names also
+go through ``DATASET_ALIASES`` (Model Spider's CSV says ``Pet`` where its README and SFDA say ``Pets``).
+The first spelling met in the scores table is the one shown in results.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InvalidInputError, MissingResourceError
+
+DATASET_COLUMNS = ("dataset", "target_dataset", "finetuned_dataset", "finetune_dataset")
+MODEL_COLUMNS = ("model", "model_name")
+METHOD_COLUMNS = ("method", "metric")
+SCORE_VALUE_COLUMNS = ("score", "value")
+TIMING_SUFFIX = "_seconds"  # `modelrank score --out` writes <metric>_seconds next to each metric: not a method
+TRUTH_VALUE_COLUMNS = ("test_metric", "accuracy", "eval_accuracy", "test_accuracy", "acc", "score", "value")
+
+# name_key(alias) -> name_key(canonical). Only spellings that the public tables really use for one dataset.
+DATASET_ALIASES = {
+    "pet": "pets",
+    "oxfordpets": "pets",
+    "oxfordiiitpet": "pets",
+    "stanfordcars": "cars",
+    "fgvcaircraft": "aircraft",
+    "flowers102": "flowers",
+    "oxfordflowers102": "flowers",
+    "voc": "voc2007",
+}
+
+_IGNORED = re.compile(r"[\s\-_./]+")
+
+
+def name_key(name: object) -> str:
+    """The key two spellings of one model or dataset name share: lower case, no spaces or ``-_./``."""
+    return _IGNORED.sub("", str(name).strip().lower())
+
+
+def dataset_key(name: object) -> str:
+    key = name_key(name)
+    return DATASET_ALIASES.get(key, key)
+
+
+def read_table(path: str | Path) -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame (an unnamed pandas index column is dropped)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingResourceError(f"table not found: {path}")
+    try:
+        frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
+    except (ValueError, pd.errors.ParserError, OSError) as exc:
+        raise InvalidInputError(f"cannot read {path}: {exc}") from exc
+    return frame.drop(columns=[c for c in frame.columns if str(c).startswith("Unnamed:")])
+
+
+def _find_column(frame: pd.DataFrame, candidates: tuple[str, ...]) -> str | None:
+    by_lower = {str(c).lower(): c for c in frame.columns}
+    for candidate in candidates:
+        if candidate in by_lower:
+            return by_lower[candidate]
+    return None
+
+
+def _require_column(frame: pd.DataFrame, candidates: tuple[str, ...], what: str, source: str) -> str:
+    column = _find_column(frame, candidates)
+    if column is None:
+        raise InvalidInputError(
+            f"{source}: no {what} column (looked for {', '.join(candidates)}; found {', '.join(map(str, frame.columns))})"
+        )
+    return column
+
+
+def _as_numbers(values: pd.Series, what: str, source: str) -> np.ndarray:
+    numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
+    bad = ~np.isfinite(numbers)
+    if bad.any():
+        first = int(np.flatnonzero(bad)[0])
+        raise InvalidInputError(f"{source}: {what} has {int(bad.sum())} missing or non-numeric value(s), e.g. row {first}")
+    return numbers
+
+
+def _with_keys(frame: pd.DataFrame, key_columns: list[str], source: str, hint: str = "") -> pd.DataFrame:
+    frame = frame.assign(dataset_key=frame["dataset"].map(dataset_key), model_key=frame["model"].map(name_key))
+    duplicated = frame.duplicated(subset=key_columns, keep=False)
+    if duplicated.any():
+        first = frame[duplicated].iloc[0]
+        shown = ", ".join(f"{c}={first[c]}" for c in ("method", "dataset", "model") if c in frame.columns)
+        raise InvalidInputError(f"{source}: {int(duplicated.sum())} duplicate rows (e.g. {shown}){hint}")
+    return frame
+
+
+def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) -> pd.DataFrame:
+    """Scores as a long table ``method, dataset, model, score, dataset_key, model_key`` (higher = better).
+
+    ``scores`` is a path or a DataFrame in the long or the wide layout (see the module docstring). One row per
+    (method, dataset, model); duplicates and missing values are errors.
+    """
+    source = source or (str(scores) if not isinstance(scores, pd.DataFrame) else "scores")
+    frame = read_table(scores) if not isinstance(scores, pd.DataFrame) else scores
+    dataset_col = _require_column(frame, DATASET_COLUMNS, "dataset", source)
+    model_col = _require_column(frame, MODEL_COLUMNS, "model", source)
+    method_col = _find_column(frame, METHOD_COLUMNS)
+    value_col = _find_column(frame, SCORE_VALUE_COLUMNS)
+    if method_col is not None and value_col is not None:
+        long = pd.DataFrame(
+            {
+                "method": frame[method_col].astype(str),
+                "dataset": frame[dataset_col].astype(str),
+                "model": frame[model_col].astype(str),
+                "score": _as_numbers(frame[value_col], f"column {value_col!r}", source),
+            }
+        )
+    else:
+        used = {dataset_col, model_col}
+        methods = [
+            c for c in frame.columns
+            if c not in used and pd.api.types.is_numeric_dtype(frame[c]) and not str(c).endswith(TIMING_SUFFIX)
+        ]
+        if not methods:
+            raise InvalidInputError(
+                f"{source}: no score columns; expected a long table (method, score) or numeric method columns"
+            )
+        long = frame.melt(id_vars=[dataset_col, model_col], value_vars=methods, var_name="method", value_name="score")
+        long = pd.DataFrame(
+            {
+                "method": long["method"].astype(str),
+                "dataset": long[dataset_col].astype(str),
+                "model": long[model_col].astype(str),
+                "score": _as_numbers(long["score"], "a score column", source),
+            }
+        )
+    if long.empty:
+        raise InvalidInputError(f"{source}: the score table is empty")
+    return _with_keys(long, ["method", "dataset_key", "model_key"], source)
+
+
+def load_truth(
+    truth: str | Path | pd.DataFrame,
+    duplicates: str = "error",
+    where: dict[str, str] | None = None,
+    source: str | None = None,
+) -> pd.DataFrame:
+    """Ground truth as ``dataset, model, truth, dataset_key, model_key`` (one row per dataset and model).
+
+    ``where``: keep only rows whose column (case-insensitive name) equals the value as text, e.g.
+    ``{"protocol": "linear"}`` for a records table holding several protocols. ``duplicates="max"`` keeps the
+    best value of each (dataset, model), as when a records table holds one row per hyper-parameter setting
+    (TransferGraph picks the best ``eval_accuracy`` per model the same way); ``"error"`` (default) refuses
+    repeated rows.
+    """
+    if duplicates not in ("error", "max"):
+        raise InvalidInputError(f"duplicates must be 'error' or 'max', not {duplicates!r}")
+    source = source or (str(truth) if not isinstance(truth, pd.DataFrame) else "truth")
+    frame = read_table(truth) if not isinstance(truth, pd.DataFrame) else truth
+    for name, value in (where or {}).items():
+        column = _require_column(frame, (name.lower(),), f"{name!r} (from a filter)", source)
+        frame = frame[frame[column].astype(str) == str(value)]
+    dataset_col = _require_column(frame, DATASET_COLUMNS, "dataset", source)
+    model_col = _require_column(frame, MODEL_COLUMNS, "model", source)
+    value_col = _require_column(frame, TRUTH_VALUE_COLUMNS, "ground-truth value", source)
+    long = pd.DataFrame(
+        {
+            "dataset": frame[dataset_col].astype(str),
+            "model": frame[model_col].astype(str),
+            "truth": _as_numbers(frame[value_col], f"column {value_col!r}", source),
+        }
+    )
+    if long.empty:
+        raise InvalidInputError(f"{source}: the ground-truth table is empty")
+    if duplicates == "max":
+        long = long.reset_index(drop=True)  # idxmax returns labels: they must be unique
+        keys = long.assign(dataset_key=long["dataset"].map(dataset_key), model_key=long["model"].map(name_key))
+        best = keys.groupby(["dataset_key", "model_key"], sort=False)["truth"].idxmax()
+        long = long.loc[best.to_numpy()].reset_index(drop=True)
+    return _with_keys(
+        long,
+        ["dataset_key", "model_key"],
+        source,
+        hint="; pass duplicates='max' (CLI: --duplicates max) to keep the best value per dataset and model",
+    )

@@ -1,0 +1,71 @@
+"""Fisher linear discriminant pieces shared by SFDA and NCTI (vectorised, float64).
+
+Conventions follow sklearn's ``LinearDiscriminantAnalysis(solver="eigen")`` that both reference codes build on:
+scatter matrices are biased (divided by N), the within-class scatter is the prior-weighted mean of the class
+covariances, and shrinkage moves a matrix towards its mean eigenvalue, ``(1-a) S + a tr(S)/D I``.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import scipy.linalg
+from scipy.special import log_softmax
+
+from ..errors import InvalidInputError
+
+
+def warn_if_singular_scatter(metric: str, n: int, n_classes: int, dim: int) -> None:
+    """Warn when N - C < D: S_w is then singular, the (nearly unregularised) LDA separates the samples perfectly
+    and its probabilities saturate at 1 for every model."""
+    if n - n_classes < dim:
+        warnings.warn(
+            f"{metric} with {n} samples, {n_classes} classes and {dim}-d features (N - C < D): the within-class "
+            f"scatter is singular, so {metric} scores saturate near 1.0 for every model; use more samples or "
+            "reduce the feature dimension (e.g. PCA) first",
+            stacklevel=3,
+        )
+
+
+def within_scatter(x: np.ndarray, y: np.ndarray, means: np.ndarray) -> np.ndarray:
+    """S_w = (1/N) sum_i (x_i - mu_{y_i})(x_i - mu_{y_i})^T, i.e. sum_c prior_c * cov_c (biased covariances)."""
+    centred = x - means[y]  # one (N, D) copy; centring first avoids cancellation in x^T x - N mu mu^T
+    return centred.T @ centred / x.shape[0]
+
+
+def total_scatter(x: np.ndarray) -> np.ndarray:
+    centred = x - x.mean(axis=0)
+    return centred.T @ centred / x.shape[0]
+
+
+def shrink(scatter: np.ndarray, alpha: float) -> np.ndarray:
+    """(1 - alpha) S + alpha * tr(S)/D * I (sklearn ``shrunk_covariance``)."""
+    dim = scatter.shape[0]
+    out = (1.0 - alpha) * scatter
+    out.flat[:: dim + 1] += alpha * np.trace(scatter) / dim
+    return out
+
+
+def lda_log_proba(x: np.ndarray, means: np.ndarray, priors: np.ndarray, sw: np.ndarray) -> np.ndarray:
+    """(N, C) log p(c|x) of the LDA classifier: softmax_c( x S_w^-1 mu_c - mu_c S_w^-1 mu_c / 2 + log prior_c ).
+
+    With all D discriminant directions V kept (V^T S_w V = I, so V V^T = S_w^-1) this equals the reference codes'
+    ``coef = means @ V @ V.T``; solving with S_w directly skips the generalized eigenproblem.
+    """
+    if not np.trace(sw) > 0:
+        raise InvalidInputError("features have zero within-class scatter (constant features?)")
+    try:
+        sw_inv_means = scipy.linalg.cho_solve(scipy.linalg.cho_factor(sw), means.T)  # (D, C)
+    except np.linalg.LinAlgError:
+        # S_w singular even after shrinkage (shrinkage 0 and N - C < D): the minimum-norm solution.
+        sw_inv_means = np.linalg.lstsq(sw, means.T, rcond=None)[0]
+    scores = x @ sw_inv_means - 0.5 * np.einsum("cd,dc->c", means, sw_inv_means) + np.log(priors)
+    return log_softmax(scores, axis=1)
+
+
+def discriminant_directions(sb: np.ndarray, sw: np.ndarray) -> np.ndarray:
+    """Generalized eigenvectors of (S_b, S_w), columns sorted by decreasing eigenvalue, V^T S_w V = I."""
+    evals, evecs = scipy.linalg.eigh(sb, sw)
+    return evecs[:, np.argsort(evals)[::-1]]
+

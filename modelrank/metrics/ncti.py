@@ -1,0 +1,100 @@
+"""NCTI: Neural Collapse inspired Transferability Index (Wang et al., ICCV 2023)."""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ..features import FeatureSet
+from ._checks import as_class_labels, as_features
+from ._lda import (
+    discriminant_directions,
+    lda_log_proba,
+    shrink,
+    total_scatter,
+    warn_if_singular_scatter,
+    within_scatter,
+)
+from ._linalg import class_means, pca_project
+from .base import register_metric
+
+DEFAULT_PCA_DIM = 64
+#: The shrinkage is exp(-sum of the top SHRINKAGE_COMPONENTS explained variances), floored like SFDA's.
+SHRINKAGE_COMPONENTS = 32
+SHRINKAGE_FLOOR = 1e-10
+MIN_ZOO_SIZE = 3
+
+
+def _nuclear_norm(a: np.ndarray) -> float:
+    """Sum of singular values, from the eigenvalues of the smaller Gram matrix."""
+    gram = a.T @ a if a.shape[1] <= a.shape[0] else a @ a.T
+    return float(np.sqrt(np.clip(np.linalg.eigvalsh(gram), 0.0, None)).sum())
+
+
+def ncti_terms(features: np.ndarray, labels: np.ndarray, *, pca_dim: int = DEFAULT_PCA_DIM) -> tuple[float, float, float]:
+    """The three raw NCTI terms (S_seli, S_ncc, S_vc) of one model; combine across a zoo with ``ncti``.
+
+    Features are projected on their top ``pca_dim`` principal axes (exact PCA), then a Fisher LDA is fitted with
+    shrinkage a = max(exp(-sum of the top-32 explained variances), 1e-10) (S_w -> (1-a) S_w + a tr(S_w)/D I):
+    * S_seli = ||Z - mean(Z)||_* with Z the projection on the top C-1 discriminant directions (within-class
+      variability collapse seen through the class-separating subspace);
+    * S_ncc = (1/N) sum_i p(y_i|x_i) of the LDA (nearest-centre classifier);
+    * S_vc = log sum_c ||P_c||_*, P_c the LDA probability rows of class c (class-simplex compactness).
+    When N - C is below the PCA dimension the LDA overfits (S_seli explodes, S_ncc saturates): a warning says so.
+    The public code switches to sklearn's unshrunk ``svd`` LDA solver when a hits the floor; that solver
+    normalises S_w by N - C instead of N, so its terms differ from the floored eigen solver used here by O(C/N).
+    """
+    x = as_features(features)
+    y, n_classes = as_class_labels(labels, x.shape[0])
+    projected = pca_project(x, n_dims=pca_dim)
+    warn_if_singular_scatter("NCTI", len(y), n_classes, projected.shape[1])
+    explained_variances = projected.var(axis=0, ddof=1)  # the PCA eigenvalues, in decreasing order
+    shrinkage = max(float(np.exp(-explained_variances[:SHRINKAGE_COMPONENTS].sum())), SHRINKAGE_FLOOR)
+    means, counts = class_means(projected, y, n_classes)
+    sw = shrink(within_scatter(projected, y, means), shrinkage)
+    log_proba = lda_log_proba(projected, means, counts / len(y), sw)
+    sb = shrink(total_scatter(projected), shrinkage) - sw
+    directions = discriminant_directions(sb, sw)[:, : min(n_classes - 1, projected.shape[1])]
+    discriminant = projected @ directions
+    seli = _nuclear_norm(discriminant - discriminant.mean(axis=0))
+    proba = np.exp(log_proba)
+    ncc = float(proba[np.arange(len(y)), y].mean())
+    order = np.argsort(y, kind="stable")
+    blocks = np.split(proba[order], np.cumsum(counts.astype(np.int64))[:-1])
+    vc = float(np.log(sum(_nuclear_norm(block) for block in blocks)))
+    return seli, ncc, vc
+
+
+def min_max(values: np.ndarray) -> np.ndarray:
+    """(v - min) / (max - min) across the zoo; all zeros when every model has the same value."""
+    spread = values.max() - values.min()
+    return (values - values.min()) / spread if spread > 0 else np.zeros_like(values)
+
+
+@register_metric(
+    "ncti",
+    zoo_level=True,
+    reference="Wang et al., How Far Pre-trained Models Are from Neural Collapse on the Target Dataset Informs "
+    "their Transferability, ICCV 2023",
+)
+def ncti(zoo: Mapping[str, FeatureSet], *, pca_dim: int = DEFAULT_PCA_DIM) -> dict[str, float]:
+    """NCTI = minmax(S_ncc) + minmax(S_seli) - minmax(S_vc), min-max taken across the models of the zoo.
+
+    ``zoo``: {model name: FeatureSet} of several models on the SAME target samples (labels must agree).
+    Scores are zoo-relative: adding or removing a model changes every score. Needs >= 3 models (with 2 the
+    min-max maps every term to {0, 1}). Higher is better; scores lie in [-1, 2].
+    """
+    if len(zoo) < MIN_ZOO_SIZE:
+        raise InvalidInputError(f"NCTI is zoo-relative and needs at least {MIN_ZOO_SIZE} models, got {len(zoo)}")
+    names = list(zoo)
+    first = np.asarray(zoo[names[0]].labels)
+    for name in names[1:]:
+        other = np.asarray(zoo[name].labels)
+        if other.shape != first.shape or not np.array_equal(other, first):
+            raise InvalidInputError(f"NCTI compares models on the same samples: labels of {name} differ from {names[0]}")
+    terms = np.array([ncti_terms(zoo[name].features, zoo[name].labels, pca_dim=pca_dim) for name in names])
+    seli, ncc, vc = terms.T
+    scores = min_max(ncc) + min_max(seli) - min_max(vc)
+    return {name: float(score) for name, score in zip(names, scores)}

