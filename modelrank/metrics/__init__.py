@@ -1,0 +1,25 @@
+"""Transferability metrics: plain functions ``f(features, labels, ...) -> float``, all in one registry.
+
+Importing this package registers every metric; ``METRICS`` lists them and ``compute_metric`` runs one on a
+``FeatureSet`` after checking its declared inputs.
+"""
+
+from .base import METRICS, INPUT_NAMES, MetricSpec, compute_metric, missing_inputs, register_metric, score_zoo
+
+# Metric modules register themselves on import. (one import line per module, keep sorted)
+from . import emms  # noqa: F401
+from . import gbc  # noqa: F401
+from . import hscore  # noqa: F401
+from . import leep  # noqa: F401
+from . import lfc  # noqa: F401
+from . import logme  # noqa: F401
+from . import ncti  # noqa: F401
+from . import otce  # noqa: F401
+from . import pactran  # noqa: F401
+from . import parc  # noqa: F401
+from . import ped  # noqa: F401
+from . import probes  # noqa: F401
+from . import sfda  # noqa: F401
+from . import transrate  # noqa: F401
+
+__all__ = ["METRICS", "INPUT_NAMES", "MetricSpec", "compute_metric", "missing_inputs", "register_metric", "score_zoo"]

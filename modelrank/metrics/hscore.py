@@ -1,0 +1,95 @@
+"""H-Score (Bao et al. 2019) and its shrinkage-regularised form (Ibrahim et al. 2022)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InvalidInputError
+from ._checks import as_class_labels, as_features
+from ._linalg import principal_class_offsets, rank_cutoff
+from .base import register_metric
+
+
+@register_metric(
+    "hscore",
+    reference="Bao et al., An Information-Theoretic Approach to Transferability in Task Transfer Learning, ICIP 2019",
+)
+def hscore(features: np.ndarray, labels: np.ndarray, rcond: float | None = None) -> float:
+    """H-Score: how well the class-conditional means of the features separate relative to their spread.
+
+    H(f) = tr( cov(f)^+ cov(g) ),  g_i = E[f | y = y_i] (the class mean of sample i's class),
+    with both covariances normalised by 1/(N-1) (``np.cov``), and ``^+`` the pseudo-inverse.
+
+    Computed in the eigenbasis of cov(f) = V diag(l) V^T:
+    H = sum_c n_c/(N-1) * sum_k (v_k^T (mu_c - mu))^2 / l_k over the eigenvalues l_k above the cutoff,
+    from a D x D or an N x N eigendecomposition, whichever is smaller (see ``principal_class_offsets``).
+
+    ``rcond``: eigenvalues <= rcond * max(l) count as zero. Default ``None`` uses numpy's rank rule
+    (D * machine eps), not the 1e-15 of Model Spider / TLlib's ``pinv``: with 1e-15 rounding noise in the
+    null space of a singular cov(f) (N < D, duplicated or constant features) survives and blows the score
+    up by orders of magnitude. On full-rank features both choices give the same value.
+
+    Inputs: features (N, D), class labels (N,). Higher is better. Not invariant to the feature scale's
+    shape (only to invertible linear maps of full-rank features).
+    """
+    x = as_features(features)
+    codes, n_classes = as_class_labels(labels, x.shape[0])
+    n = x.shape[0]
+    if n < 2:
+        raise InvalidInputError("H-Score needs at least 2 samples")
+    scatter_evals, offsets, counts = principal_class_offsets(x, codes, n_classes)
+    evals = scatter_evals / (n - 1)  # of cov(f)
+    if evals.max() <= 0:
+        raise InvalidInputError("features are constant: H-Score is undefined")
+    cutoff = evals.max() * rcond if rcond is not None else rank_cutoff(evals, max(x.shape))
+    keep = evals > cutoff
+    return float((counts[:, None] * offsets[:, keep] ** 2 / evals[keep]).sum() / (n - 1))
+
+
+def ledoit_wolf_shrinkage(x: np.ndarray, cov_evals: np.ndarray) -> tuple[float, float]:
+    """Ledoit-Wolf (2004) optimal shrinkage of S = Xc^T Xc / N towards mu * I, from S's eigenvalues.
+
+    Returns ``(alpha, mu)``. mu = tr(S) / D; with r_i = ||x_i - mean||^2 and ||S||_F^2 = sum of squared
+    eigenvalues: delta = (||S||_F^2 - D mu^2) / D, beta = min(delta, (sum_i r_i^2 / N - ||S||_F^2) / (D N)),
+    alpha = beta / delta. (sklearn computes the same quantity in D x D blocks.)
+    """
+    n, d = x.shape
+    mu = cov_evals.sum() / d
+    if mu <= 0:
+        raise InvalidInputError("features are constant: the shrinkage H-Score is undefined")
+    frob2 = float((cov_evals**2).sum())
+    centred = x - x.mean(axis=0)
+    row_norms2 = np.einsum("ij,ij->i", centred, centred)
+    delta = (frob2 - d * mu**2) / d
+    beta = min(delta, (float((row_norms2**2).sum()) / n - frob2) / (d * n))
+    return (0.0 if beta <= 0 else beta / delta), mu
+
+
+@register_metric(
+    "hscore_reg",
+    reference="Ibrahim et al., Newer is not always better: Rethinking transferability metrics, NeurIPS 2021/2022",
+)
+def hscore_reg(features: np.ndarray, labels: np.ndarray) -> float:
+    """Shrinkage-regularised H-Score: H-Score with the Ledoit-Wolf covariance estimate.
+
+    H_alpha(f) = tr( ((1-alpha) S + alpha mu I)^-1 (1-alpha) cov(g) ),
+    S = empirical covariance (1/N), mu = tr(S)/D, alpha = Ledoit-Wolf shrinkage, cov(g) as in ``hscore``
+    (1/(N-1), the TLlib convention; the N/(N-1) factor is the same for every model of a dataset).
+    The shrunk covariance is invertible whenever alpha > 0, so N < D and collinear features are fine.
+    When Ledoit-Wolf shrinks fully (alpha = 1: the sample covariance carries no reliable structure beyond
+    its trace, e.g. few noisy samples) the score is exactly 0.
+
+    Inputs: features (N, D), class labels (N,). Higher is better. Invariant to a global rescaling of the
+    features and to rotations of the feature space.
+    """
+    x = as_features(features)
+    codes, n_classes = as_class_labels(labels, x.shape[0])
+    n = x.shape[0]
+    if n < 2:
+        raise InvalidInputError("the shrinkage H-Score needs at least 2 samples")
+    scatter_evals, offsets, counts = principal_class_offsets(x, codes, n_classes)
+    evals = scatter_evals / n  # of S; the D - r directions outside the row space hold no class offset
+    alpha, mu = ledoit_wolf_shrinkage(x, evals)
+    shrunk = (1 - alpha) * evals + alpha * mu
+    keep = shrunk > rank_cutoff(shrunk, max(x.shape))
+    return float((1 - alpha) * (counts[:, None] * offsets[:, keep] ** 2 / shrunk[keep]).sum() / (n - 1))

@@ -1,0 +1,173 @@
+"""PACTran (Ding et al. 2022): PAC-Bayesian bounds for a head on top of the pre-trained model.
+
+Each variant computes a bound on the risk of a Bayesian head (lower = more transferable); the registered
+scores are the NEGATED bounds so that, like every modelrank metric, higher = better. Hyper-parameters are
+keyword parameters with the defaults of Model Spider (alpha = 1, 10 variational steps) and of the
+pactran_metrics lineage (lda_factor = 1, s2_factor = 100: the first of the two PAC-Gauss values it returns).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+import scipy.optimize
+from scipy.special import digamma, gammaln, logsumexp
+
+from ..errors import InvalidInputError
+from ._checks import as_class_labels, as_features
+from ._linalg import class_sums, row_blocks
+from .base import register_metric
+from .leep import probs_and_codes
+
+REFERENCE = "Ding et al., PACTran: PAC-Bayesian Metrics for Estimating the Transferability of Pretrained Models, ECCV 2022"
+
+
+def _label_prior(codes: np.ndarray, n_classes: int, alpha: float) -> np.ndarray:
+    """(C, 1) prior concentration a0_y = alpha * P(y) (the empirical label frequencies)."""
+    if alpha <= 0:
+        raise InvalidInputError(f"alpha must be positive, got {alpha}")
+    return (alpha * np.bincount(codes, minlength=n_classes) / codes.shape[0])[:, None]
+
+
+def _mean_field(
+    probs: np.ndarray,
+    codes: np.ndarray,
+    prior: np.ndarray,
+    n_iter: int,
+    expected_log_lik: Callable[[np.ndarray], np.ndarray],
+) -> tuple[np.ndarray, float]:
+    """Mean-field updates of the latent source class q(z_i) and the (C, Z) posterior a_w.
+
+    Starting from q = s (the source softmax), ``n_iter`` times: a_w = a0 + sum_i [y_i = y] q_i(z), then
+    log q_i(z) = log s_i(z) + E[log p(y_i | z)] - log-normaliser, with ``expected_log_lik(a_w)`` = E[log p(y|z)]
+    (C, Z). Returns the last a_w and sum_i KL(q_i || s_i) of the final q. Rows are processed in blocks and q is
+    never stored whole: only its class sums carry over, so memory stays O(block * Z) beyond the input.
+    """
+    if n_iter < 1:
+        raise InvalidInputError(f"n_iter must be >= 1, got {n_iter}")
+    n_classes = prior.shape[0]
+    counts = class_sums(probs, codes, n_classes)
+    for step in range(n_iter):
+        a_w = prior + counts
+        expected = expected_log_lik(a_w)
+        counts = np.zeros_like(a_w)
+        kl = 0.0
+        for rows in row_blocks(probs.shape[0]):
+            # A zero probability (float16 underflow) gets log = -708, not -inf, so q log(q / s) stays 0, not NaN.
+            log_s = np.log(np.maximum(probs[rows], np.finfo(np.float64).tiny))
+            log_q = log_s + expected[codes[rows]]
+            log_q -= logsumexp(log_q, axis=1, keepdims=True)
+            q = np.exp(log_q)
+            counts += class_sums(q, codes[rows], n_classes)
+            if step == n_iter - 1:
+                kl += float((q * (log_q - log_s)).sum())
+    return a_w, kl
+
+
+@register_metric("pactran_dir", needs=("source_probs", "labels"), reference=REFERENCE)
+def pactran_dirichlet(source_probs: np.ndarray, labels: np.ndarray, alpha: float = 1.0, n_iter: int = 10) -> float:
+    """PAC-Dir: negated PAC-Bayes bound of a Dirichlet-categorical head P(y | z) on the source classes z.
+
+    Prior P(. | z) ~ Dir(a0), a0_y = alpha * P(y); latent z_i with prior s_i = source softmax. After
+    ``n_iter`` mean-field steps (see ``_mean_field``, E[log p(y|z)] = digamma(a_w[y,z]) -
+    digamma(sum_y a_w[y,z])) the evidence lower bound is
+    ELBO = sum_z [log B(a_w[:, z]) - log B(a0)] - sum_i KL(q_i || s_i),  B = multivariate beta function.
+    Bound = -ELBO / (N C); score = ELBO / (N C) (Model Spider's ``-PACTranDirichlet``).
+
+    Inputs: source_probs (N, Z), class labels (N,). Higher is better.
+    """
+    probs, codes, n_classes = probs_and_codes(source_probs, labels)
+    prior = _label_prior(codes, n_classes, alpha)
+    a_w, kl = _mean_field(probs, codes, prior, n_iter, lambda a: digamma(a) - digamma(a.sum(axis=0, keepdims=True)))
+
+    def log_beta(a: np.ndarray) -> np.ndarray:
+        return gammaln(a).sum(axis=0) - gammaln(a.sum(axis=0))
+
+    elbo = (log_beta(a_w) - log_beta(prior)).sum() - kl
+    return float(elbo / (codes.shape[0] * n_classes))
+
+
+@register_metric("pactran_gamma", needs=("source_probs", "labels"), reference=REFERENCE)
+def pactran_gamma(
+    source_probs: np.ndarray, labels: np.ndarray, alpha: float = 1.0, beta: float = 1.0, n_iter: int = 10
+) -> float:
+    """PAC-Gam: negated PAC-Bayes bound of a head with Gamma(a0, beta) priors on unnormalised rates w[y, z].
+
+    Mean-field steps as in PAC-Dir with E[log w] = digamma(a_w) - log(beta); then with
+    l_i = sum_z s_i(z) sum_y a_w[y, z] / beta (the expected normaliser of sample i),
+    bound = 1 + [ sum_{y,z} (log G(a0_y) - log G(a_w[y,z]) + (a_w[y,z] - a0_y) log beta)
+                  + sum_i (KL(q_i || s_i) + log l_i - 1) ] / (N C).
+    Score = -bound.
+
+    Inputs: source_probs (N, Z), class labels (N,). Higher is better.
+    """
+    if beta <= 0:
+        raise InvalidInputError(f"beta must be positive, got {beta}")
+    probs, codes, n_classes = probs_and_codes(source_probs, labels)
+    prior = _label_prior(codes, n_classes, alpha)
+    a_w, kl = _mean_field(probs, codes, prior, n_iter, lambda a: digamma(a) - np.log(beta))
+    normaliser = probs @ (a_w.sum(axis=0) / beta)
+    prior_term = (gammaln(prior) - gammaln(a_w) + (a_w - prior) * np.log(beta)).sum()
+    data_term = kl + (np.log(normaliser) - 1.0).sum()
+    return float(-(1.0 + (prior_term + data_term) / (codes.shape[0] * n_classes)))
+
+
+@register_metric("pactran_gauss", reference=REFERENCE)
+def pactran_gauss(
+    features: np.ndarray,
+    labels: np.ndarray,
+    lda_factor: float = 1.0,
+    s2_factor: float = 100.0,
+    max_iter: int = 100,
+    tol: float = 1e-6,
+) -> float:
+    """PAC-Gauss: negated PAC-Bayes bound of a softmax linear head with a Gaussian prior on its weights.
+
+    On centred features x (N, D) and one-hot y (C classes), with lambda = lda_factor * N:
+      L(W, b) = 1/N sum_i CE(softmax(W^T x_i + b), y_i) + ||W||^2 / (2 lambda)   (MAP, L-BFGS from 0;
+      convex, so the start does not matter);
+      h = diagonal curvature at the optimum: sum_i x_id^2 p_ic (1 - p_ic) + 1/lambda for W, sum_i p_ic (1 - p_ic)
+      for b;  sigma^-2 = lambda * sum(h) / (D C);
+      bound = L(W*, b*) + 1/2 * (D C / lambda) * (s2_factor / D) * log(sigma^-2).
+    Score = -bound. ``max_iter`` / ``tol`` are the L-BFGS limits (100 / 1e-6 as in pactran_metrics).
+
+    Inputs: features (N, D), class labels (N,). Higher is better.
+    """
+    x = as_features(features)
+    codes, n_classes = as_class_labels(labels, x.shape[0])
+    if lda_factor <= 0 or s2_factor <= 0:
+        raise InvalidInputError("lda_factor and s2_factor must be positive")
+    x = x - x.mean(axis=0)
+    n, d = x.shape
+    lam = lda_factor * n
+    rows = np.arange(n)
+
+    def split(theta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return theta[: d * n_classes].reshape(d, n_classes), theta[d * n_classes :]
+
+    def log_softmax(theta: np.ndarray) -> np.ndarray:
+        w, b = split(theta)
+        logits = x @ w + b
+        return logits - logsumexp(logits, axis=1, keepdims=True)
+
+    def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        w, _ = split(theta)
+        log_p = log_softmax(theta)
+        loss = -log_p[rows, codes].sum() / n + 0.5 * (w**2).sum() / lam
+        residual = np.exp(log_p)
+        residual[rows, codes] -= 1.0
+        residual /= n
+        grad = np.concatenate([(x.T @ residual + w / lam).ravel(), residual.sum(axis=0)])
+        return loss, grad
+
+    theta0 = np.zeros((d + 1) * n_classes)
+    result = scipy.optimize.minimize(
+        loss_and_grad, theta0, jac=True, method="L-BFGS-B", tol=tol, options={"maxiter": max_iter}
+    )
+    p = np.exp(log_softmax(result.x))
+    curvature = p - p**2
+    total_h = ((x**2).T @ curvature).sum() + d * n_classes / lam + curvature.sum()
+    inv_sigma2 = lam * total_h / (d * n_classes)
+    bound = result.fun + 0.5 * (d * n_classes / lam) * (s2_factor / d) * np.log(inv_sigma2)
+    return float(-bound)

@@ -1,0 +1,306 @@
+"""The interface every learned ranker and baseline shares, and its save/load.
+
+``fit(records)`` learns from fine-tune records; ``predict(task, observed=None)`` returns one score per zoo
+model (higher = predicted to transfer better) for a task given by name (any task the records described,
+held-out ones included) or as a ``TaskInfo`` (a task never seen); ``observed`` holds the accuracies of the
+few models already fine-tuned on that task (partially observed protocol). ``save(path)`` writes a folder with
+``learner.json`` (name, config, zoo, encoders) and ``state.pt`` (tensors); ``load_learner(path)`` restores it
+and it ranks identically.
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..errors import InvalidInputError, MissingResourceError
+from ..registry import Registry
+from .encoding import Featurizer
+from .records import Records, TaskInfo
+
+LEARNERS: Registry[type["Learner"]] = Registry("learner")
+FORMAT_VERSION = 1
+# The networks here are tiny (hidden ~32): torch's intra-op thread pool costs far more than it gives, and on a
+# shared machine it can make training 30x slower (measured: 34 s vs 0.9 s for 100 graph epochs).
+TORCH_THREADS = 1
+
+
+@contextmanager
+def torch_threads(n: int = TORCH_THREADS) -> Iterator[None]:
+    """Run torch ops with ``n`` intra-op threads, restoring the previous setting afterwards."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+@dataclass
+class TaskView:
+    """A task as the learner sees it: encoded features, per-model scores and (optional) prototypes."""
+
+    name: str
+    index: int | None  # row in the learner's known tasks, None for a task given as TaskInfo
+    features: np.ndarray  # (task_dim,)
+    scores: np.ndarray  # (n_models, n_score_columns), NaN where a model has no score
+    observed: np.ndarray  # (n_models,), accuracy of already fine-tuned models, NaN elsewhere
+    prototypes: np.ndarray | None = None
+    model_prototypes: dict[int, np.ndarray] | None = None
+
+
+class Learner:
+    """Base class: stores the zoo, the encoded task/model side information and the training accuracies.
+
+    Subclasses implement ``_fit(records)``, ``_scores(view) -> (n_models,)``, ``_state()`` / ``_restore()``.
+    """
+
+    name: ClassVar[str] = "learner"
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, **config: Any):
+        unknown = set(config) - set(self.defaults)
+        if unknown:
+            raise InvalidInputError(f"{self.name} has no option(s) {sorted(unknown)}; options: {sorted(self.defaults)}")
+        self.config: dict[str, Any] = {**self.defaults, **config}
+        self.fitted = False
+
+    # ------------------------------------------------------------------------------------ fitting
+    def fit(self, records: Records) -> "Learner":
+        if not isinstance(records, Records):
+            raise InvalidInputError(f"fit needs Records, got {type(records).__name__}")
+        counts = records.table.groupby("dataset")["model"].size()
+        if not (counts >= 2).any():
+            raise InvalidInputError("no task has records for 2 or more models: there is no ranking to learn from")
+        self.models: list[str] = records.models
+        self.tasks: list[str] = records.tasks
+        self.featurizer = Featurizer.fit(records)
+        self.model_features = self.featurizer.model_matrix(records, self.models)
+        self.task_features = self.featurizer.task_matrix(records, self.tasks) if self.featurizer.task_dim else \
+            np.zeros((len(self.tasks), 0), dtype=np.float32)
+        self.accuracy = records.matrix(self.tasks, self.models).to_numpy(dtype=np.float32)  # NaN = no record
+        self.score_columns: list[str] = records.score_columns
+        self.scores = np.full((len(self.tasks), len(self.models), len(self.score_columns)), np.nan, np.float32)
+        if records.scores is not None:
+            rows = records.scores[records.scores["model"].isin(self.models)]
+            ti = pd.Index(self.tasks).get_indexer(rows["dataset"])
+            mi = pd.Index(self.models).get_indexer(rows["model"])
+            self.scores[ti, mi] = rows[self.score_columns].to_numpy(dtype=np.float32)
+        with torch_threads():
+            self._fit(records)
+        self.fitted = True
+        return self
+
+    def _fit(self, records: Records) -> None:
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------------------------- predicting
+    def view(self, task: str | TaskInfo, observed: Mapping[str, float] | pd.Series | None = None) -> TaskView:
+        """Resolve a task name or TaskInfo (+ observed accuracies) into what ``_scores`` consumes."""
+        if not self.fitted:
+            raise InvalidInputError(f"{self.name} learner is not fitted; call fit(records) or load_learner(path)")
+        obs = np.full(len(self.models), np.nan, np.float32)
+        if observed is not None:
+            observed = pd.Series(observed, dtype=float)
+            unknown = sorted(set(observed.index) - set(self.models))
+            if unknown:
+                raise InvalidInputError(f"observed accuracies for model(s) {unknown[:5]} that are not in the trained zoo")
+            if not np.all(np.isfinite(observed.to_numpy())):
+                raise InvalidInputError("observed accuracies must be finite numbers")
+            obs[pd.Index(self.models).get_indexer(observed.index)] = observed.to_numpy(dtype=np.float32)
+        if isinstance(task, str):
+            if task not in self.tasks:
+                raise InvalidInputError(
+                    f"unknown task {task!r}: the learner knows {len(self.tasks)} tasks; describe a new task with TaskInfo"
+                )
+            i = self.tasks.index(task)
+            return TaskView(task, i, self.task_features[i], self.scores[i], obs, *self._stored_prototypes(task))
+        if not isinstance(task, TaskInfo):
+            raise InvalidInputError(f"task must be a name or a TaskInfo, got {type(task).__name__}")
+        features = self.featurizer.task_vector(task)
+        scores = np.full((len(self.models), len(self.score_columns)), np.nan, np.float32)
+        if task.scores is not None and self.score_columns:
+            absent = [c for c in self.score_columns if c not in task.scores.columns]
+            if absent:
+                raise InvalidInputError(f"task {task.name!r} lacks score column(s) {absent} the learner was trained with")
+            known = task.scores.reindex(self.models)[self.score_columns]
+            scores = known.to_numpy(dtype=np.float32)
+        model_prototypes = None
+        if task.model_prototypes:
+            model_prototypes = {self.models.index(m): np.asarray(p, np.float32)
+                                for m, p in task.model_prototypes.items() if m in self.models}
+        prototypes = None if task.prototypes is None else np.asarray(task.prototypes, np.float32)
+        return TaskView(task.name, None, features, scores, obs, prototypes, model_prototypes)
+
+    def _stored_prototypes(self, task: str) -> tuple[np.ndarray | None, dict[int, np.ndarray] | None]:
+        return None, None
+
+    def predict(self, task: str | TaskInfo, observed: Mapping[str, float] | pd.Series | None = None,
+                models: Sequence[str] | None = None) -> pd.Series:
+        """Scores per model (higher = better), indexed by model name, for ``models`` (default: the whole zoo)."""
+        view = self.view(task, observed)
+        with torch_threads():
+            raw = self._scores(view)
+        scores = pd.Series(np.asarray(raw, dtype=np.float64), index=self.models, name=view.name)
+        if not np.all(np.isfinite(scores.to_numpy())):
+            raise InvalidInputError(f"{self.name} produced non-finite scores for task {view.name!r}")
+        if models is None:
+            return scores
+        models = list(models)
+        unknown = sorted(set(models) - set(self.models))
+        if unknown:
+            raise InvalidInputError(
+                f"model(s) {unknown[:5]} are not in the zoo this learner was trained on ({len(self.models)} models)"
+            )
+        if len(models) < 2:
+            raise InvalidInputError(f"ranking needs at least 2 models, got {len(models)}")
+        return scores.loc[models]
+
+    def _scores(self, view: TaskView) -> np.ndarray:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------------- persistence
+    def _state(self) -> dict[str, Any]:
+        return {}
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        pass
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``learner.json`` + ``state.pt`` into the folder ``path`` (created if needed)."""
+        if not self.fitted:
+            raise InvalidInputError("cannot save a learner that is not fitted")
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": FORMAT_VERSION,
+            "learner": self.name,
+            "config": self.config,
+            "models": self.models,
+            "tasks": self.tasks,
+            "score_columns": self.score_columns,
+            "featurizer": self.featurizer.to_json(),
+        }
+        (path / "learner.json").write_text(json.dumps(meta, indent=1))
+        state = {
+            "model_features": torch.tensor(self.model_features),
+            "task_features": torch.tensor(self.task_features),
+            "accuracy": torch.tensor(self.accuracy),
+            "scores": torch.tensor(self.scores),
+            "learner": self._state(),
+        }
+        torch.save(state, path / "state.pt")
+        return path
+
+
+def load_learner(path: str | Path) -> Learner:
+    """Restore a learner written by ``Learner.save``."""
+    path = Path(path)
+    if not (path / "learner.json").is_file() or not (path / "state.pt").is_file():
+        raise MissingResourceError(f"no saved learner in {path} (expected learner.json and state.pt)")
+    meta = json.loads((path / "learner.json").read_text())
+    if meta.get("format") != FORMAT_VERSION:
+        raise InvalidInputError(f"saved learner format {meta.get('format')!r} is not supported (expected {FORMAT_VERSION})")
+    cls = LEARNERS.get(meta["learner"])
+    learner = cls(**meta["config"])
+    learner.models, learner.tasks = list(meta["models"]), list(meta["tasks"])
+    learner.score_columns = list(meta["score_columns"])
+    learner.featurizer = Featurizer.from_json(meta["featurizer"])
+    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    learner.model_features = state["model_features"].numpy()
+    learner.task_features = state["task_features"].numpy()
+    learner.accuracy = state["accuracy"].numpy()
+    learner.scores = state["scores"].numpy()
+    learner._restore(state["learner"])
+    learner.fitted = True
+    return learner
+
+
+def make_learner(name: str, **config: Any) -> Learner:
+    """A fresh learner by registry name (``random``, ``model_prior``, ``metadata_lr``, ``metric``, ``graph``, ``spider``)."""
+    return LEARNERS.get(name)(**config)
+
+
+# --------------------------------------------------------------------------- training helpers
+def masked_row_pearson(pred: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over rows of the Pearson correlation of pred and truth restricted to ``mask`` (rows with < 2 entries skipped).
+
+    Used as the early-stopping criterion: the within-task agreement the evaluation measures, vectorised.
+    """
+    m = mask.float()
+    n = m.sum(1)
+    ok = n >= 2
+    pred, truth = torch.where(mask, pred, 0.0), torch.where(mask, truth, 0.0)  # NaN outside the mask
+    mean_p = (pred * m).sum(1) / n.clamp(min=1)
+    mean_t = (truth * m).sum(1) / n.clamp(min=1)
+    dp = (pred - mean_p[:, None]) * m
+    dt = (truth - mean_t[:, None]) * m
+    denom = (dp.pow(2).sum(1) * dt.pow(2).sum(1)).sqrt()
+    r = (dp * dt).sum(1) / denom.clamp(min=1e-12)
+    ok = ok & (denom > 1e-12)
+    return r[ok].mean() if ok.any() else torch.tensor(0.0)
+
+
+def split_validation_tasks(accuracy: np.ndarray, fraction: float, seed: int, min_tasks: int = 8) -> np.ndarray:
+    """Boolean mask of training tasks held back for early stopping (cold-start style); none when too few tasks."""
+    rankable = np.flatnonzero(np.isfinite(accuracy).sum(1) >= 2)
+    chosen = np.zeros(accuracy.shape[0], dtype=bool)
+    n_val = int(round(fraction * rankable.size))
+    if rankable.size < min_tasks or n_val < 1:
+        return chosen
+    chosen[np.random.default_rng(seed).choice(rankable, n_val, replace=False)] = True
+    return chosen
+
+
+class EarlyStopping:
+    """Keeps the best state of a module by a higher-is-better validation value; stops after ``patience`` checks."""
+
+    def __init__(self, module: torch.nn.Module, patience: int):
+        self.module, self.patience = module, patience
+        self.best, self.best_state, self.bad = -np.inf, None, 0
+
+    def update(self, value: float) -> bool:
+        """Record a validation value; returns True when training should stop."""
+        if value > self.best + 1e-4:
+            self.best, self.bad = value, 0
+            self.best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+        else:
+            self.bad += 1
+        return self.bad >= self.patience
+
+    def restore(self) -> None:
+        if self.best_state is not None:
+            self.module.load_state_dict(self.best_state)
+
+
+def task_zscores(accuracy: np.ndarray) -> np.ndarray:
+    """Accuracy z-scored within each task (row) over its recorded models; NaN where undefined (< 2 records, or all equal)."""
+    acc = accuracy.astype(np.float64)
+    present = np.isfinite(acc)
+    n = np.maximum(present.sum(1, keepdims=True), 1)
+    mean = np.where(present, acc, 0.0).sum(1, keepdims=True) / n
+    std = np.sqrt(np.where(present, (acc - mean) ** 2, 0.0).sum(1, keepdims=True) / n)
+    usable = (present.sum(1, keepdims=True) >= 2) & (std > 0)
+    return np.where(usable & present, (np.where(present, acc, 0.0) - mean) / np.where(usable, std, 1.0), np.nan)
+
+
+def model_prior(accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Model prior = mean within-task z-score of each model over the tasks (0 for a model with none).
+
+    Returns (prior (M,), leave-one-task-out prior (T, M)): the second excludes task t's own record, so a
+    learner that uses the prior as an input is not shown the label of the pair it is trained on.
+    """
+    z = task_zscores(accuracy)
+    has = np.isfinite(z)
+    sums, counts = np.where(has, z, 0.0).sum(0), has.sum(0)
+    prior = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
+    loo_counts = counts[None] - has
+    loo = np.where(loo_counts > 0, (sums[None] - np.where(has, z, 0.0)) / np.maximum(loo_counts, 1), 0.0)
+    return prior, loo

@@ -1,0 +1,149 @@
+"""Readers of published fine-tune record collections into ``Records`` (files are read by path, never bundled).
+
+* ``load_domainnet(folder)``: the graph seed's DomainNet benchmark (10 ImageNet models x 270 tasks, model
+  and task metadata, the seed's precomputed task embedding) — github.com/davechenxy/ModelRecommendation.
+* ``load_transfergraph(folder, "image" | "text")``: TransferGraph (Li et al., ICDE'24) fine-tune records of
+  ~180 Hugging Face models on 13 image / 10 text datasets, model metadata, dataset size/#classes, the
+  dataset-to-dataset domain-similarity distances (as task embedding) and LogME / Reg-H-score per pair.
+* ``read_records_csv(path)`` (in ``records``): the generic ``dataset,model,accuracy`` table.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InvalidInputError, MissingResourceError
+from .records import Records, records_from_frame
+
+DOMAINNET_EMBEDDINGS = ("seed", "text", "none")
+# In the seed's 852-d task features, columns 319..851 are the continuous (text-embedding-like) block; the
+# columns before it re-encode metadata that we encode ourselves (see anchors/graph/SOURCES.md).
+SEED_TEXT_BLOCK = slice(319, 852)
+
+
+def _need(path: Path) -> Path:
+    if not path.exists():
+        raise MissingResourceError(f"expected file not found: {path}")
+    return path
+
+
+def load_domainnet(folder: str | Path, embedding: str = "seed") -> Records:
+    """The graph seed's DomainNet records: 10 models x 270 tasks (6 domains x 45), accuracy in [0, 1].
+
+    Task names are the record matrix's column names (``task{k}_{domain}_{samples per class}``); the metadata
+    rows line up with them by position (checked: domain and samples per class agree for all 270).
+    ``embedding``: "seed" = the seed's precomputed continuous task block (533-d, one per domain/split),
+    "text" = all-MiniLM-L6-v2 embedding of "domain: class names" (``modelrank.text``, extra ``text``), "none".
+    Metadata column names are the seed's, with its quirks made explicit: ``num_pre_class`` is samples per
+    class and ``categories`` the number of classes.
+    """
+    folder = Path(folder)
+    if embedding not in DOMAINNET_EMBEDDINGS:
+        raise InvalidInputError(f"embedding must be one of {DOMAINNET_EMBEDDINGS}, not {embedding!r}")
+    wide = pd.read_csv(_need(folder / "record_domainnet_10_270.csv"), index_col=0).copy()
+    tasks = list(wide.columns)
+    table = wide.copy().rename_axis("model").reset_index().melt(id_vars="model", var_name="dataset", value_name="accuracy")
+    model_meta = pd.read_csv(_need(folder / "source_model_meta_data.csv")).set_index("model name")
+    task_meta = pd.read_csv(_need(folder / "target_dataset_meta_data.csv"))
+    if len(task_meta) != len(tasks):
+        raise InvalidInputError(f"{len(task_meta)} task metadata rows for {len(tasks)} record columns")
+    domains = [t.split("_")[1] for t in tasks]
+    if list(task_meta["domain"]) != domains:
+        raise InvalidInputError("task metadata rows do not line up with the record columns (domain mismatch)")
+    task_meta.index = pd.Index(tasks)
+    task_meta = task_meta.rename(columns={"num_pre_class": "samples_per_class", "categories": "num_classes"})
+    task_embed = None
+    if embedding == "seed":
+        block = np.load(_need(folder / "DomainNet_target_embedding.npy"))[:, SEED_TEXT_BLOCK]
+        task_embed = pd.DataFrame(block, index=tasks).rename(columns=str)
+    elif embedding == "text":
+        from ..text import encode_texts
+
+        texts = (task_meta["domain"] + ": " + task_meta["Labels"].str.replace("_", " ")).tolist()
+        task_embed = pd.DataFrame(encode_texts(texts), index=tasks).rename(columns=str)
+    return Records(table, model_meta=model_meta, task_meta=task_meta, task_embed=task_embed,
+                   name=f"domainnet[{embedding}]", info={"domain_column": "domain"})
+
+
+TRANSFERGRAPH_MODALITIES = {
+    "image": ("image_classification", "corr_domain_similarity_google_vit_base_patch16_224_imagenet.csv"),
+    "text": ("sequence_classification", "corr_domain_similarity_gpt2_gpt.csv"),
+}
+TRANSFERGRAPH_TARGETS = {  # the 8 held-out datasets of the published result tables
+    "image": ["stanfordcars", "svhn", "caltech101", "pets", "cifar100", "flowers", "smallnorb_label_elevation", "dtd"],
+    "text": ["rotten_tomatoes", "tweet_eval/irony", "tweet_eval/sentiment", "tweet_eval/offensive", "glue/cola",
+             "glue/sst2", "tweet_eval/hate", "tweet_eval/emotion"],
+}
+MODEL_META_COLUMNS = ["input_shape", "output_shape", "architectures", "dataset", "#labels", "number_of_labels",
+                      "accuracy", "model_type", "number_of_parameters", "memory_consumption"]
+
+
+def load_transfergraph(folder: str | Path, modality: str = "image", model_text: bool = False) -> Records:
+    """TransferGraph's fine-tune records for ``modality`` "image" or "text" (full fine-tuning runs only).
+
+    Accuracy = best ``eval_accuracy`` over a pair's runs (what TransferGraph's result tables use). Text
+    LoRA runs are dropped, as are records of models without a metadata row (3 text models) and rows whose
+    dataset is not a dataset (2 malformed text rows). Task embedding = the row of the domain-similarity
+    distance matrix (distance of the task to each reference dataset); scores = LogME and Reg-H-score.
+    ``model_text``: add an all-MiniLM-L6-v2 embedding of "model name, pre-training dataset" per model.
+    """
+    if modality not in TRANSFERGRAPH_MODALITIES:
+        raise InvalidInputError(f"modality must be one of {sorted(TRANSFERGRAPH_MODALITIES)}, not {modality!r}")
+    sub, sim_file = TRANSFERGRAPH_MODALITIES[modality]
+    folder = Path(folder) / sub
+    raw = pd.read_csv(_need(folder / "records.csv"), index_col=0)
+    if "peft_method" in raw.columns:
+        raw = raw[raw["peft_method"].isna()]
+    task_meta = pd.read_csv(_need(folder / "target_dataset_features.csv")).set_index("finetune_dataset")
+    sim = pd.read_csv(_need(folder / sim_file), index_col=0)
+    model_meta = pd.read_csv(_need(folder / "model_config_dataset.csv"))
+    model_meta = model_meta.drop_duplicates("model").set_index("model")
+    model_meta = model_meta[[c for c in MODEL_META_COLUMNS if c in model_meta.columns]]
+    frame = raw.rename(columns={"finetuned_dataset": "dataset", "eval_accuracy": "accuracy"})
+    frame = frame[frame["accuracy"].notna() & frame["dataset"].isin(task_meta.index) & frame["dataset"].isin(sim.index)
+                  & frame["model"].isin(model_meta.index)]
+    dropped = len(raw) - len(frame)
+    tasks = sorted(set(frame["dataset"]))
+    scores = pd.read_csv(_need(folder / "transferability_score_records.csv"), index_col=0)
+    scores = scores.assign(metric=scores["metric"].str.replace("TransferabilityMethod.", "", regex=False).str.lower())
+    scores = scores.pivot_table(index=["target_dataset", "model"], columns="metric", values="score", aggfunc="last")
+    scores = scores.reset_index().rename(columns={"target_dataset": "dataset"}).rename_axis(columns=None)
+    task_embed = sim.loc[tasks].rename(columns=str)
+    task_embed = task_embed.loc[:, ~task_embed.columns.duplicated()]
+    models = sorted(set(frame["model"]))
+    model_embed = None
+    if model_text:
+        from ..text import encode_texts
+
+        texts = [f"{m.replace('/', ' ').replace('-', ' ').replace('_', ' ')}, pre-trained on {model_meta.loc[m, 'dataset']}"
+                 for m in models]
+        model_embed = pd.DataFrame(encode_texts(texts), index=models).rename(columns=str)
+    records = records_from_frame(
+        frame, aggregate="max", model_meta=model_meta.loc[models], task_meta=task_meta.loc[tasks],
+        task_embed=task_embed, model_embed=model_embed, scores=scores[scores["model"].isin(models)],
+        name=f"transfergraph-{modality}",
+    )
+    records.info.update({"targets": TRANSFERGRAPH_TARGETS[modality], "dropped_rows": int(dropped)})
+    return records
+
+
+def load_records(spec: str, task_meta: str | Path | None = None, model_meta: str | Path | None = None) -> Records:
+    """Records from a command-line spec: a ``dataset,model,accuracy`` CSV path, ``domainnet:FOLDER``,
+    ``transfergraph-image:FOLDER`` or ``transfergraph-text:FOLDER``. ``task_meta`` / ``model_meta``: optional
+    CSVs whose first column is the task / model name (only with a CSV path)."""
+    kind, _, folder = spec.partition(":")
+    if folder and kind == "domainnet":
+        return load_domainnet(folder)
+    if folder and kind in ("transfergraph-image", "transfergraph-text"):
+        return load_transfergraph(folder, kind.split("-")[1])
+    from .records import read_records_csv
+
+    records = read_records_csv(spec)
+    side = {}
+    for key, path in (("task_meta", task_meta), ("model_meta", model_meta)):
+        if path is not None:
+            side[key] = pd.read_csv(_need(Path(path)), index_col=0)
+    return Records(records.table, name=records.name, **side) if side else records

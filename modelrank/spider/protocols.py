@@ -1,0 +1,200 @@
+"""Evaluation protocols for learned rankers: cold start, partially observed, and the graph seed's mixed masking.
+
+* Cold start: the held-out tasks' accuracy rows never reach ``fit`` (``Records.without_tasks``; checked
+  here before every fit). Folds: leave-one-task-out, k task folds, or leave-one-domain-out (group by a
+  task-metadata column).
+* Partially observed: as cold start, then ``k_observed`` random models of the held-out task are revealed
+  to ``predict``; the measures are computed on the UNOBSERVED models only ("partial"). The graph seed's
+  scgat.py instead fills the observed entries with their true values and correlates over all models, which
+  inflates the numbers; that variant is reported too, labelled "partial_filled (seed protocol)".
+* Seed mixture (``seed_mixture``): scgat.py's split of DomainNet: tasks in 10 blocks observe 90%, 80%, ...,
+  0% of their models; the learner is fitted on all observed entries at once and predicts the rest. Reported
+  as "seed_filled" (the seed's number: Pearson per task with observed entries filled in, averaged), "unobserved"
+  (measured on unobserved models only) and "cold" (the block with nothing observed).
+
+Measures come from ``modelrank.evaluate.measures``; weighted tau uses scipy's default (symmetric) convention
+as TransferGraph does. A measure that is undefined on a task (constant ground truth) is left out of that
+task's average and counted in ``n``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InvalidInputError, ModelrankError
+from ..evaluate.evaluation import dataset_weight
+from ..evaluate.measures import pearson, regret_at_k, rel_at_k, spearman, weighted_tau
+from .base import Learner
+from .records import Records
+
+REPORTED_MEASURES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
+    "weighted_tau": lambda t, s: weighted_tau(t, s, protocol="scipy"),
+    "pearson": pearson,
+    "spearman": spearman,
+    "rel@1": lambda t, s: rel_at_k(t, s, 1),
+    "regret@1": lambda t, s: regret_at_k(t, s, 1),
+}
+PROTOCOLS = ("cold_start", "partial")
+
+
+@dataclass
+class EvalResult:
+    """Per-task measures (one row per task and protocol variant) plus timing."""
+
+    per_task: pd.DataFrame
+    fit_seconds: list[float] = field(default_factory=list)
+    rank_seconds: list[float] = field(default_factory=list)
+
+    def summary(self, weighted: bool = False) -> pd.DataFrame:
+        """Mean of each measure per protocol variant (``weighted``: weights = max - mean truth of the task, the
+        TransferGraph tables' "average"), with the number of tasks where it was defined."""
+        rows = []
+        for variant, group in self.per_task.groupby("protocol", sort=False):
+            row = {"protocol": variant}
+            for m in REPORTED_MEASURES:
+                values = group[m].to_numpy(dtype=float)
+                ok = np.isfinite(values)
+                w = group["spread"].to_numpy(dtype=float)[ok] if weighted else np.ones(ok.sum())
+                row[m] = float(np.sum(values[ok] * w) / np.sum(w)) if ok.any() and np.sum(w) > 0 else np.nan
+            row["n"] = int(np.isfinite(group["pearson"].to_numpy(dtype=float)).sum())
+            row["tasks"] = len(group)
+            rows.append(row)
+        return pd.DataFrame(rows).set_index("protocol")
+
+
+def measure_all(truth: np.ndarray, score: np.ndarray, all_truth: np.ndarray | None = None) -> dict[str, float]:
+    """Every measure on one task; NaN (and counted as undefined) where the measure raises on this task.
+
+    ``spread`` is TransferGraph's weight of the task (max - mean of the truth over all its models,
+    ``all_truth`` when only some models are measured)."""
+    out = {}
+    for name, fn in REPORTED_MEASURES.items():
+        try:
+            out[name] = fn(truth, score)
+        except InvalidInputError:
+            out[name] = np.nan
+    out["spread"] = dataset_weight(truth if all_truth is None else all_truth)
+    out["n_models"] = int(truth.size)
+    return out
+
+
+def task_folds(records: Records, by: str = "task", n_folds: int | None = None, column: str | None = None,
+               tasks: Iterable[str] | None = None, seed: int = 0) -> list[list[str]]:
+    """Groups of held-out tasks. ``by="task"``: one task per fold (leave-one-task-out) or ``n_folds`` random
+    groups; ``by="domain"``: one fold per value of the task-metadata ``column``. ``tasks``: which tasks are
+    ever held out (default: every task with records)."""
+    candidates = list(tasks) if tasks is not None else records.record_tasks
+    for t in candidates:
+        records.check_rankable(t)
+    if by == "task":
+        if n_folds is None or n_folds >= len(candidates):
+            return [[t] for t in candidates]
+        if n_folds < 2:
+            raise InvalidInputError("n_folds must be at least 2")
+        order = np.random.default_rng(seed).permutation(len(candidates))
+        return [[candidates[i] for i in sorted(chunk)] for chunk in np.array_split(order, n_folds)]
+    if by == "domain":
+        column = column or records.info.get("domain_column")
+        if records.task_meta is None or column not in records.task_meta.columns:
+            raise InvalidInputError(f"leave-one-domain-out needs a task metadata column naming the domain (got {column!r})")
+        domains = records.task_meta.loc[candidates, column].astype(str)
+        return [sorted(domains.index[domains == d]) for d in sorted(domains.unique())]
+    raise InvalidInputError(f"by must be 'task' or 'domain', not {by!r}")
+
+
+def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | Sequence[str] = "cold_start",
+             folds: list[list[str]] | None = None, k_observed: int = 3, seed: int = 0) -> EvalResult:
+    """Fit one learner per fold on the records without that fold's tasks, rank the held-out tasks, measure.
+
+    ``protocol``: "cold_start", "partial" or both (one fit serves both). "partial" reveals ``k_observed``
+    random models per held-out task (needs at least k + 2 models on the task so that two unobserved ones
+    remain to rank).
+    """
+    protocols = [protocol] if isinstance(protocol, str) else list(protocol)
+    bad = [p for p in protocols if p not in PROTOCOLS]
+    if bad or not protocols:
+        raise InvalidInputError(f"protocol must be among {PROTOCOLS}, not {protocol!r}")
+    folds = folds if folds is not None else task_folds(records)
+    rng = np.random.default_rng(seed)
+    rows, fit_s, rank_s = [], [], []
+    for fold_id, held in enumerate(folds):
+        train = records.without_tasks(held)
+        leaked = set(train.table["dataset"]) & set(held)
+        if leaked:  # the guarantee the protocol rests on
+            raise ModelrankError(f"held-out task(s) {sorted(leaked)} leaked into the training records")
+        start = time.perf_counter()
+        learner = factory().fit(train)
+        fit_s.append(time.perf_counter() - start)
+        for task in held:
+            truth = records.check_rankable(task)
+            truth = truth[truth.index.isin(learner.models)]  # a model known only from this task cannot be ranked
+            base = {"fold": fold_id, "task": task}
+            if "cold_start" in protocols:
+                start = time.perf_counter()
+                score = learner.predict(task, models=list(truth.index))
+                rank_s.append(time.perf_counter() - start)
+                rows.append({**base, "protocol": "cold_start", **measure_all(truth.to_numpy(), score.to_numpy())})
+            if "partial" not in protocols:
+                continue
+            if truth.size < k_observed + 2:
+                raise InvalidInputError(f"task {task!r} has {truth.size} models; partial with k={k_observed} needs {k_observed + 2}")
+            observed = truth.iloc[rng.choice(truth.size, k_observed, replace=False)]
+            start = time.perf_counter()
+            score = learner.predict(task, observed=observed, models=list(truth.index))
+            rank_s.append(time.perf_counter() - start)
+            hidden = ~truth.index.isin(observed.index)
+            rows.append({**base, "protocol": "partial",
+                         **measure_all(truth.to_numpy()[hidden], score.to_numpy()[hidden], truth.to_numpy())})
+            filled = score.copy()
+            filled.loc[observed.index] = observed
+            rows.append({**base, "protocol": "partial_filled (seed protocol)",
+                         **measure_all(truth.to_numpy(), filled.to_numpy())})
+    return EvalResult(pd.DataFrame(rows), fit_s, rank_s)
+
+
+SEED_MISSING_RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)
+
+
+def seed_mixture_split(records: Records, seed: int) -> tuple[Records, dict[str, list[str]]]:
+    """scgat.py's split: tasks shuffled into 10 equal blocks; a task in block b has int(n_models x ratio_b) of
+    its models observed (ratios 0.9 ... 0.0), chosen at random. Returns (training records, observed models per task)."""
+    rng = np.random.default_rng(seed)
+    tasks = records.record_tasks
+    blocks = np.array_split(rng.permutation(len(tasks)), len(SEED_MISSING_RATIOS))
+    observed: dict[str, list[str]] = {}
+    for ratio, block in zip(SEED_MISSING_RATIOS, blocks):
+        for i in block:
+            truth = records.truth(tasks[i])
+            k = int(truth.size * ratio)
+            observed[tasks[i]] = sorted(truth.index[rng.choice(truth.size, k, replace=False)])
+    keep = pd.Series([m in set(observed[t]) for t, m in zip(records.table["dataset"], records.table["model"])])
+    return records.with_rows(records.table[keep.to_numpy()].reset_index(drop=True)), observed
+
+
+def seed_mixture(factory: Callable[[], Learner], records: Records, seed: int = 0) -> EvalResult:
+    """The graph seed's mixed-observation protocol (see module docstring), one split per ``seed``."""
+    train, observed = seed_mixture_split(records, seed)
+    start = time.perf_counter()
+    learner = factory().fit(train)
+    fit_s = [time.perf_counter() - start]
+    rows, rank_s = [], []
+    for task in records.record_tasks:
+        truth = records.truth(task)
+        start = time.perf_counter()
+        score = learner.predict(task, models=list(truth.index))
+        rank_s.append(time.perf_counter() - start)
+        seen = truth.index.isin(observed[task])
+        filled = np.where(seen, truth.to_numpy(), score.to_numpy())
+        base = {"task": task, "n_observed": int(seen.sum())}
+        rows.append({**base, "protocol": "seed_filled", **measure_all(truth.to_numpy(), filled)})
+        if (~seen).sum() >= 2:
+            rows.append({**base, "protocol": "unobserved",
+                         **measure_all(truth.to_numpy()[~seen], score.to_numpy()[~seen], truth.to_numpy())})
+        if not seen.any():
+            rows.append({**base, "protocol": "cold", **measure_all(truth.to_numpy(), score.to_numpy())})
+    return EvalResult(pd.DataFrame(rows), fit_s, rank_s)

@@ -1,0 +1,27 @@
+"""Class prototypes: the task summary Model Spider's task tokens are built from.
+
+A task is summarised by the mean feature of each class (C, D). With one general encoder's features for every
+task this gives ``Records.task_prototypes``; with each zoo model's own features on a task it gives
+``Records.model_task_prototypes`` (the re-ranking stage).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..features import FeatureSet
+from ..metrics._checks import as_class_labels, as_features
+
+
+def class_prototypes(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """(C, D) mean feature of each class, classes in sorted label order: μ_c = (1/N_c) Σ_{i: y_i = c} f_i."""
+    x = as_features(features)
+    codes, n_classes = as_class_labels(labels, x.shape[0])
+    sums = np.zeros((n_classes, x.shape[1]), dtype=np.float64)
+    np.add.at(sums, codes, x)
+    return (sums / np.bincount(codes, minlength=n_classes)[:, None]).astype(np.float32)
+
+
+def prototypes_of(feature_set: FeatureSet) -> np.ndarray:
+    """Class prototypes of a classification FeatureSet (e.g. from ``modelrank.extract.load_features``)."""
+    return class_prototypes(feature_set.features, feature_set.labels)

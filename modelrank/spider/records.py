@@ -1,0 +1,256 @@
+"""Fine-tune records: the table the learned rankers are trained on, plus what is known about models and tasks.
+
+A record is one (dataset, model, accuracy) triple: model ``model`` was fine-tuned on task ``dataset`` and
+reached ``accuracy`` (any higher-is-better number). Side information, all optional:
+
+* ``model_meta`` / ``task_meta``: metadata tables indexed by model / task name (architecture, #params,
+  #classes, domain, ...). Numeric and low-cardinality text columns become node features.
+* ``model_embed`` / ``task_embed``: numeric embeddings indexed by name (e.g. a text embedding of the task's
+  domain and class names).
+* ``scores``: transferability scores (LogME, H-score, ...) per (dataset, model) pair. These are cheap to
+  compute for a new task, so a held-out task keeps them while losing its accuracy rows.
+* ``task_prototypes``: per task, the class prototypes (C, D) of one general encoder's features.
+* ``model_task_prototypes``: per (model, task), the class prototypes (C, D_model) of that model's own
+  features on the task (what Model Spider's re-ranking uses).
+
+Held-out tasks keep their side information (it describes the task, it is not the label); only their
+accuracy rows are removed (``without_tasks``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Iterable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from ..errors import InvalidInputError, MissingResourceError
+
+RECORD_COLUMNS = ("dataset", "model", "accuracy")
+
+
+@dataclass
+class TaskInfo:
+    """Everything a learner may use about one task at ranking time (never its accuracies).
+
+    ``meta``: one metadata row (column -> value); ``embedding``: 1-D vector; ``scores``: DataFrame indexed
+    by model with one column per transferability score; ``prototypes``: (C, D) general-encoder class
+    prototypes; ``model_prototypes``: model -> (C, D_model) prototypes of that model's features.
+    """
+
+    name: str
+    meta: Mapping[str, object] | None = None
+    embedding: np.ndarray | None = None
+    scores: pd.DataFrame | None = None
+    prototypes: np.ndarray | None = None
+    model_prototypes: Mapping[str, np.ndarray] | None = None
+
+
+def _check_index(frame: pd.DataFrame | None, what: str) -> pd.DataFrame | None:
+    if frame is None:
+        return None
+    if not isinstance(frame, pd.DataFrame):
+        raise InvalidInputError(f"{what} must be a pandas DataFrame indexed by name, got {type(frame).__name__}")
+    if frame.index.has_duplicates:
+        dup = frame.index[frame.index.duplicated()].unique()[:5].tolist()
+        raise InvalidInputError(f"{what} has duplicated names: {dup}")
+    frame = frame.copy()
+    frame.index = frame.index.astype(str)
+    return frame
+
+
+@dataclass
+class Records:
+    """Fine-tune records (``table``: dataset, model, accuracy) and optional side information (see module doc)."""
+
+    table: pd.DataFrame
+    model_meta: pd.DataFrame | None = None
+    task_meta: pd.DataFrame | None = None
+    model_embed: pd.DataFrame | None = None
+    task_embed: pd.DataFrame | None = None
+    scores: pd.DataFrame | None = None
+    task_prototypes: dict[str, np.ndarray] | None = None
+    model_task_prototypes: dict[tuple[str, str], np.ndarray] | None = None
+    name: str = "records"
+    info: dict[str, object] = field(default_factory=dict)
+    held_out: frozenset[str] = frozenset()  # tasks whose records were removed: still known by name
+
+    def __post_init__(self) -> None:
+        table = self.table
+        if not isinstance(table, pd.DataFrame):
+            raise InvalidInputError(f"records must be a DataFrame with columns {RECORD_COLUMNS}")
+        missing = [c for c in RECORD_COLUMNS if c not in table.columns]
+        if missing:
+            raise InvalidInputError(f"records table lacks column(s) {missing}; it needs {list(RECORD_COLUMNS)}")
+        table = table.loc[:, list(RECORD_COLUMNS)].copy()
+        table["dataset"] = table["dataset"].astype(str)
+        table["model"] = table["model"].astype(str)
+        accuracy = pd.to_numeric(table["accuracy"], errors="coerce")
+        bad = ~np.isfinite(accuracy.to_numpy(dtype=float))
+        if bad.any():
+            rows = table.loc[bad, ["dataset", "model"]].head(3).values.tolist()
+            raise InvalidInputError(f"{int(bad.sum())} record(s) have a missing or non-numeric accuracy, e.g. {rows}")
+        table["accuracy"] = accuracy.astype(float)
+        dup = table.duplicated(["dataset", "model"])
+        if dup.any():
+            rows = table.loc[dup, ["dataset", "model"]].head(3).values.tolist()
+            raise InvalidInputError(
+                f"{int(dup.sum())} duplicated (dataset, model) record(s), e.g. {rows}; aggregate repeated runs first "
+                "(read_records_csv(..., aggregate='max') does)"
+            )
+        self.table = table.reset_index(drop=True)
+        for attr in ("model_meta", "task_meta", "model_embed", "task_embed"):
+            setattr(self, attr, _check_index(getattr(self, attr), attr))
+        for attr in ("model_embed", "task_embed"):
+            frame = getattr(self, attr)
+            if frame is not None:
+                values = frame.apply(pd.to_numeric, errors="coerce").to_numpy(dtype=float)
+                if not np.all(np.isfinite(values)):
+                    raise InvalidInputError(f"{attr} must be all finite numbers")
+        for attr, names in (("model_meta", self.models), ("model_embed", self.models)):
+            frame = getattr(self, attr)
+            if frame is not None:
+                lacking = sorted(set(names) - set(frame.index))
+                if lacking:
+                    raise InvalidInputError(f"{attr} has no row for model(s) {lacking[:5]} ({len(lacking)} in all)")
+        for attr in ("task_meta", "task_embed"):
+            frame = getattr(self, attr)
+            if frame is not None:
+                lacking = sorted(set(self.table["dataset"]) - set(frame.index))
+                if lacking:
+                    raise InvalidInputError(f"{attr} has no row for task(s) {lacking[:5]} ({len(lacking)} in all)")
+        if self.scores is not None:
+            scores = self.scores
+            if not {"dataset", "model"} <= set(scores.columns) or len(scores.columns) < 3:
+                raise InvalidInputError("scores must have columns dataset, model and at least one score column")
+            scores = scores.copy()
+            scores["dataset"] = scores["dataset"].astype(str)
+            scores["model"] = scores["model"].astype(str)
+            if scores.duplicated(["dataset", "model"]).any():
+                raise InvalidInputError("scores has duplicated (dataset, model) rows")
+            self.scores = scores.reset_index(drop=True)
+
+    # ---------------------------------------------------------------------------------------- views
+    @property
+    def models(self) -> list[str]:
+        """Models with at least one record (the zoo a learner fitted on these records can rank)."""
+        return sorted(self.table["model"].unique())
+
+    @property
+    def tasks(self) -> list[str]:
+        """Every task with records or side information (held-out tasks included)."""
+        names = set(self.table["dataset"]) | set(self.held_out)
+        for frame in (self.task_meta, self.task_embed):
+            if frame is not None:
+                names |= set(frame.index)
+        if self.scores is not None:
+            names |= set(self.scores["dataset"])
+        if self.task_prototypes:
+            names |= set(self.task_prototypes)
+        return sorted(names)
+
+    @property
+    def score_columns(self) -> list[str]:
+        if self.scores is None:
+            return []
+        return [c for c in self.scores.columns if c not in ("dataset", "model")]
+
+    @property
+    def record_tasks(self) -> list[str]:
+        """Tasks that have accuracy records."""
+        return sorted(self.table["dataset"].unique())
+
+    def matrix(self, tasks: Iterable[str] | None = None, models: Iterable[str] | None = None) -> pd.DataFrame:
+        """Accuracy as a tasks x models frame (NaN where a pair has no record)."""
+        wide = self.table.pivot(index="dataset", columns="model", values="accuracy")
+        return wide.reindex(index=list(tasks) if tasks is not None else self.record_tasks,
+                            columns=list(models) if models is not None else self.models)
+
+    def truth(self, task: str) -> pd.Series:
+        """Accuracy of every model with a record on ``task`` (indexed by model)."""
+        rows = self.table[self.table["dataset"] == task]
+        if rows.empty:
+            raise InvalidInputError(f"task {task!r} has no records")
+        return rows.set_index("model")["accuracy"].sort_index()
+
+    def task_info(self, task: str) -> TaskInfo:
+        """The side information of ``task`` (never its accuracies)."""
+        if task not in set(self.tasks):
+            raise InvalidInputError(f"unknown task {task!r}: it has neither records nor metadata")
+        meta = self.task_meta.loc[task].to_dict() if self.task_meta is not None and task in self.task_meta.index else None
+        embedding = (self.task_embed.loc[task].to_numpy(dtype=float)
+                     if self.task_embed is not None and task in self.task_embed.index else None)
+        scores = None
+        if self.scores is not None:
+            rows = self.scores[self.scores["dataset"] == task]
+            if not rows.empty:
+                scores = rows.set_index("model")[self.score_columns]
+        prototypes = self.task_prototypes.get(task) if self.task_prototypes else None
+        model_prototypes = None
+        if self.model_task_prototypes:
+            model_prototypes = {m: p for (m, t), p in self.model_task_prototypes.items() if t == task} or None
+        return TaskInfo(task, meta, embedding, scores, prototypes, model_prototypes)
+
+    # ------------------------------------------------------------------------------------- subsets
+    def without_tasks(self, tasks: Iterable[str]) -> "Records":
+        """The same records with every accuracy row of ``tasks`` removed (their side information stays)."""
+        drop = set(tasks)
+        return replace(self, table=self.table[~self.table["dataset"].isin(drop)].reset_index(drop=True),
+                       held_out=frozenset(self.held_out | drop))
+
+    def with_rows(self, table: pd.DataFrame) -> "Records":
+        """The same side information with another accuracy table."""
+        return replace(self, table=table)
+
+    def check_rankable(self, task: str) -> pd.Series:
+        """Truth of ``task``; raises if fewer than 2 models were fine-tuned on it (nothing to rank)."""
+        truth = self.truth(task)
+        if truth.size < 2:
+            raise InvalidInputError(f"task {task!r} has {truth.size} model record(s); ranking needs at least 2")
+        return truth
+
+
+def records_from_frame(frame: pd.DataFrame, aggregate: str | None = "max", **side) -> Records:
+    """Build Records from any frame with dataset, model, accuracy columns; repeated runs are aggregated.
+
+    ``aggregate``: "max" (best run, as TransferGraph and most benchmarks report), "mean", or None (duplicates
+    are an error). Extra columns are ignored.
+    """
+    missing = [c for c in RECORD_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InvalidInputError(f"records need columns {list(RECORD_COLUMNS)}; missing {missing}")
+    table = frame.loc[:, list(RECORD_COLUMNS)].copy()
+    table["accuracy"] = pd.to_numeric(table["accuracy"], errors="coerce")
+    if aggregate is not None:
+        if aggregate not in ("max", "mean"):
+            raise InvalidInputError(f"aggregate must be 'max', 'mean' or None, not {aggregate!r}")
+        if table["accuracy"].isna().any():
+            raise InvalidInputError(f"{int(table['accuracy'].isna().sum())} record(s) have a missing or non-numeric accuracy")
+        table = table.groupby(["dataset", "model"], as_index=False)["accuracy"].agg(aggregate)
+    return Records(table, **side)
+
+
+# The public records layout (TransferGraph records.csv, ``modelrank records export``) names the columns so.
+RECORD_ALIASES = {"finetuned_dataset": "dataset", "eval_accuracy": "accuracy"}
+
+
+def read_records_csv(path: str | Path, aggregate: str | None = "max") -> Records:
+    """Read a records CSV: ``dataset,model,accuracy`` or the public layout (``model, finetuned_dataset, …,
+    eval_accuracy``, as ``modelrank records export`` writes it). Extra columns are ignored; when a ``selected``
+    column marks the run each sweep chose on validation data, only those rows are kept (taking the best test
+    accuracy over a sweep would select on the test set); remaining repeated runs are aggregated."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingResourceError(f"records file not found: {path}")
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"cannot parse records CSV {path}: {exc}") from None
+    frame = frame.rename(columns={k: v for k, v in RECORD_ALIASES.items() if v not in frame.columns})
+    if "selected" in frame.columns:
+        selected = frame["selected"].astype(str).str.lower().isin(["true", "1"])
+        if selected.any():
+            frame = frame[selected.to_numpy()]
+    return records_from_frame(frame, aggregate=aggregate, name=path.stem)

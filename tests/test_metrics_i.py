@@ -1,0 +1,286 @@
+"""Metrics I (H-Score, LEEP, NCE, N-LEEP, LogME, PACTran, OTCE, GBC, LFC): fast code == slow paper-equation
+reference (tests/reference_metrics.py), invariances, label signal, degenerate inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import reference_metrics as ref
+
+from modelrank.errors import InvalidInputError
+from modelrank.features import FeatureSet
+from modelrank.metrics import compute_metric
+from modelrank.metrics.gbc import gbc, gbc_spherical
+from modelrank.metrics.hscore import hscore, hscore_reg
+from modelrank.metrics.leep import leep, nce, nleep
+from modelrank.metrics.lfc import lfc
+from modelrank.metrics.logme import logme
+from modelrank.metrics.otce import otce, otce_source_free, otce_terms
+from modelrank.metrics.pactran import pactran_dirichlet, pactran_gamma, pactran_gauss
+
+RTOL = 1e-6
+OURS = [
+    "gbc", "gbc_spherical", "hscore", "hscore_reg", "leep", "lfc", "logme", "nce", "nleep", "otce_sf",
+    "pactran_dir", "pactran_gamma", "pactran_gauss",
+]  # fmt: skip
+
+
+def make_task(seed: int, n: int = 300, d: int = 16, c: int = 5, z: int = 20, structured: bool = True):
+    """Features with class signal (or pure noise), labels, and a source softmax correlated with the labels."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, c, n)
+    y[:c] = np.arange(c)  # every class present
+    x = rng.normal(size=(n, d)) + 3.0
+    logits = rng.normal(size=(n, z))
+    if structured:
+        x += 2.0 * np.eye(c, d)[y]
+        logits[:, :c] += 2.5 * np.eye(c)[y]
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return x, y, probs / probs.sum(axis=1, keepdims=True)
+
+
+def close(fast: float, slow: float) -> None:
+    assert np.isfinite(fast)
+    assert fast == pytest.approx(slow, rel=RTOL, abs=1e-12)
+
+
+# ------------------------------------------------------------------------------------ fast == reference
+@pytest.mark.parametrize("seed,structured", [(0, True), (1, False), (2, True)])
+class TestAgainstReference:
+    def test_hscore(self, seed, structured):
+        x, y, _ = make_task(seed, structured=structured)
+        close(hscore(x, y), ref.hscore_ref(x, y))
+        close(hscore(x, y, rcond=1e-15), ref.hscore_ref(x, y))
+        xs, ys, _ = make_task(seed, n=40, d=64, structured=structured)  # n < d: the N x N branch, rank n - 1
+        close(hscore(xs, ys, rcond=1e-10), ref.hscore_ref(xs, ys, rcond=1e-10))
+
+    def test_hscore_reg(self, seed, structured):
+        x, y, _ = make_task(seed, structured=structured)
+        close(hscore_reg(x, y), ref.hscore_reg_ref(x, y))
+        xs, ys, _ = make_task(seed, n=40, d=64, structured=structured)  # n < d: shrinkage keeps it invertible
+        close(hscore_reg(xs, ys), ref.hscore_reg_ref(xs, ys))
+
+    def test_leep_nce(self, seed, structured):
+        _, y, p = make_task(seed, structured=structured)
+        close(leep(p, y), ref.leep_ref(p, y))
+        close(nce(p, y), ref.nce_ref(p, y))
+
+    def test_nleep_matches_sklearn_pipeline(self, seed, structured):
+        x, y, _ = make_task(seed, n=400, structured=structured)
+        close(nleep(x, y, max_fit_samples=None), ref.nleep_ref(x, y))
+
+    def test_logme_classification(self, seed, structured):
+        x, y, _ = make_task(seed, structured=structured)
+        close(logme(x, y), ref.logme_ref(x, y))
+
+    def test_logme_regression(self, seed, structured):
+        x, _, _ = make_task(seed, structured=structured)
+        rng = np.random.default_rng(seed)
+        targets = x[:, :3] @ rng.normal(size=(3, 2)) + rng.normal(size=(x.shape[0], 2))
+        close(logme(x, targets, task="regression"), ref.logme_ref(x, targets))
+        close(logme(x, targets[:, 0], task="regression"), ref.logme_ref(x, targets[:, :1]))
+
+    def test_pactran_dirichlet_gamma(self, seed, structured):
+        _, y, p = make_task(seed, structured=structured)
+        close(pactran_dirichlet(p, y), ref.pactran_dir_ref(p, y))
+        close(pactran_dirichlet(p, y, alpha=10.0), ref.pactran_dir_ref(p, y, alpha=10.0))
+        close(pactran_gamma(p, y), ref.pactran_gamma_ref(p, y))
+
+    def test_pactran_gauss(self, seed, structured):
+        x, y, _ = make_task(seed, n=200, d=8, structured=structured)
+        close(pactran_gauss(x, y, tol=1e-12, max_iter=1000), ref.pactran_gauss_ref(x, y))
+
+    def test_otce(self, seed, structured):
+        x, y, _ = make_task(seed, structured=structured)
+        w, ce = ref.otce_ref(x[:120], y[:120], x[120:], y[120:])
+        assert otce_terms(x[:120], y[:120], x[120:], y[120:]) == pytest.approx((w, ce), rel=RTOL)
+        close(otce(x[:120], y[:120], x[120:], y[120:]), -(w + ce))
+
+    def test_otce_source_free(self, seed, structured):
+        x, y, p = make_task(seed, structured=structured)
+        # The documented construction: seeded permutation, first half = source side with argmax labels.
+        rows = np.random.default_rng(0).permutation(np.arange(len(y)))
+        a, b = rows[:150], rows[150:300]
+        _, ce = ref.otce_ref(x[a], p[a].argmax(axis=1), x[b], y[b])
+        close(otce_source_free(x, y, p, seed=0), -ce)
+
+    def test_gbc(self, seed, structured):
+        x, y, _ = make_task(seed, structured=structured)
+        close(gbc(x, y), ref.gbc_ref(x, y))
+        close(gbc_spherical(x, y), ref.gbc_ref(x, y, "spherical"))
+
+    def test_lfc(self, seed, structured):
+        x, y, _ = make_task(seed, structured=structured)
+        close(lfc(x, y), ref.lfc_ref(x, y))
+        xw, yw, _ = make_task(seed, n=50, d=80, structured=structured)  # N < D uses the N x N Gram branch
+        close(lfc(xw, yw), ref.lfc_ref(xw, yw))
+
+
+# ------------------------------------------------------------------------------------------ invariances
+def feature_set(x, y, p, task="classification"):
+    return FeatureSet(features=x, labels=y, source_probs=p, task=task)
+
+
+@pytest.mark.parametrize("name", sorted(set(OURS) - {"nleep", "otce_sf"}))
+def test_sample_permutation_invariance(name):
+    # (N-LEEP's GMM initialisation and OTCE-sf's seeded split depend on the sample order by design.)
+    x, y, p = make_task(3)
+    perm = np.random.default_rng(9).permutation(len(y))
+    a = compute_metric(name, feature_set(x, y, p))
+    b = compute_metric(name, feature_set(x[perm], y[perm], p[perm]))
+    assert a == pytest.approx(b, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_label_renaming_invariance(name):
+    x, y, p = make_task(4)
+    renamed = np.array(["cat", "dog", "owl", "ant", "bee"])[y]  # strings, non-sorted meaning
+    shifted = y * 7 + 3  # ints, not 0..C-1
+    a = compute_metric(name, feature_set(x, y, p))
+    assert compute_metric(name, feature_set(x, renamed, p)) == pytest.approx(a, rel=1e-6)
+    assert compute_metric(name, feature_set(x, shifted, p)) == pytest.approx(a, rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["hscore", "hscore_reg", "lfc"])
+def test_feature_scale_invariance(name):
+    x, y, p = make_task(5)
+    a = compute_metric(name, feature_set(x, y, p))
+    assert compute_metric(name, feature_set(1e3 * x, y, p)) == pytest.approx(a, rel=1e-6)
+
+
+def test_hscore_invariant_to_invertible_linear_map():
+    x, y, _ = make_task(6)
+    mix = np.random.default_rng(6).normal(size=(x.shape[1], x.shape[1]))
+    assert hscore(x @ mix, y) == pytest.approx(hscore(x, y), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_separable_scores_higher_than_shuffled(name):
+    x, y, p = make_task(7, n=400)
+    shuffled = np.random.default_rng(7).permutation(y)
+    assert compute_metric(name, feature_set(x, y, p)) > compute_metric(name, feature_set(x, shuffled, p))
+
+
+# -------------------------------------------------------------------------------------- degenerate input
+@pytest.mark.parametrize("name", OURS)
+def test_one_class_is_refused(name):
+    x, y, p = make_task(8)
+    with pytest.raises(InvalidInputError, match="2 classes"):
+        compute_metric(name, feature_set(x, np.zeros_like(y), p))
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_nan_features_or_probs_are_refused(name):
+    x, y, p = make_task(8)
+    x[3, 2] = np.nan
+    p[5, 1] = np.inf
+    with pytest.raises(InvalidInputError, match="NaN or inf"):
+        compute_metric(name, feature_set(x, y, p))
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_float16_input_equals_its_float64_upcast(name):
+    x, y, p = make_task(10)
+    x16, p16 = x.astype(np.float16), p.astype(np.float16)
+    a = compute_metric(name, feature_set(x16, y, p16))
+    b = compute_metric(name, feature_set(x16.astype(np.float64), y, p16.astype(np.float64)))
+    assert np.isfinite(a) and a == pytest.approx(b, rel=1e-9)
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_class_with_one_sample_gives_a_finite_score(name):
+    x, y, p = make_task(11)
+    y = y.copy()
+    y[y == 4] = 3
+    y[0] = 4  # class 4 now has exactly one sample
+    assert np.isfinite(compute_metric(name, feature_set(x, y, p)))
+
+
+@pytest.mark.parametrize("name", OURS)
+def test_fewer_samples_than_dimensions_gives_a_finite_score(name):
+    x, y, p = make_task(12, n=60, d=200)
+    assert np.isfinite(compute_metric(name, feature_set(x, y, p)))
+
+
+@pytest.mark.parametrize("name", ["hscore", "hscore_reg", "logme", "lfc"])
+def test_constant_features_are_refused(name):
+    x, y, p = make_task(13)
+    with pytest.raises(InvalidInputError, match="constant"):
+        compute_metric(name, feature_set(np.full_like(x, 2.5), y, p))
+
+
+def test_gbc_constant_features_give_minus_number_of_ordered_pairs():
+    # Identical class Gaussians: every BC is 1 (documented value, not an error).
+    x, y, _ = make_task(13)
+    assert gbc(np.full_like(x, 2.5), y) == pytest.approx(-5 * 4)
+
+
+def test_duplicated_features():
+    x, y, _ = make_task(14)
+    doubled = np.hstack([x, x])
+    # pinv only sees the column space: duplicating columns leaves the H-Score unchanged.
+    assert hscore(doubled, y) == pytest.approx(hscore(x, y), rel=1e-6)
+    for fn in (hscore_reg, logme, lfc, gbc, nleep):
+        assert np.isfinite(fn(doubled, y))
+    assert lfc(doubled, y) == pytest.approx(lfc(x, y), rel=1e-9)  # K doubles: LFC is scale-free
+
+
+def test_logme_rank_deficient_equals_reference_evidence():
+    # N < D: the exact evidence counts only rank(F) prior directions; the eigen-reference agrees.
+    x, y, _ = make_task(15, n=40, d=100)
+    close(logme(x, y), ref.logme_ref(x, y))
+
+
+def test_logme_task_and_target_checks():
+    x, y, _ = make_task(16)
+    with pytest.raises(InvalidInputError, match="regression"):
+        logme(x, y + 0.5)  # non-integer labels in a classification task
+    with pytest.raises(InvalidInputError, match="identically zero"):
+        logme(x, np.zeros(len(y)), task="regression")
+    fs = FeatureSet(features=x, labels=x[:, 0] * 2 + 1, task="regression")
+    assert np.isfinite(compute_metric("logme", fs))
+    with pytest.raises(InvalidInputError, match="classification tasks, not regression"):
+        compute_metric("hscore", fs)
+
+
+def test_source_prob_checks():
+    x, y, p = make_task(17)
+    with pytest.raises(InvalidInputError, match="sum to 1"):
+        leep(p * 2, y)
+    with pytest.raises(InvalidInputError, match="needs source_probs"):
+        compute_metric("leep", FeatureSet(features=x, labels=y))
+
+
+def test_otce_checks_and_subsample():
+    x, y, p = make_task(18, n=500)
+    with pytest.raises(InvalidInputError, match="dimension"):
+        otce(x, y, x[:, :5], y)
+    # Subsampled to 100 per side with a seed: deterministic.
+    assert otce(x, y, x + 1, y, max_samples=100) == otce(x, y, x + 1, y, max_samples=100)
+
+
+def test_nleep_parameters():
+    x, y, _ = make_task(19, n=500)
+    assert nleep(x, y, seed=3) == nleep(x, y, seed=3)
+    assert np.isfinite(nleep(x, y, n_components=7, pca_variance=None, max_pca_dims=4))
+    assert np.isfinite(nleep(x, y, covariance_type="full", max_fit_samples=200))
+    with pytest.raises(InvalidInputError, match="pca_variance"):
+        nleep(x, y, pca_variance=1.5)
+
+
+def test_lfc_large_n_without_gram():
+    # 30k samples: an N x N float64 Gram would be 7 GB; the identities need only D x D.
+    rng = np.random.default_rng(20)
+    y = rng.integers(0, 10, 30_000)
+    x = rng.normal(size=(30_000, 32)) + np.eye(10, 32)[y]
+    assert 0 < lfc(x, y) < 1
+
+
+def test_row_blocks_do_not_change_the_result(monkeypatch):
+    import modelrank.metrics._linalg as linalg_module
+
+    _, y, p = make_task(21)
+    monkeypatch.setattr(linalg_module, "ROW_BLOCK", 7)  # 300 rows -> 43 uneven blocks
+    close(leep(p, y), ref.leep_ref(p, y))
+    close(pactran_dirichlet(p, y), ref.pactran_dir_ref(p, y))
+    close(pactran_gamma(p, y), ref.pactran_gamma_ref(p, y))

@@ -1,0 +1,216 @@
+"""Scoring API (score_feature_sets, feature files) and the `modelrank score` command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from modelrank.cli import app, main
+from modelrank.errors import InvalidInputError, MissingResourceError, UnknownNameError
+from modelrank.features import FeatureSet
+from modelrank.metrics import METRICS
+from modelrank.metrics.base import MetricSpec
+from modelrank.registry import Entry
+from modelrank.scoring import load_feature_file, save_feature_file, score_feature_sets
+
+
+def make_set(seed: int, signal: float, model: str, dataset: str = "toy", probs: bool = True) -> FeatureSet:
+    rng = np.random.default_rng(seed)
+    y = np.arange(240) % 4
+    x = rng.normal(size=(240, 12)) + signal * np.eye(4, 12)[y]
+    p = rng.dirichlet(np.ones(8), 240) if probs else None
+    return FeatureSet(features=x, labels=y, model=model, dataset=dataset, source_probs=p)
+
+
+# ------------------------------------------------------------------------------------------- files
+@pytest.mark.parametrize("suffix", [".npz", ".parquet"])
+def test_feature_file_round_trip(tmp_path, suffix):
+    data = make_set(0, 1.0, "m")
+    path = save_feature_file(data, tmp_path / f"resnet{suffix}")
+    back = load_feature_file(path, dataset_name="pets")
+    assert (back.model, back.dataset, back.task) == ("resnet", "pets", "classification")
+    np.testing.assert_array_equal(back.features, data.features)
+    np.testing.assert_array_equal(back.labels, data.labels)
+    np.testing.assert_array_equal(back.source_probs, data.source_probs)
+
+
+def test_parquet_variable_list_and_regression_targets(tmp_path):
+    rng = np.random.default_rng(1)
+    x, t = rng.normal(size=(30, 5)).astype(np.float32), rng.normal(size=(30, 2))
+    table = pa.table({"features": pa.array(list(x)), "label": pa.FixedSizeListArray.from_arrays(pa.array(t.ravel()), 2)})
+    pq.write_table(table, tmp_path / "f.parquet")
+    back = load_feature_file(tmp_path / "f.parquet", model_name="enc")
+    assert back.model == "enc" and back.task == "regression" and back.source_probs is None
+    np.testing.assert_array_equal(back.features, x)
+    np.testing.assert_array_equal(back.labels, t)
+
+
+def test_bad_feature_files(tmp_path):
+    with pytest.raises(MissingResourceError):
+        load_feature_file(tmp_path / "nope.npz")
+    (tmp_path / "bad.npz").write_text("not a zip")
+    with pytest.raises(InvalidInputError, match="not an .npz"):
+        load_feature_file(tmp_path / "bad.npz")
+    np.savez(tmp_path / "nolabels.npz", features=np.zeros((3, 2)))
+    with pytest.raises(InvalidInputError, match="'labels'"):
+        load_feature_file(tmp_path / "nolabels.npz")
+    np.savez(tmp_path / "short.npz", features=np.zeros((3, 2)), labels=np.zeros(2))
+    with pytest.raises(InvalidInputError, match="2 labels for 3"):
+        load_feature_file(tmp_path / "short.npz")
+    (tmp_path / "bad.parquet").write_bytes(b"PAR1 garbage")
+    with pytest.raises(InvalidInputError, match="cannot read"):
+        load_feature_file(tmp_path / "bad.parquet")
+    pq.write_table(pa.table({"features": pa.array([[1.0, 2.0], [3.0]]), "label": [0, 1]}), tmp_path / "ragged.parquet")
+    with pytest.raises(InvalidInputError, match="different lengths"):
+        load_feature_file(tmp_path / "ragged.parquet")
+    with pytest.raises(InvalidInputError, match="task must be one of"):
+        load_feature_file(tmp_path / "short.npz", task="ranking")
+    (tmp_path / "f.csv").write_text("x")
+    with pytest.raises(InvalidInputError, match="unsupported"):
+        load_feature_file(tmp_path / "f.csv")
+
+
+# --------------------------------------------------------------------------------------------- API
+def test_score_table_shape_and_order():
+    sets = [make_set(0, 0.3, "weak"), make_set(1, 2.0, "strong"), make_set(2, 1.0, "mid", dataset="other")]
+    frame = score_feature_sets(sets, ["logme", "lfc", "leep"])
+    assert list(frame.columns) == ["Dataset", "Model", "logme", "lfc", "leep",
+                                   "logme_seconds", "lfc_seconds", "leep_seconds"]  # fmt: skip
+    assert list(zip(frame.Dataset, frame.Model)) == [("toy", "weak"), ("toy", "strong"), ("other", "mid")]
+    assert frame[["logme", "lfc", "leep"]].notna().all().all()
+    assert (frame[["logme_seconds", "lfc_seconds"]] >= 0).all().all()
+    toy = frame[frame.Dataset == "toy"].set_index("Model")
+    assert toy.loc["strong", "logme"] > toy.loc["weak", "logme"]
+    assert frame.attrs["higher_is_better"] == {"logme": True, "lfc": True, "leep": True}
+
+
+def test_named_metric_with_missing_input_is_refused():
+    sets = [make_set(0, 1.0, "a"), make_set(1, 1.0, "b", probs=False)]
+    with pytest.raises(InvalidInputError, match="'leep' needs source_probs, which b on toy"):
+        score_feature_sets(sets, ["leep"])
+    with pytest.raises(UnknownNameError):
+        score_feature_sets(sets, ["no_such_metric"])
+    with pytest.raises(InvalidInputError, match="not being scored"):
+        score_feature_sets(sets, ["lfc"], nleep={"seed": 1})
+
+
+def test_all_skips_with_notes():
+    sets = [make_set(0, 1.0, "a"), make_set(1, 1.0, "b", probs=False)]
+    reg = FeatureSet(features=sets[0].features, labels=sets[0].features[:, 0] * 3.0 + 0.5, model="r",
+                     dataset="age", task="regression")  # fmt: skip
+    frame = score_feature_sets([*sets, reg], "all")
+    by = frame.set_index(["Dataset", "Model"])
+    assert np.isnan(by.loc[("toy", "b"), "leep"]) and np.isfinite(by.loc[("toy", "a"), "leep"])
+    assert np.isfinite(by.loc[("age", "r"), "logme"]) and np.isnan(by.loc[("age", "r"), "hscore"])
+    notes = "\n".join(frame.attrs["notes"])
+    assert "'leep' needs source_probs, which b on toy" in notes
+    assert "'hscore' supports classification tasks, not regression" in notes
+
+
+def test_params_are_routed_per_metric():
+    sets = [make_set(0, 1.0, "a")]
+    default = score_feature_sets(sets, ["gbc"]).loc[0, "gbc"]
+    spherical = score_feature_sets(sets, ["gbc"], gbc={"gaussian_type": "spherical"}).loc[0, "gbc"]
+    assert spherical == pytest.approx(score_feature_sets(sets, ["gbc_spherical"]).loc[0, "gbc_spherical"])
+    assert spherical != default
+
+
+def test_zoo_level_metric_scored_per_dataset(monkeypatch):
+    calls = []
+
+    def zoo_norm(by_model):
+        """Test zoo metric: the feature norm min-max normalised across the zoo."""
+        calls.append(sorted(by_model))
+        raw = {m: float(np.linalg.norm(fs.features)) for m, fs in by_model.items()}
+        lo, hi = min(raw.values()), max(raw.values())
+        return {m: (v - lo) / (hi - lo) for m, v in raw.items()}
+
+    spec = MetricSpec("zoo_norm", zoo_norm, ("features",), ("classification",), True, "", zoo_level=True)
+    monkeypatch.setitem(METRICS._entries, "zoo_norm", Entry("zoo_norm", spec))
+    sets = [make_set(0, 0.1, "a"), make_set(1, 3.0, "b"), make_set(2, 1.0, "c", dataset="d2"),
+            make_set(3, 2.0, "e", dataset="d2")]  # fmt: skip
+    frame = score_feature_sets(sets, ["zoo_norm"]).set_index("Model")
+    assert calls == [["a", "b"], ["c", "e"]]
+    assert frame.loc["a", "zoo_norm"] == 0.0 and frame.loc["b", "zoo_norm"] == 1.0
+    assert frame["zoo_norm_seconds"].notna().all()
+
+
+# --------------------------------------------------------------------------------------------- CLI
+@pytest.fixture
+def two_files(tmp_path):
+    return [
+        str(save_feature_file(make_set(0, 0.3, "x"), tmp_path / "weak.npz")),
+        str(save_feature_file(make_set(1, 2.0, "x"), tmp_path / "strong.parquet")),
+    ]
+
+
+def test_cli_score_writes_csv_and_ranks(tmp_path, two_files):
+    out = tmp_path / "scores.csv"
+    args = ["score", "--features", two_files[0], "--features", two_files[1], "--dataset-name", "toy",
+            "--metric", "logme,lfc", "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "160"})
+    assert result.exit_code == 0, result.output
+    assert "ranking on toy" in result.output and "strong" in result.output
+    frame = pd.read_csv(out)
+    assert list(frame.columns) == ["Dataset", "Model", "logme", "lfc", "logme_seconds", "lfc_seconds"]
+    assert frame.shape == (2, 6) and set(frame.Model) == {"weak", "strong"}
+
+
+def run_main(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["modelrank", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    return exit_info.value.code, capsys.readouterr()
+
+
+def test_cli_named_metric_missing_input_exits_2(monkeypatch, capsys, tmp_path):
+    headless = str(save_feature_file(make_set(0, 1.0, "x", probs=False), tmp_path / "headless.npz"))
+    code, captured = run_main(monkeypatch, capsys, "score", "--features", headless, "--metric", "nce,lfc")
+    assert code == 2
+    assert "'nce' needs source_probs, which headless on custom does not have" in captured.err
+    assert "Traceback" not in captured.err
+
+
+def test_cli_usage_errors_exit_2(monkeypatch, capsys, two_files):
+    code, captured = run_main(monkeypatch, capsys, "score", "--features", two_files[0], "-d", "pets", "-m", "a")
+    assert code == 2 and "either --features" in captured.err and "Traceback" not in captured.err
+    code, captured = run_main(monkeypatch, capsys, "score", "--features", two_files[0], "--model-name", "a",
+                              "--model-name", "b")  # fmt: skip
+    assert code == 2 and "2 --model-name for 1" in captured.err
+
+
+def test_cli_bad_file_exits_2_without_traceback(tmp_path):
+    bad = tmp_path / "broken.npz"
+    bad.write_bytes(b"\x00garbage")
+    proc = subprocess.run(
+        [sys.executable, "-m", "modelrank.cli", "score", "--features", str(bad)],
+        capture_output=True, text=True, timeout=300, env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"},
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert "broken.npz is not an .npz" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_cli_dataset_and_models_use_load_features(monkeypatch, tmp_path):
+    import modelrank.extraction
+
+    calls = []
+
+    def fake_load_features(model, dataset, split="train", **options):
+        calls.append((model, dataset, split, options["limit"]))
+        return make_set(len(calls), float(len(calls)), model, dataset=dataset)
+
+    monkeypatch.setattr(modelrank.extraction, "load_features", fake_load_features)
+    out = tmp_path / "s.csv"
+    args = ["score", "-d", "pets", "-m", "resnet18,vit_small", "--limit", "240", "--metric", "lfc", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert calls == [("resnet18", "pets", "train", 240), ("vit_small", "pets", "train", 240)]
+    frame = pd.read_csv(out)
+    assert list(frame.Model) == ["resnet18", "vit_small"] and set(frame.Dataset) == {"pets"}

@@ -1,0 +1,262 @@
+"""Learned rankers (modelrank.spider): fitting, protocols, persistence, bad input, CLI, public records."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+from typer.testing import CliRunner
+
+from modelrank.errors import InvalidInputError, ModelrankError
+from modelrank.spider import Records, TaskInfo, load_learner, make_learner
+from modelrank.spider.protocols import evaluate, seed_mixture_split, task_folds
+
+# tiny tables: no early stopping, light regularisation (the defaults are tuned for hundreds of records)
+FAST = {"graph": {"epochs": 150, "val_fraction": 0.0, "weight_decay": 1e-4, "dropout": 0.1},
+        "spider": {"episodes": 150, "val_fraction": 0.0}}
+
+
+def tiny_records(n_models: int = 6, n_tasks: int = 16, seed: int = 0, scores: bool = False) -> Records:
+    """Models 0..2 are good on domain 'a', 3..5 on domain 'b': the best model depends on the task, so a fixed
+    prior cannot rank every task right, while a learner that reads the task's domain can."""
+    rng = np.random.default_rng(seed)
+    models = [f"m{i}" for i in range(n_models)]
+    tasks = [f"t{j}" for j in range(n_tasks)]
+    domain = np.array(["a", "b"])[np.arange(n_tasks) % 2]
+    affinity = np.where(np.arange(n_models)[:, None] < n_models // 2, 1.0, -1.0) * np.where(domain == "a", 1, -1)[None]
+    quality = np.linspace(0, 0.1, n_models)[:, None] * rng.permutation(n_models)[:, None] / n_models
+    acc = 0.6 + 0.15 * affinity + quality + rng.normal(0, 0.005, (n_models, n_tasks))
+    table = pd.DataFrame([(t, m, acc[i, j]) for i, m in enumerate(models) for j, t in enumerate(tasks)],
+                         columns=["dataset", "model", "accuracy"])
+    task_meta = pd.DataFrame({"domain": domain, "num_classes": rng.integers(2, 20, n_tasks)}, index=tasks)
+    model_meta = pd.DataFrame({"family": ["x", "y"] * (n_models // 2), "params": np.arange(1, n_models + 1) * 1e6},
+                              index=models)
+    side = {}
+    if scores:
+        side["scores"] = table.rename(columns={"accuracy": "logme"}).assign(
+            logme=lambda f: f["logme"] + rng.normal(0, 0.05, len(f)))
+    return Records(table, model_meta=model_meta, task_meta=task_meta, **side)
+
+
+def spearman_on(learner, records: Records, task: str) -> float:
+    truth = records.truth(task)
+    return stats.spearmanr(truth, learner.predict(task).loc[truth.index]).statistic
+
+
+@pytest.mark.parametrize("name", ["graph", "spider"])
+def test_learners_overfit_a_tiny_table_beyond_the_prior(name):
+    records = tiny_records()
+    learner = make_learner(name, **FAST[name]).fit(records)
+    prior = make_learner("model_prior").fit(records)
+    ours = np.mean([spearman_on(learner, records, t) for t in records.record_tasks])
+    base = np.mean([spearman_on(prior, records, t) for t in records.record_tasks])
+    assert ours > 0.8
+    assert ours > base + 0.3  # the prior ranks every task the same way and cannot fit both domains
+
+
+def test_baselines_behave_as_documented():
+    records = tiny_records(scores=True)
+    lr = make_learner("metadata_lr").fit(records)
+    a, b = lr.predict("t0"), lr.predict("t1")
+    assert list(a.sort_values().index) == list(b.sort_values().index)  # same ranking for every task
+    prior = make_learner("model_prior").fit(records)
+    assert prior.predict("t0").equals(prior.predict("t5"))
+    metric = make_learner("metric").fit(records)
+    logme = records.scores.query("dataset == 't3'").set_index("model")["logme"]
+    np.testing.assert_allclose(metric.predict("t3").loc[logme.index], logme)
+    rnd = make_learner("random", seed=1).fit(records)
+    assert rnd.predict("t2").equals(rnd.predict("t2")) and not rnd.predict("t2").equals(rnd.predict("t3"))
+
+
+def test_cold_start_never_leaks_the_held_out_task():
+    records = tiny_records()
+    seen: list[set[str]] = []
+
+    class Spy:
+        def __init__(self):
+            self.inner = make_learner("model_prior")
+
+        def fit(self, train):
+            seen.append(set(train.table["dataset"]))
+            self.inner.fit(train)
+            return self
+
+        def __getattr__(self, item):
+            return getattr(self.inner, item)
+
+    folds = task_folds(records, "task", n_folds=4, seed=0)
+    result = evaluate(Spy, records, "cold_start", folds)
+    assert len(seen) == 4
+    for held, tasks_in_fit in zip(folds, seen):
+        assert not set(held) & tasks_in_fit
+        assert set(records.record_tasks) - set(held) == tasks_in_fit
+    assert sorted(result.per_task["task"]) == records.record_tasks
+    # leave-one-domain-out holds out whole domains
+    assert [len(f) for f in task_folds(records, "domain", column="domain")] == [8, 8]
+
+
+def test_partial_protocol_measures_unobserved_models_only():
+    records = tiny_records(n_models=8)
+    result = evaluate(lambda: make_learner("model_prior"), records, "partial", [["t0", "t1"]], k_observed=3)
+    part = result.per_task[result.per_task["protocol"] == "partial"]
+    filled = result.per_task[result.per_task["protocol"].str.startswith("partial_filled")]
+    assert (part["n_models"] == 5).all() and (filled["n_models"] == 8).all()
+
+
+def test_graph_uses_observed_accuracies_and_edge_scores():
+    records = tiny_records(scores=True)
+    learner = make_learner("graph", **FAST["graph"]).fit(records.without_tasks(["t0"]))
+    cold = learner.predict("t0")
+    assert not np.allclose(cold, learner.predict("t0", observed={"m0": 0.9, "m5": 0.2}))
+    info = records.task_info("t0")
+    flipped = TaskInfo("t0-new", info.meta, scores=info.scores.assign(logme=-info.scores["logme"]))
+    same = TaskInfo("t0-new", info.meta, scores=info.scores)
+    assert not np.allclose(learner.predict(same), learner.predict(flipped))  # edge features reach the output
+
+
+@pytest.mark.parametrize("name", ["random", "model_prior", "metadata_lr", "metric", "graph", "spider"])
+def test_save_load_ranks_identically(name, tmp_path):
+    records = tiny_records(scores=True)
+    learner = make_learner(name, **FAST.get(name, {})).fit(records.without_tasks(["t1"]))
+    restored = load_learner(learner.save(tmp_path / name))
+    for task in ("t1", TaskInfo("new", {"domain": "b", "num_classes": 4}, scores=records.task_info("t1").scores)):
+        pd.testing.assert_series_equal(learner.predict(task), restored.predict(task))
+
+
+def test_spider_new_model_and_rerank():
+    records = tiny_records()
+    zoo = records.with_rows(records.table[records.table["model"] != "m5"])
+    spider = make_learner("spider", **FAST["spider"]).fit(zoo)
+    frozen = spider.net.encoder.state_dict()["layers.0.linear1.weight"].clone()
+    spider.add_model("m5", records.table[(records.table["model"] == "m5") & records.table["dataset"].isin(["t0", "t1", "t2", "t3"])])
+    assert spider.models[-1] == "m5"
+    np.testing.assert_array_equal(frozen, spider.net.encoder.state_dict()["layers.0.linear1.weight"])
+    # m5 is strong on domain 'b' (odd tasks): its learned token must rank it above the domain-'a' models there
+    scores = spider.predict("t5")
+    assert scores["m5"] > scores[["m0", "m1", "m2"]].max()
+
+    rng = np.random.default_rng(0)
+    protos = {(m, t): rng.normal(size=(3, 4 + i)) for i, m in enumerate(records.models) for t in records.record_tasks}
+    with_own = Records(records.table, task_meta=records.task_meta, model_task_prototypes=protos)
+    spider = make_learner("spider", rerank_k=3, episodes=60, val_fraction=0.0).fit(with_own)
+    reranked = spider.predict("t0")
+    spider.config["rerank_k"] = 1  # stage one only
+    stage_one = spider.predict("t0")
+    top = stage_one.nlargest(3).index
+    assert set(reranked.nlargest(3).index) == set(top)  # re-ranking only reorders the top k
+    assert sorted(reranked[top]) == sorted(stage_one[top])
+    stage_one_scores = stage_one.to_numpy()
+    np.testing.assert_array_equal(spider._rerank(stage_one_scores, None, None, {}), stage_one_scores)  # no features: no-op
+
+
+def test_spider_task_tokens_from_class_prototypes():
+    records = tiny_records()
+    rng = np.random.default_rng(1)
+    centre = {"a": 1.0, "b": -1.0}
+    protos = {t: centre[d] + rng.normal(0, 0.3, (int(rng.integers(2, 6)), 8))
+              for t, d in records.task_meta["domain"].items()}
+    only_protos = Records(records.table, task_prototypes=protos)
+    spider = make_learner("spider", **FAST["spider"]).fit(only_protos.without_tasks(["t0", "t1"]))
+    for task, domain in (("t0", "a"), ("t1", "b")):
+        truth = records.truth(task)
+        new = TaskInfo(f"new-{domain}", prototypes=centre[domain] + rng.normal(0, 0.3, (3, 8)))
+        assert stats.spearmanr(truth, spider.predict(new).loc[truth.index]).statistic > 0.6
+        assert stats.spearmanr(truth, spider.predict(task).loc[truth.index]).statistic > 0.6
+    with pytest.raises(InvalidInputError, match="8-d"):
+        spider.predict(TaskInfo("wrong", prototypes=np.ones((3, 5))))
+
+
+def test_class_prototypes_are_class_means():
+    from modelrank.spider.prototypes import class_prototypes
+
+    x = np.array([[0.0, 2.0], [2.0, 4.0], [10.0, 0.0]])
+    np.testing.assert_allclose(class_prototypes(x, np.array(["b", "b", "a"])), [[10.0, 0.0], [1.0, 3.0]])
+
+
+def test_bad_input_gets_clear_errors():
+    records = tiny_records()
+    learner = make_learner("graph", epochs=5, val_fraction=0.0).fit(records)
+    with pytest.raises(InvalidInputError, match="not in the zoo"):
+        learner.predict("t0", models=["m0", "unknown-model"])
+    with pytest.raises(InvalidInputError, match="not in the trained zoo"):
+        learner.predict("t0", observed={"unknown-model": 0.5})
+    with pytest.raises(InvalidInputError, match="unknown task"):
+        learner.predict("never-seen")
+    with pytest.raises(InvalidInputError, match="no metadata"):
+        learner.predict(TaskInfo("new"))
+    one = Records(pd.concat([records.table, pd.DataFrame([["lonely", "m0", 0.5]], columns=records.table.columns)]))
+    with pytest.raises(InvalidInputError, match="at least 2"):
+        evaluate(lambda: make_learner("model_prior"), one, "cold_start", [["lonely"]])
+    with pytest.raises(InvalidInputError, match="no row for model"):
+        Records(records.table, model_meta=records.model_meta.drop("m3"))
+    with pytest.raises(InvalidInputError, match="no task has records for 2"):
+        make_learner("model_prior").fit(records.with_rows(records.table.drop_duplicates("dataset")))
+    with pytest.raises(InvalidInputError, match="needs model metadata"):
+        make_learner("metadata_lr").fit(Records(records.table))
+    with pytest.raises(InvalidInputError, match="duplicated"):
+        Records(pd.concat([records.table, records.table.head(1)]))
+    with pytest.raises(ModelrankError):
+        make_learner("spider", no_such_option=1)
+
+
+def test_seed_mixture_split_matches_the_seed_blocks():
+    records = tiny_records(n_models=10, n_tasks=20)
+    train, observed = seed_mixture_split(records, seed=0)
+    counts = sorted(len(v) for v in observed.values())
+    assert counts == sorted([9, 9, 8, 8, 7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0])
+    assert len(train.table) == sum(counts)
+
+
+def test_read_records_csv_takes_the_public_export_layout(tmp_path):
+    from modelrank.spider import read_records_csv
+
+    csv = tmp_path / "export.csv"
+    pd.DataFrame({"model": ["a", "a", "b", "a"], "finetuned_dataset": ["d", "d", "d", "e"],
+                  "selected": [True, False, True, True], "eval_accuracy": [0.5, 0.9, 0.7, 0.6]}).to_csv(csv, index=False)
+    records = read_records_csv(csv)
+    assert records.truth("d").to_dict() == {"a": 0.5, "b": 0.7}  # the validation-selected run, not the best test one
+    assert records.record_tasks == ["d", "e"]
+
+
+def test_cli_train_rank_eval(tmp_path):
+    from modelrank.cli import app
+
+    records = tiny_records()
+    csv = tmp_path / "records.csv"
+    records.table.to_csv(csv, index=False)
+    meta = tmp_path / "tasks.csv"
+    records.task_meta.to_csv(meta)
+    runner = CliRunner()
+    out = tmp_path / "learner"
+    res = runner.invoke(app, ["spider", "train", str(csv), "--out", str(out), "--learner", "spider",
+                              "--task-meta", str(meta), "--set", "episodes=30"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(app, ["spider", "rank", str(out), "t3", "--top", "3"])
+    assert res.exit_code == 0 and "ranking for t3" in res.output and res.output.count("m") >= 3
+    res = runner.invoke(app, ["spider", "eval", str(csv), "--learners", "random,model_prior", "--folds", "4"])
+    assert res.exit_code == 0 and "cold_start" in res.output and "weighted_tau" in res.output
+    res = runner.invoke(app, ["spider", "rank", str(out), "t3", "--observed", "nobody=0.5"])
+    assert isinstance(res.exception, InvalidInputError)
+
+
+@pytest.mark.anchors
+def test_public_records_load_and_logme_matches_transfergraph(anchors):
+    from modelrank.spider import load_domainnet, load_transfergraph
+
+    dn = load_domainnet(anchors / "graph")
+    assert len(dn.models) == 10 and len(dn.record_tasks) == 270 and dn.task_embed.shape == (270, 533)
+    assert [len(f) for f in task_folds(dn, "domain")] == [45] * 6
+    image = load_transfergraph(anchors / "transfergraph", "image")
+    assert len(image.models) == 180 and image.score_columns == ["log_me", "reg_h_score"]
+    # LogME's published TransferGraph weighted tau (0.310, spread-weighted average over 8 targets) from our loader
+    targets = image.info["targets"]
+    metric = make_learner("metric", column="log_me").fit(image)  # reads scores only, never accuracies
+    taus, weights = [], []
+    for task in targets:
+        truth = image.truth(task)
+        logme = image.task_info(task).scores["log_me"].dropna()
+        common = truth.index.intersection(logme.index)
+        taus.append(stats.weightedtau(metric.predict(task).loc[common], truth.loc[common]).statistic)
+        weights.append(truth.max() - truth.mean())
+    assert np.average(taus, weights=weights) == pytest.approx(0.3099, abs=2e-3)
