@@ -284,3 +284,16 @@ def test_row_blocks_do_not_change_the_result(monkeypatch):
     close(leep(p, y), ref.leep_ref(p, y))
     close(pactran_dirichlet(p, y), ref.pactran_dir_ref(p, y))
     close(pactran_gamma(p, y), ref.pactran_gamma_ref(p, y))
+
+
+def test_logme_stays_finite_when_features_interpolate_the_labels():
+    """A target fitted exactly by a tiny weight (rank(F) close to N, seen on real 200 x 1280 features): the
+    residual underflows and beta diverges. That column is redone with floors; ordinary columns are untouched."""
+    from modelrank.metrics.logme import max_evidence
+
+    sigma = np.array([1e10, 1.0, 1e-3])
+    projected = np.array([[1e5, 1.0], [0.0, 2.0], [0.0, 0.5]])
+    y_norm2 = (projected**2).sum(axis=0) + np.array([0.0, 3.0])
+    evidence = max_evidence(sigma, projected, y_norm2, 3)
+    assert np.isfinite(evidence).all()
+    assert evidence[1] == max_evidence(sigma, projected[:, 1:], y_norm2[1:], 3)[0]

@@ -12,6 +12,11 @@ from ._linalg import class_sums, rank_cutoff
 from .base import register_metric
 
 
+#: Lower bound of ||m||^2 and ||y - Fm||^2 (relative to ||y||^2) and of N - gamma (relative to N) in the
+#: fixed point; see ``max_evidence``.
+DEGENERATE_FLOOR = 1e-12
+
+
 def feature_spectrum(
     x: np.ndarray, transpose_times_y: Callable[[np.ndarray], np.ndarray]
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -35,8 +40,15 @@ def feature_spectrum(
     return sigma, projected
 
 
+@np.errstate(all="ignore")  # degenerate columns are detected below and redone with floors
 def max_evidence(
-    sigma: np.ndarray, projected: np.ndarray, y_norm2: np.ndarray, n: int, max_iter: int = 11, tol: float = 1e-3
+    sigma: np.ndarray,
+    projected: np.ndarray,
+    y_norm2: np.ndarray,
+    n: int,
+    max_iter: int = 11,
+    tol: float = 1e-3,
+    floor: float = 0.0,
 ) -> np.ndarray:
     """Per-column maximum log evidence / N of y_k = F w + eps, w ~ N(0, 1/alpha I), eps ~ N(0, 1/beta).
 
@@ -57,18 +69,19 @@ def max_evidence(
     alpha, beta = np.ones(k), np.ones(k)
     active = np.ones(k, dtype=bool)
     s = sigma[:, None]
+    floors = floor * y_norm2
 
     def posterior_terms(t: np.ndarray):
         shrink = 1.0 / (s + t) ** 2
-        m2 = (s * x2 * shrink).sum(axis=0)
-        res2 = (x2 * t**2 * shrink).sum(axis=0) + outside
+        m2 = np.maximum((s * x2 * shrink).sum(axis=0), floors)
+        res2 = np.maximum((x2 * t**2 * shrink).sum(axis=0) + outside, floors)
         gamma = (s / (s + t)).sum(axis=0)
         return gamma, m2, res2
 
     for _ in range(max_iter):
         t = alpha / beta
         gamma, m2, res2 = posterior_terms(t)
-        new_alpha, new_beta = gamma / m2, (n - gamma) / res2
+        new_alpha, new_beta = gamma / m2, np.maximum(n - gamma, floor * n) / res2
         alpha = np.where(active, new_alpha, alpha)
         beta = np.where(active, new_beta, beta)
         active &= np.abs(alpha / beta - t) / t > tol
@@ -83,7 +96,16 @@ def max_evidence(
         - alpha / 2 * m2
         - n / 2 * np.log(2 * np.pi)
     )
-    return evidence / n
+    evidence = evidence / n
+    bad = ~np.isfinite(evidence)
+    if bad.any() and floor == 0.0:
+        # F interpolates these targets (rank(F) close to N, e.g. N < D): ||y - Fm||^2 and N - gamma underflow
+        # to 0 and beta becomes inf or 0. Redo just those columns with relative floors on the denominators (the
+        # LogME repo adds 1e-5 to them everywhere, which would also shift every ordinary score).
+        evidence[bad] = max_evidence(sigma, projected[:, bad], y_norm2[bad], n, max_iter, tol, DEGENERATE_FLOOR)
+    if not np.isfinite(evidence).all():
+        raise InvalidInputError("LogME evidence is not finite for these features (degenerate spectrum)")
+    return evidence
 
 
 @register_metric(
