@@ -96,6 +96,8 @@ class ExtractPlan:
 
 def feature_key(model: LoadedModel, data: ImageDataset, limit, per_class, seed) -> FeatureKey:
     subset = {"limit": limit, "per_class": per_class, "seed": seed}
+    if "definition" in data.meta:  # derived datasets: their recipe, not just their name, identifies the data
+        subset["definition"] = data.meta["definition"]
     return FeatureKey(model.name, model.fingerprint, data.name, data.split, subset, model.info["preprocessing"])
 
 
@@ -209,6 +211,7 @@ def extract(
         raise InvalidInputError("--batch-size must be at least 1")
     shard = shard if isinstance(shard, tuple) else parse_shard(shard)
     store = FeatureStore(cache_dir)
+    _register_zoo(models, cache_dir)
     data = open_dataset(dataset, split, data_root, download)
     dev = resolve_device(device)
     n_workers = resolve_workers(workers, dev)
@@ -233,6 +236,14 @@ def extract(
     return summaries
 
 
+def _register_zoo(models: list[str], cache_dir: str | None) -> None:
+    """Zoo models (``zoo/...``) live in the cache they were built in: register that cache's zoo."""
+    if any(name.startswith("zoo/") for name in models):
+        from .zoo.registry import register_zoo_models
+
+        register_zoo_models(cache_dir)
+
+
 def load_features(
     model: str,
     dataset: str,
@@ -249,6 +260,7 @@ def load_features(
     """Features of ``model`` on ``dataset``/``split`` from the cache, extracting what is missing first."""
     store = FeatureStore(cache_dir)
     data = open_dataset(dataset, split, data_root, extract_options.get("download", False))
+    _register_zoo([model], cache_dir)
     loaded = load_model(model)
     key = feature_key(loaded, data, limit, per_class, seed)
     manifest = store.manifest(key)

@@ -43,6 +43,10 @@ class Registry(Generic[T]):
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._entries[key] = Entry(name, obj, dict(meta))
 
+    def remove(self, name: str) -> None:
+        """Forget ``name`` (entries read from files, such as a built zoo, are re-registered when the file changes)."""
+        self._entries.pop(name.lower(), None)
+
     def entry(self, name: str) -> Entry[T]:
         try:
             return self._entries[name.lower()]

@@ -6,6 +6,7 @@ from ..errors import InvalidInputError
 from . import packaged, torchvision_sets  # noqa: F401  (register on import)
 from .base import DATASETS, SPLITS, CorruptImageError, DatasetSpec, ImageDataset, register_dataset
 from .files import load_csv, load_folder
+from ..zoo import tasks as _zoo_tasks  # noqa: F401,E402  (registers mnist-sample, faces, textures, source/*, task/*)
 
 
 def load_dataset(name: str, split: str | None = None, root: str | None = None, download: bool = False) -> ImageDataset:

@@ -21,7 +21,8 @@ class CorruptImageError(ModelrankError):
 @dataclass
 class ImageDataset:
     """Images and labels of one split. ``targets`` is known without decoding any image, so subsampling and
-    sharding never touch pixels. ``load(i)`` returns an RGB PIL image."""
+    sharding never touch pixels. ``load(i)`` returns an RGB PIL image. ``meta["definition"]``, when present,
+    describes how a derived dataset is made and becomes part of the feature-cache key."""
 
     name: str
     split: str
@@ -44,6 +45,12 @@ def array_dataset(name: str, split: str, images: np.ndarray, targets: np.ndarray
         return Image.fromarray(images[i]).convert("RGB")
 
     return ImageDataset(name, split, np.asarray(targets), load, list(class_names))
+
+
+def split_arrays(name: str, split: str, images: np.ndarray, targets: np.ndarray, class_names: Sequence[str]) -> ImageDataset:
+    """One split of an array dataset that ships without splits (a seeded stratified 80/20 cut, see seeded_split)."""
+    idx = seeded_split(targets, split)
+    return array_dataset(name, split, images[idx], targets[idx], class_names)
 
 
 def open_image(path: str) -> Image.Image:

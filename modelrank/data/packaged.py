@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import MissingResourceError
-from .base import ImageDataset, array_dataset, register_dataset, seeded_split
+from .base import ImageDataset, array_dataset, register_dataset, split_arrays
 
 ANIMAL_CLASSES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
 FASHION_CLASSES = [
@@ -19,11 +19,6 @@ FASHION_CLASSES = [
 ]
 DIGIT_CLASSES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 FASHION_DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
-
-
-def _subset(name: str, split: str, images: np.ndarray, targets: np.ndarray, classes: list[str]) -> ImageDataset:
-    idx = seeded_split(targets, split)
-    return array_dataset(name, split, images[idx], targets[idx], classes)
 
 
 @register_dataset(
@@ -35,7 +30,7 @@ def load_digits(split: str = "train", **_) -> ImageDataset:
 
     bunch = sk_digits()
     images = np.round(bunch.images * (255.0 / 16.0)).astype(np.uint8)  # pixel values are 0..16
-    return _subset("digits", split, images, bunch.target.astype(np.int64), DIGIT_CLASSES)
+    return split_arrays("digits", split, images, bunch.target.astype(np.int64), DIGIT_CLASSES)
 
 
 @register_dataset(
@@ -53,7 +48,7 @@ def load_animal_mnist(split: str = "train", **_) -> ImageDataset:
         images = np.asarray(pickle.load(f), dtype=np.uint8)
     with gzip.open(folder / "animal_label_version_3.gz", "rb") as f:
         targets = np.asarray(pickle.load(f), dtype=np.int64)
-    return _subset("animal-mnist", split, images, targets, ANIMAL_CLASSES)
+    return split_arrays("animal-mnist", split, images, targets, ANIMAL_CLASSES)
 
 
 def _read_idx(path: Path) -> np.ndarray:

@@ -84,10 +84,10 @@ def _create_timm(arch: str, pretrained: bool, num_classes: int | None = None) ->
     return timm.create_model(arch, pretrained=pretrained, **kwargs)
 
 
-def _timm_transform(net: nn.Module):
+def _timm_transform(net: nn.Module, input_size: int | None = None):
     from timm.data import create_transform, resolve_data_config
 
-    config = resolve_data_config({}, model=net)
+    config = resolve_data_config({"input_size": (3, input_size, input_size)} if input_size else {}, model=net)
     return create_transform(**config), config
 
 
@@ -101,9 +101,13 @@ def _head_classes(state: dict[str, torch.Tensor], net: nn.Module) -> int | None:
     return int(weight.shape[0]) if weight is not None else None
 
 
-def _build_arch(arch: str, pretrained: bool, num_classes: int | None = None) -> tuple[nn.Module, Any, dict]:
-    """Network + eval transform + data config for a timm architecture or ``tv:NAME``."""
+def _build_arch(
+    arch: str, pretrained: bool, num_classes: int | None = None, input_size: int | None = None
+) -> tuple[nn.Module, Any, dict]:
+    """Network + eval transform + data config for a timm architecture or ``tv:NAME`` (``input_size``: timm only)."""
     if arch.startswith(("tv:", "torchvision:")):
+        if input_size:
+            raise InvalidInputError(f"a custom input size is supported for timm models, not {arch}")
         import torchvision.models as tvm
 
         tv_name = arch.split(":", 1)[1]
@@ -134,12 +138,20 @@ def _build_arch(arch: str, pretrained: bool, num_classes: int | None = None) -> 
             f"cannot fetch pretrained weights for {arch} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
             f"offline, use a packaged model (modelrank list models) or {arch}@weights.safetensors"
         ) from None
-    transform, config = _timm_transform(net)
+    transform, config = _timm_transform(net, input_size)
     return net, transform, config
 
 
-def load_model(name: str, checkpoint: str | None = None) -> LoadedModel:
-    """Load a model by name (see the module docstring) ready for feature extraction on the CPU."""
+def load_model(name: str, checkpoint: str | None = None, input_size: int | None = None) -> LoadedModel:
+    """Load a model by name (see the module docstring) ready for feature extraction on the CPU.
+
+    ``input_size`` overrides the square side the preprocessing resizes to (default: the registered model's
+    ``input_size``, else the architecture's own).
+    """
+    if name.startswith("zoo/") and name not in MODELS:
+        from ..zoo.registry import register_zoo_models
+
+        register_zoo_models()
     if "@" in name:
         if checkpoint:
             raise InvalidInputError(f"give the checkpoint either as {name} or with --checkpoint, not both")
@@ -148,19 +160,21 @@ def load_model(name: str, checkpoint: str | None = None) -> LoadedModel:
     arch = spec.arch if spec else name
     random_init = arch.startswith("random:")
     arch = arch.removeprefix("random:")
+    input_size = input_size or (spec.input_size if spec else None)
 
     if checkpoint:
         state = read_state_dict(checkpoint)
         probe, _, _ = _build_arch(arch, pretrained=False)
-        net, transform, config = _build_arch(arch, pretrained=False, num_classes=_head_classes(state, probe))
+        net, transform, config = _build_arch(arch, pretrained=False, num_classes=_head_classes(state, probe),
+                                             input_size=input_size)
         fingerprint, pretraining, source = file_fingerprint(checkpoint), f"checkpoint {Path(checkpoint).name}", "checkpoint"
     elif spec and spec.weights:
         path = spec.weights()
-        net, transform, config = _build_arch(arch, pretrained=False)
+        net, transform, config = _build_arch(arch, pretrained=False, num_classes=spec.num_classes, input_size=input_size)
         state = torch.load(path, map_location="cpu", weights_only=True)
         fingerprint, pretraining, source = file_fingerprint(path), spec.pretraining, spec.source
     else:
-        net, transform, config = _build_arch(arch, pretrained=not random_init)
+        net, transform, config = _build_arch(arch, pretrained=not random_init, input_size=input_size)
         state = None
         fingerprint = "random-seed0" if random_init else f"hub:{arch}"
         pretraining = "none (random init)" if random_init else "hub default"
@@ -183,12 +197,16 @@ def load_model(name: str, checkpoint: str | None = None) -> LoadedModel:
         "source": source,
         "num_classes": int(head.out_features) if head is not None else 0,
         "preprocessing": repr(transform),
+        **(spec.meta if spec else {}),
     }
     display = f"{name}@{Path(checkpoint).name}" if checkpoint else (f"random:{arch}" if random_init else name)
     return LoadedModel(display, net, transform, fingerprint, info)
 
 
 def list_model_rows() -> tuple[list[str], list[list[str]]]:
+    from ..zoo.registry import register_zoo_models
+
+    register_zoo_models()  # zoo models built by `modelrank zoo build` are ordinary registry models
     rows = [[e.name, e.obj.family, e.obj.pretraining, e.obj.source, e.obj.description] for e in MODELS]
     return ["name", "family", "pretraining", "weights", "description"], rows + GENERIC_NAMES
 

@@ -30,6 +30,12 @@ class ModelSpec:
     #: Map a foreign state dict's keys onto the timm model's (``None``: keys already match).
     remap: Callable[[dict, nn.Module], dict] | None = None
     description: str = ""
+    #: Square input side the preprocessing resizes to (``None``: the architecture's default, e.g. 224).
+    input_size: int | None = None
+    #: Classes of the stored head when it is not the architecture's default (fine-tuned zoo models).
+    num_classes: int | None = None
+    #: Extra facts shown in ``LoadedModel.info`` (e.g. a zoo model's source dataset and accuracy).
+    meta: dict[str, Any] = field(default_factory=dict)
 
 
 MODELS: Registry[ModelSpec] = Registry("model")

@@ -1,0 +1,96 @@
+"""`modelrank zoo build`: fine-tune every (base model, source dataset) pair of a preset into a multi-source zoo.
+
+Model Spider's multi-source zoo (architectures x source datasets, each fine-tuned from ImageNet) in miniature:
+each base model gets a fresh head and is fine-tuned on each source's train split (``finetune_full``), early
+stopped on a validation split and scored on the source's test split (the "source accuracy" in the metadata).
+Weights go to ``<cache>/zoo/<preset>/<arch>-<source>/weights.pt`` with their sha256 and the full config in
+the manifest. Deterministic given the preset's seed; resumable at two levels (finished models are skipped, an
+interrupted model continues from its last epoch).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any, Callable
+
+import pandas as pd
+
+from ..finetune.full import finetune_full
+from ..models import file_fingerprint, load_model
+from ..models.base import MODELS
+from .presets import Preset, get_preset
+from .registry import read_manifest, register_zoo_models, write_manifest, zoo_root
+
+#: on_event(kind, model_name, info): kind is "start" (info: index, total), "epoch" (the epoch's metrics),
+#: "done" (the model's record) or "cached" (the record of a model built before).
+EventFn = Callable[[str, str, dict[str, Any]], None]
+
+
+def _pretraining(base: str) -> str:
+    return MODELS.get(base).pretraining if base in MODELS else ("none (random init)" if base.startswith("random:") else base)
+
+
+def build_zoo(
+    preset: str | Preset,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    data_root: str | None = None,
+    on_event: EventFn | None = None,
+) -> pd.DataFrame:
+    """Build (or finish building) a preset's zoo; returns one metadata row per zoo model."""
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    folder = zoo_root(cache_dir) / preset.name
+    manifest = read_manifest(preset.name, cache_dir)
+    manifest.setdefault("models", {})
+    jobs = [(arch, source) for arch in preset.archs for source in preset.sources]
+    for index, (arch, source) in enumerate(jobs):
+        base = preset.archs[arch]
+        name = preset.zoo_name(arch, source)
+        if on_event:
+            on_event("start", name, {"index": index, "total": len(jobs)})
+        started = time.perf_counter()
+        result = finetune_full(
+            base, source, split="train", test_split="test", config=preset.source_training, device=device,
+            checkpoint_dir=folder / name.rsplit("/", 1)[1], data_root=data_root,
+            progress=(lambda info, name=name: on_event("epoch", name, info)) if on_event else None,
+        )
+        cached = time.perf_counter() - started < 0.5 * result.seconds
+        spec = MODELS.get(base) if base in MODELS else None
+        record = {
+            "name": name, "arch": spec.arch if spec else base.removeprefix("random:"), "base": base,
+            "family": spec.family if spec else base.removeprefix("random:").split("_")[0],
+            "pretraining": f"{_pretraining(base)} → {source.removeprefix('source/')}",
+            "source_dataset": source, "source_classes": result.classes, "num_classes": len(result.classes),
+            "source_accuracy": result.test_accuracy, "source_val_accuracy": result.val_accuracy,
+            "params": result.total_params, "trained_params": result.trained_params, "input_size": preset.input_size,
+            "weights": f"{name.rsplit('/', 1)[1]}/weights.pt", "sha256": file_fingerprint(result.weights),
+            "train_samples": result.n_train, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+            "seconds": result.seconds, "config": result.config, "zoo_preset": preset.name,
+        }
+        manifest["models"][name] = record
+        write_manifest(manifest, cache_dir)
+        if on_event:
+            on_event("cached" if cached else "done", name, record)
+    if preset.include_base:
+        for arch, base in preset.archs.items():
+            loaded = load_model(base, input_size=preset.input_size)
+            manifest["models"][preset.base_name(arch)] = {
+                "name": preset.base_name(arch), "arch": loaded.info["arch"], "base": base, "family": loaded.info["family"],
+                "pretraining": _pretraining(base), "source_dataset": "imagenet-1k", "source_classes": [],
+                "num_classes": loaded.info["num_classes"], "source_accuracy": None, "params": loaded.info["params"],
+                "trained_params": 0, "input_size": preset.input_size, "weights": None, "sha256": loaded.fingerprint,
+                "zoo_preset": preset.name,
+            }
+        write_manifest(manifest, cache_dir)
+    register_zoo_models(cache_dir)
+    return zoo_table(preset.name, cache_dir)
+
+
+def zoo_table(preset: str, cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """The metadata of a built zoo, one row per model, in build order."""
+    columns = ["name", "family", "base", "source_dataset", "num_classes", "params", "trained_params", "input_size",
+               "source_accuracy", "epochs_run", "seconds", "sha256"]
+    records = list(read_manifest(preset, cache_dir)["models"].values())
+    return pd.DataFrame(records).reindex(columns=columns)

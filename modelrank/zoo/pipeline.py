@@ -1,0 +1,294 @@
+"""`modelrank benchmark`: every (zoo model x target task) through extract → score → fine-tune → evaluate.
+
+Stages, each reusing the cache so that a rerun after an interruption does only what is missing:
+
+1. ``zoo`` — ``build_zoo`` (skips finished models, resumes an interrupted one);
+2. ``extract`` — features of every zoo model on every task into the feature cache (missing chunks only);
+3. ``score`` — every metric on every (model, task) (``score_feature_sets``); one CSV per task under
+   ``<out>/scores/``, reused when it holds the same models and metrics;
+4. ``finetune`` — ground truth: a linear probe per (model, task) for each of ``probe_seeds`` train/val/test
+   split seeds (``run_probes``: each run goes to the cache's records table as it finishes, and a recorded run
+   is skipped); with ``task_finetuning``, fine-tuning too (``finetune_full``, recorded as protocol "full");
+5. ``evaluate`` — weighted Kendall's tau of every metric against the ground truth on every task (Model
+   Spider's convention), the mean over tasks and each metric's seconds: the Model Spider-style table.
+
+Sanity of the benchmark itself (``sanity.csv``): per task, the spread of the ground truth across models against
+its seed-to-seed noise (the std over probe seeds), and which model is best.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from ..cache import cache_root
+from .presets import Preset, get_preset
+
+STAGES = ("zoo", "extract", "score", "finetune", "evaluate")
+PROBE_COLUMNS = ["dataset", "model", "protocol", "seed", "accuracy", "val_accuracy", "seconds"]
+#: on_stage(stage, message) reports progress in words; the CLI prints it.
+StageFn = Callable[[str, str], None]
+
+
+@dataclass
+class BenchmarkResult:
+    preset: str
+    out_dir: Path
+    #: metrics x (tasks, mean, weighted_mean, s/task): weighted tau against the linear-probe ground truth
+    table: pd.DataFrame
+    scores: pd.DataFrame
+    #: dataset, model, accuracy (mean over probe seeds), accuracy_std, protocol: what `spider` trains on
+    records: pd.DataFrame
+    sanity: pd.DataFrame
+    zoo: pd.DataFrame
+    tasks: pd.DataFrame
+    stage_seconds: dict[str, float]
+    #: the same table against full fine-tuning, when the preset fine-tunes
+    full_table: pd.DataFrame | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _features(models: list[str], task: str, cache_dir, data_root) -> list:
+    from ..extraction import load_features
+
+    return [load_features(m, task, "all", cache_dir=cache_dir, data_root=data_root, extract_missing=False) for m in models]
+
+
+def _score_task(preset: Preset, models: list[str], task: str, out: Path, features: Callable[[], list]) -> pd.DataFrame:
+    from ..scoring import score_feature_sets
+
+    from .tasks import DERIVED
+
+    path = out / "scores" / f"{_safe(task)}.csv"
+    wanted = list(preset.metrics) if not isinstance(preset.metrics, str) else None
+    definition = json.loads(json.dumps(DERIVED[task].metadata()))
+    if path.is_file() and path.with_suffix(".json").is_file():
+        cached = pd.read_csv(path)
+        same_task = json.loads(path.with_suffix(".json").read_text()).get("task") == definition
+        same_models = sorted(cached["Model"]) == sorted(models)
+        same_metrics = wanted is None or all(m in cached.columns for m in wanted)
+        if same_task and same_models and same_metrics:
+            return cached
+    frame = score_feature_sets(features(), preset.metrics)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.with_suffix(".json").write_text(
+        json.dumps({"higher_is_better": frame.attrs["higher_is_better"], "notes": frame.attrs["notes"], "task": definition},
+                   indent=1))
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def _linear_probes(preset: Preset, features: Callable[[], list], cache_dir) -> list[dict[str, Any]]:
+    """Linear probes of every model on ``task``, one per split seed, through the records table (resumable)."""
+    from ..finetune import job_from_features, run_probes
+
+    jobs = [job_from_features(fs, seed=seed) for fs in features() for seed in range(preset.probe_seeds)]
+    return run_probes(jobs, protocol="linear", cache_dir=cache_dir)
+
+
+def _full_finetunes(preset: Preset, models: list[str], task: str, out: Path, device, cache_dir, data_root) -> list[dict[str, Any]]:
+    """Fine-tune every model on ``task``'s train split and test on its test split; recorded as protocol "full"."""
+    from dataclasses import asdict
+
+    from ..finetune.full import finetune_full
+    from ..finetune.records import append_record, make_record, read_records, record_key
+
+    config = preset.task_finetuning
+    params = {**asdict(config), "split": "train/test"}
+    recorded = read_records(cache_dir).set_index("key", drop=False)
+    records = []
+    for model in models:
+        key = record_key(task, model, "full", params)
+        if key in recorded.index:
+            records.append(recorded.loc[key].to_dict())
+            continue
+        result = finetune_full(model, task, split="train", test_split="test", config=config, device=device,
+                               checkpoint_dir=out / "full" / _safe(model) / _safe(task), keep_weights=False,
+                               data_root=data_root)
+        record = make_record(
+            dataset=task, model=model, protocol="full", params=params, metric="accuracy",
+            selected={"best_epoch": result.best_epoch}, val_metric=result.val_accuracy, test_metric=result.test_accuracy,
+            n_train=result.n_train, n_val=result.n_val, n_test=result.n_test, iterations=result.epochs_run,
+            seconds=result.seconds, val_curve=[h["val_accuracy"] for h in result.history],
+        )
+        append_record(record, cache_dir)
+        records.append(record)
+    return records
+
+
+def _probe_rows(records: list[dict[str, Any]]) -> pd.DataFrame:
+    rows = [[r["dataset"], r["model"], r["protocol"], json.loads(r["params"]).get("seed", 0), r["test_metric"],
+             r["val_metric"], r["seconds"]] for r in records]
+    return pd.DataFrame(rows, columns=PROBE_COLUMNS)
+
+
+def ground_truth(probes: pd.DataFrame, protocol: str) -> pd.DataFrame:
+    """Records (dataset, model, accuracy = mean over seeds, accuracy_std, n_seeds, protocol) of one protocol."""
+    part = probes[probes["protocol"] == protocol]
+    grouped = part.groupby(["dataset", "model"], sort=False)["accuracy"]
+    table = grouped.agg(accuracy="mean", accuracy_std=lambda a: a.std(ddof=1) if len(a) > 1 else np.nan,
+                        n_seeds="count").reset_index()
+    return table.assign(protocol=protocol)
+
+
+def sanity_table(probes: pd.DataFrame) -> pd.DataFrame:
+    """Per task: do the models' ground-truth accuracies differ by more than the seed-to-seed noise?
+
+    Every split seed probes all models on the same train/val/test split, so the accuracies form a models x
+    seeds table with no replication; a two-way ANOVA separates the model effect from the noise (the model x
+    seed interaction: how much a model's accuracy moves relative to the others when only the split changes).
+    ``spread``: std over models of the seed-averaged accuracy; ``seed_std``: mean over models of the std over
+    seeds; ``noise``: the interaction std divided by sqrt(seeds), the noise left in a seed average;
+    ``f_stat`` / ``p_value``: the ANOVA F test of "all models equal"; ``gap_best_second``: best minus
+    second-best model.
+    """
+    from scipy import stats
+
+    part = probes[probes["protocol"] == "linear"]
+    rows = []
+    for task, cell in part.groupby("dataset", sort=False):
+        table = cell.pivot_table(index="model", columns="seed", values="accuracy").dropna(axis=1)
+        acc = table.to_numpy(dtype=np.float64)
+        n_models, n_seeds = acc.shape
+        means = pd.Series(acc.mean(axis=1), index=table.index).sort_values(ascending=False)
+        row = {"task": task, "models": n_models, "seeds": n_seeds, "best_model": means.index[0],
+               "best_accuracy": float(means.iloc[0]), "worst_accuracy": float(means.iloc[-1]),
+               "gap_best_second": float(means.iloc[0] - means.iloc[1]) if n_models > 1 else np.nan,
+               "spread": float(means.std(ddof=1)) if n_models > 1 else np.nan,
+               "seed_std": float(acc.std(axis=1, ddof=1).mean()) if n_seeds > 1 else np.nan,
+               "noise": np.nan, "f_stat": np.nan, "p_value": np.nan}
+        if n_models > 1 and n_seeds > 1:
+            residual = acc - acc.mean(axis=1, keepdims=True) - acc.mean(axis=0, keepdims=True) + acc.mean()
+            interaction = (residual**2).sum() / ((n_models - 1) * (n_seeds - 1))
+            row["noise"] = float(np.sqrt(interaction / n_seeds))
+            if interaction > 0:
+                row["f_stat"] = float(n_seeds * acc.mean(axis=1).var(ddof=1) / interaction)
+                row["p_value"] = float(stats.f.sf(row["f_stat"], n_models - 1, (n_models - 1) * (n_seeds - 1)))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def metric_table(scores: pd.DataFrame, truth: pd.DataFrame, higher_is_better: dict[str, bool]) -> tuple[pd.DataFrame, list[str]]:
+    """Metrics x (tasks, mean, weighted_mean, s/task): weighted tau (Model Spider's convention) per task."""
+    from ..evaluate.evaluation import evaluate, measure_label
+
+    metrics = [m for m in higher_is_better if m in scores.columns and scores[m].notna().any()]
+    # Long layout without the cells a metric could not score (they are explained in scores/<task>.json notes).
+    long = scores.melt(id_vars=["Dataset", "Model"], value_vars=metrics, var_name="method", value_name="score")
+    long = long.dropna(subset=["score"]).rename(columns={"Dataset": "dataset", "Model": "model"})
+    evaluation = evaluate(long, truth[["dataset", "model", "accuracy"]], measures=["weighted"], protocol="model_spider",
+                          lower_is_better=[m for m in metrics if not higher_is_better[m]])
+    table = evaluation.table(measure_label("weighted", "model_spider"))
+    n_tasks = scores["Dataset"].nunique()
+    seconds = {m: float(scores[f"{m}_seconds"].sum()) / n_tasks for m in metrics if f"{m}_seconds" in scores}
+    table["s/task"] = pd.Series(seconds)
+    table.index.name = "metric"
+    return table, evaluation.warnings
+
+
+def run_benchmark(
+    preset: str | Preset,
+    *,
+    cache_dir: str | os.PathLike | None = None,
+    out_dir: str | os.PathLike | None = None,
+    device: str = "auto",
+    data_root: str | None = None,
+    on_stage: StageFn | None = None,
+    extract_progress=None,
+    zoo_events=None,
+) -> BenchmarkResult:
+    """Run (or finish) a preset's benchmark; results go to ``out_dir`` (default ``<cache>/benchmark/<preset>``)."""
+    from ..data import load_dataset
+    from ..extraction import extract
+    from .build import build_zoo
+    from .tasks import DERIVED
+
+    preset = get_preset(preset) if isinstance(preset, str) else preset
+    cache_dir = str(cache_dir) if cache_dir else None
+    out = Path(out_dir) if out_dir else cache_root(cache_dir) / "benchmark" / preset.name
+    out.mkdir(parents=True, exist_ok=True)
+    say = on_stage or (lambda stage, message: None)
+    seconds: dict[str, float] = {}  # wall time per stage, keyed by STAGES
+
+    def timed(stage: str):
+        start = time.perf_counter()
+        return lambda: seconds.__setitem__(stage, round(seconds.get(stage, 0.0) + time.perf_counter() - start, 2))
+
+    done = timed("zoo")
+    say("zoo", f"building zoo/{preset.name}: {len(preset.archs)} architectures x {len(preset.sources)} sources")
+    zoo = build_zoo(preset, cache_dir=cache_dir, device=device, data_root=data_root, on_event=zoo_events)
+    models = sorted(zoo["name"])
+    done()
+
+    done = timed("extract")
+    task_rows = []
+    for task in preset.tasks:
+        say("extract", f"{len(models)} models on {task}")
+        extract(models, task, "all", batch_size=preset.extract_batch, device=device, cache_dir=cache_dir,
+                data_root=data_root, progress=extract_progress)
+        data = load_dataset(task, "all", root=data_root)
+        spec = DERIVED[task]
+        task_rows.append({"task": task, "base": spec.base, "domain": spec.shift, "classes": len(data.class_names),
+                          "samples": len(data), "class_names": ", ".join(data.class_names)})
+    done()
+    tasks = pd.DataFrame(task_rows)
+    tasks.to_csv(out / "tasks.csv", index=False)
+    zoo.to_csv(out / "zoo.csv", index=False)
+
+    # Score and fine-tune task by task, so that only one task's features are held in memory.
+    frames, runs = [], []
+    for task in preset.tasks:
+        loaded: list = []
+
+        def features(task: str = task, loaded: list = loaded) -> list:
+            if not loaded:
+                loaded.extend(_features(models, task, cache_dir, data_root))
+            return loaded
+
+        done = timed("score")
+        say("score", f"{'all metrics' if preset.metrics == 'all' else ', '.join(preset.metrics)} on {task}")
+        frames.append(_score_task(preset, models, task, out, features))
+        done()
+        done = timed("finetune")
+        say("finetune", f"linear probes ({preset.probe_seeds} seeds) on {task}")
+        runs += _linear_probes(preset, features, cache_dir)
+        if preset.task_finetuning is not None and (preset.finetune_tasks is None or task in preset.finetune_tasks):
+            say("finetune", f"fine-tuning {len(models)} models on {task}")
+            runs += _full_finetunes(preset, models, task, out, device, cache_dir, data_root)
+        done()
+    scores = pd.concat(frames, ignore_index=True)
+    scores.to_csv(out / "scores.csv", index=False)
+    higher: dict[str, bool] = {}
+    for task in preset.tasks:
+        higher.update(json.loads((out / "scores" / f"{_safe(task)}.json").read_text())["higher_is_better"])
+    probes = _probe_rows(runs)
+    probes.to_csv(out / "probes.csv", index=False)
+    records = ground_truth(probes, "linear")
+    full_records = ground_truth(probes, "full") if preset.task_finetuning is not None else None
+    pd.concat([records, full_records]).to_csv(out / "records.csv", index=False)
+
+    done = timed("evaluate")
+    say("evaluate", "weighted tau of every metric against the fine-tuned accuracies")
+    table, warnings = metric_table(scores, records, higher)
+    table.to_csv(out / "table.csv")
+    full_table = None
+    if full_records is not None and not full_records.empty:
+        full_table, more = metric_table(scores, full_records, higher)
+        full_table.to_csv(out / "table_full_finetune.csv")
+        warnings += more
+    sanity = sanity_table(probes)
+    sanity.to_csv(out / "sanity.csv", index=False)
+    done()
+    (out / "stages.json").write_text(json.dumps(seconds, indent=1))
+    return BenchmarkResult(preset.name, out, table, scores, records, sanity, zoo, tasks, seconds, full_table, warnings)

