@@ -7,3 +7,4 @@ cd "$(dirname "$0")/.."
 export HF_HUB_OFFLINE=1
 MODELS=efficientnet_lite0,efficientnet_lite1,efficientnet_lite2,random:tf_efficientnet_lite0
 .venv/bin/modelrank extract -m "$MODELS" -d animal-mnist --per-class 30
+.venv/bin/modelrank score -d animal-mnist -m "$MODELS" --per-class 30 --metric all --out demo_scores.csv

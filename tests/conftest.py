@@ -29,3 +29,6 @@ def cache_dir(tmp_path, monkeypatch) -> Path:
     path = tmp_path / "cache"
     monkeypatch.setenv("MODELRANK_CACHE", str(path))
     return path
+
+
+from cli_helpers import cli  # noqa: E402,F401  (fixture: run the real entry point in-process)

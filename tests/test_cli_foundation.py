@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from cli_helpers import cli  # noqa: F401  (fixture)
 
 
 def assert_user_error(result, fragment):

@@ -211,6 +211,30 @@ def test_cli_dataset_and_models_use_load_features(monkeypatch, tmp_path):
     args = ["score", "-d", "pets", "-m", "resnet18,vit_small", "--limit", "240", "--metric", "lfc", "--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert calls == [("resnet18", "pets", "train", 240), ("vit_small", "pets", "train", 240)]
+    assert calls == [("resnet18", "pets", None, 240), ("vit_small", "pets", None, 240)]
     frame = pd.read_csv(out)
     assert list(frame.Model) == ["resnet18", "vit_small"] and set(frame.Dataset) == {"pets"}
+
+
+def test_cli_ped_scores_the_ped_variants(tmp_path, two_files):
+    out = tmp_path / "ped.csv"
+    args = ["score", "--features", two_files[0], "--features", two_files[1], "--metric", "logme", "--ped", "--out", str(out)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "ped_logme" in pd.read_csv(out).columns
+
+
+def test_cli_ped_without_a_variant_exits_2(monkeypatch, capsys, two_files):
+    code, captured = run_main(monkeypatch, capsys, "score", "--features", two_files[0], "--metric", "nce", "--ped")
+    assert code == 2 and "no PED variant" in captured.err
+
+
+def test_cli_scores_real_extracted_features(monkeypatch, capsys, cache_dir, tmp_path):
+    """extract -> score on a real (tiny, randomly initialised) model and the packaged digits data."""
+    out = tmp_path / "digits.csv"
+    monkeypatch.setattr(sys, "argv", ["modelrank", "score", "-d", "digits", "-m", "random:test_resnet,random:test_vit",
+                                      "--per-class", "4", "--metric", "logme,leep,knn", "--out", str(out)])
+    main()
+    frame = pd.read_csv(out)
+    assert set(frame.Model) == {"random:test_resnet", "random:test_vit"} and frame.Dataset.eq("digits").all()
+    assert frame[["logme", "leep", "knn"]].notna().all().all()
