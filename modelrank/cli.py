@@ -31,6 +31,24 @@ CacheDirOption = typer.Option(
 )
 
 
+# Features a user brings (`score`, `finetune`): the "rank my models from features and labels" path.
+FeatureFilesOption = typer.Option(
+    None, "--features", help="Feature file (repeatable): .npz with features, labels[, source_probs] or .parquet "
+    "with features, label[, source_probs].")
+ModelNamesOption = typer.Option(None, "--model-name", help="Model name of each --features file, in order [default: file stem].")
+DatasetNameOption = typer.Option("custom", "--dataset-name", help="Dataset name for --features files.")
+TaskOption = typer.Option(None, "--task", help="classification | regression for --features files [default: inferred from the labels].")
+
+
+def load_feature_files(features: list[Path], model_names: Optional[list[str]], dataset_name: str, task: Optional[str]):
+    from .scoring import load_feature_file
+
+    if model_names and len(model_names) != len(features):
+        raise ModelrankError(f"{len(model_names)} --model-name for {len(features)} --features files")
+    names = model_names or [None] * len(features)
+    return [load_feature_file(f, n, dataset_name, task) for f, n in zip(features, names)]
+
+
 def split_names(value: str) -> list[str]:
     """'a,b, c' -> ['a', 'b', 'c'] (models, datasets and metrics are given comma-separated)."""
     return [v.strip() for v in value.split(",") if v.strip()]
@@ -211,10 +229,10 @@ def cache_rm(
 # --------------------------------------------------------------------------------------------- score
 @app.command("score")
 def score_cmd(
-    features: Optional[list[Path]] = typer.Option(None, "--features", help="Feature file (repeatable): .npz with features, labels[, source_probs] or .parquet with features, label[, source_probs]."),
-    model_name: Optional[list[str]] = typer.Option(None, "--model-name", help="Model name of each --features file, in order [default: file stem]."),
-    dataset_name: str = typer.Option("custom", "--dataset-name", help="Dataset name for --features files."),
-    task: Optional[str] = typer.Option(None, "--task", help="classification | regression for --features files [default: inferred from the labels]."),
+    features: Optional[list[Path]] = FeatureFilesOption,
+    model_name: Optional[list[str]] = ModelNamesOption,
+    dataset_name: str = DatasetNameOption,
+    task: Optional[str] = TaskOption,
     metric: str = typer.Option("all", "--metric", help="Comma-separated metric names, or all (modelrank list metrics)."),
     ped: bool = typer.Option(False, "--ped", help="Score the PED-moved features (Li et al. ICCV'23): logme -> ped_logme, ..."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the scores (Dataset,Model,<metric>...,<metric>_seconds) as CSV."),
@@ -230,15 +248,12 @@ def score_cmd(
     """Score models with transferability metrics and print a ranking per dataset."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .scoring import load_feature_file, score_feature_sets
+    from .scoring import score_feature_sets
 
     if bool(features) == bool(dataset or models):
         raise ModelrankError("give either --features FILE... or -d DATASET -m MODELS")
     if features:
-        if model_name and len(model_name) != len(features):
-            raise ModelrankError(f"{len(model_name)} --model-name for {len(features)} --features files")
-        names = model_name or [None] * len(features)
-        feature_sets = [load_feature_file(f, n, dataset_name, task) for f, n in zip(features, names)]
+        feature_sets = load_feature_files(features, model_name, dataset_name, task)
     else:
         if not (dataset and models):
             raise ModelrankError("-d DATASET and -m MODELS go together")
@@ -389,10 +404,10 @@ def spider_eval(
 # ------------------------------------------------------------------------------------------ finetune
 @app.command("finetune")
 def finetune_cmd(
-    features: Optional[list[Path]] = typer.Option(None, "--features", help="Feature file (repeatable), as for `score`: split train/val/test here."),
-    model_name: Optional[list[str]] = typer.Option(None, "--model-name", help="Model name of each --features file, in order [default: file stem]."),
-    dataset_name: str = typer.Option("custom", "--dataset-name", help="Dataset name for --features files."),
-    task: Optional[str] = typer.Option(None, "--task", help="classification | regression for --features files [default: inferred]."),
+    features: Optional[list[Path]] = FeatureFilesOption,
+    model_name: Optional[list[str]] = ModelNamesOption,
+    dataset_name: str = DatasetNameOption,
+    task: Optional[str] = TaskOption,
     dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Registered dataset (with -m): its test split is the test set."),
     models: Optional[str] = typer.Option(None, "-m", "--models", help="Comma-separated registered models (with -d)."),
     protocol: str = typer.Option("linear", "--protocol", help="linear: logistic regression (ridge for regression) on frozen standardised features | full: fine-tune the network over an lr x wd grid (-d/-m)."),
@@ -457,13 +472,8 @@ def finetune_cmd(
             console.print(f"records written to {out}")
         return
     if features:
-        from .scoring import load_feature_file
-
-        if model_name and len(model_name) != len(features):
-            raise ModelrankError(f"{len(model_name)} --model-name for {len(features)} --features files")
-        names = model_name or [None] * len(features)
-        jobs = [job_from_features(load_feature_file(f, n, dataset_name, task), val=val, test=test, seed=seed)
-                for f, n in zip(features, names)]
+        jobs = [job_from_features(fs, val=val, test=test, seed=seed)
+                for fs in load_feature_files(features, model_name, dataset_name, task)]
     else:
         if not (dataset and models):
             raise ModelrankError("-d DATASET and -m MODELS go together")
@@ -633,6 +643,9 @@ def main() -> None:
     except ModelrankError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except OSError as exc:  # a file or disk problem of the environment, not a bug: one line, no traceback
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(1)
     except (typer.Abort, KeyboardInterrupt):
         err_console.print("[bold red]aborted[/]")
         sys.exit(130)

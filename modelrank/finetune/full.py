@@ -270,7 +270,10 @@ def finetune_full(
         if done.is_file() and (not keep_weights or (folder / "weights.pt").is_file()):
             stored = json.loads(done.read_text())
             if stored.get("key") == key:
-                return FullResult(**stored["result"])
+                result = FullResult(**stored["result"])
+                # The folder may have moved with its cache since the run: point at where the weights are now.
+                result.weights = str(folder / "weights.pt") if keep_weights else None
+                return result
 
     start_time = time.perf_counter()
     net = copy.deepcopy(loaded.net).cpu()
