@@ -298,7 +298,7 @@ def _ranking_tables(frame) -> list[Table]:
     for dataset, rows in frame.groupby("Dataset", sort=False):
         table = Table(title=f"ranking on {dataset} (best first)", header_style="bold")
         for column in ["metric", "better", *[f"#{k + 1}" for k in range(len(rows))], "seconds"]:
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for name, higher in directions.items():
             scored = rows.dropna(subset=[name]).sort_values(name, ascending=not higher, kind="stable")
             if scored.empty:
@@ -517,7 +517,7 @@ def records_ls(
 
     listing = Table(title=f"{len(table)} records", header_style="bold")
     for column in ("dataset", "model", "protocol", "metric", "test", "val", "selected", "seconds", "time"):
-        listing.add_column(column)
+        listing.add_column(column, overflow="fold")
     for r in table.itertuples():
         listing.add_row(r.dataset, r.model, r.protocol, r.metric, f"{r.test_metric:.4f}", f"{r.val_metric:.4f}",
                         _selected_text(r.selected), f"{r.seconds:.1f}", r.time)
