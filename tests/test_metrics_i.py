@@ -297,3 +297,10 @@ def test_logme_stays_finite_when_features_interpolate_the_labels():
     evidence = max_evidence(sigma, projected, y_norm2, 3)
     assert np.isfinite(evidence).all()
     assert evidence[1] == max_evidence(sigma, projected[:, 1:], y_norm2[1:], 3)[0]
+
+
+def test_hscore_warns_when_it_saturates_with_fewer_samples_than_dimensions():
+    rng = np.random.default_rng(4)
+    x, y = rng.standard_normal((30, 64)), np.repeat([0, 1, 2], 10)
+    with pytest.warns(UserWarning, match="saturates at C - 1 = 2"):
+        assert hscore(x, y) == pytest.approx(2.0)

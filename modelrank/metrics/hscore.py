@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..errors import InvalidInputError
@@ -37,6 +39,12 @@ def hscore(features: np.ndarray, labels: np.ndarray, rcond: float | None = None)
     n = x.shape[0]
     if n < 2:
         raise InvalidInputError("H-Score needs at least 2 samples")
+    if n - 1 <= x.shape[1]:
+        warnings.warn(
+            f"H-Score with {n} samples and {x.shape[1]}-d features (N <= D): the covariance is singular and the "
+            f"score saturates at C - 1 = {n_classes - 1} for every model; use hscore_reg or more samples",
+            stacklevel=2,
+        )
     scatter_evals, offsets, counts = principal_class_offsets(x, codes, n_classes)
     evals = scatter_evals / (n - 1)  # of cov(f)
     if evals.max() <= 0:
