@@ -207,33 +207,53 @@ def extract(
     Only chunks that are missing (and belong to ``shard``) are computed, so an interrupted run resumes and a
     job array of ``--shard i/n`` covers the data exactly once.
     """
-    if batch_size < 1:
-        raise InvalidInputError("--batch-size must be at least 1")
     shard = shard if isinstance(shard, tuple) else parse_shard(shard)
     store = FeatureStore(cache_dir)
     _register_zoo(models, cache_dir)
     data = open_dataset(dataset, split, data_root, download)
     dev = resolve_device(device)
     n_workers = resolve_workers(workers, dev)
-    summaries = []
-    for name in models:
-        model = load_model(name)
-        plan = plan_model(store, model, data, limit=limit, per_class=per_class, seed=seed,
-                          chunk_size=chunk_size, shard=shard)
-        n_todo = sum(len(store.chunk_ids(plan.manifest, j)) for j in plan.pending)
-        start = time.perf_counter()
-        task = progress.task(model.name, n_todo) if progress else None
-        run_plan(store, plan, data, batch_size=batch_size, device=dev, workers=n_workers,
-                 on_batch=(lambda n, t=task: progress.advance(t, n)) if progress else None)
-        seconds = time.perf_counter() - start
-        remaining = len(store.missing_chunks(plan.key, plan.manifest))
-        summaries.append({
-            "model": model.name, "dataset": data.name, "split": data.split, "samples": plan.manifest["n_samples"],
-            "computed": n_todo, "seconds": round(seconds, 2),
-            "images_per_s": round(n_todo / seconds, 1) if n_todo and seconds > 0 else None,
-            "complete": remaining == 0, "entry": plan.key.dirname(), "model_info": model.info,
-        })
-    return summaries
+    return [
+        extract_model(store, load_model(name), data, limit=limit, per_class=per_class, seed=seed,
+                      chunk_size=chunk_size, shard=shard, batch_size=batch_size, device=dev, workers=n_workers,
+                      progress=progress)
+        for name in models
+    ]
+
+
+def extract_model(
+    store: FeatureStore,
+    model: LoadedModel,
+    data: ImageDataset,
+    *,
+    limit: int | None,
+    per_class: int | None,
+    seed: int,
+    chunk_size: int,
+    shard: tuple[int, int],
+    batch_size: int,
+    device: torch.device,
+    workers: int,
+    progress: "ExtractProgress | None" = None,
+) -> dict:
+    """Compute one loaded model's missing chunks on an opened dataset; returns its summary dict."""
+    if batch_size < 1:
+        raise InvalidInputError("--batch-size must be at least 1")
+    plan = plan_model(store, model, data, limit=limit, per_class=per_class, seed=seed,
+                      chunk_size=chunk_size, shard=shard)
+    n_todo = sum(len(store.chunk_ids(plan.manifest, j)) for j in plan.pending)
+    start = time.perf_counter()
+    task = progress.task(model.name, n_todo) if progress else None
+    run_plan(store, plan, data, batch_size=batch_size, device=device, workers=workers,
+             on_batch=(lambda n: progress.advance(task, n)) if progress else None)
+    seconds = time.perf_counter() - start
+    remaining = len(store.missing_chunks(plan.key, plan.manifest))
+    return {
+        "model": model.name, "dataset": data.name, "split": data.split, "samples": plan.manifest["n_samples"],
+        "computed": n_todo, "seconds": round(seconds, 2),
+        "images_per_s": round(n_todo / seconds, 1) if n_todo and seconds > 0 else None,
+        "complete": remaining == 0, "entry": plan.key.dirname(), "model_info": model.info,
+    }
 
 
 def _register_zoo(models: list[str], cache_dir: str | None) -> None:
@@ -255,18 +275,27 @@ def load_features(
     cache_dir: str | None = None,
     data_root: str | None = None,
     extract_missing: bool = True,
-    **extract_options,
+    batch_size: int = 64,
+    device: str = "auto",
+    workers: int | None = None,
+    download: bool = False,
+    chunk_size: int = DEFAULT_CHUNK,
 ) -> FeatureSet:
-    """Features of ``model`` on ``dataset``/``split`` from the cache, extracting what is missing first."""
+    """Features of ``model`` on ``dataset``/``split`` from the cache, extracting what is missing first.
+
+    The model and dataset are opened once: the cache key needs the model's weight fingerprint and
+    preprocessing, and the same loaded model computes any missing chunks.
+    """
     store = FeatureStore(cache_dir)
-    data = open_dataset(dataset, split, data_root, extract_options.get("download", False))
+    data = open_dataset(dataset, split, data_root, download)
     _register_zoo([model], cache_dir)
     loaded = load_model(model)
     key = feature_key(loaded, data, limit, per_class, seed)
     manifest = store.manifest(key)
     if extract_missing and (manifest is None or store.missing_chunks(key, manifest)):
-        extract([model], dataset, data.split, limit=limit, per_class=per_class, seed=seed, cache_dir=cache_dir,
-                data_root=data_root, **extract_options)
+        dev = resolve_device(device)
+        extract_model(store, loaded, data, limit=limit, per_class=per_class, seed=seed, chunk_size=chunk_size,
+                      shard=(0, 1), batch_size=batch_size, device=dev, workers=resolve_workers(workers, dev))
     return store.load(key, task=data.task, class_names=data.class_names)
 
 
