@@ -284,6 +284,21 @@ def test_row_blocks_do_not_change_the_result(monkeypatch):
     close(leep(p, y), ref.leep_ref(p, y))
     close(pactran_dirichlet(p, y), ref.pactran_dir_ref(p, y))
     close(pactran_gamma(p, y), ref.pactran_gamma_ref(p, y))
+    x, y, _ = make_task(22)
+    close(logme(x.astype(np.float32), y), ref.logme_ref(x.astype(np.float32), y))  # float32 blocks upcast one by one
+    close(logme(x, y[:, None] * 0.5 + x[:, :1], task="regression"), ref.logme_ref(x, y[:, None] * 0.5 + x[:, :1]))
+
+
+def test_finiteness_check_survives_overflowing_sums():
+    """The cheap check sums the features; a sum that overflows must fall back to the exact check, not refuse."""
+    from modelrank.metrics._checks import as_features
+
+    huge = np.full((4, 3), 1e308)
+    assert as_features(huge) is huge
+    with pytest.raises(InvalidInputError, match="NaN or inf in 3 of 4 rows"):
+        as_features(np.where(np.eye(4, 3, dtype=bool), np.inf, huge))
+    assert as_features(np.ones((2, 2), np.float32), upcast=False).dtype == np.float32
+    assert as_features(np.ones((2, 2), np.float16), upcast=False).dtype == np.float32
 
 
 def test_logme_stays_finite_when_features_interpolate_the_labels():

@@ -147,6 +147,32 @@ def test_emms_matches_reference(rng, iterations):
     np.testing.assert_allclose(weights, expected_weights, atol=1e-7)
 
 
+def test_emms_with_rank_deficient_features_matches_reference(rng):
+    """Duplicated and constant columns: the pivoted Cholesky must find the column space lstsq projects on."""
+    x = rng.normal(size=(150, 6))
+    x = np.hstack([x, x[:, :2] * 3.0, np.full((150, 1), 2.5)])
+    y = rng.normal(size=(150, 5, 2))
+    y[:, :, 1] += x[:, :5]
+    score, weights = emms(x, y, max_iter=3, tol=0.0, return_weights=True)
+    expected, expected_weights = emms_reference(x, y, 3)
+    assert_close(score, expected)
+    np.testing.assert_allclose(weights, expected_weights, atol=1e-7)
+
+
+def test_emms_of_class_names_equals_emms_of_their_per_sample_embeddings(rng, monkeypatch):
+    """The class-table shortcut (no (N, D2, K) array) gives the score of the explicit per-sample F-labels."""
+    import modelrank.metrics._linalg as linalg_module
+    from modelrank.metrics.emms import _emms_of_classes
+
+    x, y = clusters(rng, n=300, d=10, c=6)
+    table = rng.normal(size=(6, 7, 2)) * rng.uniform(0.1, 10, size=(1, 7, 1)) + 3.0
+    monkeypatch.setattr(linalg_module, "ROW_BLOCK", 64)  # several blocks, last one short
+    expected = emms(x, table[y], max_iter=5, tol=0.0)
+    assert_close(_emms_of_classes(x.astype(np.float32), y, table, 5, 0.0), emms(x.astype(np.float32), table[y],
+                                                                                  max_iter=5, tol=0.0))
+    assert_close(_emms_of_classes(x, y, table, 5, 0.0), expected)
+
+
 def test_ped_features_match_reference(rng):
     x, y = clusters(rng, n=200, d=6, c=5, spread=0.5)
     moved = ped_features(x, y)

@@ -7,8 +7,13 @@ import numpy as np
 from ..errors import InvalidInputError
 
 
-def as_features(features: np.ndarray, name: str = "features") -> np.ndarray:
-    """(n, d) finite float64 copy-free view where possible. float16/float32 are upcast for stable sums."""
+def as_features(features: np.ndarray, name: str = "features", upcast: bool = True) -> np.ndarray:
+    """(n, d) finite float array, copy-free where possible.
+
+    ``upcast=True``: float64 (float16/float32 are upcast for stable sums). ``upcast=False``: float32 and float64
+    are kept as they are (float16 becomes float32, integers float64) for metrics that convert row blocks
+    themselves, so a float32 feature matrix is never copied whole.
+    """
     x = np.asarray(features)
     if x.ndim != 2:
         raise InvalidInputError(f"{name} must be a 2-D array (n_samples, dim), got shape {x.shape}")
@@ -16,8 +21,10 @@ def as_features(features: np.ndarray, name: str = "features") -> np.ndarray:
         raise InvalidInputError(f"{name} is empty (shape {x.shape})")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise InvalidInputError(f"{name} must be real numbers, got dtype {x.dtype}")
-    x = x.astype(np.float64, copy=False)
-    if not np.isfinite(x).all():
+    if upcast or x.dtype not in (np.float32, np.float64):
+        x = x.astype(np.float64 if upcast or x.dtype != np.float16 else np.float32, copy=False)
+    # A NaN or inf makes the sum non-finite; the exact (N x D boolean) check runs only then, or on overflow.
+    if not np.isfinite(x.sum(dtype=np.float64)) and not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).any(axis=1).sum())
         raise InvalidInputError(f"{name} contain NaN or inf in {bad} of {x.shape[0]} rows")
     return x

@@ -16,8 +16,8 @@ import numpy as np
 
 from ..errors import InvalidInputError, MissingResourceError
 from ._checks import as_class_labels, as_features
+from ._linalg import CrossProduct, class_sums, column_moments, column_space_coordinates
 from .base import register_metric
-from .logme import feature_spectrum
 
 #: std floor of the public code's standardisation
 STD_EPS = 1e-8
@@ -61,19 +61,6 @@ def simplex_least_squares(gram: np.ndarray, linear: np.ndarray, start: np.ndarra
     return current
 
 
-def _standardise(a: np.ndarray) -> np.ndarray:
-    out = a - a.mean(axis=0)
-    out /= a.std(axis=0) + STD_EPS
-    return out
-
-
-def _column_space_coordinates(x: np.ndarray, targets: list[np.ndarray]) -> tuple[int, list[np.ndarray]]:
-    """rank(X) and U^T Y_k for an orthonormal basis U of the column space of X (LogME's truncated SVD)."""
-    stacked = targets[0] if len(targets) == 1 else np.concatenate(targets, axis=1)
-    sigma, projected = feature_spectrum(x, lambda m: m.T @ stacked)
-    return len(sigma), np.split(projected, len(targets), axis=1)
-
-
 def emms(features: np.ndarray, label_embeddings: np.ndarray, *, max_iter: int = DEFAULT_MAX_ITER,
          tol: float = DEFAULT_TOL, return_weights: bool = False) -> float | tuple[float, np.ndarray]:
     """EMMS = -(1/(N D2)) min_{w, l in simplex} || X w - sum_k l_k Y_k ||_F^2.
@@ -86,13 +73,14 @@ def emms(features: np.ndarray, label_embeddings: np.ndarray, *, max_iter: int = 
     a constant factor per dataset); here it is the mean squared residual. Higher is better.
 
     Everything reduces to two K x K matrices: G_kl = <Y_k, Y_l> and H_kl = <P Y_k, P Y_l> with P the projection
-    on the column space of X, so each round costs O(K^2) after one O(N D1 min(N, D1)) factorisation.
+    on the column space of X, so each round costs O(K^2) after one O(N D1 min(N, D1)) factorisation (a pivoted
+    Cholesky of X^T X when N > D1, see ``column_space_coordinates``).
     ``label_embeddings``: (N, D2) for one encoder or (N, D2, K) for K encoders. When the features span the whole
     centred sample space (N <= D1 + 1 for generic features) every embedding is fitted exactly and the score is 0
     for every model: a warning says so. Constant features explain nothing and score -1 (the variance of the
     standardised targets). ``return_weights=True`` also returns the encoder weights l.
     """
-    x = _standardise(as_features(features))
+    x = as_features(features, upcast=False)
     y = np.asarray(label_embeddings, dtype=np.float64)
     if y.ndim == 2:
         y = y[:, :, None]
@@ -100,28 +88,60 @@ def emms(features: np.ndarray, label_embeddings: np.ndarray, *, max_iter: int = 
         raise InvalidInputError(f"label_embeddings must be (N, D2) or (N, D2, K) with N = {x.shape[0]}, got {y.shape}")
     if not np.isfinite(y).all():
         raise InvalidInputError("label_embeddings contain NaN or inf")
-    n, _, n_encoders = y.shape
-    targets = [_standardise(y[:, :, k]) for k in range(n_encoders)]
-    rank_x, projected = _column_space_coordinates(x, targets)
+    n, d2, n_encoders = y.shape
+    y = (y - y.mean(axis=0)) / (y.std(axis=0) + STD_EPS)
+    targets = y.transpose(0, 2, 1).reshape(n, n_encoders * d2)  # encoder k owns columns k*D2 .. (k+1)*D2 - 1
+    target_gram = np.einsum("nik,nil->kl", y, y)
+    return _fit_label_mixture(x, lambda m, rows: m.T @ targets[rows], None, target_gram, d2, max_iter, tol,
+                              return_weights)
+
+
+def _emms_of_classes(x: np.ndarray, codes: np.ndarray, table: np.ndarray, max_iter: int, tol: float) -> float:
+    """``emms(x, table[codes])`` without the (N, D2, K) F-label array: every F-label is a row of the class table.
+
+    The per-sample standardisation becomes a count-weighted one of the (C, D2, K) table, G_kl a count-weighted
+    sum over classes, and X^T Y = (class sums of X)^T table, so the O(N D1 D2 K) product shrinks to O(N D1).
+    """
+    n, n_classes = len(codes), table.shape[0]
+    weights = np.bincount(codes, minlength=n_classes).astype(np.float64) / n
+    mean = np.tensordot(weights, table, axes=1)
+    std = np.sqrt(np.tensordot(weights, (table - mean) ** 2, axes=1))
+    table = (table - mean) / (std + STD_EPS)
+    d2, n_encoders = table.shape[1:]
+    target_gram = n * np.einsum("c,cik,cil->kl", weights, table, table)
+    class_targets = table.transpose(0, 2, 1).reshape(n_classes, n_encoders * d2)
+    return _fit_label_mixture(x, lambda m, rows: class_sums(m, codes[rows], n_classes).T, class_targets,
+                              target_gram, d2, max_iter, tol, False)
+
+
+def _fit_label_mixture(x: np.ndarray, cross: CrossProduct, class_targets: np.ndarray | None, target_gram: np.ndarray,
+                       d2: int, max_iter: int, tol: float, return_weights: bool) -> float | tuple[float, np.ndarray]:
+    """The alternating minimisation of ``emms`` given X, the standardised targets through ``cross`` (times
+    ``class_targets`` when they are per class) and their K x K Gram matrix G."""
+    n, n_encoders = x.shape[0], target_gram.shape[0]
+    mean, std = column_moments(x)
+    rank_x, coordinates = column_space_coordinates(x, cross, shift=mean, scale=1.0 / (std + STD_EPS))
+    if class_targets is not None:
+        coordinates = coordinates @ class_targets
     if rank_x >= n - 1:
         warnings.warn(
             f"EMMS: the {x.shape[1]}-d features span all {n} centred samples, so the regression fits any label "
             "embedding exactly and every model scores 0; use more samples than feature dimensions",
-            stacklevel=2,
+            stacklevel=3,
         )
-    gram = np.array([[np.vdot(a, b) for b in targets] for a in targets])
-    projected_gram = np.array([[np.vdot(a, b) for b in projected] for a in projected])
+    per_encoder = coordinates.reshape(rank_x, n_encoders, d2)
+    projected_gram = np.einsum("rki,rli->kl", per_encoder, per_encoder)
     weights = np.full(n_encoders, 1.0 / n_encoders)
     objective = np.inf
     for _ in range(max_iter):
         # w-step: X w = P Y l. l-step: min ||Y l' - P Y l||^2 = l'^T G l' - 2 l'^T H l + l^T H l.
-        new_weights = simplex_least_squares(gram, projected_gram @ weights, weights)
-        new_objective = (new_weights @ gram @ new_weights - 2.0 * new_weights @ projected_gram @ weights
+        new_weights = simplex_least_squares(target_gram, projected_gram @ weights, weights)
+        new_objective = (new_weights @ target_gram @ new_weights - 2.0 * new_weights @ projected_gram @ weights
                          + weights @ projected_gram @ weights)
         weights, previous, objective = new_weights, objective, max(float(new_objective), 0.0)
         if abs(previous - objective) <= tol * max(objective, 1e-300):
             break
-    score = -objective / (n * targets[0].shape[1])
+    score = -objective / (n * d2)
     return (score, weights) if return_weights else score
 
 
@@ -154,7 +174,7 @@ def emms_classification(features: np.ndarray, labels: np.ndarray, class_names: S
     """
     from ..text import DEFAULT_TEXT_ENCODER, encode_texts
 
-    x = as_features(features)
+    x = as_features(features, upcast=False)
     codes, n_classes = as_class_labels(labels, x.shape[0])
     classes = np.unique(np.asarray(labels).reshape(len(codes)))
     texts = _class_texts(labels, classes, class_names)
@@ -173,4 +193,4 @@ def emms_classification(features: np.ndarray, labels: np.ndarray, class_names: S
             table = np.stack(tables, axis=-1)  # (C, D2, K)
     if table is None:
         table = np.eye(n_classes)[:, :, None]
-    return emms(x, table[codes], max_iter=max_iter, tol=tol)
+    return _emms_of_classes(x, codes, table, max_iter, tol)

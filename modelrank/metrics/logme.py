@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_targets
-from ._linalg import class_sums, rank_cutoff
+from ._linalg import CrossProduct, class_sums, gram_and_cross, has_distinct_rows, rank_cutoff
 from .base import register_metric
 
 
@@ -17,26 +15,27 @@ from .base import register_metric
 DEGENERATE_FLOOR = 1e-12
 
 
-def feature_spectrum(
-    x: np.ndarray, transpose_times_y: Callable[[np.ndarray], np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
+def feature_spectrum(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarray, np.ndarray]:
     """Squared singular values s_i^2 of F (numerical zeros dropped) and the projections U^T Y, shape (r, K).
 
-    ``transpose_times_y(M)`` returns M^T Y for an (N, k) matrix M (class sums when Y is one-hot).
-    N > D: eigendecomposition of F^T F = V S^2 V^T, then U^T Y = S^-1 V^T F^T Y (the truncated SVD);
-    N <= D: eigendecomposition of F F^T = U S^2 U^T. Cost O(N D min(N, D)), memory min(N, D)^2.
+    ``cross(M, rows)`` returns M^T Y[rows] for a float64 (len(rows), k) matrix M (class sums when Y is one-hot).
+    N > D: eigendecomposition of F^T F = V S^2 V^T, with F^T F and F^T Y accumulated in one blocked pass
+    (``gram_and_cross``), then U^T Y = S^-1 V^T F^T Y (the truncated SVD); N <= D: eigendecomposition of
+    F F^T = U S^2 U^T. Cost O(N D min(N, D)), memory min(N, D)^2 plus one row block.
     """
     n, d = x.shape
     if n > d:
-        sigma, v = np.linalg.eigh(x.T @ x)
+        gram, cross_sum = gram_and_cross(x, cross)
+        sigma, v = np.linalg.eigh(gram)
         keep = sigma > rank_cutoff(sigma, max(n, d))
         sigma, v = sigma[keep], v[:, keep]
-        projected = (v.T @ transpose_times_y(x)) / np.sqrt(sigma)[:, None]
+        projected = (v.T @ cross_sum) / np.sqrt(sigma)[:, None]
     else:
+        x = x.astype(np.float64, copy=False)
         sigma, u = np.linalg.eigh(x @ x.T)
         keep = sigma > rank_cutoff(sigma, max(n, d))
         sigma, u = sigma[keep], u[:, keep]
-        projected = transpose_times_y(u)
+        projected = cross(u, slice(None))
     return sigma, projected
 
 
@@ -124,31 +123,31 @@ def logme(
     log p(y | F) = r/2 log a + N/2 log b - 1/2 sum_i log(a + b s_i^2) - b/2 ||y - Fm||^2 - a/2 ||m||^2 - N/2 log 2pi
     by the fixed-point iteration of the JMLR version (at most ``max_iter`` steps, relative tolerance ``tol``
     on alpha/beta), over one (truncated) SVD of F shared by all targets; see ``max_evidence``.
-    LogME = mean_k evidence_k / N. Float64 throughout.
+    LogME = mean_k evidence_k / N. All arithmetic in float64 (float32 features are converted block by block).
 
     Inputs: features (N, D); class labels (N,) or regression targets (N,) / (N, K); ``task``.
     Higher is better; only differences within one dataset are meaningful (often in the 4th decimal).
     """
-    x = as_features(features)
+    x = as_features(features, upcast=False)  # float32 stays float32: float64 blocks in ``feature_spectrum``
     if task == "regression":
         y = as_targets(labels, x.shape[0])
         y_norm2 = (y**2).sum(axis=0)
         if (y_norm2 == 0).any():
             raise InvalidInputError("a regression target is identically zero: LogME is undefined")
 
-        def transpose_times_y(m: np.ndarray) -> np.ndarray:
-            return m.T @ y
+        def cross(m: np.ndarray, rows: slice) -> np.ndarray:
+            return m.T @ y[rows]
 
     elif task == "classification":
         codes, n_classes = as_class_labels(labels, x.shape[0])
         y_norm2 = np.bincount(codes, minlength=n_classes).astype(np.float64)  # one-hot columns
 
-        def transpose_times_y(m: np.ndarray) -> np.ndarray:
-            return class_sums(m, codes, n_classes).T  # M^T Y for one-hot Y, in O(N k)
+        def cross(m: np.ndarray, rows: slice) -> np.ndarray:
+            return class_sums(m, codes[rows], n_classes).T  # M^T Y for one-hot Y, in O(N k)
 
     else:
         raise InvalidInputError(f"LogME supports classification and regression, not {task!r}")
-    if not (x != x[0]).any():
+    if not has_distinct_rows(x):
         raise InvalidInputError("features are constant: LogME is undefined")
-    sigma, projected = feature_spectrum(x, transpose_times_y)
+    sigma, projected = feature_spectrum(x, cross)
     return float(max_evidence(sigma, projected, y_norm2, x.shape[0], max_iter, tol).mean())
