@@ -14,6 +14,7 @@ import scipy.linalg
 from scipy.special import log_softmax
 
 from ..errors import InvalidInputError
+from ._linalg import row_blocks
 
 
 def warn_if_singular_scatter(metric: str, n: int, n_classes: int, dim: int) -> None:
@@ -29,9 +30,16 @@ def warn_if_singular_scatter(metric: str, n: int, n_classes: int, dim: int) -> N
 
 
 def within_scatter(x: np.ndarray, y: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """S_w = (1/N) sum_i (x_i - mu_{y_i})(x_i - mu_{y_i})^T, i.e. sum_c prior_c * cov_c (biased covariances)."""
-    centred = x - means[y]  # one (N, D) copy; centring first avoids cancellation in x^T x - N mu mu^T
-    return centred.T @ centred / x.shape[0]
+    """S_w = (1/N) sum_i (x_i - mu_{y_i})(x_i - mu_{y_i})^T, i.e. sum_c prior_c * cov_c (biased covariances).
+
+    Centring first avoids the cancellation of x^T x - N mu mu^T; it is done one row block at a time, so the
+    memory is O(D^2 + block) rather than another (N, D) copy.
+    """
+    scatter = np.zeros((x.shape[1], x.shape[1]))
+    for rows in row_blocks(x.shape[0]):
+        centred = x[rows] - means[y[rows]]
+        scatter += centred.T @ centred
+    return scatter / x.shape[0]
 
 
 def total_scatter(x: np.ndarray) -> np.ndarray:
@@ -60,7 +68,10 @@ def lda_log_proba(x: np.ndarray, means: np.ndarray, priors: np.ndarray, sw: np.n
     except np.linalg.LinAlgError:
         # S_w singular even after shrinkage (shrinkage 0 and N - C < D): the minimum-norm solution.
         sw_inv_means = np.linalg.lstsq(sw, means.T, rcond=None)[0]
-    scores = x @ sw_inv_means - 0.5 * np.einsum("cd,dc->c", means, sw_inv_means) + np.log(priors)
+    offsets = -0.5 * np.einsum("cd,dc->c", means, sw_inv_means) + np.log(priors)
+    scores = np.empty((x.shape[0], means.shape[0]))
+    for rows in row_blocks(x.shape[0]):  # blocks: a float32 x is upcast a block at a time, not copied whole
+        scores[rows] = np.asarray(x[rows], dtype=np.float64) @ sw_inv_means + offsets
     return log_softmax(scores, axis=1)
 
 

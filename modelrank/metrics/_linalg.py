@@ -28,8 +28,12 @@ def one_hot_sparse(codes: np.ndarray, n_classes: int) -> sp.csr_matrix:
 
 
 def class_sums(x: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
-    """(C, D) per-class sums of the rows of ``x``."""
-    return np.asarray(one_hot_sparse(codes, n_classes) @ x)
+    """(C, D) per-class sums of the rows of ``x``, in float64 (a float32 ``x`` is converted one row block at a
+    time rather than copied whole)."""
+    if x.dtype == np.float64 or x.shape[0] <= ROW_BLOCK:
+        return np.asarray(one_hot_sparse(codes, n_classes) @ np.asarray(x, dtype=np.float64))
+    return sum(np.asarray(one_hot_sparse(codes[rows], n_classes) @ np.asarray(x[rows], dtype=np.float64))
+               for rows in row_blocks(x.shape[0]))
 
 
 def class_means(x: np.ndarray, codes: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray]:

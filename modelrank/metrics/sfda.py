@@ -9,7 +9,7 @@ from scipy.special import softmax
 
 from ._checks import as_class_labels, as_features
 from ._lda import lda_log_proba, shrink, warn_if_singular_scatter, within_scatter
-from ._linalg import class_means
+from ._linalg import class_means, row_blocks
 from .base import register_metric
 
 #: lambda = max(exp(-ADAPTIVE_SHRINKAGE_RATE * sigma_max(S_w)), SHRINKAGE_FLOOR), as in the paper and its code.
@@ -66,13 +66,18 @@ def sfda(features: np.ndarray, labels: np.ndarray, *, confmix_strength: float = 
     When N - C < D the (nearly unregularised) S_w is singular, the LDA separates the samples perfectly and the
     score saturates at 1.0 for every model: a warning says so.
     """
-    x = as_features(features)
+    x = as_features(features, upcast=False)  # float32 stays: every pass converts one row block at a time
     y, n_classes = as_class_labels(labels, x.shape[0])
     n = x.shape[0]
     warn_if_singular_scatter("SFDA", n, n_classes, x.shape[1])
     proba, means, shrinkage = _lda_proba(x, y, n_classes, shrinkage)
     softened = softmax(proba, axis=1)[np.arange(n), y]
     other_means = (means.sum(axis=0) - means) / (n_classes - 1)
-    mixed = x + (confmix_strength * (1.0 - softened))[:, None] * (other_means[y] - x)
+    pull = confmix_strength * (1.0 - softened)
+    mixed = np.empty(x.shape)  # the only (N, D) array SFDA allocates
+    for rows in row_blocks(n):
+        block = np.array(x[rows], dtype=np.float64)
+        block += pull[rows, None] * (other_means[y[rows]] - block)
+        mixed[rows] = block
     proba, _, _ = _lda_proba(mixed, y, n_classes, shrinkage)
     return float(proba[np.arange(n), y].mean())
