@@ -64,7 +64,9 @@ def gbc(
     Each class c is a Gaussian N(mu_c, Sigma_c) fitted to its features; with Sigma = (Sigma_i + Sigma_j) / 2,
     D_B = 1/8 (mu_i - mu_j)^T Sigma^-1 (mu_i - mu_j) + 1/2 ln( det Sigma / sqrt(det Sigma_i det Sigma_j) ).
     ``gaussian_type``: "diagonal" (per-dimension variances) or "spherical" (Sigma_c = mean variance * I),
-    the two forms of the google stable_transfer code; the log-determinants are sums of logs, so nothing
+    the two forms of the google stable_transfer code. That code's docstring defaults to spherical; "diagonal" is
+    the default here because it keeps per-dimension spread (spherical, the coarser model, stays available as
+    ``gbc_spherical``, so both columns appear in ``--metric all``). The log-determinants are sums of logs, so nothing
     under/overflows in high dimension (Model Spider's full-covariance ``det`` in 64-d does). Variances use
     1/n_c and are floored at ``variance_floor`` (1e-4, as stable_transfer), which also makes a class with a
     single sample usable. The sum of BCs is taken in log space (logsumexp).

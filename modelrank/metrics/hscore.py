@@ -41,7 +41,7 @@ def hscore(features: np.ndarray, labels: np.ndarray, rcond: float | None = None)
         raise InvalidInputError("H-Score needs at least 2 samples")
     if n - 1 <= x.shape[1]:
         warnings.warn(
-            f"H-Score with {n} samples and {x.shape[1]}-d features (N <= D): the covariance is singular and the "
+            f"H-Score with {n} samples and {x.shape[1]}-d features (N <= D + 1): the covariance is singular and the "
             f"score saturates at C - 1 = {n_classes - 1} for every model; use hscore_reg or more samples",
             stacklevel=2,
         )

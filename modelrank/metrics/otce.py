@@ -16,6 +16,8 @@ def _coupling_terms(
 ) -> tuple[float, float]:
     """(W, CE) from the exact optimal coupling between two uniform empirical measures."""
     cost = ot.dist(source_x, target_x, metric="sqeuclidean")
+    # Model Spider caps the network simplex at 1e5 iterations, which can stop before the optimum on a few
+    # thousand samples (POT then warns); the exact coupling is the paper's definition, so the cap is far higher.
     coupling = ot.emd(ot.unif(source_x.shape[0]), ot.unif(target_x.shape[0]), cost, numItermax=10_000_000)
     wasserstein = float((coupling * cost).sum())
     # Joint label distribution P(y_s, y_t) = sum of coupling mass between the two classes: Zs^T P Zt.
