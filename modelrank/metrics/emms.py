@@ -170,8 +170,9 @@ def emms_classification(features: np.ndarray, labels: np.ndarray, class_names: S
     ``class_names[c]`` names class id c; text labels (strings) are used as their own names. ``encoders``: one
     or several text encoder names (default: the offline all-MiniLM-L6-v2 of ``modelrank.text``; several must share
     one embedding size). Embeddings are L2-normalised per class name, as the sentence-transformers pipeline of
-    all-MiniLM-L6-v2 (its Normalize module) returns them to the public code. Without names or without any usable encoder, one-hot labels are used as F-labels (a
-    warning says so), which makes EMMS a plain least-squares fit of the one-hot labels.
+    all-MiniLM-L6-v2 (its Normalize module) returns them to the public code. Without names or without any usable
+    encoder, one-hot labels are used as F-labels (a warning says so), which makes EMMS a plain least-squares fit
+    of the one-hot labels.
     """
     from ..text import DEFAULT_TEXT_ENCODER, encode_texts
 
