@@ -47,6 +47,13 @@ def _why_not(spec: MetricSpec, data: FeatureSet) -> str | None:
     return None
 
 
+def metric_column(name: str, params: dict[str, Any]) -> str:
+    """Column name of a metric's scores: its name, plus its non-default parameters when any were given."""
+    if not params:
+        return name
+    return f"{name}[{','.join(f'{key}={value}' for key, value in sorted(params.items()))}]"
+
+
 def score_feature_sets(
     feature_sets: Sequence[FeatureSet],
     metrics: Sequence[str] | str = "all",
@@ -59,7 +66,8 @@ def score_feature_sets(
     ``metrics``: registered names, or "all". A metric the user NAMED that cannot run (wrong task type,
     missing input such as source_probs, or a metric error on the data) raises ``InvalidInputError``; with
     "all" such cells are NaN and explained in ``df.attrs["notes"]``.
-    ``params``: per-metric keyword arguments, keyed by metric name, e.g. ``nleep={"seed": 1}``.
+    ``params``: per-metric keyword arguments, keyed by metric name, e.g. ``nleep={"seed": 1}``; such a metric's
+    column is named with them (``nleep[seed=1]``), so scores at different settings never share a column.
     Zoo-level metrics are computed once per dataset over all its models (``score_zoo``).
     """
     if not feature_sets:
@@ -82,8 +90,9 @@ def score_feature_sets(
             raise InvalidInputError(message)
         notes.append(f"skipped: {message}")
         for key in cells:
-            scores[key][spec.name] = np.nan
+            scores[key][columns[spec.name]] = np.nan
 
+    columns = {s.name: metric_column(s.name, params.get(s.name, {})) for s in specs}
     datasets = list(dict.fromkeys(fs.dataset for fs in feature_sets))
     for spec in specs:
         kwargs = params.get(spec.name, {})
@@ -107,8 +116,8 @@ def score_feature_sets(
                     continue
                 share = (time.perf_counter() - start) / len(runnable)
                 for fs in runnable:
-                    scores[(dataset, fs.model)][spec.name] = values[fs.model]
-                    seconds[(dataset, fs.model)][spec.name] = share
+                    scores[(dataset, fs.model)][columns[spec.name]] = values[fs.model]
+                    seconds[(dataset, fs.model)][columns[spec.name]] = share
                 continue
             for fs in runnable:
                 if progress:
@@ -119,10 +128,10 @@ def score_feature_sets(
                 except ModelrankError as exc:
                     failed(f"{spec.name} on {fs.model}/{dataset}: {exc}", [(dataset, fs.model)], spec)
                     continue
-                scores[(dataset, fs.model)][spec.name] = value
-                seconds[(dataset, fs.model)][spec.name] = time.perf_counter() - start
+                scores[(dataset, fs.model)][columns[spec.name]] = value
+                seconds[(dataset, fs.model)][columns[spec.name]] = time.perf_counter() - start
 
-    names = [s.name for s in specs]
+    names = [columns[s.name] for s in specs]
     rows = [
         {"Dataset": d, "Model": m, **{n: scores[(d, m)].get(n, np.nan) for n in names},
          **{f"{n}_seconds": seconds[(d, m)].get(n, np.nan) for n in names}}
@@ -130,7 +139,7 @@ def score_feature_sets(
     ]  # fmt: skip
     frame = pd.DataFrame(rows, columns=["Dataset", "Model", *names, *[f"{n}_seconds" for n in names]])
     frame.attrs["notes"] = notes
-    frame.attrs["higher_is_better"] = {s.name: s.higher_is_better for s in specs}
+    frame.attrs["higher_is_better"] = {columns[s.name]: s.higher_is_better for s in specs}
     return frame
 
 

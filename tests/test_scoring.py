@@ -117,7 +117,11 @@ def test_all_skips_with_notes():
 def test_params_are_routed_per_metric():
     sets = [make_set(0, 1.0, "a")]
     default = score_feature_sets(sets, ["gbc"]).loc[0, "gbc"]
-    spherical = score_feature_sets(sets, ["gbc"], gbc={"gaussian_type": "spherical"}).loc[0, "gbc"]
+    frame = score_feature_sets(sets, ["gbc", "lfc"], gbc={"gaussian_type": "spherical"})
+    # a non-default setting names its column, so it can never be mistaken for the default score
+    assert list(frame.columns[2:4]) == ["gbc[gaussian_type=spherical]", "lfc"]
+    assert frame.attrs["higher_is_better"] == {"gbc[gaussian_type=spherical]": True, "lfc": True}
+    spherical = frame.loc[0, "gbc[gaussian_type=spherical]"]
     assert spherical == pytest.approx(score_feature_sets(sets, ["gbc_spherical"]).loc[0, "gbc_spherical"])
     assert spherical != default
 
