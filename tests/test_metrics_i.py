@@ -249,6 +249,13 @@ def test_source_prob_checks():
         leep(p * 2, y)
     with pytest.raises(InvalidInputError, match="needs source_probs"):
         compute_metric("leep", FeatureSet(features=x, labels=y))
+    from modelrank.metrics._checks import as_probs
+
+    for given in (p.astype(np.float32), p * (1 + 1e-6)):  # renormalised: a private copy in place, or a new array
+        before = given.copy()
+        normalised = as_probs(given, len(y))
+        np.testing.assert_array_equal(given, before)
+        np.testing.assert_allclose(normalised.sum(axis=1), 1.0, rtol=1e-15)
 
 
 def test_otce_checks_and_subsample():

@@ -73,13 +73,23 @@ def as_targets(labels: np.ndarray, n_samples: int) -> np.ndarray:
 
 
 def as_probs(probs: np.ndarray, n_samples: int, name: str = "source_probs") -> np.ndarray:
-    """(n, k) non-negative rows summing to 1 (within 1e-3), float64."""
+    """(n, k) non-negative rows summing to 1 (within 1e-3), float64, renormalised to sum to 1 exactly.
+
+    No (n, k) temporaries beyond the float64 array itself: rows already summing to 1 to rounding are returned
+    as they are, and a private float64 copy (from float32 input) is renormalised in place.
+    """
     p = as_features(probs, name)
     if p.shape[0] != n_samples:
         raise InvalidInputError(f"{name} has {p.shape[0]} rows for {n_samples} samples")
-    if (p < 0).any():
+    if p.min() < 0:
         raise InvalidInputError(f"{name} has negative entries; pass softmax probabilities, not logits")
     sums = p.sum(axis=1)
-    if np.abs(sums - 1).max() > 1e-3:
+    deviation = np.abs(sums - 1).max()
+    if deviation > 1e-3:
         raise InvalidInputError(f"{name} rows must sum to 1 (found sums in [{sums.min():.3g}, {sums.max():.3g}])")
-    return p / sums[:, None]
+    if deviation <= 8 * np.finfo(np.float64).eps:
+        return p
+    if np.may_share_memory(p, probs):
+        return p / sums[:, None]
+    p /= sums[:, None]
+    return p
