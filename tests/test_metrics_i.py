@@ -296,6 +296,16 @@ def test_row_blocks_do_not_change_the_result(monkeypatch):
     close(logme(x, y[:, None] * 0.5 + x[:, :1], task="regression"), ref.logme_ref(x, y[:, None] * 0.5 + x[:, :1]))
 
 
+def test_pactran_log_space_steps_equal_the_product_form(monkeypatch):
+    import modelrank.metrics.pactran as pactran_module
+
+    _, y, p = make_task(23)
+    product_form = pactran_dirichlet(p, y), pactran_gamma(p, y)
+    monkeypatch.setattr(pactran_module, "SMALLEST_NORMALISER", 2.0)  # d_i <= 1 always: every block in log space
+    for fast, log_space in zip(product_form, (pactran_dirichlet(p, y), pactran_gamma(p, y))):
+        close(fast, log_space)
+
+
 def test_finiteness_check_survives_overflowing_sums():
     """The cheap check sums the features; a sum that overflows must fall back to the exact check, not refuse."""
     from modelrank.metrics._checks import as_features

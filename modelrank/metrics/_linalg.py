@@ -21,18 +21,20 @@ def row_blocks(n: int) -> Iterator[slice]:
         yield slice(start, min(start + ROW_BLOCK, n))
 
 
-def one_hot_sparse(codes: np.ndarray, n_classes: int) -> sp.csr_matrix:
-    """(C, N) sparse indicator: row c marks the samples of class c, so ``M @ X`` gives class sums."""
+def one_hot_sparse(codes: np.ndarray, n_classes: int, weights: np.ndarray | None = None) -> sp.csr_matrix:
+    """(C, N) sparse indicator: row c marks the samples of class c (with ``weights`` instead of ones when
+    given), so ``M @ X`` gives (weighted) class sums."""
     n = codes.shape[0]
-    return sp.csr_matrix((np.ones(n), (codes, np.arange(n))), shape=(n_classes, n))
+    return sp.csr_matrix((np.ones(n) if weights is None else weights, (codes, np.arange(n))), shape=(n_classes, n))
 
 
-def class_sums(x: np.ndarray, codes: np.ndarray, n_classes: int) -> np.ndarray:
-    """(C, D) per-class sums of the rows of ``x``, in float64 (a float32 ``x`` is converted one row block at a
-    time rather than copied whole)."""
+def class_sums(x: np.ndarray, codes: np.ndarray, n_classes: int, weights: np.ndarray | None = None) -> np.ndarray:
+    """(C, D) per-class sums of the rows of ``x`` (each row times ``weights[i]`` when given), in float64 (a
+    float32 ``x`` is converted one row block at a time rather than copied whole)."""
     if x.dtype == np.float64 or x.shape[0] <= ROW_BLOCK:
-        return np.asarray(one_hot_sparse(codes, n_classes) @ np.asarray(x, dtype=np.float64))
-    return sum(np.asarray(one_hot_sparse(codes[rows], n_classes) @ np.asarray(x[rows], dtype=np.float64))
+        return np.asarray(one_hot_sparse(codes, n_classes, weights) @ np.asarray(x, dtype=np.float64))
+    return sum(np.asarray(one_hot_sparse(codes[rows], n_classes, None if weights is None else weights[rows])
+                          @ np.asarray(x[rows], dtype=np.float64))
                for rows in row_blocks(x.shape[0]))
 
 

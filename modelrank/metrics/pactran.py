@@ -30,6 +30,11 @@ def _label_prior(codes: np.ndarray, n_classes: int, alpha: float) -> np.ndarray:
     return (alpha * np.bincount(codes, minlength=n_classes) / codes.shape[0])[:, None]
 
 
+#: Smallest normaliser d_i = sum_z s_i(z) w_{y_i}(z) the product form trusts; below it (source softmax mass only
+#: where the label's weights underflow) a step is redone in log space.
+SMALLEST_NORMALISER = 1e-250
+
+
 def _mean_field(
     probs: np.ndarray,
     codes: np.ndarray,
@@ -41,8 +46,13 @@ def _mean_field(
 
     Starting from q = s (the source softmax), ``n_iter`` times: a_w = a0 + sum_i [y_i = y] q_i(z), then
     log q_i(z) = log s_i(z) + E[log p(y_i | z)] - log-normaliser, with ``expected_log_lik(a_w)`` = E[log p(y|z)]
-    (C, Z). Returns the last a_w and sum_i KL(q_i || s_i) of the final q. Rows are processed in blocks and q is
-    never stored whole: only its class sums carry over, so memory stays O(block * Z) beyond the input.
+    (C, Z). Returns the last a_w and sum_i KL(q_i || s_i) of the final q.
+
+    The update is a product: with w_c(z) = exp(E[c, z] - max_z E[c, z]) and d_i = sum_z s_i(z) w_{y_i}(z),
+    q_i = s_i * w_{y_i} / d_i, so sum_{i in c} q_i = w_c * sum_{i in c} s_i / d_i and
+    KL(q_i || s_i) = sum_z q_i(z) (E[y_i, z] - max_z E[y_i, z]) - log d_i. Each step is then two multiply-add
+    passes over the (N, Z) probabilities (a row-wise dot and a weighted class sum) instead of a log, an exp and
+    a logsumexp of N x Z. q is never stored whole: rows are processed in blocks, memory O(block * Z).
     """
     if n_iter < 1:
         raise InvalidInputError(f"n_iter must be >= 1, got {n_iter}")
@@ -51,18 +61,35 @@ def _mean_field(
     for step in range(n_iter):
         a_w = prior + counts
         expected = expected_log_lik(a_w)
+        shifted = expected - expected.max(axis=1, keepdims=True)
+        weights = np.exp(shifted)
+        last = step == n_iter - 1
         counts = np.zeros_like(a_w)
         kl = 0.0
         for rows in row_blocks(probs.shape[0]):
-            # A zero probability (float16 underflow) gets log = -708, not -inf, so q log(q / s) stays 0, not NaN.
-            log_s = np.log(np.maximum(probs[rows], np.finfo(np.float64).tiny))
-            log_q = log_s + expected[codes[rows]]
-            log_q -= logsumexp(log_q, axis=1, keepdims=True)
-            q = np.exp(log_q)
-            counts += class_sums(q, codes[rows], n_classes)
-            if step == n_iter - 1:
-                kl += float((q * (log_q - log_s)).sum())
+            s, y = probs[rows], codes[rows]
+            normaliser = np.einsum("nz,nz->n", s, weights[y])
+            if normaliser.min() < SMALLEST_NORMALISER:
+                block_counts, block_kl = _log_space_step(s, y, expected, last)
+            else:
+                block_counts = weights * class_sums(s, y, n_classes, 1.0 / normaliser)
+                block_kl = 0.0
+                if last:
+                    block_kl = float((np.einsum("nz,nz->n", s, (weights * shifted)[y]) / normaliser
+                                      - np.log(normaliser)).sum())
+            counts += block_counts
+            kl += block_kl
     return a_w, kl
+
+
+def _log_space_step(s: np.ndarray, y: np.ndarray, expected: np.ndarray, with_kl: bool) -> tuple[np.ndarray, float]:
+    """The mean-field step of one row block in log space: (class sums of q, sum_i KL(q_i || s_i) or 0)."""
+    # A zero probability (float16 underflow) gets log = -708, not -inf, so q log(q / s) stays 0, not NaN.
+    log_s = np.log(np.maximum(s, np.finfo(np.float64).tiny))
+    log_q = log_s + expected[y]
+    log_q -= logsumexp(log_q, axis=1, keepdims=True)
+    q = np.exp(log_q)
+    return class_sums(q, y, expected.shape[0]), float((q * (log_q - log_s)).sum()) if with_kl else 0.0
 
 
 @register_metric("pactran_dir", needs=("source_probs", "labels"), reference=REFERENCE)
