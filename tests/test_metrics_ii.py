@@ -92,6 +92,24 @@ def test_transrate_matches_reference(rng, n, d):
     assert_close(transrate(x, y, eps=1e-2), transrate_reference(x, y, eps=1e-2))
 
 
+def test_transrate_regression_bins_each_target(rng):
+    from modelrank.metrics.transrate import equal_count_bins
+
+    x = rng.normal(size=(300, 6))
+    targets = np.column_stack([x[:, 0] + 0.1 * rng.normal(size=300), np.round(rng.normal(size=300), 1)])
+    bins = [equal_count_bins(t, 10) for t in targets.T]
+    assert np.bincount(bins[0]).tolist() == [30] * 10  # distinct values: equal counts
+    assert all(len(set(bins[1][targets[:, 1] == v])) == 1 for v in np.unique(targets[:, 1]))  # ties share a bin
+    expected = np.mean([transrate_reference(x, b) for b in bins])
+    assert_close(transrate(x, targets, task="regression", regression_bins=10), expected)
+    order = rng.permutation(300)
+    assert_close(transrate(x[order], targets[order], task="regression", regression_bins=10), expected)
+    # the informative target scores higher than the noise one
+    assert transrate(x, targets[:, 0], "regression") > transrate(x, rng.normal(size=300), "regression")
+    with pytest.raises(InvalidInputError, match="target is constant"):
+        transrate(x, np.ones(300), task="regression")
+
+
 def test_transrate_prior_weighting(rng):
     x, y = clusters(rng, n=150, d=6, c=3)
     y[:60] = 0  # unbalanced classes, so the two weightings differ

@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidInputError
-from ._checks import as_class_labels, as_features
+from ._checks import as_class_labels, as_features, as_targets
 from .base import register_metric
 
 DEFAULT_EPS = 1e-4
+#: Equal-count bins per regression target (EMMS's ``Transrate_multi``).
+DEFAULT_REGRESSION_BINS = 50
 
 
 def coding_rate(z: np.ndarray, eps: float = DEFAULT_EPS) -> float:
@@ -27,12 +29,23 @@ def coding_rate(z: np.ndarray, eps: float = DEFAULT_EPS) -> float:
     return 0.5 * float(logdet)
 
 
+def equal_count_bins(target: np.ndarray, bins: int) -> np.ndarray:
+    """Bin index (0..bins-1) of each value of a real target, with edges at its quantiles (equal counts).
+
+    Tied values always share a bin, so the binning does not depend on the sample order.
+    """
+    edges = np.quantile(target, np.linspace(0.0, 1.0, bins + 1)[1:-1])
+    return np.searchsorted(edges, target, side="right")
+
+
 @register_metric(
     "transrate",
+    needs=("features", "labels", "task"),
+    tasks=("classification", "regression"),
     reference="Huang et al., Frustratingly Easy Transferability Estimation, ICML 2022",
 )
-def transrate(features: np.ndarray, labels: np.ndarray, *, eps: float = DEFAULT_EPS,
-              class_weighting: str = "uniform") -> float:
+def transrate(features: np.ndarray, labels: np.ndarray, task: str = "classification", *, eps: float = DEFAULT_EPS,
+              class_weighting: str = "uniform", regression_bins: int = DEFAULT_REGRESSION_BINS) -> float:
     """TrR = R(Z, eps) - sum_c w_c R(Z_c, eps), Z the globally centred features, Z_c the rows of class c.
 
     R(Z, eps) = 1/2 logdet(I + Z^T Z / (n eps)) with n the number of rows of Z (see ``coding_rate``).
@@ -41,16 +54,33 @@ def transrate(features: np.ndarray, labels: np.ndarray, *, eps: float = DEFAULT_
     1/(n eps) is followed, so its eps (default 1e-4) is the code's. Higher is better. The score depends on the
     feature dimension and scale, so compare models through their ranking on one dataset only.
     Constant features give exactly 0 (no information).
+    Regression (``task="regression"``, targets (N,) or (N, K)): as EMMS's ``Transrate_multi``, each target is cut
+    into ``regression_bins`` equal-count bins that act as classes, and the K scores are averaged.
     """
     if class_weighting not in ("uniform", "prior"):
         raise InvalidInputError(f"class_weighting must be 'uniform' or 'prior', not {class_weighting!r}")
     if not eps > 0:
         raise InvalidInputError(f"eps must be > 0, got {eps}")
     x = as_features(features)
-    y, n_classes = as_class_labels(labels, x.shape[0])
+    if task == "regression":
+        if regression_bins < 2:
+            raise InvalidInputError(f"regression_bins must be >= 2, got {regression_bins}")
+        targets = as_targets(labels, x.shape[0])
+        if (np.ptp(targets, axis=0) == 0).any():
+            raise InvalidInputError("a regression target is constant: TransRate has no bins to compare")
+        label_sets = [equal_count_bins(column, regression_bins) for column in targets.T]
+    elif task == "classification":
+        label_sets = [labels]
+    else:
+        raise InvalidInputError(f"TransRate supports classification and regression, not {task!r}")
     z = x - x.mean(axis=0)
-    order = np.argsort(y, kind="stable")
-    counts = np.bincount(y, minlength=n_classes)
-    class_rates = np.array([coding_rate(block, eps) for block in np.split(z[order], np.cumsum(counts)[:-1])])
-    weights = counts / counts.sum() if class_weighting == "prior" else np.full(n_classes, 1.0 / n_classes)
-    return coding_rate(z, eps) - float(weights @ class_rates)
+    total_rate = coding_rate(z, eps)
+    scores = []
+    for set_labels in label_sets:
+        y, n_classes = as_class_labels(set_labels, x.shape[0])
+        order = np.argsort(y, kind="stable")
+        counts = np.bincount(y, minlength=n_classes)
+        class_rates = np.array([coding_rate(block, eps) for block in np.split(z[order], np.cumsum(counts)[:-1])])
+        weights = counts / counts.sum() if class_weighting == "prior" else np.full(n_classes, 1.0 / n_classes)
+        scores.append(total_rate - float(weights @ class_rates))
+    return float(np.mean(scores))
