@@ -11,6 +11,9 @@ Sections (each prints ours next to published, with fit and ranking time):
   observed (k=5); weighted tau averaged with TransferGraph's weights (max - mean accuracy per target)
   next to the published best TG variant (0.663 image / 0.583 text) and LogME (0.310 / 0.554).
 * Ranking time for a new task with a 1,000-model zoo (CPU).
+
+Every learner runs with ``--seeds`` seeds (the learner's own seed and the random draws of the protocol);
+tables show the mean over seeds and, for the headline measures, the standard deviation (``_sd``).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from modelrank.spider import Records, TaskInfo, load_domainnet, load_transfergraph, make_learner  # noqa: E402
+from modelrank.spider import LEARNERS, Records, TaskInfo, load_domainnet, load_transfergraph, make_learner  # noqa: E402
 from modelrank.spider.protocols import EvalResult, evaluate, measure_all, seed_mixture, task_folds  # noqa: E402
 
 PUBLISHED = {
@@ -37,19 +40,36 @@ PUBLISHED = {
 }
 
 
-def learners(quick: bool, with_scores: bool) -> dict[str, dict]:
-    """Learner name -> config. Small networks, few epochs, early stopping: 2 shared CPU cores."""
+def learners(quick: bool, with_scores: bool, keep: set[str] | None = None) -> dict[str, dict]:
+    """Learner name -> config. Small networks, few epochs, early stopping: 2 shared CPU cores.
+
+    graph / spider run on their default base, the task-attention prior: what the network adds is the
+    difference to the task_attention row (``--set prior=model`` in the CLI gives the model-prior base)."""
     graph = {"epochs": 150 if quick else 300}
     spider = {"episodes": 200 if quick else 400}
     out = {"random": ("random", {}), "model_prior": ("model_prior", {}), "metadata_lr": ("metadata_lr", {})}
     if with_scores:
         out["logme"] = ("metric", {"column": "log_me"})
+        out["task_attention"] = ("task_attention", {})
+        out["task_attention(no scores)"] = ("task_attention", {"use_scores": False})
         out["graph(+scores)"] = ("graph", graph)
         out["graph(no scores)"] = ("graph", {**graph, "use_scores": False})
     else:
+        out["task_attention"] = ("task_attention", {})
         out["graph"] = ("graph", graph)
     out["spider"] = ("spider", spider)
-    return out
+    return {k: v for k, v in out.items() if keep is None or k in keep}
+
+
+def seeded(kind: str, cfg: dict, seed: int) -> dict:
+    """The config with the learner's own seed set, for learners that have one (the deterministic ones have none)."""
+    return {**cfg, "seed": seed} if "seed" in LEARNERS.get(kind).defaults else cfg
+
+
+def grouped(kind: str, cfg: dict, column: str) -> dict:
+    """The config with the inner cross-validation grouped by ``column`` (leave-one-domain-out inside, as outside),
+    for learners that select on inner folds."""
+    return {**cfg, "cv_group": column} if "cv_group" in LEARNERS.get(kind).defaults else cfg
 
 
 def rows_from(result, bench: str, learner: str, seed: int) -> list[dict]:
@@ -62,29 +82,36 @@ def rows_from(result, bench: str, learner: str, seed: int) -> list[dict]:
     return rows
 
 
-def bench_domainnet(anchors: Path, quick: bool, seeds: int) -> list[dict]:
+def bench_domainnet(anchors: Path, quick: bool, seeds: int, keep: set[str] | None = None) -> list[dict]:
+    """Seed mixture: one split per seed (learner seeded alike); leave-one-domain-out: seed = learner seed and
+    the draw of the observed models, and the learners' inner cross-validation also leaves one domain out."""
     records = load_domainnet(anchors / "graph")
+    folds = task_folds(records, "domain")
     rows = []
-    for name, (kind, cfg) in learners(quick, False).items():
+    for name, (kind, cfg) in learners(quick, False, keep).items():
         for seed in range(seeds):
-            res = seed_mixture(lambda: make_learner(kind, **cfg), records, seed=seed)
+            res = seed_mixture(lambda: make_learner(kind, **seeded(kind, cfg, seed)), records, seed=seed)
             rows += rows_from(res, "domainnet-seed", name, seed)
             print(f"  domainnet seed-mixture {name} seed {seed}: fit {np.mean(res.fit_seconds):.1f} s", flush=True)
-        folds = task_folds(records, "domain")
-        res = evaluate(lambda: make_learner(kind, **cfg), records, ("cold_start", "partial"), folds, k_observed=3)
-        rows += rows_from(res, "domainnet-lodo", name, 0)
-        print(f"  domainnet leave-one-domain-out {name}: fit {np.mean(res.fit_seconds):.1f} s", flush=True)
+            lodo = grouped(kind, cfg, "domain")
+            res = evaluate(lambda: make_learner(kind, **seeded(kind, lodo, seed)), records, ("cold_start", "partial"),
+                           folds, k_observed=3, seed=seed)
+            rows += rows_from(res, "domainnet-lodo", name, seed)
+            print(f"  domainnet leave-one-domain-out {name} seed {seed}: fit {np.mean(res.fit_seconds):.1f} s", flush=True)
     return rows
 
 
-def bench_transfergraph(anchors: Path, modality: str, quick: bool) -> list[dict]:
+def bench_transfergraph(anchors: Path, modality: str, quick: bool, seeds: int, keep: set[str] | None = None) -> list[dict]:
+    """Leave-one-target-out; seed = learner seed and the draw of the observed models."""
     records = load_transfergraph(anchors / "transfergraph", modality)
     folds = task_folds(records, "task", tasks=records.info["targets"])
     rows = []
-    for name, (kind, cfg) in learners(quick, True).items():
-        res = evaluate(lambda: make_learner(kind, **cfg), records, ("cold_start", "partial"), folds, k_observed=5)
-        rows += rows_from(res, f"tg-{modality}", name, 0)
-        print(f"  transfergraph-{modality} {name}: fit {np.mean(res.fit_seconds):.1f} s", flush=True)
+    for name, (kind, cfg) in learners(quick, True, keep).items():
+        for seed in range(seeds):
+            res = evaluate(lambda: make_learner(kind, **seeded(kind, cfg, seed)), records, ("cold_start", "partial"),
+                           folds, k_observed=5, seed=seed)
+            rows += rows_from(res, f"tg-{modality}", name, seed)
+            print(f"  transfergraph-{modality} {name} seed {seed}: fit {np.mean(res.fit_seconds):.1f} s", flush=True)
     # LogME as TransferGraph reports it: measured only on the models that have a LogME score (the learner
     # rows above rank models without one last, over every model with a record)
     per_task = []
@@ -134,17 +161,21 @@ def main() -> None:
                         help="folder with graph/ and transfergraph/ (default ../shared/anchors)")
     parser.add_argument("--quick", action="store_true", help="fewer epochs and one seed")
     parser.add_argument("--only", default="domainnet,tg-image,tg-text,rank-time", help="comma-separated sections")
-    parser.add_argument("--seeds", type=int, default=3, help="seed-mixture splits on DomainNet (1 with --quick)")
+    parser.add_argument("--seeds", type=int, default=3,
+                        help="seeds per learner and protocol: splits / observed draws / learner seeds (1 with --quick)")
+    parser.add_argument("--learners", help="comma-separated learner rows to run (default: all)")
     parser.add_argument("--out", type=Path, help="write all rows as CSV")
     args = parser.parse_args()
     only = set(args.only.split(","))
     rows: list[dict] = []
     start = time.perf_counter()
+    seeds = 1 if args.quick else args.seeds
+    keep = set(args.learners.split(",")) if args.learners else None
     if "domainnet" in only:
-        rows += bench_domainnet(args.anchors, args.quick, 1 if args.quick else args.seeds)
+        rows += bench_domainnet(args.anchors, args.quick, seeds, keep)
     for modality in ("image", "text"):
         if f"tg-{modality}" in only:
-            rows += bench_transfergraph(args.anchors, modality, args.quick)
+            rows += bench_transfergraph(args.anchors, modality, args.quick, seeds, keep)
     if "rank-time" in only:
         rows += bench_rank_time()
     frame = pd.DataFrame(rows)
@@ -156,6 +187,9 @@ def main() -> None:
         cols = [c for c in measures if c in group.columns and group[c].notna().any()]
         keys = ["protocol", "learner"] if group["protocol"].notna().any() else ["learner"]
         table = group.groupby(keys, sort=False)[cols].mean().round(3)
+        if "seed" in group.columns and group["seed"].nunique() > 1:  # spread over seeds of the headline measures
+            for col in ("weighted_tau_tg", "pearson"):
+                table[f"{col}_sd"] = group.groupby(keys, sort=False)[col].std(ddof=0).round(3)
         published = [next((v for (b, p, _), v in PUBLISHED.items() if b == bench and p == k[0]), "")
                      if isinstance(k, tuple) else "" for k in table.index]
         table["published"] = published

@@ -115,7 +115,7 @@ def test_graph_uses_observed_accuracies_and_edge_scores():
     assert not np.allclose(learner.predict(same), learner.predict(flipped))  # edge features reach the output
 
 
-@pytest.mark.parametrize("name", ["random", "model_prior", "metadata_lr", "metric", "graph", "spider"])
+@pytest.mark.parametrize("name", ["random", "model_prior", "metadata_lr", "metric", "task_attention", "graph", "spider"])
 def test_save_load_ranks_identically(name, tmp_path):
     records = tiny_records(scores=True)
     learner = make_learner(name, **FAST.get(name, {})).fit(records.without_tasks(["t1"]))

@@ -1,6 +1,6 @@
 """Learned model ranking for unseen tasks: baselines, a graph learner and Model Spider, trained on fine-tune records."""
 
-from . import baselines, graph, model_spider  # noqa: F401  (register the learners)
+from . import baselines, graph, model_spider, task_attention  # noqa: F401  (register the learners)
 from .base import LEARNERS, Learner, load_learner, make_learner
 from .loaders import load_domainnet, load_records, load_transfergraph
 from .prototypes import class_prototypes, prototypes_of

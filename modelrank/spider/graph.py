@@ -17,10 +17,15 @@ Where this differs from the seed's public code (scgat.py), on purpose:
 * Training hides a random part of the known accuracies from the message graph each epoch and supervises
   only those (with a share of tasks fully hidden, as in cold start), so the network cannot read the label
   of an edge from its own message.
-* The decoder also reads each model's prior (its mean within-task z-score over the training tasks,
-  leave-one-task-out for training pairs so a pair never sees its own label) with a task-dependent gain
-  (``prior_offset``): the network learns a task-specific correction to the strongest baseline instead of
-  re-learning it from few tasks.
+* Residual learning (``prior``): the decoder adds a task-dependent gain times a base prediction, and the
+  rest of the network only learns the correction to it. The base is by default the task-attention prior
+  (``task_attention``: the models' z-scores on the training tasks averaged with weights learned from task
+  features, observed accuracies and transferability scores, selected by inner cross-validation on the
+  training tasks), "model" is the plain model prior, "none" no base. Training pairs get the base computed
+  from the other training tasks, so a pair never sees its own label. The correction starts at zero and
+  early stopping on held-out training tasks keeps the base when the correction does not help them. The
+  prediction also starts from the task's level, the mean of its visible accuracies (the global mean for a
+  cold task), which ranks nothing but puts the output on the accuracy scale from the first epoch.
 * Loss = MSE on (globally standardised) accuracy + ``rank_weight`` × MSE of within-task centred
   predictions (the ranking within a task is what model selection needs).
 """
@@ -34,8 +39,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import LEARNERS, EarlyStopping, Learner, TaskView, masked_row_pearson, model_prior, split_validation_tasks
+from .base import LEARNERS, EarlyStopping, Learner, TaskView, masked_row_pearson, split_validation_tasks
 from .records import Records
+from .task_attention import PriorBase, task_groups
 
 RELATIONS = 3  # model -> task, task -> model, task -> task (feature neighbours)
 
@@ -92,9 +98,9 @@ class GraphNet(nn.Module):
         self.layers = nn.ModuleList(EdgeAttention(hidden, edge_dim, heads, dropout) for _ in range(layers))
         self.jump = nn.Linear(hidden * (layers + 1), hidden)
         self.decoder = nn.Sequential(nn.Linear(3 * hidden + 2 * n_scores + 1, hidden), nn.ELU(), nn.Linear(hidden, 1))
-        self.prior_gain = nn.Linear(hidden, 1)  # how much the model prior matters, per task
-        # zero-initialised correction and a constant gain: the untrained network predicts "prior x gain", so
-        # early stopping on held-out training tasks can keep the prior when the learned part does not help
+        self.prior_gain = nn.Linear(hidden, 1)  # how much the base (``prior`` option) matters, per task
+        # zero-initialised correction and a constant gain: the untrained network predicts "base x gain", so
+        # early stopping on held-out training tasks can keep the base when the learned part does not help
         nn.init.zeros_(self.decoder[-1].weight)
         nn.init.zeros_(self.decoder[-1].bias)
         nn.init.zeros_(self.prior_gain.weight)
@@ -110,7 +116,7 @@ class GraphNet(nn.Module):
         return self.jump(torch.cat(outs, 1))
 
     def decode(self, z_model, z_task, pair_scores, prior) -> torch.Tensor:
-        """Standardised accuracy of pairs: MLP([z_m, z_t, z_m*z_t, scores, prior]) + gain(z_t) * prior."""
+        """Standardised accuracy of pairs minus the task level: MLP([z_m, z_t, z_m*z_t, scores, base]) + gain(z_t) * base."""
         out = self.decoder(torch.cat([z_model, z_task, z_model * z_task, pair_scores, prior[:, None]], 1)).squeeze(1)
         return out + self.prior_gain(z_task).squeeze(1) * prior
 
@@ -123,7 +129,8 @@ class GraphLearner(Learner):
     defaults = {
         "hidden": 32, "heads": 2, "layers": 2, "dropout": 0.3, "epochs": 300, "lr": 5e-3, "weight_decay": 1e-2,
         "task_knn": 5, "message_fraction": 0.6, "cold_task_fraction": 0.6, "rank_weight": 1.0,
-        "use_scores": True, "prior_offset": True, "val_fraction": 0.15, "eval_every": 10, "patience": 8, "seed": 0,
+        "use_scores": True, "prior": "attention", "cv_group": None, "val_fraction": 0.15, "eval_every": 10,
+        "patience": 8, "seed": 0,
     }
 
     # ------------------------------------------------------------------------------ graph pieces
@@ -191,14 +198,9 @@ class GraphLearner(Learner):
         model_x = torch.from_numpy(self.model_features)
         z = self.net.encode(model_x, task_x, src, dst, edge)
         pair_scores = torch.cat([scores_z[ti, mi], scores_present[ti, mi].float()], 1)
-        return self.net.decode(z[mi], z[len(self.models) + ti], pair_scores, prior)
-
-    def _set_prior(self) -> None:
-        """Model prior (mean within-task z-score) as a decoder input; zeros when ``prior_offset`` is off."""
-        prior, loo = model_prior(self.accuracy)
-        on = bool(self.config["prior_offset"])
-        self.prior = (prior if on else np.zeros_like(prior)).astype(np.float32)
-        self.prior_loo = (loo if on else np.zeros_like(loo)).astype(np.float32)
+        visible = torch.isfinite(acc_visible)
+        level = torch.nan_to_num((acc_visible - self.y_mean) / self.y_std).sum(1) / visible.sum(1).clamp(min=1)
+        return level[ti] + self.net.decode(z[mi], z[len(self.models) + ti], pair_scores, prior)
 
     # ------------------------------------------------------------------------------------ fitting
     def _fit(self, records: Records) -> None:
@@ -207,8 +209,9 @@ class GraphLearner(Learner):
         rng = np.random.default_rng(int(cfg["seed"]))
         acc = torch.from_numpy(self.accuracy.copy())
         known = torch.isfinite(acc)
-        self._set_prior()
-        loo = torch.from_numpy(self.prior_loo)
+        self.base = PriorBase(self, cfg["prior"], bool(cfg["use_scores"])).select(
+            int(cfg["seed"]), task_groups(self, records, cfg["cv_group"]))
+        loo = torch.from_numpy(self.base.training())
         self.y_mean = float(acc[known].mean())
         self.y_std = float(acc[known].std()) if known.sum() > 1 and float(acc[known].std()) > 0 else 1.0
         task_x = torch.from_numpy(self.task_features)
@@ -285,15 +288,15 @@ class GraphLearner(Learner):
         scores_z = torch.from_numpy(self._standardized_scores(scores))
         present = self._present(scores)
         mi = torch.arange(len(self.models))
-        prior = self.prior_loo[view.index] if view.index is not None else self.prior
+        prior = torch.from_numpy(self.base.of(view))
         with torch.no_grad():
-            pred = self._forward(task_x, acc, scores_z, present, torch.full_like(mi, t), mi, torch.from_numpy(prior))
+            pred = self._forward(task_x, acc, scores_z, present, torch.full_like(mi, t), mi, prior)
         return (pred * self.y_std + self.y_mean).numpy()
 
     # -------------------------------------------------------------------------------- persistence
     def _state(self) -> dict[str, Any]:
         return {"net": self.net.state_dict(), "y": torch.tensor([self.y_mean, self.y_std]),
-                "task_mu": self.task_mu, "task_sd": self.task_sd}
+                "task_mu": self.task_mu, "task_sd": self.task_sd, "base": self.base.state()}
 
     def _restore(self, state: dict[str, Any]) -> None:
         cfg = self.config
@@ -304,4 +307,4 @@ class GraphLearner(Learner):
         self.net.eval()
         self.y_mean, self.y_std = (float(v) for v in state["y"])
         self.task_mu, self.task_sd = state["task_mu"], state["task_sd"]
-        self._set_prior()
+        self.base = PriorBase(self, cfg["prior"], bool(cfg["use_scores"])).restore(state["base"])

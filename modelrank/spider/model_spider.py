@@ -13,21 +13,23 @@ that model's OWN features on the task (class prototypes of model m's features, p
 adapter), and the k models are re-ordered by the enriched fitness. This needs per-model features on the
 task (``Records.model_task_prototypes`` / ``TaskInfo.model_prototypes``); without them re-ranking is a no-op.
 
-Observed accuracies of a partially observed task are not used (Model Spider ranks from tokens only; the
-graph learner is the one that reads them).
-
 A new model joins the zoo with ``add_model``: its token is learned from a few records while every other
 parameter stays frozen.
 
 Training runs at most ``episodes`` episodes with early stopping on a ``val_fraction`` of the training tasks
 held back (cold-start style); the untrained state is a candidate too, and because the fitness head starts at
-zero that state IS the prior below, so the learner falls back to the prior when the tokens do not generalise
-to held-out training tasks (what happens on the public metadata-only records, see the benchmark).
+zero that state IS the base below (times a gain), so the learner falls back to the base when the tokens do
+not generalise to held-out training tasks (what happens on the public metadata-only records, see the
+benchmark).
 
-Addition to the paper (``prior_offset``, on by default): the fitness adds a learned gain times the model's
-prior (its mean within-task z-score over the training tasks; leave-one-task-out on training tasks so a pair
-never sees its own label). With few training tasks the tokens otherwise spend their capacity re-learning
-that prior; with it they learn the task-specific correction.
+Addition to the paper, residual learning (``prior``): the fitness adds a learned gain times a base
+prediction, so the tokens learn the task-specific correction to it instead of spending their capacity
+re-learning it from few tasks. The base is by default the task-attention prior (``task_attention``: each
+model's z-scores on the training tasks averaged with weights learned from task features, the observed
+accuracies of a partially observed task and its transferability scores, selected by inner cross-validation
+on the training tasks); "model" is the plain model prior (mean within-task z-score), "none" no base.
+Training pairs get the base computed from the other training tasks, so a pair never sees its own label.
+Through the base, Model Spider also uses the observed accuracies of a partially observed task.
 
 Sub-tasks: the paper samples class subsets of its training datasets and approximates their ground-truth
 rankings. Records give one accuracy per (task, model) only, so a sub-task here is (a training task, a random
@@ -45,8 +47,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidInputError
-from .base import LEARNERS, EarlyStopping, Learner, TaskView, masked_row_pearson, model_prior, split_validation_tasks
+from .base import LEARNERS, EarlyStopping, Learner, TaskView, masked_row_pearson, split_validation_tasks
 from .records import Records
+from .task_attention import PriorBase, task_groups
 
 TOKEN_MODEL, TOKEN_META, TOKEN_PROTO, TOKEN_SPECIFIC = range(4)
 
@@ -129,7 +132,7 @@ class ModelSpider(Learner):
     defaults = {
         "hidden": 32, "heads": 2, "layers": 1, "episodes": 400, "tasks_per_episode": 16, "models_per_subtask": 16,
         "lr": 3e-3, "weight_decay": 1e-4, "proto_dropout": 0.2, "rerank_k": 3, "val_fraction": 0.2,
-        "eval_every": 10, "patience": 8, "prior_offset": True, "seed": 0,
+        "eval_every": 10, "patience": 8, "prior": "attention", "cv_group": None, "seed": 0,
     }
 
     # ------------------------------------------------------------------------------------ fitting
@@ -155,7 +158,7 @@ class ModelSpider(Learner):
         self.task_sd = np.where(self.task_features.std(0) > 1e-6, self.task_features.std(0), 1.0)
         acc = torch.from_numpy(self.accuracy.copy())
         known = torch.isfinite(acc)
-        self._set_prior()
+        self._set_prior(groups=task_groups(self, records, cfg["cv_group"]))
         loo = torch.from_numpy(self.prior_loo)
         val = split_validation_tasks(self.accuracy, float(cfg["val_fraction"]), int(cfg["seed"]))
         trainable = np.flatnonzero((known.sum(1).numpy() >= 2) & ~val)
@@ -254,13 +257,13 @@ class ModelSpider(Learner):
         idx = torch.arange(len(self.models)).expand(len(tasks), -1)
         return self._pair_fitness(idx, tokens, tmask, prior=torch.from_numpy(self.prior_loo[tasks]))
 
-    def _set_prior(self) -> None:
-        """Model prior (mean within-task z-score; leave-one-task-out for training) added to the fitness with a
-        learned gain; zeros when ``prior_offset`` is off."""
-        prior, loo = model_prior(self.accuracy)
-        on = bool(self.config["prior_offset"])
-        self.prior = (prior if on else np.zeros_like(prior)).astype(np.float32)
-        self.prior_loo = (loo if on else np.zeros_like(loo)).astype(np.float32)
+    def _set_prior(self, state: dict[str, Any] | None = None, groups: np.ndarray | None = None) -> None:
+        """The base the fitness corrects (``prior``, see the module docstring): selected on the training tasks
+        (``groups``: by leave-one-group-out, option ``cv_group``), or restored from ``state``; ``prior_loo``
+        (T, M) holds its leave-one-task-out values for training."""
+        base = PriorBase(self, self.config["prior"], use_scores=True)
+        self.base = base.select(int(self.config["seed"]), groups) if state is None else base.restore(state)
+        self.prior_loo = self.base.training()
 
     # --------------------------------------------------------------------------------- predicting
     def _stored_prototypes(self, task: str):
@@ -277,7 +280,7 @@ class ModelSpider(Learner):
             tokens, tmask = self._task_tokens(np.zeros(1, int), features=view.features,
                                               protos=view.prototypes if self.proto_dim else None)
             idx = torch.arange(len(self.models))[None]
-            prior = torch.from_numpy(self.prior_loo[view.index] if view.index is not None else self.prior)[None]
+            prior = torch.from_numpy(self.base.of(view))[None]
             scores = self._pair_fitness(idx, tokens, tmask, prior=prior)[0].numpy().astype(np.float64)
             return self._rerank(scores, tokens, tmask, view.model_prototypes or {}, prior[0])
 
@@ -330,7 +333,8 @@ class ModelSpider(Learner):
         tokens, tmask = self._task_tokens(ti)
         idx = torch.arange(len(self.models) + 1).expand(len(ti), -1)
         self.accuracy = grown
-        self._set_prior()  # the new model gets a prior from its records (task z-scores now include it)
+        self.scores = np.concatenate([self.scores, np.full((len(self.tasks), 1, self.scores.shape[2]), np.nan, np.float32)], 1)
+        self._set_prior(self.base.state())  # the new model gets a base from its records (task z-scores now include it)
         pair_prior = torch.from_numpy(np.concatenate([prior_before[ti], self.prior_loo[ti, -1:]], 1))
         self.net.eval()
         for _ in range(steps):
@@ -345,7 +349,6 @@ class ModelSpider(Learner):
             p.requires_grad_(True)
         self.models.append(name)
         self.model_features = np.concatenate([self.model_features, np.zeros((1, self.model_features.shape[1]), np.float32)])
-        self.scores = np.concatenate([self.scores, np.full((len(self.tasks), 1, self.scores.shape[2]), np.nan, np.float32)], 1)
         return self
 
     # -------------------------------------------------------------------------------- persistence
@@ -356,6 +359,7 @@ class ModelSpider(Learner):
             "proto_dim": torch.tensor(self.proto_dim),
             "protos": {str(i): torch.from_numpy(np.asarray(p, np.float32)) for i, p in enumerate(self.protos) if p is not None},
             "specific": {f"{t},{m}": torch.from_numpy(p) for (t, m), p in self.specific.items()},
+            "base": self.base.state(),
         }
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -364,7 +368,7 @@ class ModelSpider(Learner):
         self.protos = [state["protos"][str(i)].numpy() if str(i) in state["protos"] else None for i in range(len(self.tasks))]
         self.specific = {tuple(int(v) for v in k.split(",")): p.numpy() for k, p in state["specific"].items()}
         self._build_specific_table()
-        self._set_prior()
+        self._set_prior(state["base"])
         self.net = self._make_net({m: p.shape[1] for (_, m), p in self.specific.items()})
         self.net.model_tokens = nn.Parameter(torch.zeros_like(state["net"]["model_tokens"]))
         self.net.load_state_dict(state["net"])
