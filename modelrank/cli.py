@@ -340,7 +340,7 @@ def _key_values(pairs: list[str]) -> dict[str, object]:
 def spider_train(
     records: str = RecordsArgument,
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the trained learner in."),
-    learner: str = typer.Option("spider", "--learner", "-l", help="spider | graph | model_prior | metadata_lr | metric | random"),
+    learner: str = typer.Option("spider", "--learner", "-l", help="spider | graph | task_attention | model_prior | metadata_lr | metric | random"),
     option: list[str] = typer.Option([], "--set", help="Learner option key=value (repeatable), e.g. --set epochs=50"),
     task_meta: Optional[Path] = typer.Option(None, help="CSV of task metadata (first column = task name)."),
     model_meta: Optional[Path] = typer.Option(None, help="CSV of model metadata (first column = model name)."),
@@ -373,7 +373,7 @@ def spider_rank(
 @spider_app.command("eval")
 def spider_eval(
     records: str = RecordsArgument,
-    learners: str = typer.Option("random,model_prior,graph,spider", help="Comma-separated learners."),
+    learners: str = typer.Option("random,model_prior,task_attention,graph,spider", help="Comma-separated learners."),
     protocol: str = typer.Option("cold_start", help="cold_start | partial | seed_mixture"),
     by: str = typer.Option("task", help="Held-out groups: task | domain (needs a domain column in task metadata)."),
     folds: Optional[int] = typer.Option(None, help="Number of task folds (default: leave-one-task-out)."),
