@@ -235,6 +235,8 @@ def score_cmd(
     task: Optional[str] = TaskOption,
     metric: str = typer.Option("all", "--metric", help="Comma-separated metric names, or all (modelrank list metrics)."),
     ped: bool = typer.Option(False, "--ped", help="Score the PED-moved features (Li et al. ICCV'23): logme -> ped_logme, ..."),
+    parameter: list[str] = typer.Option([], "--set", help="Metric parameter METRIC.KEY=VALUE, repeatable (e.g. transrate.eps=1e-3); "
+                                        "such a metric's column is named with it."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the scores (Dataset,Model,<metric>...,<metric>_seconds) as CSV."),
     dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Score cached/extracted features of this dataset (with -m)."),
     models: Optional[str] = typer.Option(None, "-m", "--models", help="Comma-separated model names (with -d)."),
@@ -272,6 +274,12 @@ def score_cmd(
         if metric_names == ["all"]:
             raise ModelrankError("--ped needs named metrics (e.g. --metric logme,sfda --ped)")
         metric_names = [ped_variant(name) for name in metric_names]
+    params: dict[str, dict[str, object]] = {}
+    for key, value in _key_values(parameter).items():
+        name, dot, field = key.partition(".")
+        if not (dot and name and field):
+            raise ModelrankError(f"--set takes METRIC.KEY=VALUE, got {key!r}")
+        params.setdefault(ped_variant(name) if ped else name, {})[field] = value
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
     with Progress(*columns, console=err_console, transient=True) as bar:
         job = bar.add_task("scoring", total=None)
@@ -279,7 +287,7 @@ def score_cmd(
         def advance(ds: str, model: str, name: str) -> None:
             bar.update(job, advance=1, description=f"{name} on {model}/{ds}")
 
-        frame = score_feature_sets(feature_sets, metric_names, progress=advance)
+        frame = score_feature_sets(feature_sets, metric_names, progress=advance, **params)
     for note in frame.attrs["notes"]:
         err_console.print(f"[yellow]{note}[/]", highlight=False, soft_wrap=True)
     for table in _ranking_tables(frame):

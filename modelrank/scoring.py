@@ -19,7 +19,7 @@ import pandas as pd
 from .errors import InvalidInputError, MissingResourceError, ModelrankError
 from .features import TASK_TYPES, FeatureSet
 from .metrics import METRICS, MetricSpec, compute_metric, score_zoo
-from .metrics.base import check_applicable
+from .metrics.base import check_applicable, check_parameters
 
 #: progress(dataset, model, metric) is called before each metric evaluation (model = "*" for zoo metrics).
 ProgressFn = Callable[[str, str, str], None]
@@ -77,6 +77,8 @@ def score_feature_sets(
     for name in params:
         if name not in chosen:
             raise InvalidInputError(f"parameters given for metric {name!r}, which is not being scored")
+    for spec in specs:  # a misspelt parameter is an error even with "all", never a skipped metric
+        check_parameters(spec, params.get(spec.name, {}))
     keys = [(fs.dataset, fs.model) for fs in feature_sets]
     if len(set(keys)) != len(keys):
         raise InvalidInputError("two feature sets share the same (dataset, model)")

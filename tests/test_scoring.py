@@ -228,6 +228,32 @@ def test_cli_ped_scores_the_ped_variants(tmp_path, two_files):
     assert "ped_logme" in pd.read_csv(out).columns
 
 
+def test_cli_set_passes_metric_parameters(monkeypatch, capsys, tmp_path, two_files):
+    from modelrank.metrics.ped import ped
+    from modelrank.metrics.transrate import transrate
+
+    out = tmp_path / "set.csv"
+    args = ["score", "--features", two_files[0], "--metric", "transrate,lfc", "--set", "transrate.eps=0.01",
+            "--out", str(out)]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    frame = pd.read_csv(out)
+    data = load_feature_file(two_files[0])
+    assert frame.loc[0, "transrate[eps=0.01]"] == pytest.approx(transrate(data.features, data.labels, eps=0.01))
+    ped_out = tmp_path / "ped_set.csv"
+    args = ["score", "--features", two_files[0], "--metric", "logme", "--ped", "--set", "logme.steps=2",
+            "--out", str(ped_out)]  # fmt: skip
+    assert CliRunner().invoke(app, args).exit_code == 0
+    assert pd.read_csv(ped_out).loc[0, "ped_logme[steps=2]"] == pytest.approx(
+        ped("logme")(data.features, data.labels, steps=2))
+    for bad, message in ((["--set", "transrate.epsilon=1"], "no parameter 'epsilon' (its parameters: eps, class_weighting"),
+                         (["--set", "transrate=1"], "METRIC.KEY=VALUE"),
+                         (["--set", "gbc.pca_dims=4"], "not being scored")):
+        code, captured = run_main(monkeypatch, capsys, "score", "--features", two_files[0], "--metric", "transrate",
+                                  *bad)  # fmt: skip
+        assert code == 2 and message in captured.err and "Traceback" not in captured.err, captured.err
+
+
 def test_cli_ped_without_a_variant_exits_2(monkeypatch, capsys, two_files):
     code, captured = run_main(monkeypatch, capsys, "score", "--features", two_files[0], "--metric", "nce", "--ped")
     assert code == 2 and "no PED variant" in captured.err

@@ -7,6 +7,7 @@ better model, and the paper it implements. I/O, caching and printing live elsewh
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -93,17 +94,32 @@ def score_zoo(name: str, feature_sets: list[FeatureSet], **params: Any) -> dict[
         raise InvalidInputError(f"score_zoo takes the models of one dataset, got datasets {sorted(datasets)}")
     for fs in feature_sets:
         check_applicable(spec, fs)
+    check_parameters(spec, params)
     by_model = {fs.model: fs for fs in feature_sets}
     if len(by_model) != len(feature_sets):
         raise InvalidInputError("score_zoo got two feature sets with the same model name")
     return {model: float(v) for model, v in spec.fn(by_model, **params).items()}
 
 
+def check_parameters(spec: MetricSpec, params: dict[str, Any]) -> None:
+    """Raise InvalidInputError when ``params`` names something that is not a parameter of the metric."""
+    signature = inspect.signature(spec.fn)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
+        return
+    allowed = [name for name, p in signature.parameters.items()
+               if name not in spec.needs and p.default is not inspect.Parameter.empty]
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise InvalidInputError(f"metric {spec.name!r} has no parameter {', '.join(map(repr, unknown))} "
+                                f"(its parameters: {', '.join(allowed) or 'none'})")
+
+
 def compute_metric(name: str, data: FeatureSet, **params: Any) -> float:
-    """Run one registered metric on one FeatureSet, checking its declared needs and task type first."""
+    """Run one registered metric on one FeatureSet, checking its declared needs, task type and parameters first."""
     spec = METRICS.get(name)
     if spec.zoo_level:
         raise InvalidInputError(f"metric {name!r} is zoo-relative: score it with score_zoo over several models")
     check_applicable(spec, data)
+    check_parameters(spec, params)
     inputs = data.inputs()
     return float(spec.fn(**{k: inputs[k] for k in spec.needs}, **params))

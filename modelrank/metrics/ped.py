@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
 from typing import Any, Callable
 
 import numpy as np
@@ -117,6 +118,14 @@ def ped(metric: str | Callable[..., float]) -> Callable[..., float]:
         return base(ped_features(features, labels, **ped_kwargs), labels, *args, **kwargs)
 
     wrapped.__doc__ = f"PED-moved features scored by {getattr(base, '__name__', 'the metric')}. " + (ped.__doc__ or "")
+    # The signature callers (and the registry's parameter check) see: the base metric's, plus PED's keywords.
+    base_signature = inspect.signature(base)
+    ped_parameters = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+                      for name, p in inspect.signature(ped_features).parameters.items() if name in PED_PARAMS]
+    kept = [p for p in base_signature.parameters.values() if p.name not in PED_PARAMS]
+    var_keyword = [p for p in kept if p.kind is inspect.Parameter.VAR_KEYWORD]
+    kept = [p for p in kept if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    wrapped.__signature__ = base_signature.replace(parameters=kept + ped_parameters + var_keyword)
     return wrapped
 
 
