@@ -386,18 +386,24 @@ def spider_eval(
     by: str = typer.Option("task", help="Held-out groups: task | domain (needs a domain column in task metadata)."),
     folds: Optional[int] = typer.Option(None, help="Number of task folds (default: leave-one-task-out)."),
     k_observed: int = typer.Option(3, "--k", help="Models revealed per task in the partial protocol."),
-    option: list[str] = typer.Option([], "--set", help="Option key=value passed to every learned ranker."),
+    option: list[str] = typer.Option([], "--set", help="Option key=value, passed to each learner that has it (e.g. "
+                                     "epochs=50, cv_group=domain)."),
     seed: int = typer.Option(0),
 ) -> None:
     """Evaluate learners with a cold-start / partially observed protocol and print the mean measures."""
-    from .spider import make_learner
+    from .spider import LEARNERS, make_learner
     from .spider.loaders import load_records
     from .spider.protocols import evaluate, seed_mixture, task_folds
 
     data = load_records(records)
     extra = _key_values(option)
-    for name in split_names(learners):
-        config = extra if name in ("graph", "spider") else {}
+    names = split_names(learners)
+    options = {name: set(LEARNERS.get(name).defaults) for name in names}
+    unused = sorted(set(extra) - set().union(*options.values()))
+    if unused:
+        raise ModelrankError(f"no learner among {', '.join(names)} has option(s) {', '.join(unused)}")
+    for name in names:
+        config = {key: value for key, value in extra.items() if key in options[name]}
         factory = lambda: make_learner(name, **config)  # noqa: E731
         if protocol == "seed_mixture":
             result = seed_mixture(factory, data, seed=seed)

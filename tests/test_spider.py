@@ -234,8 +234,11 @@ def test_cli_train_rank_eval(tmp_path):
     assert res.exit_code == 0, res.output
     res = runner.invoke(app, ["spider", "rank", str(out), "t3", "--top", "3"])
     assert res.exit_code == 0 and "ranking for t3" in res.output and res.output.count("m") >= 3
-    res = runner.invoke(app, ["spider", "eval", str(csv), "--learners", "random,model_prior", "--folds", "4"])
-    assert res.exit_code == 0 and "cold_start" in res.output and "weighted_tau" in res.output
+    res = runner.invoke(app, ["spider", "eval", str(csv), "--learners", "random,model_prior,task_attention", "--folds",
+                              "4", "--set", "inner_draws=2"])  # fmt: skip
+    assert res.exit_code == 0 and "cold_start" in res.output and "task_attention" in res.output, res.output
+    res = runner.invoke(app, ["spider", "eval", str(csv), "--learners", "random", "--set", "epochs=3"])
+    assert res.exit_code != 0 and "no learner among random has option(s) epochs" in str(res.exception)
     res = runner.invoke(app, ["spider", "rank", str(out), "t3", "--observed", "nobody=0.5"])
     assert isinstance(res.exception, InvalidInputError)
 
