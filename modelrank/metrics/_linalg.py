@@ -59,11 +59,7 @@ def gram_and_cross(
     """
     gram = cross_sum = None
     for rows in row_blocks(x.shape[0]):
-        block = np.array(x[rows], dtype=np.float64)
-        if shift is not None:
-            block -= shift
-        if scale is not None:
-            block *= scale
+        block = _affine_float64(x[rows], shift, scale)
         block_gram, block_cross = block.T @ block, cross(block, rows)
         if gram is None:
             gram, cross_sum = block_gram, block_cross
@@ -71,6 +67,24 @@ def gram_and_cross(
             gram += block_gram
             cross_sum += block_cross
     return gram, cross_sum
+
+
+def _affine_float64(x: np.ndarray, shift: np.ndarray | None, scale: np.ndarray | None) -> np.ndarray:
+    """A float64 copy of (x - shift) * scale (either may be None)."""
+    out = np.array(x, dtype=np.float64)
+    if shift is not None:
+        out -= shift
+    if scale is not None:
+        out *= scale
+    return out
+
+
+def sample_spectrum(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenpairs (s_i^2, u_i) of the N x N matrix Z Z^T (numerical zeros dropped): the left singular vectors
+    of a float64 Z, for the N <= D side where the D x D matrix would be larger."""
+    sigma, u = np.linalg.eigh(z @ z.T)
+    keep = sigma > rank_cutoff(sigma, max(z.shape))
+    return sigma[keep], u[:, keep]
 
 
 def column_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -99,13 +113,7 @@ def column_space_coordinates(
     """
     n, d = x.shape
     if n <= d:
-        z = np.array(x, dtype=np.float64)
-        if shift is not None:
-            z -= shift
-        if scale is not None:
-            z *= scale
-        sigma, u = np.linalg.eigh(z @ z.T)
-        u = u[:, sigma > rank_cutoff(sigma, d)]
+        _, u = sample_spectrum(_affine_float64(x, shift, scale))
         return u.shape[1], cross(u, slice(None))
     gram, cross_sum = gram_and_cross(x, cross, shift, scale)
     largest = float(gram.diagonal().max())

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_targets
-from ._linalg import CrossProduct, class_sums, gram_and_cross, has_distinct_rows, rank_cutoff
+from ._linalg import CrossProduct, class_sums, gram_and_cross, has_distinct_rows, rank_cutoff, sample_spectrum
 from .base import register_metric
 
 
@@ -31,10 +31,7 @@ def feature_spectrum(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarray, np
         sigma, v = sigma[keep], v[:, keep]
         projected = (v.T @ cross_sum) / np.sqrt(sigma)[:, None]
     else:
-        x = x.astype(np.float64, copy=False)
-        sigma, u = np.linalg.eigh(x @ x.T)
-        keep = sigma > rank_cutoff(sigma, max(n, d))
-        sigma, u = sigma[keep], u[:, keep]
+        sigma, u = sample_spectrum(x.astype(np.float64, copy=False))
         projected = cross(u, slice(None))
     return sigma, projected
 

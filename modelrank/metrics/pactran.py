@@ -64,6 +64,7 @@ def _mean_field(
         shifted = expected - expected.max(axis=1, keepdims=True)
         weights = np.exp(shifted)
         last = step == n_iter - 1
+        weighted_shift = weights * shifted if last else None  # per class, for the KL of the final q
         counts = np.zeros_like(a_w)
         kl = 0.0
         for rows in row_blocks(probs.shape[0]):
@@ -75,7 +76,7 @@ def _mean_field(
                 block_counts = weights * class_sums(s, y, n_classes, 1.0 / normaliser)
                 block_kl = 0.0
                 if last:
-                    block_kl = float((np.einsum("nz,nz->n", s, (weights * shifted)[y]) / normaliser
+                    block_kl = float((np.einsum("nz,nz->n", s, weighted_shift[y]) / normaliser
                                       - np.log(normaliser)).sum())
             counts += block_counts
             kl += block_kl
