@@ -2,13 +2,13 @@
 
     python benchmarks/bench_metrics.py --quick                 # seconds: one small configuration
     python benchmarks/bench_metrics.py                         # the grid N x D x C below (several minutes)
-    python benchmarks/bench_metrics.py --n 50000 --d 2048 --c 100 --metrics logme
+    python benchmarks/bench_metrics.py --n 50000 --d 2048 --c 100 --metrics logme --threads 2 --repeat 3
 
 Data: synthetic float32 features (class means + noise, like extracted features), integer labels and a
-source softmax over ``--source-classes`` classes. Seconds are wall clock of one call; peak memory is the
-tracemalloc peak of that call (numpy/Python heap; BLAS scratch space is not counted). The reference
-implementations live in ``tests/reference_metrics.py`` (shared with the tests) and run only where their
-naive cost stays tractable (see ``REFERENCE_LIMITS``).
+source softmax over ``--source-classes`` classes. Seconds are wall clock of one call (the fastest of
+``--repeat`` calls); peak memory is the tracemalloc peak of the first call (numpy/Python heap; BLAS scratch
+space is not counted). The reference implementations live in ``tests/reference_metrics.py`` (shared with the
+tests) and run only where their naive cost stays tractable (see ``REFERENCE_LIMITS``).
 """
 
 from __future__ import annotations
@@ -99,14 +99,19 @@ def make_data(n: int, d: int, c: int, z: int, seed: int = 0):
     return x, y, p
 
 
-def measure(fn: Callable, *args) -> tuple[float, float, float]:
-    """(value, seconds, peak MB) of one call."""
+def measure(fn: Callable, *args, repeat: int = 1) -> tuple[float, float, float]:
+    """(value, seconds, peak MB): peak memory of the first call, the fastest of ``repeat`` calls (timeit's
+    rule: on a shared machine the minimum is the least disturbed run)."""
     tracemalloc.start()
     start = time.perf_counter()
     value = fn(*args)
     seconds = time.perf_counter() - start
     peak = tracemalloc.get_traced_memory()[1] / 2**20
     tracemalloc.stop()
+    for _ in range(repeat - 1):
+        start = time.perf_counter()
+        fn(*args)
+        seconds = min(seconds, time.perf_counter() - start)
     return float(value), seconds, peak
 
 
@@ -120,6 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--metrics", default=",".join(METRICS), help="comma-separated subset")
     parser.add_argument("--no-reference", action="store_true", help="time only the fast implementations")
     parser.add_argument("--out", type=Path, help="also write the rows as CSV")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="time each implementation this many times and keep the fastest"
+    )
     parser.add_argument(
         "--threads", type=int, default=1,
         help="BLAS/OpenMP threads (default 1: on a loaded machine multi-threaded OpenBLAS can be 10-30x slower)",
@@ -150,11 +158,11 @@ def main(argv: list[str] | None = None) -> None:
                 x, y, p = make_data(n, d, c, args.source_classes)
                 for name in names:
                     fast, slow = METRICS[name]
-                    value, seconds, peak = measure(fast, x, y, p)
+                    value, seconds, peak = measure(fast, x, y, p, repeat=args.repeat)
                     ref_seconds = ratio = float("nan")
                     allowed = REFERENCE_LIMITS.get(name, lambda *_: True)(n, d, c)
                     if slow is not None and not args.no_reference and allowed:
-                        ref_value, ref_seconds, _ = measure(slow, x, y, p)
+                        ref_value, ref_seconds, _ = measure(slow, x, y, p, repeat=args.repeat)
                         ratio = ref_seconds / seconds
                         if not np.isclose(value, ref_value, rtol=1e-4, atol=1e-9):
                             print(f"  note: {name} fast {value:.8g} vs reference {ref_value:.8g}", flush=True)

@@ -292,7 +292,10 @@ def test_row_blocks_do_not_change_the_result(monkeypatch):
     close(pactran_dirichlet(p, y), ref.pactran_dir_ref(p, y))
     close(pactran_gamma(p, y), ref.pactran_gamma_ref(p, y))
     x, y, _ = make_task(22)
-    close(logme(x.astype(np.float32), y), ref.logme_ref(x.astype(np.float32), y))  # float32 blocks upcast one by one
+    x32 = x.astype(np.float32)  # float32 blocks upcast one by one
+    close(logme(x32, y), ref.logme_ref(x32, y))
+    close(hscore(x32, y), ref.hscore_ref(x32, y))
+    close(hscore_reg(x32, y), ref.hscore_reg_ref(x32, y))
     close(logme(x, y[:, None] * 0.5 + x[:, :1], task="regression"), ref.logme_ref(x, y[:, None] * 0.5 + x[:, :1]))
 
 
@@ -336,3 +339,29 @@ def test_hscore_warns_when_it_saturates_with_fewer_samples_than_dimensions():
     x, y = rng.standard_normal((30, 64)), np.repeat([0, 1, 2], 10)
     with pytest.warns(UserWarning, match="saturates at C - 1 = 2"):
         assert hscore(x, y) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 40])
+def test_eigh_projections_equal_eigh_then_rotate(d):
+    """Eigenvalues and V^T b without forming V: equal to numpy's eigh up to eigenvector signs, also where an
+    eigenvalue repeats (then only sums of squares over its eigenspace are defined, which is all LogME uses)."""
+    from modelrank.metrics._linalg import eigh_projections
+
+    def same(a, b):
+        np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-9 * np.abs(b).max())
+
+    rng = np.random.default_rng(30 + d)
+    x = rng.normal(size=(3 * d + 5, d)) * rng.uniform(0.01, 10, size=d)
+    a, b = x.T @ x, rng.normal(size=(d, 6))
+    evals, coordinates = eigh_projections(np.tril(a), b)  # only the lower triangle may be read
+    ref_evals, v = np.linalg.eigh(a)
+    same(evals, ref_evals)
+    same(np.abs(coordinates), np.abs(v.T @ b))
+    assert eigh_projections(a, b[:, :0])[1].shape == (d, 0)
+    if d >= 3:
+        repeated = np.diag(np.r_[np.full(d - 1, 2.0), 5.0])
+        q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+        evals, coordinates = eigh_projections(q @ repeated @ q.T, b)
+        same(evals, np.r_[np.full(d - 1, 2.0), 5.0])
+        same((coordinates[:-1] ** 2).sum(axis=0), ((q[:, :-1].T @ b) ** 2).sum(axis=0))
+        same(coordinates[-1] ** 2, (q[:, -1] @ b) ** 2)

@@ -51,32 +51,84 @@ CrossProduct = Callable[[np.ndarray, slice], np.ndarray]
 def gram_and_cross(
     x: np.ndarray, cross: CrossProduct, shift: np.ndarray | None = None, scale: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(Z^T Z, Z^T Y) in float64 for Z = (X - shift) * scale, accumulated over row blocks.
+    """(Z^T Z, Z^T Y) in float64 for Z = (X - shift) * scale, accumulated over row blocks; only the LOWER
+    triangle of the Fortran-ordered Z^T Z is filled (LAPACK's lower=1 routines read nothing else).
 
-    One pass over X: each block is converted to float64 (a float32 X is never copied whole, which for
-    50k x 2048 features saves 800 MB and the page faults of allocating it) and used for both products while
-    it is in cache. Cost O(N D^2), memory O(D^2 + block).
+    One pass over X: each block is written into one reused float64 buffer (a float32 X is never copied
+    whole, which for 50k x 2048 features saves 800 MB and the page faults of allocating it) and used for both
+    products while it is in cache. Z^T Z is accumulated in place by BLAS ``dsyrk`` (one triangle, no per-block
+    temporaries). Cost O(N D^2), memory O(D^2 + block).
     """
-    gram = cross_sum = None
-    for rows in row_blocks(x.shape[0]):
-        block = _affine_float64(x[rows], shift, scale)
-        block_gram, block_cross = block.T @ block, cross(block, rows)
-        if gram is None:
-            gram, cross_sum = block_gram, block_cross
-        else:
-            gram += block_gram
-            cross_sum += block_cross
+    n, d = x.shape
+    gram = np.zeros((d, d), order="F")
+    cross_sum = None
+    buffer = None if _is_plain_float64(x, shift, scale) else np.empty((min(n, ROW_BLOCK), d))
+    for rows in row_blocks(n):
+        block = x[rows] if buffer is None else _affine_float64(x[rows], shift, scale, buffer)
+        # block is C-ordered (rows, D), so block.T is a Fortran (D, rows) matrix A and A A^T = block^T block.
+        gram = sla.blas.dsyrk(1.0, block.T, beta=1.0, c=gram, trans=0, lower=1, overwrite_c=1)
+        block_cross = cross(block, rows)
+        cross_sum = block_cross if cross_sum is None else cross_sum + block_cross
     return gram, cross_sum
 
 
-def _affine_float64(x: np.ndarray, shift: np.ndarray | None, scale: np.ndarray | None) -> np.ndarray:
-    """A float64 copy of (x - shift) * scale (either may be None)."""
-    out = np.array(x, dtype=np.float64)
+def _is_plain_float64(x: np.ndarray, shift: np.ndarray | None, scale: np.ndarray | None) -> bool:
+    """Whether row blocks of ``x`` can be used as they are (float64, C-ordered, no affine map)."""
+    return x.dtype == np.float64 and x.flags.c_contiguous and shift is None and scale is None
+
+
+def _affine_float64(
+    x: np.ndarray, shift: np.ndarray | None, scale: np.ndarray | None, buffer: np.ndarray | None = None
+) -> np.ndarray:
+    """(x - shift) * scale in float64 (either may be None): a new array, or the first len(x) rows of
+    ``buffer``."""
+    if buffer is None:
+        out = np.array(x, dtype=np.float64)
+    else:
+        out = buffer[: x.shape[0]]
+        out[...] = x
     if shift is not None:
         out -= shift
     if scale is not None:
         out *= scale
     return out
+
+
+def eigh_projections(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues (ascending) of a symmetric ``a`` = V L V^T and the coordinates V^T b of the columns of b.
+    Only the lower triangle of ``a`` is read.
+
+    Same values as ``numpy.linalg.eigh`` followed by ``V.T @ b`` (eigenvector signs aside), but V is never
+    formed: a = Q T Q^T (Householder tridiagonalisation, LAPACK ``dsytrd``), Q^T b by applying the
+    reflectors (``dormqr``), T = W L W^T by divide and conquer (``dstevd``), then W^T (Q^T b). This skips
+    the O(D^3) back-transformation V = Q W: 0.85 s instead of 1.45 s at D = 2048 on 2 cores.
+    """
+    d = a.shape[0]
+    b = np.asarray(b, dtype=np.float64)
+    if d < 3:
+        evals, v = np.linalg.eigh(a)
+        return evals, v.T @ b
+    lapack = sla.lapack
+    lwork = int(lapack.dsytrd_lwork(d, lower=1)[0])
+    reflectors, diagonal, off_diagonal, tau, info = lapack.dsytrd(np.asfortranarray(a), lower=1, lwork=lwork)
+    _check_lapack("dsytrd", info)
+    # Q = H(1) ... H(d-1); reflector i acts on rows i+1.., stored below the subdiagonal of column i, which is
+    # the layout dormqr expects for the (d-1) x (d-1) block starting at row 1.
+    rotated = np.array(b, order="F")
+    if b.shape[1]:
+        tail, _, info = lapack.dormqr(
+            "L", "T", reflectors[1:, : d - 1], tau, rotated[1:], lwork=max(1, 64 * b.shape[1]), overwrite_c=1
+        )
+        _check_lapack("dormqr", info)
+        rotated[1:] = tail
+    evals, w, info = lapack.dstevd(diagonal, off_diagonal, compute_v=1)
+    _check_lapack("dstevd", info)
+    return evals, w.T @ rotated
+
+
+def _check_lapack(routine: str, info: int) -> None:
+    if info != 0:
+        raise np.linalg.LinAlgError(f"LAPACK {routine} failed (info={info})")
 
 
 def sample_spectrum(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,8 +158,8 @@ def column_space_coordinates(
 ) -> tuple[int, np.ndarray]:
     """rank(Z) and Q^T Y for an orthonormal basis Q of the column space of Z = (X - shift) * scale.
 
-    ``cross`` as in ``gram_and_cross``. N > D: rank-revealing (pivoted) Cholesky of Z^T Z, P^T Z^T Z P = R^T R,
-    so Q = Z_S R_11^-1 over the r selected columns S and Q^T Y = R_11^-T Z_S^T Y; a Cholesky costs a tenth of
+    ``cross`` as in ``gram_and_cross``. N > D: rank-revealing (pivoted) Cholesky of Z^T Z, P^T Z^T Z P = L L^T,
+    so Q = Z_S L_11^-T over the r selected columns S and Q^T Y = L_11^-1 Z_S^T Y; a Cholesky costs a tenth of
     the eigendecomposition LogME needs. N <= D: eigendecomposition of the N x N matrix Z Z^T = U S^2 U^T.
     Numerical rank: pivots / eigenvalues above max * max(N, D) * eps (numpy's ``matrix_rank`` rule).
     """
@@ -119,9 +171,9 @@ def column_space_coordinates(
     largest = float(gram.diagonal().max())
     if largest <= 0:
         return 0, np.zeros((0, cross_sum.shape[1]))
-    factor, pivots, rank, _ = sla.lapack.dpstrf(gram, tol=largest * n * np.finfo(np.float64).eps)
+    factor, pivots, rank, _ = sla.lapack.dpstrf(gram, tol=largest * n * np.finfo(np.float64).eps, lower=1)
     selected = pivots[:rank] - 1
-    coordinates = sla.solve_triangular(np.triu(factor[:rank, :rank]), cross_sum[selected], trans="T")
+    coordinates = sla.solve_triangular(np.tril(factor[:rank, :rank]), cross_sum[selected], lower=True)
     return int(rank), coordinates
 
 
@@ -140,12 +192,15 @@ def principal_class_offsets(
     Computed on the smaller side: N >= D eigendecomposes Xc^T Xc = V L V^T; N < D eigendecomposes
     Xc Xc^T = U L U^T and uses mu_c - mu = Xc^T 1_c / n_c, so v_k^T (mu_c - mu) = sqrt(l_k) u_k^T 1_c / n_c.
     """
-    xc = x - x.mean(axis=0)
     counts = np.bincount(codes, minlength=n_classes).astype(np.float64)
+    mean = x.mean(axis=0, dtype=np.float64)
     if x.shape[0] >= x.shape[1]:
-        evals, v = np.linalg.eigh(xc.T @ xc)
-        offsets = (class_sums(xc, codes, n_classes) / counts[:, None]) @ v
+        # Xc^T Xc and the centred class sums in one blocked pass: Xc itself (N x D float64) is never built.
+        scatter, centred_sums = gram_and_cross(x, lambda m, rows: class_sums(m, codes[rows], n_classes).T, mean)
+        evals, offsets_t = eigh_projections(scatter, centred_sums / counts)
+        offsets = offsets_t.T
     else:
+        xc = x - mean
         evals, u = np.linalg.eigh(xc @ xc.T)
         evals = np.maximum(evals, 0.0)
         offsets = class_sums(u, codes, n_classes) * np.sqrt(evals) / counts[:, None]

@@ -8,7 +8,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
-from ._linalg import principal_class_offsets, rank_cutoff
+from ._linalg import principal_class_offsets, rank_cutoff, row_blocks
 from .base import register_metric
 
 
@@ -34,7 +34,7 @@ def hscore(features: np.ndarray, labels: np.ndarray, rcond: float | None = None)
     Inputs: features (N, D), class labels (N,). Higher is better. Not invariant to the feature scale's
     shape (only to invertible linear maps of full-rank features).
     """
-    x = as_features(features)
+    x = as_features(features, upcast=False)  # float32 stays float32: converted block by block
     codes, n_classes = as_class_labels(labels, x.shape[0])
     n = x.shape[0]
     if n < 2:
@@ -66,10 +66,10 @@ def ledoit_wolf_shrinkage(x: np.ndarray, cov_evals: np.ndarray) -> tuple[float, 
     if mu <= 0:
         raise InvalidInputError("features are constant: the shrinkage H-Score is undefined")
     frob2 = float((cov_evals**2).sum())
-    centred = x - x.mean(axis=0)
-    row_norms2 = np.einsum("ij,ij->i", centred, centred)
+    mean = x.mean(axis=0, dtype=np.float64)
+    sum_row_norms4 = sum(float((((x[rows] - mean) ** 2).sum(axis=1) ** 2).sum()) for rows in row_blocks(n))
     delta = (frob2 - d * mu**2) / d
-    beta = min(delta, (float((row_norms2**2).sum()) / n - frob2) / (d * n))
+    beta = min(delta, (sum_row_norms4 / n - frob2) / (d * n))
     return (0.0 if beta <= 0 else beta / delta), mu
 
 
@@ -90,7 +90,7 @@ def hscore_reg(features: np.ndarray, labels: np.ndarray) -> float:
     Inputs: features (N, D), class labels (N,). Higher is better. Invariant to a global rescaling of the
     features and to rotations of the feature space.
     """
-    x = as_features(features)
+    x = as_features(features, upcast=False)  # float32 stays float32: converted block by block
     codes, n_classes = as_class_labels(labels, x.shape[0])
     n = x.shape[0]
     if n < 2:

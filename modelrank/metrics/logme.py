@@ -6,7 +6,15 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_targets
-from ._linalg import CrossProduct, class_sums, gram_and_cross, has_distinct_rows, rank_cutoff, sample_spectrum
+from ._linalg import (
+    CrossProduct,
+    class_sums,
+    eigh_projections,
+    gram_and_cross,
+    has_distinct_rows,
+    rank_cutoff,
+    sample_spectrum,
+)
 from .base import register_metric
 
 
@@ -20,16 +28,16 @@ def feature_spectrum(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarray, np
 
     ``cross(M, rows)`` returns M^T Y[rows] for a float64 (len(rows), k) matrix M (class sums when Y is one-hot).
     N > D: eigendecomposition of F^T F = V S^2 V^T, with F^T F and F^T Y accumulated in one blocked pass
-    (``gram_and_cross``), then U^T Y = S^-1 V^T F^T Y (the truncated SVD); N <= D: eigendecomposition of
+    (``gram_and_cross``), then U^T Y = S^-1 V^T F^T Y (the truncated SVD) without forming V
+    (``eigh_projections``); N <= D: eigendecomposition of
     F F^T = U S^2 U^T. Cost O(N D min(N, D)), memory min(N, D)^2 plus one row block.
     """
     n, d = x.shape
     if n > d:
-        gram, cross_sum = gram_and_cross(x, cross)
-        sigma, v = np.linalg.eigh(gram)
+        sigma, rotated = eigh_projections(*gram_and_cross(x, cross))
         keep = sigma > rank_cutoff(sigma, max(n, d))
-        sigma, v = sigma[keep], v[:, keep]
-        projected = (v.T @ cross_sum) / np.sqrt(sigma)[:, None]
+        sigma = sigma[keep]
+        projected = rotated[keep] / np.sqrt(sigma)[:, None]
     else:
         sigma, u = sample_spectrum(x.astype(np.float64, copy=False))
         projected = cross(u, slice(None))
