@@ -10,6 +10,8 @@ Sections (each prints ours next to published, with fit and ranking time):
 * TransferGraph image / text: leave-one-dataset-out over the 8 published targets, cold start and partially
   observed (k=5); weighted tau averaged with TransferGraph's weights (max - mean accuracy per target)
   next to the published best TG variant (0.663 image / 0.583 text) and LogME (0.310 / 0.554).
+* Our own zoo: the records, scores, metadata and feature-cache prototypes of a ``modelrank benchmark`` run
+  (``--zoo``, default ``<cache>/benchmark/demo``), leave-one-task-out, cold start and partially observed (k=3).
 * Ranking time for a new task with a 1,000-model zoo (CPU).
 
 Every learner runs with ``--seeds`` seeds (the learner's own seed and the random draws of the protocol);
@@ -29,7 +31,16 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from modelrank.spider import LEARNERS, Records, TaskInfo, load_domainnet, load_transfergraph, make_learner  # noqa: E402
+from modelrank.cache import cache_root  # noqa: E402
+from modelrank.spider import (  # noqa: E402
+    LEARNERS,
+    Records,
+    TaskInfo,
+    load_benchmark,
+    load_domainnet,
+    load_transfergraph,
+    make_learner,
+)
 from modelrank.spider.protocols import EvalResult, evaluate, measure_all, seed_mixture, task_folds  # noqa: E402
 
 PUBLISHED = {
@@ -40,7 +51,7 @@ PUBLISHED = {
 }
 
 
-def learners(quick: bool, with_scores: bool, keep: set[str] | None = None) -> dict[str, dict]:
+def learners(quick: bool, with_scores: bool, keep: set[str] | None = None, logme: str = "log_me") -> dict[str, dict]:
     """Learner name -> config. Small networks, few epochs, early stopping: 2 shared CPU cores.
 
     graph / spider run on their default base, the task-attention prior: what the network adds is the
@@ -49,7 +60,7 @@ def learners(quick: bool, with_scores: bool, keep: set[str] | None = None) -> di
     spider = {"episodes": 200 if quick else 400}
     out = {"random": ("random", {}), "model_prior": ("model_prior", {}), "metadata_lr": ("metadata_lr", {})}
     if with_scores:
-        out["logme"] = ("metric", {"column": "log_me"})
+        out["logme"] = ("metric", {"column": logme})
         out["task_attention"] = ("task_attention", {})
         out["task_attention(no scores)"] = ("task_attention", {"use_scores": False})
         out["graph(+scores)"] = ("graph", graph)
@@ -125,6 +136,21 @@ def bench_transfergraph(anchors: Path, modality: str, quick: bool, seeds: int, k
     return rows
 
 
+def bench_zoo(folder: Path, cache_dir: Path | None, quick: bool, seeds: int, keep: set[str] | None = None) -> list[dict]:
+    """Our own zoo (a ``modelrank benchmark`` run): leave-one-task-out, cold start and partially observed (k=3),
+    with LogME and the shrinkage H-Score as scores and each model's own class prototypes for Spider's re-ranking."""
+    records = load_benchmark(folder, cache_dir=cache_dir, metrics=("logme", "hscore_reg"))
+    folds = task_folds(records, "task")
+    rows = []
+    for name, (kind, cfg) in learners(quick, True, keep, logme="logme").items():
+        for seed in range(seeds):
+            res = evaluate(lambda: make_learner(kind, **seeded(kind, cfg, seed)), records, ("cold_start", "partial"),
+                           folds, k_observed=3, seed=seed)
+            rows += rows_from(res, f"zoo-{folder.name}", name, seed)
+            print(f"  zoo-{folder.name} {name} seed {seed}: fit {np.mean(res.fit_seconds):.1f} s", flush=True)
+    return rows
+
+
 def bench_rank_time(n_models: int = 1000, n_tasks: int = 40, seed: int = 0) -> list[dict]:
     """Fit briefly on a synthetic 1,000-model zoo, then time ranking a task never seen."""
     rng = np.random.default_rng(seed)
@@ -160,7 +186,10 @@ def main() -> None:
     parser.add_argument("--anchors", type=Path, default=ROOT.parent / "shared" / "anchors",
                         help="folder with graph/ and transfergraph/ (default ../shared/anchors)")
     parser.add_argument("--quick", action="store_true", help="fewer epochs and one seed")
-    parser.add_argument("--only", default="domainnet,tg-image,tg-text,rank-time", help="comma-separated sections")
+    parser.add_argument("--only", default="domainnet,tg-image,tg-text,zoo,rank-time", help="comma-separated sections")
+    parser.add_argument("--zoo", type=Path, help="a `modelrank benchmark` results folder for the zoo section "
+                        "(default <cache>/benchmark/demo; skipped with a note when it does not exist)")
+    parser.add_argument("--cache-dir", type=Path, help="feature cache of that run (default $MODELRANK_CACHE)")
     parser.add_argument("--seeds", type=int, default=3,
                         help="seeds per learner and protocol: splits / observed draws / learner seeds (1 with --quick)")
     parser.add_argument("--learners", help="comma-separated learner rows to run (default: all)")
@@ -176,6 +205,12 @@ def main() -> None:
     for modality in ("image", "text"):
         if f"tg-{modality}" in only:
             rows += bench_transfergraph(args.anchors, modality, args.quick, seeds, keep)
+    if "zoo" in only:
+        zoo = args.zoo or cache_root(args.cache_dir) / "benchmark" / "demo"
+        if (zoo / "records.csv").is_file():
+            rows += bench_zoo(zoo, args.cache_dir, args.quick, seeds, keep)
+        else:
+            print(f"  zoo: no benchmark run at {zoo} (run `modelrank benchmark --preset demo` first); skipped")
     if "rank-time" in only:
         rows += bench_rank_time()
     frame = pd.DataFrame(rows)

@@ -325,7 +325,7 @@ spider_app = typer.Typer(help="Learned ranking for unseen tasks: Model Spider, a
                          "on fine-tune records.", no_args_is_help=True)
 app.add_typer(spider_app, name="spider")
 RecordsArgument = typer.Argument(..., help="records: dataset,model,accuracy CSV | domainnet:FOLDER | "
-                                 "transfergraph-image:FOLDER | transfergraph-text:FOLDER")
+                                 "transfergraph-image:FOLDER | transfergraph-text:FOLDER | benchmark:FOLDER")
 
 
 def _key_values(pairs: list[str]) -> dict[str, object]:

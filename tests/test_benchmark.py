@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from modelrank.errors import InvalidInputError
 from modelrank.zoo.pipeline import STAGES, run_benchmark
 from modelrank.zoo.presets import get_preset
 
@@ -30,11 +31,29 @@ def test_ci_benchmark_end_to_end_then_resumes_only_what_is_missing(cache_dir, tm
     records = result.records
     assert len(records) == n_models * len(preset.tasks)
     assert records["n_seeds"].eq(preset.probe_seeds).all() and records["accuracy"].between(0, 1).all()
-    # The records table is what `spider` trains on.
-    from modelrank.spider.records import records_from_frame
+    # The run is what `spider` trains on: records, scores, metadata and each model's own class prototypes.
+    from modelrank.spider import load_benchmark, make_learner
 
-    spider_records = records_from_frame(pd.read_csv(out / "records.csv").query("protocol == 'linear'"))
+    spider_records = load_benchmark(out, cache_dir=cache_dir)
     assert sorted(spider_records.tasks) == sorted(preset.tasks)
+    assert spider_records.table["accuracy"].tolist() == pytest.approx(
+        records.set_index(["dataset", "model"]).loc[list(zip(spider_records.table["dataset"],
+                                                             spider_records.table["model"])), "accuracy"].tolist())
+    assert {"logme", "hscore"} <= set(spider_records.scores.columns)
+    assert set(spider_records.model_meta.index) == set(spider_records.models)
+    task, model = spider_records.table.loc[0, ["dataset", "model"]]
+    own = spider_records.model_task_prototypes[model, task]
+    assert own.shape[0] == tasks_classes(out, task) and np.isfinite(own).all()
+    assert set(spider_records.task_prototypes) == set(preset.tasks)
+    spider = make_learner("spider", episodes=3, val_fraction=0.0, rerank_k=2).fit(spider_records.without_tasks([task]))
+    assert np.isfinite(spider.predict(spider_records.task_info(task)).to_numpy()).all()
+    with pytest.raises(InvalidInputError, match="no 'nope' records"):
+        load_benchmark(out, protocol="nope")
+    with pytest.raises(InvalidInputError, match="no column"):
+        load_benchmark(out, metrics=("logme", "nope"), prototypes=False)
+    from modelrank.spider import load_records
+
+    assert load_records(f"benchmark:{out}").table.equals(spider_records.table)  # the CLI spec, cache from the env
 
     tasks = pd.read_csv(out / "tasks.csv")
     assert set(tasks.columns) >= {"task", "classes", "samples", "domain", "class_names"}
@@ -74,6 +93,10 @@ def test_ci_benchmark_end_to_end_then_resumes_only_what_is_missing(cache_dir, tm
     taus = list(preset.tasks)  # the rescored task's seconds differ, its weighted taus must not
     pd.testing.assert_frame_equal(again.table[taus], result.table[taus], check_exact=False, atol=1e-9)
     pd.testing.assert_frame_equal(again.records, result.records)
+
+
+def tasks_classes(out, task: str) -> int:
+    return int(pd.read_csv(out / "tasks.csv").set_index("task").loc[task, "classes"])
 
 
 def test_benchmark_cli(cli, cache_dir, tmp_path):

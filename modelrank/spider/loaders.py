@@ -5,12 +5,15 @@
 * ``load_transfergraph(folder, "image" | "text")``: TransferGraph (Li et al., ICDE'24) fine-tune records of
   ~180 Hugging Face models on 13 image / 10 text datasets, model metadata, dataset size/#classes, the
   dataset-to-dataset domain-similarity distances (as task embedding) and LogME / Reg-H-score per pair.
+* ``load_benchmark(folder)``: our own zoo's records from a ``modelrank benchmark`` run, with its scores,
+  metadata and the class prototypes of every model's cached features on every task.
 * ``read_records_csv(path)`` (in ``records``): the generic ``dataset,model,accuracy`` table.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
@@ -132,13 +135,16 @@ def load_transfergraph(folder: str | Path, modality: str = "image", model_text: 
 
 def load_records(spec: str, task_meta: str | Path | None = None, model_meta: str | Path | None = None) -> Records:
     """Records from a command-line spec: a ``dataset,model,accuracy`` CSV path, ``domainnet:FOLDER``,
-    ``transfergraph-image:FOLDER`` or ``transfergraph-text:FOLDER``. ``task_meta`` / ``model_meta``: optional
+    ``transfergraph-image:FOLDER``, ``transfergraph-text:FOLDER`` or ``benchmark:FOLDER`` (a ``modelrank
+    benchmark`` run, with its feature cache at ``$MODELRANK_CACHE``). ``task_meta`` / ``model_meta``: optional
     CSVs whose first column is the task / model name (only with a CSV path)."""
     kind, _, folder = spec.partition(":")
     if folder and kind == "domainnet":
         return load_domainnet(folder)
     if folder and kind in ("transfergraph-image", "transfergraph-text"):
         return load_transfergraph(folder, kind.split("-")[1])
+    if folder and kind == "benchmark":
+        return load_benchmark(folder)
     from .records import read_records_csv
 
     records = read_records_csv(spec)
@@ -147,3 +153,76 @@ def load_records(spec: str, task_meta: str | Path | None = None, model_meta: str
         if path is not None:
             side[key] = pd.read_csv(_need(Path(path)), index_col=0)
     return Records(records.table, name=records.name, **side) if side else records
+
+
+#: zoo.csv / tasks.csv columns that become model / task metadata (names and free text stay out).
+BENCHMARK_MODEL_META = ("family", "base", "source_dataset", "num_classes", "params", "trained_params", "source_accuracy")
+BENCHMARK_TASK_META = ("base", "domain", "classes", "samples")
+
+
+def load_benchmark(
+    folder: str | Path,
+    protocol: str = "linear",
+    cache_dir: str | Path | None = None,
+    encoder: str | None = None,
+    prototypes: bool = True,
+    metrics: Sequence[str] | None = None,
+) -> Records:
+    """The records of a ``modelrank benchmark`` run (``<cache>/benchmark/<preset>/``): our own zoo's ground
+    truth, with every side input Model Spider can use.
+
+    * records: ``records.csv`` rows of ``protocol`` ("linear": the linear probe averaged over split seeds, or
+      "full" fine-tuning), accuracy = that mean;
+    * scores: the ``metrics`` columns of ``scores.csv`` (default: all; cheap for a new task, so held-out tasks
+      keep them);
+    * metadata: ``zoo.csv`` (family, base model, source data, #classes, #parameters, source accuracy) and
+      ``tasks.csv`` (base dataset, domain shift, #classes, #samples); task embedding: the offline text
+      encoder on "domain shift of base: class names", when it is installed;
+    * ``prototypes``: the class prototypes of every (model, task) from the feature cache (``cache_dir``), i.e.
+      each model's own features on the task (Model Spider's re-ranking), and the task prototypes of one
+      general ``encoder`` (default: the first ImageNet model of the zoo) for the task tokens.
+    """
+    from ..extraction import load_features
+    from .prototypes import prototypes_of
+
+    folder = Path(folder)
+    raw = pd.read_csv(_need(folder / "records.csv"))
+    protocols = sorted(set(raw.get("protocol", pd.Series(["linear"])).dropna()))
+    if "protocol" in raw.columns:
+        raw = raw[raw["protocol"] == protocol]
+    if raw.empty:
+        raise InvalidInputError(f"{folder / 'records.csv'} has no {protocol!r} records (it has: {protocols})")
+    zoo = pd.read_csv(_need(folder / "zoo.csv")).set_index("name")
+    tasks = pd.read_csv(_need(folder / "tasks.csv")).set_index("task")
+    scores = pd.read_csv(_need(folder / "scores.csv")).rename(columns={"Dataset": "dataset", "Model": "model"})
+    scores = scores.loc[:, ~scores.columns.str.endswith("_seconds")]
+    if metrics is not None:
+        unknown = sorted(set(metrics) - set(scores.columns))
+        if unknown:
+            raise InvalidInputError(f"scores.csv has no column(s) {unknown}; it has {sorted(scores.columns[2:])}")
+        scores = scores[["dataset", "model", *metrics]]
+    task_names, model_names = sorted(set(raw["dataset"])), sorted(set(raw["model"]))
+    side: dict = {
+        "model_meta": zoo.loc[model_names, [c for c in BENCHMARK_MODEL_META if c in zoo.columns]],
+        "task_meta": tasks.loc[task_names, [c for c in BENCHMARK_TASK_META if c in tasks.columns]],
+        "scores": scores[scores["dataset"].isin(task_names) & scores["model"].isin(model_names)],
+    }
+    from ..text import encode_texts, text_encoder_available
+
+    if text_encoder_available():
+        texts = [f"{tasks.loc[t, 'domain']} {tasks.loc[t, 'base']}: {tasks.loc[t, 'class_names']}" for t in task_names]
+        side["task_embed"] = pd.DataFrame(encode_texts(texts), index=task_names).rename(columns=str)
+    if prototypes:
+        if encoder is None:
+            imagenet = [m for m in model_names if zoo.loc[m, "source_dataset"] == "imagenet-1k"]
+            encoder = (imagenet or model_names)[0]
+
+        def own(model: str, task: str) -> np.ndarray:
+            return prototypes_of(load_features(model, task, "all", cache_dir=cache_dir, extract_missing=False))
+
+        pairs = {(m, t): own(m, t) for t, m in raw[["dataset", "model"]].itertuples(index=False)}
+        side["model_task_prototypes"] = pairs
+        side["task_prototypes"] = {t: pairs[encoder, t] if (encoder, t) in pairs else own(encoder, t) for t in task_names}
+    records = records_from_frame(raw, aggregate="mean", name=f"benchmark-{folder.name}-{protocol}", **side)
+    records.info["encoder"] = encoder
+    return records

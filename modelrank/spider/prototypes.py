@@ -11,15 +11,14 @@ import numpy as np
 
 from ..features import FeatureSet
 from ..metrics._checks import as_class_labels, as_features
+from ..metrics._linalg import class_means
 
 
 def class_prototypes(features: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(C, D) mean feature of each class, classes in sorted label order: μ_c = (1/N_c) Σ_{i: y_i = c} f_i."""
-    x = as_features(features)
+    x = as_features(features, upcast=False)
     codes, n_classes = as_class_labels(labels, x.shape[0])
-    sums = np.zeros((n_classes, x.shape[1]), dtype=np.float64)
-    np.add.at(sums, codes, x)
-    return (sums / np.bincount(codes, minlength=n_classes)[:, None]).astype(np.float32)
+    return class_means(x, codes, n_classes)[0].astype(np.float32)
 
 
 def prototypes_of(feature_set: FeatureSet) -> np.ndarray:
