@@ -7,6 +7,7 @@ from .prototypes import class_prototypes, prototypes_of
 from .records import Records, TaskInfo, read_records_csv, records_from_frame
 
 __all__ = [
-    "LEARNERS", "Learner", "Records", "TaskInfo", "class_prototypes", "load_benchmark", "load_domainnet", "load_learner",
-    "load_records", "load_transfergraph", "make_learner", "prototypes_of", "read_records_csv", "records_from_frame",
+    "LEARNERS", "Learner", "Records", "TaskInfo", "class_prototypes", "load_benchmark", "load_domainnet",
+    "load_learner", "load_records", "load_transfergraph", "make_learner", "prototypes_of", "read_records_csv",
+    "records_from_frame",
 ]

@@ -156,7 +156,9 @@ def load_records(spec: str, task_meta: str | Path | None = None, model_meta: str
 
 
 #: zoo.csv / tasks.csv columns that become model / task metadata (names and free text stay out).
-BENCHMARK_MODEL_META = ("family", "base", "source_dataset", "num_classes", "params", "trained_params", "source_accuracy")
+BENCHMARK_MODEL_META = (
+    "family", "base", "source_dataset", "num_classes", "params", "trained_params", "source_accuracy",
+)
 BENCHMARK_TASK_META = ("base", "domain", "classes", "samples")
 
 
@@ -222,7 +224,9 @@ def load_benchmark(
 
         pairs = {(m, t): own(m, t) for t, m in raw[["dataset", "model"]].itertuples(index=False)}
         side["model_task_prototypes"] = pairs
-        side["task_prototypes"] = {t: pairs[encoder, t] if (encoder, t) in pairs else own(encoder, t) for t in task_names}
+        side["task_prototypes"] = {
+            t: pairs[encoder, t] if (encoder, t) in pairs else own(encoder, t) for t in task_names
+        }
     records = records_from_frame(raw, aggregate="mean", name=f"benchmark-{folder.name}-{protocol}", **side)
     records.info["encoder"] = encoder
     return records
