@@ -48,6 +48,11 @@ def class_means(x: np.ndarray, codes: np.ndarray, n_classes: int) -> tuple[np.nd
 CrossProduct = Callable[[np.ndarray, slice], np.ndarray]
 
 
+def one_hot_cross(codes: np.ndarray, n_classes: int) -> CrossProduct:
+    """The ``CrossProduct`` for one-hot targets: M^T Y[rows] = the (k, C) class sums of M's rows, in O(N k)."""
+    return lambda m, rows: class_sums(m, codes[rows], n_classes).T
+
+
 def gram_and_cross(
     x: np.ndarray, cross: CrossProduct, shift: np.ndarray | None = None, scale: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -196,7 +201,7 @@ def principal_class_offsets(
     mean = x.mean(axis=0, dtype=np.float64)
     if x.shape[0] >= x.shape[1]:
         # Xc^T Xc and the centred class sums in one blocked pass: Xc itself (N x D float64) is never built.
-        scatter, centred_sums = gram_and_cross(x, lambda m, rows: class_sums(m, codes[rows], n_classes).T, mean)
+        scatter, centred_sums = gram_and_cross(x, one_hot_cross(codes, n_classes), mean)
         evals, offsets_t = eigh_projections(scatter, centred_sums / counts)
         offsets = offsets_t.T
     else:

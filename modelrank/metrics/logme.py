@@ -8,10 +8,10 @@ from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_targets
 from ._linalg import (
     CrossProduct,
-    class_sums,
     eigh_projections,
     gram_and_cross,
     has_distinct_rows,
+    one_hot_cross,
     rank_cutoff,
     sample_spectrum,
 )
@@ -146,9 +146,7 @@ def logme(
     elif task == "classification":
         codes, n_classes = as_class_labels(labels, x.shape[0])
         y_norm2 = np.bincount(codes, minlength=n_classes).astype(np.float64)  # one-hot columns
-
-        def cross(m: np.ndarray, rows: slice) -> np.ndarray:
-            return class_sums(m, codes[rows], n_classes).T  # M^T Y for one-hot Y, in O(N k)
+        cross = one_hot_cross(codes, n_classes)
 
     else:
         raise InvalidInputError(f"LogME supports classification and regression, not {task!r}")

@@ -189,11 +189,11 @@ def load_benchmark(
 
     folder = Path(folder)
     raw = pd.read_csv(_need(folder / "records.csv"))
-    protocols = sorted(set(raw.get("protocol", pd.Series(["linear"])).dropna()))
-    if "protocol" in raw.columns:
-        raw = raw[raw["protocol"] == protocol]
+    protocols = raw["protocol"] if "protocol" in raw.columns else pd.Series("linear", index=raw.index)
+    raw = raw[(protocols == protocol).to_numpy()]
     if raw.empty:
-        raise InvalidInputError(f"{folder / 'records.csv'} has no {protocol!r} records (it has: {protocols})")
+        found = sorted(set(protocols.dropna()))
+        raise InvalidInputError(f"{folder / 'records.csv'} has no {protocol!r} records (it has: {found})")
     zoo = pd.read_csv(_need(folder / "zoo.csv")).set_index("name")
     tasks = pd.read_csv(_need(folder / "tasks.csv")).set_index("task")
     scores = pd.read_csv(_need(folder / "scores.csv")).rename(columns={"Dataset": "dataset", "Model": "model"})
