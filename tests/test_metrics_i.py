@@ -184,7 +184,54 @@ def test_float16_input_equals_its_float64_upcast(name):
     x16, p16 = x.astype(np.float16), p.astype(np.float16)
     a = compute_metric(name, feature_set(x16, y, p16))
     b = compute_metric(name, feature_set(x16.astype(np.float64), y, p16.astype(np.float64)))
-    assert np.isfinite(a) and a == pytest.approx(b, rel=1e-9)
+    # LogME multiplies float32 (and so float16) features in float32 (see test_logme_float32_products_*).
+    assert np.isfinite(a) and a == pytest.approx(b, rel=1e-6 if name == "logme" else 1e-9)
+
+
+def _logme_stress_features(rng: np.random.Generator, y: np.ndarray) -> dict[str, np.ndarray]:
+    """float32 features that are hard on float32 products: a large common offset, low rank, duplicated and
+    constant columns, mixed column scales, a separating column, values that overflow or underflow float32."""
+    n, c = len(y), y.max() + 1
+    gauss = rng.normal(size=(n, 96)) + rng.normal(size=(c, 96))[y]
+    relu = np.maximum(gauss + 0.5, 0)
+    low_rank = gauss[:, :12] @ rng.normal(size=(12, 96))
+    mixed = relu * np.logspace(-3, 3, 96)
+    separating = gauss.copy()
+    separating[:, 0] = 10.0 * y
+    cases = {
+        "offset": 0.01 * gauss + 1.0, "relu": relu, "low rank": low_rank, "mixed scales": mixed,
+        "duplicated": np.hstack([gauss[:, :48], gauss[:, :48]]), "constant": np.hstack([gauss[:, :64], np.full((n, 32), 3.0)]),
+        "separating": separating, "overflows float32": relu * 1e19, "underflows float32": relu * 1e-20,
+    }  # fmt: skip
+    return {name: x.astype(np.float32) for name, x in cases.items()}
+
+
+def test_logme_float32_products_match_float64(monkeypatch):
+    """float32 features: F^T F from float32 row-block products (shifted, summed in float64) moves LogME by
+    1e-9 to 1.3e-6 on these cases (so the 1e-5 bound), also where a plain float32 product loses the spread to
+    a common offset (1.8e-4 without the shift). The bound is relative or absolute (LogME is a mean
+    log-likelihood per sample and can be close to 0): low-rank features keep float32 rounding-level
+    eigenvalues (~1e-8 of the largest) that float64 drops. Columns scaled over six decades move it most."""
+    import modelrank.metrics._linalg as linalg_module
+    from modelrank.metrics._linalg import float32_gram_and_cross, gram_and_cross, one_hot_cross
+
+    monkeypatch.setattr(linalg_module, "ROW_BLOCK", 512)  # 2000 rows -> 4 blocks, shifted by block 1's means
+    rng = np.random.default_rng(40)
+    y = rng.integers(0, 6, 2000)
+    # A noisy target: one that the features fit exactly has an evidence set by round-off in any precision.
+    target = 0.3 * y + rng.normal(size=2000)
+    for case, x32 in _logme_stress_features(rng, y).items():
+        x64 = x32.astype(np.float64)
+        assert logme(x32, y) == pytest.approx(logme(x64, y), rel=1e-5, abs=1e-5), case
+        assert logme(x32, target, task="regression") == pytest.approx(
+            logme(x64, target, task="regression"), rel=1e-5, abs=1e-5), case
+    x32 = _logme_stress_features(rng, y)["offset"]
+    cross = one_hot_cross(y, 6)
+    gram, cross_sum = float32_gram_and_cross(x32, cross)
+    exact_gram, exact_cross = gram_and_cross(x32, cross)
+    scale = np.sqrt(np.outer(exact_gram.diagonal(), exact_gram.diagonal()))
+    assert np.abs(np.tril(gram - exact_gram)).max() <= 1e-6 * scale.max()
+    np.testing.assert_allclose(cross_sum, exact_cross, rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", OURS)

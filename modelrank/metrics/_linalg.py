@@ -1,6 +1,7 @@
 """Small linear-algebra building blocks shared by several metrics (class statistics, PCA, spectra).
 
-Everything is float64 and vectorised; nothing here builds an N x N matrix when N > D.
+Everything is float64 and vectorised (except the float32 products of ``float32_gram_and_cross``); nothing
+here builds an N x N matrix when N > D.
 """
 
 from __future__ import annotations
@@ -44,7 +45,8 @@ def class_means(x: np.ndarray, codes: np.ndarray, n_classes: int) -> tuple[np.nd
     return class_sums(x, codes, n_classes) / counts[:, None], counts
 
 
-#: cross(block, rows) -> block^T Y[rows]: the product of a float64 row block of X with the matching rows of Y.
+#: cross(block, rows) -> block^T Y[rows] in float64: the product of a row block of X (float64, or float32 in
+#: ``float32_gram_and_cross``) with the matching rows of Y.
 CrossProduct = Callable[[np.ndarray, slice], np.ndarray]
 
 
@@ -74,6 +76,42 @@ def gram_and_cross(
         gram = sla.blas.dsyrk(1.0, block.T, beta=1.0, c=gram, trans=0, lower=1, overwrite_c=1)
         block_cross = cross(block, rows)
         cross_sum = block_cross if cross_sum is None else cross_sum + block_cross
+    return gram, cross_sum
+
+
+def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarray, np.ndarray]:
+    """(X^T X, X^T Y) for float32 features with the O(N D^2) products in float32: the same contract as
+    ``gram_and_cross`` (float64 results, lower triangle of a Fortran-ordered X^T X), twice as fast.
+
+    BLAS ``ssyrk`` runs at twice the rate of ``dsyrk``; each row block's float32 Gram is added to a float64 sum,
+    so rounding accumulates over one block (at most ``ROW_BLOCK`` rows), not over all N. Features with a large
+    common offset (post-ReLU, unnormalised) would lose their spread to that rounding, so every block is first
+    shifted by s, the first block's column means rounded to float32, and the shift is added back exactly in
+    float64: with Xc = X - s and c = Xc^T 1, X^T X = Xc^T Xc + s c^T + c s^T + N s s^T. ``cross`` gets the
+    unshifted float32 blocks. Against the float64 path the Gram entries differ by ~1e-7 of the largest and
+    LogME by 1e-9 to 1.3e-6 (tests/test_metrics_i.py::test_logme_float32_products_match_float64); without
+    the shift, features with an offset 100x their spread lose 1.8e-4.
+    """
+    n, d = x.shape
+    shift = x[:ROW_BLOCK].mean(axis=0, dtype=np.float64).astype(np.float32)
+    gram = np.zeros((d, d), order="F")
+    block_gram = np.zeros((d, d), dtype=np.float32, order="F")
+    shifted = np.empty((min(n, ROW_BLOCK), d), dtype=np.float32)
+    column_sums = np.zeros(d)
+    cross_sum = None
+    for rows in row_blocks(n):
+        block = shifted[: rows.stop - rows.start]
+        np.subtract(x[rows], shift, out=block)
+        block_gram = sla.blas.ssyrk(1.0, block.T, beta=0.0, c=block_gram, trans=0, lower=1, overwrite_c=1)
+        gram += block_gram
+        column_sums += block.sum(axis=0, dtype=np.float64)
+        block_cross = cross(x[rows], rows)
+        cross_sum = block_cross if cross_sum is None else cross_sum + block_cross
+    s = shift.astype(np.float64)
+    # Only the lower triangle is read downstream, so the symmetric rank-2 correction may fill both.
+    gram += np.outer(s, column_sums)
+    gram += np.outer(column_sums, s)
+    gram += n * np.outer(s, s)
     return gram, cross_sum
 
 
