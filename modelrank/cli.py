@@ -259,14 +259,13 @@ def score_cmd(
     else:
         if not (dataset and models):
             raise ModelrankError("-d DATASET and -m MODELS go together")
-        from .extraction import load_features
+        from .extraction import load_feature_pairs
 
-        feature_sets = [
-            load_features(m, dataset, split, limit=limit, per_class=per_class, seed=seed,
-                          cache_dir=str(cache_dir) if cache_dir else None,
-                          data_root=str(data_root) if data_root else None)
-            for m in split_names(models)
-        ]
+        names = split_names(models)
+        loaded = load_feature_pairs([(m, dataset) for m in names], split, limit=limit, per_class=per_class, seed=seed,
+                                    cache_dir=str(cache_dir) if cache_dir else None,
+                                    data_root=str(data_root) if data_root else None)
+        feature_sets = [loaded[m, dataset] for m in names]
     metric_names = split_names(metric)
     if ped:
         from .metrics.ped import ped_variant

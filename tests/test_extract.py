@@ -40,6 +40,23 @@ def test_round_trip_is_bit_identical(cache_dir):
     assert fs.class_names[0] == "zero" and fs.task == "classification"
 
 
+def test_feature_pairs_build_each_model_and_open_each_dataset_once(cache_dir, monkeypatch):
+    import modelrank.extraction as extraction
+
+    opened, built = [], []
+    real_open, real_load = extraction.open_dataset, extraction.load_model
+    monkeypatch.setattr(extraction, "open_dataset", lambda name, *a: opened.append(name) or real_open(name, *a))
+    monkeypatch.setattr(extraction, "load_model", lambda name: built.append(name) or real_load(name))
+    other = "random:test_efficientnet"
+    pairs = [(TINY, "digits"), (other, "digits"), (TINY, "faces"), (other, "faces"), (TINY, "digits")]
+    loaded = extraction.load_feature_pairs(pairs, "train", limit=12, batch_size=6, workers=0)
+    assert sorted(opened) == ["digits", "faces"] and sorted(built) == sorted([TINY, other])
+    assert set(loaded) == set(pairs)
+    single = load_features(other, "faces", "train", limit=12, extract_missing=False)
+    assert np.array_equal(single.features, loaded[other, "faces"].features)
+    assert not np.array_equal(loaded[TINY, "faces"].features, loaded[other, "faces"].features)
+
+
 def test_features_match_a_plain_forward_pass(cache_dir):
     fs = load_features(TINY, "digits", "train", limit=8, batch_size=4, workers=0)
     model, data = load_model(TINY), load_dataset("digits", "train")

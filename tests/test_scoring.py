@@ -201,21 +201,21 @@ def test_cli_bad_file_exits_2_without_traceback(tmp_path):
     assert "broken.npz is not an .npz" in proc.stderr and "Traceback" not in proc.stderr
 
 
-def test_cli_dataset_and_models_use_load_features(monkeypatch, tmp_path):
+def test_cli_dataset_and_models_use_load_feature_pairs(monkeypatch, tmp_path):
     import modelrank.extraction
 
     calls = []
 
-    def fake_load_features(model, dataset, split="train", **options):
-        calls.append((model, dataset, split, options["limit"]))
-        return make_set(len(calls), float(len(calls)), model, dataset=dataset)
+    def fake_load_feature_pairs(pairs, split="train", **options):
+        calls.append((list(pairs), split, options["limit"]))
+        return {(m, d): make_set(i + 1, float(i + 1), m, dataset=d) for i, (m, d) in enumerate(pairs)}
 
-    monkeypatch.setattr(modelrank.extraction, "load_features", fake_load_features)
+    monkeypatch.setattr(modelrank.extraction, "load_feature_pairs", fake_load_feature_pairs)
     out = tmp_path / "s.csv"
     args = ["score", "-d", "pets", "-m", "resnet18,vit_small", "--limit", "240", "--metric", "lfc", "--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert calls == [("resnet18", "pets", None, 240), ("vit_small", "pets", None, 240)]
+    assert calls == [([("resnet18", "pets"), ("vit_small", "pets")], None, 240)]
     frame = pd.read_csv(out)
     assert list(frame.Model) == ["resnet18", "vit_small"] and set(frame.Dataset) == {"pets"}
 

@@ -184,7 +184,7 @@ def load_benchmark(
       each model's own features on the task (Model Spider's re-ranking), and the task prototypes of one
       general ``encoder`` (default: the first ImageNet model of the zoo) for the task tokens.
     """
-    from ..extraction import load_features
+    from ..extraction import load_feature_pairs
     from .prototypes import prototypes_of
 
     folder = Path(folder)
@@ -219,14 +219,12 @@ def load_benchmark(
             imagenet = [m for m in model_names if zoo.loc[m, "source_dataset"] == "imagenet-1k"]
             encoder = (imagenet or model_names)[0]
 
-        def own(model: str, task: str) -> np.ndarray:
-            return prototypes_of(load_features(model, task, "all", cache_dir=cache_dir, extract_missing=False))
-
-        pairs = {(m, t): own(m, t) for t, m in raw[["dataset", "model"]].itertuples(index=False)}
-        side["model_task_prototypes"] = pairs
-        side["task_prototypes"] = {
-            t: pairs[encoder, t] if (encoder, t) in pairs else own(encoder, t) for t in task_names
-        }
+        recorded = list(dict.fromkeys((m, t) for t, m in raw[["dataset", "model"]].itertuples(index=False)))
+        features = load_feature_pairs(
+            list(dict.fromkeys(recorded + [(encoder, t) for t in task_names])), "all", cache_dir=cache_dir,
+            extract_missing=False)
+        side["model_task_prototypes"] = {pair: prototypes_of(features[pair]) for pair in recorded}
+        side["task_prototypes"] = {t: prototypes_of(features[encoder, t]) for t in task_names}
     records = records_from_frame(raw, aggregate="mean", name=f"benchmark-{folder.name}-{protocol}", **side)
     records.info["encoder"] = encoder
     return records

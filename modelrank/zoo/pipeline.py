@@ -60,9 +60,11 @@ def _safe(name: str) -> str:
 
 
 def _features(models: list[str], task: str, cache_dir, data_root) -> list:
-    from ..extraction import load_features
+    from ..extraction import load_feature_pairs
 
-    return [load_features(m, task, "all", cache_dir=cache_dir, data_root=data_root, extract_missing=False) for m in models]
+    loaded = load_feature_pairs([(m, task) for m in models], "all", cache_dir=cache_dir, data_root=data_root,
+                                extract_missing=False)
+    return [loaded[m, task] for m in models]
 
 
 def _score_task(preset: Preset, models: list[str], task: str, out: Path, features: Callable[[], list]) -> pd.DataFrame:
