@@ -83,7 +83,14 @@ def grouped(kind: str, cfg: dict, column: str) -> dict:
     return {**cfg, "cv_group": column} if "cv_group" in LEARNERS.get(kind).defaults else cfg
 
 
+#: per-task measures of every run, for the paired comparison with the model prior (``paired_with_prior``)
+PER_TASK: list[pd.DataFrame] = []
+#: the measure each benchmark is judged on in the paired comparison (its published headline)
+HEADLINE = {"domainnet-seed": "pearson", "domainnet-lodo": "pearson"}
+
+
 def rows_from(result, bench: str, learner: str, seed: int) -> list[dict]:
+    PER_TASK.append(result.per_task.assign(bench=bench, learner=learner, seed=seed))
     rows = []
     plain, weighted = result.summary(), result.summary(weighted=True)
     for protocol, row in plain.iterrows():
@@ -149,6 +156,29 @@ def bench_zoo(folder: Path, cache_dir: Path | None, quick: bool, seeds: int, kee
             rows += rows_from(res, f"zoo-{folder.name}", name, seed)
             print(f"  zoo-{folder.name} {name} seed {seed}: fit {np.mean(res.fit_seconds):.1f} s", flush=True)
     return rows
+
+
+def paired_with_prior(per_task: pd.DataFrame, baseline: str = "model_prior") -> pd.DataFrame:
+    """Each learner's per-task difference to ``baseline`` on the benchmark's headline measure (Pearson for
+    DomainNet, weighted tau elsewhere): seeds averaged per task first, then mean, standard error and wins /
+    losses over the tasks, so "beats the prior" means more than the task-to-task noise (|mean| > 2 SE)."""
+    rows = []
+    for (bench, protocol), group in per_task.groupby(["bench", "protocol"], sort=False):
+        measure = HEADLINE.get(bench, "weighted_tau")
+        table = group.groupby(["learner", "task"])[measure].mean().unstack("task")
+        if baseline not in table.index:
+            continue
+        for learner in table.index.drop(baseline):
+            diff = (table.loc[learner] - table.loc[baseline]).dropna()
+            if diff.size < 2:
+                continue
+            se = float(diff.std(ddof=1) / np.sqrt(diff.size))
+            mean = float(diff.mean())
+            verdict = "beats" if mean > 2 * se else "loses" if mean < -2 * se else "ties"
+            rows.append({"bench": bench, "protocol": protocol, "learner": learner, "measure": measure,
+                         "diff": round(mean, 4), "se": round(se, 4), "wins": int((diff > 0).sum()),
+                         "losses": int((diff < 0).sum()), "tasks": int(diff.size), f"vs {baseline}": verdict})
+    return pd.DataFrame(rows)
 
 
 def bench_rank_time(n_models: int = 1000, n_tasks: int = 40, seed: int = 0) -> list[dict]:
@@ -229,6 +259,12 @@ def main() -> None:
                      if isinstance(k, tuple) else "" for k in table.index]
         table["published"] = published
         print(table.to_string())
+    if PER_TASK:
+        paired = paired_with_prior(pd.concat(PER_TASK, ignore_index=True))
+        print("\n== paired with the model prior (per-task difference of the headline measure, seeds averaged)")
+        print(paired.to_string(index=False))
+        if args.out:
+            paired.to_csv(args.out.with_name(args.out.stem + "_paired.csv"), index=False)
     print(f"\ntotal {time.perf_counter() - start:.0f} s")
 
 
