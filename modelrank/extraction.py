@@ -264,31 +264,14 @@ def _register_zoo(models: list[str], cache_dir: str | None) -> None:
         register_zoo_models(cache_dir)
 
 
-def load_features(
-    model: str,
-    dataset: str,
-    split: str | None = None,
-    *,
-    limit: int | None = None,
-    per_class: int | None = None,
-    seed: int = 0,
-    cache_dir: str | None = None,
-    data_root: str | None = None,
-    extract_missing: bool = True,
-    batch_size: int = 64,
-    device: str = "auto",
-    workers: int | None = None,
-    download: bool = False,
-    chunk_size: int = DEFAULT_CHUNK,
-) -> FeatureSet:
+def load_features(model: str, dataset: str, split: str | None = None, **options) -> FeatureSet:
     """Features of ``model`` on ``dataset``/``split`` from the cache, extracting what is missing first.
 
-    The model and dataset are opened once: the cache key needs the model's weight fingerprint and
-    preprocessing, and the same loaded model computes any missing chunks.
+    ``options``: the keyword arguments of ``load_feature_pairs`` (``limit``, ``per_class``, ``seed``,
+    ``cache_dir``, ``data_root``, ``extract_missing``, ``batch_size``, ``device``, ``workers``, ``download``,
+    ``chunk_size``). The model and dataset are opened once: the cache key needs the model's weight
+    fingerprint and preprocessing, and the same loaded model computes any missing chunks.
     """
-    options = dict(limit=limit, per_class=per_class, seed=seed, cache_dir=cache_dir, data_root=data_root,
-                   extract_missing=extract_missing, batch_size=batch_size, device=device, workers=workers,
-                   download=download, chunk_size=chunk_size)
     return load_feature_pairs([(model, dataset)], split, **options)[model, dataset]
 
 
