@@ -155,3 +155,40 @@ def test_grouped_inner_cross_validation_never_attends_to_the_query_group():
     assert not np.allclose(again[1::2], grouped[1::2])
     with pytest.raises(InvalidInputError, match="cv_group"):
         make_learner("task_attention", cv_group="nope").fit(records)
+
+
+
+def test_grouped_validation_and_training_base_leave_whole_groups_out():
+    """cv_group: validation tasks are whole groups (never all of them), and the base a network trains on is
+    computed without the task's group, so a task's base ignores every record of its group."""
+    from modelrank.spider.base import model_prior, split_validation_tasks, task_zscores
+
+    rng = np.random.default_rng(3)
+    accuracy = rng.random((30, 6))
+    accuracy[4, 1:] = np.nan  # one record: not rankable, never a validation task
+    groups = np.repeat(np.array(["a", "b", "c", "d", "e"]), 6)
+    rankable = np.arange(30) != 4
+    for seed in range(5):
+        val = split_validation_tasks(accuracy, 0.2, seed, groups=groups)
+        held = np.isin(groups, groups[val])
+        assert np.array_equal(val, held & rankable) and 1 <= len(set(groups[val])) < 5 and val.sum() >= 6
+    assert not split_validation_tasks(accuracy, 0.2, 0, groups=np.zeros(30)).any()  # one group: nothing to hold
+
+    z = task_zscores(accuracy)
+    _, loo = model_prior(accuracy, groups)
+    for t in (0, 13, 29):
+        np.testing.assert_allclose(loo[t], np.nanmean(z[groups != groups[t]], axis=0))
+    _, task_loo = model_prior(accuracy)
+    np.testing.assert_allclose(task_loo[13], np.nanmean(np.delete(z, 13, axis=0), axis=0))
+
+    features = rng.normal(size=(30, 2))
+    scrambled = accuracy.copy()
+    scrambled[1:6] = np.where(np.isfinite(accuracy[1:6]), rng.random((5, 6)), np.nan)  # the rest of task 0's group
+    bases = []
+    for acc in (accuracy, scrambled):
+        core = TaskAttentionCore(acc, features, np.zeros_like(acc))
+        core.beta_f = 1.0
+        bases.append(core.loo_cold(groups)[0])
+    np.testing.assert_allclose(bases[0], bases[1])
+    core.beta_f = 1.0
+    assert not np.allclose(core.loo_cold()[0], bases[0])  # leave-one-task-out does see the group

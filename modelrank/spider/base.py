@@ -248,14 +248,28 @@ def masked_row_pearson(pred: torch.Tensor, truth: torch.Tensor, mask: torch.Tens
     return r[ok].mean() if ok.any() else torch.tensor(0.0)
 
 
-def split_validation_tasks(accuracy: np.ndarray, fraction: float, seed: int, min_tasks: int = 8) -> np.ndarray:
-    """Boolean mask of training tasks held back for early stopping (cold-start style); none when too few tasks."""
+def split_validation_tasks(accuracy: np.ndarray, fraction: float, seed: int, min_tasks: int = 8,
+                           groups: np.ndarray | None = None) -> np.ndarray:
+    """Boolean mask of training tasks held back for early stopping (cold-start style); none when too few tasks.
+
+    ``groups`` (T,): hold back whole groups (in a seeded random order, until ``fraction`` of the tasks is
+    reached, never every group), so that validation is as cold as a leave-one-group-out evaluation: a
+    validation task has no training task of its own group.
+    """
     rankable = np.flatnonzero(np.isfinite(accuracy).sum(1) >= 2)
     chosen = np.zeros(accuracy.shape[0], dtype=bool)
     n_val = int(round(fraction * rankable.size))
     if rankable.size < min_tasks or n_val < 1:
         return chosen
-    chosen[np.random.default_rng(seed).choice(rankable, n_val, replace=False)] = True
+    rng = np.random.default_rng(seed)
+    if groups is None:
+        chosen[rng.choice(rankable, n_val, replace=False)] = True
+        return chosen
+    names = np.unique(groups[rankable])
+    for name in rng.permutation(names)[: names.size - 1]:
+        chosen[rankable[groups[rankable] == name]] = True
+        if chosen.sum() >= n_val:
+            break
     return chosen
 
 
@@ -291,16 +305,24 @@ def task_zscores(accuracy: np.ndarray) -> np.ndarray:
     return np.where(usable & present, (np.where(present, acc, 0.0) - mean) / np.where(usable, std, 1.0), np.nan)
 
 
-def model_prior(accuracy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def model_prior(accuracy: np.ndarray, groups: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Model prior = mean within-task z-score of each model over the tasks (0 for a model with none).
 
     Returns (prior (M,), leave-one-task-out prior (T, M)): the second excludes task t's own record, so a
     learner that uses the prior as an input is not shown the label of the pair it is trained on.
+    ``groups`` (T,): leave-one-group-out instead (task t's whole group is excluded).
     """
     z = task_zscores(accuracy)
     has = np.isfinite(z)
-    sums, counts = np.where(has, z, 0.0).sum(0), has.sum(0)
+    values = np.where(has, z, 0.0)
+    sums, counts = values.sum(0), has.sum(0)
     prior = np.where(counts > 0, sums / np.maximum(counts, 1), 0.0)
-    loo_counts = counts[None] - has
-    loo = np.where(loo_counts > 0, (sums[None] - np.where(has, z, 0.0)) / np.maximum(loo_counts, 1), 0.0)
+    if groups is None:
+        own_sums, own_counts = values, has.astype(np.int64)
+    else:
+        _, group_of = np.unique(groups, return_inverse=True)
+        member = np.eye(group_of.max() + 1)[group_of]  # (T, G) one-hot
+        own_sums, own_counts = member @ (member.T @ values), (member @ (member.T @ has)).round().astype(np.int64)
+    loo_counts = counts[None] - own_counts
+    loo = np.where(loo_counts > 0, (sums[None] - own_sums) / np.maximum(loo_counts, 1), 0.0)
     return prior, loo

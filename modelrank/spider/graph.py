@@ -23,8 +23,9 @@ Where this differs from the seed's public code (scgat.py), on purpose:
   features, observed accuracies and transferability scores, selected by inner cross-validation on the
   training tasks), "model" is the plain model prior, "none" no base. Training pairs get the base computed
   from the other training tasks, so a pair never sees its own label. The correction starts at zero and
-  early stopping on held-out training tasks keeps the base when the correction does not help them. The
-  prediction also starts from the task's level, the mean of its visible accuracies (the global mean for a
+  early stopping on held-out training tasks keeps the base when the correction does not help them
+  (``cv_group``: whole groups are held out, and the training base leaves each task's group out, so
+  validation is as cold as a leave-one-group-out evaluation). The prediction also starts from the task's level, the mean of its visible accuracies (the global mean for a
   cold task), which ranks nothing but puts the output on the accuracy scale from the first epoch.
 * Loss = MSE on (globally standardised) accuracy + ``rank_weight`` × MSE of within-task centred
   predictions (the ranking within a task is what model selection needs).
@@ -226,7 +227,8 @@ class GraphLearner(Learner):
         z_spread = float(np.mean(np.nanstd(rows, axis=1))) / self.y_std
         nn.init.constant_(self.net.prior_gain.bias, z_spread)
         opt = torch.optim.Adam(self.net.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
-        val = torch.from_numpy(split_validation_tasks(self.accuracy, float(cfg["val_fraction"]), int(cfg["seed"])))
+        val = torch.from_numpy(split_validation_tasks(self.accuracy, float(cfg["val_fraction"]), int(cfg["seed"]),
+                                                      groups=self.base.groups))
         train_known = known & ~val[:, None]
         stopper = EarlyStopping(self.net, int(cfg["patience"]))
         n_tasks = len(self.tasks)

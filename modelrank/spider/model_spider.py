@@ -17,7 +17,8 @@ A new model joins the zoo with ``add_model``: its token is learned from a few re
 parameter stays frozen.
 
 Training runs at most ``episodes`` episodes with early stopping on a ``val_fraction`` of the training tasks
-held back (cold-start style); the untrained state is a candidate too, and because the fitness head starts at
+held back (cold-start style; with ``cv_group`` whole groups are held back and the base of every training pair
+leaves its group out, as in a leave-one-group-out evaluation); the untrained state is a candidate too, and because the fitness head starts at
 zero that state IS the base below (times a gain), so the learner falls back to the base when the tokens do
 not generalise to held-out training tasks (what happens on the public metadata-only records, see the
 benchmark).
@@ -160,7 +161,7 @@ class ModelSpider(Learner):
         known = torch.isfinite(acc)
         self._set_prior(groups=task_groups(self, records, cfg["cv_group"]))
         loo = torch.from_numpy(self.prior_loo)
-        val = split_validation_tasks(self.accuracy, float(cfg["val_fraction"]), int(cfg["seed"]))
+        val = split_validation_tasks(self.accuracy, float(cfg["val_fraction"]), int(cfg["seed"]), groups=self.base.groups)
         trainable = np.flatnonzero((known.sum(1).numpy() >= 2) & ~val)
         opt = torch.optim.Adam(self.net.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
         stopper = EarlyStopping(self.net, int(cfg["patience"]))
@@ -260,7 +261,7 @@ class ModelSpider(Learner):
     def _set_prior(self, state: dict[str, Any] | None = None, groups: np.ndarray | None = None) -> None:
         """The base the fitness corrects (``prior``, see the module docstring): selected on the training tasks
         (``groups``: by leave-one-group-out, option ``cv_group``), or restored from ``state``; ``prior_loo``
-        (T, M) holds its leave-one-task-out values for training."""
+        (T, M) holds its leave-one-task-out (leave-one-group-out) values for training."""
         base = PriorBase(self, self.config["prior"], use_scores=True)
         self.base = base.select(int(self.config["seed"]), groups) if state is None else base.restore(state)
         self.prior_loo = self.base.training()

@@ -168,10 +168,11 @@ class TaskAttentionCore:
             return np.zeros((self.z.shape[0], self.rows.size))
         return -self._distances(self.x, self.x[self.rows]) / self.scale
 
-    def loo_cold(self) -> np.ndarray:
-        """(T, M) cold-start prediction of every known task from the other training tasks (never its own row)."""
+    def loo_cold(self, groups: np.ndarray | None = None) -> np.ndarray:
+        """(T, M) cold-start prediction of every known task from the other training tasks (never its own row;
+        ``groups`` (T,): nor any task of its group)."""
         return self.batch(np.arange(self.z.shape[0]), self._row_similarity(), self.scores_z, None,
-                          self.beta_f, self.gamma, 0.0)
+                          self.beta_f, self.gamma, 0.0, groups)
 
     def select(self, feature_grid, score_grid, observed_grid, max_observed: int, draws: int, criterion: str,
                seed: int, groups: np.ndarray | None = None) -> None:
@@ -341,9 +342,12 @@ class PriorBase:
         self.learner, self.kind, self.use_scores = learner, kind, use_scores
         self.core = attention_core(learner, use_scores) if kind == "attention" else None
         self.prior, self.loo = model_prior(learner.accuracy)
+        self.groups: np.ndarray | None = None
 
     def select(self, seed: int, groups: np.ndarray | None = None) -> "PriorBase":
-        """Select the task-attention parameters (the ``task_attention`` defaults; ``groups``: see ``cv_group``)."""
+        """Select the task-attention parameters (the ``task_attention`` defaults). ``groups`` (see ``cv_group``):
+        the selection and the training values (``training``) leave one group out instead of one task."""
+        self.groups = groups
         if self.core is not None:
             grids = TaskAttention.defaults
             self.core.select(grids["feature_grid"], grids["score_grid"], grids["observed_grid"], grids["max_observed"],
@@ -351,10 +355,15 @@ class PriorBase:
         return self
 
     def training(self) -> np.ndarray:
-        """(T, M) base of every known task, from the other training tasks only."""
+        """(T, M) base of every known task, from the other training tasks only (other groups only, when
+        ``select`` was given groups): the base a network is trained and validated on is as cold as the
+        evaluation's."""
         if self.kind == "none":
             return np.zeros_like(self.loo, dtype=np.float32)
-        return (self.core.loo_cold() if self.core is not None else self.loo).astype(np.float32)
+        if self.core is not None:
+            return self.core.loo_cold(self.groups).astype(np.float32)
+        loo = self.loo if self.groups is None else model_prior(self.learner.accuracy, self.groups)[1]
+        return loo.astype(np.float32)
 
     def of(self, view: TaskView) -> np.ndarray:
         """(M,) base of the task being ranked (task attention reads its observed accuracies and scores)."""
