@@ -10,7 +10,8 @@ from scipy import stats
 from modelrank.errors import InvalidInputError
 from modelrank.spider import Records, load_learner, make_learner
 from modelrank.spider.protocols import evaluate, task_folds
-from modelrank.spider.task_attention import TaskAttentionCore, _best, observed_correlation
+from modelrank.spider.base import one_standard_error_choice
+from modelrank.spider.task_attention import TaskAttentionCore, observed_correlation
 
 FAST = {"graph": {"epochs": 150, "val_fraction": 0.0, "weight_decay": 1e-4, "dropout": 0.1},
         "spider": {"episodes": 150, "val_fraction": 0.0}}
@@ -47,9 +48,9 @@ def test_one_standard_error_rule_prefers_the_simpler_candidate():
     rng = np.random.default_rng(0)
     base = rng.normal(0.5, 0.2, 40)
     noisy = {0: base, 1: base + 0.002 + 0.05 * (-1.0) ** np.arange(40)}  # better by far less than the noise
-    assert _best([0, 1], lambda c: noisy[c]) == 0
+    assert one_standard_error_choice([0, 1], lambda c: noisy[c]) == 0
     clear = {0: base, 1: base + 0.1 + rng.normal(0, 0.01, 40)}
-    assert _best([0, 1], lambda c: clear[c]) == 1
+    assert one_standard_error_choice([0, 1], lambda c: clear[c]) == 1
 
 
 def test_observed_correlation_matches_pearson_and_skips_undefined_rows():
@@ -192,3 +193,25 @@ def test_grouped_validation_and_training_base_leave_whole_groups_out():
     np.testing.assert_allclose(bases[0], bases[1])
     core.beta_f = 1.0
     assert not np.allclose(core.loo_cold()[0], bases[0])  # leave-one-task-out does see the group
+
+
+def test_early_stopping_keeps_the_untrained_base_unless_training_beats_it_beyond_noise():
+    import torch
+
+    from modelrank.spider.base import EarlyStopping
+
+    rng = np.random.default_rng(5)
+    reference = rng.normal(0.5, 0.2, 40)
+    for gain, expect_trained in ((0.002 + 0.05 * (-1.0) ** np.arange(40), False), (0.1 + rng.normal(0, 0.01, 40), True)):
+        module = torch.nn.Linear(1, 1)
+        stopper = EarlyStopping(module, patience=3)
+        untrained = module.weight.detach().clone()
+        stopper.update(reference)
+        with torch.no_grad():
+            module.weight.add_(1.0)
+        stopper.update(reference + gain)  # the best mean so far, by a margin within or beyond the noise
+        with torch.no_grad():
+            module.weight.add_(1.0)
+        stopper.update(reference - 1.0)  # worse: never kept
+        stopper.restore()
+        assert torch.equal(module.weight, untrained + 1.0 if expect_trained else untrained)

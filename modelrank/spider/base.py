@@ -14,7 +14,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -229,8 +229,9 @@ def make_learner(name: str, **config: Any) -> Learner:
 
 
 # --------------------------------------------------------------------------- training helpers
-def masked_row_pearson(pred: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over rows of the Pearson correlation of pred and truth restricted to ``mask`` (rows with < 2 entries skipped).
+def masked_row_pearson(pred: torch.Tensor, truth: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """(rows,) Pearson correlation of pred and truth in each row, restricted to ``mask``; NaN for rows with
+    < 2 entries or a constant side.
 
     Used as the early-stopping criterion: the within-task agreement the evaluation measures, vectorised.
     """
@@ -245,7 +246,27 @@ def masked_row_pearson(pred: torch.Tensor, truth: torch.Tensor, mask: torch.Tens
     denom = (dp.pow(2).sum(1) * dt.pow(2).sum(1)).sqrt()
     r = (dp * dt).sum(1) / denom.clamp(min=1e-12)
     ok = ok & (denom > 1e-12)
-    return r[ok].mean() if ok.any() else torch.tensor(0.0)
+    return torch.where(ok, r, torch.nan).detach().double().numpy()
+
+
+def one_standard_error_choice(candidates: list, values: Callable[[Any], np.ndarray]) -> Any:
+    """One-standard-error rule over candidates ordered from simplest (e.g. the model prior) to most complex.
+
+    ``values(c)``: the criterion on each case (NaN where undefined). The best candidate has the highest mean;
+    the choice is the first candidate whose mean is within one standard error of the paired difference (case
+    by case) from the best, so a more complex candidate must beat a simpler one by more than the case-to-case
+    noise of the validation to be chosen.
+    """
+    table = np.stack([values(c) for c in candidates])  # (candidates, cases)
+    ok = np.isfinite(table).all(0)
+    if not ok.any():
+        return candidates[0]
+    table = table[:, ok]
+    means = table.mean(1)
+    best = int(np.argmax(means))
+    diff = table[best][None] - table
+    se = diff.std(1, ddof=1) / np.sqrt(table.shape[1]) if table.shape[1] > 1 else np.zeros(len(candidates))
+    return candidates[int(np.flatnonzero(means >= means[best] - se - 1e-12)[0])]
 
 
 def split_validation_tasks(accuracy: np.ndarray, fraction: float, seed: int, min_tasks: int = 8,
@@ -274,24 +295,44 @@ def split_validation_tasks(accuracy: np.ndarray, fraction: float, seed: int, min
 
 
 class EarlyStopping:
-    """Keeps the best state of a module by a higher-is-better validation value; stops after ``patience`` checks."""
+    """Keeps the best state of a module by the mean of per-task validation values (higher is better); stops
+    after ``patience`` checks without improvement.
+
+    The first state recorded (the untrained network, which predicts its base) is the reference: ``restore``
+    keeps the best trained state only if it beats the reference by more than one standard error of the
+    per-task differences (``one_standard_error_choice``), so a correction that helps the validation tasks by
+    less than their task-to-task noise is dropped.
+    """
 
     def __init__(self, module: torch.nn.Module, patience: int):
         self.module, self.patience = module, patience
         self.best, self.best_state, self.bad = -np.inf, None, 0
+        self.best_values: np.ndarray | None = None
+        self.reference: tuple[dict, np.ndarray] | None = None
 
-    def update(self, value: float) -> bool:
-        """Record a validation value; returns True when training should stop."""
+    def update(self, values: np.ndarray) -> bool:
+        """Record the per-task validation values (NaN where undefined); returns True when training should stop."""
+        value = float(np.nanmean(values)) if np.isfinite(values).any() else 0.0
+        state = None
+        if self.reference is None:
+            state = self._snapshot()
+            self.reference = (state, values)
         if value > self.best + 1e-4:
-            self.best, self.bad = value, 0
-            self.best_state = {k: v.detach().clone() for k, v in self.module.state_dict().items()}
+            self.best, self.bad, self.best_values = value, 0, values
+            self.best_state = state or self._snapshot()
         else:
             self.bad += 1
         return self.bad >= self.patience
 
     def restore(self) -> None:
-        if self.best_state is not None:
-            self.module.load_state_dict(self.best_state)
+        if self.best_state is None:
+            return
+        reference_state, reference_values = self.reference
+        trained = one_standard_error_choice([False, True], lambda t: self.best_values if t else reference_values)
+        self.module.load_state_dict(self.best_state if trained else reference_state)
+
+    def _snapshot(self) -> dict:
+        return {k: v.detach().clone() for k, v in self.module.state_dict().items()}
 
 
 def task_zscores(accuracy: np.ndarray) -> np.ndarray:

@@ -23,8 +23,8 @@ Where this differs from the seed's public code (scgat.py), on purpose:
   features, observed accuracies and transferability scores, selected by inner cross-validation on the
   training tasks), "model" is the plain model prior, "none" no base. Training pairs get the base computed
   from the other training tasks, so a pair never sees its own label. The correction starts at zero and
-  early stopping on held-out training tasks keeps the base when the correction does not help them
-  (``cv_group``: whole groups are held out, and the training base leaves each task's group out, so
+  early stopping on held-out training tasks keeps the base unless the correction beats it there by more than
+  one standard error of the per-task differences (``cv_group``: whole groups are held out, and the training base leaves each task's group out, so
   validation is as cold as a leave-one-group-out evaluation). The prediction also starts from the task's level, the mean of its visible accuracies (the global mean for a
   cold task), which ranks nothing but puts the output on the accuracy scale from the first epoch.
 * Loss = MSE on (globally standardised) accuracy + ``rank_weight`` × MSE of within-task centred
@@ -240,7 +240,7 @@ class GraphLearner(Learner):
                 vp = self._forward(task_x, torch.where(train_known, acc, torch.nan), scores_z, present, vt, vm, loo[vt, vm])
                 grid = torch.full(acc.shape, torch.nan)
                 grid[vt, vm] = vp
-            return stopper.update(masked_row_pearson(torch.nan_to_num(grid), acc, known & val[:, None]).item())
+            return stopper.update(masked_row_pearson(torch.nan_to_num(grid), acc, known & val[:, None])[val.numpy()])
 
         if val.any():
             validate()  # the untrained state (= the prior) is a candidate too

@@ -18,10 +18,11 @@ parameter stays frozen.
 
 Training runs at most ``episodes`` episodes with early stopping on a ``val_fraction`` of the training tasks
 held back (cold-start style; with ``cv_group`` whole groups are held back and the base of every training pair
-leaves its group out, as in a leave-one-group-out evaluation); the untrained state is a candidate too, and because the fitness head starts at
-zero that state IS the base below (times a gain), so the learner falls back to the base when the tokens do
-not generalise to held-out training tasks (what happens on the public metadata-only records, see the
-benchmark).
+leaves its group out, as in a leave-one-group-out evaluation). The untrained state is the reference: because
+the fitness head starts at zero that state IS the base below (times a gain), and the trained state is kept
+only if it beats it on the validation tasks by more than one standard error of the per-task differences, so
+the learner falls back to the base when the tokens do not generalise to held-out training tasks (what
+happens on the public metadata-only records, see the benchmark).
 
 Addition to the paper, residual learning (``prior``): the fitness adds a learned gain times a base
 prediction, so the tokens learn the task-specific correction to it instead of spending their capacity
@@ -171,7 +172,7 @@ class ModelSpider(Learner):
             vt = np.flatnonzero(val)
             with torch.no_grad():
                 grid = self._all_models(vt)
-            return stopper.update(masked_row_pearson(grid, acc[vt], known[vt]).item())
+            return stopper.update(masked_row_pearson(grid, acc[vt], known[vt]))
 
         if val.any():
             validate()  # the untrained state (= the prior) is a candidate too

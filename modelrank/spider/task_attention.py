@@ -21,7 +21,7 @@ cross-validation over the training tasks only (``select``): each training task i
 others (with k of its models revealed for β_o, ``inner_draws`` random draws per task, fewer when there
 are more than ``INNER_CASES`` / ``inner_draws`` training tasks) and scored by the within-task Pearson
 correlation with the truth (``criterion="weighted_tau"``: scipy's weighted tau, slower); the simplest grid
-value within one standard error of the best wins (``_best``: a larger β or γ must beat a smaller one by
+value within one standard error of the best wins (``one_standard_error_choice``: a larger β or γ must beat a smaller one by
 more than the case-to-case noise). Every grid starts at 0, and β_f = β_o = γ = 0 is exactly the model
 prior, so when neither the features, the observed accuracies nor the scores carry signal that generalises
 across training tasks, the learner stays at the prior.
@@ -32,13 +32,13 @@ base they add a learned correction to (``prior="attention"``).
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 from scipy import stats
 
 from ..errors import InvalidInputError
-from .base import LEARNERS, Learner, TaskView, model_prior, task_zscores
+from .base import LEARNERS, Learner, TaskView, model_prior, one_standard_error_choice, task_zscores
 from .records import Records
 
 # with many training tasks, fewer random observed sets per task suffice: about this many cases per k
@@ -193,7 +193,7 @@ class TaskAttentionCore:
         scores = sorted(score_grid) if np.any(self.scores_z[rows] != 0) else [0.0]
         # simplest first: by the sum of grid positions (0, 0 = the model prior)
         pairs = sorted(((i, j) for i in range(len(features)) for j in range(len(scores))), key=lambda p: (sum(p), p))
-        self.beta_f, self.gamma = _best(
+        self.beta_f, self.gamma = one_standard_error_choice(
             [(features[i], scores[j]) for i, j in pairs],
             lambda p: values(self.batch(rows, sims, self.scores_z[rows], None, p[0], p[1], 0.0, groups), rows, seen))
         rng = np.random.default_rng(seed)
@@ -214,7 +214,7 @@ class TaskAttentionCore:
                 obs[shown] = self.z[rows[i], shown]
                 hidden[c, np.setdiff1d(recorded, shown)] = True
                 correlation[c] = observed_correlation(self.z[rows], obs)
-            self.beta_o[k] = float(_best(sorted(observed_grid), lambda bo: values(
+            self.beta_o[k] = float(one_standard_error_choice(sorted(observed_grid), lambda bo: values(
                 self.batch(rows[cases], sims[cases], self.scores_z[rows[cases]], correlation, self.beta_f, self.gamma, bo,
                            groups), rows[cases], hidden)))
 
@@ -231,26 +231,6 @@ def _weighted_tau(truth: np.ndarray, score: np.ndarray) -> float:
     if truth.size < 2 or np.ptp(truth) == 0 or np.ptp(score) == 0:
         return np.nan
     return float(stats.weightedtau(truth, score).statistic)
-
-
-def _best(candidates: list, values: Callable[[Any], np.ndarray]) -> Any:
-    """One-standard-error rule over candidates ordered from simplest (the model prior) to most complex.
-
-    ``values(c)``: the criterion on each inner case (NaN where undefined). The best candidate has the highest
-    mean; the choice is the first candidate whose mean is within one standard error of the paired difference
-    (case by case) from the best, so a more complex candidate must beat a simpler one by more than the
-    case-to-case noise of the inner cross-validation to be chosen.
-    """
-    table = np.stack([values(c) for c in candidates])  # (candidates, cases)
-    ok = np.isfinite(table).all(0)
-    if not ok.any():
-        return candidates[0]
-    table = table[:, ok]
-    means = table.mean(1)
-    best = int(np.argmax(means))
-    diff = table[best][None] - table
-    se = diff.std(1, ddof=1) / np.sqrt(table.shape[1]) if table.shape[1] > 1 else np.zeros(len(candidates))
-    return candidates[int(np.flatnonzero(means >= means[best] - se - 1e-12)[0])]
 
 
 def attention_core(learner: Learner, use_scores: bool = True) -> TaskAttentionCore:
