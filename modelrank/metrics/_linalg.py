@@ -88,7 +88,8 @@ def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarr
     common offset (post-ReLU, unnormalised) would lose their spread to that rounding, so every block is first
     shifted by s, the first block's column means rounded to float32, and the shift is added back exactly in
     float64: with Xc = X - s and c = Xc^T 1, X^T X = Xc^T Xc + s c^T + c s^T + N s s^T. ``cross`` gets the
-    unshifted float32 blocks. Against the float64 path the Gram entries differ by ~1e-7 of the largest and
+    unshifted float32 blocks. Features whose products overflow float32 get the float64 pass (``gram_and_cross``)
+    instead. Against the float64 path the Gram entries differ by ~1e-7 of the largest and
     LogME by 1e-9 to 1.3e-6 (tests/test_metrics_i.py::test_logme_float32_products_match_float64); without
     the shift, features with an offset 100x their spread lose 1.8e-4.
     """
@@ -99,14 +100,17 @@ def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarr
     shifted = np.empty((min(n, ROW_BLOCK), d), dtype=np.float32)
     column_sums = np.zeros(d)
     cross_sum = None
-    for rows in row_blocks(n):
-        block = shifted[: rows.stop - rows.start]
-        np.subtract(x[rows], shift, out=block)
-        block_gram = sla.blas.ssyrk(1.0, block.T, beta=0.0, c=block_gram, trans=0, lower=1, overwrite_c=1)
-        gram += block_gram
-        column_sums += block.sum(axis=0, dtype=np.float64)
-        block_cross = cross(x[rows], rows)
-        cross_sum = block_cross if cross_sum is None else cross_sum + block_cross
+    with np.errstate(over="ignore", invalid="ignore"):
+        for rows in row_blocks(n):
+            block = shifted[: rows.stop - rows.start]
+            np.subtract(x[rows], shift, out=block)
+            block_gram = sla.blas.ssyrk(1.0, block.T, beta=0.0, c=block_gram, trans=0, lower=1, overwrite_c=1)
+            gram += block_gram
+            column_sums += block.sum(axis=0, dtype=np.float64)
+            block_cross = cross(x[rows], rows)
+            cross_sum = block_cross if cross_sum is None else cross_sum + block_cross
+    if not np.isfinite(gram).all():
+        return gram_and_cross(x, cross)
     s = shift.astype(np.float64)
     # Only the lower triangle is read downstream, so the symmetric rank-2 correction may fill both.
     gram += np.outer(s, column_sums)

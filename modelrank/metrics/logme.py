@@ -35,7 +35,8 @@ def feature_spectrum(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarray, np
     """
     n, d = x.shape
     if n > d:
-        sigma, rotated = eigh_projections(*_gram_and_cross(x, cross))
+        products = float32_gram_and_cross if x.dtype == np.float32 else gram_and_cross
+        sigma, rotated = eigh_projections(*products(x, cross))
         keep = sigma > rank_cutoff(sigma, max(n, d))
         sigma = sigma[keep]
         projected = rotated[keep] / np.sqrt(sigma)[:, None]
@@ -43,17 +44,6 @@ def feature_spectrum(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarray, np
         sigma, u = sample_spectrum(x.astype(np.float64, copy=False))
         projected = cross(u, slice(None))
     return sigma, projected
-
-
-def _gram_and_cross(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarray, np.ndarray]:
-    """F^T F and F^T Y, with float32 products for float32 features (``float32_gram_and_cross``) unless they
-    overflow float32, in which case the float64 pass is redone."""
-    if x.dtype == np.float32:
-        with np.errstate(over="ignore", invalid="ignore"):
-            gram, cross_sum = float32_gram_and_cross(x, cross)
-        if np.isfinite(np.tril(gram)).all():
-            return gram, cross_sum
-    return gram_and_cross(x, cross)
 
 
 @np.errstate(all="ignore")  # degenerate columns are detected below and redone with floors
@@ -147,7 +137,7 @@ def logme(
     Inputs: features (N, D); class labels (N,) or regression targets (N,) / (N, K); ``task``.
     Higher is better; only differences within one dataset are meaningful (often in the 4th decimal).
     """
-    x = as_features(features, upcast=False)  # float32 stays float32 (see ``_gram_and_cross``)
+    x = as_features(features, upcast=False)  # float32 stays float32 (see ``feature_spectrum``)
     if task == "regression":
         y = as_targets(labels, x.shape[0])
         y_norm2 = (y**2).sum(axis=0)
