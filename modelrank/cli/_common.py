@@ -1,0 +1,72 @@
+"""What every subcommand module shares: the Typer app, the consoles, common options and small parsers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import ModelrankError
+
+app = typer.Typer(
+    name="modelrank",
+    help="Rank pre-trained models by how well they will transfer to your task, without fine-tuning them all.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+CacheDirOption = typer.Option(
+    None, "--cache-dir", envvar="MODELRANK_CACHE", help="Feature cache folder [default: ~/.cache/modelrank]."
+)
+
+
+# Features a user brings (`score`, `finetune`): the "rank my models from features and labels" path.
+FeatureFilesOption = typer.Option(
+    None, "--features", help="Feature file (repeatable): .npz with features, labels[, source_probs] or .parquet "
+    "with features, label[, source_probs].")
+ModelNamesOption = typer.Option(None, "--model-name", help="Model name of each --features file, in order [default: file stem].")
+DatasetNameOption = typer.Option("custom", "--dataset-name", help="Dataset name for --features files.")
+TaskOption = typer.Option(None, "--task", help="classification | regression for --features files [default: inferred from the labels].")
+
+
+def load_feature_files(features: list[Path], model_names: Optional[list[str]], dataset_name: str, task: Optional[str]):
+    from ..scoring import load_feature_file
+
+    if model_names and len(model_names) != len(features):
+        raise ModelrankError(f"{len(model_names)} --model-name for {len(features)} --features files")
+    names = model_names or [None] * len(features)
+    return [load_feature_file(f, n, dataset_name, task) for f, n in zip(features, names)]
+
+
+def split_names(value: str) -> list[str]:
+    """'a,b, c' -> ['a', 'b', 'c'] (models, datasets and metrics are given comma-separated)."""
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def print_table(title: str, columns: list[str], rows: list[list[object]]) -> None:
+    table = Table(title=title, header_style="bold")
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*[str(v) for v in row])
+    console.print(table)
+
+def key_values(pairs: list[str]) -> dict[str, object]:
+    """['epochs=50', 'hidden=16'] -> {'epochs': 50, 'hidden': 16} (values parsed as JSON when they parse)."""
+    out: dict[str, object] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep:
+            raise ModelrankError(f"expected key=value, got {pair!r}")
+        try:
+            out[key.strip()] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key.strip()] = value
+    return out

@@ -1,0 +1,150 @@
+"""The `finetune` and `records` commands: ground truth by training, and its records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import ModelrankError
+from ._common import (
+    app, console, err_console, CacheDirOption, FeatureFilesOption, ModelNamesOption, DatasetNameOption,
+    TaskOption, load_feature_files, split_names,
+)
+
+
+@app.command("finetune")
+def finetune_cmd(
+    features: Optional[list[Path]] = FeatureFilesOption,
+    model_name: Optional[list[str]] = ModelNamesOption,
+    dataset_name: str = DatasetNameOption,
+    task: Optional[str] = TaskOption,
+    dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Registered dataset (with -m): its test split is the test set."),
+    models: Optional[str] = typer.Option(None, "-m", "--models", help="Comma-separated registered models (with -d)."),
+    protocol: str = typer.Option("linear", "--protocol", help="linear: logistic regression (ridge for regression) on frozen standardised features | full: fine-tune the network over an lr x wd grid (-d/-m)."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="accuracy | mean_per_class_accuracy | r2 | neg_mse [default: accuracy / r2]."),
+    cs: Optional[str] = typer.Option(None, "--cs", help="Inverse regularisation sweep: LOW:HIGH:N (log-spaced) or a comma list [default: 1e-6:1e5:23]."),
+    val: float = typer.Option(0.2, "--val", help="Validation fraction (selects C)."),
+    test: float = typer.Option(0.2, "--test", help="Test fraction (when the data has no test split)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the splits."),
+    no_refit: bool = typer.Option(False, "--no-refit", help="Score the train-only head instead of refitting on train+val."),
+    force: bool = typer.Option(False, "--force", help="Redo runs that are already recorded."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write this run's records as CSV (public records layout)."),
+    lrs: str = typer.Option("0.1,0.01,0.001,0.0001", "--lrs", help="full: learning rates of the grid (SFDA's)."),
+    wds: str = typer.Option("0,1e-6,1e-5,1e-4,1e-3", "--wds", help="full: weight decays of the grid (SFDA's; its code divides them by lr)."),
+    epochs: int = typer.Option(10, "--epochs", help="full: epochs per grid point (cosine schedule, best epoch on val)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="full: batch size."),
+    optimizer: str = typer.Option("sgd", "--optimizer", help="full: sgd (Nesterov, momentum 0.9) | adamw."),
+    patience: int = typer.Option(3, "--patience", help="full: stop a run after this many epochs without a better val accuracy."),
+    per_class: Optional[int] = typer.Option(None, "--per-class", help="Seeded subset of N images per class (-d)."),
+    input_size: Optional[int] = typer.Option(None, "--input-size", help="full: square input side [default: the model's]."),
+    device: str = typer.Option("auto", "--device", help="full: auto | cpu | cuda (AMP on CUDA)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", help="Where torchvision datasets live."),
+    cache_dir: Optional[Path] = CacheDirOption,
+) -> None:
+    """Ground truth by training: probe or fine-tune every model, record each run, skip runs already recorded (resume)."""
+    from ..finetune import export_records, job_from_features, job_from_registry, parse_cs, run_full_grid, run_probes
+
+    if bool(features) == bool(dataset or models):
+        raise ModelrankError("give either --features FILE... or -d DATASET -m MODELS")
+    cache = str(cache_dir) if cache_dir else None
+    root = str(data_root) if data_root else None
+
+    def report(status: str, record: dict, label: str) -> None:
+        style = "green" if status == "done" else "dim"
+        console.print(
+            f"[{style}]{status:7s}[/] {label}: {record['metric']} {record['test_metric']:.4f} "
+            f"(val {record['val_metric']:.4f}, {_selected_text(record['selected'])}, {record['seconds']:.1f} s)",
+            highlight=False,
+        )
+
+    if protocol == "full":
+        from ..finetune.full import FullConfig
+
+        if features or not (dataset and models):
+            raise ModelrankError("--protocol full trains networks: give -d DATASET -m MODELS")
+        try:
+            grid = [float(v) for v in split_names(lrs)], [float(v) for v in split_names(wds)]
+        except ValueError:
+            raise ModelrankError("--lrs and --wds take comma-separated numbers") from None
+        config = FullConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, patience=patience,
+                            val_fraction=val, per_class=per_class, seed=seed, input_size=input_size)
+        records = run_full_grid(
+            dataset, split_names(models), *grid, config=config, device=device, data_root=root, force=force,
+            cache_dir=cache, on_result=lambda status, record, model: report(status, record, f"{dataset}/{model}"),
+            on_epoch=lambda tag, info: err_console.print(
+                f"[dim]{tag} epoch {info['epoch'] + 1}/{info['epochs']}: loss {info['loss']:.3f}, "
+                f"val {info['val_accuracy']:.4f}[/]", highlight=False),
+        )
+        if out:
+            import pandas as pd
+
+            export_records(pd.DataFrame(records)).to_csv(out, index=False)
+            console.print(f"records written to {out}")
+        return
+    if features:
+        jobs = [job_from_features(fs, val=val, test=test, seed=seed)
+                for fs in load_feature_files(features, model_name, dataset_name, task)]
+    else:
+        if not (dataset and models):
+            raise ModelrankError("-d DATASET and -m MODELS go together")
+        jobs = [job_from_registry(dataset, m, val=val, test=test, seed=seed, per_class=per_class, cache_dir=cache,
+                                  data_root=root) for m in split_names(models)]
+    records = run_probes(jobs, protocol=protocol, cs=parse_cs(cs), metric=metric, refit=not no_refit, force=force,
+                         cache_dir=cache, on_result=lambda status, record, job: report(status, record, f"{job.dataset}/{job.model}"))
+    if out:
+        import pandas as pd
+
+        export_records(pd.DataFrame(records)).to_csv(out, index=False)
+        console.print(f"records written to {out}")
+
+
+def _selected_text(selected: str) -> str:
+    """'{"C": 0.316}' -> 'C=0.316': the hyper-parameters a run selected on validation."""
+    import json
+
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in json.loads(selected).items())
+
+
+records_app = typer.Typer(help="The fine-tune / probe records (ground truth) kept in the cache.", no_args_is_help=True)
+app.add_typer(records_app, name="records")
+
+
+@records_app.command("ls")
+def records_ls(
+    dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Only this dataset."),
+    model: Optional[str] = typer.Option(None, "-m", "--model", help="Only this model."),
+    cache_dir: Optional[Path] = CacheDirOption,
+) -> None:
+    """List the recorded runs."""
+    from ..finetune import read_records
+
+    table = read_records(str(cache_dir) if cache_dir else None)
+    if dataset:
+        table = table[table["dataset"] == dataset]
+    if model:
+        table = table[table["model"] == model]
+    from ..evaluate.report import print_wide
+
+    listing = Table(title=f"{len(table)} records", header_style="bold")
+    for column in ("dataset", "model", "protocol", "metric", "test", "val", "selected", "seconds", "time"):
+        listing.add_column(column, overflow="fold")
+    for r in table.itertuples():
+        listing.add_row(r.dataset, r.model, r.protocol, r.metric, f"{r.test_metric:.4f}", f"{r.val_metric:.4f}",
+                        _selected_text(r.selected), f"{r.seconds:.1f}", r.time)
+    print_wide(console, listing)
+
+
+@records_app.command("export")
+def records_export(
+    out: Path = typer.Argument(..., help="CSV to write (public records layout: model, finetuned_dataset, ..., eval_accuracy)."),
+    cache_dir: Optional[Path] = CacheDirOption,
+) -> None:
+    """Export every record as CSV, readable by `modelrank evaluate --truth`."""
+    from ..finetune import export_records, read_records
+
+    table = read_records(str(cache_dir) if cache_dir else None)
+    export_records(table).to_csv(out, index=False)
+    console.print(f"{len(table)} records written to {out}")

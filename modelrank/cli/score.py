@@ -1,0 +1,107 @@
+"""The `score` command: transferability metrics on cached or brought features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from ..errors import ModelrankError
+from ._common import (
+    app, console, err_console, CacheDirOption, FeatureFilesOption, ModelNamesOption, DatasetNameOption,
+    TaskOption, load_feature_files, split_names, key_values,
+)
+
+
+@app.command("score")
+def score_cmd(
+    features: Optional[list[Path]] = FeatureFilesOption,
+    model_name: Optional[list[str]] = ModelNamesOption,
+    dataset_name: str = DatasetNameOption,
+    task: Optional[str] = TaskOption,
+    metric: str = typer.Option("all", "--metric", help="Comma-separated metric names, or all (modelrank list metrics)."),
+    ped: bool = typer.Option(False, "--ped", help="Score the PED-moved features (Li et al. ICCV'23): logme -> ped_logme, ..."),
+    parameter: list[str] = typer.Option([], "--set", help="Metric parameter METRIC.KEY=VALUE, repeatable (e.g. transrate.eps=1e-3); "
+                                        "such a metric's column is named with it."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the scores (Dataset,Model,<metric>...,<metric>_seconds) as CSV."),
+    dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Score cached/extracted features of this dataset (with -m)."),
+    models: Optional[str] = typer.Option(None, "-m", "--models", help="Comma-separated model names (with -d)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Dataset split for -d [default: the dataset's first]."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Seeded random subset of at most N samples (-d)."),
+    per_class: Optional[int] = typer.Option(None, "--per-class", help="Seeded subset of N samples per class (-d)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the subsampling (-d)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", help="Where torchvision datasets live."),
+    cache_dir: Optional[Path] = CacheDirOption,
+) -> None:
+    """Score models with transferability metrics and print a ranking per dataset."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from ..scoring import score_feature_sets
+
+    if bool(features) == bool(dataset or models):
+        raise ModelrankError("give either --features FILE... or -d DATASET -m MODELS")
+    if features:
+        feature_sets = load_feature_files(features, model_name, dataset_name, task)
+    else:
+        if not (dataset and models):
+            raise ModelrankError("-d DATASET and -m MODELS go together")
+        from ..extraction import load_feature_pairs
+
+        names = split_names(models)
+        loaded = load_feature_pairs([(m, dataset) for m in names], split, limit=limit, per_class=per_class, seed=seed,
+                                    cache_dir=str(cache_dir) if cache_dir else None,
+                                    data_root=str(data_root) if data_root else None)
+        feature_sets = [loaded[m, dataset] for m in names]
+    metric_names = split_names(metric)
+    if ped:
+        from ..metrics.ped import ped_variant
+
+        if metric_names == ["all"]:
+            raise ModelrankError("--ped needs named metrics (e.g. --metric logme,sfda --ped)")
+        metric_names = [ped_variant(name) for name in metric_names]
+    params: dict[str, dict[str, object]] = {}
+    for key, value in key_values(parameter).items():
+        name, dot, field = key.partition(".")
+        if not (dot and name and field):
+            raise ModelrankError(f"--set takes METRIC.KEY=VALUE, got {key!r}")
+        params.setdefault(ped_variant(name) if ped else name, {})[field] = value
+    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        job = bar.add_task("scoring", total=None)
+
+        def advance(ds: str, model: str, name: str) -> None:
+            bar.update(job, advance=1, description=f"{name} on {model}/{ds}")
+
+        frame = score_feature_sets(feature_sets, metric_names, progress=advance, **params)
+    for note in frame.attrs["notes"]:
+        err_console.print(f"[yellow]{note}[/]", highlight=False, soft_wrap=True)
+    for table in _ranking_tables(frame):
+        console.print(table)
+    if out:
+        frame.to_csv(out, index=False)
+        console.print(f"scores written to {out}")
+
+
+def _ranking_tables(frame) -> list[Table]:
+    """One table per dataset: a row per metric listing the models best-first by that metric's direction."""
+    import math
+
+    tables = []
+    directions = frame.attrs["higher_is_better"]
+    for dataset, rows in frame.groupby("Dataset", sort=False):
+        table = Table(title=f"ranking on {dataset} (best first)", header_style="bold")
+        for column in ["metric", "better", *[f"#{k + 1}" for k in range(len(rows))], "seconds"]:
+            table.add_column(column, overflow="fold")
+        for name, higher in directions.items():
+            scored = rows.dropna(subset=[name]).sort_values(name, ascending=not higher, kind="stable")
+            if scored.empty:
+                continue
+            cells = [f"{model}  {value:.6g}" if math.isfinite(value) else model
+                     for model, value in zip(scored["Model"], scored[name])]
+            cells[0] = f"[bold green]{cells[0]}[/]"
+            cells += [""] * (len(rows) - len(cells))
+            table.add_row(name, "higher" if higher else "lower", *cells, f"{rows[f'{name}_seconds'].sum():.3g}")
+        tables.append(table)
+    return tables
