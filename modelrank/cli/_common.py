@@ -16,11 +16,41 @@ app = typer.Typer(
     name="modelrank",
     help="Rank pre-trained models by how well they will transfer to your task, without fine-tuning them all.",
     no_args_is_help=True,
-    add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: no "<bool>" type column, no box lines when piped
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console()
 err_console = Console(stderr=True)
+
+_NOTHING_KEPT = "nothing was written"
+_interrupt_note = _NOTHING_KEPT
+
+
+def set_interrupt_note(note: str) -> None:
+    """Say what an interruption from now on leaves behind (e.g. "finished chunks are kept; rerun to resume")."""
+    global _interrupt_note
+    _interrupt_note = note
+
+
+def interrupt_note() -> str:
+    return _interrupt_note
+
+
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        console.print(f"modelrank {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    set_interrupt_note(_NOTHING_KEPT)
 
 CacheDirOption = typer.Option(
     None, "--cache-dir", envvar="MODELRANK_CACHE", help="Feature cache folder [default: ~/.cache/modelrank]."

@@ -1,44 +1,97 @@
-"""The entry point: runs the Typer app and maps outcomes to the exit-code contract."""
+"""The entry point: runs the Typer app and maps every outcome to the exit-code contract.
+
+* 0 — success.
+* 2 — a usage or input error (a click usage error, a ``ModelrankError``, a path that is missing, unreadable
+  or in the way, a full disk): one line on stderr, no traceback.
+* 130 — interrupted (Ctrl-C / SIGINT): one line saying what was kept; a rerun resumes.
+* 1 — anything else is a bug: the traceback is printed.
+
+``MODELRANK_DEBUG=1`` shows the traceback of every error.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
 import sys
+from typing import Optional
 
-import typer
+from rich.markup import escape
 
 from ..errors import ModelrankError
-from ._common import app, err_console
+from ._common import app, err_console, interrupt_note
+
+# OSErrors that mean "this path is wrong" (an input error) rather than "the machine is in trouble".
+_INPUT_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
+                 errno.ENAMETOOLONG, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    err_console.print(f"[yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
-def main() -> None:
+def _fail(message: str, code: int) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def _usage_error(exc) -> None:
+    """A click usage error as one line: the message and where to find help (the usage block is noise here)."""
+    from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
+    if isinstance(exc, NoArgsIsHelpError):  # a group without its subcommand: the help is the answer
+        exc.show()
+        sys.exit(2)
+    message = exc.format_message()
+    ctx = getattr(exc, "ctx", None)
+    if isinstance(exc, UsageError) and ctx is not None:
+        message += f" (see '{ctx.command_path} --help')"
+    _fail(message, exc.exit_code if exc.exit_code else 2)
+
+
+def _interrupted() -> None:
+    err_console.print(f"[bold red]interrupted:[/] {escape(interrupt_note())}", highlight=False, soft_wrap=True)
+    sys.exit(130)
+
+
+def _bug() -> None:
+    import traceback
+
+    traceback.print_exc()
+    err_console.print("[bold red]internal error:[/] this is a bug in modelrank; please report it with the "
+                      "traceback above", highlight=False, soft_wrap=True)
+    sys.exit(1)
+
+
+def main(argv: Optional[list[str]] = None) -> None:
     import warnings
 
+    from typer._click.exceptions import ClickException
+    from typer.exceptions import Abort
+
     warnings.showwarning = _show_warning
+    if os.environ.get("MODELRANK_DEBUG"):
+        # The same mapping of exit codes would hide where an error came from: let everything propagate.
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+        return
     try:
-        app(standalone_mode=False)
+        code = app(args=argv, standalone_mode=False, prog_name="modelrank")
     except ModelrankError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(2)
-    except OSError as exc:  # a file or disk problem of the environment, not a bug: one line, no traceback
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
-        sys.exit(1)
-    except (typer.Abort, KeyboardInterrupt):
-        err_console.print("[bold red]aborted[/]")
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as exc:  # click's own usage errors arrive as ClickException
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
-
-
-if __name__ == "__main__":
-    main()
+        _fail(str(exc), 2)
+    except ClickException as exc:
+        _usage_error(exc)
+    except (Abort, KeyboardInterrupt):
+        _interrupted()
+    except OSError as exc:
+        if exc.errno in _INPUT_ERRNOS or isinstance(exc, (FileNotFoundError, PermissionError)):
+            _fail(str(exc), 2)
+        _bug()
+    except Exception:
+        _bug()
+    # Typer answers Ctrl-C inside a command with Exit(130), which non-standalone mode returns as a value.
+    if code == 130:
+        _interrupted()
+    if isinstance(code, int) and code:
+        sys.exit(code)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import ModelrankError
-from ._common import app, console, CacheDirOption, split_names, print_table
+from ._common import set_interrupt_note, app, console, CacheDirOption, split_names, print_table
 
 
 @app.command("extract")
@@ -32,6 +32,7 @@ def extract_cmd(
 
     Interrupted runs resume: only missing chunks are computed.
     """
+    set_interrupt_note("finished chunks are kept in the feature cache; rerun the same command to resume")
     from ..extraction import ExtractProgress, extract
 
     names = split_names(models)

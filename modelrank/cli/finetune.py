@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..errors import ModelrankError
 from ._common import (
+    set_interrupt_note,
     app, console, err_console, CacheDirOption, FeatureFilesOption, ModelNamesOption, DatasetNameOption,
     TaskOption, load_feature_files, split_names,
 )
@@ -45,6 +46,8 @@ def finetune_cmd(
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
     """Ground truth by training: probe or fine-tune every model, record each run, skip runs already recorded (resume)."""
+    set_interrupt_note("finished runs are recorded (and a full fine-tune's last epoch is checkpointed); "
+                       "rerun the same command to resume")
     from ..finetune import export_records, job_from_features, job_from_registry, parse_cs, run_full_grid, run_probes
 
     if bool(features) == bool(dataset or models):

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from ..errors import ModelrankError
 from ._common import (
+    set_interrupt_note,
     app, console, err_console, CacheDirOption, FeatureFilesOption, ModelNamesOption, DatasetNameOption,
     TaskOption, load_feature_files, split_names, key_values,
 )
@@ -36,6 +37,7 @@ def score_cmd(
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
     """Score models with transferability metrics and print a ranking per dataset."""
+    set_interrupt_note("extracted features are kept in the feature cache; no scores were written; rerun to resume")
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from ..scoring import score_feature_sets

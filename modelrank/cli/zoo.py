@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from ._common import app, console, err_console, CacheDirOption, print_table
+from ._common import set_interrupt_note, app, console, err_console, CacheDirOption, print_table
 
 
 zoo_app = typer.Typer(help="The offline multi-source model zoo: ImageNet models fine-tuned on packaged datasets.",
@@ -49,6 +49,7 @@ def zoo_build_cmd(
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
     """Fine-tune every base model of the preset on every source dataset (resumable; finished models are skipped)."""
+    set_interrupt_note("finished models (and the current one's last epoch) are kept; rerun the same command to resume")
     from ..zoo.build import build_zoo
 
     zoo = build_zoo(preset, cache_dir=cache_dir, device=device, data_root=str(data_root) if data_root else None,
@@ -76,6 +77,7 @@ def benchmark_cmd(
 
     Every stage reuses the cache, so a rerun after an interruption does only what is missing.
     """
+    set_interrupt_note("every finished stage's results are kept in the cache; rerun the same command to resume")
     from ..evaluate.report import print_wide
     from ..zoo.pipeline import run_benchmark
 

@@ -1,0 +1,112 @@
+"""Results on stdout for people and for programs: ``--format table|csv|json`` and ``--out FILE|-``.
+
+The rule every command follows: data goes to stdout, everything else (progress, notes, "wrote FILE") to
+stderr. A table is a rich table when stdout is a terminal and plain, unwrapped text when it is piped, so a
+script never sees box characters or lines folded at 80 columns. ``--out -`` writes the CSV to stdout instead
+of the table, for pipes; ``--out FILE`` is checked before any work starts and written atomically.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Optional
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from ..errors import ModelrankError
+from ._common import console, err_console
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+FORMATS = ("table", "csv", "json")
+
+
+def format_option(default: str = "table") -> typer.models.OptionInfo:
+    return typer.Option(default, "--format", help="How to print the result on stdout: table | csv | json.")
+
+
+def out_option(what: str = "the result") -> typer.models.OptionInfo:
+    return typer.Option(None, "--out", "-o", help=f"Write {what} as CSV to this file ('-' for stdout instead of the table).")
+
+
+def check_format(fmt: str) -> str:
+    if fmt not in FORMATS:
+        raise ModelrankError(f"--format takes {' | '.join(FORMATS)}, not {fmt!r}")
+    return fmt
+
+
+def check_out(out: Optional[Path], option: str = "--out") -> None:
+    """Fail before any work if ``out`` cannot be written: its folder must exist and it must not be a folder."""
+    if out is None or str(out) == "-":
+        return
+    if out.is_dir():
+        raise ModelrankError(f"{option} {out} is a directory; give a file name")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ModelrankError(f"{option} {out}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise ModelrankError(f"{option} {out}: directory {parent} is not writable")
+
+
+def write_csv(frame: "pd.DataFrame", out: Path) -> None:
+    """CSV to stdout for ``-``, else to a temporary file renamed into place (no half-written file under the name)."""
+    if str(out) == "-":
+        frame.to_csv(sys.stdout, index=False)
+        return
+    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex}")
+    try:
+        frame.to_csv(tmp, index=False)
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+    err_console.print(f"wrote {escape(str(out))}", highlight=False)
+
+
+def frame_table(frame: "pd.DataFrame", title: str | None = None) -> Table:
+    """A rich table of a frame: numbers right-aligned and never folded, text folded when it must."""
+    import pandas as pd
+
+    table = Table(title=escape(title) if title else None, header_style="bold")
+    for column in frame.columns:
+        numeric = pd.api.types.is_numeric_dtype(frame[column])
+        table.add_column(escape(str(column)), justify="right" if numeric else "left", no_wrap=numeric,
+                         overflow="fold")
+    for row in frame.itertuples(index=False):
+        table.add_row(*[escape(_cell(v)) for v in row])
+    return table
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, float):
+        return "" if value != value else f"{value:.4g}"
+    return str(value)
+
+
+def emit(frame: "pd.DataFrame", fmt: str = "table", out: Optional[Path] = None, title: str | None = None,
+         table: Table | None = None) -> None:
+    """Print ``frame`` on stdout in ``fmt`` (``table`` may be a custom rendering of it) and write ``--out``.
+
+    With ``out`` = ``-`` the CSV is the only thing on stdout.
+    """
+    if out is not None and str(out) == "-":
+        write_csv(frame, out)
+        return
+    if fmt == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    elif fmt == "json":
+        sys.stdout.write(frame.to_json(orient="records", double_precision=15) + "\n")
+    elif console.is_terminal:
+        console.print(table if table is not None else frame_table(frame, title))
+    else:
+        if title:
+            sys.stdout.write(f"# {title}\n")
+        sys.stdout.write(frame.to_string(index=False, na_rep="") + "\n")
+    sys.stdout.flush()
+    if out is not None:
+        write_csv(frame, out)
