@@ -2,10 +2,15 @@
 
 One folder per key (model + weight fingerprint, dataset + split + subset, preprocessing). Inside:
 ``manifest.json`` (the key, the selected sample ids, the chunk size) and ``chunk-NNNNN.parquet`` files, each
-holding a fixed slice of the selected samples. Chunks are the unit of resume (a rerun computes only missing
-chunks) and of sharding (``--shard i/n`` computes chunks ``j % n == i``). Every file is written to a temporary
-name and renamed, so a crash never leaves a file that reads as complete; a chunk that fails to read back is
-reported, deleted and recomputed.
+holding a fixed slice of the selected samples, each with a ``chunk-NNNNN.parquet.sha256`` sidecar (the sha256
+of the chunk's bytes, written before the chunk itself, checked on every read). Chunks are the unit of resume (a
+rerun computes only missing chunks), of sharding (``--shard i/n`` computes chunks ``j % n == i``) and of sharing
+work between concurrent runs on one key: a run claims a chunk by creating ``chunk-NNNNN.claim`` exclusively and
+skips chunks claimed by a live run (a claim whose owner died, or that has not been refreshed for
+``CLAIM_TTL_SECONDS``, is taken over). Every file is written to a uniquely named temporary (a uuid, so hosts
+or containers sharing a file system never collide) and renamed, so a crash never leaves a file that reads as
+complete; temporaries left behind by a killed run are removed once stale. A chunk that fails to read back or
+whose bytes do not match their sha256 is reported, deleted and recomputed.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ import hashlib
 import json
 import os
 import shutil
+import socket
 import time
+import uuid
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,6 +35,11 @@ from .errors import InvalidInputError, MissingResourceError
 from .features import FeatureSet
 
 FORMAT_VERSION = 1
+#: A claim not refreshed for this long belongs to a run that stopped (its owner refreshes it every batch).
+CLAIM_TTL_SECONDS = float(os.environ.get("MODELRANK_CLAIM_TTL", 600))
+#: A temporary file older than this was left by a killed writer (every write takes seconds, not hours).
+STALE_TEMPORARY_SECONDS = 3600.0
+TEMPORARY_MARK = ".tmp-"
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -35,10 +47,40 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(cache_dir or os.environ.get("MODELRANK_CACHE") or Path.home() / ".cache" / "modelrank")
 
 
+def temporary_path(path: Path) -> Path:
+    """A sibling name for writing ``path`` before the rename; unique across processes, hosts and containers."""
+    return path.with_name(f".{path.name}{TEMPORARY_MARK}{uuid.uuid4().hex}")
+
+
+def is_temporary(path: Path) -> bool:
+    return path.name.startswith(".") and TEMPORARY_MARK in path.name
+
+
+def remove_stale_temporaries(folder: Path, max_age: float = STALE_TEMPORARY_SECONDS) -> list[Path]:
+    """Delete temporaries in ``folder`` older than ``max_age`` seconds (left by a killed writer)."""
+    removed = []
+    now = time.time()
+    for path in folder.iterdir() if folder.is_dir() else []:
+        try:
+            if is_temporary(path) and now - path.stat().st_mtime > max_age:
+                path.unlink()
+                removed.append(path)
+        except FileNotFoundError:  # another process cleaned it first
+            pass
+    return removed
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    tmp = temporary_path(path)
+    try:
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def sha256_hex(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -85,9 +127,10 @@ class FeatureStore:
 
     # --------------------------------------------------------------------------------------- manifest
     def open_entry(self, key: FeatureKey, sample_ids: np.ndarray, chunk_size: int, info: dict[str, Any]) -> dict:
-        """Create (or validate) the entry's manifest; returns it."""
+        """Create (or validate) the entry's manifest; returns it. Removes temporaries left by killed runs."""
         folder = self.entry_dir(key)
         folder.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(folder)
         path = folder / "manifest.json"
         manifest = {
             "format": FORMAT_VERSION,
@@ -106,8 +149,8 @@ class FeatureStore:
             except (OSError, json.JSONDecodeError):
                 pass
             warnings.warn(f"cache entry {folder.name} had an unreadable or different manifest; rebuilding it")
-            shutil.rmtree(folder)
-            folder.mkdir(parents=True)
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, json.dumps(manifest).encode())
         return manifest
 
@@ -146,35 +189,94 @@ class FeatureStore:
         if logits is not None:
             columns["source_logits"] = _fixed_list(logits)
         table = pa.table(columns)
-        meta = {**provenance, "features_shape": list(features.shape), "chunk": index}
+        meta = {**provenance, "features_shape": list(features.shape), "chunk": index, "sha256": _table_digest(table)}
         table = table.replace_schema_metadata({"modelrank": json.dumps(meta)})
         path = self.chunk_path(key, index)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
+        tmp = temporary_path(path)
+        try:
+            pq.write_table(table, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
 
     def read_chunk(self, key: FeatureKey, manifest: dict, index: int) -> pa.Table | None:
-        """The chunk's table, or None when absent; a corrupt chunk is reported, removed and reported absent."""
+        """The chunk's table, or None when absent; a corrupt chunk is reported, removed and reported absent.
+
+        Corrupt: unreadable, sample ids other than the manifest's, or contents whose sha256 differs from the one
+        stored in the chunk's metadata at write time (bit rot, a flipped byte: silent otherwise).
+        """
         path = self.chunk_path(key, index)
         if not path.is_file():
             return None
         expected = self.chunk_ids(manifest, index)
         try:
             table = pq.read_table(path)
-            ok = np.array_equal(table.column("sample_id").to_numpy(), expected)
+            meta = json.loads((table.schema.metadata or {}).get(b"modelrank", b"{}"))
+            if not np.array_equal(table.column("sample_id").to_numpy(), expected):
+                reason = "its sample ids do not match the manifest"
+            elif "sha256" in meta and meta["sha256"] != _table_digest(table):  # chunks before the hash: unchecked
+                reason = "its contents do not match their sha256"
+            else:
+                reason = None
+        except FileNotFoundError:  # removed by a concurrent run that found it corrupt
+            return None
         except Exception as exc:  # pyarrow raises several types for truncated / garbage files
-            ok, reason = False, str(exc).splitlines()[0]
-        else:
-            reason = "its sample ids do not match the manifest"
-        if not ok:
+            reason = str(exc).splitlines()[0]
+        if reason:
             warnings.warn(f"cache file {path} is corrupt ({reason}); it will be recomputed")
             path.unlink(missing_ok=True)
             return None
-        return table
+        return table.replace_schema_metadata(None)
 
     def missing_chunks(self, key: FeatureKey, manifest: dict) -> list[int]:
         """Chunks not yet on disk (existence only; content is checked when read)."""
         return [j for j in range(self.n_chunks(manifest)) if not self.chunk_path(key, j).is_file()]
+
+    # ----------------------------------------------------------------------------------------- claims
+    def claim_path(self, key: FeatureKey, index: int) -> Path:
+        return self.entry_dir(key) / f"chunk-{index:05d}.claim"
+
+    def claim_chunk(self, key: FeatureKey, index: int) -> bool:
+        """Claim chunk ``index`` for this process (an exclusively created lock file); False when a live run holds it.
+
+        A stale claim (its owner is dead, or it was not refreshed for ``CLAIM_TTL_SECONDS``) is taken over.
+        """
+        path = self.claim_path(key, index)
+        for _ in range(2):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not _claim_is_stale(path):
+                    return False
+                try:  # a rename succeeds for one process only; the others find the claim gone or fresh
+                    stale = temporary_path(path)
+                    os.rename(path, stale)
+                    stale.unlink()
+                except FileNotFoundError:
+                    pass
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(_owner(), f)
+            return True
+        return False
+
+    def refresh_claim(self, key: FeatureKey, index: int) -> None:
+        try:
+            os.utime(self.claim_path(key, index))
+        except FileNotFoundError:
+            pass
+
+    def release_claim(self, key: FeatureKey, index: int) -> None:
+        path = self.claim_path(key, index)
+        try:
+            if json.loads(path.read_text()) == _owner():
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+
+    def claimed_elsewhere(self, key: FeatureKey, index: int) -> bool:
+        path = self.claim_path(key, index)
+        return path.is_file() and not _claim_is_stale(path)
 
     # ------------------------------------------------------------------------------------------- load
     def load(self, key: FeatureKey, task: str = "classification", class_names: list[str] | None = None) -> FeatureSet:
@@ -185,7 +287,7 @@ class FeatureStore:
         for j in range(self.n_chunks(manifest)):
             table = self.read_chunk(key, manifest, j)
             if table is None:
-                raise MissingResourceError(
+                raise IncompleteEntryError(
                     f"cached features for {key.model} on {key.dataset}/{key.split} are incomplete (chunk {j}); "
                     "run `modelrank extract` again to finish them"
                 )
@@ -246,5 +348,59 @@ class FeatureStore:
         return removed
 
 
+class IncompleteEntryError(MissingResourceError):
+    """A cache entry with a missing or corrupt chunk (``extract`` completes it)."""
+
+
 def _size_mb(folder: Path) -> float:
-    return round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file()) / 2**20, 2)
+    """Size of the entry's finished files (temporaries of running or killed writers excluded)."""
+    return round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not is_temporary(f)) / 2**20, 2)
+
+
+def _table_digest(table: pa.Table) -> str:
+    """sha256 of a chunk's decoded columns (names, types and values), independent of the Parquet encoding."""
+    digest = hashlib.sha256()
+    for name in ("sample_id", "label", "features", "source_logits"):
+        if name not in table.column_names:
+            continue
+        column = table.column(name)
+        values = _matrix(column) if pa.types.is_fixed_size_list(column.type) else column.to_numpy()
+        digest.update(f"{name}:{values.dtype}:{values.shape}".encode())  # Parquet renames list fields: not the type
+        digest.update(np.ascontiguousarray(values).tobytes())
+    return digest.hexdigest()
+
+
+_OWNERS: dict[int, dict[str, Any]] = {}
+
+
+def _owner() -> dict[str, Any]:
+    """Identifies this process in chunk claims: host and pid (to tell a dead owner on this host), plus a random
+    token (a pid reused by another container or a later process on the same host is not the owner)."""
+    pid = os.getpid()  # per pid: a forked child is another owner
+    if pid not in _OWNERS:
+        _OWNERS[pid] = {"host": socket.gethostname(), "pid": pid, "token": uuid.uuid4().hex}
+    return _OWNERS[pid]
+
+
+def _claim_is_stale(path: Path) -> bool:
+    try:
+        age = time.time() - path.stat().st_mtime
+        owner = json.loads(path.read_text() or "{}")
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):  # being written right now, or garbage: only age can tell
+        owner = {}
+    if age > CLAIM_TTL_SECONDS:
+        return True
+    me = _owner()
+    if owner.get("host") != me["host"] or not isinstance(owner.get("pid"), int):
+        return False
+    if owner["pid"] == me["pid"]:
+        return owner.get("token") != me["token"]
+    try:
+        os.kill(owner["pid"], 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError):
+        pass
+    return False

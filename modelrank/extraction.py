@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .cache import FeatureKey, FeatureStore
+from .cache import FeatureKey, FeatureStore, IncompleteEntryError
 from .data import ImageDataset, load_dataset
 from .errors import InvalidInputError
 from .features import FeatureSet
@@ -122,6 +122,36 @@ def plan_model(
     return ExtractPlan(model, key, manifest, pending)
 
 
+#: Seconds between looks at chunks that another run is computing.
+CLAIM_POLL_SECONDS = 0.5
+
+
+class _ClaimingBatches:
+    """Batch sampler over candidate chunks: claims each chunk just before its first batch is drawn (skipping
+    chunks another live run holds) and never mixes two chunks in one batch, so a chunk's features do not depend
+    on which run computed it or which other chunks were pending. Yields positions in the concatenated sample
+    ids of all candidates (``sample_ids``), so the dataset handed to loader workers never changes."""
+
+    def __init__(self, store: FeatureStore, plan: ExtractPlan, chunks: list[int], batch_size: int):
+        self.store, self.plan, self.chunks, self.batch_size = store, plan, chunks, batch_size
+        self.sample_ids = np.concatenate([store.chunk_ids(plan.manifest, j) for j in chunks])
+        self.claimed: list[tuple[int, np.ndarray]] = []  # in the order their batches are drawn
+
+    def __iter__(self):
+        offset = 0
+        for j in self.chunks:
+            ids = self.store.chunk_ids(self.plan.manifest, j)
+            start, offset = offset, offset + len(ids)
+            if not self.store.claim_chunk(self.plan.key, j):
+                continue
+            if self.store.chunk_path(self.plan.key, j).is_file():  # finished while we were looking
+                self.store.release_claim(self.plan.key, j)
+                continue
+            self.claimed.append((j, ids))
+            for first in range(start, start + len(ids), self.batch_size):
+                yield list(range(first, min(first + self.batch_size, start + len(ids))))
+
+
 def run_plan(
     store: FeatureStore,
     plan: ExtractPlan,
@@ -132,27 +162,43 @@ def run_plan(
     workers: int,
     on_batch: Callable[[int], None] | None = None,
 ) -> None:
-    """Compute the plan's pending chunks; each chunk is written as soon as its last sample is done."""
-    if not plan.pending:
-        return
-    chunks = [(j, store.chunk_ids(plan.manifest, j)) for j in plan.pending]
-    ids = np.concatenate([c for _, c in chunks])
-    loader = torch.utils.data.DataLoader(
-        _TorchView(data, ids, plan.model.transform),
-        batch_size=batch_size,
-        num_workers=workers,
-        pin_memory=device.type == "cuda",
-    )
+    """Compute the plan's pending chunks; each chunk is written as soon as its last sample is done.
+
+    Chunks are claimed one by one, so concurrent runs on one key share the work; a chunk claimed by another
+    live run is waited for (and taken over if that run dies), so the entry is complete when this returns.
+    """
     provenance = {
         "modelrank": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "model": plan.key.model, "fingerprint": plan.key.fingerprint, "dataset": plan.key.dataset,
         "split": plan.key.split, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     net = plan.model.net.to(device)
+    try:
+        waiting = list(plan.pending)
+        while waiting:
+            free = [j for j in waiting if not store.claimed_elsewhere(plan.key, j)]
+            if free:
+                _compute_chunks(store, plan, data, free, provenance, batch_size=batch_size, device=device,
+                                workers=workers, on_batch=on_batch)
+            waiting = [j for j in waiting if not store.chunk_path(plan.key, j).is_file()]
+            if waiting:
+                time.sleep(CLAIM_POLL_SECONDS)
+    finally:
+        net.to("cpu")
+
+
+def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device, workers, on_batch) -> None:
+    """Compute those of ``chunks`` this run manages to claim."""
+    sampler = _ClaimingBatches(store, plan, chunks, batch_size)
+    loader = torch.utils.data.DataLoader(
+        _TorchView(data, sampler.sample_ids, plan.model.transform), batch_sampler=sampler, num_workers=workers,
+        pin_memory=device.type == "cuda",
+    )
     autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
     feats: list[np.ndarray] = []
     logits: list[np.ndarray] = []
-    buffered = 0  # rows in feats/logits not yet written
+    buffered = 0  # rows of the oldest unwritten claimed chunk computed so far
+    written = 0  # claimed chunks already written
     try:
         with torch.inference_mode(), autocast:
             for batch in loader:
@@ -163,18 +209,16 @@ def run_plan(
                 buffered += len(batch)
                 if on_batch:
                     on_batch(len(batch))
-                while chunks and buffered >= len(chunks[0][1]):
-                    index, chunk_ids = chunks.pop(0)
-                    n = len(chunk_ids)
-                    all_f = np.concatenate(feats)
-                    all_z = np.concatenate(logits) if logits else None
-                    store.write_chunk(plan.key, index, chunk_ids, data.targets[chunk_ids], all_f[:n],
-                                      None if all_z is None else all_z[:n], provenance)
-                    feats = [all_f[n:]]
-                    logits = [all_z[n:]] if all_z is not None else []
-                    buffered -= n
+                index, chunk_ids = sampler.claimed[written]
+                store.refresh_claim(plan.key, index)
+                if buffered == len(chunk_ids):
+                    store.write_chunk(plan.key, index, chunk_ids, data.targets[chunk_ids], np.concatenate(feats),
+                                      np.concatenate(logits) if logits else None, provenance)
+                    store.release_claim(plan.key, index)
+                    feats, logits, buffered, written = [], [], 0, written + 1
     finally:
-        net.to("cpu")
+        for index, _ in sampler.claimed[written:]:
+            store.release_claim(plan.key, index)
 
 
 def open_dataset(dataset: str, split: str | None, data_root: str | None, download: bool) -> ImageDataset:
@@ -312,11 +356,21 @@ def load_feature_pairs(
             data = datasets[dataset]
             key = feature_key(loaded, data, limit, per_class, seed)
             manifest = store.manifest(key)
-            if extract_missing and (manifest is None or store.missing_chunks(key, manifest)):
+
+            def complete() -> None:
                 dev = resolve_device(device)
                 extract_model(store, loaded, data, limit=limit, per_class=per_class, seed=seed, chunk_size=chunk_size,
                               shard=(0, 1), batch_size=batch_size, device=dev, workers=resolve_workers(workers, dev))
-            out[model, dataset] = store.load(key, task=data.task, class_names=data.class_names)
+
+            if extract_missing and (manifest is None or store.missing_chunks(key, manifest)):
+                complete()
+            try:
+                out[model, dataset] = store.load(key, task=data.task, class_names=data.class_names)
+            except IncompleteEntryError:
+                if not extract_missing:
+                    raise
+                complete()  # a chunk was found corrupt while reading: recompute it, as the warning said
+                out[model, dataset] = store.load(key, task=data.task, class_names=data.class_names)
     return out
 
 
