@@ -16,6 +16,7 @@ import functools
 import hashlib
 import io
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -80,6 +81,21 @@ def _cache_path(texts: list[str], encoder: str) -> Path:
     return cache_root() / "label_embeddings" / f"{slug}-{digest}.npy"
 
 
+def _read_cached(path: Path, n_texts: int) -> np.ndarray | None:
+    """The cached embeddings, or None (with a warning) when the file is damaged or not a plain float matrix.
+
+    ``allow_pickle=False``: a planted object array cannot run code; it is reported and recomputed.
+    """
+    try:
+        embeddings = np.load(path, allow_pickle=False)
+        if embeddings.ndim != 2 or embeddings.shape[0] != n_texts or not np.issubdtype(embeddings.dtype, np.floating):
+            raise ValueError(f"a {embeddings.dtype} array of shape {embeddings.shape}")
+    except (OSError, ValueError, EOFError) as exc:
+        warnings.warn(f"label-embedding cache {path} is unreadable ({str(exc).splitlines()[0][:200]}); recomputing")
+        return None
+    return embeddings
+
+
 def encode_texts(texts: Sequence[str], encoder: str = DEFAULT_TEXT_ENCODER, *, cache: bool = True) -> np.ndarray:
     """(len(texts), dim) float64 sentence embeddings of ``texts``, from the disk cache when present."""
     texts = [str(t) for t in texts]
@@ -87,7 +103,9 @@ def encode_texts(texts: Sequence[str], encoder: str = DEFAULT_TEXT_ENCODER, *, c
         raise InvalidInputError("no texts to embed")
     path = _cache_path(texts, encoder)
     if cache and path.is_file():
-        return np.load(path)
+        cached = _read_cached(path, len(texts))
+        if cached is not None:
+            return cached
     embeddings = _embed(texts, encoder)
     if cache:
         buffer = io.BytesIO()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import MissingResourceError
+from ..errors import InvalidInputError, MissingResourceError
 from .base import ImageDataset, array_dataset, register_dataset, split_arrays
 
 ANIMAL_CLASSES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
@@ -45,10 +45,26 @@ def load_animal_mnist(split: str = "train", **_) -> ImageDataset:
             "dataset animal-mnist is not installed; run `pip install --no-deps animal-mnist`"
         ) from None
     with gzip.open(folder / "animal_data_version_3.gz", "rb") as f:
-        images = np.asarray(pickle.load(f), dtype=np.uint8)
+        images = np.asarray(_ArrayUnpickler(f).load(), dtype=np.uint8)
     with gzip.open(folder / "animal_label_version_3.gz", "rb") as f:
-        targets = np.asarray(pickle.load(f), dtype=np.int64)
+        targets = np.asarray(_ArrayUnpickler(f).load(), dtype=np.int64)
     return split_arrays("animal-mnist", split, images, targets, ANIMAL_CLASSES)
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles numpy arrays and plain containers only (the format the package ships its data in): any other
+    global a pickle names, e.g. os.system in a replaced file, is refused instead of called."""
+
+    ALLOWED = {
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise InvalidInputError(f"refusing to unpickle {module}.{name} from the animal-mnist data files")
+        return super().find_class(module, name)
 
 
 def _read_idx(path: Path) -> np.ndarray:

@@ -26,6 +26,7 @@ import hashlib
 import json
 import os
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,10 +36,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..cache import atomic_write_bytes, remove_stale_temporaries, temporary_path
 from ..data import ImageDataset, load_dataset
 from ..data.base import seeded_split
 from ..errors import InvalidInputError
-from ..models import LoadedModel, load_model
+from ..models import LoadedModel, file_fingerprint, load_model, read_state_dict
 
 OPTIMIZERS = ("sgd", "adamw")
 
@@ -188,9 +190,67 @@ def _digest(payload: dict[str, Any]) -> str:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    tmp = temporary_path(path)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _load_progress(path: Path, key: str) -> dict[str, Any] | None:
+    """The saved progress of the run ``key``, or None (absent, another run's, or unreadable: start over).
+
+    Read with ``weights_only=True``: the file holds only tensors, numbers, strings, lists and dicts, so a file
+    planted in a shared cache cannot run code; anything else is refused and the run starts from scratch.
+    """
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, garbage, or a pickle that needs more than tensors and containers
+        warnings.warn(f"ignoring unreadable fine-tuning progress {path} ({str(exc).splitlines()[0][:200]}); "
+                      "training from the start")
+        return None
+    if not isinstance(saved, dict) or saved.get("key") != key:
+        return None
+    return saved
+
+
+def _weights_intact(path: Path, sha256: str | None) -> bool:
+    """Whether ``path`` has the recorded sha256 (results from before the hash was recorded: whether it reads)."""
+    if sha256 is not None:
+        return file_fingerprint(path) == sha256
+    try:
+        read_state_dict(path)
+    except InvalidInputError:
+        return False
+    return True
+
+
+def _finished_result(folder: Path, key: str, keep_weights: bool) -> FullResult | None:
+    """The stored result of the finished run ``key`` in ``folder``, or None (absent, another run's, or damaged).
+
+    The weights file must still have the sha256 recorded with the result: a damaged or replaced file is
+    reported and the run trained again rather than handed to ``extract``.
+    """
+    done, weights = folder / "result.json", folder / "weights.pt"
+    if not done.is_file() or (keep_weights and not weights.is_file()):
+        return None
+    try:
+        stored = json.loads(done.read_text())
+        if stored.get("key") != key:
+            return None
+        result = FullResult(**stored["result"])
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as exc:
+        warnings.warn(f"ignoring damaged {done} ({exc}); training again")
+        return None
+    if keep_weights and not _weights_intact(weights, stored.get("weights_sha256")):
+        warnings.warn(f"{weights} is not the file recorded when it was trained; training again")
+        return None
+    # The folder may have moved with its cache since the run: point at where the weights are now.
+    result.weights = str(weights) if keep_weights else None
+    return result
 
 
 @torch.no_grad()
@@ -266,14 +326,10 @@ def finetune_full(
     folder = Path(checkpoint_dir) if checkpoint_dir else None
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
-        done = folder / "result.json"
-        if done.is_file() and (not keep_weights or (folder / "weights.pt").is_file()):
-            stored = json.loads(done.read_text())
-            if stored.get("key") == key:
-                result = FullResult(**stored["result"])
-                # The folder may have moved with its cache since the run: point at where the weights are now.
-                result.weights = str(folder / "weights.pt") if keep_weights else None
-                return result
+        remove_stale_temporaries(folder)
+        finished = _finished_result(folder, key, keep_weights)
+        if finished is not None:
+            return finished
 
     start_time = time.perf_counter()
     net = copy.deepcopy(loaded.net).cpu()
@@ -307,15 +363,20 @@ def finetune_full(
     best = {"val": -1.0, "epoch": -1, "state": None}
     first_epoch, stale, elapsed_before = 0, 0, 0.0
     progress_path = folder / "progress.pt" if folder is not None else None
-    if progress_path is not None and progress_path.is_file():
-        saved = torch.load(progress_path, map_location="cpu", weights_only=False)
-        if saved.get("key") == key:
+    saved = _load_progress(progress_path, key) if progress_path is not None else None
+    if saved is not None:
+        try:
             net.load_state_dict(saved["net"])
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             torch.set_rng_state(saved["rng"])
             history, best, stale = saved["history"], saved["best"], saved["stale"]
             first_epoch, elapsed_before = saved["epoch"] + 1, saved["seconds"]
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # the right key, but tampered contents
+            raise InvalidInputError(
+                f"fine-tuning progress {progress_path} is damaged ({str(exc).splitlines()[0][:200]}); delete it "
+                "to train from the start"
+            ) from None
 
     epoch = first_epoch - 1
     for epoch in range(first_epoch, config.epochs):
@@ -365,10 +426,12 @@ def finetune_full(
     )
     net.cpu()
     if folder is not None:
+        stored = {"key": key, "result": asdict(result)}
         if keep_weights:
             _save_atomic(net.state_dict(), folder / "weights.pt")
-            result.weights = str(folder / "weights.pt")
-        (folder / "result.json").write_text(json.dumps({"key": key, "result": asdict(result)}, indent=1))
+            result.weights = stored["result"]["weights"] = str(folder / "weights.pt")
+            stored["weights_sha256"] = file_fingerprint(folder / "weights.pt")
+        atomic_write_bytes(folder / "result.json", json.dumps(stored, indent=1).encode())
         if progress_path is not None and progress_path.is_file():
             progress_path.unlink()
     return result

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..errors import InvalidInputError, MissingResourceError
+from ..errors import InvalidInputError, MissingResourceError, ModelrankError
 from ..registry import Registry
 from .encoding import Featurizer
 from .records import Records, TaskInfo
@@ -201,23 +201,51 @@ class Learner:
 
 
 def load_learner(path: str | Path) -> Learner:
-    """Restore a learner written by ``Learner.save``."""
+    """Restore a learner written by ``Learner.save``.
+
+    ``state.pt`` is read with ``weights_only=True`` (tensors and containers only: a planted pickle cannot run
+    code); a folder whose files were damaged or edited is refused with one line naming the folder.
+    """
     path = Path(path)
     if not (path / "learner.json").is_file() or not (path / "state.pt").is_file():
         raise MissingResourceError(f"no saved learner in {path} (expected learner.json and state.pt)")
-    meta = json.loads((path / "learner.json").read_text())
+    try:
+        meta = json.loads((path / "learner.json").read_text())
+        if not isinstance(meta, dict):
+            raise TypeError("learner.json is not an object")
+    except (OSError, ValueError, TypeError) as exc:
+        raise InvalidInputError(f"saved learner in {path} is damaged: {exc}") from None
     if meta.get("format") != FORMAT_VERSION:
         raise InvalidInputError(f"saved learner format {meta.get('format')!r} is not supported (expected {FORMAT_VERSION})")
+    try:
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, garbage, or a pickle needing more than tensors and containers
+        raise InvalidInputError(f"saved learner in {path}: cannot read state.pt ({str(exc).splitlines()[0][:200]})") from None
+    try:
+        return _restore_learner(meta, state)
+    except ModelrankError:
+        raise
+    except Exception as exc:  # any edit of either file shows up as one of many exception types here
+        raise InvalidInputError(
+            f"saved learner in {path} is damaged or was edited ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+        ) from None
+
+
+def _restore_learner(meta: dict[str, Any], state: dict[str, Any]) -> Learner:
     cls = LEARNERS.get(meta["learner"])
     learner = cls(**meta["config"])
     learner.models, learner.tasks = list(meta["models"]), list(meta["tasks"])
     learner.score_columns = list(meta["score_columns"])
     learner.featurizer = Featurizer.from_json(meta["featurizer"])
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
     learner.model_features = state["model_features"].numpy()
     learner.task_features = state["task_features"].numpy()
     learner.accuracy = state["accuracy"].numpy()
     learner.scores = state["scores"].numpy()
+    n_models, n_tasks = len(learner.models), len(learner.tasks)
+    if (learner.model_features.shape[:1] != (n_models,) or learner.task_features.shape[:1] != (n_tasks,)
+            or learner.accuracy.shape != (n_tasks, n_models)
+            or learner.scores.shape != (n_tasks, n_models, len(learner.score_columns))):
+        raise InvalidInputError(f"state.pt does not fit {n_models} models x {n_tasks} tasks of learner.json")
     learner._restore(state["learner"])
     learner.fitted = True
     return learner

@@ -60,7 +60,11 @@ def load_domainnet(folder: str | Path, embedding: str = "seed") -> Records:
     task_meta = task_meta.rename(columns={"num_pre_class": "samples_per_class", "categories": "num_classes"})
     task_embed = None
     if embedding == "seed":
-        block = np.load(_need(folder / "DomainNet_target_embedding.npy"))[:, SEED_TEXT_BLOCK]
+        path = _need(folder / "DomainNet_target_embedding.npy")
+        try:
+            block = np.load(path, allow_pickle=False)[:, SEED_TEXT_BLOCK]
+        except (OSError, ValueError, IndexError) as exc:  # damaged, or an object array that would need unpickling
+            raise InvalidInputError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
         task_embed = pd.DataFrame(block, index=tasks).rename(columns=str)
     elif embedding == "text":
         from ..text import encode_texts
