@@ -123,3 +123,95 @@ def test_packaged_pickle_reader_refuses_foreign_globals(marker):
     with pytest.raises(InvalidInputError, match="refusing to unpickle"):
         _ArrayUnpickler(io.BytesIO(pickle.dumps(Payload(marker)))).load()
     assert np.array_equal(_ArrayUnpickler(io.BytesIO(pickle.dumps(np.arange(3)))).load(), np.arange(3))
+
+
+# ------------------------------------------------------------------------------------------------ records
+def _record(i: int, dataset: str = "d", value: float = 0.5) -> dict:
+    from modelrank.finetune.records import make_record
+
+    return make_record(dataset=dataset, model=f"m{i}", protocol="linear", params={"i": i}, metric="accuracy",
+                       selected={"C": 1.0}, val_metric=value, test_metric=value, n_train=1, n_val=1, n_test=1,
+                       iterations=1, seconds=0.1, val_curve=[value])
+
+
+def _append_many(cache: str, worker: int, count: int) -> None:
+    from modelrank.finetune.records import append_record
+
+    for i in range(count):
+        append_record(_record(worker * 1000 + i), cache)
+
+
+def _compact_repeatedly(cache: str, times: int) -> None:
+    from modelrank.finetune.records import compact_records
+
+    for _ in range(times):
+        compact_records(cache)
+
+
+def test_concurrent_appends_and_compactions_lose_nothing(tmp_path, monkeypatch):
+    import multiprocessing
+
+    import modelrank.finetune.records as records
+
+    monkeypatch.setattr(records, "AUTO_COMPACT_PARTS", 7)  # appends also fold parts, racing each other
+    cache = str(tmp_path / "cache")
+    records.append_record(_record(999_999), cache)
+    context = multiprocessing.get_context("fork")
+    workers = [context.Process(target=_append_many, args=(cache, w, 12)) for w in range(8)]
+    workers.append(context.Process(target=_compact_repeatedly, args=(cache, 6)))
+    for process in workers:
+        process.start()
+    seen = []
+    while any(p.is_alive() for p in workers):  # readers during the writes never fail and never go backwards
+        seen.append(len(records.read_records(cache)))
+    for process in workers:
+        process.join()
+        assert process.exitcode == 0
+    table = records.read_records(cache)
+    assert len(table) == 8 * 12 + 1 and table["key"].is_unique
+    assert seen == sorted(seen)
+    assert records.compact_records(cache)["records"] == 8 * 12 + 1
+    assert not list(records.records_parts_dir(cache).iterdir())
+
+
+def test_records_keep_a_legacy_table_replace_by_key_and_remove(tmp_path):
+    from modelrank.finetune.records import (
+        RECORD_COLUMNS, append_record, compact_records, read_records, records_path, remove_records)
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    legacy = pd.DataFrame([_record(i, dataset="old") for i in range(3)])[RECORD_COLUMNS]
+    legacy.to_parquet(records_path(cache), index=False)  # a table written by an earlier version
+    append_record(_record(1, dataset="old", value=0.9), cache)  # a forced rerun of a recorded key
+    append_record(_record(7, dataset="new"), cache)
+    table = read_records(cache)
+    assert len(table) == 4 and table.set_index("model").loc["m1", "test_metric"] == 0.9
+    assert compact_records(cache) == {"records": 4, "parts": 2}
+    assert read_records(cache).equals(table)
+    assert len(remove_records(cache, dataset="old", dry_run=True)) == 3 and len(read_records(cache)) == 4
+    assert sorted(remove_records(cache, dataset="old")["model"]) == ["m0", "m1", "m2"]
+    assert list(read_records(cache)["model"]) == ["m7"]
+    with pytest.raises(InvalidInputError, match="say which records"):
+        remove_records(cache)
+
+
+def test_damaged_records_tables_get_one_line_errors(tmp_path, cli):
+    from modelrank.finetune.records import append_record, read_records, records_parts_dir, records_path
+
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    pd.DataFrame({"x": [1]}).to_parquet(records_path(cache))
+    with pytest.raises(InvalidInputError, match="is not a records table"):
+        read_records(cache)
+    records_path(cache).unlink()
+    records_path(cache).mkdir()
+    with pytest.raises(InvalidInputError, match="is not a file"):
+        append_record(_record(1), cache)
+    code, out, err = cli("records", "ls", "--cache-dir", str(cache))
+    assert code == 2 and "is not a file" in err and "Traceback" not in err
+    records_path(cache).rmdir()
+    append_record(_record(1), cache)
+    part, = records_parts_dir(cache).iterdir()
+    part.write_bytes(part.read_bytes()[:50])
+    with pytest.raises(InvalidInputError, match="cannot read the records table .*part-"):
+        read_records(cache)

@@ -2,7 +2,7 @@
 records table."""
 
 from .linear import DEFAULT_CS, ProbeResult, holdout, linear_probe, split_feature_set
-from .records import export_records, read_records, records_path
+from .records import compact_records, export_records, read_records, records_path, remove_records
 from .sweep import (
     PROTOCOLS,
     SFDA_LRS,
@@ -16,6 +16,7 @@ from .sweep import (
 )
 
 __all__ = [
-    "DEFAULT_CS", "PROTOCOLS", "SFDA_LRS", "SFDA_WDS", "ProbeJob", "ProbeResult", "export_records", "holdout", "job_from_features",
-    "job_from_registry", "linear_probe", "parse_cs", "read_records", "records_path", "run_full_grid", "run_probes", "split_feature_set",
+    "DEFAULT_CS", "PROTOCOLS", "SFDA_LRS", "SFDA_WDS", "ProbeJob", "ProbeResult", "compact_records", "export_records", "holdout", "job_from_features",
+    "job_from_registry", "linear_probe", "parse_cs", "read_records", "records_path", "remove_records", "run_full_grid", "run_probes",
+    "split_feature_set",
 ]

@@ -1,8 +1,14 @@
 """The records table: one row per fine-tune / probe run, the ground truth that transferability scores are judged by.
 
-Stored as ``records.parquet`` in the cache folder (``--cache-dir``, else ``$MODELRANK_CACHE``, else
-``~/.cache/modelrank``). Every append takes a lock file and rewrites the table through a temporary file and a
-rename, so a crash never leaves a half-written table and two processes never lose each other's rows.
+Stored in the cache folder (``--cache-dir``, else ``$MODELRANK_CACHE``, else ``~/.cache/modelrank``) as one
+table ``records.parquet`` plus ``records.parts/``: every run adds one immutable, uniquely named part file (a
+timestamp and a uuid; written to a temporary and renamed), so any number of processes on any number of hosts
+append without a lock, without reading the table and in constant time, and a crash never leaves a half-written
+record. Readers read the table and the parts as one (a later record of a key replaces an earlier one).
+``compact_records`` (``modelrank records compact``, also run automatically every ``AUTO_COMPACT_PARTS`` parts)
+folds the parts into the table; ``remove_records`` (``modelrank records rm``) deletes records. Both hold a lock
+against each other and delete only the parts they read, oldest first, so concurrent readers and writers never
+lose or resurrect a record. A cache written before parts existed is read as it is (its table is the base).
 
 A record's ``key`` is (dataset, model, protocol, hash of the hyper-parameters): a sweep that finds its key
 already recorded skips that run (unless forced), which is how an interrupted sweep resumes.
@@ -14,9 +20,12 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
 import os
 import platform
+import time
+import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,7 +33,7 @@ from typing import Any, Iterator
 
 import pandas as pd
 
-from ..cache import cache_root
+from ..cache import atomic_write_bytes, cache_root, remove_stale_temporaries
 from ..errors import InvalidInputError
 
 RECORDS_FILE = "records.parquet"
@@ -53,43 +62,150 @@ def software_versions() -> dict[str, str]:
     return {"modelrank": __version__, "python": platform.python_version(), "numpy": numpy.__version__, "sklearn": sklearn.__version__}
 
 
-def read_records(cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
-    """All records (an empty table with the record columns when none were written yet)."""
-    path = records_path(cache_dir)
+PARTS_DIR = "records.parts"
+#: An append that finds at least this many parts folds them into the table (when no other process is doing so).
+AUTO_COMPACT_PARTS = 256
+
+
+def records_parts_dir(cache_dir: str | os.PathLike | None = None) -> Path:
+    return cache_root(cache_dir) / PARTS_DIR
+
+
+def _part_files(cache_dir: str | os.PathLike | None) -> list[Path]:
+    """Part files in write order (their names start with the write time in ns); temporaries are not parts."""
+    folder = records_parts_dir(cache_dir)
+    return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
+
+
+def _read_table_file(path: Path) -> pd.DataFrame:
     if not path.exists():
-        return pd.DataFrame(columns=RECORD_COLUMNS)
+        raise FileNotFoundError(path)
+    if not path.is_file():
+        raise InvalidInputError(f"the records table {path} is not a file; move it away or restore it")
     try:
-        return pd.read_parquet(path)
-    except (OSError, ValueError) as exc:
-        raise InvalidInputError(f"cannot read the records table {path}: {exc}") from exc
+        table = pd.read_parquet(path)
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, TypeError) as exc:
+        raise InvalidInputError(f"cannot read the records table {path}: {str(exc).splitlines()[0]}") from None
+    missing = [c for c in RECORD_COLUMNS if c not in table.columns]
+    if missing:
+        raise InvalidInputError(f"{path} is not a records table (no column {', '.join(missing)})")
+    return table[RECORD_COLUMNS]
+
+
+def _snapshot(cache_dir: str | os.PathLike | None) -> tuple[pd.DataFrame, list[Path]]:
+    """(every record, latest per key; the part files read). Retried when a compaction removes a part mid-read."""
+    base = records_path(cache_dir)
+    for attempt in range(5):
+        parts = _part_files(cache_dir)
+        try:
+            frames = [_read_table_file(base)] if base.exists() else []
+            frames += [_read_table_file(part) for part in parts]
+        except FileNotFoundError:  # a part folded into the table between listing and reading: list again
+            continue
+        frames = [f for f in frames if len(f)]
+        if not frames:
+            return pd.DataFrame(columns=RECORD_COLUMNS), parts
+        table = frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+        return table.drop_duplicates("key", keep="last").reset_index(drop=True), parts
+    raise InvalidInputError(f"the records in {records_path(cache_dir).parent} keep changing while being read; retry")
+
+
+def read_records(cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
+    """All records, the latest per key (an empty table with the record columns when none were written yet)."""
+    return _snapshot(cache_dir)[0]
 
 
 @contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def _locked(path: Path, blocking: bool = True) -> Iterator[bool]:
+    """Exclusive lock ``path.lock`` for the processes that rewrite the table; yields whether it was acquired."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path.with_name(path.name + ".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            yield
+            fcntl.flock(lock, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def append_record(record: dict[str, Any], cache_dir: str | os.PathLike | None = None) -> Path:
-    """Add ``record`` to the table, replacing any earlier record with the same key (a forced rerun)."""
+    """Add ``record`` as a new part file (a later record with the same key, a forced rerun, replaces the earlier
+    one when read); returns the part's path."""
     missing = [c for c in RECORD_COLUMNS if c not in record]
     if missing:
         raise InvalidInputError(f"record lacks {', '.join(missing)}")
-    path = records_path(cache_dir)
-    with _locked(path):
-        table = read_records(cache_dir)
-        table = table[table["key"] != record["key"]]
-        row = pd.DataFrame([{c: record[c] for c in RECORD_COLUMNS}])
-        table = row if table.empty else pd.concat([table, row], ignore_index=True)
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
+    folder = records_parts_dir(cache_dir)
+    if records_path(cache_dir).exists() and not records_path(cache_dir).is_file():
+        raise InvalidInputError(f"the records table {records_path(cache_dir)} is not a file; move it away or restore it")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"part-{time.time_ns():020d}-{uuid.uuid4().hex}.parquet"
+    atomic_write_bytes(path, _parquet_bytes(pd.DataFrame([{c: record[c] for c in RECORD_COLUMNS}])))
+    if len(_part_files(cache_dir)) >= AUTO_COMPACT_PARTS:
+        _rewrite(cache_dir, lambda table: table, blocking=False)
     return path
+
+
+def compact_records(cache_dir: str | os.PathLike | None = None) -> dict[str, int]:
+    """Fold the part files into ``records.parquet``: {"records": rows in the table, "parts": parts folded}."""
+    return _rewrite(cache_dir, lambda table: table)
+
+
+def remove_records(
+    cache_dir: str | os.PathLike | None = None, *, key: str | None = None, dataset: str | None = None,
+    model: str | None = None, protocol: str | None = None, dry_run: bool = False,
+) -> pd.DataFrame:
+    """Delete the records matching every given filter (at least one); returns them. ``dry_run``: only return them."""
+    filters = {"key": key, "dataset": dataset, "model": model, "protocol": protocol}
+    filters = {column: value for column, value in filters.items() if value is not None}
+    if not filters:
+        raise InvalidInputError("say which records to remove (a key, dataset, model or protocol)")
+
+    def matching(table: pd.DataFrame) -> pd.Series:
+        chosen = pd.Series(True, index=table.index)
+        for column, value in filters.items():
+            chosen &= table[column] == value
+        return chosen
+
+    if dry_run:
+        table = read_records(cache_dir)
+        return table[matching(table)].reset_index(drop=True)
+    removed: list[pd.DataFrame] = []
+
+    def drop(table: pd.DataFrame) -> pd.DataFrame:
+        chosen = matching(table)
+        removed.append(table[chosen])
+        return table[~chosen]
+
+    _rewrite(cache_dir, drop)
+    return removed[0].reset_index(drop=True)
+
+
+def _rewrite(cache_dir, change, blocking: bool = True) -> dict[str, int]:
+    """Under the lock: write ``change(all records)`` as the table, then delete the parts it includes, oldest
+    first (so a reader in between sees, per key, either the new table's row or a part at least as recent)."""
+    base = records_path(cache_dir)
+    with _locked(base, blocking) as acquired:
+        if not acquired:
+            return {"records": -1, "parts": 0}
+        table, parts = _snapshot(cache_dir)
+        table = change(table)
+        if parts or base.exists() or len(table):
+            atomic_write_bytes(base, _parquet_bytes(table))
+        for part in parts:
+            part.unlink(missing_ok=True)
+        remove_stale_temporaries(records_parts_dir(cache_dir))
+    return {"records": len(table), "parts": len(parts)}
+
+
+def _parquet_bytes(table: pd.DataFrame) -> bytes:
+    buffer = io.BytesIO()
+    table.reset_index(drop=True).to_parquet(buffer, index=False)
+    return buffer.getvalue()
 
 
 def make_record(
