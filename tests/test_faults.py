@@ -215,3 +215,21 @@ def test_damaged_records_tables_get_one_line_errors(tmp_path, cli):
     part.write_bytes(part.read_bytes()[:50])
     with pytest.raises(InvalidInputError, match="cannot read the records table .*part-"):
         read_records(cache)
+
+
+def test_records_cli_compact_and_rm(tmp_path, cli):
+    from modelrank.finetune.records import append_record, read_records
+
+    cache = str(tmp_path / "cache")
+    for i in range(3):
+        append_record(_record(i, dataset="exp[lr=0.1]" if i else "keep"), cache)
+    code, out, err = cli("records", "rm", "-d", "exp[lr=0.1]", "--cache-dir", cache, "--dry-run")
+    assert code == 0 and "exp[lr=0.1]|m1|linear" in out and len(read_records(cache)) == 3
+    code, out, err = cli("records", "rm", "-d", "exp[lr=0.1]", "--cache-dir", cache)
+    assert code == 2 and "--yes" in err and len(read_records(cache)) == 3  # no terminal to confirm on
+    code, out, err = cli("records", "rm", "-d", "exp[lr=0.1]", "--cache-dir", cache, "--yes")
+    assert code == 0 and "removed 2" in err and list(read_records(cache)["dataset"]) == ["keep"]
+    code, out, err = cli("records", "compact", "--cache-dir", cache)
+    assert code == 0 and "1 records" in out
+    code, out, err = cli("records", "ls", "--cache-dir", cache)
+    assert code == 0 and "keep" in out

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ModelrankError
@@ -135,8 +136,8 @@ def records_ls(
     for column in ("dataset", "model", "protocol", "metric", "test", "val", "selected", "seconds", "time"):
         listing.add_column(column, overflow="fold")
     for r in table.itertuples():
-        listing.add_row(r.dataset, r.model, r.protocol, r.metric, f"{r.test_metric:.4f}", f"{r.val_metric:.4f}",
-                        _selected_text(r.selected), f"{r.seconds:.1f}", r.time)
+        listing.add_row(escape(r.dataset), escape(r.model), r.protocol, r.metric, f"{r.test_metric:.4f}",
+                        f"{r.val_metric:.4f}", escape(_selected_text(r.selected)), f"{r.seconds:.1f}", r.time)
     print_wide(console, listing)
 
 
@@ -151,3 +152,45 @@ def records_export(
     table = read_records(str(cache_dir) if cache_dir else None)
     export_records(table).to_csv(out, index=False)
     console.print(f"{len(table)} records written to {out}")
+
+
+@records_app.command("compact")
+def records_compact(cache_dir: Optional[Path] = CacheDirOption) -> None:
+    """Fold the per-run record files into the one records table (safe while other runs append)."""
+    from ..finetune import compact_records
+
+    done = compact_records(str(cache_dir) if cache_dir else None)
+    console.print(f"{done['parts']} run file(s) folded; {done['records']} records in the table")
+
+
+@records_app.command("rm")
+def records_rm(
+    key: Optional[str] = typer.Option(None, "--key", help="Only the record with this key."),
+    dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Only records of this dataset."),
+    model: Optional[str] = typer.Option(None, "-m", "--model", help="Only records of this model."),
+    protocol: Optional[str] = typer.Option(None, "--protocol", help="Only records of this protocol (linear | full)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    cache_dir: Optional[Path] = CacheDirOption,
+) -> None:
+    """Remove the records matching every given filter (so that the runs are trained again)."""
+    import sys
+
+    from ..finetune import remove_records
+
+    cache = str(cache_dir) if cache_dir else None
+    filters = {"key": key, "dataset": dataset, "model": model, "protocol": protocol}
+    chosen = remove_records(cache, dry_run=True, **filters)
+    for r in chosen.itertuples():
+        console.print(escape(r.key), highlight=False)
+    if dry_run or chosen.empty:
+        err_console.print(f"{len(chosen)} record(s) match{'' if chosen.empty else '; nothing removed (--dry-run)'}")
+        return
+    if not yes:
+        if not sys.stdin.isatty():
+            raise ModelrankError(f"{len(chosen)} record(s) would be removed; confirm with --yes (list them: --dry-run)")
+        if not typer.confirm(f"remove {len(chosen)} record(s)?"):
+            err_console.print("nothing removed")
+            return
+    removed = remove_records(cache, **filters)
+    err_console.print(f"removed {len(removed)} record(s)")
