@@ -161,8 +161,9 @@ def run_plan(
     device: torch.device,
     workers: int,
     on_batch: Callable[[int], None] | None = None,
-) -> None:
-    """Compute the plan's pending chunks; each chunk is written as soon as its last sample is done.
+) -> int:
+    """Compute the plan's pending chunks; each chunk is written as soon as its last sample is done. Returns the
+    number of samples this run computed.
 
     Chunks are claimed one by one, so concurrent runs on one key share the work; a chunk claimed by another
     live run is waited for (and taken over if that run dies), so the entry is complete when this returns.
@@ -173,22 +174,24 @@ def run_plan(
         "split": plan.key.split, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     net = plan.model.net.to(device)
+    computed = 0
     try:
         waiting = list(plan.pending)
         while waiting:
             free = [j for j in waiting if not store.claimed_elsewhere(plan.key, j)]
             if free:
-                _compute_chunks(store, plan, data, free, provenance, batch_size=batch_size, device=device,
-                                workers=workers, on_batch=on_batch)
+                computed += _compute_chunks(store, plan, data, free, provenance, batch_size=batch_size,
+                                            device=device, workers=workers, on_batch=on_batch)
             waiting = [j for j in waiting if not store.chunk_path(plan.key, j).is_file()]
             if waiting:
                 time.sleep(CLAIM_POLL_SECONDS)
     finally:
         net.to("cpu")
+    return computed
 
 
-def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device, workers, on_batch) -> None:
-    """Compute those of ``chunks`` this run manages to claim."""
+def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device, workers, on_batch) -> int:
+    """Compute those of ``chunks`` this run manages to claim; returns the number of samples written."""
     sampler = _ClaimingBatches(store, plan, chunks, batch_size)
     loader = torch.utils.data.DataLoader(
         _TorchView(data, sampler.sample_ids, plan.model.transform), batch_sampler=sampler, num_workers=workers,
@@ -199,6 +202,7 @@ def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device
     logits: list[np.ndarray] = []
     buffered = 0  # rows of the oldest unwritten claimed chunk computed so far
     written = 0  # claimed chunks already written
+    rows = 0
     try:
         with torch.inference_mode(), autocast:
             for batch in loader:
@@ -215,10 +219,11 @@ def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device
                     store.write_chunk(plan.key, index, chunk_ids, data.targets[chunk_ids], np.concatenate(feats),
                                       np.concatenate(logits) if logits else None, provenance)
                     store.release_claim(plan.key, index)
-                    feats, logits, buffered, written = [], [], 0, written + 1
+                    feats, logits, buffered, written, rows = [], [], 0, written + 1, rows + len(chunk_ids)
     finally:
         for index, _ in sampler.claimed[written:]:
             store.release_claim(plan.key, index)
+    return rows
 
 
 def open_dataset(dataset: str, split: str | None, data_root: str | None, download: bool) -> ImageDataset:
@@ -288,14 +293,14 @@ def extract_model(
     n_todo = sum(len(store.chunk_ids(plan.manifest, j)) for j in plan.pending)
     start = time.perf_counter()
     task = progress.task(model.name, n_todo) if progress else None
-    run_plan(store, plan, data, batch_size=batch_size, device=device, workers=workers,
-             on_batch=(lambda n: progress.advance(task, n)) if progress else None)
+    n_done = run_plan(store, plan, data, batch_size=batch_size, device=device, workers=workers,
+                      on_batch=(lambda n: progress.advance(task, n)) if progress else None)
     seconds = time.perf_counter() - start
     remaining = len(store.missing_chunks(plan.key, plan.manifest))
     return {
         "model": model.name, "dataset": data.name, "split": data.split, "samples": plan.manifest["n_samples"],
-        "computed": n_todo, "seconds": round(seconds, 2),
-        "images_per_s": round(n_todo / seconds, 1) if n_todo and seconds > 0 else None,
+        "computed": n_done, "seconds": round(seconds, 2),
+        "images_per_s": round(n_done / seconds, 1) if n_done and seconds > 0 else None,
         "complete": remaining == 0, "entry": plan.key.dirname(), "model_info": model.info,
     }
 

@@ -233,3 +233,117 @@ def test_records_cli_compact_and_rm(tmp_path, cli):
     assert code == 0 and "1 records" in out
     code, out, err = cli("records", "ls", "--cache-dir", cache)
     assert code == 0 and "keep" in out
+
+
+# ------------------------------------------------------------------------------------- feature cache
+WORKER = """
+import json, os, sys, time
+from pathlib import Path
+from modelrank.extraction import extract
+go = Path(sys.argv[1])
+while not go.exists():  # start together: every run sees every chunk pending
+    time.sleep(0.01)
+summary = extract(["random:test_resnet"], "digits", "train", limit=int(sys.argv[2]), chunk_size=8, batch_size=8,
+                  workers=0, cache_dir=sys.argv[3])[0]
+print(json.dumps({"computed": summary["computed"], "complete": summary["complete"]}))
+"""
+
+
+def _start_extract_workers(n: int, cache: Path, go: Path, limit: int) -> list[subprocess.Popen]:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return [subprocess.Popen([sys.executable, "-c", WORKER, str(go), str(limit), str(cache)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
+
+
+def test_concurrent_extract_runs_share_the_chunks_and_match_one_run(tmp_path):
+    limit = 96
+    reference = load_features(TINY_MODEL, "digits", "train", cache_dir=str(tmp_path / "one"), **{**EXTRACT, "limit": limit})
+    go = tmp_path / "go"
+    workers = _start_extract_workers(3, tmp_path / "shared", go, limit)
+    go.touch()
+    summaries = []
+    for process in workers:
+        out, err = process.communicate(timeout=300)
+        assert process.returncode == 0, err
+        summaries.append(json.loads(out.splitlines()[-1]))
+    assert all(s["complete"] for s in summaries)
+    assert sum(s["computed"] for s in summaries) == limit  # every chunk computed once, by one of the runs
+    shared = load_features(TINY_MODEL, "digits", "train", cache_dir=str(tmp_path / "shared"), limit=limit,
+                           extract_missing=False)
+    assert np.array_equal(shared.features, reference.features) and np.array_equal(shared.labels, reference.labels)
+    assert not list((tmp_path / "shared").rglob("*.claim")) and not list((tmp_path / "shared").rglob(".*tmp-*"))
+
+
+def test_kill_mid_extract_resumes_to_identical_features_and_cleans_up(tmp_path):
+    """kill -9 leaves a claim and possibly a temporary behind: the next run takes the claim over and finishes."""
+    import signal
+    import time
+
+    limit = 96
+    cache = tmp_path / "cache"
+    go = tmp_path / "go"
+    process, = _start_extract_workers(1, cache, go, limit)
+    go.touch()
+    deadline = time.monotonic() + 120
+    while not list(cache.rglob("chunk-00003.parquet")) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    folder, = (cache / "features").iterdir()
+    done_before = len(list(folder.glob("chunk-*.parquet")))
+    assert 0 < done_before < limit // 8, "the kill should land mid-run"
+    stale_temporary = folder / ".chunk-00011.parquet.tmp-left-by-a-kill"
+    stale_temporary.write_bytes(b"half a chunk")
+    os.utime(stale_temporary, (0, 0))
+    summary = extract([TINY_MODEL], "digits", "train", cache_dir=str(cache), **{**EXTRACT, "limit": limit})[0]
+    assert summary["complete"] and summary["computed"] == limit - 8 * done_before
+    assert not stale_temporary.exists() and not list(folder.glob("*.claim"))
+    resumed = load_features(TINY_MODEL, "digits", "train", cache_dir=str(cache), limit=limit, extract_missing=False)
+    fresh = load_features(TINY_MODEL, "digits", "train", cache_dir=str(tmp_path / "fresh"), **{**EXTRACT, "limit": limit})
+    assert np.array_equal(resumed.features, fresh.features)
+
+
+def test_claims_of_live_runs_are_respected_and_stale_ones_taken_over(cache_dir):
+    import time
+
+    from modelrank import cache as cache_module
+
+    store = FeatureStore(cache_dir)
+    key = cache_module.FeatureKey("m", "f", "d", "train")
+    store.entry_dir(key).mkdir(parents=True)
+    assert store.claim_chunk(key, 0) and not store.claim_chunk(key, 0)  # our own live claim holds
+    foreign = {"host": "another-host", "pid": 1, "token": "x"}
+    store.claim_path(key, 1).write_text(json.dumps(foreign))
+    assert store.claimed_elsewhere(key, 1) and not store.claim_chunk(key, 1)  # a live run on another host
+    old = time.time() - cache_module.CLAIM_TTL_SECONDS - 1
+    os.utime(store.claim_path(key, 1), (old, old))  # ... that stopped refreshing its claim
+    assert not store.claimed_elsewhere(key, 1) and store.claim_chunk(key, 1)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    store.claim_path(key, 2).write_text(json.dumps({**cache_module._owner(), "pid": dead.pid, "token": "y"}))
+    assert store.claim_chunk(key, 2)  # a dead owner on this host: taken over at once
+    store.release_claim(key, 2)
+    assert not store.claim_path(key, 2).exists()
+
+
+def test_flipped_bytes_are_detected_and_score_recomputes_them(cache_dir, tmp_path, cli):
+    args = ["-m", TINY_MODEL, "-d", "digits", "--split", "train", "--limit", "40"]
+    code, out, err = cli("extract", *args, "--workers", "0")
+    assert code == 0, err
+
+    def logme() -> tuple[float, str]:
+        code, out, err = cli("score", *args, "--metric", "logme", "--out", str(tmp_path / "s.csv"))
+        assert code == 0, err
+        return pd.read_csv(tmp_path / "s.csv")["logme"].item(), err
+
+    before, _ = logme()
+    chunk, = cache_dir.rglob("chunk-00000.parquet")
+    data = bytearray(chunk.read_bytes())
+    middle = len(data) // 2
+    data[middle : middle + 16] = bytes(255 - b for b in data[middle : middle + 16])  # footer intact
+    chunk.write_bytes(bytes(data))
+    value, err = logme()
+    assert value == before and "chunk-00000.parquet is corrupt (its contents do not match their sha256)" in err
+    chunk.write_bytes(chunk.read_bytes()[:300])  # truncated
+    value, err = logme()
+    assert value == before and "corrupt" in err
