@@ -336,6 +336,24 @@ class FeatureStore:
             "samples": manifest["n_samples"], "done": f"{done}/{total} chunks", "size_mb": _size_mb(folder),
         }
 
+    def superseded(self, key: FeatureKey) -> list[Path]:
+        """Entries of the same model, settings and dataset location as ``key`` whose data fingerprint differs:
+        extracted before the user's images or labels changed (``FeatureKey.subset["definition"]``)."""
+        definition = key.subset.get("definition")
+        if not isinstance(definition, dict) or "fingerprint" not in definition:
+            return []
+
+        def without_fingerprint(entry: dict) -> dict:
+            subset = dict(entry.get("subset", {}))
+            subset["definition"] = {k: v for k, v in dict(subset.get("definition") or {}).items() if k != "fingerprint"}
+            return {**entry, "subset": subset}
+
+        mine = without_fingerprint(json.loads(json.dumps(asdict(key))))
+        return [
+            folder for folder, manifest in self.entries()
+            if manifest and folder != self.entry_dir(key) and without_fingerprint(manifest.get("key", {})) == mine
+        ]
+
     def remove(self, pattern: str) -> list[str]:
         """Delete entries whose folder name contains ``pattern`` ("all" removes everything)."""
         if not pattern:

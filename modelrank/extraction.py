@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import time
+import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Callable, Iterable
@@ -112,6 +114,10 @@ def plan_model(
         "model": {k: v for k, v in model.info.items() if k != "preprocessing"},
     }
     info["model"]["input_size"] = list(info["model"]["input_size"])
+    for folder in store.superseded(key):
+        warnings.warn(f"the images or labels of {data.name} changed since cache entry {folder.name} was extracted; "
+                      "it is removed and the features are extracted again")
+        shutil.rmtree(folder, ignore_errors=True)
     manifest = store.open_entry(key, ids, chunk_size, info)
     index, count = shard
     # Checking content here (not just existence) makes a rerun repair corrupt chunks.

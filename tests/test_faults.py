@@ -347,3 +347,41 @@ def test_flipped_bytes_are_detected_and_score_recomputes_them(cache_dir, tmp_pat
     chunk.write_bytes(chunk.read_bytes()[:300])  # truncated
     value, err = logme()
     assert value == before and "corrupt" in err
+
+
+# ---------------------------------------------------------------------------------- the user's own data
+def _image_folder(root: Path, shade: int = 0) -> Path:
+    from PIL import Image
+
+    for c, cls in enumerate(("a", "b")):
+        (root / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.fromarray(np.full((12, 12, 3), (60 * c + 20 * i + shade) % 256, np.uint8)).save(root / cls / f"{i}.png")
+    return root
+
+
+def test_folder_datasets_are_keyed_by_location_and_contents(tmp_path, cache_dir, monkeypatch):
+    opts = dict(batch_size=8, workers=0)
+    for project, shade in (("p1", 0), ("p2", 100)):
+        _image_folder(tmp_path / project / "data", shade)
+    monkeypatch.chdir(tmp_path / "p1")
+    first = load_features(TINY_MODEL, "folder:data", "all", **opts)
+    monkeypatch.chdir(tmp_path / "p2")  # the same text, another folder: not the first project's features
+    second = load_features(TINY_MODEL, "folder:data", "all", **opts)
+    assert not np.array_equal(first.features, second.features)
+    os.utime(tmp_path / "p2" / "data" / "a" / "0.png", ns=(0, 0))  # a replaced image
+    with pytest.warns(UserWarning, match="images or labels of folder:data changed .* extracted again"):
+        load_features(TINY_MODEL, "folder:data", "all", **opts)
+    assert len(list(FeatureStore(cache_dir).entries())) == 2  # p1's entry and p2's current one
+
+
+def test_sixteen_bit_png_matches_its_eight_bit_copy(tmp_path):
+    from PIL import Image
+
+    from modelrank.data.base import open_image
+
+    grey = np.random.default_rng(0).integers(0, 256, (16, 16)).astype(np.uint8)
+    Image.fromarray(grey).save(tmp_path / "eight.png")
+    Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
+    assert Image.open(tmp_path / "sixteen.png").mode.startswith("I")
+    assert np.array_equal(np.asarray(open_image(tmp_path / "sixteen.png")), np.asarray(open_image(tmp_path / "eight.png")))

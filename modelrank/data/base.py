@@ -57,9 +57,23 @@ def open_image(path: str) -> Image.Image:
     """Decode an image file fully (PIL is lazy), turning decoder errors into one clear line."""
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            return to_rgb(img)
     except (OSError, SyntaxError, ValueError) as exc:
         raise CorruptImageError(f"cannot read image {path}: {exc}") from None
+
+
+#: PIL's 16-bit grey modes ("I" is how some Pillow versions open a 16-bit PNG).
+SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """8-bit RGB. 16-bit grey is scaled to 8 bits (v * 255 / 65535): PIL's own conversion clips every value above
+    255, which turns a 16-bit image almost entirely white."""
+    if img.mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(img, dtype=np.float64)
+        grey = np.clip(np.rint(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
+        return Image.fromarray(grey).convert("RGB")
+    return img.convert("RGB")
 
 
 @dataclass(frozen=True)

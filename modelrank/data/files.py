@@ -1,7 +1,14 @@
-"""Datasets a user brings: a folder of class sub-folders, or a CSV of image paths and labels/targets."""
+"""Datasets a user brings: a folder of class sub-folders, or a CSV of image paths and labels/targets.
+
+Their ``meta["definition"]`` (part of the feature-cache key) holds the resolved path and a fingerprint of the
+contents: the sha256 of every image's path, size and modification time (and of the CSV's bytes). The same
+relative path in two projects, relabelled rows, or replaced images therefore never reuse stale features.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +20,29 @@ from .base import ImageDataset, open_image, seeded_split
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
-def _paths_dataset(name: str, split: str, paths: list[str], targets: np.ndarray, class_names, task: str) -> ImageDataset:
+def _paths_dataset(
+    name: str, split: str, paths: list[str], targets: np.ndarray, class_names, task: str, source: Path
+) -> ImageDataset:
     idx = seeded_split(targets, split) if task == "classification" else _regression_split(len(targets), split)
     chosen = [paths[i] for i in idx]
-    return ImageDataset(name, split, targets[idx], lambda i: open_image(chosen[i]), class_names, task)
+    definition = {"path": str(source.resolve()), "fingerprint": _fingerprint(source, paths)}
+    return ImageDataset(name, split, targets[idx], lambda i: open_image(chosen[i]), class_names, task,
+                        meta={"definition": definition})
+
+
+def _fingerprint(source: Path, paths: list[str]) -> str:
+    """sha256 over the image files' resolved paths, sizes and mtimes, plus the CSV's bytes when ``source`` is one
+    (its labels); stat only, so cheap even for large folders."""
+    digest = hashlib.sha256()
+    if source.is_file():
+        digest.update(source.read_bytes())
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            digest.update(f"{os.path.realpath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:  # a listed image that is missing: reported when it is read
+            digest.update(f"{path}\0missing\n".encode())
+    return digest.hexdigest()[:16]
 
 
 def _regression_split(n: int, split: str, seed: int = 0, test_fraction: float = 0.2) -> np.ndarray:
@@ -49,7 +75,8 @@ def load_folder(path: str, split: str = "all") -> ImageDataset:
             labels.append(label)
     if not paths:
         raise InvalidInputError(f"image folder {root} contains no images")
-    return _paths_dataset(f"folder:{root}", split, paths, np.asarray(labels, dtype=np.int64), classes, "classification")
+    return _paths_dataset(f"folder:{root}", split, paths, np.asarray(labels, dtype=np.int64), classes, "classification",
+                          root)
 
 
 def load_csv(path: str, split: str = "all") -> ImageDataset:
@@ -69,10 +96,10 @@ def load_csv(path: str, split: str = "all") -> ImageDataset:
         targets = pd.to_numeric(table[cols["target"]], errors="coerce").to_numpy(dtype=np.float64)
         if not np.isfinite(targets).all():
             raise InvalidInputError(f"{csv}: column target has missing or non-numeric values")
-        return _paths_dataset(f"csv:{csv}", split, paths, targets, None, "regression")
+        return _paths_dataset(f"csv:{csv}", split, paths, targets, None, "regression", csv)
     raw = table[cols["label"]]
     if raw.isna().any():
         raise InvalidInputError(f"{csv}: column label has missing values")
     classes = sorted(raw.astype(str).unique())
     codes = np.searchsorted(np.asarray(classes), raw.astype(str).to_numpy()).astype(np.int64)
-    return _paths_dataset(f"csv:{csv}", split, paths, codes, classes, "classification")
+    return _paths_dataset(f"csv:{csv}", split, paths, codes, classes, "classification", csv)
