@@ -96,6 +96,10 @@ def score_feature_sets(
 
     columns = {s.name: metric_column(s.name, params.get(s.name, {})) for s in specs}
     datasets = list(dict.fromkeys(fs.dataset for fs in feature_sets))
+    for fs in feature_sets:
+        if fs.task == "classification" and len(fs.labels) > 1 and len(np.unique(fs.labels)) == len(fs.labels):
+            notes.append(f"warning: {fs.model}/{fs.dataset}: every one of the {len(fs.labels)} samples is its own "
+                         "class, so no metric can measure class separability: its scores do not rank transfer")
     for spec in specs:
         kwargs = params.get(spec.name, {})
         for dataset in datasets:
@@ -140,6 +144,11 @@ def score_feature_sets(
         for d, m in keys
     ]  # fmt: skip
     frame = pd.DataFrame(rows, columns=["Dataset", "Model", *names, *[f"{n}_seconds" for n in names]])
+    if frame[names].isna().all().all():
+        reasons = [note.removeprefix("skipped: ") for note in notes if note.startswith("skipped: ")]
+        shown = "; ".join(dict.fromkeys(reasons[:4]))
+        raise InvalidInputError(f"no metric could score these features ({len(reasons)} skipped): {shown}"
+                                + (" ..." if len(reasons) > 4 else ""))
     frame.attrs["notes"] = notes
     frame.attrs["higher_is_better"] = {columns[s.name]: s.higher_is_better for s in specs}
     return frame

@@ -385,3 +385,59 @@ def test_sixteen_bit_png_matches_its_eight_bit_copy(tmp_path):
     Image.fromarray(grey.astype(np.uint16) * 257).save(tmp_path / "sixteen.png")
     assert Image.open(tmp_path / "sixteen.png").mode.startswith("I")
     assert np.array_equal(np.asarray(open_image(tmp_path / "sixteen.png")), np.asarray(open_image(tmp_path / "eight.png")))
+
+
+# ------------------------------------------------------------------------------------ silent wrong numbers
+def _features(tmp_path: Path, name: str, features: np.ndarray, labels: np.ndarray) -> str:
+    path = tmp_path / f"{name}.npz"
+    np.savez(path, features=features, labels=labels)
+    return str(path)
+
+
+def test_score_all_with_every_metric_skipped_is_an_error(tmp_path, cli):
+    labels = np.repeat([0, 1], 10)
+    nan = np.full((20, 4), np.nan)
+    code, out, err = cli("score", "--features", _features(tmp_path, "nan", nan, labels), "--metric", "all")
+    assert code == 2 and "no metric could score these features" in err and "NaN" in err and "Traceback" not in err
+
+
+def test_huge_features_get_a_clear_error_from_every_metric(rng):
+    from modelrank.features import FeatureSet
+    from modelrank.metrics import compute_metric
+
+    labels = np.repeat(np.arange(3), 20)
+    data = FeatureSet(features=rng.normal(size=(60, 6)) * 1e200, labels=labels, model="m", dataset="d",
+                      source_probs=rng.dirichlet(np.ones(4), 60))
+    for metric in ("logme", "hscore", "nleep", "sfda", "parc", "linear_probe", "gbc", "transrate", "lfc",
+                   "pactran_gauss"):
+        with pytest.raises(InvalidInputError, match="rescale"):
+            compute_metric(metric, data)
+
+
+def test_every_sample_its_own_class_is_flagged(rng):
+    from modelrank.features import FeatureSet
+    from modelrank.scoring import score_feature_sets
+
+    data = FeatureSet(features=rng.normal(size=(12, 4)), labels=np.arange(12), model="m", dataset="d")
+    frame = score_feature_sets([data], ["knn", "hscore"])
+    assert any("every one of the 12 samples is its own class" in note for note in frame.attrs["notes"])
+
+
+def test_evaluate_names_datasets_without_truth_and_reads_blank_cells(tmp_path, cli):
+    from modelrank.evaluate.evaluation import evaluate
+
+    truth = pd.DataFrame({"dataset": ["a"] * 3 + ["b"] * 3, "model": ["x", "y", "z"] * 2,
+                          "accuracy": [0.1, 0.2, 0.3, 0.3, 0.2, 0.1]})
+    scores = pd.DataFrame({"Dataset": ["a"] * 3 + ["b"] * 3 + ["c[1]"] * 3, "Model": ["x", "y", "z"] * 3,
+                           "logme": np.arange(9.0), "leep": [1, 2, 3, np.nan, np.nan, np.nan, 1, 2, 3]})
+    scores.to_csv(tmp_path / "s.csv", index=False)  # blank cells: metrics skipped by `score --metric all`
+    truth.to_csv(tmp_path / "t.csv", index=False)
+    ev = evaluate(tmp_path / "s.csv", tmp_path / "t.csv", measures=["kendall"])
+    assert any("c[1]" in w and "no ground truth" in w for w in ev.warnings)
+    assert any("'leep' has 3 blank" in w for w in ev.warnings)
+    code, out, err = cli("evaluate", "--scores", str(tmp_path / "s.csv"), "--truth", str(tmp_path / "t.csv"),
+                         "--tau", "kendall")
+    assert code == 0, err
+    text = out + err
+    assert "c[1]" in text  # rich markup must not eat the brackets
+    assert "0.000 (2)" in text and "1.000 (1)" in text  # logme averaged over 2 datasets, leep over 1

@@ -135,7 +135,10 @@ def evaluate(
     methods = list(dict.fromkeys(score_table["method"]))
     dataset_keys = [key for key in display if key in set(merged["dataset_key"])]
 
-    warnings: list[str] = []
+    warnings: list[str] = list(score_table.attrs.get("blank", []))
+    untruthful = [display[key] for key in display if key not in set(merged["dataset_key"])]
+    if untruthful:
+        warnings.append(f"scored dataset(s) {', '.join(untruthful)} have no ground truth: left out of every mean")
     labels = {choice: measure_label(choice, protocol, k) for choice in choices}
     functions = {choice: _measure_function(choice, protocol, k) for choice in choices}
     rows: list[tuple[str, str, str, float]] = []

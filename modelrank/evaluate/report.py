@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.measure import Measurement
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import MissingResourceError
@@ -31,14 +32,18 @@ def evaluation_tables(evaluation: Evaluation, digits: int = 3) -> list[Table]:
         table = Table(title=f"{measure} ({'lower' if lower else 'higher'} is better)", header_style="bold")
         table.add_column("method")
         for column in frame.columns:
-            label = {MEAN: "Mean", WEIGHTED_MEAN: "W.Mean"}.get(column, column)
-            table.add_column(label, justify="right")
+            label = {MEAN: "Mean (datasets)", WEIGHTED_MEAN: "W.Mean (datasets)"}.get(column, column)
+            table.add_column(escape(label), justify="right")
+        n_datasets = len(evaluation.datasets)
         for i, method in enumerate(frame.index):
+            averaged = int(np.isfinite(values[i, :n_datasets]).sum())  # the means skip datasets without a value
             cells = []
             for j, value in enumerate(values[i]):
                 text = "—" if not np.isfinite(value) else f"{value:.{digits}f}"
+                if j >= n_datasets:
+                    text += f" ({averaged})"
                 cells.append(f"[bold]{text}[/bold]" if bold[i, j] else text)
-            table.add_row(method, *cells)
+            table.add_row(escape(method), *cells)
         tables.append(table)
     return tables
 
@@ -58,7 +63,7 @@ def print_evaluation(evaluation: Evaluation, console: Console | None = None) -> 
     for table in evaluation_tables(evaluation):
         print_wide(console, table)
     for warning in evaluation.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def plot_evaluation(evaluation: Evaluation, path: str | Path, measure: str | None = None) -> Path:

@@ -137,14 +137,22 @@ def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) ->
                 f"{source}: no score columns; expected a long table (method, score) or numeric method columns"
             )
         long = frame.melt(id_vars=[dataset_col, model_col], value_vars=methods, var_name="method", value_name="score")
+        # A blank cell is a metric that was skipped on that (dataset, model) (`score --metric all` writes them).
+        blank = long["score"].isna()
+        skipped = long[blank].groupby("method", sort=False).size()
+        long = long[~blank]
+        for method in methods:
+            _as_numbers(long.loc[long["method"] == method, "score"], f"column {method!r}", source)
         long = pd.DataFrame(
             {
                 "method": long["method"].astype(str),
                 "dataset": long[dataset_col].astype(str),
                 "model": long[model_col].astype(str),
-                "score": _as_numbers(long["score"], "a score column", source),
+                "score": long["score"].to_numpy(dtype=np.float64),
             }
         )
+        long.attrs["blank"] = [f"{source}: column {method!r} has {count} blank (skipped) cell(s), left out"
+                               for method, count in skipped.items()]
     if long.empty:
         raise InvalidInputError(f"{source}: the score table is empty")
     return _with_keys(long, ["method", "dataset_key", "model_key"], source)

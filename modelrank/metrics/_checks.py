@@ -93,3 +93,23 @@ def as_probs(probs: np.ndarray, n_samples: int, name: str = "source_probs") -> n
         return p / sums[:, None]
     p /= sums[:, None]
     return p
+
+
+#: Features beyond this magnitude overflow float64 in the second moments (x^2 summed over samples) most
+#: metrics form; 1e150^2 = 1e300 still fits.
+MAX_FEATURE_MAGNITUDE = 1e150
+
+
+def check_magnitudes(name: str, arrays: dict[str, object]) -> None:
+    """Refuse float inputs so large that float64 second moments overflow: the metrics would raise deep inside
+    their linear algebra or return NaN, inf or a meaningless finite number."""
+    for key, value in arrays.items():
+        x = np.asarray(value) if value is not None else None
+        if x is None or x.dtype.kind != "f" or x.size == 0:
+            continue
+        largest = max(abs(float(x.max())), abs(float(x.min())))
+        if MAX_FEATURE_MAGNITUDE < largest < np.inf:  # NaN and inf are reported by the metric's own checks
+            raise InvalidInputError(
+                f"{name}: {key} reach magnitude {largest:.3g}, beyond what float64 second moments hold "
+                f"(limit {MAX_FEATURE_MAGNITUDE:.0e}); rescale them (e.g. standardise) first"
+            )

@@ -11,9 +11,12 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
+import numpy as np
+
 from ..errors import InvalidInputError
 from ..features import TASK_TYPES, FeatureSet
 from ..registry import Registry
+from ._checks import check_magnitudes
 
 #: Named inputs a metric may declare. ``source_probs`` is the softmax of the model's own pre-training head;
 #: ``task`` ("classification" | "regression") lets a metric that supports both read labels the right way.
@@ -98,7 +101,9 @@ def score_zoo(name: str, feature_sets: list[FeatureSet], **params: Any) -> dict[
     by_model = {fs.model: fs for fs in feature_sets}
     if len(by_model) != len(feature_sets):
         raise InvalidInputError("score_zoo got two feature sets with the same model name")
-    return {model: float(v) for model, v in spec.fn(by_model, **params).items()}
+    arrays = {f"features of {fs.model}": fs.features for fs in feature_sets}
+    check_magnitudes(name, arrays)
+    return {model: _finite(name, v) for model, v in spec.fn(by_model, **params).items()}
 
 
 def check_parameters(spec: MetricSpec, params: dict[str, Any]) -> None:
@@ -122,4 +127,14 @@ def compute_metric(name: str, data: FeatureSet, **params: Any) -> float:
     check_applicable(spec, data)
     check_parameters(spec, params)
     inputs = data.inputs()
-    return float(spec.fn(**{k: inputs[k] for k in spec.needs}, **params))
+    arrays = {k: inputs[k] for k in spec.needs}
+    check_magnitudes(name, arrays)
+    return _finite(name, spec.fn(**arrays, **params))
+
+
+def _finite(name: str, value: Any) -> float:
+    """A metric's value as a float; NaN or inf is an error, never a score."""
+    value = float(value)
+    if not np.isfinite(value):
+        raise InvalidInputError(f"{name} gave a non-finite value ({value}) on these inputs")
+    return value
