@@ -262,6 +262,8 @@ def extract(
     Only chunks that are missing (and belong to ``shard``) are computed, so an interrupted run resumes and a
     job array of ``--shard i/n`` covers the data exactly once.
     """
+    if not models:
+        raise InvalidInputError("no model given (e.g. -m efficientnet_lite0,resnet18)")
     shard = shard if isinstance(shard, tuple) else parse_shard(shard)
     store = FeatureStore(cache_dir)
     _register_zoo(models, cache_dir)

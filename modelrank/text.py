@@ -54,8 +54,9 @@ def _load_encoder(encoder: str) -> tuple[Any, Any]:
     try:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModel.from_pretrained(source).eval()
-    except OSError as err:
-        raise MissingResourceError(f"cannot load text encoder {encoder!r}: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # transformers / safetensors raise many types for missing or damaged files
+        first = (str(err).splitlines() or [type(err).__name__])[0]
+        raise MissingResourceError(f"cannot load text encoder {encoder!r}: {first}") from None
     return tokenizer, model
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import numpy as np
 import typer
 
 from ..errors import ModelrankError
@@ -47,7 +48,7 @@ def spider_rank(
     """Rank the zoo for a task with a saved learner."""
     from ..spider import load_learner
 
-    seen = {k: float(v) for k, v in key_values(observed).items()} if observed else None
+    seen = {k: _accuracy(k, v) for k, v in key_values(observed).items()} if observed else None
     scores = load_learner(learner_dir).predict(task, observed=seen).sort_values(ascending=False)
     print_table(f"ranking for {task}", ["rank", "model", "score"],
                 [[i + 1, m, f"{s:.4f}"] for i, (m, s) in enumerate(scores.head(top).items())])
@@ -88,3 +89,14 @@ def spider_eval(
         print_table(f"{name} ({protocol}, fit {sum(result.fit_seconds):.1f} s)", ["protocol", *summary.columns],
                     [[idx, *[int(row[c]) if c in ("n", "tasks") else f"{row[c]:.3f}" for c in summary.columns]]
                      for idx, row in summary.iterrows()])
+
+
+def _accuracy(model: str, value: object) -> float:
+    """An --observed accuracy: a finite number."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if isinstance(value, bool) or not np.isfinite(number):
+        raise ModelrankError(f"--observed {model}={value}: the accuracy must be a number")
+    return number

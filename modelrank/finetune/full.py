@@ -308,6 +308,12 @@ def finetune_full(
     val_mask = np.zeros(len(chosen), dtype=bool)
     val_mask[seeded_split(encoded, "test", seed=config.seed, test_fraction=config.val_fraction)] = True
     train_idx, val_idx = chosen[~val_mask], chosen[val_mask]
+    if len(val_idx) == 0 or len(train_idx) < 2:
+        raise InvalidInputError(
+            f"{len(chosen)} images of {train_data.name}/{split} (per class: {config.per_class or 'all'}) leave "
+            f"{len(train_idx)} for training and {len(val_idx)} for validation ({config.val_fraction:.0%} of each "
+            "class, which picks the best epoch); use more images per class"
+        )
     y_train = torch.as_tensor(encoded[~val_mask], dtype=torch.long)
     y_val = torch.as_tensor(encoded[val_mask], dtype=torch.long)
     if test_data is not None:

@@ -248,6 +248,8 @@ def read_records_csv(path: str | Path, aggregate: str | None = "max") -> Records
         frame = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise InvalidInputError(f"cannot parse records CSV {path}: {exc}") from None
+    if frame.empty:
+        raise InvalidInputError(f"records CSV {path} has no records (only a header)")
     frame = frame.rename(columns={k: v for k, v in RECORD_ALIASES.items() if v not in frame.columns})
     if "selected" in frame.columns:
         selected = frame["selected"].astype(str).str.lower().isin(["true", "1"])

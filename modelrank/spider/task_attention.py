@@ -139,6 +139,8 @@ class TaskAttentionCore:
         whole group either (grouped inner cross-validation). A model recorded on none of the attended tasks
         gets 0 + γ·s.
         """
+        if not self.rows.size:  # no training task can be attended to (e.g. every accuracy table is constant)
+            return gamma * scores_z
         logits = beta_f * similarity + (beta_o * correlation if correlation is not None and beta_o else 0.0)
         excluded = self.rows[None] == queries[:, None]
         if groups is not None:

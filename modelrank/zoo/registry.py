@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,21 @@ def manifest_path(preset: str, cache_dir: str | os.PathLike | None = None) -> Pa
 
 
 def read_manifest(preset: str, cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """The zoo's manifest; an absent one is empty, a damaged one (unparsable, or not {"preset", "models": {...}})
+    is reported and read as empty: `zoo build` rewrites it from the finished runs, which it does not retrain."""
     path = manifest_path(preset, cache_dir)
+    empty = {"preset": preset, "models": {}}
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {"preset": preset, "models": {}}
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        return empty
+    except (OSError, ValueError) as exc:
+        warnings.warn(f"zoo manifest {path} is unreadable ({exc}); run `modelrank zoo build` to rewrite it")
+        return empty
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("models"), dict):
+        warnings.warn(f"zoo manifest {path} is not a zoo manifest; run `modelrank zoo build` to rewrite it")
+        return empty
+    return {**manifest, "preset": preset}
 
 
 def write_manifest(manifest: dict[str, Any], cache_dir: str | os.PathLike | None = None) -> Path:
@@ -71,11 +82,16 @@ def register_zoo_models(cache_dir: str | os.PathLike | None = None) -> list[str]
     for path in sorted(root.glob("*/manifest.json")) if root.is_dir() else []:
         manifest = read_manifest(path.parent.name, cache_dir)
         for name, record in manifest.get("models", {}).items():
-            stamp = {**record, "folder": str(path.parent)}
-            if name in MODELS and MODELS.entry(name).meta.get("record") == stamp:
-                names.append(name)
+            try:
+                stamp = {**record, "folder": str(path.parent)}
+                if name in MODELS and MODELS.entry(name).meta.get("record") == stamp:
+                    names.append(name)
+                    continue
+                spec = _spec(record, path.parent)
+            except (KeyError, TypeError, ValueError) as exc:
+                warnings.warn(f"zoo manifest {path}: the record of {name} is damaged ({exc!r}); skipped")
                 continue
             MODELS.remove(name)
-            MODELS.add(name, _spec(record, path.parent), record=stamp)
+            MODELS.add(name, spec, record=stamp)
             names.append(name)
     return names
