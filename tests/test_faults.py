@@ -441,3 +441,83 @@ def test_evaluate_names_datasets_without_truth_and_reads_blank_cells(tmp_path, c
     text = out + err
     assert "c[1]" in text  # rich markup must not eat the brackets
     assert "0.000 (2)" in text and "1.000 (1)" in text  # logme averaged over 2 datasets, leep over 1
+
+
+# ------------------------------------------------------------------------------- tampered inputs, one line
+def _saved_learner(tmp_path: Path) -> Path:
+    from modelrank.spider import Records, make_learner
+
+    table = pd.DataFrame([(f"t{j}", f"m{i}", 0.5 + 0.1 * i * (-1) ** j) for i in range(3) for j in range(4)],
+                         columns=["dataset", "model", "accuracy"])
+    return make_learner("model_prior").fit(Records(table)).save(tmp_path / "learner")
+
+
+@pytest.mark.parametrize("tamper", [
+    lambda d: (d / "learner.json").write_text("{truncated"),
+    lambda d: (d / "learner.json").write_text("[]"),
+    lambda d: (d / "learner.json").write_text(json.dumps({**json.loads((d / "learner.json").read_text()), "models": ["x"]})),
+    lambda d: (d / "learner.json").write_text(json.dumps({**json.loads((d / "learner.json").read_text()), "config": {"bogus": 1}})),
+    lambda d: (d / "learner.json").write_text(json.dumps({**json.loads((d / "learner.json").read_text()), "learner": "nope"})),
+    lambda d: (d / "state.pt").write_bytes((d / "state.pt").read_bytes()[:100]),
+    lambda d: torch.save({"model_features": torch.zeros(1)}, d / "state.pt"),
+    lambda d: (d / "state.pt").unlink(),
+])
+def test_every_tampered_learner_dir_gives_one_line(tmp_path, cli, tamper):
+    folder = _saved_learner(tmp_path)
+    tamper(folder)
+    code, out, err = cli("spider", "rank", str(folder), "t1")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_bad_command_inputs_give_one_line(tmp_path, cli):
+    folder = _saved_learner(tmp_path)
+    header_only = tmp_path / "h.csv"
+    header_only.write_text("dataset,model,accuracy\n")
+    cases = [
+        (["extract", "-m", ",", "-d", "digits"], "no model given"),
+        (["spider", "rank", str(folder), "t1", "--observed", "m1=abc"], "must be a number"),
+        (["spider", "eval", str(header_only)], "no records"),
+    ]
+    for args, message in cases:
+        code, out, err = cli(*args)
+        assert code == 2 and message in err and "Traceback" not in err, (args, err)
+
+
+def test_constant_accuracies_give_documented_nan_not_a_traceback():
+    from modelrank.spider import Records, make_learner
+    from modelrank.spider.protocols import evaluate as evaluate_learner
+    from modelrank.spider.protocols import task_folds
+
+    table = pd.DataFrame([(f"t{j}", f"m{i}", 0.5) for i in range(3) for j in range(4)],
+                         columns=["dataset", "model", "accuracy"])
+    records = Records(table)
+    # task attention is also the base of graph and Model Spider, which failed through it
+    result = evaluate_learner(lambda: make_learner("task_attention"), records, "cold_start",
+                              task_folds(records, "task", None), 3, 0)
+    assert result.summary()["n"].sum() == 0  # no task has a ranking to measure: nothing is averaged
+
+
+def test_empty_validation_split_and_damaged_zoo_manifest(tmp_path, cache_dir):
+    from modelrank.zoo.registry import manifest_path, read_manifest, register_zoo_models
+
+    with pytest.raises(InvalidInputError, match="0 for validation"):
+        finetune_full("random:test_resnet", "digits", config=FullConfig(per_class=2, input_size=32))
+    path = manifest_path("ci")
+    path.parent.mkdir(parents=True)
+    path.write_text("{}")
+    with pytest.warns(UserWarning, match="not a zoo manifest"):
+        assert read_manifest("ci") == {"preset": "ci", "models": {}}
+    path.write_text(json.dumps({"preset": "ci", "models": {"zoo/ci/x": {"name": "zoo/ci/x"}}}))
+    with pytest.warns(UserWarning, match="record of zoo/ci/x is damaged"):
+        assert register_zoo_models() == []
+
+
+def test_damaged_text_encoder_folder_is_one_line(tmp_path):
+    pytest.importorskip("transformers")
+    from modelrank.errors import MissingResourceError
+    from modelrank.text import encode_texts
+
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    (tmp_path / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(MissingResourceError, match="cannot load text encoder"):
+        encode_texts(["a", "b"], str(tmp_path), cache=False)
