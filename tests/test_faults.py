@@ -521,3 +521,16 @@ def test_damaged_text_encoder_folder_is_one_line(tmp_path):
     (tmp_path / "model.safetensors").write_bytes(b"garbage")
     with pytest.raises(MissingResourceError, match="cannot load text encoder"):
         encode_texts(["a", "b"], str(tmp_path), cache=False)
+
+
+def test_user_text_with_brackets_is_printed_as_typed(tmp_path, cli):
+    labels = np.repeat([0, 1], 10)
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "exp[lr=0.1]"
+    folder.mkdir()
+    a = _features(folder, "resnet[a]", rng.normal(size=(20, 3)), labels)
+    b = _features(folder, "resnet[b]", rng.normal(size=(20, 3)), labels)
+    code, out, err = cli("score", "--features", a, "--features", b, "--metric", "knn")
+    assert code == 0 and "resnet[a]" in out and "resnet[b]" in out, out
+    code, out, err = cli("score", "--features", str(folder / "missing.npz"), "--metric", "knn")
+    assert code == 2 and "exp[lr=0.1]/missing.npz" in err

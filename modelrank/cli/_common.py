@@ -8,6 +8,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ModelrankError
@@ -81,11 +82,11 @@ def split_names(value: str) -> list[str]:
 
 
 def print_table(title: str, columns: list[str], rows: list[list[object]]) -> None:
-    table = Table(title=title, header_style="bold")
+    table = Table(title=escape(title), header_style="bold")
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:
-        table.add_row(*[str(v) for v in row])
+        table.add_row(*[escape(str(v)) for v in row])  # names are user text: "resnet[a]" is not markup
     console.print(table)
 
 def key_values(pairs: list[str]) -> dict[str, object]:

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import ModelrankError
@@ -78,7 +79,7 @@ def score_cmd(
 
         frame = score_feature_sets(feature_sets, metric_names, progress=advance, **params)
     for note in frame.attrs["notes"]:
-        err_console.print(f"[yellow]{note}[/]", highlight=False, soft_wrap=True)
+        err_console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
     for table in _ranking_tables(frame):
         console.print(table)
     if out:
@@ -93,17 +94,17 @@ def _ranking_tables(frame) -> list[Table]:
     tables = []
     directions = frame.attrs["higher_is_better"]
     for dataset, rows in frame.groupby("Dataset", sort=False):
-        table = Table(title=f"ranking on {dataset} (best first)", header_style="bold")
+        table = Table(title=f"ranking on {escape(dataset)} (best first)", header_style="bold")
         for column in ["metric", "better", *[f"#{k + 1}" for k in range(len(rows))], "seconds"]:
             table.add_column(column, overflow="fold")
         for name, higher in directions.items():
             scored = rows.dropna(subset=[name]).sort_values(name, ascending=not higher, kind="stable")
             if scored.empty:
                 continue
-            cells = [f"{model}  {value:.6g}" if math.isfinite(value) else model
+            cells = [f"{escape(model)}  {value:.6g}" if math.isfinite(value) else escape(model)
                      for model, value in zip(scored["Model"], scored[name])]
             cells[0] = f"[bold green]{cells[0]}[/]"
             cells += [""] * (len(rows) - len(cells))
-            table.add_row(name, "higher" if higher else "lower", *cells, f"{rows[f'{name}_seconds'].sum():.3g}")
+            table.add_row(escape(name), "higher" if higher else "lower", *cells, f"{rows[f'{name}_seconds'].sum():.3g}")
         tables.append(table)
     return tables
