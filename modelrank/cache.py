@@ -25,7 +25,7 @@ import uuid
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -70,13 +70,18 @@ def remove_stale_temporaries(folder: Path, max_age: float = STALE_TEMPORARY_SECO
     return removed
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
+    """``write(temporary)`` then rename onto ``path``: readers see the old file or the complete new one."""
     tmp = temporary_path(path)
     try:
-        tmp.write_bytes(data)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
 
 def sha256_hex(data: bytes) -> str:
@@ -191,13 +196,7 @@ class FeatureStore:
         table = pa.table(columns)
         meta = {**provenance, "features_shape": list(features.shape), "chunk": index, "sha256": _table_digest(table)}
         table = table.replace_schema_metadata({"modelrank": json.dumps(meta)})
-        path = self.chunk_path(key, index)
-        tmp = temporary_path(path)
-        try:
-            pq.write_table(table, tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_write(self.chunk_path(key, index), lambda tmp: pq.write_table(table, tmp))
 
     def read_chunk(self, key: FeatureKey, manifest: dict, index: int) -> pa.Table | None:
         """The chunk's table, or None when absent; a corrupt chunk is reported, removed and reported absent.

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..cache import atomic_write_bytes, remove_stale_temporaries, temporary_path
+from ..cache import atomic_write, atomic_write_bytes, remove_stale_temporaries
 from ..data import ImageDataset, load_dataset
 from ..data.base import seeded_split
 from ..errors import InvalidInputError
@@ -190,12 +190,7 @@ def _digest(payload: dict[str, Any]) -> str:
 
 
 def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = temporary_path(path)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def _load_progress(path: Path, key: str) -> dict[str, Any] | None:
