@@ -229,7 +229,7 @@ def test_records_cli_compact_and_rm(tmp_path, cli):
     code, out, err = cli("records", "rm", "-d", "exp[lr=0.1]", "--cache-dir", cache, "--yes")
     assert code == 0 and "removed 2" in err and list(read_records(cache)["dataset"]) == ["keep"]
     code, out, err = cli("records", "compact", "--cache-dir", cache)
-    assert code == 0 and "1 records" in out
+    assert code == 0 and "1 records" in err
     code, out, err = cli("records", "ls", "--cache-dir", cache)
     assert code == 0 and "keep" in out
 

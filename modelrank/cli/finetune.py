@@ -160,7 +160,7 @@ def records_compact(cache_dir: Optional[Path] = CacheDirOption) -> None:
     from ..finetune import compact_records
 
     done = compact_records(str(cache_dir) if cache_dir else None)
-    console.print(f"{done['parts']} run file(s) folded; {done['records']} records in the table")
+    err_console.print(f"{done['parts']} run file(s) folded; {done['records']} records in the table")
 
 
 @records_app.command("rm")
