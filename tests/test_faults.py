@@ -254,23 +254,58 @@ def _start_extract_workers(n: int, cache: Path, go: Path, limit: int) -> list[su
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(n)]
 
 
-def test_concurrent_extract_runs_share_the_chunks_and_match_one_run(tmp_path):
-    limit = 96
+JOB_ARRAY = """
+import dataclasses, json, multiprocessing, sys
+import torch
+from modelrank.extraction import extract, load_features
+from modelrank.finetune import job_from_features, run_probes
+
+cache, limit, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+
+
+def job(i, start, results):
+    torch.set_num_threads(1)
+    start.wait()  # all at once: every job sees every chunk pending and every record missing
+    summary = extract(["random:test_resnet"], "digits", "train", limit=limit, chunk_size=8, batch_size=8,
+                      workers=0, cache_dir=cache)[0]
+    data = load_features("random:test_resnet", "digits", "train", limit=limit, cache_dir=cache, extract_missing=False)
+    run_probes([job_from_features(dataclasses.replace(data, model=f"probe{i}"))], cs=[0.1, 1.0], cache_dir=cache)
+    results.put((summary["computed"], summary["complete"]))
+
+
+if __name__ == "__main__":
+    # Forked after the imports and before any torch operation: n jobs without n interpreter start-ups.
+    context = multiprocessing.get_context("fork")
+    start, results = context.Barrier(n), context.Queue()
+    jobs = [context.Process(target=job, args=(i, start, results)) for i in range(n)]
+    for process in jobs:
+        process.start()
+    outcome = [results.get(timeout=600) for _ in jobs]
+    for process in jobs:
+        process.join()
+    print(json.dumps({"outcome": outcome, "exitcodes": [p.exitcode for p in jobs]}))
+"""
+
+
+def test_a_job_array_of_8_extracts_and_finetunes_loses_nothing_and_matches_one_run(tmp_path):
+    """8 concurrent processes on one cache: extract one key (sharing its chunks), then each records a probe."""
+    from modelrank.finetune import read_records
+
+    limit, n = 64, 8
     reference = load_features(TINY_MODEL, "digits", "train", cache_dir=str(tmp_path / "one"), **{**EXTRACT, "limit": limit})
-    go = tmp_path / "go"
-    workers = _start_extract_workers(3, tmp_path / "shared", go, limit)
-    go.touch()
-    summaries = []
-    for process in workers:
-        out, err = process.communicate(timeout=300)
-        assert process.returncode == 0, err
-        summaries.append(json.loads(out.splitlines()[-1]))
-    assert all(s["complete"] for s in summaries)
-    assert sum(s["computed"] for s in summaries) == limit  # every chunk computed once, by one of the runs
-    shared = load_features(TINY_MODEL, "digits", "train", cache_dir=str(tmp_path / "shared"), limit=limit,
-                           extract_missing=False)
-    assert np.array_equal(shared.features, reference.features) and np.array_equal(shared.labels, reference.labels)
-    assert not list((tmp_path / "shared").rglob("*.claim")) and not list((tmp_path / "shared").rglob(".*tmp-*"))
+    shared = tmp_path / "shared"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([sys.executable, "-c", JOB_ARRAY, str(shared), str(limit), str(n)], env=env,
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout.splitlines()[-1])
+    assert report["exitcodes"] == [0] * n
+    assert all(complete for _, complete in report["outcome"])
+    assert sum(computed for computed, _ in report["outcome"]) == limit  # each chunk computed once, by one job
+    features = load_features(TINY_MODEL, "digits", "train", cache_dir=str(shared), limit=limit, extract_missing=False)
+    assert np.array_equal(features.features, reference.features) and np.array_equal(features.labels, reference.labels)
+    assert sorted(read_records(shared)["model"]) == sorted(f"probe{i}" for i in range(n))
+    assert not list(shared.rglob("*.claim")) and not list(shared.rglob(".*tmp-*"))
 
 
 def test_kill_mid_extract_resumes_to_identical_features_and_cleans_up(tmp_path):
