@@ -376,9 +376,9 @@ def test_logme_stays_finite_when_features_interpolate_the_labels():
     sigma = np.array([1e10, 1.0, 1e-3])
     projected = np.array([[1e5, 1.0], [0.0, 2.0], [0.0, 0.5]])
     y_norm2 = (projected**2).sum(axis=0) + np.array([0.0, 3.0])
-    evidence = max_evidence(sigma, projected, y_norm2, 3)
+    evidence, _ = max_evidence(sigma, projected, y_norm2, 3)
     assert np.isfinite(evidence).all()
-    assert evidence[1] == max_evidence(sigma, projected[:, 1:], y_norm2[1:], 3)[0]
+    assert evidence[1] == max_evidence(sigma, projected[:, 1:], y_norm2[1:], 3)[0][0]
 
 
 def test_hscore_warns_when_it_saturates_with_fewer_samples_than_dimensions():
