@@ -19,8 +19,9 @@ def fix_component_signs(x: np.ndarray, projected: np.ndarray) -> np.ndarray:
     """Flip each principal component so that its largest-magnitude loading is positive (sklearn's convention).
 
     PARC is NOT invariant to these signs: correlations between samples are taken across the components, so
-    flipping one changes every row mean. Fixing the convention makes the score deterministic and equal to the
-    reference code's (which gets the signs from sklearn's PCA).
+    flipping one changes every row mean. Fixing the convention makes the score deterministic. It equals the
+    reference code's score only where that code's PCA is exact (it uses randomized PCA with one power iteration,
+    whose axes differ slightly) and its scikit-learn (>= 1.5) applies this same sign rule to the loadings.
     """
     loadings = (x - x.mean(axis=0)).T @ projected  # (D, k), each column proportional to a principal axis
     biggest = loadings[np.argmax(np.abs(loadings), axis=0), np.arange(loadings.shape[1])]

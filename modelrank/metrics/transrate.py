@@ -9,7 +9,7 @@ from ._checks import as_class_labels, as_features, as_targets
 from .base import register_metric
 
 DEFAULT_EPS = 1e-4
-#: Equal-count bins per regression target (EMMS's ``Transrate_multi``).
+#: Equal-count bins per regression target (the number EMMS's ``Transrate_multi`` uses).
 DEFAULT_REGRESSION_BINS = 50
 
 
@@ -54,8 +54,10 @@ def transrate(features: np.ndarray, labels: np.ndarray, task: str = "classificat
     1/(n eps) is followed, so its eps (default 1e-4) is the code's. Higher is better. The score depends on the
     feature dimension and scale, so compare models through their ranking on one dataset only.
     Constant features give exactly 0 (no information).
-    Regression (``task="regression"``, targets (N,) or (N, K)): as EMMS's ``Transrate_multi``, each target is cut
-    into ``regression_bins`` equal-count bins that act as classes, and the K scores are averaged.
+    Regression (``task="regression"``, targets (N,) or (N, K)): each target is cut into ``regression_bins``
+    equal-count bins by its quantiles, the bins act as classes, and the K scores are averaged. EMMS's
+    ``Transrate_multi`` means to do this but never sorts the targets, so its bins follow the sample order and
+    ignore the target values, and it does not centre the features; the binning here is the correct one.
     """
     if class_weighting not in ("uniform", "prior"):
         raise InvalidInputError(f"class_weighting must be 'uniform' or 'prior', not {class_weighting!r}")
