@@ -4,12 +4,14 @@
 (``Dataset, Model, <metric>...``) followed by one ``<metric>_seconds`` column per metric (wall-clock time
 of that metric on that model; for zoo-level metrics, the time of the whole-zoo call divided equally among
 its models). ``df.attrs["notes"]`` lists what was skipped and why; ``df.attrs["higher_is_better"]`` maps
-each metric column to its direction.
+each metric column to its direction; ``df.attrs["flags"]`` lists the scores a metric qualified with a
+``MetricFlagWarning`` (e.g. "not_converged"), one dict per (Dataset, Model, metric column, flag, message).
 """
 
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -19,7 +21,7 @@ import pandas as pd
 from .errors import InvalidInputError, MissingResourceError, ModelrankError
 from .features import TASK_TYPES, FeatureSet
 from .metrics import METRICS, MetricSpec, compute_metric, score_zoo
-from .metrics.base import check_applicable, check_parameters
+from .metrics.base import MetricFlagWarning, check_applicable, check_parameters
 
 #: progress(dataset, model, metric) is called before each metric evaluation (model = "*" for zoo metrics).
 ProgressFn = Callable[[str, str, str], None]
@@ -54,6 +56,16 @@ def metric_column(name: str, params: dict[str, Any]) -> str:
     return f"{name}[{','.join(f'{key}={value}' for key, value in sorted(params.items()))}]"
 
 
+def _flagged_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, list[MetricFlagWarning]]:
+    """``fn(*args, **kwargs)`` and the ``MetricFlagWarning``s it raised; every warning still reaches the user."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", MetricFlagWarning)
+        value = fn(*args, **kwargs)
+    for w in caught:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return value, [w.message for w in caught if issubclass(w.category, MetricFlagWarning)]
+
+
 def score_feature_sets(
     feature_sets: Sequence[FeatureSet],
     metrics: Sequence[str] | str = "all",
@@ -86,6 +98,11 @@ def score_feature_sets(
     scores = {key: {} for key in keys}
     seconds = {key: {} for key in keys}
     notes: list[str] = []
+    flags: list[dict[str, str]] = []
+
+    def flag(raised: list[MetricFlagWarning], cells: list[tuple[str, str]], column: str) -> None:
+        flags.extend({"Dataset": d, "Model": m, "metric": column, "flag": w.flag, "message": str(w)}
+                     for w in raised for d, m in cells)  # fmt: skip
 
     def failed(message: str, cells: list[tuple[str, str]], spec: MetricSpec) -> None:
         if not everything:
@@ -116,10 +133,11 @@ def score_feature_sets(
                     progress(dataset, "*", spec.name)
                 start = time.perf_counter()
                 try:
-                    values = score_zoo(spec.name, runnable, **kwargs)
+                    values, raised = _flagged_call(score_zoo, spec.name, runnable, **kwargs)
                 except ModelrankError as exc:
                     failed(f"{spec.name} on {dataset}: {exc}", [(dataset, fs.model) for fs in runnable], spec)
                     continue
+                flag(raised, [(dataset, fs.model) for fs in runnable], columns[spec.name])
                 share = (time.perf_counter() - start) / len(runnable)
                 for fs in runnable:
                     scores[(dataset, fs.model)][columns[spec.name]] = values[fs.model]
@@ -130,10 +148,11 @@ def score_feature_sets(
                     progress(dataset, fs.model, spec.name)
                 start = time.perf_counter()
                 try:
-                    value = compute_metric(spec.name, fs, **kwargs)
+                    value, raised = _flagged_call(compute_metric, spec.name, fs, **kwargs)
                 except ModelrankError as exc:
                     failed(f"{spec.name} on {fs.model}/{dataset}: {exc}", [(dataset, fs.model)], spec)
                     continue
+                flag(raised, [(dataset, fs.model)], columns[spec.name])
                 scores[(dataset, fs.model)][columns[spec.name]] = value
                 seconds[(dataset, fs.model)][columns[spec.name]] = time.perf_counter() - start
 
@@ -150,6 +169,7 @@ def score_feature_sets(
         raise InvalidInputError(f"no metric could score these features ({len(reasons)} skipped): {shown}"
                                 + (" ..." if len(reasons) > 4 else ""))
     frame.attrs["notes"] = notes
+    frame.attrs["flags"] = flags
     frame.attrs["higher_is_better"] = {columns[s.name]: s.higher_is_better for s in specs}
     return frame
 

@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ANCHORS = Path(__file__).resolve().parents[1].parent / "shared" / "anchors"
+#: ../shared/anchors next to the checkout; MODELRANK_ANCHORS points elsewhere (e.g. from a git worktree).
+ANCHORS = Path(os.environ.get("MODELRANK_ANCHORS") or Path(__file__).resolve().parents[1].parent / "shared" / "anchors")
 
 
 @pytest.fixture

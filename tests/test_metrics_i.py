@@ -376,9 +376,9 @@ def test_logme_stays_finite_when_features_interpolate_the_labels():
     sigma = np.array([1e10, 1.0, 1e-3])
     projected = np.array([[1e5, 1.0], [0.0, 2.0], [0.0, 0.5]])
     y_norm2 = (projected**2).sum(axis=0) + np.array([0.0, 3.0])
-    evidence = max_evidence(sigma, projected, y_norm2, 3)
+    evidence, _ = max_evidence(sigma, projected, y_norm2, 3)
     assert np.isfinite(evidence).all()
-    assert evidence[1] == max_evidence(sigma, projected[:, 1:], y_norm2[1:], 3)[0]
+    assert evidence[1] == max_evidence(sigma, projected[:, 1:], y_norm2[1:], 3)[0][0]
 
 
 def test_hscore_warns_when_it_saturates_with_fewer_samples_than_dimensions():
@@ -412,3 +412,114 @@ def test_eigh_projections_equal_eigh_then_rotate(d):
         same(evals, np.r_[np.full(d - 1, 2.0), 5.0])
         same((coordinates[:-1] ** 2).sum(axis=0), ((q[:, :-1].T @ b) ** 2).sum(axis=0))
         same(coordinates[-1] ** 2, (q[:, -1] @ b) ** 2)
+
+
+def _long_double_lfc(x: np.ndarray, y: np.ndarray) -> float:
+    """LFC literally (N x N kernels) in long double: the terms that cancel in float64 keep ~3 more digits."""
+    f = x.astype(np.longdouble)
+    k = f @ f.T
+    labels = np.where(y[:, None] == y[None, :], np.longdouble(1), np.longdouble(-1))
+    k, labels = k - k.mean(), labels - labels.mean()
+    return (k * labels).sum() / np.sqrt((k**2).sum() * (labels**2).sum())
+
+
+def _long_double_spherical_gbc(x: np.ndarray, y: np.ndarray, floor: float = 1e-4) -> float:
+    f, n_classes, dim = x.astype(np.longdouble), y.max() + 1, x.shape[1]
+    means = np.stack([f[y == c].mean(axis=0) for c in range(n_classes)])
+    s2 = np.stack([np.maximum(((f[y == c] - means[c]) ** 2).mean(axis=0), floor) for c in range(n_classes)]).mean(axis=1)
+    total = np.longdouble(0)
+    for i in range(n_classes):
+        for j in range(n_classes):
+            if i != j:
+                avg = (s2[i] + s2[j]) / 2
+                distance = ((means[i] - means[j]) ** 2).sum() / (8 * avg) + dim / 2 * (
+                    np.log(avg) - (np.log(s2[i]) + np.log(s2[j])) / 2)
+                total += np.exp(-distance)
+    return -total
+
+
+@pytest.mark.parametrize("offset", [0.0, 1e4, 1e5])
+def test_lfc_and_spherical_gbc_keep_their_precision_under_a_large_offset(offset):
+    """A common offset 1e4-1e5 times the spread (unnormalised features): the uncentred float64 identities lost
+    1.7e-7 / 6.5e-6 of LFC and 6.0e-6 of spherical GBC at 1e5 against long double; centred first, 1e-13 / 1e-11."""
+    rng = np.random.default_rng(41)
+    y = rng.integers(0, 5, 300)
+    y[:5] = np.arange(5)
+    x = rng.normal(size=(300, 16)) + 0.7 * rng.normal(size=(5, 16))[y] + offset * (1 + 0.1 * rng.normal(size=16))
+    assert lfc(x, y) == pytest.approx(float(_long_double_lfc(x, y)), rel=1e-11)
+    assert gbc_spherical(x, y) == pytest.approx(float(_long_double_spherical_gbc(x, y)), rel=1e-9)
+    wide = np.hstack([x[:40], x[:40, :8] * 0.5 + 3.0])[:, :60]  # N < D: the N x N branch of LFC
+    wide = np.hstack([wide, rng.normal(size=(40, 40))])
+    assert lfc(wide, y[:40]) == pytest.approx(float(_long_double_lfc(wide, y[:40])), rel=1e-11)
+
+
+def test_logme_converged_mode_reaches_the_maximum_evidence():
+    """3-sample classes: after the public codes' 11 steps the evidence is still ~1e-3 from its maximum (flagged);
+    the converged mode reaches it, including targets whose maximum is the alpha -> inf boundary (y as pure noise),
+    checked against a direct 2-d maximisation of the evidence."""
+    from scipy.optimize import minimize
+
+    from modelrank.metrics._linalg import one_hot_cross
+    from modelrank.metrics.base import NotConvergedWarning
+    from modelrank.metrics.logme import LOGME_PRESETS, feature_spectrum, max_evidence
+
+    rng = np.random.default_rng(42)
+    y = np.r_[np.repeat(np.arange(4), 3), rng.integers(4, 10, 300)]
+    x = rng.normal(size=(len(y), 40)) + 0.3 * rng.normal(size=(10, 40))[y]
+    with pytest.warns(NotConvergedWarning, match="had not converged after 11 iterations"):
+        capped = logme(x, y)
+    sigma, projected = feature_spectrum(x, one_hot_cross(y, 10))
+    y_norm2 = np.bincount(y).astype(np.float64)
+    evidence, not_converged = max_evidence(sigma, projected, y_norm2, len(y), LOGME_PRESETS["converged"])
+    assert not not_converged.any()
+    n = len(y)
+
+    def negative_evidence(log_ab, k):
+        a, b = np.exp(log_ab)
+        t, x2 = a / b, projected[:, k] ** 2
+        m2 = (sigma * x2 / (sigma + t) ** 2).sum()
+        res2 = (x2 * t**2 / (sigma + t) ** 2).sum() + y_norm2[k] - x2.sum()
+        return -(len(sigma) / 2 * np.log(a) + n / 2 * np.log(b) - 0.5 * np.log(a + b * sigma).sum()
+                 - b / 2 * res2 - a / 2 * m2 - n / 2 * np.log(2 * np.pi)) / n  # fmt: skip
+
+    for k in range(10):
+        best = max(-minimize(negative_evidence, start, args=(k,), method="Nelder-Mead",
+                             options={"xatol": 1e-10, "fatol": 1e-14, "maxiter": 20_000}).fun
+                   for start in ([0.0, 0.0], [40.0, np.log(n / y_norm2[k])]))  # fmt: skip
+        assert evidence[k] == pytest.approx(best, rel=1e-9, abs=1e-9)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotConvergedWarning)
+        converged = logme(x, y, preset="converged")
+    assert converged == pytest.approx(float(evidence.mean()), rel=1e-12)
+    assert converged - capped > 1e-5
+
+
+def test_presets_are_checked():
+    x, y, _ = make_task(43, n=200, d=8)
+    with pytest.raises(InvalidInputError, match="no preset 'nope'.*converged, thuml, tllib, stable_transfer"):
+        logme(x, y, preset="nope")
+    with pytest.raises(InvalidInputError, match="preset 'thuml' sets max_iter"):
+        logme(x, y, preset="thuml", max_iter=50)
+    with pytest.raises(InvalidInputError, match="preset 'model_spider' sets .*seed"):
+        nleep(x, y, preset="model_spider", seed=3)
+    with pytest.raises(InvalidInputError, match="preset 'converged' sets tol"):
+        pactran_gauss(x, y, preset="converged", tol=1e-3)
+    fs = FeatureSet(features=x, labels=y)
+    assert compute_metric("logme", fs, preset="tllib") == logme(x, y, preset="tllib")  # a --set parameter
+
+
+def test_pactran_gauss_flags_the_iteration_cap_and_converges_on_request():
+    from modelrank.metrics.base import NotConvergedWarning
+
+    x, y, _ = make_task(44, n=300, d=24)
+    with pytest.warns(NotConvergedWarning, match="cap of 5 iterations"):
+        capped = pactran_gauss(x, y, max_iter=5)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NotConvergedWarning)
+        converged = pactran_gauss(x, y, preset="converged")
+    close(converged, ref.pactran_gauss_ref(x, y))  # the optimum: tol 1e-12, start-independent
+    assert abs(capped - converged) > 1e-6

@@ -303,9 +303,25 @@ def test_parc_subsampling_is_seeded(rng):
 def test_parc_regression(rng):
     x = rng.normal(size=(150, 12))
     target = x[:, 0] * 2 + 0.3 * rng.normal(size=150)
-    assert parc(x, target) > parc(x, rng.permutation(target)) + 5
+    assert parc(x, target, "regression") > parc(x, rng.permutation(target), "regression") + 5
     vector = np.stack([target, x[:, 1]], axis=1) + 0.1 * rng.normal(size=(150, 2))
-    assert parc(x, vector) > parc(x, rng.permutation(vector))
+    assert parc(x, vector, "regression") > parc(x, rng.permutation(vector), "regression")
+    with pytest.raises(InvalidInputError, match="not integers"):
+        parc(x, target)  # real targets given as a classification task are refused, not guessed
+
+
+@pytest.mark.parametrize("name", sorted(e.name for e in METRICS if "regression" in e.obj.tasks))
+def test_integer_regression_targets_are_scored_as_targets(rng, name):
+    """Every metric that supports both tasks takes the task it is given: integer-valued targets (ages, counts)
+    with task="regression" are scored as targets, i.e. exactly as the same values stored as floats, and not as
+    classes."""
+    x = rng.normal(size=(300, 12))
+    ages = np.round(20 + 10 * x[:, 0] + 3 * rng.normal(size=300)).astype(np.int64)
+    as_regression = compute_metric(name, FeatureSet(features=x, labels=ages, task="regression"))
+    as_floats = compute_metric(name, FeatureSet(features=x, labels=ages + 0.0, task="regression"))
+    as_classes = compute_metric(name, FeatureSet(features=x, labels=ages, task="classification"))
+    assert as_regression == pytest.approx(as_floats, rel=1e-12)
+    assert as_regression != pytest.approx(as_classes, rel=1e-3)
 
 
 # ---- NCTI zoo

@@ -126,6 +126,23 @@ def test_params_are_routed_per_metric():
     assert spherical != default
 
 
+def test_metric_flags_are_recorded_and_still_shown():
+    """A metric's MetricFlagWarning (here LogME's 11-step cap, hit by 3-sample classes) marks that score in
+    ``attrs["flags"]``; the warning itself still reaches the user."""
+    from modelrank.metrics.base import NotConvergedWarning
+
+    rng = np.random.default_rng(3)
+    y = np.r_[np.repeat([0, 1, 2], 3), rng.integers(3, 6, 200)]
+    few = FeatureSet(features=rng.normal(size=(len(y), 30)) + 0.3 * rng.normal(size=(6, 30))[y], labels=y,
+                     model="few", dataset="toy")  # fmt: skip
+    with pytest.warns(NotConvergedWarning):
+        frame = score_feature_sets([few, make_set(0, 2.0, "plain")], ["logme", "lfc"])
+    flagged = [(f["Model"], f["metric"], f["flag"]) for f in frame.attrs["flags"]]
+    assert ("few", "logme", "not_converged") in flagged and all(f[1] == "logme" for f in flagged)
+    converged = score_feature_sets([few], ["logme"], logme={"preset": "converged"})
+    assert converged.attrs["flags"] == [] and np.isfinite(converged.iloc[0, 2])
+
+
 def test_zoo_level_metric_scored_per_dataset(monkeypatch):
     calls = []
 

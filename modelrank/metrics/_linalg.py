@@ -90,8 +90,9 @@ def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarr
     float64: with Xc = X - s and c = Xc^T 1, X^T X = Xc^T Xc + s c^T + c s^T + N s s^T. ``cross`` gets the
     unshifted float32 blocks. Features whose products overflow float32 get the float64 pass (``gram_and_cross``)
     instead. Against the float64 path the Gram entries differ by ~1e-7 of the largest and
-    LogME by 1e-9 to 1.3e-6 (tests/test_metrics_i.py::test_logme_float32_products_match_float64); without
-    the shift, features with an offset 100x their spread lose 1.8e-4.
+    LogME by 1e-9 to 1.5e-6 (tests/test_metrics_i.py::test_logme_float32_products_match_float64; 1.5e-6 on the
+    anchors' rank-deficient float32 case c_lowrank, whose float32 rounding leaves tiny eigenvalues float64 would
+    drop); without the shift, features with an offset 100x their spread lose 1.8e-4.
     """
     n, d = x.shape
     shift = x[:ROW_BLOCK].mean(axis=0, dtype=np.float64).astype(np.float32)
@@ -254,33 +255,72 @@ def principal_class_offsets(
     return np.maximum(evals, 0.0), offsets, counts
 
 
+def top_eigenpairs(lower: np.ndarray, choose: Callable[[np.ndarray], int]) -> tuple[np.ndarray, np.ndarray]:
+    """The k largest eigenvalues (descending) and their eigenvectors (D, k) of a symmetric matrix, of which only
+    the lower triangle is read; k = ``choose(all eigenvalues, descending)``.
+
+    One Householder tridiagonalisation a = Q T Q^T (``dsytrd``), all eigenvalues of T (O(D^2)), the k wanted
+    eigenvectors W of T only (``eigh_tridiagonal`` with an index range), then V = Q W by applying the reflectors
+    (``dormqr``). ``numpy.linalg.eigh`` would also compute the D - k unwanted vectors and the O(D^3)
+    back-transformation of all of them: PCA to 32-64 axes of 2048-d features costs a third of that.
+    """
+    d = lower.shape[0]
+    if d < 3:
+        evals, v = np.linalg.eigh(np.tril(lower) + np.tril(lower, -1).T)
+        k = choose(evals[::-1])
+        return evals[::-1][:k], v[:, ::-1][:, :k]
+    lapack = sla.lapack
+    lwork = int(lapack.dsytrd_lwork(d, lower=1)[0])
+    reflectors, diagonal, off_diagonal, tau, info = lapack.dsytrd(np.asfortranarray(lower), lower=1, lwork=lwork)
+    _check_lapack("dsytrd", info)
+    evals = sla.eigvalsh_tridiagonal(diagonal, off_diagonal)[::-1]
+    k = choose(evals)
+    if k == 0:
+        return evals[:0], np.zeros((d, 0))
+    _, w = sla.eigh_tridiagonal(diagonal, off_diagonal, select="i", select_range=(d - k, d - 1))
+    vectors = np.array(w[:, ::-1], order="F")
+    tail, _, info = lapack.dormqr(
+        "L", "N", reflectors[1:, : d - 1], tau, vectors[1:], lwork=max(1, 64 * k), overwrite_c=1
+    )
+    _check_lapack("dormqr", info)
+    vectors[1:] = tail
+    return evals[:k], vectors
+
+
 def pca_project(x: np.ndarray, variance: float | None = None, n_dims: int | None = None) -> np.ndarray:
-    """Project centred ``x`` on its leading principal axes.
+    """Project centred ``x`` on its leading principal axes, in float64.
 
     ``variance`` in (0, 1]: keep the fewest axes that explain at least that fraction of the variance
     (sklearn's ``PCA(n_components=0.8)`` rule); ``n_dims``: keep at most that many axes. Both may be given
-    (the smaller count wins). Axes with zero variance are never kept. Exact (eigendecomposition of the
-    D x D scatter matrix, or of the N x N Gram matrix when N < D).
+    (the smaller count wins). Axes with zero variance are never kept. Exact: N >= D eigendecomposes the D x D
+    scatter matrix (one blocked pass over ``x``, which is never copied whole, and only the kept eigenvectors,
+    see ``top_eigenpairs``); N < D the N x N Gram matrix.
     """
-    xc = x - x.mean(axis=0)
-    n, d = xc.shape
+    n, d = x.shape
+
+    def kept(evals_descending: np.ndarray) -> int:
+        keep = int((evals_descending > rank_cutoff(evals_descending, max(n, d))).sum())
+        if variance is not None:
+            ratio = np.cumsum(evals_descending[:keep]) / evals_descending[:keep].sum()
+            keep = min(keep, int(np.searchsorted(ratio, variance - 1e-12) + 1))
+        if n_dims is not None:
+            keep = min(keep, n_dims)
+        return max(keep, 1)
+
+    mean = x.mean(axis=0, dtype=np.float64)
     if n < d:
+        xc = np.asarray(x, dtype=np.float64) - mean
         evals, u = np.linalg.eigh(xc @ xc.T)
         evals, u = evals[::-1], u[:, ::-1]
-    else:
-        evals, v = np.linalg.eigh(xc.T @ xc)
-        evals, v = evals[::-1], v[:, ::-1]
-    keep = int((evals > rank_cutoff(evals, max(n, d))).sum())
-    if variance is not None:
-        ratio = np.cumsum(evals[:keep]) / evals[:keep].sum()
-        keep = min(keep, int(np.searchsorted(ratio, variance - 1e-12) + 1))
-    if n_dims is not None:
-        keep = min(keep, n_dims)
-    keep = max(keep, 1)
-    if n < d:
+        keep = kept(evals)
         # Xc = U S V^T, so the projection Xc V = U S.
         return u[:, :keep] * np.sqrt(np.maximum(evals[:keep], 0.0))
-    return xc @ v[:, :keep]
+    scatter, _ = gram_and_cross(x, lambda block, rows: np.zeros((block.shape[1], 0)), mean)
+    _, axes = top_eigenpairs(scatter, kept)
+    projected = np.empty((n, axes.shape[1]))
+    for rows in row_blocks(n):
+        projected[rows] = (np.asarray(x[rows], dtype=np.float64) - mean) @ axes
+    return projected
 
 
 def seeded_subsample(n: int, max_n: int | None, seed: int) -> np.ndarray | None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Mapping, TypeVar
 
 import numpy as np
 
@@ -21,6 +21,38 @@ from ._checks import check_magnitudes
 #: Named inputs a metric may declare. ``source_probs`` is the softmax of the model's own pre-training head;
 #: ``task`` ("classification" | "regression") lets a metric that supports both read labels the right way.
 INPUT_NAMES = ("features", "labels", "source_probs", "class_names", "task")
+
+
+class MetricFlagWarning(UserWarning):
+    """A warning that qualifies a score without invalidating it; ``flag`` is its short name in score tables.
+
+    Metrics ``warnings.warn`` a subclass; ``scoring.score_feature_sets`` records every one raised while a
+    metric runs in ``frame.attrs["flags"]`` (and still lets it through to the user)."""
+
+    flag = "flagged"
+
+
+class NotConvergedWarning(MetricFlagWarning):
+    """An iterative metric stopped at its iteration cap before meeting its tolerance."""
+
+    flag = "not_converged"
+
+
+Preset = TypeVar("Preset")
+
+
+def named_preset(metric: str, preset: str, presets: Mapping[str, Preset], overridden: Mapping[str, bool]) -> Preset:
+    """The settings named ``preset`` of ``metric`` (a reproduction of one public implementation).
+
+    ``overridden`` maps the parameters the preset sets to whether the caller also changed them from their
+    defaults: a preset and an explicit setting of the same parameter contradict each other, so that is an error
+    rather than one of them being silently ignored."""
+    if preset not in presets:
+        raise InvalidInputError(f"{metric} has no preset {preset!r} (its presets: {', '.join(presets)})")
+    clashing = [name for name, changed in overridden.items() if changed]
+    if clashing:
+        raise InvalidInputError(f"{metric}: preset {preset!r} sets {', '.join(clashing)}; give one or the other")
+    return presets[preset]
 
 
 @dataclass(frozen=True)

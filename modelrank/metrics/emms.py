@@ -169,8 +169,10 @@ def emms_classification(features: np.ndarray, labels: np.ndarray, class_names: S
 
     ``class_names[c]`` names class id c; text labels (strings) are used as their own names. ``encoders``: one
     or several text encoder names (default: the offline all-MiniLM-L6-v2 of ``modelrank.text``; several must share
-    one embedding size). Embeddings are L2-normalised per class name, as the sentence-transformers pipeline of
-    all-MiniLM-L6-v2 (its Normalize module) returns them to the public code. Without names or without any usable
+    one embedding size), L2-normalised per class name (the Normalize module of that sentence-transformers model).
+    This is NOT the public code's setting: it uses K = 3 encoders (BERT-large, GPT-2-medium and the CLIP text
+    tower) whose features it does not normalise, so scores are comparable between models here, not with the
+    paper's numbers. Without names or without any usable
     encoder, one-hot labels are used as F-labels (a warning says so), which makes EMMS a plain least-squares fit
     of the one-hot labels.
     """

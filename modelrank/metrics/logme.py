@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
+
 import numpy as np
 
 from ..errors import InvalidInputError
@@ -16,7 +19,7 @@ from ._linalg import (
     rank_cutoff,
     sample_spectrum,
 )
-from .base import register_metric
+from .base import NotConvergedWarning, named_preset, register_metric
 
 
 #: Lower bound of ||m||^2 and ||y - Fm||^2 (relative to ||y||^2) and of N - gamma (relative to N) in the
@@ -46,20 +49,59 @@ def feature_spectrum(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarray, np
     return sigma, projected
 
 
+@dataclass(frozen=True)
+class FixedPointRule:
+    """How the MacKay fixed point is run and its evidence read off (see ``max_evidence``).
+
+    ``max_iter``: iteration cap (None: iterate until ``tol``, at most ``CONVERGED_MAX_ITER`` steps);
+    ``tol``: a target stops once t = alpha / beta changes by at most this (relative);
+    ``denominator_eps``: added to ||m||^2 and ||y - Fm||^2 in the alpha / beta updates (the LogME repo's 1e-5);
+    ``lagged_evidence``: evaluate the evidence with the m (and residual) of the t BEFORE the last update, as
+    the public codes do, instead of the m of the final t;
+    ``prior_dims_from_features``: D/2 log alpha with D the feature dimension (the LogME repo) instead of
+    rank(F) (equal for full-rank F with N > D).
+    """
+
+    max_iter: int | None = 11
+    tol: float = 1e-3
+    denominator_eps: float = 0.0
+    lagged_evidence: bool = False
+    prior_dims_from_features: bool = False
+
+
+#: Safety cap of the converged mode (``max_iter=None``); the MacKay iteration converges linearly, in tens to a few
+#: hundred steps even for 3-sample classes.
+CONVERGED_MAX_ITER = 10_000
+
+#: Named reproductions of the public LogME codes (``logme(..., preset=...)``):
+#: "converged": the paper's maximum evidence: iterate until t changes by < 1e-8 (no cap short of
+#: ``CONVERGED_MAX_ITER``); "thuml": thuml/LogME ``LogME._fit_fixed_point`` (also Model Spider ``mptms/LogME.py``
+#: and SFDA's ``LogME_Score``): 11 steps, tol 1e-3, 1e-5 added to both denominators, lagged evidence, D/2 log alpha;
+#: "tllib": tllib ``ranking/logme.py`` (the ICML version): 11 steps, tol 1e-2, no epsilon, lagged evidence;
+#: "stable_transfer": google stable_transfer ``logme.py``: the LogME repo's epsilon with the ICML tolerance 1e-2.
+LOGME_PRESETS = {
+    "converged": FixedPointRule(max_iter=None, tol=1e-8),
+    "thuml": FixedPointRule(11, 1e-3, denominator_eps=1e-5, lagged_evidence=True, prior_dims_from_features=True),
+    "tllib": FixedPointRule(11, 1e-2, lagged_evidence=True),
+    "stable_transfer": FixedPointRule(11, 1e-2, denominator_eps=1e-5, lagged_evidence=True, prior_dims_from_features=True),
+}
+
+
 @np.errstate(all="ignore")  # degenerate columns are detected below and redone with floors
 def max_evidence(
     sigma: np.ndarray,
     projected: np.ndarray,
     y_norm2: np.ndarray,
     n: int,
-    max_iter: int = 11,
-    tol: float = 1e-3,
+    rule: FixedPointRule = FixedPointRule(),
     floor: float = 0.0,
-) -> np.ndarray:
-    """Per-column maximum log evidence / N of y_k = F w + eps, w ~ N(0, 1/alpha I), eps ~ N(0, 1/beta).
+    prior_dims: int | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column maximum log evidence / N of y_k = F w + eps, w ~ N(0, 1/alpha I), eps ~ N(0, 1/beta), and a
+    (K,) mask of the columns that stopped at ``rule.max_iter`` before meeting ``rule.tol``.
 
     All K columns are solved together: alpha, beta are (K,) vectors and each column stops updating once its
-    t = alpha / beta changes by less than ``tol`` (relative). With x = U^T y and t = alpha / beta:
+    t = alpha / beta changes by at most ``rule.tol`` (relative). With x = U^T y and t = alpha / beta:
       gamma = sum_i s_i^2 / (s_i^2 + t),            ||m||^2 = sum_i s_i^2 x_i^2 / (s_i^2 + t)^2,
       ||y - F m||^2 = sum_i x_i^2 t^2 / (s_i^2 + t)^2 + (||y||^2 - ||x||^2),
       alpha <- gamma / ||m||^2,  beta <- (N - gamma) / ||y - F m||^2   (MacKay's fixed point).
@@ -67,7 +109,7 @@ def max_evidence(
       log p(y|F) = r/2 log alpha + N/2 log beta - 1/2 sum_i log(alpha + beta s_i^2)
                    - beta/2 ||y - F m||^2 - alpha/2 ||m||^2 - N/2 log(2 pi),
     where r = rank(F): the D - r null directions of F cancel exactly (the LogME repo writes D/2 log alpha with
-    min(N, D) singular values, which differs when N < D).
+    min(N, D) singular values, which differs when N < D; ``prior_dims`` replaces r when given).
     """
     x2 = projected**2  # (r, K)
     outside = np.maximum(y_norm2 - x2.sum(axis=0), 0.0)  # part of y outside the column space of F
@@ -76,6 +118,7 @@ def max_evidence(
     active = np.ones(k, dtype=bool)
     s = sigma[:, None]
     floors = floor * y_norm2
+    eps = rule.denominator_eps
 
     def posterior_terms(t: np.ndarray):
         shrink = 1.0 / (s + t) ** 2
@@ -84,18 +127,31 @@ def max_evidence(
         gamma = (s / (s + t)).sum(axis=0)
         return gamma, m2, res2
 
-    for _ in range(max_iter):
+    lagged_m2, lagged_res2 = np.zeros(k), np.zeros(k)
+    converged_mode = rule.max_iter is None
+    for _ in range(CONVERGED_MAX_ITER if converged_mode else rule.max_iter):
         t = alpha / beta
         gamma, m2, res2 = posterior_terms(t)
-        new_alpha, new_beta = gamma / m2, np.maximum(n - gamma, floor * n) / res2
+        new_alpha, new_beta = gamma / (m2 + eps), np.maximum(n - gamma, floor * n) / (res2 + eps)
         alpha = np.where(active, new_alpha, alpha)
         beta = np.where(active, new_beta, beta)
-        active &= np.abs(alpha / beta - t) / t > tol
+        lagged_m2 = np.where(active, m2, lagged_m2)
+        lagged_res2 = np.where(active, res2, lagged_res2)
+        new_t = alpha / beta
+        active &= np.abs(new_t - t) / t > rule.tol
+        if converged_mode:
+            # t -> inf (alpha -> inf, w -> 0) never meets a relative tolerance: t grows geometrically. Once every
+            # shrinkage factor s_i / (s_i + t) is below tol the target has reached that boundary; its evidence
+            # is then the limit below.
+            active &= new_t * rule.tol <= sigma.max(initial=0.0)
         if not active.any():
             break
-    _, m2, res2 = posterior_terms(alpha / beta)
+    if rule.lagged_evidence:
+        m2, res2 = lagged_m2, lagged_res2
+    else:
+        _, m2, res2 = posterior_terms(alpha / beta)
     evidence = (
-        sigma.shape[0] / 2 * np.log(alpha)
+        (sigma.shape[0] if prior_dims is None else prior_dims) / 2 * np.log(alpha)
         + n / 2 * np.log(beta)
         - 0.5 * np.log(alpha + beta * s).sum(axis=0)
         - beta / 2 * res2
@@ -103,15 +159,22 @@ def max_evidence(
         - n / 2 * np.log(2 * np.pi)
     )
     evidence = evidence / n
+    if converged_mode:
+        # The supremum over (alpha, beta) is the larger of the fixed point and the alpha -> inf boundary, where
+        # y is pure noise: max_beta N/2 log beta - beta/2 ||y||^2 - N/2 log 2pi at beta = N / ||y||^2 (classes of
+        # a few samples often end there).
+        noise_only = 0.5 * (np.log(n / y_norm2) - 1.0 - np.log(2 * np.pi))
+        evidence = np.fmax(evidence, noise_only)
     bad = ~np.isfinite(evidence)
     if bad.any() and floor == 0.0:
         # F interpolates these targets (rank(F) close to N, e.g. N < D): ||y - Fm||^2 and N - gamma underflow
         # to 0 and beta becomes inf or 0. Redo just those columns with relative floors on the denominators (the
         # LogME repo adds 1e-5 to them everywhere, which would also shift every ordinary score).
-        evidence[bad] = max_evidence(sigma, projected[:, bad], y_norm2[bad], n, max_iter, tol, DEGENERATE_FLOOR)
+        evidence[bad], active[bad] = max_evidence(sigma, projected[:, bad], y_norm2[bad], n, rule,
+                                                  DEGENERATE_FLOOR, prior_dims)
     if not np.isfinite(evidence).all():
         raise InvalidInputError("LogME evidence is not finite for these features (degenerate spectrum)")
-    return evidence
+    return evidence, active
 
 
 @register_metric(
@@ -121,22 +184,47 @@ def max_evidence(
     reference="You et al., LogME: Practical Assessment of Pre-trained Models for Transfer Learning, ICML 2021",
 )
 def logme(
-    features: np.ndarray, labels: np.ndarray, task: str = "classification", max_iter: int = 11, tol: float = 1e-3
+    features: np.ndarray,
+    labels: np.ndarray,
+    task: str = "classification",
+    max_iter: int | None = 11,
+    tol: float = 1e-3,
+    preset: str | None = None,
 ) -> float:
     """LogME: mean over targets of the maximised log evidence per sample of Bayesian linear regression.
 
     Classification: one target per class (its one-hot column); regression: each column of the (N,) or
     (N, K) real targets. For each target y, alpha and beta maximise
     log p(y | F) = r/2 log a + N/2 log b - 1/2 sum_i log(a + b s_i^2) - b/2 ||y - Fm||^2 - a/2 ||m||^2 - N/2 log 2pi
-    by the fixed-point iteration of the JMLR version (at most ``max_iter`` steps, relative tolerance ``tol``
-    on alpha/beta), over one (truncated) SVD of F shared by all targets; see ``max_evidence``.
-    LogME = mean_k evidence_k / N. Arithmetic is float64, except that float32 (and float16) features, as
-    extracted, have F^T F multiplied in float32 row blocks summed in float64: twice as fast, and within
-    ~1e-6 of the float64 score (pass ``features.astype(np.float64)`` for the all-float64 path).
+    by the fixed-point iteration of the JMLR version, over one (truncated) SVD of F shared by all targets; see
+    ``max_evidence``. LogME = mean_k evidence_k / N.
+
+    Convergence: by default at most ``max_iter`` = 11 steps with relative tolerance ``tol`` = 1e-3 on alpha/beta,
+    the cap of every public LogME code, so scores stay comparable with published ones; targets that need more
+    (classes of a few samples: 3-sample classes are still ~1e-3 from the maximum after 11 steps) raise a
+    ``NotConvergedWarning`` (flag "not_converged" in score tables). ``max_iter=None`` iterates until ``tol``
+    is met; ``preset="converged"`` does so with tol 1e-8, the paper's maximum evidence (the iteration costs
+    O(K min(N, D)) per step, nothing next to the SVD). ``preset="thuml"`` / ``"tllib"`` reproduce those codes'
+    numbers exactly, ``"stable_transfer"`` that TensorFlow code's up to its float32 arithmetic (their epsilon,
+    tolerance and lagged evidence, see ``LOGME_PRESETS``); a preset replaces
+    ``max_iter`` and ``tol``.
+
+    Arithmetic is float64, except that float32 (and float16) features, as extracted, have F^T F multiplied in
+    float32 row blocks summed in float64 (``float32_gram_and_cross``): twice as fast, and within a few 1e-6
+    (relative or absolute) of the float64 score, most on rank-deficient features whose float32 rounding leaves
+    tiny eigenvalues that float64 would drop (pass ``features.astype(np.float64)`` for the all-float64 path).
 
     Inputs: features (N, D); class labels (N,) or regression targets (N,) / (N, K); ``task``.
     Higher is better; only differences within one dataset are meaningful (often in the 4th decimal).
     """
+    if preset is None:
+        if max_iter is not None and max_iter < 1:
+            raise InvalidInputError(f"max_iter must be >= 1 or None, got {max_iter}")
+        if not tol > 0:
+            raise InvalidInputError(f"tol must be > 0, got {tol}")
+        rule = FixedPointRule(max_iter, tol)
+    else:
+        rule = named_preset("logme", preset, LOGME_PRESETS, {"max_iter": max_iter != 11, "tol": tol != 1e-3})
     x = as_features(features, upcast=False)  # float32 stays float32 (see ``feature_spectrum``)
     if task == "regression":
         y = as_targets(labels, x.shape[0])
@@ -157,4 +245,14 @@ def logme(
     if not has_distinct_rows(x):
         raise InvalidInputError("features are constant: LogME is undefined")
     sigma, projected = feature_spectrum(x, cross)
-    return float(max_evidence(sigma, projected, y_norm2, x.shape[0], max_iter, tol).mean())
+    prior_dims = x.shape[1] if rule.prior_dims_from_features else None
+    evidence, not_converged = max_evidence(sigma, projected, y_norm2, x.shape[0], rule, prior_dims=prior_dims)
+    if not_converged.any():
+        warnings.warn(
+            f"LogME: {int(not_converged.sum())} of {len(not_converged)} targets had not converged after "
+            f"{rule.max_iter or CONVERGED_MAX_ITER} iterations (tolerance {rule.tol:g}); preset='converged' "
+            "iterates to the maximum evidence",
+            NotConvergedWarning,
+            stacklevel=2,
+        )
+    return float(evidence.mean())

@@ -43,8 +43,9 @@ def ncti_terms(features: np.ndarray, labels: np.ndarray, *, pca_dim: int = DEFAU
     * S_ncc = (1/N) sum_i p(y_i|x_i) of the LDA (nearest-centre classifier);
     * S_vc = log sum_c ||P_c||_*, P_c the LDA probability rows of class c (class-simplex compactness).
     When N - C is below the PCA dimension the LDA overfits (S_seli explodes, S_ncc saturates): a warning says so.
-    The public code switches to sklearn's unshrunk ``svd`` LDA solver when a hits the floor; that solver
-    normalises S_w by N - C instead of N, so its terms differ from the floored eigen solver used here by O(C/N).
+    The public code switches to sklearn's unshrunk ``svd`` LDA solver when a hits the floor; with scikit-learn >=
+    1.2 that solver also normalises S_w by N (not N - C), so it fits the same LDA as the eigen solver with the
+    1e-10 floor used here, except that it drops within-class directions below its rank tolerance (1e-4).
     """
     x = as_features(features)
     y, n_classes = as_class_labels(labels, x.shape[0])

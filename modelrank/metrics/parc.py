@@ -15,19 +15,13 @@ DEFAULT_MAX_SAMPLES = 500
 DEFAULT_PCA_DIM = 32
 
 
-def _is_regression(labels: np.ndarray) -> bool:
-    y = np.asarray(labels)
-    if y.ndim == 2 and y.shape[1] > 1:
-        return True
-    return y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y)))
-
-
 def fix_component_signs(x: np.ndarray, projected: np.ndarray) -> np.ndarray:
     """Flip each principal component so that its largest-magnitude loading is positive (sklearn's convention).
 
     PARC is NOT invariant to these signs: correlations between samples are taken across the components, so
-    flipping one changes every row mean. Fixing the convention makes the score deterministic and equal to the
-    reference code's (which gets the signs from sklearn's PCA).
+    flipping one changes every row mean. Fixing the convention makes the score deterministic. It equals the
+    reference code's score only where that code's PCA is exact (it uses randomized PCA with one power iteration,
+    whose axes differ slightly) and its scikit-learn (>= 1.5) applies this same sign rule to the loadings.
     """
     loadings = (x - x.mean(axis=0)).T @ projected  # (D, k), each column proportional to a principal axis
     biggest = loadings[np.argmax(np.abs(loadings), axis=0), np.arange(loadings.shape[1])]
@@ -43,31 +37,35 @@ def dissimilarity_matrix(rows: np.ndarray) -> np.ndarray:
 
 @register_metric(
     "parc",
+    needs=("features", "labels", "task"),
     tasks=("classification", "regression"),
     reference="Bolya et al., Scalable Diverse Model Selection for Accessible Transfer Learning, NeurIPS 2021",
 )
-def parc(features: np.ndarray, labels: np.ndarray, *, pca_dim: int = DEFAULT_PCA_DIM,
-         max_samples: int | None = DEFAULT_MAX_SAMPLES, seed: int = 0, regression: bool | None = None) -> float:
+def parc(features: np.ndarray, labels: np.ndarray, task: str = "classification", *, pca_dim: int = DEFAULT_PCA_DIM,
+         max_samples: int | None = DEFAULT_MAX_SAMPLES, seed: int = 0) -> float:
     """PARC = 100 * Spearman( triu(RDM_f), triu(RDM_y) ).
 
     f: the features projected on their top ``pca_dim`` principal axes (exact PCA; the reference uses randomized
     PCA with one power iteration; signs as sklearn's, see ``fix_component_signs``), then standardised per
     dimension; RDM_f = 1 - corrcoef(f) over samples.
-    RDM_y = 1 - corrcoef(one-hot labels) for classification (evaluated exactly), 1 - corrcoef(target rows) for vector regression
-    targets and |y_i - y_j| for scalar targets (the reference code cannot handle scalar targets). Higher is better.
+    ``task="classification"``: RDM_y = 1 - corrcoef(one-hot labels) (evaluated exactly); ``task="regression"``:
+    1 - corrcoef(target rows) for vector targets (N, K) and |y_i - y_j| for scalar targets (N,) (the reference
+    code cannot handle scalar targets). The task is the one given, never guessed: integer-valued regression
+    targets are targets, not classes. Higher is better.
 
     PARC is O(n^2) in time and memory, so at most ``max_samples`` samples (default 500, the paper's probe-set
     size) are drawn uniformly without replacement with ``seed``; ``max_samples=None`` uses every sample.
-    ``regression=None`` guesses the task from the labels (2-D or non-integer floats mean regression).
     """
-    x = as_features(features)
+    x = as_features(features, upcast=False)  # float32 stays float32 until the subsample is drawn
     n = x.shape[0]
-    if regression is None:
-        regression = _is_regression(labels)
+    if task not in ("classification", "regression"):
+        raise InvalidInputError(f"PARC supports classification and regression, not {task!r}")
+    regression = task == "regression"
     y = as_targets(labels, n) if regression else as_class_labels(labels, n)[0]
     keep = seeded_subsample(n, max_samples, seed)
     if keep is not None:
         x, y = x[keep], y[keep]
+    x = np.asarray(x, dtype=np.float64)
     if regression:
         rdm_y = np.abs(y - y.T) if y.shape[1] == 1 else dissimilarity_matrix(y)
     else:

@@ -3,30 +3,40 @@
 from __future__ import annotations
 
 import numpy as np
+import scipy.linalg as sla
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_targets
+from ._linalg import gram_and_cross
 from .base import register_metric
 
 DEFAULT_EPS = 1e-4
-#: Equal-count bins per regression target (EMMS's ``Transrate_multi``).
+#: Equal-count bins per regression target (the number EMMS's ``Transrate_multi`` uses).
 DEFAULT_REGRESSION_BINS = 50
 
 
-def coding_rate(z: np.ndarray, eps: float = DEFAULT_EPS) -> float:
-    """R(Z, eps) = 1/2 logdet(I_D + Z^T Z / (n eps)) for Z of shape (n, D).
+def coding_rate(x: np.ndarray, mean: np.ndarray, eps: float = DEFAULT_EPS) -> float:
+    """R(Z, eps) = 1/2 logdet(I_D + Z^T Z / (n eps)) for Z = x - mean, x of shape (n, D) (float32 or float64).
 
     Computed on the smaller Gram matrix: logdet(I_D + Z^T Z / c) = logdet(I_n + Z Z^T / c) (Sylvester), so the
-    cost is O(n D min(n, D)) and the D x D matrix is never formed when n < D.
+    cost is O(n D min(n, D)) and the D x D matrix is never formed when n < D; for n > D, Z^T Z is accumulated
+    over row blocks (``gram_and_cross``), so Z (a float64 copy of x) is never built. The log-determinant of the
+    positive definite I + Z^T Z / c comes from its Cholesky factor.
     """
-    n, dim = z.shape
-    gram = z.T @ z if dim <= n else z @ z.T
+    n, dim = x.shape
+    if dim < n:
+        gram, _ = gram_and_cross(x, lambda block, rows: np.zeros((block.shape[1], 0)), mean)
+    else:
+        z = np.asarray(x, dtype=np.float64) - mean
+        gram = z @ z.T
     gram /= n * eps
     gram.flat[:: gram.shape[0] + 1] += 1.0
-    sign, logdet = np.linalg.slogdet(gram)
-    if sign <= 0:  # I + PSD is positive definite; anything else is overflow
+    with np.errstate(over="ignore", invalid="ignore"):
+        factor, info = sla.lapack.dpotrf(gram, lower=1, clean=0, overwrite_a=1)
+    diagonal = factor.diagonal()
+    if info != 0 or not np.isfinite(diagonal).all():  # I + PSD is positive definite; anything else is overflow
         raise InvalidInputError("coding rate overflowed: features are too large for this eps")
-    return 0.5 * float(logdet)
+    return float(np.log(diagonal).sum())
 
 
 def equal_count_bins(target: np.ndarray, bins: int) -> np.ndarray:
@@ -54,14 +64,16 @@ def transrate(features: np.ndarray, labels: np.ndarray, task: str = "classificat
     1/(n eps) is followed, so its eps (default 1e-4) is the code's. Higher is better. The score depends on the
     feature dimension and scale, so compare models through their ranking on one dataset only.
     Constant features give exactly 0 (no information).
-    Regression (``task="regression"``, targets (N,) or (N, K)): as EMMS's ``Transrate_multi``, each target is cut
-    into ``regression_bins`` equal-count bins that act as classes, and the K scores are averaged.
+    Regression (``task="regression"``, targets (N,) or (N, K)): each target is cut into ``regression_bins``
+    equal-count bins by its quantiles, the bins act as classes, and the K scores are averaged. EMMS's
+    ``Transrate_multi`` means to do this but never sorts the targets, so its bins follow the sample order and
+    ignore the target values, and it does not centre the features; the binning here is the correct one.
     """
     if class_weighting not in ("uniform", "prior"):
         raise InvalidInputError(f"class_weighting must be 'uniform' or 'prior', not {class_weighting!r}")
     if not eps > 0:
         raise InvalidInputError(f"eps must be > 0, got {eps}")
-    x = as_features(features)
+    x = as_features(features, upcast=False)  # float32 stays float32: centred one block (or class) at a time
     if task == "regression":
         if regression_bins < 2:
             raise InvalidInputError(f"regression_bins must be >= 2, got {regression_bins}")
@@ -73,14 +85,14 @@ def transrate(features: np.ndarray, labels: np.ndarray, task: str = "classificat
         label_sets = [labels]
     else:
         raise InvalidInputError(f"TransRate supports classification and regression, not {task!r}")
-    z = x - x.mean(axis=0)
-    total_rate = coding_rate(z, eps)
+    mean = x.mean(axis=0, dtype=np.float64)  # Z and every Z_c are centred by the GLOBAL mean
+    total_rate = coding_rate(x, mean, eps)
     scores = []
     for set_labels in label_sets:
         y, n_classes = as_class_labels(set_labels, x.shape[0])
         order = np.argsort(y, kind="stable")
         counts = np.bincount(y, minlength=n_classes)
-        class_rates = np.array([coding_rate(block, eps) for block in np.split(z[order], np.cumsum(counts)[:-1])])
+        class_rates = np.array([coding_rate(x[rows], mean, eps) for rows in np.split(order, np.cumsum(counts)[:-1])])
         weights = counts / counts.sum() if class_weighting == "prior" else np.full(n_classes, 1.0 / n_classes)
         scores.append(total_rate - float(weights @ class_rates))
     return float(np.mean(scores))
