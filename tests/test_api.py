@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import subprocess
 import sys
-import warnings
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -221,3 +222,11 @@ def test_help_and_list_metrics_import_no_heavy_library():
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "heavy: []"
     assert "logme" in result.stdout and "otce_sf" in result.stdout
+
+
+def test_readme_python_block_runs(capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "modelrank.score(" in b)
+    exec(compile(block, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "Evaluation(methods=[logme, hscore]" in out and "mine" in out
