@@ -7,23 +7,22 @@ function of arrays, ``modelrank.metrics.logme(features, labels)``.
 
 __version__ = "0.1.0"
 
+import importlib  # noqa: E402
+
 from .errors import InvalidInputError, MissingResourceError, ModelrankError  # noqa: E402
 from .features import FeatureSet  # noqa: E402
 
 # Imported on first use, so that `import modelrank` (and the command line's --help) stays fast.
-_LAZY = {"extract": "extraction", "load_features": "extraction", "load_model": "models", "load_dataset": "data",
-         "score": "api", "rank": "api"}
+_LAZY_FUNCTIONS = {"extract": "extraction", "load_features": "extraction", "load_model": "models",
+                   "load_dataset": "data", "score": "api", "rank": "api"}
+# `modelrank.evaluate(scores, truth)` calls the package (see modelrank/evaluate/__init__.py).
+_LAZY_PACKAGES = ("evaluate", "metrics")
 
 
 def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    if name in {"evaluate", "metrics"}:
-        # Subpackages: `modelrank.evaluate` is also callable as modelrank.evaluate.evaluate (see its __init__).
-        import importlib
-
+    if name in _LAZY_FUNCTIONS:
+        return getattr(importlib.import_module(f".{_LAZY_FUNCTIONS[name]}", __name__), name)
+    if name in _LAZY_PACKAGES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'modelrank' has no attribute {name!r}")
 
