@@ -222,7 +222,10 @@ def _read_parquet(path: Path) -> dict[str, np.ndarray]:
             raise InvalidInputError(f"{path}: schema metadata class_names must be a JSON list of strings")
         arrays["class_names"] = np.array(names, dtype=str)
     elif "class_name" in table.column_names:
-        arrays["class_names"] = _class_names_of_rows(arrays["labels"], table.column("class_name").to_numpy(), path)
+        column = table.column("class_name")
+        if column.null_count:
+            raise InvalidInputError(f"{path}: column 'class_name' has {column.null_count} null rows")
+        arrays["class_names"] = _class_names_of_rows(arrays["labels"], column.to_numpy(zero_copy_only=False), path)
     return arrays
 
 

@@ -141,6 +141,10 @@ def test_parquet_class_name_column_and_bad_class_names(tmp_path):
     pq.write_table(pa.table({"features": features, "label": labels, "class_name": names}), tmp_path / "c.parquet")
     with pytest.raises(InvalidInputError, match="class id 0 is named both 'cat' and 'dog'"):
         load_feature_file(tmp_path / "c.parquet")
+    pq.write_table(pa.table({"features": features, "label": labels, "class_name": [*names[:5], None]}),
+                   tmp_path / "c.parquet")
+    with pytest.raises(InvalidInputError, match="1 null rows"):
+        load_feature_file(tmp_path / "c.parquet")
     table = pa.table({"features": features, "label": labels}).replace_schema_metadata({"class_names": json.dumps([1, 2])})
     pq.write_table(table, tmp_path / "m.parquet")
     with pytest.raises(InvalidInputError, match="JSON list of strings"):
