@@ -1,23 +1,31 @@
-"""modelrank: rank pre-trained models by how well they will transfer to your task, without fine-tuning them all."""
+"""modelrank: rank pre-trained models by how well they will transfer to your task, without fine-tuning them all.
+
+In Python: ``modelrank.score(features, "logme,leep")`` (a table of scores), ``modelrank.rank(...)`` (models best
+first), ``modelrank.evaluate(scores, truth)`` (scores against fine-tune ground truth), and every metric as a plain
+function of arrays, ``modelrank.metrics.logme(features, labels)``.
+"""
 
 __version__ = "0.1.0"
+
+import importlib  # noqa: E402
 
 from .errors import InvalidInputError, MissingResourceError, ModelrankError  # noqa: E402
 from .features import FeatureSet  # noqa: E402
 
+# Imported on first use, so that `import modelrank` (and the command line's --help) stays fast.
+_LAZY_FUNCTIONS = {"extract": "extraction", "load_features": "extraction", "load_model": "models",
+                   "load_dataset": "data", "score": "api", "rank": "api"}
+# `modelrank.evaluate(scores, truth)` calls the package (see modelrank/evaluate/__init__.py).
+_LAZY_PACKAGES = ("evaluate", "metrics")
+
 
 def __getattr__(name: str):
-    # The torch-heavy API is imported on first use so that `import modelrank` stays fast.
-    if name in {"extract", "load_features"}:
-        from . import extraction as _extract
-
-        return getattr(_extract, name)
-    if name in {"load_model", "load_dataset"}:
-        from . import data, models
-
-        return getattr(models if name == "load_model" else data, name)
+    if name in _LAZY_FUNCTIONS:
+        return getattr(importlib.import_module(f".{_LAZY_FUNCTIONS[name]}", __name__), name)
+    if name in _LAZY_PACKAGES:
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'modelrank' has no attribute {name!r}")
 
 
 __all__ = ["FeatureSet", "InvalidInputError", "MissingResourceError", "ModelrankError", "__version__",
-           "extract", "load_dataset", "load_features", "load_model"]
+           "evaluate", "extract", "load_dataset", "load_features", "load_model", "metrics", "rank", "score"]

@@ -38,6 +38,18 @@ class FeatureSet:
     def n_samples(self) -> int:
         return int(self.features.shape[0])
 
+    def __repr__(self) -> str:
+        # Shapes, not values: the arrays are thousands of numbers.
+        parts = [f"model={self.model!r}", f"dataset={self.dataset!r}", f"task={self.task!r}",
+                 f"features={_shape(self.features)}", f"labels={_shape(self.labels)}"]
+        if self.task == "classification":
+            parts.append(f"classes={len(np.unique(self.labels))}")
+        if self.source_probs is not None:
+            parts.append(f"source_probs={_shape(self.source_probs)}")
+        if self.class_names is not None:
+            parts.append(f"class_names={len(self.class_names)}")
+        return f"FeatureSet({', '.join(parts)})"
+
     def inputs(self) -> dict[str, Any]:
         """The named inputs a metric may declare in ``needs``."""
         return {
@@ -47,3 +59,7 @@ class FeatureSet:
             "class_names": self.class_names,
             "task": self.task,
         }
+
+
+def _shape(array: np.ndarray) -> str:
+    return "x".join(map(str, np.shape(array)))

@@ -3,13 +3,16 @@
 ``score_feature_sets`` returns one wide table in the shape of Model Spider's ``baseline_results.csv``
 (``Dataset, Model, <metric>...``) followed by one ``<metric>_seconds`` column per metric (wall-clock time
 of that metric on that model; for zoo-level metrics, the time of the whole-zoo call divided equally among
-its models). ``df.attrs["notes"]`` lists what was skipped and why; ``df.attrs["higher_is_better"]`` maps
-each metric column to its direction; ``df.attrs["flags"]`` lists the scores a metric qualified with a
-``MetricFlagWarning`` (e.g. "not_converged"), one dict per (Dataset, Model, metric column, flag, message).
+its models). ``df.attrs["notes"]`` lists what was skipped and why; ``df.attrs["failures"]`` maps each named
+metric column that failed on some model to its error messages (those cells are NaN, every other score is kept);
+``df.attrs["higher_is_better"]`` maps each metric column to its direction; ``df.attrs["flags"]`` lists the
+scores a metric qualified with a ``MetricFlagWarning`` (e.g. "not_converged"), one dict per (Dataset, Model,
+metric column, flag, message).
 """
 
 from __future__ import annotations
 
+import json
 import time
 import warnings
 from pathlib import Path
@@ -30,7 +33,8 @@ ProgressFn = Callable[[str, str, str], None]
 def _resolve_metrics(metrics: Sequence[str] | str) -> tuple[list[MetricSpec], bool]:
     if isinstance(metrics, str):
         metrics = [metrics]
-    names = list(dict.fromkeys(m.strip() for m in metrics if m.strip()))
+    # "logme,leep" (the CLI's comma form) and ["logme", "leep"] name the same metrics
+    names = list(dict.fromkeys(n.strip() for m in metrics for n in m.split(",") if n.strip()))
     if names == ["all"]:
         return [entry.obj for entry in METRICS], True
     if "all" in names:
@@ -75,9 +79,12 @@ def score_feature_sets(
 ) -> pd.DataFrame:
     """Score every (dataset, model) FeatureSet with every requested metric.
 
-    ``metrics``: registered names, or "all". A metric the user NAMED that cannot run (wrong task type,
-    missing input such as source_probs, or a metric error on the data) raises ``InvalidInputError``; with
-    "all" such cells are NaN and explained in ``df.attrs["notes"]``.
+    ``metrics``: registered names (a list or one comma-separated string such as "logme,leep"), or "all".
+    A metric the user NAMED that cannot run on some input (wrong task type, a missing input such as
+    source_probs or class_names) raises ``InvalidInputError`` before any metric runs. A named metric that
+    fails on the data while running (``ModelrankError``, e.g. an undefined score) loses only its own cells: they
+    are NaN, the failure is warned and kept in ``df.attrs["failures"]``, and every other score is returned.
+    With "all", metrics that cannot run or fail are NaN and explained in ``df.attrs["notes"]``.
     ``params``: per-metric keyword arguments, keyed by metric name, e.g. ``nleep={"seed": 1}``; such a metric's
     column is named with them (``nleep[seed=1]``), so scores at different settings never share a column.
     Zoo-level metrics are computed once per dataset over all its models (``score_zoo``).
@@ -94,10 +101,16 @@ def score_feature_sets(
     keys = [(fs.dataset, fs.model) for fs in feature_sets]
     if len(set(keys)) != len(keys):
         raise InvalidInputError("two feature sets share the same (dataset, model)")
+    if not everything:
+        reasons = [reason for spec in specs for fs in feature_sets if (reason := _why_not(spec, fs))]
+        if reasons:
+            more = f" (and {len(reasons) - 1} more metric/model pairs)" if len(reasons) > 1 else ""
+            raise InvalidInputError(reasons[0] + more)
 
     scores = {key: {} for key in keys}
     seconds = {key: {} for key in keys}
     notes: list[str] = []
+    failures: dict[str, list[str]] = {}
     flags: list[dict[str, str]] = []
 
     def flag(raised: list[MetricFlagWarning], cells: list[tuple[str, str]], column: str) -> None:
@@ -105,9 +118,11 @@ def score_feature_sets(
                      for w in raised for d, m in cells)  # fmt: skip
 
     def failed(message: str, cells: list[tuple[str, str]], spec: MetricSpec) -> None:
-        if not everything:
-            raise InvalidInputError(message)
-        notes.append(f"skipped: {message}")
+        if everything:
+            notes.append(f"skipped: {message}")
+        else:
+            failures.setdefault(columns[spec.name], []).append(message)
+            warnings.warn(f"{message}; the other scores are kept", stacklevel=3)
         for key in cells:
             scores[key][columns[spec.name]] = np.nan
 
@@ -170,15 +185,19 @@ def score_feature_sets(
                                 + (" ..." if len(reasons) > 4 else ""))
     frame.attrs["notes"] = notes
     frame.attrs["flags"] = flags
+    frame.attrs["failures"] = failures
     frame.attrs["higher_is_better"] = {columns[s.name]: s.higher_is_better for s in specs}
     return frame
 
 
 # --------------------------------------------------------------------------------------------- files
 FEATURE_FILE_HELP = (
-    ".npz with arrays features (n, d), labels (n,) and optional source_probs (n, k); or .parquet with columns "
-    "features (list<float>), label and optional source_probs (list<float>)"
+    ".npz with arrays features (n, d), labels (n,) and optional source_probs (n, k) and class_names (strings, one "
+    "per class id); or .parquet with columns features (list<float>), label, optional source_probs (list<float>) "
+    "and optional class_name (string per row), or the class names as JSON under schema metadata key class_names"
 )
+#: Parquet schema metadata key holding the JSON list of class names (what ``save_feature_file`` writes).
+CLASS_NAMES_METADATA = b"class_names"
 
 
 def _infer_task(labels: np.ndarray) -> str:
@@ -225,7 +244,36 @@ def _read_parquet(path: Path) -> dict[str, np.ndarray]:
         arrays["labels"] = table.column(label_column).to_numpy()
     if "source_probs" in table.column_names:
         arrays["source_probs"] = _list_column_to_matrix(table, "source_probs", path)
+    metadata = table.schema.metadata or {}
+    if CLASS_NAMES_METADATA in metadata:
+        names = json.loads(metadata[CLASS_NAMES_METADATA])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise InvalidInputError(f"{path}: schema metadata class_names must be a JSON list of strings")
+        arrays["class_names"] = np.array(names, dtype=str)
+    elif "class_name" in table.column_names:
+        column = table.column("class_name")
+        if column.null_count:
+            raise InvalidInputError(f"{path}: column 'class_name' has {column.null_count} null rows")
+        arrays["class_names"] = _class_names_of_rows(arrays["labels"], column.to_numpy(zero_copy_only=False), path)
     return arrays
+
+
+def _class_names_of_rows(labels: np.ndarray, row_names: np.ndarray, path: Path) -> np.ndarray:
+    """Class names indexed by class id, from a per-row name column; ids without rows get an empty name."""
+    if labels.ndim != 1 or labels.dtype.kind not in "iu" or (labels < 0).any():
+        raise InvalidInputError(f"{path}: a class_name column needs integer class ids >= 0 in 'label'")
+    row_names = row_names.astype(str)
+    ids, first_row = np.unique(labels, return_index=True)
+    named = row_names[first_row]
+    clash = row_names != named[np.searchsorted(ids, labels)]
+    if clash.any():
+        row = int(np.argmax(clash))
+        first = str(named[np.searchsorted(ids, labels[row])])
+        raise InvalidInputError(f"{path}: class id {labels[row]} is named both {first!r} and {str(row_names[row])!r} "
+                                "in column class_name")
+    names = np.full(int(ids[-1]) + 1 if len(ids) else 0, "", dtype=named.dtype)
+    names[ids] = named
+    return names
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
@@ -236,7 +284,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     with np.load(path, allow_pickle=False) as data:
         if "features" not in data.files or "labels" not in data.files:
             raise InvalidInputError(f"{path}: needs arrays 'features' and 'labels' (has {data.files})")
-        return {k: data[k] for k in ("features", "labels", "source_probs") if k in data.files}
+        return {k: data[k] for k in ("features", "labels", "source_probs", "class_names") if k in data.files}
 
 
 def load_feature_file(
@@ -274,6 +322,9 @@ def load_feature_file(
     probs = arrays.get("source_probs")
     if probs is not None and (probs.ndim != 2 or probs.shape[0] != features.shape[0]):
         raise InvalidInputError(f"{path}: source_probs must have shape ({features.shape[0]}, k), got {probs.shape}")
+    class_names = arrays.get("class_names")
+    if class_names is not None:
+        class_names = _checked_class_names(class_names, labels, path)
     return FeatureSet(
         features=features,
         labels=labels,
@@ -281,7 +332,17 @@ def load_feature_file(
         dataset=dataset_name,
         task=task or _infer_task(labels),
         source_probs=probs,
+        class_names=class_names,
     )
+
+
+def _checked_class_names(names: np.ndarray, labels: np.ndarray, path: Path) -> list[str]:
+    """``names`` as a list of str, after checking that it names every class id in ``labels``."""
+    if names.ndim != 1 or names.dtype.kind != "U":
+        raise InvalidInputError(f"{path}: class_names must be a 1-D array of strings, got {names.dtype} {names.shape}")
+    if labels.ndim == 1 and labels.dtype.kind in "iu" and len(labels) and labels.max() >= len(names):
+        raise InvalidInputError(f"{path}: {len(names)} class_names for class ids up to {int(labels.max())}")
+    return names.tolist()
 
 
 def save_feature_file(data: FeatureSet, path: str | Path) -> Path:
@@ -290,6 +351,8 @@ def save_feature_file(data: FeatureSet, path: str | Path) -> Path:
     arrays = {"features": np.asarray(data.features), "labels": np.asarray(data.labels)}
     if data.source_probs is not None:
         arrays["source_probs"] = np.asarray(data.source_probs)
+    if data.class_names is not None:
+        arrays["class_names"] = np.array(data.class_names, dtype=str)
     if path.suffix.lower() == ".npz":
         np.savez(path, **arrays)
         return path
@@ -306,5 +369,8 @@ def save_feature_file(data: FeatureSet, path: str | Path) -> Path:
     columns["label"] = list_column(labels) if labels.ndim == 2 else pa.array(labels)
     if "source_probs" in arrays:
         columns["source_probs"] = list_column(arrays["source_probs"])
-    pq.write_table(pa.table(columns), path)
+    table = pa.table(columns)
+    if data.class_names is not None:
+        table = table.replace_schema_metadata({CLASS_NAMES_METADATA: json.dumps(list(data.class_names))})
+    pq.write_table(table, path)
     return path

@@ -60,8 +60,8 @@ CacheDirOption = typer.Option(
 
 # Features a user brings (`score`, `finetune`): the "rank my models from features and labels" path.
 FeatureFilesOption = typer.Option(
-    None, "--features", help="Feature file (repeatable): .npz with features, labels[, source_probs] or .parquet "
-    "with features, label[, source_probs].")
+    None, "--features", help="Feature file (repeatable): .npz with features, labels[, source_probs, class_names] or "
+    ".parquet with features, label[, source_probs, class_name].")
 ModelNamesOption = typer.Option(None, "--model-name", help="Model name of each --features file, in order [default: file stem].")
 DatasetNameOption = typer.Option("custom", "--dataset-name", help="Dataset name for --features files.")
 TaskOption = typer.Option(None, "--task", help="classification | regression for --features files [default: inferred from the labels].")

@@ -85,6 +85,11 @@ def score_cmd(
     if out:
         frame.to_csv(out, index=False)
         console.print(f"scores written to {out}")
+    failures = frame.attrs["failures"]
+    if failures:  # the other metrics' scores are shown and written, yet the run did not do all that was asked: exit 2
+        where = f"written to {out}" if out else "shown above"
+        raise ModelrankError(f"{len(failures)} of {len(frame.attrs['higher_is_better'])} metrics failed "
+                             f"({', '.join(failures)}; the warnings above say why); the other scores are {where}")
 
 
 def _ranking_tables(frame) -> list[Table]:

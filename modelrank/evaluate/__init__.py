@@ -1,4 +1,10 @@
-"""Judge transferability scores against fine-tune ground truth: ranking measures and result tables."""
+"""Judge transferability scores against fine-tune ground truth: ranking measures and result tables.
+
+Calling the package runs ``evaluate``: ``modelrank.evaluate(scores, truth)``.
+"""
+
+import sys
+import types
 
 from .evaluation import MEASURE_CHOICES, Evaluation, evaluate
 from .measures import (
@@ -25,3 +31,14 @@ __all__ = [
     "spearman",
     "weighted_tau",
 ]
+
+
+class _CallablePackage(types.ModuleType):
+    """``modelrank.evaluate(scores, truth, ...)`` is ``modelrank.evaluate.evaluate``: the name a notebook user
+    tries first is the package's main function, while ``modelrank.evaluate.weighted_tau`` etc. stay reachable."""
+
+    def __call__(self, *args, **kwargs) -> Evaluation:
+        return evaluate(*args, **kwargs)
+
+
+sys.modules[__name__].__class__ = _CallablePackage

@@ -70,10 +70,27 @@ class Evaluation:
         wide = part.pivot(index="method", columns="dataset", values="value")
         return wide.reindex(index=self.methods, columns=[*self.datasets, MEAN, WEIGHTED_MEAN])
 
+    def __repr__(self) -> str:
+        # Names and the mean of the first measure, not the tables (print ``table(measure)`` for those).
+        first = self.measures[0]
+        means = self.table(first)[MEAN]
+        mean_text = ", ".join(f"{method}={value:.3f}" for method, value in means.head(_REPR_ITEMS).items())
+        return (f"Evaluation(methods={_short_list(self.methods)}, datasets={_short_list(self.datasets)}, "
+                f"measures={_short_list(self.measures)}, warnings={len(self.warnings)}; mean {first}: {mean_text}"
+                f"{', ...' if len(means) > _REPR_ITEMS else ''})")
+
     def to_csv(self, path: str | Path) -> None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         self.results.to_csv(path, index=False)
+
+
+_REPR_ITEMS = 6
+
+
+def _short_list(names: list[str]) -> str:
+    shown = ", ".join(names[:_REPR_ITEMS])
+    return f"[{shown}, ... {len(names)} in all]" if len(names) > _REPR_ITEMS else f"[{shown}]"
 
 
 def _selected(measures: Iterable[str]) -> list[str]:

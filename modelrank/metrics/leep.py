@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-from sklearn.mixture import GaussianMixture
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_probs
@@ -154,6 +153,8 @@ def nleep(
     fit_set = reduced if fit_rows is None else reduced[fit_rows]
     k = n_components if n_components is not None else components_per_class * n_classes
     k = max(1, min(k, fit_set.shape[0] // 10 if n_components is None else fit_set.shape[0]))
+    from sklearn.mixture import GaussianMixture  # seconds to import: only when N-LEEP runs
+
     gmm = GaussianMixture(n_components=k, covariance_type=covariance_type, max_iter=max_iter, random_state=seed)
     gmm.fit(fit_set)
     return leep_from_probs(gmm.predict_proba(reduced), codes, n_classes)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import ot
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_probs
@@ -15,6 +14,8 @@ def _coupling_terms(
     source_x: np.ndarray, source_codes: np.ndarray, target_x: np.ndarray, target_codes: np.ndarray
 ) -> tuple[float, float]:
     """(W, CE) from the exact optimal coupling between two uniform empirical measures."""
+    import ot  # POT imports torch when present: seconds, so only when OTCE runs
+
     cost = ot.dist(source_x, target_x, metric="sqeuclidean")
     # Model Spider caps the network simplex at 1e5 iterations, which can stop before the optimum on a few
     # thousand samples (POT then warns); the exact coupling is the paper's definition, so the cap is far higher.

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import scipy.optimize
 from scipy.special import digamma, gammaln, logsumexp
 from threadpoolctl import ThreadpoolController
 
@@ -255,6 +254,8 @@ def pactran_gauss(
         residual /= n
         grad = np.concatenate([(x.T @ residual + w / lam).ravel(), residual.sum(axis=0)])
         return loss, grad
+
+    import scipy.optimize  # half a second to import: only when PACTran-Gauss runs
 
     theta0 = np.zeros((d + 1) * n_classes)
     if solver.start == "normal_0.03":

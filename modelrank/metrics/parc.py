@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_targets
@@ -80,6 +79,8 @@ def parc(features: np.ndarray, labels: np.ndarray, task: str = "classification",
     standardised = (projected - projected.mean(axis=0)) / np.where(std > 0, std, 1.0)
     rdm_f = dissimilarity_matrix(standardised)
     upper = np.triu_indices(len(y), k=1)
+    from scipy.stats import spearmanr  # scipy.stats takes about a second to import: only when PARC runs
+
     rho = spearmanr(rdm_f[upper], rdm_y[upper]).statistic
     if not np.isfinite(rho):
         raise InvalidInputError("PARC is undefined: one of the dissimilarity matrices is constant")

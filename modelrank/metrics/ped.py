@@ -15,7 +15,6 @@ import inspect
 from typing import Any, Callable
 
 import numpy as np
-from scipy.spatial.distance import cdist
 
 from ..errors import InvalidInputError, UnknownNameError
 from ._checks import as_class_labels, as_features
@@ -45,6 +44,8 @@ def class_displacements(z: np.ndarray, y: np.ndarray, n_classes: int, *, time_st
     direction and do not move. Written as shift_c = sum_j w_cj (mu_c - mu_j) with w_cj = move_cj / d_cj, so only
     C x C matrices are built (the reference materialises a C x C x D array).
     """
+    from scipy.spatial.distance import cdist  # scipy.spatial is slow to import: only when PED runs
+
     means, counts = class_means(z, y, n_classes)
     radius = np.sqrt(np.bincount(y, weights=((z - means[y]) ** 2).sum(axis=1), minlength=n_classes) / counts)
     distance = cdist(means, means)

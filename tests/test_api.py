@@ -1,0 +1,236 @@
+"""The Python API a notebook user starts from: metric functions by name, modelrank.score / rank / evaluate, short
+reprs, feature files with class names, one failing metric never losing the others, and a light `import`."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+import modelrank
+import modelrank.metrics
+from modelrank import FeatureSet
+from modelrank.errors import InvalidInputError
+from modelrank.metrics import METRICS, compute_metric, score_zoo
+from modelrank.metrics.base import MetricSpec
+from modelrank.registry import Entry
+from modelrank.scoring import load_feature_file, save_feature_file, score_feature_sets
+
+CLASS_NAMES = ["cat", "dog", "car"]
+
+
+def toy_set(seed: int, signal: float, model: str, n: int = 90, d: int = 6) -> FeatureSet:
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % 3
+    x = rng.normal(size=(n, d)) + signal * np.eye(3, d)[y]
+    return FeatureSet(x, y, model=model, dataset="toy", source_probs=rng.dirichlet(np.ones(5), n),
+                      class_names=list(CLASS_NAMES))
+
+
+@pytest.fixture
+def fake_text_encoder(monkeypatch):
+    """EMMS's label embeddings without loading a language model: a fixed random vector per class name."""
+    import modelrank.text
+
+    def encode(texts, encoder=None):
+        vectors = np.stack([np.random.default_rng(sum(map(ord, t))).normal(size=8) for t in texts])
+        return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+
+    monkeypatch.setattr(modelrank.text, "encode_texts", encode)
+
+
+# ------------------------------------------------------------------------------------------ metrics by name
+def test_every_registered_metric_is_its_function_in_modelrank_metrics(fake_text_encoder):
+    data = toy_set(0, 1.5, "a")
+    assert set(modelrank.metrics.__all__) >= {entry.name for entry in METRICS}
+    for entry in METRICS:
+        function = getattr(modelrank.metrics, entry.name)
+        assert function is entry.obj.fn, entry.name
+        if entry.obj.zoo_level:  # maps {model: FeatureSet} to {model: score}
+            zoo = [data, toy_set(1, 0.2, "b"), toy_set(2, 0.8, "c")]
+            assert function({fs.model: fs for fs in zoo}) == score_zoo(entry.name, zoo), entry.name
+            continue
+        inputs = data.inputs()
+        value = function(*[inputs[name] for name in entry.obj.needs])
+        assert np.isfinite(value) and value == compute_metric(entry.name, data), entry.name
+
+
+def test_metric_modules_stay_importable_by_their_dotted_path():
+    from modelrank.metrics.logme import max_evidence  # a module-level helper beside the function
+
+    assert callable(max_evidence)
+    module = importlib.import_module("modelrank.metrics.logme")
+    assert module.logme is modelrank.metrics.logme and module.__name__ == "modelrank.metrics.logme"
+    data = toy_set(0, 1.0, "a")
+    assert modelrank.metrics.logme(data.features, data.labels) == compute_metric("logme", data)
+
+
+# ------------------------------------------------------------------------------------------ top-level API
+def test_score_rank_and_evaluate_at_top_level(tmp_path):
+    sets = [toy_set(0, 0.1, "weak"), toy_set(1, 2.0, "strong"), toy_set(2, 0.8, "mid")]
+    frame = modelrank.score(sets, "logme, lfc")  # the CLI's comma form
+    assert list(frame.columns[2:4]) == ["logme", "lfc"]
+    pd.testing.assert_frame_equal(frame.drop(columns=["logme_seconds", "lfc_seconds"]),
+                                  score_feature_sets(sets, ["logme", "lfc"]).drop(columns=["logme_seconds", "lfc_seconds"]))
+    ranked = modelrank.rank(sets, "logme,lfc")
+    assert list(ranked["Model"]) == ["strong", "mid", "weak"]
+    assert list(ranked.columns[:5]) == ["Dataset", "Model", "rank", "logme_rank", "lfc_rank"]
+    assert list(ranked["rank"]) == [1.0, 2.0, 3.0]
+
+    paths = [save_feature_file(fs, tmp_path / f"{fs.model}.npz") for fs in sets]
+    from_files = modelrank.score(paths, ["logme"], dataset="pets")
+    assert list(from_files["Dataset"]) == ["pets"] * 3
+    np.testing.assert_allclose(from_files["logme"], frame["logme"])
+
+    truth = pd.DataFrame({"Dataset": ["pets"] * 3, "Model": ["weak", "strong", "mid"], "Accuracy": [50.0, 90.0, 70.0]})
+    evaluation = modelrank.evaluate(from_files, truth, measures=["kendall"])
+    assert evaluation.table("kendall").loc["logme", "pets"] == pytest.approx(1.0)
+    assert modelrank.evaluate.weighted_tau is not None  # still the package of measures
+    with pytest.raises(InvalidInputError, match="either features"):
+        modelrank.score()
+
+
+def test_rank_puts_unscorable_models_last_and_keeps_ties():
+    frame = pd.DataFrame({"Dataset": ["d"] * 4, "Model": ["a", "b", "c", "e"], "m": [1.0, 3.0, np.nan, 3.0],
+                          "low": [4.0, 1.0, 2.0, 1.0]})
+    frame.attrs["higher_is_better"] = {"m": True, "low": False}
+    from modelrank.api import rank_scores
+
+    ranked = rank_scores(frame).set_index("Model")
+    assert ranked.loc["b", "m_rank"] == ranked.loc["e", "m_rank"] == 1.5  # tied scores share their ranks
+    assert np.isnan(ranked.loc["c", "m_rank"]) and ranked.loc["c", "low_rank"] == 3.0
+    assert list(ranked.index) == ["b", "e", "c", "a"]
+
+
+def test_reprs_are_short():
+    data = FeatureSet(np.zeros((5000, 2048)), np.arange(5000) % 10, model="resnet50", source_probs=np.ones((5000, 1000)))
+    text = repr(data)
+    assert text == ("FeatureSet(model='resnet50', dataset='custom', task='classification', features=5000x2048, "
+                    "labels=5000, classes=10, source_probs=5000x1000)")
+    scores = pd.DataFrame({"Dataset": ["d"] * 3, "Model": list("abc"), "s": [1.0, 2.0, 3.0]})
+    truth = pd.DataFrame({"Dataset": ["d"] * 3, "Model": list("abc"), "Accuracy": [1.0, 3.0, 2.0]})
+    text = repr(modelrank.evaluate(scores, truth))
+    assert text.startswith("Evaluation(methods=[s], datasets=[d], measures=[weighted_tau, kendall, ")
+    assert "mean weighted_tau: s=" in text and len(text) < 300
+
+
+# ------------------------------------------------------------------------------------------ class names in files
+@pytest.mark.parametrize("suffix", [".npz", ".parquet"])
+def test_feature_files_carry_class_names(tmp_path, suffix):
+    path = save_feature_file(toy_set(0, 1.0, "m"), tmp_path / f"m{suffix}")
+    assert load_feature_file(path).class_names == CLASS_NAMES
+
+
+def test_parquet_class_name_column_and_bad_class_names(tmp_path):
+    data = toy_set(0, 1.0, "m", n=6)
+    features = pa.FixedSizeListArray.from_arrays(pa.array(data.features.ravel()), data.features.shape[1])
+    labels = np.array([0, 2, 0, 2, 0, 2])  # class 1 has no rows: its name is empty
+    names = np.array(["cat", "car", "cat", "car", "cat", "car"])
+    pq.write_table(pa.table({"features": features, "label": labels, "class_name": names}), tmp_path / "c.parquet")
+    assert load_feature_file(tmp_path / "c.parquet").class_names == ["cat", "", "car"]
+    names[2] = "dog"
+    pq.write_table(pa.table({"features": features, "label": labels, "class_name": names}), tmp_path / "c.parquet")
+    with pytest.raises(InvalidInputError, match="class id 0 is named both 'cat' and 'dog'"):
+        load_feature_file(tmp_path / "c.parquet")
+    pq.write_table(pa.table({"features": features, "label": labels, "class_name": [*names[:5], None]}),
+                   tmp_path / "c.parquet")
+    with pytest.raises(InvalidInputError, match="1 null rows"):
+        load_feature_file(tmp_path / "c.parquet")
+    table = pa.table({"features": features, "label": labels}).replace_schema_metadata({"class_names": json.dumps([1, 2])})
+    pq.write_table(table, tmp_path / "m.parquet")
+    with pytest.raises(InvalidInputError, match="JSON list of strings"):
+        load_feature_file(tmp_path / "m.parquet")
+    np.savez(tmp_path / "few.npz", features=data.features, labels=labels, class_names=np.array(["cat", "dog"]))
+    with pytest.raises(InvalidInputError, match="2 class_names for class ids up to 2"):
+        load_feature_file(tmp_path / "few.npz")
+
+
+def test_cli_scores_emms_from_an_npz_with_class_names(cli, tmp_path, fake_text_encoder):
+    """The issue's `score --features a.npz --metric logme,sfda,emms`: EMMS reads the class names from the file."""
+    paths = [str(save_feature_file(toy_set(seed, signal, name), tmp_path / f"{name}.npz"))
+             for seed, signal, name in [(0, 0.2, "a"), (1, 1.5, "b")]]
+    code, out, err = cli("score", "--features", paths[0], "--features", paths[1], "--metric", "logme,sfda,emms",
+                         "--out", str(tmp_path / "s.csv"))
+    assert code == 0, err
+    assert pd.read_csv(tmp_path / "s.csv")[["logme", "sfda", "emms"]].notna().all().all()
+
+
+# ------------------------------------------------------------------------------------------ failing metrics
+@pytest.fixture
+def flaky_metric(monkeypatch):
+    """A registered metric that fails on model "b" with a user-facing error (as an undefined score does)."""
+
+    def flaky(features, labels):
+        """Test metric: the mean feature, undefined when it is above 0.5."""
+        value = float(np.mean(features))
+        if value > 0.5:
+            raise InvalidInputError("flaky is undefined here")
+        return value
+
+    spec = MetricSpec("flaky", flaky, ("features", "labels"), ("classification",), True, "")
+    monkeypatch.setitem(METRICS._entries, "flaky", Entry("flaky", spec))
+
+
+def test_a_failing_named_metric_keeps_the_other_scores(flaky_metric):
+    sets = [toy_set(0, 1.0, "a"), toy_set(1, 1.0, "b")]
+    sets[1].features += 1.0  # flaky fails on b only
+    with pytest.warns(UserWarning, match="flaky on b/toy: flaky is undefined here; the other scores are kept"):
+        frame = score_feature_sets(sets, "logme,flaky")
+    assert frame["logme"].notna().all()
+    assert np.isfinite(frame.loc[0, "flaky"]) and np.isnan(frame.loc[1, "flaky"])
+    assert frame.attrs["failures"] == {"flaky": ["flaky on b/toy: flaky is undefined here"]}
+
+
+def test_cli_writes_the_other_scores_then_exits_2(cli, tmp_path, flaky_metric):
+    good = save_feature_file(toy_set(0, 1.0, "a"), tmp_path / "a.npz")
+    bad = toy_set(1, 1.0, "b")
+    bad.features += 1.0  # flaky fails on b only
+    bad = save_feature_file(bad, tmp_path / "b.npz")
+    out = tmp_path / "s.csv"
+    code, stdout, err = cli("score", "--features", str(good), "--features", str(bad), "--metric", "flaky,lfc",
+                            "--out", str(out))
+    assert code == 2, (stdout, err)
+    written = pd.read_csv(out)
+    assert written["lfc"].notna().all() and written["flaky"].isna().tolist() == [False, True]
+    assert "flaky on b/custom: flaky is undefined here" in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: 1 of 2 metrics failed (flaky;") and str(out) in last
+    assert "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------ import time
+def test_help_and_list_metrics_import_no_heavy_library():
+    """`--help` and `list metrics` must answer in well under a second: no torch, POT, sklearn or pandas import
+    (their speed is measured in benchmarks/bench_startup.py)."""
+    code = (
+        "import sys\n"
+        "from modelrank.cli import app\n"
+        "for args in (['--help'], ['list', 'metrics']):\n"
+        "    try:\n"
+        "        app(args, standalone_mode=False)\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "heavy = sorted({'torch', 'ot', 'sklearn', 'pandas', 'pyarrow', 'transformers', 'timm'} & set(sys.modules))\n"
+        "print('heavy:', heavy)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "heavy: []"
+    assert "logme" in result.stdout and "otce_sf" in result.stdout
+
+
+def test_readme_python_block_runs(capsys):
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "modelrank.score(" in b)
+    exec(compile(block, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "Evaluation(methods=[logme, hscore]" in out and "mine" in out
