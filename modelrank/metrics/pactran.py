@@ -181,6 +181,8 @@ def lbfgs_with_threaded_products(
     Each L-BFGS-B step is a handful of vector operations of length (D + 1) C; multi-threaded BLAS makes those
     several times slower than one thread (7x measured on 2 busy cores: 16 of PAC-Gauss's 19 s were spent inside
     the optimiser), while the O(N D C) products of the loss do gain from the threads."""
+    import scipy.optimize  # half a second to import: only when PACTran-Gauss runs
+
     controller = _blas_threads()
     threads = max((info["num_threads"] for info in controller.select(user_api="blas").info()), default=1)
 
@@ -254,8 +256,6 @@ def pactran_gauss(
         residual /= n
         grad = np.concatenate([(x.T @ residual + w / lam).ravel(), residual.sum(axis=0)])
         return loss, grad
-
-    import scipy.optimize  # half a second to import: only when PACTran-Gauss runs
 
     theta0 = np.zeros((d + 1) * n_classes)
     if solver.start == "normal_0.03":
