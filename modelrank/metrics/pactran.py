@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from scipy.special import digamma, gammaln, logsumexp
@@ -22,6 +22,9 @@ from ._checks import as_class_labels, as_features
 from ._linalg import class_sums, row_blocks
 from .base import NotConvergedWarning, named_preset, register_metric
 from .leep import probs_and_codes
+
+if TYPE_CHECKING:
+    import scipy.optimize
 
 REFERENCE = "Ding et al., PACTran: PAC-Bayesian Metrics for Estimating the Transferability of Pretrained Models, ECCV 2022"
 
