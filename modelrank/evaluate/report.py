@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
+from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
@@ -21,8 +22,13 @@ def _best_per_column(values: np.ndarray, lower_is_better: bool) -> np.ndarray:
 
 
 def evaluation_tables(evaluation: Evaluation, digits: int = 3) -> list[Table]:
-    """One table per measure: methods as rows, datasets then mean and weighted mean as columns, best in bold."""
+    """One table per measure: methods as rows, datasets then mean (± its standard error over datasets) and
+    weighted mean as columns, best in bold; "no rank" where a method's scores are all tied on a dataset, and
+    per method the datasets it ranks ("ranked 1 of 2": the means are over those only)."""
     tables = []
+    unranked = set(zip(evaluation.no_ranking["method"], evaluation.no_ranking["dataset"]))
+    ranked = evaluation.ranked_tasks()
+    means = evaluation.results[evaluation.results["dataset"] == MEAN].set_index(["method", "measure"])["se"]
     for measure in evaluation.measures:
         frame = evaluation.table(measure)
         lower = evaluation.lower_is_better[measure]
@@ -33,12 +39,18 @@ def evaluation_tables(evaluation: Evaluation, digits: int = 3) -> list[Table]:
         for column in frame.columns:
             label = {MEAN: "Mean", WEIGHTED_MEAN: "W.Mean"}.get(column, column)
             table.add_column(label, justify="right")
+            if column == MEAN:
+                table.add_column("±SE", justify="right")
+        table.add_column("ranked", justify="right")
         for i, method in enumerate(frame.index):
             cells = []
-            for j, value in enumerate(values[i]):
-                text = "—" if not np.isfinite(value) else f"{value:.{digits}f}"
+            for j, (column, value) in enumerate(zip(frame.columns, values[i])):
+                text = "no rank" if (method, column) in unranked else "—" if not np.isfinite(value) else f"{value:.{digits}f}"
                 cells.append(f"[bold]{text}[/bold]" if bold[i, j] else text)
-            table.add_row(method, *cells)
+                if column == MEAN:
+                    se = means.get((method, measure), np.nan)
+                    cells.append(f"{se:.{digits}f}" if np.isfinite(se) else "—")
+            table.add_row(escape(str(method)), *cells, ranked.get(method, ""))
         tables.append(table)
     return tables
 
@@ -57,8 +69,10 @@ def print_evaluation(evaluation: Evaluation, console: Console | None = None) -> 
     console = console or Console()
     for table in evaluation_tables(evaluation):
         print_wide(console, table)
+    for method, dataset, reason in evaluation.no_ranking.itertuples(index=False):
+        console.print(f"[yellow]no ranking:[/] {escape(f'{method} / {dataset}: {reason}')}", highlight=False, soft_wrap=True)
     for warning in evaluation.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 
 
 def plot_evaluation(evaluation: Evaluation, path: str | Path, measure: str | None = None) -> Path:
