@@ -3,13 +3,16 @@
 ``score_feature_sets`` returns one wide table in the shape of Model Spider's ``baseline_results.csv``
 (``Dataset, Model, <metric>...``) followed by one ``<metric>_seconds`` column per metric (wall-clock time
 of that metric on that model; for zoo-level metrics, the time of the whole-zoo call divided equally among
-its models). ``df.attrs["notes"]`` lists what was skipped and why; ``df.attrs["higher_is_better"]`` maps
-each metric column to its direction.
+its models) and one ``<metric>_flags`` column ("saturated" where the metric said its score saturated on that
+data, see ``SaturationWarning``; "" otherwise). ``df.attrs["notes"]`` lists what was skipped or saturated and
+why; ``df.attrs["higher_is_better"]`` maps each metric column to its direction.
 """
 
 from __future__ import annotations
 
 import time
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -19,10 +22,28 @@ import pandas as pd
 from .errors import InvalidInputError, MissingResourceError, ModelrankError
 from .features import TASK_TYPES, FeatureSet
 from .metrics import METRICS, MetricSpec, compute_metric, score_zoo
-from .metrics.base import check_applicable, check_parameters
+from .metrics.base import SaturationWarning, check_applicable, check_parameters
 
 #: progress(dataset, model, metric) is called before each metric evaluation (model = "*" for zoo metrics).
 ProgressFn = Callable[[str, str, str], None]
+SATURATED = "saturated"
+
+
+@contextmanager
+def saturation_caught():
+    """Collect the ``SaturationWarning`` messages raised inside the block (into the yielded list) instead of
+    printing them; every other warning is passed on unchanged."""
+    caught: list[str] = []
+    try:
+        with warnings.catch_warnings(record=True) as records:
+            warnings.simplefilter("always")
+            yield caught
+    finally:
+        for record in records:
+            if issubclass(record.category, SaturationWarning):
+                caught.append(str(record.message))
+            else:
+                warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
 
 
 def _resolve_metrics(metrics: Sequence[str] | str) -> tuple[list[MetricSpec], bool]:
@@ -85,7 +106,13 @@ def score_feature_sets(
 
     scores = {key: {} for key in keys}
     seconds = {key: {} for key in keys}
+    flags = {key: {} for key in keys}
     notes: list[str] = []
+
+    def saturated(messages: list[str], cells: list[tuple[str, str]], spec: MetricSpec) -> None:
+        for key in cells:
+            flags[key][columns[spec.name]] = SATURATED if messages else ""
+        notes.extend(f"saturated: {m}" for m in dict.fromkeys(messages) if f"saturated: {m}" not in notes)
 
     def failed(message: str, cells: list[tuple[str, str]], spec: MetricSpec) -> None:
         if not everything:
@@ -112,11 +139,13 @@ def score_feature_sets(
                     progress(dataset, "*", spec.name)
                 start = time.perf_counter()
                 try:
-                    values = score_zoo(spec.name, runnable, **kwargs)
+                    with saturation_caught() as messages:
+                        values = score_zoo(spec.name, runnable, **kwargs)
                 except ModelrankError as exc:
                     failed(f"{spec.name} on {dataset}: {exc}", [(dataset, fs.model) for fs in runnable], spec)
                     continue
                 share = (time.perf_counter() - start) / len(runnable)
+                saturated(messages, [(dataset, fs.model) for fs in runnable], spec)
                 for fs in runnable:
                     scores[(dataset, fs.model)][columns[spec.name]] = values[fs.model]
                     seconds[(dataset, fs.model)][columns[spec.name]] = share
@@ -126,7 +155,9 @@ def score_feature_sets(
                     progress(dataset, fs.model, spec.name)
                 start = time.perf_counter()
                 try:
-                    value = compute_metric(spec.name, fs, **kwargs)
+                    with saturation_caught() as messages:
+                        value = compute_metric(spec.name, fs, **kwargs)
+                    saturated(messages, [(dataset, fs.model)], spec)
                 except ModelrankError as exc:
                     failed(f"{spec.name} on {fs.model}/{dataset}: {exc}", [(dataset, fs.model)], spec)
                     continue
@@ -136,10 +167,12 @@ def score_feature_sets(
     names = [columns[s.name] for s in specs]
     rows = [
         {"Dataset": d, "Model": m, **{n: scores[(d, m)].get(n, np.nan) for n in names},
-         **{f"{n}_seconds": seconds[(d, m)].get(n, np.nan) for n in names}}
+         **{f"{n}_seconds": seconds[(d, m)].get(n, np.nan) for n in names},
+         **{f"{n}_flags": flags[(d, m)].get(n, "") for n in names}}
         for d, m in keys
     ]  # fmt: skip
-    frame = pd.DataFrame(rows, columns=["Dataset", "Model", *names, *[f"{n}_seconds" for n in names]])
+    frame = pd.DataFrame(rows, columns=["Dataset", "Model", *names, *[f"{n}_seconds" for n in names],
+                                        *[f"{n}_flags" for n in names]])
     frame.attrs["notes"] = notes
     frame.attrs["higher_is_better"] = {columns[s.name]: s.higher_is_better for s in specs}
     return frame

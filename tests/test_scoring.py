@@ -82,7 +82,8 @@ def test_score_table_shape_and_order():
     sets = [make_set(0, 0.3, "weak"), make_set(1, 2.0, "strong"), make_set(2, 1.0, "mid", dataset="other")]
     frame = score_feature_sets(sets, ["logme", "lfc", "leep"])
     assert list(frame.columns) == ["Dataset", "Model", "logme", "lfc", "leep",
-                                   "logme_seconds", "lfc_seconds", "leep_seconds"]  # fmt: skip
+                                   "logme_seconds", "lfc_seconds", "leep_seconds",
+                                   "logme_flags", "lfc_flags", "leep_flags"]  # fmt: skip
     assert list(zip(frame.Dataset, frame.Model)) == [("toy", "weak"), ("toy", "strong"), ("other", "mid")]
     assert frame[["logme", "lfc", "leep"]].notna().all().all()
     assert (frame[["logme_seconds", "lfc_seconds"]] >= 0).all().all()
@@ -146,6 +147,20 @@ def test_zoo_level_metric_scored_per_dataset(monkeypatch):
     assert frame["zoo_norm_seconds"].notna().all()
 
 
+def test_saturated_scores_are_flagged_not_printed(recwarn):
+    rng = np.random.default_rng(0)
+    y = np.arange(20) % 4
+    few = [FeatureSet(features=rng.normal(size=(20, 32)), labels=y, model=m, dataset="small") for m in "ab"]
+    frame = score_feature_sets([*few, make_set(0, 1.0, "c")], ["hscore", "sfda", "lfc"])
+    by = frame.set_index("Model")
+    assert by.loc["a", "hscore_flags"] == by.loc["b", "sfda_flags"] == "saturated"  # N <= D: saturated
+    assert by.loc["c", "hscore_flags"] == by.loc["c", "sfda_flags"] == by.loc["a", "lfc_flags"] == ""
+    assert by.loc["a", "hscore"] == pytest.approx(3.0)  # C - 1
+    notes = [n for n in frame.attrs["notes"] if n.startswith("saturated: ")]
+    assert len(notes) == 2 and any("H-Score" in n for n in notes)  # one note per message, not per model
+    assert not [w for w in recwarn if "saturate" in str(w.message)]
+
+
 # --------------------------------------------------------------------------------------------- CLI
 @pytest.fixture
 def two_files(tmp_path):
@@ -163,8 +178,9 @@ def test_cli_score_writes_csv_and_ranks(tmp_path, two_files):
     assert result.exit_code == 0, result.output
     assert "ranking on toy" in result.output and "strong" in result.output
     frame = pd.read_csv(out)
-    assert list(frame.columns) == ["Dataset", "Model", "logme", "lfc", "logme_seconds", "lfc_seconds"]
-    assert frame.shape == (2, 6) and set(frame.Model) == {"weak", "strong"}
+    assert list(frame.columns) == ["Dataset", "Model", "logme", "lfc", "logme_seconds", "lfc_seconds",
+                                   "logme_flags", "lfc_flags"]
+    assert frame.shape == (2, 8) and set(frame.Model) == {"weak", "strong"}
 
 
 def run_main(monkeypatch, capsys, *args):

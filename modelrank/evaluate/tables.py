@@ -108,7 +108,7 @@ def _with_keys(frame: pd.DataFrame, key_columns: list[str], source: str, hint: s
     return frame
 
 
-def _annotation(column: str, columns) -> bool:
+def is_annotation(column: str, columns) -> bool:
     """Is ``column`` an annotation (``ANNOTATION_SUFFIXES``) of another column of the table?"""
     return any(column.endswith(suffix) and column[: -len(suffix)] in columns for suffix in ANNOTATION_SUFFIXES)
 
@@ -149,7 +149,7 @@ def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) ->
         used = {dataset_col, model_col}
         methods = [
             c for c in frame.columns
-            if c not in used and pd.api.types.is_numeric_dtype(frame[c]) and not _annotation(str(c), frame.columns)
+            if c not in used and pd.api.types.is_numeric_dtype(frame[c]) and not is_annotation(str(c), frame.columns)
         ]
         if not methods:
             raise InvalidInputError(
