@@ -312,3 +312,153 @@ def save_feature_file(data: FeatureSet, path: str | Path) -> Path:
         columns["source_probs"] = list_column(arrays["source_probs"])
     pq.write_table(pa.table(columns), path)
     return path
+
+
+# ----------------------------------------------------------------------------------------- bootstrap
+def resample_counts(labels: np.ndarray, task: str, n_boot: int, seed: int) -> np.ndarray:
+    """(B, N) bootstrap counts: how often each sample is drawn in each of ``n_boot`` resamples (seeded).
+
+    Classification resamples within each class (a stratified bootstrap: class sizes stay as they are, so no
+    resample loses a class that a metric needs); regression resamples all N samples.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    if task == "classification":
+        _, codes = np.unique(np.asarray(labels).reshape(n, -1)[:, 0], return_inverse=True)
+        strata = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+    else:
+        strata = [np.arange(n)]
+    counts = np.zeros((n_boot, n))
+    for members in strata:  # a handful of classes, each drawn for all resamples at once
+        drawn = members[rng.integers(0, len(members), size=(n_boot, len(members)))]
+        np.add.at(counts, (np.repeat(np.arange(n_boot), len(members)), drawn.ravel()), 1.0)
+    return counts
+
+
+def _resampled(fs: FeatureSet, counts: np.ndarray) -> FeatureSet:
+    rows = np.repeat(np.arange(fs.n_samples), counts.astype(np.int64))
+    probs = None if fs.source_probs is None else fs.source_probs[rows]
+    return FeatureSet(features=fs.features[rows], labels=fs.labels[rows], model=fs.model, dataset=fs.dataset,
+                      task=fs.task, source_probs=probs, class_names=fs.class_names)
+
+
+def _same_samples(group: list[FeatureSet]) -> bool:
+    """Do all models of a dataset hold the same samples in the same order (so resamples can be paired)?"""
+    first = group[0]
+    for fs in group[1:]:
+        if first.sample_ids is not None and fs.sample_ids is not None:
+            if not np.array_equal(first.sample_ids, fs.sample_ids):
+                return False
+        elif fs.n_samples != first.n_samples or not np.array_equal(fs.labels, first.labels):
+            return False
+    return True
+
+
+def _replicate_scores(spec: MetricSpec, group: list[FeatureSet], counts: dict[str, np.ndarray],
+                      kwargs: dict[str, Any], progress: ProgressFn | None) -> dict[str, np.ndarray]:
+    """Per model: the metric on each resample (NaN where it fails), through ``RESAMPLED`` when it has one."""
+    from .metrics.resampled import RESAMPLED
+
+    n_boot = next(iter(counts.values())).shape[0]
+    out = {fs.model: np.full(n_boot, np.nan) for fs in group}
+    fast = None if spec.zoo_level else RESAMPLED.get(spec.name)
+    todo = []
+    for fs in group:
+        if fast is None or fs.n_samples <= fs.features.shape[1]:
+            todo.append(fs)
+            continue
+        if progress:
+            progress(fs.dataset, fs.model, f"{spec.name} x{n_boot}")
+        inputs = fs.inputs()
+        try:
+            with saturation_caught():
+                out[fs.model] = fast(**{k: inputs[k] for k in spec.needs}, counts=counts[fs.model], **kwargs)
+        except ModelrankError:
+            todo.append(fs)
+    for b in range(n_boot if todo else 0):
+        if progress:
+            progress(todo[0].dataset, "*", f"{spec.name} resample {b + 1}/{n_boot}")
+        resamples = [_resampled(fs, counts[fs.model][b]) for fs in todo]
+        try:
+            with saturation_caught():
+                if spec.zoo_level:
+                    values = score_zoo(spec.name, resamples, **kwargs)
+                else:
+                    values = {r.model: compute_metric(spec.name, r, **kwargs) for r in resamples}
+        except ModelrankError:
+            continue
+        for model, value in values.items():
+            out[model][b] = value
+    return out
+
+
+def bootstrap_scores(
+    feature_sets: Sequence[FeatureSet],
+    frame: pd.DataFrame,
+    n_boot: int,
+    seed: int = 0,
+    *,
+    level: float = 0.95,
+    progress: ProgressFn | None = None,
+    **params: dict[str, Any],
+) -> pd.DataFrame:
+    """How sure ``frame``'s scores (from ``score_feature_sets`` on the same sets) are: a bootstrap over samples.
+
+    Every metric is recomputed on ``n_boot`` seeded resamples of each dataset's samples (``resample_counts``;
+    the same resamples for every model when they hold the same samples, so models are compared on equal
+    draws). Adds per metric column ``<metric>_low`` / ``<metric>_high``, the percentile interval at ``level``
+    shifted by the bootstrap's bias estimate (mean of the resamples - full-data score: a resample repeats
+    samples, which makes in-sample fits such as LogME's evidence look better, so raw percentiles can miss the
+    full-data score entirely), and ``<metric>_p_best``, the share of resamples in which that model is best (a tie for best, under the
+    metric's tie tolerance, is shared equally): for the top model, the probability that it really is best.
+    Metrics with a resampled form (``modelrank.metrics.resampled``, e.g. LogME) reuse the full data's
+    spectrum; the others cost ``n_boot`` scores each. ``df.attrs["bootstrap"]`` records B, seed and level.
+    """
+    from .evaluate.ties import tie_groups
+
+    if not isinstance(n_boot, (int, np.integer)) or n_boot < 2:
+        raise InvalidInputError(f"the bootstrap needs at least 2 resamples, got {n_boot!r}")
+    if not 0 < level < 1:
+        raise InvalidInputError(f"level must be in (0, 1), got {level!r}")
+    frame = frame.copy()
+    columns = frame.attrs["higher_is_better"]
+    notes = list(frame.attrs.get("notes", []))
+    tail = (1 - level) / 2 * 100
+    for column, higher in columns.items():
+        spec = METRICS.get(column.split("[", 1)[0])  # columns are named <metric>[<parameters>]
+        for suffix in ("_low", "_high", "_p_best"):
+            frame[f"{column}{suffix}"] = np.nan
+        for dataset in dict.fromkeys(fs.dataset for fs in feature_sets):
+            rows = frame.index[(frame["Dataset"] == dataset) & frame[column].notna()]
+            scored = set(frame.loc[rows, "Model"])
+            group = [fs for fs in feature_sets if fs.dataset == dataset and fs.model in scored]
+            if not group:
+                continue
+            paired = _same_samples(group)
+            shared = resample_counts(group[0].labels, group[0].task, n_boot, seed)
+            counts = {fs.model: shared if paired else resample_counts(fs.labels, fs.task, n_boot, seed + i)
+                      for i, fs in enumerate(group)}
+            replicates = _replicate_scores(spec, group, counts, params.get(spec.name, {}), progress)
+            table = np.array([replicates[fs.model] for fs in group])  # (models, B)
+            complete = np.isfinite(table).all(axis=0)
+            if complete.sum() < n_boot / 2:
+                notes.append(f"bootstrap: {column} on {dataset} failed on {n_boot - complete.sum()} of {n_boot} resamples")
+                continue
+            if not paired:
+                notes.append(f"bootstrap: the models of {dataset} hold different samples, so {column} resamples "
+                             "are drawn per model (unpaired)")
+            table = table[:, complete]
+            signed = table if higher else -table
+            best_share = np.zeros(len(group))
+            for draw in signed.T:  # resamples, each O(models)
+                groups = tie_groups(draw, spec.tie_rtol, spec.tie_atol)
+                top = groups == groups.max()
+                best_share[top] += 1.0 / top.sum()
+            index = pd.Series(rows, index=frame.loc[rows, "Model"])
+            for i, fs in enumerate(group):
+                bias = table[i].mean() - frame.loc[index[fs.model], column]
+                low, high = np.percentile(table[i], [tail, 100 - tail]) - bias
+                frame.loc[index[fs.model], [f"{column}_low", f"{column}_high", f"{column}_p_best"]] = (
+                    low, high, best_share[i] / table.shape[1])
+    frame.attrs.update(notes=list(dict.fromkeys(notes)), bootstrap={"resamples": n_boot, "seed": seed, "level": level})
+    return frame
