@@ -355,13 +355,13 @@ def _same_samples(group: list[FeatureSet]) -> bool:
 
 
 def _replicate_scores(spec: MetricSpec, group: list[FeatureSet], counts: dict[str, np.ndarray],
-                      kwargs: dict[str, Any], progress: ProgressFn | None) -> dict[str, np.ndarray]:
-    """Per model: the metric on each resample (NaN where it fails), through ``RESAMPLED`` when it has one."""
+                      kwargs: dict[str, Any], progress: ProgressFn | None, exact: bool) -> dict[str, np.ndarray]:
+    """Per model: the metric on each resample (NaN where it fails), through ``RESAMPLED`` unless ``exact``."""
     from .metrics.resampled import RESAMPLED
 
     n_boot = next(iter(counts.values())).shape[0]
     out = {fs.model: np.full(n_boot, np.nan) for fs in group}
-    fast = None if spec.zoo_level else RESAMPLED.get(spec.name)
+    fast = None if spec.zoo_level or exact else RESAMPLED.get(spec.name)
     todo = []
     for fs in group:
         if fast is None or fs.n_samples <= fs.features.shape[1]:
@@ -399,6 +399,7 @@ def bootstrap_scores(
     seed: int = 0,
     *,
     level: float = 0.95,
+    exact: bool = False,
     progress: ProgressFn | None = None,
     **params: dict[str, Any],
 ) -> pd.DataFrame:
@@ -412,7 +413,8 @@ def bootstrap_scores(
     full-data score entirely), and ``<metric>_p_best``, the share of resamples in which that model is best (a tie for best, under the
     metric's tie tolerance, is shared equally): for the top model, the probability that it really is best.
     Metrics with a resampled form (``modelrank.metrics.resampled``, e.g. LogME) reuse the full data's
-    spectrum; the others cost ``n_boot`` scores each. ``df.attrs["bootstrap"]`` records B, seed and level.
+    spectrum (a first-order form, see there); the others, and all with ``exact=True``, cost ``n_boot`` scores
+    each. ``df.attrs["bootstrap"]`` records B, seed and level.
     """
     from .evaluate.ties import tie_groups
 
@@ -438,7 +440,7 @@ def bootstrap_scores(
             shared = resample_counts(group[0].labels, group[0].task, n_boot, seed)
             counts = {fs.model: shared if paired else resample_counts(fs.labels, fs.task, n_boot, seed + i)
                       for i, fs in enumerate(group)}
-            replicates = _replicate_scores(spec, group, counts, params.get(spec.name, {}), progress)
+            replicates = _replicate_scores(spec, group, counts, params.get(spec.name, {}), progress, exact)
             table = np.array([replicates[fs.model] for fs in group])  # (models, B)
             complete = np.isfinite(table).all(axis=0)
             if complete.sum() < n_boot / 2:
@@ -460,5 +462,5 @@ def bootstrap_scores(
                 low, high = np.percentile(table[i], [tail, 100 - tail]) - bias
                 frame.loc[index[fs.model], [f"{column}_low", f"{column}_high", f"{column}_p_best"]] = (
                     low, high, best_share[i] / table.shape[1])
-    frame.attrs.update(notes=list(dict.fromkeys(notes)), bootstrap={"resamples": n_boot, "seed": seed, "level": level})
+    frame.attrs.update(notes=list(dict.fromkeys(notes)), bootstrap={"resamples": n_boot, "seed": seed, "level": level, "exact": exact})
     return frame

@@ -55,7 +55,8 @@ def max_evidence(
     max_iter: int = 11,
     tol: float = 1e-3,
     floor: float = 0.0,
-) -> np.ndarray:
+    with_precisions: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-column maximum log evidence / N of y_k = F w + eps, w ~ N(0, 1/alpha I), eps ~ N(0, 1/beta).
 
     All K columns are solved together: alpha, beta are (K,) vectors and each column stops updating once its
@@ -68,6 +69,7 @@ def max_evidence(
                    - beta/2 ||y - F m||^2 - alpha/2 ||m||^2 - N/2 log(2 pi),
     where r = rank(F): the D - r null directions of F cancel exactly (the LogME repo writes D/2 log alpha with
     min(N, D) singular values, which differs when N < D).
+    ``with_precisions=True`` also returns the final alpha and beta, (K,) each (NaN for degenerate columns).
     """
     x2 = projected**2  # (r, K)
     outside = np.maximum(y_norm2 - x2.sum(axis=0), 0.0)  # part of y outside the column space of F
@@ -109,9 +111,10 @@ def max_evidence(
         # to 0 and beta becomes inf or 0. Redo just those columns with relative floors on the denominators (the
         # LogME repo adds 1e-5 to them everywhere, which would also shift every ordinary score).
         evidence[bad] = max_evidence(sigma, projected[:, bad], y_norm2[bad], n, max_iter, tol, DEGENERATE_FLOOR)
+        alpha[bad] = beta[bad] = np.nan
     if not np.isfinite(evidence).all():
         raise InvalidInputError("LogME evidence is not finite for these features (degenerate spectrum)")
-    return evidence
+    return (evidence, alpha, beta) if with_precisions else evidence
 
 
 @register_metric(

@@ -21,20 +21,21 @@ from .logme import max_evidence
 
 def logme_resampled(features: np.ndarray, labels: np.ndarray, counts: np.ndarray, task: str = "classification",
                     max_iter: int = 11, tol: float = 1e-3) -> np.ndarray:
-    """LogME of each resample, in the full data's eigenbasis (first order in the resampling).
+    """LogME of each resample to first order in the counts (the infinitesimal jackknife).
 
-    With F^T F = V diag(s) V^T on the full data and Z = F V, the resample weighted by counts c has
-    F^T C F = Z^T C Z in that basis. Its diagonal, s*_k = sum_i c_i z_ik^2, stands in for the resample's
-    eigenvalues (exact to first order in C - I: the eigenvalue perturbation is v_k^T (F^T (C - I) F) v_k), and
-    the projections are taken in the same basis, V^T F^T C y = Z^T C y; ``max_evidence`` then runs per
-    resample. With c = 1 this is exactly ``logme``. The off-diagonal part of Z^T C Z is ignored: by
-    Hadamard's inequality it can only raise log det(alpha + beta F^T C F), i.e. the resample's evidence is
-    at most slightly overestimated; ``benchmarks/bench_bootstrap.py`` measures the difference from exact
-    resampling.
+    Give sample i the weight w_i (w = 1: the data; w = c: a resample). At the fitted alpha, beta and m the
+    evidence is stationary in all three, so its derivative in w_i is the partial one:
+      dE_k/dw_i = 1/2 log beta_k - 1/2 log 2 pi - beta_k/2 f_i^T A_k^-1 f_i - beta_k/2 (y_ik - f_i^T m_k)^2,
+    A_k = alpha_k I + beta_k F^T F, and the score E_k / N (N = sum w) has derivative (dE_k/dw_i - E_k/N) / N.
+    A resample's LogME is then LogME + sum_i (c_i - 1) g_i with g_i the mean of those over the targets k.
+    This is the linear part of the resampling; it leaves out the resamples' bias (repeated rows make the fit
+    look better), which ``bootstrap_scores`` removes from its intervals anyway, and its spread agrees with
+    exact resampling as far as the score is smooth in the weights (``benchmarks/bench_bootstrap.py``).
 
-    Cost: one D x D eigendecomposition (with vectors) and one pass Z = F V over row blocks, O(N D^2) like
-    one LogME score, plus O(B N D) for the B resamples, instead of B full scores.
-    Needs N > D (below that, LogME's spectrum comes from F F^T, which a resample changes entirely).
+    Everything comes from the eigendecomposition F^T F = V diag(s) V^T (with Z = F V, leverage
+    f_i^T A^-1 f_i = sum_j z_ij^2 / (alpha + beta s_j) and f_i^T m = z_i . m~): one O(N D^2) Gram pass, one
+    D x D eigendecomposition with vectors and one O(N D^2) pass for Z, about two to three LogME scores in
+    all, plus O(B N) for the B resamples. Needs N > D (below that, LogME works from F F^T).
     """
     x = as_features(features, upcast=False)
     n, d = x.shape
@@ -49,44 +50,39 @@ def logme_resampled(features: np.ndarray, labels: np.ndarray, counts: np.ndarray
         def cross(m: np.ndarray, rows: slice) -> np.ndarray:
             return m.T @ y[rows]
 
-        def weighted_cross(z: np.ndarray, rows: slice) -> np.ndarray:  # (B, D, K): sum_i c_bi z_i y_i^T
-            return np.einsum("bn,nd,nk->bdk", counts[:, rows], z, y[rows], optimize=True)
+        def targets(rows: slice) -> np.ndarray:
+            return y[rows]
 
-        y_norm2 = counts @ y**2
     elif task == "classification":
         codes, n_classes = as_class_labels(labels, n)
         cross = one_hot_cross(codes, n_classes)
-        one_hot = np.eye(n_classes)[codes]
 
-        def weighted_cross(z: np.ndarray, rows: slice) -> np.ndarray:
-            out = np.empty((counts.shape[0], z.shape[1], n_classes))
-            block_codes = codes[rows]
-            for c in range(n_classes):  # classes, not samples: each product is (B, n_c) @ (n_c, D)
-                members = block_codes == c
-                out[:, :, c] = counts[:, rows][:, members] @ z[members]
-            return out
+        def targets(rows: slice) -> np.ndarray:
+            return np.eye(n_classes)[codes[rows]]
 
-        y_norm2 = counts @ one_hot
     else:
         raise InvalidInputError(f"LogME supports classification and regression, not {task!r}")
+    y_norm2 = sum((targets(rows) ** 2).sum(axis=0) for rows in row_blocks(n))
     products = float32_gram_and_cross if x.dtype == np.float32 else gram_and_cross
-    gram, _ = products(x, cross)
+    gram, cross_sum = products(x, cross)
     sigma, basis = scipy.linalg.eigh(gram, lower=True, overwrite_a=True, check_finite=False)
     keep = sigma > rank_cutoff(sigma, n)
-    basis = basis[:, keep]
-    spectra = np.zeros((counts.shape[0], basis.shape[1]))
-    projections = 0.0
+    sigma, basis = sigma[keep], basis[:, keep]
+    rotated = basis.T @ cross_sum  # V^T F^T Y
+    evidence, alpha, beta = max_evidence(sigma, rotated / np.sqrt(sigma)[:, None], y_norm2, n, max_iter, tol,
+                                         with_precisions=True)
+    if not (np.isfinite(alpha).all() and np.isfinite(beta).all()):
+        raise InvalidInputError("LogME is degenerate on these features (F interpolates a target)")
+    posterior_mean = beta * rotated / (alpha + beta * sigma[:, None])  # m~ = V^T m, (r, K)
+    inverse_diagonal = 1.0 / (alpha + beta * sigma[:, None])  # of A in the eigenbasis, (r, K)
+    gradient = np.empty(n)
     for rows in row_blocks(n):
         z = np.asarray(x[rows], dtype=np.float64) @ basis
-        spectra += counts[:, rows] @ z**2
-        projections = projections + weighted_cross(z, rows)
-    scores = np.empty(counts.shape[0])
-    for b in range(counts.shape[0]):  # B resamples, each O(D K) per fixed-point step
-        spectrum = spectra[b]
-        positive = spectrum > rank_cutoff(spectrum, n)
-        projected = projections[b][positive] / np.sqrt(spectrum[positive])[:, None]
-        scores[b] = max_evidence(spectrum[positive], projected, y_norm2[b], n, max_iter, tol).mean()
-    return scores
+        leverage = z**2 @ inverse_diagonal
+        residual = targets(rows) - z @ posterior_mean
+        d_evidence = 0.5 * np.log(beta / (2 * np.pi)) - beta / 2 * (leverage + residual**2)
+        gradient[rows] = ((d_evidence - evidence) / n).mean(axis=1)  # evidence is already E / N
+    return float(evidence.mean()) + (counts - 1.0) @ gradient
 
 
 #: metric name -> f(features, labels, counts, **the metric's other inputs and parameters) -> (B,) scores
