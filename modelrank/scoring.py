@@ -178,6 +178,43 @@ def score_feature_sets(
     return frame
 
 
+# --------------------------------------------------------------------------------------------- ranks
+def rank_scores(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (from ``score_feature_sets``) with a ``<metric>_rank`` column per metric: 1 = best on its dataset.
+
+    Ranks follow the metric's direction and its tie rule (``modelrank.evaluate.ties``): tied models share the
+    average of their ranks. A metric ranks nothing on a dataset when all its scores there are tied, or when it
+    flagged every one of them as saturated: its ranks are NaN there and ``df.attrs["no_ranking"]`` lists
+    ``(dataset, metric, reason)``. ``df.attrs["mean_rank"]`` is the consensus: per row, the mean rank over the
+    metrics that rank its dataset.
+    """
+    from .evaluate.ties import no_ranking, tie_ranks
+
+    frame = frame.copy()
+    unranked: list[tuple[str, str, str]] = []
+    for column, higher in frame.attrs["higher_is_better"].items():
+        spec = METRICS.get(column.split("[", 1)[0])
+        frame[f"{column}_rank"] = np.nan
+        for dataset, rows in frame.groupby("Dataset", sort=False):
+            scored = rows[rows[column].notna()]
+            if scored.empty:
+                continue
+            flags = scored.get(f"{column}_flags", pd.Series("", index=scored.index))
+            if (flags == SATURATED).all() and len(scored) > 1:
+                unranked.append((dataset, column, f"saturated for all {len(scored)} models"))
+                continue
+            reason = no_ranking(scored[column].to_numpy(), spec.tie_rtol, spec.tie_atol)
+            if reason:
+                unranked.append((dataset, column, reason))
+                continue
+            frame.loc[scored.index, f"{column}_rank"] = tie_ranks(scored[column].to_numpy(), spec.tie_rtol,
+                                                                  spec.tie_atol, higher)
+    rank_columns = [f"{c}_rank" for c in frame.attrs["higher_is_better"]]
+    frame.attrs["no_ranking"] = unranked
+    frame.attrs["mean_rank"] = frame[rank_columns].mean(axis=1).to_numpy() if rank_columns else np.array([])
+    return frame
+
+
 # --------------------------------------------------------------------------------------------- files
 FEATURE_FILE_HELP = (
     ".npz with arrays features (n, d), labels (n,) and optional source_probs (n, k); or .parquet with columns "

@@ -5,7 +5,7 @@ Two kinds of input, both CSV (or Parquet):
 * scores: long ``dataset, model, method|metric, score|value`` (modelrank's own output, TransferGraph's
   ``transferability_score_records.csv``) or wide ``Dataset, Model, <method>, <method>, ...`` (Model Spider's
   ``baseline_results.csv``, ``modelrank score --out``: every numeric column that is not a dataset or model
-  column, nor an annotation ``<method>_seconds|_flags|_low|_high|_p_best`` of a method, is a method);
+  column, nor an annotation ``<method>_seconds|_flags|_rank|_low|_high|_p_best`` of a method, is a method);
 * truth: ``dataset, model, <value>`` where the value column is the first of ``TRUTH_VALUE_COLUMNS`` present
   (modelrank records, Model Spider/SFDA ``accuracy``, TransferGraph ``eval_accuracy``, EMMS ``score``).
 
@@ -29,9 +29,9 @@ DATASET_COLUMNS = ("dataset", "target_dataset", "finetuned_dataset", "finetune_d
 MODEL_COLUMNS = ("model", "model_name")
 METHOD_COLUMNS = ("method", "metric")
 SCORE_VALUE_COLUMNS = ("score", "value")
-#: ``modelrank score --out`` writes these next to a metric column <metric>: its seconds, saturation flags and
-#: bootstrap interval / probability of being best. They annotate the metric and are never methods themselves.
-ANNOTATION_SUFFIXES = ("_seconds", "_flags", "_low", "_high", "_p_best")
+#: ``modelrank score --out`` writes these next to a metric column <metric>: its seconds, saturation flags, rank
+#: and bootstrap interval / probability of being best. They annotate the metric and are never methods themselves.
+ANNOTATION_SUFFIXES = ("_seconds", "_flags", "_rank", "_low", "_high", "_p_best")
 FLAGS_SUFFIX = "_flags"
 TRUTH_VALUE_COLUMNS = ("test_metric", "accuracy", "eval_accuracy", "test_accuracy", "acc", "score", "value")
 
