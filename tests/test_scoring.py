@@ -176,11 +176,54 @@ def test_cli_score_writes_csv_and_ranks(tmp_path, two_files):
             "--metric", "logme,lfc", "--out", str(out)]  # fmt: skip
     result = CliRunner().invoke(app, args, env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
-    assert "ranking on toy" in result.output and "strong" in result.output
+    # piped: plain columns, models by mean rank, the strong one first with rank 1 on both metrics
+    header, first, second = result.stdout.splitlines()[:3]
+    assert header.split() == ["Dataset", "Model", "mean_rank", "logme", "logme_rank", "lfc", "lfc_rank"]
+    assert first.split()[1:3] == ["strong", "1.0"] and first.split()[4] == first.split()[6] == "1"
+    assert second.split()[1] == "weak"
     frame = pd.read_csv(out)
     assert list(frame.columns) == ["Dataset", "Model", "logme", "lfc", "logme_seconds", "lfc_seconds",
-                                   "logme_flags", "lfc_flags"]
-    assert frame.shape == (2, 8) and set(frame.Model) == {"weak", "strong"}
+                                   "logme_flags", "lfc_flags", "logme_rank", "lfc_rank"]
+    assert frame.shape == (2, 10) and set(frame.Model) == {"weak", "strong"}
+    assert frame.set_index("Model").loc["strong", ["logme_rank", "lfc_rank"]].tolist() == [1.0, 1.0]
+    piped = CliRunner().invoke(app, [*args[:-2], "--out", "-", "--bootstrap", "5"])
+    assert piped.exit_code == 0, piped.output
+    from io import StringIO
+
+    csv = pd.read_csv(StringIO(piped.stdout))  # only the CSV on stdout
+    assert {"logme_low", "logme_high", "logme_p_best"} <= set(csv.columns)
+    assert csv["logme_p_best"].sum() == pytest.approx(1.0)
+    as_json = CliRunner().invoke(app, [*args[:-2], "--format", "json"])
+    import json
+
+    assert {row["Model"] for row in json.loads(as_json.stdout)} == {"weak", "strong"}
+
+
+def test_score_table_ties_no_ranking_and_80_columns():
+    from modelrank.cli.score import _footnotes, _score_tables
+    from modelrank.scoring import rank_scores
+    from rich.console import Console
+
+    frame = pd.DataFrame({"Dataset": "animal-mnist", "Model": ["efficientnet_lite0", "efficientnet_lite1",
+                                                               "random:tf_efficientnet_lite0"],
+                          "hscore": [8.999999999999998, 9.000000000000005, 9.000000000000002],
+                          "hscore_flags": "saturated", "sfda": [1.0, 1.0, 1.0], "sfda_flags": "",
+                          "logme": [0.5, 0.5 + 1e-12, 0.1], "logme_flags": "", "lfc": [0.3, 0.2, 0.1], "lfc_flags": ""})
+    frame.attrs["higher_is_better"] = {"hscore": True, "sfda": True, "logme": True, "lfc": True}
+    ranked = rank_scores(frame)
+    assert ranked["hscore_rank"].isna().all() and ranked["sfda_rank"].isna().all()
+    assert ranked["logme_rank"].tolist() == [1.5, 1.5, 3.0]
+    assert ranked.attrs["mean_rank"].tolist() == [1.25, 1.75, 3.0]
+    console = Console(width=80, record=True, force_terminal=True)
+    for table in _score_tables(ranked, 80):
+        console.print(table)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "9* (—)" in text and "1 (—)" in text and "0.5 (1=)" in text and "0.1 (3)" in text
+    assert text.index("efficientnet_lite0") < text.index("random:tf_efficientnet_lite0")
+    notes = "\n".join(_footnotes(ranked))
+    assert "no ranking: hscore on animal-mnist: saturated for all 3 models" in notes
+    assert "no ranking: sfda on animal-mnist: all 3 scores are equal (1)" in notes
 
 
 def run_main(monkeypatch, capsys, *args):

@@ -88,3 +88,25 @@ def test_truth_noise_adds_noise_tau():
     assert ev.measures == ["kendall", "noise_tau"]
     r = ev.results.set_index(["dataset", "measure"])["value"]
     assert r["animal", "kendall"] == pytest.approx(1.0) and r["animal", "noise_tau"] == pytest.approx(1.0)
+
+
+def test_truth_noise_from_a_records_column_and_paired_comparison():
+    from modelrank.evaluate.evaluation import compare_methods
+
+    records = TRUTH.assign(accuracy_std=[0.08, 0.08, 0.08, 0.08], n_seeds=4)  # noise of the mean: 0.04
+    scores = pd.DataFrame({"Dataset": "animal", "Model": MODELS, "good": [0.2, 0.3, 0.4, 0.1],
+                           "swapped": [0.3, 0.2, 0.4, 0.1]})
+    by_column = evaluate(scores, records, measures=["kendall"], truth_noise="accuracy_std")
+    by_value = evaluate(scores, TRUTH, measures=["kendall"], truth_noise=0.04)
+    pd.testing.assert_frame_equal(by_column.results, by_value.results)
+    r = by_value.results.query("dataset == 'animal'").set_index(["method", "measure"])["value"]
+    # swapping the two models 0.05 apart (about one noise std) costs a full pair in Kendall, less in noise_tau
+    assert 1 - r["swapped", "noise_tau"] < 1 - r["swapped", "kendall"]
+    two = pd.concat([scores, scores.assign(Dataset="other")])
+    ev = evaluate(two, pd.concat([TRUTH, TRUTH.assign(dataset="other", accuracy=[0.8, 0.7, 0.9, 0.3])]),
+                  measures=["kendall", "regret"])
+    compared = compare_methods(ev, "good", "swapped").set_index("measure")
+    # kendall: good - swapped = 1 - 2/3 on animal and 2/3 - 1 on other
+    assert compared.loc["kendall", "diff"] == pytest.approx(0.0)
+    assert (compared.loc["kendall", "wins"], compared.loc["kendall", "losses"]) == (1, 1)
+    assert compared.loc["regret@1", "datasets"] == 2 and not compared.loc["kendall", "beyond_2se"]

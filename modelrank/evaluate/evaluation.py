@@ -41,10 +41,8 @@ def measure_label(choice: str, protocol: str = "scipy", k: int = 1) -> str:
     return choice
 
 
-def _measure_function(choice: str, protocol: str, k: int,
-                      noise: float | None = None) -> Callable[[np.ndarray, np.ndarray], float]:
+def _measure_function(choice: str, protocol: str, k: int) -> Callable[[np.ndarray, np.ndarray], float]:
     functions: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-        "noise_tau": lambda t, s: noise_tau(t, s, noise=noise),
         "weighted": lambda t, s: weighted_tau(t, s, protocol=protocol),
         "kendall": kendall_tau,
         "spearman": spearman,
@@ -121,7 +119,7 @@ def evaluate(
     duplicates: str = "error",
     truth_where: dict[str, str] | None = None,
     exclude_flagged: bool = False,
-    truth_noise: float | None = None,
+    truth_noise: float | str | None = None,
     tolerances: dict[str, tuple[float, float]] | None = None,
 ) -> Evaluation:
     """Compare every method's scores with the ground truth on every dataset both tables hold.
@@ -135,8 +133,9 @@ def evaluate(
     atol), else ``metric_tolerance``) and tied scores are made equal before any measure sees them; a dataset
     where all of them are tied gives no ranking (NaN for every measure, listed in ``no_ranking``).
     ``exclude_flagged``: leave out scores the metric flagged (saturated), with a warning.
-    ``truth_noise``: the ground truth's noise (std of a value, e.g. the seed-to-seed std of a seed-averaged
-    accuracy); adds the measure ``noise_tau``, which does not reward ordering models within that noise.
+    ``truth_noise``: the ground truth's noise, a std (e.g. of a seed-averaged accuracy over seeds) or the name of
+    the truth column holding each value's std (``accuracy_std`` of benchmark records, divided by sqrt(n_seeds)
+    there); adds the measure ``noise_tau``, which does not reward ordering models within that noise.
 
     Models are matched per dataset; a model present on one side only is left out (with a warning). The
     ``weighted_mean`` weights each dataset by max - mean of its ground truth over all its models in ``truth``.
@@ -146,12 +145,13 @@ def evaluate(
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidInputError(f"k must be a positive integer, got {k!r}")
     choices = _selected(measures)
+    noise_column = truth_noise if isinstance(truth_noise, str) else None
     if truth_noise is not None:
-        if not (np.isfinite(truth_noise) and truth_noise > 0):
-            raise InvalidInputError(f"truth noise must be a positive number, got {truth_noise!r}")
+        if noise_column is None and not (np.isfinite(truth_noise) and truth_noise > 0):
+            raise InvalidInputError(f"truth noise must be a positive number or a column name, got {truth_noise!r}")
         choices.append("noise_tau")
     score_table = load_scores(scores)
-    truth_table = load_truth(truth, duplicates=duplicates, where=truth_where)
+    truth_table = load_truth(truth, duplicates=duplicates, where=truth_where, noise_column=noise_column)
 
     negated = set(lower_is_better)
     unknown = sorted(negated - set(score_table["method"]))
@@ -165,7 +165,8 @@ def evaluate(
             warnings.append(f"{method} / {dataset}: left out {len(cell)} flagged score(s) ({', '.join(sorted(set(cell['flags'])))})")
         score_table = score_table[~flagged]
 
-    merged = score_table.merge(truth_table[["dataset_key", "model_key", "truth"]], on=["dataset_key", "model_key"])
+    truth_columns = ["dataset_key", "model_key", "truth", *(["noise"] if noise_column else [])]
+    merged = score_table.merge(truth_table[truth_columns], on=["dataset_key", "model_key"])
     if merged.empty:
         raise InvalidInputError(
             "scores and truth have no (dataset, model) pair in common; scores have datasets "
@@ -179,7 +180,7 @@ def evaluate(
     dataset_keys = [key for key in display if key in set(merged["dataset_key"])]
 
     labels = {choice: measure_label(choice, protocol, k) for choice in choices}
-    functions = {choice: _measure_function(choice, protocol, k, truth_noise) for choice in choices}
+    functions = {choice: _measure_function(choice, protocol, k) for choice in choices if choice != "noise_tau"}
     rows: list[tuple[str, str, str, float, str]] = []
     unranked: list[tuple[str, str, str]] = []
     counts: list[tuple[str, str, int]] = []
@@ -205,10 +206,14 @@ def evaluate(
             unranked.append((method, name, reason))
             rows += [(method, name, labels[choice], np.nan, f"no ranking: {reason}") for choice in choices]
             continue
+        noise = cell["noise"].to_numpy() if noise_column else truth_noise
         for choice in choices:
             note = ""
             try:
-                value = functions[choice](truth_values, score_values)
+                if choice == "noise_tau":
+                    value = noise_tau(truth_values, score_values, noise)
+                else:
+                    value = functions[choice](truth_values, score_values)
             except InvalidInputError as exc:
                 warnings.append(f"{method} / {name} / {labels[choice]}: {exc}; left out of the means")
                 value, note = np.nan, str(exc)
@@ -230,6 +235,31 @@ def evaluate(
         warnings=warnings,
         no_ranking=pd.DataFrame(unranked, columns=["method", "dataset", "reason"]),
     )
+
+
+def compare_methods(evaluation: Evaluation, first: str, second: str) -> pd.DataFrame:
+    """Paired comparison of two methods over the datasets where both have a value, one row per measure.
+
+    ``diff`` = mean over datasets of (first - second), ``se`` its standard error (std of the differences /
+    sqrt(n)), ``wins`` / ``losses`` / ``ties`` count the datasets where ``first`` is better / worse / equal (by
+    the measure's direction), and ``beyond_2se`` says whether |diff| > 2 se, i.e. the difference is beyond
+    the spread of the datasets rather than noise of which datasets were drawn.
+    """
+    for method in (first, second):
+        if method not in evaluation.methods:
+            raise InvalidInputError(f"no method {method!r} in this evaluation; have {', '.join(evaluation.methods)}")
+    rows = []
+    for measure in evaluation.measures:
+        table = evaluation.table(measure)[evaluation.datasets]
+        diff = (table.loc[first] - table.loc[second]).dropna().to_numpy(dtype=np.float64)
+        better = -diff if evaluation.lower_is_better[measure] else diff
+        n = diff.size
+        se = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan
+        mean = float(diff.mean()) if n else np.nan
+        rows.append({"measure": measure, "first": first, "second": second, "datasets": n, "diff": mean, "se": se,
+                     "wins": int((better > 0).sum()), "losses": int((better < 0).sum()), "ties": int((better == 0).sum()),
+                     "beyond_2se": bool(np.isfinite(se) and abs(mean) > 2 * se)})
+    return pd.DataFrame(rows)
 
 
 def dataset_weight(truth_values) -> float:

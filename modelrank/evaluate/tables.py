@@ -177,8 +177,13 @@ def load_truth(
     duplicates: str = "error",
     where: dict[str, str] | None = None,
     source: str | None = None,
+    noise_column: str | None = None,
 ) -> pd.DataFrame:
     """Ground truth as ``dataset, model, truth, dataset_key, model_key`` (one row per dataset and model).
+
+    ``noise_column``: also read each value's noise (a std) from that column into ``noise``; when the table also
+    has ``n_seeds`` (benchmark records: the std is over seeds, the value their mean) it is divided by
+    sqrt(n_seeds), the noise left in the mean.
 
     ``where``: keep only rows whose column (case-insensitive name) equals the value as text, e.g.
     ``{"protocol": "linear"}`` for a records table holding several protocols. ``duplicates="max"`` keeps the
@@ -205,6 +210,11 @@ def load_truth(
     )
     if long.empty:
         raise InvalidInputError(f"{source}: the ground-truth table is empty")
+    if noise_column is not None:
+        column = _require_column(frame, (noise_column.lower(),), f"noise {noise_column!r}", source)
+        noise = _as_numbers(frame[column], f"column {column!r}", source)
+        seeds = _find_column(frame, ("n_seeds",))
+        long["noise"] = noise / np.sqrt(_as_numbers(frame[seeds], "column 'n_seeds'", source)) if seeds else noise
     if duplicates == "max":
         long = long.reset_index(drop=True)  # idxmax returns labels: they must be unique
         keys = long.assign(dataset_key=long["dataset"].map(dataset_key), model_key=long["model"].map(name_key))
