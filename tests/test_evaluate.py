@@ -130,7 +130,7 @@ def test_cli_tables_csv_and_plot(tmp_path):
         app, ["evaluate", "--scores", str(scores), "--truth", str(truth), "--out", str(out), "--plot", str(png)]
     )
     assert result.exit_code == 0, result.output
-    assert "weighted_tau" in result.output and "W.Mean" in result.output
+    assert "weighted_tau" in result.stdout and "weighted_mean" in result.stdout and "ranked" in result.stdout
     written = pd.read_csv(out)
     assert list(written.columns) == ["method", "dataset", "measure", "value", "se", "n_tasks", "note"]
     assert set(written["dataset"]) == {"Pet", "CIFAR10", "mean", "weighted_mean"}

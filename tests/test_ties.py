@@ -110,3 +110,29 @@ def test_truth_noise_from_a_records_column_and_paired_comparison():
     assert compared.loc["kendall", "diff"] == pytest.approx(0.0)
     assert (compared.loc["kendall", "wins"], compared.loc["kendall", "losses"]) == (1, 1)
     assert compared.loc["regret@1", "datasets"] == 2 and not compared.loc["kendall", "beyond_2se"]
+
+
+def test_cli_evaluate_no_ranking_compare_noise_and_formats(cli, tmp_path):
+    import json
+
+    scores = pd.DataFrame({"Dataset": ["a"] * 4 + ["b"] * 4, "Model": MODELS * 2,
+                           "hscore": SATURATED_HSCORE + [1.0, 2.0, 3.0, 0.0], "logme": [0.2, 0.3, 0.4, 0.1] * 2,
+                           "hscore_flags": ["saturated"] * 4 + [""] * 4})
+    truth = pd.concat([TRUTH.assign(dataset="a"), TRUTH.assign(dataset="b")]).assign(accuracy_std=0.02)
+    scores.to_csv(tmp_path / "s.csv", index=False)
+    truth.to_csv(tmp_path / "t.csv", index=False)
+    base = ["evaluate", "--scores", str(tmp_path / "s.csv"), "--truth", str(tmp_path / "t.csv"), "--tau", "kendall,rel"]
+    code, out, err = cli(*base, "--truth-noise", "accuracy_std", "--compare", "logme,hscore")
+    assert code == 0, err
+    assert "no ranking: hscore / a: all 4 scores are equal within the metric's precision" in err
+    lines = out.splitlines()
+    assert lines[0].split() == ["measure", "method", "a", "b", "mean", "se", "weighted_mean", "ranked"]
+    assert lines[1].split()[:4] == ["kendall", "hscore", "no", "rank"] and lines[1].split()[-3:] == ["1", "of", "2"]
+    assert "noise_tau" in out and "paired comparison logme - hscore" in out
+    code, out, err = cli(*base, "--exclude-flagged", "--format", "json")
+    assert code == 0 and "left out 4 flagged score(s) (saturated)" in err
+    rows = json.loads(out)
+    assert {r["method"] for r in rows} == {"hscore", "logme"} and not any(r["dataset"] == "a" and r["method"] == "hscore"
+                                                                          for r in rows)
+    code, out, err = cli(*base, "--compare", "logme")
+    assert code == 2 and "--compare takes two methods" in err

@@ -55,6 +55,26 @@ def evaluation_tables(evaluation: Evaluation, digits: int = 3) -> list[Table]:
     return tables
 
 
+def plain_tables(evaluation: Evaluation) -> "pd.DataFrame":
+    """Every measure's table stacked for plain text: measure, method, datasets, mean, se, weighted mean, ranked."""
+    import pandas as pd
+
+    se = evaluation.results[evaluation.results["dataset"] == MEAN].set_index(["method", "measure"])["se"]
+    ranked = evaluation.ranked_tasks()
+    unranked = list(zip(evaluation.no_ranking["method"], evaluation.no_ranking["dataset"]))
+    parts = []
+    for measure in evaluation.measures:
+        frame = evaluation.table(measure).round(4).astype(object)
+        for method, dataset in unranked:
+            if method in frame.index:
+                frame.loc[method, dataset] = "no rank"
+        frame.insert(frame.columns.get_loc(MEAN) + 1, "se", [round(se.get((m, measure), np.nan), 4) for m in frame.index])
+        frame["ranked"] = ranked.reindex(frame.index).to_numpy()
+        parts.append(frame.rename_axis("method").reset_index().assign(measure=measure))
+    stacked = pd.concat(parts, ignore_index=True)
+    return stacked[["measure", *[c for c in stacked.columns if c != "measure"]]]
+
+
 def print_wide(console: Console, renderable: Table) -> None:
     """Print at the table's natural width rather than truncate numbers when the console is narrower."""
     width = console.width
