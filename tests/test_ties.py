@@ -136,3 +136,10 @@ def test_cli_evaluate_no_ranking_compare_noise_and_formats(cli, tmp_path):
                                                                           for r in rows)
     code, out, err = cli(*base, "--compare", "logme")
     assert code == 2 and "--compare takes two methods" in err
+
+
+def test_ped_variants_inherit_and_gbc_declares_its_tolerance():
+    assert metric_tolerance("ped_logme") == metric_tolerance("logme") == (1e-6, 1e-6)
+    # GBC of features that separate the classes to machine precision (N <= D): a tie, not a ranking
+    assert no_ranking([-6.0e-90, -5.3e-81, -1.8e-70], *metric_tolerance("gbc"))
+    assert metric_tolerance("ped_gbc") == metric_tolerance("gbc")
