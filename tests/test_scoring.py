@@ -161,6 +161,15 @@ def test_saturated_scores_are_flagged_not_printed(recwarn):
     assert not [w for w in recwarn if "saturate" in str(w.message)]
 
 
+def test_logme_interpolating_a_target_is_a_saturation():
+    from modelrank.metrics.base import SaturationWarning
+    from modelrank.metrics.logme import max_evidence
+
+    sigma, projected = np.array([1e10, 1.0, 1e-3]), np.array([[1e5], [0.0], [0.0]])
+    with pytest.warns(SaturationWarning, match="interpolate 1 of 1 targets"):
+        max_evidence(sigma, projected, (projected**2).sum(axis=0), 3)
+
+
 # --------------------------------------------------------------------------------------------- CLI
 @pytest.fixture
 def two_files(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from ..errors import InvalidInputError
@@ -16,7 +18,7 @@ from ._linalg import (
     rank_cutoff,
     sample_spectrum,
 )
-from .base import register_metric
+from .base import SaturationWarning, register_metric
 
 
 #: Lower bound of ||m||^2 and ||y - Fm||^2 (relative to ||y||^2) and of N - gamma (relative to N) in the
@@ -110,6 +112,9 @@ def max_evidence(
         # F interpolates these targets (rank(F) close to N, e.g. N < D): ||y - Fm||^2 and N - gamma underflow
         # to 0 and beta becomes inf or 0. Redo just those columns with relative floors on the denominators (the
         # LogME repo adds 1e-5 to them everywhere, which would also shift every ordinary score).
+        warnings.warn(f"LogME: the features interpolate {int(bad.sum())} of {bad.size} targets (rank close to N = {n}), "
+                      "so their evidence rests on the degenerate floors and saturates; use more samples than dimensions",
+                      SaturationWarning, stacklevel=2)
         evidence[bad] = max_evidence(sigma, projected[:, bad], y_norm2[bad], n, max_iter, tol, DEGENERATE_FLOOR)
         alpha[bad] = beta[bad] = np.nan
     if not np.isfinite(evidence).all():
