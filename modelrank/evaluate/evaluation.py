@@ -10,16 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidInputError
-from .measures import (
-    WEIGHTED_TAU_PROTOCOLS,
-    kendall_tau,
-    noise_tau,
-    pearson,
-    regret_at_k,
-    rel_at_k,
-    spearman,
-    weighted_tau,
-)
+from .measures import WEIGHTED_TAU_PROTOCOLS, kendall_tau, noise_tau, pearson, regret_at_k, rel_at_k, spearman, weighted_tau
 from .tables import load_scores, load_truth
 from .ties import metric_tolerance, no_ranking, snap_ties
 
