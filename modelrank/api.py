@@ -90,15 +90,17 @@ def rank(
 
 
 def rank_scores(frame: pd.DataFrame) -> pd.DataFrame:
-    """``rank``'s table from a ``score`` table (its ``attrs["higher_is_better"]`` gives each metric's direction)."""
+    """``rank``'s table from a ``score`` table, ranked by ``modelrank.scoring.rank_scores`` (each metric's
+    direction and tie rule; a metric whose scores are all tied on a dataset ranks nothing there)."""
+    from .scoring import rank_scores as metric_ranks
+
+    ranked = metric_ranks(frame)
     directions: dict[str, bool] = frame.attrs["higher_is_better"]
-    by_dataset = frame.groupby("Dataset", sort=False)
-    ranks = pd.DataFrame({f"{name}_rank": by_dataset[name].rank(ascending=not higher, method="average")
-                          for name, higher in directions.items()})
-    table = pd.concat([frame[["Dataset", "Model"]], ranks.mean(axis=1).rename("rank"), ranks, frame[list(directions)]],
-                      axis=1)
+    rank_columns = [f"{name}_rank" for name in directions]
+    table = pd.concat([ranked[["Dataset", "Model"]], pd.Series(ranked.attrs["mean_rank"], index=ranked.index, name="rank"),
+                       ranked[rank_columns], ranked[list(directions)]], axis=1)
     order = {dataset: i for i, dataset in enumerate(dict.fromkeys(frame["Dataset"]))}
     table = table.sort_values(["Dataset", "rank"], key=lambda c: c.map(order) if c.name == "Dataset" else c,
                               kind="stable", na_position="last")
-    table.attrs = dict(frame.attrs)
+    table.attrs = dict(ranked.attrs)
     return table.reset_index(drop=True)

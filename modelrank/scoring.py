@@ -3,11 +3,13 @@
 ``score_feature_sets`` returns one wide table in the shape of Model Spider's ``baseline_results.csv``
 (``Dataset, Model, <metric>...``) followed by one ``<metric>_seconds`` column per metric (wall-clock time
 of that metric on that model; for zoo-level metrics, the time of the whole-zoo call divided equally among
-its models). ``df.attrs["notes"]`` lists what was skipped and why; ``df.attrs["failures"]`` maps each named
-metric column that failed on some model to its error messages (those cells are NaN, every other score is kept);
-``df.attrs["higher_is_better"]`` maps each metric column to its direction; ``df.attrs["flags"]`` lists the
-scores a metric qualified with a ``MetricFlagWarning`` (e.g. "not_converged"), one dict per (Dataset, Model,
-metric column, flag, message).
+its models) and one ``<metric>_flags`` column: the flags the metric raised on that score (``MetricFlagWarning``:
+"saturated" where its score saturated on that data, "not_converged" where an iteration cap stopped it; several
+are joined by ";"; "" otherwise). ``df.attrs["notes"]`` lists what was skipped or flagged and why;
+``df.attrs["flags"]`` has one dict per flagged score (Dataset, Model, metric column, flag, message);
+``df.attrs["failures"]`` maps each named metric column that failed on some model to its error messages (those
+cells are NaN, every other score is kept); ``df.attrs["higher_is_better"]`` maps each metric column to its
+direction.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -28,6 +31,24 @@ from .metrics.base import MetricFlagWarning, check_applicable, check_parameters
 
 #: progress(dataset, model, metric) is called before each metric evaluation (model = "*" for zoo metrics).
 ProgressFn = Callable[[str, str, str], None]
+SATURATED = "saturated"
+
+
+@contextmanager
+def flags_caught():
+    """Collect the ``MetricFlagWarning``s raised inside the block (into the yielded list) instead of printing
+    them: ``score_feature_sets`` turns them into flags and notes. Every other warning is passed on unchanged."""
+    caught: list[MetricFlagWarning] = []
+    try:
+        with warnings.catch_warnings(record=True) as records:
+            warnings.simplefilter("always")
+            yield caught
+    finally:
+        for record in records:
+            if issubclass(record.category, MetricFlagWarning):
+                caught.append(record.message)
+            else:
+                warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
 
 
 def _resolve_metrics(metrics: Sequence[str] | str) -> tuple[list[MetricSpec], bool]:
@@ -58,16 +79,6 @@ def metric_column(name: str, params: dict[str, Any]) -> str:
     if not params:
         return name
     return f"{name}[{','.join(f'{key}={value}' for key, value in sorted(params.items()))}]"
-
-
-def _flagged_call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, list[MetricFlagWarning]]:
-    """``fn(*args, **kwargs)`` and the ``MetricFlagWarning``s it raised; every warning still reaches the user."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always", MetricFlagWarning)
-        value = fn(*args, **kwargs)
-    for w in caught:
-        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return value, [w.message for w in caught if issubclass(w.category, MetricFlagWarning)]
 
 
 def score_feature_sets(
@@ -109,13 +120,17 @@ def score_feature_sets(
 
     scores = {key: {} for key in keys}
     seconds = {key: {} for key in keys}
+    flags: dict[tuple[str, str], dict[str, str]] = {key: {} for key in keys}
     notes: list[str] = []
     failures: dict[str, list[str]] = {}
-    flags: list[dict[str, str]] = []
+    flag_records: list[dict[str, str]] = []
 
     def flag(raised: list[MetricFlagWarning], cells: list[tuple[str, str]], column: str) -> None:
-        flags.extend({"Dataset": d, "Model": m, "metric": column, "flag": w.flag, "message": str(w)}
-                     for w in raised for d, m in cells)  # fmt: skip
+        for key in cells:
+            flags[key][column] = ";".join(dict.fromkeys(w.flag for w in raised))
+        flag_records.extend({"Dataset": d, "Model": m, "metric": column, "flag": w.flag, "message": str(w)}
+                            for w in raised for d, m in cells)  # fmt: skip
+        notes.extend(note for note in dict.fromkeys(f"{w.flag}: {w}" for w in raised) if note not in notes)
 
     def failed(message: str, cells: list[tuple[str, str]], spec: MetricSpec) -> None:
         if everything:
@@ -148,7 +163,8 @@ def score_feature_sets(
                     progress(dataset, "*", spec.name)
                 start = time.perf_counter()
                 try:
-                    values, raised = _flagged_call(score_zoo, spec.name, runnable, **kwargs)
+                    with flags_caught() as raised:
+                        values = score_zoo(spec.name, runnable, **kwargs)
                 except ModelrankError as exc:
                     failed(f"{spec.name} on {dataset}: {exc}", [(dataset, fs.model) for fs in runnable], spec)
                     continue
@@ -163,7 +179,8 @@ def score_feature_sets(
                     progress(dataset, fs.model, spec.name)
                 start = time.perf_counter()
                 try:
-                    value, raised = _flagged_call(compute_metric, spec.name, fs, **kwargs)
+                    with flags_caught() as raised:
+                        value = compute_metric(spec.name, fs, **kwargs)
                 except ModelrankError as exc:
                     failed(f"{spec.name} on {fs.model}/{dataset}: {exc}", [(dataset, fs.model)], spec)
                     continue
@@ -174,19 +191,57 @@ def score_feature_sets(
     names = [columns[s.name] for s in specs]
     rows = [
         {"Dataset": d, "Model": m, **{n: scores[(d, m)].get(n, np.nan) for n in names},
-         **{f"{n}_seconds": seconds[(d, m)].get(n, np.nan) for n in names}}
+         **{f"{n}_seconds": seconds[(d, m)].get(n, np.nan) for n in names},
+         **{f"{n}_flags": flags[(d, m)].get(n, "") for n in names}}
         for d, m in keys
     ]  # fmt: skip
-    frame = pd.DataFrame(rows, columns=["Dataset", "Model", *names, *[f"{n}_seconds" for n in names]])
+    frame = pd.DataFrame(rows, columns=["Dataset", "Model", *names, *[f"{n}_seconds" for n in names],
+                                        *[f"{n}_flags" for n in names]])
     if frame[names].isna().all().all():
         reasons = [note.removeprefix("skipped: ") for note in notes if note.startswith("skipped: ")]
         shown = "; ".join(dict.fromkeys(reasons[:4]))
         raise InvalidInputError(f"no metric could score these features ({len(reasons)} skipped): {shown}"
                                 + (" ..." if len(reasons) > 4 else ""))
     frame.attrs["notes"] = notes
-    frame.attrs["flags"] = flags
+    frame.attrs["flags"] = flag_records
     frame.attrs["failures"] = failures
     frame.attrs["higher_is_better"] = {columns[s.name]: s.higher_is_better for s in specs}
+    return frame
+
+
+# --------------------------------------------------------------------------------------------- ranks
+def rank_scores(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` (from ``score_feature_sets``) with a ``<metric>_rank`` column per metric: 1 = best on its dataset.
+
+    Ranks follow the metric's direction and its tie rule (``modelrank.evaluate.ties``): tied models share the
+    average of their ranks. A metric ranks nothing on a dataset when all its scores there are tied, or when it
+    flagged every one of them as saturated: its ranks are NaN there and ``df.attrs["no_ranking"]`` lists
+    ``(dataset, metric, reason)``. ``df.attrs["mean_rank"]`` is the consensus: per row, the mean rank over the
+    metrics that rank its dataset.
+    """
+    from .evaluate.ties import metric_tolerance, no_ranking, tie_ranks
+
+    frame = frame.copy()
+    unranked: list[tuple[str, str, str]] = []
+    for column, higher in frame.attrs["higher_is_better"].items():
+        rtol, atol = metric_tolerance(column)
+        frame[f"{column}_rank"] = np.nan
+        for dataset, rows in frame.groupby("Dataset", sort=False):
+            scored = rows[rows[column].notna()]
+            if scored.empty:
+                continue
+            flags = scored.get(f"{column}_flags", pd.Series("", index=scored.index))
+            if flags.str.split(";").apply(lambda raised: SATURATED in raised).all() and len(scored) > 1:
+                unranked.append((dataset, column, f"saturated for all {len(scored)} models"))
+                continue
+            reason = no_ranking(scored[column].to_numpy(), rtol, atol)
+            if reason:
+                unranked.append((dataset, column, reason))
+                continue
+            frame.loc[scored.index, f"{column}_rank"] = tie_ranks(scored[column].to_numpy(), rtol, atol, higher)
+    rank_columns = [f"{c}_rank" for c in frame.attrs["higher_is_better"]]
+    frame.attrs["no_ranking"] = unranked
+    frame.attrs["mean_rank"] = frame[rank_columns].mean(axis=1).to_numpy() if rank_columns else np.array([])
     return frame
 
 
@@ -374,3 +429,155 @@ def save_feature_file(data: FeatureSet, path: str | Path) -> Path:
         table = table.replace_schema_metadata({CLASS_NAMES_METADATA: json.dumps(list(data.class_names))})
     pq.write_table(table, path)
     return path
+
+
+# ----------------------------------------------------------------------------------------- bootstrap
+def resample_counts(labels: np.ndarray, task: str, n_boot: int, seed: int) -> np.ndarray:
+    """(B, N) bootstrap counts: how often each sample is drawn in each of ``n_boot`` resamples (seeded).
+
+    Classification resamples within each class (a stratified bootstrap: class sizes stay as they are, so no
+    resample loses a class that a metric needs); regression resamples all N samples.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(labels)
+    if task == "classification":
+        _, codes = np.unique(np.asarray(labels).reshape(n, -1)[:, 0], return_inverse=True)
+        strata = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+    else:
+        strata = [np.arange(n)]
+    counts = np.zeros((n_boot, n))
+    for members in strata:  # a handful of classes, each drawn for all resamples at once
+        drawn = members[rng.integers(0, len(members), size=(n_boot, len(members)))]
+        np.add.at(counts, (np.repeat(np.arange(n_boot), len(members)), drawn.ravel()), 1.0)
+    return counts
+
+
+def _resampled(fs: FeatureSet, counts: np.ndarray) -> FeatureSet:
+    rows = np.repeat(np.arange(fs.n_samples), counts.astype(np.int64))
+    probs = None if fs.source_probs is None else fs.source_probs[rows]
+    return FeatureSet(features=fs.features[rows], labels=fs.labels[rows], model=fs.model, dataset=fs.dataset,
+                      task=fs.task, source_probs=probs, class_names=fs.class_names)
+
+
+def _same_samples(group: list[FeatureSet]) -> bool:
+    """Do all models of a dataset hold the same samples in the same order (so resamples can be paired)?"""
+    first = group[0]
+    for fs in group[1:]:
+        if first.sample_ids is not None and fs.sample_ids is not None:
+            if not np.array_equal(first.sample_ids, fs.sample_ids):
+                return False
+        elif fs.n_samples != first.n_samples or not np.array_equal(fs.labels, first.labels):
+            return False
+    return True
+
+
+def _replicate_scores(spec: MetricSpec, group: list[FeatureSet], counts: dict[str, np.ndarray],
+                      kwargs: dict[str, Any], progress: ProgressFn | None, exact: bool) -> dict[str, np.ndarray]:
+    """Per model: the metric on each resample (NaN where it fails), through ``RESAMPLED`` unless ``exact``."""
+    from .metrics.resampled import RESAMPLED
+
+    n_boot = next(iter(counts.values())).shape[0]
+    out = {fs.model: np.full(n_boot, np.nan) for fs in group}
+    fast = None if spec.zoo_level or exact else RESAMPLED.get(spec.name)
+    todo = []
+    for fs in group:
+        if fast is None or fs.n_samples <= fs.features.shape[1]:
+            todo.append(fs)
+            continue
+        if progress:
+            progress(fs.dataset, fs.model, f"{spec.name} x{n_boot}")
+        inputs = fs.inputs()
+        try:
+            with flags_caught():
+                out[fs.model] = fast(**{k: inputs[k] for k in spec.needs}, counts=counts[fs.model], **kwargs)
+        except ModelrankError:
+            todo.append(fs)
+    for b in range(n_boot if todo else 0):
+        if progress:
+            progress(todo[0].dataset, "*", f"{spec.name} resample {b + 1}/{n_boot}")
+        resamples = [_resampled(fs, counts[fs.model][b]) for fs in todo]
+        try:
+            with flags_caught():
+                if spec.zoo_level:
+                    values = score_zoo(spec.name, resamples, **kwargs)
+                else:
+                    values = {r.model: compute_metric(spec.name, r, **kwargs) for r in resamples}
+        except ModelrankError:
+            continue
+        for model, value in values.items():
+            out[model][b] = value
+    return out
+
+
+def bootstrap_scores(
+    feature_sets: Sequence[FeatureSet],
+    frame: pd.DataFrame,
+    n_boot: int,
+    seed: int = 0,
+    *,
+    level: float = 0.95,
+    exact: bool = False,
+    progress: ProgressFn | None = None,
+    **params: dict[str, Any],
+) -> pd.DataFrame:
+    """How sure ``frame``'s scores (from ``score_feature_sets`` on the same sets) are: a bootstrap over samples.
+
+    Every metric is recomputed on ``n_boot`` seeded resamples of each dataset's samples (``resample_counts``;
+    the same resamples for every model when they hold the same samples, so models are compared on equal
+    draws). Adds per metric column ``<metric>_low`` / ``<metric>_high``, the percentile interval at ``level``
+    shifted by the bootstrap's bias estimate (mean of the resamples - full-data score: a resample repeats
+    samples, which makes in-sample fits such as LogME's evidence look better, so raw percentiles can miss the
+    full-data score entirely), and ``<metric>_p_best``, the share of resamples in which that model is best (a tie for best, under the
+    metric's tie tolerance, is shared equally): for the top model, the probability that it really is best.
+    Metrics with a resampled form (``modelrank.metrics.resampled``, e.g. LogME) reuse the full data's
+    spectrum (a first-order form, see there); the others, and all with ``exact=True``, cost ``n_boot`` scores
+    each. ``df.attrs["bootstrap"]`` records B, seed and level.
+    """
+    from .evaluate.ties import tie_groups
+
+    if not isinstance(n_boot, (int, np.integer)) or n_boot < 2:
+        raise InvalidInputError(f"the bootstrap needs at least 2 resamples, got {n_boot!r}")
+    if not 0 < level < 1:
+        raise InvalidInputError(f"level must be in (0, 1), got {level!r}")
+    frame = frame.copy()
+    columns = frame.attrs["higher_is_better"]
+    notes = list(frame.attrs.get("notes", []))
+    tail = (1 - level) / 2 * 100
+    for column, higher in columns.items():
+        spec = METRICS.get(column.split("[", 1)[0])  # columns are named <metric>[<parameters>]
+        for suffix in ("_low", "_high", "_p_best"):
+            frame[f"{column}{suffix}"] = np.nan
+        for dataset in dict.fromkeys(fs.dataset for fs in feature_sets):
+            rows = frame.index[(frame["Dataset"] == dataset) & frame[column].notna()]
+            scored = set(frame.loc[rows, "Model"])
+            group = [fs for fs in feature_sets if fs.dataset == dataset and fs.model in scored]
+            if not group:
+                continue
+            paired = _same_samples(group)
+            shared = resample_counts(group[0].labels, group[0].task, n_boot, seed)
+            counts = {fs.model: shared if paired else resample_counts(fs.labels, fs.task, n_boot, seed + i)
+                      for i, fs in enumerate(group)}
+            replicates = _replicate_scores(spec, group, counts, params.get(spec.name, {}), progress, exact)
+            table = np.array([replicates[fs.model] for fs in group])  # (models, B)
+            complete = np.isfinite(table).all(axis=0)
+            if complete.sum() < n_boot / 2:
+                notes.append(f"bootstrap: {column} on {dataset} failed on {n_boot - complete.sum()} of {n_boot} resamples")
+                continue
+            if not paired:
+                notes.append(f"bootstrap: the models of {dataset} hold different samples, so {column} resamples "
+                             "are drawn per model (unpaired)")
+            table = table[:, complete]
+            signed = table if higher else -table
+            best_share = np.zeros(len(group))
+            for draw in signed.T:  # resamples, each O(models)
+                groups = tie_groups(draw, spec.tie_rtol, spec.tie_atol)
+                top = groups == groups.max()
+                best_share[top] += 1.0 / top.sum()
+            index = pd.Series(rows, index=frame.loc[rows, "Model"])
+            for i, fs in enumerate(group):
+                bias = table[i].mean() - frame.loc[index[fs.model], column]
+                low, high = np.percentile(table[i], [tail, 100 - tail]) - bias
+                frame.loc[index[fs.model], [f"{column}_low", f"{column}_high", f"{column}_p_best"]] = (
+                    low, high, best_share[i] / table.shape[1])
+    frame.attrs.update(notes=list(dict.fromkeys(notes)), bootstrap={"resamples": n_boot, "seed": seed, "level": level, "exact": exact})
+    return frame

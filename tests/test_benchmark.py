@@ -22,10 +22,18 @@ def test_ci_benchmark_end_to_end_then_resumes_only_what_is_missing(cache_dir, tm
 
     table = result.table
     assert list(table.index) == list(preset.metrics)
-    assert list(table.columns) == [*preset.tasks, "mean", "weighted_mean", "s/task"]
+    assert list(table.columns) == [*preset.tasks, "mean", "weighted_mean", "s/task", "ranked"]
     taus = table[list(preset.tasks)].to_numpy(dtype=float)
     assert np.isfinite(taus).any() and np.nanmax(np.abs(taus)) <= 1.0
     assert (table["s/task"] >= 0).all()
+    # H-Score saturates at C - 1 on the ci tasks (N <= D): flagged, and no ranking there instead of a best metric.
+    scores = result.scores
+    saturated = scores.groupby("Dataset")["hscore_flags"].apply(lambda f: (f == "saturated").all())
+    assert saturated.any()
+    for task in saturated[saturated].index:
+        assert np.isnan(table.loc["hscore", task])
+        assert any(w.startswith(f"hscore / {task}: no ranking") for w in result.warnings)
+    assert table.loc["hscore", "ranked"] == f"{len(preset.tasks) - saturated.sum()} of {len(preset.tasks)}"
 
     n_models = len(preset.archs) * len(preset.sources)
     records = result.records

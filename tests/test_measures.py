@@ -6,6 +6,7 @@ from modelrank.errors import InvalidInputError
 from modelrank.evaluate import (
     MEASURES,
     kendall_tau,
+    noise_tau,
     pearson,
     regret_at_k,
     rel_at_k,
@@ -80,8 +81,48 @@ def test_rel_and_regret_at_k_by_hand():
         rel_at_k([-0.03, -0.04], [1.0, 2.0])
 
 
-def test_top_k_ties_select_every_tied_model():
-    assert regret_at_k([70.0, 90.0, 60.0], [1.0, 1.0, 0.0], k=1) == 0.0
+def test_top_k_ties_count_by_their_expected_pick_not_their_best():
+    # Two models tied first: either may be picked, so the expected pick is (70 + 90) / 2 = 80.
+    assert regret_at_k([70.0, 90.0, 60.0], [1.0, 1.0, 0.0], k=1) == pytest.approx(10.0)
+    assert rel_at_k([70.0, 90.0, 60.0], [1.0, 1.0, 0.0], k=1) == pytest.approx(80 / 90)
+    assert regret_at_k([70.0, 90.0, 60.0], [1.0, 1.0, 0.0], k=2) == 0.0  # both tied models fit in the top 2
+    # Three tied for 2 places: the best picked is 90 with chance C(2,1)/C(3,2) = 2/3, else 70 (1/3).
+    assert regret_at_k([70.0, 90.0, 60.0, 50.0], [1.0, 1.0, 1.0, 0.0], k=2) == pytest.approx(90 - (2 * 90 + 70) / 3)
+    # One model above the tie: max(80, pick) with the pick 90 or 60 at 1/2 each.
+    assert regret_at_k([80.0, 90.0, 60.0], [2.0, 1.0, 1.0], k=2) == pytest.approx(90 - (90 + 80) / 2)
+
+
+@pytest.mark.parametrize("measure", [rel_at_k, regret_at_k])
+def test_a_constant_score_picks_nothing(measure):
+    with pytest.raises(InvalidInputError, match="ranks nothing"):
+        measure([70.0, 90.0, 60.0], [1.0, 1.0, 1.0])
+
+
+def test_partial_ties_by_hand_and_against_scipy():
+    # Score ties the two worst models. Kendall tau-b: 5 concordant pairs, 1 tied in score only:
+    # (5 - 0) / sqrt(6 * 5).
+    score = [1.0, 1.0, 3.0, 4.0]
+    assert kendall_tau(TRUTH, score) == pytest.approx(5 / np.sqrt(30))
+    # Spearman on average ranks (1.5, 1.5, 3, 4) vs (1, 2, 3, 4): 4.5 / sqrt(5 * 4.5) = 3 / sqrt(10).
+    assert spearman(TRUTH, score) == pytest.approx(3 / np.sqrt(10))
+    # Weighted tau: the tied pair (ranks 2 and 3 from the top: weight 1/3 + 1/4 = 7/12) counts neither in the
+    # numerator nor in the score's untied weight: (6.25 - 7/12) / sqrt(6.25 * (6.25 - 7/12)).
+    assert weighted_tau(TRUTH, score, protocol="model_spider") == pytest.approx(np.sqrt((6.25 - 7 / 12) / 6.25))
+    assert weighted_tau(TRUTH, score) == pytest.approx(stats.weightedtau(score, TRUTH).statistic)
+    assert kendall_tau(TRUTH, score) == pytest.approx(stats.kendalltau(TRUTH, score).statistic)
+
+
+def test_noise_tau_does_not_reward_orders_within_noise():
+    truth, score = [1.0, 2.0, 10.0], [2.0, 1.0, 3.0]  # the score swaps the two models 1 apart
+    # Negligible noise: Kendall tau-a, (2 - 1) / 3.
+    assert noise_tau(truth, score, noise=1e-9) == pytest.approx(1 / 3)
+    # noise 1: the swapped pair is ordered 1 > 2 with p = Phi(-1 / sqrt 2) = 0.2398, e = -0.5205; the others e = -1.
+    assert noise_tau(truth, score, noise=1.0) == pytest.approx((2 - 0.5205) / (2 + 0.5205), abs=1e-4)
+    # Ordering the near-tied pair right gains little more than ordering it wrong once it is within noise.
+    assert noise_tau(truth, [1.0, 2.0, 3.0], noise=100.0) == pytest.approx(1.0)
+    assert noise_tau(truth, [1.0, 1.0, 3.0], noise=1.0) < noise_tau(truth, [1.0, 2.0, 3.0], noise=1.0)
+    with pytest.raises(InvalidInputError, match="noise"):
+        noise_tau(truth, score, noise=0.0)
 
 
 @pytest.mark.parametrize("name", sorted(MEASURES))

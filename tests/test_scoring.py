@@ -82,7 +82,8 @@ def test_score_table_shape_and_order():
     sets = [make_set(0, 0.3, "weak"), make_set(1, 2.0, "strong"), make_set(2, 1.0, "mid", dataset="other")]
     frame = score_feature_sets(sets, ["logme", "lfc", "leep"])
     assert list(frame.columns) == ["Dataset", "Model", "logme", "lfc", "leep",
-                                   "logme_seconds", "lfc_seconds", "leep_seconds"]  # fmt: skip
+                                   "logme_seconds", "lfc_seconds", "leep_seconds",
+                                   "logme_flags", "lfc_flags", "leep_flags"]  # fmt: skip
     assert list(zip(frame.Dataset, frame.Model)) == [("toy", "weak"), ("toy", "strong"), ("other", "mid")]
     assert frame[["logme", "lfc", "leep"]].notna().all().all()
     assert (frame[["logme_seconds", "lfc_seconds"]] >= 0).all().all()
@@ -128,17 +129,16 @@ def test_params_are_routed_per_metric():
 
 def test_metric_flags_are_recorded_and_still_shown():
     """A metric's MetricFlagWarning (here LogME's 11-step cap, hit by 3-sample classes) marks that score in
-    ``attrs["flags"]``; the warning itself still reaches the user."""
-    from modelrank.metrics.base import NotConvergedWarning
-
+    ``attrs["flags"]`` and its ``<metric>_flags`` cell, and its message becomes a note."""
     rng = np.random.default_rng(3)
     y = np.r_[np.repeat([0, 1, 2], 3), rng.integers(3, 6, 200)]
     few = FeatureSet(features=rng.normal(size=(len(y), 30)) + 0.3 * rng.normal(size=(6, 30))[y], labels=y,
                      model="few", dataset="toy")  # fmt: skip
-    with pytest.warns(NotConvergedWarning):
-        frame = score_feature_sets([few, make_set(0, 2.0, "plain")], ["logme", "lfc"])
+    frame = score_feature_sets([few, make_set(0, 2.0, "plain")], ["logme", "lfc"])
     flagged = [(f["Model"], f["metric"], f["flag"]) for f in frame.attrs["flags"]]
     assert ("few", "logme", "not_converged") in flagged and all(f[1] == "logme" for f in flagged)
+    assert frame.set_index("Model").loc["few", "logme_flags"] == "not_converged"
+    assert any(note.startswith("not_converged: LogME") for note in frame.attrs["notes"])
     converged = score_feature_sets([few], ["logme"], logme={"preset": "converged"})
     assert converged.attrs["flags"] == [] and np.isfinite(converged.iloc[0, 2])
 
@@ -163,6 +163,29 @@ def test_zoo_level_metric_scored_per_dataset(monkeypatch):
     assert frame["zoo_norm_seconds"].notna().all()
 
 
+def test_saturated_scores_are_flagged_not_printed(recwarn):
+    rng = np.random.default_rng(0)
+    y = np.arange(20) % 4
+    few = [FeatureSet(features=rng.normal(size=(20, 32)), labels=y, model=m, dataset="small") for m in "ab"]
+    frame = score_feature_sets([*few, make_set(0, 1.0, "c")], ["hscore", "sfda", "lfc"])
+    by = frame.set_index("Model")
+    assert by.loc["a", "hscore_flags"] == by.loc["b", "sfda_flags"] == "saturated"  # N <= D: saturated
+    assert by.loc["c", "hscore_flags"] == by.loc["c", "sfda_flags"] == by.loc["a", "lfc_flags"] == ""
+    assert by.loc["a", "hscore"] == pytest.approx(3.0)  # C - 1
+    notes = [n for n in frame.attrs["notes"] if n.startswith("saturated: ")]
+    assert len(notes) == 2 and any("H-Score" in n for n in notes)  # one note per message, not per model
+    assert not [w for w in recwarn if "saturate" in str(w.message)]
+
+
+def test_logme_interpolating_a_target_is_a_saturation():
+    from modelrank.metrics.base import SaturationWarning
+    from modelrank.metrics.logme import max_evidence
+
+    sigma, projected = np.array([1e10, 1.0, 1e-3]), np.array([[1e5], [0.0], [0.0]])
+    with pytest.warns(SaturationWarning, match="interpolate 1 of 1 targets"):
+        max_evidence(sigma, projected, (projected**2).sum(axis=0), 3)
+
+
 # --------------------------------------------------------------------------------------------- CLI
 @pytest.fixture
 def two_files(tmp_path):
@@ -178,10 +201,54 @@ def test_cli_score_writes_csv_and_ranks(tmp_path, two_files):
             "--metric", "logme,lfc", "--out", str(out)]  # fmt: skip
     result = CliRunner().invoke(app, args, env={"COLUMNS": "160"})
     assert result.exit_code == 0, result.output
-    assert "ranking on toy" in result.output and "strong" in result.output
+    # piped: plain columns, models by mean rank, the strong one first with rank 1 on both metrics
+    header, first, second = result.stdout.splitlines()[:3]
+    assert header.split() == ["Dataset", "Model", "mean_rank", "logme", "logme_rank", "lfc", "lfc_rank"]
+    assert first.split()[1:3] == ["strong", "1.0"] and first.split()[4] == first.split()[6] == "1"
+    assert second.split()[1] == "weak"
     frame = pd.read_csv(out)
-    assert list(frame.columns) == ["Dataset", "Model", "logme", "lfc", "logme_seconds", "lfc_seconds"]
-    assert frame.shape == (2, 6) and set(frame.Model) == {"weak", "strong"}
+    assert list(frame.columns) == ["Dataset", "Model", "logme", "lfc", "logme_seconds", "lfc_seconds",
+                                   "logme_flags", "lfc_flags", "logme_rank", "lfc_rank"]
+    assert frame.shape == (2, 10) and set(frame.Model) == {"weak", "strong"}
+    assert frame.set_index("Model").loc["strong", ["logme_rank", "lfc_rank"]].tolist() == [1.0, 1.0]
+    piped = CliRunner().invoke(app, [*args[:-2], "--out", "-", "--bootstrap", "5"])
+    assert piped.exit_code == 0, piped.output
+    from io import StringIO
+
+    csv = pd.read_csv(StringIO(piped.stdout))  # only the CSV on stdout
+    assert {"logme_low", "logme_high", "logme_p_best"} <= set(csv.columns)
+    assert csv["logme_p_best"].sum() == pytest.approx(1.0)
+    as_json = CliRunner().invoke(app, [*args[:-2], "--format", "json"])
+    import json
+
+    assert {row["Model"] for row in json.loads(as_json.stdout)} == {"weak", "strong"}
+
+
+def test_score_table_ties_no_ranking_and_80_columns():
+    from modelrank.cli.score import _footnotes, _score_tables
+    from modelrank.scoring import rank_scores
+    from rich.console import Console
+
+    frame = pd.DataFrame({"Dataset": "animal-mnist", "Model": ["efficientnet_lite0", "efficientnet_lite1",
+                                                               "random:tf_efficientnet_lite0"],
+                          "hscore": [8.999999999999998, 9.000000000000005, 9.000000000000002],
+                          "hscore_flags": "saturated", "sfda": [1.0, 1.0, 1.0], "sfda_flags": "",
+                          "logme": [0.5, 0.5 + 1e-12, 0.1], "logme_flags": "", "lfc": [0.3, 0.2, 0.1], "lfc_flags": ""})
+    frame.attrs["higher_is_better"] = {"hscore": True, "sfda": True, "logme": True, "lfc": True}
+    ranked = rank_scores(frame)
+    assert ranked["hscore_rank"].isna().all() and ranked["sfda_rank"].isna().all()
+    assert ranked["logme_rank"].tolist() == [1.5, 1.5, 3.0]
+    assert ranked.attrs["mean_rank"].tolist() == [1.25, 1.75, 3.0]
+    console = Console(width=80, record=True, force_terminal=True)
+    for table in _score_tables(ranked, 80):
+        console.print(table)
+    text = console.export_text()
+    assert max(len(line) for line in text.splitlines()) <= 80
+    assert "9* (—)" in text and "1 (—)" in text and "0.5 (1=)" in text and "0.1 (3)" in text
+    assert text.index("efficientnet_lite0") < text.index("random:tf_efficientnet_lite0")
+    notes = "\n".join(_footnotes(ranked))
+    assert "no ranking: hscore on animal-mnist: saturated for all 3 models" in notes
+    assert "no ranking: sfda on animal-mnist: all 3 scores are equal (1)" in notes
 
 
 def run_main(monkeypatch, capsys, *args):

@@ -6,41 +6,86 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from ..errors import ModelrankError
-from ._common import app, console, split_names
+from ._common import app, console, err_console, split_names
+from ._output import check_format, check_out, emit, format_option, out_option, write_csv
+
+
+def _noise(value: Optional[str]) -> float | str | None:
+    """--truth-noise: a number (one std for every value) or the name of the truth column holding each std."""
+    if value is None:
+        return None
+    try:
+        return float(value)
+    except ValueError:
+        return value
 
 
 @app.command("evaluate")
 def evaluate_cmd(
     scores: Path = typer.Option(..., "--scores", help="Scores CSV: long (dataset,model,method,score) or wide (Dataset,Model,<method>...)."),
     truth: Path = typer.Option(..., "--truth", help="Ground truth CSV: dataset, model and accuracy / test_metric / eval_accuracy."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the long table method,dataset,measure,value here."),
+    out: Optional[Path] = out_option("the long table method,dataset,measure,value,se,n_tasks,note"),
+    fmt: str = format_option(),
     protocol: str = typer.Option("scipy", "--protocol", help="Weighted tau convention: scipy (rank=True, symmetric) | model_spider (weights from the truth's rank)."),
     tau: str = typer.Option("weighted,kendall,spearman,pearson,rel,regret", "--tau", help="Measures, comma-separated: weighted, kendall, spearman, pearson, rel, regret."),
     k: int = typer.Option(1, "--k", help="k of rel@k and regret@k."),
     lower_is_better: str = typer.Option("", "--lower-is-better", help="Methods whose raw score is better when lower (comma-separated)."),
     duplicates: str = typer.Option("error", "--duplicates", help="Repeated (dataset, model) rows in the truth: error | max (keep the best)."),
     truth_where: list[str] = typer.Option([], "--truth-where", help="Keep truth rows with COLUMN=VALUE (repeatable), e.g. protocol=linear."),
-    plot: Optional[Path] = typer.Option(None, "--plot", help="Save score-vs-truth scatter plots (PNG; needs modelrank[plot])."),
+    truth_noise: Optional[str] = typer.Option(None, "--truth-noise", help="Noise (std) of the ground truth, or the truth column "
+                                              "holding it (e.g. accuracy_std of benchmark records): adds noise_tau, which "
+                                              "does not reward ordering models within noise."),
+    exclude_flagged: bool = typer.Option(False, "--exclude-flagged", help="Leave out scores the metric flagged as saturated "
+                                         "(<method>_flags columns of `score --out`)."),
+    compare: Optional[str] = typer.Option(None, "--compare", help="A,B: paired comparison of two methods over the datasets "
+                                          "(mean difference, standard error, wins/losses); with --format csv|json it is what stdout carries."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Save score-vs-truth scatter plots (PNG; needs matplotlib: pip install 'modelrank[plot]')."),
 ) -> None:
-    """Judge transferability scores against fine-tune ground truth (weighted tau, Kendall, ..., rel@k, regret@k)."""
-    from ..evaluate.evaluation import evaluate
-    from ..evaluate.report import plot_evaluation, print_evaluation
+    """Judge transferability scores against fine-tune ground truth (weighted tau, Kendall, ..., rel@k, regret@k).
 
+    Scores a metric cannot tell apart (equal within its precision) are ties; where all of a method's scores on
+    a dataset are tied it gives no ranking there, which is left out of its means (the "ranked" column).
+    """
+    from ..evaluate.evaluation import compare_methods, evaluate
+    from ..evaluate.report import evaluation_tables, plain_tables, plot_evaluation, print_wide
+
+    check_format(fmt)
+    check_out(out)
+    pair = split_names(compare) if compare else []
+    if compare is not None and len(pair) != 2:
+        raise ModelrankError(f"--compare takes two methods A,B, not {compare!r}")
     where = {}
-    for pair in truth_where:
-        column, sep, value = pair.partition("=")
+    for item in truth_where:
+        column, sep, value = item.partition("=")
         if not sep or not column.strip():
-            raise ModelrankError(f"--truth-where takes COLUMN=VALUE, not {pair!r}")
+            raise ModelrankError(f"--truth-where takes COLUMN=VALUE, not {item!r}")
         where[column.strip()] = value.strip()
     evaluation = evaluate(
         scores, truth, measures=split_names(tau), protocol=protocol, k=k,
         lower_is_better=split_names(lower_is_better), duplicates=duplicates, truth_where=where,
+        exclude_flagged=exclude_flagged, truth_noise=_noise(truth_noise),
     )
-    print_evaluation(evaluation, console)
-    if out is not None:
-        evaluation.to_csv(out)
-        console.print(f"wrote {out}")
+    comparison = compare_methods(evaluation, *pair) if pair else None
+    for method, dataset, reason in evaluation.no_ranking.itertuples(index=False):
+        err_console.print(f"[yellow]no ranking:[/] {escape(f'{method} / {dataset}: {reason}')}", highlight=False, soft_wrap=True)
+    for warning in evaluation.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
+    if fmt == "table" and (out is None or str(out) != "-"):
+        if console.is_terminal:
+            for table in evaluation_tables(evaluation):
+                print_wide(console, table)
+        else:
+            emit(plain_tables(evaluation), "table")
+        if comparison is not None:
+            emit(comparison, "table", title=f"paired comparison {pair[0]} - {pair[1]} over datasets")
+        if out is not None:
+            write_csv(evaluation.results, out)
+    else:
+        emit(evaluation.results if comparison is None else comparison, fmt, out if comparison is None else None)
+        if comparison is not None and out is not None:
+            write_csv(evaluation.results, out)
     if plot is not None:
-        console.print(f"wrote {plot_evaluation(evaluation, plot)}")
+        err_console.print(f"wrote {escape(str(plot_evaluation(evaluation, plot)))}", highlight=False)

@@ -10,8 +10,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidInputError
-from .measures import WEIGHTED_TAU_PROTOCOLS, kendall_tau, pearson, regret_at_k, rel_at_k, spearman, weighted_tau
+from .measures import WEIGHTED_TAU_PROTOCOLS, kendall_tau, noise_tau, pearson, regret_at_k, rel_at_k, spearman, weighted_tau
 from .tables import load_scores, load_truth
+from .ties import metric_tolerance, no_ranking, snap_ties
 
 # What `--tau` selects. Each choice becomes one measure label in the results (see `measure_label`).
 MEASURE_CHOICES = ("weighted", "kendall", "spearman", "pearson", "rel", "regret")
@@ -47,7 +48,11 @@ def _measure_function(choice: str, protocol: str, k: int) -> Callable[[np.ndarra
 class Evaluation:
     """Every (method, dataset, measure) value, plus the per-method ``mean`` and ``weighted_mean`` rows.
 
-    ``results`` is the long table ``method, dataset, measure, value`` (what ``--out`` writes); ``counts`` holds
+    ``results`` is the long table ``method, dataset, measure, value, se, n_tasks, note`` (what ``--out``
+    writes): a dataset row's ``note`` says why its value is NaN ("no ranking: ..."); a mean row averages the
+    ``n_tasks`` datasets where the value is defined, with ``se`` = std over them / sqrt(n_tasks) (the per-task
+    spread of the mean). ``no_ranking`` lists the (method, dataset) cells whose scores are all tied (see
+    ``modelrank.evaluate.ties``): every measure is NaN there and they are left out of the means. ``counts`` holds
     how many models were compared per (method, dataset); ``pairs`` the aligned ``method, dataset, model, score,
     truth`` rows behind every cell (score as ranked, i.e. after negation); ``warnings`` lists cells that could
     not be computed and models that were left out, so no value is dropped silently.
@@ -61,6 +66,13 @@ class Evaluation:
     measures: list[str]
     lower_is_better: dict[str, bool]
     warnings: list[str] = field(default_factory=list)
+    no_ranking: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["method", "dataset", "reason"]))
+
+    def ranked_tasks(self) -> pd.Series:
+        """Per method: "k of n" datasets on which its scores rank the models (not all tied)."""
+        total = self.counts.groupby("method", sort=False).size()
+        missing = self.no_ranking.groupby("method").size().reindex(total.index, fill_value=0)
+        return (total - missing).astype(str) + " of " + total.astype(str)
 
     def table(self, measure: str) -> pd.DataFrame:
         """Methods x (datasets, mean, weighted_mean) for one measure label, in the papers' layout."""
@@ -114,6 +126,9 @@ def evaluate(
     lower_is_better: Iterable[str] = (),
     duplicates: str = "error",
     truth_where: dict[str, str] | None = None,
+    exclude_flagged: bool = False,
+    truth_noise: float | str | None = None,
+    tolerances: dict[str, tuple[float, float]] | None = None,
 ) -> Evaluation:
     """Compare every method's scores with the ground truth on every dataset both tables hold.
 
@@ -121,6 +136,14 @@ def evaluate(
     subset of ``MEASURE_CHOICES``. ``protocol``: the weighted-tau convention (``scipy`` or ``model_spider``,
     see ``weighted_tau``). ``k``: for rel@k and regret@k. ``lower_is_better``: methods whose raw score is
     better when lower (negated before ranking). ``duplicates``, ``truth_where``: see ``load_truth``.
+
+    Ties: a method's scores on a dataset are grouped by its tie tolerance (``tolerances[method]`` = (rtol,
+    atol), else ``metric_tolerance``) and tied scores are made equal before any measure sees them; a dataset
+    where all of them are tied gives no ranking (NaN for every measure, listed in ``no_ranking``).
+    ``exclude_flagged``: leave out scores the metric flagged (saturated), with a warning.
+    ``truth_noise``: the ground truth's noise, a std (e.g. of a seed-averaged accuracy over seeds) or the name of
+    the truth column holding each value's std (``accuracy_std`` of benchmark records, divided by sqrt(n_seeds)
+    there); adds the measure ``noise_tau``, which does not reward ordering models within that noise.
 
     Models are matched per dataset; a model present on one side only is left out (with a warning). The
     ``weighted_mean`` weights each dataset by max - mean of its ground truth over all its models in ``truth``.
@@ -130,16 +153,28 @@ def evaluate(
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidInputError(f"k must be a positive integer, got {k!r}")
     choices = _selected(measures)
+    noise_column = truth_noise if isinstance(truth_noise, str) else None
+    if truth_noise is not None:
+        if noise_column is None and not (np.isfinite(truth_noise) and truth_noise > 0):
+            raise InvalidInputError(f"truth noise must be a positive number or a column name, got {truth_noise!r}")
+        choices.append("noise_tau")
     score_table = load_scores(scores)
-    truth_table = load_truth(truth, duplicates=duplicates, where=truth_where)
+    truth_table = load_truth(truth, duplicates=duplicates, where=truth_where, noise_column=noise_column)
 
     negated = set(lower_is_better)
     unknown = sorted(negated - set(score_table["method"]))
     if unknown:
         raise InvalidInputError(f"lower-is-better method(s) not in the scores: {', '.join(unknown)}")
     score_table.loc[score_table["method"].isin(negated), "score"] *= -1
+    warnings: list[str] = list(score_table.attrs.get("blank", []))
+    flagged = score_table["flags"] != ""
+    if exclude_flagged and flagged.any():
+        for (method, dataset), cell in score_table[flagged].groupby(["method", "dataset"], sort=False):
+            warnings.append(f"{method} / {dataset}: left out {len(cell)} flagged score(s) ({', '.join(sorted(set(cell['flags'])))})")
+        score_table = score_table[~flagged]
 
-    merged = score_table.merge(truth_table[["dataset_key", "model_key", "truth"]], on=["dataset_key", "model_key"])
+    truth_columns = ["dataset_key", "model_key", "truth", *(["noise"] if noise_column else [])]
+    merged = score_table.merge(truth_table[truth_columns], on=["dataset_key", "model_key"])
     if merged.empty:
         raise InvalidInputError(
             "scores and truth have no (dataset, model) pair in common; scores have datasets "
@@ -152,13 +187,13 @@ def evaluate(
     methods = list(dict.fromkeys(score_table["method"]))
     dataset_keys = [key for key in display if key in set(merged["dataset_key"])]
 
-    warnings: list[str] = list(score_table.attrs.get("blank", []))
     untruthful = [display[key] for key in display if key not in set(merged["dataset_key"])]
     if untruthful:
         warnings.append(f"scored dataset(s) {', '.join(untruthful)} have no ground truth: left out of every mean")
     labels = {choice: measure_label(choice, protocol, k) for choice in choices}
-    functions = {choice: _measure_function(choice, protocol, k) for choice in choices}
-    rows: list[tuple[str, str, str, float]] = []
+    functions = {choice: _measure_function(choice, protocol, k) for choice in choices if choice != "noise_tau"}
+    rows: list[tuple[str, str, str, float, str]] = []
+    unranked: list[tuple[str, str, str]] = []
     counts: list[tuple[str, str, int]] = []
     truth_models = truth_table.groupby("dataset_key")["model_key"].nunique()
     scored_models = score_table.groupby(["method", "dataset_key"])["model_key"].nunique()
@@ -175,19 +210,31 @@ def evaluate(
             warnings.append(f"{method} / {name}: only {len(cell)} model(s) in common, nothing to rank")
             continue
         truth_values = cell["truth"].to_numpy()
-        score_values = cell["score"].to_numpy()
+        rtol, atol = (tolerances or {}).get(method) or metric_tolerance(method)
+        score_values = snap_ties(cell["score"].to_numpy(), rtol, atol)
+        reason = no_ranking(cell["score"].to_numpy(), rtol, atol)
+        if reason:
+            unranked.append((method, name, reason))
+            rows += [(method, name, labels[choice], np.nan, f"no ranking: {reason}") for choice in choices]
+            continue
+        noise = cell["noise"].to_numpy() if noise_column else truth_noise
         for choice in choices:
+            note = ""
             try:
-                value = functions[choice](truth_values, score_values)
+                if choice == "noise_tau":
+                    value = noise_tau(truth_values, score_values, noise)
+                else:
+                    value = functions[choice](truth_values, score_values)
             except InvalidInputError as exc:
                 warnings.append(f"{method} / {name} / {labels[choice]}: {exc}; left out of the means")
-                value = np.nan
-            rows.append((method, name, labels[choice], value))
+                value, note = np.nan, str(exc)
+            rows.append((method, name, labels[choice], value, note))
 
     if not rows:
         raise InvalidInputError("no (method, dataset) pair has 2 or more models in common between scores and truth")
-    results = pd.DataFrame(rows, columns=["method", "dataset", "measure", "value"])
+    results = pd.DataFrame(rows, columns=["method", "dataset", "measure", "value", "note"])
     results = pd.concat([results, _means(results, truth_table, display)], ignore_index=True)
+    results = results[["method", "dataset", "measure", "value", "se", "n_tasks", "note"]]
     return Evaluation(
         results=results,
         pairs=merged.assign(dataset=merged["dataset_key"].map(display))[["method", "dataset", "model", "score", "truth"]],
@@ -197,7 +244,33 @@ def evaluate(
         measures=list(labels.values()),
         lower_is_better={labels[c]: c in LOWER_IS_BETTER_MEASURES for c in choices},
         warnings=warnings,
+        no_ranking=pd.DataFrame(unranked, columns=["method", "dataset", "reason"]),
     )
+
+
+def compare_methods(evaluation: Evaluation, first: str, second: str) -> pd.DataFrame:
+    """Paired comparison of two methods over the datasets where both have a value, one row per measure.
+
+    ``diff`` = mean over datasets of (first - second), ``se`` its standard error (std of the differences /
+    sqrt(n)), ``wins`` / ``losses`` / ``ties`` count the datasets where ``first`` is better / worse / equal (by
+    the measure's direction), and ``beyond_2se`` says whether |diff| > 2 se, i.e. the difference is beyond
+    the spread of the datasets rather than noise of which datasets were drawn.
+    """
+    for method in (first, second):
+        if method not in evaluation.methods:
+            raise InvalidInputError(f"no method {method!r} in this evaluation; have {', '.join(evaluation.methods)}")
+    rows = []
+    for measure in evaluation.measures:
+        table = evaluation.table(measure)[evaluation.datasets]
+        diff = (table.loc[first] - table.loc[second]).dropna().to_numpy(dtype=np.float64)
+        better = -diff if evaluation.lower_is_better[measure] else diff
+        n = diff.size
+        se = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan
+        mean = float(diff.mean()) if n else np.nan
+        rows.append({"measure": measure, "first": first, "second": second, "datasets": n, "diff": mean, "se": se,
+                     "wins": int((better > 0).sum()), "losses": int((better < 0).sum()), "ties": int((better == 0).sum()),
+                     "beyond_2se": bool(np.isfinite(se) and abs(mean) > 2 * se)})
+    return pd.DataFrame(rows)
 
 
 def dataset_weight(truth_values) -> float:
@@ -207,12 +280,20 @@ def dataset_weight(truth_values) -> float:
 
 
 def _means(results: pd.DataFrame, truth_table: pd.DataFrame, display: dict[str, str]) -> pd.DataFrame:
-    """Per (method, measure): the plain mean over datasets and the TransferGraph (max - mean)-weighted mean."""
+    """Per (method, measure): the plain mean over datasets (with its standard error over them) and the
+    TransferGraph (max - mean)-weighted mean, both over the datasets where the value is defined."""
     spread = truth_table.groupby("dataset_key")["truth"].agg(dataset_weight)
     weights = {display[key]: value for key, value in spread.items() if key in display}
     cells = results.dropna(subset=["value"]).assign(weight=lambda f: f["dataset"].map(weights))
     grouped = cells.groupby(["method", "measure"], sort=False)
-    plain = grouped["value"].mean().rename("value").reset_index().assign(dataset=MEAN)
+    n_tasks = grouped["value"].count()
+    standard_error = grouped["value"].std(ddof=1) / np.sqrt(n_tasks)
+    plain = pd.DataFrame({"value": grouped["value"].mean(), "se": standard_error, "n_tasks": n_tasks})
     weighted_sum = (cells["value"] * cells["weight"]).groupby([cells["method"], cells["measure"]], sort=False).sum()
-    weighted = (weighted_sum / grouped["weight"].sum()).rename("value").reset_index().assign(dataset=WEIGHTED_MEAN)
-    return pd.concat([plain, weighted], ignore_index=True)[["method", "dataset", "measure", "value"]]
+    weighted = pd.DataFrame({"value": weighted_sum / grouped["weight"].sum(), "n_tasks": n_tasks})
+    every = results.groupby(["method", "measure"], sort=False).size()
+    parts = [plain.reset_index().assign(dataset=MEAN), weighted.reset_index().assign(dataset=WEIGHTED_MEAN)]
+    means = pd.concat(parts, ignore_index=True)
+    totals = every.reindex(pd.MultiIndex.from_frame(means[["method", "measure"]])).to_numpy()
+    means["note"] = [f"mean of {int(n)} of {int(t)} datasets" if n < t else "" for n, t in zip(means["n_tasks"], totals)]
+    return means[["method", "dataset", "measure", "value", "se", "n_tasks", "note"]]

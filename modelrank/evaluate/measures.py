@@ -11,6 +11,7 @@ Weighted Kendall's tau comes in two published conventions that give different nu
 
 from __future__ import annotations
 
+from math import comb
 from typing import Callable
 
 import numpy as np
@@ -89,36 +90,76 @@ def pearson(truth, score) -> float:
     return float(stats.pearsonr(truth, score).statistic)
 
 
-def _best_truth_in_top_k(truth: np.ndarray, score: np.ndarray, k: int) -> float:
-    """Best ground truth among the k models with the highest score.
+def noise_tau(truth, score, noise) -> float:
+    """Kendall-type agreement that does not reward ordering models whose ground truths differ within noise.
 
-    Models tied on score at the k-th place are all counted as selected (the score cannot tell them apart, so
-    any of them may be picked); this is the optimistic reading of a tie and matches "top-k" by value.
+    Each truth t_i is read as a noisy measurement (std ``noise``, a scalar or one value per model) of the
+    model's real quality; pair (i, j) is then ordered t_i > t_j only with probability
+    p_ij = Phi((t_i - t_j) / sqrt(noise_i^2 + noise_j^2)), and its expected sign is e_ij = 2 p_ij - 1. With
+    the score's order sign(s_i - s_j) (0 for tied scores):
+
+        noise_tau = sum_{i<j} sign(s_i - s_j) e_ij / sum_{i<j} |e_ij|,
+
+    in [-1, 1]: 1 when the score orders every pair the most probable way, pairs within noise weigh ~0 whichever
+    way they are ordered, and tied scores earn nothing. As noise -> 0 it becomes Kendall's tau-a over the pairs
+    untied in truth.
+    """
+    truth, score = _aligned(truth, score)
+    noise = np.broadcast_to(np.asarray(noise, dtype=np.float64), truth.shape)
+    if not (np.isfinite(noise).all() and (noise > 0).all()):
+        raise InvalidInputError("truth noise must be positive and finite")
+    upper = np.triu_indices(truth.size, 1)
+    spread = np.sqrt(noise[:, None] ** 2 + noise[None, :] ** 2)[upper]
+    expected_sign = 2.0 * stats.norm.cdf((truth[:, None] - truth[None, :])[upper] / spread) - 1.0
+    agreement = np.sign((score[:, None] - score[None, :])[upper])
+    return float((agreement * expected_sign).sum() / np.abs(expected_sign).sum())
+
+
+def _expected_best_truth_in_top_k(truth: np.ndarray, score: np.ndarray, k: int) -> float:
+    """Expected best ground truth among the k models with the highest score, ties broken uniformly at random.
+
+    The score cannot tell tied models apart, so when the k-th place falls inside a group of g tied models,
+    the s places left are filled by a random s-subset of that group: with its truths sorted t_1 >= ... >= t_g,
+    the best picked is t_i with probability C(g - i, s - 1) / C(g, s). A tie therefore earns the average of
+    what it could have picked, never the best of it (a constant score gets the mean truth at k = 1).
     """
     if not isinstance(k, (int, np.integer)) or k < 1:
         raise InvalidInputError(f"k must be a positive integer, got {k!r}")
     k = min(int(k), score.size)
     kth_best_score = np.sort(score)[::-1][k - 1]
-    return float(truth[score >= kth_best_score].max())
+    above = truth[score > kth_best_score]
+    group = np.sort(truth[score == kth_best_score])[::-1]
+    picked, size = k - above.size, group.size
+    chances = np.array([comb(size - i, picked - 1) for i in range(1, size + 1)], dtype=np.float64) / comb(size, picked)
+    best_above = above.max() if above.size else -np.inf
+    return float((chances * np.maximum(group, best_above)).sum())
+
+
+def _ranking_score(truth, score) -> tuple[np.ndarray, np.ndarray]:
+    truth, score = _aligned(truth, score, need_variation=False)
+    if np.all(score == score[0]):
+        raise InvalidInputError(f"score is constant ({score[0]:g} for all {score.size} models): it ranks nothing")
+    return truth, score
 
 
 def rel_at_k(truth, score, k: int = 1) -> float:
-    """Relative accuracy of the selection: max truth among the top-k models by score / max truth overall.
+    """Relative accuracy of the selection: best truth among the top-k models by score / max truth overall.
 
-    1.0 when the best model is among the top k. Needs positive ground truth (accuracies): for negative-error
+    1.0 when the best model is surely among the top k; tied scores at the k-th place count by their expected
+    pick (see ``_expected_best_truth_in_top_k``). Needs positive ground truth (accuracies): for negative-error
     ground truth the ratio is meaningless, use ``regret_at_k``. Used by TransferGraph (ICDE'24) as rel@k.
     """
-    truth, score = _aligned(truth, score, need_variation=False)
+    truth, score = _ranking_score(truth, score)
     best = float(truth.max())
     if best <= 0:
         raise InvalidInputError(f"rel@k needs positive ground truth (the best is {best:g}); use regret@k instead")
-    return _best_truth_in_top_k(truth, score, k) / best
+    return _expected_best_truth_in_top_k(truth, score, k) / best
 
 
 def regret_at_k(truth, score, k: int = 1) -> float:
-    """Regret of the selection: max truth overall - max truth among the top-k models by score (truth's units, >= 0)."""
-    truth, score = _aligned(truth, score, need_variation=False)
-    return float(truth.max()) - _best_truth_in_top_k(truth, score, k)
+    """Regret of the selection: max truth overall - (expected) best truth among the top-k models by score (>= 0)."""
+    truth, score = _ranking_score(truth, score)
+    return float(truth.max()) - _expected_best_truth_in_top_k(truth, score, k)
 
 
 def weighted_tau_model_spider(truth, score) -> float:

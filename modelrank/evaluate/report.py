@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.measure import Measurement
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from ..errors import MissingResourceError
@@ -22,8 +22,13 @@ def _best_per_column(values: np.ndarray, lower_is_better: bool) -> np.ndarray:
 
 
 def evaluation_tables(evaluation: Evaluation, digits: int = 3) -> list[Table]:
-    """One table per measure: methods as rows, datasets then mean and weighted mean as columns, best in bold."""
+    """One table per measure: methods as rows, datasets then mean (± its standard error over datasets) and
+    weighted mean as columns, best in bold; "no rank" where a method's scores are all tied on a dataset, and
+    per method the datasets it ranks ("ranked 1 of 2": the means are over those only)."""
     tables = []
+    unranked = set(zip(evaluation.no_ranking["method"], evaluation.no_ranking["dataset"]))
+    ranked = evaluation.ranked_tasks()
+    means = evaluation.results[evaluation.results["dataset"] == MEAN].set_index(["method", "measure"])["se"]
     for measure in evaluation.measures:
         frame = evaluation.table(measure)
         lower = evaluation.lower_is_better[measure]
@@ -33,19 +38,45 @@ def evaluation_tables(evaluation: Evaluation, digits: int = 3) -> list[Table]:
         table.add_column("method")
         for column in frame.columns:
             label = {MEAN: "Mean (datasets)", WEIGHTED_MEAN: "W.Mean (datasets)"}.get(column, column)
-            table.add_column(escape(label), justify="right")
+            table.add_column(escape(str(label)), justify="right")
+            if column == MEAN:
+                table.add_column("±SE", justify="right")
+        table.add_column("ranked", justify="right")
         n_datasets = len(evaluation.datasets)
         for i, method in enumerate(frame.index):
             averaged = int(np.isfinite(values[i, :n_datasets]).sum())  # the means skip datasets without a value
             cells = []
-            for j, value in enumerate(values[i]):
-                text = "—" if not np.isfinite(value) else f"{value:.{digits}f}"
+            for j, (column, value) in enumerate(zip(frame.columns, values[i])):
+                text = "no rank" if (method, column) in unranked else "—" if not np.isfinite(value) else f"{value:.{digits}f}"
                 if j >= n_datasets:
                     text += f" ({averaged})"
                 cells.append(f"[bold]{text}[/bold]" if bold[i, j] else text)
-            table.add_row(escape(method), *cells)
+                if column == MEAN:
+                    se = means.get((method, measure), np.nan)
+                    cells.append(f"{se:.{digits}f}" if np.isfinite(se) else "—")
+            table.add_row(escape(str(method)), *cells, ranked.get(method, ""))
         tables.append(table)
     return tables
+
+
+def plain_tables(evaluation: Evaluation) -> "pd.DataFrame":
+    """Every measure's table stacked for plain text: measure, method, datasets, mean, se, weighted mean, ranked."""
+    import pandas as pd
+
+    se = evaluation.results[evaluation.results["dataset"] == MEAN].set_index(["method", "measure"])["se"]
+    ranked = evaluation.ranked_tasks()
+    unranked = list(zip(evaluation.no_ranking["method"], evaluation.no_ranking["dataset"]))
+    parts = []
+    for measure in evaluation.measures:
+        frame = evaluation.table(measure).round(4).astype(object)
+        for method, dataset in unranked:
+            if method in frame.index:
+                frame.loc[method, dataset] = "no rank"
+        frame.insert(frame.columns.get_loc(MEAN) + 1, "se", [round(se.get((m, measure), np.nan), 4) for m in frame.index])
+        frame["ranked"] = ranked.reindex(frame.index).to_numpy()
+        parts.append(frame.rename_axis("method").reset_index().assign(measure=measure))
+    stacked = pd.concat(parts, ignore_index=True)
+    return stacked[["measure", *[c for c in stacked.columns if c != "measure"]]]
 
 
 def print_wide(console: Console, renderable: Table) -> None:
@@ -62,6 +93,8 @@ def print_evaluation(evaluation: Evaluation, console: Console | None = None) -> 
     console = console or Console()
     for table in evaluation_tables(evaluation):
         print_wide(console, table)
+    for method, dataset, reason in evaluation.no_ranking.itertuples(index=False):
+        console.print(f"[yellow]no ranking:[/] {escape(f'{method} / {dataset}: {reason}')}", highlight=False, soft_wrap=True)
     for warning in evaluation.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
 

@@ -5,7 +5,7 @@ Two kinds of input, both CSV (or Parquet):
 * scores: long ``dataset, model, method|metric, score|value`` (modelrank's own output, TransferGraph's
   ``transferability_score_records.csv``) or wide ``Dataset, Model, <method>, <method>, ...`` (Model Spider's
   ``baseline_results.csv``, ``modelrank score --out``: every numeric column that is not a dataset or model
-  column, nor a ``<method>_seconds`` timing column, is a method);
+  column, nor an annotation ``<method>_seconds|_flags|_rank|_low|_high|_p_best`` of a method, is a method);
 * truth: ``dataset, model, <value>`` where the value column is the first of ``TRUTH_VALUE_COLUMNS`` present
   (modelrank records, Model Spider/SFDA ``accuracy``, TransferGraph ``eval_accuracy``, EMMS ``score``).
 
@@ -29,7 +29,10 @@ DATASET_COLUMNS = ("dataset", "target_dataset", "finetuned_dataset", "finetune_d
 MODEL_COLUMNS = ("model", "model_name")
 METHOD_COLUMNS = ("method", "metric")
 SCORE_VALUE_COLUMNS = ("score", "value")
-TIMING_SUFFIX = "_seconds"  # `modelrank score --out` writes <metric>_seconds next to each metric: not a method
+#: ``modelrank score --out`` writes these next to a metric column <metric>: its seconds, saturation flags, rank
+#: and bootstrap interval / probability of being best. They annotate the metric and are never methods themselves.
+ANNOTATION_SUFFIXES = ("_seconds", "_flags", "_rank", "_low", "_high", "_p_best")
+FLAGS_SUFFIX = "_flags"
 TRUTH_VALUE_COLUMNS = ("test_metric", "accuracy", "eval_accuracy", "test_accuracy", "acc", "score", "value")
 
 # name_key(alias) -> name_key(canonical). Only spellings that the public tables really use for one dataset.
@@ -105,8 +108,23 @@ def _with_keys(frame: pd.DataFrame, key_columns: list[str], source: str, hint: s
     return frame
 
 
+def is_annotation(column: str, columns) -> bool:
+    """Is ``column`` an annotation (``ANNOTATION_SUFFIXES``) of another column of the table?"""
+    return any(column.endswith(suffix) and column[: -len(suffix)] in columns for suffix in ANNOTATION_SUFFIXES)
+
+
+def _flag_texts(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A flags column as text ("" where a score has no flag or the table has no such column)."""
+    if column not in frame.columns:
+        return pd.Series([""] * len(frame), index=frame.index)
+    return frame[column].fillna("").astype(str)
+
+
 def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) -> pd.DataFrame:
-    """Scores as a long table ``method, dataset, model, score, dataset_key, model_key`` (higher = better).
+    """Scores as a long table ``method, dataset, model, score, flags, dataset_key, model_key`` (higher = better).
+
+    ``flags``: what the metric flagged about the score ("saturated", from ``<method>_flags`` columns of the wide
+    layout or a ``flags`` column of the long one; "" for none).
 
     ``scores`` is a path or a DataFrame in the long or the wide layout (see the module docstring). One row per
     (method, dataset, model); duplicates and missing values are errors.
@@ -124,18 +142,21 @@ def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) ->
                 "dataset": frame[dataset_col].astype(str),
                 "model": frame[model_col].astype(str),
                 "score": _as_numbers(frame[value_col], f"column {value_col!r}", source),
+                "flags": _flag_texts(frame, "flags").to_numpy(),
             }
         )
     else:
         used = {dataset_col, model_col}
         methods = [
             c for c in frame.columns
-            if c not in used and pd.api.types.is_numeric_dtype(frame[c]) and not str(c).endswith(TIMING_SUFFIX)
+            if c not in used and pd.api.types.is_numeric_dtype(frame[c]) and not is_annotation(str(c), frame.columns)
         ]
         if not methods:
             raise InvalidInputError(
                 f"{source}: no score columns; expected a long table (method, score) or numeric method columns"
             )
+        flags = frame.assign(**{str(m): _flag_texts(frame, f"{m}{FLAGS_SUFFIX}") for m in methods})
+        flags = flags.melt(id_vars=[dataset_col, model_col], value_vars=methods, value_name="flags")["flags"]
         long = frame.melt(id_vars=[dataset_col, model_col], value_vars=methods, var_name="method", value_name="score")
         # A blank cell is a metric that was skipped on that (dataset, model) (`score --metric all` writes them).
         blank = long["score"].isna()
@@ -149,6 +170,7 @@ def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) ->
                 "dataset": long[dataset_col].astype(str),
                 "model": long[model_col].astype(str),
                 "score": long["score"].to_numpy(dtype=np.float64),
+                "flags": flags.to_numpy()[~blank.to_numpy()],
             }
         )
         long.attrs["blank"] = [f"{source}: column {method!r} has {count} blank (skipped) cell(s), left out"
@@ -163,8 +185,13 @@ def load_truth(
     duplicates: str = "error",
     where: dict[str, str] | None = None,
     source: str | None = None,
+    noise_column: str | None = None,
 ) -> pd.DataFrame:
     """Ground truth as ``dataset, model, truth, dataset_key, model_key`` (one row per dataset and model).
+
+    ``noise_column``: also read each value's noise (a std) from that column into ``noise``; when the table also
+    has ``n_seeds`` (benchmark records: the std is over seeds, the value their mean) it is divided by
+    sqrt(n_seeds), the noise left in the mean.
 
     ``where``: keep only rows whose column (case-insensitive name) equals the value as text, e.g.
     ``{"protocol": "linear"}`` for a records table holding several protocols. ``duplicates="max"`` keeps the
@@ -191,6 +218,11 @@ def load_truth(
     )
     if long.empty:
         raise InvalidInputError(f"{source}: the ground-truth table is empty")
+    if noise_column is not None:
+        column = _require_column(frame, (noise_column.lower(),), f"noise {noise_column!r}", source)
+        noise = _as_numbers(frame[column], f"column {column!r}", source)
+        seeds = _find_column(frame, ("n_seeds",))
+        long["noise"] = noise / np.sqrt(_as_numbers(frame[seeds], "column 'n_seeds'", source)) if seeds else noise
     if duplicates == "max":
         long = long.reset_index(drop=True)  # idxmax returns labels: they must be unique
         keys = long.assign(dataset_key=long["dataset"].map(dataset_key), model_key=long["model"].map(name_key))

@@ -15,6 +15,7 @@ from scipy.special import log_softmax
 
 from ..errors import InvalidInputError
 from ._linalg import row_blocks
+from .base import SaturationWarning
 
 
 def warn_if_singular_scatter(metric: str, n: int, n_classes: int, dim: int) -> None:
@@ -25,6 +26,7 @@ def warn_if_singular_scatter(metric: str, n: int, n_classes: int, dim: int) -> N
             f"{metric} with {n} samples, {n_classes} classes and {dim}-d features (N - C < D): the within-class "
             f"scatter is singular, so {metric} scores saturate near 1.0 for every model; use more samples or "
             "reduce the feature dimension (e.g. PCA) first",
+            SaturationWarning,
             stacklevel=3,
         )
 

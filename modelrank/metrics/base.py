@@ -14,6 +14,7 @@ from typing import Any, Callable, Mapping, TypeVar
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..evaluate.ties import DEFAULT_ATOL, DEFAULT_RTOL
 from ..features import TASK_TYPES, FeatureSet
 from ..registry import Registry
 from ._checks import check_magnitudes
@@ -36,6 +37,14 @@ class NotConvergedWarning(MetricFlagWarning):
     """An iterative metric stopped at its iteration cap before meeting its tolerance."""
 
     flag = "not_converged"
+
+
+class SaturationWarning(MetricFlagWarning):
+    """A metric's score has saturated (or hit a clamp) on this data: it no longer tells models apart, e.g.
+    H-Score at C - 1 when N <= D + 1. ``modelrank.scoring.rank_scores`` gives no ranking for a metric saturated
+    on every model of a dataset."""
+
+    flag = "saturated"
 
 
 Preset = TypeVar("Preset")
@@ -66,6 +75,9 @@ class MetricSpec:
     #: Zoo-relative metrics (NCTI, ETran) normalise across models; ``fn`` then maps
     #: ``{model: FeatureSet}`` to ``{model: score}`` and is only run through ``score_zoo``.
     zoo_level: bool = False
+    #: Scores within |a - b| <= tie_rtol * max(|a|, |b|) + tie_atol are ties (``modelrank.evaluate.ties``).
+    tie_rtol: float = DEFAULT_RTOL
+    tie_atol: float = DEFAULT_ATOL
 
     @property
     def summary(self) -> str:
@@ -84,8 +96,14 @@ def register_metric(
     higher_is_better: bool = True,
     reference: str = "",
     zoo_level: bool = False,
+    tie_rtol: float = DEFAULT_RTOL,
+    tie_atol: float = DEFAULT_ATOL,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``fn`` under ``name``; returns ``fn`` unchanged so it stays importable as a plain function."""
+    """Register ``fn`` under ``name``; returns ``fn`` unchanged so it stays importable as a plain function.
+
+    ``tie_rtol`` / ``tie_atol``: the metric's numerical precision, below which two scores are ties (looser for
+    iterative or float32 computations, ``tie_atol`` for scores that saturate at 0); see ``modelrank.evaluate.ties``.
+    """
     unknown = set(needs) - set(INPUT_NAMES)
     if unknown:
         raise ValueError(f"metric {name!r} needs unknown inputs {sorted(unknown)}")
@@ -94,7 +112,8 @@ def register_metric(
         raise ValueError(f"metric {name!r} declares unknown tasks {sorted(bad_tasks)}")
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-        METRICS.add(name, MetricSpec(name, fn, tuple(needs), tuple(tasks), higher_is_better, reference, zoo_level))
+        METRICS.add(name, MetricSpec(name, fn, tuple(needs), tuple(tasks), higher_is_better, reference, zoo_level,
+                                     tie_rtol, tie_atol))
         return fn
 
     return decorator

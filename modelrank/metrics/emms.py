@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import InvalidInputError, MissingResourceError
 from ._checks import as_class_labels, as_features
 from ._linalg import CrossProduct, column_moments, column_space_coordinates, one_hot_cross
-from .base import register_metric
+from .base import SaturationWarning, register_metric
 
 #: std floor of the public code's standardisation
 STD_EPS = 1e-8
@@ -127,6 +127,7 @@ def _fit_label_mixture(x: np.ndarray, cross: CrossProduct, class_targets: np.nda
         warnings.warn(
             f"EMMS: the {x.shape[1]}-d features span all {n} centred samples, so the regression fits any label "
             "embedding exactly and every model scores 0; use more samples than feature dimensions",
+            SaturationWarning,
             stacklevel=3,
         )
     per_encoder = coordinates.reshape(rank_x, n_encoders, d2)
@@ -160,6 +161,9 @@ def _class_texts(labels: np.ndarray, classes: np.ndarray, class_names: Sequence[
 @register_metric(
     "emms",
     needs=("features", "labels", "class_names"),
+    # iterated to a relative tolerance of 1e-8; scores lie in [-1, 0] and saturate at 0 (about -1e-15)
+    tie_rtol=1e-8,
+    tie_atol=1e-10,
     reference="Meng et al., Foundation Model is Efficient Multimodal Multitask Model Selector, NeurIPS 2023",
 )
 def emms_classification(features: np.ndarray, labels: np.ndarray, class_names: Sequence[str] | None = None, *,

@@ -11,6 +11,9 @@ from ._linalg import class_means, class_sums, pca_project
 from .base import register_metric
 
 REFERENCE = "Pándy et al., Transferability Estimation using Bhattacharyya Class Separability, CVPR 2022"
+#: GBC = -sum of Bhattacharyya coefficients, each in [0, 1]: below 1e-12 the classes are separated to machine
+#: precision (e.g. -6e-90 vs -2e-70 when N <= D), which is a tie, not a ranking.
+TIE_ATOL = 1e-12
 
 #: Pairs of classes processed at once: bounds the (block, C, D) temporaries to ~32 MB for C*D large.
 _BLOCK_ELEMENTS = 4_000_000
@@ -56,7 +59,7 @@ def _log_bc_spherical(means: np.ndarray, variances: np.ndarray) -> np.ndarray:
     return -(dist2 / (8 * avg) + dim / 2 * (np.log(avg) - 0.5 * (np.log(s2)[:, None] + np.log(s2)[None, :])))
 
 
-@register_metric("gbc", reference=REFERENCE)
+@register_metric("gbc", reference=REFERENCE, tie_atol=TIE_ATOL)
 def gbc(
     features: np.ndarray,
     labels: np.ndarray,
@@ -98,7 +101,7 @@ def gbc(
     return float(-np.exp(logsumexp(log_bc[off_diagonal])))
 
 
-@register_metric("gbc_spherical", reference=REFERENCE)
+@register_metric("gbc_spherical", reference=REFERENCE, tie_atol=TIE_ATOL)
 def gbc_spherical(features: np.ndarray, labels: np.ndarray, pca_dims: int | None = None) -> float:
     """GBC with spherical per-class Gaussians (``gbc(..., gaussian_type="spherical")``)."""
     return gbc(features, labels, gaussian_type="spherical", pca_dims=pca_dims)

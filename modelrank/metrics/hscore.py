@@ -9,7 +9,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
 from ._linalg import principal_class_offsets, rank_cutoff, row_blocks
-from .base import register_metric
+from .base import SaturationWarning, register_metric
 
 
 @register_metric(
@@ -43,6 +43,7 @@ def hscore(features: np.ndarray, labels: np.ndarray, rcond: float | None = None)
         warnings.warn(
             f"H-Score with {n} samples and {x.shape[1]}-d features (N <= D + 1): the covariance is singular and the "
             f"score saturates at C - 1 = {n_classes - 1} for every model; use hscore_reg or more samples",
+            SaturationWarning,
             stacklevel=2,
         )
     scatter_evals, offsets, counts = principal_class_offsets(x, codes, n_classes)

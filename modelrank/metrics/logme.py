@@ -19,7 +19,7 @@ from ._linalg import (
     rank_cutoff,
     sample_spectrum,
 )
-from .base import NotConvergedWarning, named_preset, register_metric
+from .base import NotConvergedWarning, SaturationWarning, named_preset, register_metric
 
 
 #: Lower bound of ||m||^2 and ||y - Fm||^2 (relative to ||y||^2) and of N - gamma (relative to N) in the
@@ -87,6 +87,17 @@ LOGME_PRESETS = {
 }
 
 
+def fixed_point_rule(max_iter: int | None = 11, tol: float = 1e-3, preset: str | None = None) -> FixedPointRule:
+    """The iteration ``logme(..., max_iter, tol, preset)`` runs (a preset replaces ``max_iter`` and ``tol``)."""
+    if preset is not None:
+        return named_preset("logme", preset, LOGME_PRESETS, {"max_iter": max_iter != 11, "tol": tol != 1e-3})
+    if max_iter is not None and max_iter < 1:
+        raise InvalidInputError(f"max_iter must be >= 1 or None, got {max_iter}")
+    if not tol > 0:
+        raise InvalidInputError(f"tol must be > 0, got {tol}")
+    return FixedPointRule(max_iter, tol)
+
+
 @np.errstate(all="ignore")  # degenerate columns are detected below and redone with floors
 def max_evidence(
     sigma: np.ndarray,
@@ -96,7 +107,8 @@ def max_evidence(
     rule: FixedPointRule = FixedPointRule(),
     floor: float = 0.0,
     prior_dims: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+    with_precisions: bool = False,
+) -> tuple[np.ndarray, ...]:
     """Per-column maximum log evidence / N of y_k = F w + eps, w ~ N(0, 1/alpha I), eps ~ N(0, 1/beta), and a
     (K,) mask of the columns that stopped at ``rule.max_iter`` before meeting ``rule.tol``.
 
@@ -110,6 +122,7 @@ def max_evidence(
                    - beta/2 ||y - F m||^2 - alpha/2 ||m||^2 - N/2 log(2 pi),
     where r = rank(F): the D - r null directions of F cancel exactly (the LogME repo writes D/2 log alpha with
     min(N, D) singular values, which differs when N < D; ``prior_dims`` replaces r when given).
+    ``with_precisions=True`` also returns the final alpha and beta, (K,) each (NaN for degenerate columns).
     """
     x2 = projected**2  # (r, K)
     outside = np.maximum(y_norm2 - x2.sum(axis=0), 0.0)  # part of y outside the column space of F
@@ -170,17 +183,24 @@ def max_evidence(
         # F interpolates these targets (rank(F) close to N, e.g. N < D): ||y - Fm||^2 and N - gamma underflow
         # to 0 and beta becomes inf or 0. Redo just those columns with relative floors on the denominators (the
         # LogME repo adds 1e-5 to them everywhere, which would also shift every ordinary score).
+        warnings.warn(f"LogME: the features interpolate {int(bad.sum())} of {bad.size} targets (rank close to N = {n}), "
+                      "so their evidence rests on the degenerate floors and saturates; use more samples than dimensions",
+                      SaturationWarning, stacklevel=2)
         evidence[bad], active[bad] = max_evidence(sigma, projected[:, bad], y_norm2[bad], n, rule,
                                                   DEGENERATE_FLOOR, prior_dims)
+        alpha[bad] = beta[bad] = np.nan
     if not np.isfinite(evidence).all():
         raise InvalidInputError("LogME evidence is not finite for these features (degenerate spectrum)")
-    return evidence, active
+    return (evidence, active, alpha, beta) if with_precisions else (evidence, active)
 
 
 @register_metric(
     "logme",
     needs=("features", "labels", "task"),
     tasks=("classification", "regression"),
+    # float32 features have F^T F summed in float32 blocks: within ~1e-6 of the float64 score
+    tie_rtol=1e-6,
+    tie_atol=1e-6,
     reference="You et al., LogME: Practical Assessment of Pre-trained Models for Transfer Learning, ICML 2021",
 )
 def logme(
@@ -217,14 +237,7 @@ def logme(
     Inputs: features (N, D); class labels (N,) or regression targets (N,) / (N, K); ``task``.
     Higher is better; only differences within one dataset are meaningful (often in the 4th decimal).
     """
-    if preset is None:
-        if max_iter is not None and max_iter < 1:
-            raise InvalidInputError(f"max_iter must be >= 1 or None, got {max_iter}")
-        if not tol > 0:
-            raise InvalidInputError(f"tol must be > 0, got {tol}")
-        rule = FixedPointRule(max_iter, tol)
-    else:
-        rule = named_preset("logme", preset, LOGME_PRESETS, {"max_iter": max_iter != 11, "tol": tol != 1e-3})
+    rule = fixed_point_rule(max_iter, tol, preset)
     x = as_features(features, upcast=False)  # float32 stays float32 (see ``feature_spectrum``)
     if task == "regression":
         y = as_targets(labels, x.shape[0])

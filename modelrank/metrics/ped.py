@@ -155,6 +155,8 @@ def _register_paper_bases() -> None:
             tasks=("classification",),
             higher_is_better=spec.higher_is_better,
             reference=f"{REFERENCE}; base: {spec.reference}",
+            tie_rtol=spec.tie_rtol,
+            tie_atol=spec.tie_atol,
         )(ped(base))
 
 

@@ -188,6 +188,7 @@ def load_benchmark(
       each model's own features on the task (Model Spider's re-ranking), and the task prototypes of one
       general ``encoder`` (default: the first ImageNet model of the zoo) for the task tokens.
     """
+    from ..evaluate.tables import is_annotation
     from ..extraction import load_feature_pairs
     from .prototypes import prototypes_of
 
@@ -201,7 +202,7 @@ def load_benchmark(
     zoo = pd.read_csv(_need(folder / "zoo.csv")).set_index("name")
     tasks = pd.read_csv(_need(folder / "tasks.csv")).set_index("task")
     scores = pd.read_csv(_need(folder / "scores.csv")).rename(columns={"Dataset": "dataset", "Model": "model"})
-    scores = scores.loc[:, ~scores.columns.str.endswith("_seconds")]
+    scores = scores[[c for c in scores.columns if not is_annotation(c, scores.columns)]]  # timings, flags, ...
     if metrics is not None:
         unknown = sorted(set(metrics) - set(scores.columns))
         if unknown:

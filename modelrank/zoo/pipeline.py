@@ -41,7 +41,7 @@ StageFn = Callable[[str, str], None]
 class BenchmarkResult:
     preset: str
     out_dir: Path
-    #: metrics x (tasks, mean, weighted_mean, s/task): weighted tau against the linear-probe ground truth
+    #: metrics x (tasks, mean, weighted_mean, s/task, ranked): weighted tau against the linear-probe ground truth
     table: pd.DataFrame
     scores: pd.DataFrame
     #: dataset, model, accuracy (mean over probe seeds), accuracy_std, protocol: what `spider` trains on
@@ -182,7 +182,10 @@ def sanity_table(probes: pd.DataFrame) -> pd.DataFrame:
 
 
 def metric_table(scores: pd.DataFrame, truth: pd.DataFrame, higher_is_better: dict[str, bool]) -> tuple[pd.DataFrame, list[str]]:
-    """Metrics x (tasks, mean, weighted_mean, s/task): weighted tau (Model Spider's convention) per task."""
+    """Metrics x (tasks, mean, weighted_mean, s/task, ranked): weighted tau (Model Spider's convention) per task.
+
+    A metric whose scores are all tied on a task (saturated, constant) gives no ranking there: NaN, left out of
+    its means, and ``ranked`` says on how many tasks it did rank ("2 of 3"); the reasons join the warnings."""
     from ..evaluate.evaluation import evaluate, measure_label
 
     metrics = [m for m in higher_is_better if m in scores.columns and scores[m].notna().any()]
@@ -195,8 +198,10 @@ def metric_table(scores: pd.DataFrame, truth: pd.DataFrame, higher_is_better: di
     n_tasks = scores["Dataset"].nunique()
     seconds = {m: float(scores[f"{m}_seconds"].sum()) / n_tasks for m in metrics if f"{m}_seconds" in scores}
     table["s/task"] = pd.Series(seconds)
+    table["ranked"] = evaluation.ranked_tasks()  # tasks where the metric's scores are not all tied
     table.index.name = "metric"
-    return table, evaluation.warnings
+    notes = [f"{m} / {d}: no ranking, {reason}" for m, d, reason in evaluation.no_ranking.itertuples(index=False)]
+    return table, notes + evaluation.warnings
 
 
 def run_benchmark(

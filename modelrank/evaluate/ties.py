@@ -1,0 +1,92 @@
+"""When two scores are the same: the one tie rule that `score`, `evaluate`, `benchmark` and `spider eval` share.
+
+Two scores a, b of one metric on one task are tied when
+
+    |a - b| <= rtol * max(|a|, |b|) + atol.
+
+``rtol`` is the metric's relative precision: ``DEFAULT_RTOL`` = 1e-9 for float64 closed forms (a few thousand
+rounding errors of 1.1e-16 each), looser for iterative or float32 paths; ``atol`` covers scores whose true value
+is 0 (a saturated EMMS is -1e-15, not 0). Each metric may declare both at registration
+(``register_metric(..., tie_rtol=, tie_atol=)``); ``metric_tolerance`` looks them up by column name, and
+methods that are not registered metrics (published tables) get the defaults.
+
+The rule compares neighbours after sorting and chains them (single linkage): scores that are within the
+tolerance of a neighbour share one tie group, so no two scores within the tolerance are ever ranked apart.
+Measures then see tied scores as exactly equal (``snap_ties``) and treat them the standard way (scipy's average
+ranks, tau-b, ...). A task on which every score falls in one group gives no ranking at all (``no_ranking``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import stats
+
+#: Relative tolerance of a float64 closed-form score.
+DEFAULT_RTOL = 1e-9
+#: Absolute tolerance: none unless the metric declares one.
+DEFAULT_ATOL = 0.0
+
+
+def _values(scores) -> np.ndarray:
+    values = np.asarray(scores, dtype=np.float64)
+    if values.ndim != 1:
+        raise ValueError(f"scores must be 1-D, got shape {values.shape}")
+    if not np.isfinite(values).all():
+        raise ValueError("scores must be finite to be grouped into ties")
+    return values
+
+
+def tie_groups(scores, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL) -> np.ndarray:
+    """Integer tie group of each score: 0 for the lowest group, increasing with the score.
+
+    Sorted neighbours a <= b fall in one group when b - a <= rtol * max(|a|, |b|) + atol.
+    """
+    values = _values(scores)
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    limit = rtol * np.maximum(np.abs(ordered[:-1]), np.abs(ordered[1:])) + atol
+    groups = np.empty(values.size, dtype=np.int64)
+    groups[order] = np.concatenate([[0], np.cumsum(np.diff(ordered) > limit)]) if values.size else []
+    return groups
+
+
+def tie_ranks(scores, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL, higher_is_better: bool = True) -> np.ndarray:
+    """Rank of each score, 1 = best, tied scores sharing the average of their ranks (scipy's "average").
+
+    E.g. scores (9.000000000000005, 8.999999999999998, 3.0) -> ranks (1.5, 1.5, 3.0).
+    """
+    groups = tie_groups(scores, rtol, atol)
+    return stats.rankdata(-groups if higher_is_better else groups, method="average")
+
+
+def snap_ties(scores, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL) -> np.ndarray:
+    """The scores with every tie group replaced by its mean: tied scores become exactly equal, the order between
+    groups is kept, so any rank measure then treats them as ties."""
+    values = _values(scores)
+    groups = tie_groups(values, rtol, atol)
+    means = np.bincount(groups, weights=values) / np.bincount(groups)
+    return means[groups]
+
+
+def no_ranking(scores, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL) -> str | None:
+    """Why ``scores`` rank nothing (all of them tied), or None when they separate at least two models."""
+    values = _values(scores)
+    if values.size < 2 or tie_groups(values, rtol, atol).max() > 0:
+        return None
+    if np.all(values == values[0]):
+        return f"all {values.size} scores are equal ({values[0]:.6g})"
+    return f"all {values.size} scores are equal within the metric's precision ({values.min():.17g} .. {values.max():.17g})"
+
+
+def metric_tolerance(method: str) -> tuple[float, float]:
+    """(rtol, atol) of a score column: the registered metric's declared tolerance, else the defaults.
+
+    ``method`` may carry parameters (``nleep[seed=1]``, as ``score`` names such columns).
+    """
+    from ..metrics import METRICS
+
+    name = str(method).split("[", 1)[0]
+    if name in METRICS:
+        spec = METRICS.get(name)
+        return spec.tie_rtol, spec.tie_atol
+    return DEFAULT_RTOL, DEFAULT_ATOL

@@ -1,0 +1,145 @@
+"""The tie rule (modelrank.evaluate.ties) and what `evaluate` does with ties: no ranking from noise."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from modelrank.evaluate import evaluate, metric_tolerance, no_ranking, snap_ties, tie_groups, tie_ranks, weighted_tau
+
+# Seen on animal-mnist with 20 samples per class (N <= D): H-Score saturated at C - 1 = 9 for every model.
+SATURATED_HSCORE = [9.000000000000005, 8.999999999999998, 9.000000000000002, 9.0]
+CONSTANT_SFDA = [1.0, 1.0, 1.0, 1.0]
+ZERO_EMMS = [-2.1e-15, -1.7e-15, -2.4e-15, -1.9e-15]
+MODELS = ["lite0", "lite1", "lite2", "random"]
+TRUTH = pd.DataFrame({"dataset": "animal", "model": MODELS, "accuracy": [0.80, 0.85, 0.90, 0.30]})
+
+
+def test_tie_groups_chain_neighbours_within_the_tolerance():
+    assert tie_groups([3.0, 1.0, 1.0 + 1e-12, 2.0]).tolist() == [2, 0, 0, 1]
+    # 1 and 1.5 are 0.5 apart, 1.5 and 2 too: one chain even though 1 and 2 are 1 apart.
+    assert tie_groups([1.0, 1.5, 2.0], rtol=0.0, atol=0.5).tolist() == [0, 0, 0]
+    assert tie_groups([1.0, 1.5, 2.0], rtol=0.0, atol=0.4).tolist() == [0, 1, 2]
+    assert tie_ranks(SATURATED_HSCORE).tolist() == [2.5] * 4
+    assert tie_ranks([0.5, 0.5 + 1e-14, 0.1, 0.9]).tolist() == [2.5, 2.5, 4.0, 1.0]
+    assert tie_ranks([0.5, 0.5 + 1e-14, 0.1], higher_is_better=False).tolist() == [2.5, 2.5, 1.0]
+    snapped = snap_ties([0.5, 0.5 + 1e-14, 0.1])
+    assert snapped[0] == snapped[1] and snapped[2] == 0.1
+
+
+def test_no_ranking_reasons_and_metric_tolerances():
+    assert "equal within the metric's precision" in no_ranking(SATURATED_HSCORE, *metric_tolerance("hscore"))
+    assert "all 4 scores are equal (1)" in no_ranking(CONSTANT_SFDA, *metric_tolerance("sfda"))
+    assert no_ranking(ZERO_EMMS, *metric_tolerance("emms"))  # EMMS declares an absolute tolerance
+    assert no_ranking(ZERO_EMMS) is None  # ... without it, 1e-15 apart would be a ranking
+    assert no_ranking([0.1, 0.2, 0.2]) is None
+    assert metric_tolerance("nleep[seed=1]") == metric_tolerance("nleep")
+
+
+def test_partial_near_ties_are_measured_as_exact_ties_like_scipy():
+    truth = [1.0, 2.0, 3.0, 4.0]
+    near = [1.0, 1.0 + 1e-13, 3.0, 4.0]  # raw: a perfect order; within precision: the two worst tie
+    scores = pd.DataFrame({"dataset": "d", "model": list("abcd"), "hscore": near})
+    ev = evaluate(scores, pd.DataFrame({"dataset": "d", "model": list("abcd"), "accuracy": truth}),
+                  measures=["weighted", "kendall", "spearman"])
+    r = ev.results.set_index(["dataset", "measure"])["value"]
+    assert weighted_tau(truth, near) == pytest.approx(1.0)
+    assert r["d", "weighted_tau"] == pytest.approx(stats.weightedtau([1.0, 1.0, 3.0, 4.0], truth).statistic)
+    assert r["d", "kendall"] == pytest.approx(5 / np.sqrt(30))
+    assert r["d", "spearman"] == pytest.approx(3 / np.sqrt(10))
+
+
+def test_saturated_constant_and_zero_scores_give_no_ranking_and_are_left_out_of_the_means():
+    good = [0.2, 0.3, 0.4, 0.1]
+    scores = pd.DataFrame({"Dataset": "animal", "Model": MODELS, "hscore": SATURATED_HSCORE, "sfda": CONSTANT_SFDA,
+                           "emms": ZERO_EMMS, "logme": good})
+    other = pd.DataFrame({"Dataset": "other", "Model": MODELS, "hscore": [1.0, 2.0, 3.0, 0.0],
+                          "sfda": [0.1, 0.2, 0.3, 0.0], "emms": [-0.5, -0.4, -0.3, -0.9], "logme": good})
+    truth = pd.concat([TRUTH, TRUTH.assign(dataset="other")])
+    ev = evaluate(pd.concat([scores, other]), truth)
+    r = ev.results.set_index(["method", "dataset", "measure"])
+    for method in ("hscore", "sfda", "emms"):
+        for measure in ("weighted_tau", "kendall", "spearman", "pearson", "rel@1", "regret@1"):
+            assert np.isnan(r.loc[(method, "animal", measure), "value"]), (method, measure)
+            assert r.loc[(method, "animal", measure), "note"].startswith("no ranking")
+            # the mean is the one task that ranks, and says so
+            assert r.loc[(method, "mean", measure), "value"] == r.loc[(method, "other", measure), "value"]
+            assert r.loc[(method, "mean", measure), "n_tasks"] == 1
+            assert r.loc[(method, "mean", measure), "note"] == "mean of 1 of 2 datasets"
+    assert r.loc[("logme", "animal", "rel@1"), "value"] == pytest.approx(0.90 / 0.90)
+    assert r.loc[("logme", "mean", "kendall"), "n_tasks"] == 2
+    assert ev.ranked_tasks().to_dict() == {"hscore": "1 of 2", "sfda": "1 of 2", "emms": "1 of 2", "logme": "2 of 2"}
+    assert set(ev.no_ranking["method"]) == {"hscore", "sfda", "emms"}
+
+
+def test_flagged_scores_can_be_left_out():
+    scores = pd.DataFrame({"Dataset": "animal", "Model": MODELS, "hscore": [9.0, 2.0, 3.0, 1.0],
+                           "hscore_flags": ["saturated", "", "", ""], "hscore_seconds": 0.1})
+    kept = evaluate(scores, TRUTH, measures=["kendall"])
+    dropped = evaluate(scores, TRUTH, measures=["kendall"], exclude_flagged=True)
+    assert kept.methods == ["hscore"] and kept.counts["n_models"].item() == 4
+    assert dropped.counts["n_models"].item() == 3
+    assert any("left out 1 flagged score(s) (saturated)" in w for w in dropped.warnings)
+
+
+def test_truth_noise_adds_noise_tau():
+    scores = pd.DataFrame({"Dataset": "animal", "Model": MODELS, "logme": [0.2, 0.3, 0.4, 0.1]})
+    ev = evaluate(scores, TRUTH, measures=["kendall"], truth_noise=0.1)
+    assert ev.measures == ["kendall", "noise_tau"]
+    r = ev.results.set_index(["dataset", "measure"])["value"]
+    assert r["animal", "kendall"] == pytest.approx(1.0) and r["animal", "noise_tau"] == pytest.approx(1.0)
+
+
+def test_truth_noise_from_a_records_column_and_paired_comparison():
+    from modelrank.evaluate.evaluation import compare_methods
+
+    records = TRUTH.assign(accuracy_std=[0.08, 0.08, 0.08, 0.08], n_seeds=4)  # noise of the mean: 0.04
+    scores = pd.DataFrame({"Dataset": "animal", "Model": MODELS, "good": [0.2, 0.3, 0.4, 0.1],
+                           "swapped": [0.3, 0.2, 0.4, 0.1]})
+    by_column = evaluate(scores, records, measures=["kendall"], truth_noise="accuracy_std")
+    by_value = evaluate(scores, TRUTH, measures=["kendall"], truth_noise=0.04)
+    pd.testing.assert_frame_equal(by_column.results, by_value.results)
+    r = by_value.results.query("dataset == 'animal'").set_index(["method", "measure"])["value"]
+    # swapping the two models 0.05 apart (about one noise std) costs a full pair in Kendall, less in noise_tau
+    assert 1 - r["swapped", "noise_tau"] < 1 - r["swapped", "kendall"]
+    two = pd.concat([scores, scores.assign(Dataset="other")])
+    ev = evaluate(two, pd.concat([TRUTH, TRUTH.assign(dataset="other", accuracy=[0.8, 0.7, 0.9, 0.3])]),
+                  measures=["kendall", "regret"])
+    compared = compare_methods(ev, "good", "swapped").set_index("measure")
+    # kendall: good - swapped = 1 - 2/3 on animal and 2/3 - 1 on other
+    assert compared.loc["kendall", "diff"] == pytest.approx(0.0)
+    assert (compared.loc["kendall", "wins"], compared.loc["kendall", "losses"]) == (1, 1)
+    assert compared.loc["regret@1", "datasets"] == 2 and not compared.loc["kendall", "beyond_2se"]
+
+
+def test_cli_evaluate_no_ranking_compare_noise_and_formats(cli, tmp_path):
+    import json
+
+    scores = pd.DataFrame({"Dataset": ["a"] * 4 + ["b"] * 4, "Model": MODELS * 2,
+                           "hscore": SATURATED_HSCORE + [1.0, 2.0, 3.0, 0.0], "logme": [0.2, 0.3, 0.4, 0.1] * 2,
+                           "hscore_flags": ["saturated"] * 4 + [""] * 4})
+    truth = pd.concat([TRUTH.assign(dataset="a"), TRUTH.assign(dataset="b")]).assign(accuracy_std=0.02)
+    scores.to_csv(tmp_path / "s.csv", index=False)
+    truth.to_csv(tmp_path / "t.csv", index=False)
+    base = ["evaluate", "--scores", str(tmp_path / "s.csv"), "--truth", str(tmp_path / "t.csv"), "--tau", "kendall,rel"]
+    code, out, err = cli(*base, "--truth-noise", "accuracy_std", "--compare", "logme,hscore")
+    assert code == 0, err
+    assert "no ranking: hscore / a: all 4 scores are equal within the metric's precision" in err
+    lines = out.splitlines()
+    assert lines[0].split() == ["measure", "method", "a", "b", "mean", "se", "weighted_mean", "ranked"]
+    assert lines[1].split()[:4] == ["kendall", "hscore", "no", "rank"] and lines[1].split()[-3:] == ["1", "of", "2"]
+    assert "noise_tau" in out and "paired comparison logme - hscore" in out
+    code, out, err = cli(*base, "--exclude-flagged", "--format", "json")
+    assert code == 0 and "left out 4 flagged score(s) (saturated)" in err
+    rows = json.loads(out)
+    assert {r["method"] for r in rows} == {"hscore", "logme"} and not any(r["dataset"] == "a" and r["method"] == "hscore"
+                                                                          for r in rows)
+    code, out, err = cli(*base, "--compare", "logme")
+    assert code == 2 and "--compare takes two methods" in err
+
+
+def test_ped_variants_inherit_and_gbc_declares_its_tolerance():
+    assert metric_tolerance("ped_logme") == metric_tolerance("logme") == (1e-6, 1e-6)
+    # GBC of features that separate the classes to machine precision (N <= D): a tie, not a ranking
+    assert no_ranking([-6.0e-90, -5.3e-81, -1.8e-70], *metric_tolerance("gbc"))
+    assert metric_tolerance("ped_gbc") == metric_tolerance("gbc")
