@@ -111,9 +111,12 @@ def test_bad_tables():
     with pytest.raises(InvalidInputError, match="no \\(dataset, model\\) pair in common"):
         evaluate(WIDE_SCORES.assign(Dataset=WIDE_SCORES["Dataset"] + "-other"), TRUTH)
     nan_scores = WIDE_SCORES.copy()
-    nan_scores.loc[2, "good"] = np.nan
+    nan_scores.loc[2, "good"] = np.nan  # a blank cell is a skipped metric: left out, and said so
+    assert any("1 blank (skipped) cell" in w for w in evaluate(nan_scores, TRUTH).warnings)
+    text_scores = WIDE_SCORES.astype({"good": object})
+    text_scores.loc[2, "good"] = "abc"
     with pytest.raises(InvalidInputError, match="missing or non-numeric"):
-        evaluate(nan_scores, TRUTH)
+        evaluate(text_scores, TRUTH)
     with pytest.raises(InvalidInputError, match="no ground-truth value column"):
         evaluate(WIDE_SCORES, TRUTH.rename(columns={"Accuracy": "quality"}))
     with pytest.raises(InvalidInputError, match="unknown measure"):

@@ -474,7 +474,7 @@ def test_evaluate_names_datasets_without_truth_and_reads_blank_cells(tmp_path, c
     assert code == 0, err
     text = out + err
     assert "c[1]" in text  # rich markup must not eat the brackets
-    assert "0.000 (2)" in text and "1.000 (1)" in text  # logme averaged over 2 datasets, leep over 1
+    assert "2 of 2" in out and "1 of 1" in out  # the datasets behind each mean: logme 2, leep 1
 
 
 # ------------------------------------------------------------------------------- tampered inputs, one line

@@ -225,7 +225,7 @@ def test_cli_score_writes_csv_and_ranks(tmp_path, two_files):
 
 
 def test_score_table_ties_no_ranking_and_80_columns():
-    from modelrank.cli.score import _footnotes, _score_tables
+    from modelrank.cli._score_table import footnotes as _footnotes, score_tables as _score_tables
     from modelrank.scoring import rank_scores
     from rich.console import Console
 

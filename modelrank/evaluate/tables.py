@@ -147,9 +147,11 @@ def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) ->
         )
     else:
         used = {dataset_col, model_col}
+        # A method column is numeric, or mostly numbers with a few bad cells (reported below, not dropped).
         methods = [
             c for c in frame.columns
-            if c not in used and pd.api.types.is_numeric_dtype(frame[c]) and not is_annotation(str(c), frame.columns)
+            if c not in used and not is_annotation(str(c), frame.columns)
+            and (pd.api.types.is_numeric_dtype(frame[c]) or pd.to_numeric(frame[c], errors="coerce").notna().any())
         ]
         if not methods:
             raise InvalidInputError(

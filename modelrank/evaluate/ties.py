@@ -21,10 +21,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-#: Relative tolerance of a float64 closed-form score.
-DEFAULT_RTOL = 1e-9
-#: Absolute tolerance: none unless the metric declares one.
-DEFAULT_ATOL = 0.0
+from ..metrics.base import DEFAULT_ATOL, DEFAULT_RTOL  # declared where metrics register their tolerance
 
 
 def _values(scores) -> np.ndarray:

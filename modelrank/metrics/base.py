@@ -14,10 +14,14 @@ from typing import Any, Callable, Mapping, TypeVar
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..evaluate.ties import DEFAULT_ATOL, DEFAULT_RTOL
 from ..features import TASK_TYPES, FeatureSet
 from ..registry import Registry
 from ._checks import check_magnitudes
+
+#: Tie rule of a score (``modelrank.evaluate.ties``): relative tolerance of a float64 closed form, and no
+#: absolute tolerance unless the metric declares one.
+DEFAULT_RTOL = 1e-9
+DEFAULT_ATOL = 0.0
 
 #: Named inputs a metric may declare. ``source_probs`` is the softmax of the model's own pre-training head;
 #: ``task`` ("classification" | "regression") lets a metric that supports both read labels the right way.
