@@ -14,7 +14,7 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -269,6 +269,13 @@ def one_standard_error_choice(candidates: list, values: Callable[[Any], np.ndarr
     return candidates[int(np.flatnonzero(means >= means[best] - se - 1e-12)[0])]
 
 
+#: with at least this many rankable training tasks, one held-back split validates the correction; with fewer,
+#: every training task is validated once across ``VALIDATION_FOLDS`` folds (a split of a few tasks cannot tell a
+#: correction from noise, and below ~8 tasks it would hold back none at all)
+SINGLE_SPLIT_FROM = 40
+VALIDATION_FOLDS = 5
+
+
 def split_validation_tasks(accuracy: np.ndarray, fraction: float, seed: int, min_tasks: int = 8,
                            groups: np.ndarray | None = None) -> np.ndarray:
     """Boolean mask of training tasks held back for early stopping (cold-start style); none when too few tasks.
@@ -292,6 +299,94 @@ def split_validation_tasks(accuracy: np.ndarray, fraction: float, seed: int, min
         if chosen.sum() >= n_val:
             break
     return chosen
+
+
+def validation_folds(accuracy: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None) -> list[np.ndarray]:
+    """Masks of the training tasks held back to validate a learned correction, one per fold.
+
+    ``SINGLE_SPLIT_FROM`` rankable tasks or more: one split of ``fraction`` of them (``split_validation_tasks``).
+    Fewer: the rankable tasks (whole ``groups`` when given) are dealt into up to ``VALIDATION_FOLDS`` folds in a
+    seeded order, so each is a validation case exactly once. No fold (the correction cannot be validated)
+    with fewer than 3 rankable tasks or 2 groups.
+    """
+    rankable = np.flatnonzero(np.isfinite(accuracy).sum(1) >= 2)
+    if rankable.size >= SINGLE_SPLIT_FROM:
+        split = split_validation_tasks(accuracy, fraction, seed, groups=groups)
+        return [split] if split.any() else []
+    units = rankable if groups is None else np.unique(groups[rankable])
+    if rankable.size < 3 or units.size < 2:
+        return []
+    order = np.random.default_rng(seed).permutation(units)
+    folds = []
+    for part in np.array_split(order, min(VALIDATION_FOLDS, units.size)):
+        mask = np.zeros(accuracy.shape[0], dtype=bool)
+        mask[part if groups is None else rankable[np.isin(groups[rankable], part)]] = True
+        folds.append(mask)
+    return folds
+
+
+class Correctable(Protocol):
+    """What ``train_validated`` drives: a learner whose network adds a learned correction to a base and
+    predicts exactly the base before training."""
+
+    net: torch.nn.Module
+
+    def _new_net(self) -> None: ...  # a fresh, seeded, untrained network (= the base)
+
+    def _train(self, val: np.ndarray, epochs: int, check: Callable[[], bool] | None) -> None: ...
+
+    def _validate(self, val: np.ndarray) -> np.ndarray: ...  # per validation task criterion (NaN: undefined)
+
+
+def train_validated(learner: Correctable, accuracy: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None,
+                    epochs: int, eval_every: int, patience: int) -> None:
+    """Train ``learner.net`` and keep the correction only where held-out training tasks show it beats the base.
+
+    ``fraction <= 0``: no validation, the trained network is kept (an explicit choice). Otherwise, with the
+    folds of ``validation_folds``: none -> the untrained network, i.e. the base (nothing shows the correction
+    helps); one -> early stopping on it, the best state kept only beyond one standard error over the untrained
+    one (``EarlyStopping``); several -> each fold trains with early stopping and records its validation curve,
+    the number of epochs with the best mean over every validation task is chosen, and the network is
+    retrained on all tasks for that long only if that beats the untrained state beyond one standard error
+    of the per-task differences (``one_standard_error_choice``).
+    """
+    everything = np.zeros(accuracy.shape[0], dtype=bool)
+    learner._new_net()
+    if fraction <= 0:
+        learner._train(everything, epochs, None)
+        return
+    folds = validation_folds(accuracy, fraction, seed, groups)
+    if not folds:
+        return
+    if len(folds) == 1:
+        stopper = EarlyStopping(learner.net, patience)
+        stopper.update(learner._validate(folds[0]))
+        learner._train(folds[0], epochs, lambda: stopper.update(learner._validate(folds[0])))
+        stopper.restore()
+        return
+    curves = []
+    for val in folds:
+        learner._new_net()
+        curve = [learner._validate(val)]
+        best, bad = -np.inf, 0
+
+        def check() -> bool:
+            nonlocal best, bad
+            curve.append(learner._validate(val))
+            value = float(np.nanmean(curve[-1])) if np.isfinite(curve[-1]).any() else -np.inf
+            best, bad = (value, 0) if value > best + 1e-4 else (best, bad + 1)
+            return bad >= patience
+
+        learner._train(val, epochs, check)
+        curves.append(curve)
+    checks = max(len(c) for c in curves)  # a fold that stopped early keeps its last state's values
+    table = np.stack([np.concatenate([c[min(i, len(c) - 1)] for c in curves]) for i in range(checks)])
+    means = np.asarray([np.nanmean(row) if np.isfinite(row).any() else -np.inf for row in table])
+    best_check = int(np.argmax(means))
+    chosen = one_standard_error_choice([0, best_check], lambda i: table[i]) if best_check else 0
+    learner._new_net()
+    if chosen:
+        learner._train(everything, chosen * eval_every, None)
 
 
 class EarlyStopping:
