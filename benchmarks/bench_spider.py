@@ -10,6 +10,9 @@ Sections (each prints ours next to published, with fit and ranking time):
 * TransferGraph image / text: leave-one-dataset-out over the 8 published targets, cold start and partially
   observed (k=5); weighted tau averaged with TransferGraph's weights (max - mean accuracy per target)
   next to the published best TG variant (0.663 image / 0.583 text) and LogME (0.310 / 0.554).
+* Model Spider's public records (``ms-single``: 10 models x 8 targets with 9 baseline scores, ``ms-multi``:
+  66 models x 7 targets): leave-one-task-out, cold start and partially observed (k=3); the small-task regime
+  where an unvalidated correction used to fall below the prior.
 * Our own zoo: the records, scores, metadata and feature-cache prototypes of a ``modelrank benchmark`` run
   (``--zoo``, default ``<cache>/benchmark/demo``), leave-one-task-out, cold start and partially observed (k=3).
 * Ranking time for a new task with a 1,000-model zoo (CPU).
@@ -38,6 +41,7 @@ from modelrank.spider import (  # noqa: E402
     TaskInfo,
     load_benchmark,
     load_domainnet,
+    load_model_spider,
     load_transfergraph,
     make_learner,
 )
@@ -143,6 +147,20 @@ def bench_transfergraph(anchors: Path, modality: str, quick: bool, seeds: int, k
     return rows
 
 
+def bench_model_spider(anchors: Path, kind: str, quick: bool, seeds: int, keep: set[str] | None = None) -> list[dict]:
+    """Leave-one-task-out on Model Spider's records; seed = learner seed and the draw of the observed models."""
+    records = load_model_spider(anchors / "model-spider", kind)
+    folds = task_folds(records, "task")
+    rows = []
+    for name, (kind_, cfg) in learners(quick, bool(records.score_columns), keep, logme="LogME").items():
+        for seed in range(seeds):
+            res = evaluate(lambda: make_learner(kind_, **seeded(kind_, cfg, seed)), records, ("cold_start", "partial"),
+                           folds, k_observed=3, seed=seed)
+            rows += rows_from(res, f"ms-{kind}", name, seed)
+            print(f"  model-spider-{kind} {name} seed {seed}: fit {np.mean(res.fit_seconds):.1f} s", flush=True)
+    return rows
+
+
 def bench_zoo(folder: Path, cache_dir: Path | None, quick: bool, seeds: int, keep: set[str] | None = None) -> list[dict]:
     """Our own zoo (a ``modelrank benchmark`` run): leave-one-task-out, cold start and partially observed (k=3),
     with LogME and the shrinkage H-Score as scores and each model's own class prototypes for Spider's re-ranking."""
@@ -216,7 +234,8 @@ def main() -> None:
     parser.add_argument("--anchors", type=Path, default=ROOT.parent / "shared" / "anchors",
                         help="folder with graph/ and transfergraph/ (default ../shared/anchors)")
     parser.add_argument("--quick", action="store_true", help="fewer epochs and one seed")
-    parser.add_argument("--only", default="domainnet,tg-image,tg-text,zoo,rank-time", help="comma-separated sections")
+    parser.add_argument("--only", default="domainnet,tg-image,tg-text,ms-single,ms-multi,zoo,rank-time",
+                        help="comma-separated sections")
     parser.add_argument("--zoo", type=Path, help="a `modelrank benchmark` results folder for the zoo section "
                         "(default <cache>/benchmark/demo; skipped with a note when it does not exist)")
     parser.add_argument("--cache-dir", type=Path, help="feature cache of that run (default $MODELRANK_CACHE)")
@@ -235,6 +254,9 @@ def main() -> None:
     for modality in ("image", "text"):
         if f"tg-{modality}" in only:
             rows += bench_transfergraph(args.anchors, modality, args.quick, seeds, keep)
+    for kind in ("single", "multi"):
+        if f"ms-{kind}" in only:
+            rows += bench_model_spider(args.anchors, kind, args.quick, seeds, keep)
     if "zoo" in only:
         zoo = args.zoo or cache_root(args.cache_dir) / "benchmark" / "demo"
         if (zoo / "records.csv").is_file():

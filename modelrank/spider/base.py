@@ -4,13 +4,14 @@
 model (higher = predicted to transfer better) for a task given by name (any task the records described,
 held-out ones included) or as a ``TaskInfo`` (a task never seen); ``observed`` holds the accuracies of the
 few models already fine-tuned on that task (partially observed protocol). ``save(path)`` writes a folder with
-``learner.json`` (name, config, zoo, encoders) and ``state.pt`` (tensors); ``load_learner(path)`` restores it
+``learner.json`` (name, config, zoo, encoders, scalars) and ``state.npz`` (arrays; nothing pickled); ``load_learner(path)`` restores it
 and it ranks identically.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +27,7 @@ from .encoding import Featurizer
 from .records import Records, TaskInfo
 
 LEARNERS: Registry[type["Learner"]] = Registry("learner")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: state.pt (torch pickle); 2: state.npz + JSON, no pickle
 # The networks here are tiny (hidden ~32): torch's intra-op thread pool costs far more than it gives, and on a
 # shared machine it can make training 30x slower (measured: 34 s vs 0.9 s for 100 graph epochs).
 TORCH_THREADS = 1
@@ -64,6 +65,10 @@ class Learner:
 
     name: ClassVar[str] = "learner"
     defaults: ClassVar[dict[str, Any]] = {}
+    #: what the learner reads about the task being ranked, among "metadata", "embedding", "prototypes" and "scores"
+    #: (``reads``, which narrows it to what the training records had); whether it reads observed accuracies
+    task_inputs: ClassVar[tuple[str, ...]] = ("metadata", "embedding", "prototypes", "scores")
+    uses_observed: ClassVar[bool] = True
 
     def __init__(self, **config: Any):
         unknown = set(config) - set(self.defaults)
@@ -80,6 +85,8 @@ class Learner:
         if not (counts >= 2).any():
             raise InvalidInputError("no task has records for 2 or more models: there is no ranking to learn from")
         self.models: list[str] = records.models
+        # how the training tasks were described, so that a new dataset is described alike (``spider.describe``)
+        self.recipe: dict[str, Any] = {k: records.info[k] for k in ("encoder", "task_text") if records.info.get(k)}
         self.tasks: list[str] = records.tasks
         self.featurizer = Featurizer.fit(records)
         self.model_features = self.featurizer.model_matrix(records, self.models)
@@ -101,6 +108,14 @@ class Learner:
     def _fit(self, records: Records) -> None:
         raise NotImplementedError
 
+    @property
+    def reads(self) -> list[str]:
+        """What this fitted learner reads about a task: ``task_inputs`` that its training records had."""
+        had = {"metadata": self.featurizer.task_encoder is not None and self.featurizer.task_encoder.dim > 0,
+               "embedding": self.featurizer.task_embed_dim > 0, "prototypes": bool(getattr(self, "proto_dim", 0)),
+               "scores": bool(self.score_columns)}
+        return [what for what in self.task_inputs if had[what]]
+
     # ---------------------------------------------------------------------------------- predicting
     def view(self, task: str | TaskInfo, observed: Mapping[str, float] | pd.Series | None = None) -> TaskView:
         """Resolve a task name or TaskInfo (+ observed accuracies) into what ``_scores`` consumes."""
@@ -118,13 +133,18 @@ class Learner:
         if isinstance(task, str):
             if task not in self.tasks:
                 raise InvalidInputError(
-                    f"unknown task {task!r}: the learner knows {len(self.tasks)} tasks; describe a new task with TaskInfo"
+                    f"unknown task {task!r}: the learner knows {len(self.tasks)} tasks; describe a new one by its data "
+                    "(`spider rank DIR -d DATASET` or --features; in Python a TaskInfo, see spider.describe)"
                 )
             i = self.tasks.index(task)
             return TaskView(task, i, self.task_features[i], self.scores[i], obs, *self._stored_prototypes(task))
         if not isinstance(task, TaskInfo):
             raise InvalidInputError(f"task must be a name or a TaskInfo, got {type(task).__name__}")
-        features = self.featurizer.task_vector(task)
+        reads = self.reads
+        if "metadata" in reads or "embedding" in reads:
+            features = self.featurizer.task_vector(task)
+        else:  # the ranking does not depend on them: a task needs no description
+            features = np.zeros(self.featurizer.task_dim, np.float32)
         scores = np.full((len(self.models), len(self.score_columns)), np.nan, np.float32)
         if task.scores is not None and self.score_columns:
             absent = [c for c in self.score_columns if c not in task.scores.columns]
@@ -174,11 +194,18 @@ class Learner:
         pass
 
     def save(self, path: str | Path) -> Path:
-        """Write ``learner.json`` + ``state.pt`` into the folder ``path`` (created if needed)."""
+        """Write ``learner.json`` (name, config, zoo, encoders, the non-array state) + ``state.npz`` (arrays) into
+        the folder ``path`` (created if needed). Nothing in it is pickled: loading runs no code. Each file is
+        written to a temporary name and renamed, the JSON last, so an interrupted save leaves no learner."""
         if not self.fitted:
             raise InvalidInputError("cannot save a learner that is not fitted")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {}
+        state = _split_arrays({
+            "model_features": self.model_features, "task_features": self.task_features, "accuracy": self.accuracy,
+            "scores": self.scores, "learner": self._state(),
+        }, arrays, "")
         meta = {
             "format": FORMAT_VERSION,
             "learner": self.name,
@@ -186,34 +213,65 @@ class Learner:
             "models": self.models,
             "tasks": self.tasks,
             "score_columns": self.score_columns,
+            "recipe": self.recipe,
             "featurizer": self.featurizer.to_json(),
+            "state": state,
         }
-        (path / "learner.json").write_text(json.dumps(meta, indent=1))
-        state = {
-            "model_features": torch.tensor(self.model_features),
-            "task_features": torch.tensor(self.task_features),
-            "accuracy": torch.tensor(self.accuracy),
-            "scores": torch.tensor(self.scores),
-            "learner": self._state(),
-        }
-        torch.save(state, path / "state.pt")
+        for name, write in (("state.npz", lambda f: np.savez(f, **arrays)),
+                            ("learner.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))):
+            tmp = path / f".{name}.tmp"
+            with open(tmp, "wb") as handle:
+                write(handle)
+            os.replace(tmp, path / name)
         return path
 
 
+def _split_arrays(value: Any, arrays: dict[str, np.ndarray], key: str) -> Any:
+    """The JSON-able tree of ``value`` with every tensor / array moved into ``arrays`` (a ``{"array": key}`` marker
+    stays in its place)."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        arrays[key] = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        return {"array": key}
+    if isinstance(value, Mapping):
+        return {"dict": {str(k): _split_arrays(v, arrays, f"{key}/{k}" if key else str(k)) for k, v in value.items()}}
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
+
+
+def _join_arrays(value: Any, arrays: Mapping[str, np.ndarray]) -> Any:
+    """Inverse of ``_split_arrays``; arrays come back as torch tensors."""
+    if isinstance(value, dict) and "array" in value:
+        return torch.from_numpy(np.array(arrays[value["array"]]))
+    if isinstance(value, dict):
+        return {k: _join_arrays(v, arrays) for k, v in value["dict"].items()}
+    return value
+
+
 def load_learner(path: str | Path) -> Learner:
-    """Restore a learner written by ``Learner.save``."""
+    """Restore a learner written by ``Learner.save`` (no pickle: JSON and ``np.load(allow_pickle=False)``)."""
     path = Path(path)
-    if not (path / "learner.json").is_file() or not (path / "state.pt").is_file():
-        raise MissingResourceError(f"no saved learner in {path} (expected learner.json and state.pt)")
-    meta = json.loads((path / "learner.json").read_text())
-    if meta.get("format") != FORMAT_VERSION:
-        raise InvalidInputError(f"saved learner format {meta.get('format')!r} is not supported (expected {FORMAT_VERSION})")
+    if not (path / "learner.json").is_file() or not (path / "state.npz").is_file():
+        raise MissingResourceError(f"no saved learner in {path} (expected learner.json and state.npz)")
+    try:
+        meta = json.loads((path / "learner.json").read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidInputError(f"{path / 'learner.json'} is not valid JSON: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise InvalidInputError(f"saved learner format {found!r} is not supported (expected {FORMAT_VERSION}); "
+                                "retrain it with `modelrank spider train`")
     cls = LEARNERS.get(meta["learner"])
     learner = cls(**meta["config"])
     learner.models, learner.tasks = list(meta["models"]), list(meta["tasks"])
     learner.score_columns = list(meta["score_columns"])
+    learner.recipe = dict(meta.get("recipe", {}))
     learner.featurizer = Featurizer.from_json(meta["featurizer"])
-    state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    try:
+        with np.load(path / "state.npz", allow_pickle=False) as stored:
+            state = _join_arrays(meta["state"], {k: stored[k] for k in stored.files})
+    except (OSError, ValueError, KeyError) as exc:
+        raise InvalidInputError(f"cannot read {path / 'state.npz'}: {exc}") from None
     learner.model_features = state["model_features"].numpy()
     learner.task_features = state["task_features"].numpy()
     learner.accuracy = state["accuracy"].numpy()

@@ -17,9 +17,10 @@ from .records import Records
 class RandomRanker(Learner):
     """Uniform random scores, seeded by (seed, task name) so a task always gets the same ranking."""
 
-
     name = "random"
     defaults = {"seed": 0}
+    task_inputs = ()
+    uses_observed = False
 
     def _fit(self, records: Records) -> None:
         pass
@@ -41,6 +42,8 @@ class ModelPrior(Learner):
 
     name = "model_prior"
     defaults = {"normalize": "zscore"}
+    task_inputs = ()
+    uses_observed = False
 
     def _fit(self, records: Records) -> None:
         if self.config["normalize"] == "zscore":
@@ -77,6 +80,8 @@ class MetadataRegression(Learner):
 
     name = "metadata_lr"
     defaults = {"alpha": 1.0}
+    task_inputs = ()
+    uses_observed = False
 
     def _fit(self, records: Records) -> None:
         if self.model_features.shape[1] == 0:
@@ -109,6 +114,8 @@ class MetricScore(Learner):
 
     name = "metric"
     defaults = {"column": None}
+    task_inputs = ("scores",)
+    uses_observed = False
 
     def _fit(self, records: Records) -> None:
         if not self.score_columns:
