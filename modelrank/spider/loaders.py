@@ -246,10 +246,13 @@ def load_benchmark(
         "scores": scores[scores["dataset"].isin(task_names) & scores["model"].isin(model_names)],
     }
     from ..text import encode_texts, text_encoder_available
+    from .describe import BENCHMARK_TASK_TEXT
 
+    info: dict = {}
     if text_encoder_available():
-        texts = [f"{tasks.loc[t, 'domain']} {tasks.loc[t, 'base']}: {tasks.loc[t, 'class_names']}" for t in task_names]
+        texts = [BENCHMARK_TASK_TEXT.format(**tasks.loc[t].to_dict()) for t in task_names]
         side["task_embed"] = pd.DataFrame(encode_texts(texts), index=task_names).rename(columns=str)
+        info["task_text"] = BENCHMARK_TASK_TEXT
     if prototypes:
         if encoder is None:
             imagenet = [m for m in model_names if zoo.loc[m, "source_dataset"] == "imagenet-1k"]
@@ -262,5 +265,5 @@ def load_benchmark(
         side["model_task_prototypes"] = {pair: prototypes_of(features[pair]) for pair in recorded}
         side["task_prototypes"] = {t: prototypes_of(features[encoder, t]) for t in task_names}
     records = records_from_frame(raw, aggregate="mean", name=f"benchmark-{folder.name}-{protocol}", **side)
-    records.info["encoder"] = encoder
+    records.info.update(info, encoder=encoder)
     return records
