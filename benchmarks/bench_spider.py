@@ -45,7 +45,14 @@ from modelrank.spider import (  # noqa: E402
     load_transfergraph,
     make_learner,
 )
-from modelrank.spider.protocols import EvalResult, evaluate, measure_all, seed_mixture, task_folds  # noqa: E402
+from modelrank.spider.protocols import (  # noqa: E402
+    EvalResult,
+    evaluate,
+    measure_all,
+    paired_difference,
+    seed_mixture,
+    task_folds,
+)
 
 PUBLISHED = {
     ("domainnet-seed", "seed_filled", "pearson"): "SCG4Trf 0.76 / LR 0.65",
@@ -183,19 +190,14 @@ def paired_with_prior(per_task: pd.DataFrame, baseline: str = "model_prior") -> 
     rows = []
     for (bench, protocol), group in per_task.groupby(["bench", "protocol"], sort=False):
         measure = HEADLINE.get(bench, "weighted_tau")
-        table = group.groupby(["learner", "task"])[measure].mean().unstack("task")
-        if baseline not in table.index:
-            continue
-        for learner in table.index.drop(baseline):
-            diff = (table.loc[learner] - table.loc[baseline]).dropna()
-            if diff.size < 2:
+        for learner in group["learner"].unique():
+            paired = None if learner == baseline else paired_difference(group, learner, baseline, measure)
+            if paired is None:
                 continue
-            se = float(diff.std(ddof=1) / np.sqrt(diff.size))
-            mean = float(diff.mean())
-            verdict = "beats" if mean > 2 * se else "loses" if mean < -2 * se else "ties"
+            verdict = paired.pop("verdict")
             rows.append({"bench": bench, "protocol": protocol, "learner": learner, "measure": measure,
-                         "diff": round(mean, 4), "se": round(se, 4), "wins": int((diff > 0).sum()),
-                         "losses": int((diff < 0).sum()), "tasks": int(diff.size), f"vs {baseline}": verdict})
+                         **{k: round(v, 4) if isinstance(v, float) else v for k, v in paired.items()},
+                         f"vs {baseline}": verdict})
     return pd.DataFrame(rows)
 
 

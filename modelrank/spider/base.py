@@ -74,7 +74,8 @@ class Learner:
         unknown = set(config) - set(self.defaults)
         if unknown:
             raise InvalidInputError(f"{self.name} has no option(s) {sorted(unknown)}; options: {sorted(self.defaults)}")
-        self.config: dict[str, Any] = {**self.defaults, **config}
+        self.config: dict[str, Any] = {**self.defaults, **{k: _option_value(self.name, k, v, self.defaults[k])
+                                                            for k, v in config.items()}}
         self.fitted = False
 
     # ------------------------------------------------------------------------------------ fitting
@@ -281,9 +282,48 @@ def load_learner(path: str | Path) -> Learner:
     return learner
 
 
+def learner_rows() -> tuple[list[str], list[list[str]]]:
+    """(columns, rows) describing every registered learner: what it reads about a task, whether it uses observed
+    accuracies, its options and the first line of its documentation (``modelrank list learners``)."""
+    rows = []
+    for spec in LEARNERS:
+        cls = spec.obj
+        rows.append([spec.name, ", ".join(cls.task_inputs) or "nothing", "yes" if cls.uses_observed else "no",
+                     ", ".join(cls.defaults), (cls.__doc__ or "").strip().splitlines()[0]])
+    return ["name", "reads about a task", "observed", "options (--set)", "what it is"], rows
+
+
 def make_learner(name: str, **config: Any) -> Learner:
     """A fresh learner by registry name (``random``, ``model_prior``, ``metadata_lr``, ``metric``, ``graph``, ``spider``)."""
     return LEARNERS.get(name)(**config)
+
+
+def _option_value(learner: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` of option ``key`` in the type of its default (options arrive as text from the command line);
+    a value that does not fit is an input error naming the option."""
+    kind = type(default)
+    try:
+        if default is None or value is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            return value
+        if kind is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            raise ValueError
+        if kind is int:
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, str):
+                return int(value)
+            raise ValueError
+        if kind is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+            return float(value)
+        if kind is list and isinstance(value, (list, tuple)):
+            return [float(v) for v in value]
+        if kind is str:
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    raise InvalidInputError(f"{learner} option {key} must be {kind.__name__} like its default {default!r}, not {value!r}")
 
 
 # --------------------------------------------------------------------------- training helpers

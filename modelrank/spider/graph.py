@@ -129,6 +129,7 @@ class GraphLearner(Learner):
     """Bipartite model–task graph attention network regressing fine-tune accuracy (see module docstring)."""
 
     name = "graph"
+    task_inputs = ("metadata", "embedding", "scores")
     defaults = {
         "hidden": 32, "heads": 2, "layers": 2, "dropout": 0.3, "epochs": 300, "lr": 5e-3, "weight_decay": 1e-2,
         "task_knn": 5, "message_fraction": 0.6, "cold_task_fraction": 0.6, "rank_weight": 1.0,
