@@ -15,7 +15,9 @@ Sections (each prints ours next to published, with fit and ranking time):
   where an unvalidated correction used to fall below the prior.
 * Our own zoo: the records, scores, metadata and feature-cache prototypes of a ``modelrank benchmark`` run
   (``--zoo``, default ``<cache>/benchmark/demo``), leave-one-task-out, cold start and partially observed (k=3).
-* Ranking time for a new task with a 1,000-model zoo (CPU).
+* Ranking time for a new task with a 1,000-model zoo (CPU), the new task described from its encoder features
+  (class prototypes, metadata) as ``spider rank -d`` does; and, with a benchmark run, the whole path from a
+  saved learner and the feature cache.
 
 Every learner runs with ``--seeds`` seeds (the learner's own seed and the random draws of the protocol);
 tables show the mean over seeds and, for the headline measures, the standard deviation (``_sd``).
@@ -25,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -45,6 +48,8 @@ from modelrank.spider import (  # noqa: E402
     load_transfergraph,
     make_learner,
 )
+from modelrank.features import FeatureSet  # noqa: E402
+from modelrank.spider.describe import describe_task  # noqa: E402
 from modelrank.spider.protocols import (  # noqa: E402
     EvalResult,
     evaluate,
@@ -214,21 +219,56 @@ def bench_rank_time(n_models: int = 1000, n_tasks: int = 40, seed: int = 0) -> l
                               index=models)
     task_meta = pd.DataFrame({"domain": rng.choice(list("xyz"), n_tasks), "classes": rng.integers(2, 100, n_tasks)},
                              index=tasks)
-    records = Records(table, model_meta=model_meta, task_meta=task_meta)
-    new_task = TaskInfo("new", {"domain": "y", "classes": 10})
+    # Model Spider's task tokens: class prototypes of one encoder's features (10 classes, 512-d)
+    prototypes = {t: rng.normal(size=(10, 512)).astype(np.float32) for t in tasks}
+    records = Records(table, model_meta=model_meta, task_meta=task_meta, task_prototypes=prototypes,
+                      info={"encoder": models[0]})
+    # the new dataset's cached features of the encoder: 5,000 images, 10 classes, 512-d
+    labels = np.repeat(np.arange(10), 500)
+    encoder_features = FeatureSet(rng.normal(size=(labels.size, 512)).astype(np.float32), labels, model=models[0],
+                                  dataset="new", class_names=[f"class {c}" for c in range(10)])
     rows = []
     for name, cfg in (("model_prior", {}), ("graph", {"epochs": 5, "val_fraction": 0.0}),
                       ("spider", {"episodes": 5, "val_fraction": 0.0})):
         learner = make_learner(name, **cfg).fit(records)
-        learner.predict(new_task)  # warm-up
+
+        def rank() -> pd.Series:  # describe the new dataset from the features, then rank the zoo
+            return learner.predict(describe_task(learner, "new", {models[0]: encoder_features}, {"domain": "y"}))
+
+        rank()  # warm-up
         times = []
         for _ in range(5):
             start = time.perf_counter()
-            scores = learner.predict(new_task)
+            scores = rank()
             times.append(time.perf_counter() - start)
         assert len(scores) == n_models
-        rows.append({"bench": "rank-1000-models", "learner": name, "rank_ms": 1e3 * float(np.median(times))})
+        rows.append({"bench": "rank-1000-models", "learner": name, "reads": ",".join(learner.reads) or "-",
+                     "rank_ms": 1e3 * float(np.median(times))})
     return rows
+
+
+def bench_cached_rank(folder: Path, cache_dir: Path | None, repeats: int = 3) -> list[dict]:
+    """End to end through the command line's code path: load a saved learner that reads the encoder's class
+    prototypes, read the encoder's cached features of a task from the feature cache, describe and rank."""
+    from modelrank.extraction import load_feature_pairs
+    from modelrank.spider import load_benchmark, load_learner
+
+    records = load_benchmark(folder, cache_dir=cache_dir, metrics=())  # no scores: one model's features needed
+    task = records.record_tasks[0]
+    scratch = tempfile.TemporaryDirectory()
+    saved = make_learner("spider", episodes=5, val_fraction=0.0).fit(records.without_tasks([task])).save(scratch.name)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        learner = load_learner(saved)
+        encoder = learner.recipe["encoder"]
+        features = load_feature_pairs([(encoder, task)], "all", cache_dir=str(cache_dir) if cache_dir else None,
+                                      extract_missing=False)
+        learner.predict(describe_task(learner, task, {encoder: features[encoder, task]}))
+        times.append(time.perf_counter() - start)
+    scratch.cleanup()
+    return [{"bench": "rank-cached-task", "learner": "spider", "reads": ",".join(learner.reads),
+             "rank_ms": 1e3 * float(np.median(times))}]
 
 
 def main() -> None:
@@ -267,6 +307,9 @@ def main() -> None:
             print(f"  zoo: no benchmark run at {zoo} (run `modelrank benchmark --preset demo` first); skipped")
     if "rank-time" in only:
         rows += bench_rank_time()
+        zoo = args.zoo or cache_root(args.cache_dir) / "benchmark" / "demo"
+        if (zoo / "records.csv").is_file():
+            rows += bench_cached_rank(zoo, args.cache_dir)
     frame = pd.DataFrame(rows)
     if args.out:
         frame.to_csv(args.out, index=False)

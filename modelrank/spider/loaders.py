@@ -211,8 +211,8 @@ def load_benchmark(
 
     * records: ``records.csv`` rows of ``protocol`` ("linear": the linear probe averaged over split seeds, or
       "full" fine-tuning), accuracy = that mean;
-    * scores: the ``metrics`` columns of ``scores.csv`` (default: all; cheap for a new task, so held-out tasks
-      keep them);
+    * scores: the ``metrics`` columns of ``scores.csv`` (default: all; none with ``metrics=()``, for a learner
+      that must rank a new dataset from one encoder's features; cheap for a new task, so held-out tasks keep them);
     * metadata: ``zoo.csv`` (family, base model, source data, #classes, #parameters, source accuracy) and
       ``tasks.csv`` (base dataset, domain shift, #classes, #samples); task embedding: the offline text
       encoder on "domain shift of base: class names", when it is installed;
@@ -243,8 +243,9 @@ def load_benchmark(
     side: dict = {
         "model_meta": zoo.loc[model_names, [c for c in BENCHMARK_MODEL_META if c in zoo.columns]],
         "task_meta": tasks.loc[task_names, [c for c in BENCHMARK_TASK_META if c in tasks.columns]],
-        "scores": scores[scores["dataset"].isin(task_names) & scores["model"].isin(model_names)],
     }
+    if len(scores.columns) > 2:  # ``metrics=()``: records without scores
+        side["scores"] = scores[scores["dataset"].isin(task_names) & scores["model"].isin(model_names)]
     from ..text import encode_texts, text_encoder_available
     from .describe import BENCHMARK_TASK_TEXT
 
