@@ -94,9 +94,9 @@ def test_rank_a_new_dataset_from_feature_files_with_prototypes_and_rerank(cli, t
     expected = learner.predict(describe_task(learner, "custom", {"m2": feature_set("m2", seed=2)}))
     np.testing.assert_allclose(first.set_index("model")["score"].loc[expected.index], expected.to_numpy(), rtol=1e-5)
     args = [a for f in files for a in ("--features", str(f))]
-    code, out, err = cli("spider", "rank", str(folder), *args, "--rerank", "3", "--format", "json", "--out", "-")
+    code, out, err = cli("spider", "rank", str(folder), *args, "--rerank", "3", "--out", "-")
     assert code == 0, err
-    reranked = frame_of(out)
+    reranked = pd.read_csv(io.StringIO(out))
     assert set(reranked["model"][:3]) == set(first["model"][:3])  # only the top 3 may move
     assert list(reranked["model"][3:]) == list(first["model"][3:])
 

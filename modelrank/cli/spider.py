@@ -11,6 +11,7 @@ from ..errors import ModelrankError
 from ._common import (
     CacheDirOption, DatasetNameOption, FeatureFilesOption, ModelNamesOption, app, err_console, key_values, split_names,
 )
+from ._output import check_format, check_out, emit, format_option, frame_table, out_option
 
 spider_app = typer.Typer(help="Learned ranking for unseen tasks: Model Spider, a graph learner and baselines, trained "
                          "on fine-tune records.", no_args_is_help=True)
@@ -18,44 +19,7 @@ app.add_typer(spider_app, name="spider")
 RecordsArgument = typer.Argument(..., help="records: dataset,model,accuracy CSV | domainnet:FOLDER | "
                                  "transfergraph-image:FOLDER | transfergraph-text:FOLDER | model-spider:FOLDER | "
                                  "model-spider-multi:FOLDER | benchmark:FOLDER")
-FormatOption = typer.Option("table", "--format", help="table | csv | json (csv/json: the data only, on stdout or --out).")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress display.")
-
-
-FORMATS = ("table", "csv", "json")
-
-
-def emit_frame(frame, title: str, fmt: str, out: Optional[Path], rows: Optional[int] = None,
-               floats: Optional[dict[str, str]] = None) -> None:
-    """``frame`` as a table (its first ``rows`` rows, ``floats``: column -> format) or CSV / JSON on stdout;
-    ``out``: the whole frame as CSV (JSON with --format json), ``-`` = stdout, written atomically."""
-    import sys
-
-    from rich.markup import escape
-    from rich.table import Table
-
-    from ._common import console
-
-    if fmt not in FORMATS:
-        raise ModelrankError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
-    as_text = (lambda f: f.to_json(orient="records", indent=1)) if fmt == "json" else (lambda f: f.to_csv(index=False))
-    if fmt == "table" and out != Path("-"):
-        table = Table(title=escape(title), header_style="bold")
-        for column in frame.columns:
-            table.add_column(escape(str(column)), overflow="fold")
-        for _, row in frame.head(rows if rows else len(frame)).iterrows():
-            table.add_row(*[escape("" if value is None or value != value else
-                                   (floats or {}).get(col, "{}").format(value)) for col, value in row.items()])
-        console.print(table)
-    elif out != Path("-"):
-        sys.stdout.write(as_text(frame))
-    if out == Path("-"):
-        sys.stdout.write(as_text(frame))
-    elif out is not None:
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(as_text(frame))
-        tmp.replace(out)
-        err_console.print(f"written to {escape(str(out))}", highlight=False)
 
 
 def _progress_wanted(quiet: bool) -> bool:
@@ -117,8 +81,8 @@ def spider_rank(
                                "features on the dataset (only those K are extracted) and re-order them."),
     rerank_metric: str = typer.Option("logme", "--rerank-metric", help="Metric of --rerank (modelrank list metrics)."),
     top: int = typer.Option(10, "--top", min=0, help="How many models to show in the table (0: all)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the whole ranking (CSV, or JSON with --format json; - = stdout)."),
-    fmt: str = FormatOption,
+    out: Optional[Path] = out_option("the whole ranking"),
+    fmt: str = format_option(),
     quiet: bool = QuietOption,
 ) -> None:
     """Rank the zoo for a task with a saved learner: rank, model, predicted score and the model prior's rank."""
@@ -130,6 +94,8 @@ def spider_rank(
     from ..spider.base import model_prior
     from ..spider.describe import describe_task, needed_models, rerank_by_metric
 
+    check_format(fmt)
+    check_out(out)
     if dataset and features:
         raise ModelrankError("give either -d DATASET or --features FILE..., not both")
     if task and (dataset or features):
@@ -164,8 +130,8 @@ def spider_rank(
         frame["observed"] = frame["model"].map(seen)
     frame = frame.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
     frame.insert(0, "rank", stats.rankdata(-frame["score"].to_numpy(), method="min").astype(int))  # ties share a rank
-    emit_frame(frame, f"{learner.name} ranking for {name}", fmt, out, rows=top or None,
-               floats={"score": "{:.4f}", "observed": "{:.4f}"})
+    title = f"{learner.name} ranking for {name}"
+    emit(frame, fmt, out, title, table=frame_table(frame.head(top) if top else frame, title))
 
 
 def _observed(pairs: list[str]) -> dict[str, float]:
@@ -229,8 +195,8 @@ def spider_eval(
                                      "TransferGraph) | model_spider (weightedtau(truth, score, rank=None))."),
     baseline: str = typer.Option("model_prior", "--baseline", help="Learner the paired differences are taken against."),
     seed: int = typer.Option(0),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write the comparison table (CSV, or JSON with --format json; - = stdout)."),
-    fmt: str = FormatOption,
+    out: Optional[Path] = out_option("the comparison table"),
+    fmt: str = format_option(),
     quiet: bool = QuietOption,
 ) -> None:
     """Evaluate learners on held-out tasks: one table of learners x measures, with the paired difference of
@@ -240,8 +206,10 @@ def spider_eval(
     from ..evaluate.measures import WEIGHTED_TAU_PROTOCOLS
     from ..spider import LEARNERS, make_learner
     from ..spider.loaders import load_records
-    from ..spider.protocols import REPORTED_MEASURES, evaluate, paired_difference, seed_mixture, task_folds
+    from ..spider.protocols import evaluate, paired_difference, seed_mixture, task_folds
 
+    check_format(fmt)
+    check_out(out)
     protocols = {"cold_start": ("cold_start",), "partial": ("partial",), "both": ("cold_start", "partial")}
     if protocol not in (*protocols, "seed_mixture"):
         raise ModelrankError(f"--protocol must be cold_start, partial, both or seed_mixture, not {protocol!r}")
@@ -290,7 +258,4 @@ def spider_eval(
             table.loc[i, ["diff_vs_" + baseline, "se", "wins", "losses", "verdict"]] = [
                 paired["diff"], paired["se"], paired["wins"], paired["losses"], paired["verdict"]]
     table = table.rename(columns={"weighted_tau": f"weighted_tau[{tau_protocol}]"})
-    floats = {c: "{:.3f}" for c in [f"weighted_tau[{tau_protocol}]", *[m for m in REPORTED_MEASURES if m != "weighted_tau"],
-                                     "diff_vs_" + baseline, "se"]}
-    emit_frame(table, f"held-out {protocol} evaluation on {data.name} (paired: weighted tau minus {baseline}, per task)",
-               fmt, out, floats={**floats, "fit_s": "{:.1f}"})
+    emit(table, fmt, out, f"held-out {protocol} evaluation on {data.name} (paired: weighted tau minus {baseline}, per task)")
