@@ -26,6 +26,14 @@ def _progress_wanted(quiet: bool) -> bool:
     return not quiet and err_console.is_terminal
 
 
+def _bar(quiet: bool):
+    """A progress display on stderr with total and ETA (hidden with --quiet or when stderr is not a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err_console, transient=True, disable=not _progress_wanted(quiet))
+
+
 def _learner_options(name: str, pairs: list[str]) -> dict[str, object]:
     """--set pairs checked against the learner's options (types included) before any work."""
     from ..spider import make_learner
@@ -50,9 +58,12 @@ def spider_train(
     from ..spider.loaders import load_records
 
     config = _learner_options(learner, option)
-    with err_console.status(f"training {learner}", spinner="dots") if _progress_wanted(quiet) else _nothing():
+    with _bar(quiet) as bar:
+        job = bar.add_task(f"training {learner} (epochs, validation folds included)", total=None)
         data = load_records(records, task_meta, model_meta)
-        path = make_learner(learner, **config).fit(data).save(out)
+        fitted = make_learner(learner, **config).fit(data, progress=lambda done, total: bar.update(job, completed=done,
+                                                                                                     total=total))
+        path = fitted.save(out)
     err_console.print(f"{learner}: {len(data.models)} models, {len(data.record_tasks)} tasks with records -> {path}",
                       highlight=False)
 
@@ -229,11 +240,8 @@ def spider_eval(
     data = load_records(records)
     fold_list = None if protocol == "seed_mixture" else task_folds(data, by, folds, seed=seed)
     per_task, rows = [], []
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
     steps = len(names) * (1 if fold_list is None else len(fold_list))
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=err_console, transient=True, disable=not _progress_wanted(quiet)) as bar:
+    with _bar(quiet) as bar:
         job = bar.add_task("evaluating", total=steps)
         for name in names:
             bar.update(job, description=f"evaluating {name}")

@@ -79,7 +79,9 @@ class Learner:
         self.fitted = False
 
     # ------------------------------------------------------------------------------------ fitting
-    def fit(self, records: Records) -> "Learner":
+    def fit(self, records: Records, progress: Callable[[int, int], None] | None = None) -> "Learner":
+        """Learn from ``records``; ``progress(done, total)`` is called as training epochs pass (learners that train)."""
+        self.progress = progress
         if not isinstance(records, Records):
             raise InvalidInputError(f"fit needs Records, got {type(records).__name__}")
         counts = records.table.groupby("dataset")["model"].size()
@@ -104,6 +106,7 @@ class Learner:
         with torch_threads():
             self._fit(records)
         self.fitted = True
+        del self.progress
         return self
 
     def _fit(self, records: Records) -> None:
@@ -449,11 +452,21 @@ def train_validated(learner: Correctable, accuracy: np.ndarray, fraction: float,
     of the per-task differences (``one_standard_error_choice``).
     """
     everything = np.zeros(accuracy.shape[0], dtype=bool)
+    folds = validation_folds(accuracy, fraction, seed, groups) if fraction > 0 else []
+    runs = 1 if fraction <= 0 or len(folds) == 1 else 0 if not folds else len(folds) + 1  # the last: the final fit
+    report = getattr(learner, "progress", None)
+    done = 0
+
+    def stage_done() -> None:  # a run that stopped early counts as complete
+        nonlocal done
+        done = (done // epochs + 1) * epochs if epochs else done
+        if report is not None:
+            report(done, epochs * runs)
+
     learner._new_net()
     if fraction <= 0:
         learner._train(everything, epochs, None)
-        return
-    folds = validation_folds(accuracy, fraction, seed, groups)
+        return stage_done()
     if not folds:
         return
     if len(folds) == 1:
@@ -461,7 +474,7 @@ def train_validated(learner: Correctable, accuracy: np.ndarray, fraction: float,
         stopper.update(learner._validate(folds[0]))
         learner._train(folds[0], epochs, lambda: stopper.update(learner._validate(folds[0])))
         stopper.restore()
-        return
+        return stage_done()
     curves = []
     for val in folds:
         learner._new_net()
@@ -477,6 +490,7 @@ def train_validated(learner: Correctable, accuracy: np.ndarray, fraction: float,
 
         learner._train(val, epochs, check)
         curves.append(curve)
+        stage_done()
     checks = max(len(c) for c in curves)  # a fold that stopped early keeps its last state's values
     table = np.stack([np.concatenate([c[min(i, len(c) - 1)] for c in curves]) for i in range(checks)])
     means = np.asarray([np.nanmean(row) if np.isfinite(row).any() else -np.inf for row in table])
@@ -485,6 +499,7 @@ def train_validated(learner: Correctable, accuracy: np.ndarray, fraction: float,
     learner._new_net()
     if chosen:
         learner._train(everything, chosen * eval_every, None)
+    stage_done()
 
 
 class EarlyStopping:
