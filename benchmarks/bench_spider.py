@@ -135,17 +135,25 @@ def bench_domainnet(anchors: Path, quick: bool, seeds: int, keep: set[str] | Non
     return rows
 
 
+def held_out_tasks(records: Records, folds: list[list[str]], bench: str, chosen: dict[str, tuple[str, dict]], seeds: int,
+                   k_observed: int) -> list[dict]:
+    """Cold start and partially observed (``k_observed`` models) over ``folds``; seed = learner seed and the draw
+    of the observed models."""
+    rows = []
+    for name, (kind, cfg) in chosen.items():
+        for seed in range(seeds):
+            res = evaluate(lambda: make_learner(kind, **seeded(kind, cfg, seed)), records, ("cold_start", "partial"),
+                           folds, k_observed=k_observed, seed=seed)
+            rows += rows_from(res, bench, name, seed)
+            print(f"  {bench} {name} seed {seed}: fit {np.mean(res.fit_seconds):.1f} s", flush=True)
+    return rows
+
+
 def bench_transfergraph(anchors: Path, modality: str, quick: bool, seeds: int, keep: set[str] | None = None) -> list[dict]:
     """Leave-one-target-out; seed = learner seed and the draw of the observed models."""
     records = load_transfergraph(anchors / "transfergraph", modality)
     folds = task_folds(records, "task", tasks=records.info["targets"])
-    rows = []
-    for name, (kind, cfg) in learners(quick, True, keep).items():
-        for seed in range(seeds):
-            res = evaluate(lambda: make_learner(kind, **seeded(kind, cfg, seed)), records, ("cold_start", "partial"),
-                           folds, k_observed=5, seed=seed)
-            rows += rows_from(res, f"tg-{modality}", name, seed)
-            print(f"  transfergraph-{modality} {name} seed {seed}: fit {np.mean(res.fit_seconds):.1f} s", flush=True)
+    rows = held_out_tasks(records, folds, f"tg-{modality}", learners(quick, True, keep), seeds, k_observed=5)
     # LogME as TransferGraph reports it: measured only on the models that have a LogME score (the learner
     # rows above rank models without one last, over every model with a record)
     per_task = []
@@ -162,30 +170,16 @@ def bench_transfergraph(anchors: Path, modality: str, quick: bool, seeds: int, k
 def bench_model_spider(anchors: Path, kind: str, quick: bool, seeds: int, keep: set[str] | None = None) -> list[dict]:
     """Leave-one-task-out on Model Spider's records; seed = learner seed and the draw of the observed models."""
     records = load_model_spider(anchors / "model-spider", kind)
-    folds = task_folds(records, "task")
-    rows = []
-    for name, (kind_, cfg) in learners(quick, bool(records.score_columns), keep, logme="LogME").items():
-        for seed in range(seeds):
-            res = evaluate(lambda: make_learner(kind_, **seeded(kind_, cfg, seed)), records, ("cold_start", "partial"),
-                           folds, k_observed=3, seed=seed)
-            rows += rows_from(res, f"ms-{kind}", name, seed)
-            print(f"  model-spider-{kind} {name} seed {seed}: fit {np.mean(res.fit_seconds):.1f} s", flush=True)
-    return rows
+    chosen = learners(quick, bool(records.score_columns), keep, logme="LogME")
+    return held_out_tasks(records, task_folds(records, "task"), f"ms-{kind}", chosen, seeds, k_observed=3)
 
 
 def bench_zoo(folder: Path, cache_dir: Path | None, quick: bool, seeds: int, keep: set[str] | None = None) -> list[dict]:
     """Our own zoo (a ``modelrank benchmark`` run): leave-one-task-out, cold start and partially observed (k=3),
     with LogME and the shrinkage H-Score as scores and each model's own class prototypes for Spider's re-ranking."""
     records = load_benchmark(folder, cache_dir=cache_dir, metrics=("logme", "hscore_reg"))
-    folds = task_folds(records, "task")
-    rows = []
-    for name, (kind, cfg) in learners(quick, True, keep, logme="logme").items():
-        for seed in range(seeds):
-            res = evaluate(lambda: make_learner(kind, **seeded(kind, cfg, seed)), records, ("cold_start", "partial"),
-                           folds, k_observed=3, seed=seed)
-            rows += rows_from(res, f"zoo-{folder.name}", name, seed)
-            print(f"  zoo-{folder.name} {name} seed {seed}: fit {np.mean(res.fit_seconds):.1f} s", flush=True)
-    return rows
+    chosen = learners(quick, True, keep, logme="logme")
+    return held_out_tasks(records, task_folds(records, "task"), f"zoo-{folder.name}", chosen, seeds, k_observed=3)
 
 
 def paired_with_prior(per_task: pd.DataFrame, baseline: str = "model_prior") -> pd.DataFrame:
