@@ -47,7 +47,9 @@ def _learner_options(name: str, pairs: list[str]) -> dict[str, object]:
 def spider_train(
     records: str = RecordsArgument,
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the trained learner in."),
-    learner: str = typer.Option("spider", "--learner", "-l", help="A learner name (modelrank list learners)."),
+    learner: str = typer.Option("task_attention", "--learner", "-l", help="A learner name (modelrank list learners); "
+                                "the default, task attention, is the base the networks do not beat on any records "
+                                "benchmark we have (README)."),
     option: list[str] = typer.Option([], "--set", help="Learner option key=value (repeatable), e.g. --set epochs=50"),
     task_meta: Optional[Path] = typer.Option(None, help="CSV of task metadata (first column = task name)."),
     model_meta: Optional[Path] = typer.Option(None, help="CSV of model metadata (first column = model name)."),
