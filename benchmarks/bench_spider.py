@@ -13,6 +13,9 @@ Sections (each prints ours next to published, with fit and ranking time):
 * Model Spider's public records (``ms-single``: 10 models x 8 targets with 9 baseline scores, ``ms-multi``:
   66 models x 7 targets): leave-one-task-out, cold start and partially observed (k=3); the small-task regime
   where an unvalidated correction used to fall below the prior.
+* A pool of sampled tasks (``pool-ci``: 6 training + 3 held-out on the ci preset's two tasks, ``pool-full``: 200 + 30; not run by default):
+  class subsets x shots of a benchmark run's tasks, linear-probe truth on the cached features
+  (``modelrank.zoo.pool``); held-out tasks come from source tasks no training task comes from.
 * Our own zoo: the records, scores, metadata and feature-cache prototypes of a ``modelrank benchmark`` run
   (``--zoo``, default ``<cache>/benchmark/demo``), leave-one-task-out, cold start and partially observed (k=3).
 * Ranking time for a new task with a 1,000-model zoo (CPU), the new task described from its encoder features
@@ -182,6 +185,34 @@ def bench_zoo(folder: Path, cache_dir: Path | None, quick: bool, seeds: int, kee
     return held_out_tasks(records, task_folds(records, "task"), f"zoo-{folder.name}", chosen, seeds, k_observed=3)
 
 
+POOL_SIZES = {"ci": (6, 3), "full": (200, 30)}  # (training tasks, held-out tasks)
+
+
+def bench_pool(folder: Path, cache_dir: Path | None, size: str, quick: bool, keep: set[str] | None = None) -> list[dict]:
+    """Learners trained on a pool of sampled tasks (``modelrank.zoo.pool``) cut from a benchmark run's cached
+    features, evaluated on held-out pool tasks whose source tasks no training task comes from."""
+    from modelrank.extraction import load_feature_pairs
+    from modelrank.zoo.pool import build_pool, pool_records, sample_pool_tasks, split_sources
+
+    runs = pd.read_csv(folder / "records.csv")
+    sources, models = sorted(set(runs["dataset"])), sorted(set(runs["model"]))
+    features = load_feature_pairs([(m, t) for m in models for t in sources], "all", cache_dir=cache_dir and str(cache_dir),
+                                  extract_missing=False)
+    counts = {t: dict(zip(*np.unique(features[models[0], t].labels, return_counts=True))) for t in sources}
+    test_per_class = 10 if size == "full" else 5
+    training, held = split_sources(sources, 0.3, seed=0)
+    n_train, n_held = POOL_SIZES[size]
+    tasks = sample_pool_tasks(counts, training, held, n_train, n_held, seed=0, test_per_class=test_per_class,
+                              shots=(5, 10, 20) if size == "full" else (5,), max_draws=3 if size == "full" else 10)
+    start = time.perf_counter()
+    records, scores = build_pool(features, tasks, folder / f"pool-{size}", test_per_class=test_per_class)
+    print(f"  pool-{size}: {len(tasks)} tasks x {len(models)} models built/loaded in {time.perf_counter() - start:.0f} s")
+    encoder = next((m for m in models if m.endswith("-imagenet")), models[0])
+    pool = pool_records(features, tasks, records, scores, encoder, test_per_class)
+    chosen = {k: v for k, v in learners(quick, True, keep, logme="logme").items() if k != "metadata_lr" and "graph" not in k}
+    return held_out_tasks(pool, [pool.info["held_out"]], f"pool-{size}", chosen, 1, k_observed=min(3, len(models) - 2))
+
+
 def paired_with_prior(per_task: pd.DataFrame, baseline: str = "model_prior") -> pd.DataFrame:
     """Each learner's per-task difference to ``baseline`` on the benchmark's headline measure (Pearson for
     DomainNet, weighted tau elsewhere): seeds averaged per task first, then mean, standard error and wins /
@@ -299,6 +330,10 @@ def main() -> None:
             rows += bench_zoo(zoo, args.cache_dir, args.quick, seeds, keep)
         else:
             print(f"  zoo: no benchmark run at {zoo} (run `modelrank benchmark --preset demo` first); skipped")
+    for size in POOL_SIZES:
+        if f"pool-{size}" in only:
+            zoo = args.zoo or cache_root(args.cache_dir) / "benchmark" / "demo"
+            rows += bench_pool(zoo, args.cache_dir, size, args.quick, keep)
     if "rank-time" in only:
         rows += bench_rank_time()
         zoo = args.zoo or cache_root(args.cache_dir) / "benchmark" / "demo"

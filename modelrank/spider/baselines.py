@@ -85,7 +85,8 @@ class MetadataRegression(Learner):
 
     def _fit(self, records: Records) -> None:
         if self.model_features.shape[1] == 0:
-            raise InvalidInputError("metadata_lr needs model metadata or model embeddings; these records have none")
+            raise InvalidInputError("metadata_lr needs model metadata (spider train --model-meta M.csv) or model "
+                                    "embeddings; these records have none")
         ti, mi = np.nonzero(np.isfinite(self.accuracy))
         x = np.concatenate([self.model_features[mi], self.task_features[ti], np.ones((ti.size, 1), np.float32)], 1)
         y = self.accuracy[ti, mi].astype(np.float64)

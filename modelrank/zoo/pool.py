@@ -50,12 +50,13 @@ def split_sources(sources: Sequence[str], held_out_fraction: float, seed: int) -
 
 def sample_pool_tasks(class_counts: Mapping[str, Mapping[int, int]], training: Sequence[str], held_out: Sequence[str],
                       n_train: int, n_held: int, seed: int, ways: Sequence[int] = (2, 3, 5),
-                      shots: Sequence[int] = (5, 10, 20), test_per_class: int = 10) -> list[PoolTask]:
+                      shots: Sequence[int] = (5, 10, 20), test_per_class: int = 10, max_draws: int = 3) -> list[PoolTask]:
     """``n_train`` tasks from the ``training`` sources and ``n_held`` from the ``held_out`` ones.
 
     ``class_counts``: source -> {class id: images}; a class can be drawn with ``s`` shots only when it has
-    ``s + test_per_class`` images. A draw that fits no class subset is redrawn (with other ways / shots); a
-    duplicate of an earlier task is skipped. Task names encode the draw, so the same seed gives the same pool.
+    ``s + test_per_class`` images. A draw that fits no class subset is redrawn (with other ways / shots); the same
+    classes and shots are drawn at most ``max_draws`` times (each time other images). Task names encode the
+    draw, so the same seed gives the same pool.
     """
     rng = np.random.default_rng(seed)
     tasks: dict[str, PoolTask] = {}
@@ -73,9 +74,11 @@ def sample_pool_tasks(class_counts: Mapping[str, Mapping[int, int]], training: S
             if len(usable) < max(n_ways, 2):
                 continue
             classes = tuple(sorted(int(c) for c in rng.choice(usable, n_ways, replace=False)))
-            name = f"pool/{source.removeprefix('task/')}/c{'-'.join(map(str, classes))}/{n_shots}shot/{'held' if held else 'train'}"
-            if name in tasks:
+            stem = f"pool/{source.removeprefix('task/')}/c{'-'.join(map(str, classes))}/{n_shots}shot"
+            draw = sum(name.startswith(stem + "/") for name in tasks)  # the same classes again: other images
+            if draw >= max_draws:
                 continue
+            name = f"{stem}/{'held' if held else 'train'}{draw}"
             tasks[name] = PoolTask(name, source, classes, n_shots, int(rng.integers(2**31)), held)
             made += 1
     return list(tasks.values())
