@@ -169,3 +169,24 @@ def test_saved_learner_is_json_and_npz_without_pickle(tmp_path):
     (folder / "learner.json").write_text(json.dumps(meta))
     with pytest.raises(InvalidInputError, match="retrain"):
         load_learner(folder)
+
+
+def test_rank_a_registered_dataset_described_from_the_feature_cache(cli, cache_dir):
+    """-d: the encoder's features of the dataset come from the feature cache (extracted there when missing)."""
+    from modelrank.extraction import load_features
+    from modelrank.spider.prototypes import prototypes_of
+
+    encoder = "random:test_resnet"
+    features = load_features(encoder, "digits", "test", per_class=3, cache_dir=str(cache_dir))
+    records = clustered()
+    width = features.features.shape[1]
+    protos = {t: np.random.default_rng(j).normal(size=(3, width)).astype(np.float32) for j, t in enumerate(records.record_tasks)}
+    learner = make_learner("spider", episodes=3, val_fraction=0.0).fit(
+        Records(records.table, task_prototypes=protos, info={"encoder": encoder}))
+    folder = learner.save(cache_dir.parent / "learner")
+    code, out, err = cli("spider", "rank", str(folder), "-d", "digits", "--split", "test", "--per-class", "3",
+                         "--format", "json", "--quiet")
+    assert code == 0, err
+    ranking = frame_of(out).set_index("model")["score"]
+    expected = learner.predict(TaskInfo("digits", prototypes=prototypes_of(features)))
+    np.testing.assert_allclose(ranking.loc[expected.index], expected.to_numpy(), rtol=1e-5)
