@@ -11,7 +11,7 @@ import pytest
 
 from modelrank.errors import InvalidInputError
 from modelrank.spider import Records, TaskInfo, load_learner, make_learner
-from modelrank.spider.describe import describe_task, rerank_by_metric
+from modelrank.spider.describe import describe_task, rerank_by_metric, top_models
 from modelrank.features import FeatureSet
 
 
@@ -109,6 +109,8 @@ def test_rerank_orders_the_top_k_by_the_metric_and_keeps_the_rest():
     bad = [FeatureSet(rng.normal(size=(40, 2)), labels, model=m) for m in ("a", "b")]
     out = rerank_by_metric(scores, 3, {fs.model: fs for fs in [good, *bad]}, "logme")
     assert out.idxmax() == "c" and out["d"] == 0.1 and sorted(out) == sorted(scores)
+    tied = pd.Series([0.9, 0.5, 0.5, 0.1], index=["a", "b", "c", "d"])
+    assert top_models(tied, 2) == ["a", "b", "c"]  # which of two tied models is "second" would be noise
 
 
 def test_describe_task_builds_what_the_learner_read():

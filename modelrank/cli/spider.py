@@ -105,7 +105,7 @@ def spider_rank(
     from ..metrics import METRICS
     from ..spider import load_learner
     from ..spider.base import model_prior
-    from ..spider.describe import describe_task, needed_models, rerank_by_metric
+    from ..spider.describe import describe_task, needed_models, rerank_by_metric, top_models
 
     check_format(fmt)
     check_out(out)
@@ -134,8 +134,7 @@ def spider_rank(
                           highlight=False)
     scores = learner.predict(target, observed=seen or None)
     if rerank:
-        top_models = list(scores.sort_values(ascending=False, kind="stable").index[:rerank])
-        scores = rerank_by_metric(scores, rerank, loader(top_models), rerank_metric)
+        scores = rerank_by_metric(scores, rerank, loader(top_models(scores, rerank)), rerank_metric)
     prior = pd.Series(model_prior(learner.accuracy)[0], index=learner.models)
     frame = pd.DataFrame({"model": scores.index, "score": scores.to_numpy()})
     frame["prior_rank"] = stats.rankdata(-prior.loc[frame["model"]].to_numpy(), method="min").astype(int)

@@ -123,13 +123,21 @@ def _renamed(feature_set: FeatureSet, dataset: str) -> FeatureSet:
     return replace(feature_set, dataset=dataset)
 
 
+def top_models(scores: pd.Series, k: int) -> list[str]:
+    """The ``k`` best models of ``scores``, and every model tied with the k-th (a tie is not a ranking)."""
+    if k < 1:
+        return []
+    ordered = scores.sort_values(ascending=False, kind="stable")
+    return list(ordered.index[ordered.to_numpy() >= ordered.iloc[min(k, len(ordered)) - 1]])
+
+
 def rerank_by_metric(scores: pd.Series, k: int, features: Mapping[str, FeatureSet], metric: str) -> pd.Series:
-    """Model Spider's second stage: the top-``k`` models of ``scores`` re-ordered by ``metric`` on their own
-    features; the same score values are handed out in the new order, so the rest of the ranking is unchanged.
-    Models tied on the metric keep their first-stage order."""
+    """Model Spider's second stage: the top-``k`` models of ``scores`` (``top_models``: ties with the k-th
+    included) re-ordered by ``metric`` on their own features; the same score values are handed out in the new
+    order, so the rest of the ranking is unchanged. Models tied on the metric keep their first-stage order."""
     from ..scoring import score_feature_sets
 
-    top = scores.sort_values(ascending=False, kind="stable").index[:k]
+    top = pd.Index(top_models(scores, k))
     lacking = [m for m in top if m not in features]
     if lacking:
         raise InvalidInputError(f"re-ranking needs the features of {lacking[:5]} on the dataset")
