@@ -10,9 +10,17 @@ Sections (each prints ours next to published, with fit and ranking time):
 * TransferGraph image / text: leave-one-dataset-out over the 8 published targets, cold start and partially
   observed (k=5); weighted tau averaged with TransferGraph's weights (max - mean accuracy per target)
   next to the published best TG variant (0.663 image / 0.583 text) and LogME (0.310 / 0.554).
+* Model Spider's public records (``ms-single``: 10 models x 8 targets with 9 baseline scores, ``ms-multi``:
+  66 models x 7 targets): leave-one-task-out, cold start and partially observed (k=3); the small-task regime
+  where an unvalidated correction used to fall below the prior.
+* A pool of sampled tasks (``pool-ci``: 6 training + 3 held-out on the ci preset's two tasks, ``pool-full``: 200 + 30; not run by default):
+  class subsets x shots of a benchmark run's tasks, linear-probe truth on the cached features
+  (``modelrank.zoo.pool``); held-out tasks come from source tasks no training task comes from.
 * Our own zoo: the records, scores, metadata and feature-cache prototypes of a ``modelrank benchmark`` run
   (``--zoo``, default ``<cache>/benchmark/demo``), leave-one-task-out, cold start and partially observed (k=3).
-* Ranking time for a new task with a 1,000-model zoo (CPU).
+* Ranking time for a new task with a 1,000-model zoo (CPU), the new task described from its encoder features
+  (class prototypes, metadata) as ``spider rank -d`` does; and, with a benchmark run, the whole path from a
+  saved learner and the feature cache.
 
 Every learner runs with ``--seeds`` seeds (the learner's own seed and the random draws of the protocol);
 tables show the mean over seeds and, for the headline measures, the standard deviation (``_sd``).
@@ -22,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,10 +47,20 @@ from modelrank.spider import (  # noqa: E402
     TaskInfo,
     load_benchmark,
     load_domainnet,
+    load_model_spider,
     load_transfergraph,
     make_learner,
 )
-from modelrank.spider.protocols import EvalResult, evaluate, measure_all, seed_mixture, task_folds  # noqa: E402
+from modelrank.features import FeatureSet  # noqa: E402
+from modelrank.spider.describe import describe_task  # noqa: E402
+from modelrank.spider.protocols import (  # noqa: E402
+    EvalResult,
+    evaluate,
+    measure_all,
+    paired_difference,
+    seed_mixture,
+    task_folds,
+)
 
 PUBLISHED = {
     ("domainnet-seed", "seed_filled", "pearson"): "SCG4Trf 0.76 / LR 0.65",
@@ -119,17 +138,25 @@ def bench_domainnet(anchors: Path, quick: bool, seeds: int, keep: set[str] | Non
     return rows
 
 
+def held_out_tasks(records: Records, folds: list[list[str]], bench: str, chosen: dict[str, tuple[str, dict]], seeds: int,
+                   k_observed: int) -> list[dict]:
+    """Cold start and partially observed (``k_observed`` models) over ``folds``; seed = learner seed and the draw
+    of the observed models."""
+    rows = []
+    for name, (kind, cfg) in chosen.items():
+        for seed in range(seeds):
+            res = evaluate(lambda: make_learner(kind, **seeded(kind, cfg, seed)), records, ("cold_start", "partial"),
+                           folds, k_observed=k_observed, seed=seed)
+            rows += rows_from(res, bench, name, seed)
+            print(f"  {bench} {name} seed {seed}: fit {np.mean(res.fit_seconds):.1f} s", flush=True)
+    return rows
+
+
 def bench_transfergraph(anchors: Path, modality: str, quick: bool, seeds: int, keep: set[str] | None = None) -> list[dict]:
     """Leave-one-target-out; seed = learner seed and the draw of the observed models."""
     records = load_transfergraph(anchors / "transfergraph", modality)
     folds = task_folds(records, "task", tasks=records.info["targets"])
-    rows = []
-    for name, (kind, cfg) in learners(quick, True, keep).items():
-        for seed in range(seeds):
-            res = evaluate(lambda: make_learner(kind, **seeded(kind, cfg, seed)), records, ("cold_start", "partial"),
-                           folds, k_observed=5, seed=seed)
-            rows += rows_from(res, f"tg-{modality}", name, seed)
-            print(f"  transfergraph-{modality} {name} seed {seed}: fit {np.mean(res.fit_seconds):.1f} s", flush=True)
+    rows = held_out_tasks(records, folds, f"tg-{modality}", learners(quick, True, keep), seeds, k_observed=5)
     # LogME as TransferGraph reports it: measured only on the models that have a LogME score (the learner
     # rows above rank models without one last, over every model with a record)
     per_task = []
@@ -143,19 +170,47 @@ def bench_transfergraph(anchors: Path, modality: str, quick: bool, seeds: int, k
     return rows
 
 
+def bench_model_spider(anchors: Path, kind: str, quick: bool, seeds: int, keep: set[str] | None = None) -> list[dict]:
+    """Leave-one-task-out on Model Spider's records; seed = learner seed and the draw of the observed models."""
+    records = load_model_spider(anchors / "model-spider", kind)
+    chosen = learners(quick, bool(records.score_columns), keep, logme="LogME")
+    return held_out_tasks(records, task_folds(records, "task"), f"ms-{kind}", chosen, seeds, k_observed=3)
+
+
 def bench_zoo(folder: Path, cache_dir: Path | None, quick: bool, seeds: int, keep: set[str] | None = None) -> list[dict]:
     """Our own zoo (a ``modelrank benchmark`` run): leave-one-task-out, cold start and partially observed (k=3),
     with LogME and the shrinkage H-Score as scores and each model's own class prototypes for Spider's re-ranking."""
     records = load_benchmark(folder, cache_dir=cache_dir, metrics=("logme", "hscore_reg"))
-    folds = task_folds(records, "task")
-    rows = []
-    for name, (kind, cfg) in learners(quick, True, keep, logme="logme").items():
-        for seed in range(seeds):
-            res = evaluate(lambda: make_learner(kind, **seeded(kind, cfg, seed)), records, ("cold_start", "partial"),
-                           folds, k_observed=3, seed=seed)
-            rows += rows_from(res, f"zoo-{folder.name}", name, seed)
-            print(f"  zoo-{folder.name} {name} seed {seed}: fit {np.mean(res.fit_seconds):.1f} s", flush=True)
-    return rows
+    chosen = learners(quick, True, keep, logme="logme")
+    return held_out_tasks(records, task_folds(records, "task"), f"zoo-{folder.name}", chosen, seeds, k_observed=3)
+
+
+POOL_SIZES = {"ci": (6, 3), "full": (200, 30)}  # (training tasks, held-out tasks)
+
+
+def bench_pool(folder: Path, cache_dir: Path | None, size: str, quick: bool, keep: set[str] | None = None) -> list[dict]:
+    """Learners trained on a pool of sampled tasks (``modelrank.zoo.pool``) cut from a benchmark run's cached
+    features, evaluated on held-out pool tasks whose source tasks no training task comes from."""
+    from modelrank.extraction import load_feature_pairs
+    from modelrank.zoo.pool import build_pool, pool_records, sample_pool_tasks, split_sources
+
+    runs = pd.read_csv(folder / "records.csv")
+    sources, models = sorted(set(runs["dataset"])), sorted(set(runs["model"]))
+    features = load_feature_pairs([(m, t) for m in models for t in sources], "all", cache_dir=cache_dir and str(cache_dir),
+                                  extract_missing=False)
+    counts = {t: dict(zip(*np.unique(features[models[0], t].labels, return_counts=True))) for t in sources}
+    test_per_class = 10 if size == "full" else 5
+    training, held = split_sources(sources, 0.3, seed=0)
+    n_train, n_held = POOL_SIZES[size]
+    tasks = sample_pool_tasks(counts, training, held, n_train, n_held, seed=0, test_per_class=test_per_class,
+                              shots=(5, 10, 20) if size == "full" else (5,), max_draws=3 if size == "full" else 10)
+    start = time.perf_counter()
+    records, scores = build_pool(features, tasks, folder / f"pool-{size}", test_per_class=test_per_class)
+    print(f"  pool-{size}: {len(tasks)} tasks x {len(models)} models built/loaded in {time.perf_counter() - start:.0f} s")
+    encoder = next((m for m in models if m.endswith("-imagenet")), models[0])
+    pool = pool_records(features, tasks, records, scores, encoder, test_per_class)
+    chosen = {k: v for k, v in learners(quick, True, keep, logme="logme").items() if k != "metadata_lr" and "graph" not in k}
+    return held_out_tasks(pool, [pool.info["held_out"]], f"pool-{size}", chosen, 1, k_observed=min(3, len(models) - 2))
 
 
 def paired_with_prior(per_task: pd.DataFrame, baseline: str = "model_prior") -> pd.DataFrame:
@@ -165,19 +220,14 @@ def paired_with_prior(per_task: pd.DataFrame, baseline: str = "model_prior") -> 
     rows = []
     for (bench, protocol), group in per_task.groupby(["bench", "protocol"], sort=False):
         measure = HEADLINE.get(bench, "weighted_tau")
-        table = group.groupby(["learner", "task"])[measure].mean().unstack("task")
-        if baseline not in table.index:
-            continue
-        for learner in table.index.drop(baseline):
-            diff = (table.loc[learner] - table.loc[baseline]).dropna()
-            if diff.size < 2:
+        for learner in group["learner"].unique():
+            paired = None if learner == baseline else paired_difference(group, learner, baseline, measure)
+            if paired is None:
                 continue
-            se = float(diff.std(ddof=1) / np.sqrt(diff.size))
-            mean = float(diff.mean())
-            verdict = "beats" if mean > 2 * se else "loses" if mean < -2 * se else "ties"
+            verdict = paired.pop("verdict")
             rows.append({"bench": bench, "protocol": protocol, "learner": learner, "measure": measure,
-                         "diff": round(mean, 4), "se": round(se, 4), "wins": int((diff > 0).sum()),
-                         "losses": int((diff < 0).sum()), "tasks": int(diff.size), f"vs {baseline}": verdict})
+                         **{k: round(v, 4) if isinstance(v, float) else v for k, v in paired.items()},
+                         f"vs {baseline}": verdict})
     return pd.DataFrame(rows)
 
 
@@ -194,21 +244,56 @@ def bench_rank_time(n_models: int = 1000, n_tasks: int = 40, seed: int = 0) -> l
                               index=models)
     task_meta = pd.DataFrame({"domain": rng.choice(list("xyz"), n_tasks), "classes": rng.integers(2, 100, n_tasks)},
                              index=tasks)
-    records = Records(table, model_meta=model_meta, task_meta=task_meta)
-    new_task = TaskInfo("new", {"domain": "y", "classes": 10})
+    # Model Spider's task tokens: class prototypes of one encoder's features (10 classes, 512-d)
+    prototypes = {t: rng.normal(size=(10, 512)).astype(np.float32) for t in tasks}
+    records = Records(table, model_meta=model_meta, task_meta=task_meta, task_prototypes=prototypes,
+                      info={"encoder": models[0]})
+    # the new dataset's cached features of the encoder: 5,000 images, 10 classes, 512-d
+    labels = np.repeat(np.arange(10), 500)
+    encoder_features = FeatureSet(rng.normal(size=(labels.size, 512)).astype(np.float32), labels, model=models[0],
+                                  dataset="new", class_names=[f"class {c}" for c in range(10)])
     rows = []
     for name, cfg in (("model_prior", {}), ("graph", {"epochs": 5, "val_fraction": 0.0}),
                       ("spider", {"episodes": 5, "val_fraction": 0.0})):
         learner = make_learner(name, **cfg).fit(records)
-        learner.predict(new_task)  # warm-up
+
+        def rank() -> pd.Series:  # describe the new dataset from the features, then rank the zoo
+            return learner.predict(describe_task(learner, "new", {models[0]: encoder_features}, {"domain": "y"}))
+
+        rank()  # warm-up
         times = []
         for _ in range(5):
             start = time.perf_counter()
-            scores = learner.predict(new_task)
+            scores = rank()
             times.append(time.perf_counter() - start)
         assert len(scores) == n_models
-        rows.append({"bench": "rank-1000-models", "learner": name, "rank_ms": 1e3 * float(np.median(times))})
+        rows.append({"bench": "rank-1000-models", "learner": name, "reads": ",".join(learner.reads) or "-",
+                     "rank_ms": 1e3 * float(np.median(times))})
     return rows
+
+
+def bench_cached_rank(folder: Path, cache_dir: Path | None, repeats: int = 3) -> list[dict]:
+    """End to end through the command line's code path: load a saved learner that reads the encoder's class
+    prototypes, read the encoder's cached features of a task from the feature cache, describe and rank."""
+    from modelrank.extraction import load_feature_pairs
+    from modelrank.spider import load_benchmark, load_learner
+
+    records = load_benchmark(folder, cache_dir=cache_dir, metrics=())  # no scores: one model's features needed
+    task = records.record_tasks[0]
+    scratch = tempfile.TemporaryDirectory()
+    saved = make_learner("spider", episodes=5, val_fraction=0.0).fit(records.without_tasks([task])).save(scratch.name)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        learner = load_learner(saved)
+        encoder = learner.recipe["encoder"]
+        features = load_feature_pairs([(encoder, task)], "all", cache_dir=str(cache_dir) if cache_dir else None,
+                                      extract_missing=False)
+        learner.predict(describe_task(learner, task, {encoder: features[encoder, task]}))
+        times.append(time.perf_counter() - start)
+    scratch.cleanup()
+    return [{"bench": "rank-cached-task", "learner": "spider", "reads": ",".join(learner.reads),
+             "rank_ms": 1e3 * float(np.median(times))}]
 
 
 def main() -> None:
@@ -216,7 +301,8 @@ def main() -> None:
     parser.add_argument("--anchors", type=Path, default=ROOT.parent / "shared" / "anchors",
                         help="folder with graph/ and transfergraph/ (default ../shared/anchors)")
     parser.add_argument("--quick", action="store_true", help="fewer epochs and one seed")
-    parser.add_argument("--only", default="domainnet,tg-image,tg-text,zoo,rank-time", help="comma-separated sections")
+    parser.add_argument("--only", default="domainnet,tg-image,tg-text,ms-single,ms-multi,zoo,rank-time",
+                        help="comma-separated sections")
     parser.add_argument("--zoo", type=Path, help="a `modelrank benchmark` results folder for the zoo section "
                         "(default <cache>/benchmark/demo; skipped with a note when it does not exist)")
     parser.add_argument("--cache-dir", type=Path, help="feature cache of that run (default $MODELRANK_CACHE)")
@@ -235,14 +321,24 @@ def main() -> None:
     for modality in ("image", "text"):
         if f"tg-{modality}" in only:
             rows += bench_transfergraph(args.anchors, modality, args.quick, seeds, keep)
+    for kind in ("single", "multi"):
+        if f"ms-{kind}" in only:
+            rows += bench_model_spider(args.anchors, kind, args.quick, seeds, keep)
     if "zoo" in only:
         zoo = args.zoo or cache_root(args.cache_dir) / "benchmark" / "demo"
         if (zoo / "records.csv").is_file():
             rows += bench_zoo(zoo, args.cache_dir, args.quick, seeds, keep)
         else:
             print(f"  zoo: no benchmark run at {zoo} (run `modelrank benchmark --preset demo` first); skipped")
+    for size in POOL_SIZES:
+        if f"pool-{size}" in only:
+            zoo = args.zoo or cache_root(args.cache_dir) / "benchmark" / "demo"
+            rows += bench_pool(zoo, args.cache_dir, size, args.quick, keep)
     if "rank-time" in only:
         rows += bench_rank_time()
+        zoo = args.zoo or cache_root(args.cache_dir) / "benchmark" / "demo"
+        if (zoo / "records.csv").is_file():
+            rows += bench_cached_rank(zoo, args.cache_dir)
     frame = pd.DataFrame(rows)
     if args.out:
         frame.to_csv(args.out, index=False)

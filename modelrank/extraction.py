@@ -347,12 +347,13 @@ def load_feature_pairs(
     workers: int | None = None,
     download: bool = False,
     chunk_size: int = DEFAULT_CHUNK,
+    progress: "ExtractProgress | None" = None,
 ) -> dict[tuple[str, str], FeatureSet]:
     """``load_features`` for many (model, dataset) pairs: {(model, dataset): FeatureSet}.
 
     Each model is built once and each dataset opened once, however many pairs share them (building a model
     takes 0.2-0.4 s on CPU and a derived task can take seconds to open, while reading cached features takes
-    ~0.01 s); only one model is held at a time.
+    ~0.01 s); only one model is held at a time. ``progress``: shows the extraction of missing features.
     """
     store = FeatureStore(cache_dir)
     by_model: dict[str, list[str]] = {}
@@ -373,7 +374,8 @@ def load_feature_pairs(
             def complete() -> None:
                 dev = resolve_device(device)
                 extract_model(store, loaded, data, limit=limit, per_class=per_class, seed=seed, chunk_size=chunk_size,
-                              shard=(0, 1), batch_size=batch_size, device=dev, workers=resolve_workers(workers, dev))
+                              shard=(0, 1), batch_size=batch_size, device=dev, workers=resolve_workers(workers, dev),
+                              progress=progress)
 
             if extract_missing and (manifest is None or store.missing_chunks(key, manifest)):
                 complete()

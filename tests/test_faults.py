@@ -79,12 +79,13 @@ def test_planted_learner_state_does_not_run(tmp_path, marker, cli):
 
     folder = tmp_path / "learner"
     folder.mkdir()
-    (folder / "learner.json").write_text(json.dumps({"format": 1, "learner": "model_prior", "config": {}}))
-    (folder / "state.pt").write_bytes(torch_payload(marker))
-    with pytest.raises(InvalidInputError, match="cannot read state.pt"):
+    saved = _saved_learner(tmp_path / "saved")
+    (folder / "learner.json").write_text((saved / "learner.json").read_text())
+    np.savez(folder / "state.npz", evil=np.array([Payload(marker)], dtype=object))  # an object array is a pickle
+    with pytest.raises(InvalidInputError, match="cannot read state.npz"):
         load_learner(folder)
     code, out, err = cli("spider", "rank", str(folder), "t1")
-    assert code == 2 and "cannot read state.pt" in err and "Traceback" not in err
+    assert code == 2 and "cannot read state.npz" in err and "Traceback" not in err
 
 
 def test_planted_label_embedding_cache_is_recomputed(cache_dir, marker, monkeypatch):
@@ -492,9 +493,9 @@ def _saved_learner(tmp_path: Path) -> Path:
     lambda d: (d / "learner.json").write_text(json.dumps({**json.loads((d / "learner.json").read_text()), "models": ["x"]})),
     lambda d: (d / "learner.json").write_text(json.dumps({**json.loads((d / "learner.json").read_text()), "config": {"bogus": 1}})),
     lambda d: (d / "learner.json").write_text(json.dumps({**json.loads((d / "learner.json").read_text()), "learner": "nope"})),
-    lambda d: (d / "state.pt").write_bytes((d / "state.pt").read_bytes()[:100]),
-    lambda d: torch.save({"model_features": torch.zeros(1)}, d / "state.pt"),
-    lambda d: (d / "state.pt").unlink(),
+    lambda d: (d / "state.npz").write_bytes((d / "state.npz").read_bytes()[:100]),
+    lambda d: np.savez(d / "state.npz", model_features=np.zeros(1)),
+    lambda d: (d / "state.npz").unlink(),
 ])
 def test_every_tampered_learner_dir_gives_one_line(tmp_path, cli, tamper):
     folder = _saved_learner(tmp_path)

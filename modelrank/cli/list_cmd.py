@@ -1,4 +1,4 @@
-"""The `list` command: registered models, datasets and metrics."""
+"""The `list` command: registered models, datasets, metrics and learners."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from ._common import app, print_table
 
 @app.command("list")
 def list_cmd(
-    what: str = typer.Argument(..., help="models | datasets | metrics"),
+    what: str = typer.Argument(..., help="models | datasets | metrics | learners"),
 ) -> None:
-    """List the registered models, datasets or metrics."""
+    """List the registered models, datasets, metrics or learners."""
     if what == "metrics":
         from ..metrics import METRICS
 
@@ -39,5 +39,13 @@ def list_cmd(
 
         columns, rows = list_dataset_rows()
         print_table("datasets", columns, rows)
+    elif what == "learners":
+        from ..spider import learner_rows
+
+        from rich.markup import escape
+
+        columns, rows = learner_rows()
+        rows = [[escape(cell) for cell in row] for row in rows]
+        print_table("learners (modelrank spider train --learner NAME)", columns, rows)
     else:
-        raise ModelrankError(f"cannot list {what!r}; choose models, datasets or metrics")
+        raise ModelrankError(f"cannot list {what!r}; choose models, datasets, metrics or learners")

@@ -1,102 +1,275 @@
-"""The `spider` commands: learned rankers trained on fine-tune records."""
+"""The `spider` commands: learned rankers trained on fine-tune records, and ranking a new dataset with them."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
-import numpy as np
 import typer
 
 from ..errors import ModelrankError
-from ._common import app, console, split_names, print_table, key_values
-
+from ._common import (
+    CacheDirOption, DatasetNameOption, FeatureFilesOption, ModelNamesOption, app, err_console, key_values, split_names,
+)
+from ._output import check_format, check_out, emit, format_option, frame_table, out_option
 
 spider_app = typer.Typer(help="Learned ranking for unseen tasks: Model Spider, a graph learner and baselines, trained "
                          "on fine-tune records.", no_args_is_help=True)
 app.add_typer(spider_app, name="spider")
 RecordsArgument = typer.Argument(..., help="records: dataset,model,accuracy CSV | domainnet:FOLDER | "
-                                 "transfergraph-image:FOLDER | transfergraph-text:FOLDER | benchmark:FOLDER")
+                                 "transfergraph-image:FOLDER | transfergraph-text:FOLDER | model-spider:FOLDER | "
+                                 "model-spider-multi:FOLDER | benchmark:FOLDER")
+QuietOption = typer.Option(False, "--quiet", "-q", help="No progress display.")
 
+
+def _progress_wanted(quiet: bool) -> bool:
+    return not quiet and err_console.is_terminal
+
+
+def _bar(quiet: bool):
+    """A progress display on stderr with total and ETA (hidden with --quiet or when stderr is not a terminal)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err_console, transient=True, disable=not _progress_wanted(quiet))
+
+
+def _learner_options(name: str, pairs: list[str]) -> dict[str, object]:
+    """--set pairs checked against the learner's options (types included) before any work."""
+    from ..spider import make_learner
+
+    options = key_values(pairs)
+    make_learner(name, **options)  # raises a one-line error for an unknown option or a value of the wrong type
+    return options
 
 
 @spider_app.command("train")
 def spider_train(
     records: str = RecordsArgument,
     out: Path = typer.Option(..., "--out", "-o", help="Folder to save the trained learner in."),
-    learner: str = typer.Option("spider", "--learner", "-l", help="spider | graph | task_attention | model_prior | metadata_lr | metric | random"),
+    learner: str = typer.Option("task_attention", "--learner", "-l", help="A learner name (modelrank list learners); "
+                                "the default, task attention, is the base the networks do not beat on any records "
+                                "benchmark we have (README)."),
     option: list[str] = typer.Option([], "--set", help="Learner option key=value (repeatable), e.g. --set epochs=50"),
     task_meta: Optional[Path] = typer.Option(None, help="CSV of task metadata (first column = task name)."),
     model_meta: Optional[Path] = typer.Option(None, help="CSV of model metadata (first column = model name)."),
+    quiet: bool = QuietOption,
 ) -> None:
     """Train a learner on fine-tune records and save it."""
     from ..spider import make_learner
     from ..spider.loaders import load_records
 
-    data = load_records(records, task_meta, model_meta)
-    path = make_learner(learner, **key_values(option)).fit(data).save(out)
-    console.print(f"{learner}: {len(data.models)} models, {len(data.record_tasks)} tasks with records -> {path}")
+    config = _learner_options(learner, option)
+    with _bar(quiet) as bar:
+        job = bar.add_task(f"training {learner} (epochs, validation folds included)", total=None)
+        data = load_records(records, task_meta, model_meta)
+        fitted = make_learner(learner, **config).fit(data, progress=lambda done, total: bar.update(job, completed=done,
+                                                                                                     total=total))
+        path = fitted.save(out)
+    err_console.print(f"{learner}: {len(data.models)} models, {len(data.record_tasks)} tasks with records -> {path}",
+                      highlight=False)
 
 
 @spider_app.command("rank")
 def spider_rank(
     learner_dir: Path = typer.Argument(..., help="Folder written by `modelrank spider train`."),
-    task: str = typer.Argument(..., help="Task name (known to the learner from its records or metadata)."),
-    observed: list[str] = typer.Option([], "--observed", help="model=accuracy already fine-tuned (repeatable)."),
-    top: int = typer.Option(10, help="How many models to show."),
+    task: Optional[str] = typer.Argument(None, help="A task the learner knows from its records; for a new dataset "
+                                         "use -d or --features instead (a learner that reads nothing about the "
+                                         "task, e.g. model_prior, needs neither)."),
+    dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Rank the zoo for this dataset, described "
+                                          "from the zoo models' features (cached; missing ones are extracted)."),
+    split: Optional[str] = typer.Option(None, "--split", help="Dataset split for -d [default: the dataset's first]."),
+    per_class: Optional[int] = typer.Option(None, "--per-class", min=1, help="Seeded subset of N samples per class (-d)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the subsampling (-d)."),
+    data_root: Optional[Path] = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", help="Where torchvision datasets live."),
+    cache_dir: Optional[Path] = CacheDirOption,
+    features: Optional[list[Path]] = FeatureFilesOption,
+    model_name: Optional[list[str]] = ModelNamesOption,
+    dataset_name: str = DatasetNameOption,
+    meta: list[str] = typer.Option([], "--meta", help="Task metadata COLUMN=VALUE (repeatable), for a learner that reads "
+                                   "task metadata; overrides what -d / --features give."),
+    observed: list[str] = typer.Option([], "--observed", help="MODEL=ACCURACY of a model already fine-tuned on the task "
+                                       "(repeatable; learners that use them need 2 or more)."),
+    rerank: int = typer.Option(0, "--rerank", min=0, help="Re-score the top K models with --rerank-metric on their own "
+                               "features on the dataset (only those K are extracted) and re-order them."),
+    rerank_metric: str = typer.Option("logme", "--rerank-metric", help="Metric of --rerank (modelrank list metrics)."),
+    top: int = typer.Option(10, "--top", min=0, help="How many models to show in the table (0: all)."),
+    out: Optional[Path] = out_option("the whole ranking"),
+    fmt: str = format_option(),
+    quiet: bool = QuietOption,
 ) -> None:
-    """Rank the zoo for a task with a saved learner."""
-    from ..spider import load_learner
+    """Rank the zoo for a task with a saved learner: rank, model, predicted score and the model prior's rank."""
+    import pandas as pd
+    from scipy import stats
 
-    seen = {k: _accuracy(k, v) for k, v in key_values(observed).items()} if observed else None
-    scores = load_learner(learner_dir).predict(task, observed=seen).sort_values(ascending=False)
-    print_table(f"ranking for {task}", ["rank", "model", "score"],
-                [[i + 1, m, f"{s:.4f}"] for i, (m, s) in enumerate(scores.head(top).items())])
+    from ..metrics import METRICS
+    from ..spider import load_learner
+    from ..spider.base import model_prior
+    from ..spider.describe import describe_task, needed_models, rerank_by_metric, top_models
+
+    check_format(fmt)
+    check_out(out)
+    if dataset and features:
+        raise ModelrankError("give either -d DATASET or --features FILE..., not both")
+    if task and (dataset or features):
+        raise ModelrankError("give a known TASK name or describe a new one with -d / --features, not both")
+    if rerank and rerank_metric not in METRICS:
+        raise ModelrankError(f"unknown --rerank-metric {rerank_metric!r}; see modelrank list metrics")
+    if rerank and not (dataset or features):
+        raise ModelrankError("--rerank needs the dataset's features: give -d DATASET or --features")
+    seen = _observed(observed)
+    learner = load_learner(learner_dir)
+    name = task or dataset or dataset_name
+    show = _progress_wanted(quiet)
+    loader = _feature_loader(dataset, split, per_class, seed, data_root, cache_dir, features, model_name, dataset_name, show)
+    if task is not None:
+        target = task
+    else:
+        fetched = loader(needed_models(learner)) if (dataset or features) else {}
+        target = describe_task(learner, name, fetched, key_values(meta))
+    if seen and not learner.uses_observed:
+        err_console.print(f"note: {learner.name} does not use observed accuracies; --observed changes nothing", highlight=False)
+    elif seen and len(seen) < 2:
+        err_console.print("note: one observed model says nothing about the order of the others; give 2 or more",
+                          highlight=False)
+    scores = learner.predict(target, observed=seen or None)
+    if rerank:
+        scores = rerank_by_metric(scores, rerank, loader(top_models(scores, rerank)), rerank_metric)
+    prior = pd.Series(model_prior(learner.accuracy)[0], index=learner.models)
+    frame = pd.DataFrame({"model": scores.index, "score": scores.to_numpy()})
+    frame["prior_rank"] = stats.rankdata(-prior.loc[frame["model"]].to_numpy(), method="min").astype(int)
+    if seen:
+        frame["observed"] = frame["model"].map(seen)
+    frame = frame.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    frame.insert(0, "rank", stats.rankdata(-frame["score"].to_numpy(), method="min").astype(int))  # ties share a rank
+    title = f"{learner.name} ranking for {name}"
+    emit(frame, fmt, out, title, table=frame_table(frame.head(top) if top else frame, title))
+
+
+def _observed(pairs: list[str]) -> dict[str, float]:
+    """--observed MODEL=ACCURACY pairs: each accuracy a finite number."""
+    values = {}
+    for key, value in key_values(pairs).items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = float("nan")
+        if isinstance(value, bool) or not math.isfinite(number):
+            raise ModelrankError(f"--observed {key}={value!r}: the accuracy must be a number")
+        values[key] = number
+    return values
+
+
+def _feature_loader(dataset, split, per_class, seed, data_root, cache_dir, features, model_name, dataset_name, show):
+    """models -> {model: FeatureSet} on the dataset: from the cache (extracting what is missing) for -d, from the
+    --features files otherwise (a model without a file is an error naming it)."""
+    def from_cache(models: list[str]):
+        from ..extraction import ExtractProgress, load_feature_pairs
+
+        if not models:
+            return {}
+        with ExtractProgress(console=err_console) if show else _nothing() as progress:
+            loaded = load_feature_pairs([(m, dataset) for m in models], split, per_class=per_class, seed=seed,
+                                        cache_dir=str(cache_dir) if cache_dir else None,
+                                        data_root=str(data_root) if data_root else None, progress=progress)
+        return {m: loaded[m, dataset] for m in models}
+
+    def from_files(models: list[str]):
+        from ._common import load_feature_files
+
+        sets = {fs.model: fs for fs in load_feature_files(features, model_name, dataset_name, None)}
+        lacking = [m for m in models if m not in sets]
+        if lacking:
+            raise ModelrankError(f"no --features file for model(s) {lacking[:5]}{' ...' if len(lacking) > 5 else ''} "
+                                 "(name files after the models or pass --model-name)")
+        return sets
+
+    return from_cache if dataset else from_files
+
+
+class _nothing:
+    """A context manager that provides None (no progress display)."""
+
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
 
 
 @spider_app.command("eval")
 def spider_eval(
     records: str = RecordsArgument,
     learners: str = typer.Option("random,model_prior,task_attention,graph,spider", help="Comma-separated learners."),
-    protocol: str = typer.Option("cold_start", help="cold_start | partial | seed_mixture"),
+    protocol: str = typer.Option("cold_start", help="cold_start | partial | both | seed_mixture"),
     by: str = typer.Option("task", help="Held-out groups: task | domain (needs a domain column in task metadata)."),
     folds: Optional[int] = typer.Option(None, help="Number of task folds (default: leave-one-task-out)."),
-    k_observed: int = typer.Option(3, "--k", help="Models revealed per task in the partial protocol."),
+    k_observed: int = typer.Option(3, "--k", min=1, help="Models revealed per task in the partial protocol."),
     option: list[str] = typer.Option([], "--set", help="Option key=value, passed to each learner that has it (e.g. "
                                      "epochs=50, cv_group=domain)."),
+    tau_protocol: str = typer.Option("scipy", "--tau-protocol", help="Weighted tau convention: scipy (symmetric, "
+                                     "TransferGraph) | model_spider (weightedtau(truth, score, rank=None))."),
+    baseline: str = typer.Option("model_prior", "--baseline", help="Learner the paired differences are taken against."),
     seed: int = typer.Option(0),
+    out: Optional[Path] = out_option("the comparison table"),
+    fmt: str = format_option(),
+    quiet: bool = QuietOption,
 ) -> None:
-    """Evaluate learners with a cold-start / partially observed protocol and print the mean measures."""
+    """Evaluate learners on held-out tasks: one table of learners x measures, with the paired difference of
+    weighted tau to the baseline (mean ± standard error over tasks, wins/losses; "beats" only beyond 2 SE)."""
+    import pandas as pd
+
+    from ..evaluate.measures import WEIGHTED_TAU_PROTOCOLS
     from ..spider import LEARNERS, make_learner
     from ..spider.loaders import load_records
-    from ..spider.protocols import evaluate, seed_mixture, task_folds
+    from ..spider.protocols import evaluate, paired_difference, seed_mixture, task_folds
 
-    data = load_records(records)
-    extra = key_values(option)
+    check_format(fmt)
+    check_out(out)
+    protocols = {"cold_start": ("cold_start",), "partial": ("partial",), "both": ("cold_start", "partial")}
+    if protocol not in (*protocols, "seed_mixture"):
+        raise ModelrankError(f"--protocol must be cold_start, partial, both or seed_mixture, not {protocol!r}")
+    if tau_protocol not in WEIGHTED_TAU_PROTOCOLS:
+        raise ModelrankError(f"--tau-protocol must be {' or '.join(WEIGHTED_TAU_PROTOCOLS)}, not {tau_protocol!r}")
     names = split_names(learners)
+    for name in names:
+        LEARNERS.get(name)  # an unknown name fails here, before any work
+    extra = key_values(option)
     options = {name: set(LEARNERS.get(name).defaults) for name in names}
     unused = sorted(set(extra) - set().union(*options.values()))
     if unused:
         raise ModelrankError(f"no learner among {', '.join(names)} has option(s) {', '.join(unused)}")
+    configs = {name: {k: v for k, v in extra.items() if k in options[name]} for name in names}
     for name in names:
-        config = {key: value for key, value in extra.items() if key in options[name]}
-        factory = lambda: make_learner(name, **config)  # noqa: E731
-        if protocol == "seed_mixture":
-            result = seed_mixture(factory, data, seed=seed)
-        else:
-            result = evaluate(factory, data, protocol, task_folds(data, by, folds, seed=seed), k_observed, seed)
-        summary = result.summary()
-        print_table(f"{name} ({protocol}, fit {sum(result.fit_seconds):.1f} s)", ["protocol", *summary.columns],
-                    [[idx, *[int(row[c]) if c in ("n", "tasks") else f"{row[c]:.3f}" for c in summary.columns]]
-                     for idx, row in summary.iterrows()])
-
-
-def _accuracy(model: str, value: object) -> float:
-    """An --observed accuracy: a finite number."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if isinstance(value, bool) or not np.isfinite(number):
-        raise ModelrankError(f"--observed {model}={value}: the accuracy must be a number")
-    return number
+        make_learner(name, **configs[name])  # a value of the wrong type fails here, before any work
+    data = load_records(records)
+    fold_list = None if protocol == "seed_mixture" else task_folds(data, by, folds, seed=seed)
+    per_task, rows = [], []
+    steps = len(names) * (1 if fold_list is None else len(fold_list))
+    with _bar(quiet) as bar:
+        job = bar.add_task("evaluating", total=steps)
+        for name in names:
+            bar.update(job, description=f"evaluating {name}")
+            factory = lambda name=name: make_learner(name, **configs[name])  # noqa: E731
+            if protocol == "seed_mixture":
+                result = seed_mixture(factory, data, seed=seed, tau_protocol=tau_protocol)
+                bar.advance(job)
+            else:
+                result = evaluate(factory, data, protocols[protocol], fold_list, k_observed, seed, tau_protocol,
+                                  progress=lambda: bar.advance(job))
+            per_task.append(result.per_task.assign(learner=name))
+            for variant, row in result.summary().iterrows():
+                rows.append({"learner": name, "protocol": variant, **row.to_dict(), "fit_s": sum(result.fit_seconds)})
+    table = pd.DataFrame(rows)
+    everything = pd.concat(per_task, ignore_index=True)
+    for column in ("diff_vs_" + baseline, "se", "wins", "losses", "verdict"):
+        table[column] = None
+    for i, row in table.iterrows():
+        group = everything[everything["protocol"] == row["protocol"]]
+        paired = None if row["learner"] == baseline else paired_difference(group, row["learner"], baseline, "weighted_tau")
+        if paired is not None:
+            table.loc[i, ["diff_vs_" + baseline, "se", "wins", "losses", "verdict"]] = [
+                paired["diff"], paired["se"], paired["wins"], paired["losses"], paired["verdict"]]
+    table = table.rename(columns={"weighted_tau": f"weighted_tau[{tau_protocol}]"})
+    emit(table, fmt, out, f"held-out {protocol} evaluation on {data.name} (paired: weighted tau minus {baseline}, per task)")

@@ -4,17 +4,18 @@
 model (higher = predicted to transfer better) for a task given by name (any task the records described,
 held-out ones included) or as a ``TaskInfo`` (a task never seen); ``observed`` holds the accuracies of the
 few models already fine-tuned on that task (partially observed protocol). ``save(path)`` writes a folder with
-``learner.json`` (name, config, zoo, encoders) and ``state.pt`` (tensors); ``load_learner(path)`` restores it
+``learner.json`` (name, config, zoo, encoders, scalars) and ``state.npz`` (arrays; nothing pickled); ``load_learner(path)`` restores it
 and it ranks identically.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -26,7 +27,7 @@ from .encoding import Featurizer
 from .records import Records, TaskInfo
 
 LEARNERS: Registry[type["Learner"]] = Registry("learner")
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 1: state.pt (torch pickle); 2: state.npz + JSON, no pickle
 # The networks here are tiny (hidden ~32): torch's intra-op thread pool costs far more than it gives, and on a
 # shared machine it can make training 30x slower (measured: 34 s vs 0.9 s for 100 graph epochs).
 TORCH_THREADS = 1
@@ -64,22 +65,31 @@ class Learner:
 
     name: ClassVar[str] = "learner"
     defaults: ClassVar[dict[str, Any]] = {}
+    #: what the learner reads about the task being ranked, among "metadata", "embedding", "prototypes" and "scores"
+    #: (``reads``, which narrows it to what the training records had); whether it reads observed accuracies
+    task_inputs: ClassVar[tuple[str, ...]] = ("metadata", "embedding", "prototypes", "scores")
+    uses_observed: ClassVar[bool] = True
 
     def __init__(self, **config: Any):
         unknown = set(config) - set(self.defaults)
         if unknown:
             raise InvalidInputError(f"{self.name} has no option(s) {sorted(unknown)}; options: {sorted(self.defaults)}")
-        self.config: dict[str, Any] = {**self.defaults, **config}
+        self.config: dict[str, Any] = {**self.defaults, **{k: _option_value(self.name, k, v, self.defaults[k])
+                                                            for k, v in config.items()}}
         self.fitted = False
 
     # ------------------------------------------------------------------------------------ fitting
-    def fit(self, records: Records) -> "Learner":
+    def fit(self, records: Records, progress: Callable[[int, int], None] | None = None) -> "Learner":
+        """Learn from ``records``; ``progress(done, total)`` is called as training epochs pass (learners that train)."""
+        self.progress = progress
         if not isinstance(records, Records):
             raise InvalidInputError(f"fit needs Records, got {type(records).__name__}")
         counts = records.table.groupby("dataset")["model"].size()
         if not (counts >= 2).any():
             raise InvalidInputError("no task has records for 2 or more models: there is no ranking to learn from")
         self.models: list[str] = records.models
+        # how the training tasks were described, so that a new dataset is described alike (``spider.describe``)
+        self.recipe: dict[str, Any] = {k: records.info[k] for k in ("encoder", "task_text") if records.info.get(k)}
         self.tasks: list[str] = records.tasks
         self.featurizer = Featurizer.fit(records)
         self.model_features = self.featurizer.model_matrix(records, self.models)
@@ -96,10 +106,19 @@ class Learner:
         with torch_threads():
             self._fit(records)
         self.fitted = True
+        del self.progress
         return self
 
     def _fit(self, records: Records) -> None:
         raise NotImplementedError
+
+    @property
+    def reads(self) -> list[str]:
+        """What this fitted learner reads about a task: ``task_inputs`` that its training records had."""
+        had = {"metadata": self.featurizer.task_encoder is not None and self.featurizer.task_encoder.dim > 0,
+               "embedding": self.featurizer.task_embed_dim > 0, "prototypes": bool(getattr(self, "proto_dim", 0)),
+               "scores": bool(self.score_columns)}
+        return [what for what in self.task_inputs if had[what]]
 
     # ---------------------------------------------------------------------------------- predicting
     def view(self, task: str | TaskInfo, observed: Mapping[str, float] | pd.Series | None = None) -> TaskView:
@@ -118,13 +137,18 @@ class Learner:
         if isinstance(task, str):
             if task not in self.tasks:
                 raise InvalidInputError(
-                    f"unknown task {task!r}: the learner knows {len(self.tasks)} tasks; describe a new task with TaskInfo"
+                    f"unknown task {task!r}: the learner knows {len(self.tasks)} tasks; describe a new one by its data "
+                    "(`spider rank DIR -d DATASET` or --features; in Python a TaskInfo, see spider.describe)"
                 )
             i = self.tasks.index(task)
             return TaskView(task, i, self.task_features[i], self.scores[i], obs, *self._stored_prototypes(task))
         if not isinstance(task, TaskInfo):
             raise InvalidInputError(f"task must be a name or a TaskInfo, got {type(task).__name__}")
-        features = self.featurizer.task_vector(task)
+        reads = self.reads
+        if "metadata" in reads or "embedding" in reads:
+            features = self.featurizer.task_vector(task)
+        else:  # the ranking does not depend on them: a task needs no description
+            features = np.zeros(self.featurizer.task_dim, np.float32)
         scores = np.full((len(self.models), len(self.score_columns)), np.nan, np.float32)
         if task.scores is not None and self.score_columns:
             absent = [c for c in self.score_columns if c not in task.scores.columns]
@@ -174,11 +198,18 @@ class Learner:
         pass
 
     def save(self, path: str | Path) -> Path:
-        """Write ``learner.json`` + ``state.pt`` into the folder ``path`` (created if needed)."""
+        """Write ``learner.json`` (name, config, zoo, encoders, the non-array state) + ``state.npz`` (arrays) into
+        the folder ``path`` (created if needed). Nothing in it is pickled: loading runs no code. Each file is
+        written to a temporary name and renamed, the JSON last, so an interrupted save leaves no learner."""
         if not self.fitted:
             raise InvalidInputError("cannot save a learner that is not fitted")
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
+        arrays: dict[str, np.ndarray] = {}
+        state = _split_arrays({
+            "model_features": self.model_features, "task_features": self.task_features, "accuracy": self.accuracy,
+            "scores": self.scores, "learner": self._state(),
+        }, arrays, "")
         meta = {
             "format": FORMAT_VERSION,
             "learner": self.name,
@@ -186,43 +217,64 @@ class Learner:
             "models": self.models,
             "tasks": self.tasks,
             "score_columns": self.score_columns,
+            "recipe": self.recipe,
             "featurizer": self.featurizer.to_json(),
+            "state": state,
         }
-        (path / "learner.json").write_text(json.dumps(meta, indent=1))
-        state = {
-            "model_features": torch.tensor(self.model_features),
-            "task_features": torch.tensor(self.task_features),
-            "accuracy": torch.tensor(self.accuracy),
-            "scores": torch.tensor(self.scores),
-            "learner": self._state(),
-        }
-        torch.save(state, path / "state.pt")
+        for name, write in (("state.npz", lambda f: np.savez(f, **arrays)),
+                            ("learner.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))):
+            tmp = path / f".{name}.tmp"
+            with open(tmp, "wb") as handle:
+                write(handle)
+            os.replace(tmp, path / name)
         return path
 
 
-def load_learner(path: str | Path) -> Learner:
-    """Restore a learner written by ``Learner.save``.
+def _split_arrays(value: Any, arrays: dict[str, np.ndarray], key: str) -> Any:
+    """The JSON-able tree of ``value`` with every tensor / array moved into ``arrays`` (a ``{"array": key}`` marker
+    stays in its place)."""
+    if isinstance(value, (torch.Tensor, np.ndarray)):
+        arrays[key] = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        return {"array": key}
+    if isinstance(value, Mapping):
+        return {"dict": {str(k): _split_arrays(v, arrays, f"{key}/{k}" if key else str(k)) for k, v in value.items()}}
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    return value
 
-    ``state.pt`` is read with ``weights_only=True`` (tensors and containers only: a planted pickle cannot run
-    code); a folder whose files were damaged or edited is refused with one line naming the folder.
+
+def _join_arrays(value: Any, arrays: Mapping[str, np.ndarray]) -> Any:
+    """Inverse of ``_split_arrays``; arrays come back as torch tensors."""
+    if isinstance(value, dict) and "array" in value:
+        return torch.from_numpy(np.array(arrays[value["array"]]))
+    if isinstance(value, dict):
+        return {k: _join_arrays(v, arrays) for k, v in value["dict"].items()}
+    return value
+
+
+def load_learner(path: str | Path) -> Learner:
+    """Restore a learner written by ``Learner.save`` (no pickle: JSON and ``np.load(allow_pickle=False)``).
+
+    A folder whose files were damaged or edited is refused with one line naming the folder.
     """
     path = Path(path)
-    if not (path / "learner.json").is_file() or not (path / "state.pt").is_file():
-        raise MissingResourceError(f"no saved learner in {path} (expected learner.json and state.pt)")
+    if not (path / "learner.json").is_file() or not (path / "state.npz").is_file():
+        raise MissingResourceError(f"no saved learner in {path} (expected learner.json and state.npz)")
     try:
         meta = json.loads((path / "learner.json").read_text())
-        if not isinstance(meta, dict):
-            raise TypeError("learner.json is not an object")
-    except (OSError, ValueError, TypeError) as exc:
-        raise InvalidInputError(f"saved learner in {path} is damaged: {exc}") from None
-    if meta.get("format") != FORMAT_VERSION:
-        raise InvalidInputError(f"saved learner format {meta.get('format')!r} is not supported (expected {FORMAT_VERSION})")
+    except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
+        raise InvalidInputError(f"saved learner in {path} is damaged: {path / 'learner.json'} is not valid JSON ({exc})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
+        found = meta.get("format") if isinstance(meta, dict) else None
+        raise InvalidInputError(f"saved learner format {found!r} is not supported (expected {FORMAT_VERSION}); "
+                                "retrain it with `modelrank spider train`")
     try:
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated, garbage, or a pickle needing more than tensors and containers
-        raise InvalidInputError(f"saved learner in {path}: cannot read state.pt ({str(exc).splitlines()[0][:200]})") from None
+        with np.load(path / "state.npz", allow_pickle=False) as stored:
+            arrays = {k: stored[k] for k in stored.files}
+    except Exception as exc:  # truncated, garbage, or object arrays (refused: they would unpickle)
+        raise InvalidInputError(f"saved learner in {path}: cannot read state.npz ({str(exc).splitlines()[0][:200]})") from None
     try:
-        return _restore_learner(meta, state)
+        return _restore_learner(meta, arrays)
     except ModelrankError:
         raise
     except Exception as exc:  # any edit of either file shows up as one of many exception types here
@@ -231,12 +283,14 @@ def load_learner(path: str | Path) -> Learner:
         ) from None
 
 
-def _restore_learner(meta: dict[str, Any], state: dict[str, Any]) -> Learner:
+def _restore_learner(meta: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> Learner:
     cls = LEARNERS.get(meta["learner"])
     learner = cls(**meta["config"])
     learner.models, learner.tasks = list(meta["models"]), list(meta["tasks"])
     learner.score_columns = list(meta["score_columns"])
+    learner.recipe = dict(meta.get("recipe", {}))
     learner.featurizer = Featurizer.from_json(meta["featurizer"])
+    state = _join_arrays(meta["state"], arrays)
     learner.model_features = state["model_features"].numpy()
     learner.task_features = state["task_features"].numpy()
     learner.accuracy = state["accuracy"].numpy()
@@ -245,15 +299,54 @@ def _restore_learner(meta: dict[str, Any], state: dict[str, Any]) -> Learner:
     if (learner.model_features.shape[:1] != (n_models,) or learner.task_features.shape[:1] != (n_tasks,)
             or learner.accuracy.shape != (n_tasks, n_models)
             or learner.scores.shape != (n_tasks, n_models, len(learner.score_columns))):
-        raise InvalidInputError(f"state.pt does not fit {n_models} models x {n_tasks} tasks of learner.json")
+        raise InvalidInputError(f"state.npz does not fit {n_models} models x {n_tasks} tasks of learner.json")
     learner._restore(state["learner"])
     learner.fitted = True
     return learner
 
 
+def learner_rows() -> tuple[list[str], list[list[str]]]:
+    """(columns, rows) describing every registered learner: what it reads about a task, whether it uses observed
+    accuracies, its options and the first line of its documentation (``modelrank list learners``)."""
+    rows = []
+    for spec in LEARNERS:
+        cls = spec.obj
+        rows.append([spec.name, ", ".join(cls.task_inputs) or "nothing", "yes" if cls.uses_observed else "no",
+                     ", ".join(cls.defaults), (cls.__doc__ or "").strip().splitlines()[0]])
+    return ["name", "reads about a task", "observed", "options (--set)", "what it is"], rows
+
+
 def make_learner(name: str, **config: Any) -> Learner:
     """A fresh learner by registry name (``random``, ``model_prior``, ``metadata_lr``, ``metric``, ``graph``, ``spider``)."""
     return LEARNERS.get(name)(**config)
+
+
+def _option_value(learner: str, key: str, value: Any, default: Any) -> Any:
+    """``value`` of option ``key`` in the type of its default (options arrive as text from the command line);
+    a value that does not fit is an input error naming the option."""
+    kind = type(default)
+    try:
+        if default is None or value is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+            return value
+        if kind is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            raise ValueError
+        if kind is int:
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, str):
+                return int(value)
+            raise ValueError
+        if kind is float and isinstance(value, (int, str)) and not isinstance(value, bool):
+            return float(value)
+        if kind is list and isinstance(value, (list, tuple)):
+            return [float(v) for v in value]
+        if kind is str:
+            return str(value)
+    except (TypeError, ValueError):
+        pass
+    raise InvalidInputError(f"{learner} option {key} must be {kind.__name__} like its default {default!r}, not {value!r}")
 
 
 # --------------------------------------------------------------------------- training helpers
@@ -297,6 +390,13 @@ def one_standard_error_choice(candidates: list, values: Callable[[Any], np.ndarr
     return candidates[int(np.flatnonzero(means >= means[best] - se - 1e-12)[0])]
 
 
+#: with at least this many rankable training tasks, one held-back split validates the correction; with fewer,
+#: every training task is validated once across ``VALIDATION_FOLDS`` folds (a split of a few tasks cannot tell a
+#: correction from noise, and below ~8 tasks it would hold back none at all)
+SINGLE_SPLIT_FROM = 40
+VALIDATION_FOLDS = 5
+
+
 def split_validation_tasks(accuracy: np.ndarray, fraction: float, seed: int, min_tasks: int = 8,
                            groups: np.ndarray | None = None) -> np.ndarray:
     """Boolean mask of training tasks held back for early stopping (cold-start style); none when too few tasks.
@@ -320,6 +420,106 @@ def split_validation_tasks(accuracy: np.ndarray, fraction: float, seed: int, min
         if chosen.sum() >= n_val:
             break
     return chosen
+
+
+def validation_folds(accuracy: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None = None) -> list[np.ndarray]:
+    """Masks of the training tasks held back to validate a learned correction, one per fold.
+
+    ``SINGLE_SPLIT_FROM`` rankable tasks or more: one split of ``fraction`` of them (``split_validation_tasks``).
+    Fewer: the rankable tasks (whole ``groups`` when given) are dealt into up to ``VALIDATION_FOLDS`` folds in a
+    seeded order, so each is a validation case exactly once. No fold (the correction cannot be validated)
+    with fewer than 3 rankable tasks or 2 groups.
+    """
+    rankable = np.flatnonzero(np.isfinite(accuracy).sum(1) >= 2)
+    if rankable.size >= SINGLE_SPLIT_FROM:
+        split = split_validation_tasks(accuracy, fraction, seed, groups=groups)
+        return [split] if split.any() else []
+    units = rankable if groups is None else np.unique(groups[rankable])
+    if rankable.size < 3 or units.size < 2:
+        return []
+    order = np.random.default_rng(seed).permutation(units)
+    folds = []
+    for part in np.array_split(order, min(VALIDATION_FOLDS, units.size)):
+        mask = np.zeros(accuracy.shape[0], dtype=bool)
+        mask[part if groups is None else rankable[np.isin(groups[rankable], part)]] = True
+        folds.append(mask)
+    return folds
+
+
+class Correctable(Protocol):
+    """What ``train_validated`` drives: a learner whose network adds a learned correction to a base and
+    predicts exactly the base before training."""
+
+    net: torch.nn.Module
+
+    def _new_net(self) -> None: ...  # a fresh, seeded, untrained network (= the base)
+
+    def _train(self, val: np.ndarray, epochs: int, check: Callable[[], bool] | None) -> None: ...
+
+    def _validate(self, val: np.ndarray) -> np.ndarray: ...  # per validation task criterion (NaN: undefined)
+
+
+def train_validated(learner: Correctable, accuracy: np.ndarray, fraction: float, seed: int, groups: np.ndarray | None,
+                    epochs: int, eval_every: int, patience: int) -> None:
+    """Train ``learner.net`` and keep the correction only where held-out training tasks show it beats the base.
+
+    ``fraction <= 0``: no validation, the trained network is kept (an explicit choice). Otherwise, with the
+    folds of ``validation_folds``: none -> the untrained network, i.e. the base (nothing shows the correction
+    helps); one -> early stopping on it, the best state kept only beyond one standard error over the untrained
+    one (``EarlyStopping``); several -> each fold trains with early stopping and records its validation curve,
+    the number of epochs with the best mean over every validation task is chosen, and the network is
+    retrained on all tasks for that long only if that beats the untrained state beyond one standard error
+    of the per-task differences (``one_standard_error_choice``).
+    """
+    everything = np.zeros(accuracy.shape[0], dtype=bool)
+    folds = validation_folds(accuracy, fraction, seed, groups) if fraction > 0 else []
+    runs = 1 if fraction <= 0 or len(folds) == 1 else 0 if not folds else len(folds) + 1  # the last: the final fit
+    report = getattr(learner, "progress", None)
+    done = 0
+
+    def stage_done() -> None:  # a run that stopped early counts as complete
+        nonlocal done
+        done = (done // epochs + 1) * epochs if epochs else done
+        if report is not None:
+            report(done, epochs * runs)
+
+    learner._new_net()
+    if fraction <= 0:
+        learner._train(everything, epochs, None)
+        return stage_done()
+    if not folds:
+        return
+    if len(folds) == 1:
+        stopper = EarlyStopping(learner.net, patience)
+        stopper.update(learner._validate(folds[0]))
+        learner._train(folds[0], epochs, lambda: stopper.update(learner._validate(folds[0])))
+        stopper.restore()
+        return stage_done()
+    curves = []
+    for val in folds:
+        learner._new_net()
+        curve = [learner._validate(val)]
+        best, bad = -np.inf, 0
+
+        def check() -> bool:
+            nonlocal best, bad
+            curve.append(learner._validate(val))
+            value = float(np.nanmean(curve[-1])) if np.isfinite(curve[-1]).any() else -np.inf
+            best, bad = (value, 0) if value > best + 1e-4 else (best, bad + 1)
+            return bad >= patience
+
+        learner._train(val, epochs, check)
+        curves.append(curve)
+        stage_done()
+    checks = max(len(c) for c in curves)  # a fold that stopped early keeps its last state's values
+    table = np.stack([np.concatenate([c[min(i, len(c) - 1)] for c in curves]) for i in range(checks)])
+    means = np.asarray([np.nanmean(row) if np.isfinite(row).any() else -np.inf for row in table])
+    best_check = int(np.argmax(means))
+    chosen = one_standard_error_choice([0, best_check], lambda i: table[i]) if best_check else 0
+    learner._new_net()
+    if chosen:
+        learner._train(everything, chosen * eval_every, None)
+    stage_done()
 
 
 class EarlyStopping:

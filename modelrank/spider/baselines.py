@@ -17,9 +17,10 @@ from .records import Records
 class RandomRanker(Learner):
     """Uniform random scores, seeded by (seed, task name) so a task always gets the same ranking."""
 
-
     name = "random"
     defaults = {"seed": 0}
+    task_inputs = ()
+    uses_observed = False
 
     def _fit(self, records: Records) -> None:
         pass
@@ -41,6 +42,8 @@ class ModelPrior(Learner):
 
     name = "model_prior"
     defaults = {"normalize": "zscore"}
+    task_inputs = ()
+    uses_observed = False
 
     def _fit(self, records: Records) -> None:
         if self.config["normalize"] == "zscore":
@@ -77,10 +80,13 @@ class MetadataRegression(Learner):
 
     name = "metadata_lr"
     defaults = {"alpha": 1.0}
+    task_inputs = ()
+    uses_observed = False
 
     def _fit(self, records: Records) -> None:
         if self.model_features.shape[1] == 0:
-            raise InvalidInputError("metadata_lr needs model metadata or model embeddings; these records have none")
+            raise InvalidInputError("metadata_lr needs model metadata (spider train --model-meta M.csv) or model "
+                                    "embeddings; these records have none")
         ti, mi = np.nonzero(np.isfinite(self.accuracy))
         x = np.concatenate([self.model_features[mi], self.task_features[ti], np.ones((ti.size, 1), np.float32)], 1)
         y = self.accuracy[ti, mi].astype(np.float64)
@@ -109,6 +115,8 @@ class MetricScore(Learner):
 
     name = "metric"
     defaults = {"column": None}
+    task_inputs = ("scores",)
+    uses_observed = False
 
     def _fit(self, records: Records) -> None:
         if not self.score_columns:

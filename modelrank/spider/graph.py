@@ -24,7 +24,9 @@ Where this differs from the seed's public code (scgat.py), on purpose:
   training tasks), "model" is the plain model prior, "none" no base. Training pairs get the base computed
   from the other training tasks, so a pair never sees its own label. The correction starts at zero and
   early stopping on held-out training tasks keeps the base unless the correction beats it there by more than
-  one standard error of the per-task differences (``cv_group``: whole groups are held out, and the training base leaves each task's group out, so
+  one standard error of the per-task differences (with fewer than 40 training tasks every task is held out
+  once across folds, and with fewer than 3 the correction cannot be validated and the base is kept:
+  ``base.train_validated``) (``cv_group``: whole groups are held out, and the training base leaves each task's group out, so
   validation is as cold as a leave-one-group-out evaluation). The prediction also starts from the task's level, the mean of its visible accuracies (the global mean for a
   cold task), which ranks nothing but puts the output on the accuracy scale from the first epoch.
 * Loss = MSE on (globally standardised) accuracy + ``rank_weight`` × MSE of within-task centred
@@ -40,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .base import LEARNERS, EarlyStopping, Learner, TaskView, masked_row_pearson, split_validation_tasks
+from .base import LEARNERS, Learner, TaskView, masked_row_pearson, train_validated
 from .records import Records
 from .task_attention import PriorBase, task_groups
 
@@ -127,6 +129,7 @@ class GraphLearner(Learner):
     """Bipartite model–task graph attention network regressing fine-tune accuracy (see module docstring)."""
 
     name = "graph"
+    task_inputs = ("metadata", "embedding", "scores")
     defaults = {
         "hidden": 32, "heads": 2, "layers": 2, "dropout": 0.3, "epochs": 300, "lr": 5e-3, "weight_decay": 1e-2,
         "task_knn": 5, "message_fraction": 0.6, "cold_task_fraction": 0.6, "rank_weight": 1.0,
@@ -206,45 +209,43 @@ class GraphLearner(Learner):
     # ------------------------------------------------------------------------------------ fitting
     def _fit(self, records: Records) -> None:
         cfg = self.config
-        torch.manual_seed(int(cfg["seed"]))
-        rng = np.random.default_rng(int(cfg["seed"]))
         acc = torch.from_numpy(self.accuracy.copy())
         known = torch.isfinite(acc)
         self.base = PriorBase(self, cfg["prior"], bool(cfg["use_scores"])).select(
             int(cfg["seed"]), task_groups(self, records, cfg["cv_group"]))
-        loo = torch.from_numpy(self.base.training())
         self.y_mean = float(acc[known].mean())
         self.y_std = float(acc[known].std()) if known.sum() > 1 and float(acc[known].std()) > 0 else 1.0
         task_x = torch.from_numpy(self.task_features)
         self.task_mu = task_x.mean(0)
-        self.task_sd = task_x.std(0).clamp(min=1e-6) if len(task_x) > 1 else torch.ones(task_x.shape[1])
-        scores_z = torch.from_numpy(self._standardized_scores(self.scores))
-        present = self._present(self.scores)
-        self.net = GraphNet(len(self.models), self.model_features.shape[1], task_x.shape[1], scores_z.shape[-1],
-                            int(cfg["hidden"]), int(cfg["heads"]), int(cfg["layers"]), float(cfg["dropout"]))
-        # start the gain at the typical within-task spread of the standardised accuracy (the prior is a z-score)
+        self.task_sd = task_x.std(0).clamp(min=1e-6) if len(task_x) > 1 and task_x.shape[1] else torch.ones(task_x.shape[1])
+        # the typical within-task spread of the standardised accuracy: the gain the base (a z-score) starts at
         rows = self.accuracy[np.isfinite(self.accuracy).sum(1) >= 2]
-        z_spread = float(np.mean(np.nanstd(rows, axis=1))) / self.y_std
-        nn.init.constant_(self.net.prior_gain.bias, z_spread)
+        self._training = {"acc": acc, "known": known, "loo": torch.from_numpy(self.base.training()), "task_x": task_x,
+                          "scores_z": torch.from_numpy(self._standardized_scores(self.scores)),
+                          "present": self._present(self.scores),
+                          "z_spread": float(np.mean(np.nanstd(rows, axis=1))) / self.y_std}
+        train_validated(self, self.accuracy, float(cfg["val_fraction"]), int(cfg["seed"]), self.base.groups,
+                        int(cfg["epochs"]), int(cfg["eval_every"]), int(cfg["patience"]))
+        del self._training
+        self.net.eval()
+
+    def _new_net(self) -> None:
+        cfg = self.config
+        torch.manual_seed(int(cfg["seed"]))
+        self.net = GraphNet(len(self.models), self.model_features.shape[1], self.task_features.shape[1],
+                            self._training["scores_z"].shape[-1], int(cfg["hidden"]), int(cfg["heads"]),
+                            int(cfg["layers"]), float(cfg["dropout"]))
+        nn.init.constant_(self.net.prior_gain.bias, self._training["z_spread"])
+
+    def _train(self, val: np.ndarray, epochs: int, check) -> None:
+        """``epochs`` of training on the tasks outside ``val``; ``check()`` every ``eval_every`` epochs stops it when True."""
+        cfg, d = self.config, self._training
+        acc, known, loo = d["acc"], d["known"], d["loo"]
+        rng = np.random.default_rng(int(cfg["seed"]))
         opt = torch.optim.Adam(self.net.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
-        val = torch.from_numpy(split_validation_tasks(self.accuracy, float(cfg["val_fraction"]), int(cfg["seed"]),
-                                                      groups=self.base.groups))
-        train_known = known & ~val[:, None]
-        stopper = EarlyStopping(self.net, int(cfg["patience"]))
+        train_known = known & ~torch.from_numpy(val)[:, None]
         n_tasks = len(self.tasks)
-
-        def validate() -> bool:
-            self.net.eval()
-            with torch.no_grad():
-                vt, vm = torch.nonzero(known & val[:, None], as_tuple=True)
-                vp = self._forward(task_x, torch.where(train_known, acc, torch.nan), scores_z, present, vt, vm, loo[vt, vm])
-                grid = torch.full(acc.shape, torch.nan)
-                grid[vt, vm] = vp
-            return stopper.update(masked_row_pearson(torch.nan_to_num(grid), acc, known & val[:, None])[val.numpy()])
-
-        if val.any():
-            validate()  # the untrained state (= the prior) is a candidate too
-        for epoch in range(int(cfg["epochs"])):
+        for epoch in range(epochs):
             self.net.train()
             message = train_known & torch.from_numpy(rng.random(acc.shape) < float(cfg["message_fraction"]))
             cold = torch.from_numpy(rng.random(n_tasks) < float(cfg["cold_task_fraction"]))
@@ -253,16 +254,29 @@ class GraphLearner(Learner):
             if not target.any():
                 target = train_known
             ti, mi = torch.nonzero(target, as_tuple=True)
-            pred = self._forward(task_x, torch.where(message, acc, torch.nan), scores_z, present, ti, mi, loo[ti, mi])
+            pred = self._forward(d["task_x"], torch.where(message, acc, torch.nan), d["scores_z"], d["present"], ti, mi,
+                                 loo[ti, mi])
             y = (acc[ti, mi] - self.y_mean) / self.y_std
             loss = F.mse_loss(pred, y) + float(cfg["rank_weight"]) * self._centred_mse(pred, y, ti, n_tasks)
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if val.any() and (epoch + 1) % int(cfg["eval_every"]) == 0 and validate():
+            if check is not None and (epoch + 1) % int(cfg["eval_every"]) == 0 and check():
                 break
-        stopper.restore()
+
+    def _validate(self, val: np.ndarray) -> np.ndarray:
+        """Within-task Pearson of the prediction on each ``val`` task, from the other tasks' accuracies only."""
+        d = self._training
+        acc, known = d["acc"], d["known"]
+        held = known & torch.from_numpy(val)[:, None]
         self.net.eval()
+        with torch.no_grad():
+            vt, vm = torch.nonzero(held, as_tuple=True)
+            vp = self._forward(d["task_x"], torch.where(known & ~held, acc, torch.nan), d["scores_z"], d["present"],
+                               vt, vm, d["loo"][vt, vm])
+            grid = torch.full(acc.shape, torch.nan)
+            grid[vt, vm] = vp
+        return masked_row_pearson(torch.nan_to_num(grid), acc, held)[val]
 
     @staticmethod
     def _centred_mse(pred, y, ti, n_tasks) -> torch.Tensor:

@@ -5,6 +5,9 @@
 * ``load_transfergraph(folder, "image" | "text")``: TransferGraph (Li et al., ICDE'24) fine-tune records of
   ~180 Hugging Face models on 13 image / 10 text datasets, model metadata, dataset size/#classes, the
   dataset-to-dataset domain-similarity distances (as task embedding) and LogME / Reg-H-score per pair.
+* ``load_model_spider(folder, "single" | "multi")``: Model Spider's (NeurIPS'23) fine-tune ground truth, 10
+  ImageNet models x 8 classification targets with 9 baseline scores per pair, or 66 models pre-trained on 22
+  source datasets x 7 targets (architecture and source dataset as model metadata).
 * ``load_benchmark(folder)``: our own zoo's records from a ``modelrank benchmark`` run, with its scores,
   metadata and the class prototypes of every model's cached features on every task.
 * ``read_records_csv(path)`` (in ``records``): the generic ``dataset,model,accuracy`` table.
@@ -137,9 +140,40 @@ def load_transfergraph(folder: str | Path, modality: str = "image", model_text: 
     return records
 
 
+MODEL_SPIDER_KINDS = ("single", "multi")
+
+
+def load_model_spider(folder: str | Path, kind: str = "single", zoo42: bool = False) -> Records:
+    """Model Spider's public records (anchors/model-spider): few tasks, so the learners' small-sample regime.
+
+    ``kind="single"``: ``finetune_accuracy.csv`` restricted to the 8 classification targets (dSprites and
+    UTKFace are regression errors on another scale), with the 9 baseline scores of ``baseline_results.csv``
+    (H-Score, LEEP, LogME, ...) and the architecture as model metadata. ``kind="multi"``:
+    ``finetune_accuracy_multisource.csv``, 66 models (architecture x source dataset) x 7 targets, no scores;
+    ``zoo42``: only the 42 models the Model Spider code keeps.
+    """
+    folder = Path(folder)
+    if kind not in MODEL_SPIDER_KINDS:
+        raise InvalidInputError(f"kind must be one of {MODEL_SPIDER_KINDS}, not {kind!r}")
+    if kind == "single":
+        frame = pd.read_csv(_need(folder / "finetune_accuracy.csv"))
+        scores = pd.read_csv(_need(folder / "baseline_results.csv")).rename(columns={"Dataset": "dataset", "Model": "model"})
+        frame = frame[frame["dataset"].isin(set(scores["dataset"]))]
+        model_meta = pd.DataFrame({"architecture": [m.rstrip("0123456789_") for m in sorted(set(frame["model"]))]},
+                                  index=sorted(set(frame["model"])))
+        return records_from_frame(frame, aggregate=None, scores=scores, model_meta=model_meta,
+                                  name="model-spider-single")
+    frame = pd.read_csv(_need(folder / "finetune_accuracy_multisource.csv"))
+    if zoo42:
+        frame = frame[frame["in_42_model_zoo"] == 1]
+    model_meta = frame.drop_duplicates("model").set_index("model")[["architecture", "source_dataset"]]
+    return records_from_frame(frame, aggregate=None, model_meta=model_meta, name="model-spider-multi")
+
+
 def load_records(spec: str, task_meta: str | Path | None = None, model_meta: str | Path | None = None) -> Records:
     """Records from a command-line spec: a ``dataset,model,accuracy`` CSV path, ``domainnet:FOLDER``,
-    ``transfergraph-image:FOLDER``, ``transfergraph-text:FOLDER`` or ``benchmark:FOLDER`` (a ``modelrank
+    ``transfergraph-image:FOLDER``, ``transfergraph-text:FOLDER``, ``model-spider:FOLDER``,
+    ``model-spider-multi:FOLDER`` or ``benchmark:FOLDER`` (a ``modelrank
     benchmark`` run, with its feature cache at ``$MODELRANK_CACHE``). ``task_meta`` / ``model_meta``: optional
     CSVs whose first column is the task / model name (only with a CSV path)."""
     kind, _, folder = spec.partition(":")
@@ -147,6 +181,8 @@ def load_records(spec: str, task_meta: str | Path | None = None, model_meta: str
         return load_domainnet(folder)
     if folder and kind in ("transfergraph-image", "transfergraph-text"):
         return load_transfergraph(folder, kind.split("-")[1])
+    if folder and kind in ("model-spider", "model-spider-multi"):
+        return load_model_spider(folder, "multi" if kind.endswith("multi") else "single")
     if folder and kind == "benchmark":
         return load_benchmark(folder)
     from .records import read_records_csv
@@ -179,8 +215,8 @@ def load_benchmark(
 
     * records: ``records.csv`` rows of ``protocol`` ("linear": the linear probe averaged over split seeds, or
       "full" fine-tuning), accuracy = that mean;
-    * scores: the ``metrics`` columns of ``scores.csv`` (default: all; cheap for a new task, so held-out tasks
-      keep them);
+    * scores: the ``metrics`` columns of ``scores.csv`` (default: all; none with ``metrics=()``, for a learner
+      that must rank a new dataset from one encoder's features; cheap for a new task, so held-out tasks keep them);
     * metadata: ``zoo.csv`` (family, base model, source data, #classes, #parameters, source accuracy) and
       ``tasks.csv`` (base dataset, domain shift, #classes, #samples); task embedding: the offline text
       encoder on "domain shift of base: class names", when it is installed;
@@ -212,13 +248,17 @@ def load_benchmark(
     side: dict = {
         "model_meta": zoo.loc[model_names, [c for c in BENCHMARK_MODEL_META if c in zoo.columns]],
         "task_meta": tasks.loc[task_names, [c for c in BENCHMARK_TASK_META if c in tasks.columns]],
-        "scores": scores[scores["dataset"].isin(task_names) & scores["model"].isin(model_names)],
     }
+    if len(scores.columns) > 2:  # ``metrics=()``: records without scores
+        side["scores"] = scores[scores["dataset"].isin(task_names) & scores["model"].isin(model_names)]
     from ..text import encode_texts, text_encoder_available
+    from .describe import BENCHMARK_TASK_TEXT
 
+    info: dict = {}
     if text_encoder_available():
-        texts = [f"{tasks.loc[t, 'domain']} {tasks.loc[t, 'base']}: {tasks.loc[t, 'class_names']}" for t in task_names]
+        texts = [BENCHMARK_TASK_TEXT.format(**tasks.loc[t].to_dict()) for t in task_names]
         side["task_embed"] = pd.DataFrame(encode_texts(texts), index=task_names).rename(columns=str)
+        info["task_text"] = BENCHMARK_TASK_TEXT
     if prototypes:
         if encoder is None:
             imagenet = [m for m in model_names if zoo.loc[m, "source_dataset"] == "imagenet-1k"]
@@ -231,5 +271,5 @@ def load_benchmark(
         side["model_task_prototypes"] = {pair: prototypes_of(features[pair]) for pair in recorded}
         side["task_prototypes"] = {t: prototypes_of(features[encoder, t]) for t in task_names}
     records = records_from_frame(raw, aggregate="mean", name=f"benchmark-{folder.name}-{protocol}", **side)
-    records.info["encoder"] = encoder
+    records.info.update(info, encoder=encoder)
     return records

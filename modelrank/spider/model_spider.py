@@ -17,7 +17,8 @@ A new model joins the zoo with ``add_model``: its token is learned from a few re
 parameter stays frozen.
 
 Training runs at most ``episodes`` episodes with early stopping on a ``val_fraction`` of the training tasks
-held back (cold-start style; with ``cv_group`` whole groups are held back and the base of every training pair
+held back (with fewer than 40 training tasks, every one is held back once across folds, and with fewer than
+3 the base is kept: ``base.train_validated``; cold-start style; with ``cv_group`` whole groups are held back and the base of every training pair
 leaves its group out, as in a leave-one-group-out evaluation). The untrained state is the reference: because
 the fitness head starts at zero that state IS the base below (times a gain), and the trained state is kept
 only if it beats it on the validation tasks by more than one standard error of the per-task differences, so
@@ -49,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InvalidInputError
-from .base import LEARNERS, EarlyStopping, Learner, TaskView, masked_row_pearson, split_validation_tasks
+from .base import LEARNERS, Learner, TaskView, masked_row_pearson, train_validated
 from .records import Records
 from .task_attention import PriorBase, task_groups
 
@@ -96,6 +97,8 @@ class SpiderNet(nn.Module):
         if self.proto_proj is not None:
             tokens.append(self.proto_proj(F.normalize(protos, dim=-1)) + self.type_embed.weight[TOKEN_PROTO])
             masks.append(proto_mask)
+        if not tokens:  # no description of the task: the fitness reads the model token (and the base) only
+            return torch.zeros(meta.shape[0], 0, self.type_embed.weight.shape[1]), torch.zeros(meta.shape[0], 0, dtype=torch.bool)
         return torch.cat(tokens, 1), torch.cat(masks, 1)
 
     def fitness(self, model_idx: torch.Tensor, tokens: torch.Tensor, mask: torch.Tensor,
@@ -145,38 +148,38 @@ class ModelSpider(Learner):
         if len(dims) > 1:
             raise InvalidInputError(f"task prototypes must all come from one encoder (same width), got widths {sorted(dims)}")
         self.proto_dim = dims.pop() if dims else 0
-        if self.task_features.shape[1] == 0 and self.proto_dim == 0:
-            raise InvalidInputError("Model Spider needs a description of each task: task metadata, embeddings or prototypes")
         model_pos = {m: i for i, m in enumerate(self.models)}
         task_pos = {t: i for i, t in enumerate(self.tasks)}
         self.specific = {(task_pos[t], model_pos[m]): np.asarray(p, np.float32)
                          for (m, t), p in (records.model_task_prototypes or {}).items() if m in model_pos and t in task_pos}
         specific_dims = {m: p.shape[1] for (_, m), p in self.specific.items()}
         self._build_specific_table()
-        torch.manual_seed(int(cfg["seed"]))
-        rng = np.random.default_rng(int(cfg["seed"]))
-        self.net = self._make_net(specific_dims)
+        self._specific_dims = specific_dims
         self.task_mu = self.task_features.mean(0)
         self.task_sd = np.where(self.task_features.std(0) > 1e-6, self.task_features.std(0), 1.0)
-        acc = torch.from_numpy(self.accuracy.copy())
-        known = torch.isfinite(acc)
         self._set_prior(groups=task_groups(self, records, cfg["cv_group"]))
-        loo = torch.from_numpy(self.prior_loo)
-        val = split_validation_tasks(self.accuracy, float(cfg["val_fraction"]), int(cfg["seed"]), groups=self.base.groups)
+        acc = torch.from_numpy(self.accuracy.copy())
+        self._training = {"acc": acc, "known": torch.isfinite(acc), "loo": torch.from_numpy(self.prior_loo)}
+        train_validated(self, self.accuracy, float(cfg["val_fraction"]), int(cfg["seed"]), self.base.groups,
+                        int(cfg["episodes"]), int(cfg["eval_every"]), int(cfg["patience"]))
+        del self._training, self._specific_dims
+        self.net.eval()
+
+    def _new_net(self) -> None:
+        torch.manual_seed(int(self.config["seed"]))
+        self.net = self._make_net(self._specific_dims)
+
+    def _train(self, val: np.ndarray, episodes: int, check) -> None:
+        """``episodes`` of ListMLE training on sub-tasks of the tasks outside ``val``; ``check()`` every
+        ``eval_every`` episodes stops it when True."""
+        cfg, d = self.config, self._training
+        acc, known, loo = d["acc"], d["known"], d["loo"]
+        rng = np.random.default_rng(int(cfg["seed"]))
         trainable = np.flatnonzero((known.sum(1).numpy() >= 2) & ~val)
+        if trainable.size == 0:
+            return
         opt = torch.optim.Adam(self.net.parameters(), lr=float(cfg["lr"]), weight_decay=float(cfg["weight_decay"]))
-        stopper = EarlyStopping(self.net, int(cfg["patience"]))
-
-        def validate() -> bool:
-            self.net.eval()
-            vt = np.flatnonzero(val)
-            with torch.no_grad():
-                grid = self._all_models(vt)
-            return stopper.update(masked_row_pearson(grid, acc[vt], known[vt]))
-
-        if val.any():
-            validate()  # the untrained state (= the prior) is a candidate too
-        for episode in range(int(cfg["episodes"])):
+        for episode in range(episodes):
             self.net.train()
             tasks = rng.choice(trainable, min(int(cfg["tasks_per_episode"]), trainable.size), replace=False)
             keys = torch.from_numpy(rng.random((tasks.size, len(self.models))).astype(np.float32))
@@ -195,10 +198,16 @@ class ModelSpider(Learner):
             opt.zero_grad()
             loss.backward()
             opt.step()
-            if val.any() and (episode + 1) % int(cfg["eval_every"]) == 0 and validate():
+            if check is not None and (episode + 1) % int(cfg["eval_every"]) == 0 and check():
                 break
-        stopper.restore()
+
+    def _validate(self, val: np.ndarray) -> np.ndarray:
+        """Within-task Pearson of the stage-one fitness with the truth on each ``val`` task."""
+        vt = np.flatnonzero(val)
         self.net.eval()
+        with torch.no_grad():
+            grid = self._all_models(vt)
+        return masked_row_pearson(grid, self._training["acc"][vt], self._training["known"][vt])
 
     def _build_specific_table(self) -> None:
         """Per model: its own prototypes on every known task as (T, C_max, D_model) + validity (T, C_max)."""

@@ -13,13 +13,14 @@
   (measured on unobserved models only) and "cold" (the block with nothing observed).
 
 Measures come from ``modelrank.evaluate.measures``; weighted tau uses scipy's default (symmetric) convention
-as TransferGraph does. A measure that is undefined on a task (constant ground truth) is left out of that
+as TransferGraph does, or Model Spider's (``tau_protocol="model_spider"``) for comparisons with its tables. A measure that is undefined on a task (constant ground truth) is left out of that
 task's average and counted in ``n``.
 """
 
 from __future__ import annotations
 
 import time
+from functools import partial
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Sequence
 
@@ -33,7 +34,7 @@ from .base import Learner
 from .records import Records
 
 REPORTED_MEASURES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
-    "weighted_tau": lambda t, s: weighted_tau(t, s, protocol="scipy"),
+    "weighted_tau": weighted_tau,  # called with the evaluation's ``tau_protocol``
     "pearson": pearson,
     "spearman": spearman,
     "rel@1": lambda t, s: rel_at_k(t, s, 1),
@@ -67,15 +68,17 @@ class EvalResult:
         return pd.DataFrame(rows).set_index("protocol")
 
 
-def measure_all(truth: np.ndarray, score: np.ndarray, all_truth: np.ndarray | None = None) -> dict[str, float]:
+def measure_all(truth: np.ndarray, score: np.ndarray, all_truth: np.ndarray | None = None,
+                tau_protocol: str = "scipy") -> dict[str, float]:
     """Every measure on one task; NaN (and counted as undefined) where the measure raises on this task.
 
     ``spread`` is TransferGraph's weight of the task (max - mean of the truth over all its models,
-    ``all_truth`` when only some models are measured)."""
+    ``all_truth`` when only some models are measured). ``tau_protocol``: the weighted-tau convention, "scipy"
+    (symmetric, TransferGraph's) or "model_spider" (``weightedtau(truth, score, rank=None)``, Model Spider's)."""
     out = {}
     for name, fn in REPORTED_MEASURES.items():
         try:
-            out[name] = fn(truth, score)
+            out[name] = fn(truth, score, protocol=tau_protocol) if name == "weighted_tau" else fn(truth, score)
         except InvalidInputError:
             out[name] = np.nan
     out["spread"] = dataset_weight(truth if all_truth is None else all_truth)
@@ -108,18 +111,20 @@ def task_folds(records: Records, by: str = "task", n_folds: int | None = None, c
 
 
 def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | Sequence[str] = "cold_start",
-             folds: list[list[str]] | None = None, k_observed: int = 3, seed: int = 0) -> EvalResult:
+             folds: list[list[str]] | None = None, k_observed: int = 3, seed: int = 0, tau_protocol: str = "scipy",
+             progress: Callable[[], None] | None = None) -> EvalResult:
     """Fit one learner per fold on the records without that fold's tasks, rank the held-out tasks, measure.
 
     ``protocol``: "cold_start", "partial" or both (one fit serves both). "partial" reveals ``k_observed``
     random models per held-out task (needs at least k + 2 models on the task so that two unobserved ones
-    remain to rank).
+    remain to rank). ``tau_protocol``: see ``measure_all``; ``progress()`` is called after each fold.
     """
     protocols = [protocol] if isinstance(protocol, str) else list(protocol)
     bad = [p for p in protocols if p not in PROTOCOLS]
     if bad or not protocols:
         raise InvalidInputError(f"protocol must be among {PROTOCOLS}, not {protocol!r}")
     folds = folds if folds is not None else task_folds(records)
+    measure = partial(measure_all, tau_protocol=tau_protocol)
     rng = np.random.default_rng(seed)
     rows, fit_s, rank_s = [], [], []
     for fold_id, held in enumerate(folds):
@@ -138,7 +143,7 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
                 start = time.perf_counter()
                 score = learner.predict(task, models=list(truth.index))
                 rank_s.append(time.perf_counter() - start)
-                rows.append({**base, "protocol": "cold_start", **measure_all(truth.to_numpy(), score.to_numpy())})
+                rows.append({**base, "protocol": "cold_start", **measure(truth.to_numpy(), score.to_numpy())})
             if "partial" not in protocols:
                 continue
             if truth.size < k_observed + 2:
@@ -149,11 +154,13 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
             rank_s.append(time.perf_counter() - start)
             hidden = ~truth.index.isin(observed.index)
             rows.append({**base, "protocol": "partial",
-                         **measure_all(truth.to_numpy()[hidden], score.to_numpy()[hidden], truth.to_numpy())})
+                         **measure(truth.to_numpy()[hidden], score.to_numpy()[hidden], truth.to_numpy())})
             filled = score.copy()
             filled.loc[observed.index] = observed
             rows.append({**base, "protocol": "partial_filled (seed protocol)",
-                         **measure_all(truth.to_numpy(), filled.to_numpy())})
+                         **measure(truth.to_numpy(), filled.to_numpy())})
+        if progress is not None:
+            progress()
     return EvalResult(pd.DataFrame(rows), fit_s, rank_s)
 
 
@@ -176,8 +183,9 @@ def seed_mixture_split(records: Records, seed: int) -> tuple[Records, dict[str, 
     return records.with_rows(records.table[keep.to_numpy()].reset_index(drop=True)), observed
 
 
-def seed_mixture(factory: Callable[[], Learner], records: Records, seed: int = 0) -> EvalResult:
+def seed_mixture(factory: Callable[[], Learner], records: Records, seed: int = 0, tau_protocol: str = "scipy") -> EvalResult:
     """The graph seed's mixed-observation protocol (see module docstring), one split per ``seed``."""
+    measure = partial(measure_all, tau_protocol=tau_protocol)
     train, observed = seed_mixture_split(records, seed)
     start = time.perf_counter()
     learner = factory().fit(train)
@@ -191,10 +199,26 @@ def seed_mixture(factory: Callable[[], Learner], records: Records, seed: int = 0
         seen = truth.index.isin(observed[task])
         filled = np.where(seen, truth.to_numpy(), score.to_numpy())
         base = {"task": task, "n_observed": int(seen.sum())}
-        rows.append({**base, "protocol": "seed_filled", **measure_all(truth.to_numpy(), filled)})
+        rows.append({**base, "protocol": "seed_filled", **measure(truth.to_numpy(), filled)})
         if (~seen).sum() >= 2:
             rows.append({**base, "protocol": "unobserved",
-                         **measure_all(truth.to_numpy()[~seen], score.to_numpy()[~seen], truth.to_numpy())})
+                         **measure(truth.to_numpy()[~seen], score.to_numpy()[~seen], truth.to_numpy())})
         if not seen.any():
-            rows.append({**base, "protocol": "cold", **measure_all(truth.to_numpy(), score.to_numpy())})
+            rows.append({**base, "protocol": "cold", **measure(truth.to_numpy(), score.to_numpy())})
     return EvalResult(pd.DataFrame(rows), fit_s, rank_s)
+
+
+def paired_difference(per_task: pd.DataFrame, learner: str, baseline: str, measure: str) -> dict[str, object] | None:
+    """``learner`` minus ``baseline`` on ``measure``, task by task (``per_task``: rows with learner, task and the
+    measure; repeated rows of a task, e.g. seeds, are averaged first): mean, standard error, wins / losses and
+    the verdict, "beats" / "loses" only beyond 2 standard errors (else "ties"). None with fewer than 2 tasks."""
+    table = per_task.groupby(["learner", "task"])[measure].mean().unstack("task")
+    if learner not in table.index or baseline not in table.index:
+        return None
+    diff = (table.loc[learner] - table.loc[baseline]).dropna()
+    if diff.size < 2:
+        return None
+    mean, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size))
+    verdict = "beats" if mean > 2 * se else "loses" if mean < -2 * se else "ties"
+    return {"diff": mean, "se": se, "wins": int((diff > 0).sum()), "losses": int((diff < 0).sum()),
+            "tasks": int(diff.size), "verdict": verdict}

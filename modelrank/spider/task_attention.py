@@ -279,6 +279,7 @@ class TaskAttention(Learner):
     """
 
     name = "task_attention"
+    task_inputs = ("metadata", "embedding", "scores")
     defaults = {
         "feature_grid": [0.0, 0.5, 1.0, 2.0, 4.0], "score_grid": [0.0, 0.1, 0.25, 0.5, 1.0],
         "observed_grid": [0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0], "max_observed": 9, "inner_draws": 10,

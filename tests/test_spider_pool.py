@@ -1,0 +1,55 @@
+"""The sampled task pool (modelrank.zoo.pool): many tasks from cached features, linear-probe truth, resumable,
+held-out tasks from other sources, and the learners' paired comparison on them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from modelrank.features import FeatureSet
+from modelrank.spider import make_learner
+from modelrank.spider.protocols import evaluate, paired_difference
+from modelrank.zoo.pool import build_pool, pool_records, sample_pool_tasks, split_sources
+
+
+def zoo_features(n_models: int = 4, n_sources: int = 4, n_classes: int = 6, per_class: int = 30, seed: int = 0):
+    """Model m separates the classes with strength that depends on the source's kind (even / odd): the best model
+    depends on the task, and which kind a task is shows in its class prototypes."""
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_classes), per_class)
+    centres = rng.normal(size=(n_sources, n_classes, 8))
+    features = {}
+    for s in range(n_sources):
+        for m in range(n_models):
+            strength = 0.3 + 0.4 * (m if s % 2 else n_models - 1 - m) / n_models
+            x = strength * centres[s][labels] * 3 + rng.normal(size=(labels.size, 8))
+            x[:, 0] += 5.0 * (s % 2)  # the kind of source, visible in any model's features
+            features[f"m{m}", f"task/s{s}"] = FeatureSet(x, labels, model=f"m{m}", dataset=f"task/s{s}")
+    return features
+
+
+def test_pool_is_sampled_probed_resumable_and_held_out_by_source(tmp_path):
+    features = zoo_features()
+    sources = sorted({s for _, s in features})
+    training, held = split_sources(sources, 0.5, seed=0)
+    assert len(held) == 2 and not set(training) & set(held)
+    counts = {s: dict(zip(*np.unique(features["m0", s].labels, return_counts=True))) for s in sources}
+    tasks = sample_pool_tasks(counts, training, held, n_train=12, n_held=4, seed=0, ways=(2, 3), shots=(5, 10))
+    assert len({t.name for t in tasks}) == 16 and all((t.source in held) == t.held_out for t in tasks)
+    calls = []
+    records, scores = build_pool(features, tasks[:10], tmp_path, progress=lambda i, n: calls.append((i, n)))
+    assert len(records) == 10 * 4 and calls[-1] == (10, 10) and records["accuracy"].between(0, 1).all()
+    before = (tmp_path / "pool_records.csv").read_text()
+    records, scores = build_pool(features, tasks, tmp_path)  # resumes: the first 10 are not computed again
+    assert (tmp_path / "pool_records.csv").read_text().startswith(before) and len(records) == 16 * 4
+    assert set(scores.columns) == {"dataset", "model", "logme"} and len(scores) == 16 * 4
+    pool = pool_records(features, tasks, records, scores, encoder="m0")
+    held_tasks = pool.info["held_out"]
+    assert len(held_tasks) == 4 and pool.task_prototypes[held_tasks[0]].shape[1] == 8
+
+    per_task = []
+    for name, cfg in (("model_prior", {}), ("task_attention", {"inner_draws": 2})):
+        result = evaluate(lambda: make_learner(name, **cfg), pool, "cold_start", [held_tasks])
+        per_task.append(result.per_task.assign(learner=name))
+    paired = paired_difference(pd.concat(per_task), "task_attention", "model_prior", "weighted_tau")
+    assert paired["tasks"] == 4 and np.isfinite(paired["diff"])

@@ -1,0 +1,194 @@
+"""`spider rank` for a new dataset, `spider eval`'s comparison table, `list learners`, learner files without pickle."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from modelrank.errors import InvalidInputError
+from modelrank.spider import Records, TaskInfo, load_learner, make_learner
+from modelrank.spider.describe import describe_task, rerank_by_metric, top_models
+from modelrank.features import FeatureSet
+
+
+def clustered(n_models: int = 8, n_tasks: int = 16, seed: int = 0) -> Records:
+    """Two task clusters that rank the models in opposite orders: observed accuracies say which cluster a task is in."""
+    rng = np.random.default_rng(seed)
+    models = [f"m{i}" for i in range(n_models)]
+    tasks = [f"t{j}" for j in range(n_tasks)]
+    order = np.linspace(-1, 1, n_models)
+    z = np.where((np.arange(n_tasks) % 2)[:, None] == 1, order[None], -order[None]) + rng.normal(0, 0.1, (n_tasks, n_models))
+    table = pd.DataFrame([(t, m, 0.7 + 0.05 * z[j, i]) for j, t in enumerate(tasks) for i, m in enumerate(models)],
+                         columns=["dataset", "model", "accuracy"])
+    return Records(table)
+
+
+def feature_set(model: str, n_classes: int = 3, dim: int = 6, seed: int = 0) -> FeatureSet:
+    rng = np.random.default_rng(seed)
+    labels = np.repeat(np.arange(n_classes), 10)
+    features = rng.normal(size=(labels.size, dim)) + labels[:, None]
+    return FeatureSet(features, labels, model=model, dataset="new", class_names=[f"c{i}" for i in range(n_classes)])
+
+
+def frame_of(out: str) -> pd.DataFrame:
+    return pd.read_json(io.StringIO(out), orient="records")
+
+
+def test_observed_accuracies_change_the_ranking_of_a_learner_that_uses_them(cli, tmp_path):
+    records = clustered()
+    csv = tmp_path / "records.csv"
+    records.table.to_csv(csv, index=False)
+    learner = tmp_path / "attention"
+    assert cli("spider", "train", str(csv), "--learner", "task_attention", "--set", "inner_draws=3", "-o", str(learner))[0] == 0
+    code, cold, _ = cli("spider", "rank", str(learner), "--format", "json")  # reads nothing about the task: no -d needed
+    assert code == 0
+    truth = records.truth("t1")  # a task of the cluster whose order is m0 < ... < m7
+    observed = [f"--observed={m}={truth[m]}" for m in ("m0", "m3", "m7")]
+    code, warm, _ = cli("spider", "rank", str(learner), *observed, "--format", "json")
+    cold, warm = frame_of(cold), frame_of(warm)
+    assert code == 0 and "observed" in warm.columns
+    assert list(cold["model"]) != list(warm["model"])
+    assert warm.set_index("model")["rank"]["m6"] < cold.set_index("model")["rank"]["m6"]  # m6 is good on t1's cluster
+    code, prior_out, err = cli("spider", "rank", str(learner), "--observed", "m0=0.5")
+    assert code == 0 and "2 or more" in err
+
+
+def test_model_prior_ranks_with_nothing_and_a_learner_names_the_option_for_what_it_lacks(cli, tmp_path):
+    records = clustered()
+    meta = pd.DataFrame({"size": np.arange(16.0)}, index=records.record_tasks)
+    with_meta = Records(records.table, task_meta=meta)
+    prior = make_learner("model_prior").fit(with_meta).save(tmp_path / "prior")
+    code, out, _ = cli("spider", "rank", str(prior), "--format", "csv", "--top", "0")
+    ranking = pd.read_csv(io.StringIO(out))
+    assert code == 0 and len(ranking) == 8 and (ranking["rank"] == ranking["prior_rank"]).all()
+    attention = make_learner("task_attention", inner_draws=2).fit(with_meta).save(tmp_path / "attention")
+    code, _, err = cli("spider", "rank", str(attention))
+    assert code == 2 and "--meta" in err and "size" in err and "Traceback" not in err
+    code, out, _ = cli("spider", "rank", str(attention), "--meta", "size=3", "--format", "json")
+    assert code == 0 and len(frame_of(out)) == 8
+    code, _, err = cli("spider", "rank", str(attention), "unknown-task")
+    assert code == 2 and "-d DATASET" in err
+
+
+def test_rank_a_new_dataset_from_feature_files_with_prototypes_and_rerank(cli, tmp_path):
+    records = clustered()
+    protos = {t: np.random.default_rng(j).normal(size=(3, 6)).astype(np.float32) for j, t in enumerate(records.record_tasks)}
+    records = Records(records.table, task_prototypes=protos, info={"encoder": "m2"})
+    learner = make_learner("spider", episodes=5, val_fraction=0.0).fit(records)
+    assert learner.reads == ["prototypes"] and learner.recipe == {"encoder": "m2"}
+    folder = learner.save(tmp_path / "spider")
+    files = []
+    for i in range(8):
+        fs = feature_set(f"m{i}", seed=i)
+        np.savez(tmp_path / f"m{i}.npz", features=fs.features, labels=fs.labels)
+        files.append(tmp_path / f"m{i}.npz")
+    code, _, err = cli("spider", "rank", str(folder), "--features", str(files[0]))
+    assert code == 2 and "m2" in err and "--features" in err  # the encoder's features are what it reads
+    code, out, err = cli("spider", "rank", str(folder), "--features", str(files[2]), "--format", "json")
+    assert code == 0, err
+    first = frame_of(out)
+    expected = learner.predict(describe_task(learner, "custom", {"m2": feature_set("m2", seed=2)}))
+    np.testing.assert_allclose(first.set_index("model")["score"].loc[expected.index], expected.to_numpy(), rtol=1e-5)
+    args = [a for f in files for a in ("--features", str(f))]
+    code, out, err = cli("spider", "rank", str(folder), *args, "--rerank", "3", "--out", "-")
+    assert code == 0, err
+    reranked = pd.read_csv(io.StringIO(out))
+    assert set(reranked["model"][:3]) == set(first["model"][:3])  # only the top 3 may move
+    assert list(reranked["model"][3:]) == list(first["model"][3:])
+
+
+def test_rerank_orders_the_top_k_by_the_metric_and_keeps_the_rest():
+    scores = pd.Series([0.9, 0.8, 0.7, 0.1], index=["a", "b", "c", "d"])
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(2), 20)
+    good = FeatureSet(np.c_[labels * 4.0, rng.normal(size=40)] + rng.normal(0, 0.1, (40, 2)), labels, model="c")
+    bad = [FeatureSet(rng.normal(size=(40, 2)), labels, model=m) for m in ("a", "b")]
+    out = rerank_by_metric(scores, 3, {fs.model: fs for fs in [good, *bad]}, "logme")
+    assert out.idxmax() == "c" and out["d"] == 0.1 and sorted(out) == sorted(scores)
+    tied = pd.Series([0.9, 0.5, 0.5, 0.1], index=["a", "b", "c", "d"])
+    assert top_models(tied, 2) == ["a", "b", "c"]  # which of two tied models is "second" would be noise
+
+
+def test_describe_task_builds_what_the_learner_read():
+    records = clustered()
+    meta = pd.DataFrame({"classes": [3.0, 5.0] * 8, "domain": ["none", "blur"] * 8}, index=records.record_tasks)
+    learner = make_learner("task_attention", inner_draws=2).fit(Records(records.table, task_meta=meta))
+    info = describe_task(learner, "new", {"m0": feature_set("m0", n_classes=5)})
+    assert info.meta == {"classes": 5, "domain": "none"} and info.prototypes is None and info.scores is None
+    assert np.isfinite(learner.predict(info).to_numpy()).all()
+    with pytest.raises(InvalidInputError, match="--meta"):
+        describe_task(learner, "new", {})
+
+
+def test_eval_prints_one_comparison_table_with_paired_differences(cli, tmp_path):
+    records = clustered(n_tasks=8)
+    csv = tmp_path / "records.csv"
+    records.table.to_csv(csv, index=False)
+    args = ["spider", "eval", str(csv), "--learners", "model_prior,task_attention", "--set", "inner_draws=2",
+            "--protocol", "both"]
+    code, out, err = cli(*args, "--format", "json")
+    assert code == 0, err
+    table = frame_of(out)
+    assert set(table["learner"]) == {"model_prior", "task_attention"}
+    assert {"cold_start", "partial"} <= set(table["protocol"])
+    row = table[(table["learner"] == "task_attention") & (table["protocol"] == "partial")].iloc[0]
+    assert row["verdict"] == "beats" and row["wins"] > row["losses"]  # observed accuracies name the cluster
+    assert table[table["learner"] == "model_prior"]["verdict"].isna().all()
+    code, out, _ = cli(*args, "--tau-protocol", "model_spider", "--out", str(tmp_path / "table.csv"))
+    other = pd.read_csv(tmp_path / "table.csv")
+    assert code == 0 and "task_attention" in out and len(other) == len(table)  # the table on screen, the data in --out
+    assert not np.allclose(other["weighted_tau[model_spider]"], table["weighted_tau[scipy]"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["spider", "train", "x.csv", "-o", "o", "--learner", "graph", "--set", "epochs=abc"], "epochs must be int"),
+    (["spider", "train", "x.csv", "-o", "o", "--learner", "foo"], "unknown learner"),
+    (["spider", "eval", "x.csv", "--tau-protocol", "nope"], "--tau-protocol"),
+    (["spider", "eval", "x.csv", "--learners", "graph", "--set", "hidden=big"], "hidden must be int"),
+])
+def test_bad_learner_options_are_one_line_errors_before_any_work(cli, args, message):
+    code, _, err = cli(*args)  # x.csv does not exist: the option is checked first
+    assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_list_learners(cli):
+    code, out, _ = cli("list", "learners")
+    assert code == 0 and all(name in out for name in ("model_prior", "task_attention", "graph", "spider"))
+
+
+def test_saved_learner_is_json_and_npz_without_pickle(tmp_path):
+    learner = make_learner("graph", epochs=3, val_fraction=0.0).fit(clustered())
+    folder = learner.save(tmp_path / "g")
+    assert sorted(p.name for p in folder.iterdir()) == ["learner.json", "state.npz"]
+    with np.load(folder / "state.npz", allow_pickle=False) as arrays:
+        assert "learner/net/model_id.weight" in arrays.files
+    meta = json.loads((folder / "learner.json").read_text())
+    meta["format"] = 1
+    (folder / "learner.json").write_text(json.dumps(meta))
+    with pytest.raises(InvalidInputError, match="retrain"):
+        load_learner(folder)
+
+
+def test_rank_a_registered_dataset_described_from_the_feature_cache(cli, cache_dir):
+    """-d: the encoder's features of the dataset come from the feature cache (extracted there when missing)."""
+    from modelrank.extraction import load_features
+    from modelrank.spider.prototypes import prototypes_of
+
+    encoder = "random:test_resnet"
+    features = load_features(encoder, "digits", "test", per_class=3, cache_dir=str(cache_dir))
+    records = clustered()
+    width = features.features.shape[1]
+    protos = {t: np.random.default_rng(j).normal(size=(3, width)).astype(np.float32) for j, t in enumerate(records.record_tasks)}
+    learner = make_learner("spider", episodes=3, val_fraction=0.0).fit(
+        Records(records.table, task_prototypes=protos, info={"encoder": encoder}))
+    folder = learner.save(cache_dir.parent / "learner")
+    code, out, err = cli("spider", "rank", str(folder), "-d", "digits", "--split", "test", "--per-class", "3",
+                         "--format", "json", "--quiet")
+    assert code == 0, err
+    ranking = frame_of(out).set_index("model")["score"]
+    expected = learner.predict(TaskInfo("digits", prototypes=prototypes_of(features)))
+    np.testing.assert_allclose(ranking.loc[expected.index], expected.to_numpy(), rtol=1e-5)
