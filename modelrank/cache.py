@@ -25,13 +25,13 @@ import uuid
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import InvalidInputError, MissingResourceError
+from .errors import MissingResourceError
 from .features import FeatureSet
 
 FORMAT_VERSION = 1
@@ -353,13 +353,12 @@ class FeatureStore:
             if manifest and folder != self.entry_dir(key) and without_fingerprint(manifest.get("key", {})) == mine
         ]
 
-    def remove(self, pattern: str) -> list[str]:
-        """Delete entries whose folder name contains ``pattern`` ("all" removes everything)."""
-        if not pattern:
-            raise InvalidInputError("give a pattern (part of an entry name) or 'all'")
+    def remove(self, names: Iterable[str]) -> list[str]:
+        """Delete the entries with exactly these folder names; returns the names removed."""
+        wanted = set(names)
         removed = []
         for folder, _ in list(self.entries()):
-            if pattern == "all" or pattern in folder.name:
+            if folder.name in wanted:
                 shutil.rmtree(folder)
                 removed.append(folder.name)
         return removed

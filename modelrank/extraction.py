@@ -20,6 +20,7 @@ from .data import ImageDataset, load_dataset
 from .errors import InvalidInputError
 from .features import FeatureSet
 from .models import LoadedModel, load_model
+from .progress import ProgressFn, report
 
 DEFAULT_CHUNK = 1024
 
@@ -255,27 +256,31 @@ def extract(
     data_root: str | None = None,
     download: bool = False,
     chunk_size: int = DEFAULT_CHUNK,
-    progress: "ExtractProgress | None" = None,
+    progress: ProgressFn | None = None,
 ) -> list[dict]:
     """Extract and cache features of every model on one dataset split; returns one summary dict per model.
 
     Only chunks that are missing (and belong to ``shard``) are computed, so an interrupted run resumes and a
-    job array of ``--shard i/n`` covers the data exactly once.
+    job array of ``--shard i/n`` covers the data exactly once. ``progress`` (a ``modelrank.progress.ProgressFn``)
+    hears of each step on its row "extract": opening the dataset, loading each model, checking the cache, and
+    the images computed of each model.
     """
     if not models:
         raise InvalidInputError("no model given (e.g. -m efficientnet_lite0,resnet18)")
     shard = shard if isinstance(shard, tuple) else parse_shard(shard)
     store = FeatureStore(cache_dir)
     _register_zoo(models, cache_dir)
+    report(progress, "extract", f"opening dataset {dataset}")
     data = open_dataset(dataset, split, data_root, download)
     dev = resolve_device(device)
     n_workers = resolve_workers(workers, dev)
-    return [
-        extract_model(store, load_model(name), data, limit=limit, per_class=per_class, seed=seed,
-                      chunk_size=chunk_size, shard=shard, batch_size=batch_size, device=dev, workers=n_workers,
-                      progress=progress)
-        for name in models
-    ]
+    summaries = []
+    for name in models:
+        report(progress, "extract", f"loading model {name}")
+        summaries.append(extract_model(store, load_model(name), data, limit=limit, per_class=per_class, seed=seed,
+                                       chunk_size=chunk_size, shard=shard, batch_size=batch_size, device=dev,
+                                       workers=n_workers, progress=progress))
+    return summaries
 
 
 def extract_model(
@@ -291,18 +296,27 @@ def extract_model(
     batch_size: int,
     device: torch.device,
     workers: int,
-    progress: "ExtractProgress | None" = None,
+    progress: ProgressFn | None = None,
 ) -> dict:
     """Compute one loaded model's missing chunks on an opened dataset; returns its summary dict."""
     if batch_size < 1:
         raise InvalidInputError("--batch-size must be at least 1")
+    report(progress, "extract", f"checking the cached chunks of {model.name}")
     plan = plan_model(store, model, data, limit=limit, per_class=per_class, seed=seed,
                       chunk_size=chunk_size, shard=shard)
     n_todo = sum(len(store.chunk_ids(plan.manifest, j)) for j in plan.pending)
+    what = f"{model.name} on {data.name}/{data.split} (images)"
+    report(progress, "extract", what, 0, n_todo)
+    computed = 0
+
+    def advance(n: int) -> None:
+        nonlocal computed
+        computed += n
+        report(progress, "extract", what, computed, n_todo)
+
     start = time.perf_counter()
-    task = progress.task(model.name, n_todo) if progress else None
     n_done = run_plan(store, plan, data, batch_size=batch_size, device=device, workers=workers,
-                      on_batch=(lambda n: progress.advance(task, n)) if progress else None)
+                      on_batch=advance if progress else None)
     seconds = time.perf_counter() - start
     remaining = len(store.missing_chunks(plan.key, plan.manifest))
     return {
@@ -326,7 +340,7 @@ def load_features(model: str, dataset: str, split: str | None = None, **options)
 
     ``options``: the keyword arguments of ``load_feature_pairs`` (``limit``, ``per_class``, ``seed``,
     ``cache_dir``, ``data_root``, ``extract_missing``, ``batch_size``, ``device``, ``workers``, ``download``,
-    ``chunk_size``). The model and dataset are opened once: the cache key needs the model's weight
+    ``chunk_size``, ``progress``). The model and dataset are opened once: the cache key needs the model's weight
     fingerprint and preprocessing, and the same loaded model computes any missing chunks.
     """
     return load_feature_pairs([(model, dataset)], split, **options)[model, dataset]
@@ -347,13 +361,14 @@ def load_feature_pairs(
     workers: int | None = None,
     download: bool = False,
     chunk_size: int = DEFAULT_CHUNK,
-    progress: "ExtractProgress | None" = None,
+    progress: ProgressFn | None = None,
 ) -> dict[tuple[str, str], FeatureSet]:
     """``load_features`` for many (model, dataset) pairs: {(model, dataset): FeatureSet}.
 
     Each model is built once and each dataset opened once, however many pairs share them (building a model
     takes 0.2-0.4 s on CPU and a derived task can take seconds to open, while reading cached features takes
-    ~0.01 s); only one model is held at a time. ``progress``: shows the extraction of missing features.
+    ~0.01 s); only one model is held at a time. ``progress``: as in ``extract``, plus the row "features"
+    counting the pairs loaded.
     """
     store = FeatureStore(cache_dir)
     by_model: dict[str, list[str]] = {}
@@ -362,10 +377,13 @@ def load_feature_pairs(
     _register_zoo(list(by_model), cache_dir)
     datasets: dict[str, ImageDataset] = {}
     out: dict[tuple[str, str], FeatureSet] = {}
+    n_pairs = sum(len(dict.fromkeys(names)) for names in by_model.values())
     for model, names in by_model.items():
+        report(progress, "features", f"loading model {model}", len(out), n_pairs)
         loaded = load_model(model)
         for dataset in dict.fromkeys(names):
             if dataset not in datasets:
+                report(progress, "features", f"opening dataset {dataset}", len(out), n_pairs)
                 datasets[dataset] = open_dataset(dataset, split, data_root, download)
             data = datasets[dataset]
             key = feature_key(loaded, data, limit, per_class, seed)
@@ -379,6 +397,7 @@ def load_feature_pairs(
 
             if extract_missing and (manifest is None or store.missing_chunks(key, manifest)):
                 complete()
+            report(progress, "features", f"reading the features of {model} on {dataset}", len(out), n_pairs)
             try:
                 out[model, dataset] = store.load(key, task=data.task, class_names=data.class_names)
             except IncompleteEntryError:
@@ -386,38 +405,5 @@ def load_feature_pairs(
                     raise
                 complete()  # a chunk was found corrupt while reading: recompute it, as the warning said
                 out[model, dataset] = store.load(key, task=data.task, class_names=data.class_names)
+    report(progress, "features", "features loaded", len(out), n_pairs)
     return out
-
-
-class ExtractProgress:
-    """Rich progress bars, one per model, with throughput."""
-
-    def __init__(self, console=None):
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        self.bar = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-            console=console, transient=False,
-        )
-        self._start: dict[int, float] = {}
-
-    def __enter__(self):
-        self.bar.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
-
-    def task(self, name: str, total: int) -> int:
-        task = self.bar.add_task(name, total=max(total, 1) if total else 1, rate="cached" if not total else "")
-        if not total:
-            self.bar.update(task, completed=1)
-        self._start[task] = time.perf_counter()
-        return task
-
-    def advance(self, task: int, n: int) -> None:
-        t = self.bar.tasks[[x.id for x in self.bar.tasks].index(task)]
-        elapsed = time.perf_counter() - self._start[task]
-        rate = (t.completed + n) / elapsed if elapsed > 0 else 0.0
-        self.bar.update(task, advance=n, rate=f"{rate:6.1f} img/s")

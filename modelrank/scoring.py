@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from . import progress as progress_lib
 from .errors import InvalidInputError, MissingResourceError, ModelrankError
 from .features import TASK_TYPES, FeatureSet
 from .metrics import METRICS, MetricSpec, compute_metric, score_zoo
@@ -51,6 +52,25 @@ def flags_caught():
                 warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
 
 
+def scoring_reporter(progress: "progress_lib.ProgressFn | None", n_sets: int, n_metrics: int | None,
+                     row: str = "score") -> ProgressFn | None:
+    """A ``score_feature_sets`` / ``bootstrap_scores`` progress callback for a ``modelrank.progress.ProgressFn``:
+    it counts (metric, model) evaluations out of ``n_sets * n_metrics`` (a zoo-level metric, model "*", counts
+    once per model it scores); ``n_metrics=None`` counts the calls without a total (the bootstrap's)."""
+    if progress is None:
+        return None
+    total = n_sets * n_metrics if n_metrics is not None else None
+    done = 0
+
+    def scored(dataset: str, model: str, metric: str) -> None:
+        nonlocal done
+        where = dataset if model == "*" else f"{model}/{dataset}"
+        progress_lib.report(progress, row, f"{metric} on {where}", done, total)
+        done += n_sets if model == "*" and total is not None else 1
+
+    return scored
+
+
 def _resolve_metrics(metrics: Sequence[str] | str) -> tuple[list[MetricSpec], bool]:
     if isinstance(metrics, str):
         metrics = [metrics]
@@ -63,6 +83,19 @@ def _resolve_metrics(metrics: Sequence[str] | str) -> tuple[list[MetricSpec], bo
     if not names:
         raise InvalidInputError("no metric given")
     return [METRICS.get(name) for name in names], False
+
+
+def check_metric_request(metrics: Sequence[str] | str, params: dict[str, dict[str, Any]]) -> tuple[list[MetricSpec], bool]:
+    """The metrics asked for (and whether that was "all"), after checking every name, parameter name and
+    parameter type: a command calls this before extracting or loading anything."""
+    specs, everything = _resolve_metrics(metrics)
+    chosen = {s.name for s in specs}
+    for name in params:
+        if name not in chosen:
+            raise InvalidInputError(f"parameters given for metric {name!r}, which is not being scored")
+    for spec in specs:  # a misspelt parameter is an error even with "all", never a skipped metric
+        check_parameters(spec, params.get(spec.name, {}))
+    return specs, everything
 
 
 def _why_not(spec: MetricSpec, data: FeatureSet) -> str | None:
@@ -102,13 +135,7 @@ def score_feature_sets(
     """
     if not feature_sets:
         raise InvalidInputError("no feature sets to score")
-    specs, everything = _resolve_metrics(metrics)
-    chosen = {s.name for s in specs}
-    for name in params:
-        if name not in chosen:
-            raise InvalidInputError(f"parameters given for metric {name!r}, which is not being scored")
-    for spec in specs:  # a misspelt parameter is an error even with "all", never a skipped metric
-        check_parameters(spec, params.get(spec.name, {}))
+    specs, everything = check_metric_request(metrics, params)
     keys = [(fs.dataset, fs.model) for fs in feature_sets]
     if len(set(keys)) != len(keys):
         raise InvalidInputError("two feature sets share the same (dataset, model)")

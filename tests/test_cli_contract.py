@@ -58,11 +58,89 @@ BAD_INVOCATIONS = [
     ("evaluate", "--scores", "/nonexistent/s.csv", "--truth", "/nonexistent/t.csv"),
     ("spider", "train", "/nonexistent.csv", "--out", "/tmp/x"),
     ("cache", "info", "no-such-entry"),
+    # Arguments are checked before any model is loaded or any work starts (the guard below fails otherwise).
+    *[("score", "-d", "digits", "-m", "random:test_resnet", *rest) for rest in [
+        ("--metric", "logmee"),
+        ("--metric", "transrate", "--set", "transrate.eps=abc"),
+        ("--metric", "transrate", "--set", "transrate.nope=1"),
+        ("--metric", "logme", "--set", "transrate.eps=1e-3"),
+        ("--per-class", "0"),
+        ("--limit", "0"),
+        ("--split", "val"),
+        ("--out", "/nonexistent/folder/scores.csv"),
+    ]],
+    ("score", "-d", "digits", "-m", "random:test_resnet,resnet5"),
+    ("score", "-d", "digitz", "-m", "random:test_resnet"),
+    *[("extract", "-m", "random:test_resnet", "-d", "digits", *rest) for rest in [
+        ("-b", "-1"),
+        ("--batch-size", "0"),
+        ("--limit", "0"),
+        ("--workers", "-1"),
+        ("--shard", "3/2"),
+        ("--device", "tpu"),
+        ("--format", "xml"),
+        ("--checkpoint", "/nonexistent/weights.pth"),
+        ("--cache-dir", __file__),
+        ("--data-root", __file__),
+    ]],
+    ("extract", "-m", "random:test_resnet,resnet5", "-d", "digits"),
+    ("extract", "-m", "random:test_resnet@/nonexistent/weights.pth", "-d", "digits"),
+    ("extract", "-m", "random:test_resnet", "-d", "folder:/nonexistent/images"),
+    *[("finetune", "-d", "digits", "-m", "random:test_resnet", *rest) for rest in [
+        ("--protocol", "half"),
+        ("--metric", "f1"),
+        ("--cs", "a:b"),
+        ("--val", "1.5"),
+        ("--val", "0.6", "--test", "0.5"),
+        ("--per-class", "0"),
+        ("--out", "/nonexistent/folder/truth.csv"),
+        ("--format", "xml"),
+        ("--protocol", "full", "--epochs", "0"),
+        ("--protocol", "full", "--batch-size", "1"),
+        ("--protocol", "full", "--optimizer", "adam"),
+        ("--protocol", "full", "--lrs", "0.1,x"),
+        ("--protocol", "full", "--lrs", "0"),
+        ("--protocol", "full", "--input-size", "0"),
+    ]],
+    ("finetune", "-d", "digits", "-m", "resnet5"),
+    ("finetune", "-d", "digitz", "-m", "random:test_resnet"),
+    ("zoo", "build", "--preset", "huge"),
+    ("zoo", "build", "--preset", "ci", "--device", "tpu"),
+    ("zoo", "ls", "--preset", "huge"),
+    ("zoo", "ls", "--format", "xml"),
+    ("benchmark", "--preset", "huge"),
+    ("benchmark", "--preset", "ci", "--device", "tpu"),
+    ("benchmark", "--preset", "ci", "--out", "/nonexistent/folder/results"),
+    ("benchmark", "--preset", "ci", "--out", __file__),
+    ("cache", "ls", "--format", "xml"),
+    ("cache", "ls", "--out", "/nonexistent/folder/cache.csv"),
+    ("cache", "rm", "no-such-entry", "--yes"),
+    ("records", "ls", "--format", "xml"),
+    ("records", "ls", "--out", "/nonexistent/folder/records.csv"),
+    ("records", "export", "/nonexistent/folder/records.csv"),
+    ("list", "metrics", "--format", "yaml"),
+    ("list", "metrics", "--out", "/nonexistent/folder/metrics.csv"),
 ]
 
 
+@pytest.fixture
+def no_work(monkeypatch):
+    """Make the start of any heavy work a bug (exit 1), so argument checks must come before it."""
+    import modelrank.extraction
+    import modelrank.finetune.full
+    import modelrank.zoo.build
+
+    def work(*args, **kwargs):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(modelrank.extraction, "load_model", work)
+    monkeypatch.setattr(modelrank.extraction, "open_dataset", work)
+    monkeypatch.setattr(modelrank.finetune.full, "finetune_full", work)
+    monkeypatch.setattr(modelrank.zoo.build, "build_zoo", work)
+
+
 @pytest.mark.parametrize("args", BAD_INVOCATIONS, ids=" ".join)
-def test_bad_invocations_are_one_line_exit_2(cli, cache_dir, args):
+def test_bad_invocations_are_one_line_exit_2(cli, cache_dir, no_work, args):
     code, out, err = cli(*args)
     assert code == 2, (code, out, err)
     assert "Traceback" not in out + err

@@ -1,5 +1,7 @@
 """The foundation commands: help, list, extract, cache, and one-line errors without tracebacks."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -23,16 +25,76 @@ def test_list(cli, what, expected):
     assert code == 0 and expected in out
 
 
+def test_list_for_people_and_programs(cli):
+    code, out, _ = cli("list", "metrics", "--format", "json")
+    metrics = json.loads(out)
+    assert code == 0 and {"logme", "ncti"} <= {m["name"] for m in metrics}
+    assert {m["scope"] for m in metrics} == {"model", "zoo"}  # explained in `list --help`, never blank
+    code, out, _ = cli("list", "datasets", "--format", "csv")
+    assert code == 0 and out.splitlines()[0] == "name,source,splits,description"
+    code, out, err = cli("list", "models", "--out", "-")
+    assert code == 0 and out.splitlines()[0].startswith("name,") and err == ""
+    code, out, _ = cli("list", "models")  # stdout is no terminal: plain text, no box lines, one line per row
+    assert code == 0 and not set("┃│━─") & set(out) and out.startswith("# models\n")
+    assert len(out.splitlines()) == 2 + len(json.loads(cli("list", "models", "--format", "json")[1]))
+
+
 def test_extract_then_cache_ls_info_rm(cli, cache_dir):
     code, out, err = cli("extract", "-m", "random:test_resnet", "-d", "digits", "--limit", "12", "-b", "6")
     assert code == 0, err
     assert "digits/train" in out
+    assert "loading model" not in err  # stderr is no terminal here: no progress display
     code, out, _ = cli("cache", "ls")
     assert code == 0 and "12" in out and "1/1" in out
     code, out, _ = cli("cache", "info", "test_resnet")
     assert code == 0 and "fingerprint" in out
-    code, out, _ = cli("cache", "rm", "all")
-    assert code == 0 and "removed 1 entry" in out
+    code, out, err = cli("cache", "rm", "*", "--yes")
+    assert code == 0 and "removed 1 entry" in err and out == ""
+    code, out, _ = cli("cache", "ls", "--format", "json")
+    assert code == 0 and json.loads(out) == []
+
+
+def _fake_entries(cache_dir, *names):
+    for name in names:
+        (cache_dir / "features" / name).mkdir(parents=True)
+        (cache_dir / "features" / name / "chunk-00000.parquet").write_bytes(b"x")
+
+
+def _entry_names(cache_dir):
+    return sorted(p.name for p in (cache_dir / "features").iterdir())
+
+
+def test_cache_rm_takes_exact_names_or_globs_and_asks(cli, cache_dir, monkeypatch):
+    import io
+
+    from modelrank.cache import FeatureStore
+
+    assert FeatureStore(cache_dir).root == cache_dir / "features"
+    _fake_entries(cache_dir, "e1-digits", "e2-digits", "lite0-pets")
+    # A partial name is no entry: the error lists what contains it and nothing is removed.
+    code, out, err = cli("cache", "rm", "digits", "--yes")
+    assert code == 2 and "e1-digits, e2-digits" in err and "'*digits*'" in err
+    assert _entry_names(cache_dir) == ["e1-digits", "e2-digits", "lite0-pets"]
+    code, _, err = cli("cache", "rm", "*digits", "--dry-run")
+    assert code == 0 and "e1-digits" in err and "e2-digits" in err and "would remove 2 entries" in err
+    assert _entry_names(cache_dir) == ["e1-digits", "e2-digits", "lite0-pets"]
+    # No terminal and no --yes: refuse, one line, nothing removed.
+    code, _, err = cli("cache", "rm", "*digits")
+    assert code == 2 and "--yes" in err and len(err.strip().splitlines()) == 3  # the two matches, then the error
+    assert _entry_names(cache_dir) == ["e1-digits", "e2-digits", "lite0-pets"]
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr("sys.stdin", Terminal("n\n"))
+    code, _, err = cli("cache", "rm", "e1-digits")
+    assert code == 0 and "nothing removed" in err and len(_entry_names(cache_dir)) == 3
+    monkeypatch.setattr("sys.stdin", Terminal("y\n"))
+    code, _, err = cli("cache", "rm", "e1-digits", "lite0-pets")
+    assert code == 0 and "removed 2 entries" in err and _entry_names(cache_dir) == ["e2-digits"]
+    code, _, err = cli("cache", "rm", "zzz*", "--yes")
+    assert code == 0 and "nothing removed" in err and _entry_names(cache_dir) == ["e2-digits"]
 
 
 def test_unknown_model(cli, cache_dir):
@@ -69,3 +131,41 @@ def test_missing_checkpoint(cli, cache_dir, tmp_path):
 
 def test_bad_shard_option(cli, cache_dir):
     assert_user_error(cli("extract", "-m", "random:test_resnet", "-d", "digits", "--shard", "2/2"), "--shard")
+
+
+def test_finetune_results_on_stdout_and_run_lines_on_stderr(cli, cache_dir, tmp_path, rng):
+    import io
+
+    import pandas as pd
+
+    labels = np.repeat(np.arange(3), 20)
+    features = rng.normal(size=(60, 4)) + labels[:, None]
+    np.savez(tmp_path / "m.npz", features=features, labels=labels)
+    code, out, err = cli("finetune", "--features", str(tmp_path / "m.npz"), "--cs", "1e-2:1e2:3", "--out", "-")
+    assert code == 0, err
+    assert "done" in err and "done" not in out  # the run's line is a log; stdout holds the records CSV only
+    exported = pd.read_csv(io.StringIO(out))
+    assert list(exported["model"]) == ["m"] and 0 <= exported["eval_accuracy"].item() <= 1
+    code, out, err = cli("records", "ls", "--format", "json")
+    assert code == 0 and [r["model"] for r in json.loads(out)] == ["m"]
+    code, out, err = cli("finetune", "--features", str(tmp_path / "m.npz"), "--cs", "1e-2:1e2:3", "--format", "csv")
+    assert code == 0 and "skipped" in err and pd.read_csv(io.StringIO(out))["model"].tolist() == ["m"]
+
+
+@pytest.mark.parametrize("width,boxed", [(120, True), (40, False)])
+def test_a_table_too_wide_for_the_terminal_is_plain_text(monkeypatch, capsys, width, boxed):
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    import modelrank.cli._output as output
+
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=width, color_system=None)
+    monkeypatch.setattr(output, "console", terminal)
+    frame = pd.DataFrame({"model": ["efficientnet_lite0", "efficientnet_lite1"], "dataset": ["animal-mnist"] * 2,
+                          "logme": [0.123456, -1.5], "leep": [-2.25, -3.5]})
+    output.emit(frame)
+    shown = terminal.file.getvalue() + capsys.readouterr().out
+    assert ("┃" in shown) == boxed
+    assert "efficientnet_lite0" in shown and "animal-mnist" in shown and "0.123" in shown  # never folded

@@ -87,22 +87,17 @@ def test_bad_shard(text):
 def test_interrupted_run_resumes_from_last_chunk(cache_dir, monkeypatch):
     import modelrank.extraction as ex
 
-    calls = {"n": 0}
+    batches = []
 
-    def crash_after_two_batches(n):
-        calls["n"] += 1
-        if calls["n"] == 3:
+    def crash_after_two_batches(row, text, done, total):
+        if row == "extract" and done:
+            batches.append(done)
+        if len(batches) == 3:
             raise KeyboardInterrupt
 
-    class Boom:
-        def task(self, name, total):
-            return 0
-
-        def advance(self, task, n):
-            crash_after_two_batches(n)
-
     with pytest.raises(KeyboardInterrupt):
-        extract([TINY], "digits", "train", progress=Boom(), **OPTS)
+        extract([TINY], "digits", "train", progress=crash_after_two_batches, **OPTS)
+    assert batches == [8, 16, 24]  # images done so far, of the 40 to compute
     store, folder, manifest = entry_chunks(cache_dir)
     assert len(list(folder.glob("chunk-*.parquet"))) == 1  # 2 batches of 8 = the first chunk of 16
     summary = extract([TINY], "digits", "train", **OPTS)[0]

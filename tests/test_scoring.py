@@ -296,12 +296,12 @@ def test_cli_dataset_and_models_use_load_feature_pairs(monkeypatch, tmp_path):
 
     monkeypatch.setattr(modelrank.extraction, "load_feature_pairs", fake_load_feature_pairs)
     out = tmp_path / "s.csv"
-    args = ["score", "-d", "pets", "-m", "resnet18,vit_small", "--limit", "240", "--metric", "lfc", "--out", str(out)]
+    args = ["score", "-d", "pets", "-m", "resnet18,vit_small_patch16_224", "--limit", "240", "--metric", "lfc", "--out", str(out)]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
-    assert calls == [([("resnet18", "pets"), ("vit_small", "pets")], None, 240)]
+    assert calls == [([("resnet18", "pets"), ("vit_small_patch16_224", "pets")], None, 240)]
     frame = pd.read_csv(out)
-    assert list(frame.Model) == ["resnet18", "vit_small"] and set(frame.Dataset) == {"pets"}
+    assert list(frame.Model) == ["resnet18", "vit_small_patch16_224"] and set(frame.Dataset) == {"pets"}
 
 
 def test_cli_ped_scores_the_ped_variants(tmp_path, two_files):

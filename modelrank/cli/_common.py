@@ -26,6 +26,7 @@ err_console = Console(stderr=True)
 
 _NOTHING_KEPT = "nothing was written"
 _interrupt_note = _NOTHING_KEPT
+_quiet = False
 
 
 def set_interrupt_note(note: str) -> None:
@@ -50,12 +51,66 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                  help="Print the version and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress display and no progress lines on stderr "
+                               "(errors and warnings still show)."),
 ) -> None:
+    global _quiet
+    _quiet = quiet
     set_interrupt_note(_NOTHING_KEPT)
 
+
+def progress_wanted() -> bool:
+    """Draw progress? Only on a terminal, and not with --quiet."""
+    return not _quiet and err_console.is_terminal
+
+
+def progress_display(quiet: bool = False):
+    """The progress display of a long command: on stderr, drawn only on a terminal and without --quiet
+    (``quiet``: a subcommand's own --quiet)."""
+    from ..progress import ProgressDisplay
+
+    return ProgressDisplay(err_console, enabled=not quiet and progress_wanted())
+
+
+def confirmed(question: str, refusal: str) -> bool:
+    """The user's yes on the terminal; without a terminal (a script, a pipe) nobody can answer: ``refusal`` as a
+    one-line error (exit 2), so nothing is removed unasked."""
+    import sys
+
+    if not sys.stdin.isatty():
+        raise ModelrankError(refusal)
+    return typer.confirm(question, default=False, err=True)
+
+
+def log(message: str) -> None:
+    """A progress line on stderr (a finished stage, a finished run), silenced by --quiet; ``message`` is markup."""
+    if not _quiet:
+        err_console.print(message, highlight=False, soft_wrap=True)
+
 CacheDirOption = typer.Option(
-    None, "--cache-dir", envvar="MODELRANK_CACHE", help="Feature cache folder [default: ~/.cache/modelrank]."
+    None, "--cache-dir", envvar="MODELRANK_CACHE", file_okay=False,
+    help="Feature cache folder [default: ~/.cache/modelrank].",
 )
+DataRootOption = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", file_okay=False,
+                              help="Where torchvision datasets live.")
+
+
+def SizeOption(flag: str, help: str, default: Optional[int] = None, *, minimum: int = 1, short: Optional[str] = None):
+    """An integer option checked by the parser (a one-line usage error before any work): sizes, counts, epochs."""
+    names = (flag, short) if short else (flag,)
+    return typer.Option(default, *names, min=minimum, help=help)
+
+
+def check_extraction(models: list[str], dataset: str, split: Optional[str], cache_dir: Optional[Path]) -> None:
+    """Every model name, the dataset and its split, checked before the first model is loaded."""
+    from ..data import check_dataset
+    from ..models import check_model_name
+
+    if not models:
+        raise ModelrankError("no model given")
+    for name in models:
+        check_model_name(name, cache_dir)
+    check_dataset(dataset, split)
 
 
 # Features a user brings (`score`, `finetune`): the "rank my models from features and labels" path.

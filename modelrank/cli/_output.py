@@ -1,8 +1,9 @@
 """Results on stdout for people and for programs: ``--format table|csv|json`` and ``--out FILE|-``.
 
 The rule every command follows: data goes to stdout, everything else (progress, notes, "wrote FILE") to
-stderr. A table is a rich table when stdout is a terminal and plain, unwrapped text when it is piped, so a
-script never sees box characters or lines folded at 80 columns. ``--out -`` writes the CSV to stdout instead
+stderr. A table is a rich table when stdout is a terminal wide enough for it, and plain, unwrapped text when it
+is piped (or the terminal is too narrow), so a script never sees box characters or lines folded at 80 columns
+and nobody sees names folded into one-character columns. ``--out -`` writes the CSV to stdout instead
 of the table, for pipes; ``--out FILE`` is checked before any work starts and written atomically.
 """
 
@@ -54,6 +55,12 @@ def check_out(out: Optional[Path], option: str = "--out") -> None:
         raise ModelrankError(f"{option} {out}: directory {parent} is not writable")
 
 
+def check_output(fmt: str, out: Optional[Path]) -> None:
+    """``--format`` and ``--out`` of a command that prints a table, checked before any work."""
+    check_format(fmt)
+    check_out(out)
+
+
 def write_csv(frame: "pd.DataFrame", out: Path) -> None:
     """CSV to stdout for ``-``, else to a temporary file renamed into place (no half-written file under the name)."""
     if str(out) == "-":
@@ -82,6 +89,14 @@ def frame_table(frame: "pd.DataFrame", title: str | None = None) -> Table:
     return table
 
 
+def _fits(table: Table) -> bool:
+    """Whether the terminal shows ``table`` at its natural width (no cell folded, no number split)."""
+    from rich.measure import Measurement
+
+    natural = Measurement.get(console, console.options.update_width(10_000), table).maximum
+    return natural <= console.width
+
+
 def _cell(value: object) -> str:
     if isinstance(value, float):
         return "" if value != value else f"{value:.4g}"
@@ -101,9 +116,9 @@ def emit(frame: "pd.DataFrame", fmt: str = "table", out: Optional[Path] = None, 
         frame.to_csv(sys.stdout, index=False)
     elif fmt == "json":
         sys.stdout.write(frame.to_json(orient="records", double_precision=15) + "\n")
-    elif console.is_terminal:
-        console.print(table if table is not None else frame_table(frame, title))
-    else:
+    elif console.is_terminal and _fits(table := table if table is not None else frame_table(frame, title)):
+        console.print(table)
+    else:  # piped, or a table the terminal would fold into one-character columns: aligned plain text
         if title:
             sys.stdout.write(f"# {title}\n")
         sys.stdout.write(frame.to_string(index=False, na_rep="") + "\n")

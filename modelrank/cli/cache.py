@@ -2,27 +2,40 @@
 
 from __future__ import annotations
 
+import fnmatch
 from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from ..errors import ModelrankError
-from ._common import app, console, CacheDirOption, print_table
+from ._common import app, console, err_console, CacheDirOption, confirmed
+from ._output import check_output, emit, format_option, out_option
 
 
 cache_app = typer.Typer(help="Inspect or clear the feature cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
+GLOB_CHARACTERS = set("*?[")
+
 
 @cache_app.command("ls")
-def cache_ls(cache_dir: Optional[Path] = CacheDirOption) -> None:
+def cache_ls(
+    fmt: str = format_option(),
+    out: Optional[Path] = out_option("the listing"),
+    cache_dir: Optional[Path] = CacheDirOption,
+) -> None:
     """List cached feature entries."""
+    import pandas as pd
+
     from ..cache import FeatureStore
 
+    check_output(fmt, out)
     store = FeatureStore(cache_dir)
-    rows = [list(store.describe(folder, manifest).values()) for folder, manifest in store.entries()]
-    print_table(f"feature cache {store.root}", ["entry", "model", "dataset", "split", "samples", "done", "MB"], rows)
+    rows = [store.describe(folder, manifest) for folder, manifest in store.entries()]
+    frame = pd.DataFrame(rows, columns=["entry", "model", "dataset", "split", "samples", "done", "size_mb"])
+    emit(frame.rename(columns={"size_mb": "MB"}), fmt, out, title=f"feature cache {store.root}")
 
 
 @cache_app.command("info")
@@ -45,13 +58,53 @@ def cache_info(
         console.print_json(json.dumps({k: v for k, v in manifest.items() if k != "sample_ids"}))
 
 
+def select_entries(names: list[str], patterns: list[str]) -> list[str]:
+    """The entry names that ``patterns`` select: each pattern is an exact name or a glob (``*``, ``?``, ``[...]``).
+
+    A name that is no entry is an error that lists the entries containing it, so a partial name never removes
+    anything by itself; a glob that matches nothing selects nothing.
+    """
+    selected: dict[str, None] = {}
+    for pattern in patterns:
+        if GLOB_CHARACTERS & set(pattern):
+            selected.update(dict.fromkeys(fnmatch.filter(names, pattern)))
+        elif pattern in names:
+            selected[pattern] = None
+        else:
+            near = [name for name in names if pattern in name]
+            if near:
+                listed = ", ".join(near[:10]) + (f" and {len(near) - 10} more" if len(near) > 10 else "")
+                raise ModelrankError(f"no cache entry is named {pattern!r}; {len(near)} contain it: {listed} "
+                                     f"(give full names, or a glob such as '*{pattern}*')")
+            raise ModelrankError(f"no cache entry is named {pattern!r} (see `modelrank cache ls`)")
+    return list(selected)
+
+
 @cache_app.command("rm")
 def cache_rm(
-    pattern: str = typer.Argument(..., help="Remove entries whose name contains this ('all' for everything)."),
+    patterns: list[str] = typer.Argument(..., help="Entry names as shown by `cache ls`, or quoted globs such as "
+                                         "'*digits*' ('*' for everything)."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only list what would be removed."),
+    yes: bool = typer.Option(False, "--yes", "-y", help="Remove without asking (needed when there is no terminal)."),
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
-    """Remove cached feature entries."""
+    """Remove cached feature entries: exact names or explicit globs, listed and confirmed first."""
     from ..cache import FeatureStore
 
-    removed = FeatureStore(cache_dir).remove(pattern)
-    console.print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}")
+    store = FeatureStore(cache_dir)
+    selected = select_entries([folder.name for folder, _ in store.entries()], patterns)
+    if not selected:
+        err_console.print("no cache entry matches; nothing removed", highlight=False)
+        return
+    for name in selected:
+        err_console.print(f"  {escape(name)}", highlight=False)
+    count = f"{len(selected)} entr{'y' if len(selected) == 1 else 'ies'}"
+    if dry_run:
+        err_console.print(f"would remove {count} (dry run)", highlight=False)
+        return
+    if not yes and not confirmed(f"remove {count}?", "refusing to remove cache entries without confirmation: no "
+                                 "terminal to ask on; rerun with --yes (or --dry-run to see what would go)"):
+        err_console.print("nothing removed", highlight=False)
+        return
+    removed = store.remove(selected)
+    err_console.print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}", highlight=False)

@@ -3,18 +3,24 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import typer
 from rich.markup import escape
-from rich.table import Table
 
 from ..errors import ModelrankError
 from ._common import (
-    set_interrupt_note,
-    app, console, err_console, CacheDirOption, FeatureFilesOption, ModelNamesOption, DatasetNameOption,
-    TaskOption, load_feature_files, split_names,
+    set_interrupt_note, app, console, err_console, CacheDirOption, DataRootOption, FeatureFilesOption, ModelNamesOption,
+    DatasetNameOption,
+    SizeOption, TaskOption, check_extraction, confirmed, load_feature_files, log, progress_display, split_names,
 )
+from ._output import check_out, check_output, emit, format_option, out_option, write_csv
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+PROTOCOL_HELP = ("linear: logistic regression (ridge for regression) on frozen standardised features | "
+                 "full: fine-tune the network over an lr x wd grid (-d/-m).")
 
 
 @app.command("finetune")
@@ -25,84 +31,119 @@ def finetune_cmd(
     task: Optional[str] = TaskOption,
     dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Registered dataset (with -m): its test split is the test set."),
     models: Optional[str] = typer.Option(None, "-m", "--models", help="Comma-separated registered models (with -d)."),
-    protocol: str = typer.Option("linear", "--protocol", help="linear: logistic regression (ridge for regression) on frozen standardised features | full: fine-tune the network over an lr x wd grid (-d/-m)."),
-    metric: Optional[str] = typer.Option(None, "--metric", help="accuracy | mean_per_class_accuracy | r2 | neg_mse [default: accuracy / r2]."),
+    protocol: str = typer.Option("linear", "--protocol", help=PROTOCOL_HELP),
+    metric: Optional[str] = typer.Option(None, "--metric", help="accuracy | mean_per_class_accuracy | r2 | neg_mse "
+                                         "[default: accuracy for classification, r2 for regression]."),
     cs: Optional[str] = typer.Option(None, "--cs", help="Inverse regularisation sweep: LOW:HIGH:N (log-spaced) or a comma list [default: 1e-6:1e5:23]."),
     val: float = typer.Option(0.2, "--val", help="Validation fraction (selects C)."),
     test: float = typer.Option(0.2, "--test", help="Test fraction (when the data has no test split)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the splits."),
     no_refit: bool = typer.Option(False, "--no-refit", help="Score the train-only head instead of refitting on train+val."),
     force: bool = typer.Option(False, "--force", help="Redo runs that are already recorded."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write this run's records as CSV (public records layout)."),
+    out: Optional[Path] = out_option("this run's records (public records layout)"),
+    fmt: str = format_option(),
     lrs: str = typer.Option("0.1,0.01,0.001,0.0001", "--lrs", help="full: learning rates of the grid (SFDA's)."),
     wds: str = typer.Option("0,1e-6,1e-5,1e-4,1e-3", "--wds", help="full: weight decays of the grid (SFDA's; its code divides them by lr)."),
-    epochs: int = typer.Option(10, "--epochs", help="full: epochs per grid point (cosine schedule, best epoch on val)."),
-    batch_size: int = typer.Option(32, "--batch-size", help="full: batch size."),
+    epochs: int = SizeOption("--epochs", "full: epochs per grid point (cosine schedule, best epoch on val).", 10),
+    batch_size: int = SizeOption("--batch-size", "full: batch size.", 32, minimum=2),
     optimizer: str = typer.Option("sgd", "--optimizer", help="full: sgd (Nesterov, momentum 0.9) | adamw."),
-    patience: int = typer.Option(3, "--patience", help="full: stop a run after this many epochs without a better val accuracy."),
-    per_class: Optional[int] = typer.Option(None, "--per-class", help="Seeded subset of N images per class (-d)."),
-    input_size: Optional[int] = typer.Option(None, "--input-size", help="full: square input side [default: the model's]."),
+    patience: int = SizeOption("--patience", "full: stop a run after this many epochs without a better val accuracy.", 3),
+    per_class: Optional[int] = SizeOption("--per-class", "Seeded subset of N images per class (-d)."),
+    input_size: Optional[int] = SizeOption("--input-size", "full: square input side [default: the model's]."),
     device: str = typer.Option("auto", "--device", help="full: auto | cpu | cuda (AMP on CUDA)."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", help="Where torchvision datasets live."),
+    data_root: Optional[Path] = DataRootOption,
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
-    """Ground truth by training: probe or fine-tune every model, record each run, skip runs already recorded (resume)."""
+    """Ground truth by training: probe or fine-tune every model, record each run, skip runs already recorded (resume).
+
+    Each finished run is logged on stderr; the results table goes to stdout.
+    """
     set_interrupt_note("finished runs are recorded (and a full fine-tune's last epoch is checkpointed); "
                        "rerun the same command to resume")
-    from ..finetune import export_records, job_from_features, job_from_registry, parse_cs, run_full_grid, run_probes
+    import pandas as pd
+
+    from ..finetune import PROTOCOLS, export_records, job_from_features, job_from_registry, parse_cs, run_full_grid, run_probes
+    from ..finetune.linear import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
     if bool(features) == bool(dataset or models):
         raise ModelrankError("give either --features FILE... or -d DATASET -m MODELS")
+    if not features and not (dataset and models):
+        raise ModelrankError("-d DATASET and -m MODELS go together")
+    if protocol not in PROTOCOLS:
+        raise ModelrankError(f"--protocol takes {' | '.join(PROTOCOLS)}, not {protocol!r}")
+    if metric is not None and metric not in CLASSIFICATION_METRICS + REGRESSION_METRICS:
+        raise ModelrankError(f"--metric takes {' | '.join(CLASSIFICATION_METRICS + REGRESSION_METRICS)}, not {metric!r}")
+    if not (0 < val < 1 and 0 <= test < 1 and val + test < 1):
+        raise ModelrankError(f"--val ({val:g}) and --test ({test:g}) must be fractions with val + test < 1")
+    check_output(fmt, out)
     cache = str(cache_dir) if cache_dir else None
     root = str(data_root) if data_root else None
 
     def report(status: str, record: dict, label: str) -> None:
         style = "green" if status == "done" else "dim"
-        console.print(
-            f"[{style}]{status:7s}[/] {label}: {record['metric']} {record['test_metric']:.4f} "
-            f"(val {record['val_metric']:.4f}, {_selected_text(record['selected'])}, {record['seconds']:.1f} s)",
-            highlight=False,
-        )
+        log(f"[{style}]{status:7s}[/] {escape(label)}: {record['metric']} {record['test_metric']:.4f} "
+            f"(val {record['val_metric']:.4f}, {escape(_selected_text(record['selected']))}, {record['seconds']:.1f} s)")
 
     if protocol == "full":
         from ..finetune.full import FullConfig
 
-        if features or not (dataset and models):
+        if features:
             raise ModelrankError("--protocol full trains networks: give -d DATASET -m MODELS")
         try:
             grid = [float(v) for v in split_names(lrs)], [float(v) for v in split_names(wds)]
         except ValueError:
             raise ModelrankError("--lrs and --wds take comma-separated numbers") from None
+        if not all(lr > 0 for lr in grid[0]) or not all(wd >= 0 for wd in grid[1]):
+            raise ModelrankError("--lrs must be positive and --wds non-negative")
         config = FullConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, patience=patience,
                             val_fraction=val, per_class=per_class, seed=seed, input_size=input_size)
-        records = run_full_grid(
-            dataset, split_names(models), *grid, config=config, device=device, data_root=root, force=force,
-            cache_dir=cache, on_result=lambda status, record, model: report(status, record, f"{dataset}/{model}"),
-            on_epoch=lambda tag, info: err_console.print(
-                f"[dim]{tag} epoch {info['epoch'] + 1}/{info['epochs']}: loss {info['loss']:.3f}, "
-                f"val {info['val_accuracy']:.4f}[/]", highlight=False),
-        )
-        if out:
-            import pandas as pd
-
-            export_records(pd.DataFrame(records)).to_csv(out, index=False)
-            console.print(f"records written to {out}")
-        return
-    if features:
-        jobs = [job_from_features(fs, val=val, test=test, seed=seed)
-                for fs in load_feature_files(features, model_name, dataset_name, task)]
+        config.validate()
+        names = split_names(models)
+        check_extraction(names, dataset, None, cache_dir)
+        with progress_display() as display:
+            records = run_full_grid(
+                dataset, names, *grid, config=config, device=device, data_root=root, force=force, cache_dir=cache,
+                on_result=lambda status, record, model: report(status, record, f"{dataset}/{model}"),
+                on_epoch=None if display.enabled else lambda tag, info: log(
+                    f"[dim]{escape(tag)} epoch {info['epoch'] + 1}/{info['epochs']}: loss {info['loss']:.3f}, "
+                    f"val {info['val_accuracy']:.4f}[/]"),
+                progress=display,
+            )
     else:
-        if not (dataset and models):
-            raise ModelrankError("-d DATASET and -m MODELS go together")
-        jobs = [job_from_registry(dataset, m, val=val, test=test, seed=seed, per_class=per_class, cache_dir=cache,
-                                  data_root=root) for m in split_names(models)]
-    records = run_probes(jobs, protocol=protocol, cs=parse_cs(cs), metric=metric, refit=not no_refit, force=force,
-                         cache_dir=cache, on_result=lambda status, record, job: report(status, record, f"{job.dataset}/{job.model}"))
-    if out:
-        import pandas as pd
+        cs_values = parse_cs(cs)
+        if features:
+            jobs = [job_from_features(fs, val=val, test=test, seed=seed)
+                    for fs in load_feature_files(features, model_name, dataset_name, task)]
+        else:
+            names = split_names(models)
+            check_extraction(names, dataset, None, cache_dir)
+        with progress_display() as display:
+            if not features:
+                jobs = [job_from_registry(dataset, m, val=val, test=test, seed=seed, per_class=per_class,
+                                          cache_dir=cache, data_root=root, progress=display) for m in names]
+            records = run_probes(jobs, protocol=protocol, cs=cs_values, metric=metric, refit=not no_refit, force=force,
+                                 cache_dir=cache, progress=display,
+                                 on_result=lambda status, record, job: report(status, record, f"{job.dataset}/{job.model}"))
+    table = pd.DataFrame(records)
+    if out is None or str(out) != "-":  # with --out - the records CSV is all that goes to stdout
+        emit(_results_frame(table), fmt, title="fine-tune records")
+    if out is not None:
+        write_csv(export_records(table), out)
 
-        export_records(pd.DataFrame(records)).to_csv(out, index=False)
-        console.print(f"records written to {out}")
+
+def _results_frame(table: "pd.DataFrame") -> "pd.DataFrame":
+    """Records as people read them: dataset, model, protocol, metric, test, val, selected, seconds, time."""
+    import pandas as pd
+
+    columns = ["dataset", "model", "protocol", "metric", "test", "val", "selected", "seconds", "time"]
+    if table.empty:
+        return pd.DataFrame(columns=columns)
+    return pd.DataFrame({
+        "dataset": table["dataset"], "model": table["model"], "protocol": table["protocol"], "metric": table["metric"],
+        "test": table["test_metric"].astype(float), "val": table["val_metric"].astype(float),
+        "selected": table["selected"].map(_selected_text), "seconds": table["seconds"].astype(float).round(1),
+        "time": table["time"].str.slice(0, 16).str.replace("T", " "),  # to the minute: "2026-12-01 19:35"
+    }).reset_index(drop=True)
 
 
 def _selected_text(selected: str) -> str:
@@ -120,38 +161,35 @@ app.add_typer(records_app, name="records")
 def records_ls(
     dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Only this dataset."),
     model: Optional[str] = typer.Option(None, "-m", "--model", help="Only this model."),
+    fmt: str = format_option(),
+    out: Optional[Path] = out_option("the listing"),
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
     """List the recorded runs."""
     from ..finetune import read_records
 
+    check_output(fmt, out)
     table = read_records(str(cache_dir) if cache_dir else None)
     if dataset:
         table = table[table["dataset"] == dataset]
     if model:
         table = table[table["model"] == model]
-    from ..evaluate.report import print_wide
-
-    listing = Table(title=f"{len(table)} records", header_style="bold")
-    for column in ("dataset", "model", "protocol", "metric", "test", "val", "selected", "seconds", "time"):
-        listing.add_column(column, overflow="fold")
-    for r in table.itertuples():
-        listing.add_row(escape(r.dataset), escape(r.model), r.protocol, r.metric, f"{r.test_metric:.4f}",
-                        f"{r.val_metric:.4f}", escape(_selected_text(r.selected)), f"{r.seconds:.1f}", r.time)
-    print_wide(console, listing)
+    emit(_results_frame(table), fmt, out, title=f"{len(table)} records")
 
 
 @records_app.command("export")
 def records_export(
-    out: Path = typer.Argument(..., help="CSV to write (public records layout: model, finetuned_dataset, ..., eval_accuracy)."),
+    out: Path = typer.Argument(..., help="CSV to write ('-' for stdout; public records layout: model, "
+                               "finetuned_dataset, ..., eval_accuracy)."),
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
     """Export every record as CSV, readable by `modelrank evaluate --truth`."""
     from ..finetune import export_records, read_records
 
+    check_out(out, "OUT")
     table = read_records(str(cache_dir) if cache_dir else None)
-    export_records(table).to_csv(out, index=False)
-    console.print(f"{len(table)} records written to {out}")
+    write_csv(export_records(table), out)
+    log(f"{len(table)} records exported")
 
 
 @records_app.command("compact")
@@ -174,8 +212,6 @@ def records_rm(
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
     """Remove the records matching every given filter (so that the runs are trained again)."""
-    import sys
-
     from ..finetune import remove_records
 
     cache = str(cache_dir) if cache_dir else None
@@ -186,11 +222,9 @@ def records_rm(
     if dry_run or chosen.empty:
         err_console.print(f"{len(chosen)} record(s) match{'' if chosen.empty else '; nothing removed (--dry-run)'}")
         return
-    if not yes:
-        if not sys.stdin.isatty():
-            raise ModelrankError(f"{len(chosen)} record(s) would be removed; confirm with --yes (list them: --dry-run)")
-        if not typer.confirm(f"remove {len(chosen)} record(s)?"):
-            err_console.print("nothing removed")
-            return
+    if not yes and not confirmed(f"remove {len(chosen)} record(s)?",
+                                 f"{len(chosen)} record(s) would be removed; confirm with --yes (list them: --dry-run)"):
+        err_console.print("nothing removed")
+        return
     removed = remove_records(cache, **filters)
     err_console.print(f"removed {len(removed)} record(s)")

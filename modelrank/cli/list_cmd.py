@@ -2,50 +2,53 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
 
 import typer
 
 from ..errors import ModelrankError
-from ._common import app, print_table
+from ._common import app
+from ._output import check_output, emit, format_option, out_option
 
 
 @app.command("list")
 def list_cmd(
     what: str = typer.Argument(..., help="models | datasets | metrics | learners"),
+    fmt: str = format_option(),
+    out: Optional[Path] = out_option("the listing"),
 ) -> None:
-    """List the registered models, datasets, metrics or learners."""
+    """List the registered models, datasets, metrics or learners.
+
+    For metrics, "scope" says whether a metric scores each model on its own ("model") or all the models of a
+    dataset relative to each other ("zoo", e.g. NCTI: its scores are only comparable within one call).
+    """
+    import pandas as pd
+
+    check_output(fmt, out)
     if what == "metrics":
         from ..metrics import METRICS
 
-        rows = [
-            [
-                s.name,
-                ", ".join(s.obj.needs),
-                ", ".join(s.obj.tasks),
-                "higher" if s.obj.higher_is_better else "lower",
-                "zoo" if s.obj.zoo_level else "",
-                s.obj.reference,
-            ]
-            for s in METRICS
-        ]
-        print_table("metrics", ["name", "needs", "tasks", "better", "scope", "reference"], rows)
+        frame = pd.DataFrame(
+            [[s.name, ", ".join(s.obj.needs), ", ".join(s.obj.tasks), "higher" if s.obj.higher_is_better else "lower",
+              "zoo" if s.obj.zoo_level else "model", s.obj.reference] for s in METRICS],
+            columns=["name", "needs", "tasks", "better", "scope", "reference"],
+        )
     elif what == "models":
         from ..models import list_model_rows
 
         columns, rows = list_model_rows()
-        print_table("models", columns, rows)
+        frame = pd.DataFrame(rows, columns=columns)
     elif what == "datasets":
         from ..data import list_dataset_rows
 
         columns, rows = list_dataset_rows()
-        print_table("datasets", columns, rows)
+        frame = pd.DataFrame(rows, columns=columns)
     elif what == "learners":
         from ..spider import learner_rows
 
-        from rich.markup import escape
-
         columns, rows = learner_rows()
-        rows = [[escape(cell) for cell in row] for row in rows]
-        print_table("learners (modelrank spider train --learner NAME)", columns, rows)
+        frame = pd.DataFrame(rows, columns=columns)
     else:
         raise ModelrankError(f"cannot list {what!r}; choose models, datasets, metrics or learners")
+    emit(frame, fmt, out, title=what)

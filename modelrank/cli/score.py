@@ -13,7 +13,8 @@ from ..errors import ModelrankError
 from ._common import (
     set_interrupt_note,
     app, console, err_console, CacheDirOption, FeatureFilesOption, ModelNamesOption, DatasetNameOption,
-    TaskOption, load_feature_files, split_names, key_values,
+    TaskOption, load_feature_files, split_names, key_values, progress_display, check_extraction, SizeOption,
+    DataRootOption,
 )
 from ._output import check_format, check_out, emit, format_option, out_option, write_csv
 
@@ -38,17 +39,15 @@ def score_cmd(
     dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Score cached/extracted features of this dataset (with -m)."),
     models: Optional[str] = typer.Option(None, "-m", "--models", help="Comma-separated model names (with -d)."),
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split for -d [default: the dataset's first]."),
-    limit: Optional[int] = typer.Option(None, "--limit", help="Seeded random subset of at most N samples (-d)."),
-    per_class: Optional[int] = typer.Option(None, "--per-class", help="Seeded subset of N samples per class (-d)."),
+    limit: Optional[int] = SizeOption("--limit", "Seeded random subset of at most N samples (-d)."),
+    per_class: Optional[int] = SizeOption("--per-class", "Seeded subset of N samples per class (-d)."),
     seed: int = typer.Option(0, "--seed", help="Seed of the subsampling (-d)."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", help="Where torchvision datasets live."),
+    data_root: Optional[Path] = DataRootOption,
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
     """Score models with transferability metrics and print a ranking per dataset."""
     set_interrupt_note("extracted features are kept in the feature cache; no scores were written; rerun to resume")
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    from ..scoring import bootstrap_scores, rank_scores, score_feature_sets
+    from ..scoring import bootstrap_scores, check_metric_request, rank_scores, score_feature_sets, scoring_reporter
     from ._score_table import footnotes, plain_frame, score_tables
 
     check_format(fmt)
@@ -57,18 +56,8 @@ def score_cmd(
         raise ModelrankError(f"--bootstrap takes B >= 2 resamples (or 0 for none), not {bootstrap}")
     if bool(features) == bool(dataset or models):
         raise ModelrankError("give either --features FILE... or -d DATASET -m MODELS")
-    if features:
-        feature_sets = load_feature_files(features, model_name, dataset_name, task)
-    else:
-        if not (dataset and models):
-            raise ModelrankError("-d DATASET and -m MODELS go together")
-        from ..extraction import load_feature_pairs
-
-        names = split_names(models)
-        loaded = load_feature_pairs([(m, dataset) for m in names], split, limit=limit, per_class=per_class, seed=seed,
-                                    cache_dir=str(cache_dir) if cache_dir else None,
-                                    data_root=str(data_root) if data_root else None)
-        feature_sets = [loaded[m, dataset] for m in names]
+    if not features and not (dataset and models):
+        raise ModelrankError("-d DATASET and -m MODELS go together")
     metric_names = split_names(metric)
     if ped:
         from ..metrics.ped import ped_variant
@@ -82,18 +71,25 @@ def score_cmd(
         if not (dot and name and field):
             raise ModelrankError(f"--set takes METRIC.KEY=VALUE, got {key!r}")
         params.setdefault(ped_variant(name) if ped else name, {})[field] = value
-    columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
-    with Progress(*columns, console=err_console, transient=True) as bar:
-        job = bar.add_task("scoring", total=None)
+    specs, _ = check_metric_request(metric_names, params)  # names, parameters and values before any extraction
+    if features:
+        feature_sets = load_feature_files(features, model_name, dataset_name, task)
+    else:
+        from ..extraction import load_feature_pairs
 
-        def advance(ds: str, model: str, name: str) -> None:
-            bar.update(job, advance=1, description=f"{name} on {model}/{ds}")
-
-        frame = score_feature_sets(feature_sets, metric_names, progress=advance, **params)
+        names = split_names(models)
+        check_extraction(names, dataset, split, cache_dir)
+        with progress_display() as display:
+            loaded = load_feature_pairs([(m, dataset) for m in names], split, limit=limit, per_class=per_class,
+                                        seed=seed, cache_dir=str(cache_dir) if cache_dir else None,
+                                        data_root=str(data_root) if data_root else None, progress=display)
+        feature_sets = [loaded[m, dataset] for m in names]
+    with progress_display() as display:
+        frame = score_feature_sets(feature_sets, metric_names, **params,
+                                   progress=scoring_reporter(display, len(feature_sets), len(specs)))
         if bootstrap:
-            bar.update(job, completed=0, description="bootstrap")
-            frame = bootstrap_scores(feature_sets, frame, bootstrap, bootstrap_seed, exact=bootstrap_exact,
-                                     progress=advance, **params)
+            frame = bootstrap_scores(feature_sets, frame, bootstrap, bootstrap_seed, exact=bootstrap_exact, **params,
+                                     progress=scoring_reporter(display, len(feature_sets), None, "bootstrap"))
     for note in frame.attrs["notes"]:
         err_console.print(f"[yellow]{escape(note)}[/]", highlight=False, soft_wrap=True)
     frame = rank_scores(frame)

@@ -10,7 +10,8 @@ import typer
 
 from ..errors import ModelrankError
 from ._common import (
-    CacheDirOption, DatasetNameOption, FeatureFilesOption, ModelNamesOption, app, err_console, key_values, split_names,
+    CacheDirOption, DatasetNameOption, FeatureFilesOption, ModelNamesOption, app, err_console, key_values,
+    progress_display, progress_wanted, split_names,
 )
 from ._output import check_format, check_out, emit, format_option, frame_table, out_option
 
@@ -23,16 +24,12 @@ RecordsArgument = typer.Argument(..., help="records: dataset,model,accuracy CSV 
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress display.")
 
 
-def _progress_wanted(quiet: bool) -> bool:
-    return not quiet and err_console.is_terminal
-
-
 def _bar(quiet: bool):
     """A progress display on stderr with total and ETA (hidden with --quiet or when stderr is not a terminal)."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=err_console, transient=True, disable=not _progress_wanted(quiet))
+                    console=err_console, transient=True, disable=quiet or not progress_wanted())
 
 
 def _learner_options(name: str, pairs: list[str]) -> dict[str, object]:
@@ -121,8 +118,7 @@ def spider_rank(
     seen = _observed(observed)
     learner = load_learner(learner_dir)
     name = task or dataset or dataset_name
-    show = _progress_wanted(quiet)
-    loader = _feature_loader(dataset, split, per_class, seed, data_root, cache_dir, features, model_name, dataset_name, show)
+    loader = _feature_loader(dataset, split, per_class, seed, data_root, cache_dir, features, model_name, dataset_name, quiet)
     if task is not None:
         target = task
     else:
@@ -161,15 +157,15 @@ def _observed(pairs: list[str]) -> dict[str, float]:
     return values
 
 
-def _feature_loader(dataset, split, per_class, seed, data_root, cache_dir, features, model_name, dataset_name, show):
+def _feature_loader(dataset, split, per_class, seed, data_root, cache_dir, features, model_name, dataset_name, quiet):
     """models -> {model: FeatureSet} on the dataset: from the cache (extracting what is missing) for -d, from the
     --features files otherwise (a model without a file is an error naming it)."""
     def from_cache(models: list[str]):
-        from ..extraction import ExtractProgress, load_feature_pairs
+        from ..extraction import load_feature_pairs
 
         if not models:
             return {}
-        with ExtractProgress(console=err_console) if show else _nothing() as progress:
+        with progress_display(quiet) as progress:
             loaded = load_feature_pairs([(m, dataset) for m in models], split, per_class=per_class, seed=seed,
                                         cache_dir=str(cache_dir) if cache_dir else None,
                                         data_root=str(data_root) if data_root else None, progress=progress)
@@ -186,16 +182,6 @@ def _feature_loader(dataset, split, per_class, seed, data_root, cache_dir, featu
         return sets
 
     return from_cache if dataset else from_files
-
-
-class _nothing:
-    """A context manager that provides None (no progress display)."""
-
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 @spider_app.command("eval")

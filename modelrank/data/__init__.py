@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
-from ..errors import InvalidInputError
+from pathlib import Path
+
+from ..errors import InvalidInputError, MissingResourceError
 from . import packaged, torchvision_sets  # noqa: F401  (register on import)
 from .base import DATASETS, SPLITS, CorruptImageError, DatasetSpec, ImageDataset, register_dataset
 from .files import load_csv, load_folder
 from ..zoo import tasks as _zoo_tasks  # noqa: F401,E402  (registers mnist-sample, faces, textures, source/*, task/*)
+
+
+def check_dataset(name: str, split: str | None = None) -> None:
+    """Fail as ``load_dataset`` would on an unknown dataset or split or a missing folder / CSV, without loading
+    anything: commands check their arguments before the work starts."""
+    if split is not None and split not in SPLITS + ("extra",):
+        raise InvalidInputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    kind, _, path = name.partition(":")
+    if kind in ("folder", "csv") and path:
+        if not Path(path).exists():
+            raise MissingResourceError(f"{kind} {path} does not exist")
+        return
+    spec = DATASETS.get(name)
+    if split is not None and split not in spec.splits:
+        raise InvalidInputError(f"dataset {name} has splits {', '.join(spec.splits)}, not {split!r}")
 
 
 def load_dataset(name: str, split: str | None = None, root: str | None = None, download: bool = False) -> ImageDataset:
@@ -14,17 +31,13 @@ def load_dataset(name: str, split: str | None = None, root: str | None = None, d
 
     ``split=None`` takes the dataset's first split (``train`` where there is one, else ``trainval`` or ``all``).
     """
-    if split is not None and split not in SPLITS + ("extra",):
-        raise InvalidInputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    check_dataset(name, split)
     if name.startswith("folder:"):
         return load_folder(name.split(":", 1)[1], split or "all")
     if name.startswith("csv:"):
         return load_csv(name.split(":", 1)[1], split or "all")
     spec = DATASETS.get(name)
-    split = split or spec.splits[0]
-    if split not in spec.splits:
-        raise InvalidInputError(f"dataset {name} has splits {', '.join(spec.splits)}, not {split!r}")
-    return spec.loader(split=split, root=root, download=download)
+    return spec.loader(split=split or spec.splits[0], root=root, download=download)
 
 
 def list_dataset_rows() -> tuple[list[str], list[list[str]]]:
@@ -35,6 +48,6 @@ def list_dataset_rows() -> tuple[list[str], list[list[str]]]:
 
 
 __all__ = [
-    "DATASETS", "SPLITS", "CorruptImageError", "DatasetSpec", "ImageDataset", "list_dataset_rows", "load_csv",
+    "DATASETS", "SPLITS", "CorruptImageError", "DatasetSpec", "ImageDataset", "check_dataset", "list_dataset_rows", "load_csv",
     "load_dataset", "load_folder", "register_dataset",
 ]

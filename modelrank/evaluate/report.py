@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
@@ -12,6 +13,9 @@ from rich.table import Table
 
 from ..errors import MissingResourceError
 from .evaluation import MEAN, WEIGHTED_MEAN, Evaluation
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 def _best_per_column(values: np.ndarray, lower_is_better: bool) -> np.ndarray:

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ..features import FeatureSet
+from ..progress import ProgressFn, epoch_reporter, report
 from .linear import DEFAULT_CS, holdout, linear_probe, split_feature_set
 from .records import append_record, make_record, read_records, record_key
 
@@ -52,12 +53,13 @@ def _fingerprint(data: FeatureSet) -> str:
 
 def job_from_registry(dataset: str, model: str, val: float = 0.2, test: float = 0.2, seed: int = 0,
                       limit: int | None = None, per_class: int | None = None, cache_dir: str | None = None,
-                      data_root: str | None = None) -> ProbeJob:
+                      data_root: str | None = None, progress: ProgressFn | None = None) -> ProbeJob:
     """A job over cached (or freshly extracted) features of a registered model on a registered dataset.
 
     The dataset's own test split is the test set when it has one; val is carved from train (stratified). A dataset
     with a single split is split three ways (fractions of the whole). ``limit`` / ``per_class``: the seeded
-    subset of the feature cache (``modelrank extract --limit/--per-class``), applied to each split.
+    subset of the feature cache (``modelrank extract --limit/--per-class``), applied to each split. ``progress``
+    hears of the extraction of features that are not cached yet (see ``extraction.extract``).
     """
     from ..data import DATASETS
     from ..extraction import load_features
@@ -68,7 +70,7 @@ def job_from_registry(dataset: str, model: str, val: float = 0.2, test: float = 
 
     def features(split: str) -> FeatureSet:
         return load_features(model, dataset, split, limit=limit, per_class=per_class, seed=seed, cache_dir=cache_dir,
-                             data_root=data_root)
+                             data_root=data_root, progress=progress)
 
     def load() -> Splits:
         fit = features(fit_split)
@@ -91,18 +93,22 @@ def run_probes(
     force: bool = False,
     cache_dir: str | os.PathLike | None = None,
     on_result: Callable[[str, dict[str, Any] | None, ProbeJob], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> list[dict[str, Any]]:
     """Probe every job, appending each record as soon as it is done; returns the records of this call.
 
     A job whose key is already in the records table is skipped (its stored record is returned) unless ``force``.
-    ``on_result(status, record, job)`` is called with status ``done`` or ``skipped`` (for progress output).
+    ``on_result(status, record, job)`` is called with status ``done`` or ``skipped`` (for progress output);
+    ``progress`` counts the jobs on its row "probes".
     """
     if protocol != "linear":
         raise InvalidInputError(f"run_probes runs the linear protocol; {protocol!r} is not one (full: run_full_grid)")
     cs = [float(c) for c in np.asarray(cs, dtype=np.float64)]
     recorded = read_records(cache_dir).set_index("key", drop=False)
     results = []
-    for job in jobs:
+    jobs = list(jobs)
+    for index, job in enumerate(jobs):
+        report(progress, "probes", f"linear probe of {job.model} on {job.dataset}", index, len(jobs))
         params = {"cs": cs, "metric": metric, "refit": refit, **job.split_params}
         key = record_key(job.dataset, job.model, protocol, params)
         if key in recorded.index and not force:
@@ -123,6 +129,7 @@ def run_probes(
         results.append(record)
         if on_result:
             on_result("done", record, job)
+    report(progress, "probes", "linear probes", len(jobs), len(jobs))
     return results
 
 
@@ -144,6 +151,7 @@ def run_full_grid(
     cache_dir: str | os.PathLike | None = None,
     on_result: Callable[[str, dict[str, Any], str], None] | None = None,
     on_epoch: Callable[[str, dict[str, float]], None] | None = None,
+    progress: ProgressFn | None = None,
 ) -> list[dict[str, Any]]:
     """Full fine-tuning ground truth: every (lr, weight decay) of the grid, selected on validation.
 
@@ -151,7 +159,8 @@ def run_full_grid(
     best epoch on a seeded validation split, early stopping, resumable checkpoints under the cache). The grid point
     with the best validation accuracy is the selection; its test accuracy (at its best epoch) is the record's
     test metric. SFDA instead retrains the selected point on train + val before testing; not done here.
-    A model already recorded with the same grid and config is skipped unless ``force``.
+    A model already recorded with the same grid and config is skipped unless ``force``. ``progress`` shows the
+    model k/M (row "models"), the grid point k/G (row "grid") and the epoch (row "epoch").
     """
     from dataclasses import asdict, replace
 
@@ -165,7 +174,10 @@ def run_full_grid(
     base = {k: v for k, v in asdict(config).items() if k not in ("lr", "weight_decay")}
     recorded = read_records(cache_dir).set_index("key", drop=False)
     results = []
-    for model in models:
+    models = list(models)
+    grid = [(lr, wd) for lr in lrs for wd in wds]
+    for index, model in enumerate(models):
+        report(progress, "models", f"fine-tuning {model} on {dataset}", index, len(models))
         params = {"lrs": lrs, "wds": wds, **base}
         key = record_key(dataset, model, "full", params)
         if key in recorded.index and not force:
@@ -175,16 +187,18 @@ def run_full_grid(
             continue
         folder = cache_root(cache_dir) / "finetune" / key.rsplit("|", 1)[1] / "".join(c if c.isalnum() else "_" for c in model)
         runs = []
-        for lr in lrs:
-            for wd in wds:
-                run = finetune_full(
-                    model, dataset, config=replace(config, lr=lr, weight_decay=wd), device=device,
-                    checkpoint_dir=folder / f"lr{lr:g}_wd{wd:g}", keep_weights=False, data_root=data_root,
-                    progress=(lambda info, tag=f"{model} lr={lr:g} wd={wd:g}": on_epoch(tag, info)) if on_epoch else None,
-                )
-                if run.test_accuracy is None:
-                    raise InvalidInputError(f"{dataset} has no test split: the full protocol reports test accuracy")
-                runs.append((lr, wd, run))
+        for point, (lr, wd) in enumerate(grid):
+            tag = f"{model} lr={lr:g} wd={wd:g}"
+            report(progress, "grid", f"grid point {point + 1}/{len(grid)}: lr={lr:g} wd={wd:g}", point, len(grid))
+            run = finetune_full(
+                model, dataset, config=replace(config, lr=lr, weight_decay=wd), device=device,
+                checkpoint_dir=folder / f"lr{lr:g}_wd{wd:g}", keep_weights=False, data_root=data_root,
+                progress=epoch_reporter(progress, f"{tag}: epochs", config.epochs,
+                                        (lambda info, tag=tag: on_epoch(tag, info)) if on_epoch else None),
+            )
+            if run.test_accuracy is None:
+                raise InvalidInputError(f"{dataset} has no test split: the full protocol reports test accuracy")
+            runs.append((lr, wd, run))
         lr, wd, best = max(runs, key=lambda r: r[2].val_accuracy)  # first of equals: grid order
         record = make_record(
             dataset=dataset, model=model, protocol="full", params=params, metric="accuracy",
@@ -197,6 +211,7 @@ def run_full_grid(
         results.append(record)
         if on_result:
             on_result("done", record, model)
+    report(progress, "models", f"fine-tuned on {dataset}", len(models), len(models))
     return results
 
 

@@ -172,6 +172,29 @@ def check_parameters(spec: MetricSpec, params: dict[str, Any]) -> None:
     if unknown:
         raise InvalidInputError(f"metric {spec.name!r} has no parameter {', '.join(map(repr, unknown))} "
                                 f"(its parameters: {', '.join(allowed) or 'none'})")
+    for key, value in params.items():
+        expected = _value_kind(signature.parameters[key].default)
+        if expected and not _is_kind(value, expected):
+            raise InvalidInputError(f"metric {spec.name!r}: parameter {key} takes {expected}, not {value!r}")
+
+
+def _value_kind(default: Any) -> str | None:
+    """What a parameter with this default accepts, when the default tells (None and strings do not)."""
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "an integer"
+    if isinstance(default, float):
+        return "a number"
+    return None
+
+
+def _is_kind(value: Any, kind: str) -> bool:
+    if kind == "true or false":
+        return isinstance(value, bool)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    return kind == "a number" or float(value).is_integer()
 
 
 def compute_metric(name: str, data: FeatureSet, **params: Any) -> float:

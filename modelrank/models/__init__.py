@@ -101,19 +101,48 @@ def _head_classes(state: dict[str, torch.Tensor], net: nn.Module) -> int | None:
     return int(weight.shape[0]) if weight is not None else None
 
 
-def _build_arch(
-    arch: str, pretrained: bool, num_classes: int | None = None, input_size: int | None = None
-) -> tuple[nn.Module, Any, dict]:
-    """Network + eval transform + data config for a timm architecture or ``tv:NAME`` (``input_size``: timm only)."""
+def _check_arch(arch: str) -> None:
+    """UnknownNameError, naming the closest names, unless ``arch`` is a timm architecture or ``tv:NAME``."""
     if arch.startswith(("tv:", "torchvision:")):
-        if input_size:
-            raise InvalidInputError(f"a custom input size is supported for timm models, not {arch}")
         import torchvision.models as tvm
 
         tv_name = arch.split(":", 1)[1]
         if tv_name not in tvm.list_models(module=tvm):
             close = difflib.get_close_matches(tv_name, tvm.list_models(module=tvm), n=3)
             raise UnknownNameError(f"unknown torchvision model {tv_name!r}" + (f"; did you mean {', '.join(close)}?" if close else ""))
+    elif arch not in _timm_names():
+        # Offline (registered) models first: they are the ones that work without network.
+        close = difflib.get_close_matches(arch, MODELS.names(), n=3, cutoff=0.6)
+        close += [n for n in difflib.get_close_matches(arch, _timm_names(), n=3, cutoff=0.6) if n not in close]
+        close = close[:3]
+        raise UnknownNameError(f"unknown model {arch!r}" + (f"; did you mean {', '.join(close)}?" if close else "; see `modelrank list models`"))
+
+
+def check_model_name(name: str, cache_dir: str | os.PathLike | None = None) -> None:
+    """Fail as ``load_model(name)`` would on an unknown name or a missing checkpoint file, without building the
+    network or reading weights: commands check every name before hours of work on the first one."""
+    if name.startswith("zoo/") and name not in MODELS:
+        from ..zoo.registry import register_zoo_models
+
+        register_zoo_models(cache_dir)
+    name, _, checkpoint = name.partition("@")
+    if checkpoint and not Path(checkpoint).is_file():
+        raise MissingResourceError(f"weight file {checkpoint} does not exist")
+    if name not in MODELS:
+        _check_arch(name.removeprefix("random:"))
+
+
+def _build_arch(
+    arch: str, pretrained: bool, num_classes: int | None = None, input_size: int | None = None
+) -> tuple[nn.Module, Any, dict]:
+    """Network + eval transform + data config for a timm architecture or ``tv:NAME`` (``input_size``: timm only)."""
+    _check_arch(arch)
+    if arch.startswith(("tv:", "torchvision:")):
+        if input_size:
+            raise InvalidInputError(f"a custom input size is supported for timm models, not {arch}")
+        import torchvision.models as tvm
+
+        tv_name = arch.split(":", 1)[1]
         weights = tvm.get_model_weights(tv_name).DEFAULT if pretrained else None
         kwargs = {} if num_classes is None else {"num_classes": num_classes}
         try:
@@ -125,12 +154,6 @@ def _build_arch(
             ) from None
         transform = (weights or tvm.get_model_weights(tv_name).DEFAULT).transforms()
         return net, transform, {"input_size": (3, transform.crop_size[0], transform.crop_size[0])}
-    if arch not in _timm_names():
-        # Offline (registered) models first: they are the ones that work without network.
-        close = difflib.get_close_matches(arch, MODELS.names(), n=3, cutoff=0.6)
-        close += [n for n in difflib.get_close_matches(arch, _timm_names(), n=3, cutoff=0.6) if n not in close]
-        close = close[:3]
-        raise UnknownNameError(f"unknown model {arch!r}" + (f"; did you mean {', '.join(close)}?" if close else "; see `modelrank list models`"))
     try:
         net = _create_timm(arch, pretrained, num_classes)
     except Exception as exc:  # the hub raises a zoo of exception types when offline
@@ -211,4 +234,4 @@ def list_model_rows() -> tuple[list[str], list[list[str]]]:
     return ["name", "family", "pretraining", "weights", "description"], rows + GENERIC_NAMES
 
 
-__all__ = ["MODELS", "LoadedModel", "ModelSpec", "list_model_rows", "load_model", "read_state_dict", "register_model"]
+__all__ = ["MODELS", "LoadedModel", "ModelSpec", "check_model_name", "list_model_rows", "load_model", "read_state_dict", "register_model"]

@@ -19,6 +19,7 @@ import pandas as pd
 from ..finetune.full import finetune_full
 from ..models import file_fingerprint, load_model
 from ..models.base import MODELS
+from ..progress import ProgressFn, epoch_reporter, report
 from .presets import Preset, get_preset
 from .registry import read_manifest, register_zoo_models, write_manifest, zoo_root
 
@@ -38,8 +39,11 @@ def build_zoo(
     device: str = "auto",
     data_root: str | None = None,
     on_event: EventFn | None = None,
+    progress: ProgressFn | None = None,
 ) -> pd.DataFrame:
-    """Build (or finish building) a preset's zoo; returns one metadata row per zoo model."""
+    """Build (or finish building) a preset's zoo; returns one metadata row per zoo model.
+
+    ``progress`` shows the model k/N (row "zoo") and its epochs (row "epoch")."""
     preset = get_preset(preset) if isinstance(preset, str) else preset
     folder = zoo_root(cache_dir) / preset.name
     manifest = read_manifest(preset.name, cache_dir)
@@ -50,11 +54,13 @@ def build_zoo(
         name = preset.zoo_name(arch, source)
         if on_event:
             on_event("start", name, {"index": index, "total": len(jobs)})
+        report(progress, "zoo", f"zoo/{preset.name}: fine-tuning {name}", index, len(jobs))
         started = time.perf_counter()
         result = finetune_full(
             base, source, split="train", test_split="test", config=preset.source_training, device=device,
             checkpoint_dir=folder / name.rsplit("/", 1)[1], data_root=data_root,
-            progress=(lambda info, name=name: on_event("epoch", name, info)) if on_event else None,
+            progress=epoch_reporter(progress, f"{name}: epochs", preset.source_training.epochs,
+                                    (lambda info, name=name: on_event("epoch", name, info)) if on_event else None),
         )
         cached = time.perf_counter() - started < 0.5 * result.seconds
         spec = MODELS.get(base) if base in MODELS else None
@@ -73,6 +79,7 @@ def build_zoo(
         write_manifest(manifest, cache_dir)
         if on_event:
             on_event("cached" if cached else "done", name, record)
+    report(progress, "zoo", f"zoo/{preset.name} built", len(jobs), len(jobs))
     if preset.include_base:
         for arch, base in preset.archs.items():
             loaded = load_model(base, input_size=preset.input_size)

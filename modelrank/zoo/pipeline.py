@@ -29,6 +29,7 @@ import numpy as np
 import pandas as pd
 
 from ..cache import cache_root
+from ..progress import ProgressFn, epoch_reporter, report
 from .presets import Preset, get_preset
 
 STAGES = ("zoo", "extract", "score", "finetune", "evaluate")
@@ -67,8 +68,9 @@ def _features(models: list[str], task: str, cache_dir, data_root) -> list:
     return [loaded[m, task] for m in models]
 
 
-def _score_task(preset: Preset, models: list[str], task: str, out: Path, features: Callable[[], list]) -> pd.DataFrame:
-    from ..scoring import score_feature_sets
+def _score_task(preset: Preset, models: list[str], task: str, out: Path, features: Callable[[], list],
+                progress: ProgressFn | None = None) -> pd.DataFrame:
+    from ..scoring import check_metric_request, score_feature_sets, scoring_reporter
 
     from .tasks import DERIVED
 
@@ -82,7 +84,9 @@ def _score_task(preset: Preset, models: list[str], task: str, out: Path, feature
         same_metrics = wanted is None or all(m in cached.columns for m in wanted)
         if same_task and same_models and same_metrics:
             return cached
-    frame = score_feature_sets(features(), preset.metrics)
+    specs, _ = check_metric_request(preset.metrics, {})
+    sets = features()
+    frame = score_feature_sets(sets, preset.metrics, progress=scoring_reporter(progress, len(sets), len(specs)))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.with_suffix(".json").write_text(
         json.dumps({"higher_is_better": frame.attrs["higher_is_better"], "notes": frame.attrs["notes"], "task": definition},
@@ -91,15 +95,17 @@ def _score_task(preset: Preset, models: list[str], task: str, out: Path, feature
     return frame
 
 
-def _linear_probes(preset: Preset, features: Callable[[], list], cache_dir) -> list[dict[str, Any]]:
+def _linear_probes(preset: Preset, features: Callable[[], list], cache_dir,
+                   progress: ProgressFn | None = None) -> list[dict[str, Any]]:
     """Linear probes of every model on ``task``, one per split seed, through the records table (resumable)."""
     from ..finetune import job_from_features, run_probes
 
     jobs = [job_from_features(fs, seed=seed) for fs in features() for seed in range(preset.probe_seeds)]
-    return run_probes(jobs, protocol="linear", cache_dir=cache_dir)
+    return run_probes(jobs, protocol="linear", cache_dir=cache_dir, progress=progress)
 
 
-def _full_finetunes(preset: Preset, models: list[str], task: str, out: Path, device, cache_dir, data_root) -> list[dict[str, Any]]:
+def _full_finetunes(preset: Preset, models: list[str], task: str, out: Path, device, cache_dir, data_root,
+                    progress: ProgressFn | None = None) -> list[dict[str, Any]]:
     """Fine-tune every model on ``task``'s train split and test on its test split; recorded as protocol "full"."""
     from dataclasses import asdict
 
@@ -110,14 +116,15 @@ def _full_finetunes(preset: Preset, models: list[str], task: str, out: Path, dev
     params = {**asdict(config), "split": "train/test"}
     recorded = read_records(cache_dir).set_index("key", drop=False)
     records = []
-    for model in models:
+    for index, model in enumerate(models):
         key = record_key(task, model, "full", params)
         if key in recorded.index:
             records.append(recorded.loc[key].to_dict())
             continue
+        report(progress, "models", f"fine-tuning {model} on {task}", index, len(models))
         result = finetune_full(model, task, split="train", test_split="test", config=config, device=device,
                                checkpoint_dir=out / "full" / _safe(model) / _safe(task), keep_weights=False,
-                               data_root=data_root)
+                               data_root=data_root, progress=epoch_reporter(progress, f"{model}: epochs", config.epochs))
         record = make_record(
             dataset=task, model=model, protocol="full", params=params, metric="accuracy",
             selected={"best_epoch": result.best_epoch}, val_metric=result.val_accuracy, test_metric=result.test_accuracy,
@@ -212,10 +219,14 @@ def run_benchmark(
     device: str = "auto",
     data_root: str | None = None,
     on_stage: StageFn | None = None,
-    extract_progress=None,
     zoo_events=None,
+    progress: ProgressFn | None = None,
 ) -> BenchmarkResult:
-    """Run (or finish) a preset's benchmark; results go to ``out_dir`` (default ``<cache>/benchmark/<preset>``)."""
+    """Run (or finish) a preset's benchmark; results go to ``out_dir`` (default ``<cache>/benchmark/<preset>``).
+
+    ``on_stage(stage, message)`` hears each step in words; ``progress`` shows the stage k/5 (row "benchmark")
+    and the work inside it (the rows of ``build_zoo``, ``extract``, scoring, ``run_probes``, fine-tuning).
+    """
     from ..data import load_dataset
     from ..extraction import extract
     from .build import build_zoo
@@ -225,7 +236,18 @@ def run_benchmark(
     cache_dir = str(cache_dir) if cache_dir else None
     out = Path(out_dir) if out_dir else cache_root(cache_dir) / "benchmark" / preset.name
     out.mkdir(parents=True, exist_ok=True)
-    say = on_stage or (lambda stage, message: None)
+    fine_tuned = [t for t in preset.tasks if preset.task_finetuning is not None
+                  and (preset.finetune_tasks is None or t in preset.finetune_tasks)]
+    steps = 2 + 3 * len(preset.tasks) + len(fine_tuned)  # zoo, extract/score/probe per task, fine-tune, evaluate
+    step = 0
+
+    def say(stage: str, message: str) -> None:
+        nonlocal step
+        report(progress, "benchmark", f"{stage}: {message}", step, steps)
+        step += 1
+        if on_stage:
+            on_stage(stage, message)
+
     seconds: dict[str, float] = {}  # wall time per stage, keyed by STAGES
 
     def timed(stage: str):
@@ -234,7 +256,8 @@ def run_benchmark(
 
     done = timed("zoo")
     say("zoo", f"building zoo/{preset.name}: {len(preset.archs)} architectures x {len(preset.sources)} sources")
-    zoo = build_zoo(preset, cache_dir=cache_dir, device=device, data_root=data_root, on_event=zoo_events)
+    zoo = build_zoo(preset, cache_dir=cache_dir, device=device, data_root=data_root, on_event=zoo_events,
+                    progress=progress)
     models = sorted(zoo["name"])
     done()
 
@@ -243,7 +266,7 @@ def run_benchmark(
     for task in preset.tasks:
         say("extract", f"{len(models)} models on {task}")
         extract(models, task, "all", batch_size=preset.extract_batch, device=device, cache_dir=cache_dir,
-                data_root=data_root, progress=extract_progress)
+                data_root=data_root, progress=progress)
         data = load_dataset(task, "all", root=data_root)
         spec = DERIVED[task]
         task_rows.append({"task": task, "base": spec.base, "domain": spec.shift, "classes": len(data.class_names),
@@ -265,14 +288,14 @@ def run_benchmark(
 
         done = timed("score")
         say("score", f"{'all metrics' if preset.metrics == 'all' else ', '.join(preset.metrics)} on {task}")
-        frames.append(_score_task(preset, models, task, out, features))
+        frames.append(_score_task(preset, models, task, out, features, progress))
         done()
         done = timed("finetune")
         say("finetune", f"linear probes ({preset.probe_seeds} seeds) on {task}")
-        runs += _linear_probes(preset, features, cache_dir)
-        if preset.task_finetuning is not None and (preset.finetune_tasks is None or task in preset.finetune_tasks):
+        runs += _linear_probes(preset, features, cache_dir, progress)
+        if task in fine_tuned:
             say("finetune", f"fine-tuning {len(models)} models on {task}")
-            runs += _full_finetunes(preset, models, task, out, device, cache_dir, data_root)
+            runs += _full_finetunes(preset, models, task, out, device, cache_dir, data_root, progress)
         done()
     scores = pd.concat(frames, ignore_index=True)
     scores.to_csv(out / "scores.csv", index=False)
@@ -297,5 +320,6 @@ def run_benchmark(
     sanity = sanity_table(probes)
     sanity.to_csv(out / "sanity.csv", index=False)
     done()
+    report(progress, "benchmark", "done", steps, steps)
     (out / "stages.json").write_text(json.dumps(seconds, indent=1))
     return BenchmarkResult(preset.name, out, table, scores, records, sanity, zoo, tasks, seconds, full_table, warnings)
