@@ -125,3 +125,30 @@ def emit(frame: "pd.DataFrame", fmt: str = "table", out: Optional[Path] = None, 
     sys.stdout.flush()
     if out is not None:
         write_csv(frame, out)
+
+
+def emit_rows(columns: list[str], rows: list[list[object]], fmt: str = "table", out: Optional[Path] = None,
+              title: str | None = None) -> None:
+    """``emit`` for a small listing given as rows: the plain table is drawn without pandas, so that `modelrank
+    list` answers at once (pandas is imported only for CSV, JSON and ``--out``)."""
+    if fmt != "table" or out is not None:
+        import pandas as pd
+
+        emit(pd.DataFrame(rows, columns=columns), fmt, out, title)
+        return
+    cells = [[_cell(value) for value in row] for row in rows]
+    if console.is_terminal:
+        table = Table(title=escape(title) if title else None, header_style="bold")
+        for column in columns:
+            table.add_column(escape(str(column)), overflow="fold")
+        for row in cells:
+            table.add_row(*[escape(cell) for cell in row])
+        console.print(table)
+        return
+    widths = [max(len(str(column)), *(len(row[i]) for row in cells)) for i, column in enumerate(columns)]
+    lines = [f"# {title}"] if title else []
+    lines += ["  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip()
+              for line in [list(map(str, columns)), *cells]]
+    sys.stdout.write("\n".join(lines) + "\n")
+    sys.stdout.flush()
+

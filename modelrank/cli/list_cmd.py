@@ -9,7 +9,7 @@ import typer
 
 from ..errors import ModelrankError
 from ._common import app
-from ._output import check_output, emit, format_option, out_option
+from ._output import check_output, emit_rows, format_option, out_option
 
 
 @app.command("list")
@@ -23,32 +23,25 @@ def list_cmd(
     For metrics, "scope" says whether a metric scores each model on its own ("model") or all the models of a
     dataset relative to each other ("zoo", e.g. NCTI: its scores are only comparable within one call).
     """
-    import pandas as pd
-
     check_output(fmt, out)
     if what == "metrics":
         from ..metrics import METRICS
 
-        frame = pd.DataFrame(
-            [[s.name, ", ".join(s.obj.needs), ", ".join(s.obj.tasks), "higher" if s.obj.higher_is_better else "lower",
-              "zoo" if s.obj.zoo_level else "model", s.obj.reference] for s in METRICS],
-            columns=["name", "needs", "tasks", "better", "scope", "reference"],
-        )
+        columns = ["name", "needs", "tasks", "better", "scope", "reference"]
+        rows = [[s.name, ", ".join(s.obj.needs), ", ".join(s.obj.tasks), "higher" if s.obj.higher_is_better else "lower",
+                 "zoo" if s.obj.zoo_level else "model", s.obj.reference] for s in METRICS]
     elif what == "models":
         from ..models import list_model_rows
 
         columns, rows = list_model_rows()
-        frame = pd.DataFrame(rows, columns=columns)
     elif what == "datasets":
         from ..data import list_dataset_rows
 
         columns, rows = list_dataset_rows()
-        frame = pd.DataFrame(rows, columns=columns)
     elif what == "learners":
         from ..spider import learner_rows
 
         columns, rows = learner_rows()
-        frame = pd.DataFrame(rows, columns=columns)
     else:
         raise ModelrankError(f"cannot list {what!r}; choose models, datasets, metrics or learners")
-    emit(frame, fmt, out, title=what)
+    emit_rows(columns, rows, fmt, out, title=what)
