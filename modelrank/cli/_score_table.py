@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from rich import box
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -71,34 +72,35 @@ def score_tables(frame: pd.DataFrame, width: int) -> list[Table]:
         rows = _ordered(rows, mean_rank[rows.index].to_numpy())
         shown = [m for m in metrics if rows[m].notna().any()]
         cells = {m: _metric_cells(rows, m, boot) for m in shown}
-        model_width = max(len("model"), *(len(str(m)) for m in rows["Model"]), len("mean rank"))
+        model_width = max(len("model"), *(len(str(m)) for m in rows["Model"]))
 
         def column_width(m: str) -> int:
             plain = [Text.from_markup(c).plain for c in cells[m]]
             return max(len(m) + 2, *(len(line) for c in plain for line in c.split("\n")))
 
-        blocks, current, used = [], [], model_width + 4 + 9 + 3
+        blocks: list[list[str]] = [[]]
+        used = model_width + len("mean rank") + 4  # the first block also shows the mean rank
         for m in shown:
-            needed = column_width(m) + 3
-            if current and used + needed > width:
-                blocks.append(current)
-                current, used = [], model_width + 4 + 9 + 3
-            current.append(m)
+            needed = column_width(m) + 2
+            if blocks[-1] and used + needed > width:
+                blocks.append([])
+                used = model_width + 2
+            blocks[-1].append(m)
             used += needed
-        blocks.append(current)
         for number, block in enumerate(blocks):
             part = f" ({number + 1}/{len(blocks)})" if len(blocks) > 1 else ""
-            table = Table(title=f"{escape(str(dataset))}: score (rank), best first{part}", header_style="bold")
+            table = Table(title=f"{escape(str(dataset))}: score (rank), best first{part}", header_style="bold",
+                          box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left")
             table.add_column("model", no_wrap=True)
-            table.add_column("mean rank", justify="right", no_wrap=True)
+            if number == 0:
+                table.add_column("mean rank", justify="right", no_wrap=True)
             for m in block:
                 arrow = "↑" if frame.attrs["higher_is_better"][m] else "↓"
                 table.add_column(escape(f"{m} {arrow}"), justify="right", no_wrap=True)
             for i, index in enumerate(rows.index):
                 consensus = rows.at[index, "_mean_rank"]
-                table.add_row(escape(str(rows.at[index, "Model"])),
-                              f"{consensus:.2f}" if np.isfinite(consensus) else "—",
-                              *[cells[m][i] for m in block])
+                first = [f"{consensus:.2f}" if np.isfinite(consensus) else "—"] if number == 0 else []
+                table.add_row(escape(str(rows.at[index, "Model"])), *first, *[cells[m][i] for m in block])
             tables.append(table)
     return tables
 
@@ -130,5 +132,7 @@ def footnotes(frame: pd.DataFrame) -> list[str]:
     if "bootstrap" in frame.attrs:
         b = frame.attrs["bootstrap"]
         lines.append(f"bootstrap: {b['resamples']} resamples (seed {b['seed']}{', exact' if b['exact'] else ''}), "
-                     f"{b['level']:.0%} intervals; P(best) = share of resamples where the model is best")
+                     f"{b['level']:.0%} intervals; P(best) = share of resamples where the model is best"
+                     + ("" if b["exact"] else "; LogME with N > D first-order (narrower than exact at high "
+                        "D / N: --bootstrap-exact)"))
     return lines
