@@ -532,7 +532,7 @@ def test_constant_accuracies_give_documented_nan_not_a_traceback():
     assert result.summary()["n"].sum() == 0  # no task has a ranking to measure: nothing is averaged
 
 
-def test_empty_validation_split_and_damaged_zoo_manifest(tmp_path, cache_dir):
+def test_empty_validation_split_and_damaged_zoo_manifest_and_weights(tmp_path, cache_dir, cli):
     from modelrank.zoo.registry import manifest_path, read_manifest, register_zoo_models
 
     with pytest.raises(InvalidInputError, match="0 for validation"):
@@ -545,6 +545,14 @@ def test_empty_validation_split_and_damaged_zoo_manifest(tmp_path, cache_dir):
     path.write_text(json.dumps({"preset": "ci", "models": {"zoo/ci/x": {"name": "zoo/ci/x"}}}))
     with pytest.warns(UserWarning, match="record of zoo/ci/x is damaged"):
         assert register_zoo_models() == []
+    (path.parent / "x").mkdir()
+    (path.parent / "x" / "weights.pt").write_bytes(b"garbage, not the trained weights")
+    record = {"name": "zoo/ci/x", "arch": "test_resnet", "base": "random:test_resnet", "family": "resnet",
+              "pretraining": "p", "source_dataset": "digits", "source_accuracy": 0.9, "input_size": 32,
+              "num_classes": 10, "weights": "x/weights.pt", "sha256": "0" * 16, "zoo_preset": "ci"}
+    path.write_text(json.dumps({"preset": "ci", "models": {"zoo/ci/x": record}}))
+    code, out, err = cli("extract", "-m", "zoo/ci/x", "-d", "digits", "--limit", "8")
+    assert code == 2 and "does not match the sha256 in the zoo manifest" in err and "Traceback" not in err
 
 
 def test_damaged_text_encoder_folder_is_one_line(tmp_path):

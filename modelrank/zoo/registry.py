@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cache import atomic_write_bytes, cache_root
+from ..errors import InvalidInputError, MissingResourceError
 from ..models.base import MODELS, ModelSpec
 
 
@@ -67,9 +68,23 @@ def _spec(record: dict[str, Any], folder: Path) -> ModelSpec:
     weights = str(folder / record["weights"])
     return ModelSpec(
         record["name"], arch=record["arch"], family=record["family"], pretraining=record["pretraining"],
-        source=f"zoo build ({record['zoo_preset']})", weights=lambda: weights, input_size=record["input_size"],
+        source=f"zoo build ({record['zoo_preset']})", weights=lambda: _verified(weights, record),
+        input_size=record["input_size"],
         num_classes=record["num_classes"], meta=meta, description=description,
     )
+
+
+def _verified(weights: str, record: dict[str, Any]) -> str:
+    """The zoo model's weights file, once its sha256 matches the manifest (a damaged or replaced file is refused
+    before it is loaded)."""
+    from ..models import file_fingerprint
+
+    if not os.path.isfile(weights):
+        raise MissingResourceError(f"{record['name']}: weights {weights} are missing; run `modelrank zoo build`")
+    if file_fingerprint(weights) != record.get("sha256"):
+        raise InvalidInputError(f"{record['name']}: {weights} does not match the sha256 in the zoo manifest; "
+                                f"run `modelrank zoo build --preset {record.get('zoo_preset', '?')}` to rebuild it")
+    return weights
 
 
 def register_zoo_models(cache_dir: str | os.PathLike | None = None) -> list[str]:
