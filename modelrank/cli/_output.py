@@ -137,12 +137,12 @@ def emit_rows(columns: list[str], rows: list[list[object]], fmt: str = "table", 
         emit(pd.DataFrame(rows, columns=columns), fmt, out, title)
         return
     cells = [[_cell(value) for value in row] for row in rows]
-    if console.is_terminal:
-        table = Table(title=escape(title) if title else None, header_style="bold")
-        for column in columns:
-            table.add_column(escape(str(column)), overflow="fold")
-        for row in cells:
-            table.add_row(*[escape(cell) for cell in row])
+    table = Table(title=escape(title) if title else None, header_style="bold")
+    for column in columns:
+        table.add_column(escape(str(column)), overflow="fold")
+    for row in cells:
+        table.add_row(*[escape(cell) for cell in row])
+    if console.is_terminal and _fits(table):
         console.print(table)
         return
     widths = [max(len(str(column)), *(len(row[i]) for row in cells)) for i, column in enumerate(columns)]
