@@ -121,7 +121,8 @@ def emit(frame: "pd.DataFrame", fmt: str = "table", out: Optional[Path] = None, 
     else:  # piped, or a table the terminal would fold into one-character columns: aligned plain text
         if title:
             sys.stdout.write(f"# {title}\n")
-        sys.stdout.write(frame.to_string(index=False, na_rep="") + "\n")
+        # An empty frame's to_string is a description ("Empty DataFrame ..."), not the table's header.
+        sys.stdout.write((frame.to_string(index=False, na_rep="") if len(frame) else "  ".join(map(str, frame.columns))) + "\n")
     sys.stdout.flush()
     if out is not None:
         write_csv(frame, out)
