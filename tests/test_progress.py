@@ -82,6 +82,7 @@ def test_zoo_build_logs_epochs_only_when_no_bar_shows_them(monkeypatch, drawn):
 
     console = terminal()
     monkeypatch.setattr(common, "err_console", console)
+    monkeypatch.setattr(common, "_quiet", False)  # no `modelrank` call here to reset an earlier test's --quiet
     event = _zoo_events(ProgressDisplay(console, enabled=drawn))
     event("start", "zoo/ci/a[1]", {"index": 0, "total": 2})
     event("epoch", "zoo/ci/a[1]", {"epoch": 0, "epochs": 3, "loss": 1.0, "val_accuracy": 0.5})
