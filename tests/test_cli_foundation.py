@@ -52,6 +52,8 @@ def test_extract_then_cache_ls_info_rm(cli, cache_dir):
     assert code == 0 and "removed 1 entry" in err and out == ""
     code, out, _ = cli("cache", "ls", "--format", "json")
     assert code == 0 and json.loads(out) == []
+    code, out, _ = cli("cache", "ls")
+    assert code == 0 and out.splitlines()[1:] == ["entry  model  dataset  split  samples  done  MB"]
 
 
 def _fake_entries(cache_dir, *names):

@@ -73,3 +73,20 @@ def test_extract_shows_loading_steps_and_the_bar_on_a_terminal_unless_quiet(cli,
         assert "/12" in shown and "eta" in shown
     assert "loading model" not in out  # data only on stdout
 
+
+
+@pytest.mark.parametrize("drawn", [False, True])
+def test_zoo_build_logs_epochs_only_when_no_bar_shows_them(monkeypatch, drawn):
+    import modelrank.cli._common as common
+    from modelrank.cli.zoo import _zoo_events
+
+    console = terminal()
+    monkeypatch.setattr(common, "err_console", console)
+    monkeypatch.setattr(common, "_quiet", False)  # no `modelrank` call here to reset an earlier test's --quiet
+    event = _zoo_events(ProgressDisplay(console, enabled=drawn))
+    event("start", "zoo/ci/a[1]", {"index": 0, "total": 2})
+    event("epoch", "zoo/ci/a[1]", {"epoch": 0, "epochs": 3, "loss": 1.0, "val_accuracy": 0.5})
+    event("done", "zoo/ci/a[1]", {"source_accuracy": 0.75, "seconds": 4.0})
+    logged = console.file.getvalue()
+    assert "1/2 zoo/ci/a[1]" in logged and "source accuracy 0.750" in logged  # names are not markup
+    assert ("epoch 1/3" in logged) != drawn

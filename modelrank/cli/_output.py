@@ -121,7 +121,8 @@ def emit(frame: "pd.DataFrame", fmt: str = "table", out: Optional[Path] = None, 
     else:  # piped, or a table the terminal would fold into one-character columns: aligned plain text
         if title:
             sys.stdout.write(f"# {title}\n")
-        sys.stdout.write(frame.to_string(index=False, na_rep="") + "\n")
+        # An empty frame's to_string is a description ("Empty DataFrame ..."), not the table's header.
+        sys.stdout.write((frame.to_string(index=False, na_rep="") if len(frame) else "  ".join(map(str, frame.columns))) + "\n")
     sys.stdout.flush()
     if out is not None:
         write_csv(frame, out)
@@ -137,12 +138,12 @@ def emit_rows(columns: list[str], rows: list[list[object]], fmt: str = "table", 
         emit(pd.DataFrame(rows, columns=columns), fmt, out, title)
         return
     cells = [[_cell(value) for value in row] for row in rows]
-    if console.is_terminal:
-        table = Table(title=escape(title) if title else None, header_style="bold")
-        for column in columns:
-            table.add_column(escape(str(column)), overflow="fold")
-        for row in cells:
-            table.add_row(*[escape(cell) for cell in row])
+    table = Table(title=escape(title) if title else None, header_style="bold")
+    for column in columns:
+        table.add_column(escape(str(column)), overflow="fold")
+    for row in cells:
+        table.add_row(*[escape(cell) for cell in row])
+    if console.is_terminal and _fits(table):
         console.print(table)
         return
     widths = [max(len(str(column)), *(len(row[i]) for row in cells)) for i, column in enumerate(columns)]

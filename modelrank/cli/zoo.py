@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 import typer
 from rich.markup import escape
 
-from ._common import set_interrupt_note, app, CacheDirOption, DataRootOption, log, progress_display
+from ._common import set_interrupt_note, app, err_console, CacheDirOption, DataRootOption, log, progress_display
 from ._output import check_format, check_out, check_output, emit, format_option, out_option
 
 if TYPE_CHECKING:
@@ -90,7 +90,11 @@ def zoo_ls_cmd(
 
     check_output(fmt, out)
     get_preset(preset)
-    emit(_zoo_frame(zoo_table(preset, cache_dir)), fmt, out, title=f"zoo/{preset}")
+    zoo = zoo_table(preset, cache_dir)
+    if zoo.empty:
+        err_console.print(f"zoo/{escape(preset)} is not built in this cache: modelrank zoo build --preset "
+                          f"{escape(preset)}", highlight=False)
+    emit(_zoo_frame(zoo), fmt, out, title=f"zoo/{preset}")
 
 
 @app.command("benchmark")
