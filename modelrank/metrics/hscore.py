@@ -31,6 +31,10 @@ def hscore(features: np.ndarray, labels: np.ndarray, rcond: float | None = None)
     null space of a singular cov(f) (N < D, duplicated or constant features) survives and blows the score
     up by orders of magnitude. On full-rank features both choices give the same value.
 
+    float32 features (as extracted) have the scatter matrix multiplied in float32 row blocks summed in float64, as
+    LogME (``float32_gram_and_cross``): twice as fast, within 2e-6 of the float64 score (1e-7 on the anchors'
+    cases; pass ``features.astype(np.float64)`` for the all-float64 path).
+
     Inputs: features (N, D), class labels (N,). Higher is better. Not invariant to the feature scale's
     shape (only to invertible linear maps of full-rank features).
     """
@@ -87,6 +91,8 @@ def hscore_reg(features: np.ndarray, labels: np.ndarray) -> float:
     The shrunk covariance is invertible whenever alpha > 0, so N < D and collinear features are fine.
     When Ledoit-Wolf shrinks fully (alpha = 1: the sample covariance carries no reliable structure beyond
     its trace, e.g. few noisy samples) the score is exactly 0.
+
+    float32 features get float32 products as in ``hscore``.
 
     Inputs: features (N, D), class labels (N,). Higher is better. Invariant to a global rescaling of the
     features and to rotations of the feature space.
