@@ -14,6 +14,7 @@ from .base import SaturationWarning, register_metric
 
 @register_metric(
     "hscore",
+    tie_rtol=1e-6,  # float32 features: float32 products, within ~5e-7 of the float64 score
     reference="Bao et al., An Information-Theoretic Approach to Transferability in Task Transfer Learning, ICIP 2019",
 )
 def hscore(features: np.ndarray, labels: np.ndarray, rcond: float | None = None) -> float:
@@ -80,6 +81,7 @@ def ledoit_wolf_shrinkage(x: np.ndarray, cov_evals: np.ndarray) -> tuple[float, 
 
 @register_metric(
     "hscore_reg",
+    tie_rtol=1e-6,  # as hscore
     reference="Ibrahim et al., Newer is not always better: Rethinking transferability metrics, NeurIPS 2021/2022",
 )
 def hscore_reg(features: np.ndarray, labels: np.ndarray) -> float:
