@@ -310,8 +310,8 @@ def pca_project(x: np.ndarray, variance: float | None = None, n_dims: int | None
     ``variance`` in (0, 1]: keep the fewest axes that explain at least that fraction of the variance
     (sklearn's ``PCA(n_components=0.8)`` rule); ``n_dims``: keep at most that many axes. Both may be given
     (the smaller count wins). Axes with zero variance are never kept. Exact: N >= D eigendecomposes the D x D
-    scatter matrix (one blocked pass over ``x``, which is never copied whole, and only the kept eigenvectors,
-    see ``top_eigenpairs``); N < D the N x N Gram matrix.
+    scatter matrix (one blocked pass over ``x``, which is never copied whole), N < D the N x N Gram matrix, both
+    for the kept eigenvectors only (``top_eigenpairs``).
     """
     n, d = x.shape
 
@@ -327,11 +327,9 @@ def pca_project(x: np.ndarray, variance: float | None = None, n_dims: int | None
     mean = x.mean(axis=0, dtype=np.float64)
     if n < d:
         xc = np.asarray(x, dtype=np.float64) - mean
-        evals, u = np.linalg.eigh(xc @ xc.T)
-        evals, u = evals[::-1], u[:, ::-1]
-        keep = kept(evals)
-        # Xc = U S V^T, so the projection Xc V = U S.
-        return u[:, :keep] * np.sqrt(np.maximum(evals[:keep], 0.0))
+        # Xc Xc^T (lower triangle, BLAS dsyrk: half a general product); Xc = U S V^T, so the projection Xc V = U S.
+        evals, u = top_eigenpairs(sla.blas.dsyrk(1.0, xc, lower=1), kept)
+        return u * np.sqrt(np.maximum(evals, 0.0))
     scatter, _ = gram_and_cross(x, no_cross, mean)
     _, axes = top_eigenpairs(scatter, kept)
     projected = np.empty((n, axes.shape[1]))
