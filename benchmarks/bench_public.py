@@ -142,7 +142,7 @@ def parc_official(x, y, max_samples=500, seed=0):
     from sklearn.decomposition import PCA
 
     keep = np.sort(np.random.default_rng(seed).choice(len(y), size=max_samples, replace=False))
-    f, labels = x[keep].astype(np.float64), y[keep]
+    f, labels = x[keep], y[keep]  # as given: sklearn keeps float32 features in float32
     f = PCA(n_components=32, svd_solver="randomized", iterated_power=1, random_state=1919).fit_transform(f)
     f = (f - f.mean(axis=0)) / f.std(axis=0)
     onehot = np.eye(int(labels.max()) + 1)[labels]
@@ -157,7 +157,7 @@ def ncti_official(x, y):
     from sklearn.discriminant_analysis import LinearDiscriminantAnalysis
 
     pca = PCA(n_components=64)
-    f = pca.fit_transform(x.astype(np.float64))
+    f = pca.fit_transform(x)  # as given: sklearn keeps float32 features in float32
     shrinkage = max(float(np.exp(-pca.explained_variance_[:32].sum())), 1e-10)
     lda = LinearDiscriminantAnalysis(solver="eigen", shrinkage=shrinkage).fit(f, y)
     low = lda.transform(f)
