@@ -184,8 +184,8 @@ def test_float16_input_equals_its_float64_upcast(name):
     x16, p16 = x.astype(np.float16), p.astype(np.float16)
     a = compute_metric(name, feature_set(x16, y, p16))
     b = compute_metric(name, feature_set(x16.astype(np.float64), y, p16.astype(np.float64)))
-    # LogME multiplies float32 (and so float16) features in float32 (see test_logme_float32_products_*).
-    assert np.isfinite(a) and a == pytest.approx(b, rel=1e-6 if name == "logme" else 1e-9)
+    # LogME and the H-Scores multiply float32 (and so float16) features in float32 (test_float32_products_*).
+    assert np.isfinite(a) and a == pytest.approx(b, rel=1e-6 if name in ("logme", "hscore", "hscore_reg") else 1e-9)
 
 
 def _logme_stress_features(rng: np.random.Generator, y: np.ndarray) -> dict[str, np.ndarray]:
@@ -206,7 +206,7 @@ def _logme_stress_features(rng: np.random.Generator, y: np.ndarray) -> dict[str,
     return {name: x.astype(np.float32) for name, x in cases.items()}
 
 
-def test_logme_float32_products_match_float64(monkeypatch):
+def test_float32_products_match_float64(monkeypatch):
     """float32 features: F^T F from float32 row-block products (shifted, summed in float64) moves LogME by
     1e-9 to 1.3e-6 on these cases (so the 1e-5 bound), also where a plain float32 product loses the spread to
     a common offset (1.8e-4 without the shift). The bound is relative or absolute (LogME is a mean
@@ -225,6 +225,9 @@ def test_logme_float32_products_match_float64(monkeypatch):
         assert logme(x32, y) == pytest.approx(logme(x64, y), rel=1e-5, abs=1e-5), case
         assert logme(x32, target, task="regression") == pytest.approx(
             logme(x64, target, task="regression"), rel=1e-5, abs=1e-5), case
+        # The H-Scores take the same centred float32 products (5e-7 at most here, on mixed column scales).
+        assert hscore(x32, y) == pytest.approx(hscore(x64, y), rel=2e-6), case
+        assert hscore_reg(x32, y) == pytest.approx(hscore_reg(x64, y), rel=2e-6), case
     x32 = _logme_stress_features(rng, y)["offset"]
     cross = one_hot_cross(y, 6)
     gram, cross_sum = float32_gram_and_cross(x32, cross)
@@ -232,6 +235,12 @@ def test_logme_float32_products_match_float64(monkeypatch):
     scale = np.sqrt(np.outer(exact_gram.diagonal(), exact_gram.diagonal()))
     assert np.abs(np.tril(gram - exact_gram)).max() <= 1e-6 * scale.max()
     np.testing.assert_allclose(cross_sum, exact_cross, rtol=1e-12)
+    # centred=True: the scatter about the column means, accurate relative to the spread, not to the offset
+    scatter, raw_cross = float32_gram_and_cross(x32, cross, centred=True)
+    exact_scatter, _ = gram_and_cross(x32, cross, x32.mean(axis=0, dtype=np.float64))
+    spread = np.sqrt(np.outer(exact_scatter.diagonal(), exact_scatter.diagonal()))
+    assert np.abs(np.tril(scatter - exact_scatter)).max() <= 1e-5 * spread.max()
+    np.testing.assert_allclose(raw_cross, exact_cross, rtol=1e-12)
 
 
 @pytest.mark.parametrize("name", OURS)

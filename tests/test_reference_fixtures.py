@@ -32,9 +32,10 @@ RTOL = 1e-6
 DEVIATION = 1e-4
 CASES = ("a_relu10", "b_many50")
 FIXTURES = ANCHORS / "reference-scores"
-#: The N-LEEP reproductions fit 50-250 full-covariance components on every sample (30-90 s each on 2 cores):
-#: the cheapest runs by default, all of them with MODELRANK_ALL_FIXTURE_ROWS=1.
-NLEEP_DEFAULT_ROW = ("a_relu10", "stable_transfer")
+#: The N-LEEP reproductions fit 50-250 full-covariance components on every sample (30-170 s each on 2 busy
+#: cores): their values are checked with MODELRANK_ALL_FIXTURE_ROWS=1; by default only that each preset is
+#: exactly the settings the row names (``test_nleep_presets_are_the_rows_settings``).
+ALL_ROWS = bool(os.environ.get("MODELRANK_ALL_FIXTURE_ROWS"))
 
 #: Which preset reproduces a reference's iteration (metric -> reference origin -> preset).
 PRESETS = {
@@ -118,8 +119,8 @@ def test_reference_row_reproduced(row, inputs):
     origin = source.split(":")[0]
     float32 = "float32" in source  # stable_transfer's TensorFlow runs on float32 tensors
     preset = PRESETS.get(metric, {}).get(origin)
-    if metric == "nleep" and (case, origin) != NLEEP_DEFAULT_ROW and not os.environ.get("MODELRANK_ALL_FIXTURE_ROWS"):
-        pytest.skip("N-LEEP reproduction takes 30-90 s; set MODELRANK_ALL_FIXTURE_ROWS=1 to run it")
+    if metric == "nleep" and not ALL_ROWS:
+        pytest.skip("N-LEEP reproduction takes 30-170 s; set MODELRANK_ALL_FIXTURE_ROWS=1 to run it")
     if "KNOWN DEVIATION" in source:
         assert relative(score(inputs, case, metric, float32), expected) > DEVIATION
         if metric == "gbc_spherical":
@@ -153,3 +154,21 @@ def test_logme_float32_path_within_its_documented_bound(inputs):
     for case, bound in (("c_lowrank", 2e-6), ("a_relu10", 1e-7)):
         x32, y = inputs[case]["features"], inputs[case]["labels"]
         assert relative(logme(x32, y), logme(x32.astype(np.float64), y)) <= bound, case
+
+
+def test_nleep_presets_are_the_rows_settings(inputs):
+    """Each N-LEEP row names the settings of its reference ("compare with modelrank nleep(...)"); the preset
+    named after that reference resolves to exactly those settings on that case's N and C."""
+    from modelrank.metrics.leep import NLEEP_PRESETS
+
+    rows = [row for row in expected_rows() if row["metric"] == "nleep"]
+    assert rows
+    for row in rows:
+        named = re.search(r"compare with modelrank nleep\((.*?)\)\]", row["reference_source"]).group(1)
+        settings = {}
+        for item in named.split(","):
+            key, value = item.split("=")
+            settings[key] = None if value == "None" else value if key == "covariance_type" else float(value)
+        labels = inputs[row["case"]]["labels"]
+        preset = NLEEP_PRESETS[PRESETS["nleep"][row["reference_source"].split(":")[0]]]
+        assert preset.parameters(len(labels), int(labels.max()) + 1) == settings, row_id(row)

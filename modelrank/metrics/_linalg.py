@@ -50,6 +50,11 @@ def class_means(x: np.ndarray, codes: np.ndarray, n_classes: int) -> tuple[np.nd
 CrossProduct = Callable[[np.ndarray, slice], np.ndarray]
 
 
+def no_cross(block: np.ndarray, rows: slice) -> np.ndarray:
+    """The ``CrossProduct`` of no targets, for when only the Gram matrix is wanted."""
+    return np.zeros((block.shape[1], 0))
+
+
 def one_hot_cross(codes: np.ndarray, n_classes: int) -> CrossProduct:
     """The ``CrossProduct`` for one-hot targets: M^T Y[rows] = the (k, C) class sums of M's rows, in O(N k)."""
     return lambda m, rows: class_sums(m, codes[rows], n_classes).T
@@ -79,7 +84,7 @@ def gram_and_cross(
     return gram, cross_sum
 
 
-def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarray, np.ndarray]:
+def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct, centred: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(X^T X, X^T Y) for float32 features with the O(N D^2) products in float32: the same contract as
     ``gram_and_cross`` (float64 results, lower triangle of a Fortran-ordered X^T X), twice as fast.
 
@@ -89,8 +94,10 @@ def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarr
     shifted by s, the first block's column means rounded to float32, and the shift is added back exactly in
     float64: with Xc = X - s and c = Xc^T 1, X^T X = Xc^T Xc + s c^T + c s^T + N s s^T. ``cross`` gets the
     unshifted float32 blocks. Features whose products overflow float32 get the float64 pass (``gram_and_cross``)
-    instead. Against the float64 path the Gram entries differ by ~1e-7 of the largest and
-    LogME by 1e-9 to 1.5e-6 (tests/test_metrics_i.py::test_logme_float32_products_match_float64; 1.5e-6 on the
+    instead. ``centred=True`` returns the centred scatter Xm^T Xm (Xm = X - column means) instead of X^T X:
+    Xc^T Xc - c c^T / N, free of the cancellation X^T X - N mean mean^T would suffer (``cross`` still gets the
+    raw blocks). Against the float64 path the Gram entries differ by ~1e-7 of the largest and
+    LogME by 1e-9 to 1.5e-6 (tests/test_metrics_i.py::test_float32_products_match_float64; 1.5e-6 on the
     anchors' rank-deficient float32 case c_lowrank, whose float32 rounding leaves tiny eigenvalues float64 would
     drop); without the shift, features with an offset 100x their spread lose 1.8e-4.
     """
@@ -111,7 +118,12 @@ def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarr
             block_cross = cross(x[rows], rows)
             cross_sum = block_cross if cross_sum is None else cross_sum + block_cross
     if not np.isfinite(gram).all():
-        return gram_and_cross(x, cross)
+        if not centred:
+            return gram_and_cross(x, cross)
+        return gram_and_cross(x, no_cross, x.mean(axis=0, dtype=np.float64))[0], cross_sum
+    if centred:
+        gram -= np.outer(column_sums, column_sums / n)
+        return gram, cross_sum
     s = shift.astype(np.float64)
     # Only the lower triangle is read downstream, so the symmetric rank-2 correction may fill both.
     gram += np.outer(s, column_sums)
@@ -244,7 +256,12 @@ def principal_class_offsets(
     mean = x.mean(axis=0, dtype=np.float64)
     if x.shape[0] >= x.shape[1]:
         # Xc^T Xc and the centred class sums in one blocked pass: Xc itself (N x D float64) is never built.
-        scatter, centred_sums = gram_and_cross(x, one_hot_cross(codes, n_classes), mean)
+        # float32 features get float32 products, as in LogME (``float32_gram_and_cross``).
+        if x.dtype == np.float32:
+            scatter, sums = float32_gram_and_cross(x, one_hot_cross(codes, n_classes), centred=True)
+            centred_sums = sums - mean[:, None] * counts
+        else:
+            scatter, centred_sums = gram_and_cross(x, one_hot_cross(codes, n_classes), mean)
         evals, offsets_t = eigh_projections(scatter, centred_sums / counts)
         offsets = offsets_t.T
     else:
@@ -293,8 +310,8 @@ def pca_project(x: np.ndarray, variance: float | None = None, n_dims: int | None
     ``variance`` in (0, 1]: keep the fewest axes that explain at least that fraction of the variance
     (sklearn's ``PCA(n_components=0.8)`` rule); ``n_dims``: keep at most that many axes. Both may be given
     (the smaller count wins). Axes with zero variance are never kept. Exact: N >= D eigendecomposes the D x D
-    scatter matrix (one blocked pass over ``x``, which is never copied whole, and only the kept eigenvectors,
-    see ``top_eigenpairs``); N < D the N x N Gram matrix.
+    scatter matrix (one blocked pass over ``x``, which is never copied whole), N < D the N x N Gram matrix, both
+    for the kept eigenvectors only (``top_eigenpairs``).
     """
     n, d = x.shape
 
@@ -310,12 +327,10 @@ def pca_project(x: np.ndarray, variance: float | None = None, n_dims: int | None
     mean = x.mean(axis=0, dtype=np.float64)
     if n < d:
         xc = np.asarray(x, dtype=np.float64) - mean
-        evals, u = np.linalg.eigh(xc @ xc.T)
-        evals, u = evals[::-1], u[:, ::-1]
-        keep = kept(evals)
-        # Xc = U S V^T, so the projection Xc V = U S.
-        return u[:, :keep] * np.sqrt(np.maximum(evals[:keep], 0.0))
-    scatter, _ = gram_and_cross(x, lambda block, rows: np.zeros((block.shape[1], 0)), mean)
+        # Xc Xc^T (lower triangle, BLAS dsyrk: half a general product); Xc = U S V^T, so the projection Xc V = U S.
+        evals, u = top_eigenpairs(sla.blas.dsyrk(1.0, xc, lower=1), kept)
+        return u * np.sqrt(np.maximum(evals, 0.0))
+    scatter, _ = gram_and_cross(x, no_cross, mean)
     _, axes = top_eigenpairs(scatter, kept)
     projected = np.empty((n, axes.shape[1]))
     for rows in row_blocks(n):

@@ -88,6 +88,11 @@ class NleepSettings:
     components: Callable[[int, int], int]
     seed: int
 
+    def parameters(self, n: int, n_classes: int) -> dict[str, object]:
+        """The ``nleep`` keyword arguments this preset amounts to on N samples of C classes."""
+        return {"pca_variance": self.pca_variance, "max_pca_dims": None, "n_components": self.components(n, n_classes),
+                "covariance_type": "full", "max_fit_samples": None, "seed": self.seed}  # fmt: skip
+
 
 #: "model_spider": Model Spider ``mptms/LEEP.py::NLEEP`` (the pactran_metrics / EMMS lineage): PCA keeping 80% of
 #: the variance, K = max(min(C, 0.2 N), 0.1 N) full-covariance components, ``np.random.seed(0)``;
@@ -144,8 +149,9 @@ def nleep(
             "covariance_type": covariance_type != "diag", "max_fit_samples": max_fit_samples != 10_000,
             "seed": seed != 0,
         })  # fmt: skip
-        pca_variance, max_pca_dims, covariance_type, max_fit_samples = settings.pca_variance, None, "full", None
-        n_components, seed = settings.components(x.shape[0], n_classes), settings.seed
+        chosen = settings.parameters(x.shape[0], n_classes)
+        pca_variance, max_pca_dims, n_components = chosen["pca_variance"], chosen["max_pca_dims"], chosen["n_components"]
+        covariance_type, max_fit_samples, seed = chosen["covariance_type"], chosen["max_fit_samples"], chosen["seed"]
     if pca_variance is not None and not 0 < pca_variance <= 1:
         raise InvalidInputError(f"pca_variance must be in (0, 1], got {pca_variance}")
     reduced = x if pca_variance is None and max_pca_dims is None else pca_project(x, pca_variance, max_pca_dims)

@@ -72,16 +72,23 @@ def parc(features: np.ndarray, labels: np.ndarray, task: str = "classification",
         if len(classes) < 2:
             raise InvalidInputError("the PARC subsample holds a single class; raise max_samples")
         # 1 - corrcoef of one-hot rows is exactly 0 (same class) or C/(C-1); computing it in floating point
-        # breaks these ties at random and so changes the Spearman ranks.
-        rdm_y = np.where(y[:, None] == y[None, :], 0.0, len(classes) / (len(classes) - 1))
+        # breaks these ties at random and so changes the Spearman ranks. Its (average) ranks are then an
+        # increasing affine function of the different-class indicator, so Spearman's rho is the Pearson
+        # correlation of the feature RDM's ranks with that indicator: one ranking instead of two.
+        rdm_y = None
+        different_class = y[:, None] != y[None, :]
     projected = fix_component_signs(x, pca_project(x, n_dims=pca_dim))
     std = projected.std(axis=0)
     standardised = (projected - projected.mean(axis=0)) / np.where(std > 0, std, 1.0)
     rdm_f = dissimilarity_matrix(standardised)
     upper = np.triu_indices(len(y), k=1)
-    from scipy.stats import spearmanr  # scipy.stats takes about a second to import: only when PARC runs
+    from scipy.stats import rankdata, spearmanr  # scipy.stats takes about a second to import: only when PARC runs
 
-    rho = spearmanr(rdm_f[upper], rdm_y[upper]).statistic
+    if rdm_y is None:
+        with np.errstate(invalid="ignore", divide="ignore"):  # a constant side gives NaN, refused below
+            rho = np.corrcoef(rankdata(rdm_f[upper]), different_class[upper])[0, 1]
+    else:
+        rho = spearmanr(rdm_f[upper], rdm_y[upper]).statistic
     if not np.isfinite(rho):
         raise InvalidInputError("PARC is undefined: one of the dissimilarity matrices is constant")
     return float(100.0 * rho)

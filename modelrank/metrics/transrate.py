@@ -7,7 +7,7 @@ import scipy.linalg as sla
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_targets
-from ._linalg import gram_and_cross
+from ._linalg import gram_and_cross, no_cross
 from .base import register_metric
 
 DEFAULT_EPS = 1e-4
@@ -25,7 +25,7 @@ def coding_rate(x: np.ndarray, mean: np.ndarray, eps: float = DEFAULT_EPS) -> fl
     """
     n, dim = x.shape
     if dim < n:
-        gram, _ = gram_and_cross(x, lambda block, rows: np.zeros((block.shape[1], 0)), mean)
+        gram, _ = gram_and_cross(x, no_cross, mean)
     else:
         z = np.asarray(x, dtype=np.float64) - mean
         gram = z @ z.T
