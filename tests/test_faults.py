@@ -309,19 +309,24 @@ def test_a_job_array_of_8_extracts_and_finetunes_loses_nothing_and_matches_one_r
     assert not list(shared.rglob("*.claim")) and not list(shared.rglob(".*tmp-*"))
 
 
-def test_kill_mid_extract_resumes_to_identical_features_and_cleans_up(tmp_path):
-    """kill -9 leaves a claim and possibly a temporary behind: the next run takes the claim over and finishes."""
+@pytest.mark.parametrize("seed", [0, 1])
+def test_kill_mid_extract_resumes_to_identical_features_and_cleans_up(tmp_path, seed):
+    """kill -9 at a random moment (after a random chunk, plus a random fraction of the next one) leaves a claim and
+    possibly a temporary behind: the next run takes the claim over and finishes with the features of one run."""
+    import random
     import signal
     import time
 
     limit = 96
+    after_chunk = random.Random(seed).randint(1, 4)  # of 12 chunks: the run is never over when the kill lands
     cache = tmp_path / "cache"
     go = tmp_path / "go"
     process, = _start_extract_workers(1, cache, go, limit)
     go.touch()
     deadline = time.monotonic() + 120
-    while not list(cache.rglob("chunk-00003.parquet")) and time.monotonic() < deadline:
+    while not list(cache.rglob(f"chunk-{after_chunk:05d}.parquet")) and time.monotonic() < deadline:
         time.sleep(0.02)
+    time.sleep(random.Random(seed).uniform(0.0, 0.01))
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     folder, = (cache / "features").iterdir()

@@ -83,7 +83,9 @@ def _read_table_file(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise InvalidInputError(f"the records table {path} is not a file; move it away or restore it")
     try:
-        table = pd.read_parquet(path)
+        # One open and one read: parquet readers given a path may open it twice (footer, then pages), and a
+        # compaction renaming a new table into place between the two mixes two files.
+        table = pd.read_parquet(io.BytesIO(path.read_bytes()))
     except FileNotFoundError:
         raise
     except (OSError, ValueError, TypeError) as exc:

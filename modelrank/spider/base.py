@@ -11,7 +11,6 @@ and it ranks identically.
 from __future__ import annotations
 
 import json
-import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..cache import atomic_write, atomic_write_bytes
 from ..errors import InvalidInputError, MissingResourceError, ModelrankError
 from ..registry import Registry
 from .encoding import Featurizer
@@ -221,13 +221,15 @@ class Learner:
             "featurizer": self.featurizer.to_json(),
             "state": state,
         }
-        for name, write in (("state.npz", lambda f: np.savez(f, **arrays)),
-                            ("learner.json", lambda f: f.write(json.dumps(meta, indent=1).encode()))):
-            tmp = path / f".{name}.tmp"
-            with open(tmp, "wb") as handle:
-                write(handle)
-            os.replace(tmp, path / name)
+        # Temporaries with unique names, renamed into place: concurrent saves never write into each other's file.
+        atomic_write(path / "state.npz", lambda tmp: _savez(tmp, arrays))
+        atomic_write_bytes(path / "learner.json", json.dumps(meta, indent=1).encode())
         return path
+
+
+def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    with open(path, "wb") as handle:  # a file object: np.savez would append ".npz" to a temporary's name
+        np.savez(handle, **arrays)
 
 
 def _split_arrays(value: Any, arrays: dict[str, np.ndarray], key: str) -> Any:

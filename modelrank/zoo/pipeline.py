@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from ..cache import cache_root
+from ..cache import atomic_write, atomic_write_bytes, cache_root
 from ..progress import ProgressFn, epoch_reporter, report
 from .presets import Preset, get_preset
 
@@ -68,6 +68,11 @@ def _features(models: list[str], task: str, cache_dir, data_root) -> list:
     return [loaded[m, task] for m in models]
 
 
+def _write_csv(frame: pd.DataFrame, path: Path, **options: Any) -> None:
+    """A result CSV renamed into place once complete (a kill never leaves a truncated table behind)."""
+    atomic_write(path, lambda tmp: frame.to_csv(tmp, **options))
+
+
 def _score_task(preset: Preset, models: list[str], task: str, out: Path, features: Callable[[], list],
                 progress: ProgressFn | None = None) -> pd.DataFrame:
     from ..scoring import check_metric_request, score_feature_sets, scoring_reporter
@@ -88,10 +93,11 @@ def _score_task(preset: Preset, models: list[str], task: str, out: Path, feature
     sets = features()
     frame = score_feature_sets(sets, preset.metrics, progress=scoring_reporter(progress, len(sets), len(specs)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.with_suffix(".json").write_text(
-        json.dumps({"higher_is_better": frame.attrs["higher_is_better"], "notes": frame.attrs["notes"], "task": definition},
-                   indent=1))
-    frame.to_csv(path, index=False)
+    # Both files are the resume cache of this stage: written whole or not at all, the CSV last.
+    atomic_write_bytes(path.with_suffix(".json"), json.dumps(
+        {"higher_is_better": frame.attrs["higher_is_better"], "notes": frame.attrs["notes"], "task": definition},
+        indent=1).encode())
+    _write_csv(frame, path, index=False)
     return frame
 
 
@@ -273,8 +279,8 @@ def run_benchmark(
                           "samples": len(data), "class_names": ", ".join(data.class_names)})
     done()
     tasks = pd.DataFrame(task_rows)
-    tasks.to_csv(out / "tasks.csv", index=False)
-    zoo.to_csv(out / "zoo.csv", index=False)
+    _write_csv(tasks, out / "tasks.csv", index=False)
+    _write_csv(zoo, out / "zoo.csv", index=False)
 
     # Score and fine-tune task by task, so that only one task's features are held in memory.
     frames, runs = [], []
@@ -298,28 +304,28 @@ def run_benchmark(
             runs += _full_finetunes(preset, models, task, out, device, cache_dir, data_root, progress)
         done()
     scores = pd.concat(frames, ignore_index=True)
-    scores.to_csv(out / "scores.csv", index=False)
+    _write_csv(scores, out / "scores.csv", index=False)
     higher: dict[str, bool] = {}
     for task in preset.tasks:
         higher.update(json.loads((out / "scores" / f"{_safe(task)}.json").read_text())["higher_is_better"])
     probes = _probe_rows(runs)
-    probes.to_csv(out / "probes.csv", index=False)
+    _write_csv(probes, out / "probes.csv", index=False)
     records = ground_truth(probes, "linear")
     full_records = ground_truth(probes, "full") if preset.task_finetuning is not None else None
-    pd.concat([records, full_records]).to_csv(out / "records.csv", index=False)
+    _write_csv(pd.concat([records, full_records]), out / "records.csv", index=False)
 
     done = timed("evaluate")
     say("evaluate", "weighted tau of every metric against the fine-tuned accuracies")
     table, warnings = metric_table(scores, records, higher)
-    table.to_csv(out / "table.csv")
+    _write_csv(table, out / "table.csv")
     full_table = None
     if full_records is not None and not full_records.empty:
         full_table, more = metric_table(scores, full_records, higher)
-        full_table.to_csv(out / "table_full_finetune.csv")
+        _write_csv(full_table, out / "table_full_finetune.csv")
         warnings += more
     sanity = sanity_table(probes)
-    sanity.to_csv(out / "sanity.csv", index=False)
+    _write_csv(sanity, out / "sanity.csv", index=False)
     done()
     report(progress, "benchmark", "done", steps, steps)
-    (out / "stages.json").write_text(json.dumps(seconds, indent=1))
+    atomic_write_bytes(out / "stages.json", json.dumps(seconds, indent=1).encode())
     return BenchmarkResult(preset.name, out, table, scores, records, sanity, zoo, tasks, seconds, full_table, warnings)
