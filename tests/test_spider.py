@@ -263,3 +263,15 @@ def test_public_records_load_and_logme_matches_transfergraph(anchors):
         taus.append(stats.weightedtau(metric.predict(task).loc[common], truth.loc[common]).statistic)
         weights.append(truth.max() - truth.mean())
     assert np.average(taus, weights=weights) == pytest.approx(0.3099, abs=2e-3)
+
+
+def test_spider_measures_treat_predictions_equal_within_precision_as_ties():
+    from modelrank.spider.protocols import measure_all
+
+    truth = np.array([0.9, 0.8, 0.7, 0.6])
+    noisy = measure_all(truth, np.array([0.5, 0.5 + 1e-14, 0.2, 0.1]))
+    tied = measure_all(truth, np.array([0.5, 0.5, 0.2, 0.1]))
+    for name in ("weighted_tau", "spearman", "rel@1", "regret@1"):
+        assert noisy[name] == pytest.approx(tied[name], nan_ok=True), name
+    constant = measure_all(truth, np.full(4, 0.3) + np.array([0, 1e-15, 2e-15, 3e-15]))
+    assert np.isnan(constant["weighted_tau"]) and np.isnan(constant["rel@1"])  # no ranking, not a perfect pick

@@ -30,6 +30,7 @@ import pandas as pd
 from ..errors import InvalidInputError, ModelrankError
 from ..evaluate.evaluation import dataset_weight
 from ..evaluate.measures import pearson, regret_at_k, rel_at_k, spearman, weighted_tau
+from ..evaluate.ties import snap_ties
 from .base import Learner
 from .records import Records
 
@@ -74,7 +75,10 @@ def measure_all(truth: np.ndarray, score: np.ndarray, all_truth: np.ndarray | No
 
     ``spread`` is TransferGraph's weight of the task (max - mean of the truth over all its models,
     ``all_truth`` when only some models are measured). ``tau_protocol``: the weighted-tau convention, "scipy"
-    (symmetric, TransferGraph's) or "model_spider" (``weightedtau(truth, score, rank=None)``, Model Spider's)."""
+    (symmetric, TransferGraph's) or "model_spider" (``weightedtau(truth, score, rank=None)``, Model Spider's).
+    Predictions equal within precision are ties (``modelrank.evaluate.ties``, as in ``evaluate``): their order
+    in the last bits is never rewarded, and predictions that are all tied rank nothing (NaN)."""
+    score = snap_ties(score)
     out = {}
     for name, fn in REPORTED_MEASURES.items():
         try:
