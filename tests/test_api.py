@@ -234,3 +234,14 @@ def test_readme_python_block_runs(capsys):
     exec(compile(block, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "Evaluation(methods=[logme, hscore]" in out and "mine" in out
+
+
+@pytest.mark.slow
+def test_readme_extract_block_runs(cache_dir):
+    """The README's `extract` / `load_features` snippet, as written (the cache goes to a temporary folder)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "load_features(" in b)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    fs = scope["fs"]
+    assert fs.features.shape[0] == len(fs.labels) == 30 * len(set(fs.labels)) and fs.source_probs is not None
