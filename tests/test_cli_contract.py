@@ -45,6 +45,12 @@ def test_version(cli):
 
 
 BAD_INVOCATIONS = [
+    ("score", "--features", "/nonexistent.npz", "--bootstrap", "1"),
+    ("score", "--features", "/nonexistent.npz", "--format", "xml"),
+    ("evaluate", "--scores", "/nonexistent/s.csv", "--truth", "/nonexistent/t.csv", "--compare", "logme"),
+    ("records", "rm"),                    # no filter: nothing is removed
+    ("spider", "rank", "/nonexistent", "-d", "digits", "--features", "/nonexistent.npz"),
+    ("spider", "eval", "/nonexistent.csv", "--tau-protocol", "bogus"),
     ("foo",),
     ("cache", "clear"),
     ("score", "--bogus"),

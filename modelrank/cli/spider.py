@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 
 from ..errors import ModelrankError
 from ._common import (
@@ -64,8 +65,8 @@ def spider_train(
         fitted = make_learner(learner, **config).fit(data, progress=lambda done, total: bar.update(job, completed=done,
                                                                                                      total=total))
         path = fitted.save(out)
-    err_console.print(f"{learner}: {len(data.models)} models, {len(data.record_tasks)} tasks with records -> {path}",
-                      highlight=False)
+    err_console.print(f"{learner}: {len(data.models)} models, {len(data.record_tasks)} tasks with records -> "
+                      f"{escape(str(path))}", highlight=False)
 
 
 @spider_app.command("rank")
