@@ -8,8 +8,6 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
-from rich.table import Table
 
 from ..errors import ModelrankError
 
@@ -135,14 +133,6 @@ def split_names(value: str) -> list[str]:
     """'a,b, c' -> ['a', 'b', 'c'] (models, datasets and metrics are given comma-separated)."""
     return [v.strip() for v in value.split(",") if v.strip()]
 
-
-def print_table(title: str, columns: list[str], rows: list[list[object]]) -> None:
-    table = Table(title=escape(title), header_style="bold")
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(*[escape(str(v)) for v in row])  # names are user text: "resnet[a]" is not markup
-    console.print(table)
 
 def key_values(pairs: list[str]) -> dict[str, object]:
     """['epochs=50', 'hidden=16'] -> {'epochs': 50, 'hidden': 16} (values parsed as JSON when they parse)."""

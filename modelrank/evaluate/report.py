@@ -93,16 +93,6 @@ def print_wide(console: Console, renderable: Table) -> None:
         console.width = width
 
 
-def print_evaluation(evaluation: Evaluation, console: Console | None = None) -> None:
-    console = console or Console()
-    for table in evaluation_tables(evaluation):
-        print_wide(console, table)
-    for method, dataset, reason in evaluation.no_ranking.itertuples(index=False):
-        console.print(f"[yellow]no ranking:[/] {escape(f'{method} / {dataset}: {reason}')}", highlight=False, soft_wrap=True)
-    for warning in evaluation.warnings:
-        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
-
-
 def plot_evaluation(evaluation: Evaluation, path: str | Path, measure: str | None = None) -> Path:
     """Scatter of score (x) vs ground truth (y): one panel per (method, dataset), titled with a measure.
 
