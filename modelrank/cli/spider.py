@@ -12,8 +12,9 @@ from rich.markup import escape
 from ..errors import ModelrankError
 from ._common import (
     CacheDirOption, DatasetNameOption, FeatureFilesOption, ModelNamesOption, app, err_console, key_values,
-    progress_display, progress_wanted, split_names,
+    progress_display, split_names,
 )
+from ..progress import report
 from ._output import check_format, check_out, emit, format_option, frame_table, out_option
 
 spider_app = typer.Typer(help="Learned ranking for unseen tasks: Model Spider, a graph learner and baselines, trained "
@@ -23,14 +24,6 @@ RecordsArgument = typer.Argument(..., help="records: dataset,model,accuracy CSV 
                                  "transfergraph-image:FOLDER | transfergraph-text:FOLDER | model-spider:FOLDER | "
                                  "model-spider-multi:FOLDER | benchmark:FOLDER")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress display.")
-
-
-def _bar(quiet: bool):
-    """A progress display on stderr with total and ETA (hidden with --quiet or when stderr is not a terminal)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=err_console, transient=True, disable=quiet or not progress_wanted())
 
 
 def _learner_options(name: str, pairs: list[str]) -> dict[str, object]:
@@ -59,11 +52,12 @@ def spider_train(
     from ..spider.loaders import load_records
 
     config = _learner_options(learner, option)
-    with _bar(quiet) as bar:
-        job = bar.add_task(f"training {learner} (epochs, validation folds included)", total=None)
+    text = f"training {learner} (epochs, validation folds included)"
+    with progress_display(quiet) as display:
+        report(display, "train", text)
         data = load_records(records, task_meta, model_meta)
-        fitted = make_learner(learner, **config).fit(data, progress=lambda done, total: bar.update(job, completed=done,
-                                                                                                     total=total))
+        fitted = make_learner(learner, **config).fit(
+            data, progress=lambda done, total: report(display, "train", text, done, total))
         path = fitted.save(out)
     err_console.print(f"{learner}: {len(data.models)} models, {len(data.record_tasks)} tasks with records -> "
                       f"{escape(str(path))}", highlight=False)
@@ -234,17 +228,22 @@ def spider_eval(
     fold_list = None if protocol == "seed_mixture" else task_folds(data, by, folds, seed=seed)
     per_task, rows = [], []
     steps = len(names) * (1 if fold_list is None else len(fold_list))
-    with _bar(quiet) as bar:
-        job = bar.add_task("evaluating", total=steps)
+    finished = [0]  # folds evaluated so far, over all learners
+    with progress_display(quiet) as display:
+
+        def advance(name: str) -> None:
+            finished[0] += 1
+            report(display, "eval", f"evaluating {name}", finished[0], steps)
+
         for name in names:
-            bar.update(job, description=f"evaluating {name}")
+            report(display, "eval", f"evaluating {name}", finished[0], steps)
             factory = lambda name=name: make_learner(name, **configs[name])  # noqa: E731
             if protocol == "seed_mixture":
                 result = seed_mixture(factory, data, seed=seed, tau_protocol=tau_protocol)
-                bar.advance(job)
+                advance(name)
             else:
                 result = evaluate(factory, data, protocols[protocol], fold_list, k_observed, seed, tau_protocol,
-                                  progress=lambda: bar.advance(job))
+                                  progress=lambda name=name: advance(name))
             per_task.append(result.per_task.assign(learner=name))
             for variant, row in result.summary().iterrows():
                 rows.append({"learner": name, "protocol": variant, **row.to_dict(), "fit_s": sum(result.fit_seconds)})

@@ -41,19 +41,15 @@ def evaluation_tables(evaluation: Evaluation, digits: int = 3) -> list[Table]:
         table = Table(title=f"{measure} ({'lower' if lower else 'higher'} is better)", header_style="bold")
         table.add_column("method")
         for column in frame.columns:
-            label = {MEAN: "Mean (datasets)", WEIGHTED_MEAN: "W.Mean (datasets)"}.get(column, column)
+            label = {MEAN: "Mean", WEIGHTED_MEAN: "W.Mean"}.get(column, column)
             table.add_column(escape(str(label)), justify="right")
             if column == MEAN:
                 table.add_column("±SE", justify="right")
         table.add_column("ranked", justify="right")
-        n_datasets = len(evaluation.datasets)
         for i, method in enumerate(frame.index):
-            averaged = int(np.isfinite(values[i, :n_datasets]).sum())  # the means skip datasets without a value
             cells = []
             for j, (column, value) in enumerate(zip(frame.columns, values[i])):
                 text = "no rank" if (method, column) in unranked else "—" if not np.isfinite(value) else f"{value:.{digits}f}"
-                if j >= n_datasets:
-                    text += f" ({averaged})"
                 cells.append(f"[bold]{text}[/bold]" if bold[i, j] else text)
                 if column == MEAN:
                     se = means.get((method, measure), np.nan)
