@@ -281,6 +281,48 @@ def test_duplicated_features():
     assert lfc(doubled, y) == pytest.approx(lfc(x, y), rel=1e-9)  # K doubles: LFC is scale-free
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_hscore_cholesky_path_equals_the_eigendecomposition(monkeypatch, dtype):
+    """Well-conditioned features take the Cholesky solve; forcing the eigendecomposition gives the same scores,
+    and ill-conditioned ones (a near-duplicate column) are refused by the Cholesky path's condition check."""
+    import importlib
+
+    linalg = importlib.import_module("modelrank.metrics._linalg")
+    hscore_module = importlib.import_module("modelrank.metrics.hscore")  # the package exports a same-named function
+
+    x, y, _ = make_task(15, n=500, d=40)
+    x = x.astype(dtype)
+    taken = []
+    real = linalg.safe_cholesky
+
+    def spy(lower, cutoff_ratio):
+        factor = real(lower, cutoff_ratio)
+        taken.append(factor is not None)
+        return factor
+
+    monkeypatch.setattr(hscore_module, "safe_cholesky", spy)
+    fast = hscore(x, y), hscore_reg(x, y)
+    assert taken == [True, True]
+    monkeypatch.setattr(hscore_module, "safe_cholesky", lambda lower, cutoff_ratio: None)
+    assert fast == pytest.approx((hscore(x, y), hscore_reg(x, y)), rel=1e-10)
+    near_duplicate = np.hstack([x, x[:, :1] * (1 + 1e-9)]).astype(np.float64)
+    assert real(np.cov(near_duplicate, rowvar=False) * 499, 41 * np.finfo(np.float64).eps) is None
+
+
+def test_lanczos_axes_equal_the_tridiagonal_ones():
+    from modelrank.metrics._linalg import leading_eigenpairs, top_eigenpairs
+
+    rng = np.random.default_rng(16)
+    x = rng.normal(size=(600, 300)) * np.exp(-np.arange(300) / 40)  # a decaying spectrum, as real features
+    scatter = np.tril((x - x.mean(axis=0)).T @ (x - x.mean(axis=0)))
+    evals, vectors = leading_eigenpairs(scatter, 32)
+    expected_evals, expected_vectors = top_eigenpairs(scatter, lambda all_evals: 32)
+    assert evals == pytest.approx(expected_evals, rel=1e-12)
+    assert np.abs(np.abs((vectors.T @ expected_vectors).diagonal()) - 1).max() < 1e-10
+    assert np.array_equal(leading_eigenpairs(scatter, 32)[1], vectors)  # seeded start: reproducible
+    assert leading_eigenpairs(scatter, 100) is None  # a third of the spectrum: the tridiagonalisation's job
+
+
 def test_logme_rank_deficient_equals_reference_evidence():
     # N < D: the exact evidence counts only rank(F) prior directions; the eigen-reference agrees.
     x, y, _ = make_task(15, n=40, d=100)

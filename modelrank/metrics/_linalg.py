@@ -242,6 +242,54 @@ def rank_cutoff(eigenvalues: np.ndarray, size: int) -> float:
     return float(max(eigenvalues.max(initial=0.0), 0.0) * size * np.finfo(np.float64).eps)
 
 
+def class_scatter(x: np.ndarray, codes: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(scatter, centred_means, counts)``: the centred scatter Xc^T Xc (lower triangle, Fortran order, as
+    ``gram_and_cross``), the class-mean offsets mu_c - mu as columns (D, C) and the class counts (C,).
+
+    One blocked pass: Xc itself (N x D float64) is never built. float32 features get float32 products, as in
+    LogME (``float32_gram_and_cross``).
+    """
+    counts = np.bincount(codes, minlength=n_classes).astype(np.float64)
+    mean = x.mean(axis=0, dtype=np.float64)
+    if x.dtype == np.float32:
+        scatter, sums = float32_gram_and_cross(x, one_hot_cross(codes, n_classes), centred=True)
+        centred_sums = sums - mean[:, None] * counts
+    else:
+        scatter, centred_sums = gram_and_cross(x, one_hot_cross(codes, n_classes), mean)
+    return scatter, centred_sums / counts, counts
+
+
+#: ``safe_cholesky`` accepts a matrix only when LAPACK's condition estimate clears the rank cutoff by this factor:
+#: the estimate is a lower bound of the 1-norm condition number, in practice within a factor of ~10 of it.
+CHOLESKY_MARGIN = 1e3
+
+
+def safe_cholesky(lower: np.ndarray, cutoff_ratio: float) -> np.ndarray | None:
+    """Lower Cholesky factor L (A = L L^T) of a symmetric matrix of which only the lower triangle is read, or None
+    unless every eigenvalue of A is safely above ``cutoff_ratio`` * its largest.
+
+    Then A^+ = A^-1 and a pseudo-inverse with that rank cutoff is two triangular solves: O(D^3 / 3) flops at
+    BLAS-3 speed instead of an eigendecomposition (10x faster at D = 2048). Callers fall back to their
+    eigendecomposition on None (singular, indefinite or ill-conditioned A: there the cutoff decides which
+    directions count, and only the eigenvalues can say).
+    """
+    factor, info = sla.lapack.dpotrf(lower, lower=1, clean=1)
+    if info != 0:
+        return None
+    magnitudes = np.abs(np.tril(lower))
+    one_norm = float((magnitudes.sum(axis=0) + magnitudes.sum(axis=1) - np.diag(magnitudes)).max())
+    rcond, info = sla.lapack.dpocon(factor, one_norm, uplo="L")
+    if info != 0 or not rcond > CHOLESKY_MARGIN * cutoff_ratio:
+        return None
+    return factor
+
+
+def class_offsets_in_eigenbasis(scatter: np.ndarray, centred_means: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Eigenvalues l_k >= 0 of ``scatter`` (lower triangle read) and offsets[c, k] = v_k^T m_c (C, D)."""
+    evals, offsets_t = eigh_projections(scatter, centred_means)
+    return np.maximum(evals, 0.0), offsets_t.T
+
+
 def principal_class_offsets(
     x: np.ndarray, codes: np.ndarray, n_classes: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -252,24 +300,49 @@ def principal_class_offsets(
     Computed on the smaller side: N >= D eigendecomposes Xc^T Xc = V L V^T; N < D eigendecomposes
     Xc Xc^T = U L U^T and uses mu_c - mu = Xc^T 1_c / n_c, so v_k^T (mu_c - mu) = sqrt(l_k) u_k^T 1_c / n_c.
     """
-    counts = np.bincount(codes, minlength=n_classes).astype(np.float64)
-    mean = x.mean(axis=0, dtype=np.float64)
     if x.shape[0] >= x.shape[1]:
-        # Xc^T Xc and the centred class sums in one blocked pass: Xc itself (N x D float64) is never built.
-        # float32 features get float32 products, as in LogME (``float32_gram_and_cross``).
-        if x.dtype == np.float32:
-            scatter, sums = float32_gram_and_cross(x, one_hot_cross(codes, n_classes), centred=True)
-            centred_sums = sums - mean[:, None] * counts
-        else:
-            scatter, centred_sums = gram_and_cross(x, one_hot_cross(codes, n_classes), mean)
-        evals, offsets_t = eigh_projections(scatter, centred_sums / counts)
-        offsets = offsets_t.T
+        scatter, centred_means, counts = class_scatter(x, codes, n_classes)
+        evals, offsets = class_offsets_in_eigenbasis(scatter, centred_means)
     else:
-        xc = x - mean
+        counts = np.bincount(codes, minlength=n_classes).astype(np.float64)
+        xc = x - x.mean(axis=0, dtype=np.float64)
         evals, u = np.linalg.eigh(xc @ xc.T)
         evals = np.maximum(evals, 0.0)
         offsets = class_sums(u, codes, n_classes) * np.sqrt(evals) / counts[:, None]
     return np.maximum(evals, 0.0), offsets, counts
+
+
+#: ``leading_eigenpairs`` runs Lanczos only for at most this fraction of the spectrum of a matrix this large.
+LANCZOS_MAX_FRACTION, LANCZOS_MIN_SIZE = 0.25, 256
+
+
+def leading_eigenpairs(lower: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """The k largest eigenpairs (descending) of a symmetric matrix, of which only the lower triangle is read, by
+    implicitly restarted Lanczos (ARPACK) to machine precision; None when k is too large a part of the spectrum
+    or Lanczos does not converge within its restart budget (callers then use ``top_eigenpairs``).
+
+    Lanczos needs matrix-vector products only, no O(D^3) tridiagonalisation: the top 64 axes of a 2048 x 2048
+    scatter matrix of real features in 0.3-0.5 s instead of 1.1 s (no faster on a flat, white-noise spectrum).
+    The start vector is seeded, so results are reproducible.
+    """
+    d = lower.shape[0]
+    if d < LANCZOS_MIN_SIZE or k > LANCZOS_MAX_FRACTION * d:
+        return None
+    from scipy.sparse.linalg import ArpackNoConvergence, eigsh  # scipy.sparse.linalg: imported when needed
+
+    symmetric = np.tril(lower) + np.tril(lower, -1).T
+    start = np.random.default_rng(0).standard_normal(d)
+    try:
+        evals, vectors = eigsh(symmetric, k=k, which="LA", tol=0, v0=start, maxiter=LANCZOS_MAX_RESTARTS)
+    except ArpackNoConvergence:
+        return None
+    order = np.argsort(evals)[::-1]
+    return evals[order], vectors[:, order]
+
+
+#: Restarts of ``leading_eigenpairs`` before it gives up: enough for spectra with a decaying head; a flat one is
+#: better served by the tridiagonalisation anyway.
+LANCZOS_MAX_RESTARTS = 60
 
 
 def top_eigenpairs(lower: np.ndarray, choose: Callable[[np.ndarray], int]) -> tuple[np.ndarray, np.ndarray]:
@@ -311,7 +384,8 @@ def pca_project(x: np.ndarray, variance: float | None = None, n_dims: int | None
     (sklearn's ``PCA(n_components=0.8)`` rule); ``n_dims``: keep at most that many axes. Both may be given
     (the smaller count wins). Axes with zero variance are never kept. Exact: N >= D eigendecomposes the D x D
     scatter matrix (one blocked pass over ``x``, which is never copied whole), N < D the N x N Gram matrix, both
-    for the kept eigenvectors only (``top_eigenpairs``).
+    for the kept eigenvectors only: by Lanczos (``leading_eigenpairs``) for a fixed count of axes, else by
+    ``top_eigenpairs``.
     """
     n, d = x.shape
 
@@ -324,14 +398,23 @@ def pca_project(x: np.ndarray, variance: float | None = None, n_dims: int | None
             keep = min(keep, n_dims)
         return max(keep, 1)
 
+    def leading(lower: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # Only the variance rule needs the whole spectrum; a fixed count needs the top n_dims pairs alone.
+        found = None if variance is not None or n_dims is None else leading_eigenpairs(lower, n_dims)
+        if found is None:
+            return top_eigenpairs(lower, kept)
+        evals, vectors = found
+        k = kept(evals)
+        return evals[:k], vectors[:, :k]
+
     mean = x.mean(axis=0, dtype=np.float64)
     if n < d:
         xc = np.asarray(x, dtype=np.float64) - mean
         # Xc Xc^T (lower triangle, BLAS dsyrk: half a general product); Xc = U S V^T, so the projection Xc V = U S.
-        evals, u = top_eigenpairs(sla.blas.dsyrk(1.0, xc, lower=1), kept)
+        evals, u = leading(sla.blas.dsyrk(1.0, xc, lower=1))
         return u * np.sqrt(np.maximum(evals, 0.0))
     scatter, _ = gram_and_cross(x, no_cross, mean)
-    _, axes = top_eigenpairs(scatter, kept)
+    _, axes = leading(scatter)
     projected = np.empty((n, axes.shape[1]))
     for rows in row_blocks(n):
         projected[rows] = (np.asarray(x[rows], dtype=np.float64) - mean) @ axes
