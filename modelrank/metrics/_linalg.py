@@ -328,12 +328,15 @@ def leading_eigenpairs(lower: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
     d = lower.shape[0]
     if d < LANCZOS_MIN_SIZE or k > LANCZOS_MAX_FRACTION * d:
         return None
-    from scipy.sparse.linalg import ArpackNoConvergence, eigsh  # scipy.sparse.linalg: imported when needed
+    from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh  # imported when needed
 
-    symmetric = np.tril(lower) + np.tril(lower, -1).T
+    matrix = np.asfortranarray(lower)
+    # BLAS dsymv reads the lower triangle only: no symmetric copy of the matrix is made.
+    operator = LinearOperator((d, d), matvec=lambda v: sla.blas.dsymv(1.0, matrix, np.ravel(v), lower=1),
+                              dtype=np.float64)  # fmt: skip
     start = np.random.default_rng(0).standard_normal(d)
     try:
-        evals, vectors = eigsh(symmetric, k=k, which="LA", tol=0, v0=start, maxiter=LANCZOS_MAX_RESTARTS)
+        evals, vectors = eigsh(operator, k=k, which="LA", tol=0, v0=start, maxiter=LANCZOS_MAX_RESTARTS)
     except ArpackNoConvergence:
         return None
     order = np.argsort(evals)[::-1]
