@@ -398,9 +398,25 @@ def _owner() -> dict[str, Any]:
     return _OWNERS[pid]
 
 
+def _filesystem_now(directory: Path) -> float:
+    """The clock of the file system that holds ``directory``: the mtime of a file stamped now.
+
+    On a cache shared by many hosts (NFS, Lustre) a claim's mtime is stamped by the file server, while each host's
+    own clock may be minutes off; measuring a claim's age with this host's clock would take over live claims
+    (clock ahead) or keep dead ones for too long (clock behind). Falls back to this host's clock."""
+    probe = directory / f".clock{TEMPORARY_MARK}{_owner()['token']}"
+    try:
+        probe.touch()
+        return probe.stat().st_mtime
+    except OSError:
+        return time.time()
+    finally:
+        probe.unlink(missing_ok=True)
+
+
 def _claim_is_stale(path: Path) -> bool:
     try:
-        age = time.time() - path.stat().st_mtime
+        age = _filesystem_now(path.parent) - path.stat().st_mtime
         owner = json.loads(path.read_text() or "{}")
     except FileNotFoundError:
         return True

@@ -366,6 +366,27 @@ def test_claims_of_live_runs_are_respected_and_stale_ones_taken_over(cache_dir):
     assert not store.claim_path(key, 2).exists()
 
 
+def test_claim_age_is_measured_by_the_file_systems_clock(cache_dir, monkeypatch):
+    """A host whose clock runs an hour ahead of the shared file system must not take over a live claim (nor one
+    whose clock runs behind keep a dead one): ages come from the file system's own timestamps."""
+    import time
+
+    from modelrank import cache as cache_module
+
+    store = FeatureStore(cache_dir)
+    key = cache_module.FeatureKey("m", "f", "d", "train")
+    store.entry_dir(key).mkdir(parents=True)
+    store.claim_path(key, 0).write_text(json.dumps({"host": "another-host", "pid": 1, "token": "x"}))
+    real_time = time.time
+    monkeypatch.setattr(cache_module.time, "time", lambda: real_time() + 3600)
+    assert store.claimed_elsewhere(key, 0) and not store.claim_chunk(key, 0)
+    old = real_time() - cache_module.CLAIM_TTL_SECONDS - 1
+    os.utime(store.claim_path(key, 0), (old, old))
+    monkeypatch.setattr(cache_module.time, "time", lambda: real_time() - 3600)
+    assert not store.claimed_elsewhere(key, 0) and store.claim_chunk(key, 0)
+    assert [p.name for p in store.entry_dir(key).iterdir()] == ["chunk-00000.claim"]  # no clock probe left
+
+
 def test_flipped_bytes_are_detected_and_score_recomputes_them(cache_dir, tmp_path, cli):
     args = ["-m", TINY_MODEL, "-d", "digits", "--split", "train", "--limit", "40"]
     code, out, err = cli("extract", *args, "--workers", "0")
