@@ -557,7 +557,7 @@ def bootstrap_scores(
     full-data score entirely), and ``<metric>_p_best``, the share of resamples in which that model is best (a tie for best, under the
     metric's tie tolerance, is shared equally): for the top model, the probability that it really is best.
     Metrics with a resampled form (``modelrank.metrics.resampled``, e.g. LogME) reuse the full data's
-    spectrum (a first-order form, see there); the others, and all with ``exact=True``, cost ``n_boot`` scores
+    spectrum (each sample's count exact, interactions left out; see there); the others, and all with ``exact=True``, cost ``n_boot`` scores
     each. With N <= D a resample holds ~63% distinct samples and so lower-rank features: metrics that depend on
     the rank (LogME, H-Score, SFDA, EMMS) then vary far more over resamples than over new data, and the
     intervals are wide (conservative). ``df.attrs["bootstrap"]`` records B, seed and level.

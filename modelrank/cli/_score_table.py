@@ -133,6 +133,6 @@ def footnotes(frame: pd.DataFrame) -> list[str]:
         b = frame.attrs["bootstrap"]
         lines.append(f"bootstrap: {b['resamples']} resamples (seed {b['seed']}{', exact' if b['exact'] else ''}), "
                      f"{b['level']:.0%} intervals; P(best) = share of resamples where the model is best"
-                     + ("" if b["exact"] else "; LogME with N > D first-order (narrower than exact at high "
-                        "D / N: --bootstrap-exact)"))
+                     + ("" if b["exact"] else "; LogME with N > D from its resampled form (narrower than exact "
+                        "at high D / N: --bootstrap-exact)"))
     return lines

@@ -35,7 +35,7 @@ def score_cmd(
                                   "each score's 95% interval and each model's probability of being best [default: off]."),
     bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", help="Seed of the --bootstrap resamples."),
     bootstrap_exact: bool = typer.Option(False, "--bootstrap-exact", help="Recompute every metric on every resample "
-                                         "(LogME otherwise uses its first-order resampled form: a few scores' cost)."),
+                                         "(LogME otherwise uses its resampled form: a few scores' cost)."),
     dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Score cached/extracted features of this dataset (with -m)."),
     models: Optional[str] = typer.Option(None, "-m", "--models", help="Comma-separated model names (with -d)."),
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split for -d [default: the dataset's first]."),
