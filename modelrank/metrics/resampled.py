@@ -37,7 +37,8 @@ def logme_resampled(features: np.ndarray, labels: np.ndarray, counts: np.ndarray
     0.71 / 0.85 / 0.99 / 0.89, and a bias of 1 to 3 exact standard deviations instead of 3 to 17 (the intervals
     remove it either way). The spread is no wider: 0.76x / 0.80x / 0.97x / 0.78x the exact one (first order:
     0.68x / 0.74x / 1.04x / 0.87x), so intervals at D / N ~ 0.1-0.2 are a fifth to a quarter too narrow;
-    ``bootstrap_scores(exact=True)`` recomputes.
+    ``bootstrap_scores(exact=True)`` recomputes. At 10000 x 2048 (10 classes, 20 exact resamples): correlation
+    0.94 (first order 0.83), spread 0.79x (0.67x), B = 100 resamples for 1.5x the cost of one score.
 
     Everything comes from the eigendecomposition F^T F = V diag(s) V^T (with Z = F V, leverage
     f_i^T A^-1 f_i = sum_j z_ij^2 / (alpha + beta s_j) and f_i^T m = z_i . m~): one O(N D^2) Gram pass, one
