@@ -101,6 +101,41 @@ def test_rank_a_new_dataset_from_feature_files_with_prototypes_and_rerank(cli, t
     assert list(reranked["model"][3:]) == list(first["model"][3:])
 
 
+def test_learned_rerank_uses_the_top_models_own_prototypes(cli, tmp_path):
+    """--rerank-metric learned: Model Spider's second stage, the top-K models' own class prototypes on the new
+    dataset enrich the task tokens and only those K are re-ordered; a learner without it says what to use."""
+    records = clustered()
+    rng = np.random.default_rng(5)
+    protos = {t: rng.normal(size=(3, 6)).astype(np.float32) for t in records.record_tasks}
+    own = {(m, t): rng.normal(size=(3, 6)).astype(np.float32) for m in records.models for t in records.record_tasks}
+    learner = make_learner("spider", episodes=5, val_fraction=0.0).fit(
+        Records(records.table, task_prototypes=protos, model_task_prototypes=own, info={"encoder": "m2"}))
+    assert learner.rerank_models == records.models
+    folder = learner.save(tmp_path / "spider")
+    sets = {f"m{i}": feature_set(f"m{i}", seed=i) for i in range(8)}
+    for name, fs in sets.items():
+        np.savez(tmp_path / f"{name}.npz", features=fs.features, labels=fs.labels)
+    args = [a for name in sets for a in ("--features", str(tmp_path / f"{name}.npz"))]
+    code, out, err = cli("spider", "rank", str(folder), *args, "--format", "json")
+    first = frame_of(out)
+    code, out, err = cli("spider", "rank", str(folder), *args, "--rerank", "4", "--rerank-metric", "learned",
+                         "--format", "json")
+    assert code == 0, err
+    reranked = frame_of(out)
+    assert set(reranked["model"][:4]) == set(first["model"][:4]) and list(reranked["model"][4:]) == list(first["model"][4:])
+    from modelrank.spider.prototypes import prototypes_of
+
+    top = list(first["model"][:4])
+    task = describe_task(learner, "custom", {"m2": sets["m2"]})
+    task.model_prototypes, task.rerank_k = {m: prototypes_of(sets[m]) for m in top}, 4
+    expected = learner.predict(task)
+    np.testing.assert_allclose(reranked.set_index("model")["score"].loc[expected.index], expected.to_numpy(), rtol=1e-5)
+    assert not np.allclose(expected.to_numpy(), learner.predict(describe_task(learner, "custom", {"m2": sets["m2"]})))
+    prior = make_learner("model_prior").fit(records).save(tmp_path / "prior")
+    code, _, err = cli("spider", "rank", str(prior), *args, "--rerank", "3", "--rerank-metric", "learned")
+    assert code == 2 and "--rerank-metric METRIC" in err
+
+
 def test_rerank_orders_the_top_k_by_the_metric_and_keeps_the_rest():
     scores = pd.Series([0.9, 0.8, 0.7, 0.1], index=["a", "b", "c", "d"])
     rng = np.random.default_rng(0)

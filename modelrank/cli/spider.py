@@ -17,6 +17,9 @@ from ._common import (
 from ..progress import report
 from ._output import check_format, check_out, emit, format_option, frame_table, out_option
 
+#: ``--rerank-metric`` value for Model Spider's own re-ranking (instead of a metric)
+LEARNED_RERANK = "learned"
+
 spider_app = typer.Typer(help="Learned ranking for unseen tasks: Model Spider, a graph learner and baselines, trained "
                          "on fine-tune records.", no_args_is_help=True)
 app.add_typer(spider_app, name="spider")
@@ -85,7 +88,9 @@ def spider_rank(
                                        "(repeatable; learners that use them need 2 or more)."),
     rerank: int = typer.Option(0, "--rerank", min=0, help="Re-score the top K models with --rerank-metric on their own "
                                "features on the dataset (only those K are extracted) and re-order them."),
-    rerank_metric: str = typer.Option("logme", "--rerank-metric", help="Metric of --rerank (modelrank list metrics)."),
+    rerank_metric: str = typer.Option("logme", "--rerank-metric", help="Metric of --rerank (modelrank list metrics), "
+                                      f"or '{LEARNED_RERANK}': Model Spider's own re-ranking with each model's class "
+                                      "prototypes (a model_spider learner trained on per-model prototypes)."),
     top: int = typer.Option(10, "--top", min=0, help="How many models to show in the table (0: all)."),
     out: Optional[Path] = out_option("the whole ranking"),
     fmt: str = format_option(),
@@ -106,12 +111,15 @@ def spider_rank(
         raise ModelrankError("give either -d DATASET or --features FILE..., not both")
     if task and (dataset or features):
         raise ModelrankError("give a known TASK name or describe a new one with -d / --features, not both")
-    if rerank and rerank_metric not in METRICS:
-        raise ModelrankError(f"unknown --rerank-metric {rerank_metric!r}; see modelrank list metrics")
+    if rerank and rerank_metric not in METRICS and rerank_metric != LEARNED_RERANK:
+        raise ModelrankError(f"unknown --rerank-metric {rerank_metric!r}; see modelrank list metrics, or {LEARNED_RERANK}")
     if rerank and not (dataset or features):
         raise ModelrankError("--rerank needs the dataset's features: give -d DATASET or --features")
     seen = _observed(observed)
     learner = load_learner(learner_dir)
+    if rerank and rerank_metric == LEARNED_RERANK and not learner.rerank_models:
+        raise ModelrankError(f"{learner.name} has no re-ranking of its own (Model Spider trained on records with "
+                             "per-model prototypes, e.g. `benchmark:FOLDER`); use --rerank-metric METRIC")
     name = task or dataset or dataset_name
     loader = _feature_loader(dataset, split, per_class, seed, data_root, cache_dir, features, model_name, dataset_name, quiet)
     if task is not None:
@@ -125,7 +133,9 @@ def spider_rank(
         err_console.print("note: one observed model says nothing about the order of the others; give 2 or more",
                           highlight=False)
     scores = learner.predict(target, observed=seen or None)
-    if rerank:
+    if rerank and rerank_metric == LEARNED_RERANK:
+        scores = _learned_rerank(learner, target, seen, scores, rerank, loader)
+    elif rerank:
         scores = rerank_by_metric(scores, rerank, loader(top_models(scores, rerank)), rerank_metric)
     prior = pd.Series(model_prior(learner.accuracy)[0], index=learner.models)
     frame = pd.DataFrame({"model": scores.index, "score": scores.to_numpy()})
@@ -136,6 +146,23 @@ def spider_rank(
     frame.insert(0, "rank", stats.rankdata(-frame["score"].to_numpy(), method="min").astype(int))  # ties share a rank
     title = f"{learner.name} ranking for {name}"
     emit(frame, fmt, out, title, table=frame_table(frame.head(top) if top else frame, title))
+
+
+def _learned_rerank(learner, target, seen, scores, k: int, loader):
+    """Model Spider's second stage: the top-k models' own class prototypes on the dataset enrich the task tokens
+    and the learner re-orders those k (only the top-k models' features are extracted)."""
+    from dataclasses import replace
+
+    from ..spider.describe import top_models
+    from ..spider.prototypes import prototypes_of
+
+    top = [m for m in top_models(scores, k) if m in learner.rerank_models]
+    if len(top) < 2:
+        raise ModelrankError(f"{learner.name} can re-rank {len(top)} of the top {k} models with their own features "
+                             "(it was trained with per-model prototypes of other models); use --rerank-metric METRIC")
+    own = loader(top)
+    enriched = replace(target, model_prototypes={m: prototypes_of(own[m]) for m in top}, rerank_k=len(top_models(scores, k)))
+    return learner.predict(enriched, observed=seen or None)
 
 
 def _observed(pairs: list[str]) -> dict[str, float]:

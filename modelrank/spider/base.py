@@ -55,6 +55,7 @@ class TaskView:
     observed: np.ndarray  # (n_models,), accuracy of already fine-tuned models, NaN elsewhere
     prototypes: np.ndarray | None = None
     model_prototypes: dict[int, np.ndarray] | None = None
+    rerank_k: int | None = None
 
 
 class Learner:
@@ -113,6 +114,11 @@ class Learner:
         raise NotImplementedError
 
     @property
+    def rerank_models(self) -> list[str]:
+        """Models this learner can re-rank with their own features on a task (Model Spider's second stage)."""
+        return []
+
+    @property
     def reads(self) -> list[str]:
         """What this fitted learner reads about a task: ``task_inputs`` that its training records had."""
         had = {"metadata": self.featurizer.task_encoder is not None and self.featurizer.task_encoder.dim > 0,
@@ -161,7 +167,7 @@ class Learner:
             model_prototypes = {self.models.index(m): np.asarray(p, np.float32)
                                 for m, p in task.model_prototypes.items() if m in self.models}
         prototypes = None if task.prototypes is None else np.asarray(task.prototypes, np.float32)
-        return TaskView(task.name, None, features, scores, obs, prototypes, model_prototypes)
+        return TaskView(task.name, None, features, scores, obs, prototypes, model_prototypes, task.rerank_k)
 
     def _stored_prototypes(self, task: str) -> tuple[np.ndarray | None, dict[int, np.ndarray] | None]:
         return None, None

@@ -293,11 +293,18 @@ class ModelSpider(Learner):
             idx = torch.arange(len(self.models))[None]
             prior = torch.from_numpy(self.base.of(view))[None]
             scores = self._pair_fitness(idx, tokens, tmask, prior=prior)[0].numpy().astype(np.float64)
-            return self._rerank(scores, tokens, tmask, view.model_prototypes or {}, prior[0])
+            return self._rerank(scores, tokens, tmask, view.model_prototypes or {}, prior[0], view.rerank_k)
 
-    def _rerank(self, scores: np.ndarray, tokens, tmask, own: dict[int, np.ndarray], prior=None) -> np.ndarray:
-        """Re-order the top-k models by the fitness with model-specific task tokens (no-op without them)."""
-        k = min(int(self.config["rerank_k"]), len(scores))
+    @property
+    def rerank_models(self) -> list[str]:
+        """The models with a trained adapter for their own prototypes (those that had them in the records)."""
+        return [m for i, m in enumerate(self.models) if str(i) in self.net.specific]
+
+    def _rerank(self, scores: np.ndarray, tokens, tmask, own: dict[int, np.ndarray], prior=None,
+                k: int | None = None) -> np.ndarray:
+        """Re-order the top-k models by the fitness with model-specific task tokens (no-op without them);
+        k: the configured ``rerank_k`` unless given."""
+        k = min(int(self.config["rerank_k"]) if k is None else k, len(scores))
         top = np.argsort(-scores, kind="stable")[:k]
         usable = [m for m in top if m in own and str(m) in self.net.specific]
         if k < 2 or len(usable) < 2:

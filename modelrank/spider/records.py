@@ -37,7 +37,8 @@ class TaskInfo:
 
     ``meta``: one metadata row (column -> value); ``embedding``: 1-D vector; ``scores``: DataFrame indexed
     by model with one column per transferability score; ``prototypes``: (C, D) general-encoder class
-    prototypes; ``model_prototypes``: model -> (C, D_model) prototypes of that model's features.
+    prototypes; ``model_prototypes``: model -> (C, D_model) prototypes of that model's features;
+    ``rerank_k``: how many of the top models a learner's own re-ranking re-orders (default: the learner's setting).
     """
 
     name: str
@@ -46,6 +47,7 @@ class TaskInfo:
     scores: pd.DataFrame | None = None
     prototypes: np.ndarray | None = None
     model_prototypes: Mapping[str, np.ndarray] | None = None
+    rerank_k: int | None = None
 
 
 def _check_index(frame: pd.DataFrame | None, what: str) -> pd.DataFrame | None:
