@@ -386,7 +386,8 @@ def pca_project(x: np.ndarray, variance: float | None = None, n_dims: int | None
     ``variance`` in (0, 1]: keep the fewest axes that explain at least that fraction of the variance
     (sklearn's ``PCA(n_components=0.8)`` rule); ``n_dims``: keep at most that many axes. Both may be given
     (the smaller count wins). Axes with zero variance are never kept. Exact: N >= D eigendecomposes the D x D
-    scatter matrix (one blocked pass over ``x``, which is never copied whole), N < D the N x N Gram matrix, both
+    scatter matrix (one blocked pass over ``x``, which is never copied whole; float32 ``x`` gets float32 products
+    as in ``float32_gram_and_cross``), N < D the N x N Gram matrix, both
     for the kept eigenvectors only: by Lanczos (``leading_eigenpairs``) for a fixed count of axes, else by
     ``top_eigenpairs``.
     """
@@ -416,7 +417,10 @@ def pca_project(x: np.ndarray, variance: float | None = None, n_dims: int | None
         # Xc Xc^T (lower triangle, BLAS dsyrk: half a general product); Xc = U S V^T, so the projection Xc V = U S.
         evals, u = leading(sla.blas.dsyrk(1.0, xc, lower=1))
         return u * np.sqrt(np.maximum(evals, 0.0))
-    scatter, _ = gram_and_cross(x, no_cross, mean)
+    if x.dtype == np.float32:  # float32 products, as LogME and H-Score (``float32_gram_and_cross``)
+        scatter, _ = float32_gram_and_cross(x, no_cross, centred=True)
+    else:
+        scatter, _ = gram_and_cross(x, no_cross, mean)
     _, axes = leading(scatter)
     projected = np.empty((n, axes.shape[1]))
     for rows in row_blocks(n):

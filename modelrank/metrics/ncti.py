@@ -36,7 +36,8 @@ def _nuclear_norm(a: np.ndarray) -> float:
 def ncti_terms(features: np.ndarray, labels: np.ndarray, *, pca_dim: int = DEFAULT_PCA_DIM) -> tuple[float, float, float]:
     """The three raw NCTI terms (S_seli, S_ncc, S_vc) of one model; combine across a zoo with ``ncti``.
 
-    Features are projected on their top ``pca_dim`` principal axes (exact PCA), then a Fisher LDA is fitted with
+    Features are projected on their top ``pca_dim`` principal axes (exact PCA; float32 features get float32
+    products in the scatter matrix, as LogME: the terms within ~1e-8 of the all-float64 ones), then a Fisher LDA is fitted with
     shrinkage a = max(exp(-sum of the top-32 explained variances), 1e-10) (S_w -> (1-a) S_w + a tr(S_w)/D I):
     * S_seli = ||Z - mean(Z)||_* with Z the projection on the top C-1 discriminant directions (within-class
       variability collapse seen through the class-separating subspace);
@@ -47,7 +48,7 @@ def ncti_terms(features: np.ndarray, labels: np.ndarray, *, pca_dim: int = DEFAU
     1.2 that solver also normalises S_w by N (not N - C), so it fits the same LDA as the eigen solver with the
     1e-10 floor used here, except that it drops within-class directions below its rank tolerance (1e-4).
     """
-    x = as_features(features)
+    x = as_features(features, upcast=False)  # float32 stays float32: pca_project converts row blocks
     y, n_classes = as_class_labels(labels, x.shape[0])
     projected = pca_project(x, n_dims=pca_dim)
     warn_if_singular_scatter("NCTI", len(y), n_classes, projected.shape[1])
