@@ -286,6 +286,14 @@ def test_ncti_warns_when_n_is_small_relative_to_the_pca_dim(rng):
         ncti_terms(x, y)
 
 
+def test_ncti_float32_products_stay_close_to_float64(rng):
+    """float32 features keep float32 products in the PCA's scatter matrix (as LogME): a large common offset (post-ReLU
+    features) must not cost precision, and the Lanczos axes must be the exact ones."""
+    x, y = clusters(rng, n=600, d=300, c=5)
+    x32 = (np.maximum(x, 0) + 50.0).astype(np.float32)
+    np.testing.assert_allclose(ncti_terms(x32, y), ncti_terms(x32.astype(np.float64), y), rtol=1e-6)
+
+
 def test_sfda_confmix_strength_zero_is_plain_lda(rng):
     x, y = clusters(rng)
     assert sfda(x, y, confmix_strength=0.0) > sfda(x, y)  # the self-challenge makes the task harder
