@@ -459,23 +459,36 @@ def save_feature_file(data: FeatureSet, path: str | Path) -> Path:
 
 
 # ----------------------------------------------------------------------------------------- bootstrap
-def resample_counts(labels: np.ndarray, task: str, n_boot: int, seed: int) -> np.ndarray:
-    """(B, N) bootstrap counts: how often each sample is drawn in each of ``n_boot`` resamples (seeded).
-
-    Classification resamples within each class (a stratified bootstrap: class sizes stay as they are, so no
-    resample loses a class that a metric needs); regression resamples all N samples.
-    """
-    rng = np.random.default_rng(seed)
+def _strata(labels: np.ndarray, task: str) -> list[np.ndarray]:
+    """Sample indices drawn together: each class for classification (class sizes stay as they are, so no draw
+    loses a class that a metric needs), all samples for regression."""
     n = len(labels)
-    if task == "classification":
-        _, codes = np.unique(np.asarray(labels).reshape(n, -1)[:, 0], return_inverse=True)
-        strata = [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
-    else:
-        strata = [np.arange(n)]
-    counts = np.zeros((n_boot, n))
-    for members in strata:  # a handful of classes, each drawn for all resamples at once
+    if task != "classification":
+        return [np.arange(n)]
+    _, codes = np.unique(np.asarray(labels).reshape(n, -1)[:, 0], return_inverse=True)
+    return [np.flatnonzero(codes == c) for c in range(codes.max() + 1)]
+
+
+def resample_counts(labels: np.ndarray, task: str, n_boot: int, seed: int) -> np.ndarray:
+    """(B, N) bootstrap counts: how often each sample is drawn in each of ``n_boot`` resamples (seeded),
+    stratified by class for classification (``_strata``)."""
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((n_boot, len(labels)))
+    for members in _strata(labels, task):  # a handful of classes, each drawn for all resamples at once
         drawn = members[rng.integers(0, len(members), size=(n_boot, len(members)))]
         np.add.at(counts, (np.repeat(np.arange(n_boot), len(members)), drawn.ravel()), 1.0)
+    return counts
+
+
+def half_sample_counts(labels: np.ndarray, task: str, n_draws: int, seed: int) -> np.ndarray:
+    """(B, N) 0/1 counts of ``n_draws`` seeded half-samples: half of each stratum (``_strata``; a class of one
+    sample is always kept) drawn WITHOUT replacement, so a draw holds distinct samples only."""
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((n_draws, len(labels)))
+    for members in _strata(labels, task):
+        keep = max(1, len(members) // 2)
+        chosen = np.argsort(rng.random((n_draws, len(members))), axis=1)[:, :keep]  # a permutation's first half
+        counts[np.arange(n_draws)[:, None], members[chosen]] = 1.0
     return counts
 
 
@@ -557,10 +570,13 @@ def bootstrap_scores(
     full-data score entirely), and ``<metric>_p_best``, the share of resamples in which that model is best (a tie for best, under the
     metric's tie tolerance, is shared equally): for the top model, the probability that it really is best.
     Metrics with a resampled form (``modelrank.metrics.resampled``, e.g. LogME) reuse the full data's
-    spectrum (each sample's count exact, interactions left out; see there); the others, and all with ``exact=True``, cost ``n_boot`` scores
-    each. With N <= D a resample holds ~63% distinct samples and so lower-rank features: metrics that depend on
-    the rank (LogME, H-Score, SFDA, EMMS) then vary far more over resamples than over new data, and the
-    intervals are wide (conservative). ``df.attrs["bootstrap"]`` records B, seed and level.
+    spectrum (each sample's count exact, interactions left out; see there); the others, and all with
+    ``exact=True``, cost ``n_boot`` scores each. With N <= D a resample would hold ~63% distinct samples and so
+    lower-rank features, which moves rank-dependent metrics (LogME, H-Score, SFDA, EMMS) far more than new data
+    would: such a dataset is rescored on ``n_boot`` half-samples without replacement instead (half of each class,
+    ``half_sample_counts``), each model's draws centred on its full-data score and scaled by sqrt(m / (N - m))
+    (the delete-d jackknife's variance, m kept samples), and a note says so. ``df.attrs["bootstrap"]`` records
+    B, seed and level.
     """
     from .evaluate.ties import tie_groups
 
@@ -583,9 +599,16 @@ def bootstrap_scores(
             if not group:
                 continue
             paired = _same_samples(group)
-            shared = resample_counts(group[0].labels, group[0].task, n_boot, seed)
-            counts = {fs.model: shared if paired else resample_counts(fs.labels, fs.task, n_boot, seed + i)
+            # N <= D: a resample with repeats holds ~63% distinct samples and so lower-rank features, which moves
+            # rank-dependent metrics far more than new data would; half-samples hold distinct samples only.
+            halves = any(fs.n_samples <= fs.features.shape[1] for fs in group)
+            draw = half_sample_counts if halves else resample_counts
+            shared = draw(group[0].labels, group[0].task, n_boot, seed)
+            counts = {fs.model: shared if paired else draw(fs.labels, fs.task, n_boot, seed + i)
                       for i, fs in enumerate(group)}
+            if halves:
+                notes.append(f"bootstrap: {dataset} has no more samples than feature dimensions, so {column} is "
+                             "rescored on half-samples without replacement (half-sampling) instead of resamples")
             replicates = _replicate_scores(spec, group, counts, params.get(spec.name, {}), progress, exact)
             table = np.array([replicates[fs.model] for fs in group])  # (models, B)
             complete = np.isfinite(table).all(axis=0)
@@ -596,15 +619,23 @@ def bootstrap_scores(
                 notes.append(f"bootstrap: the models of {dataset} hold different samples, so {column} resamples "
                              "are drawn per model (unpaired)")
             table = table[:, complete]
+            index = pd.Series(rows, index=frame.loc[rows, "Model"])
+            full = frame.loc[index.loc[[fs.model for fs in group]], column].to_numpy(dtype=float)
+            if halves:
+                # Half-sampling: a half-sample's spread around its mean estimates the full data's (delete-d
+                # jackknife: Var = m / (N - m) Var(half), with m the kept samples), and each model's own shift
+                # at half the size (its bias) is removed before models are compared.
+                kept = shared.sum(axis=1).mean() if paired else group[0].n_samples / 2
+                scale = np.sqrt(kept / max(group[0].n_samples - kept, 1.0))
+                table = full[:, None] + scale * (table - table.mean(axis=1, keepdims=True))
             signed = table if higher else -table
             best_share = np.zeros(len(group))
             for draw in signed.T:  # resamples, each O(models)
                 groups = tie_groups(draw, spec.tie_rtol, spec.tie_atol)
                 top = groups == groups.max()
                 best_share[top] += 1.0 / top.sum()
-            index = pd.Series(rows, index=frame.loc[rows, "Model"])
             for i, fs in enumerate(group):
-                bias = table[i].mean() - frame.loc[index[fs.model], column]
+                bias = table[i].mean() - full[i]
                 low, high = np.percentile(table[i], [tail, 100 - tail]) - bias
                 frame.loc[index[fs.model], [f"{column}_low", f"{column}_high", f"{column}_p_best"]] = (
                     low, high, best_share[i] / table.shape[1])

@@ -8,7 +8,7 @@ from modelrank.errors import InvalidInputError
 from modelrank.features import FeatureSet
 from modelrank.metrics.logme import logme
 from modelrank.metrics.resampled import logme_resampled
-from modelrank.scoring import bootstrap_scores, resample_counts, score_feature_sets
+from modelrank.scoring import bootstrap_scores, half_sample_counts, resample_counts, score_feature_sets
 
 
 def make_sets(n=300, dim=12, signals=(0.3, 0.35, 2.0)):
@@ -74,3 +74,36 @@ def test_bootstrap_interval_covers_the_score_is_seeded_and_finds_the_best():
     assert boot.attrs["bootstrap"] == {"resamples": 20, "seed": 7, "level": 0.95, "exact": False}
     with pytest.raises(InvalidInputError, match="at least 2"):
         bootstrap_scores(sets, frame, 1)
+
+
+def test_half_samples_hold_half_of_each_class_without_repeats():
+    y = np.array([0] * 6 + [1] * 5 + [2])
+    counts = half_sample_counts(y, "classification", 30, seed=2)
+    assert set(np.unique(counts)) <= {0.0, 1.0}
+    assert (counts[:, y == 0].sum(axis=1) == 3).all() and (counts[:, y == 1].sum(axis=1) == 2).all()
+    assert (counts[:, y == 2] == 1).all()  # a class of one sample is always kept
+    assert np.array_equal(counts, half_sample_counts(y, "classification", 30, seed=2))
+    assert len({row.tobytes() for row in counts}) > 20
+
+
+def test_bootstrap_with_fewer_samples_than_dimensions_uses_half_samples():
+    """N <= D: resamples with repeats lower the features' rank and gave LogME intervals of -11.8 ... 7.0 around
+    -0.75 here; half-samples give intervals as wide as the spread over fresh datasets from the same source."""
+    rng = np.random.default_rng(0)
+    y = np.arange(60) % 4
+    signals = (0.5, 1.0, 3.0)
+
+    def draw(generator):
+        return [generator.normal(size=(60, 128)) + s * np.eye(4, 128)[y] for s in signals]
+
+    sets = [FeatureSet(features=x, labels=y, model=f"m{i}", dataset="toy") for i, x in enumerate(draw(rng))]
+    frame = score_feature_sets(sets, ["logme"])
+    boot = bootstrap_scores(sets, frame, 40, seed=1)
+    assert any("half-samples" in note for note in boot.attrs["notes"])
+    assert ((boot["logme_low"] <= boot["logme"]) & (boot["logme"] <= boot["logme_high"])).all()
+    fresh = np.std([[logme(x, y) for x in draw(np.random.default_rng(100 + r))] for r in range(20)], axis=0)
+    width = (boot["logme_high"] - boot["logme_low"]).to_numpy()
+    assert (width > 2 * fresh).all() and (width < 8 * fresh).all()  # a 95% interval is ~4 standard deviations
+    assert boot["logme_p_best"].iloc[2] > 0.9
+    again = bootstrap_scores(sets, frame, 40, seed=1)
+    assert np.array_equal(again["logme_low"], boot["logme_low"])
