@@ -1,6 +1,7 @@
 """The command line as a contract: 0 success, 2 usage/input error (one line, no traceback), 130 interrupted,
 1 only for a bug (with its traceback)."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -35,6 +36,8 @@ def test_help_of_every_command(cli, path, flag):
     assert code == 0, err
     assert "Usage" in out and "Traceback" not in out + err
     assert "<bool>" not in out
+    options = out.split("Options:", 1)[-1]  # click's metavars (--out PATH), not typer's value types (<path>)
+    assert not re.search(r"^\s+-.*<(str|int|float|path|dir|file|list)", options, re.MULTILINE), options
 
 
 def test_version(cli):

@@ -49,6 +49,31 @@ def _usage_error(exc) -> None:
     _fail(message, exc.exit_code if exc.exit_code else 2)
 
 
+#: typer prints an option's value type as ``<str>``; help shows click's conventional upper-case metavars instead.
+_METAVARS = {"<str>": "TEXT", "<list[str]>": "TEXT", "<int>": "INTEGER", "<int range>": "INTEGER", "<float>": "FLOAT",
+             "<path>": "PATH", "<list[Path]>": "PATH", "<dir>": "DIR", "<file>": "FILE"}
+
+
+def _command():
+    """The click command of the app, with plain metavars (``--out PATH``, ``LEARNER_DIR``) on every parameter
+    that has none of its own."""
+    from typer.main import get_command
+
+    command = get_command(app)
+    pending = [command]
+    while pending:
+        node = pending.pop()
+        pending.extend(getattr(node, "commands", {}).values())
+        for param in node.params:
+            if param.metavar is not None:
+                continue
+            if param.param_type_name == "argument":
+                param.metavar = param.name.upper()
+            elif not (param.is_flag or param.count):
+                param.metavar = _METAVARS.get(param.display_type(None))
+    return command
+
+
 def _interrupted() -> None:
     err_console.print(f"[bold red]interrupted:[/] {escape(interrupt_note())}", highlight=False, soft_wrap=True)
     sys.exit(130)
@@ -72,12 +97,12 @@ def main(argv: Optional[list[str]] = None) -> None:
     warnings.showwarning = _show_warning
     if os.environ.get("MODELRANK_DEBUG"):
         # The same mapping of exit codes would hide where an error came from: let everything propagate.
-        code = app(args=argv, standalone_mode=False)
+        code = _command()(args=argv, standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
         return
     try:
-        code = app(args=argv, standalone_mode=False, prog_name="modelrank")
+        code = _command()(args=argv, standalone_mode=False, prog_name="modelrank")
     except ModelrankError as exc:
         _fail(str(exc), 2)
     except ClickException as exc:
