@@ -71,3 +71,14 @@ def test_validation_folds_hold_every_rankable_task_out_once():
     big = rng.random((60, 5))
     (single,) = validation_folds(big, 0.2, seed=0)
     assert single.sum() == 12
+
+
+@pytest.mark.parametrize("n_tasks", [12, 60])  # several folds, and one validation split (>= 40 tasks)
+def test_training_reports_progress_within_each_run(n_tasks):
+    """Progress moves as validation checks pass inside a fold, not only when a whole fold ends."""
+    calls = []
+    make_learner("spider", **QUICK["spider"]).fit(noise_records(n_tasks), progress=lambda done, total: calls.append((done, total)))
+    done = [d for d, _ in calls]
+    total = calls[-1][1]
+    assert done == sorted(done) and done[-1] == total and all(t == total for _, t in calls)
+    assert any(d % QUICK["spider"]["episodes"] for d in done)  # a value between two run boundaries

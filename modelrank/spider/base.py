@@ -491,6 +491,10 @@ def train_validated(learner: Correctable, accuracy: np.ndarray, fraction: float,
         if report is not None:
             report(done, epochs * runs)
 
+    def checked(checks: int) -> None:  # within a run: its validation checks so far, eval_every episodes each
+        if report is not None:
+            report(done + min(checks * eval_every, epochs), epochs * runs)
+
     learner._new_net()
     if fraction <= 0:
         learner._train(everything, epochs, None)
@@ -500,7 +504,15 @@ def train_validated(learner: Correctable, accuracy: np.ndarray, fraction: float,
     if len(folds) == 1:
         stopper = EarlyStopping(learner.net, patience)
         stopper.update(learner._validate(folds[0]))
-        learner._train(folds[0], epochs, lambda: stopper.update(learner._validate(folds[0])))
+        checks = 0
+
+        def check_single() -> bool:
+            nonlocal checks
+            checks += 1
+            checked(checks)
+            return stopper.update(learner._validate(folds[0]))
+
+        learner._train(folds[0], epochs, check_single)
         stopper.restore()
         return stage_done()
     curves = []
@@ -512,6 +524,7 @@ def train_validated(learner: Correctable, accuracy: np.ndarray, fraction: float,
         def check() -> bool:
             nonlocal best, bad
             curve.append(learner._validate(val))
+            checked(len(curve) - 1)
             value = float(np.nanmean(curve[-1])) if np.isfinite(curve[-1]).any() else -np.inf
             best, bad = (value, 0) if value > best + 1e-4 else (best, bad + 1)
             return bad >= patience
