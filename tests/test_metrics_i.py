@@ -184,8 +184,9 @@ def test_float16_input_equals_its_float64_upcast(name):
     x16, p16 = x.astype(np.float16), p.astype(np.float16)
     a = compute_metric(name, feature_set(x16, y, p16))
     b = compute_metric(name, feature_set(x16.astype(np.float64), y, p16.astype(np.float64)))
-    # LogME and the H-Scores multiply float32 (and so float16) features in float32 (test_float32_products_*).
-    assert np.isfinite(a) and a == pytest.approx(b, rel=1e-6 if name in ("logme", "hscore", "hscore_reg") else 1e-9)
+    # LogME, the H-Scores and PAC-Gauss multiply float32 (and so float16) features in float32.
+    float32_products = ("logme", "hscore", "hscore_reg", "pactran_gauss")
+    assert np.isfinite(a) and a == pytest.approx(b, rel=1e-6 if name in float32_products else 1e-9)
 
 
 def _logme_stress_features(rng: np.random.Generator, y: np.ndarray) -> dict[str, np.ndarray]:
@@ -574,3 +575,13 @@ def test_pactran_gauss_flags_the_iteration_cap_and_converges_on_request():
         converged = pactran_gauss(x, y, preset="converged")
     close(converged, ref.pactran_gauss_ref(x, y))  # the optimum: tol 1e-12, start-independent
     assert abs(capped - converged) > 1e-6
+
+
+def test_pactran_gauss_presets_keep_float64_products():
+    """The capped default multiplies float32 features in float32; a reproduction preset and the converged mode
+    must not (they are exact by definition)."""
+    x, y, _ = make_task(17)
+    x32 = x.astype(np.float32)
+    for kwargs in ({"preset": "pactran_metrics"}, {"max_iter": None}):
+        assert pactran_gauss(x32, y, **kwargs) == pactran_gauss(x32.astype(np.float64), y, **kwargs)
+    assert pactran_gauss(x32, y) == pytest.approx(pactran_gauss(x32.astype(np.float64), y), rel=1e-5)

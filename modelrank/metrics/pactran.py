@@ -227,19 +227,27 @@ def pactran_gauss(
     ``preset="pactran_metrics"`` reproduces that code's numbers (its random start, see ``GAUSS_PRESETS``). A
     preset replaces ``max_iter`` and ``tol``.
 
+    float32 features under the capped default get the two O(N D C) products of every L-BFGS step in float32
+    (features centred in float64 first): twice as fast, and 1e-9 to 5e-6 (relative) from the float64 path, less
+    than where the cap's own start puts the score (the 1e-4 tie tolerance). Presets and ``max_iter=None`` keep
+    float64 throughout, so reproductions and the optimum are exact.
+
     Inputs: features (N, D), class labels (N,). Higher is better.
     """
     if preset is None:
         solver = GaussSolver(max_iter, tol)
     else:
         solver = named_preset("pactran_gauss", preset, GAUSS_PRESETS, {"max_iter": max_iter != 100, "tol": tol != 1e-6})
-    x = as_features(features)
+    x = as_features(features, upcast=False)
     codes, n_classes = as_class_labels(labels, x.shape[0])
     if lda_factor <= 0 or s2_factor <= 0:
         raise InvalidInputError("lda_factor and s2_factor must be positive")
     if solver.max_iter is not None and solver.max_iter < 1:
         raise InvalidInputError(f"max_iter must be >= 1 or None, got {solver.max_iter}")
-    x = x - x.mean(axis=0)
+    # float32 features under the capped default: the O(N D C) products of every L-BFGS step in float32 (centred in
+    # float64 first); a preset (a reproduction, or the optimum) keeps float64 throughout.
+    product_type = np.float32 if x.dtype == np.float32 and preset is None and solver.max_iter is not None else np.float64
+    x = (x - x.mean(axis=0, dtype=np.float64)).astype(product_type, copy=False)
     n, d = x.shape
     lam = lda_factor * n
     rows = np.arange(n)
@@ -249,7 +257,7 @@ def pactran_gauss(
 
     def log_softmax(theta: np.ndarray) -> np.ndarray:
         w, b = split(theta)
-        logits = x @ w + b
+        logits = (x @ w.astype(product_type, copy=False)).astype(np.float64, copy=False) + b
         return logits - logsumexp(logits, axis=1, keepdims=True)
 
     def loss_and_grad(theta: np.ndarray) -> tuple[float, np.ndarray]:
@@ -259,7 +267,8 @@ def pactran_gauss(
         residual = np.exp(log_p)
         residual[rows, codes] -= 1.0
         residual /= n
-        grad = np.concatenate([(x.T @ residual + w / lam).ravel(), residual.sum(axis=0)])
+        features_grad = (x.T @ residual.astype(product_type, copy=False)).astype(np.float64, copy=False)
+        grad = np.concatenate([(features_grad + w / lam).ravel(), residual.sum(axis=0)])
         return loss, grad
 
     theta0 = np.zeros((d + 1) * n_classes)
@@ -276,7 +285,9 @@ def pactran_gauss(
         )
     p = np.exp(log_softmax(result.x))
     curvature = p - p**2
-    total_h = ((x**2).T @ curvature).sum() + d * n_classes / lam + curvature.sum()
+    # sum_{n,d,c} x_nd^2 h_nc = sum_n ||x_n||^2 sum_c h_nc: no (D, C) product needed
+    row_norms = np.concatenate([(np.asarray(x[block], dtype=np.float64) ** 2).sum(axis=1) for block in row_blocks(n)])
+    total_h = float(row_norms @ curvature.sum(axis=1)) + d * n_classes / lam + curvature.sum()
     inv_sigma2 = lam * total_h / (d * n_classes) + solver.inv_sigma2_eps
     bound = result.fun + 0.5 * (d * n_classes / lam) * (s2_factor / d) * np.log(inv_sigma2)
     return float(-bound)
