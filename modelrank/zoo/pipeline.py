@@ -281,10 +281,18 @@ def _pool_stage(config: PoolConfig, models: list[str], targets: tuple[str, ...],
                 **config.learners}
     say("pool_eval", f"{', '.join(learners)} trained on {len(tasks) - len(pool.info['held_out'])} pool tasks, "
                      f"compared on {len(pool.info['held_out'])} held-out ones")
-    per_task, table = evaluate_pool(pool, learners, config.k_observed, config.seed,
-                                    progress=lambda row, i, n: report(progress, "pool", f"fitting {row}", i, n))
-    _write_csv(per_task, folder / "per_task.csv", index=False)
-    _write_csv(table, folder / "comparison.csv", index=False)
+    # The evaluation is deterministic given the pool, the tasks and the learners: a finished one is reused.
+    evaluated = json.dumps({"pool": json.loads(definition), "learners": learners, "tasks": sorted(pool.record_tasks)},
+                           sort_keys=True)
+    stamp = folder / "comparison.json"
+    if stamp.is_file() and stamp.read_text() == evaluated and (folder / "comparison.csv").is_file():
+        table = pd.read_csv(folder / "comparison.csv")
+    else:
+        per_task, table = evaluate_pool(pool, learners, config.k_observed, config.seed,
+                                        progress=lambda row, i, n: report(progress, "pool", f"fitting {row}", i, n))
+        _write_csv(per_task, folder / "per_task.csv", index=False)
+        _write_csv(table, folder / "comparison.csv", index=False)
+        atomic_write_bytes(stamp, evaluated.encode())  # last: it vouches for the two tables
     done()
     return task_table, table
 
