@@ -29,7 +29,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -232,27 +232,26 @@ def pool_encoder(models: list[str]) -> str:
     return next((m for m in models if m.endswith("-imagenet")), models[0])
 
 
-def _pool_stage(config: PoolConfig, models: list[str], targets: tuple[str, ...], out: Path, cache_dir, data_root,
-                timed: Callable, say: StageFn, progress: ProgressFn | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Stages ``pool`` and ``pool_eval`` (see the module docstring). Returns (pool tasks, held-out comparison)."""
+def build_benchmark_pool(config: PoolConfig, models: list[str], targets: Sequence[str], folder: Path, cache_dir=None,
+                         data_root=None, progress: ProgressFn | None = None) -> tuple[pd.DataFrame, Any]:
+    """The ``pool`` stage: sample ``config``'s pool from the benchmark's target tasks, whose features of every model
+    are cached, and build it in ``folder`` (resumable); returns (pool tasks, ``Records`` for the learners)."""
     from dataclasses import asdict
 
-    from .pool import build_pool, evaluate_pool, overlap_groups, pool_records, sample_pool_tasks, split_sources
+    from .pool import build_pool, overlap_groups, pool_records, sample_pool_tasks, split_sources
     from .tasks import DERIVED
 
-    done = timed("pool")
-    folder = out / "pool"
     folder.mkdir(parents=True, exist_ok=True)
     # A pool built with other settings or another zoo is not resumed: its rows would mix two definitions.
     definition = json.dumps({**{k: v for k, v in asdict(config).items() if k != "learners"}, "models": models},
                             sort_keys=True)
     stamp = folder / "pool.json"
     if not stamp.is_file() or stamp.read_text() != definition:
-        for name in ("pool_records.csv", "pool_scores.csv"):
+        for name in ("pool_records.csv", "pool_scores.csv", "comparison.json"):
             (folder / name).unlink(missing_ok=True)
         atomic_write_bytes(stamp, definition.encode())
     encoder = pool_encoder(models)
-    encoded = {(encoder, t): fs for t, fs in zip(targets, (_features([encoder], t, cache_dir, data_root)[0] for t in targets))}
+    encoded = {(encoder, t): _features([encoder], t, cache_dir, data_root)[0] for t in targets}
     counts = {t: dict(zip(*np.unique(np.asarray(encoded[encoder, t].labels), return_counts=True))) for t in targets}
     training, held = split_sources(list(targets), config.held_out_fraction, config.seed,
                                    overlap_groups({t: DERIVED[t] for t in targets}))
@@ -261,8 +260,6 @@ def _pool_stage(config: PoolConfig, models: list[str], targets: tuple[str, ...],
     task_table = pd.DataFrame([{"task": t.name, "source": t.source, "classes": " ".join(map(str, t.classes)),
                                 "shots": t.shots, "held_out": t.held_out} for t in tasks])
     _write_csv(task_table, folder / "tasks.csv", index=False)
-    say("pool", f"{config.train_tasks} training + {config.held_out_tasks} held-out tasks (held-out sources: "
-                f"{', '.join(held)}), linear probes of {len(models)} models on cached features")
     finished = 0
     for source in targets:  # one target task's features in memory at a time
         of_source = [t for t in tasks if t.source == source]
@@ -273,16 +270,29 @@ def _pool_stage(config: PoolConfig, models: list[str], targets: tuple[str, ...],
                                      progress=lambda i, n, before=finished: report(
                                          progress, "pool", "pool tasks", before + i, len(tasks)))
         finished += len(of_source)
-    pool = pool_records(encoded, tasks, records, scores, encoder, config.test_per_class)
+    return task_table, pool_records(encoded, tasks, records, scores, encoder, config.test_per_class)
+
+
+def _pool_stage(config: PoolConfig, models: list[str], targets: tuple[str, ...], out: Path, cache_dir, data_root,
+                timed: Callable, say: StageFn, progress: ProgressFn | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stages ``pool`` and ``pool_eval`` (see the module docstring). Returns (pool tasks, held-out comparison)."""
+    from .pool import evaluate_pool
+
+    done = timed("pool")
+    folder = out / "pool"
+    say("pool", f"{config.train_tasks} training + {config.held_out_tasks} held-out tasks sampled from the target "
+                f"tasks, linear probes of {len(models)} models on cached features")
+    task_table, pool = build_benchmark_pool(config, models, targets, folder, cache_dir, data_root, progress)
     done()
 
     done = timed("pool_eval")
     learners = {"model_prior": ("model_prior", {}), **{f"metric:{m}": ("metric", {"column": m}) for m in config.metrics},
                 **config.learners}
-    say("pool_eval", f"{', '.join(learners)} trained on {len(tasks) - len(pool.info['held_out'])} pool tasks, "
-                     f"compared on {len(pool.info['held_out'])} held-out ones")
+    held = task_table[task_table["held_out"]]
+    say("pool_eval", f"{', '.join(learners)} trained on {len(task_table) - len(held)} pool tasks, compared on "
+                     f"{len(held)} held-out ones (from {', '.join(sorted(set(held['source'])))})")
     # The evaluation is deterministic given the pool, the tasks and the learners: a finished one is reused.
-    evaluated = json.dumps({"pool": json.loads(definition), "learners": learners, "tasks": sorted(pool.record_tasks)},
+    evaluated = json.dumps({"pool": json.loads((folder / "pool.json").read_text()), "learners": learners, "tasks": sorted(pool.record_tasks)},
                            sort_keys=True)
     stamp = folder / "comparison.json"
     if stamp.is_file() and stamp.read_text() == evaluated and (folder / "comparison.csv").is_file():
