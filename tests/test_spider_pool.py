@@ -5,11 +5,20 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
+from modelrank.errors import InvalidInputError
 from modelrank.features import FeatureSet
 from modelrank.spider import make_learner
 from modelrank.spider.protocols import evaluate, paired_difference
-from modelrank.zoo.pool import build_pool, pool_records, sample_pool_tasks, split_sources
+from modelrank.zoo.pool import (
+    build_pool,
+    evaluate_pool,
+    overlap_groups,
+    pool_records,
+    sample_pool_tasks,
+    split_sources,
+)
 
 
 def zoo_features(n_models: int = 4, n_sources: int = 4, n_classes: int = 6, per_class: int = 30, seed: int = 0):
@@ -53,3 +62,61 @@ def test_pool_is_sampled_probed_resumable_and_held_out_by_source(tmp_path):
         per_task.append(result.per_task.assign(learner=name))
     paired = paired_difference(pd.concat(per_task), "task_attention", "model_prior", "weighted_tau")
     assert paired["tasks"] == 4 and np.isfinite(paired["diff"])
+
+
+def test_held_out_sources_share_no_classes_in_one_domain_with_training_sources():
+    from modelrank.zoo.presets import get_preset
+    from modelrank.zoo.tasks import DERIVED
+
+    targets = get_preset("demo").tasks
+    groups = overlap_groups({t: DERIVED[t] for t in targets})
+    # bear appears in both blurred animal tasks: one group; the same animal images inverted are another domain
+    blurred = [t for t in targets if DERIVED[t].base == "animal-mnist" and DERIVED[t].shift == "blur"]
+    assert len(blurred) == 2 and groups[blurred[0]] == groups[blurred[1]]
+    assert groups["task/animals-mix5"] != groups["task/animals-invert4"]
+    assert len(set(groups.values())) == len(targets) - 1
+    for seed in range(20):
+        training, held = split_sources(list(targets), 0.3, seed, groups)
+        assert held and training and sorted(training + held) == sorted(targets)
+        for a in held:
+            for b in training:
+                x, y = DERIVED[a], DERIVED[b]
+                assert x.base != y.base or x.shift != y.shift or not set(x.classes or ()) & set(y.classes or ())
+    with pytest.raises(InvalidInputError, match="at least 2 groups"):  # one group: nothing can be held out
+        split_sources(list(targets), 0.3, 0, {t: "all" for t in targets})
+
+
+def test_pool_evaluation_pairs_each_learner_with_the_prior_the_best_metric_and_its_base(tmp_path):
+    """On a pool whose best model does not depend on the task, no task feature can help: every learner is its
+    base within noise (item 3: never worse than the base), and the table says so."""
+    features = zoo_features(seed=1)
+    noise = np.random.default_rng(1)
+    for (model, source), fs in features.items():  # every source ranks the models alike
+        strength = 0.3 + 0.2 * int(model[1:])
+        x = strength * 3 * np.eye(8)[np.asarray(fs.labels)] + noise.normal(size=fs.features.shape)
+        features[model, source] = FeatureSet(x, fs.labels, model=model, dataset=source)
+    sources = sorted({s for _, s in features})
+    training, held = split_sources(sources, 0.5, seed=0)
+    counts = {s: dict(zip(*np.unique(features["m0", s].labels, return_counts=True))) for s in sources}
+    tasks = sample_pool_tasks(counts, training, held, n_train=12, n_held=6, seed=0, ways=(2, 3), shots=(5, 10))
+    records, scores = build_pool(features, tasks, tmp_path, metrics=("logme", "hscore_reg"))
+    pool = pool_records(features, tasks, records, scores, encoder="m0")
+    learners = {"model_prior": ("model_prior", {}), "metric:logme": ("metric", {"column": "logme"}),
+                "metric:hscore_reg": ("metric", {"column": "hscore_reg"}),
+                "task_attention": ("task_attention", {"inner_draws": 2}), "graph": ("graph", {"epochs": 10, "prior": "model"}),
+                "random": ("random", {})}
+    seen = []
+    per_task, table = evaluate_pool(pool, learners, k_observed=2, progress=lambda row, i, n: seen.append(row))
+    assert seen == [*learners, "done"]
+    assert set(per_task["task"]) == set(pool.info["held_out"]) and set(per_task["protocol"]) == {"cold_start", "partial"}
+    cold = table[table["protocol"] == "cold_start"].set_index(["learner", "versus"])
+    means = per_task[per_task["protocol"] == "cold_start"].groupby("learner")["weighted_tau"].mean()
+    best = means[["metric:logme", "metric:hscore_reg"]].idxmax()
+    assert cold.loc[("model_prior", best), "role"] == "best metric"
+    assert cold.loc[("task_attention", "model_prior"), "role"] == "model prior, base"
+    assert cold.loc[("graph", "model_prior"), "role"] == "model prior, base"
+    assert set(cold.loc["random", "role"]) == {"model prior", "best metric"}  # no base
+    assert not any(learner == versus for learner, versus in cold.index)
+    bases = table[table["role"].str.contains("base")]
+    assert len(bases) == 2 * 2 and (bases["verdict"] != "loses").all()
+    assert (table["tasks"] <= len(pool.info["held_out"])).all() and (table["se"] >= 0).all()
