@@ -46,6 +46,15 @@ def test_pool_is_sampled_probed_resumable_and_held_out_by_source(tmp_path):
     tasks = sample_pool_tasks(counts, training, held, n_train=12, n_held=4, seed=0, ways=(2, 3), shots=(5, 10))
     assert len({t.name for t in tasks}) == 16 and all((t.source in held) == t.held_out for t in tasks)
     calls = []
+
+    def interrupt_after_ten(i: int, n: int) -> None:
+        calls.append((i, n))
+        if i == 10:
+            raise KeyboardInterrupt  # Ctrl-C: the tasks finished so far are kept
+
+    with pytest.raises(KeyboardInterrupt):
+        build_pool(features, tasks, tmp_path, progress=interrupt_after_ten)
+    assert len(pd.read_csv(tmp_path / "pool_records.csv")) == 10 * 4
     records, scores = build_pool(features, tasks[:10], tmp_path, progress=lambda i, n: calls.append((i, n)))
     assert len(records) == 10 * 4 and calls[-1] == (10, 10) and records["accuracy"].between(0, 1).all()
     before = (tmp_path / "pool_records.csv").read_text()
