@@ -18,6 +18,7 @@ from modelrank.zoo.pool import (
     pool_records,
     sample_pool_tasks,
     split_sources,
+    task_split,
 )
 
 
@@ -45,6 +46,11 @@ def test_pool_is_sampled_probed_resumable_and_held_out_by_source(tmp_path):
     counts = {s: dict(zip(*np.unique(features["m0", s].labels, return_counts=True))) for s in sources}
     tasks = sample_pool_tasks(counts, training, held, n_train=12, n_held=4, seed=0, ways=(2, 3), shots=(5, 10))
     assert len({t.name for t in tasks}) == 16 and all((t.source in held) == t.held_out for t in tasks)
+    labels = np.asarray(features["m0", tasks[0].source].labels)
+    train, test, relabel = task_split(labels, tasks[0], None)  # None: every other image of the classes is a test image
+    assert len(train) == tasks[0].shots * len(tasks[0].classes) and not set(train) & set(test)
+    assert len(test) == np.isin(labels, tasks[0].classes).sum() - len(train)
+    assert sorted(set(relabel[labels[test]])) == list(range(len(tasks[0].classes)))
     calls = []
 
     def interrupt_after_ten(i: int, n: int) -> None:

@@ -84,13 +84,15 @@ def split_sources(sources: Sequence[str], held_out_fraction: float, seed: int,
 
 def sample_pool_tasks(class_counts: Mapping[str, Mapping[int, int]], training: Sequence[str], held_out: Sequence[str],
                       n_train: int, n_held: int, seed: int, ways: Sequence[int] = (2, 3, 5),
-                      shots: Sequence[int] = (5, 10, 20), test_per_class: int = 10, max_draws: int = 3) -> list[PoolTask]:
+                      shots: Sequence[int] = (5, 10, 20), test_per_class: int | None = 10,
+                      max_draws: int = 3) -> list[PoolTask]:
     """``n_train`` tasks from the ``training`` sources and ``n_held`` from the ``held_out`` ones.
 
     ``class_counts``: source -> {class id: images}; a class can be drawn with ``s`` shots only when it has
-    ``s + test_per_class`` images. A draw that fits no class subset is redrawn (with other ways / shots); the same
-    classes and shots are drawn at most ``max_draws`` times (each time other images). Task names encode the
-    draw, so the same seed gives the same pool.
+    ``s + test_per_class`` images (``s + 1`` with ``test_per_class=None``: every other image is a test image). A
+    draw that fits no class subset is redrawn (with other ways / shots); the same classes and shots are drawn at
+    most ``max_draws`` times (each time other images). Task names encode the draw, so the same seed gives the
+    same pool.
     """
     rng = np.random.default_rng(seed)
     tasks: dict[str, PoolTask] = {}
@@ -103,7 +105,7 @@ def sample_pool_tasks(class_counts: Mapping[str, Mapping[int, int]], training: S
                                         f"tasks from {len(sources)} source task(s): too few classes or images")
             source = sources[rng.integers(len(sources))]
             n_shots = int(rng.choice(shots))
-            usable = sorted(c for c, n in class_counts[source].items() if n >= n_shots + test_per_class)
+            usable = sorted(c for c, n in class_counts[source].items() if n >= n_shots + (test_per_class or 1))
             n_ways = int(rng.choice(ways))
             if len(usable) < max(n_ways, 2):
                 continue
@@ -118,14 +120,15 @@ def sample_pool_tasks(class_counts: Mapping[str, Mapping[int, int]], training: S
     return list(tasks.values())
 
 
-def task_split(labels: np.ndarray, task: PoolTask, test_per_class: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train rows, test rows, new labels 0..k-1 of all rows of the task's classes) for one pool task."""
+def task_split(labels: np.ndarray, task: PoolTask, test_per_class: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(train rows, test rows, new labels 0..k-1 of all rows of the task's classes) for one pool task; the test rows
+    are ``test_per_class`` other images per class (None: all of them)."""
     rng = np.random.default_rng(task.seed)
     train, test = [], []
     for c in task.classes:
         rows = rng.permutation(np.flatnonzero(labels == c))
         train.append(rows[: task.shots])
-        test.append(rows[task.shots: task.shots + test_per_class])
+        test.append(rows[task.shots:][:test_per_class])
     relabel = np.full(int(labels.max()) + 1, -1)
     relabel[list(task.classes)] = np.arange(len(task.classes))
     return np.concatenate(train), np.concatenate(test), relabel
@@ -162,7 +165,7 @@ def _read_rows(path: Path, complete: bool) -> pd.DataFrame:
 
 
 def build_pool(features: Mapping[tuple[str, str], FeatureSet], tasks: Sequence[PoolTask], out_dir: str | Path,
-               metrics: Sequence[str] = ("logme",), test_per_class: int = 10,
+               metrics: Sequence[str] = ("logme",), test_per_class: int | None = 10,
                progress: Callable[[int, int], None] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Linear-probe truth and scores of every model with features on each task's source (resumable, see module
     docstring: a task counts as done when its records cover exactly the models that have features on its source).
@@ -201,7 +204,7 @@ def build_pool(features: Mapping[tuple[str, str], FeatureSet], tasks: Sequence[P
 
 
 def pool_records(features: Mapping[tuple[str, str], FeatureSet], tasks: Sequence[PoolTask], records: pd.DataFrame,
-                 scores: pd.DataFrame, encoder: str, test_per_class: int = 10):
+                 scores: pd.DataFrame, encoder: str, test_per_class: int | None = 10):
     """``Records`` of a built pool for the learners: metadata (source, ways, shots), scores, the ``encoder``'s class
     prototypes on each task's shots; ``info["held_out"]``: the held-out task names."""
     from ..spider import Records
