@@ -20,8 +20,8 @@ from .tasks import CI_TASKS, HANDPICKED_TASKS, SAMPLED_DEMO, SAMPLED_FULL
 @dataclass(frozen=True)
 class PoolConfig:
     """The benchmark's pool stage (``modelrank.zoo.pool``): ``train_tasks`` + ``held_out_tasks`` tasks sampled from
-    the preset's target tasks (``ways`` classes x ``shots`` images, linear-probe truth on ``test_per_class`` other
-    images per class), held-out tasks from the target tasks of about ``held_out_fraction`` (whole overlap groups);
+    the preset's target tasks (``ways`` classes x ``shots`` images, linear-probe truth on the other images of
+    those classes), held-out tasks from the target tasks of about ``held_out_fraction`` (whole overlap groups);
     ``learners`` (row -> (learner, options)) are trained on the training tasks and compared on the held-out ones
     with the model prior and one ``metric`` row per score in ``metrics`` (added by the stage)."""
 
@@ -29,7 +29,8 @@ class PoolConfig:
     held_out_tasks: int
     ways: tuple[int, ...] = (2, 3, 5)
     shots: tuple[int, ...] = (5, 10, 20)
-    test_per_class: int = 10
+    #: test images per class of a probe (None: every image of the task's classes that is not a shot)
+    test_per_class: int | None = None
     max_draws: int = 3
     held_out_fraction: float = 0.3
     metrics: tuple[str, ...] = ("logme", "hscore_reg")
