@@ -16,9 +16,11 @@ from modelrank.zoo.pool import (
     evaluate_pool,
     overlap_groups,
     pool_records,
+    read_pool,
     sample_pool_tasks,
     split_sources,
     task_split,
+    unfinished_tasks,
 )
 
 
@@ -67,6 +69,12 @@ def test_pool_is_sampled_probed_resumable_and_held_out_by_source(tmp_path):
     records, scores = build_pool(features, tasks, tmp_path)  # resumes: the first 10 are not computed again
     assert (tmp_path / "pool_records.csv").read_text().startswith(before) and len(records) == 16 * 4
     assert set(scores.columns) == {"dataset", "model", "logme"} and len(scores) == 16 * 4
+    models = ["m0", "m1", "m2", "m3"]
+    assert unfinished_tasks(tasks, tmp_path, models) == [] and len(unfinished_tasks(tasks, tmp_path, models[:3])) == 16
+    whole = (tmp_path / "pool_records.csv").read_bytes()
+    (tmp_path / "pool_records.csv").write_bytes(whole[:-3])  # killed while writing the last task's last row
+    assert unfinished_tasks(tasks, tmp_path, models) == [tasks[-1]]
+    assert len(read_pool(tmp_path)[0]) == 16 * 4 - 1  # the torn line is gone, not read as a row
     pool = pool_records(features, tasks, records, scores, encoder="m0")
     held_tasks = pool.info["held_out"]
     assert len(held_tasks) == 4 and pool.task_prototypes[held_tasks[0]].shape[1] == 8

@@ -238,7 +238,8 @@ def build_benchmark_pool(config: PoolConfig, models: list[str], targets: Sequenc
     are cached, and build it in ``folder`` (resumable); returns (pool tasks, ``Records`` for the learners)."""
     from dataclasses import asdict
 
-    from .pool import build_pool, overlap_groups, pool_records, sample_pool_tasks, split_sources
+    from .pool import (build_pool, overlap_groups, pool_records, read_pool, sample_pool_tasks, split_sources,
+                       unfinished_tasks)
     from .tasks import DERIVED
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -260,16 +261,17 @@ def build_benchmark_pool(config: PoolConfig, models: list[str], targets: Sequenc
     task_table = pd.DataFrame([{"task": t.name, "source": t.source, "classes": " ".join(map(str, t.classes)),
                                 "shots": t.shots, "held_out": t.held_out} for t in tasks])
     _write_csv(task_table, folder / "tasks.csv", index=False)
+    pending = {t.source for t in unfinished_tasks(tasks, folder, models)}  # a finished source's features stay unread
     finished = 0
     for source in targets:  # one target task's features in memory at a time
         of_source = [t for t in tasks if t.source == source]
-        if not of_source:
-            continue
-        features = dict(zip(((m, source) for m in models), _features(models, source, cache_dir, data_root)))
-        records, scores = build_pool(features, of_source, folder, config.metrics, config.test_per_class,
-                                     progress=lambda i, n, before=finished: report(
-                                         progress, "pool", "pool tasks", before + i, len(tasks)))
+        if source in pending:
+            features = dict(zip(((m, source) for m in models), _features(models, source, cache_dir, data_root)))
+            build_pool(features, of_source, folder, config.metrics, config.test_per_class,
+                       progress=lambda i, n, before=finished: report(progress, "pool", "pool tasks", before + i, len(tasks)))
         finished += len(of_source)
+        report(progress, "pool", "pool tasks", finished, len(tasks))
+    records, scores = read_pool(folder)
     return task_table, pool_records(encoded, tasks, records, scores, encoder, config.test_per_class)
 
 

@@ -179,9 +179,7 @@ def build_pool(features: Mapping[tuple[str, str], FeatureSet], tasks: Sequence[P
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     records_path, scores_path = out / "pool_records.csv", out / "pool_scores.csv"
-    for path in (records_path, scores_path):
-        _cut_torn_line(path)
-    recorded = _read_rows(records_path, complete=True).groupby("dataset")["model"].agg(frozenset)
+    recorded = _recorded_models(out)
     models_of: dict[str, list[str]] = {}
     for model, source in features:
         models_of.setdefault(source, []).append(model)
@@ -202,7 +200,26 @@ def build_pool(features: Mapping[tuple[str, str], FeatureSet], tasks: Sequence[P
             _append_rows(pd.DataFrame(rows), records_path)
         if progress is not None:
             progress(i + 1, len(tasks))
-    return _read_rows(records_path, complete=True), _read_rows(scores_path, complete=False)
+    return read_pool(out)
+
+
+def _recorded_models(out: Path) -> pd.Series:
+    """Task name -> the models its complete records cover, after cutting the lines a killed run tore."""
+    for name in ("pool_records.csv", "pool_scores.csv"):
+        _cut_torn_line(out / name)
+    return _read_rows(out / "pool_records.csv", complete=True).groupby("dataset")["model"].agg(frozenset)
+
+
+def unfinished_tasks(tasks: Sequence[PoolTask], out_dir: str | Path, models: Sequence[str]) -> list[PoolTask]:
+    """The ``tasks`` that ``build_pool`` would compute for ``models`` (so that a caller loads only their features)."""
+    recorded = _recorded_models(Path(out_dir))
+    return [t for t in tasks if recorded.get(t.name) != frozenset(models)]
+
+
+def read_pool(out_dir: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(records, scores) of every task built in ``out_dir`` (see ``build_pool``)."""
+    out = Path(out_dir)
+    return _read_rows(out / "pool_records.csv", complete=True), _read_rows(out / "pool_scores.csv", complete=False)
 
 
 def pool_records(features: Mapping[tuple[str, str], FeatureSet], tasks: Sequence[PoolTask], records: pd.DataFrame,
