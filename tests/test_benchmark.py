@@ -18,7 +18,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_ci_benchmark_end_to_end_then_resumes_only_what_is_missing(cache_dir, tmp_path, monkeypatch):
     preset = get_preset("ci")
     out = tmp_path / "out"
-    result = run_benchmark("ci", cache_dir=cache_dir, out_dir=out)
+    shown = []
+    result = run_benchmark("ci", cache_dir=cache_dir, out_dir=out, progress=lambda *row: shown.append(row))
 
     table = result.table
     assert list(table.index) == list(preset.metrics)
@@ -88,6 +89,11 @@ def test_ci_benchmark_end_to_end_then_resumes_only_what_is_missing(cache_dir, tm
         assert "base" in cold.loc[(learner, base), "role"]
     assert {"model prior", "best metric"} <= set(cold.loc["spider", "role"])
     assert pd.read_csv(out / "pool" / "comparison.csv").shape == comparison.shape
+    n_pool = len(pool_tasks)  # the shared progress display: a "pool" row counting tasks, then the fits
+    assert ("pool", "pool tasks", n_pool, n_pool) in shown and ("pool", "fitting spider", 5, 6) in shown
+    assert [text for row, text, *_ in shown if row == "benchmark"][-3:] == [
+        next(t for r, t, *_ in shown if r == "benchmark" and t.startswith("pool:")),
+        next(t for r, t, *_ in shown if r == "benchmark" and t.startswith("pool_eval:")), "done"]
 
     # Interrupt: lose one task's scores and one feature entry; a rerun redoes exactly those.
     first_task = preset.tasks[0]
