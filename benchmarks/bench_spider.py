@@ -13,9 +13,10 @@ Sections (each prints ours next to published, with fit and ranking time):
 * Model Spider's public records (``ms-single``: 10 models x 8 targets with 9 baseline scores, ``ms-multi``:
   66 models x 7 targets): leave-one-task-out, cold start and partially observed (k=3); the small-task regime
   where an unvalidated correction used to fall below the prior.
-* A pool of sampled tasks (``pool-ci``: 6 training + 3 held-out on the ci preset's two tasks, ``pool-full``: 200 + 30; not run by default):
-  class subsets x shots of a benchmark run's tasks, linear-probe truth on the cached features
-  (``modelrank.zoo.pool``); held-out tasks come from source tasks no training task comes from.
+* The pool of sampled tasks of a benchmark run (``pool``, not run by default; the preset's pool: ci 12 + 6 tasks,
+  demo 200 + 30, full 300 + 45): class subsets x shots of the run's target tasks, linear-probe truth on the cached
+  features (``modelrank.zoo.pool``, the benchmark's pool stage, which it reuses); held-out tasks come from target
+  tasks that share no classes in one domain with a training task's.
 * Our own zoo: the records, scores, metadata and feature-cache prototypes of a ``modelrank benchmark`` run
   (``--zoo``, default ``<cache>/benchmark/demo``), leave-one-task-out, cold start and partially observed (k=3).
 * Ranking time for a new task with a 1,000-model zoo (CPU), the new task described from its encoder features
@@ -185,32 +186,23 @@ def bench_zoo(folder: Path, cache_dir: Path | None, quick: bool, seeds: int, kee
     return held_out_tasks(records, task_folds(records, "task"), f"zoo-{folder.name}", chosen, seeds, k_observed=3)
 
 
-POOL_SIZES = {"ci": (6, 3), "full": (200, 30)}  # (training tasks, held-out tasks)
+def bench_pool(folder: Path, cache_dir: Path | None, preset: str, quick: bool, seeds: int,
+               keep: set[str] | None = None) -> list[dict]:
+    """Learners trained on the pool of sampled tasks of a benchmark run (``preset``'s pool stage, built or resumed
+    in ``<folder>/pool``), evaluated on the held-out pool tasks; seed = learner seed and the observed draw."""
+    from modelrank.zoo.pipeline import build_benchmark_pool
+    from modelrank.zoo.presets import get_preset
 
-
-def bench_pool(folder: Path, cache_dir: Path | None, size: str, quick: bool, keep: set[str] | None = None) -> list[dict]:
-    """Learners trained on a pool of sampled tasks (``modelrank.zoo.pool``) cut from a benchmark run's cached
-    features, evaluated on held-out pool tasks whose source tasks no training task comes from."""
-    from modelrank.extraction import load_feature_pairs
-    from modelrank.zoo.pool import build_pool, pool_records, sample_pool_tasks, split_sources
-
+    config = get_preset(preset).pool
     runs = pd.read_csv(folder / "records.csv")
-    sources, models = sorted(set(runs["dataset"])), sorted(set(runs["model"]))
-    features = load_feature_pairs([(m, t) for m in models for t in sources], "all", cache_dir=cache_dir and str(cache_dir),
-                                  extract_missing=False)
-    counts = {t: dict(zip(*np.unique(features[models[0], t].labels, return_counts=True))) for t in sources}
-    test_per_class = 10 if size == "full" else 5
-    training, held = split_sources(sources, 0.3, seed=0)
-    n_train, n_held = POOL_SIZES[size]
-    tasks = sample_pool_tasks(counts, training, held, n_train, n_held, seed=0, test_per_class=test_per_class,
-                              shots=(5, 10, 20) if size == "full" else (5,), max_draws=3 if size == "full" else 10)
+    targets, models = list(dict.fromkeys(runs["dataset"])), sorted(set(runs["model"]))
     start = time.perf_counter()
-    records, scores = build_pool(features, tasks, folder / f"pool-{size}", test_per_class=test_per_class)
-    print(f"  pool-{size}: {len(tasks)} tasks x {len(models)} models built/loaded in {time.perf_counter() - start:.0f} s")
-    encoder = next((m for m in models if m.endswith("-imagenet")), models[0])
-    pool = pool_records(features, tasks, records, scores, encoder, test_per_class)
-    chosen = {k: v for k, v in learners(quick, True, keep, logme="logme").items() if k != "metadata_lr" and "graph" not in k}
-    return held_out_tasks(pool, [pool.info["held_out"]], f"pool-{size}", chosen, 1, k_observed=min(3, len(models) - 2))
+    tasks, pool = build_benchmark_pool(config, models, targets, folder / "pool", cache_dir and str(cache_dir))
+    print(f"  pool-{preset}: {len(tasks)} tasks x {len(models)} models built/loaded in {time.perf_counter() - start:.0f} s")
+    # metadata_lr regresses on model metadata, which pool records do not carry
+    chosen = {k: v for k, v in learners(quick, True, keep, logme="logme").items() if k != "metadata_lr"}
+    return held_out_tasks(pool, [pool.info["held_out"]], f"pool-{preset}", chosen, seeds,
+                          k_observed=min(config.k_observed, len(models) - 2))
 
 
 def paired_with_prior(per_task: pd.DataFrame, baseline: str = "model_prior") -> pd.DataFrame:
@@ -305,6 +297,8 @@ def main() -> None:
                         help="comma-separated sections")
     parser.add_argument("--zoo", type=Path, help="a `modelrank benchmark` results folder for the zoo section "
                         "(default <cache>/benchmark/demo; skipped with a note when it does not exist)")
+    parser.add_argument("--pool-preset", help="the preset whose pool the pool section builds (default: the --zoo "
+                        "folder's name, as `modelrank benchmark` names it)")
     parser.add_argument("--cache-dir", type=Path, help="feature cache of that run (default $MODELRANK_CACHE)")
     parser.add_argument("--seeds", type=int, default=3,
                         help="seeds per learner and protocol: splits / observed draws / learner seeds (1 with --quick)")
@@ -330,10 +324,9 @@ def main() -> None:
             rows += bench_zoo(zoo, args.cache_dir, args.quick, seeds, keep)
         else:
             print(f"  zoo: no benchmark run at {zoo} (run `modelrank benchmark --preset demo` first); skipped")
-    for size in POOL_SIZES:
-        if f"pool-{size}" in only:
-            zoo = args.zoo or cache_root(args.cache_dir) / "benchmark" / "demo"
-            rows += bench_pool(zoo, args.cache_dir, size, args.quick, keep)
+    if "pool" in only:
+        zoo = args.zoo or cache_root(args.cache_dir) / "benchmark" / "demo"
+        rows += bench_pool(zoo, args.cache_dir, args.pool_preset or zoo.name, args.quick, seeds, keep)
     if "rank-time" in only:
         rows += bench_rank_time()
         zoo = args.zoo or cache_root(args.cache_dir) / "benchmark" / "demo"

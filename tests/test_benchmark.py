@@ -18,7 +18,8 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 def test_ci_benchmark_end_to_end_then_resumes_only_what_is_missing(cache_dir, tmp_path, monkeypatch):
     preset = get_preset("ci")
     out = tmp_path / "out"
-    result = run_benchmark("ci", cache_dir=cache_dir, out_dir=out)
+    shown = []
+    result = run_benchmark("ci", cache_dir=cache_dir, out_dir=out, progress=lambda *row: shown.append(row))
 
     table = result.table
     assert list(table.index) == list(preset.metrics)
@@ -71,6 +72,29 @@ def test_ci_benchmark_end_to_end_then_resumes_only_what_is_missing(cache_dir, tm
     assert set(result.stage_seconds) == set(STAGES)
     assert result.full_table is not None and (out / "table_full_finetune.csv").is_file()
 
+    # The pool stage: tasks sampled from the target tasks' cached features, held out by target task.
+    pool_tasks = result.pool_tasks
+    assert (~pool_tasks["held_out"]).sum() == preset.pool.train_tasks
+    assert pool_tasks["held_out"].sum() == preset.pool.held_out_tasks
+    held_sources = set(pool_tasks.loc[pool_tasks["held_out"], "source"])
+    assert held_sources and not held_sources & set(pool_tasks.loc[~pool_tasks["held_out"], "source"])
+    pool_records = pd.read_csv(out / "pool" / "pool_records.csv")
+    assert len(pool_records) == n_models * len(pool_tasks) and pool_records["accuracy"].between(0, 1).all()
+    comparison = result.pool_table
+    assert set(comparison["protocol"]) == {"cold_start", "partial"}
+    assert comparison["tasks"].max() == preset.pool.held_out_tasks and comparison["verdict"].isin(
+        ["beats", "ties", "loses"]).all()
+    cold = comparison[comparison["protocol"] == "cold_start"].set_index(["learner", "versus"])
+    for learner, base in (("task_attention", "model_prior"), ("graph", "task_attention"), ("spider", "task_attention")):
+        assert "base" in cold.loc[(learner, base), "role"]
+    assert {"model prior", "best metric"} <= set(cold.loc["spider", "role"])
+    assert pd.read_csv(out / "pool" / "comparison.csv").shape == comparison.shape
+    n_pool = len(pool_tasks)  # the shared progress display: a "pool" row counting tasks, then the fits
+    assert ("pool", "pool tasks", n_pool, n_pool) in shown and ("pool", "fitting spider", 5, 6) in shown
+    assert [text for row, text, *_ in shown if row == "benchmark"][-3:] == [
+        next(t for r, t, *_ in shown if r == "benchmark" and t.startswith("pool:")),
+        next(t for r, t, *_ in shown if r == "benchmark" and t.startswith("pool_eval:")), "done"]
+
     # Interrupt: lose one task's scores and one feature entry; a rerun redoes exactly those.
     first_task = preset.tasks[0]
     (out / "scores" / f"{first_task.replace('/', '_')}.csv").unlink()
@@ -92,15 +116,29 @@ def test_ci_benchmark_end_to_end_then_resumes_only_what_is_missing(cache_dir, tm
     import modelrank.finetune.full as full
 
     monkeypatch.setattr(full, "finetune_full", lambda *a, **k: pytest.fail("a finished fine-tuning ran again"))
+    # A run killed while appending a pool task's records: the torn task is computed again, the rest reused.
+    records_path = out / "pool" / "pool_records.csv"
+    whole = records_path.read_bytes()
+    records_path.write_bytes(whole[:-7])
+    torn_task = whole.decode().splitlines()[-1].split(",")[0]
+    import modelrank.zoo.pool as pool_module
+
+    monkeypatch.setattr(pool_module, "evaluate_pool", lambda *a, **k: pytest.fail("a finished pool evaluation ran again"))
     events = []
     again = run_benchmark("ci", cache_dir=cache_dir, out_dir=out, zoo_events=lambda kind, name, info: events.append(kind))
     assert "epoch" not in events
-    assert scored == [first_task]
+    assert scored == [first_task, torn_task]
     assert lost.is_dir()
     assert all((f / "chunk-00000.parquet").stat().st_mtime_ns == t for f, t in kept.items())
     taus = list(preset.tasks)  # the rescored task's seconds differ, its weighted taus must not
     pd.testing.assert_frame_equal(again.table[taus], result.table[taus], check_exact=False, atol=1e-9)
     pd.testing.assert_frame_equal(again.records, result.records)
+    # only the torn task's rows were written again (its 3 complete rows are superseded), with the same values
+    assert records_path.read_bytes().count(b"\n") == whole.count(b"\n") + n_models - 1
+    rebuilt = pd.read_csv(records_path).drop_duplicates(["dataset", "model"], keep="last")
+    pd.testing.assert_frame_equal(rebuilt.sort_values(["dataset", "model"]).reset_index(drop=True),
+                                  pool_records.sort_values(["dataset", "model"]).reset_index(drop=True))
+    pd.testing.assert_frame_equal(again.pool_table, result.pool_table, check_exact=False, atol=1e-12)
 
 
 def tasks_classes(out, task: str) -> int:
@@ -108,9 +146,11 @@ def tasks_classes(out, task: str) -> int:
 
 
 def test_benchmark_cli(cli, cache_dir, tmp_path):
-    code, out, err = cli("benchmark", "--preset", "ci", "--out", str(tmp_path / "bench"))
+    code, out, err = cli("benchmark", "--preset", "ci", "--out", str(tmp_path / "bench"), "--pool", "8")
     assert code == 0, err
     assert "weighted tau" in out and "task/ci-faces" in out and "logme" in out
+    assert "pool: trained on 8 sampled tasks" in out and "task_attention" in out
+    assert len(pd.read_csv(tmp_path / "bench" / "pool" / "tasks.csv")) == 8 + get_preset("ci").pool.held_out_tasks
     assert (tmp_path / "bench" / "table.csv").is_file()
     code, out, err = cli("benchmark", "--preset", "nope")
     assert code == 2 and "unknown preset" in err

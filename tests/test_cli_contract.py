@@ -121,6 +121,7 @@ BAD_INVOCATIONS = [
     ("benchmark", "--preset", "ci", "--device", "tpu"),
     ("benchmark", "--preset", "ci", "--out", "/nonexistent/folder/results"),
     ("benchmark", "--preset", "ci", "--out", __file__),
+    ("benchmark", "--preset", "ci", "--pool", "-1"),
     ("cache", "ls", "--format", "xml"),
     ("cache", "ls", "--out", "/nonexistent/folder/cache.csv"),
     ("cache", "rm", "no-such-entry", "--yes"),

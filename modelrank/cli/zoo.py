@@ -103,10 +103,14 @@ def benchmark_cmd(
     out: Optional[Path] = typer.Option(None, "--out", file_okay=False,
                                        help="Results folder [default: <cache>/benchmark/<preset>]."),
     device: str = DeviceOption,
+    pool: Optional[int] = typer.Option(None, "--pool", min=0, help="Training tasks of the pool stage (learned rankers "
+                                       "trained on sampled tasks, compared on held-out ones); 0: no pool stage "
+                                       "[default: the preset's, ci 12, demo 200, full 300]."),
     data_root: Optional[Path] = DataRootOption,
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
-    """Zoo x target tasks: extract, score with every metric, fine-tune, evaluate; prints the weighted-tau table.
+    """Zoo x target tasks: extract, score with every metric, fine-tune, evaluate; prints the weighted-tau table,
+    then the pool stage's held-out comparison of the learned rankers (paired, per task).
 
     Every stage reuses the cache, so a rerun after an interruption does only what is missing.
     """
@@ -120,7 +124,7 @@ def benchmark_cmd(
         result = run_benchmark(
             preset, cache_dir=cache_dir, out_dir=out, device=device, data_root=str(data_root) if data_root else None,
             on_stage=lambda stage, message: log(f"[bold cyan]{stage}[/] {escape(message)}"),
-            zoo_events=_zoo_events(display), progress=display,
+            zoo_events=_zoo_events(display), progress=display, pool_tasks=pool,
         )
     emit(result.table.round(3).reset_index(),
          title=f"weighted tau (Model Spider convention) vs linear probe, {result.preset}")
@@ -129,4 +133,8 @@ def benchmark_cmd(
     sanity = result.sanity[["task", "best_model", "best_accuracy", "worst_accuracy", "spread", "seed_std", "noise",
                             "f_stat", "p_value"]]
     emit(sanity.round(3), title="ground truth: spread across models vs seed noise")
+    if result.pool_table is not None:
+        held = int(result.pool_tasks["held_out"].sum())
+        emit(result.pool_table.round(4), title=f"pool: trained on {len(result.pool_tasks) - held} sampled tasks, "
+             f"weighted tau on {held} held-out ones, paired per task (beats / loses only beyond 2 SE)")
     log(f"stage seconds: {result.stage_seconds}; results in {escape(str(result.out_dir))}")

@@ -10,7 +10,13 @@ Stages, each reusing the cache so that a rerun after an interruption does only w
    split seeds (``run_probes``: each run goes to the cache's records table as it finishes, and a recorded run
    is skipped); with ``task_finetuning``, fine-tuning too (``finetune_full``, recorded as protocol "full");
 5. ``evaluate`` — weighted Kendall's tau of every metric against the ground truth on every task (Model
-   Spider's convention), the mean over tasks and each metric's seconds: the Model Spider-style table.
+   Spider's convention), the mean over tasks and each metric's seconds: the Model Spider-style table;
+6. ``pool`` — the preset's pool of sampled tasks (``modelrank.zoo.pool``, ``Preset.pool``): class subsets x shots
+   of the target tasks cut from their cached features, linear-probe truth and scores per task (resumable:
+   ``<out>/pool/pool_records.csv``), held-out tasks from target tasks that no training task shares classes and a
+   domain with;
+7. ``pool_eval`` — the learned rankers trained on the training pool tasks and compared on the held-out ones with
+   the model prior, the best single metric and their own base (``evaluate_pool``; ``<out>/pool/comparison.csv``).
 
 Sanity of the benchmark itself (``sanity.csv``): per task, the spread of the ground truth across models against
 its seed-to-seed noise (the std over probe seeds), and which model is best.
@@ -21,18 +27,18 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
 from ..cache import atomic_write, atomic_write_bytes, cache_root
 from ..progress import ProgressFn, epoch_reporter, report
-from .presets import Preset, get_preset
+from .presets import PoolConfig, Preset, get_preset
 
-STAGES = ("zoo", "extract", "score", "finetune", "evaluate")
+STAGES = ("zoo", "extract", "score", "finetune", "evaluate", "pool", "pool_eval")
 PROBE_COLUMNS = ["dataset", "model", "protocol", "seed", "accuracy", "val_accuracy", "seconds"]
 #: on_stage(stage, message) reports progress in words; the CLI prints it.
 StageFn = Callable[[str, str], None]
@@ -54,6 +60,9 @@ class BenchmarkResult:
     #: the same table against full fine-tuning, when the preset fine-tunes
     full_table: pd.DataFrame | None = None
     warnings: list[str] = field(default_factory=list)
+    #: the pool stage's tasks (name, source, classes, shots, held_out) and held-out comparison (``evaluate_pool``)
+    pool_tasks: pd.DataFrame | None = None
+    pool_table: pd.DataFrame | None = None
 
 
 def _safe(name: str) -> str:
@@ -217,6 +226,89 @@ def metric_table(scores: pd.DataFrame, truth: pd.DataFrame, higher_is_better: di
     return table, notes + evaluation.warnings
 
 
+def pool_encoder(models: list[str]) -> str:
+    """The model whose class prototypes describe a pool task to the learners: an ImageNet original when the zoo has
+    one (not fine-tuned on any source), else the first model."""
+    return next((m for m in models if m.endswith("-imagenet")), models[0])
+
+
+def build_benchmark_pool(config: PoolConfig, models: list[str], targets: Sequence[str], folder: Path, cache_dir=None,
+                         data_root=None, progress: ProgressFn | None = None) -> tuple[pd.DataFrame, Any]:
+    """The ``pool`` stage: sample ``config``'s pool from the benchmark's target tasks, whose features of every model
+    are cached, and build it in ``folder`` (resumable); returns (pool tasks, ``Records`` for the learners)."""
+    from dataclasses import asdict
+
+    from .pool import (build_pool, overlap_groups, pool_records, read_pool, sample_pool_tasks, split_sources,
+                       unfinished_tasks)
+    from .tasks import DERIVED
+
+    folder.mkdir(parents=True, exist_ok=True)
+    # A pool built with other settings or another zoo is not resumed: its rows would mix two definitions.
+    definition = json.dumps({**{k: v for k, v in asdict(config).items() if k != "learners"}, "models": models},
+                            sort_keys=True)
+    stamp = folder / "pool.json"
+    if not stamp.is_file() or stamp.read_text() != definition:
+        for name in ("pool_records.csv", "pool_scores.csv", "comparison.json"):
+            (folder / name).unlink(missing_ok=True)
+        atomic_write_bytes(stamp, definition.encode())
+    encoder = pool_encoder(models)
+    encoded = {(encoder, t): _features([encoder], t, cache_dir, data_root)[0] for t in targets}
+    counts = {t: dict(zip(*np.unique(np.asarray(encoded[encoder, t].labels), return_counts=True))) for t in targets}
+    training, held = split_sources(list(targets), config.held_out_fraction, config.seed,
+                                   overlap_groups({t: DERIVED[t] for t in targets}))
+    tasks = sample_pool_tasks(counts, training, held, config.train_tasks, config.held_out_tasks, config.seed,
+                              config.ways, config.shots, config.test_per_class, config.max_draws)
+    task_table = pd.DataFrame([{"task": t.name, "source": t.source, "classes": " ".join(map(str, t.classes)),
+                                "shots": t.shots, "held_out": t.held_out} for t in tasks])
+    _write_csv(task_table, folder / "tasks.csv", index=False)
+    pending = {t.source for t in unfinished_tasks(tasks, folder, models)}  # a finished source's features stay unread
+    finished = 0
+    for source in targets:  # one target task's features in memory at a time
+        of_source = [t for t in tasks if t.source == source]
+        if source in pending:
+            features = dict(zip(((m, source) for m in models), _features(models, source, cache_dir, data_root)))
+            build_pool(features, of_source, folder, config.metrics, config.test_per_class,
+                       progress=lambda i, n, before=finished: report(progress, "pool", "pool tasks", before + i, len(tasks)))
+        finished += len(of_source)
+        report(progress, "pool", "pool tasks", finished, len(tasks))
+    records, scores = read_pool(folder)
+    return task_table, pool_records(encoded, tasks, records, scores, encoder, config.test_per_class)
+
+
+def _pool_stage(config: PoolConfig, models: list[str], targets: tuple[str, ...], out: Path, cache_dir, data_root,
+                timed: Callable, say: StageFn, progress: ProgressFn | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stages ``pool`` and ``pool_eval`` (see the module docstring). Returns (pool tasks, held-out comparison)."""
+    from .pool import evaluate_pool
+
+    done = timed("pool")
+    folder = out / "pool"
+    say("pool", f"{config.train_tasks} training + {config.held_out_tasks} held-out tasks sampled from the target "
+                f"tasks, linear probes of {len(models)} models on cached features")
+    task_table, pool = build_benchmark_pool(config, models, targets, folder, cache_dir, data_root, progress)
+    done()
+
+    done = timed("pool_eval")
+    learners = {"model_prior": ("model_prior", {}), **{f"metric:{m}": ("metric", {"column": m}) for m in config.metrics},
+                **config.learners}
+    held = task_table[task_table["held_out"]]
+    say("pool_eval", f"{', '.join(learners)} trained on {len(task_table) - len(held)} pool tasks, compared on "
+                     f"{len(held)} held-out ones (from {', '.join(sorted(set(held['source'])))})")
+    # The evaluation is deterministic given the pool, the tasks and the learners: a finished one is reused.
+    evaluated = json.dumps({"pool": json.loads((folder / "pool.json").read_text()), "learners": learners, "tasks": sorted(pool.record_tasks)},
+                           sort_keys=True)
+    stamp = folder / "comparison.json"
+    if stamp.is_file() and stamp.read_text() == evaluated and (folder / "comparison.csv").is_file():
+        table = pd.read_csv(folder / "comparison.csv")
+    else:
+        per_task, table = evaluate_pool(pool, learners, config.k_observed, config.seed,
+                                        progress=lambda row, i, n: report(progress, "pool", f"fitting {row}", i, n))
+        _write_csv(per_task, folder / "per_task.csv", index=False)
+        _write_csv(table, folder / "comparison.csv", index=False)
+        atomic_write_bytes(stamp, evaluated.encode())  # last: it vouches for the two tables
+    done()
+    return task_table, table
+
+
 def run_benchmark(
     preset: str | Preset,
     *,
@@ -227,8 +319,11 @@ def run_benchmark(
     on_stage: StageFn | None = None,
     zoo_events=None,
     progress: ProgressFn | None = None,
+    pool_tasks: int | None = None,
 ) -> BenchmarkResult:
     """Run (or finish) a preset's benchmark; results go to ``out_dir`` (default ``<cache>/benchmark/<preset>``).
+
+    ``pool_tasks``: training tasks of the pool stage (None: the preset's; 0: no pool stage).
 
     ``on_stage(stage, message)`` hears each step in words; ``progress`` shows the stage k/5 (row "benchmark")
     and the work inside it (the rows of ``build_zoo``, ``extract``, scoring, ``run_probes``, fine-tuning).
@@ -244,7 +339,11 @@ def run_benchmark(
     out.mkdir(parents=True, exist_ok=True)
     fine_tuned = [t for t in preset.tasks if preset.task_finetuning is not None
                   and (preset.finetune_tasks is None or t in preset.finetune_tasks)]
-    steps = 2 + 3 * len(preset.tasks) + len(fine_tuned)  # zoo, extract/score/probe per task, fine-tune, evaluate
+    pool = preset.pool
+    if pool is not None and pool_tasks is not None:
+        pool = replace(pool, train_tasks=pool_tasks) if pool_tasks > 0 else None
+    # zoo, extract/score/probe per task, fine-tune, evaluate, pool, pool_eval
+    steps = 2 + 3 * len(preset.tasks) + len(fine_tuned) + (2 if pool is not None else 0)
     step = 0
 
     def say(stage: str, message: str) -> None:
@@ -326,6 +425,11 @@ def run_benchmark(
     sanity = sanity_table(probes)
     _write_csv(sanity, out / "sanity.csv", index=False)
     done()
+    pool_table = pool_comparison = None
+    if pool is not None:
+        pool_table, pool_comparison = _pool_stage(pool, models, preset.tasks, out, cache_dir, data_root, timed, say,
+                                                  progress)
     report(progress, "benchmark", "done", steps, steps)
     atomic_write_bytes(out / "stages.json", json.dumps(seconds, indent=1).encode())
-    return BenchmarkResult(preset.name, out, table, scores, records, sanity, zoo, tasks, seconds, full_table, warnings)
+    return BenchmarkResult(preset.name, out, table, scores, records, sanity, zoo, tasks, seconds, full_table, warnings,
+                           pool_table, pool_comparison)

@@ -18,6 +18,29 @@ from .tasks import CI_TASKS, HANDPICKED_TASKS, SAMPLED_DEMO, SAMPLED_FULL
 
 
 @dataclass(frozen=True)
+class PoolConfig:
+    """The benchmark's pool stage (``modelrank.zoo.pool``): ``train_tasks`` + ``held_out_tasks`` tasks sampled from
+    the preset's target tasks (``ways`` classes x ``shots`` images, linear-probe truth on the other images of
+    those classes), held-out tasks from the target tasks of about ``held_out_fraction`` (whole overlap groups);
+    ``learners`` (row -> (learner, options)) are trained on the training tasks and compared on the held-out ones
+    with the model prior and one ``metric`` row per score in ``metrics`` (added by the stage)."""
+
+    train_tasks: int
+    held_out_tasks: int
+    ways: tuple[int, ...] = (2, 3, 5)
+    shots: tuple[int, ...] = (5, 10, 20)
+    #: test images per class of a probe (None: every image of the task's classes that is not a shot)
+    test_per_class: int | None = None
+    max_draws: int = 3
+    held_out_fraction: float = 0.3
+    metrics: tuple[str, ...] = ("logme", "hscore_reg")
+    learners: dict[str, tuple[str, dict]] = field(default_factory=lambda: {
+        "task_attention": ("task_attention", {}), "graph": ("graph", {}), "spider": ("spider", {})})
+    k_observed: int = 3
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class Preset:
     name: str
     #: short name -> registered base model (ImageNet-pretrained, or random:ARCH for the ci preset)
@@ -37,6 +60,8 @@ class Preset:
     finetune_tasks: tuple[str, ...] | None = None
     extract_batch: int = 64
     metrics: tuple[str, ...] | str = "all"
+    #: the pool of sampled tasks the learned rankers train and are evaluated on (None: no pool stage)
+    pool: PoolConfig | None = None
     notes: str = field(default="", compare=False)
 
     def zoo_name(self, arch: str, source: str) -> str:
@@ -61,6 +86,10 @@ PRESETS = {
         task_finetuning=FullConfig(epochs=1, batch_size=8, lr=0.01, train_stages=1, patience=1, seed=0, input_size=32),
         extract_batch=32,
         metrics=("logme", "hscore", "leep", "nce"),
+        pool=PoolConfig(12, 6, ways=(2, 3), shots=(3, 5), test_per_class=5, max_draws=6, held_out_fraction=0.5,
+                        learners={"task_attention": ("task_attention", {"inner_draws": 2}),
+                                  "graph": ("graph", {"epochs": 20}), "spider": ("spider", {"episodes": 20})},
+                        k_observed=2),
     ),
     "demo": Preset(
         name="demo",
@@ -71,6 +100,7 @@ PRESETS = {
         source_training=FullConfig(epochs=8, batch_size=32, lr=0.02, per_class=100, train_stages=2, patience=3, seed=0, input_size=48),
         tasks=tuple(t.name for t in [*HANDPICKED_TASKS, *SAMPLED_DEMO]),
         probe_seeds=5,
+        pool=PoolConfig(200, 30),
     ),
     "full": Preset(
         name="full",
@@ -83,6 +113,7 @@ PRESETS = {
         probe_seeds=5,
         task_finetuning=FullConfig(epochs=4, batch_size=32, lr=0.01, train_stages=2, patience=2, seed=0, input_size=48),
         finetune_tasks=("task/faces", "task/textures", "task/animals-mix5"),
+        pool=PoolConfig(300, 45),
     ),
 }
 
