@@ -585,3 +585,19 @@ def test_pactran_gauss_presets_keep_float64_products():
     for kwargs in ({"preset": "pactran_metrics"}, {"max_iter": None}):
         assert pactran_gauss(x32, y, **kwargs) == pactran_gauss(x32.astype(np.float64), y, **kwargs)
     assert pactran_gauss(x32, y) == pytest.approx(pactran_gauss(x32.astype(np.float64), y), rel=1e-5)
+
+
+def test_gbc_warns_when_every_class_pair_is_separated():
+    """Few samples in many dimensions: the per-dimension variances are tiny, every Bhattacharyya coefficient
+    underflows towards 0 and GBC saturates for every model (a tie under its 1e-12 tolerance): it says so."""
+    from modelrank.metrics.base import SaturationWarning
+
+    x, y, _ = make_task(18, n=30, d=2000, c=3)
+    with pytest.warns(SaturationWarning, match="perfectly separated"):
+        assert -1e-12 < gbc(x, y) <= 0
+    x, y, _ = make_task(18)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SaturationWarning)
+        assert gbc(x, y) < -1e-12

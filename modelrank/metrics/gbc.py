@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from scipy.special import logsumexp
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
 from ._linalg import class_means, class_sums, pca_project
-from .base import register_metric
+from .base import SaturationWarning, register_metric
 
 REFERENCE = "Pándy et al., Transferability Estimation using Bhattacharyya Class Separability, CVPR 2022"
 #: GBC = -sum of Bhattacharyya coefficients, each in [0, 1]: below 1e-12 the classes are separated to machine
@@ -98,7 +100,12 @@ def gbc(
     means, variances = _class_gaussians(x, codes, n_classes, variance_floor)
     log_bc = (_log_bc_diagonal if gaussian_type == "diagonal" else _log_bc_spherical)(means, variances)
     off_diagonal = ~np.eye(n_classes, dtype=bool)
-    return float(-np.exp(logsumexp(log_bc[off_diagonal])))
+    score = float(-np.exp(logsumexp(log_bc[off_diagonal])))
+    if -score < TIE_ATOL:
+        warnings.warn(f"GBC = {score:.3g}: every class pair's Bhattacharyya coefficient is below {TIE_ATOL:g}, so the "
+                      f"classes look perfectly separated ({x.shape[0]} samples, {x.shape[1]}-d Gaussians) and GBC "
+                      "saturates at 0 for every such model", SaturationWarning, stacklevel=2)
+    return score
 
 
 @register_metric("gbc_spherical", reference=REFERENCE, tie_atol=TIE_ATOL)
