@@ -20,6 +20,13 @@ def markdown(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
 
 
+def cell(column: str, value: object) -> str:
+    """A table cell: seconds to 2 decimals, measures to 3, text (the "ranked k of n" column) as it is."""
+    if isinstance(value, str):
+        return value
+    return f"{value:.2f}" if column == "s/task" else f"{value:.3f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("results", type=Path, help="the benchmark's results folder (table.csv, sanity.csv, ...)")
@@ -27,8 +34,7 @@ def main() -> None:
 
     table = pd.read_csv(out / "table.csv", index_col=0)
     print(markdown(["metric", *[c.removeprefix("task/") for c in table.columns]],
-                   [[metric, *[f"{v:.2f}" if c == "s/task" else f"{v:.3f}" for c, v in row.items()]]
-                    for metric, row in table.iterrows()]))
+                   [[metric, *[cell(c, v) for c, v in row.items()]] for metric, row in table.iterrows()]))
     print()
     sanity = pd.read_csv(out / "sanity.csv")
     print(markdown(
