@@ -82,3 +82,17 @@ def test_training_reports_progress_within_each_run(n_tasks):
     total = calls[-1][1]
     assert done == sorted(done) and done[-1] == total and all(t == total for _, t in calls)
     assert any(d % QUICK["spider"]["episodes"] for d in done)  # a value between two run boundaries
+
+
+def test_one_standard_error_rule_counts_held_out_groups_not_their_tasks():
+    """A gain on the tasks of one held-out group only is one piece of evidence, not 25: by groups it is noise."""
+    from modelrank.spider.base import one_standard_error_choice
+
+    rng = np.random.default_rng(3)
+    groups = np.repeat(np.arange(4), 25)
+    simple = rng.normal(0.5, 0.01, 100)
+    complex_ = simple + np.array([0.2, 0.0, 0.0, -0.02])[groups] + rng.normal(0, 0.005, 100)
+    values = {"simple": simple, "complex": complex_}
+    assert one_standard_error_choice(["simple", "complex"], values.get) == "complex"
+    assert one_standard_error_choice(["simple", "complex"], values.get, groups) == "simple"
+    assert one_standard_error_choice(["simple", "complex"], values.get, np.zeros(100)) == "complex"  # one group: by task

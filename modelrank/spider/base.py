@@ -378,19 +378,27 @@ def masked_row_pearson(pred: torch.Tensor, truth: torch.Tensor, mask: torch.Tens
     return torch.where(ok, r, torch.nan).detach().double().numpy()
 
 
-def one_standard_error_choice(candidates: list, values: Callable[[Any], np.ndarray]) -> Any:
+def one_standard_error_choice(candidates: list, values: Callable[[Any], np.ndarray],
+                              groups: np.ndarray | None = None) -> Any:
     """One-standard-error rule over candidates ordered from simplest (e.g. the model prior) to most complex.
 
     ``values(c)``: the criterion on each case (NaN where undefined). The best candidate has the highest mean;
     the choice is the first candidate whose mean is within one standard error of the paired difference (case
     by case) from the best, so a more complex candidate must beat a simpler one by more than the case-to-case
-    noise of the validation to be chosen.
+    noise of the validation to be chosen. ``groups`` (one label per case, from a leave-one-group-out
+    validation): the cases of a group share what was left out, so they are not independent; the means and
+    the standard error are then taken over the groups' means (with 5 held-out domains, 5 values, not 200).
     """
     table = np.stack([values(c) for c in candidates])  # (candidates, cases)
     ok = np.isfinite(table).all(0)
     if not ok.any():
         return candidates[0]
     table = table[:, ok]
+    if groups is not None:
+        _, members = np.unique(np.asarray(groups)[ok], return_inverse=True)
+        if members.max() > 0:
+            sizes = np.bincount(members)
+            table = np.stack([np.bincount(members, weights=row) / sizes for row in table])
     means = table.mean(1)
     best = int(np.argmax(means))
     diff = table[best][None] - table
@@ -502,7 +510,7 @@ def train_validated(learner: Correctable, accuracy: np.ndarray, fraction: float,
     if not folds:
         return
     if len(folds) == 1:
-        stopper = EarlyStopping(learner.net, patience)
+        stopper = EarlyStopping(learner.net, patience, None if groups is None else groups[folds[0]])
         stopper.update(learner._validate(folds[0]))
         checks = 0
 
@@ -536,7 +544,8 @@ def train_validated(learner: Correctable, accuracy: np.ndarray, fraction: float,
     table = np.stack([np.concatenate([c[min(i, len(c) - 1)] for c in curves]) for i in range(checks)])
     means = np.asarray([np.nanmean(row) if np.isfinite(row).any() else -np.inf for row in table])
     best_check = int(np.argmax(means))
-    chosen = one_standard_error_choice([0, best_check], lambda i: table[i]) if best_check else 0
+    case_groups = None if groups is None else np.concatenate([groups[val] for val in folds])
+    chosen = one_standard_error_choice([0, best_check], lambda i: table[i], case_groups) if best_check else 0
     learner._new_net()
     if chosen:
         learner._train(everything, chosen * eval_every, None)
@@ -553,8 +562,8 @@ class EarlyStopping:
     less than their task-to-task noise is dropped.
     """
 
-    def __init__(self, module: torch.nn.Module, patience: int):
-        self.module, self.patience = module, patience
+    def __init__(self, module: torch.nn.Module, patience: int, groups: np.ndarray | None = None):
+        self.module, self.patience, self.groups = module, patience, groups  # groups: of the validation tasks
         self.best, self.best_state, self.bad = -np.inf, None, 0
         self.best_values: np.ndarray | None = None
         self.reference: tuple[dict, np.ndarray] | None = None
@@ -577,7 +586,8 @@ class EarlyStopping:
         if self.best_state is None:
             return
         reference_state, reference_values = self.reference
-        trained = one_standard_error_choice([False, True], lambda t: self.best_values if t else reference_values)
+        trained = one_standard_error_choice([False, True], lambda t: self.best_values if t else reference_values,
+                                            self.groups)
         self.module.load_state_dict(self.best_state if trained else reference_state)
 
     def _snapshot(self) -> dict:

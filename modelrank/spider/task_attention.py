@@ -197,7 +197,8 @@ class TaskAttentionCore:
         pairs = sorted(((i, j) for i in range(len(features)) for j in range(len(scores))), key=lambda p: (sum(p), p))
         self.beta_f, self.gamma = one_standard_error_choice(
             [(features[i], scores[j]) for i, j in pairs],
-            lambda p: values(self.batch(rows, sims, self.scores_z[rows], None, p[0], p[1], 0.0, groups), rows, seen))
+            lambda p: values(self.batch(rows, sims, self.scores_z[rows], None, p[0], p[1], 0.0, groups), rows, seen),
+            None if groups is None else groups[rows])
         rng = np.random.default_rng(seed)
         self.beta_o = {}
         counts = seen.sum(1)
@@ -218,7 +219,7 @@ class TaskAttentionCore:
                 correlation[c] = observed_correlation(self.z[rows], obs)
             self.beta_o[k] = float(one_standard_error_choice(sorted(observed_grid), lambda bo: values(
                 self.batch(rows[cases], sims[cases], self.scores_z[rows[cases]], correlation, self.beta_f, self.gamma, bo,
-                           groups), rows[cases], hidden)))
+                           groups), rows[cases], hidden), None if groups is None else groups[rows[cases]]))
 
     def state(self) -> dict[str, Any]:
         return {"beta_f": self.beta_f, "gamma": self.gamma, "beta_o": {str(k): v for k, v in self.beta_o.items()}}
