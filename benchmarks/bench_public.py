@@ -392,32 +392,34 @@ def _pactran_joint_counts(onehot, qz, rows_per_chunk=200):
                for rows in (slice(i, i + rows_per_chunk) for i in range(0, len(qz), rows_per_chunk)))
 
 
-def pactran_dir_official(p, y, alpha=1.0):
-    """google-research pactran_metrics calculate_pac_dir on the source softmax: 10 mean-field rounds."""
+def _pactran_mean_field(p, y, alpha, expected_log_lik):
+    """The 10 mean-field rounds both pactran_metrics estimators run on the source softmax p: Dirichlet/Gamma
+    counts aw from the (N, C, K) outer products, then q(z) from log p + the expected log-likelihood of aw."""
     onehot = np.eye(int(y.max()) + 1)[y]
     a0 = alpha * onehot.sum(axis=0)[:, None] / onehot.sum() + 1e-10
     qz, log_s = p, np.log(p + 1e-10)
     for _ in range(10):
         aw = a0 + _pactran_joint_counts(onehot, qz)
-        logits = log_s + onehot @ digamma(aw) - digamma(aw.sum(axis=0)).reshape(1, -1)
+        logits = log_s + expected_log_lik(onehot, aw)
         log_qz = logits - logsumexp(logits, axis=-1, keepdims=True)
         qz = np.exp(log_qz)
+    return onehot, a0, aw, qz, log_qz, log_s
+
+
+def pactran_dir_official(p, y, alpha=1.0):
+    """google-research pactran_metrics calculate_pac_dir on the source softmax."""
+    onehot, a0, aw, qz, log_qz, log_s = _pactran_mean_field(
+        p, y, alpha, lambda onehot, aw: onehot @ digamma(aw) - digamma(aw.sum(axis=0)).reshape(1, -1))
     log_c0 = loggamma(a0.sum()) - np.sum(loggamma(a0))
     log_c = loggamma(aw.sum(axis=0)) - np.sum(loggamma(aw), axis=0)
     return float(-np.sum(log_c0 - log_c - np.sum(qz * (log_qz - log_s), axis=0)) / onehot.size)
 
 
 def pactran_gamma_official(p, y, alpha=1.0):
-    """google-research pactran_metrics calculate_pac_gamma on the source softmax (beta = 1): 10 rounds."""
-    onehot = np.eye(int(y.max()) + 1)[y]
-    a0 = alpha * onehot.sum(axis=0)[:, None] / onehot.sum() + 1e-10
-    qz, log_s = p, np.log(p + 1e-10)
-    for _ in range(10):
-        aw = a0 + _pactran_joint_counts(onehot, qz)
-        lw = p @ aw.sum(axis=0)[:, None]
-        logits = log_s + onehot @ digamma(aw)
-        log_qz = logits - logsumexp(logits, axis=-1, keepdims=True)
-        qz = np.exp(log_qz)
+    """google-research pactran_metrics calculate_pac_gamma on the source softmax (beta = 1; its per-round lw
+    depends on the last aw only)."""
+    onehot, a0, aw, qz, log_qz, log_s = _pactran_mean_field(p, y, alpha, lambda onehot, aw: onehot @ digamma(aw))
+    lw = p @ aw.sum(axis=0)[:, None]
     bound = np.sum(loggamma(a0) - loggamma(aw)) + np.sum(np.sum(qz * (log_qz - log_s), axis=-1)
                                                           + np.log(lw[:, 0]) - 1.0)
     return float(bound / onehot.size + 1.0)
