@@ -212,8 +212,9 @@ def _sfda_fit_official(x, y, shrinkage):
             v /= np.linalg.norm(v)
         shrinkage = max(float(np.exp(-5 * (v @ sw @ w))), 1e-10)
     dim = sw.shape[0]
-    st = (1.0 - shrinkage) * np.cov(x.T, bias=1)
-    st.flat[:: dim + 1] += shrinkage * np.trace(st) / ((1.0 - shrinkage) * dim)
+    total = np.cov(x.T, bias=1)
+    st = (1.0 - shrinkage) * total
+    st.flat[:: dim + 1] += shrinkage * np.trace(total) / dim
     sw_shrunk = (1.0 - shrinkage) * sw
     sw_shrunk.flat[:: dim + 1] += shrinkage * np.trace(sw) / dim
     evals, evecs = scipy.linalg.eigh(st - sw_shrunk, sw_shrunk)
@@ -249,9 +250,10 @@ def logme_fixed_point_official(x, y):
     n, d = f.shape
     _, s, vh = np.linalg.svd(f.T @ f)
     s = np.sqrt(s)
+    u_times_sigma = f @ vh.T
     rank = int((s > 1e-10).sum())
     s, vh = s[:rank].reshape(-1, 1), vh[:rank]
-    u = (f @ vh.T) / s.reshape(1, -1)
+    u = u_times_sigma[:, :rank] / s.reshape(1, -1)
     sigma = s**2
     evidences = []
     for c in range(int(y.max()) + 1):
