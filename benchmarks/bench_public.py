@@ -512,6 +512,17 @@ PAIRS: dict[str, Pair] = {
 }  # fmt: skip
 
 
+def benchmark_arrays(n: int, d: int, c: int) -> dict:
+    """``speed_arrays`` plus what the pairs derive from them: the source argmax, the EMMS class table and OTCE's
+    source/target halves."""
+    arrays = speed_arrays(n, d, c)
+    arrays["source_argmax"] = arrays["source_probs"].argmax(axis=1)
+    arrays["label_table"] = np.random.default_rng(11).standard_normal((c, EMMS_LABEL_DIM, EMMS_ENCODERS))
+    x, y = arrays["features"], arrays["labels"]
+    arrays["otce_split"] = (x[: n // 2], y[: n // 2], x[n // 2 :], y[n // 2 :])
+    return arrays
+
+
 def fastest(fn: Callable[[], object], repeat: int) -> tuple[float, object]:
     best, value = float("inf"), None
     for _ in range(repeat):
@@ -536,12 +547,7 @@ def main(argv: list[str] | None = None) -> None:
     if unknown:
         parser.error(f"unknown metrics {sorted(unknown)}; choose from {', '.join(PAIRS)}")
     threadpool_limits(args.threads)
-    arrays = speed_arrays(args.n, args.d, args.c)
-    arrays["source_argmax"] = arrays["source_probs"].argmax(axis=1)
-    arrays["label_table"] = np.random.default_rng(11).standard_normal((args.c, EMMS_LABEL_DIM, EMMS_ENCODERS))
-    half = args.n // 2
-    x, y = arrays["features"], arrays["labels"]
-    arrays["otce_split"] = (x[:half], y[:half], x[half:], y[half:])
+    arrays = benchmark_arrays(args.n, args.d, args.c)
     print(f"N={args.n} D={args.d} C={args.c}, {args.threads} BLAS thread(s), fastest of {args.repeat}\n")
     print("| metric | modelrank s | public s | public / modelrank | public structure |")
     print("|---|---|---|---|---|")

@@ -77,7 +77,8 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
     x = as_features(features, upcast=False)  # float32 stays: each pass converts one row block at a time
     y, n_classes = as_class_labels(labels, x.shape[0])
     n, dim = x.shape
-    column_mean, column_std = column_moments(x)
+    if source_mean is None or source_std is None:
+        column_mean, column_std = column_moments(x)
     mean = column_mean if source_mean is None else _source_stat(source_mean, dim, "source_mean")
     std = column_std if source_std is None else _source_stat(source_std, dim, "source_std")
     std = np.maximum(std, STD_FLOOR)
