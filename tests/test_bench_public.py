@@ -43,7 +43,8 @@ def test_public_structure_computes_the_same_score(arrays, name):
 
 def test_pairs_print_ratios_and_a_reference_too_large_is_reported_not_run(monkeypatch, capsys):
     monkeypatch.setattr(bench_public, "LFC_MAX_N", 100)
-    bench_public.main(["--n", "600", "--d", "80", "--c", "4", "--repeat", "1", "--metrics", "emms,knn,lfc"])
+    bench_public.main(["--n", "600", "--d", "80", "--c", "4", "--repeat", "1", "--metrics", "emms,knn,lfc",
+                       "--clock", "cpu"])
     rows = {line.split(" | ")[0][2:]: line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
     assert rows["emms"].split(" | ")[3].endswith("x") and rows["knn"].split(" | ")[3].endswith("x")
     assert "not run: two 600 x 600 kernels do not fit in memory" in rows["lfc"]
