@@ -4,7 +4,7 @@ targets (the EMMS paper reports ~5x over LogME).
 
     .venv/bin/python benchmarks/bench_metrics_ii.py --quick      # about a minute
     .venv/bin/python benchmarks/bench_metrics_ii.py              # N in {1k, 10k, 50k}, D in {512, 2048}, C in {10, 100}
-    .venv/bin/python benchmarks/bench_metrics_ii.py --full       # also N=50k with D=2048 (~3 GB peak for SFDA)
+    .venv/bin/python benchmarks/bench_metrics_ii.py --full       # also N=50k with D=2048 (minutes)
     .venv/bin/python benchmarks/bench_metrics_ii.py --only emms  # just EMMS vs LogME
 
 Peak memory is what ``tracemalloc`` sees (numpy buffers; not BLAS scratch space), in MiB, above the input.

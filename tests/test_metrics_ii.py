@@ -3,6 +3,7 @@ plus invariants and degenerate inputs."""
 
 from __future__ import annotations
 
+import tracemalloc
 import warnings
 
 import numpy as np
@@ -297,6 +298,27 @@ def test_ncti_float32_products_stay_close_to_float64(rng):
 def test_sfda_confmix_strength_zero_is_plain_lda(rng):
     x, y = clusters(rng)
     assert sfda(x, y, confmix_strength=0.0) > sfda(x, y)  # the self-challenge makes the task harder
+
+
+def traced_peak(fn) -> int:
+    """Peak bytes numpy allocates during fn() (tracemalloc sees numpy's buffers, not BLAS scratch space)."""
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_sfda_and_ped_memory_stays_below_float64_copies_of_the_features(rng):
+    # float32 features: SFDA works in row blocks (no stored ConfMix copy: it was 1.9 float64 copies), PED's only
+    # (N, D) array is its float64 result (it was 4 copies).
+    n, d = 20_000, 256
+    y = np.arange(n) % 10
+    x = (rng.normal(size=(n, d)) + rng.normal(size=(10, d))[y]).astype(np.float32)
+    float64_copy = n * d * 8
+    assert traced_peak(lambda: sfda(x, y)) < float64_copy
+    assert traced_peak(lambda: ped_features(x, y)) < 2 * float64_copy
 
 
 # ---- PARC specifics

@@ -8,14 +8,19 @@ covariances, and shrinkage moves a matrix towards its mean eigenvalue, ``(1-a) S
 from __future__ import annotations
 
 import warnings
+from typing import Callable, Iterator
 
 import numpy as np
 import scipy.linalg
 from scipy.special import log_softmax
 
 from ..errors import InvalidInputError
-from ._linalg import row_blocks
+from ._linalg import ROW_BLOCK, row_blocks
 from .base import SaturationWarning
+
+#: row_map(block, rows, out): write a float64 function of the row block ``block = x[rows]`` into ``out`` (same
+#: shape), a transformation of the rows applied on the fly.
+RowMap = Callable[[np.ndarray, slice, np.ndarray], None]
 
 
 def warn_if_singular_scatter(metric: str, n: int, n_classes: int, dim: int) -> None:
@@ -31,17 +36,43 @@ def warn_if_singular_scatter(metric: str, n: int, n_classes: int, dim: int) -> N
         )
 
 
-def within_scatter(x: np.ndarray, y: np.ndarray, means: np.ndarray) -> np.ndarray:
+def float64_row_blocks(x: np.ndarray, row_map: RowMap | None = None) -> Iterator[tuple[slice, np.ndarray]]:
+    """(rows, float64 rows of x) for consecutive row blocks, written into one reused buffer (valid until the
+    next step), mapped by ``row_map`` when given. A float32 x is converted one block at a time, and no block
+    allocates fresh memory: at 50k x 2048 features fresh 64 MB temporaries per block cost as much in page
+    faults as the arithmetic on them."""
+    n, dim = x.shape
+    buffer = np.empty((min(n, ROW_BLOCK), dim))
+    for rows in row_blocks(n):
+        block = buffer[: rows.stop - rows.start]
+        if row_map is None:
+            block[...] = x[rows]
+        else:
+            row_map(x[rows], rows, block)
+        yield rows, block
+
+
+def within_scatter(x: np.ndarray, y: np.ndarray, means: np.ndarray, row_map: RowMap | None = None) -> np.ndarray:
     """S_w = (1/N) sum_i (x_i - mu_{y_i})(x_i - mu_{y_i})^T, i.e. sum_c prior_c * cov_c (biased covariances).
 
-    Centring first avoids the cancellation of x^T x - N mu mu^T; it is done one row block at a time, so the
-    memory is O(D^2 + block) rather than another (N, D) copy.
+    Centring first avoids the cancellation of x^T x - N mu mu^T; it is done one row block at a time, in place,
+    so the memory is O(D^2 + block) rather than another (N, D) copy, and BLAS ``dsyrk`` accumulates each block's
+    product into one triangle of S_w (no D x D temporary per block), mirrored at the end. ``row_map`` (see
+    ``RowMap``), when given, replaces the rows of x by a function of them before centring (SFDA's ConfMix), so
+    the mapped features are never stored whole.
     """
-    scatter = np.zeros((x.shape[1], x.shape[1]))
-    for rows in row_blocks(x.shape[0]):
-        centred = x[rows] - means[y[rows]]
-        scatter += centred.T @ centred
-    return scatter / x.shape[0]
+    n, dim = x.shape
+    lower = np.zeros((dim, dim), order="F")
+    class_rows = np.empty((min(n, ROW_BLOCK), dim))
+    for rows, block in float64_row_blocks(x, row_map):
+        # mode="clip" (the codes are valid indices) writes straight into out; "raise" goes through a temporary.
+        block -= np.take(means, y[rows], axis=0, out=class_rows[: block.shape[0]], mode="clip")
+        # block is C-ordered (rows, D): block.T is the Fortran (D, rows) A with A A^T = block^T block.
+        lower = scipy.linalg.blas.dsyrk(1.0, block.T, beta=1.0, c=lower, trans=0, lower=1, overwrite_c=1)
+    scatter = np.tril(lower)
+    scatter += np.tril(lower, -1).T
+    scatter /= n
+    return scatter
 
 
 def total_scatter(x: np.ndarray) -> np.ndarray:
@@ -57,11 +88,13 @@ def shrink(scatter: np.ndarray, alpha: float) -> np.ndarray:
     return out
 
 
-def lda_log_proba(x: np.ndarray, means: np.ndarray, priors: np.ndarray, sw: np.ndarray) -> np.ndarray:
+def lda_log_proba(x: np.ndarray, means: np.ndarray, priors: np.ndarray, sw: np.ndarray,
+                  row_map: RowMap | None = None) -> np.ndarray:
     """(N, C) log p(c|x) of the LDA classifier: softmax_c( x S_w^-1 mu_c - mu_c S_w^-1 mu_c / 2 + log prior_c ).
 
     With all D discriminant directions V kept (V^T S_w V = I, so V V^T = S_w^-1) this equals the reference codes'
-    ``coef = means @ V @ V.T``; solving with S_w directly skips the generalized eigenproblem.
+    ``coef = means @ V @ V.T``; solving with S_w directly skips the generalized eigenproblem. ``row_map`` as in
+    ``within_scatter``: the classifier is applied to the mapped rows.
     """
     if not np.trace(sw) > 0:
         raise InvalidInputError("features have zero within-class scatter (constant features?)")
@@ -72,8 +105,8 @@ def lda_log_proba(x: np.ndarray, means: np.ndarray, priors: np.ndarray, sw: np.n
         sw_inv_means = np.linalg.lstsq(sw, means.T, rcond=None)[0]
     offsets = -0.5 * np.einsum("cd,dc->c", means, sw_inv_means) + np.log(priors)
     scores = np.empty((x.shape[0], means.shape[0]))
-    for rows in row_blocks(x.shape[0]):  # blocks: a float32 x is upcast a block at a time, not copied whole
-        scores[rows] = np.asarray(x[rows], dtype=np.float64) @ sw_inv_means + offsets
+    for rows, block in float64_row_blocks(x, row_map):
+        scores[rows] = block @ sw_inv_means + offsets
     return log_softmax(scores, axis=1)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, UnknownNameError
 from ._checks import as_class_labels, as_features
-from ._linalg import class_means
+from ._linalg import ROW_BLOCK, class_sums, column_moments, row_blocks
 from .base import METRICS, register_metric
 
 # Defaults of the public code's evaluation script (its function defaults differ: nsigma 2.0).
@@ -34,20 +34,19 @@ PAPER_BASES = ("gbc", "logme", "nleep", "sfda")
 REFERENCE = "Li et al., Exploring Model Transferability through the Lens of Potential Energy, ICCV 2023"
 
 
-def class_displacements(z: np.ndarray, y: np.ndarray, n_classes: int, *, time_step: float, nsigma: float,
+def class_displacements(means: np.ndarray, radius: np.ndarray, *, time_step: float, nsigma: float,
                         force_constant: float) -> np.ndarray:
-    """(C, D) displacement of each class for one step of the simulation on standardised features z.
+    """(C, D) displacement of each class for one step of the simulation, from the classes' standardised centres
+    mu_c (C, D) and radii R_c = sqrt(sum_d var_cd) (C,).
 
-    Class c: centre mu_c, radius R_c = sqrt(sum_d var_cd). For each pair, overlap = max(|nsigma| (R_i + R_j) -
-    ||mu_i - mu_j||, 0), force F = force_constant * overlap, and each class moves away from the other along
-    the unit vector between the centres by min(t^2 F / 2, overlap). Pairs with coincident centres have no
-    direction and do not move. Written as shift_c = sum_j w_cj (mu_c - mu_j) with w_cj = move_cj / d_cj, so only
-    C x C matrices are built (the reference materialises a C x C x D array).
+    For each pair, overlap = max(|nsigma| (R_i + R_j) - ||mu_i - mu_j||, 0), force F = force_constant * overlap,
+    and each class moves away from the other along the unit vector between the centres by min(t^2 F / 2,
+    overlap). Pairs with coincident centres have no direction and do not move. Written as
+    shift_c = sum_j w_cj (mu_c - mu_j) with w_cj = move_cj / d_cj, so only C x C matrices are built (the
+    reference materialises a C x C x D array).
     """
     from scipy.spatial.distance import cdist  # scipy.spatial is slow to import: only when PED runs
 
-    means, counts = class_means(z, y, n_classes)
-    radius = np.sqrt(np.bincount(y, weights=((z - means[y]) ** 2).sum(axis=1), minlength=n_classes) / counts)
     distance = cdist(means, means)
     overlap = np.maximum(abs(nsigma) * (radius[:, None] + radius[None, :]) - distance, 0.0)
     move = np.minimum(0.5 * time_step**2 * force_constant * overlap, overlap)
@@ -60,7 +59,7 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
                  step_size: float = DEFAULT_TIME_STEP, exit_ratio: float = DEFAULT_EXIT_RATIO,
                  nsigma: float = DEFAULT_NSIGMA, force_constant: float = DEFAULT_FORCE_CONSTANT,
                  source_mean: np.ndarray | None = None, source_std: np.ndarray | None = None) -> np.ndarray:
-    """Features after the PED potential-energy dynamics, in the original units (a new array).
+    """Features after the PED potential-energy dynamics, in the original units (a new float64 array).
 
     1. Standardise: z = (x - m) / max(s, 1e-3). The paper uses the mean/std of the SAME model's features on the
        source (ImageNet val) data; pass them as ``source_mean``/``source_std``. Without them the target
@@ -69,23 +68,56 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
        step ``step_size``), movement = sum |displacement|; stop (discarding this step) once movement /
        first movement <= ``exit_ratio``; otherwise move every sample by its class's displacement.
     3. Undo the standardisation.
+
+    A step moves whole classes, so the class radii never change and the centres move by the displacements:
+    the simulation runs on the (C, D) centres alone, after blocked passes for the column and class statistics,
+    and one more pass writes the moved rows (z + each step's displacement, then back to the original units),
+    so the only (N, D) array is the result.
     """
-    x = as_features(features)
+    x = as_features(features, upcast=False)  # float32 stays: each pass converts one row block at a time
     y, n_classes = as_class_labels(labels, x.shape[0])
-    mean = x.mean(axis=0) if source_mean is None else _source_stat(source_mean, x.shape[1], "source_mean")
-    std = x.std(axis=0) if source_std is None else _source_stat(source_std, x.shape[1], "source_std")
+    n, dim = x.shape
+    if source_mean is None or source_std is None:
+        column_mean, column_std = column_moments(x)
+    mean = column_mean if source_mean is None else _source_stat(source_mean, dim, "source_mean")
+    std = column_std if source_std is None else _source_stat(source_std, dim, "source_std")
     std = np.maximum(std, STD_FLOOR)
-    z = (x - mean) / std
+
+    def standardised(rows: slice, out: np.ndarray) -> np.ndarray:
+        """z = (x - m) / s for a row block, written into ``out`` (reused buffers: no fresh (rows, D) arrays)."""
+        np.subtract(x[rows], mean, out=out)
+        out /= std
+        return out
+
+    buffer, class_rows = np.empty((2, min(n, ROW_BLOCK), dim))
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    means = sum(class_sums(standardised(rows, buffer[: rows.stop - rows.start]), y[rows], n_classes)
+                for rows in row_blocks(n)) / counts[:, None]
+    squares = np.zeros(n_classes)
+    for rows in row_blocks(n):
+        z = standardised(rows, buffer[: rows.stop - rows.start])
+        z -= np.take(means, y[rows], axis=0, out=class_rows[: z.shape[0]], mode="clip")
+        squares += np.bincount(y[rows], weights=np.einsum("ij,ij->i", z, z), minlength=n_classes)
+    radius = np.sqrt(squares / counts)
+    shifts = []
     first_movement = None
     for _ in range(steps):
-        shift = class_displacements(z, y, n_classes, time_step=step_size, nsigma=nsigma, force_constant=force_constant)
+        shift = class_displacements(means, radius, time_step=step_size, nsigma=nsigma, force_constant=force_constant)
         movement = float(np.abs(shift).sum())
         if first_movement is None:
             first_movement = movement
         if movement == 0 or movement / first_movement <= exit_ratio:
             break
-        z = z + shift[y]
-    return z * std + mean
+        shifts.append(shift)
+        means = means + shift
+    moved = np.empty((n, dim))
+    for rows in row_blocks(n):
+        z = standardised(rows, moved[rows])
+        for shift in shifts:  # one step at a time, as the samples would move
+            z += np.take(shift, y[rows], axis=0, out=class_rows[: z.shape[0]], mode="clip")
+        z *= std
+        z += mean
+    return moved
 
 
 def _source_stat(value: np.ndarray, dim: int, name: str) -> np.ndarray:

@@ -8,8 +8,8 @@ import scipy.sparse.linalg
 from scipy.special import softmax
 
 from ._checks import as_class_labels, as_features
-from ._lda import lda_log_proba, shrink, warn_if_singular_scatter, within_scatter
-from ._linalg import class_means, row_blocks
+from ._lda import RowMap, float64_row_blocks, lda_log_proba, shrink, warn_if_singular_scatter, within_scatter
+from ._linalg import ROW_BLOCK, class_means, class_sums
 from .base import register_metric
 
 #: lambda = max(exp(-ADAPTIVE_SHRINKAGE_RATE * sigma_max(S_w)), SHRINKAGE_FLOOR), as in the paper and its code.
@@ -34,14 +34,15 @@ def adaptive_shrinkage(sw: np.ndarray) -> float:
     return max(float(np.exp(-ADAPTIVE_SHRINKAGE_RATE * largest_eigenvalue(sw))), SHRINKAGE_FLOOR)
 
 
-def _lda_proba(x: np.ndarray, y: np.ndarray, n_classes: int, shrinkage: float | None):
-    """Fit the regularised Fisher LDA on (x, y); return (p(c|x), class means, the shrinkage used)."""
-    means, counts = class_means(x, y, n_classes)
-    sw = within_scatter(x, y, means)
+def _lda_proba(x: np.ndarray, y: np.ndarray, means: np.ndarray, counts: np.ndarray, shrinkage: float | None,
+               row_map: RowMap | None = None) -> tuple[np.ndarray, float]:
+    """Fit the regularised Fisher LDA on (x, y) with the given class means and counts (of the rows after
+    ``row_map``, when given); return (p(c|x), the shrinkage used)."""
+    sw = within_scatter(x, y, means, row_map)
     if shrinkage is None:
         shrinkage = adaptive_shrinkage(sw)
-    proba = np.exp(lda_log_proba(x, means, counts / x.shape[0], shrink(sw, shrinkage)))
-    return proba, means, shrinkage
+    proba = np.exp(lda_log_proba(x, means, counts / x.shape[0], shrink(sw, shrinkage), row_map))
+    return proba, shrinkage
 
 
 @register_metric(
@@ -70,14 +71,25 @@ def sfda(features: np.ndarray, labels: np.ndarray, *, confmix_strength: float = 
     y, n_classes = as_class_labels(labels, x.shape[0])
     n = x.shape[0]
     warn_if_singular_scatter("SFDA", n, n_classes, x.shape[1])
-    proba, means, shrinkage = _lda_proba(x, y, n_classes, shrinkage)
+    means, counts = class_means(x, y, n_classes)
+    proba, shrinkage = _lda_proba(x, y, means, counts, shrinkage)
     softened = softmax(proba, axis=1)[np.arange(n), y]
     other_means = (means.sum(axis=0) - means) / (n_classes - 1)
     pull = confmix_strength * (1.0 - softened)
-    mixed = np.empty(x.shape)  # the only (N, D) array SFDA allocates
-    for rows in row_blocks(n):
-        block = np.array(x[rows], dtype=np.float64)
-        block += pull[rows, None] * (other_means[y[rows]] - block)
-        mixed[rows] = block
-    proba, _, _ = _lda_proba(mixed, y, n_classes, shrinkage)
+
+    other_rows = np.empty((min(n, ROW_BLOCK), x.shape[1]))
+
+    def confmix(block: np.ndarray, rows: slice, out: np.ndarray) -> None:
+        """The mixed rows x_i + p_i (o_c - x_i), rebuilt from x one block at a time in each pass."""
+        out[...] = block
+        pulled = np.take(other_means, y[rows], axis=0, out=other_rows[: out.shape[0]], mode="clip")
+        pulled -= out
+        pulled *= pull[rows, None]
+        out += pulled
+
+    # Summed from the mixed rows themselves: on features with a large offset the LDA is sensitive to the last
+    # bits of the means, and these are the sums a stored mixed array would give.
+    mixed_means = sum(class_sums(block, y[rows], n_classes) for rows, block in float64_row_blocks(x, confmix))
+    mixed_means /= counts[:, None]
+    proba, _ = _lda_proba(x, y, mixed_means, counts, shrinkage, confmix)
     return float(proba[np.arange(n), y].mean())

@@ -27,8 +27,8 @@ def coding_rate(x: np.ndarray, mean: np.ndarray, eps: float = DEFAULT_EPS) -> fl
     if dim < n:
         gram, _ = gram_and_cross(x, no_cross, mean)
     else:
-        z = np.asarray(x, dtype=np.float64) - mean
-        gram = z @ z.T
+        z = np.subtract(x, mean, dtype=np.float64)
+        gram = z @ z.T  # numpy runs Z Z^T as one symmetric rank-k update (syrk)
     gram /= n * eps
     gram.flat[:: gram.shape[0] + 1] += 1.0
     with np.errstate(over="ignore", invalid="ignore"):
