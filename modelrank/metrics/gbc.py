@@ -9,7 +9,7 @@ from scipy.special import logsumexp
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
-from ._linalg import class_means, class_sums, pca_project
+from ._linalg import ROW_BLOCK, class_means, class_sums, pca_project, row_blocks
 from .base import SaturationWarning, register_metric
 
 REFERENCE = "Pándy et al., Transferability Estimation using Bhattacharyya Class Separability, CVPR 2022"
@@ -22,27 +22,37 @@ _BLOCK_ELEMENTS = 4_000_000
 
 
 def _class_gaussians(x: np.ndarray, codes: np.ndarray, n_classes: int, floor: float):
-    """Per-class means (C, D) and per-dimension variances (C, D) (1/n_c, floored at ``floor``)."""
+    """Per-class means (C, D) and per-dimension variances (C, D) (1/n_c, floored at ``floor``), in float64.
+
+    Two passes (means, then squared deviations from them: no E[x^2] - mean^2 cancellation), each over row blocks
+    in one reused float64 buffer, so a float32 ``x`` is never copied whole."""
     means, counts = class_means(x, codes, n_classes)
-    deviations = means[codes]
-    np.subtract(x, deviations, out=deviations)  # in place: one N x D temporary, not three
-    np.square(deviations, out=deviations)
-    variances = class_sums(deviations, codes, n_classes) / counts[:, None]
-    return means, np.maximum(variances, floor)
+    sums = np.zeros_like(means)
+    buffer = np.empty((min(x.shape[0], ROW_BLOCK), x.shape[1]))
+    for rows in row_blocks(x.shape[0]):
+        deviations = buffer[: rows.stop - rows.start]
+        np.take(means, codes[rows], axis=0, out=deviations, mode="clip")  # codes are valid; "clip" skips a copy
+        np.subtract(x[rows], deviations, out=deviations)
+        np.square(deviations, out=deviations)
+        sums += class_sums(deviations, codes[rows], n_classes)
+    return means, np.maximum(sums / counts[:, None], floor)
 
 
 def _log_bc_diagonal(means: np.ndarray, variances: np.ndarray) -> np.ndarray:
-    """(C, C) log Bhattacharyya coefficients -D_B for diagonal Gaussians, computed in blocks of rows."""
+    """(C, C) log Bhattacharyya coefficients -D_B for diagonal Gaussians, computed in blocks of rows against the
+    classes from the block on (D_B is symmetric: each pair once, mirrored)."""
     n_classes, dim = means.shape
-    log_var = np.log(variances)
+    log_var_sums = np.log(variances).sum(axis=1)
     out = np.empty((n_classes, n_classes))
     block = max(1, _BLOCK_ELEMENTS // max(1, n_classes * dim))
     for start in range(0, n_classes, block):
-        rows = slice(start, min(start + block, n_classes))
-        avg = 0.5 * (variances[rows, None, :] + variances[None, :, :])  # (b, C, D)
-        mahalanobis = ((means[rows, None, :] - means[None, :, :]) ** 2 / avg).sum(axis=2)
-        log_det_ratio = np.log(avg).sum(axis=2) - 0.5 * (log_var[rows].sum(axis=1)[:, None] + log_var.sum(axis=1))
-        out[rows] = -(mahalanobis / 8 + log_det_ratio / 2)
+        rows, later = slice(start, min(start + block, n_classes)), slice(start, n_classes)
+        avg = 0.5 * (variances[rows, None, :] + variances[None, later, :])  # (b, C - start, D)
+        mahalanobis = ((means[rows, None, :] - means[None, later, :]) ** 2 / avg).sum(axis=2)
+        log_det_ratio = np.log(avg).sum(axis=2) - 0.5 * (log_var_sums[rows, None] + log_var_sums[None, later])
+        out[rows, later] = -(mahalanobis / 8 + log_det_ratio / 2)
+    upper = np.triu_indices(n_classes, k=1)
+    out[upper[::-1]] = out[upper]
     return out
 
 
@@ -89,7 +99,7 @@ def gbc(
 
     Inputs: features (N, D), class labels (N,). Higher (closer to 0) is better. O(C^2 D) time.
     """
-    x = as_features(features)
+    x = as_features(features, upcast=False)  # float32 stays float32: the class statistics convert row blocks
     codes, n_classes = as_class_labels(labels, x.shape[0])
     if gaussian_type not in ("diagonal", "spherical"):
         raise InvalidInputError(f"gaussian_type must be 'diagonal' or 'spherical', not {gaussian_type!r}")
