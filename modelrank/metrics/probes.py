@@ -24,8 +24,9 @@ def knn(features: np.ndarray, labels: np.ndarray, *, k: int = 5, metric: str = "
 
     ``metric``: "cosine" (features L2-normalised first) or "euclidean". Vote ties go to the class whose
     members rank closer (each neighbour adds 1 + a tie-break bonus below 1/k that decreases with its rank).
-    Distances are computed in row blocks of at most 4M entries, so memory is O(N) beyond the input.
-    Higher is better.
+    Distances are computed in square blocks of at most 4M entries, each pair of row blocks once (the distance is
+    symmetric: a block serves both its rows' and its columns' neighbour lists, half the O(N^2 D) products), so
+    memory is O(N k) beyond the input. Higher is better.
     """
     if metric not in ("cosine", "euclidean"):
         raise InvalidInputError(f"knn metric must be 'cosine' or 'euclidean', not {metric!r}")
@@ -39,21 +40,43 @@ def knn(features: np.ndarray, labels: np.ndarray, *, k: int = 5, metric: str = "
         if (norms == 0).any():
             raise InvalidInputError("cosine kNN is undefined for all-zero feature rows; use metric='euclidean'")
         x = x / norms
-    sq_norms = (x * x).sum(axis=1)
+    nearest = _nearest_others(x, k)
     votes_by_rank = 1.0 + (k - np.arange(k)) / (k * (k + 1.0))  # rank 0 (nearest) weighs most
-    block = max(1, KNN_BLOCK_ENTRIES // n)
-    correct = 0
-    for start in range(0, n, block):
-        rows = slice(start, min(start + block, n))
-        dist = sq_norms[rows, None] + sq_norms[None, :] - 2.0 * (x[rows] @ x.T)
-        local = np.arange(dist.shape[0])
-        dist[local, local + start] = np.inf  # leave the sample itself out
-        nearest = np.argpartition(dist, k - 1, axis=1)[:, :k]
-        nearest = np.take_along_axis(nearest, np.argsort(np.take_along_axis(dist, nearest, axis=1), axis=1), axis=1)
-        votes = np.zeros((dist.shape[0], n_classes))
-        np.add.at(votes, (local[:, None], y[nearest]), votes_by_rank[None, :])
-        correct += int((votes.argmax(axis=1) == y[rows]).sum())
-    return correct / n
+    votes = np.zeros((n, n_classes))
+    np.add.at(votes, (np.arange(n)[:, None], y[nearest]), votes_by_rank[None, :])
+    return float((votes.argmax(axis=1) == y).mean())
+
+
+def _nearest_others(x: np.ndarray, k: int) -> np.ndarray:
+    """(N, k) indices of each row's k nearest other rows by Euclidean distance, nearest first."""
+    n = x.shape[0]
+    sq_norms = (x * x).sum(axis=1)
+    best = np.full((n, k), np.inf)  # running k smallest distances of each row, and their columns
+    where = np.zeros((n, k), dtype=np.int64)
+
+    def merge(rows: slice, dist: np.ndarray, offset: int) -> None:
+        keep = min(k, dist.shape[1])
+        candidates = np.argpartition(dist, keep - 1, axis=1)[:, :keep] if keep < dist.shape[1] else \
+            np.broadcast_to(np.arange(dist.shape[1]), dist.shape)  # fmt: skip
+        pooled = np.concatenate([best[rows], np.take_along_axis(dist, candidates, axis=1)], axis=1)
+        columns = np.concatenate([where[rows], candidates + offset], axis=1)
+        chosen = np.argpartition(pooled, k - 1, axis=1)[:, :k]
+        best[rows] = np.take_along_axis(pooled, chosen, axis=1)
+        where[rows] = np.take_along_axis(columns, chosen, axis=1)
+
+    block = max(1, int(np.sqrt(KNN_BLOCK_ENTRIES)))
+    starts = range(0, n, block)
+    for a in starts:
+        rows = slice(a, min(a + block, n))
+        for b in starts[a // block:]:
+            cols = slice(b, min(b + block, n))
+            dist = sq_norms[rows, None] + sq_norms[None, cols] - 2.0 * (x[rows] @ x[cols].T)
+            if a == b:
+                np.fill_diagonal(dist, np.inf)  # leave the sample itself out
+            merge(rows, dist, b)
+            if a != b:
+                merge(cols, dist.T, a)
+    return np.take_along_axis(where, np.argsort(best, axis=1), axis=1)
 
 
 @register_metric(
