@@ -602,9 +602,9 @@ def bootstrap_scores(
             # N <= D: a resample with repeats holds ~63% distinct samples and so lower-rank features, which moves
             # rank-dependent metrics far more than new data would; half-samples hold distinct samples only.
             halves = any(fs.n_samples <= fs.features.shape[1] for fs in group)
-            draw = half_sample_counts if halves else resample_counts
-            shared = draw(group[0].labels, group[0].task, n_boot, seed)
-            counts = {fs.model: shared if paired else draw(fs.labels, fs.task, n_boot, seed + i)
+            sampler = half_sample_counts if halves else resample_counts
+            shared = sampler(group[0].labels, group[0].task, n_boot, seed)
+            counts = {fs.model: shared if paired else sampler(fs.labels, fs.task, n_boot, seed + i)
                       for i, fs in enumerate(group)}
             if halves:
                 notes.append(f"bootstrap: {dataset} has no more samples than feature dimensions, so {column} is "
