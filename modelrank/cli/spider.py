@@ -112,7 +112,8 @@ def spider_rank(
     if task and (dataset or features):
         raise ModelrankError("give a known TASK name or describe a new one with -d / --features, not both")
     if rerank and rerank_metric not in METRICS and rerank_metric != LEARNED_RERANK:
-        raise ModelrankError(f"unknown --rerank-metric {rerank_metric!r}; see modelrank list metrics, or {LEARNED_RERANK}")
+        raise ModelrankError(f"unknown --rerank-metric {rerank_metric!r}; see modelrank list metrics, "
+                             f"or {LEARNED_RERANK}")
     if rerank and not (dataset or features):
         raise ModelrankError("--rerank needs the dataset's features: give -d DATASET or --features")
     seen = _observed(observed)
@@ -161,7 +162,8 @@ def _learned_rerank(learner, target, seen, scores, k: int, loader):
         raise ModelrankError(f"{learner.name} can re-rank {len(top)} of the top {k} models with their own features "
                              "(it was trained with per-model prototypes of other models); use --rerank-metric METRIC")
     own = loader(top)
-    enriched = replace(target, model_prototypes={m: prototypes_of(own[m]) for m in top}, rerank_k=len(top_models(scores, k)))
+    enriched = replace(target, model_prototypes={m: prototypes_of(own[m]) for m in top},
+                       rerank_k=len(top_models(scores, k)))
     return learner.predict(enriched, observed=seen or None)
 
 
