@@ -8,20 +8,13 @@ covariances, and shrinkage moves a matrix towards its mean eigenvalue, ``(1-a) S
 from __future__ import annotations
 
 import warnings
-from typing import Callable, Iterator
-
 import numpy as np
 import scipy.linalg
 from scipy.special import log_softmax
 
 from ..errors import InvalidInputError
-from ._linalg import ROW_BLOCK, row_blocks
+from ._linalg import ROW_BLOCK, RowMap, float64_row_blocks
 from .base import SaturationWarning
-
-#: row_map(block, rows, out): write a float64 function of the row block ``block = x[rows]`` into ``out`` (same
-#: shape), a transformation of the rows applied on the fly.
-RowMap = Callable[[np.ndarray, slice, np.ndarray], None]
-
 
 def warn_if_singular_scatter(metric: str, n: int, n_classes: int, dim: int) -> None:
     """Warn when N - C < D: S_w is then singular, the (nearly unregularised) LDA separates the samples perfectly
@@ -34,22 +27,6 @@ def warn_if_singular_scatter(metric: str, n: int, n_classes: int, dim: int) -> N
             SaturationWarning,
             stacklevel=3,
         )
-
-
-def float64_row_blocks(x: np.ndarray, row_map: RowMap | None = None) -> Iterator[tuple[slice, np.ndarray]]:
-    """(rows, float64 rows of x) for consecutive row blocks, written into one reused buffer (valid until the
-    next step), mapped by ``row_map`` when given. A float32 x is converted one block at a time, and no block
-    allocates fresh memory: at 50k x 2048 features fresh 64 MB temporaries per block cost as much in page
-    faults as the arithmetic on them."""
-    n, dim = x.shape
-    buffer = np.empty((min(n, ROW_BLOCK), dim))
-    for rows in row_blocks(n):
-        block = buffer[: rows.stop - rows.start]
-        if row_map is None:
-            block[...] = x[rows]
-        else:
-            row_map(x[rows], rows, block)
-        yield rows, block
 
 
 def within_scatter(x: np.ndarray, y: np.ndarray, means: np.ndarray, row_map: RowMap | None = None) -> np.ndarray:

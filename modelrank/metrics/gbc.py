@@ -9,7 +9,7 @@ from scipy.special import logsumexp
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
-from ._linalg import ROW_BLOCK, class_means, class_sums, pca_project, row_blocks
+from ._linalg import class_means, class_sums, float64_row_blocks, pca_project
 from .base import SaturationWarning, register_metric
 
 REFERENCE = "Pándy et al., Transferability Estimation using Bhattacharyya Class Separability, CVPR 2022"
@@ -27,14 +27,13 @@ def _class_gaussians(x: np.ndarray, codes: np.ndarray, n_classes: int, floor: fl
     Two passes (means, then squared deviations from them: no E[x^2] - mean^2 cancellation), each over row blocks
     in one reused float64 buffer, so a float32 ``x`` is never copied whole."""
     means, counts = class_means(x, codes, n_classes)
-    sums = np.zeros_like(means)
-    buffer = np.empty((min(x.shape[0], ROW_BLOCK), x.shape[1]))
-    for rows in row_blocks(x.shape[0]):
-        deviations = buffer[: rows.stop - rows.start]
-        np.take(means, codes[rows], axis=0, out=deviations, mode="clip")  # codes are valid; "clip" skips a copy
-        np.subtract(x[rows], deviations, out=deviations)
-        np.square(deviations, out=deviations)
-        sums += class_sums(deviations, codes[rows], n_classes)
+
+    def squared_deviations(block: np.ndarray, rows: slice, out: np.ndarray) -> None:
+        np.take(means, codes[rows], axis=0, out=out, mode="clip")  # codes are valid; "clip" skips a copy
+        np.subtract(block, out, out=out)
+        np.square(out, out=out)
+
+    sums = sum(class_sums(block, codes[rows], n_classes) for rows, block in float64_row_blocks(x, squared_deviations))
     return means, np.maximum(sums / counts[:, None], floor)
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, UnknownNameError
 from ._checks import as_class_labels, as_features
-from ._linalg import ROW_BLOCK, class_sums, column_moments, row_blocks
+from ._linalg import ROW_BLOCK, class_sums, column_moments, float64_row_blocks, row_blocks
 from .base import METRICS, register_metric
 
 # Defaults of the public code's evaluation script (its function defaults differ: nsigma 2.0).
@@ -83,19 +83,16 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
     std = column_std if source_std is None else _source_stat(source_std, dim, "source_std")
     std = np.maximum(std, STD_FLOOR)
 
-    def standardised(rows: slice, out: np.ndarray) -> np.ndarray:
+    def standardise(block: np.ndarray, rows: slice, out: np.ndarray) -> None:
         """z = (x - m) / s for a row block, written into ``out`` (reused buffers: no fresh (rows, D) arrays)."""
-        np.subtract(x[rows], mean, out=out)
+        np.subtract(block, mean, out=out)
         out /= std
-        return out
 
-    buffer, class_rows = np.empty((2, min(n, ROW_BLOCK), dim))
+    class_rows = np.empty((min(n, ROW_BLOCK), dim))
     counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    means = sum(class_sums(standardised(rows, buffer[: rows.stop - rows.start]), y[rows], n_classes)
-                for rows in row_blocks(n)) / counts[:, None]
+    means = sum(class_sums(z, y[rows], n_classes) for rows, z in float64_row_blocks(x, standardise)) / counts[:, None]
     squares = np.zeros(n_classes)
-    for rows in row_blocks(n):
-        z = standardised(rows, buffer[: rows.stop - rows.start])
+    for rows, z in float64_row_blocks(x, standardise):
         z -= np.take(means, y[rows], axis=0, out=class_rows[: z.shape[0]], mode="clip")
         squares += np.bincount(y[rows], weights=np.einsum("ij,ij->i", z, z), minlength=n_classes)
     radius = np.sqrt(squares / counts)
@@ -112,7 +109,8 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
         means = means + shift
     moved = np.empty((n, dim))
     for rows in row_blocks(n):
-        z = standardised(rows, moved[rows])
+        z = moved[rows]
+        standardise(x[rows], rows, z)
         for shift in shifts:  # one step at a time, as the samples would move
             z += np.take(shift, y[rows], axis=0, out=class_rows[: z.shape[0]], mode="clip")
         z *= std

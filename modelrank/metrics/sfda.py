@@ -8,8 +8,8 @@ import scipy.sparse.linalg
 from scipy.special import softmax
 
 from ._checks import as_class_labels, as_features
-from ._lda import RowMap, float64_row_blocks, lda_log_proba, shrink, warn_if_singular_scatter, within_scatter
-from ._linalg import ROW_BLOCK, class_means, class_sums
+from ._lda import lda_log_proba, shrink, warn_if_singular_scatter, within_scatter
+from ._linalg import ROW_BLOCK, RowMap, class_means, class_sums, float64_row_blocks
 from .base import register_metric
 
 #: lambda = max(exp(-ADAPTIVE_SHRINKAGE_RATE * sigma_max(S_w)), SHRINKAGE_FLOOR), as in the paper and its code.
