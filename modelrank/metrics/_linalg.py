@@ -335,6 +335,9 @@ def principal_class_offsets(
 
 #: ``leading_eigenpairs`` runs Lanczos only for at most this fraction of the spectrum of a matrix this large.
 LANCZOS_MAX_FRACTION, LANCZOS_MIN_SIZE = 0.25, 256
+#: Restarts of ``leading_eigenpairs`` before it gives up: enough for spectra with a decaying head; a flat one is
+#: better served by the tridiagonalisation anyway.
+LANCZOS_MAX_RESTARTS = 60
 
 
 def leading_eigenpairs(lower: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray] | None:
@@ -362,11 +365,6 @@ def leading_eigenpairs(lower: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarra
         return None
     order = np.argsort(evals)[::-1]
     return evals[order], vectors[:, order]
-
-
-#: Restarts of ``leading_eigenpairs`` before it gives up: enough for spectra with a decaying head; a flat one is
-#: better served by the tridiagonalisation anyway.
-LANCZOS_MAX_RESTARTS = 60
 
 
 def top_eigenpairs(lower: np.ndarray, choose: Callable[[np.ndarray], int]) -> tuple[np.ndarray, np.ndarray]:
