@@ -95,6 +95,9 @@ class TestAgainstReference:
         w, ce = ref.otce_ref(x[:120], y[:120], x[120:], y[120:])
         assert otce_terms(x[:120], y[:120], x[120:], y[120:]) == pytest.approx((w, ce), rel=RTOL)
         close(otce(x[:120], y[:120], x[120:], y[120:]), -(w + ce))
+        # As many source as target samples: the optimal assignment is the optimal coupling (Birkhoff).
+        w, ce = ref.otce_ref(x[:150], y[:150], x[150:], y[150:])
+        assert otce_terms(x[:150], y[:150], x[150:], y[150:]) == pytest.approx((w, ce), rel=RTOL)
 
     def test_otce_source_free(self, seed, structured):
         x, y, p = make_task(seed, structured=structured)
