@@ -71,7 +71,8 @@ def _nearest_others(x: np.ndarray, k: int) -> np.ndarray:
     largest = float(np.sqrt(sq_norms.max()))
     # An exact power of two puts every entry in [-1, 1]: no float32 overflow, and scaled distances keep their order.
     scale = np.ldexp(1.0, -int(np.frexp(largest)[1])) if largest > 0 else 1.0
-    candidates, screened = _smallest_distances((x * scale).astype(np.float32), keep)
+    scaled = np.multiply(x, scale, out=np.empty(x.shape, dtype=np.float32), casting="same_kind")
+    candidates, screened = _smallest_distances(scaled, keep)
     exact = np.empty(candidates.shape)
     for rows in _row_chunks(n, keep * x.shape[1]):
         exact[rows] = sq_norms[rows, None] + sq_norms[candidates[rows]] - 2.0 * np.einsum(
