@@ -12,6 +12,7 @@ from ._checks import as_class_labels, as_features
 from ._linalg import (
     class_offsets_in_eigenbasis,
     class_scatter,
+    lower_triangle,
     principal_class_offsets,
     rank_cutoff,
     row_blocks,
@@ -138,7 +139,7 @@ def hscore_reg(features: np.ndarray, labels: np.ndarray) -> float:
     cutoff_ratio = max(x.shape) * np.finfo(np.float64).eps
     if n >= x.shape[1]:
         scatter, means, counts = class_scatter(x, codes, n_classes)
-        lower = np.tril(scatter) / n  # S
+        lower = lower_triangle(scatter) / n  # S
         frob2 = 2.0 * float((lower**2).sum()) - float((np.diag(lower) ** 2).sum())
         alpha, mu = ledoit_wolf_shrinkage(x, float(np.trace(lower)), frob2)
         shrunk_matrix = (1 - alpha) * lower
