@@ -94,7 +94,7 @@ class OneHotCross:
         if block.dtype == np.float64 or block.shape[0] > ROW_BLOCK:  # class_sums converts large inputs by blocks
             return class_sums(block, self.codes[rows], self.n_classes).T
         if self._buffer is None or self._buffer.shape[0] < block.shape[0] or self._buffer.shape[1] != block.shape[1]:
-            self._buffer = np.empty((ROW_BLOCK, block.shape[1]))
+            self._buffer = np.empty((min(len(self.codes), ROW_BLOCK), block.shape[1]))
         converted = self._buffer[: block.shape[0]]
         converted[...] = block
         return np.asarray(one_hot_sparse(self.codes[rows], self.n_classes) @ converted).T
