@@ -357,6 +357,55 @@ def test_source_prob_checks():
         np.testing.assert_allclose(normalised.sum(axis=1), 1.0, rtol=1e-15)
 
 
+@pytest.mark.parametrize("fn", [leep, nce])
+@pytest.mark.parametrize("bad,message", [
+    (np.nan, "NaN or inf in 1 of 300 rows"), (np.inf, "NaN or inf in 1 of 300 rows"),
+    (-np.inf, "NaN or inf in 1 of 300 rows"), (-0.1, "negative entries"), (0.5, "sum to 1"),
+])  # fmt: skip
+def test_source_probs_checked_from_their_minimum_and_row_sums_refuse_every_bad_entry(fn, bad, message):
+    """The checks read the smallest entry and the row sums, not every entry's finiteness: a NaN (NaN minimum), an
+    inf (inf row sum) or -inf must still be refused, with the same message as the full check gives."""
+    _, y, p = make_task(5)
+    p[7, 4] = bad
+    with pytest.raises(InvalidInputError, match=message):
+        fn(p, y)
+    p[7] = 0.0  # an all-zero row: no renormalisation by 1 / 0
+    with pytest.raises(InvalidInputError, match="sum to 1"):
+        fn(p, y)
+
+
+def test_leep_renormalises_rows_inside_its_class_pieces(monkeypatch):
+    """Rows off 1 by more than rounding are divided by their sums inside LEEP's reductions, as ``as_probs`` would,
+    also when a class's samples are cut into several pieces."""
+    import importlib
+
+    from modelrank.metrics._checks import as_probs
+
+    leep_module = importlib.import_module("modelrank.metrics.leep")
+
+    _, y, p = make_task(6)
+    off = p * np.linspace(1 - 1e-4, 1 + 1e-4, len(y))[:, None]
+    expected = ref.leep_ref(as_probs(off, len(y)), y)
+    assert leep(off, y) == pytest.approx(expected, rel=1e-13)
+    monkeypatch.setattr(leep_module, "_PIECE_ELEMENTS", 7 * p.shape[1])  # ~60 samples a class: 9 pieces each
+    assert leep(off, y) == pytest.approx(expected, rel=1e-13)
+    assert leep(off.astype(np.float32), y) == pytest.approx(ref.leep_ref(as_probs(off.astype(np.float32), len(y)), y),
+                                                             rel=1e-13)
+
+
+def test_nce_from_source_labels_equals_nce_of_the_probabilities_whose_argmax_they_are():
+    from modelrank.metrics.leep import nce_from_source_labels
+
+    _, y, p = make_task(8)
+    argmax = p.argmax(axis=1)
+    assert nce_from_source_labels(argmax, y) == nce(p, y)
+    assert nce_from_source_labels(argmax.astype(np.uint16) + 1000, y) == nce(p, y)  # any integer ids
+    for bad, message in ((argmax.astype(float), "integer source classes"), (p, "1-D array"),
+                         (argmax[:-1], "299 source_labels for 300 labels")):
+        with pytest.raises(InvalidInputError, match=message):
+            nce_from_source_labels(bad, y)
+
+
 def test_otce_checks_and_subsample():
     x, y, p = make_task(18, n=500)
     with pytest.raises(InvalidInputError, match="dimension"):

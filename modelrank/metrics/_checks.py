@@ -14,6 +14,16 @@ def as_features(features: np.ndarray, name: str = "features", upcast: bool = Tru
     are kept as they are (float16 becomes float32, integers float64) for metrics that convert row blocks
     themselves, so a float32 feature matrix is never copied whole.
     """
+    x = as_float_matrix(features, name, upcast)
+    # A NaN or inf makes the sum non-finite; the exact (N x D boolean) check runs only then, or on overflow.
+    if not np.isfinite(x.sum(dtype=np.float64)) and not np.isfinite(x).all():
+        bad = int((~np.isfinite(x)).any(axis=1).sum())
+        raise InvalidInputError(f"{name} contain NaN or inf in {bad} of {x.shape[0]} rows")
+    return x
+
+
+def as_float_matrix(features: np.ndarray, name: str, upcast: bool = True) -> np.ndarray:
+    """``as_features`` without the finiteness check: the shape and dtype checks and the conversion."""
     x = np.asarray(features)
     if x.ndim != 2:
         raise InvalidInputError(f"{name} must be a 2-D array (n_samples, dim), got shape {x.shape}")
@@ -23,10 +33,6 @@ def as_features(features: np.ndarray, name: str = "features", upcast: bool = Tru
         raise InvalidInputError(f"{name} must be real numbers, got dtype {x.dtype}")
     if upcast or x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64 if upcast or x.dtype != np.float16 else np.float32, copy=False)
-    # A NaN or inf makes the sum non-finite; the exact (N x D boolean) check runs only then, or on overflow.
-    if not np.isfinite(x.sum(dtype=np.float64)) and not np.isfinite(x).all():
-        bad = int((~np.isfinite(x)).any(axis=1).sum())
-        raise InvalidInputError(f"{name} contain NaN or inf in {bad} of {x.shape[0]} rows")
     return x
 
 
@@ -60,6 +66,12 @@ def as_class_labels(labels: np.ndarray, n_samples: int, min_per_class: int = 1) 
     return codes.astype(np.int64), len(classes)
 
 
+def class_members(codes: np.ndarray, n_classes: int) -> list[np.ndarray]:
+    """The sample indices of each class 0..C-1 (ascending), from one stable sort of the codes."""
+    boundaries = np.cumsum(np.bincount(codes, minlength=n_classes))[:-1]
+    return np.split(np.argsort(codes, kind="stable"), boundaries)
+
+
 def as_targets(labels: np.ndarray, n_samples: int) -> np.ndarray:
     """Regression targets as an (n, k) finite float64 array."""
     y = np.asarray(labels, dtype=np.float64)
@@ -76,23 +88,42 @@ def as_probs(probs: np.ndarray, n_samples: int, name: str = "source_probs") -> n
     """(n, k) non-negative rows summing to 1 (within 1e-3), float64, renormalised to sum to 1 exactly.
 
     No (n, k) temporaries beyond the float64 array itself: rows already summing to 1 to rounding are returned
-    as they are, and a private float64 copy (from float32 input) is renormalised in place.
+    as they are, and a private float64 copy (from float32 input) is renormalised in place. Two passes over the
+    array (its minimum, its row sums), which ``check_prob_rows`` turns into every check.
     """
-    p = as_features(probs, name)
-    if p.shape[0] != n_samples:
-        raise InvalidInputError(f"{name} has {p.shape[0]} rows for {n_samples} samples")
-    if p.min() < 0:
-        raise InvalidInputError(f"{name} has negative entries; pass softmax probabilities, not logits")
-    sums = p.sum(axis=1)
-    deviation = np.abs(sums - 1).max()
-    if deviation > 1e-3:
-        raise InvalidInputError(f"{name} rows must sum to 1 (found sums in [{sums.min():.3g}, {sums.max():.3g}])")
-    if deviation <= 8 * np.finfo(np.float64).eps:
+    p = as_prob_matrix(probs, n_samples, name)
+    sums = p @ np.ones(p.shape[1])  # BLAS: twice as fast as p.sum(axis=1)
+    if not check_prob_rows(p, p.min(), sums, name):
         return p
     if np.may_share_memory(p, probs):
         return p / sums[:, None]
     p /= sums[:, None]
     return p
+
+
+def as_prob_matrix(probs: np.ndarray, n_samples: int, name: str = "source_probs") -> np.ndarray:
+    """(n, k) float64 array of ``n_samples`` rows; its values are checked by ``check_prob_rows``."""
+    p = as_float_matrix(probs, name)
+    if p.shape[0] != n_samples:
+        raise InvalidInputError(f"{name} has {p.shape[0]} rows for {n_samples} samples")
+    return p
+
+
+def check_prob_rows(p: np.ndarray, smallest: float, sums: np.ndarray, name: str) -> bool:
+    """Refuse ``p`` unless its entries are finite and non-negative and its rows sum to 1 within 1e-3, given its
+    smallest entry and row sums; True when the rows should be divided by their sums (off 1 by more than rounding).
+
+    Non-negative entries (a NaN makes the minimum NaN) with finite row sums are all finite (an inf entry makes its
+    row's sum inf), so the (n, k) finiteness pass of ``as_features`` runs only for input it refuses, to name it.
+    """
+    if not (smallest >= 0 and np.isfinite(sums).all()):
+        as_features(p, name)  # raises for NaN or inf entries
+        if smallest < 0:
+            raise InvalidInputError(f"{name} has negative entries; pass softmax probabilities, not logits")
+    deviation = np.abs(sums - 1).max()
+    if deviation > 1e-3:
+        raise InvalidInputError(f"{name} rows must sum to 1 (found sums in [{sums.min():.3g}, {sums.max():.3g}])")
+    return bool(deviation > 8 * np.finfo(np.float64).eps)
 
 
 #: Features beyond this magnitude overflow float64 in the second moments (x^2 summed over samples) most

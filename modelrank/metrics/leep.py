@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
 from ..errors import InvalidInputError
-from ._checks import as_class_labels, as_features, as_probs
-from ._linalg import class_sums, pca_project, row_blocks, seeded_subsample
+from ._checks import as_class_labels, as_features, as_prob_matrix, as_probs, check_prob_rows, class_members
+from ._linalg import pca_project, seeded_subsample
 from .base import named_preset, register_metric
 
 
@@ -21,18 +21,44 @@ def probs_and_codes(source_probs: np.ndarray, labels: np.ndarray) -> tuple[np.nd
     return probs, codes, n_classes
 
 
-def leep_from_probs(probs: np.ndarray, codes: np.ndarray, n_classes: int) -> float:
-    """LEEP on validated (N, Z) probabilities and 0..C-1 label codes (shared by LEEP and N-LEEP)."""
-    n = probs.shape[0]
-    joint = class_sums(probs, codes, n_classes) / n  # P(y, z), (C, Z)
+#: Rows gathered at once in ``leep_from_probs``: (rows, Z) float64 blocks of ~1 MB stay in cache between the
+#: reductions that read them.
+_PIECE_ELEMENTS = 131_072
+
+
+def _class_pieces(codes: np.ndarray, n_classes: int, max_rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(class, sample indices) for each class, its samples cut into pieces of at most ``max_rows``."""
+    for c, rows in enumerate(class_members(codes, n_classes)):
+        for start in range(0, len(rows), max_rows):
+            yield c, rows[start : start + max_rows]
+
+
+def leep_from_probs(probs: np.ndarray, codes: np.ndarray, n_classes: int, name: str = "source_probs") -> float:
+    """LEEP on (N, Z) probabilities (checked here, as ``as_probs`` does) and 0..C-1 label codes (shared by LEEP
+    and N-LEEP).
+
+    Two passes over the probabilities, class by class: each class's rows are gathered once per pass (a block
+    that stays in cache) and reduced by BLAS. The first pass yields the checks' minimum and row sums together
+    with P(y, z); the second the EEP_i = sum_z P(y_i | z) theta_z(x_i) of the class's samples, a row-wise dot with
+    their class's row of P(y | z) in O(N Z) (the full (N, Z) x (Z, C) product would cost C times more). Rows are
+    divided by their sums (the renormalisation of ``as_probs``) inside both reductions."""
+    n, n_sources = probs.shape
+    pieces = list(_class_pieces(codes, n_classes, max(1, _PIECE_ELEMENTS // n_sources)))
+    smallest, sums, joint = np.inf, np.empty(n), np.zeros((n_classes, n_sources))
+    with np.errstate(all="ignore"):  # invalid input is refused below, before any of it is used
+        for c, rows in pieces:
+            block = probs[rows]
+            smallest = min(smallest, block.min())
+            sums[rows] = block @ np.ones(n_sources)
+            joint[c] += (1 / sums[rows]) @ block
+    check_prob_rows(probs, smallest, sums, name)
+    joint /= n  # P(y, z), (C, Z)
     marginal = joint.sum(axis=0)  # P(z)
     # A source class z that never receives probability mass contributes 0 to every sum: keep P(y|z) = 0.
     conditional = np.divide(joint, marginal, out=np.zeros_like(joint), where=marginal > 0)
-    # EEP_i = sum_z P(y_i | z) theta_z(x_i): a row-wise dot with each sample's own label row, O(N Z) (the
-    # full (N, Z) x (Z, C) product would cost C times more), in row blocks to bound the (rows, Z) gather.
     eep = np.empty(n)
-    for rows in row_blocks(n):
-        eep[rows] = np.einsum("nz,nz->n", probs[rows], conditional[codes[rows]])
+    for c, rows in pieces:
+        eep[rows] = (probs[rows] @ conditional[c]) / sums[rows]
     return float(np.log(np.maximum(eep, np.finfo(np.float64).tiny)).mean())
 
 
@@ -51,7 +77,9 @@ def leep(source_probs: np.ndarray, labels: np.ndarray) -> float:
     Higher (closer to 0) is better. No epsilon is added (Model Spider adds 1e-10): every EEP_i is > 0 when
     theta(x_i) is a distribution, since sample i's own mass enters P(y_i, z).
     """
-    probs, codes, n_classes = probs_and_codes(source_probs, labels)
+    y = np.asarray(labels)
+    probs = as_prob_matrix(source_probs, y.shape[0] if y.ndim else 0)
+    codes, n_classes = as_class_labels(y, probs.shape[0])
     return leep_from_probs(probs, codes, n_classes)
 
 
@@ -67,16 +95,40 @@ def nce(source_probs: np.ndarray, labels: np.ndarray) -> float:
     NCE = -H(Y | Z) = sum_{y, z} P(y, z) log( P(y, z) / P(z) ), over the (y, z) pairs that occur
     (source classes never predicted are masked, as are empty cells: 0 log 0 = 0).
 
-    Inputs: source_probs (N, Z) (only the argmax is used); class labels (N,). Higher (closer to 0) is better.
+    Inputs: source_probs (N, Z) (only the argmax is used; it is checked like LEEP's); class labels (N,). Higher
+    (closer to 0) is better. ``nce_from_source_labels`` takes the argmax itself, when it was computed elsewhere.
     """
     probs, codes, n_classes = probs_and_codes(source_probs, labels)
-    _, predicted = np.unique(probs.argmax(axis=1), return_inverse=True)  # only the predicted source classes
-    n_pred = int(predicted.max()) + 1
-    joint = np.bincount(predicted * n_classes + codes, minlength=n_pred * n_classes).reshape(n_pred, n_classes)
-    joint = joint / codes.shape[0]
-    marginal = joint.sum(axis=1, keepdims=True)
-    cells = joint > 0
-    return float((joint[cells] * np.log((joint / marginal)[cells])).sum())
+    return _nce_of_predictions(probs.argmax(axis=1), codes, n_classes)
+
+
+def nce_from_source_labels(source_labels: np.ndarray, labels: np.ndarray) -> float:
+    """NCE given the source model's hard predictions z_i (``nce`` of probabilities whose argmax they are).
+
+    Inputs: source_labels (N,): integer source classes, e.g. the argmax of the source head computed elsewhere (the
+    input of tllib's ``nce``); class labels (N,). O(N): no (N, Z) array is read. Not a registered metric: feature
+    sets carry the source probabilities, which ``nce`` takes.
+    """
+    z = np.asarray(source_labels)
+    if z.ndim != 1 or z.dtype.kind not in "iu":
+        raise InvalidInputError(f"source_labels must be a 1-D array of integer source classes (the argmax of the "
+                                f"source head), got shape {z.shape} and dtype {z.dtype}")
+    y = np.asarray(labels)
+    if y.shape[:1] != z.shape:
+        raise InvalidInputError(f"{z.shape[0]} source_labels for {y.shape[0] if y.ndim else 0} labels")
+    codes, n_classes = as_class_labels(y, z.shape[0])
+    return _nce_of_predictions(z, codes, n_classes)
+
+
+def _nce_of_predictions(source_labels: np.ndarray, codes: np.ndarray, n_classes: int) -> float:
+    """NCE of (N,) source predictions (any integers) and 0..C-1 label codes, from the counts of the (z, y) pairs
+    that occur (at most N of them): sum over them of n_zy / N log(n_zy / n_z)."""
+    _, predicted = np.unique(source_labels, return_inverse=True)  # only the predicted source classes
+    pair_counts = np.bincount(predicted * n_classes + codes)
+    pairs = np.flatnonzero(pair_counts)
+    counts = pair_counts[pairs]
+    source_counts = np.bincount(predicted)[pairs // n_classes]
+    return float((counts * np.log(counts / source_counts)).sum() / codes.shape[0])
 
 
 @dataclass(frozen=True)
@@ -163,4 +215,4 @@ def nleep(
 
     gmm = GaussianMixture(n_components=k, covariance_type=covariance_type, max_iter=max_iter, random_state=seed)
     gmm.fit(fit_set)
-    return leep_from_probs(gmm.predict_proba(reduced), codes, n_classes)
+    return leep_from_probs(gmm.predict_proba(reduced), codes, n_classes, name="mixture posteriors")
