@@ -636,6 +636,53 @@ def test_pactran_gauss_presets_keep_float64_products():
     assert pactran_gauss(x32, y) == pytest.approx(pactran_gauss(x32.astype(np.float64), y), rel=1e-5)
 
 
+def _gbc_module():
+    import importlib
+
+    return importlib.import_module("modelrank.metrics.gbc")  # the package exports a same-named function
+
+
+@pytest.mark.parametrize("low,high,grouped", [(1e-4, 1e2, True), (1e-30, 1e-20, True), (1e-300, 1e300, False),
+                                             (5e-324, 1e-310, False), (1e250, 1e300, False)])
+def test_gbc_grouped_log_sums_equal_plain_log_sums(low, high, grouped):
+    """One log per group of multiplied variance sums: the group size keeps every product a normal float64, even
+    for variances across float64's whole range or subnormal ones, and the sums equal the plain sums of logs."""
+    gbc_module = _gbc_module()
+    rng = np.random.default_rng(0)
+    variances = np.exp(rng.uniform(np.log(low), np.log(high), size=(6, 67)))  # 67 = groups + a remainder
+    summed = variances[:3, None, :] + variances[None, 3:, :]  # every pairwise sum, as _log_bc_diagonal forms them
+    summed = summed.reshape(-1, 67)
+    group = gbc_module._log_group_size(variances)
+    assert 1 <= group <= gbc_module._MAX_LOG_GROUP and (group > 1) == grouped
+    plain = np.log(summed).sum(axis=1)
+    grouped = gbc_module._sum_of_logs(summed, group)
+    np.testing.assert_allclose(grouped, plain, rtol=1e-14, atol=1e-12 * np.abs(np.log(summed)).sum(axis=1).max())
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e120])
+def test_gbc_equals_reference_in_pieces_and_at_extreme_scales(monkeypatch, scale):
+    """Classes larger than one gathered piece (two gathers per class) and variances far from 1 (the floor scaled
+    with them, so the grouped logs see values of 1e-12..1e240) give the reference's value."""
+    gbc_module = _gbc_module()
+    x, y, _ = make_task(21, n=200, d=40, c=4)
+    expected = ref.gbc_ref(x * scale, y, floor=1e-4 * scale**2)
+    monkeypatch.setattr(gbc_module, "_PIECE_ELEMENTS", 13 * 40)  # ~50 samples a class: 4 pieces
+    monkeypatch.setattr(gbc_module, "_PAIR_ELEMENTS", 2 * 40)  # two class pairs a step
+    assert gbc(x * scale, y, variance_floor=1e-4 * scale**2) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gbc_checks_finiteness_through_its_class_means(bad, dtype):
+    x, y, _ = make_task(22, n=60, d=6)
+    x = x.astype(dtype)
+    x[9, 3] = bad
+    with pytest.raises(InvalidInputError, match="NaN or inf in 1 of 60 rows"):
+        gbc(x, y)
+    with pytest.raises(InvalidInputError, match="NaN or inf in 1 of 60 rows"):
+        gbc(x, y, pca_dims=3)
+
+
 def test_gbc_warns_when_every_class_pair_is_separated():
     """Few samples in many dimensions: the per-dimension variances are tiny, every Bhattacharyya coefficient
     underflows towards 0 and GBC saturates for every model (a tie under its 1e-12 tolerance): it says so."""

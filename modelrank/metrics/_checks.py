@@ -66,10 +66,12 @@ def as_class_labels(labels: np.ndarray, n_samples: int, min_per_class: int = 1) 
     return codes.astype(np.int64), len(classes)
 
 
-def class_members(codes: np.ndarray, n_classes: int) -> list[np.ndarray]:
-    """The sample indices of each class 0..C-1 (ascending), from one stable sort of the codes."""
+def class_pieces(codes: np.ndarray, n_classes: int, max_rows: int) -> list[list[np.ndarray]]:
+    """For each class 0..C-1, its sample indices (ascending, from one stable sort of the codes) cut into pieces
+    of at most ``max_rows``: row blocks gathered by class that stay in cache while several reductions read them."""
     boundaries = np.cumsum(np.bincount(codes, minlength=n_classes))[:-1]
-    return np.split(np.argsort(codes, kind="stable"), boundaries)
+    members = np.split(np.argsort(codes, kind="stable"), boundaries)
+    return [[rows[start : start + max_rows] for start in range(0, len(rows), max_rows)] for rows in members]
 
 
 def as_targets(labels: np.ndarray, n_samples: int) -> np.ndarray:

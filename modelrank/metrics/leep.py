@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 
 from ..errors import InvalidInputError
-from ._checks import as_class_labels, as_features, as_prob_matrix, as_probs, check_prob_rows, class_members
+from ._checks import as_class_labels, as_features, as_prob_matrix, as_probs, check_prob_rows, class_pieces
 from ._linalg import pca_project, seeded_subsample
 from .base import named_preset, register_metric
 
@@ -26,13 +26,6 @@ def probs_and_codes(source_probs: np.ndarray, labels: np.ndarray) -> tuple[np.nd
 _PIECE_ELEMENTS = 131_072
 
 
-def _class_pieces(codes: np.ndarray, n_classes: int, max_rows: int) -> Iterator[tuple[int, np.ndarray]]:
-    """(class, sample indices) for each class, its samples cut into pieces of at most ``max_rows``."""
-    for c, rows in enumerate(class_members(codes, n_classes)):
-        for start in range(0, len(rows), max_rows):
-            yield c, rows[start : start + max_rows]
-
-
 def leep_from_probs(probs: np.ndarray, codes: np.ndarray, n_classes: int, name: str = "source_probs") -> float:
     """LEEP on (N, Z) probabilities (checked here, as ``as_probs`` does) and 0..C-1 label codes (shared by LEEP
     and N-LEEP).
@@ -43,7 +36,8 @@ def leep_from_probs(probs: np.ndarray, codes: np.ndarray, n_classes: int, name: 
     their class's row of P(y | z) in O(N Z) (the full (N, Z) x (Z, C) product would cost C times more). Rows are
     divided by their sums (the renormalisation of ``as_probs``) inside both reductions."""
     n, n_sources = probs.shape
-    pieces = list(_class_pieces(codes, n_classes, max(1, _PIECE_ELEMENTS // n_sources)))
+    by_class = class_pieces(codes, n_classes, max(1, _PIECE_ELEMENTS // n_sources))
+    pieces = [(c, rows) for c, class_rows in enumerate(by_class) for rows in class_rows]
     smallest, sums, joint = np.inf, np.empty(n), np.zeros((n_classes, n_sources))
     with np.errstate(all="ignore"):  # invalid input is refused below, before any of it is used
         for c, rows in pieces:
