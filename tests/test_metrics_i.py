@@ -357,15 +357,24 @@ def test_source_prob_checks():
         np.testing.assert_allclose(normalised.sum(axis=1), 1.0, rtol=1e-15)
 
 
+@pytest.mark.parametrize("block_rows", [None, 3])
 @pytest.mark.parametrize("fn", [leep, nce])
 @pytest.mark.parametrize("bad,message", [
     (np.nan, "NaN or inf in 1 of 300 rows"), (np.inf, "NaN or inf in 1 of 300 rows"),
     (-np.inf, "NaN or inf in 1 of 300 rows"), (-0.1, "negative entries"), (0.5, "sum to 1"),
 ])  # fmt: skip
-def test_source_probs_checked_from_their_minimum_and_row_sums_refuse_every_bad_entry(fn, bad, message):
+def test_source_probs_checked_from_their_minimum_and_row_sums_refuse_every_bad_entry(monkeypatch, fn, bad, message,
+                                                                                     block_rows):
     """The checks read the smallest entry and the row sums, not every entry's finiteness: a NaN (NaN minimum), an
-    inf (inf row sum) or -inf must still be refused, with the same message as the full check gives."""
+    inf (inf row sum) or -inf must still be refused, with the same message as the full check gives, also when the
+    bad row is in a later row block than the first."""
+    from modelrank.metrics import _checks
+
     _, y, p = make_task(5)
+    if block_rows is not None:
+        monkeypatch.setattr(_checks, "PROB_BLOCK_ELEMENTS", block_rows * p.shape[1])
+        assert nce(p, y) == pytest.approx(ref.nce_ref(p, y), rel=1e-13)
+        assert leep(p, y) == pytest.approx(ref.leep_ref(p, y), rel=1e-13)
     p[7, 4] = bad
     with pytest.raises(InvalidInputError, match=message):
         fn(p, y)

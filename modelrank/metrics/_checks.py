@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Callable, Iterable
+
 import numpy as np
 
 from ..errors import InvalidInputError
@@ -74,6 +76,16 @@ def class_pieces(codes: np.ndarray, n_classes: int, max_rows: int) -> list[list[
     return [[rows[start : start + max_rows] for start in range(0, len(rows), max_rows)] for rows in members]
 
 
+def class_blocks(x: np.ndarray, pieces: list[np.ndarray]) -> Callable[[], Iterable[np.ndarray]]:
+    """A reader of one class's rows of ``x`` (its ``class_pieces``) as float64 blocks, to call once per pass: a
+    class of one piece is gathered once for every pass, a larger one again at each. Only the last pass may
+    modify the blocks."""
+    if len(pieces) == 1:
+        held = [np.asarray(x[pieces[0]], dtype=np.float64)]
+        return lambda: held
+    return lambda: (np.asarray(x[rows], dtype=np.float64) for rows in pieces)
+
+
 def as_targets(labels: np.ndarray, n_samples: int) -> np.ndarray:
     """Regression targets as an (n, k) finite float64 array."""
     y = np.asarray(labels, dtype=np.float64)
@@ -90,12 +102,10 @@ def as_probs(probs: np.ndarray, n_samples: int, name: str = "source_probs") -> n
     """(n, k) non-negative rows summing to 1 (within 1e-3), float64, renormalised to sum to 1 exactly.
 
     No (n, k) temporaries beyond the float64 array itself: rows already summing to 1 to rounding are returned
-    as they are, and a private float64 copy (from float32 input) is renormalised in place. Two passes over the
-    array (its minimum, its row sums), which ``check_prob_rows`` turns into every check.
+    as they are, and a private float64 copy (from float32 input) is renormalised in place.
     """
-    p = as_prob_matrix(probs, n_samples, name)
-    sums = p @ np.ones(p.shape[1])  # BLAS: twice as fast as p.sum(axis=1)
-    if not check_prob_rows(p, p.min(), sums, name):
+    p, sums, off_one = checked_probs(probs, n_samples, name)
+    if not off_one:
         return p
     if np.may_share_memory(p, probs):
         return p / sums[:, None]
@@ -103,21 +113,39 @@ def as_probs(probs: np.ndarray, n_samples: int, name: str = "source_probs") -> n
     return p
 
 
-def as_prob_matrix(probs: np.ndarray, n_samples: int, name: str = "source_probs") -> np.ndarray:
-    """(n, k) float64 array of ``n_samples`` rows; its values are checked by ``check_prob_rows``."""
+#: Rows of a probability matrix read at once by ``checked_probs``: ~1 MB float64 blocks stay in cache for every
+#: reduction of the block.
+PROB_BLOCK_ELEMENTS = 131_072
+
+#: also(rows, block, row_sums): a caller's own statistics of the row block ``block = p[rows]``, taken in the pass
+#: of ``checked_probs`` while the block is in cache.
+BlockStatistics = Callable[[slice, np.ndarray, np.ndarray], None]
+
+
+def checked_probs(probs: np.ndarray, n_samples: int, name: str = "source_probs",
+                  also: BlockStatistics | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+    """(p, row sums, off_one) for (n, k) probabilities, not renormalised: p in float64, refused unless its entries
+    are finite and non-negative and its rows sum to 1 within 1e-3; off_one when some row is off 1 by more than
+    rounding (``as_probs`` then divides the rows by their sums).
+
+    One pass over row blocks of ``PROB_BLOCK_ELEMENTS``, each in cache for its minimum, its row sums (BLAS) and
+    ``also``'s statistics, which are only used once the whole matrix passed. Non-negative entries (a NaN makes the
+    minimum NaN) with finite row sums are all finite (an inf entry makes its row's sum inf), so the (n, k)
+    finiteness pass of ``as_features`` runs only for input that is refused, to name what is wrong with it.
+    """  # fmt: skip
     p = as_float_matrix(probs, name)
     if p.shape[0] != n_samples:
         raise InvalidInputError(f"{name} has {p.shape[0]} rows for {n_samples} samples")
-    return p
-
-
-def check_prob_rows(p: np.ndarray, smallest: float, sums: np.ndarray, name: str) -> bool:
-    """Refuse ``p`` unless its entries are finite and non-negative and its rows sum to 1 within 1e-3, given its
-    smallest entry and row sums; True when the rows should be divided by their sums (off 1 by more than rounding).
-
-    Non-negative entries (a NaN makes the minimum NaN) with finite row sums are all finite (an inf entry makes its
-    row's sum inf), so the (n, k) finiteness pass of ``as_features`` runs only for input it refuses, to name it.
-    """
+    n, k = p.shape
+    sums, smallest, ones, step = np.empty(n), np.inf, np.ones(k), max(1, PROB_BLOCK_ELEMENTS // k)
+    with np.errstate(all="ignore"):  # invalid input is refused below
+        for start in range(0, n, step):
+            rows = slice(start, min(start + step, n))
+            block = p[rows]
+            smallest = min(smallest, block.min())
+            np.dot(block, ones, out=sums[rows])
+            if also is not None:
+                also(rows, block, sums[rows])
     if not (smallest >= 0 and np.isfinite(sums).all()):
         as_features(p, name)  # raises for NaN or inf entries
         if smallest < 0:
@@ -125,7 +153,7 @@ def check_prob_rows(p: np.ndarray, smallest: float, sums: np.ndarray, name: str)
     deviation = np.abs(sums - 1).max()
     if deviation > 1e-3:
         raise InvalidInputError(f"{name} rows must sum to 1 (found sums in [{sums.min():.3g}, {sums.max():.3g}])")
-    return bool(deviation > 8 * np.finfo(np.float64).eps)
+    return p, sums, bool(deviation > 8 * np.finfo(np.float64).eps)
 
 
 #: Features beyond this magnitude overflow float64 in the second moments (x^2 summed over samples) most

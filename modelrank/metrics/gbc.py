@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import warnings
-from typing import Iterable
 
 import numpy as np
 from scipy.special import logsumexp
 
 from ..errors import InvalidInputError
-from ._checks import as_class_labels, as_features, as_float_matrix, class_pieces
+from ._checks import as_class_labels, as_features, as_float_matrix, class_blocks, class_pieces
 from ._linalg import pca_project
 from .base import SaturationWarning, register_metric
 
@@ -37,11 +36,7 @@ def _class_gaussians(x: np.ndarray, codes: np.ndarray, n_classes: int, floor: fl
     dim = x.shape[1]
     means, squares = np.empty((n_classes, dim)), np.empty((n_classes, dim))
     for c, pieces in enumerate(class_pieces(codes, n_classes, max(1, _PIECE_ELEMENTS // dim))):
-        held = [np.asarray(x[pieces[0]], dtype=np.float64)] if len(pieces) == 1 else None
-
-        def blocks() -> Iterable[np.ndarray]:
-            return held or (np.asarray(x[rows], dtype=np.float64) for rows in pieces)
-
+        blocks = class_blocks(x, pieces)
         count = sum(len(rows) for rows in pieces)
         means[c] = sum(np.ones(len(block)) @ block for block in blocks()) / count
         squares[c] = 0.0

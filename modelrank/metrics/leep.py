@@ -8,9 +8,15 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InvalidInputError
-from ._checks import as_class_labels, as_features, as_prob_matrix, as_probs, check_prob_rows, class_pieces
+from ._checks import as_class_labels, as_features, as_probs, checked_probs, class_blocks, class_pieces
 from ._linalg import pca_project, seeded_subsample
 from .base import named_preset, register_metric
+
+
+def class_codes(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """``as_class_labels`` of labels that set the number of samples themselves."""
+    y = np.asarray(labels)
+    return as_class_labels(y, y.shape[0] if y.ndim else 0)
 
 
 def probs_and_codes(source_probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -21,38 +27,34 @@ def probs_and_codes(source_probs: np.ndarray, labels: np.ndarray) -> tuple[np.nd
     return probs, codes, n_classes
 
 
-#: Rows gathered at once in ``leep_from_probs``: (rows, Z) float64 blocks of ~1 MB stay in cache between the
-#: reductions that read them.
+#: Rows of a class gathered at once in ``leep_from_probs``: (rows, Z) float64 blocks of ~1 MB stay in cache.
 _PIECE_ELEMENTS = 131_072
 
 
 def leep_from_probs(probs: np.ndarray, codes: np.ndarray, n_classes: int, name: str = "source_probs") -> float:
-    """LEEP on (N, Z) probabilities (checked here, as ``as_probs`` does) and 0..C-1 label codes (shared by LEEP
-    and N-LEEP).
+    """LEEP on (N, Z) probabilities (checked here, as ``as_probs`` does, and renormalised inside the sums) and
+    0..C-1 label codes (shared by LEEP and N-LEEP).
 
-    Two passes over the probabilities, class by class: each class's rows are gathered once per pass (a block
-    that stays in cache) and reduced by BLAS. The first pass yields the checks' minimum and row sums together
-    with P(y, z); the second the EEP_i = sum_z P(y_i | z) theta_z(x_i) of the class's samples, a row-wise dot with
-    their class's row of P(y | z) in O(N Z) (the full (N, Z) x (Z, C) product would cost C times more). Rows are
-    divided by their sums (the renormalisation of ``as_probs``) inside both reductions."""
-    n, n_sources = probs.shape
-    by_class = class_pieces(codes, n_classes, max(1, _PIECE_ELEMENTS // n_sources))
-    pieces = [(c, rows) for c, class_rows in enumerate(by_class) for rows in class_rows]
-    smallest, sums, joint = np.inf, np.empty(n), np.zeros((n_classes, n_sources))
-    with np.errstate(all="ignore"):  # invalid input is refused below, before any of it is used
-        for c, rows in pieces:
-            block = probs[rows]
-            smallest = min(smallest, block.min())
-            sums[rows] = block @ np.ones(n_sources)
-            joint[c] += (1 / sums[rows]) @ block
-    check_prob_rows(probs, smallest, sums, name)
-    joint /= n  # P(y, z), (C, Z)
-    marginal = joint.sum(axis=0)  # P(z)
+    Two passes over the probabilities. The checks' pass (``checked_probs``) also sums P(z) = 1/N sum_i theta_z(x_i)
+    over its row blocks. The second goes class by class: each class's rows are gathered (pieces that stay in
+    cache) for P(y | z) = P(y, z) / P(z) and for the class's EEP_i = sum_z P(y_i | z) theta_z(x_i), a row-wise dot
+    with one row of P(y | z): O(N Z) in all (the full (N, Z) x (Z, C) product would cost C times more). Every
+    row enters as theta(x_i) / (its sum), the renormalisation of ``as_probs``."""
+    n_sources = np.shape(probs)[1] if np.ndim(probs) == 2 else 0
+    marginal = np.zeros(n_sources)  # N P(z)
+
+    def add_to_marginal(rows: slice, block: np.ndarray, row_sums: np.ndarray) -> None:
+        marginal[:] += (1 / row_sums) @ block
+
+    probs, sums, _ = checked_probs(probs, codes.shape[0], name, also=add_to_marginal)
     # A source class z that never receives probability mass contributes 0 to every sum: keep P(y|z) = 0.
-    conditional = np.divide(joint, marginal, out=np.zeros_like(joint), where=marginal > 0)
-    eep = np.empty(n)
-    for c, rows in pieces:
-        eep[rows] = (probs[rows] @ conditional[c]) / sums[rows]
+    inverse_marginal = np.divide(1.0, marginal, out=np.zeros(n_sources), where=marginal > 0)
+    eep = np.empty(codes.shape[0])
+    for pieces in class_pieces(codes, n_classes, max(1, _PIECE_ELEMENTS // n_sources)):
+        blocks, weights = class_blocks(probs, pieces), [1 / sums[rows] for rows in pieces]
+        conditional = sum(w @ block for w, block in zip(weights, blocks())) * inverse_marginal  # P(y | z)
+        for rows, w, block in zip(pieces, weights, blocks()):
+            eep[rows] = (block @ conditional) * w
     return float(np.log(np.maximum(eep, np.finfo(np.float64).tiny)).mean())
 
 
@@ -71,10 +73,8 @@ def leep(source_probs: np.ndarray, labels: np.ndarray) -> float:
     Higher (closer to 0) is better. No epsilon is added (Model Spider adds 1e-10): every EEP_i is > 0 when
     theta(x_i) is a distribution, since sample i's own mass enters P(y_i, z).
     """
-    y = np.asarray(labels)
-    probs = as_prob_matrix(source_probs, y.shape[0] if y.ndim else 0)
-    codes, n_classes = as_class_labels(y, probs.shape[0])
-    return leep_from_probs(probs, codes, n_classes)
+    codes, n_classes = class_codes(labels)
+    return leep_from_probs(source_probs, codes, n_classes)
 
 
 @register_metric(
@@ -92,8 +92,14 @@ def nce(source_probs: np.ndarray, labels: np.ndarray) -> float:
     Inputs: source_probs (N, Z) (only the argmax is used; it is checked like LEEP's); class labels (N,). Higher
     (closer to 0) is better. ``nce_from_source_labels`` takes the argmax itself, when it was computed elsewhere.
     """
-    probs, codes, n_classes = probs_and_codes(source_probs, labels)
-    return _nce_of_predictions(probs.argmax(axis=1), codes, n_classes)
+    codes, n_classes = class_codes(labels)
+    predicted = np.empty(codes.shape[0], dtype=np.intp)
+
+    def take_argmax(rows: slice, block: np.ndarray, row_sums: np.ndarray) -> None:
+        block.argmax(axis=1, out=predicted[rows])
+
+    checked_probs(source_probs, codes.shape[0], also=take_argmax)
+    return _nce_of_predictions(predicted, codes, n_classes)
 
 
 def nce_from_source_labels(source_labels: np.ndarray, labels: np.ndarray) -> float:
