@@ -9,7 +9,7 @@ import reference_metrics as ref
 
 from modelrank.errors import InvalidInputError
 from modelrank.features import FeatureSet
-from modelrank.metrics import compute_metric
+from modelrank.metrics import _checks, compute_metric
 from modelrank.metrics.gbc import gbc, gbc_spherical
 from modelrank.metrics.hscore import hscore, hscore_reg
 from modelrank.metrics.leep import leep, nce, nleep
@@ -368,8 +368,6 @@ def test_source_probs_checked_from_their_minimum_and_row_sums_refuse_every_bad_e
     """The checks read the smallest entry and the row sums, not every entry's finiteness: a NaN (NaN minimum), an
     inf (inf row sum) or -inf must still be refused, with the same message as the full check gives, also when the
     bad row is in a later row block than the first."""
-    from modelrank.metrics import _checks
-
     _, y, p = make_task(5)
     if block_rows is not None:
         monkeypatch.setattr(_checks, "PROB_BLOCK_ELEMENTS", block_rows * p.shape[1])
@@ -386,20 +384,14 @@ def test_source_probs_checked_from_their_minimum_and_row_sums_refuse_every_bad_e
 def test_leep_renormalises_rows_inside_its_class_pieces(monkeypatch):
     """Rows off 1 by more than rounding are divided by their sums inside LEEP's reductions, as ``as_probs`` would,
     also when a class's samples are cut into several pieces."""
-    import importlib
-
-    from modelrank.metrics._checks import as_probs
-
-    leep_module = importlib.import_module("modelrank.metrics.leep")
-
     _, y, p = make_task(6)
     off = p * np.linspace(1 - 1e-4, 1 + 1e-4, len(y))[:, None]
-    expected = ref.leep_ref(as_probs(off, len(y)), y)
+    expected = ref.leep_ref(_checks.as_probs(off, len(y)), y)
     assert leep(off, y) == pytest.approx(expected, rel=1e-13)
-    monkeypatch.setattr(leep_module, "_PIECE_ELEMENTS", 7 * p.shape[1])  # ~60 samples a class: 9 pieces each
+    monkeypatch.setattr(_checks, "CLASS_PIECE_ELEMENTS", 7 * p.shape[1])  # ~60 samples a class: 9 pieces each
     assert leep(off, y) == pytest.approx(expected, rel=1e-13)
-    assert leep(off.astype(np.float32), y) == pytest.approx(ref.leep_ref(as_probs(off.astype(np.float32), len(y)), y),
-                                                             rel=1e-13)
+    off32 = off.astype(np.float32)
+    assert leep(off32, y) == pytest.approx(ref.leep_ref(_checks.as_probs(off32, len(y)), y), rel=1e-13)
 
 
 def test_nce_from_source_labels_equals_nce_of_the_probabilities_whose_argmax_they_are():
@@ -675,7 +667,7 @@ def test_gbc_equals_reference_in_pieces_and_at_extreme_scales(monkeypatch, scale
     gbc_module = _gbc_module()
     x, y, _ = make_task(21, n=200, d=40, c=4)
     expected = ref.gbc_ref(x * scale, y, floor=1e-4 * scale**2)
-    monkeypatch.setattr(gbc_module, "_PIECE_ELEMENTS", 13 * 40)  # ~50 samples a class: 4 pieces
+    monkeypatch.setattr(_checks, "CLASS_PIECE_ELEMENTS", 13 * 40)  # ~50 samples a class: 4 pieces
     monkeypatch.setattr(gbc_module, "_PAIR_ELEMENTS", 2 * 40)  # two class pairs a step
     assert gbc(x * scale, y, variance_floor=1e-4 * scale**2) == pytest.approx(expected, rel=1e-9)
 

@@ -17,8 +17,6 @@ REFERENCE = "Pándy et al., Transferability Estimation using Bhattacharyya Class
 #: precision (e.g. -6e-90 vs -2e-70 when N <= D), which is a tie, not a ranking.
 TIE_ATOL = 1e-12
 
-#: Rows of a class gathered at once (~2 MB in float64): a class's block stays in cache for both passes.
-_PIECE_ELEMENTS = 262_144
 #: Class pairs per step of ``_log_bc_diagonal``: its (pairs, D) float64 temporaries (~256 KB) stay in cache.
 _PAIR_ELEMENTS = 32_768
 #: Most pairwise variance sums multiplied together before one log (``_log_group_size``).
@@ -29,13 +27,13 @@ def _class_gaussians(x: np.ndarray, codes: np.ndarray, n_classes: int, floor: fl
     """Per-class means (C, D) and per-dimension variances (C, D) (1/n_c, floored at ``floor``), in float64.
 
     Two passes over each class's rows (means, then squared deviations from them: no E[x^2] - mean^2
-    cancellation) gathered in float64 pieces of ``_PIECE_ELEMENTS`` that stay in cache: a class that fits in one
-    piece is gathered once for both, and a float32 ``x`` is never copied whole. The means double as the finiteness
+    cancellation) gathered in float64 pieces (``class_pieces``): a class that fits in one piece is gathered once
+    for both, and a float32 ``x`` is never copied whole. The means double as the finiteness
     check of ``x``: a NaN or inf makes its class's sum non-finite, and only then (or on overflow) does the exact
     check of ``as_features`` run."""
     dim = x.shape[1]
     means, squares = np.empty((n_classes, dim)), np.empty((n_classes, dim))
-    for c, pieces in enumerate(class_pieces(codes, n_classes, max(1, _PIECE_ELEMENTS // dim))):
+    for c, pieces in enumerate(class_pieces(codes, n_classes, dim)):
         blocks = class_blocks(x, pieces)
         count = sum(len(rows) for rows in pieces)
         means[c] = sum(np.ones(len(block)) @ block for block in blocks()) / count

@@ -27,10 +27,6 @@ def probs_and_codes(source_probs: np.ndarray, labels: np.ndarray) -> tuple[np.nd
     return probs, codes, n_classes
 
 
-#: Rows of a class gathered at once in ``leep_from_probs``: (rows, Z) float64 blocks of ~1 MB stay in cache.
-_PIECE_ELEMENTS = 131_072
-
-
 def leep_from_probs(probs: np.ndarray, codes: np.ndarray, n_classes: int, name: str = "source_probs") -> float:
     """LEEP on (N, Z) probabilities (checked here, as ``as_probs`` does, and renormalised inside the sums) and
     0..C-1 label codes (shared by LEEP and N-LEEP).
@@ -50,7 +46,7 @@ def leep_from_probs(probs: np.ndarray, codes: np.ndarray, n_classes: int, name: 
     # A source class z that never receives probability mass contributes 0 to every sum: keep P(y|z) = 0.
     inverse_marginal = np.divide(1.0, marginal, out=np.zeros(n_sources), where=marginal > 0)
     eep = np.empty(codes.shape[0])
-    for pieces in class_pieces(codes, n_classes, max(1, _PIECE_ELEMENTS // n_sources)):
+    for pieces in class_pieces(codes, n_classes, n_sources):
         blocks, weights = class_blocks(probs, pieces), [1 / sums[rows] for rows in pieces]
         conditional = sum(w @ block for w, block in zip(weights, blocks())) * inverse_marginal  # P(y | z)
         for rows, w, block in zip(pieces, weights, blocks()):
