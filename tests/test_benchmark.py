@@ -1,5 +1,7 @@
 """`modelrank benchmark`: the ci preset end to end, resume after interruption, and the README's demo numbers."""
 
+import io
+import json
 import re
 from pathlib import Path
 
@@ -152,6 +154,20 @@ def test_benchmark_cli(cli, cache_dir, tmp_path):
     assert "pool: trained on 8 sampled tasks" in out and "task_attention" in out
     assert len(pd.read_csv(tmp_path / "bench" / "pool" / "tasks.csv")) == 8 + get_preset("ci").pool.held_out_tasks
     assert (tmp_path / "bench" / "table.csv").is_file()
+    # For programs: the finished run again (everything cached), as one JSON object, or the main table as CSV.
+    code, out, err = cli("benchmark", "--preset", "ci", "--out", str(tmp_path / "bench"), "--pool", "8",
+                         "--format", "json")
+    assert code == 0, err
+    document = json.loads(out)
+    assert {row["metric"] for row in document["weighted_tau"]} >= {"logme", "hscore"}
+    assert document["pool"] and document["ground_truth"] and document["results_dir"] == str(tmp_path / "bench")
+    code, out, err = cli("benchmark", "--preset", "ci", "--out", str(tmp_path / "bench"), "--pool", "8",
+                         "--format", "csv")
+    assert code == 0, err
+    table = pd.read_csv(io.StringIO(out))
+    assert "logme" in set(table["metric"]) and len(table) == len(pd.read_csv(tmp_path / "bench" / "table.csv"))
+    code, out, err = cli("benchmark", "--preset", "ci", "--format", "xml")
+    assert code == 2 and "--format" in err and not out
     code, out, err = cli("benchmark", "--preset", "nope")
     assert code == 2 and "unknown preset" in err
 

@@ -197,7 +197,13 @@ def test_sigint_exits_130_and_says_what_was_kept(tmp_path):
          "--workers", "0", "--cache-dir", str(env_cache)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint,
     )
-    time.sleep(10)  # imports, model and dataset set-up; the whole run takes minutes
+    # Interrupt once extraction has started (its manifest is written; the whole run takes minutes): a fixed
+    # sleep could land in the imports on a loaded machine.
+    deadline = time.monotonic() + 180
+    while not list(env_cache.glob("features/*/manifest.json")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.5)
+    time.sleep(1)
     assert proc.poll() is None, proc.communicate()
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=120)

@@ -95,6 +95,9 @@ class TestAgainstReference:
         w, ce = ref.otce_ref(x[:120], y[:120], x[120:], y[120:])
         assert otce_terms(x[:120], y[:120], x[120:], y[120:]) == pytest.approx((w, ce), rel=RTOL)
         close(otce(x[:120], y[:120], x[120:], y[120:]), -(w + ce))
+        # As many source as target samples: the optimal assignment is the optimal coupling (Birkhoff).
+        w, ce = ref.otce_ref(x[:150], y[:150], x[150:], y[150:])
+        assert otce_terms(x[:150], y[:150], x[150:], y[150:]) == pytest.approx((w, ce), rel=RTOL)
 
     def test_otce_source_free(self, seed, structured):
         x, y, p = make_task(seed, structured=structured)
@@ -214,7 +217,7 @@ def test_float32_products_match_float64(monkeypatch):
     log-likelihood per sample and can be close to 0): low-rank features keep float32 rounding-level
     eigenvalues (~1e-8 of the largest) that float64 drops. Columns scaled over six decades move it most."""
     import modelrank.metrics._linalg as linalg_module
-    from modelrank.metrics._linalg import float32_gram_and_cross, gram_and_cross, one_hot_cross
+    from modelrank.metrics._linalg import OneHotCross, float32_gram_and_cross, gram_and_cross, no_cross
 
     monkeypatch.setattr(linalg_module, "ROW_BLOCK", 512)  # 2000 rows -> 4 blocks, shifted by block 1's means
     rng = np.random.default_rng(40)
@@ -230,7 +233,7 @@ def test_float32_products_match_float64(monkeypatch):
         assert hscore(x32, y) == pytest.approx(hscore(x64, y), rel=2e-6), case
         assert hscore_reg(x32, y) == pytest.approx(hscore_reg(x64, y), rel=2e-6), case
     x32 = _logme_stress_features(rng, y)["offset"]
-    cross = one_hot_cross(y, 6)
+    cross = OneHotCross(y, 6)
     gram, cross_sum = float32_gram_and_cross(x32, cross)
     exact_gram, exact_cross = gram_and_cross(x32, cross)
     scale = np.sqrt(np.outer(exact_gram.diagonal(), exact_gram.diagonal()))
@@ -242,6 +245,11 @@ def test_float32_products_match_float64(monkeypatch):
     spread = np.sqrt(np.outer(exact_scatter.diagonal(), exact_scatter.diagonal()))
     assert np.abs(np.tril(scatter - exact_scatter)).max() <= 1e-5 * spread.max()
     np.testing.assert_allclose(raw_cross, exact_cross, rtol=1e-12)
+    # One-hot targets hand their class sums over as the column sums; other targets get a pass of their own.
+    for centred in (False, True):
+        own_pass, _ = float32_gram_and_cross(x32, no_cross, centred=centred)
+        from_cross, _ = float32_gram_and_cross(x32, cross, centred=centred)
+        np.testing.assert_allclose(np.tril(from_cross), np.tril(own_pass), rtol=0, atol=1e-9 * spread.max())
 
 
 @pytest.mark.parametrize("name", OURS)
@@ -561,7 +569,7 @@ def test_logme_converged_mode_reaches_the_maximum_evidence():
     checked against a direct 2-d maximisation of the evidence."""
     from scipy.optimize import minimize
 
-    from modelrank.metrics._linalg import one_hot_cross
+    from modelrank.metrics._linalg import OneHotCross
     from modelrank.metrics.base import NotConvergedWarning
     from modelrank.metrics.logme import LOGME_PRESETS, feature_spectrum, max_evidence
 
@@ -570,7 +578,7 @@ def test_logme_converged_mode_reaches_the_maximum_evidence():
     x = rng.normal(size=(len(y), 40)) + 0.3 * rng.normal(size=(10, 40))[y]
     with pytest.warns(NotConvergedWarning, match="had not converged after 11 iterations"):
         capped = logme(x, y)
-    sigma, projected = feature_spectrum(x, one_hot_cross(y, 10))
+    sigma, projected = feature_spectrum(x, OneHotCross(y, 10))
     y_norm2 = np.bincount(y).astype(np.float64)
     evidence, not_converged = max_evidence(sigma, projected, y_norm2, len(y), LOGME_PRESETS["converged"])
     assert not not_converged.any()

@@ -142,6 +142,33 @@ def test_knn_matches_reference(rng, metric, monkeypatch):
     assert knn(x, y, k=5, metric=metric) == pytest.approx(expected, abs=1e-12)
 
 
+def test_knn_float32_screening_is_decided_in_float64(rng, monkeypatch):
+    """Neighbours come from float64 distances: rows the float32 screening cannot separate (distances 1e-9 apart,
+    below float32 resolution) are recomputed in float64, and the rest agree with the exact reference; a large
+    common offset costs nothing (the features are centred)."""
+    exact_rows = []
+    original = probes._exact_nearest
+    monkeypatch.setattr(probes, "_exact_nearest", lambda x, rows, k: exact_rows.append(len(rows)) or original(x, rows, k))
+    x, y = clusters(rng, n=200, d=12, c=4)
+    for metric in ("euclidean", "cosine"):
+        assert knn(x, y, k=3, metric=metric) == pytest.approx(knn_reference(x, y, k=3, metric=metric), abs=1e-12)
+    assert not exact_rows  # well-separated distances: the screening decided every row
+    offset = 1e4 + 1e-3 * x
+    assert knn(offset, y, k=3, metric="euclidean") == pytest.approx(knn_reference(offset, y, k=3, metric="euclidean"))
+    assert not exact_rows
+    # Orthogonal rows of lengths 1 + j 1e-9: squared distances 2 + O(1e-9), equal in float32, ordered in float64.
+    near = np.diag(1.0 + 1e-9 * rng.permutation(40))
+    near_y = rng.integers(0, 3, 40)
+    expected = knn_reference(near, near_y, k=3, metric="euclidean")
+    assert knn(near, near_y, k=3, metric="euclidean") == pytest.approx(expected, abs=1e-12)
+    assert sum(exact_rows) > 0
+    monkeypatch.setattr(probes, "KNN_SCREEN_MARGIN", 1)
+    monkeypatch.setattr(probes, "_screening_error", lambda dim: 1.0)  # nothing certain: every row recomputed
+    exact_rows.clear()
+    assert knn(x, y, k=3, metric="euclidean") == pytest.approx(knn_reference(x, y, k=3, metric="euclidean"), abs=1e-12)
+    assert sum(exact_rows) == 200
+
+
 def test_knn_tie_break_by_rank(rng):
     # sample 0's 4 nearest: class 1 at ranks 0 and 3, class 2 at ranks 1 and 2 -> tie 2-2, class 2 ranks closer
     x = np.array([[0.0], [1.0], [1.1], [1.2], [1.3], [50.0], [50.1], [90.0], [90.1]])

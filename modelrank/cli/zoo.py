@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from ..progress import ProgressDisplay
+    from ..zoo.pipeline import BenchmarkResult
 
 zoo_app = typer.Typer(help="The offline multi-source model zoo: ImageNet models fine-tuned on packaged datasets.",
                       no_args_is_help=True)
@@ -107,6 +108,8 @@ def benchmark_cmd(
                                        "trained on sampled tasks, compared on held-out ones); 0: no pool stage "
                                        "[default: the preset's, ci 12, demo 200, full 300]."),
     data_root: Optional[Path] = DataRootOption,
+    fmt: str = typer.Option("table", "--format", help="table | csv (the weighted-tau table only; every table is also "
+                            "a CSV file in the results folder) | json (every table in one object)."),
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
     """Zoo x target tasks: extract, score with every metric, fine-tune, evaluate; prints the weighted-tau table,
@@ -117,6 +120,7 @@ def benchmark_cmd(
     set_interrupt_note("every finished stage's results are kept in the cache; rerun the same command to resume")
     from ..zoo.pipeline import run_benchmark
 
+    check_format(fmt)
     _check_run(preset, device)
     if out is not None and not out.exists():
         check_out(out)  # the folder is created, so its parent must exist and be writable
@@ -126,15 +130,38 @@ def benchmark_cmd(
             on_stage=lambda stage, message: log(f"[bold cyan]{stage}[/] {escape(message)}"),
             zoo_events=_zoo_events(display), progress=display, pool_tasks=pool,
         )
-    emit(result.table.round(3).reset_index(),
-         title=f"weighted tau (Model Spider convention) vs linear probe, {result.preset}")
-    if result.full_table is not None:
-        emit(result.full_table.round(3).reset_index(), title="weighted tau vs fine-tuning")
     sanity = result.sanity[["task", "best_model", "best_accuracy", "worst_accuracy", "spread", "seed_std", "noise",
                             "f_stat", "p_value"]]
-    emit(sanity.round(3), title="ground truth: spread across models vs seed noise")
-    if result.pool_table is not None:
-        held = int(result.pool_tasks["held_out"].sum())
-        emit(result.pool_table.round(4), title=f"pool: trained on {len(result.pool_tasks) - held} sampled tasks, "
-             f"weighted tau on {held} held-out ones, paired per task (beats / loses only beyond 2 SE)")
+    if fmt == "json":
+        _print_benchmark_json(result, sanity)
+    elif fmt == "csv":
+        emit(result.table.reset_index(), "csv")
+    else:
+        emit(result.table.round(3).reset_index(),
+             title=f"weighted tau (Model Spider convention) vs linear probe, {result.preset}")
+        if result.full_table is not None:
+            emit(result.full_table.round(3).reset_index(), title="weighted tau vs fine-tuning")
+        emit(sanity.round(3), title="ground truth: spread across models vs seed noise")
+        if result.pool_table is not None:
+            held = int(result.pool_tasks["held_out"].sum())
+            emit(result.pool_table.round(4), title=f"pool: trained on {len(result.pool_tasks) - held} sampled tasks, "
+                 f"weighted tau on {held} held-out ones, paired per task (beats / loses only beyond 2 SE)")
     log(f"stage seconds: {result.stage_seconds}; results in {escape(str(result.out_dir))}")
+
+
+def _print_benchmark_json(result: "BenchmarkResult", sanity: "pd.DataFrame") -> None:
+    """Every table of a benchmark run as one JSON object on stdout (NaN as null), for programs."""
+    import json
+    import sys
+
+    def records(frame: "pd.DataFrame | None") -> list | None:
+        return None if frame is None else json.loads(frame.to_json(orient="records", double_precision=15))
+
+    document = {
+        "preset": result.preset, "results_dir": str(result.out_dir),
+        "weighted_tau": records(result.table.reset_index()),
+        "weighted_tau_finetune": records(None if result.full_table is None else result.full_table.reset_index()),
+        "ground_truth": records(sanity), "pool": records(result.pool_table), "stage_seconds": result.stage_seconds,
+    }
+    sys.stdout.write(json.dumps(document) + "\n")
+    sys.stdout.flush()

@@ -76,9 +76,29 @@ def no_cross(block: np.ndarray, rows: slice) -> np.ndarray:
     return np.zeros((block.shape[1], 0))
 
 
-def one_hot_cross(codes: np.ndarray, n_classes: int) -> CrossProduct:
-    """The ``CrossProduct`` for one-hot targets: M^T Y[rows] = the (k, C) class sums of M's rows, in O(N k)."""
-    return lambda m, rows: class_sums(m, codes[rows], n_classes).T
+class OneHotCross:
+    """The ``CrossProduct`` of one-hot targets: M^T Y[rows] = the (k, C) class sums of M's rows, in O(N k).
+
+    Y's rows sum to one, so the cross also holds M's column sums: M^T 1 = (M^T Y) 1, which
+    ``float32_gram_and_cross`` reads instead of making a pass of its own. A float32 block is converted into one
+    float64 buffer kept across calls: a fresh 64 MB array per 4096-row block costs as much in page faults as
+    the class sums themselves.
+    """
+
+    def __init__(self, codes: np.ndarray, n_classes: int):
+        self.codes = codes
+        self.n_classes = n_classes
+        self._buffer: np.ndarray | None = None
+
+    def __call__(self, block: np.ndarray, rows: slice) -> np.ndarray:
+        if block.dtype != np.float64:
+            if self._buffer is None or self._buffer.shape[0] < block.shape[0] or self._buffer.shape[1] != block.shape[1]:
+                self._buffer = np.empty(block.shape)
+            converted = self._buffer[: block.shape[0]]
+            converted[...] = block
+            block = converted
+        return np.asarray(one_hot_sparse(self.codes[rows], self.n_classes) @ block).T
+
 
 
 def gram_and_cross(
@@ -128,6 +148,7 @@ def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct, centred: bool = F
     block_gram = np.zeros((d, d), dtype=np.float32, order="F")
     shifted = np.empty((min(n, ROW_BLOCK), d), dtype=np.float32)
     column_sums = np.zeros(d)
+    sums_from_cross = isinstance(cross, OneHotCross)
     cross_sum = None
     with np.errstate(over="ignore", invalid="ignore"):
         for rows in row_blocks(n):
@@ -135,9 +156,12 @@ def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct, centred: bool = F
             np.subtract(x[rows], shift, out=block)
             block_gram = sla.blas.ssyrk(1.0, block.T, beta=0.0, c=block_gram, trans=0, lower=1, overwrite_c=1)
             gram += block_gram
-            column_sums += block.sum(axis=0, dtype=np.float64)
+            if not sums_from_cross:
+                column_sums += block.sum(axis=0, dtype=np.float64)
             block_cross = cross(x[rows], rows)
             cross_sum = block_cross if cross_sum is None else cross_sum + block_cross
+        if sums_from_cross:  # the class sums of one-hot targets add up to the column sums (see OneHotCross)
+            column_sums = cross_sum.sum(axis=1) - n * shift.astype(np.float64)
     if not np.isfinite(gram).all():
         if not centred:
             return gram_and_cross(x, cross)
@@ -273,10 +297,10 @@ def class_scatter(x: np.ndarray, codes: np.ndarray, n_classes: int) -> tuple[np.
     counts = np.bincount(codes, minlength=n_classes).astype(np.float64)
     mean = x.mean(axis=0, dtype=np.float64)
     if x.dtype == np.float32:
-        scatter, sums = float32_gram_and_cross(x, one_hot_cross(codes, n_classes), centred=True)
+        scatter, sums = float32_gram_and_cross(x, OneHotCross(codes, n_classes), centred=True)
         centred_sums = sums - mean[:, None] * counts
     else:
-        scatter, centred_sums = gram_and_cross(x, one_hot_cross(codes, n_classes), mean)
+        scatter, centred_sums = gram_and_cross(x, OneHotCross(codes, n_classes), mean)
     return scatter, centred_sums / counts, counts
 
 

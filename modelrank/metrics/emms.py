@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, MissingResourceError
 from ._checks import as_class_labels, as_features
-from ._linalg import CrossProduct, column_moments, column_space_coordinates, one_hot_cross
+from ._linalg import CrossProduct, OneHotCross, column_moments, column_space_coordinates
 from .base import SaturationWarning, register_metric
 
 #: std floor of the public code's standardisation
@@ -110,7 +110,7 @@ def _emms_of_classes(x: np.ndarray, codes: np.ndarray, table: np.ndarray, max_it
     d2, n_encoders = table.shape[1:]
     target_gram = n * np.einsum("c,cik,cil->kl", weights, table, table)
     class_targets = table.transpose(0, 2, 1).reshape(n_classes, n_encoders * d2)
-    return _fit_label_mixture(x, one_hot_cross(codes, n_classes), class_targets,
+    return _fit_label_mixture(x, OneHotCross(codes, n_classes), class_targets,
                               target_gram, d2, max_iter, tol, False)
 
 

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
-from ._linalg import class_sums, gram_and_cross, has_distinct_rows, one_hot_cross
+from ._linalg import OneHotCross, class_sums, gram_and_cross, has_distinct_rows
 from .base import register_metric
 
 
@@ -42,7 +42,7 @@ def lfc(features: np.ndarray, labels: np.ndarray) -> float:
         raise InvalidInputError("the feature Gram matrix is constant (e.g. all-zero features): LFC is undefined")
     mean = x.mean(axis=0, dtype=np.float64)
     if n > d:
-        lower, sums_t = gram_and_cross(x, one_hot_cross(codes, n_classes), shift=mean)
+        lower, sums_t = gram_and_cross(x, OneHotCross(codes, n_classes), shift=mean)
         scatter = np.tril(lower) + np.tril(lower, -1).T  # G = Fc^T Fc
         centred_sums = sums_t.T
     else:

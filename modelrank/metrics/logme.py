@@ -11,11 +11,11 @@ from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_targets
 from ._linalg import (
     CrossProduct,
+    OneHotCross,
     eigh_projections,
     float32_gram_and_cross,
     gram_and_cross,
     has_distinct_rows,
-    one_hot_cross,
     rank_cutoff,
     sample_spectrum,
 )
@@ -251,7 +251,7 @@ def logme(
     elif task == "classification":
         codes, n_classes = as_class_labels(labels, x.shape[0])
         y_norm2 = np.bincount(codes, minlength=n_classes).astype(np.float64)  # one-hot columns
-        cross = one_hot_cross(codes, n_classes)
+        cross = OneHotCross(codes, n_classes)
 
     else:
         raise InvalidInputError(f"LogME supports classification and regression, not {task!r}")

@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, UnknownNameError
 from ._checks import as_class_labels, as_features
-from ._linalg import ROW_BLOCK, class_sums, column_moments, float64_row_blocks, row_blocks
+from ._linalg import ROW_BLOCK, class_sums, float64_row_blocks
 from .base import METRICS, register_metric
 
 # Defaults of the public code's evaluation script (its function defaults differ: nsigma 2.0).
@@ -70,33 +70,30 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
     3. Undo the standardisation.
 
     A step moves whole classes, so the class radii never change and the centres move by the displacements:
-    the simulation runs on the (C, D) centres alone, after blocked passes for the column and class statistics,
-    and one more pass writes the moved rows (z + each step's displacement, then back to the original units),
-    so the only (N, D) array is the result.
+    the simulation runs on the (C, D) class statistics alone, from two blocked passes (class sums; squared
+    deviations from the class means, which also give the column std as within- plus between-class parts), and a
+    moved row is x + s * (its class's total displacement), so the only (N, D) array is the result.
     """
     x = as_features(features, upcast=False)  # float32 stays: each pass converts one row block at a time
     y, n_classes = as_class_labels(labels, x.shape[0])
     n, dim = x.shape
+    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
+    class_means = class_sums(x, y, n_classes) / counts[:, None]
+    class_rows = np.empty((min(n, ROW_BLOCK), dim))
+    deviations = np.zeros((n_classes, dim))  # per class and column: sum of squared deviations from the class mean
+    for rows, block in float64_row_blocks(x):
+        block -= np.take(class_means, y[rows], axis=0, out=class_rows[: block.shape[0]], mode="clip")
+        block *= block
+        deviations += class_sums(block, y[rows], n_classes)
     if source_mean is None or source_std is None:
-        column_mean, column_std = column_moments(x)
+        column_mean = counts @ class_means / n
+        column_std = np.sqrt((deviations.sum(axis=0) + counts @ (class_means - column_mean) ** 2) / n)
     mean = column_mean if source_mean is None else _source_stat(source_mean, dim, "source_mean")
     std = column_std if source_std is None else _source_stat(source_std, dim, "source_std")
     std = np.maximum(std, STD_FLOOR)
-
-    def standardise(block: np.ndarray, rows: slice, out: np.ndarray) -> None:
-        """z = (x - m) / s for a row block, written into ``out`` (reused buffers: no fresh (rows, D) arrays)."""
-        np.subtract(block, mean, out=out)
-        out /= std
-
-    class_rows = np.empty((min(n, ROW_BLOCK), dim))
-    counts = np.bincount(y, minlength=n_classes).astype(np.float64)
-    means = sum(class_sums(z, y[rows], n_classes) for rows, z in float64_row_blocks(x, standardise)) / counts[:, None]
-    squares = np.zeros(n_classes)
-    for rows, z in float64_row_blocks(x, standardise):
-        z -= np.take(means, y[rows], axis=0, out=class_rows[: z.shape[0]], mode="clip")
-        squares += np.bincount(y[rows], weights=np.einsum("ij,ij->i", z, z), minlength=n_classes)
-    radius = np.sqrt(squares / counts)
-    shifts = []
+    means = (class_means - mean) / std  # the standardised centres z = (x - m) / s of the classes
+    radius = np.sqrt((deviations / std**2).sum(axis=1) / counts)
+    total_shift = np.zeros_like(means)
     first_movement = None
     for _ in range(steps):
         shift = class_displacements(means, radius, time_step=step_size, nsigma=nsigma, force_constant=force_constant)
@@ -105,16 +102,12 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
             first_movement = movement
         if movement == 0 or movement / first_movement <= exit_ratio:
             break
-        shifts.append(shift)
+        total_shift += shift
         means = means + shift
+    offsets = total_shift * std  # back in the original units: (z + shift) * s + m = x + shift * s
     moved = np.empty((n, dim))
-    for rows in row_blocks(n):
-        z = moved[rows]
-        standardise(x[rows], rows, z)
-        for shift in shifts:  # one step at a time, as the samples would move
-            z += np.take(shift, y[rows], axis=0, out=class_rows[: z.shape[0]], mode="clip")
-        z *= std
-        z += mean
+    for rows, block in float64_row_blocks(x):
+        np.add(block, np.take(offsets, y[rows], axis=0, out=class_rows[: block.shape[0]], mode="clip"), out=moved[rows])
     return moved
 
 

@@ -15,7 +15,7 @@ import scipy.linalg
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_targets
-from ._linalg import float32_gram_and_cross, gram_and_cross, one_hot_cross, rank_cutoff, row_blocks
+from ._linalg import OneHotCross, float32_gram_and_cross, gram_and_cross, rank_cutoff, row_blocks
 from .logme import fixed_point_rule, max_evidence
 
 
@@ -65,7 +65,7 @@ def logme_resampled(features: np.ndarray, labels: np.ndarray, counts: np.ndarray
 
     elif task == "classification":
         codes, n_classes = as_class_labels(labels, n)
-        cross = one_hot_cross(codes, n_classes)
+        cross = OneHotCross(codes, n_classes)
 
         def targets(rows: slice) -> np.ndarray:
             return np.eye(n_classes)[codes[rows]]
