@@ -131,8 +131,9 @@ PROB_BLOCK_ELEMENTS = 131_072
 BlockStatistics = Callable[[slice, np.ndarray, np.ndarray], None]
 
 
-def checked_probs(probs: np.ndarray, n_samples: int, name: str = "source_probs",
-                  also: BlockStatistics | None = None) -> tuple[np.ndarray, np.ndarray, bool]:
+def checked_probs(
+    probs: np.ndarray, n_samples: int, name: str = "source_probs", also: BlockStatistics | None = None
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """(p, row sums, off_one) for (n, k) probabilities, not renormalised: p in float64, refused unless its entries
     are finite and non-negative and its rows sum to 1 within 1e-3; off_one when some row is off 1 by more than
     rounding (``as_probs`` then divides the rows by their sums).
@@ -141,7 +142,7 @@ def checked_probs(probs: np.ndarray, n_samples: int, name: str = "source_probs",
     ``also``'s statistics, which are only used once the whole matrix passed. Non-negative entries (a NaN makes the
     minimum NaN) with finite row sums are all finite (an inf entry makes its row's sum inf), so the (n, k)
     finiteness pass of ``as_features`` runs only for input that is refused, to name what is wrong with it.
-    """  # fmt: skip
+    """
     p = as_float_matrix(probs, name)
     if p.shape[0] != n_samples:
         raise InvalidInputError(f"{name} has {p.shape[0]} rows for {n_samples} samples")

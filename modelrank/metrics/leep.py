@@ -32,17 +32,17 @@ def leep_from_probs(probs: np.ndarray, codes: np.ndarray, n_classes: int, name: 
     0..C-1 label codes (shared by LEEP and N-LEEP).
 
     Two passes over the probabilities. The checks' pass (``checked_probs``) also sums P(z) = 1/N sum_i theta_z(x_i)
-    over its row blocks. The second goes class by class: each class's rows are gathered (pieces that stay in
-    cache) for P(y | z) = P(y, z) / P(z) and for the class's EEP_i = sum_z P(y_i | z) theta_z(x_i), a row-wise dot
-    with one row of P(y | z): O(N Z) in all (the full (N, Z) x (Z, C) product would cost C times more). Every
-    row enters as theta(x_i) / (its sum), the renormalisation of ``as_probs``."""
-    n_sources = np.shape(probs)[1] if np.ndim(probs) == 2 else 0
-    marginal = np.zeros(n_sources)  # N P(z)
+    over its row blocks. The second goes class by class: each class's rows are gathered once (``class_pieces``) for
+    P(y | z) = P(y, z) / P(z) and for the class's EEP_i = sum_z P(y_i | z) theta_z(x_i), a row-wise dot with one
+    row of P(y | z): O(N Z) in all (the full (N, Z) x (Z, C) product would cost C times more). Every row enters as
+    theta(x_i) / (its sum), the renormalisation of ``as_probs``."""
+    block_marginals = []  # N P(z) of each row block
 
     def add_to_marginal(rows: slice, block: np.ndarray, row_sums: np.ndarray) -> None:
-        marginal[:] += (1 / row_sums) @ block
+        block_marginals.append((1 / row_sums) @ block)
 
     probs, sums, _ = checked_probs(probs, codes.shape[0], name, also=add_to_marginal)
+    n_sources, marginal = probs.shape[1], np.sum(block_marginals, axis=0)
     # A source class z that never receives probability mass contributes 0 to every sum: keep P(y|z) = 0.
     inverse_marginal = np.divide(1.0, marginal, out=np.zeros(n_sources), where=marginal > 0)
     eep = np.empty(codes.shape[0])
