@@ -47,7 +47,7 @@ from modelrank.metrics._linalg import seeded_subsample  # noqa: E402
 from modelrank.metrics.emms import DEFAULT_MAX_ITER, DEFAULT_TOL, _emms_of_classes  # noqa: E402
 from modelrank.metrics.gbc import gbc  # noqa: E402
 from modelrank.metrics.hscore import hscore  # noqa: E402
-from modelrank.metrics.leep import leep, nce  # noqa: E402
+from modelrank.metrics.leep import leep, nce, nce_from_source_labels  # noqa: E402
 from modelrank.metrics.lfc import lfc  # noqa: E402
 from modelrank.metrics.logme import logme  # noqa: E402
 from modelrank.metrics.ncti import ncti_terms  # noqa: E402
@@ -469,9 +469,9 @@ PAIRS: dict[str, Pair] = {
     "nce": (lambda a: nce(a["source_probs"], a["labels"]),
             lambda a: nce_tllib(a["source_probs"].argmax(axis=1), a["labels"]),
             "tllib nce.py, with the argmax of the same softmax", False),
-    "nce_given_argmax": (lambda a: nce(a["source_probs"], a["labels"]),
-                         lambda a: nce_tllib(a["source_argmax"], a["labels"]),
-                         "tllib nce.py given the argmax precomputed (as the issue measured)", False),
+    "nce_labels": (lambda a: nce_from_source_labels(a["source_argmax"], a["labels"]),
+                   lambda a: nce_tllib(a["source_argmax"], a["labels"]),
+                   "tllib nce.py, both given the argmax precomputed", False),
     "pactran_gauss": (lambda a: pactran_gauss(a["features"], a["labels"]),
                       lambda a: pactran_gauss_pactran_metrics(a["features"], a["labels"]),
                       "pactran_metrics calculate_pac_gauss", False),

@@ -9,7 +9,7 @@ import reference_metrics as ref
 
 from modelrank.errors import InvalidInputError
 from modelrank.features import FeatureSet
-from modelrank.metrics import compute_metric
+from modelrank.metrics import _checks, compute_metric
 from modelrank.metrics.gbc import gbc, gbc_spherical
 from modelrank.metrics.hscore import hscore, hscore_reg
 from modelrank.metrics.leep import leep, nce, nleep
@@ -365,6 +365,56 @@ def test_source_prob_checks():
         np.testing.assert_allclose(normalised.sum(axis=1), 1.0, rtol=1e-15)
 
 
+@pytest.mark.parametrize("block_rows", [None, 3])
+@pytest.mark.parametrize("fn", [leep, nce])
+@pytest.mark.parametrize("bad,message", [
+    (np.nan, "NaN or inf in 1 of 300 rows"), (np.inf, "NaN or inf in 1 of 300 rows"),
+    (-np.inf, "NaN or inf in 1 of 300 rows"), (-0.1, "negative entries"), (0.5, "sum to 1"),
+])  # fmt: skip
+def test_source_probs_checked_from_their_minimum_and_row_sums_refuse_every_bad_entry(monkeypatch, fn, bad, message,
+                                                                                     block_rows):
+    """The checks read the smallest entry and the row sums, not every entry's finiteness: a NaN (NaN minimum), an
+    inf (inf row sum) or -inf must still be refused, with the same message as the full check gives, also when the
+    bad row is in a later row block than the first."""
+    _, y, p = make_task(5)
+    if block_rows is not None:
+        monkeypatch.setattr(_checks, "PROB_BLOCK_ELEMENTS", block_rows * p.shape[1])
+        assert nce(p, y) == pytest.approx(ref.nce_ref(p, y), rel=1e-13)
+        assert leep(p, y) == pytest.approx(ref.leep_ref(p, y), rel=1e-13)
+    p[7, 4] = bad
+    with pytest.raises(InvalidInputError, match=message):
+        fn(p, y)
+    p[7] = 0.0  # an all-zero row: no renormalisation by 1 / 0
+    with pytest.raises(InvalidInputError, match="sum to 1"):
+        fn(p, y)
+
+
+def test_leep_renormalises_rows_inside_its_class_pieces(monkeypatch):
+    """Rows off 1 by more than rounding are divided by their sums inside LEEP's reductions, as ``as_probs`` would,
+    also when a class's samples are cut into several pieces."""
+    _, y, p = make_task(6)
+    off = p * np.linspace(1 - 1e-4, 1 + 1e-4, len(y))[:, None]
+    expected = ref.leep_ref(_checks.as_probs(off, len(y)), y)
+    assert leep(off, y) == pytest.approx(expected, rel=1e-13)
+    monkeypatch.setattr(_checks, "CLASS_PIECE_ELEMENTS", 7 * p.shape[1])  # ~60 samples a class: 9 pieces each
+    assert leep(off, y) == pytest.approx(expected, rel=1e-13)
+    off32 = off.astype(np.float32)
+    assert leep(off32, y) == pytest.approx(ref.leep_ref(_checks.as_probs(off32, len(y)), y), rel=1e-13)
+
+
+def test_nce_from_source_labels_equals_nce_of_the_probabilities_whose_argmax_they_are():
+    from modelrank.metrics.leep import nce_from_source_labels
+
+    _, y, p = make_task(8)
+    argmax = p.argmax(axis=1)
+    assert nce_from_source_labels(argmax, y) == nce(p, y)
+    assert nce_from_source_labels(argmax.astype(np.uint16) + 1000, y) == nce(p, y)  # any integer ids
+    for bad, message in ((argmax.astype(float), "integer source classes"), (p, "1-D array"),
+                         (argmax[:-1], "299 source_labels for 300 labels")):
+        with pytest.raises(InvalidInputError, match=message):
+            nce_from_source_labels(bad, y)
+
+
 def test_otce_checks_and_subsample():
     x, y, p = make_task(18, n=500)
     with pytest.raises(InvalidInputError, match="dimension"):
@@ -593,6 +643,53 @@ def test_pactran_gauss_presets_keep_float64_products():
     for kwargs in ({"preset": "pactran_metrics"}, {"max_iter": None}):
         assert pactran_gauss(x32, y, **kwargs) == pactran_gauss(x32.astype(np.float64), y, **kwargs)
     assert pactran_gauss(x32, y) == pytest.approx(pactran_gauss(x32.astype(np.float64), y), rel=1e-5)
+
+
+def _gbc_module():
+    import importlib
+
+    return importlib.import_module("modelrank.metrics.gbc")  # the package exports a same-named function
+
+
+@pytest.mark.parametrize("low,high,grouped", [(1e-4, 1e2, True), (1e-30, 1e-20, True), (1e-300, 1e300, False),
+                                             (5e-324, 1e-310, False), (1e250, 1e300, False)])
+def test_gbc_grouped_log_sums_equal_plain_log_sums(low, high, grouped):
+    """One log per group of multiplied variance sums: the group size keeps every product a normal float64, even
+    for variances across float64's whole range or subnormal ones, and the sums equal the plain sums of logs."""
+    gbc_module = _gbc_module()
+    rng = np.random.default_rng(0)
+    variances = np.exp(rng.uniform(np.log(low), np.log(high), size=(6, 67)))  # 67 = groups + a remainder
+    summed = variances[:3, None, :] + variances[None, 3:, :]  # every pairwise sum, as _log_bc_diagonal forms them
+    summed = summed.reshape(-1, 67)
+    group = gbc_module._log_group_size(variances)
+    assert 1 <= group <= gbc_module._MAX_LOG_GROUP and (group > 1) == grouped
+    plain = np.log(summed).sum(axis=1)
+    grouped = gbc_module._sum_of_logs(summed, group)
+    np.testing.assert_allclose(grouped, plain, rtol=1e-14, atol=1e-12 * np.abs(np.log(summed)).sum(axis=1).max())
+
+
+@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e120])
+def test_gbc_equals_reference_in_pieces_and_at_extreme_scales(monkeypatch, scale):
+    """Classes larger than one gathered piece (two gathers per class) and variances far from 1 (the floor scaled
+    with them, so the grouped logs see values of 1e-12..1e240) give the reference's value."""
+    gbc_module = _gbc_module()
+    x, y, _ = make_task(21, n=200, d=40, c=4)
+    expected = ref.gbc_ref(x * scale, y, floor=1e-4 * scale**2)
+    monkeypatch.setattr(_checks, "CLASS_PIECE_ELEMENTS", 13 * 40)  # ~50 samples a class: 4 pieces
+    monkeypatch.setattr(gbc_module, "_PAIR_ELEMENTS", 2 * 40)  # two class pairs a step
+    assert gbc(x * scale, y, variance_floor=1e-4 * scale**2) == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gbc_checks_finiteness_through_its_class_means(bad, dtype):
+    x, y, _ = make_task(22, n=60, d=6)
+    x = x.astype(dtype)
+    x[9, 3] = bad
+    with pytest.raises(InvalidInputError, match="NaN or inf in 1 of 60 rows"):
+        gbc(x, y)
+    with pytest.raises(InvalidInputError, match="NaN or inf in 1 of 60 rows"):
+        gbc(x, y, pca_dims=3)
 
 
 def test_gbc_warns_when_every_class_pair_is_separated():

@@ -8,8 +8,8 @@ import numpy as np
 from scipy.special import logsumexp
 
 from ..errors import InvalidInputError
-from ._checks import as_class_labels, as_features
-from ._linalg import class_means, class_sums, float64_row_blocks, pca_project
+from ._checks import as_class_labels, as_features, as_float_matrix, class_blocks, class_pieces
+from ._linalg import pca_project
 from .base import SaturationWarning, register_metric
 
 REFERENCE = "Pándy et al., Transferability Estimation using Bhattacharyya Class Separability, CVPR 2022"
@@ -17,39 +17,74 @@ REFERENCE = "Pándy et al., Transferability Estimation using Bhattacharyya Class
 #: precision (e.g. -6e-90 vs -2e-70 when N <= D), which is a tie, not a ranking.
 TIE_ATOL = 1e-12
 
-#: Pairs of classes processed at once: bounds the (block, C, D) temporaries to ~32 MB for C*D large.
-_BLOCK_ELEMENTS = 4_000_000
+#: Class pairs per step of ``_log_bc_diagonal``: its (pairs, D) float64 temporaries (~256 KB) stay in cache.
+_PAIR_ELEMENTS = 32_768
+#: Most pairwise variance sums multiplied together before one log (``_log_group_size``).
+_MAX_LOG_GROUP = 32
 
 
 def _class_gaussians(x: np.ndarray, codes: np.ndarray, n_classes: int, floor: float):
     """Per-class means (C, D) and per-dimension variances (C, D) (1/n_c, floored at ``floor``), in float64.
 
-    Two passes (means, then squared deviations from them: no E[x^2] - mean^2 cancellation), each over row blocks
-    in one reused float64 buffer, so a float32 ``x`` is never copied whole."""
-    means, counts = class_means(x, codes, n_classes)
+    Two passes over each class's rows (means, then squared deviations from them: no E[x^2] - mean^2
+    cancellation) gathered in float64 pieces (``class_pieces``): a class that fits in one piece is gathered once
+    for both, and a float32 ``x`` is never copied whole. The means double as the finiteness
+    check of ``x``: a NaN or inf makes its class's sum non-finite, and only then (or on overflow) does the exact
+    check of ``as_features`` run."""
+    dim = x.shape[1]
+    means, squares = np.empty((n_classes, dim)), np.empty((n_classes, dim))
+    for c, pieces in enumerate(class_pieces(codes, n_classes, dim)):
+        blocks = class_blocks(x, pieces)
+        count = sum(len(rows) for rows in pieces)
+        means[c] = sum(np.ones(len(block)) @ block for block in blocks()) / count
+        squares[c] = 0.0
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: x is refused below
+            for block in blocks():
+                block -= means[c]
+                squares[c] += np.einsum("nd,nd->d", block, block)
+        squares[c] /= count
+    if not np.isfinite(means).all():
+        as_features(x)  # raises for NaN or inf
+    return means, np.maximum(squares, floor)
 
-    def squared_deviations(block: np.ndarray, rows: slice, out: np.ndarray) -> None:
-        np.take(means, codes[rows], axis=0, out=out, mode="clip")  # codes are valid; "clip" skips a copy
-        np.subtract(block, out, out=out)
-        np.square(out, out=out)
 
-    sums = sum(class_sums(block, codes[rows], n_classes) for rows, block in float64_row_blocks(x, squared_deviations))
-    return means, np.maximum(sums / counts[:, None], floor)
+def _log_group_size(variances: np.ndarray) -> int:
+    """How many pairwise variance sums v_i + v_j (each in [2 min v, 2 max v]) can be multiplied together with the
+    product a normal float64 (|log| <= 700 < 708): at most ``_MAX_LOG_GROUP``, and 1 (plain logs) when the
+    variances span too much of float64's range for any product."""
+    widest = max(abs(np.log(2 * variances.min())), abs(np.log(2 * variances.max())), 1.0)
+    return int(max(1, min(_MAX_LOG_GROUP, 700 // widest)))
+
+
+def _sum_of_logs(values: np.ndarray, group: int) -> np.ndarray:
+    """Row sums of log(values) for positive (rows, D) ``values``, with one log per ``group`` entries: the log of
+    the product of ``group`` columns (D / group apart), then the remaining columns' own logs. Each product rounds
+    group - 1 times, a relative error of at most ~(group - 1) ulp, i.e. an absolute error of the same size in its
+    log: the precision of the plain sum of logs, at 1/group of the logs (the dearest operation here)."""
+    width = values.shape[1] // group
+    product = np.multiply.reduce(values[:, : group * width].reshape(len(values), group, width), axis=1)
+    return np.log(product).sum(axis=1) + np.log(values[:, group * width :]).sum(axis=1)
 
 
 def _log_bc_diagonal(means: np.ndarray, variances: np.ndarray) -> np.ndarray:
-    """(C, C) log Bhattacharyya coefficients -D_B for diagonal Gaussians, computed in blocks of rows against the
-    classes from the block on (D_B is symmetric: each pair once, mirrored)."""
+    """(C, C) log Bhattacharyya coefficients -D_B for diagonal Gaussians (0 on the diagonal, which GBC skips).
+
+    With s = v_i + v_j = 2 Sigma: D_B = 1/4 sum_d (mu_i - mu_j)^2 / s + 1/2 (sum_d log s - D log 2
+    - 1/2 (sum_d log v_i + sum_d log v_j)). Each class i against the later classes j > i, a few at a time so the
+    temporaries stay in cache (D_B is symmetric: each pair once, mirrored)."""
     n_classes, dim = means.shape
-    log_var_sums = np.log(variances).sum(axis=1)
-    out = np.empty((n_classes, n_classes))
-    block = max(1, _BLOCK_ELEMENTS // max(1, n_classes * dim))
-    for start in range(0, n_classes, block):
-        rows, later = slice(start, min(start + block, n_classes)), slice(start, n_classes)
-        avg = 0.5 * (variances[rows, None, :] + variances[None, later, :])  # (b, C - start, D)
-        mahalanobis = ((means[rows, None, :] - means[None, later, :]) ** 2 / avg).sum(axis=2)
-        log_det_ratio = np.log(avg).sum(axis=2) - 0.5 * (log_var_sums[rows, None] + log_var_sums[None, later])
-        out[rows, later] = -(mahalanobis / 8 + log_det_ratio / 2)
+    half_log_dets = 0.5 * np.log(variances).sum(axis=1)
+    group = _log_group_size(variances)
+    step = max(1, _PAIR_ELEMENTS // dim)
+    out = np.zeros((n_classes, n_classes))
+    for i in range(n_classes - 1):
+        for start in range(i + 1, n_classes, step):
+            later = slice(start, min(start + step, n_classes))
+            summed = variances[i] + variances[later]
+            delta = means[i] - means[later]
+            mahalanobis = np.einsum("jd,jd->j", delta, delta / summed)  # 1/2 (mu_i - mu_j)^T Sigma^-1 (mu_i - mu_j)
+            log_det_ratio = _sum_of_logs(summed, group) - dim * np.log(2) - half_log_dets[i] - half_log_dets[later]
+            out[i, later] = -(mahalanobis / 4 + log_det_ratio / 2)
     upper = np.triu_indices(n_classes, k=1)
     out[upper[::-1]] = out[upper]
     return out
@@ -98,14 +133,15 @@ def gbc(
 
     Inputs: features (N, D), class labels (N,). Higher (closer to 0) is better. O(C^2 D) time.
     """
-    x = as_features(features, upcast=False)  # float32 stays float32: the class statistics convert row blocks
+    # float32 stays float32: the class statistics convert row blocks, and check finiteness on the way
+    x = as_float_matrix(features, "features", upcast=False)
     codes, n_classes = as_class_labels(labels, x.shape[0])
     if gaussian_type not in ("diagonal", "spherical"):
         raise InvalidInputError(f"gaussian_type must be 'diagonal' or 'spherical', not {gaussian_type!r}")
     if variance_floor <= 0:
         raise InvalidInputError(f"variance_floor must be positive, got {variance_floor}")
     if pca_dims is not None:
-        x = pca_project(x, n_dims=pca_dims)
+        x = pca_project(as_features(x, upcast=False), n_dims=pca_dims)
     means, variances = _class_gaussians(x, codes, n_classes, variance_floor)
     log_bc = (_log_bc_diagonal if gaussian_type == "diagonal" else _log_bc_spherical)(means, variances)
     off_diagonal = ~np.eye(n_classes, dtype=bool)

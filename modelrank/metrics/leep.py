@@ -8,9 +8,15 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InvalidInputError
-from ._checks import as_class_labels, as_features, as_probs
-from ._linalg import class_sums, pca_project, row_blocks, seeded_subsample
+from ._checks import as_class_labels, as_features, as_probs, checked_probs, class_blocks, class_pieces
+from ._linalg import pca_project, seeded_subsample
 from .base import named_preset, register_metric
+
+
+def class_codes(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """``as_class_labels`` of labels that set the number of samples themselves."""
+    y = np.asarray(labels)
+    return as_class_labels(y, y.shape[0] if y.ndim else 0)
 
 
 def probs_and_codes(source_probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
@@ -21,18 +27,30 @@ def probs_and_codes(source_probs: np.ndarray, labels: np.ndarray) -> tuple[np.nd
     return probs, codes, n_classes
 
 
-def leep_from_probs(probs: np.ndarray, codes: np.ndarray, n_classes: int) -> float:
-    """LEEP on validated (N, Z) probabilities and 0..C-1 label codes (shared by LEEP and N-LEEP)."""
-    n = probs.shape[0]
-    joint = class_sums(probs, codes, n_classes) / n  # P(y, z), (C, Z)
-    marginal = joint.sum(axis=0)  # P(z)
+def leep_from_probs(probs: np.ndarray, codes: np.ndarray, n_classes: int, name: str = "source_probs") -> float:
+    """LEEP on (N, Z) probabilities (checked here, as ``as_probs`` does, and renormalised inside the sums) and
+    0..C-1 label codes (shared by LEEP and N-LEEP).
+
+    Two passes over the probabilities. The checks' pass (``checked_probs``) also sums P(z) = 1/N sum_i theta_z(x_i)
+    over its row blocks. The second goes class by class: each class's rows are gathered once (``class_pieces``) for
+    P(y | z) = P(y, z) / P(z) and for the class's EEP_i = sum_z P(y_i | z) theta_z(x_i), a row-wise dot with one
+    row of P(y | z): O(N Z) in all (the full (N, Z) x (Z, C) product would cost C times more). Every row enters as
+    theta(x_i) / (its sum), the renormalisation of ``as_probs``."""
+    block_marginals = []  # N P(z) of each row block
+
+    def add_to_marginal(rows: slice, block: np.ndarray, row_sums: np.ndarray) -> None:
+        block_marginals.append((1 / row_sums) @ block)
+
+    probs, sums, _ = checked_probs(probs, codes.shape[0], name, also=add_to_marginal)
+    n_sources, marginal = probs.shape[1], np.sum(block_marginals, axis=0)
     # A source class z that never receives probability mass contributes 0 to every sum: keep P(y|z) = 0.
-    conditional = np.divide(joint, marginal, out=np.zeros_like(joint), where=marginal > 0)
-    # EEP_i = sum_z P(y_i | z) theta_z(x_i): a row-wise dot with each sample's own label row, O(N Z) (the
-    # full (N, Z) x (Z, C) product would cost C times more), in row blocks to bound the (rows, Z) gather.
-    eep = np.empty(n)
-    for rows in row_blocks(n):
-        eep[rows] = np.einsum("nz,nz->n", probs[rows], conditional[codes[rows]])
+    inverse_marginal = np.divide(1.0, marginal, out=np.zeros(n_sources), where=marginal > 0)
+    eep = np.empty(codes.shape[0])
+    for pieces in class_pieces(codes, n_classes, n_sources):
+        blocks, weights = class_blocks(probs, pieces), [1 / sums[rows] for rows in pieces]
+        conditional = sum(w @ block for w, block in zip(weights, blocks())) * inverse_marginal  # P(y | z)
+        for rows, w, block in zip(pieces, weights, blocks()):
+            eep[rows] = (block @ conditional) * w
     return float(np.log(np.maximum(eep, np.finfo(np.float64).tiny)).mean())
 
 
@@ -51,8 +69,8 @@ def leep(source_probs: np.ndarray, labels: np.ndarray) -> float:
     Higher (closer to 0) is better. No epsilon is added (Model Spider adds 1e-10): every EEP_i is > 0 when
     theta(x_i) is a distribution, since sample i's own mass enters P(y_i, z).
     """
-    probs, codes, n_classes = probs_and_codes(source_probs, labels)
-    return leep_from_probs(probs, codes, n_classes)
+    codes, n_classes = class_codes(labels)
+    return leep_from_probs(source_probs, codes, n_classes)
 
 
 @register_metric(
@@ -67,16 +85,46 @@ def nce(source_probs: np.ndarray, labels: np.ndarray) -> float:
     NCE = -H(Y | Z) = sum_{y, z} P(y, z) log( P(y, z) / P(z) ), over the (y, z) pairs that occur
     (source classes never predicted are masked, as are empty cells: 0 log 0 = 0).
 
-    Inputs: source_probs (N, Z) (only the argmax is used); class labels (N,). Higher (closer to 0) is better.
+    Inputs: source_probs (N, Z) (only the argmax is used; it is checked like LEEP's); class labels (N,). Higher
+    (closer to 0) is better. ``nce_from_source_labels`` takes the argmax itself, when it was computed elsewhere.
     """
-    probs, codes, n_classes = probs_and_codes(source_probs, labels)
-    _, predicted = np.unique(probs.argmax(axis=1), return_inverse=True)  # only the predicted source classes
-    n_pred = int(predicted.max()) + 1
-    joint = np.bincount(predicted * n_classes + codes, minlength=n_pred * n_classes).reshape(n_pred, n_classes)
-    joint = joint / codes.shape[0]
-    marginal = joint.sum(axis=1, keepdims=True)
-    cells = joint > 0
-    return float((joint[cells] * np.log((joint / marginal)[cells])).sum())
+    codes, n_classes = class_codes(labels)
+    predicted = np.empty(codes.shape[0], dtype=np.intp)
+
+    def take_argmax(rows: slice, block: np.ndarray, row_sums: np.ndarray) -> None:
+        block.argmax(axis=1, out=predicted[rows])
+
+    checked_probs(source_probs, codes.shape[0], also=take_argmax)
+    return _nce_of_predictions(predicted, codes, n_classes)
+
+
+def nce_from_source_labels(source_labels: np.ndarray, labels: np.ndarray) -> float:
+    """NCE given the source model's hard predictions z_i (``nce`` of probabilities whose argmax they are).
+
+    Inputs: source_labels (N,): integer source classes, e.g. the argmax of the source head computed elsewhere (the
+    input of tllib's ``nce``); class labels (N,). O(N): no (N, Z) array is read. Not a registered metric: feature
+    sets carry the source probabilities, which ``nce`` takes.
+    """
+    z = np.asarray(source_labels)
+    if z.ndim != 1 or z.dtype.kind not in "iu":
+        raise InvalidInputError(f"source_labels must be a 1-D array of integer source classes (the argmax of the "
+                                f"source head), got shape {z.shape} and dtype {z.dtype}")
+    y = np.asarray(labels)
+    if y.shape[:1] != z.shape:
+        raise InvalidInputError(f"{z.shape[0]} source_labels for {y.shape[0] if y.ndim else 0} labels")
+    codes, n_classes = as_class_labels(y, z.shape[0])
+    return _nce_of_predictions(z, codes, n_classes)
+
+
+def _nce_of_predictions(source_labels: np.ndarray, codes: np.ndarray, n_classes: int) -> float:
+    """NCE of (N,) source predictions (any integers) and 0..C-1 label codes, from the counts of the (z, y) pairs
+    that occur (at most N of them): sum over them of n_zy / N log(n_zy / n_z)."""
+    _, predicted = np.unique(source_labels, return_inverse=True)  # only the predicted source classes
+    pair_counts = np.bincount(predicted * n_classes + codes)
+    pairs = np.flatnonzero(pair_counts)
+    counts = pair_counts[pairs]
+    source_counts = np.bincount(predicted)[pairs // n_classes]
+    return float((counts * np.log(counts / source_counts)).sum() / codes.shape[0])
 
 
 @dataclass(frozen=True)
@@ -163,4 +211,4 @@ def nleep(
 
     gmm = GaussianMixture(n_components=k, covariance_type=covariance_type, max_iter=max_iter, random_state=seed)
     gmm.fit(fit_set)
-    return leep_from_probs(gmm.predict_proba(reduced), codes, n_classes)
+    return leep_from_probs(gmm.predict_proba(reduced), codes, n_classes, name="mixture posteriors")
