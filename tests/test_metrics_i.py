@@ -9,7 +9,7 @@ import reference_metrics as ref
 
 from modelrank.errors import InvalidInputError
 from modelrank.features import FeatureSet
-from modelrank.metrics import _checks, compute_metric
+from modelrank.metrics import _checks, _linalg, compute_metric
 from modelrank.metrics.gbc import gbc, gbc_spherical
 from modelrank.metrics.hscore import hscore, hscore_reg
 from modelrank.metrics.leep import leep, nce, nleep
@@ -396,7 +396,7 @@ def test_leep_renormalises_rows_inside_its_class_pieces(monkeypatch):
     off = p * np.linspace(1 - 1e-4, 1 + 1e-4, len(y))[:, None]
     expected = ref.leep_ref(_checks.as_probs(off, len(y)), y)
     assert leep(off, y) == pytest.approx(expected, rel=1e-13)
-    monkeypatch.setattr(_checks, "CLASS_PIECE_ELEMENTS", 7 * p.shape[1])  # ~60 samples a class: 9 pieces each
+    monkeypatch.setattr(_linalg, "CLASS_PIECE_ELEMENTS", 7 * p.shape[1])  # ~60 samples a class: 9 pieces each
     assert leep(off, y) == pytest.approx(expected, rel=1e-13)
     off32 = off.astype(np.float32)
     assert leep(off32, y) == pytest.approx(ref.leep_ref(_checks.as_probs(off32, len(y)), y), rel=1e-13)
@@ -675,7 +675,7 @@ def test_gbc_equals_reference_in_pieces_and_at_extreme_scales(monkeypatch, scale
     gbc_module = _gbc_module()
     x, y, _ = make_task(21, n=200, d=40, c=4)
     expected = ref.gbc_ref(x * scale, y, floor=1e-4 * scale**2)
-    monkeypatch.setattr(_checks, "CLASS_PIECE_ELEMENTS", 13 * 40)  # ~50 samples a class: 4 pieces
+    monkeypatch.setattr(_linalg, "CLASS_PIECE_ELEMENTS", 13 * 40)  # ~50 samples a class: 4 pieces
     monkeypatch.setattr(gbc_module, "_PAIR_ELEMENTS", 2 * 40)  # two class pairs a step
     assert gbc(x * scale, y, variance_floor=1e-4 * scale**2) == pytest.approx(expected, rel=1e-9)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable
 
 import numpy as np
 
@@ -67,32 +67,6 @@ def as_class_labels(labels: np.ndarray, n_samples: int, min_per_class: int = 1) 
                 f"every class needs at least {min_per_class} samples; classes {list(small)} have fewer"
             )
     return codes.astype(np.int64), len(classes)
-
-
-#: Elements of one piece of a class's rows (8 MB in float64), gathered once for several reductions: gathering a
-#: class once for two passes matters more than a piece that fits in L2 (GBC's class statistics at 50k x 2048 and
-#: LEEP at 50k x 1000, 100 classes: 25% less time than with 2 MB pieces).
-CLASS_PIECE_ELEMENTS = 1_048_576
-
-
-def class_pieces(codes: np.ndarray, n_classes: int, row_width: int) -> list[list[np.ndarray]]:
-    """For each class 0..C-1, its sample indices (ascending, from one stable sort of the codes) cut into pieces
-    of at most ``CLASS_PIECE_ELEMENTS`` for rows of ``row_width`` elements: row blocks gathered by class that
-    several reductions read while they are in cache."""
-    max_rows = max(1, CLASS_PIECE_ELEMENTS // row_width)
-    boundaries = np.cumsum(np.bincount(codes, minlength=n_classes))[:-1]
-    members = np.split(np.argsort(codes, kind="stable"), boundaries)
-    return [[rows[start : start + max_rows] for start in range(0, len(rows), max_rows)] for rows in members]
-
-
-def class_blocks(x: np.ndarray, pieces: list[np.ndarray]) -> Callable[[], Iterable[np.ndarray]]:
-    """A reader of one class's rows of ``x`` (its ``class_pieces``) as float64 blocks, to call once per pass: a
-    class of one piece is gathered once for every pass, a larger one again at each. Only the last pass may
-    modify the blocks."""
-    if len(pieces) == 1:
-        held = [np.asarray(x[pieces[0]], dtype=np.float64)]
-        return lambda: held
-    return lambda: (np.asarray(x[rows], dtype=np.float64) for rows in pieces)
 
 
 def as_targets(labels: np.ndarray, n_samples: int) -> np.ndarray:

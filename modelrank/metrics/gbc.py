@@ -8,8 +8,8 @@ import numpy as np
 from scipy.special import logsumexp
 
 from ..errors import InvalidInputError
-from ._checks import as_class_labels, as_features, as_float_matrix, class_blocks, class_pieces
-from ._linalg import pca_project
+from ._checks import as_class_labels, as_features, as_float_matrix
+from ._linalg import class_blocks, class_pieces, pca_project
 from .base import SaturationWarning, register_metric
 
 REFERENCE = "Pándy et al., Transferability Estimation using Bhattacharyya Class Separability, CVPR 2022"

@@ -8,8 +8,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InvalidInputError
-from ._checks import as_class_labels, as_features, as_probs, checked_probs, class_blocks, class_pieces
-from ._linalg import pca_project, seeded_subsample
+from ._checks import as_class_labels, as_features, as_probs, checked_probs
+from ._linalg import class_blocks, class_pieces, pca_project, seeded_subsample
 from .base import named_preset, register_metric
 
 

@@ -17,7 +17,7 @@ from ._lda import (
     warn_if_singular_scatter,
     within_scatter,
 )
-from ._linalg import class_means, pca_project
+from ._linalg import class_means, class_members, pca_project
 from .base import register_metric
 
 DEFAULT_PCA_DIM = 64
@@ -64,9 +64,7 @@ def ncti_terms(features: np.ndarray, labels: np.ndarray, *, pca_dim: int = DEFAU
     seli = _nuclear_norm(discriminant - discriminant.mean(axis=0))
     proba = np.exp(log_proba)
     ncc = float(proba[np.arange(len(y)), y].mean())
-    order = np.argsort(y, kind="stable")
-    blocks = np.split(proba[order], np.cumsum(counts.astype(np.int64))[:-1])
-    vc = float(np.log(sum(_nuclear_norm(block) for block in blocks)))
+    vc = float(np.log(sum(_nuclear_norm(proba[rows]) for rows in class_members(y, n_classes))))
     return seli, ncc, vc
 
 

@@ -7,7 +7,7 @@ import scipy.linalg as sla
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_targets
-from ._linalg import gram_and_cross, no_cross
+from ._linalg import class_members, gram_and_cross, no_cross
 from .base import register_metric
 
 DEFAULT_EPS = 1e-4
@@ -90,9 +90,8 @@ def transrate(features: np.ndarray, labels: np.ndarray, task: str = "classificat
     scores = []
     for set_labels in label_sets:
         y, n_classes = as_class_labels(set_labels, x.shape[0])
-        order = np.argsort(y, kind="stable")
         counts = np.bincount(y, minlength=n_classes)
-        class_rates = np.array([coding_rate(x[rows], mean, eps) for rows in np.split(order, np.cumsum(counts)[:-1])])
+        class_rates = np.array([coding_rate(x[rows], mean, eps) for rows in class_members(y, n_classes)])
         weights = counts / counts.sum() if class_weighting == "prior" else np.full(n_classes, 1.0 / n_classes)
         scores.append(total_rate - float(weights @ class_rates))
     return float(np.mean(scores))
