@@ -169,6 +169,19 @@ def test_knn_float32_screening_is_decided_in_float64(rng, monkeypatch):
     assert sum(exact_rows) == 200
 
 
+def test_knn_screening_lists_hold_each_rows_smallest_distances(rng, monkeypatch):
+    """The screening pass's running lists, merged over many symmetric blocks (each serving its rows and its
+    columns), end with exactly each row's k smallest distances to the other rows."""
+    monkeypatch.setattr(probes, "KNN_BLOCK_ENTRIES", 64 * 64)  # 24 row blocks, 300 block pairs
+    x = rng.normal(size=(1500, 6)).astype(np.float32)
+    where, best = probes._smallest_distances(x, 7)
+    dist = ((x[:, None, :].astype(np.float64) - x[None, :, :]) ** 2).sum(axis=2)
+    np.fill_diagonal(dist, np.inf)
+    expected = np.sort(dist, axis=1)[:, :7]
+    np.testing.assert_allclose(np.sort(best, axis=1), expected, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(np.sort(np.take_along_axis(dist, where, axis=1), axis=1), expected, rtol=1e-12)
+
+
 def test_knn_tie_break_by_rank(rng):
     # sample 0's 4 nearest: class 1 at ranks 0 and 3, class 2 at ranks 1 and 2 -> tie 2-2, class 2 ranks closer
     x = np.array([[0.0], [1.0], [1.1], [1.2], [1.3], [50.0], [50.1], [90.0], [90.1]])
