@@ -163,8 +163,9 @@ def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct, centred: bool = F
     so rounding accumulates over one block (at most ``ROW_BLOCK`` rows), not over all N. Features with a large
     common offset (post-ReLU, unnormalised) would lose their spread to that rounding, so every block is first
     shifted by s, the first block's column means rounded to float32, and the shift is added back exactly in
-    float64: with Xc = X - s and c = Xc^T 1, X^T X = Xc^T Xc + s c^T + c s^T + N s s^T. ``cross`` gets the
-    unshifted float32 blocks. Features whose products overflow float32 get the float64 pass (``gram_and_cross``)
+    float64: with Xc = X - s and c = Xc^T 1, X^T X = Xc^T Xc + s c^T + c s^T + N s s^T (c in float64: from the
+    class sums of a ``OneHotCross``, whose rows add up to the column sums, else from a sum of each block).
+    ``cross`` gets the unshifted float32 blocks. Features whose products overflow float32 get the float64 pass (``gram_and_cross``)
     instead. ``centred=True`` returns the centred scatter Xm^T Xm (Xm = X - column means) instead of X^T X:
     Xc^T Xc - c c^T / N, free of the cancellation X^T X - N mean mean^T would suffer (``cross`` still gets the
     raw blocks). Against the float64 path the Gram entries differ by ~1e-7 of the largest and
