@@ -43,8 +43,10 @@ def knn(features: np.ndarray, labels: np.ndarray, *, k: int = 5, metric: str = "
             raise InvalidInputError("cosine kNN is undefined for all-zero feature rows; use metric='euclidean'")
         x = x / norms
         x -= x.mean(axis=0)
-    else:
+    elif np.may_share_memory(x, features):
         x = x - x.mean(axis=0)
+    else:  # a private float64 copy already (e.g. of float32 features): no second one
+        x -= x.mean(axis=0)
     # Centred (distances do not change): ||a||^2 + ||b||^2 - 2 a.b would lose a common offset's last bits.
     nearest = _nearest_others(x, k)
     votes_by_rank = 1.0 + (k - np.arange(k)) / (k * (k + 1.0))  # rank 0 (nearest) weighs most
