@@ -10,6 +10,7 @@ import reference_metrics as ref
 from modelrank.errors import InvalidInputError
 from modelrank.features import FeatureSet
 from modelrank.metrics import _checks, _linalg, compute_metric
+from modelrank.metrics.base import METRICS
 from modelrank.metrics.gbc import gbc, gbc_spherical
 from modelrank.metrics.hscore import hscore, hscore_reg
 from modelrank.metrics.leep import leep, nce, nleep
@@ -122,6 +123,23 @@ class TestAgainstReference:
 # ------------------------------------------------------------------------------------------ invariances
 def feature_set(x, y, p, task="classification"):
     return FeatureSet(features=x, labels=y, source_probs=p, task=task)
+
+
+PER_MODEL_METRICS = sorted(entry.name for entry in METRICS if not entry.obj.zoo_level)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("name", PER_MODEL_METRICS)
+def test_metrics_leave_the_callers_arrays_untouched(name, dtype):
+    """Metrics work in place on their own copies and buffers only (centring, mixing, renormalising, gathers)."""
+    x, y, p = make_task(21, n=120)
+    p[0] *= 1 + 1e-5  # a row off 1 by more than rounding: renormalised on a copy
+    x, p = x.astype(dtype), p.astype(dtype)
+    kept = (x.copy(), y.copy(), p.copy())
+    names = ["cat", "dog", "car", "tree", "boat"]  # EMMS embeds the class names
+    compute_metric(name, FeatureSet(features=x, labels=y, source_probs=p, class_names=names))
+    for given, copy in zip((x, y, p), kept):
+        np.testing.assert_array_equal(given, copy)
 
 
 @pytest.mark.parametrize("name", sorted(set(OURS) - {"nleep", "otce_sf"}))
