@@ -140,12 +140,15 @@ def test_knn_matches_reference(rng, metric, monkeypatch):
     assert knn(x, y, k=5, metric=metric) == pytest.approx(expected, abs=1e-12)
     monkeypatch.setattr(probes, "KNN_BLOCK_ENTRIES", 1000)  # several row blocks
     assert knn(x, y, k=5, metric=metric) == pytest.approx(expected, abs=1e-12)
+    monkeypatch.setattr(probes, "KNN_SCREEN_MIN_ROWS", 0)  # the float32 screening path, as for large N
+    assert knn(x, y, k=5, metric=metric) == pytest.approx(expected, abs=1e-12)
 
 
 def test_knn_float32_screening_is_decided_in_float64(rng, monkeypatch):
     """Neighbours come from float64 distances: rows the float32 screening cannot separate (distances 1e-9 apart,
     below float32 resolution) are recomputed in float64, and the rest agree with the exact reference; a large
     common offset costs nothing (the features are centred)."""
+    monkeypatch.setattr(probes, "KNN_SCREEN_MIN_ROWS", 0)  # screen these small sets too
     exact_rows = []
     original = probes._exact_nearest
     monkeypatch.setattr(probes, "_exact_nearest", lambda x, rows, k: exact_rows.append(len(rows)) or original(x, rows, k))
