@@ -70,6 +70,14 @@ class SkipReference(Exception):
     """The public structure cannot run at this size (the message says why)."""
 
 
+def arrays_source() -> str:
+    """Where ``speed_arrays`` takes its arrays from, for the report's header: runs on other arrays are not
+    comparable."""
+    if (ANCHOR_INPUTS / "make_inputs.py").is_file():
+        return f"speed_arrays of {ANCHOR_INPUTS / 'make_inputs.py'}"
+    return f"built-in synthetic (no {ANCHOR_INPUTS / 'make_inputs.py'}; MODELRANK_ANCHORS names the anchors folder)"
+
+
 def speed_arrays(n: int, d: int, c: int) -> dict[str, np.ndarray]:
     if (ANCHOR_INPUTS / "make_inputs.py").is_file():
         sys.path.insert(0, str(ANCHOR_INPUTS))
@@ -555,7 +563,7 @@ def main(argv: list[str] | None = None) -> None:
     arrays = benchmark_arrays(args.n, args.d, args.c)
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     print(f"N={args.n} D={args.d} C={args.c}, {args.threads} BLAS thread(s), fastest of {args.repeat} "
-          f"({args.clock} seconds)\n")
+          f"({args.clock} seconds), arrays: {arrays_source()}\n")
     print("| metric | modelrank s | public s | public / modelrank | public structure |")
     print("|---|---|---|---|---|")
     with warnings.catch_warnings():

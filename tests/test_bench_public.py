@@ -48,6 +48,8 @@ def test_pairs_print_ratios_and_a_reference_too_large_is_reported_not_run(monkey
     monkeypatch.setattr(bench_public, "LFC_MAX_N", 100)
     bench_public.main(["--n", "600", "--d", "80", "--c", "4", "--repeat", "1", "--metrics", "emms,knn,lfc",
                        "--clock", "cpu"])
-    rows = {line.split(" | ")[0][2:]: line for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    out = capsys.readouterr().out
+    assert "arrays: " in out.splitlines()[0]  # the header says which arrays were timed
+    rows = {line.split(" | ")[0][2:]: line for line in out.splitlines() if line.startswith("| ")}
     assert rows["emms"].split(" | ")[3].endswith("x") and rows["knn"].split(" | ")[3].endswith("x")
     assert "not run: two 600 x 600 kernels do not fit in memory" in rows["lfc"]
