@@ -151,7 +151,8 @@ def test_knn_float32_screening_is_decided_in_float64(rng, monkeypatch):
     monkeypatch.setattr(probes, "KNN_SCREEN_MIN_ROWS", 0)  # screen these small sets too
     exact_rows = []
     original = probes._exact_nearest
-    monkeypatch.setattr(probes, "_exact_nearest", lambda x, rows, k: exact_rows.append(len(rows)) or original(x, rows, k))
+    monkeypatch.setattr(probes, "_exact_nearest",
+                        lambda x, sq, rows, k: exact_rows.append(len(rows)) or original(x, sq, rows, k))
     x, y = clusters(rng, n=200, d=12, c=4)
     for metric in ("euclidean", "cosine"):
         assert knn(x, y, k=3, metric=metric) == pytest.approx(knn_reference(x, y, k=3, metric=metric), abs=1e-12)

@@ -123,7 +123,7 @@ class OneHotCross:
     def __call__(self, block: np.ndarray, rows: slice) -> np.ndarray:
         if block.dtype == np.float64 or block.shape[0] > ROW_BLOCK:  # class_sums converts large inputs by blocks
             return class_sums(block, self.codes[rows], self.n_classes).T
-        if self._buffer is None or self._buffer.shape[0] < block.shape[0] or self._buffer.shape[1] != block.shape[1]:
+        if self._buffer is None:  # row blocks of one matrix: never more rows than this, always its width
             self._buffer = np.empty((min(len(self.codes), ROW_BLOCK), block.shape[1]))
         converted = self._buffer[: block.shape[0]]
         converted[...] = block
@@ -165,8 +165,8 @@ def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct, centred: bool = F
     shifted by s, the first block's column means rounded to float32, and the shift is added back exactly in
     float64: with Xc = X - s and c = Xc^T 1, X^T X = Xc^T Xc + s c^T + c s^T + N s s^T (c in float64: from the
     class sums of a ``OneHotCross``, whose rows add up to the column sums, else from a sum of each block).
-    ``cross`` gets the unshifted float32 blocks. Features whose products overflow float32 get the float64 pass (``gram_and_cross``)
-    instead. ``centred=True`` returns the centred scatter Xm^T Xm (Xm = X - column means) instead of X^T X:
+    ``cross`` gets the unshifted float32 blocks. Features whose products overflow float32 get the float64 pass
+    (``gram_and_cross``) instead. ``centred=True`` returns the centred scatter Xm^T Xm (Xm = X - column means) instead of X^T X:
     Xc^T Xc - c c^T / N, free of the cancellation X^T X - N mean mean^T would suffer (``cross`` still gets the
     raw blocks). Against the float64 path the Gram entries differ by ~1e-7 of the largest and
     LogME by 1e-9 to 1.5e-6 (tests/test_metrics_i.py::test_float32_products_match_float64; 1.5e-6 on the

@@ -88,7 +88,7 @@ def _nearest_others(x: np.ndarray, k: int) -> np.ndarray:
     floor = (screened.max(axis=1) - _screening_error(x.shape[1]) * (norms + norms.max()) ** 2) / scale**2
     unsure = np.flatnonzero(~(kth < floor))
     if unsure.size:
-        nearest[unsure] = _exact_nearest(x, unsure, k)
+        nearest[unsure] = _exact_nearest(x, sq_norms, unsure, k)
     return nearest
 
 
@@ -114,16 +114,15 @@ def _row_chunks(n: int, entries_per_row: int) -> Iterator[slice]:
         yield slice(start, min(start + step, n))
 
 
-def _exact_nearest(x: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
-    """(len(rows), k) float64 nearest other rows of the given rows, against all N rows (nearest first)."""
-    sq_norms = np.einsum("ij,ij->i", x, x)
+def _exact_nearest(x: np.ndarray, sq_norms: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """(len(rows), k) float64 nearest other rows of the given rows, against all N rows (nearest first);
+    ``sq_norms`` are the rows' squared norms and k < N."""
     out = np.empty((rows.shape[0], k), dtype=np.int64)
     for chunk in _row_chunks(rows.shape[0], x.shape[0]):
         own = rows[chunk]
         dist = sq_norms[own, None] + sq_norms[None, :] - 2.0 * (x[own] @ x.T)
         dist[np.arange(own.shape[0]), own] = np.inf  # leave the sample itself out
-        part = np.argpartition(dist, k - 1, axis=1)[:, :k] if k < dist.shape[1] else \
-            np.broadcast_to(np.arange(dist.shape[1]), dist.shape)  # fmt: skip
+        part = np.argpartition(dist, k - 1, axis=1)[:, :k]
         order = np.argsort(np.take_along_axis(dist, part, axis=1), axis=1, kind="stable")
         out[chunk] = np.take_along_axis(part, order, axis=1)
     return out
