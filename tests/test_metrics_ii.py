@@ -374,6 +374,25 @@ def test_parc_subsampling_is_seeded(rng):
     assert parc(x, y, max_samples=None) != parc(x, y)
 
 
+@pytest.mark.parametrize("share", [0.03, 0.5, 0.97])  # the indicator's True side smaller, equal, larger
+def test_rank_correlation_with_indicator_is_spearman(rng, share):
+    from scipy.stats import spearmanr
+
+    from modelrank.metrics.parc import rank_correlation_with_indicator
+
+    values = np.round(rng.normal(size=2000), 1)  # many ties, which share their average rank
+    values[:300] = 0.0  # and one large tie group
+    indicator = rng.random(2000) < share
+    indicator[:150] |= True  # the indicator correlates with the values' tie group
+    expected = spearmanr(values, indicator).statistic
+    assert rank_correlation_with_indicator(values, indicator) == pytest.approx(expected, rel=1e-12, abs=1e-15)
+    distinct = rng.normal(size=2000)
+    assert rank_correlation_with_indicator(distinct, indicator) == pytest.approx(
+        spearmanr(distinct, indicator).statistic, rel=1e-12, abs=1e-15)  # fmt: skip
+    assert np.isnan(rank_correlation_with_indicator(np.ones(2000), indicator))
+    assert np.isnan(rank_correlation_with_indicator(values, np.ones(2000, dtype=bool)))
+
+
 def test_parc_regression(rng):
     x = rng.normal(size=(150, 12))
     target = x[:, 0] * 2 + 0.3 * rng.normal(size=150)

@@ -22,7 +22,9 @@ def fix_component_signs(x: np.ndarray, projected: np.ndarray) -> np.ndarray:
     reference code's score only where that code's PCA is exact (it uses randomized PCA with one power iteration,
     whose axes differ slightly) and its scikit-learn (>= 1.5) applies this same sign rule to the loadings.
     """
-    loadings = (x - x.mean(axis=0)).T @ projected  # (D, k), each column proportional to a principal axis
+    # Each column of (X - 1 m^T)^T P is proportional to a principal axis; X^T P - m (1^T P) is the same product
+    # without a centred copy of X.
+    loadings = x.T @ projected - np.outer(x.mean(axis=0, dtype=np.float64), projected.sum(axis=0))
     biggest = loadings[np.argmax(np.abs(loadings), axis=0), np.arange(loadings.shape[1])]
     return projected * np.where(biggest < 0, -1.0, 1.0)
 
@@ -32,6 +34,36 @@ def dissimilarity_matrix(rows: np.ndarray) -> np.ndarray:
     if rows.shape[1] < 2 or (rows.std(axis=1) == 0).any():
         raise InvalidInputError("PARC needs rows with >= 2 non-constant entries (constant features?)")
     return 1.0 - np.corrcoef(rows)
+
+
+def rank_correlation_with_indicator(values: np.ndarray, indicator: np.ndarray) -> float:
+    """Spearman's rho between ``values`` and a two-valued variable, given as a boolean ``indicator`` (True for
+    its larger value); NaN when either side is constant.
+
+    The two-valued side's average ranks are an increasing affine function of the indicator, so rho is the
+    Pearson correlation r(R, b) of the values' average ranks R (ties share their mean rank, as
+    ``scipy.stats.rankdata``) with b. With M values, k of them in the smaller group G:
+    cov(R, b) = +-(sum_G R - k (M + 1) / 2) / M, var(R) = (M^2 - 1) / 12 - sum_ties (t^3 - t) / (12 M) and
+    var(b) = k (M - k) / M^2. One sort of the values; the ranks of G alone are looked up in it (a value's average
+    rank is (#smaller + #smaller-or-equal + 1) / 2), so no argsort of all M values is needed.
+    """
+    m = values.size
+    positives = int(np.count_nonzero(indicator))
+    smaller_is_positive = positives <= m - positives
+    group = values[indicator] if smaller_is_positive else values[~indicator]
+    k = group.size
+    ordered = np.sort(values)
+    twice_rank_sum = int(np.searchsorted(ordered, group, "left").sum()) + int(
+        np.searchsorted(ordered, group, "right").sum()) + k  # fmt: skip
+    twice_covariance = twice_rank_sum - k * (m + 1)  # 2 M cov(R, b) up to the sign, an exact integer
+    if not smaller_is_positive:
+        twice_covariance = -twice_covariance
+    tie_starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    ties = np.diff(np.append(tie_starts, m)).astype(np.float64)
+    rank_variance = (m * m - 1.0) / 12.0 - float((ties**3 - ties).sum()) / (12.0 * m)
+    indicator_variance = k * (m - k) / (float(m) * m)
+    with np.errstate(invalid="ignore", divide="ignore"):  # a constant side: NaN, for the caller to refuse
+        return float(np.float64(twice_covariance) / (2.0 * m) / np.sqrt(rank_variance * indicator_variance))
 
 
 @register_metric(
@@ -72,9 +104,8 @@ def parc(features: np.ndarray, labels: np.ndarray, task: str = "classification",
         if len(classes) < 2:
             raise InvalidInputError("the PARC subsample holds a single class; raise max_samples")
         # 1 - corrcoef of one-hot rows is exactly 0 (same class) or C/(C-1); computing it in floating point
-        # breaks these ties at random and so changes the Spearman ranks. Its (average) ranks are then an
-        # increasing affine function of the different-class indicator, so Spearman's rho is the Pearson
-        # correlation of the feature RDM's ranks with that indicator: one ranking instead of two.
+        # breaks these ties at random and so changes the Spearman ranks. Spearman's rho against this two-valued
+        # RDM is that of the different-class indicator (``rank_correlation_with_indicator``).
         rdm_y = None
         different_class = y[:, None] != y[None, :]
     projected = fix_component_signs(x, pca_project(x, n_dims=pca_dim))
@@ -82,12 +113,11 @@ def parc(features: np.ndarray, labels: np.ndarray, task: str = "classification",
     standardised = (projected - projected.mean(axis=0)) / np.where(std > 0, std, 1.0)
     rdm_f = dissimilarity_matrix(standardised)
     upper = np.triu_indices(len(y), k=1)
-    from scipy.stats import rankdata, spearmanr  # scipy.stats takes about a second to import: only when PARC runs
-
     if rdm_y is None:
-        with np.errstate(invalid="ignore", divide="ignore"):  # a constant side gives NaN, refused below
-            rho = np.corrcoef(rankdata(rdm_f[upper]), different_class[upper])[0, 1]
+        rho = rank_correlation_with_indicator(rdm_f[upper], different_class[upper])
     else:
+        from scipy.stats import spearmanr  # scipy.stats takes about a second to import: only when it is needed
+
         rho = spearmanr(rdm_f[upper], rdm_y[upper]).statistic
     if not np.isfinite(rho):
         raise InvalidInputError("PARC is undefined: one of the dissimilarity matrices is constant")
