@@ -99,6 +99,10 @@ class TestAgainstReference:
         # As many source as target samples: the optimal assignment is the optimal coupling (Birkhoff).
         w, ce = ref.otce_ref(x[:150], y[:150], x[150:], y[150:])
         assert otce_terms(x[:150], y[:150], x[150:], y[150:]) == pytest.approx((w, ce), rel=RTOL)
+        # float32 features are upcast after subsampling: the same value as their float64 copy's
+        x32 = x.astype(np.float32)
+        assert otce_terms(x32[:150], y[:150], x32[150:], y[150:], max_samples=100) == otce_terms(
+            x32[:150].astype(np.float64), y[:150], x32[150:].astype(np.float64), y[150:], max_samples=100)  # fmt: skip
 
     def test_otce_source_free(self, seed, structured):
         x, y, p = make_task(seed, structured=structured)
