@@ -538,8 +538,9 @@ def test_degenerate_inputs(rng, name):
         fn(bad, y)
     with pytest.raises(InvalidInputError):
         fn(x, y[:-1])
-    half = x.astype(np.float16)
-    assert fn(half, y) == pytest.approx(fn(half.astype(np.float64), y), rel=1e-9)
+    half = x.astype(np.float16)  # float16 becomes float32, not float64
+    # NCTI's PCA projects float32 features with float32 products (the axes rounded to float32); the others are exact
+    assert fn(half, y) == pytest.approx(fn(half.astype(np.float64), y), rel=1e-7 if name == "ncti_ncc" else 1e-9)
 
 
 def test_singleton_class_and_constant_features(rng):

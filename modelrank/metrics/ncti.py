@@ -37,8 +37,8 @@ def ncti_terms(features: np.ndarray, labels: np.ndarray, *, pca_dim: int = DEFAU
     """The three raw NCTI terms (S_seli, S_ncc, S_vc) of one model; combine across a zoo with ``ncti``.
 
     Features are projected on their top ``pca_dim`` principal axes (exact PCA; float32 features get float32
-    products in the scatter matrix, as LogME: the terms within ~1e-8 of the all-float64 ones), then a Fisher LDA
-    is fitted with shrinkage a = max(exp(-sum of the top-32 explained variances), 1e-10)
+    products in the scatter matrix and the projection, as LogME: the terms within ~1e-7 of the all-float64 ones),
+    then a Fisher LDA is fitted with shrinkage a = max(exp(-sum of the top-32 explained variances), 1e-10)
     (S_w -> (1-a) S_w + a tr(S_w)/D I):
     * S_seli = ||Z - mean(Z)||_* with Z the projection on the top C-1 discriminant directions (within-class
       variability collapse seen through the class-separating subspace);
