@@ -23,7 +23,9 @@ import torch
 from modelrank.cache import FeatureStore
 from modelrank.errors import InvalidInputError
 from modelrank.extraction import extract, load_features
+from modelrank.features import FeatureSet
 from modelrank.finetune.full import FullConfig, finetune_full
+from modelrank.metrics import METRICS, compute_metric
 from modelrank.models import read_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -259,6 +261,7 @@ JOB_ARRAY = """
 import dataclasses, json, multiprocessing, sys
 import torch
 from modelrank.extraction import extract, load_features
+from modelrank.features import FeatureSet
 from modelrank.finetune import job_from_features, run_probes
 
 cache, limit, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -603,3 +606,37 @@ def test_user_text_with_brackets_is_printed_as_typed(tmp_path, cli):
     assert code == 0 and "resnet[a]" in out and "resnet[b]" in out, out
     code, out, err = cli("score", "--features", str(folder / "missing.npz"), "--metric", "knn")
     assert code == 2 and "exp[lr=0.1]/missing.npz" in err
+
+
+# ------------------------------------------------------------------------------ degenerate metric inputs
+PER_MODEL_METRICS = sorted(entry.name for entry in METRICS if not entry.obj.zoo_level)
+REGRESSION_METRICS = sorted(entry.name for entry in METRICS if "regression" in entry.obj.tasks)
+
+
+def _metric_inputs(labels, features=None, task="classification") -> FeatureSet:
+    """A small FeatureSet with every input a metric may need (3 classes of 10, 4-d features, 5 source classes)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(30, 4)) + np.eye(3, 4)[np.arange(30) % 3] if features is None else features
+    return FeatureSet(features=x, labels=labels, task=task, source_probs=rng.dirichlet(np.ones(5), 30),
+                      class_names=["cat", "dog", "owl"], model="m", dataset="d")
+
+
+@pytest.mark.parametrize("name", PER_MODEL_METRICS)
+def test_labels_that_do_not_sort_are_refused_by_every_metric(name):
+    mixed = np.array(["a", 1, 2.5], dtype=object)[np.arange(30) % 3]  # np.unique raised TypeError
+    with pytest.raises(InvalidInputError, match="all numbers or all text"):
+        compute_metric(name, _metric_inputs(mixed))
+
+
+@pytest.mark.parametrize("name", REGRESSION_METRICS)
+def test_text_regression_targets_are_refused(name):
+    text = np.array(["a", "b", "c"])[np.arange(30) % 3]  # float() raised ValueError
+    with pytest.raises(InvalidInputError, match="regression targets must be real numbers"):
+        compute_metric(name, _metric_inputs(text, task="regression"))
+
+
+def test_classes_with_too_few_samples_are_named_as_plain_values():
+    from modelrank.metrics._checks import as_class_labels
+
+    with pytest.raises(InvalidInputError, match=r"classes \[2\] have fewer"):
+        as_class_labels(np.array([0, 0, 1, 1, 2]), 5, min_per_class=2)

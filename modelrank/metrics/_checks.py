@@ -56,22 +56,31 @@ def as_class_labels(labels: np.ndarray, n_samples: int, min_per_class: int = 1) 
             raise InvalidInputError("labels contain NaN or inf")
         if not np.all(y == np.round(y)):
             raise InvalidInputError("class labels are not integers; is this a regression task?")
-    classes, codes = np.unique(y, return_inverse=True)
+    try:
+        classes, codes = np.unique(y, return_inverse=True)
+    except TypeError as err:  # values that do not sort against each other, e.g. text mixed with numbers
+        raise InvalidInputError(f"class labels must be all numbers or all text, got {y.dtype} values ({err})") from None
     if len(classes) < 2:
         raise InvalidInputError(f"need at least 2 classes, got {len(classes)}")
     if min_per_class > 1:
         counts = np.bincount(codes, minlength=len(classes))
         if counts.min() < min_per_class:
-            small = classes[counts < min_per_class][:5]
+            small = classes[counts < min_per_class][:5].tolist()  # plain values: 3, not np.int64(3)
             raise InvalidInputError(
-                f"every class needs at least {min_per_class} samples; classes {list(small)} have fewer"
+                f"every class needs at least {min_per_class} samples; classes {small} have fewer"
             )
     return codes.astype(np.int64), len(classes)
 
 
 def as_targets(labels: np.ndarray, n_samples: int) -> np.ndarray:
     """Regression targets as an (n, k) finite float64 array."""
-    y = np.asarray(labels, dtype=np.float64)
+    given = np.asarray(labels)
+    try:
+        if given.dtype.kind == "c":
+            raise TypeError
+        y = given.astype(np.float64, copy=False)
+    except (TypeError, ValueError):  # text, complex numbers, objects that are not numbers
+        raise InvalidInputError(f"regression targets must be real numbers, got {given.dtype} values") from None
     if y.ndim == 1:
         y = y[:, None]
     if y.ndim != 2 or y.shape[0] != n_samples:
