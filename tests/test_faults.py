@@ -640,3 +640,17 @@ def test_classes_with_too_few_samples_are_named_as_plain_values():
 
     with pytest.raises(InvalidInputError, match=r"classes \[2\] have fewer"):
         as_class_labels(np.array([0, 0, 1, 1, 2]), 5, min_per_class=2)
+
+
+def test_ncti_of_models_equal_up_to_rounding_has_no_ranking():
+    """The same features with their columns in another order differ in NCTI's terms by rounding (~1e-15 relative);
+    the zoo min-max stretched that to the scores 1, 0.5, 0."""
+    from modelrank.metrics.base import SaturationWarning, score_zoo
+
+    x = _metric_inputs(np.arange(30) % 3).features
+    zoo = [FeatureSet(features=np.ascontiguousarray(columns), labels=np.arange(30) % 3, model=f"m{i}", dataset="d")
+           for i, columns in enumerate((x, x[:, [2, 0, 3, 1]], x[:, ::-1]))]
+    with pytest.warns(SaturationWarning, match="no ranking"):
+        assert score_zoo("ncti", zoo) == {"m0": 0.0, "m1": 0.0, "m2": 0.0}
+    with pytest.raises(InvalidInputError, match="no models"):
+        score_zoo("ncti", [])

@@ -147,6 +147,8 @@ def score_zoo(name: str, feature_sets: list[FeatureSet], **params: Any) -> dict[
     spec = METRICS.get(name)
     if not spec.zoo_level:
         raise InvalidInputError(f"metric {name!r} scores one model at a time: use compute_metric")
+    if not feature_sets:
+        raise InvalidInputError(f"score_zoo got no models to score with {name}")
     datasets = {fs.dataset for fs in feature_sets}
     if len(datasets) != 1:
         raise InvalidInputError(f"score_zoo takes the models of one dataset, got datasets {sorted(datasets)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Mapping
 
 import numpy as np
@@ -18,7 +19,7 @@ from ._lda import (
     within_scatter,
 )
 from ._linalg import class_means, class_members, pca_project
-from .base import register_metric
+from .base import DEFAULT_RTOL, SaturationWarning, register_metric
 
 DEFAULT_PCA_DIM = 64
 #: The shrinkage is exp(-sum of the top SHRINKAGE_COMPONENTS explained variances), floored like SFDA's.
@@ -69,9 +70,13 @@ def ncti_terms(features: np.ndarray, labels: np.ndarray, *, pca_dim: int = DEFAU
 
 
 def min_max(values: np.ndarray) -> np.ndarray:
-    """(v - min) / (max - min) across the zoo; all zeros when every model has the same value."""
+    """(v - min) / (max - min) across the zoo; all zeros when every model has the same value within numerical
+    precision (a spread of at most ``DEFAULT_RTOL`` times the largest magnitude): stretching rounding noise to
+    [0, 1] would turn it into a ranking."""
     spread = values.max() - values.min()
-    return (values - values.min()) / spread if spread > 0 else np.zeros_like(values)
+    if spread <= DEFAULT_RTOL * np.abs(values).max():
+        return np.zeros_like(values)
+    return (values - values.min()) / spread
 
 
 @register_metric(
@@ -85,7 +90,9 @@ def ncti(zoo: Mapping[str, FeatureSet], *, pca_dim: int = DEFAULT_PCA_DIM) -> di
 
     ``zoo``: {model name: FeatureSet} of several models on the SAME target samples (labels must agree).
     Scores are zoo-relative: adding or removing a model changes every score. Needs >= 3 models (with 2 the
-    min-max maps every term to {0, 1}). Higher is better; scores lie in [-1, 2].
+    min-max maps every term to {0, 1}). Higher is better; scores lie in [-1, 2]. A term that is the same for every
+    model within numerical precision adds 0 to every score (``min_max``); when all three are, every score is 0 and a
+    ``SaturationWarning`` says so.
     """
     if len(zoo) < MIN_ZOO_SIZE:
         raise InvalidInputError(f"NCTI is zoo-relative and needs at least {MIN_ZOO_SIZE} models, got {len(zoo)}")
@@ -96,6 +103,9 @@ def ncti(zoo: Mapping[str, FeatureSet], *, pca_dim: int = DEFAULT_PCA_DIM) -> di
         if other.shape != first.shape or not np.array_equal(other, first):
             raise InvalidInputError(f"NCTI compares models on the same samples: labels of {name} differ from {names[0]}")
     terms = np.array([ncti_terms(zoo[name].features, zoo[name].labels, pca_dim=pca_dim) for name in names])
-    seli, ncc, vc = terms.T
-    scores = min_max(ncc) + min_max(seli) - min_max(vc)
+    seli, ncc, vc = (min_max(term) for term in terms.T)
+    scores = ncc + seli - vc
+    if not (ncc.any() or seli.any() or vc.any()):
+        warnings.warn(f"NCTI: every term is the same for all {len(names)} models within numerical precision, so "
+                      "every score is 0 and the zoo has no ranking", SaturationWarning, stacklevel=2)
     return {name: float(score) for name, score in zip(names, scores)}
