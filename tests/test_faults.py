@@ -654,3 +654,28 @@ def test_ncti_of_models_equal_up_to_rounding_has_no_ranking():
         assert score_zoo("ncti", zoo) == {"m0": 0.0, "m1": 0.0, "m2": 0.0}
     with pytest.raises(InvalidInputError, match="no models"):
         score_zoo("ncti", [])
+
+
+SCALE_INVARIANT_METRICS = ["emms", "hscore", "hscore_reg", "knn", "lfc", "linear_probe", "parc"]
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-150, 1e100])
+@pytest.mark.parametrize("name", SCALE_INVARIANT_METRICS)
+def test_scale_invariant_metrics_keep_their_value_at_extreme_feature_scales(name, scale):
+    """Fourth-order sums (squared Gram or covariance entries) overflowed at 1e100 (OverflowError, LAPACK stebz
+    failures) and underflowed at 1e-150/1e-300 (wrong values, or "constant features" refusals); the features
+    are now rescaled by an exact power of two first."""
+    data = _metric_inputs(np.arange(30) % 3)
+    expected = compute_metric(name, data)
+    data.features = data.features * scale
+    assert compute_metric(name, data) == pytest.approx(expected, rel=1e-9)
+
+
+def test_pca_of_huge_features_is_the_scaled_pca():
+    from modelrank.metrics._linalg import pca_project
+
+    x = _metric_inputs(np.arange(30) % 3).features
+    for n_dims in (2, None):
+        np.testing.assert_allclose(pca_project(x * 1e100, variance=0.8, n_dims=n_dims),
+                                   pca_project(x, variance=0.8, n_dims=n_dims) * 1e100, rtol=1e-9)
+    np.testing.assert_allclose(pca_project(x.T * 1e100, n_dims=2), pca_project(x.T, n_dims=2) * 1e100, rtol=1e-9)

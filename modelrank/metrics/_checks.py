@@ -7,6 +7,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InvalidInputError
+from ._linalg import largest_magnitude
 
 
 def as_features(features: np.ndarray, name: str = "features", upcast: bool = True) -> np.ndarray:
@@ -161,7 +162,7 @@ def check_magnitudes(name: str, arrays: dict[str, object]) -> None:
         x = np.asarray(value) if value is not None else None
         if x is None or x.dtype.kind != "f" or x.size == 0:
             continue
-        largest = max(abs(float(x.max())), abs(float(x.min())))
+        largest = largest_magnitude(x)
         if MAX_FEATURE_MAGNITUDE < largest < np.inf:  # NaN and inf are reported by the metric's own checks
             raise InvalidInputError(
                 f"{name}: {key} reach magnitude {largest:.3g}, beyond what float64 second moments hold "

@@ -16,6 +16,37 @@ import scipy.sparse as sp
 ROW_BLOCK = 4096
 
 
+#: Scale-invariant metrics whose sums are of fourth order in the features (squared Gram or covariance entries)
+#: rescale features whose largest magnitude lies outside [1 / UNIT_SCALE_BOUND, UNIT_SCALE_BOUND] (``unit_scaled``):
+#: beyond it those sums overflow float64 or underflow to 0 (at 1e100 LFC and the shrinkage H-Score raised
+#: OverflowError; at 1e-150 the shrinkage H-Score and PARC returned wrong numbers).
+UNIT_SCALE_BOUND = 2.0**60
+#: The eigensolvers square the matrix entries: ``pca_project`` rescales a scatter matrix whose largest entry lies
+#: outside [1 / EIGEN_SCALE_BOUND, EIGEN_SCALE_BOUND] (LAPACK's ``stebz`` failed at 1e200, features at 1e100).
+EIGEN_SCALE_BOUND = 2.0**200
+
+
+def largest_magnitude(x: np.ndarray) -> float:
+    """max |x|, from x.max() and x.min() (no |x| temporary)."""
+    return max(abs(float(x.max())), abs(float(x.min())))
+
+
+def unit_exponent(largest: float, bound: float) -> int:
+    """0 when ``largest`` (a magnitude) is 0 or lies in [1 / bound, bound], else the e with largest / 2**e in
+    [0.5, 1): dividing by 2**e brings it to 1's order exactly (a power of two does not round)."""
+    if largest == 0 or 1.0 / bound <= largest <= bound:
+        return 0
+    return int(np.frexp(largest)[1])
+
+
+def unit_scaled(x: np.ndarray, bound: float = UNIT_SCALE_BOUND) -> np.ndarray:
+    """``x`` itself when its largest magnitude lies in [1 / bound, bound] (or x is all zero), else a copy times the
+    power of two that brings that magnitude to [0.5, 1), in x's dtype. Exact, so a scale-invariant metric scores
+    the copy as it would score ``x`` in exact arithmetic, without overflow or underflow."""
+    exponent = unit_exponent(largest_magnitude(x), bound)
+    return np.ldexp(x, -exponent) if exponent else x
+
+
 def row_blocks(n: int) -> Iterator[slice]:
     """Consecutive slices of at most ``ROW_BLOCK`` rows covering 0..n-1."""
     for start in range(0, n, ROW_BLOCK):
@@ -489,6 +520,12 @@ def pca_project(x: np.ndarray, variance: float | None = None, n_dims: int | None
         return max(keep, 1)
 
     def leading(lower: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # The largest entry of a PSD matrix is on its diagonal. Rescaled, the eigenvectors are the same and the
+        # rule of ``kept`` (relative to the spectrum) picks the same count.
+        exponent = unit_exponent(float(np.abs(np.diagonal(lower)).max()), EIGEN_SCALE_BOUND)
+        if exponent:
+            evals, vectors = leading(np.ldexp(lower, -exponent))
+            return np.ldexp(evals, exponent), vectors
         # Only the variance rule needs the whole spectrum; a fixed count needs the top n_dims pairs alone.
         found = None if variance is not None or n_dims is None else leading_eigenpairs(lower, n_dims)
         if found is None:

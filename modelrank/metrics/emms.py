@@ -16,7 +16,7 @@ import numpy as np
 
 from ..errors import InvalidInputError, MissingResourceError
 from ._checks import as_class_labels, as_features
-from ._linalg import CrossProduct, OneHotCross, column_moments, column_space_coordinates
+from ._linalg import CrossProduct, OneHotCross, column_moments, column_space_coordinates, unit_scaled
 from .base import SaturationWarning, register_metric
 
 #: std floor of the public code's standardisation
@@ -80,7 +80,7 @@ def emms(features: np.ndarray, label_embeddings: np.ndarray, *, max_iter: int = 
     for every model: a warning says so. Constant features explain nothing and score -1 (the variance of the
     standardised targets). ``return_weights=True`` also returns the encoder weights l.
     """
-    x = as_features(features, upcast=False)
+    x = unit_scaled(as_features(features, upcast=False))
     y = np.asarray(label_embeddings, dtype=np.float64)
     if y.ndim == 2:
         y = y[:, :, None]
@@ -182,7 +182,7 @@ def emms_classification(features: np.ndarray, labels: np.ndarray, class_names: S
     """
     from ..text import DEFAULT_TEXT_ENCODER, encode_texts
 
-    x = as_features(features, upcast=False)
+    x = unit_scaled(as_features(features, upcast=False))
     codes, n_classes = as_class_labels(labels, x.shape[0])
     classes = np.unique(np.asarray(labels).reshape(len(codes)))
     texts = _class_texts(labels, classes, class_names)

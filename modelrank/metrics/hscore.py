@@ -17,6 +17,7 @@ from ._linalg import (
     rank_cutoff,
     row_blocks,
     safe_cholesky,
+    unit_scaled,
 )
 from .base import SaturationWarning, register_metric
 
@@ -51,7 +52,7 @@ def hscore(features: np.ndarray, labels: np.ndarray, rcond: float | None = None)
     Inputs: features (N, D), class labels (N,). Higher is better. Not invariant to the feature scale's
     shape (only to invertible linear maps of full-rank features).
     """
-    x = as_features(features, upcast=False)  # float32 stays float32: converted block by block
+    x = unit_scaled(as_features(features, upcast=False))  # float32 stays float32: converted block by block
     codes, n_classes = as_class_labels(labels, x.shape[0])
     n = x.shape[0]
     if n < 2:
@@ -131,7 +132,7 @@ def hscore_reg(features: np.ndarray, labels: np.ndarray) -> float:
     Inputs: features (N, D), class labels (N,). Higher is better. Invariant to a global rescaling of the
     features and to rotations of the feature space.
     """
-    x = as_features(features, upcast=False)  # float32 stays float32: converted block by block
+    x = unit_scaled(as_features(features, upcast=False))  # float32 stays float32: converted block by block
     codes, n_classes = as_class_labels(labels, x.shape[0])
     n = x.shape[0]
     if n < 2:

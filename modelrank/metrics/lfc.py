@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
-from ._linalg import OneHotCross, class_sums, gram_and_cross, has_distinct_rows, symmetric_from_lower
+from ._linalg import OneHotCross, class_sums, gram_and_cross, has_distinct_rows, symmetric_from_lower, unit_scaled
 from .base import register_metric
 
 
@@ -34,7 +34,7 @@ def lfc(features: np.ndarray, labels: np.ndarray) -> float:
 
     Inputs: features (N, D), class labels (N,). Higher is better. Invariant to a global feature scale.
     """
-    x = as_features(features, upcast=False)  # float32 stays float32: centred block by block
+    x = unit_scaled(as_features(features, upcast=False))  # float32 stays float32: centred block by block
     codes, n_classes = as_class_labels(labels, x.shape[0])
     n, d = x.shape
     # K~ = 0 exactly when every row is the same (f_i . f_j = ||f_i||^2 for all i, j forces equal rows).

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_targets
-from ._linalg import pca_project, seeded_subsample
+from ._linalg import pca_project, seeded_subsample, unit_scaled
 from .base import register_metric
 
 #: The paper scores every model on fixed probe sets of 500 target images; PARC costs O(n^2) time and memory.
@@ -87,7 +87,7 @@ def parc(features: np.ndarray, labels: np.ndarray, task: str = "classification",
     PARC is O(n^2) in time and memory, so at most ``max_samples`` samples (default 500, the paper's probe-set
     size) are drawn uniformly without replacement with ``seed``; ``max_samples=None`` uses every sample.
     """
-    x = as_features(features, upcast=False)  # float32 stays float32 until the subsample is drawn
+    x = unit_scaled(as_features(features, upcast=False))  # float32 stays float32 until the subsample is drawn
     n = x.shape[0]
     if task not in ("classification", "regression"):
         raise InvalidInputError(f"PARC supports classification and regression, not {task!r}")

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
+from ._linalg import unit_scaled
 from .base import register_metric
 
 #: Upper bound on the number of entries of one (chunk, N) distance block.
@@ -32,7 +33,7 @@ def knn(features: np.ndarray, labels: np.ndarray, *, k: int = 5, metric: str = "
     """
     if metric not in ("cosine", "euclidean"):
         raise InvalidInputError(f"knn metric must be 'cosine' or 'euclidean', not {metric!r}")
-    x = as_features(features)
+    x = unit_scaled(as_features(features))
     y, n_classes = as_class_labels(labels, x.shape[0])
     n = x.shape[0]
     if not 1 <= k < n:
@@ -183,7 +184,7 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, *, folds: int = 5, c:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    x = as_features(features)
+    x = unit_scaled(as_features(features))  # StandardScaler takes a std below 1e-15 for zero
     y, _ = as_class_labels(labels, x.shape[0], min_per_class=2)
     folds = min(folds, int(np.bincount(y).min()))
     splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y)
