@@ -679,3 +679,52 @@ def test_pca_of_huge_features_is_the_scaled_pca():
         np.testing.assert_allclose(pca_project(x * 1e100, variance=0.8, n_dims=n_dims),
                                    pca_project(x, variance=0.8, n_dims=n_dims) * 1e100, rtol=1e-9)
     np.testing.assert_allclose(pca_project(x.T * 1e100, n_dims=2), pca_project(x.T, n_dims=2) * 1e100, rtol=1e-9)
+
+
+def _numeric_parameters():
+    import inspect
+
+    from modelrank.metrics.base import _value_kind
+
+    for name in PER_MODEL_METRICS:
+        spec = METRICS.get(name)
+        for key, parameter in inspect.signature(spec.fn).parameters.items():
+            kind = None if key in spec.needs else _value_kind(parameter)
+            if kind in ("an integer", "a number"):
+                yield name, key, kind == "an integer" and (parameter.default is None or parameter.default >= 1)
+
+
+def test_every_numeric_metric_parameter_refuses_nan_inf_and_negative_values():
+    """Refused by the registry before any work (sklearn, numpy or an overflow raised deep inside before)."""
+    data = _metric_inputs(np.arange(30) % 3)
+    checked = 0
+    for name, key, counts in _numeric_parameters():
+        for bad in ([float("nan"), float("inf"), -1] + ([0] if counts else [])):
+            with pytest.raises(InvalidInputError, match=f"parameter {key} (must be a finite number|takes)"):
+                compute_metric(name, data, **{key: bad})
+            checked += 1
+    assert checked > 100
+
+
+@pytest.mark.parametrize("name,params,message", [
+    ("linear_probe", {"folds": 1}, "folds >= 2"),
+    ("linear_probe", {"c": 0.0}, "c > 0"),
+    ("nleep", {"covariance_type": "bogus"}, "covariance_type must be one of"),
+    ("nleep", {"max_fit_samples": 1}, "max_fit_samples must be >= 2"),
+    ("otce_sf", {"max_samples": 2}, "at least 4 samples"),
+    ("sfda", {"confmix_strength": 2.0}, r"weights in \[0, 1\]"),
+    ("sfda", {"shrinkage": 3.0}, r"weights in \[0, 1\]"),
+    ("ped_sfda", {"step_size": 1e300}, "PED moved classes by nan"),
+    ("ped_logme", {"nsigma": 1e300}, "lower step_size"),
+    ("ped_nleep", {"source_mean": "x"}, "source_mean must be 4 finite numbers, got str"),
+    ("emms", {"encoders": 3}, "encoders must be a text encoder name"),
+])
+def test_metric_parameters_out_of_their_range_are_refused(name, params, message):
+    with pytest.raises(InvalidInputError, match=message):
+        compute_metric(name, _metric_inputs(np.arange(30) % 3), **params)
+
+
+def test_optional_parameters_take_none():
+    data = _metric_inputs(np.arange(30) % 3)
+    assert compute_metric("parc", data, max_samples=None) == compute_metric("parc", data)  # 30 < 500: all anyway
+    assert np.isfinite(compute_metric("nleep", data, pca_variance=None, max_pca_dims=None))

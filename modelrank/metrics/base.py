@@ -175,19 +175,38 @@ def check_parameters(spec: MetricSpec, params: dict[str, Any]) -> None:
         raise InvalidInputError(f"metric {spec.name!r} has no parameter {', '.join(map(repr, unknown))} "
                                 f"(its parameters: {', '.join(allowed) or 'none'})")
     for key, value in params.items():
-        expected = _value_kind(signature.parameters[key].default)
-        if expected and not _is_kind(value, expected):
+        parameter = signature.parameters[key]
+        expected = _value_kind(parameter)
+        if expected is None or (value is None and "None" in str(parameter.annotation)):
+            continue
+        if not _is_kind(value, expected):
             raise InvalidInputError(f"metric {spec.name!r}: parameter {key} takes {expected}, not {value!r}")
+        if expected == "true or false":
+            continue
+        # Counts, sizes and iteration caps (integers defaulting to None or >= 1) are >= 1; seeds (default 0) and
+        # every real parameter (weights, tolerances, step sizes, floors) are >= 0; none is NaN or infinite.
+        least = 1 if expected == "an integer" and (parameter.default is None or parameter.default >= 1) else 0
+        if not (np.isfinite(value) and value >= least):
+            raise InvalidInputError(f"metric {spec.name!r}: parameter {key} must be a finite number >= {least}, "
+                                    f"not {value!r}")
 
 
-def _value_kind(default: Any) -> str | None:
-    """What a parameter with this default accepts, when the default tells (None and strings do not)."""
+#: Annotations of parameters whose default (None) does not tell what they take.
+_OPTIONAL_KINDS = {"int | None": "an integer", "float | None": "a number"}
+
+
+def _value_kind(parameter: inspect.Parameter) -> str | None:
+    """What a parameter accepts, from its default (bool, int, float) or, for a None default, its annotation
+    ("int | None", "float | None"); None when neither tells (strings, arrays, names)."""
+    default = parameter.default
     if isinstance(default, bool):
         return "true or false"
     if isinstance(default, int):
         return "an integer"
     if isinstance(default, float):
         return "a number"
+    if default is None:
+        return _OPTIONAL_KINDS.get(str(parameter.annotation))
     return None
 
 

@@ -151,8 +151,8 @@ def otce_source_free(
     x = as_features(features, upcast=False)  # only the drawn rows are upcast (in ``_coupling_terms``)
     codes, _ = as_class_labels(labels, x.shape[0])
     probs = as_probs(source_probs, x.shape[0])
-    if x.shape[0] < 4:
-        raise InvalidInputError("source-free OTCE needs at least 4 samples")
+    if x.shape[0] < 4 or (max_samples is not None and max_samples < 4):
+        raise InvalidInputError(f"source-free OTCE needs at least 4 samples (max_samples={max_samples})")
     rows = seeded_subsample(x.shape[0], max_samples, seed)
     rows = np.arange(x.shape[0]) if rows is None else rows
     rows = np.random.default_rng(seed).permutation(rows)

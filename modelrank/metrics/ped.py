@@ -17,7 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ..errors import InvalidInputError, UnknownNameError
-from ._checks import as_class_labels, as_features
+from ._checks import MAX_FEATURE_MAGNITUDE, as_class_labels, as_features
 from ._linalg import ROW_BLOCK, class_sums, float64_row_blocks
 from .base import METRICS, register_metric
 
@@ -49,7 +49,7 @@ def class_displacements(means: np.ndarray, radius: np.ndarray, *, time_step: flo
 
     distance = cdist(means, means)
     overlap = np.maximum(abs(nsigma) * (radius[:, None] + radius[None, :]) - distance, 0.0)
-    move = np.minimum(0.5 * time_step**2 * force_constant * overlap, overlap)
+    move = np.minimum(0.5 * np.float64(time_step) ** 2 * force_constant * overlap, overlap)
     np.fill_diagonal(move, 0.0)
     weight = np.divide(move, distance, out=np.zeros_like(move), where=distance > 0)
     return weight.sum(axis=1)[:, None] * means - weight @ means
@@ -95,16 +95,22 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
     radius = np.sqrt((deviations / std**2).sum(axis=1) / counts)
     total_shift = np.zeros_like(means)
     first_movement = None
-    for _ in range(steps):
-        shift = class_displacements(means, radius, time_step=step_size, nsigma=nsigma, force_constant=force_constant)
-        movement = float(np.abs(shift).sum())
-        if first_movement is None:
-            first_movement = movement
-        if movement == 0 or movement / first_movement <= exit_ratio:
-            break
-        total_shift += shift
-        means = means + shift
-    offsets = total_shift * std  # back in the original units: (z + shift) * s + m = x + shift * s
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging simulation is refused below
+        for _ in range(steps):
+            shift = class_displacements(means, radius, time_step=step_size, nsigma=nsigma,
+                                        force_constant=force_constant)
+            movement = float(np.abs(shift).sum())
+            if first_movement is None:
+                first_movement = movement
+            if movement == 0 or movement / first_movement <= exit_ratio:
+                break
+            total_shift += shift
+            means = means + shift
+        offsets = total_shift * std  # back in the original units: (z + shift) * s + m = x + shift * s
+    largest_offset = float(np.abs(offsets).max())
+    if not largest_offset <= MAX_FEATURE_MAGNITUDE:  # also NaN
+        raise InvalidInputError(f"PED moved classes by {largest_offset:.3g}, beyond what the base metric can score; "
+                                f"lower step_size ({step_size}), nsigma ({nsigma}) or force_constant ({force_constant})")
     moved = np.empty((n, dim))
     for rows, block in float64_row_blocks(x):
         np.add(block, np.take(offsets, y[rows], axis=0, out=class_rows[: block.shape[0]], mode="clip"), out=moved[rows])
@@ -112,7 +118,10 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
 
 
 def _source_stat(value: np.ndarray, dim: int, name: str) -> np.ndarray:
-    stat = np.asarray(value, dtype=np.float64).reshape(-1)
+    try:
+        stat = np.asarray(value, dtype=np.float64).reshape(-1)
+    except (TypeError, ValueError):
+        raise InvalidInputError(f"{name} must be {dim} finite numbers, got {type(value).__name__}") from None
     if stat.shape != (dim,) or not np.isfinite(stat).all():
         raise InvalidInputError(f"{name} must be {dim} finite numbers, got shape {np.shape(value)}")
     return stat

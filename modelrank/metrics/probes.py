@@ -184,6 +184,8 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, *, folds: int = 5, c:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
+    if folds < 2 or not c > 0:
+        raise InvalidInputError(f"linear_probe needs folds >= 2 and c > 0, got folds={folds}, c={c}")
     x = unit_scaled(as_features(features))  # StandardScaler takes a std below 1e-15 for zero
     y, _ = as_class_labels(labels, x.shape[0], min_per_class=2)
     folds = min(folds, int(np.bincount(y).min()))
