@@ -728,3 +728,17 @@ def test_optional_parameters_take_none():
     data = _metric_inputs(np.arange(30) % 3)
     assert compute_metric("parc", data, max_samples=None) == compute_metric("parc", data)  # 30 < 500: all anyway
     assert np.isfinite(compute_metric("nleep", data, pca_variance=None, max_pca_dims=None))
+
+
+@pytest.mark.parametrize("duplicated", [False, True])
+def test_parc_does_not_rank_the_rounding_noise_of_tied_dissimilarities(duplicated):
+    """Two-entry rows correlate at exactly +-1 and duplicated rows at exactly 1: PARC moved by up to 1.6 (2-d
+    features) or 3e-4 (duplicated rows) under a permutation of the samples, as rounding noise split those ties."""
+    rng = np.random.default_rng(4)
+    labels = np.arange(60) % 5
+    features = rng.normal(size=(60, 5 if duplicated else 2)) + 1.5 * rng.normal(size=(5, 5 if duplicated else 2))[labels]
+    if duplicated:
+        features, labels = np.repeat(features[:20], 3, axis=0), np.repeat(labels[:20], 3)
+    scores = {compute_metric("parc", FeatureSet(features=features[order], labels=labels[order]))
+              for order in (np.random.default_rng(seed).permutation(60) for seed in range(4))}
+    assert len(scores) == 1
