@@ -742,3 +742,15 @@ def test_parc_does_not_rank_the_rounding_noise_of_tied_dissimilarities(duplicate
     scores = {compute_metric("parc", FeatureSet(features=features[order], labels=labels[order]))
               for order in (np.random.default_rng(seed).permutation(60) for seed in range(4))}
     assert len(scores) == 1
+
+
+FEATURE_METRICS = [name for name in PER_MODEL_METRICS if "features" in METRICS.get(name).needs]
+
+
+@pytest.mark.parametrize("name", FEATURE_METRICS)
+def test_boolean_features_are_scored_as_zeros_and_ones(name):
+    binary = _metric_inputs(np.arange(30) % 3).features > 0.5  # were refused as "not real numbers"
+    binary[:, 0] |= ~binary.any(axis=1)  # no all-zero row (cosine kNN refuses those)
+    data = _metric_inputs(np.arange(30) % 3, features=binary)
+    as_floats = _metric_inputs(np.arange(30) % 3, features=binary.astype(np.float64))
+    assert compute_metric(name, data) == compute_metric(name, as_floats)

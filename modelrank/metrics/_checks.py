@@ -14,7 +14,7 @@ def as_features(features: np.ndarray, name: str = "features", upcast: bool = Tru
     """(n, d) finite float array, copy-free where possible.
 
     ``upcast=True``: float64 (float16/float32 are upcast for stable sums). ``upcast=False``: float32 and float64
-    are kept as they are (float16 becomes float32, integers float64) for metrics that convert row blocks
+    are kept as they are (float16 becomes float32, integers and booleans float64) for metrics that convert row blocks
     themselves, so a float32 feature matrix is never copied whole.
     """
     x = as_float_matrix(features, name, upcast)
@@ -33,7 +33,7 @@ def as_float_matrix(features: np.ndarray, name: str, upcast: bool = True) -> np.
         raise InvalidInputError(f"{name} must be a 2-D array (n_samples, dim), got shape {x.shape}")
     if x.shape[0] == 0 or x.shape[1] == 0:
         raise InvalidInputError(f"{name} is empty (shape {x.shape})")
-    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+    if x.dtype.kind not in "biuf":  # booleans are the numbers 0 and 1 (binary codes, thresholded activations)
         raise InvalidInputError(f"{name} must be real numbers, got dtype {x.dtype}")
     if upcast or x.dtype not in (np.float32, np.float64):
         x = x.astype(np.float64 if upcast or x.dtype != np.float16 else np.float32, copy=False)

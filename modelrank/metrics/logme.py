@@ -243,7 +243,8 @@ def logme(
         y = as_targets(labels, x.shape[0])
         y_norm2 = (y**2).sum(axis=0)
         if (y_norm2 == 0).any():
-            raise InvalidInputError("a regression target is identically zero: LogME is undefined")
+            raise InvalidInputError("a regression target is identically zero (or so small that its squares "
+                                    "underflow to 0): LogME is undefined")
 
         def cross(m: np.ndarray, rows: slice) -> np.ndarray:
             return m.T @ y[rows]
