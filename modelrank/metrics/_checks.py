@@ -52,6 +52,10 @@ def as_class_labels(labels: np.ndarray, n_samples: int, min_per_class: int = 1) 
         raise InvalidInputError(f"class labels must be 1-D, got shape {y.shape}")
     if y.shape[0] != n_samples:
         raise InvalidInputError(f"{y.shape[0]} labels for {n_samples} feature rows")
+    if y.dtype == object:  # e.g. a pandas column with gaps: NaN would become classes of their own
+        missing = int(((y != y) | np.equal(y, None)).sum())  # elementwise: NaN != NaN; None
+        if missing:
+            raise InvalidInputError(f"labels contain {missing} missing values (NaN or None)")
     if y.dtype.kind == "f":
         if not np.isfinite(y).all():
             raise InvalidInputError("labels contain NaN or inf")
