@@ -762,3 +762,10 @@ def test_boolean_features_are_scored_as_zeros_and_ones(name):
     data = _metric_inputs(np.arange(30) % 3, features=binary)
     as_floats = _metric_inputs(np.arange(30) % 3, features=binary.astype(np.float64))
     assert compute_metric(name, data) == compute_metric(name, as_floats)
+
+
+@pytest.mark.parametrize("name", REGRESSION_METRICS)
+def test_huge_regression_targets_get_the_magnitude_error_from_the_plain_functions_too(name):
+    targets = np.linspace(-1, 1, 30) * 1e200  # LogME overflowed and blamed a "degenerate spectrum"
+    with pytest.raises(InvalidInputError, match="targets reach magnitude 1e\\+200"):
+        METRICS.get(name).fn(_metric_inputs(targets).features, targets, task="regression")

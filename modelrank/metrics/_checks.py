@@ -92,6 +92,7 @@ def as_targets(labels: np.ndarray, n_samples: int) -> np.ndarray:
         raise InvalidInputError(f"targets must have shape ({n_samples},) or ({n_samples}, k), got {y.shape}")
     if not np.isfinite(y).all():
         raise InvalidInputError("targets contain NaN or inf")
+    check_magnitudes("regression", {"targets": y})  # also for the plain functions, which skip the registry's check
     return y
 
 
