@@ -769,3 +769,10 @@ def test_huge_regression_targets_get_the_magnitude_error_from_the_plain_function
     targets = np.linspace(-1, 1, 30) * 1e200  # LogME overflowed and blamed a "degenerate spectrum"
     with pytest.raises(InvalidInputError, match="targets reach magnitude 1e\\+200"):
         METRICS.get(name).fn(_metric_inputs(targets).features, targets, task="regression")
+
+
+@pytest.mark.parametrize("features", [np.arange(30.0)[:, None], np.outer(np.arange(30.0), [1.0, 2.0, -1.0])])
+def test_parc_of_features_along_one_axis_says_so(features):
+    """D = 1 or rank-1 features were refused as "constant features?"."""
+    with pytest.raises(InvalidInputError, match="vary along 1"):
+        compute_metric("parc", _metric_inputs(np.arange(30) % 3, features=features))
