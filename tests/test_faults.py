@@ -726,6 +726,7 @@ def test_every_numeric_metric_parameter_refuses_nan_inf_and_negative_values():
     ("ped_logme", {"nsigma": 1e300}, "lower step_size"),
     ("ped_nleep", {"source_mean": "x"}, "source_mean must be 4 finite numbers, got str"),
     ("emms", {"encoders": 3}, "encoders must be a text encoder name"),
+    ("hscore", {"rcond": 1.0}, r"rcond must be in \[0, 1\)"),
 ])
 def test_metric_parameters_out_of_their_range_are_refused(name, params, message):
     with pytest.raises(InvalidInputError, match=message):
