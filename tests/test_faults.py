@@ -727,10 +727,20 @@ def test_every_numeric_metric_parameter_refuses_nan_inf_and_negative_values():
     ("ped_nleep", {"source_mean": "x"}, "source_mean must be 4 finite numbers, got str"),
     ("emms", {"encoders": 3}, "encoders must be a text encoder name"),
     ("hscore", {"rcond": 1.0}, r"rcond must be in \[0, 1\)"),
+    ("nleep", {"seed": 2**40}, r"seed must be below 2\*\*32"),  # sklearn's RandomState range
 ])
 def test_metric_parameters_out_of_their_range_are_refused(name, params, message):
     with pytest.raises(InvalidInputError, match=message):
         compute_metric(name, _metric_inputs(np.arange(30) % 3), **params)
+
+
+@pytest.mark.parametrize("name,params", [("knn", {"k": 3}), ("logme", {"max_iter": 11}), ("pactran_dir", {"n_iter": 10}),
+                                         ("nleep", {"max_iter": 100, "seed": 1}), ("ped_sfda", {"steps": 6})])
+def test_integer_parameters_given_as_whole_floats_are_taken_as_integers(name, params):
+    """5.0 passed the registry's kind check, then range(), sklearn or numpy's seeding raised TypeError/ValueError."""
+    data = _metric_inputs(np.arange(30) % 3)
+    as_floats = {key: float(value) for key, value in params.items()}
+    assert compute_metric(name, data, **as_floats) == compute_metric(name, data, **params)
 
 
 def test_optional_parameters_take_none():

@@ -154,7 +154,7 @@ def score_zoo(name: str, feature_sets: list[FeatureSet], **params: Any) -> dict[
         raise InvalidInputError(f"score_zoo takes the models of one dataset, got datasets {sorted(datasets)}")
     for fs in feature_sets:
         check_applicable(spec, fs)
-    check_parameters(spec, params)
+    params = check_parameters(spec, params)
     by_model = {fs.model: fs for fs in feature_sets}
     if len(by_model) != len(feature_sets):
         raise InvalidInputError("score_zoo got two feature sets with the same model name")
@@ -163,17 +163,19 @@ def score_zoo(name: str, feature_sets: list[FeatureSet], **params: Any) -> dict[
     return {model: _finite(name, v) for model, v in spec.fn(by_model, **params).items()}
 
 
-def check_parameters(spec: MetricSpec, params: dict[str, Any]) -> None:
-    """Raise InvalidInputError when ``params`` names something that is not a parameter of the metric."""
+def check_parameters(spec: MetricSpec, params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` as the metric takes them (integer parameters given as whole floats, e.g. 5.0, become ints);
+    InvalidInputError when one is not a parameter of the metric or is of the wrong kind or out of range."""
     signature = inspect.signature(spec.fn)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
-        return
+        return dict(params)
     allowed = [name for name, p in signature.parameters.items()
                if name not in spec.needs and p.default is not inspect.Parameter.empty]
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise InvalidInputError(f"metric {spec.name!r} has no parameter {', '.join(map(repr, unknown))} "
                                 f"(its parameters: {', '.join(allowed) or 'none'})")
+    checked = dict(params)
     for key, value in params.items():
         parameter = signature.parameters[key]
         expected = _value_kind(parameter)
@@ -189,6 +191,15 @@ def check_parameters(spec: MetricSpec, params: dict[str, Any]) -> None:
         if not (np.isfinite(value) and value >= least):
             raise InvalidInputError(f"metric {spec.name!r}: parameter {key} must be a finite number >= {least}, "
                                     f"not {value!r}")
+        if key == "seed" and value >= MAX_SEED:
+            raise InvalidInputError(f"metric {spec.name!r}: seed must be below 2**32, not {value!r}")
+        if expected == "an integer":
+            checked[key] = int(value)  # sklearn, range() and numpy's seeding refuse 5.0
+    return checked
+
+
+#: Seeds go to numpy and scikit-learn RandomState, which take [0, 2**32).
+MAX_SEED = 2**32
 
 
 #: Annotations of parameters whose default (None) does not tell what they take.
@@ -224,7 +235,7 @@ def compute_metric(name: str, data: FeatureSet, **params: Any) -> float:
     if spec.zoo_level:
         raise InvalidInputError(f"metric {name!r} is zoo-relative: score it with score_zoo over several models")
     check_applicable(spec, data)
-    check_parameters(spec, params)
+    params = check_parameters(spec, params)
     inputs = data.inputs()
     arrays = {k: inputs[k] for k in spec.needs}
     check_magnitudes(name, arrays)
