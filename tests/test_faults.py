@@ -261,7 +261,6 @@ JOB_ARRAY = """
 import dataclasses, json, multiprocessing, sys
 import torch
 from modelrank.extraction import extract, load_features
-from modelrank.features import FeatureSet
 from modelrank.finetune import job_from_features, run_probes
 
 cache, limit, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -466,9 +465,6 @@ def test_score_all_with_every_metric_skipped_is_an_error(tmp_path, cli):
 
 
 def test_huge_features_get_a_clear_error_from_every_metric(rng):
-    from modelrank.features import FeatureSet
-    from modelrank.metrics import compute_metric
-
     labels = np.repeat(np.arange(3), 20)
     data = FeatureSet(features=rng.normal(size=(60, 6)) * 1e200, labels=labels, model="m", dataset="d",
                       source_probs=rng.dirichlet(np.ones(4), 60))
@@ -479,7 +475,6 @@ def test_huge_features_get_a_clear_error_from_every_metric(rng):
 
 
 def test_every_sample_its_own_class_is_flagged(rng):
-    from modelrank.features import FeatureSet
     from modelrank.scoring import score_feature_sets
 
     data = FeatureSet(features=rng.normal(size=(12, 4)), labels=np.arange(12), model="m", dataset="d")
