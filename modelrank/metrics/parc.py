@@ -116,10 +116,10 @@ def parc(features: np.ndarray, labels: np.ndarray, task: str = "classification",
         rdm_y = None
         different_class = y[:, None] != y[None, :]
     projected = fix_component_signs(x, pca_project(x, n_dims=pca_dim))
-    if projected.shape[1] < 2:  # a sample's correlation across one component is undefined
+    std = projected.std(axis=0)
+    if projected.shape[1] == 1 and std[0] > 0:  # a sample's correlation across one component is undefined
         raise InvalidInputError(f"PARC needs features that vary along at least 2 principal axes; these vary along 1 "
                                 f"({x.shape[0]} samples, {x.shape[1]} dimensions)")
-    std = projected.std(axis=0)
     standardised = (projected - projected.mean(axis=0)) / np.where(std > 0, std, 1.0)
     rdm_f = dissimilarity_matrix(standardised)
     upper = np.triu_indices(len(y), k=1)
