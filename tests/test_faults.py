@@ -782,3 +782,22 @@ def test_parc_of_features_along_one_axis_says_so(features):
     """D = 1 or rank-1 features were refused as "constant features?"."""
     with pytest.raises(InvalidInputError, match="vary along 1"):
         compute_metric("parc", _metric_inputs(np.arange(30) % 3, features=features))
+
+
+def test_logme_of_huge_features_is_that_of_the_features():
+    """From ~1e76 LogME's fixed point overflowed: -14.2 for -0.508, with a misleading "interpolate" warning. (Equal
+    within LogME's tie tolerance: a target still moving at the 11-iteration cap depends slightly on the scale.)"""
+    import warnings
+
+    from modelrank.metrics.base import SaturationWarning
+    from modelrank.metrics.resampled import logme_resampled
+
+    data = _metric_inputs(np.arange(30) % 3)
+    expected = compute_metric("logme", data)
+    huge = data.features * 1e100
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SaturationWarning)
+        assert compute_metric("logme", _metric_inputs(np.arange(30) % 3, features=huge)) == pytest.approx(expected, rel=1e-6)
+    counts = np.ones((1, 30))
+    np.testing.assert_allclose(logme_resampled(huge, np.arange(30) % 3, counts),
+                               logme_resampled(data.features, np.arange(30) % 3, counts), rtol=1e-6)

@@ -39,12 +39,15 @@ def unit_exponent(largest: float, bound: float) -> int:
     return int(np.frexp(largest)[1])
 
 
-def unit_scaled(x: np.ndarray, bound: float = UNIT_SCALE_BOUND) -> np.ndarray:
+def unit_scaled(x: np.ndarray, bound: float = UNIT_SCALE_BOUND, shrink_only: bool = False) -> np.ndarray:
     """``x`` itself when its largest magnitude lies in [1 / bound, bound] (or x is all zero), else a copy times the
     power of two that brings that magnitude to [0.5, 1), in x's dtype. Exact, so a scale-invariant metric scores
-    the copy as it would score ``x`` in exact arithmetic, without overflow or underflow."""
+    the copy as it would score ``x`` in exact arithmetic, without overflow or underflow. ``shrink_only``: tiny
+    features are left as they are."""
     exponent = unit_exponent(largest_magnitude(x), bound)
-    return np.ldexp(x, -exponent) if exponent else x
+    if exponent == 0 or (shrink_only and exponent < 0):
+        return x
+    return np.ldexp(x, -exponent)
 
 
 def row_blocks(n: int) -> Iterator[slice]:

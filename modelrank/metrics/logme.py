@@ -18,9 +18,17 @@ from ._linalg import (
     has_distinct_rows,
     rank_cutoff,
     sample_spectrum,
+    unit_scaled,
 )
 from .base import NotConvergedWarning, SaturationWarning, named_preset, register_metric
 
+
+#: Features beyond this magnitude (~1.8e72) are scaled down by a power of two first (``unit_scaled``, exact): from
+#: ~1e76 the fixed point overflowed and returned a number far off (-14.2 for -0.508, flagged as interpolation).
+#: Below it the evidence of N > D features does not depend on their scale (to ~1e-12), so nothing changes there.
+#: (Tiny features are left alone: from the reference's start alpha = beta = 1 they need more than 11 iterations,
+#: which the not-converged warning reports.)
+LOGME_SCALE_BOUND = 2.0**240
 
 #: Lower bound of ||m||^2 and ||y - Fm||^2 (relative to ||y||^2) and of N - gamma (relative to N) in the
 #: fixed point; see ``max_evidence``.
@@ -238,7 +246,7 @@ def logme(
     Higher is better; only differences within one dataset are meaningful (often in the 4th decimal).
     """
     rule = fixed_point_rule(max_iter, tol, preset)
-    x = as_features(features, upcast=False)  # float32 stays float32 (see ``feature_spectrum``)
+    x = unit_scaled(as_features(features, upcast=False), LOGME_SCALE_BOUND, shrink_only=True)  # float32 stays
     if task == "regression":
         y = as_targets(labels, x.shape[0])
         y_norm2 = (y**2).sum(axis=0)

@@ -15,8 +15,8 @@ import scipy.linalg
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_targets
-from ._linalg import OneHotCross, float32_gram_and_cross, gram_and_cross, rank_cutoff, row_blocks
-from .logme import fixed_point_rule, max_evidence
+from ._linalg import OneHotCross, float32_gram_and_cross, gram_and_cross, rank_cutoff, row_blocks, unit_scaled
+from .logme import LOGME_SCALE_BOUND, fixed_point_rule, max_evidence
 
 
 def logme_resampled(features: np.ndarray, labels: np.ndarray, counts: np.ndarray, task: str = "classification",
@@ -45,7 +45,7 @@ def logme_resampled(features: np.ndarray, labels: np.ndarray, counts: np.ndarray
     D x D eigendecomposition with vectors and one O(N D^2) pass for Z, about two to three LogME scores in
     all, plus O(B N) for the B resamples. Needs N > D (below that, LogME works from F F^T) and integer counts.
     """
-    x = as_features(features, upcast=False)
+    x = unit_scaled(as_features(features, upcast=False), LOGME_SCALE_BOUND, shrink_only=True)  # as ``logme``
     n, d = x.shape
     counts = np.asarray(counts, dtype=np.float64)
     if counts.ndim != 2 or counts.shape[1] != n:
