@@ -25,7 +25,10 @@ def knn(features: np.ndarray, labels: np.ndarray, *, k: int = 5, metric: str = "
     """Leave-one-out kNN accuracy: (1/N) sum_i 1[ majority label of the k nearest other samples == y_i ].
 
     ``metric``: "cosine" (features L2-normalised first) or "euclidean". Vote ties go to the class whose
-    members rank closer (each neighbour adds 1 + a tie-break bonus below 1/k that decreases with its rank).
+    members rank closer (each neighbour adds 1 + a tie-break bonus below 1/k that decreases with its rank), then
+    to the smaller class. Distances equal within rounding are ties: tied neighbours share their ranks' bonuses,
+    and the neighbours tied at the k-th distance share the votes of the ranks they fill (``_tie_aware_votes``),
+    so the score does not depend on the order of the samples (binary, quantised or duplicated features).
     Distances are screened in float32 and decided in float64 (the neighbours are those of float64 distances;
     see ``_nearest_others``), in square blocks of at most 4M entries, each pair of row blocks once (a block
     serves both its rows' and its columns' neighbour lists, half the O(N^2 D) products); memory is a float32 copy
@@ -49,15 +52,63 @@ def knn(features: np.ndarray, labels: np.ndarray, *, k: int = 5, metric: str = "
     else:  # a private float64 copy already (e.g. of float32 features): no second one
         x -= x.mean(axis=0)
     # Centred (distances do not change): ||a||^2 + ||b||^2 - 2 a.b would lose a common offset's last bits.
-    nearest = _nearest_others(x, k)
-    votes_by_rank = 1.0 + (k - np.arange(k)) / (k * (k + 1.0))  # rank 0 (nearest) weighs most
+    listed = min(k + 1, n - 1)  # one beyond the k-th: a tie there makes "the k nearest" ambiguous
+    nearest, dist = _nearest_others(x, listed)
+    sq_norms = np.einsum("ij,ij->i", x, x)
+    tolerance = _tie_tolerance(x.shape[1], sq_norms)
+    weights, open_ended = _tie_aware_votes(dist, tolerance, k)
     votes = np.zeros((n, n_classes))
-    np.add.at(votes, (np.arange(n)[:, None], y[nearest]), votes_by_rank[None, :])
+    np.add.at(votes, (np.arange(n)[:, None], y[nearest]), weights)
+    # Rows whose k-th distance is tied with the last one listed: the tie may run further, so all N distances.
+    unsure = np.flatnonzero(open_ended) if listed < n - 1 else np.zeros(0, dtype=np.int64)
+    for chunk in _row_chunks(unsure.shape[0], n):
+        own = unsure[chunk]
+        full = _distances_to_all(x, sq_norms, own)
+        order = np.argsort(full, axis=1, kind="stable")
+        weights, _ = _tie_aware_votes(np.take_along_axis(full, order, axis=1), tolerance[own], k)
+        row_votes = np.zeros((own.shape[0], n_classes))
+        np.add.at(row_votes, (np.arange(own.shape[0])[:, None], y[order]), weights)
+        votes[own] = row_votes
     return float((votes.argmax(axis=1) == y).mean())
 
 
-def _nearest_others(x: np.ndarray, k: int) -> np.ndarray:
-    """(N, k) indices of each row's k nearest other rows by (float64) Euclidean distance, nearest first.
+def _tie_tolerance(dim: int, sq_norms: np.ndarray) -> np.ndarray:
+    """Per row, the rounding error bound of ||a||^2 + ||b||^2 - 2 a.b in float64 (a dot product of ``dim`` terms
+    and two sums), doubled: squared distances closer than this are ties."""
+    return 2.0 * (dim + 4) * np.finfo(np.float64).eps * (sq_norms + sq_norms.max())
+
+
+def _tie_aware_votes(dist: np.ndarray, tolerance: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Votes of each row's neighbours, given their squared distances sorted ascending (rows, m >= k), and whether
+    each row's k-th distance is tied with its last listed one (the tie may then continue past the list).
+
+    Neighbours at rank r get 1 + (k - r) / (k (k + 1)) (the nearer, the more: vote ties go to the class that ranks
+    closer). Distances equal within ``tolerance`` form one group whose members share the mean of the group's
+    ranks' votes, so the votes do not depend on the order of the samples: a group inside the k nearest averages
+    its members' rank bonuses, and the group holding the k-th rank shares the votes of the ranks it fills (ranks
+    s..k-1 among its t members: (k - s) / t of a vote each, plus the bonuses).
+    """
+    rows, m = dist.shape
+    positions = np.broadcast_to(np.arange(m), (rows, m))
+    starts = np.ones((rows, m), dtype=bool)
+    starts[:, 1:] = np.diff(dist, axis=1) > tolerance[:, None]
+    first = np.maximum.accumulate(np.where(starts, positions, 0), axis=1)  # each position's group start
+    ends = np.ones((rows, m), dtype=bool)
+    ends[:, :-1] = starts[:, 1:]
+    last = np.minimum.accumulate(np.where(ends, positions, m - 1)[:, ::-1], axis=1)[:, ::-1]  # its group end
+    bonus = 1.0 / (k * (k + 1.0))
+    weights = 1.0 + (k - (first + last) / 2.0) * bonus  # groups wholly inside the k nearest: mean rank
+    boundary_start, boundary_end = first[:, k - 1], last[:, k - 1]
+    filled = k - boundary_start  # ranks s..k-1 go to the group holding rank k-1
+    shared = (filled + filled * (filled + 1) / 2.0 * bonus) / (boundary_end - boundary_start + 1)
+    in_boundary = (positions >= boundary_start[:, None]) & (positions <= boundary_end[:, None])
+    weights = np.where(in_boundary, shared[:, None], np.where(positions < boundary_start[:, None], weights, 0.0))
+    return weights, boundary_end == m - 1
+
+
+def _nearest_others(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(N, k) indices of each row's k nearest other rows by (float64) Euclidean distance, nearest first, and their
+    float64 squared distances.
 
     Screened in float32, decided in float64: the O(N^2 D) pass runs in float32 (twice the BLAS rate, half the
     memory traffic) and keeps ``KNN_SCREEN_MARGIN`` more candidates than needed per row; the candidates' float64
@@ -71,7 +122,8 @@ def _nearest_others(x: np.ndarray, k: int) -> np.ndarray:
     keep = k + KNN_SCREEN_MARGIN
     if n < KNN_SCREEN_MIN_ROWS or keep >= n - 1:  # screening would not pay: the float64 pass alone
         where, best = _smallest_distances(x, k)
-        return np.take_along_axis(where, np.argsort(best, axis=1, kind="stable"), axis=1)
+        order = np.argsort(best, axis=1, kind="stable")
+        return np.take_along_axis(where, order, axis=1), np.take_along_axis(best, order, axis=1)
     sq_norms = np.einsum("ij,ij->i", x, x)
     largest = float(np.sqrt(sq_norms.max()))
     # An exact power of two puts every entry in [-1, 1]: no float32 overflow, and scaled distances keep their order.
@@ -83,14 +135,14 @@ def _nearest_others(x: np.ndarray, k: int) -> np.ndarray:
         exact[rows] = sq_norms[rows, None] + sq_norms[candidates[rows]] - 2.0 * np.einsum(
             "rd,rkd->rk", x[rows], x[candidates[rows]])
     order = np.argsort(exact, axis=1, kind="stable")[:, :k]
-    nearest = np.take_along_axis(candidates, order, axis=1)
-    kth = np.take_along_axis(exact, order[:, -1:], axis=1)[:, 0]
+    nearest, nearest_dist = np.take_along_axis(candidates, order, axis=1), np.take_along_axis(exact, order, axis=1)
+    kth = nearest_dist[:, -1]
     norms = np.sqrt(sq_norms) * scale
     floor = (screened.max(axis=1) - _screening_error(x.shape[1]) * (norms + norms.max()) ** 2) / scale**2
     unsure = np.flatnonzero(~(kth < floor))
     if unsure.size:
-        nearest[unsure] = _exact_nearest(x, sq_norms, unsure, k)
-    return nearest
+        nearest[unsure], nearest_dist[unsure] = _exact_nearest(x, sq_norms, unsure, k)
+    return nearest, nearest_dist
 
 
 #: Candidates beyond k kept per row by kNN's float32 screening pass (see ``_nearest_others``).
@@ -115,18 +167,25 @@ def _row_chunks(n: int, entries_per_row: int) -> Iterator[slice]:
         yield slice(start, min(start + step, n))
 
 
-def _exact_nearest(x: np.ndarray, sq_norms: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
-    """(len(rows), k) float64 nearest other rows of the given rows, against all N rows (nearest first);
-    ``sq_norms`` are the rows' squared norms and k < N."""
+def _exact_nearest(x: np.ndarray, sq_norms: np.ndarray, rows: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(len(rows), k) float64 nearest other rows of the given rows, against all N rows (nearest first), and their
+    squared distances; ``sq_norms`` are the rows' squared norms and k < N."""
     out = np.empty((rows.shape[0], k), dtype=np.int64)
+    out_dist = np.empty((rows.shape[0], k))
     for chunk in _row_chunks(rows.shape[0], x.shape[0]):
-        own = rows[chunk]
-        dist = sq_norms[own, None] + sq_norms[None, :] - 2.0 * (x[own] @ x.T)
-        dist[np.arange(own.shape[0]), own] = np.inf  # leave the sample itself out
+        dist = _distances_to_all(x, sq_norms, rows[chunk])
         part = np.argpartition(dist, k - 1, axis=1)[:, :k]
-        order = np.argsort(np.take_along_axis(dist, part, axis=1), axis=1, kind="stable")
-        out[chunk] = np.take_along_axis(part, order, axis=1)
-    return out
+        part_dist = np.take_along_axis(dist, part, axis=1)
+        order = np.argsort(part_dist, axis=1, kind="stable")
+        out[chunk], out_dist[chunk] = np.take_along_axis(part, order, axis=1), np.take_along_axis(part_dist, order, axis=1)
+    return out, out_dist
+
+
+def _distances_to_all(x: np.ndarray, sq_norms: np.ndarray, own: np.ndarray) -> np.ndarray:
+    """(len(own), N) float64 squared distances of the rows ``own`` to every row, inf to themselves."""
+    dist = sq_norms[own, None] + sq_norms[None, :] - 2.0 * (x[own] @ x.T)
+    dist[np.arange(own.shape[0]), own] = np.inf  # leave the sample itself out
+    return dist
 
 
 def _smallest_distances(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
