@@ -825,3 +825,17 @@ def test_knn_splits_a_tied_vote_evenly():
     y = np.array([2, 1, 2, 1, 1, 2, 2])
     for order in ([0, 1, 2, 3, 4, 5, 6], [0, 2, 1, 3, 4, 5, 6], [6, 5, 4, 3, 2, 1, 0]):
         assert knn(x[order], y[order], k=1, metric="euclidean") == pytest.approx(5 / 7)  # samples 0 and 1 wrong
+
+
+def test_infinite_features_are_refused_without_a_numpy_warning():
+    import warnings
+
+    from modelrank.metrics._checks import as_features
+
+    features = np.ones((4, 3), dtype=np.float32)
+    features[1] = [np.inf, -np.inf, 1.0]  # the row-sum screen computed inf - inf and warned "invalid value"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InvalidInputError, match="NaN or inf in 1 of 4 rows"):
+            as_features(features)
+        assert as_features(np.full((2, 2), 3e38, dtype=np.float32), upcast=False).dtype == np.float32  # sums overflow

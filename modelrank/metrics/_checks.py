@@ -20,7 +20,9 @@ def as_features(features: np.ndarray, name: str = "features", upcast: bool = Tru
     x = as_float_matrix(features, name, upcast)
     # A NaN or inf makes its row's sum non-finite; the exact (N x D boolean) check runs only then, or on
     # overflow. The row sums are one BLAS pass in x's own precision (a float64 sum of float32 costs 2.4x).
-    if not np.isfinite(x @ np.ones(x.shape[1], x.dtype)).all() and not np.isfinite(x).all():
+    with np.errstate(over="ignore", invalid="ignore"):  # inf - inf and overflowing sums: decided exactly below
+        row_sums = x @ np.ones(x.shape[1], x.dtype)
+    if not np.isfinite(row_sums).all() and not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).any(axis=1).sum())
         raise InvalidInputError(f"{name} contain NaN or inf in {bad} of {x.shape[0]} rows")
     return x
