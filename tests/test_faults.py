@@ -655,6 +655,14 @@ def test_ncti_of_models_equal_up_to_rounding_has_no_ranking():
            for i, columns in enumerate((x, x[:, [2, 0, 3, 1]], x[:, ::-1]))]
     with pytest.warns(SaturationWarning, match="no ranking"):
         assert score_zoo("ncti", zoo) == {"m0": 0.0, "m1": 0.0, "m2": 0.0}
+    # float32 features: float32 products in the PCA put the terms ~1e-8 apart, still rounding (it scored 0, 0.58, 1)
+    rng = np.random.default_rng(0)
+    y = np.arange(3000) % 10
+    x = (rng.normal(size=(3000, 200)) + rng.normal(size=(10, 200))[y] + 5).astype(np.float32)
+    zoo = [FeatureSet(features=np.ascontiguousarray(columns), labels=y, model=f"m{i}", dataset="d")
+           for i, columns in enumerate((x, x[:, rng.permutation(200)], x[:, ::-1]))]
+    with pytest.warns(SaturationWarning, match="no ranking"):
+        assert score_zoo("ncti", zoo) == {"m0": 0.0, "m1": 0.0, "m2": 0.0}
     with pytest.raises(InvalidInputError, match="no models"):
         score_zoo("ncti", [])
 

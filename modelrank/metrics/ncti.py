@@ -69,12 +69,17 @@ def ncti_terms(features: np.ndarray, labels: np.ndarray, *, pca_dim: int = DEFAU
     return seli, ncc, vc
 
 
-def min_max(values: np.ndarray) -> np.ndarray:
+#: Relative precision of the terms of float32 (or float16) features, whose PCA runs on float32 products (the same
+#: features with their columns reordered give terms ~1e-8 apart): a smaller spread across the zoo is a tie.
+FLOAT32_TERMS_RTOL = 1e-6
+
+
+def min_max(values: np.ndarray, rtol: float = DEFAULT_RTOL) -> np.ndarray:
     """(v - min) / (max - min) across the zoo; all zeros when every model has the same value within numerical
-    precision (a spread of at most ``DEFAULT_RTOL`` times the largest magnitude): stretching rounding noise to
-    [0, 1] would turn it into a ranking."""
+    precision (a spread of at most ``rtol`` times the largest magnitude): stretching rounding noise to [0, 1] would
+    turn it into a ranking."""
     spread = values.max() - values.min()
-    if spread <= DEFAULT_RTOL * np.abs(values).max():
+    if spread <= rtol * np.abs(values).max():
         return np.zeros_like(values)
     return (values - values.min()) / spread
 
@@ -91,7 +96,8 @@ def ncti(zoo: Mapping[str, FeatureSet], *, pca_dim: int = DEFAULT_PCA_DIM) -> di
     ``zoo``: {model name: FeatureSet} of several models on the SAME target samples (labels must agree).
     Scores are zoo-relative: adding or removing a model changes every score. Needs >= 3 models (with 2 the
     min-max maps every term to {0, 1}). Higher is better; scores lie in [-1, 2]. A term that is the same for every
-    model within numerical precision adds 0 to every score (``min_max``); when all three are, every score is 0 and a
+    model within numerical precision (1e-9 relative; 1e-6 when some model's features are float32, see
+    ``ncti_terms``) adds 0 to every score (``min_max``); when all three are, every score is 0 and a
     ``SaturationWarning`` says so.
     """
     if len(zoo) < MIN_ZOO_SIZE:
@@ -103,7 +109,9 @@ def ncti(zoo: Mapping[str, FeatureSet], *, pca_dim: int = DEFAULT_PCA_DIM) -> di
         if other.shape != first.shape or not np.array_equal(other, first):
             raise InvalidInputError(f"NCTI compares models on the same samples: labels of {name} differ from {names[0]}")
     terms = np.array([ncti_terms(zoo[name].features, zoo[name].labels, pca_dim=pca_dim) for name in names])
-    seli, ncc, vc = (min_max(term) for term in terms.T)
+    single_precision = any(np.asarray(zoo[name].features).dtype in (np.float16, np.float32) for name in names)
+    rtol = FLOAT32_TERMS_RTOL if single_precision else DEFAULT_RTOL
+    seli, ncc, vc = (min_max(term, rtol) for term in terms.T)
     scores = ncc + seli - vc
     if not (ncc.any() or seli.any() or vc.any()):
         warnings.warn(f"NCTI: every term is the same for all {len(names)} models within numerical precision, so "
