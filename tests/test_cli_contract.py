@@ -176,6 +176,18 @@ def test_bug_exits_1_with_traceback(cli, cache_dir, monkeypatch):
     assert "Traceback" in err and "simulated bug" in err and "internal error" in err
 
 
+def test_out_of_memory_is_an_input_error_not_a_bug(cli, cache_dir, monkeypatch):
+    import modelrank.finetune
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 224. GiB for an array with shape (1000000000, 30)")
+
+    monkeypatch.setattr(modelrank.finetune, "read_records", too_big)
+    code, out, err = cli("records", "ls")
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith("error: out of memory: Unable to allocate 224. GiB") and "ask for less" in err
+
+
 def test_debug_shows_the_traceback_of_user_errors(monkeypatch):
     from modelrank.cli import main
 

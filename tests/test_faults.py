@@ -544,6 +544,38 @@ def test_bad_command_inputs_give_one_line(tmp_path, cli):
         assert code == 2 and message in err and "Traceback" not in err, (args, err)
 
 
+@pytest.mark.parametrize("damage, message", [
+    (b"", "is empty"),
+    (b"\x00\xff\xfe binary, not text \x80", "cannot parse"),
+    (None, "is a directory"),
+])
+def test_damaged_user_csv_files_give_one_line(tmp_path, cli, damage, message):
+    path = tmp_path / "user.csv"
+    if damage is None:
+        path.mkdir()
+    else:
+        path.write_bytes(damage)
+    records = tmp_path / "records.csv"
+    records.write_text("dataset,model,accuracy\nt1,m1,0.5\nt1,m2,0.6\nt2,m1,0.4\nt2,m2,0.3\n")
+    for args in (["extract", "-m", TINY_MODEL, "-d", f"csv:{path}"],
+                 ["spider", "train", str(path), "--out", str(tmp_path / "l"), "--learner", "model_prior"],
+                 ["spider", "train", str(records), "--out", str(tmp_path / "l"), "--learner", "model_prior",
+                  "--task-meta", str(path)]):
+        code, out, err = cli(*args)
+        assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err, (args, err)
+
+
+def test_empty_or_foreign_weight_files_give_one_line(tmp_path, cli):
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    foreign = tmp_path / "foreign.pth"
+    foreign.write_bytes(b"garbage, not a torch file")
+    for path, message in ((empty, "is empty"), (foreign, "not a torch file of plain tensors")):
+        code, out, err = cli("extract", "-m", TINY_MODEL, "--checkpoint", str(path), "-d", "digits", "--limit", "8")
+        assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err, err
+        assert "weights_only" not in err  # torch's advice to load with weights_only=False would run the file's code
+
+
 def test_constant_accuracies_give_documented_nan_not_a_traceback():
     from modelrank.spider import Records, make_learner
     from modelrank.spider.protocols import evaluate as evaluate_learner

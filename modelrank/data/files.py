@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidInputError, MissingResourceError
+from ..tabular import read_csv_file
 from .base import ImageDataset, open_image, seeded_split
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -85,9 +86,7 @@ def load_csv(path: str, split: str = "all") -> ImageDataset:
     Relative image paths are resolved against the CSV's folder.
     """
     csv = Path(path)
-    if not csv.is_file():
-        raise MissingResourceError(f"CSV file {csv} does not exist")
-    table = pd.read_csv(csv)
+    table = read_csv_file(csv)
     cols = {c.lower(): c for c in table.columns}
     if "path" not in cols or not ({"label", "target"} & set(cols)):
         raise InvalidInputError(f"{csv} needs columns path,label (classification) or path,target (regression)")
