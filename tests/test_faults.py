@@ -410,6 +410,19 @@ def test_flipped_bytes_are_detected_and_score_recomputes_them(cache_dir, tmp_pat
     assert value == before and "corrupt" in err
 
 
+@pytest.mark.parametrize("manifest", ["[]", '{"key": 3}', '{"key": {"model": "m"}, "chunk_size": 8}', "\udcff"])
+def test_manifest_of_another_shape_is_rebuilt_not_a_traceback(cache_dir, cli, manifest):
+    args = ["-m", TINY_MODEL, "-d", "digits", "--split", "train", "--limit", "8"]
+    code, out, err = cli("extract", *args, "--workers", "0")
+    assert code == 0, err
+    path, = cache_dir.rglob("manifest.json")
+    path.write_bytes(manifest.encode("utf-8", "surrogateescape"))  # valid JSON of another shape, or not UTF-8
+    code, out, err = cli("cache", "ls")
+    assert code == 0 and "manifest unreadable" in out, err
+    code, out, err = cli("score", *args, "--metric", "knn")
+    assert code == 0 and "rebuilding it" in err and "Traceback" not in err, err
+
+
 # ---------------------------------------------------------------------------------- the user's own data
 def _image_folder(root: Path, shade: int = 0) -> Path:
     from PIL import Image
