@@ -158,6 +158,49 @@ def test_bad_invocations_are_one_line_exit_2(cli, cache_dir, no_work, args):
     assert len(lines) == 1 and lines[0].startswith("error:"), err
 
 
+@pytest.mark.parametrize("args", [
+    ("score", "--features", "/nonexistent.npz"),
+    ("list", "metrics"),
+    ("cache", "ls"),
+    ("evaluate", "--scores", "/nonexistent/s.csv", "--truth", "/nonexistent/t.csv"),
+    ("spider", "rank", "/nonexistent", "t1"),
+    ("spider", "eval", "/nonexistent.csv"),
+], ids=" ".join)
+def test_out_dash_with_format_json_is_a_usage_error(cli, cache_dir, args):
+    """``--out -`` prints CSV on stdout: with ``--format json`` a program would get CSV where it asked for JSON."""
+    code, out, err = cli(*args, "--out", "-", "--format", "json")
+    assert code == 2 and out == "" and "--out - writes CSV to stdout and --format json" in err, (out, err)
+
+
+def _score_and_truth(tmp_path):
+    import pandas as pd
+
+    rows = [(f"d{j}", f"m{i}", float((i * 7 + j * 3) % 5), float(i + j)) for i in range(3) for j in range(2)]
+    pd.DataFrame(rows, columns=["Dataset", "Model", "logme", "leep"]).to_csv(tmp_path / "s.csv", index=False)
+    truth = pd.DataFrame([(d, m, 0.1 * ((i * 5) % 7)) for i, (d, m, _, _) in enumerate(rows)],
+                         columns=["dataset", "model", "accuracy"])
+    truth.to_csv(tmp_path / "t.csv", index=False)
+    return ["--scores", str(tmp_path / "s.csv"), "--truth", str(tmp_path / "t.csv"), "--tau", "kendall"]
+
+
+def test_evaluate_compare_with_out_dash_keeps_stdout_one_csv(cli, tmp_path):
+    code, out, err = cli("evaluate", *_score_and_truth(tmp_path), "--compare", "logme,leep", "--out", "-")
+    assert code == 2 and out == "" and "--compare and --out - would both print on stdout" in err, (out, err)
+
+
+def test_evaluate_plot_path_is_checked_first_and_reported_as_written(cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    args = _score_and_truth(tmp_path)
+    for plot, message in ((tmp_path, "is a directory"), (tmp_path / "p.csv", "matplotlib writes"),
+                          (tmp_path / "missing" / "p.png", "does not exist")):
+        code, out, err = cli("evaluate", *args, "--plot", str(plot))
+        assert code == 2 and out == "" and message in err and "Traceback" not in err, (plot, err)
+    code, out, err = cli("evaluate", *args, "--plot", str(tmp_path / "scatter"))
+    assert code == 0 and f"wrote {tmp_path / 'scatter.png'}" in err, err  # matplotlib's suffix, said as written
+    assert (tmp_path / "scatter.png").read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "scatter.png", "t.csv"]  # no temporary left
+
+
 @pytest.mark.parametrize("args", [(), ("cache",), ("spider",)], ids=lambda a: " ".join(a) or "modelrank")
 def test_group_without_subcommand_shows_help_and_exits_2(cli, args):
     code, out, err = cli(*args)

@@ -56,9 +56,12 @@ def check_out(out: Optional[Path], option: str = "--out") -> None:
 
 
 def check_output(fmt: str, out: Optional[Path]) -> None:
-    """``--format`` and ``--out`` of a command that prints a table, checked before any work."""
+    """``--format`` and ``--out`` of a command that prints a table, checked before any work. ``--out -`` puts CSV
+    on stdout, so it cannot go with ``--format json``: a program asking for JSON would get CSV."""
     check_format(fmt)
     check_out(out)
+    if fmt == "json" and out is not None and str(out) == "-":
+        raise ModelrankError("--out - writes CSV to stdout and --format json asks for JSON there: give one of them")
 
 
 def write_csv(frame: "pd.DataFrame", out: Path) -> None:

@@ -16,7 +16,7 @@ from ._common import (
     TaskOption, load_feature_files, split_names, key_values, progress_display, check_extraction, SizeOption,
     DataRootOption,
 )
-from ._output import check_format, check_out, emit, format_option, out_option, write_csv
+from ._output import check_output, emit, format_option, out_option, write_csv
 
 
 @app.command("score")
@@ -50,8 +50,7 @@ def score_cmd(
     from ..scoring import bootstrap_scores, check_metric_request, rank_scores, score_feature_sets, scoring_reporter
     from ._score_table import footnotes, plain_frame, score_tables
 
-    check_format(fmt)
-    check_out(out)
+    check_output(fmt, out)
     if bootstrap < 0 or bootstrap == 1:
         raise ModelrankError(f"--bootstrap takes B >= 2 resamples (or 0 for none), not {bootstrap}")
     if bool(features) == bool(dataset or models):

@@ -15,7 +15,7 @@ from ._common import (
     progress_display, split_names,
 )
 from ..progress import report
-from ._output import check_format, check_out, emit, format_option, frame_table, out_option
+from ._output import check_output, emit, format_option, frame_table, out_option
 
 #: ``--rerank-metric`` value for Model Spider's own re-ranking (instead of a metric)
 LEARNED_RERANK = "learned"
@@ -105,8 +105,7 @@ def spider_rank(
     from ..spider.base import model_prior
     from ..spider.describe import describe_task, needed_models, rerank_by_metric, top_models
 
-    check_format(fmt)
-    check_out(out)
+    check_output(fmt, out)
     if dataset and features:
         raise ModelrankError("give either -d DATASET or --features FILE..., not both")
     if task and (dataset or features):
@@ -235,8 +234,7 @@ def spider_eval(
     from ..spider.loaders import load_records
     from ..spider.protocols import evaluate, paired_difference, seed_mixture, task_folds
 
-    check_format(fmt)
-    check_out(out)
+    check_output(fmt, out)
     protocols = {"cold_start": ("cold_start",), "partial": ("partial",), "both": ("cold_start", "partial")}
     if protocol not in (*protocols, "seed_mixture"):
         raise ModelrankError(f"--protocol must be cold_start, partial, both or seed_mixture, not {protocol!r}")
