@@ -473,6 +473,10 @@ def test_score_all_with_every_metric_skipped_is_an_error(tmp_path, cli):
     nan = np.full((20, 4), np.nan)
     code, out, err = cli("score", "--features", _features(tmp_path, "nan", nan, labels), "--metric", "all")
     assert code == 2 and "no metric could score these features" in err and "NaN" in err and "Traceback" not in err
+    # Named metrics that all fail: one line that says why (no warnings first, no empty reason list).
+    code, out, err = cli("score", "--features", _features(tmp_path, "nan", nan, labels), "--metric", "logme,knn")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "(2 metric/model pair(s) failed): logme on nan/custom: features contain NaN" in err
 
 
 def test_huge_features_get_a_clear_error_from_every_metric(rng):
