@@ -85,6 +85,7 @@ BAD_INVOCATIONS = [
         ("--batch-size", "0"),
         ("--limit", "0"),
         ("--workers", "-1"),
+        ("--workers", "100000"),  # would fork 100000 loader processes
         ("--shard", "3/2"),
         ("--device", "tpu"),
         ("--format", "xml"),

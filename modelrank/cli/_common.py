@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -93,10 +94,15 @@ DataRootOption = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", file
                               help="Where torchvision datasets live.")
 
 
-def SizeOption(flag: str, help: str, default: Optional[int] = None, *, minimum: int = 1, short: Optional[str] = None):
+def SizeOption(flag: str, help: str, default: Optional[int] = None, *, minimum: int = 1, maximum: Optional[int] = None,
+               short: Optional[str] = None):
     """An integer option checked by the parser (a one-line usage error before any work): sizes, counts, epochs."""
     names = (flag, short) if short else (flag,)
-    return typer.Option(default, *names, min=minimum, help=help)
+    return typer.Option(default, *names, min=minimum, max=maximum, help=help)
+
+
+#: most data-loading processes: more than 4 per core only start processes that wait (100000 would fork 100000)
+MAX_WORKERS = 4 * (os.cpu_count() or 1)
 
 
 def check_extraction(models: list[str], dataset: str, split: Optional[str], cache_dir: Optional[Path]) -> None:

@@ -9,7 +9,7 @@ import typer
 
 from ..errors import ModelrankError
 from ._common import (
-    set_interrupt_note, app, CacheDirOption, DataRootOption, SizeOption, check_extraction, progress_display,
+    set_interrupt_note, app, CacheDirOption, DataRootOption, MAX_WORKERS, SizeOption, check_extraction, progress_display,
     split_names,
 )
 from ._output import check_format, emit, format_option
@@ -27,7 +27,8 @@ def extract_cmd(
     seed: int = typer.Option(0, "--seed", help="Seed of the subsampling."),
     batch_size: int = SizeOption("--batch-size", "Images per forward pass.", 64, short="-b"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA with AMP if present), cpu, cuda, cuda:1 ..."),
-    workers: Optional[int] = SizeOption("--workers", "Data-loading processes [default: auto].", minimum=0),
+    workers: Optional[int] = SizeOption("--workers", f"Data-loading processes, at most 4 per CPU core ({MAX_WORKERS} "
+                                        "here) [default: auto].", minimum=0, maximum=MAX_WORKERS),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: compute only the chunks j with j mod n = i (job arrays)."),
     data_root: Optional[Path] = DataRootOption,
     download: bool = typer.Option(False, "--download", help="Let torchvision download a missing dataset (needs network)."),
