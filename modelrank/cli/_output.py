@@ -121,11 +121,12 @@ def emit(frame: "pd.DataFrame", fmt: str = "table", out: Optional[Path] = None, 
         sys.stdout.write(frame.to_json(orient="records", double_precision=15) + "\n")
     elif console.is_terminal and _fits(table := table if table is not None else frame_table(frame, title)):
         console.print(table)
+    elif not len(frame):  # its to_string is a description ("Empty DataFrame ..."), not the table's header
+        _write_plain(["  ".join(map(str, frame.columns))], title)
     else:  # piped, or a table the terminal would fold into one-character columns: aligned plain text
-        if title:
-            sys.stdout.write(f"# {title}\n")
-        # An empty frame's to_string is a description ("Empty DataFrame ..."), not the table's header.
-        sys.stdout.write((frame.to_string(index=False, na_rep="") if len(frame) else "  ".join(map(str, frame.columns))) + "\n")
+        columns = [frame.iloc[:, [i]].to_string(index=False, na_rep="").splitlines() for i in range(frame.shape[1])]
+        _write_plain([frame.iloc[:, block].to_string(index=False, na_rep="")
+                      for block in _column_blocks([max(map(len, c)) for c in columns])], title)
     sys.stdout.flush()
     if out is not None:
         write_csv(frame, out)
@@ -150,9 +151,29 @@ def emit_rows(columns: list[str], rows: list[list[object]], fmt: str = "table", 
         console.print(table)
         return
     widths = [max(len(str(column)), *(len(row[i]) for row in cells)) for i, column in enumerate(columns)]
-    lines = [f"# {title}"] if title else []
-    lines += ["  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip()
-              for line in [list(map(str, columns)), *cells]]
-    sys.stdout.write("\n".join(lines) + "\n")
+    _write_plain(["\n".join("  ".join(line[i].ljust(widths[i]) for i in block).rstrip()
+                            for line in [list(map(str, columns)), *cells])
+                  for block in _column_blocks(widths)], title)
     sys.stdout.flush()
+
+
+def _column_blocks(widths: list[int]) -> list[list[int]]:
+    """Column indices of a plain table, cut into blocks that fit the terminal, each led by the first (name) column;
+    one block when piped: a script reads whole lines, and a terminal would fold longer ones into a jumble."""
+    if not console.is_terminal:
+        return [list(range(len(widths)))]
+    blocks: list[list[int]] = [[0]]
+    used = widths[0]
+    for i, width in enumerate(widths[1:], start=1):
+        if len(blocks[-1]) > 1 and used + 2 + width > console.width:
+            blocks.append([0])
+            used = widths[0]
+        blocks[-1].append(i)
+        used += 2 + width
+    return blocks
+
+
+def _write_plain(blocks: list[str], title: str | None) -> None:
+    """Plain table text on stdout: the title as a comment line, the column blocks separated by a blank line."""
+    sys.stdout.write((f"# {title}\n" if title else "") + "\n\n".join(blocks) + "\n")
 
