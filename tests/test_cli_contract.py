@@ -54,6 +54,7 @@ BAD_INVOCATIONS = [
     ("records", "rm"),                    # no filter: nothing is removed
     ("spider", "rank", "/nonexistent", "-d", "digits", "--features", "/nonexistent.npz"),
     ("spider", "eval", "/nonexistent.csv", "--tau-protocol", "bogus"),
+    ("spider", "eval", "/nonexistent.csv", "--folds", "1"),
     ("foo",),
     ("cache", "clear"),
     ("score", "--bogus"),

@@ -551,10 +551,15 @@ def test_bad_command_inputs_give_one_line(tmp_path, cli):
     folder = _saved_learner(tmp_path)
     header_only = tmp_path / "h.csv"
     header_only.write_text("dataset,model,accuracy\n")
+    images = tmp_path / "images.csv"
+    images.write_text("path,label\n")
     cases = [
         (["extract", "-m", ",", "-d", "digits"], "no model given"),
         (["spider", "rank", str(folder), "t1", "--observed", "m1=abc"], "must be a number"),
         (["spider", "eval", str(header_only)], "no records"),
+        (["spider", "eval", str(header_only), "--folds", "0"], "'--folds'"),  # before the records are read
+        (["extract", "-m", "random:test_resnet", "-d", f"folder:{header_only}"], "is a file; folder:PATH takes a folder"),
+        (["extract", "-m", "random:test_resnet", "-d", f"csv:{images}"], f"csv:{images}/all is empty"),  # not /None
     ]
     for args, message in cases:
         code, out, err = cli(*args)

@@ -218,7 +218,7 @@ def spider_eval(
     learners: str = typer.Option("random,model_prior,task_attention,graph,spider", help="Comma-separated learners."),
     protocol: str = typer.Option("cold_start", help="cold_start | partial | both | seed_mixture"),
     by: str = typer.Option("task", help="Held-out groups: task | domain (needs a domain column in task metadata)."),
-    folds: Optional[int] = typer.Option(None, help="Number of task folds (default: leave-one-task-out)."),
+    folds: Optional[int] = typer.Option(None, min=2, help="Number of task folds (default: leave-one-task-out)."),
     k_observed: int = typer.Option(3, "--k", min=1, help="Models revealed per task in the partial protocol."),
     option: list[str] = typer.Option([], "--set", help="Option key=value, passed to each learner that has it (e.g. "
                                      "epochs=50, cv_group=domain)."),

@@ -60,6 +60,8 @@ def load_folder(path: str, split: str = "all") -> ImageDataset:
     Every file must be an image (by suffix); anything else is reported rather than silently skipped.
     """
     root = Path(path)
+    if root.is_file():
+        raise InvalidInputError(f"image folder {root} is a file; folder:PATH takes a folder of class sub-folders")
     if not root.is_dir():
         raise MissingResourceError(f"image folder {root} does not exist")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
