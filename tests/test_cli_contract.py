@@ -178,6 +178,24 @@ def test_out_dash_with_format_json_is_a_usage_error(cli, cache_dir, args):
     assert code == 2 and out == "" and "--out - writes CSV to stdout and --format json" in err, (out, err)
 
 
+def test_seeds_out_of_numpys_range_are_usage_errors(cli, cache_dir, no_work, tmp_path):
+    import numpy as np
+
+    labels = np.repeat([0, 1], 10)
+    np.savez(tmp_path / "a.npz", features=np.random.default_rng(0).normal(size=(20, 3)), labels=labels)
+    (tmp_path / "r.csv").write_text("dataset,model,accuracy\n" + "".join(
+        f"t{j},m{i},{0.1 * i + 0.01 * j}\n" for i in range(3) for j in range(3)))
+    for args in (["extract", "-m", "random:test_resnet", "-d", "digits", "--seed", "-1"],
+                 ["score", "-d", "digits", "-m", "random:test_resnet", "--seed", "-5"],
+                 ["score", "--features", str(tmp_path / "a.npz"), "--metric", "knn", "--bootstrap", "3",
+                  "--bootstrap-seed", "-1"],
+                 ["finetune", "--features", str(tmp_path / "a.npz"), "--seed", "-1"],
+                 ["spider", "eval", str(tmp_path / "r.csv"), "--learners", "model_prior,random", "--seed", "-1"],
+                 ["spider", "eval", str(tmp_path / "r.csv"), "--seed", str(2**32)]):
+        code, out, err = cli(*args)
+        assert code == 2 and "seed'" in err and err.count("\n") == 1 and "Traceback" not in err, (args, err)
+
+
 def _score_and_truth(tmp_path):
     import pandas as pd
 

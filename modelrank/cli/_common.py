@@ -101,6 +101,11 @@ def SizeOption(flag: str, help: str, default: Optional[int] = None, *, minimum: 
     return typer.Option(default, *names, min=minimum, max=maximum, help=help)
 
 
+def SeedOption(help: str, flag: str = "--seed"):
+    """A random seed: numpy and scikit-learn take 0 ... 2**32 - 1 (a negative one was a traceback mid-run)."""
+    return typer.Option(0, flag, min=0, max=2**32 - 1, help=help)
+
+
 #: most data-loading processes: more than 4 per core only start processes that wait (100000 would fork 100000)
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
 

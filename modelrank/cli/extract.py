@@ -10,7 +10,7 @@ import typer
 from ..errors import ModelrankError
 from ._common import (
     set_interrupt_note, app, CacheDirOption, DataRootOption, MAX_WORKERS, SizeOption, check_extraction, progress_display,
-    split_names,
+    split_names, SeedOption,
 )
 from ._output import check_format, emit, format_option
 
@@ -24,7 +24,7 @@ def extract_cmd(
     split: Optional[str] = typer.Option(None, "--split", help="train | val | test | trainval | all [default: the dataset's first]."),
     limit: Optional[int] = SizeOption("--limit", "Seeded random subset of at most N samples."),
     per_class: Optional[int] = SizeOption("--per-class", "Seeded subset of N samples per class."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the subsampling."),
+    seed: int = SeedOption("Seed of the subsampling."),
     batch_size: int = SizeOption("--batch-size", "Images per forward pass.", 64, short="-b"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA with AMP if present), cpu, cuda, cuda:1 ..."),
     workers: Optional[int] = SizeOption("--workers", f"Data-loading processes, at most 4 per CPU core ({MAX_WORKERS} "

@@ -12,7 +12,8 @@ from ..errors import ModelrankError
 from ._common import (
     set_interrupt_note, app, console, err_console, CacheDirOption, DataRootOption, FeatureFilesOption, ModelNamesOption,
     DatasetNameOption,
-    SizeOption, TaskOption, check_extraction, confirmed, load_feature_files, log, progress_display, split_names,
+    SeedOption, SizeOption, TaskOption, check_extraction, confirmed, load_feature_files, log, progress_display,
+    split_names,
 )
 from ._output import check_out, check_output, emit, format_option, out_option, write_csv
 
@@ -37,7 +38,7 @@ def finetune_cmd(
     cs: Optional[str] = typer.Option(None, "--cs", help="Inverse regularisation sweep: LOW:HIGH:N (log-spaced) or a comma list [default: 1e-6:1e5:23]."),
     val: float = typer.Option(0.2, "--val", help="Validation fraction (selects C)."),
     test: float = typer.Option(0.2, "--test", help="Test fraction (when the data has no test split)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the splits."),
+    seed: int = SeedOption("Seed of the splits."),
     no_refit: bool = typer.Option(False, "--no-refit", help="Score the train-only head instead of refitting on train+val."),
     force: bool = typer.Option(False, "--force", help="Redo runs that are already recorded."),
     out: Optional[Path] = out_option("this run's records (public records layout)"),

@@ -14,7 +14,7 @@ from ._common import (
     set_interrupt_note,
     app, console, err_console, CacheDirOption, FeatureFilesOption, ModelNamesOption, DatasetNameOption,
     TaskOption, load_feature_files, split_names, key_values, progress_display, check_extraction, SizeOption,
-    DataRootOption,
+    DataRootOption, SeedOption,
 )
 from ._output import check_output, emit, format_option, out_option, write_csv
 
@@ -33,7 +33,7 @@ def score_cmd(
     fmt: str = format_option(),
     bootstrap: int = typer.Option(0, "--bootstrap", help="Resample the samples B times (seeded by --bootstrap-seed): "
                                   "each score's 95% interval and each model's probability of being best [default: off]."),
-    bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", help="Seed of the --bootstrap resamples."),
+    bootstrap_seed: int = SeedOption("Seed of the --bootstrap resamples.", "--bootstrap-seed"),
     bootstrap_exact: bool = typer.Option(False, "--bootstrap-exact", help="Recompute every metric on every resample "
                                          "(LogME otherwise uses its resampled form: a few scores' cost)."),
     dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Score cached/extracted features of this dataset (with -m)."),
@@ -41,7 +41,7 @@ def score_cmd(
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split for -d [default: the dataset's first]."),
     limit: Optional[int] = SizeOption("--limit", "Seeded random subset of at most N samples (-d)."),
     per_class: Optional[int] = SizeOption("--per-class", "Seeded subset of N samples per class (-d)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the subsampling (-d)."),
+    seed: int = SeedOption("Seed of the subsampling (-d)."),
     data_root: Optional[Path] = DataRootOption,
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:

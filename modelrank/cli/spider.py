@@ -12,7 +12,7 @@ from rich.markup import escape
 from ..errors import ModelrankError
 from ._common import (
     CacheDirOption, DatasetNameOption, FeatureFilesOption, ModelNamesOption, app, err_console, key_values,
-    progress_display, split_names,
+    progress_display, split_names, SeedOption,
 )
 from ..progress import report
 from ._output import check_output, emit, format_option, frame_table, out_option
@@ -78,7 +78,7 @@ def spider_rank(
                                           "from the zoo models' features (cached; missing ones are extracted)."),
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split for -d [default: the dataset's first]."),
     per_class: Optional[int] = typer.Option(None, "--per-class", min=1, help="Seeded subset of N samples per class (-d)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the subsampling (-d)."),
+    seed: int = SeedOption("Seed of the subsampling (-d)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", help="Where torchvision datasets live."),
     cache_dir: Optional[Path] = CacheDirOption,
     features: Optional[list[Path]] = FeatureFilesOption,
@@ -226,7 +226,7 @@ def spider_eval(
                                      "TransferGraph) | model_spider (weightedtau(truth, score, rank=None))."),
     baseline: str = typer.Option("model_prior", "--baseline", help="Learner the paired differences are taken against "
                                   "(one of --learners; without it the table has no differences)."),
-    seed: int = typer.Option(0),
+    seed: int = SeedOption("Seed of the task folds, the partial protocol's revealed models and the learners."),
     out: Optional[Path] = out_option("the comparison table"),
     fmt: str = format_option(),
     quiet: bool = QuietOption,
