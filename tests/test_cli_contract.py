@@ -115,6 +115,8 @@ BAD_INVOCATIONS = [
         ("--protocol", "full", "--optimizer", "adam"),
         ("--protocol", "full", "--lrs", "0.1,x"),
         ("--protocol", "full", "--lrs", "0"),
+        ("--protocol", "full", "--lrs", "inf"),
+        ("--protocol", "full", "--wds", "0,nan"),
         ("--protocol", "full", "--input-size", "0"),
     ]],
     ("finetune", "-d", "digits", "-m", "resnet5"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -94,8 +95,8 @@ def finetune_cmd(
             grid = [float(v) for v in split_names(lrs)], [float(v) for v in split_names(wds)]
         except ValueError:
             raise ModelrankError("--lrs and --wds take comma-separated numbers") from None
-        if not all(lr > 0 for lr in grid[0]) or not all(wd >= 0 for wd in grid[1]):
-            raise ModelrankError("--lrs must be positive and --wds non-negative")
+        if not all(0 < lr < math.inf for lr in grid[0]) or not all(0 <= wd < math.inf for wd in grid[1]):
+            raise ModelrankError("--lrs must be positive and --wds non-negative finite numbers")
         config = FullConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, patience=patience,
                             val_fraction=val, per_class=per_class, seed=seed, input_size=input_size)
         config.validate()
