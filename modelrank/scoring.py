@@ -383,6 +383,8 @@ def load_feature_file(
     path = Path(path)
     if task is not None and task not in TASK_TYPES:
         raise InvalidInputError(f"task must be one of {', '.join(TASK_TYPES)}, not {task!r}")
+    if path.is_dir():
+        raise InvalidInputError(f"feature file {path} is a directory; give the .npz or .parquet file")
     if not path.is_file():
         raise MissingResourceError(f"feature file {path} does not exist")
     suffix = path.suffix.lower()

@@ -657,3 +657,5 @@ def test_user_text_with_brackets_is_printed_as_typed(tmp_path, cli):
     assert code == 0 and "resnet[a]" in out and "resnet[b]" in out, out
     code, out, err = cli("score", "--features", str(folder / "missing.npz"), "--metric", "knn")
     assert code == 2 and "exp[lr=0.1]/missing.npz" in err
+    code, out, err = cli("score", "--features", str(folder), "--metric", "knn")
+    assert code == 2 and "exp[lr=0.1] is a directory; give the .npz or .parquet file" in err
