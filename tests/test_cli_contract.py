@@ -80,6 +80,10 @@ BAD_INVOCATIONS = [
         ("--out", "/nonexistent/folder/scores.csv"),
     ]],
     ("score", "-d", "digits", "-m", "random:test_resnet,resnet5"),
+    # Options of the other way to give the data are errors, not silently ignored.
+    ("score", "-d", "digits", "-m", "random:test_resnet", "--model-name", "x"),
+    ("score", "-d", "digits", "-m", "random:test_resnet", "--dataset-name", "pets"),
+    ("finetune", "-d", "digits", "-m", "random:test_resnet", "--task", "regression"),
     ("score", "-d", "digitz", "-m", "random:test_resnet"),
     *[("extract", "-m", "random:test_resnet", "-d", "digits", *rest) for rest in [
         ("-b", "-1"),
@@ -196,6 +200,23 @@ def test_seeds_out_of_numpys_range_are_usage_errors(cli, cache_dir, no_work, tmp
                  ["spider", "eval", str(tmp_path / "r.csv"), "--seed", str(2**32)]):
         code, out, err = cli(*args)
         assert code == 2 and "seed'" in err and err.count("\n") == 1 and "Traceback" not in err, (args, err)
+
+
+def test_options_of_the_other_input_mode_are_named(cli, tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "a.npz", features=np.random.default_rng(0).normal(size=(20, 3)), labels=np.repeat([0, 1], 10))
+    learner = tmp_path / "missing-learner"
+    for args, message in ((["score", "--features", str(tmp_path / "a.npz"), "--split", "train", "--limit", "5"],
+                           "--split, --limit only go with -d DATASET"),
+                          (["finetune", "--features", str(tmp_path / "a.npz"), "--per-class", "3"],
+                           "--per-class only goes with -d DATASET"),
+                          (["score", "-d", "digits", "-m", "random:test_resnet", "--task", "regression"],
+                           "--task only goes with --features"),
+                          (["spider", "rank", str(learner), "t1", "--per-class", "3"], "--per-class only goes with -d"),
+                          (["spider", "rank", str(learner), "t1", "--model-name", "m"], "--model-name only goes with")):
+        code, out, err = cli(*args)
+        assert code == 2 and out == "" and message in err and err.count("\n") == 1, (args, err)
 
 
 def _score_and_truth(tmp_path):

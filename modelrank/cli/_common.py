@@ -127,7 +127,8 @@ FeatureFilesOption = typer.Option(
     None, "--features", help="Feature file (repeatable): .npz with features, labels[, source_probs, class_names] or "
     ".parquet with features, label[, source_probs, class_name].")
 ModelNamesOption = typer.Option(None, "--model-name", help="Model name of each --features file, in order [default: file stem].")
-DatasetNameOption = typer.Option("custom", "--dataset-name", help="Dataset name for --features files.")
+DEFAULT_DATASET_NAME = "custom"
+DatasetNameOption = typer.Option(DEFAULT_DATASET_NAME, "--dataset-name", help="Dataset name for --features files.")
 TaskOption = typer.Option(None, "--task", help="classification | regression for --features files [default: inferred from the labels].")
 
 
@@ -138,6 +139,14 @@ def load_feature_files(features: list[Path], model_names: Optional[list[str]], d
         raise ModelrankError(f"{len(model_names)} --model-name for {len(features)} --features files")
     names = model_names or [None] * len(features)
     return [load_feature_file(f, n, dataset_name, task) for f, n in zip(features, names)]
+
+
+def only_with(mode: str, options: dict[str, object]) -> None:
+    """Options of the other way to give the data (``--features FILE...`` or ``-d DATASET``) are an error, not
+    silently ignored. ``options``: flag -> value, None (or empty) when not given."""
+    given = [flag for flag, value in options.items() if value not in (None, [])]
+    if given:
+        raise ModelrankError(f"{', '.join(given)} only go{'es' if len(given) == 1 else ''} with {mode}")
 
 
 def split_names(value: str) -> list[str]:

@@ -14,7 +14,7 @@ from ._common import (
     set_interrupt_note, app, console, err_console, CacheDirOption, DataRootOption, FeatureFilesOption, ModelNamesOption,
     DatasetNameOption,
     SeedOption, SizeOption, TaskOption, check_extraction, confirmed, load_feature_files, log, progress_display,
-    split_names,
+    split_names, DEFAULT_DATASET_NAME, only_with,
 )
 from ._output import check_out, check_output, emit, format_option, out_option, write_csv
 
@@ -71,6 +71,11 @@ def finetune_cmd(
         raise ModelrankError("give either --features FILE... or -d DATASET -m MODELS")
     if not features and not (dataset and models):
         raise ModelrankError("-d DATASET and -m MODELS go together")
+    if features:
+        only_with("-d DATASET", {"--per-class": per_class})
+    else:
+        only_with("--features", {"--model-name": model_name, "--task": task,
+                                 "--dataset-name": None if dataset_name == DEFAULT_DATASET_NAME else dataset_name})
     if protocol not in PROTOCOLS:
         raise ModelrankError(f"--protocol takes {' | '.join(PROTOCOLS)}, not {protocol!r}")
     if metric is not None and metric not in CLASSIFICATION_METRICS + REGRESSION_METRICS:

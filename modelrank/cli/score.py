@@ -14,7 +14,7 @@ from ._common import (
     set_interrupt_note,
     app, console, err_console, CacheDirOption, FeatureFilesOption, ModelNamesOption, DatasetNameOption,
     TaskOption, load_feature_files, split_names, key_values, progress_display, check_extraction, SizeOption,
-    DataRootOption, SeedOption,
+    DataRootOption, DEFAULT_DATASET_NAME, SeedOption, only_with,
 )
 from ._output import check_output, emit, format_option, out_option, write_csv
 
@@ -57,6 +57,11 @@ def score_cmd(
         raise ModelrankError("give either --features FILE... or -d DATASET -m MODELS")
     if not features and not (dataset and models):
         raise ModelrankError("-d DATASET and -m MODELS go together")
+    if features:
+        only_with("-d DATASET", {"--split": split, "--limit": limit, "--per-class": per_class})
+    else:
+        only_with("--features", {"--model-name": model_name, "--task": task,
+                                 "--dataset-name": None if dataset_name == DEFAULT_DATASET_NAME else dataset_name})
     metric_names = split_names(metric)
     if ped:
         from ..metrics.ped import ped_variant

@@ -12,7 +12,7 @@ from rich.markup import escape
 from ..errors import ModelrankError
 from ._common import (
     CacheDirOption, DatasetNameOption, FeatureFilesOption, ModelNamesOption, app, err_console, key_values,
-    progress_display, split_names, SeedOption,
+    only_with, progress_display, split_names, SeedOption,
 )
 from ..progress import report
 from ._output import check_output, emit, format_option, frame_table, out_option
@@ -112,6 +112,10 @@ def spider_rank(
         raise ModelrankError("give either -d DATASET or --features FILE..., not both")
     if task and (dataset or features):
         raise ModelrankError("give a known TASK name or describe a new one with -d / --features, not both")
+    if not dataset:
+        only_with("-d DATASET", {"--split": split, "--per-class": per_class})
+    if not features:
+        only_with("--features", {"--model-name": model_name})
     if task and meta:
         raise ModelrankError(f"--meta describes a new task; {task!r} is known by its records (use -d / --features)")
     if rerank and rerank_metric not in METRICS and rerank_metric != LEARNED_RERANK:
