@@ -213,6 +213,8 @@ def test_options_of_the_other_input_mode_are_named(cli, tmp_path):
                            "--per-class only goes with -d DATASET"),
                           (["score", "-d", "digits", "-m", "random:test_resnet", "--task", "regression"],
                            "--task only goes with --features"),
+                          (["score", "--features", str(tmp_path / "a.npz"), "--bootstrap-exact"],
+                           "--bootstrap-exact goes with --bootstrap B"),
                           (["spider", "rank", str(learner), "t1", "--per-class", "3"], "--per-class only goes with -d"),
                           (["spider", "rank", str(learner), "t1", "--model-name", "m"], "--model-name only goes with")):
         code, out, err = cli(*args)

@@ -53,6 +53,8 @@ def score_cmd(
     check_output(fmt, out)
     if bootstrap < 0 or bootstrap == 1:
         raise ModelrankError(f"--bootstrap takes B >= 2 resamples (or 0 for none), not {bootstrap}")
+    if bootstrap_exact and not bootstrap:
+        raise ModelrankError("--bootstrap-exact goes with --bootstrap B")
     if bool(features) == bool(dataset or models):
         raise ModelrankError("give either --features FILE... or -d DATASET -m MODELS")
     if not features and not (dataset and models):
