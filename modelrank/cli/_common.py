@@ -141,6 +141,22 @@ def load_feature_files(features: list[Path], model_names: Optional[list[str]], d
     return [load_feature_file(f, n, dataset_name, task) for f, n in zip(features, names)]
 
 
+def check_data_options(features: Optional[list[Path]], dataset: Optional[str], models: Optional[str],
+                       model_names: Optional[list[str]], dataset_name: str, task: Optional[str],
+                       dataset_options: dict[str, object]) -> None:
+    """The data of `score` / `finetune`: ``--features FILE...`` or ``-d DATASET -m MODELS``, each with only its own
+    options (``dataset_options``: flag -> value of the options that go with ``-d``)."""
+    if bool(features) == bool(dataset or models):
+        raise ModelrankError("give either --features FILE... or -d DATASET -m MODELS")
+    if not features and not (dataset and models):
+        raise ModelrankError("-d DATASET and -m MODELS go together")
+    if features:
+        only_with("-d DATASET", dataset_options)
+    else:
+        only_with("--features", {"--model-name": model_names, "--task": task,
+                                 "--dataset-name": None if dataset_name == DEFAULT_DATASET_NAME else dataset_name})
+
+
 def only_with(mode: str, options: dict[str, object]) -> None:
     """Options of the other way to give the data (``--features FILE...`` or ``-d DATASET``) are an error, not
     silently ignored. ``options``: flag -> value, None (or empty) when not given."""

@@ -14,7 +14,7 @@ from ._common import (
     set_interrupt_note, app, console, err_console, CacheDirOption, DataRootOption, FeatureFilesOption, ModelNamesOption,
     DatasetNameOption,
     SeedOption, SizeOption, TaskOption, check_extraction, confirmed, load_feature_files, log, progress_display,
-    split_names, DEFAULT_DATASET_NAME, only_with,
+    split_names, check_data_options,
 )
 from ._output import check_out, check_output, emit, format_option, out_option, write_csv
 
@@ -67,15 +67,7 @@ def finetune_cmd(
     from ..finetune import PROTOCOLS, export_records, job_from_features, job_from_registry, parse_cs, run_full_grid, run_probes
     from ..finetune.linear import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
-    if bool(features) == bool(dataset or models):
-        raise ModelrankError("give either --features FILE... or -d DATASET -m MODELS")
-    if not features and not (dataset and models):
-        raise ModelrankError("-d DATASET and -m MODELS go together")
-    if features:
-        only_with("-d DATASET", {"--per-class": per_class})
-    else:
-        only_with("--features", {"--model-name": model_name, "--task": task,
-                                 "--dataset-name": None if dataset_name == DEFAULT_DATASET_NAME else dataset_name})
+    check_data_options(features, dataset, models, model_name, dataset_name, task, {"--per-class": per_class})
     if protocol not in PROTOCOLS:
         raise ModelrankError(f"--protocol takes {' | '.join(PROTOCOLS)}, not {protocol!r}")
     if metric is not None and metric not in CLASSIFICATION_METRICS + REGRESSION_METRICS:

@@ -14,7 +14,7 @@ from ._common import (
     set_interrupt_note,
     app, console, err_console, CacheDirOption, FeatureFilesOption, ModelNamesOption, DatasetNameOption,
     TaskOption, load_feature_files, split_names, key_values, progress_display, check_extraction, SizeOption,
-    DataRootOption, DEFAULT_DATASET_NAME, SeedOption, only_with,
+    DataRootOption, SeedOption, check_data_options,
 )
 from ._output import check_output, emit, format_option, out_option, write_csv
 
@@ -55,15 +55,8 @@ def score_cmd(
         raise ModelrankError(f"--bootstrap takes B >= 2 resamples (or 0 for none), not {bootstrap}")
     if bootstrap_exact and not bootstrap:
         raise ModelrankError("--bootstrap-exact goes with --bootstrap B")
-    if bool(features) == bool(dataset or models):
-        raise ModelrankError("give either --features FILE... or -d DATASET -m MODELS")
-    if not features and not (dataset and models):
-        raise ModelrankError("-d DATASET and -m MODELS go together")
-    if features:
-        only_with("-d DATASET", {"--split": split, "--limit": limit, "--per-class": per_class})
-    else:
-        only_with("--features", {"--model-name": model_name, "--task": task,
-                                 "--dataset-name": None if dataset_name == DEFAULT_DATASET_NAME else dataset_name})
+    check_data_options(features, dataset, models, model_name, dataset_name, task,
+                       {"--split": split, "--limit": limit, "--per-class": per_class})
     metric_names = split_names(metric)
     if ped:
         from ..metrics.ped import ped_variant
