@@ -122,6 +122,8 @@ BAD_INVOCATIONS = [
         ("--protocol", "full", "--lrs", "inf"),
         ("--protocol", "full", "--wds", "0,nan"),
         ("--protocol", "full", "--input-size", "0"),
+        ("--protocol", "full", "--cs", "1e-3:1e3:5"),  # a linear-probe option: not silently ignored
+        ("--protocol", "full", "--no-refit"),
     ]],
     ("finetune", "-d", "digits", "-m", "resnet5"),
     ("finetune", "-d", "digitz", "-m", "random:test_resnet"),
@@ -215,6 +217,8 @@ def test_options_of_the_other_input_mode_are_named(cli, tmp_path):
                            "--task only goes with --features"),
                           (["score", "--features", str(tmp_path / "a.npz"), "--bootstrap-exact"],
                            "--bootstrap-exact goes with --bootstrap B"),
+                          (["finetune", "--features", str(tmp_path / "a.npz"), "--epochs", "3", "--device", "cpu"],
+                           "--epochs, --device only go with --protocol full"),  # the linear probe has no epochs
                           (["spider", "rank", str(learner), "t1", "--per-class", "3"], "--per-class only goes with -d"),
                           (["spider", "rank", str(learner), "t1", "--model-name", "m"], "--model-name only goes with")):
         code, out, err = cli(*args)
