@@ -80,6 +80,22 @@ def atomic_write(path: Path, write: Callable[[Path], Any]) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def read_manifest(path: Path) -> dict | None:
+    """An entry's manifest, or None when it is missing, unreadable or not shaped like one (valid JSON of another
+    shape, e.g. a hand-edited or foreign file): such an entry is rebuilt, never trusted."""
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(manifest, dict):
+        return None
+    key, size, count, ids = (manifest.get(k) for k in ("key", "chunk_size", "n_samples", "sample_ids"))
+    shaped = (isinstance(key, dict) and all(isinstance(key.get(k), str) for k in ("model", "dataset", "split"))
+              and isinstance(size, int) and size > 0 and isinstance(count, int) and isinstance(ids, list)
+              and len(ids) == count)
+    return manifest if shaped else None
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     atomic_write(path, lambda tmp: tmp.write_bytes(data))
 
@@ -147,12 +163,9 @@ class FeatureStore:
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
         if path.is_file():
-            try:
-                old = json.loads(path.read_text())
-                if old.get("sample_ids") == manifest["sample_ids"] and old.get("chunk_size") == chunk_size:
-                    return old
-            except (OSError, json.JSONDecodeError):
-                pass
+            old = read_manifest(path)
+            if old and old["sample_ids"] == manifest["sample_ids"] and old["chunk_size"] == chunk_size:
+                return old
             warnings.warn(f"cache entry {folder.name} had an unreadable or different manifest; rebuilding it")
             shutil.rmtree(folder, ignore_errors=True)
             folder.mkdir(parents=True, exist_ok=True)
@@ -160,11 +173,7 @@ class FeatureStore:
         return manifest
 
     def manifest(self, key: FeatureKey) -> dict | None:
-        path = self.entry_dir(key) / "manifest.json"
-        try:
-            return json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError):
-            return None
+        return read_manifest(self.entry_dir(key) / "manifest.json")
 
     @staticmethod
     def n_chunks(manifest: dict) -> int:
@@ -318,10 +327,7 @@ class FeatureStore:
         if not self.root.is_dir():
             return
         for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            try:
-                yield folder, json.loads((folder / "manifest.json").read_text())
-            except (OSError, json.JSONDecodeError):
-                yield folder, None
+            yield folder, read_manifest(folder / "manifest.json")
 
     def describe(self, folder: Path, manifest: dict | None) -> dict[str, Any]:
         if manifest is None:

@@ -236,7 +236,7 @@ def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device
 def open_dataset(dataset: str, split: str | None, data_root: str | None, download: bool) -> ImageDataset:
     data = load_dataset(dataset, split, root=data_root, download=download)
     if len(data) == 0:
-        raise InvalidInputError(f"dataset {dataset}/{split} is empty")
+        raise InvalidInputError(f"dataset {dataset}/{data.split} is empty")  # its split: --split may be left out
     return data
 
 

@@ -162,9 +162,8 @@ def score_feature_sets(
     def failed(message: str, cells: list[tuple[str, str]], spec: MetricSpec) -> None:
         if everything:
             notes.append(f"skipped: {message}")
-        else:
+        else:  # warned at the end, once it is known that other scores are kept
             failures.setdefault(columns[spec.name], []).append(message)
-            warnings.warn(f"{message}; the other scores are kept", stacklevel=3)
         for key in cells:
             scores[key][columns[spec.name]] = np.nan
 
@@ -224,11 +223,14 @@ def score_feature_sets(
     ]  # fmt: skip
     frame = pd.DataFrame(rows, columns=["Dataset", "Model", *names, *[f"{n}_seconds" for n in names],
                                         *[f"{n}_flags" for n in names]])
+    failed_messages = [message for messages in failures.values() for message in messages]
     if frame[names].isna().all().all():
-        reasons = [note.removeprefix("skipped: ") for note in notes if note.startswith("skipped: ")]
+        reasons = [note.removeprefix("skipped: ") for note in notes if note.startswith("skipped: ")] + failed_messages
         shown = "; ".join(dict.fromkeys(reasons[:4]))
-        raise InvalidInputError(f"no metric could score these features ({len(reasons)} skipped): {shown}"
-                                + (" ..." if len(reasons) > 4 else ""))
+        raise InvalidInputError(f"no metric could score these features ({len(reasons)} metric/model pair(s) failed): "
+                                f"{shown}" + (" ..." if len(reasons) > 4 else ""))
+    for message in failed_messages:
+        warnings.warn(f"{message}; the other scores are kept", stacklevel=2)
     frame.attrs["notes"] = notes
     frame.attrs["flags"] = flag_records
     frame.attrs["failures"] = failures
@@ -381,6 +383,8 @@ def load_feature_file(
     path = Path(path)
     if task is not None and task not in TASK_TYPES:
         raise InvalidInputError(f"task must be one of {', '.join(TASK_TYPES)}, not {task!r}")
+    if path.is_dir():
+        raise InvalidInputError(f"feature file {path} is a directory; give the .npz or .parquet file")
     if not path.is_file():
         raise MissingResourceError(f"feature file {path} does not exist")
     suffix = path.suffix.lower()

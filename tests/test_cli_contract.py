@@ -54,6 +54,7 @@ BAD_INVOCATIONS = [
     ("records", "rm"),                    # no filter: nothing is removed
     ("spider", "rank", "/nonexistent", "-d", "digits", "--features", "/nonexistent.npz"),
     ("spider", "eval", "/nonexistent.csv", "--tau-protocol", "bogus"),
+    ("spider", "eval", "/nonexistent.csv", "--folds", "1"),
     ("foo",),
     ("cache", "clear"),
     ("score", "--bogus"),
@@ -79,12 +80,17 @@ BAD_INVOCATIONS = [
         ("--out", "/nonexistent/folder/scores.csv"),
     ]],
     ("score", "-d", "digits", "-m", "random:test_resnet,resnet5"),
+    # Options of the other way to give the data are errors, not silently ignored.
+    ("score", "-d", "digits", "-m", "random:test_resnet", "--model-name", "x"),
+    ("score", "-d", "digits", "-m", "random:test_resnet", "--dataset-name", "pets"),
+    ("finetune", "-d", "digits", "-m", "random:test_resnet", "--task", "regression"),
     ("score", "-d", "digitz", "-m", "random:test_resnet"),
     *[("extract", "-m", "random:test_resnet", "-d", "digits", *rest) for rest in [
         ("-b", "-1"),
         ("--batch-size", "0"),
         ("--limit", "0"),
         ("--workers", "-1"),
+        ("--workers", "100000"),  # would fork 100000 loader processes
         ("--shard", "3/2"),
         ("--device", "tpu"),
         ("--format", "xml"),
@@ -99,6 +105,10 @@ BAD_INVOCATIONS = [
         ("--protocol", "half"),
         ("--metric", "f1"),
         ("--cs", "a:b"),
+        ("--cs", "nan"),
+        ("--cs", "-1,2"),
+        ("--cs", "1:0:3"),
+        ("--cs", "1e-3:1e3:100000000"),
         ("--val", "1.5"),
         ("--val", "0.6", "--test", "0.5"),
         ("--per-class", "0"),
@@ -109,7 +119,11 @@ BAD_INVOCATIONS = [
         ("--protocol", "full", "--optimizer", "adam"),
         ("--protocol", "full", "--lrs", "0.1,x"),
         ("--protocol", "full", "--lrs", "0"),
+        ("--protocol", "full", "--lrs", "inf"),
+        ("--protocol", "full", "--wds", "0,nan"),
         ("--protocol", "full", "--input-size", "0"),
+        ("--protocol", "full", "--cs", "1e-3:1e3:5"),  # a linear-probe option: not silently ignored
+        ("--protocol", "full", "--no-refit"),
     ]],
     ("finetune", "-d", "digits", "-m", "resnet5"),
     ("finetune", "-d", "digitz", "-m", "random:test_resnet"),
@@ -158,6 +172,88 @@ def test_bad_invocations_are_one_line_exit_2(cli, cache_dir, no_work, args):
     assert len(lines) == 1 and lines[0].startswith("error:"), err
 
 
+@pytest.mark.parametrize("args", [
+    ("score", "--features", "/nonexistent.npz"),
+    ("list", "metrics"),
+    ("cache", "ls"),
+    ("evaluate", "--scores", "/nonexistent/s.csv", "--truth", "/nonexistent/t.csv"),
+    ("spider", "rank", "/nonexistent", "t1"),
+    ("spider", "eval", "/nonexistent.csv"),
+], ids=" ".join)
+def test_out_dash_with_format_json_is_a_usage_error(cli, cache_dir, args):
+    """``--out -`` prints CSV on stdout: with ``--format json`` a program would get CSV where it asked for JSON."""
+    code, out, err = cli(*args, "--out", "-", "--format", "json")
+    assert code == 2 and out == "" and "--out - writes CSV to stdout and --format json" in err, (out, err)
+
+
+def test_seeds_out_of_numpys_range_are_usage_errors(cli, cache_dir, no_work, tmp_path):
+    import numpy as np
+
+    labels = np.repeat([0, 1], 10)
+    np.savez(tmp_path / "a.npz", features=np.random.default_rng(0).normal(size=(20, 3)), labels=labels)
+    (tmp_path / "r.csv").write_text("dataset,model,accuracy\n" + "".join(
+        f"t{j},m{i},{0.1 * i + 0.01 * j}\n" for i in range(3) for j in range(3)))
+    for args in (["extract", "-m", "random:test_resnet", "-d", "digits", "--seed", "-1"],
+                 ["score", "-d", "digits", "-m", "random:test_resnet", "--seed", "-5"],
+                 ["score", "--features", str(tmp_path / "a.npz"), "--metric", "knn", "--bootstrap", "3",
+                  "--bootstrap-seed", "-1"],
+                 ["finetune", "--features", str(tmp_path / "a.npz"), "--seed", "-1"],
+                 ["spider", "eval", str(tmp_path / "r.csv"), "--learners", "model_prior,random", "--seed", "-1"],
+                 ["spider", "eval", str(tmp_path / "r.csv"), "--seed", str(2**32)]):
+        code, out, err = cli(*args)
+        assert code == 2 and "seed'" in err and err.count("\n") == 1 and "Traceback" not in err, (args, err)
+
+
+def test_options_of_the_other_input_mode_are_named(cli, tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "a.npz", features=np.random.default_rng(0).normal(size=(20, 3)), labels=np.repeat([0, 1], 10))
+    learner = tmp_path / "missing-learner"
+    for args, message in ((["score", "--features", str(tmp_path / "a.npz"), "--split", "train", "--limit", "5"],
+                           "--split, --limit only go with -d DATASET"),
+                          (["finetune", "--features", str(tmp_path / "a.npz"), "--per-class", "3"],
+                           "--per-class only goes with -d DATASET"),
+                          (["score", "-d", "digits", "-m", "random:test_resnet", "--task", "regression"],
+                           "--task only goes with --features"),
+                          (["score", "--features", str(tmp_path / "a.npz"), "--bootstrap-exact"],
+                           "--bootstrap-exact goes with --bootstrap B"),
+                          (["finetune", "--features", str(tmp_path / "a.npz"), "--epochs", "3", "--device", "cpu"],
+                           "--epochs, --device only go with --protocol full"),  # the linear probe has no epochs
+                          (["spider", "rank", str(learner), "t1", "--per-class", "3"], "--per-class only goes with -d"),
+                          (["spider", "rank", str(learner), "t1", "--model-name", "m"], "--model-name only goes with")):
+        code, out, err = cli(*args)
+        assert code == 2 and out == "" and message in err and err.count("\n") == 1, (args, err)
+
+
+def _score_and_truth(tmp_path):
+    import pandas as pd
+
+    rows = [(f"d{j}", f"m{i}", float((i * 7 + j * 3) % 5), float(i + j)) for i in range(3) for j in range(2)]
+    pd.DataFrame(rows, columns=["Dataset", "Model", "logme", "leep"]).to_csv(tmp_path / "s.csv", index=False)
+    truth = pd.DataFrame([(d, m, 0.1 * ((i * 5) % 7)) for i, (d, m, _, _) in enumerate(rows)],
+                         columns=["dataset", "model", "accuracy"])
+    truth.to_csv(tmp_path / "t.csv", index=False)
+    return ["--scores", str(tmp_path / "s.csv"), "--truth", str(tmp_path / "t.csv"), "--tau", "kendall"]
+
+
+def test_evaluate_compare_with_out_dash_keeps_stdout_one_csv(cli, tmp_path):
+    code, out, err = cli("evaluate", *_score_and_truth(tmp_path), "--compare", "logme,leep", "--out", "-")
+    assert code == 2 and out == "" and "--compare and --out - would both print on stdout" in err, (out, err)
+
+
+def test_evaluate_plot_path_is_checked_first_and_reported_as_written(cli, tmp_path):
+    pytest.importorskip("matplotlib")
+    args = _score_and_truth(tmp_path)
+    for plot, message in ((tmp_path, "is a directory"), (tmp_path / "p.csv", "matplotlib writes"),
+                          (tmp_path / "missing" / "p.png", "does not exist")):
+        code, out, err = cli("evaluate", *args, "--plot", str(plot))
+        assert code == 2 and out == "" and message in err and "Traceback" not in err, (plot, err)
+    code, out, err = cli("evaluate", *args, "--plot", str(tmp_path / "scatter"))
+    assert code == 0 and f"wrote {tmp_path / 'scatter.png'}" in err, err  # matplotlib's suffix, said as written
+    assert (tmp_path / "scatter.png").read_bytes().startswith(b"\x89PNG")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "scatter.png", "t.csv"]  # no temporary left
+
+
 @pytest.mark.parametrize("args", [(), ("cache",), ("spider",)], ids=lambda a: " ".join(a) or "modelrank")
 def test_group_without_subcommand_shows_help_and_exits_2(cli, args):
     code, out, err = cli(*args)
@@ -174,6 +270,18 @@ def test_bug_exits_1_with_traceback(cli, cache_dir, monkeypatch):
     code, _, err = cli("records", "ls")
     assert code == 1
     assert "Traceback" in err and "simulated bug" in err and "internal error" in err
+
+
+def test_out_of_memory_is_an_input_error_not_a_bug(cli, cache_dir, monkeypatch):
+    import modelrank.finetune
+
+    def too_big(*args, **kwargs):
+        raise MemoryError("Unable to allocate 224. GiB for an array with shape (1000000000, 30)")
+
+    monkeypatch.setattr(modelrank.finetune, "read_records", too_big)
+    code, out, err = cli("records", "ls")
+    assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
+    assert err.startswith("error: out of memory: Unable to allocate 224. GiB") and "ask for less" in err
 
 
 def test_debug_shows_the_traceback_of_user_errors(monkeypatch):

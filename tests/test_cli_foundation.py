@@ -171,3 +171,53 @@ def test_a_table_too_wide_for_the_terminal_is_plain_text(monkeypatch, capsys, wi
     shown = terminal.file.getvalue() + capsys.readouterr().out
     assert ("┃" in shown) == boxed
     assert "efficientnet_lite0" in shown and "animal-mnist" in shown and "0.123" in shown  # never folded
+
+
+@pytest.mark.parametrize("rows", [False, True], ids=["emit", "emit_rows"])
+def test_a_plain_table_on_a_narrow_terminal_comes_in_blocks_that_fit(monkeypatch, capsys, rows):
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    import modelrank.cli._output as output
+
+    frame = pd.DataFrame({"learner": ["model_prior", "task_attention"],
+                          **{f"measure_{i}": [0.123456 * i, -1.5 * i] for i in range(12)}})
+    for terminal, fits in ((True, True), (False, False)):  # piped: whole lines, whatever the width
+        console = Console(file=io.StringIO(), force_terminal=terminal, width=80, color_system=None)
+        monkeypatch.setattr(output, "console", console)
+        if rows:
+            output.emit_rows(list(frame.columns), frame.values.tolist(), title="t")
+        else:
+            output.emit(frame, title="t")
+        lines = capsys.readouterr().out.splitlines()
+        assert lines[0] == "# t" and (max(map(len, lines)) <= 80) == fits
+        text = "\n".join(lines)
+        assert all(name in text for name in frame.columns) and "task_attention" in text
+        assert text.count("learner") == (3 if fits else 1)  # each block led by the name column
+
+
+def test_evaluate_on_a_narrow_terminal_fits_and_names_each_row(monkeypatch, cli, tmp_path):
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    import modelrank.cli._output as output
+    import modelrank.cli.evaluate as evaluate_cmd
+
+    rows = [(f"dataset{j}", f"model{i}", float((3 * i + j) % 5), float((i * j) % 4)) for i in range(4) for j in range(9)]
+    pd.DataFrame(rows, columns=["Dataset", "Model", "logme", "leep"]).to_csv(tmp_path / "s.csv", index=False)
+    pd.DataFrame([(d, m, 0.1 * ((5 * n) % 7)) for n, (d, m, _, _) in enumerate(rows)],
+                 columns=["dataset", "model", "accuracy"]).to_csv(tmp_path / "t.csv", index=False)
+    terminal = Console(file=io.StringIO(), force_terminal=True, width=80, color_system=None)
+    monkeypatch.setattr(output, "console", terminal)
+    monkeypatch.setattr(evaluate_cmd, "console", terminal)
+    code, out, err = cli("evaluate", "--scores", str(tmp_path / "s.csv"), "--truth", str(tmp_path / "t.csv"),
+                         "--tau", "weighted,kendall")
+    shown = terminal.file.getvalue() + out
+    assert code == 0 and max(map(len, shown.splitlines())) <= 80, shown  # 9 datasets: boxes would be 144 wide
+    blocks = shown.strip().split("\n\n")
+    assert len(blocks) > 1 and all(block.split()[:2] == ["measure", "method"] for block in blocks)
+    assert all(f"dataset{j}" in shown for j in range(9)) and "weighted_tau" in shown

@@ -412,6 +412,19 @@ def test_flipped_bytes_are_detected_and_score_recomputes_them(cache_dir, tmp_pat
     assert value == before and "corrupt" in err
 
 
+@pytest.mark.parametrize("manifest", ["[]", '{"key": 3}', '{"key": {"model": "m"}, "chunk_size": 8}', "\udcff"])
+def test_manifest_of_another_shape_is_rebuilt_not_a_traceback(cache_dir, cli, manifest):
+    args = ["-m", TINY_MODEL, "-d", "digits", "--split", "train", "--limit", "8"]
+    code, out, err = cli("extract", *args, "--workers", "0")
+    assert code == 0, err
+    path, = cache_dir.rglob("manifest.json")
+    path.write_bytes(manifest.encode("utf-8", "surrogateescape"))  # valid JSON of another shape, or not UTF-8
+    code, out, err = cli("cache", "ls")
+    assert code == 0 and "manifest unreadable" in out, err
+    code, out, err = cli("score", *args, "--metric", "knn")
+    assert code == 0 and "rebuilding it" in err and "Traceback" not in err, err
+
+
 # ---------------------------------------------------------------------------------- the user's own data
 def _image_folder(root: Path, shade: int = 0) -> Path:
     from PIL import Image
@@ -462,6 +475,10 @@ def test_score_all_with_every_metric_skipped_is_an_error(tmp_path, cli):
     nan = np.full((20, 4), np.nan)
     code, out, err = cli("score", "--features", _features(tmp_path, "nan", nan, labels), "--metric", "all")
     assert code == 2 and "no metric could score these features" in err and "NaN" in err and "Traceback" not in err
+    # Named metrics that all fail: one line that says why (no warnings first, no empty reason list).
+    code, out, err = cli("score", "--features", _features(tmp_path, "nan", nan, labels), "--metric", "logme,knn")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "(2 metric/model pair(s) failed): logme on nan/custom: features contain NaN" in err
 
 
 def test_huge_features_get_a_clear_error_from_every_metric(rng):
@@ -532,14 +549,51 @@ def test_bad_command_inputs_give_one_line(tmp_path, cli):
     folder = _saved_learner(tmp_path)
     header_only = tmp_path / "h.csv"
     header_only.write_text("dataset,model,accuracy\n")
+    images = tmp_path / "images.csv"
+    images.write_text("path,label\n")
     cases = [
         (["extract", "-m", ",", "-d", "digits"], "no model given"),
         (["spider", "rank", str(folder), "t1", "--observed", "m1=abc"], "must be a number"),
         (["spider", "eval", str(header_only)], "no records"),
+        (["spider", "eval", str(header_only), "--folds", "0"], "'--folds'"),  # before the records are read
+        (["extract", "-m", "random:test_resnet", "-d", f"folder:{header_only}"], "is a file; folder:PATH takes a folder"),
+        (["extract", "-m", "random:test_resnet", "-d", f"csv:{images}"], f"csv:{images}/all is empty"),  # not /None
     ]
     for args, message in cases:
         code, out, err = cli(*args)
         assert code == 2 and message in err and "Traceback" not in err, (args, err)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (b"", "is empty"),
+    (b"\x00\xff\xfe binary, not text \x80", "cannot parse"),
+    (None, "is a directory"),
+])
+def test_damaged_user_csv_files_give_one_line(tmp_path, cli, damage, message):
+    path = tmp_path / "user.csv"
+    if damage is None:
+        path.mkdir()
+    else:
+        path.write_bytes(damage)
+    records = tmp_path / "records.csv"
+    records.write_text("dataset,model,accuracy\nt1,m1,0.5\nt1,m2,0.6\nt2,m1,0.4\nt2,m2,0.3\n")
+    for args in (["extract", "-m", TINY_MODEL, "-d", f"csv:{path}"],
+                 ["spider", "train", str(path), "--out", str(tmp_path / "l"), "--learner", "model_prior"],
+                 ["spider", "train", str(records), "--out", str(tmp_path / "l"), "--learner", "model_prior",
+                  "--task-meta", str(path)]):
+        code, out, err = cli(*args)
+        assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err, (args, err)
+
+
+def test_empty_or_foreign_weight_files_give_one_line(tmp_path, cli):
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    foreign = tmp_path / "foreign.pth"
+    foreign.write_bytes(b"garbage, not a torch file")
+    for path, message in ((empty, "is empty"), (foreign, "not a torch file of plain tensors")):
+        code, out, err = cli("extract", "-m", TINY_MODEL, "--checkpoint", str(path), "-d", "digits", "--limit", "8")
+        assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err, err
+        assert "weights_only" not in err  # torch's advice to load with weights_only=False would run the file's code
 
 
 def test_constant_accuracies_give_documented_nan_not_a_traceback():
@@ -847,3 +901,5 @@ def test_infinite_features_are_refused_without_a_numpy_warning():
         with pytest.raises(InvalidInputError, match="NaN or inf in 1 of 4 rows"):
             as_features(features)
         assert as_features(np.full((2, 2), 3e38, dtype=np.float32), upcast=False).dtype == np.float32  # sums overflow
+    code, out, err = cli("score", "--features", str(folder), "--metric", "knn")
+    assert code == 2 and "exp[lr=0.1] is a directory; give the .npz or .parquet file" in err

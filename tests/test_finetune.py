@@ -151,6 +151,12 @@ def test_bad_input(digits):
         split_feature_set(FeatureSet(np.zeros((5, 2)), np.array([0, 0, 0, 0, 1])))
     with pytest.raises(InvalidInputError, match="LOW:HIGH:N"):
         parse_cs("1e-3:abc:4")
+    for bad in ("1:0:3", "nan:1:3", "1e-3:inf:3", "1e-3:1e3:0", "1e-3:1e3:100000000"):  # no log10 warnings, no hang
+        with pytest.raises(InvalidInputError, match="0 < LOW < HIGH and 1 <= N <= 1000"):
+            parse_cs(bad)
+    for bad in ("nan", "-1,2", "2,1"):  # checked here, before any features are loaded, not at the first fit
+        with pytest.raises(InvalidInputError, match="finite positive"):
+            parse_cs(bad)
     assert np.allclose(parse_cs("1e-2:1e2:5"), [1e-2, 1e-1, 1, 10, 100])
 
 

@@ -190,6 +190,29 @@ def test_bad_learner_options_are_one_line_errors_before_any_work(cli, args, mess
     assert code == 2 and message in err and "Traceback" not in err
 
 
+def test_eval_learner_and_baseline_choices_are_checked(cli, tmp_path):
+    csv = tmp_path / "records.csv"
+    clustered(n_models=3, n_tasks=4).table.to_csv(csv, index=False)
+    for args, message in ((["--learners", " , "], "names no learner"), (["--baseline", "bogus"], "unknown learner 'bogus'")):
+        code, out, err = cli("spider", "eval", str(csv), *args)
+        assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
+    code, out, err = cli("spider", "eval", str(csv), "--learners", "random", "--format", "csv")
+    assert code == 0 and "--baseline model_prior is not among --learners" in err
+    assert "diff_vs" not in out and len(pd.read_csv(io.StringIO(out))) == 1  # no column of Nones
+
+
+def test_rank_checks_meta_and_observed_before_saying_anything(cli, tmp_path):
+    prior = make_learner("model_prior").fit(clustered()).save(tmp_path / "prior")
+    for args, message in ((["t1", "--meta", "size=3"], "--meta describes a new task"),
+                          (["--meta", "size"], "expected key=value"),
+                          (["t1", "--observed", "bogus=0.5", "--observed", "m1=0.3"], "not in the trained zoo")):
+        code, out, err = cli("spider", "rank", str(prior), *args)
+        assert code == 2 and out == "" and message in err and err.count("\n") == 1, (args, err)
+    (tmp_path / "file").write_text("")
+    code, _, err = cli("spider", "train", str(tmp_path / "records.csv"), "--out", str(tmp_path / "file"))
+    assert code == 2 and "is a file; spider train saves the learner in a folder" in err
+
+
 def test_list_learners(cli):
     code, out, _ = cli("list", "learners")
     assert code == 0 and all(name in out for name in ("model_prior", "task_attention", "graph", "spider"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -93,10 +94,20 @@ DataRootOption = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", file
                               help="Where torchvision datasets live.")
 
 
-def SizeOption(flag: str, help: str, default: Optional[int] = None, *, minimum: int = 1, short: Optional[str] = None):
+def SizeOption(flag: str, help: str, default: Optional[int] = None, *, minimum: int = 1, maximum: Optional[int] = None,
+               short: Optional[str] = None):
     """An integer option checked by the parser (a one-line usage error before any work): sizes, counts, epochs."""
     names = (flag, short) if short else (flag,)
-    return typer.Option(default, *names, min=minimum, help=help)
+    return typer.Option(default, *names, min=minimum, max=maximum, help=help)
+
+
+def SeedOption(help: str, flag: str = "--seed"):
+    """A random seed: numpy and scikit-learn take 0 ... 2**32 - 1 (a negative one was a traceback mid-run)."""
+    return typer.Option(0, flag, min=0, max=2**32 - 1, help=help)
+
+
+#: most data-loading processes: more than 4 per core only start processes that wait (100000 would fork 100000)
+MAX_WORKERS = 4 * (os.cpu_count() or 1)
 
 
 def check_extraction(models: list[str], dataset: str, split: Optional[str], cache_dir: Optional[Path]) -> None:
@@ -116,7 +127,8 @@ FeatureFilesOption = typer.Option(
     None, "--features", help="Feature file (repeatable): .npz with features, labels[, source_probs, class_names] or "
     ".parquet with features, label[, source_probs, class_name].")
 ModelNamesOption = typer.Option(None, "--model-name", help="Model name of each --features file, in order [default: file stem].")
-DatasetNameOption = typer.Option("custom", "--dataset-name", help="Dataset name for --features files.")
+DEFAULT_DATASET_NAME = "custom"
+DatasetNameOption = typer.Option(DEFAULT_DATASET_NAME, "--dataset-name", help="Dataset name for --features files.")
 TaskOption = typer.Option(None, "--task", help="classification | regression for --features files [default: inferred from the labels].")
 
 
@@ -127,6 +139,30 @@ def load_feature_files(features: list[Path], model_names: Optional[list[str]], d
         raise ModelrankError(f"{len(model_names)} --model-name for {len(features)} --features files")
     names = model_names or [None] * len(features)
     return [load_feature_file(f, n, dataset_name, task) for f, n in zip(features, names)]
+
+
+def check_data_options(features: Optional[list[Path]], dataset: Optional[str], models: Optional[str],
+                       model_names: Optional[list[str]], dataset_name: str, task: Optional[str],
+                       dataset_options: dict[str, object]) -> None:
+    """The data of `score` / `finetune`: ``--features FILE...`` or ``-d DATASET -m MODELS``, each with only its own
+    options (``dataset_options``: flag -> value of the options that go with ``-d``)."""
+    if bool(features) == bool(dataset or models):
+        raise ModelrankError("give either --features FILE... or -d DATASET -m MODELS")
+    if not features and not (dataset and models):
+        raise ModelrankError("-d DATASET and -m MODELS go together")
+    if features:
+        only_with("-d DATASET", dataset_options)
+    else:
+        only_with("--features", {"--model-name": model_names, "--task": task,
+                                 "--dataset-name": None if dataset_name == DEFAULT_DATASET_NAME else dataset_name})
+
+
+def only_with(mode: str, options: dict[str, object]) -> None:
+    """Options of the other way to give the data (``--features FILE...`` or ``-d DATASET``) are an error, not
+    silently ignored. ``options``: flag -> value, None (or empty) when not given."""
+    given = [flag for flag, value in options.items() if value not in (None, [])]
+    if given:
+        raise ModelrankError(f"{', '.join(given)} only go{'es' if len(given) == 1 else ''} with {mode}")
 
 
 def split_names(value: str) -> list[str]:

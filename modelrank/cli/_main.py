@@ -2,7 +2,7 @@
 
 * 0 — success.
 * 2 — a usage or input error (a click usage error, a ``ModelrankError``, a path that is missing, unreadable
-  or in the way, a full disk): one line on stderr, no traceback.
+  or in the way, a full disk, a request too large for the memory): one line on stderr, no traceback.
 * 130 — interrupted (Ctrl-C / SIGINT): one line saying what was kept; a rerun resumes.
 * 1 — anything else is a bug: the traceback is printed.
 
@@ -109,6 +109,8 @@ def main(argv: Optional[list[str]] = None) -> None:
         _usage_error(exc)
     except (Abort, KeyboardInterrupt):
         _interrupted()
+    except MemoryError as exc:  # asked for more than the machine holds (e.g. --bootstrap 10**9): ask for less
+        _fail(f"out of memory: {exc or 'an allocation failed'}; ask for less (fewer samples, models or resamples)", 2)
     except OSError as exc:
         if exc.errno in _INPUT_ERRNOS or isinstance(exc, (FileNotFoundError, PermissionError)):
             _fail(str(exc), 2)

@@ -56,9 +56,12 @@ def check_out(out: Optional[Path], option: str = "--out") -> None:
 
 
 def check_output(fmt: str, out: Optional[Path]) -> None:
-    """``--format`` and ``--out`` of a command that prints a table, checked before any work."""
+    """``--format`` and ``--out`` of a command that prints a table, checked before any work. ``--out -`` puts CSV
+    on stdout, so it cannot go with ``--format json``: a program asking for JSON would get CSV."""
     check_format(fmt)
     check_out(out)
+    if fmt == "json" and out is not None and str(out) == "-":
+        raise ModelrankError("--out - writes CSV to stdout and --format json asks for JSON there: give one of them")
 
 
 def write_csv(frame: "pd.DataFrame", out: Path) -> None:
@@ -89,7 +92,7 @@ def frame_table(frame: "pd.DataFrame", title: str | None = None) -> Table:
     return table
 
 
-def _fits(table: Table) -> bool:
+def fits_terminal(table: Table) -> bool:
     """Whether the terminal shows ``table`` at its natural width (no cell folded, no number split)."""
     from rich.measure import Measurement
 
@@ -104,10 +107,11 @@ def _cell(value: object) -> str:
 
 
 def emit(frame: "pd.DataFrame", fmt: str = "table", out: Optional[Path] = None, title: str | None = None,
-         table: Table | None = None) -> None:
+         table: Table | None = None, lead: int = 1) -> None:
     """Print ``frame`` on stdout in ``fmt`` (``table`` may be a custom rendering of it) and write ``--out``.
 
-    With ``out`` = ``-`` the CSV is the only thing on stdout.
+    With ``out`` = ``-`` the CSV is the only thing on stdout. ``lead``: how many first columns name a row (they
+    lead every block of a plain table cut to the terminal's width).
     """
     if out is not None and str(out) == "-":
         write_csv(frame, out)
@@ -116,13 +120,14 @@ def emit(frame: "pd.DataFrame", fmt: str = "table", out: Optional[Path] = None, 
         frame.to_csv(sys.stdout, index=False)
     elif fmt == "json":
         sys.stdout.write(frame.to_json(orient="records", double_precision=15) + "\n")
-    elif console.is_terminal and _fits(table := table if table is not None else frame_table(frame, title)):
+    elif console.is_terminal and fits_terminal(table := table if table is not None else frame_table(frame, title)):
         console.print(table)
+    elif not len(frame):  # its to_string is a description ("Empty DataFrame ..."), not the table's header
+        _write_plain(["  ".join(map(str, frame.columns))], title)
     else:  # piped, or a table the terminal would fold into one-character columns: aligned plain text
-        if title:
-            sys.stdout.write(f"# {title}\n")
-        # An empty frame's to_string is a description ("Empty DataFrame ..."), not the table's header.
-        sys.stdout.write((frame.to_string(index=False, na_rep="") if len(frame) else "  ".join(map(str, frame.columns))) + "\n")
+        columns = [frame.iloc[:, [i]].to_string(index=False, na_rep="").splitlines() for i in range(frame.shape[1])]
+        _write_plain([frame.iloc[:, block].to_string(index=False, na_rep="")
+                      for block in _column_blocks([max(map(len, c)) for c in columns], lead)], title)
     sys.stdout.flush()
     if out is not None:
         write_csv(frame, out)
@@ -143,13 +148,35 @@ def emit_rows(columns: list[str], rows: list[list[object]], fmt: str = "table", 
         table.add_column(escape(str(column)), overflow="fold")
     for row in cells:
         table.add_row(*[escape(cell) for cell in row])
-    if console.is_terminal and _fits(table):
+    if console.is_terminal and fits_terminal(table):
         console.print(table)
         return
     widths = [max(len(str(column)), *(len(row[i]) for row in cells)) for i, column in enumerate(columns)]
-    lines = [f"# {title}"] if title else []
-    lines += ["  ".join(text.ljust(width) for text, width in zip(line, widths)).rstrip()
-              for line in [list(map(str, columns)), *cells]]
-    sys.stdout.write("\n".join(lines) + "\n")
+    _write_plain(["\n".join("  ".join(line[i].ljust(widths[i]) for i in block).rstrip()
+                            for line in [list(map(str, columns)), *cells])
+                  for block in _column_blocks(widths)], title)
     sys.stdout.flush()
+
+
+def _column_blocks(widths: list[int], lead: int = 1) -> list[list[int]]:
+    """Column indices of a plain table, cut into blocks that fit the terminal, each led by the first ``lead`` (name)
+    columns; one block when piped: a script reads whole lines, and a terminal would fold longer ones into a jumble."""
+    if not console.is_terminal or len(widths) <= lead:
+        return [list(range(len(widths)))]
+    names = list(range(lead))
+    named = sum(widths[:lead]) + 2 * (lead - 1)
+    blocks: list[list[int]] = [names.copy()]
+    used = named
+    for i in range(lead, len(widths)):
+        if len(blocks[-1]) > lead and used + 2 + widths[i] > console.width:
+            blocks.append(names.copy())
+            used = named
+        blocks[-1].append(i)
+        used += 2 + widths[i]
+    return blocks
+
+
+def _write_plain(blocks: list[str], title: str | None) -> None:
+    """Plain table text on stdout: the title as a comment line, the column blocks separated by a blank line."""
+    sys.stdout.write((f"# {title}\n" if title else "") + "\n\n".join(blocks) + "\n")
 

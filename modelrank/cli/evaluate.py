@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from ..errors import ModelrankError
 from ._common import app, console, err_console, split_names
-from ._output import check_format, check_out, emit, format_option, out_option, write_csv
+from ._output import check_out, check_output, emit, fits_terminal, format_option, out_option, write_csv
 
 
 def _noise(value: Optional[str]) -> float | str | None:
@@ -50,13 +50,17 @@ def evaluate_cmd(
     a dataset are tied it gives no ranking there, which is left out of its means (the "ranked" column).
     """
     from ..evaluate.evaluation import compare_methods, evaluate
-    from ..evaluate.report import evaluation_tables, plain_tables, plot_evaluation, print_wide
+    from ..evaluate.report import evaluation_tables, plain_tables, plot_evaluation, plot_file
 
-    check_format(fmt)
-    check_out(out)
+    check_output(fmt, out)
+    if plot is not None:
+        check_out(plot, "--plot")
+        plot = plot_file(plot)
     pair = split_names(compare) if compare else []
     if compare is not None and len(pair) != 2:
         raise ModelrankError(f"--compare takes two methods A,B, not {compare!r}")
+    if compare is not None and out is not None and str(out) == "-":
+        raise ModelrankError("--compare and --out - would both print on stdout: write the results with --out FILE")
     where = {}
     for item in truth_where:
         column, sep, value = item.partition("=")
@@ -74,11 +78,12 @@ def evaluate_cmd(
     for warning in evaluation.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     if fmt == "table" and (out is None or str(out) != "-"):
-        if console.is_terminal:
-            for table in evaluation_tables(evaluation):
-                print_wide(console, table)
-        else:
-            emit(plain_tables(evaluation), "table")
+        tables = evaluation_tables(evaluation) if console.is_terminal else []
+        if tables and all(map(fits_terminal, tables)):
+            for table in tables:
+                console.print(table)
+        else:  # piped, or too wide for the terminal: plain columns (in blocks that fit, led by measure and method)
+            emit(plain_tables(evaluation), "table", lead=2)
         if comparison is not None:
             emit(comparison, "table", title=f"paired comparison {pair[0]} - {pair[1]} over datasets")
         if out is not None:

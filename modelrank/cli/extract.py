@@ -9,8 +9,8 @@ import typer
 
 from ..errors import ModelrankError
 from ._common import (
-    set_interrupt_note, app, CacheDirOption, DataRootOption, SizeOption, check_extraction, progress_display,
-    split_names,
+    set_interrupt_note, app, CacheDirOption, DataRootOption, MAX_WORKERS, SizeOption, check_extraction, progress_display,
+    split_names, SeedOption,
 )
 from ._output import check_format, emit, format_option
 
@@ -24,10 +24,11 @@ def extract_cmd(
     split: Optional[str] = typer.Option(None, "--split", help="train | val | test | trainval | all [default: the dataset's first]."),
     limit: Optional[int] = SizeOption("--limit", "Seeded random subset of at most N samples."),
     per_class: Optional[int] = SizeOption("--per-class", "Seeded subset of N samples per class."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the subsampling."),
+    seed: int = SeedOption("Seed of the subsampling."),
     batch_size: int = SizeOption("--batch-size", "Images per forward pass.", 64, short="-b"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA with AMP if present), cpu, cuda, cuda:1 ..."),
-    workers: Optional[int] = SizeOption("--workers", "Data-loading processes [default: auto].", minimum=0),
+    workers: Optional[int] = SizeOption("--workers", f"Data-loading processes, at most 4 per CPU core ({MAX_WORKERS} "
+                                        "here) [default: auto].", minimum=0, maximum=MAX_WORKERS),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: compute only the chunks j with j mod n = i (job arrays)."),
     data_root: Optional[Path] = DataRootOption,
     download: bool = typer.Option(False, "--download", help="Let torchvision download a missing dataset (needs network)."),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
@@ -12,7 +13,8 @@ from ..errors import ModelrankError
 from ._common import (
     set_interrupt_note, app, console, err_console, CacheDirOption, DataRootOption, FeatureFilesOption, ModelNamesOption,
     DatasetNameOption,
-    SizeOption, TaskOption, check_extraction, confirmed, load_feature_files, log, progress_display, split_names,
+    SeedOption, SizeOption, TaskOption, check_extraction, confirmed, load_feature_files, log, progress_display,
+    split_names, check_data_options, only_with,
 )
 from ._output import check_out, check_output, emit, format_option, out_option, write_csv
 
@@ -37,20 +39,25 @@ def finetune_cmd(
     cs: Optional[str] = typer.Option(None, "--cs", help="Inverse regularisation sweep: LOW:HIGH:N (log-spaced) or a comma list [default: 1e-6:1e5:23]."),
     val: float = typer.Option(0.2, "--val", help="Validation fraction (selects C)."),
     test: float = typer.Option(0.2, "--test", help="Test fraction (when the data has no test split)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the splits."),
+    seed: int = SeedOption("Seed of the splits."),
     no_refit: bool = typer.Option(False, "--no-refit", help="Score the train-only head instead of refitting on train+val."),
     force: bool = typer.Option(False, "--force", help="Redo runs that are already recorded."),
     out: Optional[Path] = out_option("this run's records (public records layout)"),
     fmt: str = format_option(),
-    lrs: str = typer.Option("0.1,0.01,0.001,0.0001", "--lrs", help="full: learning rates of the grid (SFDA's)."),
-    wds: str = typer.Option("0,1e-6,1e-5,1e-4,1e-3", "--wds", help="full: weight decays of the grid (SFDA's; its code divides them by lr)."),
-    epochs: int = SizeOption("--epochs", "full: epochs per grid point (cosine schedule, best epoch on val).", 10),
-    batch_size: int = SizeOption("--batch-size", "full: batch size.", 32, minimum=2),
-    optimizer: str = typer.Option("sgd", "--optimizer", help="full: sgd (Nesterov, momentum 0.9) | adamw."),
-    patience: int = SizeOption("--patience", "full: stop a run after this many epochs without a better val accuracy.", 3),
+    lrs: Optional[str] = typer.Option(None, "--lrs", help="full: learning rates of the grid [default: SFDA's, "
+                                      "0.1,0.01,0.001,0.0001]."),
+    wds: Optional[str] = typer.Option(None, "--wds", help="full: weight decays of the grid [default: SFDA's, "
+                                      "0,1e-6,1e-5,1e-4,1e-3; its code divides them by lr]."),
+    epochs: Optional[int] = SizeOption("--epochs", "full: epochs per grid point (cosine schedule, best epoch on val) "
+                                       "[default: 10]."),
+    batch_size: Optional[int] = SizeOption("--batch-size", "full: batch size [default: 32].", minimum=2),
+    optimizer: Optional[str] = typer.Option(None, "--optimizer", help="full: sgd (Nesterov, momentum 0.9) | adamw "
+                                            "[default: sgd]."),
+    patience: Optional[int] = SizeOption("--patience", "full: stop a run after this many epochs without a better val "
+                                         "accuracy [default: 3]."),
     per_class: Optional[int] = SizeOption("--per-class", "Seeded subset of N images per class (-d)."),
     input_size: Optional[int] = SizeOption("--input-size", "full: square input side [default: the model's]."),
-    device: str = typer.Option("auto", "--device", help="full: auto | cpu | cuda (AMP on CUDA)."),
+    device: Optional[str] = typer.Option(None, "--device", help="full: auto | cpu | cuda (AMP on CUDA) [default: auto]."),
     data_root: Optional[Path] = DataRootOption,
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
@@ -65,10 +72,7 @@ def finetune_cmd(
     from ..finetune import PROTOCOLS, export_records, job_from_features, job_from_registry, parse_cs, run_full_grid, run_probes
     from ..finetune.linear import CLASSIFICATION_METRICS, REGRESSION_METRICS
 
-    if bool(features) == bool(dataset or models):
-        raise ModelrankError("give either --features FILE... or -d DATASET -m MODELS")
-    if not features and not (dataset and models):
-        raise ModelrankError("-d DATASET and -m MODELS go together")
+    check_data_options(features, dataset, models, model_name, dataset_name, task, {"--per-class": per_class})
     if protocol not in PROTOCOLS:
         raise ModelrankError(f"--protocol takes {' | '.join(PROTOCOLS)}, not {protocol!r}")
     if metric is not None and metric not in CLASSIFICATION_METRICS + REGRESSION_METRICS:
@@ -84,25 +88,30 @@ def finetune_cmd(
         log(f"[{style}]{status:7s}[/] {escape(label)}: {record['metric']} {record['test_metric']:.4f} "
             f"(val {record['val_metric']:.4f}, {escape(_selected_text(record['selected']))}, {record['seconds']:.1f} s)")
 
+    full_only = {"epochs": epochs, "batch_size": batch_size, "optimizer": optimizer, "patience": patience,
+                 "input_size": input_size}  # FullConfig's fields; its defaults are the options' defaults
     if protocol == "full":
+        from ..finetune import SFDA_LRS, SFDA_WDS
         from ..finetune.full import FullConfig
 
         if features:
             raise ModelrankError("--protocol full trains networks: give -d DATASET -m MODELS")
+        only_with("--protocol linear", {"--cs": cs, "--metric": metric, "--no-refit": no_refit or None})
         try:
-            grid = [float(v) for v in split_names(lrs)], [float(v) for v in split_names(wds)]
+            grid = ([float(v) for v in split_names(lrs)] if lrs is not None else list(SFDA_LRS),
+                    [float(v) for v in split_names(wds)] if wds is not None else list(SFDA_WDS))
         except ValueError:
             raise ModelrankError("--lrs and --wds take comma-separated numbers") from None
-        if not all(lr > 0 for lr in grid[0]) or not all(wd >= 0 for wd in grid[1]):
-            raise ModelrankError("--lrs must be positive and --wds non-negative")
-        config = FullConfig(epochs=epochs, batch_size=batch_size, optimizer=optimizer, patience=patience,
-                            val_fraction=val, per_class=per_class, seed=seed, input_size=input_size)
+        if not all(0 < lr < math.inf for lr in grid[0]) or not all(0 <= wd < math.inf for wd in grid[1]):
+            raise ModelrankError("--lrs must be positive and --wds non-negative finite numbers")
+        config = FullConfig(val_fraction=val, per_class=per_class, seed=seed,
+                            **{field: value for field, value in full_only.items() if value is not None})
         config.validate()
         names = split_names(models)
         check_extraction(names, dataset, None, cache_dir)
         with progress_display() as display:
             records = run_full_grid(
-                dataset, names, *grid, config=config, device=device, data_root=root, force=force, cache_dir=cache,
+                dataset, names, *grid, config=config, device=device or "auto", data_root=root, force=force, cache_dir=cache,
                 on_result=lambda status, record, model: report(status, record, f"{dataset}/{model}"),
                 on_epoch=None if display.enabled else lambda tag, info: log(
                     f"[dim]{escape(tag)} epoch {info['epoch'] + 1}/{info['epochs']}: loss {info['loss']:.3f}, "
@@ -110,6 +119,9 @@ def finetune_cmd(
                 progress=display,
             )
     else:
+        only_with("--protocol full", {"--lrs": lrs, "--wds": wds, **{f"--{field.replace('_', '-')}": value
+                                                                     for field, value in full_only.items()},
+                                      "--device": device})
         cs_values = parse_cs(cs)
         if features:
             jobs = [job_from_features(fs, val=val, test=test, seed=seed)

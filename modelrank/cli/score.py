@@ -14,9 +14,9 @@ from ._common import (
     set_interrupt_note,
     app, console, err_console, CacheDirOption, FeatureFilesOption, ModelNamesOption, DatasetNameOption,
     TaskOption, load_feature_files, split_names, key_values, progress_display, check_extraction, SizeOption,
-    DataRootOption,
+    DataRootOption, SeedOption, check_data_options,
 )
-from ._output import check_format, check_out, emit, format_option, out_option, write_csv
+from ._output import check_output, emit, format_option, out_option, write_csv
 
 
 @app.command("score")
@@ -33,7 +33,7 @@ def score_cmd(
     fmt: str = format_option(),
     bootstrap: int = typer.Option(0, "--bootstrap", help="Resample the samples B times (seeded by --bootstrap-seed): "
                                   "each score's 95% interval and each model's probability of being best [default: off]."),
-    bootstrap_seed: int = typer.Option(0, "--bootstrap-seed", help="Seed of the --bootstrap resamples."),
+    bootstrap_seed: int = SeedOption("Seed of the --bootstrap resamples.", "--bootstrap-seed"),
     bootstrap_exact: bool = typer.Option(False, "--bootstrap-exact", help="Recompute every metric on every resample "
                                          "(LogME otherwise uses its resampled form: a few scores' cost)."),
     dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Score cached/extracted features of this dataset (with -m)."),
@@ -41,7 +41,7 @@ def score_cmd(
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split for -d [default: the dataset's first]."),
     limit: Optional[int] = SizeOption("--limit", "Seeded random subset of at most N samples (-d)."),
     per_class: Optional[int] = SizeOption("--per-class", "Seeded subset of N samples per class (-d)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the subsampling (-d)."),
+    seed: int = SeedOption("Seed of the subsampling (-d)."),
     data_root: Optional[Path] = DataRootOption,
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
@@ -50,14 +50,13 @@ def score_cmd(
     from ..scoring import bootstrap_scores, check_metric_request, rank_scores, score_feature_sets, scoring_reporter
     from ._score_table import footnotes, plain_frame, score_tables
 
-    check_format(fmt)
-    check_out(out)
+    check_output(fmt, out)
     if bootstrap < 0 or bootstrap == 1:
         raise ModelrankError(f"--bootstrap takes B >= 2 resamples (or 0 for none), not {bootstrap}")
-    if bool(features) == bool(dataset or models):
-        raise ModelrankError("give either --features FILE... or -d DATASET -m MODELS")
-    if not features and not (dataset and models):
-        raise ModelrankError("-d DATASET and -m MODELS go together")
+    if bootstrap_exact and not bootstrap:
+        raise ModelrankError("--bootstrap-exact goes with --bootstrap B")
+    check_data_options(features, dataset, models, model_name, dataset_name, task,
+                       {"--split": split, "--limit": limit, "--per-class": per_class})
     metric_names = split_names(metric)
     if ped:
         from ..metrics.ped import ped_variant

@@ -12,10 +12,10 @@ from rich.markup import escape
 from ..errors import ModelrankError
 from ._common import (
     CacheDirOption, DatasetNameOption, FeatureFilesOption, ModelNamesOption, app, err_console, key_values,
-    progress_display, split_names,
+    only_with, progress_display, split_names, SeedOption,
 )
 from ..progress import report
-from ._output import check_format, check_out, emit, format_option, frame_table, out_option
+from ._output import check_output, emit, format_option, frame_table, out_option
 
 #: ``--rerank-metric`` value for Model Spider's own re-ranking (instead of a metric)
 LEARNED_RERANK = "learned"
@@ -54,6 +54,8 @@ def spider_train(
     from ..spider import make_learner
     from ..spider.loaders import load_records
 
+    if out.exists() and not out.is_dir():
+        raise ModelrankError(f"--out {out} is a file; spider train saves the learner in a folder")
     config = _learner_options(learner, option)
     text = f"training {learner} (epochs, validation folds included)"
     with progress_display(quiet) as display:
@@ -76,7 +78,7 @@ def spider_rank(
                                           "from the zoo models' features (cached; missing ones are extracted)."),
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split for -d [default: the dataset's first]."),
     per_class: Optional[int] = typer.Option(None, "--per-class", min=1, help="Seeded subset of N samples per class (-d)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the subsampling (-d)."),
+    seed: int = SeedOption("Seed of the subsampling (-d)."),
     data_root: Optional[Path] = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", help="Where torchvision datasets live."),
     cache_dir: Optional[Path] = CacheDirOption,
     features: Optional[list[Path]] = FeatureFilesOption,
@@ -105,18 +107,24 @@ def spider_rank(
     from ..spider.base import model_prior
     from ..spider.describe import describe_task, needed_models, rerank_by_metric, top_models
 
-    check_format(fmt)
-    check_out(out)
+    check_output(fmt, out)
     if dataset and features:
         raise ModelrankError("give either -d DATASET or --features FILE..., not both")
     if task and (dataset or features):
         raise ModelrankError("give a known TASK name or describe a new one with -d / --features, not both")
+    if not dataset:
+        only_with("-d DATASET", {"--split": split, "--per-class": per_class})
+    if not features:
+        only_with("--features", {"--model-name": model_name})
+    if task and meta:
+        raise ModelrankError(f"--meta describes a new task; {task!r} is known by its records (use -d / --features)")
     if rerank and rerank_metric not in METRICS and rerank_metric != LEARNED_RERANK:
         raise ModelrankError(f"unknown --rerank-metric {rerank_metric!r}; see modelrank list metrics, "
                              f"or {LEARNED_RERANK}")
     if rerank and not (dataset or features):
         raise ModelrankError("--rerank needs the dataset's features: give -d DATASET or --features")
     seen = _observed(observed)
+    task_meta = key_values(meta)
     learner = load_learner(learner_dir)
     if rerank and rerank_metric == LEARNED_RERANK and not learner.rerank_models:
         raise ModelrankError(f"{learner.name} has no re-ranking of its own (Model Spider trained on records with "
@@ -127,13 +135,13 @@ def spider_rank(
         target = task
     else:
         fetched = loader(needed_models(learner)) if (dataset or features) else {}
-        target = describe_task(learner, name, fetched, key_values(meta))
+        target = describe_task(learner, name, fetched, task_meta)
+    scores = learner.predict(target, observed=seen or None)
     if seen and not learner.uses_observed:
         err_console.print(f"note: {learner.name} does not use observed accuracies; --observed changes nothing", highlight=False)
     elif seen and len(seen) < 2:
         err_console.print("note: one observed model says nothing about the order of the others; give 2 or more",
                           highlight=False)
-    scores = learner.predict(target, observed=seen or None)
     if rerank and rerank_metric == LEARNED_RERANK:
         scores = _learned_rerank(learner, target, seen, scores, rerank, loader)
     elif rerank:
@@ -214,14 +222,15 @@ def spider_eval(
     learners: str = typer.Option("random,model_prior,task_attention,graph,spider", help="Comma-separated learners."),
     protocol: str = typer.Option("cold_start", help="cold_start | partial | both | seed_mixture"),
     by: str = typer.Option("task", help="Held-out groups: task | domain (needs a domain column in task metadata)."),
-    folds: Optional[int] = typer.Option(None, help="Number of task folds (default: leave-one-task-out)."),
+    folds: Optional[int] = typer.Option(None, min=2, help="Number of task folds (default: leave-one-task-out)."),
     k_observed: int = typer.Option(3, "--k", min=1, help="Models revealed per task in the partial protocol."),
     option: list[str] = typer.Option([], "--set", help="Option key=value, passed to each learner that has it (e.g. "
                                      "epochs=50, cv_group=domain)."),
     tau_protocol: str = typer.Option("scipy", "--tau-protocol", help="Weighted tau convention: scipy (symmetric, "
                                      "TransferGraph) | model_spider (weightedtau(truth, score, rank=None))."),
-    baseline: str = typer.Option("model_prior", "--baseline", help="Learner the paired differences are taken against."),
-    seed: int = typer.Option(0),
+    baseline: str = typer.Option("model_prior", "--baseline", help="Learner the paired differences are taken against "
+                                  "(one of --learners; without it the table has no differences)."),
+    seed: int = SeedOption("Seed of the task folds, the partial protocol's revealed models and the learners."),
     out: Optional[Path] = out_option("the comparison table"),
     fmt: str = format_option(),
     quiet: bool = QuietOption,
@@ -235,16 +244,19 @@ def spider_eval(
     from ..spider.loaders import load_records
     from ..spider.protocols import evaluate, paired_difference, seed_mixture, task_folds
 
-    check_format(fmt)
-    check_out(out)
+    check_output(fmt, out)
     protocols = {"cold_start": ("cold_start",), "partial": ("partial",), "both": ("cold_start", "partial")}
     if protocol not in (*protocols, "seed_mixture"):
         raise ModelrankError(f"--protocol must be cold_start, partial, both or seed_mixture, not {protocol!r}")
     if tau_protocol not in WEIGHTED_TAU_PROTOCOLS:
         raise ModelrankError(f"--tau-protocol must be {' or '.join(WEIGHTED_TAU_PROTOCOLS)}, not {tau_protocol!r}")
     names = split_names(learners)
+    if not names:
+        raise ModelrankError("--learners names no learner (see modelrank list learners)")
     for name in names:
         LEARNERS.get(name)  # an unknown name fails here, before any work
+    LEARNERS.get(baseline)  # a misspelt --baseline too
+    paired = baseline in names
     extra = key_values(option)
     options = {name: set(LEARNERS.get(name).defaults) for name in names}
     unused = sorted(set(extra) - set().union(*options.values()))
@@ -278,13 +290,20 @@ def spider_eval(
                 rows.append({"learner": name, "protocol": variant, **row.to_dict(), "fit_s": sum(result.fit_seconds)})
     table = pd.DataFrame(rows)
     everything = pd.concat(per_task, ignore_index=True)
-    for column in ("diff_vs_" + baseline, "se", "wins", "losses", "verdict"):
-        table[column] = None
-    for i, row in table.iterrows():
-        group = everything[everything["protocol"] == row["protocol"]]
-        paired = None if row["learner"] == baseline else paired_difference(group, row["learner"], baseline, "weighted_tau")
-        if paired is not None:
-            table.loc[i, ["diff_vs_" + baseline, "se", "wins", "losses", "verdict"]] = [
-                paired["diff"], paired["se"], paired["wins"], paired["losses"], paired["verdict"]]
+    if paired:
+        for column in ("diff_vs_" + baseline, "se", "wins", "losses", "verdict"):
+            table[column] = None
+        for i, row in table.iterrows():
+            if row["learner"] == baseline:
+                continue
+            group = everything[everything["protocol"] == row["protocol"]]
+            difference = paired_difference(group, row["learner"], baseline, "weighted_tau")
+            if difference is not None:
+                table.loc[i, ["diff_vs_" + baseline, "se", "wins", "losses", "verdict"]] = [
+                    difference["diff"], difference["se"], difference["wins"], difference["losses"], difference["verdict"]]
     table = table.rename(columns={"weighted_tau": f"weighted_tau[{tau_protocol}]"})
-    emit(table, fmt, out, f"held-out {protocol} evaluation on {data.name} (paired: weighted tau minus {baseline}, per task)")
+    pairing = f" (paired: weighted tau minus {baseline}, per task)" if paired else ""
+    if not paired:
+        err_console.print(f"note: --baseline {escape(baseline)} is not among --learners: no paired differences",
+                          highlight=False)
+    emit(table, fmt, out, f"held-out {protocol} evaluation on {data.name}{pairing}")

@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidInputError, MissingResourceError
+from ..tabular import read_csv_file
 from .base import ImageDataset, open_image, seeded_split
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -59,6 +60,8 @@ def load_folder(path: str, split: str = "all") -> ImageDataset:
     Every file must be an image (by suffix); anything else is reported rather than silently skipped.
     """
     root = Path(path)
+    if root.is_file():
+        raise InvalidInputError(f"image folder {root} is a file; folder:PATH takes a folder of class sub-folders")
     if not root.is_dir():
         raise MissingResourceError(f"image folder {root} does not exist")
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -85,9 +88,7 @@ def load_csv(path: str, split: str = "all") -> ImageDataset:
     Relative image paths are resolved against the CSV's folder.
     """
     csv = Path(path)
-    if not csv.is_file():
-        raise MissingResourceError(f"CSV file {csv} does not exist")
-    table = pd.read_csv(csv)
+    table = read_csv_file(csv)
     cols = {c.lower(): c for c in table.columns}
     if "path" not in cols or not ({"label", "target"} & set(cols)):
         raise InvalidInputError(f"{csv} needs columns path,label (classification) or path,target (regression)")

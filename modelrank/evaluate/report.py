@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
 
-from ..errors import MissingResourceError
+from ..errors import InvalidInputError, MissingResourceError
 from .evaluation import MEAN, WEIGHTED_MEAN, Evaluation
 
 if TYPE_CHECKING:
@@ -89,11 +89,7 @@ def print_wide(console: Console, renderable: Table) -> None:
         console.width = width
 
 
-def plot_evaluation(evaluation: Evaluation, path: str | Path, measure: str | None = None) -> Path:
-    """Scatter of score (x) vs ground truth (y): one panel per (method, dataset), titled with a measure.
-
-    Needs matplotlib (``pip install 'modelrank[plot]'``).
-    """
+def _pyplot():
     try:
         import matplotlib
 
@@ -101,6 +97,35 @@ def plot_evaluation(evaluation: Evaluation, path: str | Path, measure: str | Non
         import matplotlib.pyplot as plt
     except ImportError as exc:
         raise MissingResourceError("--plot needs matplotlib: pip install 'modelrank[plot]'") from exc
+    return plt
+
+
+def plot_file(path: str | Path) -> Path:
+    """The file a plot is saved as: ``path`` when its suffix names a format matplotlib writes, ``path`` + ``.png``
+    without a suffix (matplotlib's own choice, made visible). Checked before any work."""
+    path = Path(path)
+    if not path.suffix:
+        return path.with_name(f"{path.name}.png")
+    _pyplot()  # matplotlib is installed (else a one-line error)
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    formats = FigureCanvasBase.get_supported_filetypes()
+    if path.suffix[1:].lower() not in formats:
+        raise InvalidInputError(f"cannot plot to {path}: matplotlib writes {', '.join(sorted(formats))}, "
+                                f"not {path.suffix}")
+    return path
+
+
+def plot_evaluation(evaluation: Evaluation, path: str | Path, measure: str | None = None) -> Path:
+    """Scatter of score (x) vs ground truth (y): one panel per (method, dataset), titled with a measure; saved
+    as ``plot_file(path)`` (written to a temporary name and renamed), which is returned.
+
+    Needs matplotlib (``pip install 'modelrank[plot]'``).
+    """
+    from ..cache import atomic_write
+
+    plt = _pyplot()
+    path = plot_file(path)
     measure = measure or evaluation.measures[0]
     table = evaluation.table(measure)
     methods, datasets = evaluation.methods, evaluation.datasets
@@ -122,8 +147,7 @@ def plot_evaluation(evaluation: Evaluation, path: str | Path, measure: str | Non
             if j == 0:
                 ax.set_ylabel(f"{method}\ntruth", fontsize=8)
     fig.tight_layout()
-    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format=path.suffix[1:].lower()))
     plt.close(fig)
     return path

@@ -20,6 +20,7 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 
@@ -191,9 +192,7 @@ def linear_probe(
     ``tol`` bound each L-BFGS fit (sklearn's meaning). Deterministic: L-BFGS starts from zero.
     """
     _check_splits(train, val, test)
-    cs = np.asarray(cs, dtype=np.float64)
-    if cs.ndim != 1 or cs.size < 1 or np.any(cs <= 0) or np.any(np.diff(cs) <= 0):
-        raise InvalidInputError("cs must be a non-empty increasing sequence of positive numbers")
+    cs = check_cs(cs)
     regression = train.task == "regression"
     allowed = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
     metric = metric or allowed[0]
@@ -225,6 +224,15 @@ def holdout(data: FeatureSet, fraction: float, seed: int = 0) -> tuple[FeatureSe
     return _subset(data, np.sort(rest)), _subset(data, np.sort(held))
 
 
+def check_cs(cs: Sequence[float] | np.ndarray) -> np.ndarray:
+    """The C sweep as float64; anything but a non-empty increasing sequence of finite positive numbers (NaN
+    included, which no comparison rejects) is an ``InvalidInputError``."""
+    cs = np.asarray(cs, dtype=np.float64)
+    if cs.ndim != 1 or cs.size < 1 or not np.isfinite(cs).all() or np.any(cs <= 0) or np.any(np.diff(cs) <= 0):
+        raise InvalidInputError("cs must be a non-empty increasing sequence of finite positive numbers")
+    return cs
+
+
 def _subset(data: FeatureSet, idx: np.ndarray) -> FeatureSet:
     return FeatureSet(
         features=data.features[idx], labels=np.asarray(data.labels)[idx], model=data.model, dataset=data.dataset,
@@ -237,7 +245,7 @@ def _subset(data: FeatureSet, idx: np.ndarray) -> FeatureSet:
 def split_feature_set(data: FeatureSet, val: float = 0.2, test: float = 0.2, seed: int = 0) -> tuple[FeatureSet, FeatureSet, FeatureSet]:
     """Seeded train/val/test split of one FeatureSet (fractions of the whole), stratified for classification."""
     if not (0 < val < 1 and 0 < test < 1 and val + test < 1):
-        raise InvalidInputError(f"val ({val}) and test ({test}) must be fractions with val + test < 1")
+        raise InvalidInputError(f"val ({val}) and test ({test}) must be fractions in (0, 1) with val + test < 1")
     rest, test_set = holdout(data, test, seed)
     train, val_set = holdout(rest, val / (1 - test), seed)
     return train, val_set, test_set

@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from ..features import FeatureSet
 from ..progress import ProgressFn, epoch_reporter, report
-from .linear import DEFAULT_CS, holdout, linear_probe, split_feature_set
+from .linear import DEFAULT_CS, check_cs, holdout, linear_probe, split_feature_set
 from .records import append_record, make_record, read_records, record_key
 
 PROTOCOLS = ("linear", "full")
@@ -215,16 +215,27 @@ def run_full_grid(
     return results
 
 
+#: most values of an ``--cs LOW:HIGH:N`` sweep (the default has 23; every value is one fit per model)
+MAX_CS = 1000
+
+
 def parse_cs(text: str | None) -> np.ndarray:
-    """``--cs``: ``LOW:HIGH:N`` (N log-spaced values, e.g. ``1e-6:1e5:23``) or a comma list; None = default."""
+    """``--cs``: ``LOW:HIGH:N`` (N log-spaced values, e.g. ``1e-6:1e5:23``; 0 < LOW < HIGH, N <= ``MAX_CS``) or a
+    comma list; None = default. Checked as ``linear_probe`` will check it, so a bad sweep fails before any work."""
     if not text:
         return DEFAULT_CS
     try:
-        if ":" in text:
+        if ":" not in text:
+            values = [float(v) for v in text.split(",")]
+        else:
             low, high, n = text.split(":")
-            return np.logspace(np.log10(float(low)), np.log10(float(high)), int(n))
-        return np.array([float(v) for v in text.split(",")])
+            low, high, n = float(low), float(high), int(n)
     except ValueError:
         raise InvalidInputError(f"--cs must be LOW:HIGH:N or a comma-separated list of numbers, not {text!r}") from None
+    if ":" not in text:
+        return check_cs(values)
+    if not (0 < low < high < np.inf and 1 <= n <= MAX_CS):
+        raise InvalidInputError(f"--cs LOW:HIGH:N needs 0 < LOW < HIGH and 1 <= N <= {MAX_CS}, not {text!r}")
+    return np.logspace(np.log10(low), np.log10(high), n)
 
 

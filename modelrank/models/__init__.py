@@ -14,6 +14,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise MissingResourceError(f"weight file {path} does not exist")
+    if path.stat().st_size == 0:
+        raise InvalidInputError(f"weight file {path} is empty")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -60,8 +63,12 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
             state = load_file(os.fspath(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's text would advise weights_only=False, i.e. running the file's code
+        raise InvalidInputError(f"cannot read weights {path}: not a torch file of plain tensors (it may be damaged, "
+                                "or hold objects that only running its code could rebuild)") from None
     except Exception as exc:  # every decoder error means the same thing to the user
-        raise InvalidInputError(f"cannot read weights {path}: {str(exc).splitlines()[0]}") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InvalidInputError(f"cannot read weights {path}: {reason}") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

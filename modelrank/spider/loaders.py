@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidInputError, MissingResourceError
+from ..tabular import read_csv_file
 from .records import Records, records_from_frame
 
 DOMAINNET_EMBEDDINGS = ("seed", "text", "none")
@@ -34,6 +35,10 @@ def _need(path: Path) -> Path:
     if not path.exists():
         raise MissingResourceError(f"expected file not found: {path}")
     return path
+
+
+def _read_csv(path: Path, **options) -> pd.DataFrame:
+    return read_csv_file(_need(path), "table", **options)
 
 
 def load_domainnet(folder: str | Path, embedding: str = "seed") -> Records:
@@ -49,11 +54,11 @@ def load_domainnet(folder: str | Path, embedding: str = "seed") -> Records:
     folder = Path(folder)
     if embedding not in DOMAINNET_EMBEDDINGS:
         raise InvalidInputError(f"embedding must be one of {DOMAINNET_EMBEDDINGS}, not {embedding!r}")
-    wide = pd.read_csv(_need(folder / "record_domainnet_10_270.csv"), index_col=0).copy()
+    wide = _read_csv(folder / "record_domainnet_10_270.csv", index_col=0).copy()
     tasks = list(wide.columns)
     table = wide.copy().rename_axis("model").reset_index().melt(id_vars="model", var_name="dataset", value_name="accuracy")
-    model_meta = pd.read_csv(_need(folder / "source_model_meta_data.csv")).set_index("model name")
-    task_meta = pd.read_csv(_need(folder / "target_dataset_meta_data.csv"))
+    model_meta = _read_csv(folder / "source_model_meta_data.csv").set_index("model name")
+    task_meta = _read_csv(folder / "target_dataset_meta_data.csv")
     if len(task_meta) != len(tasks):
         raise InvalidInputError(f"{len(task_meta)} task metadata rows for {len(tasks)} record columns")
     domains = [t.split("_")[1] for t in tasks]
@@ -104,12 +109,12 @@ def load_transfergraph(folder: str | Path, modality: str = "image", model_text: 
         raise InvalidInputError(f"modality must be one of {sorted(TRANSFERGRAPH_MODALITIES)}, not {modality!r}")
     sub, sim_file = TRANSFERGRAPH_MODALITIES[modality]
     folder = Path(folder) / sub
-    raw = pd.read_csv(_need(folder / "records.csv"), index_col=0)
+    raw = _read_csv(folder / "records.csv", index_col=0)
     if "peft_method" in raw.columns:
         raw = raw[raw["peft_method"].isna()]
-    task_meta = pd.read_csv(_need(folder / "target_dataset_features.csv")).set_index("finetune_dataset")
-    sim = pd.read_csv(_need(folder / sim_file), index_col=0)
-    model_meta = pd.read_csv(_need(folder / "model_config_dataset.csv"))
+    task_meta = _read_csv(folder / "target_dataset_features.csv").set_index("finetune_dataset")
+    sim = _read_csv(folder / sim_file, index_col=0)
+    model_meta = _read_csv(folder / "model_config_dataset.csv")
     model_meta = model_meta.drop_duplicates("model").set_index("model")
     model_meta = model_meta[[c for c in MODEL_META_COLUMNS if c in model_meta.columns]]
     frame = raw.rename(columns={"finetuned_dataset": "dataset", "eval_accuracy": "accuracy"})
@@ -117,7 +122,7 @@ def load_transfergraph(folder: str | Path, modality: str = "image", model_text: 
                   & frame["model"].isin(model_meta.index)]
     dropped = len(raw) - len(frame)
     tasks = sorted(set(frame["dataset"]))
-    scores = pd.read_csv(_need(folder / "transferability_score_records.csv"), index_col=0)
+    scores = _read_csv(folder / "transferability_score_records.csv", index_col=0)
     scores = scores.assign(metric=scores["metric"].str.replace("TransferabilityMethod.", "", regex=False).str.lower())
     scores = scores.pivot_table(index=["target_dataset", "model"], columns="metric", values="score", aggfunc="last")
     scores = scores.reset_index().rename(columns={"target_dataset": "dataset"}).rename_axis(columns=None)
@@ -156,14 +161,14 @@ def load_model_spider(folder: str | Path, kind: str = "single", zoo42: bool = Fa
     if kind not in MODEL_SPIDER_KINDS:
         raise InvalidInputError(f"kind must be one of {MODEL_SPIDER_KINDS}, not {kind!r}")
     if kind == "single":
-        frame = pd.read_csv(_need(folder / "finetune_accuracy.csv"))
-        scores = pd.read_csv(_need(folder / "baseline_results.csv")).rename(columns={"Dataset": "dataset", "Model": "model"})
+        frame = _read_csv(folder / "finetune_accuracy.csv")
+        scores = _read_csv(folder / "baseline_results.csv").rename(columns={"Dataset": "dataset", "Model": "model"})
         frame = frame[frame["dataset"].isin(set(scores["dataset"]))]
         model_meta = pd.DataFrame({"architecture": [m.rstrip("0123456789_") for m in sorted(set(frame["model"]))]},
                                   index=sorted(set(frame["model"])))
         return records_from_frame(frame, aggregate=None, scores=scores, model_meta=model_meta,
                                   name="model-spider-single")
-    frame = pd.read_csv(_need(folder / "finetune_accuracy_multisource.csv"))
+    frame = _read_csv(folder / "finetune_accuracy_multisource.csv")
     if zoo42:
         frame = frame[frame["in_42_model_zoo"] == 1]
     model_meta = frame.drop_duplicates("model").set_index("model")[["architecture", "source_dataset"]]
@@ -191,7 +196,7 @@ def load_records(spec: str, task_meta: str | Path | None = None, model_meta: str
     side = {}
     for key, path in (("task_meta", task_meta), ("model_meta", model_meta)):
         if path is not None:
-            side[key] = pd.read_csv(_need(Path(path)), index_col=0)
+            side[key] = read_csv_file(path, f"{key} file", index_col=0)
     return Records(records.table, name=records.name, **side) if side else records
 
 
@@ -229,15 +234,15 @@ def load_benchmark(
     from .prototypes import prototypes_of
 
     folder = Path(folder)
-    raw = pd.read_csv(_need(folder / "records.csv"))
+    raw = _read_csv(folder / "records.csv")
     protocols = raw["protocol"] if "protocol" in raw.columns else pd.Series("linear", index=raw.index)
     raw = raw[(protocols == protocol).to_numpy()]
     if raw.empty:
         found = sorted(set(protocols.dropna()))
         raise InvalidInputError(f"{folder / 'records.csv'} has no {protocol!r} records (it has: {found})")
-    zoo = pd.read_csv(_need(folder / "zoo.csv")).set_index("name")
-    tasks = pd.read_csv(_need(folder / "tasks.csv")).set_index("task")
-    scores = pd.read_csv(_need(folder / "scores.csv")).rename(columns={"Dataset": "dataset", "Model": "model"})
+    zoo = _read_csv(folder / "zoo.csv").set_index("name")
+    tasks = _read_csv(folder / "tasks.csv").set_index("task")
+    scores = _read_csv(folder / "scores.csv").rename(columns={"Dataset": "dataset", "Model": "model"})
     scores = scores[[c for c in scores.columns if not is_annotation(c, scores.columns)]]  # timings, flags, ...
     if metrics is not None:
         unknown = sorted(set(metrics) - set(scores.columns))

@@ -26,7 +26,8 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidInputError, MissingResourceError
+from ..errors import InvalidInputError
+from ..tabular import read_csv_file
 
 RECORD_COLUMNS = ("dataset", "model", "accuracy")
 
@@ -244,12 +245,7 @@ def read_records_csv(path: str | Path, aggregate: str | None = "max") -> Records
     column marks the run each sweep chose on validation data, only those rows are kept (taking the best test
     accuracy over a sweep would select on the test set); remaining repeated runs are aggregated."""
     path = Path(path)
-    if not path.is_file():
-        raise MissingResourceError(f"records file not found: {path}")
-    try:
-        frame = pd.read_csv(path)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise InvalidInputError(f"cannot parse records CSV {path}: {exc}") from None
+    frame = read_csv_file(path, "records file")
     if frame.empty:
         raise InvalidInputError(f"records CSV {path} has no records (only a header)")
     frame = frame.rename(columns={k: v for k, v in RECORD_ALIASES.items() if v not in frame.columns})

@@ -11,7 +11,7 @@ interrupted model continues from its last epoch).
 from __future__ import annotations
 
 import os
-import time
+from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
@@ -26,6 +26,15 @@ from .registry import read_manifest, register_zoo_models, write_manifest, zoo_ro
 #: on_event(kind, model_name, info): kind is "start" (info: index, total), "epoch" (the epoch's metrics),
 #: "done" (the model's record) or "cached" (the record of a model built before).
 EventFn = Callable[[str, str, dict[str, Any]], None]
+
+
+def _stamp(path: Path) -> tuple[int, int] | None:
+    """(modification time, size) of ``path``, None when absent: what tells a reused file from a rewritten one."""
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        return None
+    return stat.st_mtime_ns, stat.st_size
 
 
 def _pretraining(base: str) -> str:
@@ -55,14 +64,15 @@ def build_zoo(
         if on_event:
             on_event("start", name, {"index": index, "total": len(jobs)})
         report(progress, "zoo", f"zoo/{preset.name}: fine-tuning {name}", index, len(jobs))
-        started = time.perf_counter()
+        checkpoint = folder / name.rsplit("/", 1)[1]
+        finished = _stamp(checkpoint / "result.json")  # unchanged after the call: the finished run was reused
         result = finetune_full(
             base, source, split="train", test_split="test", config=preset.source_training, device=device,
-            checkpoint_dir=folder / name.rsplit("/", 1)[1], data_root=data_root,
+            checkpoint_dir=checkpoint, data_root=data_root,
             progress=epoch_reporter(progress, f"{name}: epochs", preset.source_training.epochs,
                                     (lambda info, name=name: on_event("epoch", name, info)) if on_event else None),
         )
-        cached = time.perf_counter() - started < 0.5 * result.seconds
+        cached = finished is not None and _stamp(checkpoint / "result.json") == finished
         spec = MODELS.get(base) if base in MODELS else None
         record = {
             "name": name, "arch": spec.arch if spec else base.removeprefix("random:"), "base": base,
