@@ -655,6 +655,8 @@ def test_user_text_with_brackets_is_printed_as_typed(tmp_path, cli):
     assert code == 0 and "resnet[a]" in out and "resnet[b]" in out, out
     code, out, err = cli("score", "--features", str(folder / "missing.npz"), "--metric", "knn")
     assert code == 2 and "exp[lr=0.1]/missing.npz" in err
+    code, out, err = cli("score", "--features", str(folder), "--metric", "knn")
+    assert code == 2 and "exp[lr=0.1] is a directory; give the .npz or .parquet file" in err
 
 
 # ------------------------------------------------------------------------------ degenerate metric inputs
@@ -901,5 +903,3 @@ def test_infinite_features_are_refused_without_a_numpy_warning():
         with pytest.raises(InvalidInputError, match="NaN or inf in 1 of 4 rows"):
             as_features(features)
         assert as_features(np.full((2, 2), 3e38, dtype=np.float32), upcast=False).dtype == np.float32  # sums overflow
-    code, out, err = cli("score", "--features", str(folder), "--metric", "knn")
-    assert code == 2 and "exp[lr=0.1] is a directory; give the .npz or .parquet file" in err
