@@ -94,7 +94,7 @@ def parc(features: np.ndarray, labels: np.ndarray, task: str = "classification",
     PARC is O(n^2) in time and memory, so at most ``max_samples`` samples (default 500, the paper's probe-set
     size) are drawn uniformly without replacement with ``seed``; ``max_samples=None`` uses every sample.
     """
-    x = unit_scaled(as_features(features, upcast=False))  # float32 stays float32 until the subsample is drawn
+    x = as_features(features, upcast=False)  # float32 stays float32 until the subsample is drawn
     n = x.shape[0]
     if task not in ("classification", "regression"):
         raise InvalidInputError(f"PARC supports classification and regression, not {task!r}")
@@ -103,7 +103,7 @@ def parc(features: np.ndarray, labels: np.ndarray, task: str = "classification",
     keep = seeded_subsample(n, max_samples, seed)
     if keep is not None:
         x, y = x[keep], y[keep]
-    x = np.asarray(x, dtype=np.float64)
+    x = unit_scaled(np.asarray(x, dtype=np.float64))  # scale-invariant: only the drawn rows are rescaled
     if regression:
         rdm_y = np.abs(y - y.T) if y.shape[1] == 1 else dissimilarity_matrix(y)
     else:
