@@ -74,6 +74,8 @@ BAD_INVOCATIONS = [
         ("--metric", "transrate", "--set", "transrate.eps=abc"),
         ("--metric", "transrate", "--set", "transrate.nope=1"),
         ("--metric", "logme", "--set", "transrate.eps=1e-3"),
+        ("--metric", "logme", "--set", "logme.preset=bogus"),  # text values are checked early too
+        ("--metric", "gbc", "--set", "gbc.gaussian_type=full"),
         ("--per-class", "0"),
         ("--limit", "0"),
         ("--split", "val"),

@@ -776,7 +776,7 @@ def test_every_numeric_metric_parameter_refuses_nan_inf_and_negative_values():
 @pytest.mark.parametrize("name,params,message", [
     ("linear_probe", {"folds": 1}, "folds >= 2"),
     ("linear_probe", {"c": 0.0}, "c > 0"),
-    ("nleep", {"covariance_type": "bogus"}, "covariance_type must be one of"),
+    ("nleep", {"covariance_type": "bogus"}, "parameter covariance_type takes one of diag, full, spherical, tied"),
     ("nleep", {"max_fit_samples": 1}, "max_fit_samples must be >= 2"),
     ("otce_sf", {"max_samples": 2}, "at least 4 samples"),
     ("sfda", {"confmix_strength": 2.0}, r"weights in \[0, 1\]"),
@@ -800,6 +800,22 @@ def test_integer_parameters_given_as_whole_floats_are_taken_as_integers(name, pa
     data = _metric_inputs(np.arange(30) % 3)
     as_floats = {key: float(value) for key, value in params.items()}
     assert compute_metric(name, data, **as_floats) == compute_metric(name, data, **params)
+
+
+def _declared_choices():
+    return [(entry.name, key, value) for entry in METRICS for key, values in entry.obj.choices.items()
+            for value in values]
+
+
+@pytest.mark.parametrize("name,key,value", _declared_choices())
+def test_declared_choices_are_the_values_the_metric_takes(name, key, value):
+    """The registry checks text parameters (presets, solver types) before any work; each value it declares runs,
+    and any other is refused naming the choices (``--set logme.preset=bogus`` used to pass until the metric ran,
+    after the features had been extracted)."""
+    data = _metric_inputs(np.arange(30) % 3)
+    assert np.isfinite(compute_metric(name, data, **{key: value}))
+    with pytest.raises(InvalidInputError, match=f"parameter {key} takes one of .*{value}.*, not 'bogus'"):
+        compute_metric(name, data, **{key: "bogus"})
 
 
 def test_optional_parameters_take_none():

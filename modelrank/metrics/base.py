@@ -8,8 +8,8 @@ better model, and the paper it implements. I/O, caching and printing live elsewh
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, TypeVar
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import numpy as np
 
@@ -82,6 +82,8 @@ class MetricSpec:
     #: Scores within |a - b| <= tie_rtol * max(|a|, |b|) + tie_atol are ties (``modelrank.evaluate.ties``).
     tie_rtol: float = DEFAULT_RTOL
     tie_atol: float = DEFAULT_ATOL
+    #: The values a text parameter takes ({parameter: names}), checked with the other parameters before any work.
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
 
     @property
     def summary(self) -> str:
@@ -102,11 +104,14 @@ def register_metric(
     zoo_level: bool = False,
     tie_rtol: float = DEFAULT_RTOL,
     tie_atol: float = DEFAULT_ATOL,
+    choices: Mapping[str, Iterable[str]] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn`` under ``name``; returns ``fn`` unchanged so it stays importable as a plain function.
 
     ``tie_rtol`` / ``tie_atol``: the metric's numerical precision, below which two scores are ties (looser for
     iterative or float32 computations, ``tie_atol`` for scores that saturate at 0); see ``modelrank.evaluate.ties``.
+    ``choices``: the names a text parameter (a preset, a solver type) takes, so that ``--set`` values are checked
+    before features are extracted.
     """
     unknown = set(needs) - set(INPUT_NAMES)
     if unknown:
@@ -117,7 +122,7 @@ def register_metric(
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
         METRICS.add(name, MetricSpec(name, fn, tuple(needs), tuple(tasks), higher_is_better, reference, zoo_level,
-                                     tie_rtol, tie_atol))
+                                     tie_rtol, tie_atol, {key: tuple(names) for key, names in (choices or {}).items()}))
         return fn
 
     return decorator
@@ -177,6 +182,9 @@ def check_parameters(spec: MetricSpec, params: dict[str, Any]) -> dict[str, Any]
                                 f"(its parameters: {', '.join(allowed) or 'none'})")
     checked = dict(params)
     for key, value in params.items():
+        if key in spec.choices and value is not None and value not in spec.choices[key]:
+            raise InvalidInputError(f"metric {spec.name!r}: parameter {key} takes one of "
+                                    f"{', '.join(spec.choices[key])}, not {value!r}")
         parameter = signature.parameters[key]
         expected = _value_kind(parameter)
         if expected is None or (value is None and "None" in str(parameter.annotation)):

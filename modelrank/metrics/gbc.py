@@ -17,6 +17,8 @@ REFERENCE = "Pándy et al., Transferability Estimation using Bhattacharyya Class
 #: precision (e.g. -6e-90 vs -2e-70 when N <= D), which is a tie, not a ranking.
 TIE_ATOL = 1e-12
 
+#: The class Gaussians' covariance forms (stable_transfer's two).
+GAUSSIAN_TYPES = ("diagonal", "spherical")
 #: Class pairs per step of ``_log_bc_diagonal``: its (pairs, D) float64 temporaries (~256 KB) stay in cache.
 _PAIR_ELEMENTS = 32_768
 #: Most pairwise variance sums multiplied together before one log (``_log_group_size``).
@@ -105,7 +107,7 @@ def _log_bc_spherical(means: np.ndarray, variances: np.ndarray) -> np.ndarray:
     return -(dist2 / (8 * avg) + dim / 2 * (np.log(avg) - 0.5 * (np.log(s2)[:, None] + np.log(s2)[None, :])))
 
 
-@register_metric("gbc", reference=REFERENCE, tie_atol=TIE_ATOL)
+@register_metric("gbc", reference=REFERENCE, tie_atol=TIE_ATOL, choices={"gaussian_type": GAUSSIAN_TYPES})
 def gbc(
     features: np.ndarray,
     labels: np.ndarray,
@@ -136,7 +138,7 @@ def gbc(
     # float32 stays float32: the class statistics convert row blocks, and check finiteness on the way
     x = as_float_matrix(features, "features", upcast=False)
     codes, n_classes = as_class_labels(labels, x.shape[0])
-    if gaussian_type not in ("diagonal", "spherical"):
+    if gaussian_type not in GAUSSIAN_TYPES:
         raise InvalidInputError(f"gaussian_type must be 'diagonal' or 'spherical', not {gaussian_type!r}")
     if variance_floor <= 0:
         raise InvalidInputError(f"variance_floor must be positive, got {variance_floor}")

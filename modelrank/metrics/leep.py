@@ -159,6 +159,7 @@ COVARIANCE_TYPES = ("diag", "full", "spherical", "tied")
 @register_metric(
     "nleep",
     reference="Li et al., Ranking Neural Checkpoints, CVPR 2021",
+    choices={"covariance_type": COVARIANCE_TYPES, "preset": NLEEP_PRESETS},
 )
 def nleep(
     features: np.ndarray,

@@ -209,6 +209,7 @@ def max_evidence(
     # float32 features have F^T F summed in float32 blocks: within ~1e-6 of the float64 score
     tie_rtol=1e-6,
     tie_atol=1e-6,
+    choices={"preset": LOGME_PRESETS},
     reference="You et al., LogME: Practical Assessment of Pre-trained Models for Transfer Learning, ICML 2021",
 )
 def logme(

@@ -200,7 +200,7 @@ def lbfgs_with_threaded_products(
 
 # Capped L-BFGS (the default, as the public code) stops 1e-5 .. 1e-4 (relative) short of the optimum, and where
 # it stops depends on the start: scores closer than that are not ordered by the metric.
-@register_metric("pactran_gauss", reference=REFERENCE, tie_rtol=1e-4)
+@register_metric("pactran_gauss", reference=REFERENCE, tie_rtol=1e-4, choices={"preset": GAUSS_PRESETS})
 def pactran_gauss(
     features: np.ndarray,
     labels: np.ndarray,

@@ -189,6 +189,7 @@ def _register_paper_bases() -> None:
             reference=f"{REFERENCE}; base: {spec.reference}",
             tie_rtol=spec.tie_rtol,
             tie_atol=spec.tie_atol,
+            choices=spec.choices,
         )(ped(base))
 
 

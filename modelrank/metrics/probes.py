@@ -20,7 +20,12 @@ from .base import register_metric
 KNN_BLOCK_ENTRIES = 1 << 22
 
 
-@register_metric("knn", reference="leave-one-out k-nearest-neighbour accuracy on the frozen features (baseline)")
+#: kNN's distances: cosine (L2-normalised features) or Euclidean.
+KNN_DISTANCES = ("cosine", "euclidean")
+
+
+@register_metric("knn", reference="leave-one-out k-nearest-neighbour accuracy on the frozen features (baseline)",
+                 choices={"metric": KNN_DISTANCES})
 def knn(features: np.ndarray, labels: np.ndarray, *, k: int = 5, metric: str = "cosine") -> float:
     """Leave-one-out kNN accuracy: (1/N) sum_i 1[ majority label of the k nearest other samples == y_i ].
 
@@ -34,7 +39,7 @@ def knn(features: np.ndarray, labels: np.ndarray, *, k: int = 5, metric: str = "
     serves both its rows' and its columns' neighbour lists, half the O(N^2 D) products); memory is a float32 copy
     of the features plus O(N k). Higher is better.
     """
-    if metric not in ("cosine", "euclidean"):
+    if metric not in KNN_DISTANCES:
         raise InvalidInputError(f"knn metric must be 'cosine' or 'euclidean', not {metric!r}")
     x = unit_scaled(as_features(features))
     y, n_classes = as_class_labels(labels, x.shape[0])

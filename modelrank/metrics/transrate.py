@@ -13,6 +13,8 @@ from .base import register_metric
 DEFAULT_EPS = 1e-4
 #: Equal-count bins per regression target (the number EMMS's ``Transrate_multi`` uses).
 DEFAULT_REGRESSION_BINS = 50
+#: How the per-class rates are averaged: equally, or weighted by the class frequencies.
+CLASS_WEIGHTINGS = ("uniform", "prior")
 
 
 def coding_rate(x: np.ndarray, mean: np.ndarray, eps: float = DEFAULT_EPS) -> float:
@@ -53,6 +55,7 @@ def equal_count_bins(target: np.ndarray, bins: int) -> np.ndarray:
     needs=("features", "labels", "task"),
     tasks=("classification", "regression"),
     reference="Huang et al., Frustratingly Easy Transferability Estimation, ICML 2022",
+    choices={"class_weighting": CLASS_WEIGHTINGS},
 )
 def transrate(features: np.ndarray, labels: np.ndarray, task: str = "classification", *, eps: float = DEFAULT_EPS,
               class_weighting: str = "uniform", regression_bins: int = DEFAULT_REGRESSION_BINS) -> float:
@@ -69,7 +72,7 @@ def transrate(features: np.ndarray, labels: np.ndarray, task: str = "classificat
     ``Transrate_multi`` means to do this but never sorts the targets, so its bins follow the sample order and
     ignore the target values, and it does not centre the features; the binning here is the correct one.
     """
-    if class_weighting not in ("uniform", "prior"):
+    if class_weighting not in CLASS_WEIGHTINGS:
         raise InvalidInputError(f"class_weighting must be 'uniform' or 'prior', not {class_weighting!r}")
     if not eps > 0:
         raise InvalidInputError(f"eps must be > 0, got {eps}")
