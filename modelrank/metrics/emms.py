@@ -186,8 +186,10 @@ def emms_classification(features: np.ndarray, labels: np.ndarray, class_names: S
     codes, n_classes = as_class_labels(labels, x.shape[0])
     classes = np.unique(np.asarray(labels).reshape(len(codes)))
     texts = _class_texts(labels, classes, class_names)
-    names = [encoders] if isinstance(encoders, str) else list(encoders or [DEFAULT_TEXT_ENCODER]) if (
-        encoders is None or isinstance(encoders, (list, tuple))) else [encoders]
+    if encoders is None or isinstance(encoders, (list, tuple)):
+        names = list(encoders or [DEFAULT_TEXT_ENCODER])
+    else:  # one name (or something else, refused below)
+        names = [encoders]
     if not all(isinstance(name, str) for name in names):
         raise InvalidInputError(f"encoders must be a text encoder name or a list of names, not {encoders!r}")
     table = None

@@ -58,8 +58,8 @@ def knn(features: np.ndarray, labels: np.ndarray, *, k: int = 5, metric: str = "
         x -= x.mean(axis=0)
     # Centred (distances do not change): ||a||^2 + ||b||^2 - 2 a.b would lose a common offset's last bits.
     listed = min(k + 1, n - 1)  # one beyond the k-th: a tie there makes "the k nearest" ambiguous
-    nearest, dist = _nearest_others(x, listed)
     sq_norms = np.einsum("ij,ij->i", x, x)
+    nearest, dist = _nearest_others(x, sq_norms, listed)
     tolerance = _tie_tolerance(x.shape[1], sq_norms)
     weights, open_ended = _tie_aware_votes(dist, tolerance, k)
     votes = np.zeros((n, n_classes))
@@ -111,9 +111,9 @@ def _tie_aware_votes(dist: np.ndarray, tolerance: np.ndarray, k: int) -> tuple[n
     return weights, boundary_end == m - 1
 
 
-def _nearest_others(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+def _nearest_others(x: np.ndarray, sq_norms: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """(N, k) indices of each row's k nearest other rows by (float64) Euclidean distance, nearest first, and their
-    float64 squared distances.
+    float64 squared distances; ``sq_norms`` are the rows' squared norms.
 
     Screened in float32, decided in float64: the O(N^2 D) pass runs in float32 (twice the BLAS rate, half the
     memory traffic) and keeps ``KNN_SCREEN_MARGIN`` more candidates than needed per row; the candidates' float64
@@ -129,7 +129,6 @@ def _nearest_others(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         where, best = _smallest_distances(x, k)
         order = np.argsort(best, axis=1, kind="stable")
         return np.take_along_axis(where, order, axis=1), np.take_along_axis(best, order, axis=1)
-    sq_norms = np.einsum("ij,ij->i", x, x)
     largest = float(np.sqrt(sq_norms.max()))
     # An exact power of two puts every entry in [-1, 1]: no float32 overflow, and scaled distances keep their order.
     scale = np.ldexp(1.0, -int(np.frexp(largest)[1])) if largest > 0 else 1.0
