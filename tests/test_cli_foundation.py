@@ -30,6 +30,12 @@ def test_list_for_people_and_programs(cli):
     metrics = json.loads(out)
     assert code == 0 and {"logme", "ncti"} <= {m["name"] for m in metrics}
     assert {m["scope"] for m in metrics} == {"model", "zoo"}  # explained in `list --help`, never blank
+    code, out, _ = cli("list", "parameters", "--format", "json")
+    parameters = {(row["metric"], row["parameter"]): row for row in json.loads(out)}
+    assert code == 0 and parameters["knn", "k"]["default"] == 5 and parameters["logme", "preset"]["default"] is None
+    assert "converged" in parameters["logme", "preset"]["accepts"]
+    code, out, _ = cli("list", "parameters")  # the plain table spells None as --set and JSON do
+    assert code == 0 and any(line.split()[:3] == ["hscore", "rcond", "null"] for line in out.splitlines())
     code, out, _ = cli("list", "datasets", "--format", "csv")
     assert code == 0 and out.splitlines()[0] == "name,source,splits,description"
     code, out, err = cli("list", "models", "--out", "-")

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ from modelrank.extraction import extract, load_features
 from modelrank.features import FeatureSet
 from modelrank.finetune.full import FullConfig, finetune_full
 from modelrank.metrics import METRICS, compute_metric
+from modelrank.metrics.base import check_parameters
 from modelrank.models import read_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -816,6 +818,35 @@ def test_declared_choices_are_the_values_the_metric_takes(name, key, value):
     assert np.isfinite(compute_metric(name, data, **{key: value}))
     with pytest.raises(InvalidInputError, match=f"parameter {key} takes one of .*{value}.*, not 'bogus'"):
         compute_metric(name, data, **{key: "bogus"})
+
+
+def _listed_parameters():
+    from modelrank.metrics.base import metric_parameters
+
+    return [(spec.name, *row) for spec in METRICS for row in metric_parameters(spec.obj)]
+
+
+@pytest.mark.parametrize("name,key,default,accepts", _listed_parameters())
+def test_listed_parameters_are_what_the_registry_enforces(name, key, default, accepts):
+    """`modelrank list parameters` says what each --set key takes: the default passes the checks, and for numbers
+    the listed lower bound holds exactly (the bound passes, below it is refused), as does "or null"."""
+    spec = METRICS.get(name)
+    assert check_parameters(spec, {key: default}) == {key: default}
+    bound = re.fullmatch(r"(an integer|a number) >= (\d+)( \(below 2\*\*32\))?(, or null)?", accepts)
+    if bound:
+        least = int(bound.group(2))
+        assert check_parameters(spec, {key: least}) == {key: least}
+        with pytest.raises(InvalidInputError, match=f"parameter {key} must be a finite number >= {least}"):
+            check_parameters(spec, {key: least - 1})
+        if bound.group(4):
+            assert check_parameters(spec, {key: None}) == {key: None}
+        else:
+            with pytest.raises(InvalidInputError, match=f"parameter {key} takes"):
+                check_parameters(spec, {key: None})
+    elif accepts.startswith("one of "):
+        assert set(accepts.removeprefix("one of ").removesuffix(", or null").split(", ")) == set(spec.choices[key])
+    else:  # arrays and names the signature's annotation describes
+        assert accepts and default is None
 
 
 def test_optional_parameters_take_none():

@@ -101,6 +101,8 @@ def fits_terminal(table: Table) -> bool:
 
 
 def _cell(value: object) -> str:
+    if value is None:  # as --set and --format json spell it
+        return "null"
     if isinstance(value, float):
         return "" if value != value else f"{value:.4g}"
     return str(value)

@@ -27,8 +27,8 @@ def score_cmd(
     task: Optional[str] = TaskOption,
     metric: str = typer.Option("all", "--metric", help="Comma-separated metric names, or all (modelrank list metrics)."),
     ped: bool = typer.Option(False, "--ped", help="Score the PED-moved features (Li et al. ICCV'23): logme -> ped_logme, ..."),
-    parameter: list[str] = typer.Option([], "--set", help="Metric parameter METRIC.KEY=VALUE, repeatable (e.g. transrate.eps=1e-3); "
-                                        "such a metric's column is named with it."),
+    parameter: list[str] = typer.Option([], "--set", help="Metric parameter METRIC.KEY=VALUE, repeatable (e.g. transrate.eps=1e-3; "
+                                        "modelrank list parameters); such a metric's column is named with it."),
     out: Optional[Path] = out_option("the scores (Dataset,Model,<metric>...,<metric>_seconds|_flags|_rank[|_low|_high|_p_best])"),
     fmt: str = format_option(),
     bootstrap: int = typer.Option(0, "--bootstrap", help="Resample the samples B times (seeded by --bootstrap-seed): "

@@ -174,8 +174,7 @@ def check_parameters(spec: MetricSpec, params: dict[str, Any]) -> dict[str, Any]
     signature = inspect.signature(spec.fn)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
         return dict(params)
-    allowed = [name for name, p in signature.parameters.items()
-               if name not in spec.needs and p.default is not inspect.Parameter.empty]
+    allowed = list(_settable(spec, signature))
     unknown = sorted(set(params) - set(allowed))
     if unknown:
         raise InvalidInputError(f"metric {spec.name!r} has no parameter {', '.join(map(repr, unknown))} "
@@ -193,9 +192,7 @@ def check_parameters(spec: MetricSpec, params: dict[str, Any]) -> dict[str, Any]
             raise InvalidInputError(f"metric {spec.name!r}: parameter {key} takes {expected}, not {value!r}")
         if expected == "true or false":
             continue
-        # Counts, sizes and iteration caps (integers defaulting to None or >= 1) are >= 1; seeds (default 0) and
-        # every real parameter (weights, tolerances, step sizes, floors) are >= 0; none is NaN or infinite.
-        least = 1 if expected == "an integer" and (parameter.default is None or parameter.default >= 1) else 0
+        least = _least(parameter, expected)
         if not (np.isfinite(value) and value >= least):
             raise InvalidInputError(f"metric {spec.name!r}: parameter {key} must be a finite number >= {least}, "
                                     f"not {value!r}")
@@ -204,6 +201,39 @@ def check_parameters(spec: MetricSpec, params: dict[str, Any]) -> dict[str, Any]
         if expected == "an integer":
             checked[key] = int(value)  # sklearn, range() and numpy's seeding refuse 5.0
     return checked
+
+
+def metric_parameters(spec: MetricSpec) -> list[tuple[str, Any, str]]:
+    """(name, default, what it accepts) of each parameter ``--set`` / ``compute_metric`` may give ``spec``'s metric,
+    in signature order; what ``check_parameters`` enforces, in words (``modelrank list parameters``)."""
+    signature = inspect.signature(spec.fn)
+    rows = []
+    for name, parameter in _settable(spec, signature).items():
+        kind, annotation = _value_kind(parameter), str(parameter.annotation)
+        if name in spec.choices:
+            accepts = f"one of {', '.join(spec.choices[name])}"
+        elif kind is None:  # arrays and names: the annotation says it best
+            accepts = annotation.removesuffix(" | None")
+        elif kind == "true or false":
+            accepts = kind
+        else:
+            accepts = f"{kind} >= {_least(parameter, kind)}" + (" (below 2**32)" if name == "seed" else "")
+        if annotation.endswith("None"):
+            accepts += ", or null"
+        rows.append((name, parameter.default, accepts))
+    return rows
+
+
+def _settable(spec: MetricSpec, signature: inspect.Signature) -> dict[str, inspect.Parameter]:
+    """The parameters of a metric's signature a caller may set: those with a default that are no named input."""
+    return {name: p for name, p in signature.parameters.items()
+            if name not in spec.needs and p.default is not inspect.Parameter.empty}
+
+
+def _least(parameter: inspect.Parameter, kind: str) -> int:
+    """Smallest value a numeric parameter takes. Counts, sizes and iteration caps (integers defaulting to None or
+    >= 1) are >= 1; seeds (default 0) and every real parameter (weights, tolerances, step sizes, floors) are >= 0."""
+    return 1 if kind == "an integer" and (parameter.default is None or parameter.default >= 1) else 0
 
 
 #: Seeds go to numpy and scikit-learn RandomState, which take [0, 2**32).
