@@ -204,6 +204,26 @@ def test_a_plain_table_on_a_narrow_terminal_comes_in_blocks_that_fit(monkeypatch
         assert text.count("learner") == (3 if fits else 1)  # each block led by the name column
 
 
+@pytest.mark.parametrize("rows", [False, True], ids=["emit", "emit_rows"])
+def test_plain_tables_align_wide_characters_by_terminal_cells(capsys, rows):
+    """A CJK model name fills two terminal cells per character: the next column starts at one cell for every line."""
+    import pandas as pd
+    from rich.cells import cell_len
+
+    import modelrank.cli._output as output
+
+    frame = pd.DataFrame({"model": ["视觉模型", "resnet50"], "logme": [0.25, -1.25], "leep": [-2.0, -3.0]})
+    if rows:
+        output.emit_rows(list(frame.columns), frame.values.tolist())
+    else:
+        output.emit(frame)
+    lines = capsys.readouterr().out.splitlines()
+    # emit_rows left-aligns every column; pandas right-aligns them (the cells' ends line up)
+    edges = {cell_len(line[:line.index(word) + (0 if rows else len(word))])
+             for line, word in zip(lines, ["logme", "0.25", "-1.25"])}
+    assert len(lines) == 3 and len(edges) == 1, lines
+
+
 def test_evaluate_on_a_narrow_terminal_fits_and_names_each_row(monkeypatch, cli, tmp_path):
     import io
 

@@ -40,6 +40,20 @@ def zoo_features(n_models: int = 4, n_sources: int = 4, n_classes: int = 6, per_
     return features
 
 
+def test_a_pool_larger_than_the_distinct_draws_is_refused_at_once():
+    """Two 3-class sources with 30 images per class: C(3, 2) + C(3, 3) class subsets x 2 shots x 3 draws = 24
+    distinct tasks each. Asking for more used to redraw 50 times per task before giving up (forever for 10**9)."""
+    counts = {"a": {0: 30, 1: 30, 2: 30}, "b": {0: 30, 1: 30, 2: 30}}
+    tasks = sample_pool_tasks(counts, ["a"], ["b"], n_train=24, n_held=24, seed=0, ways=(2, 3), shots=(5, 10),
+                              test_per_class=10)
+    assert len({t.name for t in tasks}) == 48
+    for n_train, n_held, which in ((25, 1, "training"), (1, 10**9, "held-out")):
+        with pytest.raises(InvalidInputError, match=f"cannot sample {n_train if which == 'training' else n_held} "
+                                                    f"distinct {which} pool tasks .*at most 24 exist"):
+            sample_pool_tasks(counts, ["a"], ["b"], n_train=n_train, n_held=n_held, seed=0, ways=(2, 3),
+                              shots=(5, 10), test_per_class=10)
+
+
 def test_pool_is_sampled_probed_resumable_and_held_out_by_source(tmp_path):
     features = zoo_features()
     sources = sorted({s for _, s in features})

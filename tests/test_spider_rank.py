@@ -211,6 +211,8 @@ def test_rank_checks_meta_and_observed_before_saying_anything(cli, tmp_path):
     (tmp_path / "file").write_text("")
     code, _, err = cli("spider", "train", str(tmp_path / "records.csv"), "--out", str(tmp_path / "file"))
     assert code == 2 and "is a file; spider train saves the learner in a folder" in err
+    code, _, err = cli("spider", "train", str(tmp_path / "records.csv"), "--out", "")  # an unset shell variable
+    assert code == 2 and "--out needs a folder name" in err and err.count("\n") == 1
 
 
 def test_list_learners(cli):

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
+from rich.cells import cell_len
 from rich.markup import escape
 from rich.table import Table
 
@@ -127,9 +128,13 @@ def emit(frame: "pd.DataFrame", fmt: str = "table", out: Optional[Path] = None, 
     elif not len(frame):  # its to_string is a description ("Empty DataFrame ..."), not the table's header
         _write_plain(["  ".join(map(str, frame.columns))], title)
     else:  # piped, or a table the terminal would fold into one-character columns: aligned plain text
-        columns = [frame.iloc[:, [i]].to_string(index=False, na_rep="").splitlines() for i in range(frame.shape[1])]
-        _write_plain([frame.iloc[:, block].to_string(index=False, na_rep="")
-                      for block in _column_blocks([max(map(len, c)) for c in columns], lead)], title)
+        import pandas as pd
+
+        # Wide (CJK) characters fill two cells: pandas pads by cells only when asked to.
+        with pd.option_context("display.unicode.east_asian_width", True):
+            columns = [frame.iloc[:, [i]].to_string(index=False, na_rep="").splitlines() for i in range(frame.shape[1])]
+            _write_plain([frame.iloc[:, block].to_string(index=False, na_rep="")
+                          for block in _column_blocks([max(map(cell_len, c)) for c in columns], lead)], title)
     sys.stdout.flush()
     if out is not None:
         write_csv(frame, out)
@@ -153,8 +158,8 @@ def emit_rows(columns: list[str], rows: list[list[object]], fmt: str = "table", 
     if console.is_terminal and fits_terminal(table):
         console.print(table)
         return
-    widths = [max(len(str(column)), *(len(row[i]) for row in cells)) for i, column in enumerate(columns)]
-    _write_plain(["\n".join("  ".join(line[i].ljust(widths[i]) for i in block).rstrip()
+    widths = [max(cell_len(str(column)), *(cell_len(row[i]) for row in cells)) for i, column in enumerate(columns)]
+    _write_plain(["\n".join("  ".join(line[i] + " " * (widths[i] - cell_len(line[i])) for i in block).rstrip()
                             for line in [list(map(str, columns)), *cells])
                   for block in _column_blocks(widths)], title)
     sys.stdout.flush()

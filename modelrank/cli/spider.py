@@ -41,7 +41,7 @@ def _learner_options(name: str, pairs: list[str]) -> dict[str, object]:
 @spider_app.command("train")
 def spider_train(
     records: str = RecordsArgument,
-    out: Path = typer.Option(..., "--out", "-o", help="Folder to save the trained learner in."),
+    out_name: str = typer.Option(..., "--out", "-o", help="Folder to save the trained learner in."),
     learner: str = typer.Option("task_attention", "--learner", "-l", help="A learner name (modelrank list learners); "
                                 "the default, task attention, is the base the networks do not beat on any records "
                                 "benchmark we have (README)."),
@@ -54,6 +54,9 @@ def spider_train(
     from ..spider import make_learner
     from ..spider.loaders import load_records
 
+    if not out_name.strip():  # an unset shell variable: Path("") would be the current folder
+        raise ModelrankError("--out needs a folder name; spider train saves the learner in a folder")
+    out = Path(out_name)
     if out.exists() and not out.is_dir():
         raise ModelrankError(f"--out {out} is a file; spider train saves the learner in a folder")
     config = _learner_options(learner, option)

@@ -18,6 +18,7 @@ tasks already there.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Mapping, Sequence
@@ -99,6 +100,12 @@ def sample_pool_tasks(class_counts: Mapping[str, Mapping[int, int]], training: S
     rng = np.random.default_rng(seed)
     tasks: dict[str, PoolTask] = {}
     for sources, count, held in ((list(training), n_train, False), (list(held_out), n_held, True)):
+        # Refused at once when more tasks are asked than distinct draws exist (the draws below would never end).
+        distinct = max_draws * sum(math.comb(sum(n >= s + (test_per_class or 1) for n in class_counts[source].values()), w)
+                                   for source in set(sources) for s in set(shots) for w in set(ways) if w >= 2)
+        if count > distinct:
+            raise InvalidInputError(f"cannot sample {count} distinct {'held-out' if held else 'training'} pool tasks "
+                                    f"from {len(sources)} source task(s): at most {distinct} exist")
         made, attempts = 0, 0
         while made < count:
             attempts += 1
