@@ -9,7 +9,7 @@ import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -58,15 +58,35 @@ def select_samples(targets: np.ndarray, limit: int | None, per_class: int | None
     return np.sort(idx)
 
 
-def resolve_device(device: str) -> torch.device:
+def launcher_local_rank(environ: Mapping[str, str] = os.environ) -> int | None:
+    """The LOCAL_RANK that torchrun (``torch.distributed.run``) gives each process it starts on a node, else None."""
+    value = environ.get("LOCAL_RANK")
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise InvalidInputError(f"LOCAL_RANK={value!r} in the environment: a launcher sets it to 0, 1, ...")
+    return int(value)
+
+
+def resolve_device(device: str, local_rank: int | None = None) -> torch.device:
+    """``--device`` as a torch device. ``auto`` is CUDA when present; ``auto`` and ``cuda`` in a process started by
+    torchrun (``local_rank``, default: from the environment) are that process's own GPU, cuda:LOCAL_RANK, so that
+    ``torchrun --nproc_per_node=G`` spreads the processes over the node's G GPUs (they share the work through the
+    cache's chunk claims); ``cuda:I`` is always GPU I."""
+    local_rank = launcher_local_rank() if local_rank is None else local_rank
     if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(device)
     except RuntimeError:
         raise InvalidInputError(f"unknown device {device!r}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("--device cuda asked for, but no CUDA device is available")
+    if resolved.type == "cuda" and resolved.index is None and local_rank is not None:
+        if local_rank >= torch.cuda.device_count():
+            raise InvalidInputError(f"torchrun process LOCAL_RANK={local_rank} on a node with "
+                                    f"{torch.cuda.device_count()} GPU(s): start at most that many per node")
+        resolved = torch.device("cuda", local_rank)
     return resolved
 
 
@@ -182,16 +202,18 @@ def run_plan(
     }
     net = plan.model.net.to(device)
     computed = 0
+    # cuda:I is made the current device as well: pinned batches and the CUDA context stay on GPU I (torchrun).
     try:
-        waiting = list(plan.pending)
-        while waiting:
-            free = [j for j in waiting if not store.claimed_elsewhere(plan.key, j)]
-            if free:
-                computed += _compute_chunks(store, plan, data, free, provenance, batch_size=batch_size,
-                                            device=device, workers=workers, on_batch=on_batch)
-            waiting = [j for j in waiting if not store.chunk_path(plan.key, j).is_file()]
-            if waiting:
-                time.sleep(CLAIM_POLL_SECONDS)
+        with torch.cuda.device(device) if device.type == "cuda" else nullcontext():
+            waiting = list(plan.pending)
+            while waiting:
+                free = [j for j in waiting if not store.claimed_elsewhere(plan.key, j)]
+                if free:
+                    computed += _compute_chunks(store, plan, data, free, provenance, batch_size=batch_size,
+                                                device=device, workers=workers, on_batch=on_batch)
+                waiting = [j for j in waiting if not store.chunk_path(plan.key, j).is_file()]
+                if waiting:
+                    time.sleep(CLAIM_POLL_SECONDS)
     finally:
         net.to("cpu")
     return computed

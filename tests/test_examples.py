@@ -19,7 +19,7 @@ import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TESTED = {"rank_image_folder.py", "bring_your_own_features.py", "evaluate_published_scores.py", "learned_ranker.py",
-          "slurm_extract.sh", "run_array_locally.sh"}
+          "slurm_extract.sh", "run_array_locally.sh", "torchrun_extract.sh"}
 
 
 def run_example(monkeypatch, capsys, tmp_path, name: str, *args: str) -> str:
@@ -100,3 +100,20 @@ def test_slurm_array_runs_locally(tmp_path, monkeypatch):
 
     result = subprocess.run(["bash", str(EXAMPLES / "slurm_extract.sh")], env=env, capture_output=True, text=True)
     assert result.returncode != 0 and "run as a job array" in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_torchrun_processes_share_one_extraction(tmp_path):
+    """torchrun starts 2 real processes (LOCAL_RANK 0 and 1; on this CPU machine both run on the CPU): one claims
+    the chunk and computes it, the other waits for it, and both report the entry complete."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": os.pathsep.join([str(EXAMPLES.parent), os.environ.get("PYTHONPATH", "")]),
+           "MODELRANK_CACHE": str(tmp_path / "cache"), "MODELS": "random:test_resnet", "DATASET": "digits",
+           "SUBSET": "--limit 24", "EXTRACT_ARGS": "--batch-size 8 --workers 0"}
+    if shutil.which("torchrun", path=env["PATH"]) is None:
+        pytest.skip("torchrun is not installed next to this Python")
+    result = subprocess.run(["bash", str(EXAMPLES / "torchrun_extract.sh"), "2"], env=env, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    summaries = [line.split() for line in result.stdout.splitlines() if line.startswith("random:test_resnet")]
+    assert sorted(row[5] for row in summaries) == ["0", "24"] and all(row[-1] == "yes" for row in summaries)

@@ -217,3 +217,27 @@ def test_folder_dataset_and_bad_files(tmp_path):
     data = load_dataset(f"folder:{tmp_path}", "all")
     with pytest.raises(CorruptImageError, match="broken.png"):
         [data.load(i) for i in range(len(data))]
+
+
+def test_torchrun_processes_each_get_their_own_gpu(monkeypatch):
+    """torchrun sets LOCAL_RANK per process: auto and cuda become cuda:LOCAL_RANK (so G processes use G GPUs and
+    share the chunks through their claims); an explicit cuda:I and the CPU stay as asked."""
+    import torch
+
+    from modelrank.extraction import launcher_local_rank, resolve_device
+
+    assert launcher_local_rank({}) is None and launcher_local_rank({"LOCAL_RANK": "3"}) == 3
+    with pytest.raises(InvalidInputError, match="LOCAL_RANK='x'"):
+        launcher_local_rank({"LOCAL_RANK": "x"})
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert resolve_device("auto", 1) == torch.device("cuda", 1) == resolve_device("cuda", 1)
+    assert resolve_device("cuda:0", 1) == torch.device("cuda", 0) and resolve_device("cpu", 1) == torch.device("cpu")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("auto") == torch.device("cuda", 1)
+    with pytest.raises(InvalidInputError, match="LOCAL_RANK=2 on a node with 2 GPU"):
+        resolve_device("cuda", 2)
+    monkeypatch.delenv("LOCAL_RANK")
+    assert resolve_device("auto") == torch.device("cuda")  # no launcher: the current device, as before
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto", 1) == torch.device("cpu")  # CPU-only torchrun (gloo): every process on the CPU
