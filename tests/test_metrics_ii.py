@@ -365,6 +365,27 @@ def test_sfda_and_ped_memory_stays_below_float64_copies_of_the_features(rng):
     assert traced_peak(lambda: ped_features(x, y)) < 2 * float64_copy
 
 
+def test_source_probabilities_are_read_in_blocks_not_copied_to_float64(rng):
+    """float32 source probabilities, as extracted: LEEP, NCE and source-free OTCE convert one row block at a time
+    (each made a float64 copy of the (N, Z) matrix: 2 float32 sizes), with the same values as float64 input;
+    rows off 1 by more than rounding are renormalised as before."""
+    from modelrank.metrics.leep import leep, nce
+    from modelrank.metrics.otce import otce_source_free
+
+    n, z = 6_000, 500
+    y = np.arange(n) % 10
+    logits = rng.normal(size=(n, z)) * 3 + 2 * np.eye(10, z)[y] * 3
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs = (probs / probs.sum(axis=1, keepdims=True)).astype(np.float32)
+    features = (rng.normal(size=(n, 16)) + rng.normal(size=(10, 16))[y]).astype(np.float32)
+    for score in (lambda p: leep(p, y), lambda p: nce(p, y),
+                  lambda p: otce_source_free(features, y, p, max_samples=400)):
+        assert traced_peak(lambda: score(probs)) < probs.nbytes  # was 2.4 float32 sizes
+        assert score(probs) == score(probs.astype(np.float64))
+        off = probs * np.float32(1.0005)  # rows summing to 1.0005: renormalised, same scores
+        assert score(off) == pytest.approx(score(off.astype(np.float64)), rel=1e-13)
+
+
 # ---- PARC specifics
 
 def test_parc_subsampling_is_seeded(rng):

@@ -106,11 +106,11 @@ def as_probs(probs: np.ndarray, n_samples: int, name: str = "source_probs") -> n
     """
     p, sums, off_one = checked_probs(probs, n_samples, name)
     if not off_one:
+        return p.astype(np.float64, copy=False)
+    if p.dtype == np.float64 and not np.may_share_memory(p, probs):
+        p /= sums[:, None]  # a private float64 copy (of integer input)
         return p
-    if np.may_share_memory(p, probs):
-        return p / sums[:, None]
-    p /= sums[:, None]
-    return p
+    return p / sums[:, None]
 
 
 #: Rows of a probability matrix read at once by ``checked_probs``: ~1 MB float64 blocks stay in cache for every
@@ -125,24 +125,30 @@ BlockStatistics = Callable[[slice, np.ndarray, np.ndarray], None]
 def checked_probs(
     probs: np.ndarray, n_samples: int, name: str = "source_probs", also: BlockStatistics | None = None
 ) -> tuple[np.ndarray, np.ndarray, bool]:
-    """(p, row sums, off_one) for (n, k) probabilities, not renormalised: p in float64, refused unless its entries
-    are finite and non-negative and its rows sum to 1 within 1e-3; off_one when some row is off 1 by more than
-    rounding (``as_probs`` then divides the rows by their sums).
+    """(p, row sums, off_one) for (n, k) probabilities, not renormalised: p in float32 (float32 or float16 input) or
+    float64, refused unless its entries are finite and non-negative and its rows sum to 1 within 1e-3; off_one when
+    some row is off 1 by more than rounding (``as_probs`` then divides the rows by their sums).
 
-    One pass over row blocks of ``PROB_BLOCK_ELEMENTS``, each in cache for its minimum, its row sums (BLAS) and
-    ``also``'s statistics, which are only used once the whole matrix passed. Non-negative entries (a NaN makes the
+    One pass over row blocks of ``PROB_BLOCK_ELEMENTS``, each converted to float64 in cache (a float32 matrix is
+    never copied whole: as extracted, 50k x 1000 source probabilities are 200 MB, 400 MB in float64) for its
+    minimum, its row sums (BLAS) and ``also``'s float64 statistics, which are only used once the whole matrix passed. Non-negative entries (a NaN makes the
     minimum NaN) with finite row sums are all finite (an inf entry makes its row's sum inf), so the (n, k)
     finiteness pass of ``as_features`` runs only for input that is refused, to name what is wrong with it.
     """
-    p = as_float_matrix(probs, name)
+    p = as_float_matrix(probs, name, upcast=False)
     if p.shape[0] != n_samples:
         raise InvalidInputError(f"{name} has {p.shape[0]} rows for {n_samples} samples")
     n, k = p.shape
     sums, smallest, ones, step = np.empty(n), np.inf, np.ones(k), max(1, PROB_BLOCK_ELEMENTS // k)
+    buffer = None if p.dtype == np.float64 else np.empty((min(n, step), k))
     with np.errstate(all="ignore"):  # invalid input is refused below
         for start in range(0, n, step):
             rows = slice(start, min(start + step, n))
-            block = p[rows]
+            if buffer is None:
+                block = p[rows]
+            else:
+                block = buffer[: rows.stop - start]
+                block[...] = p[rows]
             smallest = min(smallest, block.min())
             np.dot(block, ones, out=sums[rows])
             if also is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidInputError
-from ._checks import as_class_labels, as_features, as_probs
+from ._checks import as_class_labels, as_features, checked_probs
 from ._linalg import one_hot_sparse, seeded_subsample
 from .base import register_metric
 
@@ -150,7 +150,7 @@ def otce_source_free(
     """
     x = as_features(features, upcast=False)  # only the drawn rows are upcast (in ``_coupling_terms``)
     codes, _ = as_class_labels(labels, x.shape[0])
-    probs = as_probs(source_probs, x.shape[0])
+    probs, row_sums, off_one = checked_probs(source_probs, x.shape[0])  # float32 stays: only argmaxes are read
     if x.shape[0] < 4 or (max_samples is not None and max_samples < 4):
         raise InvalidInputError(f"source-free OTCE needs at least 4 samples (max_samples={max_samples})")
     rows = seeded_subsample(x.shape[0], max_samples, seed)
@@ -158,7 +158,10 @@ def otce_source_free(
     rows = np.random.default_rng(seed).permutation(rows)
     half = rows.shape[0] // 2
     source_half, target_half = rows[:half], rows[half : 2 * half]
-    pseudo = np.unique(probs[source_half].argmax(axis=1), return_inverse=True)[1]
+    drawn = probs[source_half].astype(np.float64)
+    if off_one:  # the rows as_probs would renormalise: the same argmax, rounding ties included
+        drawn /= row_sums[source_half, None]
+    pseudo = np.unique(drawn.argmax(axis=1), return_inverse=True)[1]
     target = np.unique(codes[target_half], return_inverse=True)[1]
     _, conditional_entropy = _coupling_terms(x[source_half], pseudo, x[target_half], target)
     return -conditional_entropy
