@@ -13,7 +13,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
-from ._linalg import unit_scaled
+from ._linalg import row_blocks, unit_scaled
 from .base import register_metric
 
 #: Upper bound on the number of entries of one (chunk, N) distance block.
@@ -36,8 +36,8 @@ def knn(features: np.ndarray, labels: np.ndarray, *, k: int = 5, metric: str = "
     so the score does not depend on the order of the samples (binary, quantised or duplicated features).
     Distances are screened in float32 and decided in float64 (the neighbours are those of float64 distances;
     see ``_nearest_others``), in square blocks of at most 4M entries, each pair of row blocks once (a block
-    serves both its rows' and its columns' neighbour lists, half the O(N^2 D) products); memory is a float32 copy
-    of the features plus O(N k). Higher is better.
+    serves both its rows' and its columns' neighbour lists, half the O(N^2 D) products); memory is one float64
+    and one float32 copy of the features plus O(N k). Higher is better.
     """
     if metric not in KNN_DISTANCES:
         raise InvalidInputError(f"knn metric must be 'cosine' or 'euclidean', not {metric!r}")
@@ -47,10 +47,12 @@ def knn(features: np.ndarray, labels: np.ndarray, *, k: int = 5, metric: str = "
     if not 1 <= k < n:
         raise InvalidInputError(f"k must be between 1 and N-1 = {n - 1}, got {k}")
     if metric == "cosine":
-        norms = np.linalg.norm(x, axis=1, keepdims=True)
+        # By row blocks: np.linalg.norm of the whole x squares it into an (N, D) temporary first.
+        norms = np.concatenate([np.linalg.norm(x[rows], axis=1) for rows in row_blocks(n)])[:, None]
         if (norms == 0).any():
             raise InvalidInputError("cosine kNN is undefined for all-zero feature rows; use metric='euclidean'")
-        x = x / norms
+        # In place on a private float64 copy (of float32 features): a second (N, D) float64 array doubled the peak.
+        x = x / norms if np.may_share_memory(x, features) else np.divide(x, norms, out=x)
         x -= x.mean(axis=0)
     elif np.may_share_memory(x, features):
         x = x - x.mean(axis=0)
