@@ -58,6 +58,20 @@ def select_samples(targets: np.ndarray, limit: int | None, per_class: int | None
     return np.sort(idx)
 
 
+def launcher_shard(shard: tuple[int, int], environ: Mapping[str, str] = os.environ) -> tuple[int, int]:
+    """``shard`` = (i, n) shared out among the processes torchrun started (its RANK of WORLD_SIZE, from the
+    environment): (i + n RANK, n WORLD_SIZE), whose items j (j mod n WORLD_SIZE = i + n RANK) are exactly shard
+    i/n's, one process each; ``shard`` itself outside torchrun."""
+    rank, world = environ.get("RANK"), environ.get("WORLD_SIZE")
+    if rank is None or world is None:
+        return shard
+    if not (rank.strip().isdigit() and world.strip().isdigit() and int(rank) < int(world)):
+        raise InvalidInputError(f"RANK={rank!r} and WORLD_SIZE={world!r} in the environment: a launcher sets "
+                                "0 <= RANK < WORLD_SIZE")
+    index, count = shard
+    return index + count * int(rank), count * int(world)
+
+
 def launcher_local_rank(environ: Mapping[str, str] = os.environ) -> int | None:
     """The LOCAL_RANK that torchrun (``torch.distributed.run``) gives each process it starts on a node, else None."""
     value = environ.get("LOCAL_RANK")

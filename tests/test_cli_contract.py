@@ -126,6 +126,9 @@ BAD_INVOCATIONS = [
         ("--protocol", "full", "--input-size", "0"),
         ("--protocol", "full", "--cs", "1e-3:1e3:5"),  # a linear-probe option: not silently ignored
         ("--protocol", "full", "--no-refit"),
+        ("--protocol", "full", "--shard", "2/2"),
+        ("--protocol", "full", "--shard", "half"),
+        ("--shard", "0/2"),  # the linear probes are not sharded: not silently ignored
     ]],
     ("finetune", "-d", "digits", "-m", "resnet5"),
     ("finetune", "-d", "digitz", "-m", "random:test_resnet"),

@@ -202,6 +202,53 @@ def test_full_finetune_grid_records_and_resumes(cache_dir):
 
 
 @pytest.mark.slow
+def test_sharded_full_grid_is_recorded_by_the_task_that_finishes_a_model(cache_dir, monkeypatch):
+    """--shard i/n splits the models x grid runs: run j = model index x grid size + grid point goes to task j mod n.
+    Task 1 of 2 trains its run and finds the other unfinished (partial, no record); task 0 then trains the other,
+    finds both finished and records the model, with the selection an unsharded grid makes of the same runs."""
+    import modelrank.finetune.full as full_module
+    from modelrank.finetune import run_full_grid
+    from modelrank.finetune.full import FullConfig
+
+    config = FullConfig(epochs=1, batch_size=16, per_class=8, input_size=32)
+    grid = {"lrs": [0.1, 0.01], "wds": [0.0], "config": config, "device": "cpu", "cache_dir": cache_dir}
+    models = ["random:test_resnet"]
+    partial, trained = [], []
+    finetune_full = full_module.finetune_full
+
+    def counting(*args, train=True, **kwargs):
+        result = finetune_full(*args, train=train, **kwargs)
+        trained.append((kwargs["config"].lr, train, result is not None))
+        return result
+
+    monkeypatch.setattr(full_module, "finetune_full", counting)
+    first = run_full_grid("digits", models, **grid, shard=(1, 2), on_partial=lambda *a: partial.append(a))
+    assert first == [] and partial == [("random:test_resnet", 1, 2)] and len(read_records()) == 0
+    assert trained == [(0.01, True, True), (0.1, False, False)]  # its own run first, then a look at the other
+    trained.clear()
+    second = run_full_grid("digits", models, **grid, shard=(0, 2), on_partial=lambda *a: partial.append(a))
+    assert trained == [(0.1, True, True), (0.01, False, True)] and len(partial) == 1 and len(read_records()) == 1
+    monkeypatch.setattr(full_module, "finetune_full", finetune_full)
+    unsharded = run_full_grid("digits", models, **grid, force=True)  # every run finished: nothing is trained again
+    assert {k: second[0][k] for k in ("selected", "val_curve", "test_metric")} == {
+        k: unsharded[0][k] for k in ("selected", "val_curve", "test_metric")}
+    with pytest.raises(InvalidInputError, match="shard 2/2"):
+        run_full_grid("digits", models, **grid, shard=(2, 2))
+
+
+def test_launcher_shard_splits_a_shard_among_torchrun_processes():
+    from modelrank.extraction import launcher_shard
+
+    assert launcher_shard((1, 4), {}) == (1, 4)
+    covered = sorted(j for rank in range(3) for j in range(48)
+                     if j % launcher_shard((1, 4), {"RANK": str(rank), "WORLD_SIZE": "3"})[1]
+                     == launcher_shard((1, 4), {"RANK": str(rank), "WORLD_SIZE": "3"})[0])
+    assert covered == [j for j in range(48) if j % 4 == 1]  # shard 1/4's items, each by one process
+    with pytest.raises(InvalidInputError, match="RANK='3'"):
+        launcher_shard((0, 1), {"RANK": "3", "WORLD_SIZE": "3"})
+
+
+@pytest.mark.slow
 def test_linear_probe_on_extracted_registry_features(cache_dir):
     from modelrank.finetune import job_from_registry
 

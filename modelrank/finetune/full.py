@@ -277,14 +277,17 @@ def finetune_full(
     keep_weights: bool = True,
     progress: Callable[[dict[str, float]], None] | None = None,
     data_root: str | None = None,
-) -> FullResult:
+    train: bool = True,
+) -> FullResult | None:
     """Fine-tune ``model`` on ``dataset``/``split`` and score the best-validation epoch on ``test_split``.
 
     ``model``: a registry name (``modelrank list models``) or a LoadedModel; ``dataset``: a registry name or an
     ImageDataset (then ``test_split`` must be None or the test set is passed via a name). ``checkpoint_dir``:
     where progress, the final ``weights.pt`` (a plain state dict of the fine-tuned network, new head included)
     and ``result.json`` go; None trains in memory only. ``keep_weights=False`` keeps only ``result.json``
-    (ground-truth runs that nobody reloads). ``progress`` receives a dict after every epoch.
+    (ground-truth runs that nobody reloads). ``progress`` receives a dict after every epoch. ``train=False`` only
+    looks: the finished run's result from ``checkpoint_dir``, or None when it has not finished (another job's share
+    of a sharded grid, ``finetune.sweep.run_full_grid``).
     """
     from ..extraction import resolve_device
 
@@ -329,8 +332,10 @@ def finetune_full(
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(folder)
         finished = _finished_result(folder, key, keep_weights)
-        if finished is not None:
+        if finished is not None or not train:
             return finished
+    if not train:
+        return None
 
     start_time = time.perf_counter()
     net = copy.deepcopy(loaded.net).cpu()

@@ -152,6 +152,8 @@ def run_full_grid(
     on_result: Callable[[str, dict[str, Any], str], None] | None = None,
     on_epoch: Callable[[str, dict[str, float]], None] | None = None,
     progress: ProgressFn | None = None,
+    shard: tuple[int, int] = (0, 1),
+    on_partial: Callable[[str, int, int], None] | None = None,
 ) -> list[dict[str, Any]]:
     """Full fine-tuning ground truth: every (lr, weight decay) of the grid, selected on validation.
 
@@ -161,6 +163,12 @@ def run_full_grid(
     test metric. SFDA instead retrains the selected point on train + val before testing; not done here.
     A model already recorded with the same grid and config is skipped unless ``force``. ``progress`` shows the
     model k/M (row "models"), the grid point k/G (row "grid") and the epoch (row "epoch").
+
+    ``shard=(i, n)``: train only the runs j (numbered model by model, grid point by grid point) with j mod n = i,
+    so the n tasks of a job array (``--shard i/n``) or of ``torchrun`` share the models x grid runs. A model is
+    recorded by the task that finds all of its grid points finished (each task writes its runs' results before
+    it looks, so the last of them to finish a model always sees the others'); the others call
+    ``on_partial(model, finished points, grid size)`` and leave it out of the returned records.
     """
     from dataclasses import asdict, replace
 
@@ -168,6 +176,8 @@ def run_full_grid(
     from .full import FullConfig, finetune_full
 
     config = config or FullConfig()
+    if not 0 <= shard[0] < shard[1]:
+        raise InvalidInputError(f"shard {shard[0]}/{shard[1]}: need 0 <= i < n")
     lrs, wds = [float(v) for v in lrs], [float(v) for v in wds]
     if not lrs or not wds:
         raise InvalidInputError("the fine-tuning grid needs at least one learning rate and one weight decay")
@@ -187,18 +197,30 @@ def run_full_grid(
             continue
         folder = cache_root(cache_dir) / "finetune" / key.rsplit("|", 1)[1] / "".join(c if c.isalnum() else "_" for c in model)
         runs = []
-        for point, (lr, wd) in enumerate(grid):
+        mine = [(index * len(grid) + point) % shard[1] == shard[0] for point in range(len(grid))]
+        # This task's runs first: the others' are only looked at after them (see the docstring).
+        for point in sorted(range(len(grid)), key=lambda p: not mine[p]):
+            lr, wd = grid[point]
             tag = f"{model} lr={lr:g} wd={wd:g}"
-            report(progress, "grid", f"grid point {point + 1}/{len(grid)}: lr={lr:g} wd={wd:g}", point, len(grid))
+            if mine[point]:
+                report(progress, "grid", f"grid point {point + 1}/{len(grid)}: lr={lr:g} wd={wd:g}", point, len(grid))
             run = finetune_full(
                 model, dataset, config=replace(config, lr=lr, weight_decay=wd), device=device,
                 checkpoint_dir=folder / f"lr{lr:g}_wd{wd:g}", keep_weights=False, data_root=data_root,
                 progress=epoch_reporter(progress, f"{tag}: epochs", config.epochs,
                                         (lambda info, tag=tag: on_epoch(tag, info)) if on_epoch else None),
+                train=mine[point],
             )
+            if run is None:  # another task's share, not finished yet
+                continue
             if run.test_accuracy is None:
                 raise InvalidInputError(f"{dataset} has no test split: the full protocol reports test accuracy")
-            runs.append((lr, wd, run))
+            runs.append((point, lr, wd, run))
+        if len(runs) < len(grid):
+            if on_partial:
+                on_partial(model, len(runs), len(grid))
+            continue
+        runs = [run[1:] for run in sorted(runs, key=lambda run: run[0])]  # grid order, for the selection's ties
         lr, wd, best = max(runs, key=lambda r: r[2].val_accuracy)  # first of equals: grid order
         record = make_record(
             dataset=dataset, model=model, protocol="full", params=params, metric="accuracy",
