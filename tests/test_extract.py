@@ -1,7 +1,6 @@
 """Feature extraction and the Parquet cache: round trip, resume, shards, corruption, subsampling, real weights."""
 
 import os
-import warnings
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -85,8 +84,6 @@ def test_bad_shard(text):
 
 
 def test_interrupted_run_resumes_from_last_chunk(cache_dir, monkeypatch):
-    import modelrank.extraction as ex
-
     batches = []
 
     def crash_after_two_batches(row, text, done, total):
