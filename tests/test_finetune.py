@@ -232,6 +232,9 @@ def test_sharded_full_grid_is_recorded_by_the_task_that_finishes_a_model(cache_d
     unsharded = run_full_grid("digits", models, **grid, force=True)  # every run finished: nothing is trained again
     assert {k: second[0][k] for k in ("selected", "val_curve", "test_metric")} == {
         k: unsharded[0][k] for k in ("selected", "val_curve", "test_metric")}
+    partial.clear()
+    none_here = run_full_grid("digits", models, **grid, force=True, shard=(2, 3), on_partial=lambda *a: partial.append(a))
+    assert none_here == [] and partial == []  # runs 0 and 1 are tasks 0's and 1's: task 2 skips the model
     with pytest.raises(InvalidInputError, match="shard 2/2"):
         run_full_grid("digits", models, **grid, shard=(2, 2))
 

@@ -198,6 +198,8 @@ def run_full_grid(
         folder = cache_root(cache_dir) / "finetune" / key.rsplit("|", 1)[1] / "".join(c if c.isalnum() else "_" for c in model)
         runs = []
         mine = [(index * len(grid) + point) % shard[1] == shard[0] for point in range(len(grid))]
+        if not any(mine):  # (more tasks than grid points) every run of this model is other tasks'
+            continue
         # This task's runs first: the others' are only looked at after them (see the docstring).
         for point in sorted(range(len(grid)), key=lambda p: not mine[p]):
             lr, wd = grid[point]
