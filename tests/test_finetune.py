@@ -1,5 +1,6 @@
 """Linear-probe ground truth and the records table."""
 
+import io
 import json
 
 import numpy as np
@@ -176,6 +177,28 @@ def test_cli_finetune_records(tmp_path, cache_dir, digits):
     assert exported.exit_code == 0 and len(pd.read_csv(tmp_path / "all.csv")) == 1
     neither = runner.invoke(app, ["finetune"])
     assert neither.exit_code != 0
+
+
+def test_cli_linear_probes_split_by_shard(tmp_path, cache_dir, digits, monkeypatch):
+    """--shard i/n gives task i the models j with j mod n = i; under torchrun (RANK of WORLD_SIZE) each process
+    takes its part of that: the tasks together probe every model once."""
+    paths = []
+    for name in ("a", "b", "c"):
+        paths.append(tmp_path / f"{name}.npz")
+        np.savez(paths[-1], features=digits.features, labels=digits.labels)
+    args = ["finetune", *(a for p in paths for a in ("--features", str(p))), "--dataset-name", "digits",
+            "--cs", "1e-2:1e1:3", "--format", "csv"]
+    runner = CliRunner()
+    probed = []
+    for shard in ("0/2", "1/2"):
+        result = runner.invoke(app, [*args, "--shard", shard])
+        assert result.exit_code == 0, result.output
+        probed.append(sorted(pd.read_csv(io.StringIO(result.stdout))["model"]))
+    assert probed == [["a", "c"], ["b"]] and len(read_records()) == 3
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    result = runner.invoke(app, [*args, "--shard", "0/2", "--force"])  # task 0's models a, c: this process c
+    assert result.exit_code == 0 and list(pd.read_csv(io.StringIO(result.stdout))["model"]) == ["c"]
 
 
 @pytest.mark.slow

@@ -58,9 +58,9 @@ def finetune_cmd(
     per_class: Optional[int] = SizeOption("--per-class", "Seeded subset of N images per class (-d)."),
     input_size: Optional[int] = SizeOption("--input-size", "full: square input side [default: the model's]."),
     device: Optional[str] = typer.Option(None, "--device", help="full: auto | cpu | cuda (AMP on CUDA) [default: auto]."),
-    shard: Optional[str] = typer.Option(None, "--shard", help="full: i/n: train only the runs j (models x grid "
-                                        "points) with j mod n = i (job arrays; torchrun's processes split it "
-                                        "further); the task that finishes a model's last run records it."),
+    shard: Optional[str] = typer.Option(None, "--shard", help="i/n: only the runs j with j mod n = i (job arrays; "
+                                        "torchrun's processes split it further): models (linear) or models x grid "
+                                        "points (full, where the task that finishes a model's last run records it)."),
     data_root: Optional[Path] = DataRootOption,
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
@@ -83,6 +83,9 @@ def finetune_cmd(
     if not (0 < val < 1 and 0 <= test < 1 and val + test < 1):
         raise ModelrankError(f"--val ({val:g}) and --test ({test:g}) must be fractions with val + test < 1")
     check_output(fmt, out)
+    from ..extraction import launcher_shard, parse_shard
+
+    shard_index, shard_count = launcher_shard(parse_shard(shard))
     cache = str(cache_dir) if cache_dir else None
     root = str(data_root) if data_root else None
 
@@ -110,9 +113,6 @@ def finetune_cmd(
         config = FullConfig(val_fraction=val, per_class=per_class, seed=seed,
                             **{field: value for field, value in full_only.items() if value is not None})
         config.validate()
-        from ..extraction import launcher_shard, parse_shard
-
-        shard_spec = launcher_shard(parse_shard(shard))
         names = split_names(models)
         check_extraction(names, dataset, None, cache_dir)
         with progress_display() as display:
@@ -122,7 +122,7 @@ def finetune_cmd(
                 on_epoch=None if display.enabled else lambda tag, info: log(
                     f"[dim]{escape(tag)} epoch {info['epoch'] + 1}/{info['epochs']}: loss {info['loss']:.3f}, "
                     f"val {info['val_accuracy']:.4f}[/]"),
-                progress=display, shard=shard_spec,
+                progress=display, shard=(shard_index, shard_count),
                 on_partial=lambda model, finished, total: log(
                     f"[yellow]partial[/] {escape(dataset)}/{escape(model)}: {finished}/{total} grid points finished; "
                     f"the task that finishes the last one records it (or rerun without --shard)"),
@@ -130,14 +130,15 @@ def finetune_cmd(
     else:
         only_with("--protocol full", {"--lrs": lrs, "--wds": wds, **{f"--{field.replace('_', '-')}": value
                                                                      for field, value in full_only.items()},
-                                      "--device": device, "--shard": shard})
+                                      "--device": device})
         cs_values = parse_cs(cs)
         if features:
             jobs = [job_from_features(fs, val=val, test=test, seed=seed)
-                    for fs in load_feature_files(features, model_name, dataset_name, task)]
+                    for fs in load_feature_files(features, model_name, dataset_name, task)][shard_index::shard_count]
         else:
             names = split_names(models)
             check_extraction(names, dataset, None, cache_dir)
+            names = names[shard_index::shard_count]  # --shard: this task's models
         with progress_display() as display:
             if not features:
                 jobs = [job_from_registry(dataset, m, val=val, test=test, seed=seed, per_class=per_class,
