@@ -77,19 +77,27 @@ def test_learned_ranker(monkeypatch, capsys, tmp_path):
     assert learned > prior
 
 
-@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
-def test_slurm_array_runs_locally(tmp_path, monkeypatch):
-    """The array tasks run as parallel processes sharing one cache; the entry is then complete, so scoring
-    reads it without extracting anything."""
+def run_extraction_script(tmp_path: Path, script: str, command: str) -> tuple[dict[str, str], subprocess.CompletedProcess]:
+    """Run a shell example with 2 tasks (run_array_locally.sh, torchrun_extract.sh) as a user would: this Python's
+    commands first on PATH, a fresh cache, a 24-sample extraction of the tiny test model; skipped without
+    ``command`` next to this Python. Returns (its environment, the finished process)."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": os.pathsep.join([str(EXAMPLES.parent), os.environ.get("PYTHONPATH", "")]),
            "MODELRANK_CACHE": str(tmp_path / "cache"), "MODELS": "random:test_resnet", "DATASET": "digits",
            "SUBSET": "--limit 24", "EXTRACT_ARGS": "--batch-size 8 --workers 0"}
-    if shutil.which("modelrank", path=env["PATH"]) is None:
-        pytest.skip("the modelrank command is not installed next to this Python")
-    result = subprocess.run(["bash", str(EXAMPLES / "run_array_locally.sh"), "2"], env=env, capture_output=True,
-                            text=True, timeout=300)
+    if shutil.which(command, path=env["PATH"]) is None:
+        pytest.skip(f"the {command} command is not installed next to this Python")
+    result = subprocess.run(["bash", str(EXAMPLES / script), "2"], env=env, capture_output=True, text=True,
+                            timeout=300)
     assert result.returncode == 0, result.stderr
+    return env, result
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_slurm_array_runs_locally(tmp_path, monkeypatch):
+    """The array tasks run as parallel processes sharing one cache; the entry is then complete, so scoring
+    reads it without extracting anything."""
+    env, result = run_extraction_script(tmp_path, "run_array_locally.sh", "modelrank")
     assert result.stdout.count("features of digits/train") == 2 and "all 2 array tasks done" in result.stderr
 
     from modelrank.extraction import load_feature_pairs
@@ -106,14 +114,6 @@ def test_slurm_array_runs_locally(tmp_path, monkeypatch):
 def test_torchrun_processes_share_one_extraction(tmp_path):
     """torchrun starts 2 real processes (LOCAL_RANK 0 and 1; on this CPU machine both run on the CPU): one claims
     the chunk and computes it, the other waits for it, and both report the entry complete."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": os.pathsep.join([str(EXAMPLES.parent), os.environ.get("PYTHONPATH", "")]),
-           "MODELRANK_CACHE": str(tmp_path / "cache"), "MODELS": "random:test_resnet", "DATASET": "digits",
-           "SUBSET": "--limit 24", "EXTRACT_ARGS": "--batch-size 8 --workers 0"}
-    if shutil.which("torchrun", path=env["PATH"]) is None:
-        pytest.skip("torchrun is not installed next to this Python")
-    result = subprocess.run(["bash", str(EXAMPLES / "torchrun_extract.sh"), "2"], env=env, capture_output=True,
-                            text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
+    _, result = run_extraction_script(tmp_path, "torchrun_extract.sh", "torchrun")
     summaries = [line.split() for line in result.stdout.splitlines() if line.startswith("random:test_resnet")]
     assert sorted(row[5] for row in summaries) == ["0", "24"] and all(row[-1] == "yes" for row in summaries)
