@@ -100,9 +100,11 @@ def sample_pool_tasks(class_counts: Mapping[str, Mapping[int, int]], training: S
     rng = np.random.default_rng(seed)
     tasks: dict[str, PoolTask] = {}
     for sources, count, held in ((list(training), n_train, False), (list(held_out), n_held, True)):
-        # Refused at once when more tasks are asked than distinct draws exist (the draws below would never end).
-        distinct = max_draws * sum(math.comb(sum(n >= s + (test_per_class or 1) for n in class_counts[source].values()), w)
-                                   for source in set(sources) for s in set(shots) for w in set(ways) if w >= 2)
+        # Refused at once when more tasks are asked than distinct draws exist (the draws below would never end):
+        # per source, shots and ways, the class subsets a draw can take (as below: usable >= max(ways, 2)).
+        usable = {(source, s): sum(n >= s + (test_per_class or 1) for n in class_counts[source].values())
+                  for source in set(sources) for s in set(shots)}
+        distinct = max_draws * sum(math.comb(u, w) for u in usable.values() for w in set(ways) if u >= max(w, 2))
         if count > distinct:
             raise InvalidInputError(f"cannot sample {count} distinct {'held-out' if held else 'training'} pool tasks "
                                     f"from {len(sources)} source task(s): at most {distinct} exist")
