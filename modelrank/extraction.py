@@ -62,10 +62,10 @@ def launcher_shard(shard: tuple[int, int], environ: Mapping[str, str] = os.envir
     """``shard`` = (i, n) shared out among the processes torchrun started (its RANK of WORLD_SIZE, from the
     environment): (i + n RANK, n WORLD_SIZE), whose items j (j mod n WORLD_SIZE = i + n RANK) are exactly shard
     i/n's, one process each; ``shard`` itself outside torchrun."""
-    rank, world = environ.get("RANK"), environ.get("WORLD_SIZE")
-    if rank is None or world is None:
+    rank, world = environ.get("RANK", "").strip(), environ.get("WORLD_SIZE", "").strip()
+    if not (rank and world):  # unset (or exported empty): no launcher
         return shard
-    if not (rank.strip().isdigit() and world.strip().isdigit() and int(rank) < int(world)):
+    if not (rank.isdigit() and world.isdigit() and int(rank) < int(world)):
         raise InvalidInputError(f"RANK={rank!r} and WORLD_SIZE={world!r} in the environment: a launcher sets "
                                 "0 <= RANK < WORLD_SIZE")
     index, count = shard
@@ -74,10 +74,10 @@ def launcher_shard(shard: tuple[int, int], environ: Mapping[str, str] = os.envir
 
 def launcher_local_rank(environ: Mapping[str, str] = os.environ) -> int | None:
     """The LOCAL_RANK that torchrun (``torch.distributed.run``) gives each process it starts on a node, else None."""
-    value = environ.get("LOCAL_RANK")
-    if value is None:
+    value = environ.get("LOCAL_RANK", "").strip()
+    if not value:  # unset (or exported empty): no launcher
         return None
-    if not value.strip().isdigit():
+    if not value.isdigit():
         raise InvalidInputError(f"LOCAL_RANK={value!r} in the environment: a launcher sets it to 0, 1, ...")
     return int(value)
 

@@ -224,6 +224,7 @@ def test_torchrun_processes_each_get_their_own_gpu(monkeypatch):
     from modelrank.extraction import launcher_local_rank, resolve_device
 
     assert launcher_local_rank({}) is None and launcher_local_rank({"LOCAL_RANK": "3"}) == 3
+    assert launcher_local_rank({"LOCAL_RANK": ""}) is None  # an exported empty variable is no launcher
     with pytest.raises(InvalidInputError, match="LOCAL_RANK='x'"):
         launcher_local_rank({"LOCAL_RANK": "x"})
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)

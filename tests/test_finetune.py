@@ -265,7 +265,7 @@ def test_sharded_full_grid_is_recorded_by_the_task_that_finishes_a_model(cache_d
 def test_launcher_shard_splits_a_shard_among_torchrun_processes():
     from modelrank.extraction import launcher_shard
 
-    assert launcher_shard((1, 4), {}) == (1, 4)
+    assert launcher_shard((1, 4), {}) == (1, 4) == launcher_shard((1, 4), {"RANK": "", "WORLD_SIZE": ""})
     covered = sorted(j for rank in range(3) for j in range(48)
                      if j % launcher_shard((1, 4), {"RANK": str(rank), "WORLD_SIZE": "3"})[1]
                      == launcher_shard((1, 4), {"RANK": str(rank), "WORLD_SIZE": "3"})[0])
