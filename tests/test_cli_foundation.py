@@ -204,6 +204,24 @@ def test_a_plain_table_on_a_narrow_terminal_comes_in_blocks_that_fit(monkeypatch
         assert text.count("learner") == (3 if fits else 1)  # each block led by the name column
 
 
+def test_list_parameters_on_a_narrow_terminal_names_metric_and_key_in_every_block(monkeypatch, capsys):
+    """`modelrank list parameters` is wider than 80 columns: each block of the plain table is led by both the metric
+    and the parameter (with the metric alone, the "accepts" block did not say which parameter a row was)."""
+    import io
+
+    from rich.console import Console
+
+    import modelrank.cli._output as output
+    from modelrank.cli.list_cmd import list_cmd
+
+    monkeypatch.setattr(output, "console", Console(file=io.StringIO(), force_terminal=True, width=80, color_system=None))
+    list_cmd("parameters", "table", None)
+    blocks = capsys.readouterr().out.removeprefix("# parameters\n").split("\n\n")
+    headers = [block.splitlines()[0].split() for block in blocks]
+    assert len(blocks) >= 2 and all(header[:2] == ["metric", "parameter"] for header in headers), headers
+    assert {"default", "accepts"} <= {name for header in headers for name in header[2:]}
+
+
 @pytest.mark.parametrize("rows", [False, True], ids=["emit", "emit_rows"])
 def test_plain_tables_align_wide_characters_by_terminal_cells(capsys, rows):
     """A CJK model name fills two terminal cells per character: the next column starts at one cell for every line."""

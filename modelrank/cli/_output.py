@@ -141,9 +141,9 @@ def emit(frame: "pd.DataFrame", fmt: str = "table", out: Optional[Path] = None, 
 
 
 def emit_rows(columns: list[str], rows: list[list[object]], fmt: str = "table", out: Optional[Path] = None,
-              title: str | None = None) -> None:
+              title: str | None = None, lead: int = 1) -> None:
     """``emit`` for a small listing given as rows: the plain table is drawn without pandas, so that `modelrank
-    list` answers at once (pandas is imported only for CSV, JSON and ``--out``)."""
+    list` answers at once (pandas is imported only for CSV, JSON and ``--out``). ``lead`` as in ``emit``."""
     if fmt != "table" or out is not None:
         import pandas as pd
 
@@ -161,7 +161,7 @@ def emit_rows(columns: list[str], rows: list[list[object]], fmt: str = "table", 
     widths = [max(cell_len(str(column)), *(cell_len(row[i]) for row in cells)) for i, column in enumerate(columns)]
     _write_plain(["\n".join("  ".join(line[i] + " " * (widths[i] - cell_len(line[i])) for i in block).rstrip()
                             for line in [list(map(str, columns)), *cells])
-                  for block in _column_blocks(widths)], title)
+                  for block in _column_blocks(widths, lead)], title)
     sys.stdout.flush()
 
 

@@ -52,4 +52,5 @@ def list_cmd(
         columns, rows = learner_rows()
     else:
         raise ModelrankError(f"cannot list {what!r}; choose models, datasets, metrics, parameters or learners")
-    emit_rows(columns, rows, fmt, out, title=what)
+    # A parameter is named by its metric and key: both lead every block of a plain table cut to the terminal.
+    emit_rows(columns, rows, fmt, out, title=what, lead=2 if what == "parameters" else 1)
