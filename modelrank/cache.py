@@ -31,7 +31,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import MissingResourceError
+from .errors import MissingResourceError, error_reason
 from .features import FeatureSet
 
 FORMAT_VERSION = 1
@@ -229,7 +229,7 @@ class FeatureStore:
         except FileNotFoundError:  # removed by a concurrent run that found it corrupt
             return None
         except Exception as exc:  # pyarrow raises several types for truncated / garbage files
-            reason = str(exc).splitlines()[0]
+            reason = error_reason(exc)
         if reason:
             warnings.warn(f"cache file {path} is corrupt ({reason}); it will be recomputed")
             path.unlink(missing_ok=True)

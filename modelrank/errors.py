@@ -22,3 +22,10 @@ class InvalidInputError(ModelrankError, ValueError):
 
 class MissingResourceError(ModelrankError, FileNotFoundError):
     """A dataset, weight file or cache entry that is not where it should be."""
+
+
+def error_reason(exc: BaseException, limit: int = 200) -> str:
+    """The first line of an exception's message (at most ``limit`` characters) for a one-line error, or its type
+    name when the message is empty (``str(EOFError())`` is "": indexing its lines raised inside the handler)."""
+    lines = str(exc).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from .errors import InvalidInputError, MissingResourceError
+from .errors import InvalidInputError, MissingResourceError, error_reason
 
 
 def read_csv_file(path: str | Path, what: str = "CSV file", **options: Any) -> pd.DataFrame:
@@ -23,5 +23,4 @@ def read_csv_file(path: str | Path, what: str = "CSV file", **options: Any) -> p
     except pd.errors.EmptyDataError:
         raise InvalidInputError(f"{what} {path} is empty") from None
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidInputError(f"cannot parse {what} {path} as CSV: {reason}") from None
+        raise InvalidInputError(f"cannot parse {what} {path} as CSV: {error_reason(exc)}") from None

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .cache import atomic_write_bytes, cache_root
-from .errors import InvalidInputError, MissingResourceError
+from .errors import InvalidInputError, MissingResourceError, error_reason
 
 DEFAULT_TEXT_ENCODER = "all-MiniLM-L6-v2"
 MAX_TOKENS = 256
@@ -92,7 +92,7 @@ def _read_cached(path: Path, n_texts: int) -> np.ndarray | None:
         if embeddings.ndim != 2 or embeddings.shape[0] != n_texts or not np.issubdtype(embeddings.dtype, np.floating):
             raise ValueError(f"a {embeddings.dtype} array of shape {embeddings.shape}")
     except (OSError, ValueError, EOFError) as exc:
-        warnings.warn(f"label-embedding cache {path} is unreadable ({str(exc).splitlines()[0][:200]}); recomputing")
+        warnings.warn(f"label-embedding cache {path} is unreadable ({error_reason(exc)}); recomputing")
         return None
     return embeddings
 

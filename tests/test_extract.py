@@ -239,3 +239,24 @@ def test_torchrun_processes_each_get_their_own_gpu(monkeypatch):
     assert resolve_device("auto") == torch.device("cuda")  # no launcher: the current device, as before
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert resolve_device("auto", 1) == torch.device("cpu")  # CPU-only torchrun (gloo): every process on the CPU
+
+
+def test_a_chunk_whose_reader_fails_without_a_message_is_recomputed(cache_dir, monkeypatch):
+    """A decoder error with an empty message (``str(EOFError())`` is "") used to raise IndexError while the
+    corruption was being reported; it is reported by its type and the chunk recomputed like any damaged one."""
+    import modelrank.cache as cache_module
+
+    extract([TINY], "digits", "train", **OPTS)
+    real = cache_module.pq.read_table
+
+    def failing_once(path, *args, **kwargs):
+        if str(path).endswith("chunk-00001.parquet") and not failing_once.done:
+            failing_once.done = True
+            raise EOFError()
+        return real(path, *args, **kwargs)
+
+    failing_once.done = False
+    monkeypatch.setattr(cache_module.pq, "read_table", failing_once)
+    with pytest.warns(UserWarning, match=r"chunk-00001.parquet is corrupt \(EOFError\)"):
+        summary = extract([TINY], "digits", "train", **OPTS)[0]  # the rerun checks every chunk's contents
+    assert summary["computed"] == 16 and summary["complete"]

@@ -950,3 +950,13 @@ def test_infinite_features_are_refused_without_a_numpy_warning():
         with pytest.raises(InvalidInputError, match="NaN or inf in 1 of 4 rows"):
             as_features(features)
         assert as_features(np.full((2, 2), 3e38, dtype=np.float32), upcast=False).dtype == np.float32  # sums overflow
+
+
+def test_error_reasons_are_one_line_even_for_empty_messages():
+    """One-line errors quote the first line of the cause; an exception without a message (EOFError()) gave an
+    IndexError inside the handler, a traceback instead of the one-line error."""
+    from modelrank.errors import error_reason
+
+    assert error_reason(ValueError("bad value\nmore detail")) == "bad value"
+    assert error_reason(EOFError()) == "EOFError" and error_reason(OSError("  ")) == "OSError"
+    assert error_reason(ValueError("x" * 500)) == "x" * 200 and error_reason(ValueError("x" * 500), 120) == "x" * 120

@@ -39,7 +39,7 @@ from torch import nn
 from ..cache import atomic_write, atomic_write_bytes, remove_stale_temporaries
 from ..data import ImageDataset, load_dataset
 from ..data.base import seeded_split
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, error_reason
 from ..models import LoadedModel, file_fingerprint, load_model, read_state_dict
 
 OPTIMIZERS = ("sgd", "adamw")
@@ -204,7 +204,7 @@ def _load_progress(path: Path, key: str) -> dict[str, Any] | None:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, garbage, or a pickle that needs more than tensors and containers
-        warnings.warn(f"ignoring unreadable fine-tuning progress {path} ({str(exc).splitlines()[0][:200]}); "
+        warnings.warn(f"ignoring unreadable fine-tuning progress {path} ({error_reason(exc)}); "
                       "training from the start")
         return None
     if not isinstance(saved, dict) or saved.get("key") != key:
@@ -380,7 +380,7 @@ def finetune_full(
             first_epoch, elapsed_before = saved["epoch"] + 1, saved["seconds"]
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # the right key, but tampered contents
             raise InvalidInputError(
-                f"fine-tuning progress {progress_path} is damaged ({str(exc).splitlines()[0][:200]}); delete it "
+                f"fine-tuning progress {progress_path} is damaged ({error_reason(exc)}); delete it "
                 "to train from the start"
             ) from None
 

@@ -34,7 +34,7 @@ from typing import Any, Iterator
 import pandas as pd
 
 from ..cache import atomic_write_bytes, cache_root, remove_stale_temporaries
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, error_reason
 
 RECORDS_FILE = "records.parquet"
 RECORD_COLUMNS = [
@@ -89,7 +89,7 @@ def _read_table_file(path: Path) -> pd.DataFrame:
     except FileNotFoundError:
         raise
     except (OSError, ValueError, TypeError) as exc:
-        raise InvalidInputError(f"cannot read the records table {path}: {str(exc).splitlines()[0]}") from None
+        raise InvalidInputError(f"cannot read the records table {path}: {error_reason(exc)}") from None
     missing = [c for c in RECORD_COLUMNS if c not in table.columns]
     if missing:
         raise InvalidInputError(f"{path} is not a records table (no column {', '.join(missing)})")

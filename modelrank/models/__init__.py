@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import InvalidInputError, MissingResourceError, UnknownNameError
+from ..errors import InvalidInputError, MissingResourceError, UnknownNameError, error_reason
 from . import packaged  # noqa: F401  (registers the offline models)
 from .base import MODELS, LoadedModel, ModelSpec, find_head, register_model
 
@@ -67,8 +67,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         raise InvalidInputError(f"cannot read weights {path}: not a torch file of plain tensors (it may be damaged, "
                                 "or hold objects that only running its code could rebuild)") from None
     except Exception as exc:  # every decoder error means the same thing to the user
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InvalidInputError(f"cannot read weights {path}: {reason}") from None
+        raise InvalidInputError(f"cannot read weights {path}: {error_reason(exc)}") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -165,7 +164,7 @@ def _build_arch(
         net = _create_timm(arch, pretrained, num_classes)
     except Exception as exc:  # the hub raises a zoo of exception types when offline
         raise MissingResourceError(
-            f"cannot fetch pretrained weights for {arch} ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
+            f"cannot fetch pretrained weights for {arch} ({type(exc).__name__}: {error_reason(exc, 120)}); "
             f"offline, use a packaged model (modelrank list models) or {arch}@weights.safetensors"
         ) from None
     transform, config = _timm_transform(net, input_size)
@@ -215,7 +214,7 @@ def load_model(name: str, checkpoint: str | None = None, input_size: int | None 
         try:
             net.load_state_dict(state)
         except RuntimeError as exc:
-            raise InvalidInputError(f"weights do not fit {arch}: {str(exc).splitlines()[0]}") from None
+            raise InvalidInputError(f"weights do not fit {arch}: {error_reason(exc)}") from None
 
     head = find_head(net)
     info = {

@@ -21,7 +21,7 @@ import pandas as pd
 import torch
 
 from ..cache import atomic_write, atomic_write_bytes
-from ..errors import InvalidInputError, MissingResourceError, ModelrankError
+from ..errors import InvalidInputError, MissingResourceError, ModelrankError, error_reason
 from ..registry import Registry
 from .encoding import Featurizer
 from .records import Records, TaskInfo
@@ -280,14 +280,14 @@ def load_learner(path: str | Path) -> Learner:
         with np.load(path / "state.npz", allow_pickle=False) as stored:
             arrays = {k: stored[k] for k in stored.files}
     except Exception as exc:  # truncated, garbage, or object arrays (refused: they would unpickle)
-        raise InvalidInputError(f"saved learner in {path}: cannot read state.npz ({str(exc).splitlines()[0][:200]})") from None
+        raise InvalidInputError(f"saved learner in {path}: cannot read state.npz ({error_reason(exc)})") from None
     try:
         return _restore_learner(meta, arrays)
     except ModelrankError:
         raise
     except Exception as exc:  # any edit of either file shows up as one of many exception types here
         raise InvalidInputError(
-            f"saved learner in {path} is damaged or was edited ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            f"saved learner in {path} is damaged or was edited ({type(exc).__name__}: {error_reason(exc)})"
         ) from None
 
 

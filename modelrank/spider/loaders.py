@@ -21,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidInputError, MissingResourceError
+from ..errors import InvalidInputError, MissingResourceError, error_reason
 from ..tabular import read_csv_file
 from .records import Records, records_from_frame
 
@@ -72,7 +72,7 @@ def load_domainnet(folder: str | Path, embedding: str = "seed") -> Records:
         try:
             block = np.load(path, allow_pickle=False)[:, SEED_TEXT_BLOCK]
         except (OSError, ValueError, IndexError) as exc:  # damaged, or an object array that would need unpickling
-            raise InvalidInputError(f"cannot read {path}: {str(exc).splitlines()[0]}") from None
+            raise InvalidInputError(f"cannot read {path}: {error_reason(exc)}") from None
         task_embed = pd.DataFrame(block, index=tasks).rename(columns=str)
     elif embedding == "text":
         from ..text import encode_texts
