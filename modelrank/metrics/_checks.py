@@ -130,10 +130,11 @@ def checked_probs(
     some row is off 1 by more than rounding (``as_probs`` then divides the rows by their sums).
 
     One pass over row blocks of ``PROB_BLOCK_ELEMENTS``, each converted to float64 in cache (a float32 matrix is
-    never copied whole: as extracted, 50k x 1000 source probabilities are 200 MB, 400 MB in float64) for its
-    minimum, its row sums (BLAS) and ``also``'s float64 statistics, which are only used once the whole matrix passed. Non-negative entries (a NaN makes the
-    minimum NaN) with finite row sums are all finite (an inf entry makes its row's sum inf), so the (n, k)
-    finiteness pass of ``as_features`` runs only for input that is refused, to name what is wrong with it.
+    never copied whole: 50k x 1000 float32 probabilities are 200 MB, 400 MB in float64) for its minimum, its row
+    sums (BLAS) and ``also``'s float64 statistics, which are only used once the whole matrix passed. Non-negative
+    entries (a NaN makes the minimum NaN) with finite row sums are all finite (an inf entry makes its row's sum
+    inf), so the (n, k) finiteness pass of ``as_features`` runs only for input that is refused, to name what is
+    wrong with it.
     """
     p = as_float_matrix(probs, name, upcast=False)
     if p.shape[0] != n_samples:

@@ -200,8 +200,8 @@ def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct, centred: bool = F
     float64: with Xc = X - s and c = Xc^T 1, X^T X = Xc^T Xc + s c^T + c s^T + N s s^T (c in float64: from the
     class sums of a ``OneHotCross``, whose rows add up to the column sums, else from a sum of each block).
     ``cross`` gets the unshifted float32 blocks. Features whose products overflow float32 get the float64 pass
-    (``gram_and_cross``) instead. ``centred=True`` returns the centred scatter Xm^T Xm (Xm = X - column means) instead of X^T X:
-    Xc^T Xc - c c^T / N, free of the cancellation X^T X - N mean mean^T would suffer (``cross`` still gets the
+    (``gram_and_cross``) instead. ``centred=True`` returns the centred scatter Xm^T Xm (Xm = X - column means)
+    instead of X^T X: Xc^T Xc - c c^T / N, free of the cancellation X^T X - N mean mean^T would suffer (``cross`` still gets the
     raw blocks). Against the float64 path the Gram entries differ by ~1e-7 of the largest and
     LogME by 1e-9 to 1.5e-6 (tests/test_metrics_i.py::test_float32_products_match_float64; 1.5e-6 on the
     anchors' rank-deficient float32 case c_lowrank, whose float32 rounding leaves tiny eigenvalues float64 would
