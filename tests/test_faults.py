@@ -804,6 +804,21 @@ def test_integer_parameters_given_as_whole_floats_are_taken_as_integers(name, pa
     assert compute_metric(name, data, **as_floats) == compute_metric(name, data, **params)
 
 
+
+def test_numpy_scalars_are_taken_as_the_numbers_they_stand_for():
+    """A parameter read from an array (np.int64), a float32 computation (np.float32) or a comparison (np.bool_) was
+    refused as not an integer / number / flag: numpy integers and booleans are not Python ints."""
+    data = _metric_inputs(np.arange(30) % 3)
+    assert compute_metric("knn", data, k=np.int64(3)) == compute_metric("knn", data, k=3)
+    assert compute_metric("logme", data, max_iter=np.int32(5), tol=np.float32(0.01)) == compute_metric(
+        "logme", data, max_iter=5, tol=float(np.float32(0.01)))
+    checked = check_parameters(METRICS.get("knn"), {"k": np.int64(3)})
+    assert type(checked["k"]) is int
+    with pytest.raises(InvalidInputError, match="parameter k must be a finite number >= 1, not 0"):
+        compute_metric("knn", data, k=np.int16(0))
+    with pytest.raises(InvalidInputError, match="parameter k takes an integer, not np.True_"):
+        compute_metric("knn", data, k=np.bool_(True))
+
 def _declared_choices():
     return [(entry.name, key, value) for entry in METRICS for key, values in entry.obj.choices.items()
             for value in values]

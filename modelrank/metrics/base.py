@@ -8,6 +8,7 @@ better model, and the paper it implements. I/O, caching and printing live elsewh
 from __future__ import annotations
 
 import inspect
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
@@ -169,7 +170,8 @@ def score_zoo(name: str, feature_sets: list[FeatureSet], **params: Any) -> dict[
 
 
 def check_parameters(spec: MetricSpec, params: dict[str, Any]) -> dict[str, Any]:
-    """``params`` as the metric takes them (integer parameters given as whole floats, e.g. 5.0, become ints);
+    """``params`` as the metric takes them (integer parameters given as whole floats, e.g. 5.0, or numpy integers
+    become ints, as sklearn, range() and numpy's seeding need; numbers become floats, flags bools);
     InvalidInputError when one is not a parameter of the metric or is of the wrong kind or out of range."""
     signature = inspect.signature(spec.fn)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in signature.parameters.values()):
@@ -191,15 +193,15 @@ def check_parameters(spec: MetricSpec, params: dict[str, Any]) -> dict[str, Any]
         if not _is_kind(value, expected):
             raise InvalidInputError(f"metric {spec.name!r}: parameter {key} takes {expected}, not {value!r}")
         if expected == "true or false":
+            checked[key] = bool(value)
             continue
+        value = checked[key] = int(value) if expected == "an integer" else float(value)
         least = _least(parameter, expected)
         if not (np.isfinite(value) and value >= least):
             raise InvalidInputError(f"metric {spec.name!r}: parameter {key} must be a finite number >= {least}, "
                                     f"not {value!r}")
         if key == "seed" and value >= MAX_SEED:
             raise InvalidInputError(f"metric {spec.name!r}: seed must be below 2**32, not {value!r}")
-        if expected == "an integer":
-            checked[key] = int(value)  # sklearn, range() and numpy's seeding refuse 5.0
     return checked
 
 
@@ -260,9 +262,11 @@ def _value_kind(parameter: inspect.Parameter) -> str | None:
 
 
 def _is_kind(value: Any, kind: str) -> bool:
+    """Whether ``value`` is of ``kind`` (``_value_kind``); numpy scalars count as the Python ones they stand for
+    (np.int64 from an array, np.float32 from a float32 computation, np.bool_ from a comparison)."""
     if kind == "true or false":
-        return isinstance(value, bool)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return isinstance(value, (bool, np.bool_))
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         return False
     return kind == "a number" or float(value).is_integer()
 
