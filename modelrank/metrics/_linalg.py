@@ -231,14 +231,14 @@ def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct, centred: bool = F
         if not centred:
             return gram_and_cross(x, cross)
         return gram_and_cross(x, no_cross, x.mean(axis=0, dtype=np.float64))[0], cross_sum
+    # Only the lower triangle is read downstream: the corrections are BLAS rank-1 / rank-2 updates of it alone
+    # (np.outer temporaries of the whole D x D matrix cost 0.13 s at D = 2048).
     if centred:
-        gram -= np.outer(column_sums, column_sums / n)
+        gram = sla.blas.dsyr(-1.0 / n, column_sums, a=gram, lower=1, overwrite_a=1)
         return gram, cross_sum
     s = shift.astype(np.float64)
-    # Only the lower triangle is read downstream, so the symmetric rank-2 correction may fill both.
-    gram += np.outer(s, column_sums)
-    gram += np.outer(column_sums, s)
-    gram += n * np.outer(s, s)
+    # s c^T + c s^T + N s s^T = s u^T + u s^T with u = c + N s / 2
+    gram = sla.blas.dsyr2(1.0, s, column_sums + (n / 2.0) * s, a=gram, lower=1, overwrite_a=1)
     return gram, cross_sum
 
 
