@@ -274,43 +274,6 @@ def test_float32_products_match_float64(monkeypatch):
         np.testing.assert_allclose(np.tril(from_cross), np.tril(own_pass), rtol=0, atol=1e-9 * spread.max())
 
 
-def test_float32_gram_pass_shared_among_threads_gives_the_single_thread_result(monkeypatch):
-    """With several BLAS threads the row blocks of the float32 Gram pass are shared among threads (``row_passes``),
-    each with its own class-sum buffer; the Gram, the class sums and LogME are those of the one-thread pass."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    from threadpoolctl import threadpool_limits
-
-    import modelrank.metrics._linalg as linalg_module
-    from modelrank.metrics._linalg import OneHotCross, blas_threads, float32_gram_and_cross
-
-    monkeypatch.setattr(linalg_module, "ROW_BLOCK", 256)  # 3000 rows -> 12 blocks
-    pools = []
-
-    def recorded_pool(workers, **kwargs):
-        pools.append(workers)
-        return ThreadPoolExecutor(workers, **kwargs)
-
-    monkeypatch.setattr(linalg_module, "ThreadPoolExecutor", recorded_pool)
-    rng = np.random.default_rng(41)
-    y = rng.integers(0, 9, 3000)
-    x = np.maximum(rng.normal(size=(3000, 96)) + 0.5 * np.eye(9, 96)[y], 0).astype(np.float32)
-    results = {}
-    for threads in (1, 2, 3):
-        with threadpool_limits(threads, user_api="blas"):
-            allowed = max(info["num_threads"] for info in blas_threads().select(user_api="blas").info())
-            pools.clear()
-            for centred in (False, True):
-                results[threads, centred] = float32_gram_and_cross(x, OneHotCross(y, 9), centred=centred)
-            results[threads, "logme"] = logme(x, y)
-        assert pools == ([min(threads, allowed)] * 3 if min(threads, allowed) > 1 else [])
-    for threads in (2, 3):
-        for key in (False, True):
-            np.testing.assert_array_equal(np.tril(results[threads, key][0]), np.tril(results[1, key][0]))
-            np.testing.assert_array_equal(results[threads, key][1], results[1, key][1])
-        assert results[threads, "logme"] == results[1, "logme"]
-
-
 @pytest.mark.parametrize("name", OURS)
 def test_class_with_one_sample_gives_a_finite_score(name):
     x, y, p = make_task(11)

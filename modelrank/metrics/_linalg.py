@@ -6,17 +6,11 @@ here builds an N x N matrix when N > D.
 
 from __future__ import annotations
 
-import functools
-import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
-from threadpoolctl import ThreadpoolController
-
-T = TypeVar("T")
 
 #: Rows per block for (rows, Z) temporaries over a wide softmax (Z = 1000: ~32 MB per float64 block).
 ROW_BLOCK = 4096
@@ -60,38 +54,6 @@ def row_blocks(n: int) -> Iterator[slice]:
     """Consecutive slices of at most ``ROW_BLOCK`` rows covering 0..n-1."""
     for start in range(0, n, ROW_BLOCK):
         yield slice(start, min(start + ROW_BLOCK, n))
-
-
-@functools.cache
-def blas_threads() -> ThreadpoolController:
-    """The process's BLAS thread pools (found once: inspecting the loaded libraries takes ~2 ms)."""
-    return ThreadpoolController()
-
-
-#: At most this many threads share one blocked pass (``row_passes``), and their private sums (a D x D Gram each)
-#: at most ``PASS_MEMORY`` bytes.
-PASS_MAX_WORKERS, PASS_MEMORY = 8, 2**30
-
-
-def row_passes(n: int, work: Callable[[list[slice]], T], bytes_per_worker: int = 0) -> list[T]:
-    """``work(blocks)`` over the ``row_blocks`` of an n-row matrix, split round-robin among as many threads as BLAS
-    may use (block k to thread k mod W, each thread's BLAS single-threaded), one result per thread in that order.
-
-    A blocked Gram pass alternates BLAS products, which use every core, with numpy work on the block (shifting,
-    converting, class sums) that runs on one: 0.3 s of 1.5 s on 2 cores at 50k x 2048 left a core idle. Each
-    thread instead runs whole blocks, product and numpy work alike, so every core stays busy. The blocks do not
-    depend on W, only the order in which their results are added up; for float32 block Grams added in float64
-    that order hardly matters (float64 holds a sum of a few float32 values of similar size exactly). One thread (a single BLAS thread, one block, or no room for the threads' ``bytes_per_worker``) runs
-    ``work`` on all blocks itself.
-    """
-    blocks = list(row_blocks(n))
-    controller = blas_threads().select(user_api="blas")
-    threads = max((info["num_threads"] for info in controller.info()), default=1)
-    workers = min(threads, len(blocks), PASS_MAX_WORKERS, max(1, PASS_MEMORY // max(bytes_per_worker, 1)))
-    if workers < 2:
-        return [work(blocks)]
-    with controller.limit(limits=1), ThreadPoolExecutor(workers, thread_name_prefix="modelrank-pass") as pool:
-        return list(pool.map(work, [blocks[k::workers] for k in range(workers)]))
 
 
 #: row_map(block, rows, out): write a float64 function of the row block ``block = x[rows]`` into ``out`` (same
@@ -182,35 +144,25 @@ class OneHotCross:
     """The ``CrossProduct`` of one-hot targets: M^T Y[rows] = the (k, C) class sums of M's rows, in O(N k).
 
     Y's rows sum to one, so the cross also holds M's column sums: M^T 1 = (M^T Y) 1, which
-    ``float32_gram_and_cross`` reads instead of making a pass of its own. A float32 block is converted into a
-    float64 buffer kept across calls (one per thread of a ``row_passes`` pass): a fresh 64 MB array per 4096-row
-    block costs as much in page faults as the class sums themselves.
+    ``float32_gram_and_cross`` reads instead of making a pass of its own. A float32 block is converted into one
+    float64 buffer kept across calls: a fresh 64 MB array per 4096-row block costs as much in page faults as
+    the class sums themselves.
     """
 
     def __init__(self, codes: np.ndarray, n_classes: int):
         self.codes = codes
         self.n_classes = n_classes
-        self._local = threading.local()
+        self._buffer: np.ndarray | None = None
 
     def __call__(self, block: np.ndarray, rows: slice) -> np.ndarray:
         if block.dtype == np.float64 or block.shape[0] > ROW_BLOCK:  # class_sums converts large inputs by blocks
             return class_sums(block, self.codes[rows], self.n_classes).T
-        buffer = getattr(self._local, "buffer", None)
-        if buffer is None:  # row blocks of one matrix: never more rows than this, always its width
-            buffer = self._local.buffer = np.empty((min(len(self.codes), ROW_BLOCK), block.shape[1]))
-        converted = buffer[: block.shape[0]]
+        if self._buffer is None:  # row blocks of one matrix: never more rows than this, always its width
+            self._buffer = np.empty((min(len(self.codes), ROW_BLOCK), block.shape[1]))
+        converted = self._buffer[: block.shape[0]]
         converted[...] = block
         return np.asarray(one_hot_sparse(self.codes[rows], self.n_classes) @ converted).T
 
-
-def _sum_parts(parts: list[tuple[np.ndarray, ...]]) -> list[np.ndarray]:
-    """Element-wise sums of the per-thread results of ``row_passes`` (tuples of arrays), added in place in the
-    first thread's arrays."""
-    totals = list(parts[0])
-    for part in parts[1:]:
-        for total, value in zip(totals, part):
-            total += value
-    return totals
 
 
 def gram_and_cross(
@@ -222,10 +174,7 @@ def gram_and_cross(
     One pass over X: each block is written into one reused float64 buffer (a float32 X is never copied
     whole, which for 50k x 2048 features saves 800 MB and the page faults of allocating it) and used for both
     products while it is in cache. Z^T Z is accumulated in place by BLAS ``dsyrk`` (one triangle, no per-block
-    temporaries). Cost O(N D^2), memory O(D^2 + block). The blocks are not shared among threads as in
-    ``float32_gram_and_cross``: float64 sums added in another order round differently, and an ill-conditioned
-    scatter (H-Score on columns six decades apart) turns that into a 1e-6 change of the score, so the result
-    would depend on the number of BLAS threads.
+    temporaries). Cost O(N D^2), memory O(D^2 + block).
     """
     n, d = x.shape
     gram = np.zeros((d, d), order="F")
@@ -250,40 +199,34 @@ def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct, centred: bool = F
     shifted by s, the first block's column means rounded to float32, and the shift is added back exactly in
     float64: with Xc = X - s and c = Xc^T 1, X^T X = Xc^T Xc + s c^T + c s^T + N s s^T (c in float64: from the
     class sums of a ``OneHotCross``, whose rows add up to the column sums, else from a sum of each block).
-    ``cross`` gets the unshifted float32 blocks. The blocks are shared among threads (``row_passes``). Features
-    whose products overflow float32 get the float64 pass (``gram_and_cross``) instead. ``centred=True`` returns
-    the centred scatter Xm^T Xm (Xm = X - column means) instead of X^T X: Xc^T Xc - c c^T / N, free of the
-    cancellation X^T X - N mean mean^T would suffer (``cross`` still gets the raw blocks). Against the float64
-    path the Gram entries differ by ~1e-7 of the largest and LogME by 1e-9 to 1.5e-6
-    (tests/test_metrics_i.py::test_float32_products_match_float64; 1.5e-6 on the anchors' rank-deficient float32
-    case c_lowrank, whose float32 rounding leaves tiny eigenvalues float64 would drop); without the shift,
-    features with an offset 100x their spread lose 1.8e-4.
+    ``cross`` gets the unshifted float32 blocks. Features whose products overflow float32 get the float64 pass
+    (``gram_and_cross``) instead. ``centred=True`` returns the centred scatter Xm^T Xm (Xm = X - column means)
+    instead of X^T X: Xc^T Xc - c c^T / N, free of the cancellation X^T X - N mean mean^T would suffer (``cross`` still gets the
+    raw blocks). Against the float64 path the Gram entries differ by ~1e-7 of the largest and
+    LogME by 1e-9 to 1.5e-6 (tests/test_metrics_i.py::test_float32_products_match_float64; 1.5e-6 on the
+    anchors' rank-deficient float32 case c_lowrank, whose float32 rounding leaves tiny eigenvalues float64 would
+    drop); without the shift, features with an offset 100x their spread lose 1.8e-4.
     """
     n, d = x.shape
     shift = x[:ROW_BLOCK].mean(axis=0, dtype=np.float64).astype(np.float32)
+    gram = np.zeros((d, d), order="F")
+    block_gram = np.zeros((d, d), dtype=np.float32, order="F")
+    shifted = np.empty((min(n, ROW_BLOCK), d), dtype=np.float32)
+    column_sums = np.zeros(d)
     sums_from_cross = isinstance(cross, OneHotCross)
-
-    def accumulate(blocks: list[slice]) -> tuple[np.ndarray, ...]:
-        gram = np.zeros((d, d), order="F")
-        block_gram = np.zeros((d, d), dtype=np.float32, order="F")
-        shifted = np.empty((min(n, ROW_BLOCK), d), dtype=np.float32)
-        column_sums = np.zeros(d)
-        cross_sum = None
-        with np.errstate(over="ignore", invalid="ignore"):
-            for rows in blocks:
-                block = shifted[: rows.stop - rows.start]
-                np.subtract(x[rows], shift, out=block)
-                block_gram = sla.blas.ssyrk(1.0, block.T, beta=0.0, c=block_gram, trans=0, lower=1, overwrite_c=1)
-                gram += block_gram
-                if not sums_from_cross:
-                    column_sums += block.sum(axis=0, dtype=np.float64)
-                block_cross = cross(x[rows], rows)
-                cross_sum = block_cross if cross_sum is None else cross_sum + block_cross
-        return gram, column_sums, cross_sum
-
-    gram, column_sums, cross_sum = _sum_parts(row_passes(n, accumulate, d * (12 * d + 12 * ROW_BLOCK)))
-    if sums_from_cross:  # the class sums of one-hot targets add up to the column sums (see OneHotCross)
-        column_sums = cross_sum.sum(axis=1) - n * shift.astype(np.float64)
+    cross_sum = None
+    with np.errstate(over="ignore", invalid="ignore"):
+        for rows in row_blocks(n):
+            block = shifted[: rows.stop - rows.start]
+            np.subtract(x[rows], shift, out=block)
+            block_gram = sla.blas.ssyrk(1.0, block.T, beta=0.0, c=block_gram, trans=0, lower=1, overwrite_c=1)
+            gram += block_gram
+            if not sums_from_cross:
+                column_sums += block.sum(axis=0, dtype=np.float64)
+            block_cross = cross(x[rows], rows)
+            cross_sum = block_cross if cross_sum is None else cross_sum + block_cross
+        if sums_from_cross:  # the class sums of one-hot targets add up to the column sums (see OneHotCross)
+            column_sums = cross_sum.sum(axis=1) - n * shift.astype(np.float64)
     if not np.isfinite(gram).all():
         if not centred:
             return gram_and_cross(x, cross)
