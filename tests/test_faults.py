@@ -569,7 +569,10 @@ def test_bad_command_inputs_give_one_line(tmp_path, cli):
 @pytest.mark.parametrize("damage, message", [
     (b"", "is empty"),
     (b"\x00\xff\xfe binary, not text \x80", "cannot parse"),
+    ("dataset,model,accuracy\nt1,m1,0.5\n".encode("latin-1") + b"t1,caf\xe9,0.6\n", "not UTF-8 text"),
     (None, "is a directory"),
+    # pandas renamed the second column "accuracy.1": a method of its own in a scores table, ignored in the others
+    (b"dataset,model,path,label,accuracy,accuracy\nt1,m1,a.png,0,0.5,0.7\n", "has the column 'accuracy' more than once"),
 ])
 def test_damaged_user_csv_files_give_one_line(tmp_path, cli, damage, message):
     path = tmp_path / "user.csv"
@@ -582,7 +585,9 @@ def test_damaged_user_csv_files_give_one_line(tmp_path, cli, damage, message):
     for args in (["extract", "-m", TINY_MODEL, "-d", f"csv:{path}"],
                  ["spider", "train", str(path), "--out", str(tmp_path / "l"), "--learner", "model_prior"],
                  ["spider", "train", str(records), "--out", str(tmp_path / "l"), "--learner", "model_prior",
-                  "--task-meta", str(path)]):
+                  "--task-meta", str(path)],
+                 ["evaluate", "--scores", str(path), "--truth", str(records)],
+                 ["evaluate", "--scores", str(records), "--truth", str(path)]):
         code, out, err = cli(*args)
         assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err, (args, err)
 

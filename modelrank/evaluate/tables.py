@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidInputError, MissingResourceError
+from ..errors import InvalidInputError, error_reason
+from ..tabular import check_input_file, read_csv_file
 
 DATASET_COLUMNS = ("dataset", "target_dataset", "finetuned_dataset", "finetune_dataset")
 MODEL_COLUMNS = ("model", "model_name")
@@ -60,15 +61,17 @@ def dataset_key(name: object) -> str:
     return DATASET_ALIASES.get(key, key)
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """A CSV or Parquet file as a DataFrame (an unnamed pandas index column is dropped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingResourceError(f"table not found: {path}")
-    try:
-        frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
-    except (ValueError, pd.errors.ParserError, OSError) as exc:
-        raise InvalidInputError(f"cannot read {path}: {exc}") from exc
+def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame (an unnamed pandas index column is dropped); a missing, empty or
+    damaged file is a one-line ``ModelrankError`` naming ``what`` and the path."""
+    path = check_input_file(path, what)
+    if path.suffix.lower() == ".parquet":
+        try:
+            frame = pd.read_parquet(path)
+        except (ValueError, OSError) as exc:
+            raise InvalidInputError(f"cannot read {what} {path}: {error_reason(exc)}") from None
+    else:
+        frame = read_csv_file(path, what)
     return frame.drop(columns=[c for c in frame.columns if str(c).startswith("Unnamed:")])
 
 
@@ -130,7 +133,7 @@ def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) ->
     (method, dataset, model); duplicates and missing values are errors.
     """
     source = source or (str(scores) if not isinstance(scores, pd.DataFrame) else "scores")
-    frame = read_table(scores) if not isinstance(scores, pd.DataFrame) else scores
+    frame = read_table(scores, "scores file") if not isinstance(scores, pd.DataFrame) else scores
     dataset_col = _require_column(frame, DATASET_COLUMNS, "dataset", source)
     model_col = _require_column(frame, MODEL_COLUMNS, "model", source)
     method_col = _find_column(frame, METHOD_COLUMNS)
@@ -204,7 +207,7 @@ def load_truth(
     if duplicates not in ("error", "max"):
         raise InvalidInputError(f"duplicates must be 'error' or 'max', not {duplicates!r}")
     source = source or (str(truth) if not isinstance(truth, pd.DataFrame) else "truth")
-    frame = read_table(truth) if not isinstance(truth, pd.DataFrame) else truth
+    frame = read_table(truth, "ground-truth file") if not isinstance(truth, pd.DataFrame) else truth
     for name, value in (where or {}).items():
         column = _require_column(frame, (name.lower(),), f"{name!r} (from a filter)", source)
         frame = frame[frame[column].astype(str) == str(value)]
