@@ -99,6 +99,11 @@ BAD_INVOCATIONS = [
         ("--checkpoint", "/nonexistent/weights.pth"),
         ("--cache-dir", __file__),
         ("--data-root", __file__),
+        # An unset shell variable: the cache or the data would be the current folder, and every task of a job
+        # array would do the whole run.
+        ("--cache-dir", ""),
+        ("--data-root", " "),
+        ("--shard", ""),
     ]],
     ("extract", "-m", "random:test_resnet,resnet5", "-d", "digits"),
     ("extract", "-m", "random:test_resnet@/nonexistent/weights.pth", "-d", "digits"),
@@ -129,6 +134,7 @@ BAD_INVOCATIONS = [
         ("--protocol", "full", "--shard", "2/2"),
         ("--protocol", "full", "--shard", "half"),
         ("--shard", "1/1"),
+        ("--shard", ""),
     ]],
     ("finetune", "-d", "digits", "-m", "resnet5"),
     ("finetune", "-d", "digitz", "-m", "random:test_resnet"),
@@ -140,6 +146,8 @@ BAD_INVOCATIONS = [
     ("benchmark", "--preset", "ci", "--device", "tpu"),
     ("benchmark", "--preset", "ci", "--out", "/nonexistent/folder/results"),
     ("benchmark", "--preset", "ci", "--out", __file__),
+    ("benchmark", "--preset", "ci", "--out", ""),  # the results would land in the current folder
+    ("cache", "ls", "--cache-dir", ""),
     ("benchmark", "--preset", "ci", "--pool", "-1"),
     ("cache", "ls", "--format", "xml"),
     ("cache", "ls", "--out", "/nonexistent/folder/cache.csv"),

@@ -86,11 +86,23 @@ def log(message: str) -> None:
     if not _quiet:
         err_console.print(message, highlight=False, soft_wrap=True)
 
+def folder_path(value: str) -> Path:
+    """The value of a folder option (``--cache-dir``, ``--data-root``, ``benchmark --out``). An empty one, as
+    ``--cache-dir "$CACHE"`` gives with CACHE unset, would be ``Path("")``, the current folder: the cache or
+    the results would land in whatever folder the script runs in. (An empty environment variable is unset.)"""
+    if not value.strip():
+        raise typer.BadParameter("an empty path would mean the current folder; give a folder (or '.')")
+    path = Path(value)
+    if path.is_file():
+        raise typer.BadParameter(f"{value} is a file, not a folder")
+    return path
+
+
 CacheDirOption = typer.Option(
-    None, "--cache-dir", envvar="MODELRANK_CACHE", file_okay=False,
+    None, "--cache-dir", envvar="MODELRANK_CACHE", parser=folder_path, metavar="DIR",
     help="Feature cache folder [default: ~/.cache/modelrank].",
 )
-DataRootOption = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", file_okay=False,
+DataRootOption = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", parser=folder_path, metavar="DIR",
                               help="Where torchvision datasets live.")
 
 

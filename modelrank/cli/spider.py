@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from ..errors import ModelrankError
 from ._common import (
-    CacheDirOption, DatasetNameOption, FeatureFilesOption, ModelNamesOption, app, err_console, key_values,
+    CacheDirOption, DataRootOption, DatasetNameOption, FeatureFilesOption, ModelNamesOption, app, err_console, key_values,
     only_with, progress_display, split_names, SeedOption,
 )
 from ..progress import report
@@ -82,7 +82,7 @@ def spider_rank(
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split for -d [default: the dataset's first]."),
     per_class: Optional[int] = typer.Option(None, "--per-class", min=1, help="Seeded subset of N samples per class (-d)."),
     seed: int = SeedOption("Seed of the subsampling (-d)."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", help="Where torchvision datasets live."),
+    data_root: Optional[Path] = DataRootOption,
     cache_dir: Optional[Path] = CacheDirOption,
     features: Optional[list[Path]] = FeatureFilesOption,
     model_name: Optional[list[str]] = ModelNamesOption,
