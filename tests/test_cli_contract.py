@@ -238,6 +238,19 @@ def test_options_of_the_other_input_mode_are_named(cli, tmp_path):
         assert code == 2 and out == "" and message in err and err.count("\n") == 1, (args, err)
 
 
+def test_blank_names_of_feature_files_are_usage_errors(cli, tmp_path):
+    """``--model-name "$NAME"`` with NAME unset: a row without a name (or, for "", silently the file's stem)."""
+    import numpy as np
+
+    np.savez(tmp_path / "a.npz", features=np.random.default_rng(0).normal(size=(20, 3)), labels=np.repeat([0, 1], 10))
+    for args, message in ((["score", "--features", str(tmp_path / "a.npz"), "--model-name", " "], "--model-name is empty"),
+                          (["score", "--features", str(tmp_path / "a.npz"), "--model-name", ""], "--model-name is empty"),
+                          (["finetune", "--features", str(tmp_path / "a.npz"), "--dataset-name", ""],
+                           "--dataset-name is empty")):
+        code, out, err = cli(*args)
+        assert code == 2 and out == "" and message in err and err.count("\n") == 1, (args, err)
+
+
 def _score_and_truth(tmp_path):
     import pandas as pd
 

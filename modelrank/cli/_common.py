@@ -149,6 +149,11 @@ def load_feature_files(features: list[Path], model_names: Optional[list[str]], d
 
     if model_names and len(model_names) != len(features):
         raise ModelrankError(f"{len(model_names)} --model-name for {len(features)} --features files")
+    # A blank name (an unset shell variable) would be a row without a name, or silently the file's stem.
+    if any(not name.strip() for name in model_names or []):
+        raise ModelrankError("--model-name is empty; give each --features file a name (or leave the option out)")
+    if not dataset_name.strip():
+        raise ModelrankError("--dataset-name is empty; give the dataset a name (or leave the option out)")
     names = model_names or [None] * len(features)
     return [load_feature_file(f, n, dataset_name, task) for f, n in zip(features, names)]
 
