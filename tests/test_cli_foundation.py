@@ -160,6 +160,18 @@ def test_finetune_results_on_stdout_and_run_lines_on_stderr(cli, cache_dir, tmp_
     assert code == 0 and "skipped" in err and pd.read_csv(io.StringIO(out))["model"].tolist() == ["m"]
 
 
+def test_a_finetune_error_names_the_features_it_is_about(cli, cache_dir, tmp_path, rng):
+    labels = np.repeat(np.arange(3), 20)
+    broken = rng.normal(size=(60, 4))
+    broken[::5, 0] = np.nan  # in every split
+    np.savez(tmp_path / "fine.npz", features=rng.normal(size=(60, 4)), labels=labels)
+    np.savez(tmp_path / "broken.npz", features=broken, labels=labels)
+    code, out, err = cli("finetune", "--features", str(tmp_path / "fine.npz"), "--features", str(tmp_path / "broken.npz"),
+                         "--cs", "1e-2:1e2:3")
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("error: broken on custom: ") and "NaN" in err, err  # which of the files
+
+
 @pytest.mark.parametrize("width,boxed", [(120, True), (40, False)])
 def test_a_table_too_wide_for_the_terminal_is_plain_text(monkeypatch, capsys, width, boxed):
     import io

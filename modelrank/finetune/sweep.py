@@ -117,8 +117,11 @@ def run_probes(
             if on_result:
                 on_result("skipped", record, job)
             continue
-        train, val, test = job.load()
-        result = linear_probe(train, val, test, cs=cs, metric=metric, refit=refit)
+        try:
+            train, val, test = job.load()
+            result = linear_probe(train, val, test, cs=cs, metric=metric, refit=refit)
+        except InvalidInputError as exc:  # name the run: among many feature files, which one is bad
+            raise InvalidInputError(f"{job.model} on {job.dataset}: {exc}") from exc
         record = make_record(
             dataset=job.dataset, model=job.model, protocol=protocol, params=params, metric=result.metric,
             selected={"C": result.best_c}, val_metric=result.val_metric, test_metric=result.test_metric,
