@@ -115,8 +115,14 @@ def test_bad_tables():
     assert any("1 blank (skipped) cell" in w for w in evaluate(nan_scores, TRUTH).warnings)
     text_scores = WIDE_SCORES.astype({"good": object})
     text_scores.loc[2, "good"] = "abc"
-    with pytest.raises(InvalidInputError, match="missing or non-numeric"):
+    # the cell is quoted with its dataset and model: a row number would be counted from 0, without the header
+    where = f"'abc' for dataset {WIDE_SCORES.loc[2, 'Dataset']}, model {WIDE_SCORES.loc[2, 'Model']}$"
+    with pytest.raises(InvalidInputError, match=f"missing or non-numeric value\\(s\\), e.g. {where}"):
         evaluate(text_scores, TRUTH)
+    truth = TRUTH.astype({"Accuracy": object})
+    truth.loc[1, "Accuracy"] = np.inf
+    with pytest.raises(InvalidInputError, match=f"'inf' for dataset {TRUTH.loc[1, 'Dataset']}, model {TRUTH.loc[1, 'Model']}$"):
+        evaluate(WIDE_SCORES, truth)
     with pytest.raises(InvalidInputError, match="no ground-truth value column"):
         evaluate(WIDE_SCORES, TRUTH.rename(columns={"Accuracy": "quality"}))
     with pytest.raises(InvalidInputError, match="unknown measure"):

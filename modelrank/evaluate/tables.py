@@ -92,12 +92,19 @@ def _require_column(frame: pd.DataFrame, candidates: tuple[str, ...], what: str,
     return column
 
 
-def _as_numbers(values: pd.Series, what: str, source: str) -> np.ndarray:
+def _as_numbers(values: pd.Series, what: str, source: str, names: pd.DataFrame) -> np.ndarray:
+    """``values`` as finite floats; a missing, non-numeric or infinite one is an error that quotes the first such
+    cell with its dataset and model (``names``: those two columns, row for row with ``values``), not a row number
+    that would be counted from 0 and after filters."""
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(numbers)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise InvalidInputError(f"{source}: {what} has {int(bad.sum())} missing or non-numeric value(s), e.g. row {first}")
+        cell = values.iloc[first]
+        dataset, model = names.iloc[first]
+        shown = "a blank cell" if pd.isna(cell) else repr(str(cell))
+        raise InvalidInputError(f"{source}: {what} has {int(bad.sum())} missing or non-numeric value(s), e.g. "
+                                f"{shown} for dataset {dataset}, model {model}")
     return numbers
 
 
@@ -144,7 +151,7 @@ def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) ->
                 "method": frame[method_col].astype(str),
                 "dataset": frame[dataset_col].astype(str),
                 "model": frame[model_col].astype(str),
-                "score": _as_numbers(frame[value_col], f"column {value_col!r}", source),
+                "score": _as_numbers(frame[value_col], f"column {value_col!r}", source, frame[[dataset_col, model_col]]),
                 "flags": _flag_texts(frame, "flags").to_numpy(),
             }
         )
@@ -168,7 +175,8 @@ def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) ->
         skipped = long[blank].groupby("method", sort=False).size()
         long = long[~blank]
         for method in methods:
-            _as_numbers(long.loc[long["method"] == method, "score"], f"column {method!r}", source)
+            rows = long["method"] == method
+            _as_numbers(long.loc[rows, "score"], f"column {method!r}", source, long.loc[rows, [dataset_col, model_col]])
         long = pd.DataFrame(
             {
                 "method": long["method"].astype(str),
@@ -214,20 +222,21 @@ def load_truth(
     dataset_col = _require_column(frame, DATASET_COLUMNS, "dataset", source)
     model_col = _require_column(frame, MODEL_COLUMNS, "model", source)
     value_col = _require_column(frame, TRUTH_VALUE_COLUMNS, "ground-truth value", source)
+    names = frame[[dataset_col, model_col]]
     long = pd.DataFrame(
         {
             "dataset": frame[dataset_col].astype(str),
             "model": frame[model_col].astype(str),
-            "truth": _as_numbers(frame[value_col], f"column {value_col!r}", source),
+            "truth": _as_numbers(frame[value_col], f"column {value_col!r}", source, names),
         }
     )
     if long.empty:
         raise InvalidInputError(f"{source}: the ground-truth table is empty")
     if noise_column is not None:
         column = _require_column(frame, (noise_column.lower(),), f"noise {noise_column!r}", source)
-        noise = _as_numbers(frame[column], f"column {column!r}", source)
+        noise = _as_numbers(frame[column], f"column {column!r}", source, names)
         seeds = _find_column(frame, ("n_seeds",))
-        long["noise"] = noise / np.sqrt(_as_numbers(frame[seeds], "column 'n_seeds'", source)) if seeds else noise
+        long["noise"] = noise / np.sqrt(_as_numbers(frame[seeds], "column 'n_seeds'", source, names)) if seeds else noise
     if duplicates == "max":
         long = long.reset_index(drop=True)  # idxmax returns labels: they must be unique
         keys = long.assign(dataset_key=long["dataset"].map(dataset_key), model_key=long["model"].map(name_key))
