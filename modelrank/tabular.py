@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import lzma
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,13 @@ def read_csv_file(path: str | Path, what: str = "CSV file", **options: Any) -> p
         raise InvalidInputError(f"cannot parse {what} {path} as CSV: not UTF-8 text ({error_reason(exc)})") from None
     except pd.errors.ParserError as exc:
         raise InvalidInputError(f"cannot parse {what} {path} as CSV: {error_reason(exc)}") from None
+    except (EOFError, OSError, zipfile.BadZipFile, zlib.error, lzma.LZMAError) as exc:
+        # pandas decompresses .gz/.bz2/.xz/.zip by suffix: a truncated one raises EOFError (which Typer would
+        # report as an interruption), a damaged one an OSError without errno; other OSErrors are the path's.
+        if isinstance(exc, OSError) and exc.errno is not None:
+            raise
+        raise InvalidInputError(f"cannot read {what} {path}: a damaged or truncated compressed file "
+                                f"({error_reason(exc)})") from None
     repeated = list(dict.fromkeys(name for name in header[header.duplicated()] if name.strip()))
     if repeated:
         raise InvalidInputError(f"{what} {path} has the column {repeated[0]!r} more than once; "

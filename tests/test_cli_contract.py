@@ -298,6 +298,19 @@ def test_bug_exits_1_with_traceback(cli, cache_dir, monkeypatch):
     assert "Traceback" in err and "simulated bug" in err and "internal error" in err
 
 
+def test_an_eof_error_in_a_command_is_a_bug_not_an_interruption(cli, cache_dir, monkeypatch):
+    """Typer turns an EOFError escaping a command into Abort, which meant "interrupted" (exit 130)."""
+    import modelrank.finetune
+
+    def truncated(*args, **kwargs):
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+    monkeypatch.setattr(modelrank.finetune, "read_records", truncated)
+    code, _, err = cli("records", "ls")
+    assert code == 1 and "interrupted" not in err
+    assert "Traceback" in err and "end-of-stream marker" in err and "internal error" in err
+
+
 def test_out_of_memory_is_an_input_error_not_a_bug(cli, cache_dir, monkeypatch):
     import modelrank.finetune
 

@@ -592,6 +592,30 @@ def test_damaged_user_csv_files_give_one_line(tmp_path, cli, damage, message):
         assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err, (args, err)
 
 
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zip"])
+def test_damaged_compressed_csv_files_give_one_line_not_an_interruption(tmp_path, cli, suffix):
+    """pandas decompresses by suffix: a truncated file raised EOFError, which Typer reported as an interruption
+    (exit 130, "nothing was written"), and a damaged .gz/.bz2 an OSError taken for a bug (exit 1)."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    text = b"dataset,model,accuracy\n" + b"".join(b"t%d,m%d,0.%d\n" % (i % 3, i, i % 10) for i in range(200))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("records.csv", text)
+    packed = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress, ".zip": lambda _: buffer.getvalue()}
+    whole = packed[suffix](text)
+    for name, data in (("truncated", whole[: len(whole) // 2]), ("garbage", b"\x89 not compressed at all " * 20)):
+        path = tmp_path / f"{name}.csv{suffix}"
+        path.write_bytes(data)
+        for args in (["evaluate", "--scores", str(path), "--truth", str(path)],
+                     ["spider", "train", str(path), "--out", str(tmp_path / "l"), "--learner", "model_prior"]):
+            code, out, err = cli(*args)
+            assert code == 2 and "damaged or truncated compressed file" in err and err.count("\n") == 1, (args, err)
+
+
 def test_empty_or_foreign_weight_files_give_one_line(tmp_path, cli):
     empty = tmp_path / "empty.pth"
     empty.write_bytes(b"")

@@ -107,7 +107,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         _fail(str(exc), 2)
     except ClickException as exc:
         _usage_error(exc)
-    except (Abort, KeyboardInterrupt):
+    except (Abort, KeyboardInterrupt) as exc:
+        # Typer turns any EOFError escaping a command into Abort (meant for end of input at a prompt, which click's
+        # prompt raises without a cause): one from the code is no interruption, but an unhandled error.
+        if isinstance(exc.__cause__, EOFError):
+            _bug()
         _interrupted()
     except MemoryError as exc:  # asked for more than the machine holds (e.g. --bootstrap 10**9): ask for less
         _fail(f"out of memory: {exc or 'an allocation failed'}; ask for less (fewer samples, models or resamples)", 2)
