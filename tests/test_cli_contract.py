@@ -298,6 +298,14 @@ def test_bug_exits_1_with_traceback(cli, cache_dir, monkeypatch):
     assert "Traceback" in err and "simulated bug" in err and "internal error" in err
 
 
+def test_lines_on_stderr_are_never_folded(cli, cache_dir, tmp_path):
+    """Piped, rich folds text at the console width (80, 200 in these tests): "wrote <path>" came out in pieces."""
+    folder = tmp_path.joinpath(*["a-folder-name-long-enough-to-fold-a-line-" * 2] * 3)
+    folder.mkdir(parents=True)
+    code, out, err = cli("list", "metrics", "--format", "json", "--out", str(folder / "metrics.csv"))
+    assert code == 0 and err.splitlines() == [f"wrote {folder / 'metrics.csv'}"], err
+
+
 def test_an_eof_error_in_a_command_is_a_bug_not_an_interruption(cli, cache_dir, monkeypatch):
     """Typer turns an EOFError escaping a command into Abort, which meant "interrupted" (exit 130)."""
     import modelrank.finetune

@@ -76,7 +76,7 @@ def write_csv(frame: "pd.DataFrame", out: Path) -> None:
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    err_console.print(f"wrote {escape(str(out))}", highlight=False)
+    err_console.print(f"wrote {escape(str(out))}", highlight=False, soft_wrap=True)
 
 
 def frame_table(frame: "pd.DataFrame", title: str | None = None) -> Table:

@@ -96,17 +96,18 @@ def cache_rm(
     store = FeatureStore(cache_dir)
     selected = select_entries([folder.name for folder, _ in store.entries()], patterns)
     if not selected:
-        err_console.print("no cache entry matches; nothing removed", highlight=False)
+        err_console.print("no cache entry matches; nothing removed", highlight=False, soft_wrap=True)
         return
     for name in selected:
-        err_console.print(f"  {escape(name)}", highlight=False)
+        err_console.print(f"  {escape(name)}", highlight=False, soft_wrap=True)
     count = f"{len(selected)} entr{'y' if len(selected) == 1 else 'ies'}"
     if dry_run:
-        err_console.print(f"would remove {count} (dry run)", highlight=False)
+        err_console.print(f"would remove {count} (dry run)", highlight=False, soft_wrap=True)
         return
     if not yes and not confirmed(f"remove {count}?", "refusing to remove cache entries without confirmation: no "
                                  "terminal to ask on; rerun with --yes (or --dry-run to see what would go)"):
-        err_console.print("nothing removed", highlight=False)
+        err_console.print("nothing removed", highlight=False, soft_wrap=True)
         return
     removed = store.remove(selected)
-    err_console.print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}", highlight=False)
+    err_console.print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}", highlight=False,
+                      soft_wrap=True)

@@ -93,4 +93,4 @@ def evaluate_cmd(
         if comparison is not None and out is not None:
             write_csv(evaluation.results, out)
     if plot is not None:
-        err_console.print(f"wrote {escape(str(plot_evaluation(evaluation, plot)))}", highlight=False)
+        err_console.print(f"wrote {escape(str(plot_evaluation(evaluation, plot)))}", highlight=False, soft_wrap=True)

@@ -220,7 +220,7 @@ def records_compact(cache_dir: Optional[Path] = CacheDirOption) -> None:
     from ..finetune import compact_records
 
     done = compact_records(str(cache_dir) if cache_dir else None)
-    err_console.print(f"{done['parts']} run file(s) folded; {done['records']} records in the table")
+    err_console.print(f"{done['parts']} run file(s) folded; {done['records']} records in the table", soft_wrap=True)
 
 
 @records_app.command("rm")
@@ -240,13 +240,14 @@ def records_rm(
     filters = {"key": key, "dataset": dataset, "model": model, "protocol": protocol}
     chosen = remove_records(cache, dry_run=True, **filters)
     for r in chosen.itertuples():
-        console.print(escape(r.key), highlight=False)
+        console.print(escape(r.key), highlight=False, soft_wrap=True)  # data: one key a line
     if dry_run or chosen.empty:
-        err_console.print(f"{len(chosen)} record(s) match{'' if chosen.empty else '; nothing removed (--dry-run)'}")
+        err_console.print(f"{len(chosen)} record(s) match{'' if chosen.empty else '; nothing removed (--dry-run)'}",
+                          soft_wrap=True)
         return
     if not yes and not confirmed(f"remove {len(chosen)} record(s)?",
                                  f"{len(chosen)} record(s) would be removed; confirm with --yes (list them: --dry-run)"):
-        err_console.print("nothing removed")
+        err_console.print("nothing removed", soft_wrap=True)
         return
     removed = remove_records(cache, **filters)
-    err_console.print(f"removed {len(removed)} record(s)")
+    err_console.print(f"removed {len(removed)} record(s)", soft_wrap=True)

@@ -68,7 +68,7 @@ def spider_train(
             data, progress=lambda done, total: report(display, "train", text, done, total))
         path = fitted.save(out)
     err_console.print(f"{learner}: {len(data.models)} models, {len(data.record_tasks)} tasks with records -> "
-                      f"{escape(str(path))}", highlight=False)
+                      f"{escape(str(path))}", highlight=False, soft_wrap=True)
 
 
 @spider_app.command("rank")
@@ -141,10 +141,11 @@ def spider_rank(
         target = describe_task(learner, name, fetched, task_meta)
     scores = learner.predict(target, observed=seen or None)
     if seen and not learner.uses_observed:
-        err_console.print(f"note: {learner.name} does not use observed accuracies; --observed changes nothing", highlight=False)
+        err_console.print(f"note: {learner.name} does not use observed accuracies; --observed changes nothing",
+                          highlight=False, soft_wrap=True)
     elif seen and len(seen) < 2:
         err_console.print("note: one observed model says nothing about the order of the others; give 2 or more",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
     if rerank and rerank_metric == LEARNED_RERANK:
         scores = _learned_rerank(learner, target, seen, scores, rerank, loader)
     elif rerank:
@@ -308,5 +309,5 @@ def spider_eval(
     pairing = f" (paired: weighted tau minus {baseline}, per task)" if paired else ""
     if not paired:
         err_console.print(f"note: --baseline {escape(baseline)} is not among --learners: no paired differences",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
     emit(table, fmt, out, f"held-out {protocol} evaluation on {data.name}{pairing}")

@@ -94,7 +94,7 @@ def zoo_ls_cmd(
     zoo = zoo_table(preset, cache_dir)
     if zoo.empty:
         err_console.print(f"zoo/{escape(preset)} is not built in this cache: modelrank zoo build --preset "
-                          f"{escape(preset)}", highlight=False)
+                          f"{escape(preset)}", highlight=False, soft_wrap=True)
     emit(_zoo_frame(zoo), fmt, out, title=f"zoo/{preset}")
 
 
