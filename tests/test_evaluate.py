@@ -123,6 +123,9 @@ def test_bad_tables():
     truth.loc[1, "Accuracy"] = np.inf
     with pytest.raises(InvalidInputError, match=f"'inf' for dataset {TRUTH.loc[1, 'Dataset']}, model {TRUTH.loc[1, 'Model']}$"):
         evaluate(WIDE_SCORES, truth)
+    cut = pd.concat([TRUTH, pd.DataFrame({"Dataset": [np.nan], "Model": [np.nan], "Accuracy": [np.nan]})])
+    with pytest.raises(InvalidInputError, match="a blank cell in a row without dataset and model"):
+        evaluate(WIDE_SCORES, cut)  # a line cut short (TransferGraph's public score records have two)
     with pytest.raises(InvalidInputError, match="no ground-truth value column"):
         evaluate(WIDE_SCORES, TRUTH.rename(columns={"Accuracy": "quality"}))
     with pytest.raises(InvalidInputError, match="unknown measure"):

@@ -103,8 +103,10 @@ def _as_numbers(values: pd.Series, what: str, source: str, names: pd.DataFrame) 
         cell = values.iloc[first]
         dataset, model = names.iloc[first]
         shown = "a blank cell" if pd.isna(cell) else repr(str(cell))
+        row = ("in a row without dataset and model (a damaged line?)" if pd.isna(dataset) and pd.isna(model)
+               else f"for dataset {dataset}, model {model}")
         raise InvalidInputError(f"{source}: {what} has {int(bad.sum())} missing or non-numeric value(s), e.g. "
-                                f"{shown} for dataset {dataset}, model {model}")
+                                f"{shown} {row}")
     return numbers
 
 
