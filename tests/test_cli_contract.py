@@ -319,6 +319,21 @@ def test_an_eof_error_in_a_command_is_a_bug_not_an_interruption(cli, cache_dir, 
     assert "Traceback" in err and "end-of-stream marker" in err and "internal error" in err
 
 
+def test_a_closed_output_pipe_is_no_bug(cli, cache_dir, monkeypatch):
+    """``modelrank ... | head`` closes stdout early: Typer exited 1 (a bug, by the contract); now quietly 141, as
+    a shell reports a process that SIGPIPE ended."""
+    import errno
+
+    import modelrank.cli.list_cmd
+
+    def reader_gone(*args, **kwargs):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr(modelrank.cli.list_cmd, "emit_rows", reader_gone)
+    code, _, err = cli("list", "metrics", "--format", "csv")
+    assert code == 141 and err == "", err
+
+
 def test_out_of_memory_is_an_input_error_not_a_bug(cli, cache_dir, monkeypatch):
     import modelrank.finetune
 
