@@ -126,6 +126,10 @@ def spider_rank(
                              f"or {LEARNED_RERANK}")
     if rerank and not (dataset or features):
         raise ModelrankError("--rerank needs the dataset's features: give -d DATASET or --features")
+    if dataset:  # a learner that reads nothing about the task never opens it: `-d digitz` ranked for "digitz"
+        from ..data import check_dataset
+
+        check_dataset(dataset, split)
     seen = _observed(observed)
     task_meta = key_values(meta)
     learner = load_learner(learner_dir)
