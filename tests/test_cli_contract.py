@@ -82,6 +82,8 @@ BAD_INVOCATIONS = [
         ("--out", "/nonexistent/folder/scores.csv"),
     ]],
     ("score", "-d", "digits", "-m", "random:test_resnet,resnet5"),
+    ("score", "-d", "digits", "-m", "random:test_resnet,random:test_resnet"),  # found out after the extraction
+    ("finetune", "-d", "digits", "-m", "random:test_resnet, random:test_resnet"),
     # Options of the other way to give the data are errors, not silently ignored.
     ("score", "-d", "digits", "-m", "random:test_resnet", "--model-name", "x"),
     ("score", "-d", "digits", "-m", "random:test_resnet", "--dataset-name", "pets"),

@@ -129,6 +129,9 @@ def check_extraction(models: list[str], dataset: str, split: Optional[str], cach
 
     if not models:
         raise ModelrankError("no model given")
+    repeated = [name for name in dict.fromkeys(models) if models.count(name) > 1]
+    if repeated:  # `score` found out only after extracting everything, when two columns shared one name
+        raise ModelrankError(f"-m names {repeated[0]!r} more than once")
     for name in models:
         check_model_name(name, cache_dir)
     check_dataset(dataset, split)
