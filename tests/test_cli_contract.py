@@ -267,6 +267,8 @@ def _score_and_truth(tmp_path):
 def test_evaluate_compare_with_out_dash_keeps_stdout_one_csv(cli, tmp_path):
     code, out, err = cli("evaluate", *_score_and_truth(tmp_path), "--compare", "logme,leep", "--out", "-")
     assert code == 2 and out == "" and "--compare and --out - would both print on stdout" in err, (out, err)
+    code, out, err = cli("evaluate", *_score_and_truth(tmp_path), "--compare", "logme,logme")
+    assert code == 2 and out == "" and "two different methods" in err, (out, err)  # was a table of zeros
 
 
 def test_evaluate_plot_path_is_checked_first_and_reported_as_written(cli, tmp_path):

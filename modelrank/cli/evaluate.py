@@ -57,8 +57,8 @@ def evaluate_cmd(
         check_out(plot, "--plot")
         plot = plot_file(plot)
     pair = split_names(compare) if compare else []
-    if compare is not None and len(pair) != 2:
-        raise ModelrankError(f"--compare takes two methods A,B, not {compare!r}")
+    if compare is not None and (len(pair) != 2 or pair[0] == pair[1]):  # A,A: a table of zeros
+        raise ModelrankError(f"--compare takes two different methods A,B, not {compare!r}")
     if compare is not None and out is not None and str(out) == "-":
         raise ModelrankError("--compare and --out - would both print on stdout: write the results with --out FILE")
     where = {}
