@@ -137,6 +137,7 @@ BAD_INVOCATIONS = [
         ("--protocol", "full", "--shard", "half"),
         ("--shard", "1/1"),
         ("--shard", ""),
+        ("--cs", ""),  # an unset shell variable, not the default sweep
     ]],
     ("finetune", "-d", "digits", "-m", "resnet5"),
     ("finetune", "-d", "digitz", "-m", "random:test_resnet"),
@@ -251,6 +252,14 @@ def test_blank_names_of_feature_files_are_usage_errors(cli, tmp_path):
                            "--dataset-name is empty")):
         code, out, err = cli(*args)
         assert code == 2 and out == "" and message in err and err.count("\n") == 1, (args, err)
+
+
+def test_finetune_feature_files_need_a_test_fraction(cli, tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "a.npz", features=np.random.default_rng(0).normal(size=(20, 3)), labels=np.repeat([0, 1], 10))
+    code, out, err = cli("finetune", "--features", str(tmp_path / "a.npz"), "--test", "0")
+    assert code == 2 and out == "" and err.startswith("error: --test 0 leaves --features files no test set"), err
 
 
 def _score_and_truth(tmp_path):

@@ -82,6 +82,8 @@ def finetune_cmd(
         raise ModelrankError(f"--metric takes {' | '.join(CLASSIFICATION_METRICS + REGRESSION_METRICS)}, not {metric!r}")
     if not (0 < val < 1 and 0 <= test < 1 and val + test < 1):
         raise ModelrankError(f"--val ({val:g}) and --test ({test:g}) must be fractions with val + test < 1")
+    if features and test == 0:  # a feature file has no test split of its own: each probe failed on it, one by one
+        raise ModelrankError("--test 0 leaves --features files no test set; give a fraction in (0, 1)")
     check_output(fmt, out)
     from ..extraction import launcher_shard, parse_shard
 

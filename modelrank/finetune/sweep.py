@@ -248,8 +248,9 @@ MAX_CS = 1000
 
 def parse_cs(text: str | None) -> np.ndarray:
     """``--cs``: ``LOW:HIGH:N`` (N log-spaced values, e.g. ``1e-6:1e5:23``; 0 < LOW < HIGH, N <= ``MAX_CS``) or a
-    comma list; None = default. Checked as ``linear_probe`` will check it, so a bad sweep fails before any work."""
-    if not text:
+    comma list; None = default (an empty text is an error: an unset shell variable, not a choice). Checked as
+    ``linear_probe`` will check it, so a bad sweep fails before any work."""
+    if text is None:
         return DEFAULT_CS
     try:
         if ":" not in text:
