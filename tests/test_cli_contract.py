@@ -134,6 +134,8 @@ BAD_INVOCATIONS = [
         ("--protocol", "full", "--cs", "1e-3:1e3:5"),  # a linear-probe option: not silently ignored
         ("--protocol", "full", "--no-refit"),
         ("--protocol", "full", "--shard", "2/2"),
+        ("--protocol", "full", "--device", "tpu"),
+        ("--protocol", "full", "--device", ""),
         ("--protocol", "full", "--shard", "half"),
         ("--shard", "1/1"),
         ("--shard", ""),

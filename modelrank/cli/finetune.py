@@ -85,7 +85,7 @@ def finetune_cmd(
     if features and test == 0:  # a feature file has no test split of its own: each probe failed on it, one by one
         raise ModelrankError("--test 0 leaves --features files no test set; give a fraction in (0, 1)")
     check_output(fmt, out)
-    from ..extraction import launcher_shard, parse_shard
+    from ..extraction import launcher_shard, parse_shard, resolve_device
 
     shard_index, shard_count = launcher_shard(parse_shard(shard))
     cache = str(cache_dir) if cache_dir else None
@@ -115,11 +115,13 @@ def finetune_cmd(
         config = FullConfig(val_fraction=val, per_class=per_class, seed=seed,
                             **{field: value for field, value in full_only.items() if value is not None})
         config.validate()
+        device = "auto" if device is None else device
+        resolve_device(device)  # checked by each run, i.e. after the dataset and the first model are loaded
         names = split_names(models)
         check_extraction(names, dataset, None, cache_dir)
         with progress_display() as display:
             records = run_full_grid(
-                dataset, names, *grid, config=config, device=device or "auto", data_root=root, force=force, cache_dir=cache,
+                dataset, names, *grid, config=config, device=device, data_root=root, force=force, cache_dir=cache,
                 on_result=lambda status, record, model: report(status, record, f"{dataset}/{model}"),
                 on_epoch=None if display.enabled else lambda tag, info: log(
                     f"[dim]{escape(tag)} epoch {info['epoch'] + 1}/{info['epochs']}: loss {info['loss']:.3f}, "
