@@ -107,6 +107,14 @@ def test_truth_filter_for_records_with_several_protocols():
         evaluate(WIDE_SCORES, truth, truth_where={"peft_method": "lora"})
 
 
+def test_no_defined_value_at_all_is_reported_not_a_crash():
+    """Constant truth on every dataset: each correlation is undefined (a note); the means crashed on an empty,
+    string-typed weight column (TypeError, exit 1)."""
+    ev = evaluate(WIDE_SCORES, TRUTH.assign(Accuracy=50.0), measures=["kendall", "pearson"])
+    assert ev.results["value"].isna().all() and ev.results["note"].str.contains("truth is constant").all()
+    assert any("truth is constant" in w for w in ev.warnings)
+
+
 def test_bad_tables():
     with pytest.raises(InvalidInputError, match="no \\(dataset, model\\) pair in common"):
         evaluate(WIDE_SCORES.assign(Dataset=WIDE_SCORES["Dataset"] + "-other"), TRUTH)
