@@ -128,6 +128,9 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
     if bad or not protocols:
         raise InvalidInputError(f"protocol must be among {PROTOCOLS}, not {protocol!r}")
     folds = folds if folds is not None else task_folds(records)
+    if len(folds) < 2:  # the learner of the only fold would fit on nothing ("no task has records for 2 or more")
+        raise InvalidInputError(f"held-out evaluation trains on the tasks outside each fold: {len(folds)} fold "
+                                f"({len(records.record_tasks)} task(s) with records) leaves none; give 2 or more")
     measure = partial(measure_all, tau_protocol=tau_protocol)
     rng = np.random.default_rng(seed)
     rows, fit_s, rank_s = [], [], []
