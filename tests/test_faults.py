@@ -557,7 +557,7 @@ def test_bad_command_inputs_give_one_line(tmp_path, cli):
     one_task.write_text("dataset,model,accuracy\nt1,m1,0.5\nt1,m2,0.6\n")
     cases = [
         # the fold's learner had nothing to fit: "no task has records for 2 or more models", though t1 has two
-        (["spider", "eval", str(one_task), "--learners", "model_prior"], "trains on the tasks outside each fold"),
+        (["spider", "eval", str(one_task), "--learners", "model_prior"], "trains on the tasks outside each fold; without t1"),
         (["extract", "-m", ",", "-d", "digits"], "no model given"),
         (["spider", "rank", str(folder), "t1", "--observed", "m1=abc"], "must be a number"),
         (["spider", "eval", str(header_only)], "no records"),
