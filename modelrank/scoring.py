@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import progress as progress_lib
-from .errors import InvalidInputError, MissingResourceError, ModelrankError
+from .errors import InvalidInputError, MissingResourceError, ModelrankError, error_reason
 from .features import TASK_TYPES, FeatureSet
 from .metrics import METRICS, MetricSpec, compute_metric, score_zoo
 from .metrics.base import MetricFlagWarning, check_applicable, check_parameters
@@ -398,8 +398,7 @@ def load_feature_file(
     except ModelrankError:
         raise
     except Exception as exc:  # zip/parquet/pickle readers raise many types; all mean "not a valid file"
-        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise InvalidInputError(f"cannot read {path}: {first_line}") from None
+        raise InvalidInputError(f"cannot read {path}: {error_reason(exc)}") from None
     features, labels = arrays["features"], arrays["labels"]
     if features.ndim != 2:
         raise InvalidInputError(f"{path}: features must be 2-D (n, d), got shape {features.shape}")
