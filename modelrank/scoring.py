@@ -402,8 +402,12 @@ def load_feature_file(
     features, labels = arrays["features"], arrays["labels"]
     if features.ndim != 2:
         raise InvalidInputError(f"{path}: features must be 2-D (n, d), got shape {features.shape}")
+    if labels.ndim == 0:
+        raise InvalidInputError(f"{path}: labels must hold one label per feature row, got a single value")
     if labels.shape[0] != features.shape[0]:
         raise InvalidInputError(f"{path}: {labels.shape[0]} labels for {features.shape[0]} feature rows")
+    if labels.dtype == object:  # a Parquet label column of text (or of anything else): sorting them crashed
+        _check_label_objects(labels, path)
     probs = arrays.get("source_probs")
     if probs is not None and (probs.ndim != 2 or probs.shape[0] != features.shape[0]):
         raise InvalidInputError(f"{path}: source_probs must have shape ({features.shape[0]}, k), got {probs.shape}")
@@ -419,6 +423,17 @@ def load_feature_file(
         source_probs=probs,
         class_names=class_names,
     )
+
+
+def _check_label_objects(labels: np.ndarray, path: Path) -> None:
+    """Labels read as Python objects must be class names (text) and none missing."""
+    missing = int(pd.isna(labels).sum())
+    if missing:
+        raise InvalidInputError(f"{path}: {missing} of {len(labels)} labels are missing")
+    kind = pd.api.types.infer_dtype(labels, skipna=False)
+    if kind not in ("string", "bytes"):
+        raise InvalidInputError(f"{path}: labels must be numbers or class names (text), not {kind} values such as "
+                                f"{str(labels[0])[:40]!r}")
 
 
 def _checked_class_names(names: np.ndarray, labels: np.ndarray, path: Path) -> list[str]:

@@ -67,6 +67,17 @@ def test_bad_feature_files(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 garbage")
     with pytest.raises(InvalidInputError, match="cannot read"):
         load_feature_file(tmp_path / "bad.parquet")
+    # each crashed `score` (exit 1): an IndexError on the shape, a TypeError sorting None or dicts among the labels
+    np.savez(tmp_path / "scalar.npz", features=np.zeros((3, 2)), labels=np.array(1))
+    with pytest.raises(InvalidInputError, match="one label per feature row, got a single value"):
+        load_feature_file(tmp_path / "scalar.npz")
+    rows = pa.array([[1.0, 2.0]] * 3)
+    pq.write_table(pa.table({"features": rows, "label": ["cat", None, "dog"]}), tmp_path / "gap.parquet")
+    with pytest.raises(InvalidInputError, match="1 of 3 labels are missing"):
+        load_feature_file(tmp_path / "gap.parquet")
+    pq.write_table(pa.table({"features": rows, "label": [{"a": 1}] * 3}), tmp_path / "struct.parquet")
+    with pytest.raises(InvalidInputError, match="labels must be numbers or class names"):
+        load_feature_file(tmp_path / "struct.parquet")
     pq.write_table(pa.table({"features": pa.array([[1.0, 2.0], [3.0]]), "label": [0, 1]}), tmp_path / "ragged.parquet")
     with pytest.raises(InvalidInputError, match="different lengths"):
         load_feature_file(tmp_path / "ragged.parquet")
