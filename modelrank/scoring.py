@@ -402,12 +402,13 @@ def load_feature_file(
     features, labels = arrays["features"], arrays["labels"]
     if features.ndim != 2:
         raise InvalidInputError(f"{path}: features must be 2-D (n, d), got shape {features.shape}")
+    if features.dtype.kind not in "biuf":  # as every metric requires; the linear probe crashed on text or dates
+        raise InvalidInputError(f"{path}: features must be real numbers, got dtype {features.dtype}")
     if labels.ndim == 0:
         raise InvalidInputError(f"{path}: labels must hold one label per feature row, got a single value")
     if labels.shape[0] != features.shape[0]:
         raise InvalidInputError(f"{path}: {labels.shape[0]} labels for {features.shape[0]} feature rows")
-    if labels.dtype == object:  # a Parquet label column of text (or of anything else): sorting them crashed
-        _check_label_objects(labels, path)
+    _check_label_values(labels, path)
     probs = arrays.get("source_probs")
     if probs is not None and (probs.ndim != 2 or probs.shape[0] != features.shape[0]):
         raise InvalidInputError(f"{path}: source_probs must have shape ({features.shape[0]}, k), got {probs.shape}")
@@ -425,15 +426,22 @@ def load_feature_file(
     )
 
 
-def _check_label_objects(labels: np.ndarray, path: Path) -> None:
-    """Labels read as Python objects must be class names (text) and none missing."""
-    missing = int(pd.isna(labels).sum())
-    if missing:
-        raise InvalidInputError(f"{path}: {missing} of {len(labels)} labels are missing")
-    kind = pd.api.types.infer_dtype(labels, skipna=False)
-    if kind not in ("string", "bytes"):
-        raise InvalidInputError(f"{path}: labels must be numbers or class names (text), not {kind} values such as "
-                                f"{str(labels[0])[:40]!r}")
+def _check_label_values(labels: np.ndarray, path: Path) -> None:
+    """Labels are numbers or class names (text); read as Python objects (a Parquet text column), none may be
+    missing. Dates, structs or a missing name crashed the commands (sorting the labels, hashing them)."""
+    kind = labels.dtype.kind
+    if kind == "O":
+        missing = int(pd.isna(labels).sum())
+        if missing:
+            raise InvalidInputError(f"{path}: {missing} of {len(labels)} labels are missing")
+        kind = pd.api.types.infer_dtype(labels, skipna=False)
+        if kind in ("string", "bytes"):
+            return
+    elif kind in "biufUS":
+        return
+    shown = kind if labels.dtype.kind == "O" else labels.dtype
+    raise InvalidInputError(f"{path}: labels must be numbers or class names (text), not {shown} values such as "
+                            f"{str(labels.flat[0])[:40]!r}")
 
 
 def _checked_class_names(names: np.ndarray, labels: np.ndarray, path: Path) -> list[str]:

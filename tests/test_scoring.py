@@ -78,6 +78,12 @@ def test_bad_feature_files(tmp_path):
     pq.write_table(pa.table({"features": rows, "label": [{"a": 1}] * 3}), tmp_path / "struct.parquet")
     with pytest.raises(InvalidInputError, match="labels must be numbers or class names"):
         load_feature_file(tmp_path / "struct.parquet")
+    np.savez(tmp_path / "dates.npz", features=np.zeros((3, 2)), labels=np.zeros(3, dtype="datetime64[s]"))
+    with pytest.raises(InvalidInputError, match="not datetime64\\[s\\] values"):
+        load_feature_file(tmp_path / "dates.npz")  # the linear probe's content hash crashed on them
+    np.savez(tmp_path / "text.npz", features=np.zeros((3, 2)).astype(str), labels=np.arange(3))
+    with pytest.raises(InvalidInputError, match="features must be real numbers, got dtype <U32"):
+        load_feature_file(tmp_path / "text.npz")  # the linear probe's finiteness check crashed on them
     pq.write_table(pa.table({"features": pa.array([[1.0, 2.0], [3.0]]), "label": [0, 1]}), tmp_path / "ragged.parquet")
     with pytest.raises(InvalidInputError, match="different lengths"):
         load_feature_file(tmp_path / "ragged.parquet")
