@@ -131,9 +131,17 @@ def test_bad_tables():
     truth.loc[1, "Accuracy"] = np.inf
     with pytest.raises(InvalidInputError, match=f"'inf' for dataset {TRUTH.loc[1, 'Dataset']}, model {TRUTH.loc[1, 'Model']}$"):
         evaluate(WIDE_SCORES, truth)
+    # A blank name: pandas keeps it missing even as text; groupings dropped the row without a word, and the
+    # warning naming scored datasets without truth crashed on it (TypeError, exit 1).
     cut = pd.concat([TRUTH, pd.DataFrame({"Dataset": [np.nan], "Model": [np.nan], "Accuracy": [np.nan]})])
-    with pytest.raises(InvalidInputError, match="a blank cell in a row without dataset and model"):
+    with pytest.raises(InvalidInputError, match="1 row\\(s\\) without a dataset name"):
         evaluate(WIDE_SCORES, cut)  # a line cut short (TransferGraph's public score records have two)
+    with pytest.raises(InvalidInputError, match="1 row\\(s\\) without a dataset name"):
+        evaluate(WIDE_SCORES.assign(Dataset=["Pet", None] + list(WIDE_SCORES["Dataset"][2:])), TRUTH)
+    long = WIDE_SCORES.melt(id_vars=["Dataset", "Model"], var_name="method", value_name="score")
+    long.loc[0, "method"] = np.nan
+    with pytest.raises(InvalidInputError, match="1 row\\(s\\) without a method name"):
+        evaluate(long, TRUTH)
     with pytest.raises(InvalidInputError, match="no ground-truth value column"):
         evaluate(WIDE_SCORES, TRUTH.rename(columns={"Accuracy": "quality"}))
     with pytest.raises(InvalidInputError, match="unknown measure"):

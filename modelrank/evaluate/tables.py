@@ -92,6 +92,15 @@ def _require_column(frame: pd.DataFrame, candidates: tuple[str, ...], what: str,
     return column
 
 
+def _names(values: pd.Series, what: str, source: str) -> pd.Series:
+    """A dataset, model or method column as text. A blank cell is an error: pandas keeps it as a missing value
+    even as text, which every grouping dropped without a word (and one message crashed on)."""
+    missing = values.isna()
+    if missing.any():
+        raise InvalidInputError(f"{source}: {int(missing.sum())} row(s) without a {what} name")
+    return values.astype(str)
+
+
 def _as_numbers(values: pd.Series, what: str, source: str, names: pd.DataFrame) -> np.ndarray:
     """``values`` as finite floats; a missing, non-numeric or infinite one is an error that quotes the first such
     cell with its dataset and model (``names``: those two columns, row for row with ``values``), not a row number
@@ -103,10 +112,8 @@ def _as_numbers(values: pd.Series, what: str, source: str, names: pd.DataFrame) 
         cell = values.iloc[first]
         dataset, model = names.iloc[first]
         shown = "a blank cell" if pd.isna(cell) else repr(str(cell))
-        row = ("in a row without dataset and model (a damaged line?)" if pd.isna(dataset) and pd.isna(model)
-               else f"for dataset {dataset}, model {model}")
         raise InvalidInputError(f"{source}: {what} has {int(bad.sum())} missing or non-numeric value(s), e.g. "
-                                f"{shown} {row}")
+                                f"{shown} for dataset {dataset}, model {model}")
     return numbers
 
 
@@ -150,9 +157,9 @@ def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) ->
     if method_col is not None and value_col is not None:
         long = pd.DataFrame(
             {
-                "method": frame[method_col].astype(str),
-                "dataset": frame[dataset_col].astype(str),
-                "model": frame[model_col].astype(str),
+                "method": _names(frame[method_col], "method", source),
+                "dataset": _names(frame[dataset_col], "dataset", source),
+                "model": _names(frame[model_col], "model", source),
                 "score": _as_numbers(frame[value_col], f"column {value_col!r}", source, frame[[dataset_col, model_col]]),
                 "flags": _flag_texts(frame, "flags").to_numpy(),
             }
@@ -169,6 +176,8 @@ def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) ->
             raise InvalidInputError(
                 f"{source}: no score columns; expected a long table (method, score) or numeric method columns"
             )
+        frame = frame.assign(**{dataset_col: _names(frame[dataset_col], "dataset", source),
+                                model_col: _names(frame[model_col], "model", source)})
         flags = frame.assign(**{str(m): _flag_texts(frame, f"{m}{FLAGS_SUFFIX}") for m in methods})
         flags = flags.melt(id_vars=[dataset_col, model_col], value_vars=methods, value_name="flags")["flags"]
         long = frame.melt(id_vars=[dataset_col, model_col], value_vars=methods, var_name="method", value_name="score")
@@ -182,8 +191,8 @@ def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) ->
         long = pd.DataFrame(
             {
                 "method": long["method"].astype(str),
-                "dataset": long[dataset_col].astype(str),
-                "model": long[model_col].astype(str),
+                "dataset": long[dataset_col],
+                "model": long[model_col],
                 "score": long["score"].to_numpy(dtype=np.float64),
                 "flags": flags.to_numpy()[~blank.to_numpy()],
             }
@@ -227,8 +236,8 @@ def load_truth(
     names = frame[[dataset_col, model_col]]
     long = pd.DataFrame(
         {
-            "dataset": frame[dataset_col].astype(str),
-            "model": frame[model_col].astype(str),
+            "dataset": _names(frame[dataset_col], "dataset", source),
+            "model": _names(frame[model_col], "model", source),
             "truth": _as_numbers(frame[value_col], f"column {value_col!r}", source, names),
         }
     )
