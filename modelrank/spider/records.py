@@ -225,6 +225,9 @@ def records_from_frame(frame: pd.DataFrame, aggregate: str | None = "max", **sid
     if missing:
         raise InvalidInputError(f"records need columns {list(RECORD_COLUMNS)}; missing {missing}")
     table = frame.loc[:, list(RECORD_COLUMNS)].copy()
+    unnamed = table[["dataset", "model"]].isna().any(axis=1)
+    if unnamed.any():  # grouping dropped them without a word
+        raise InvalidInputError(f"{int(unnamed.sum())} record(s) without a dataset or model name")
     table["accuracy"] = pd.to_numeric(table["accuracy"], errors="coerce")
     if aggregate is not None:
         if aggregate not in ("max", "mean"):
