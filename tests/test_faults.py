@@ -553,12 +553,15 @@ def test_bad_command_inputs_give_one_line(tmp_path, cli):
     header_only.write_text("dataset,model,accuracy\n")
     images = tmp_path / "images.csv"
     images.write_text("path,label\n")
+    gap = tmp_path / "gap.csv"
+    gap.write_text("path,label\na.png,cat\n,dog\n")  # Path(nan) was a TypeError (exit 1)
     one_task = tmp_path / "one.csv"
     one_task.write_text("dataset,model,accuracy\nt1,m1,0.5\nt1,m2,0.6\n")
     cases = [
         # the fold's learner had nothing to fit: "no task has records for 2 or more models", though t1 has two
         (["spider", "eval", str(one_task), "--learners", "model_prior"], "trains on the tasks outside each fold; without t1"),
         (["extract", "-m", ",", "-d", "digits"], "no model given"),
+        (["extract", "-m", "random:test_resnet", "-d", f"csv:{gap}"], "column path has 1 blank cell(s)"),
         (["spider", "rank", str(folder), "t1", "--observed", "m1=abc"], "must be a number"),
         (["spider", "eval", str(header_only)], "no records"),
         (["spider", "eval", str(header_only), "--folds", "0"], "'--folds'"),  # before the records are read
