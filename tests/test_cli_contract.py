@@ -275,6 +275,22 @@ def _score_and_truth(tmp_path):
     return ["--scores", str(tmp_path / "s.csv"), "--truth", str(tmp_path / "t.csv"), "--tau", "kendall"]
 
 
+def test_out_onto_an_input_file_is_refused(cli, tmp_path):
+    """``--out`` naming an input replaced it with the results: the scores table (or the features) was lost."""
+    import numpy as np
+
+    args = _score_and_truth(tmp_path)
+    before = (tmp_path / "s.csv").read_bytes()
+    np.savez(tmp_path / "a.npz", features=np.random.default_rng(0).normal(size=(20, 3)), labels=np.repeat([0, 1], 10))
+    for command, message in ((["evaluate", *args, "--out", str(tmp_path / "s.csv")], "also the --scores file"),
+                             (["evaluate", *args, "--out", str(tmp_path / "." / "t.csv")], "also the --truth file"),
+                             (["score", "--features", str(tmp_path / "a.npz"), "--metric", "logme", "--out",
+                               str(tmp_path / "a.npz")], "also the --features file")):
+        code, out, err = cli(*command)
+        assert code == 2 and out == "" and message in err and err.count("\n") == 1, (command, err)
+    assert (tmp_path / "s.csv").read_bytes() == before
+
+
 def test_evaluate_compare_with_out_dash_keeps_stdout_one_csv(cli, tmp_path):
     code, out, err = cli("evaluate", *_score_and_truth(tmp_path), "--compare", "logme,leep", "--out", "-")
     assert code == 2 and out == "" and "--compare and --out - would both print on stdout" in err, (out, err)

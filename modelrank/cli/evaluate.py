@@ -52,9 +52,10 @@ def evaluate_cmd(
     from ..evaluate.evaluation import compare_methods, evaluate
     from ..evaluate.report import evaluation_tables, plain_tables, plot_evaluation, plot_file
 
-    check_output(fmt, out)
+    inputs = [("--scores", scores), ("--truth", truth)]
+    check_output(fmt, out, inputs)
     if plot is not None:
-        check_out(plot, "--plot")
+        check_out(plot, "--plot", inputs)
         plot = plot_file(plot)
     pair = split_names(compare) if compare else []
     if compare is not None and (len(pair) != 2 or pair[0] == pair[1]):  # A,A: a table of zeros

@@ -110,7 +110,7 @@ def spider_rank(
     from ..spider.base import model_prior
     from ..spider.describe import describe_task, needed_models, rerank_by_metric, top_models
 
-    check_output(fmt, out)
+    check_output(fmt, out, [("--features", f) for f in features or []])
     if dataset and features:
         raise ModelrankError("give either -d DATASET or --features FILE..., not both")
     if task and (dataset or features):
@@ -252,7 +252,7 @@ def spider_eval(
     from ..spider.loaders import load_records
     from ..spider.protocols import evaluate, paired_difference, seed_mixture, task_folds
 
-    check_output(fmt, out)
+    check_output(fmt, out, [("RECORDS", records)])  # a CSV path (a KIND:FOLDER spec is no file)
     protocols = {"cold_start": ("cold_start",), "partial": ("partial",), "both": ("cold_start", "partial")}
     if protocol not in (*protocols, "seed_mixture"):
         raise ModelrankError(f"--protocol must be cold_start, partial, both or seed_mixture, not {protocol!r}")
