@@ -415,10 +415,17 @@ def load_feature_file(
     class_names = arrays.get("class_names")
     if class_names is not None:
         class_names = _checked_class_names(class_names, labels, path)
+    model = model_name or path.stem
+    for what, name in (("model name", model), ("dataset name", dataset_name)):
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # bytes of another encoding in a file name or argument: tables cannot hold them
+            raise InvalidInputError(f"{path}: the {what} {name!r} is not UTF-8 text; rename it or pass "
+                                    f"--{what.replace(' ', '-')}") from None
     return FeatureSet(
         features=features,
         labels=labels,
-        model=model_name or path.stem,
+        model=model,
         dataset=dataset_name,
         task=task or _infer_task(labels),
         source_probs=probs,

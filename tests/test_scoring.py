@@ -81,6 +81,9 @@ def test_bad_feature_files(tmp_path):
     np.savez(tmp_path / "dates.npz", features=np.zeros((3, 2)), labels=np.zeros(3, dtype="datetime64[s]"))
     with pytest.raises(InvalidInputError, match="not datetime64\\[s\\] values"):
         load_feature_file(tmp_path / "dates.npz")  # the linear probe's content hash crashed on them
+    np.savez(tmp_path / "ok.npz", features=np.zeros((3, 2)), labels=np.arange(3))
+    with pytest.raises(InvalidInputError, match="the model name 'caf\\\\udce9' is not UTF-8 text"):
+        load_feature_file(tmp_path / "ok.npz", "caf\udce9")  # a Latin-1 byte in argv or a file name crashed pandas
     np.savez(tmp_path / "text.npz", features=np.zeros((3, 2)).astype(str), labels=np.arange(3))
     with pytest.raises(InvalidInputError, match="features must be real numbers, got dtype <U32"):
         load_feature_file(tmp_path / "text.npz")  # the linear probe's finiteness check crashed on them
