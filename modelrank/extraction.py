@@ -26,8 +26,9 @@ DEFAULT_CHUNK = 1024
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:
-    """'i/n' -> (i, n) with 0 <= i < n."""
-    if not text:
+    """'i/n' -> (i, n) with 0 <= i < n; None (no --shard) is the whole run, 0/1. An empty text is an error: from
+    an unset shell variable in a job array it would make every task do the whole run."""
+    if text is None:
         return 0, 1
     try:
         i, n = (int(v) for v in text.split("/"))

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import progress as progress_lib
-from .errors import InvalidInputError, MissingResourceError, ModelrankError
+from .errors import InvalidInputError, MissingResourceError, ModelrankError, error_reason
 from .features import TASK_TYPES, FeatureSet
 from .metrics import METRICS, MetricSpec, compute_metric, score_zoo
 from .metrics.base import MetricFlagWarning, check_applicable, check_parameters
@@ -398,28 +398,57 @@ def load_feature_file(
     except ModelrankError:
         raise
     except Exception as exc:  # zip/parquet/pickle readers raise many types; all mean "not a valid file"
-        first_line = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise InvalidInputError(f"cannot read {path}: {first_line}") from None
+        raise InvalidInputError(f"cannot read {path}: {error_reason(exc)}") from None
     features, labels = arrays["features"], arrays["labels"]
     if features.ndim != 2:
         raise InvalidInputError(f"{path}: features must be 2-D (n, d), got shape {features.shape}")
+    if features.dtype.kind not in "biuf":  # as every metric requires; the linear probe crashed on text or dates
+        raise InvalidInputError(f"{path}: features must be real numbers, got dtype {features.dtype}")
+    if labels.ndim == 0:
+        raise InvalidInputError(f"{path}: labels must hold one label per feature row, got a single value")
     if labels.shape[0] != features.shape[0]:
         raise InvalidInputError(f"{path}: {labels.shape[0]} labels for {features.shape[0]} feature rows")
+    _check_label_values(labels, path)
     probs = arrays.get("source_probs")
     if probs is not None and (probs.ndim != 2 or probs.shape[0] != features.shape[0]):
         raise InvalidInputError(f"{path}: source_probs must have shape ({features.shape[0]}, k), got {probs.shape}")
     class_names = arrays.get("class_names")
     if class_names is not None:
         class_names = _checked_class_names(class_names, labels, path)
+    model = model_name or path.stem
+    for what, name in (("model name", model), ("dataset name", dataset_name)):
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:  # bytes of another encoding in a file name or argument: tables cannot hold them
+            raise InvalidInputError(f"{path}: the {what} {name!r} is not UTF-8 text; rename it or pass "
+                                    f"--{what.replace(' ', '-')}") from None
     return FeatureSet(
         features=features,
         labels=labels,
-        model=model_name or path.stem,
+        model=model,
         dataset=dataset_name,
         task=task or _infer_task(labels),
         source_probs=probs,
         class_names=class_names,
     )
+
+
+def _check_label_values(labels: np.ndarray, path: Path) -> None:
+    """Labels are numbers or class names (text); read as Python objects (a Parquet text column), none may be
+    missing. Dates, structs or a missing name crashed the commands (sorting the labels, hashing them)."""
+    kind = labels.dtype.kind
+    if kind == "O":
+        missing = int(pd.isna(labels).sum())
+        if missing:
+            raise InvalidInputError(f"{path}: {missing} of {len(labels)} labels are missing")
+        kind = pd.api.types.infer_dtype(labels, skipna=False)
+        if kind in ("string", "bytes"):
+            return
+    elif kind in "biufUS":
+        return
+    shown = kind if labels.dtype.kind == "O" else labels.dtype
+    raise InvalidInputError(f"{path}: labels must be numbers or class names (text), not {shown} values such as "
+                            f"{str(labels.flat[0])[:40]!r}")
 
 
 def _checked_class_names(names: np.ndarray, labels: np.ndarray, path: Path) -> list[str]:

@@ -55,8 +55,7 @@ def _load_encoder(encoder: str) -> tuple[Any, Any]:
         tokenizer = AutoTokenizer.from_pretrained(source)
         model = AutoModel.from_pretrained(source).eval()
     except Exception as err:  # transformers / safetensors raise many types for missing or damaged files
-        first = (str(err).splitlines() or [type(err).__name__])[0]
-        raise MissingResourceError(f"cannot load text encoder {encoder!r}: {first}") from None
+        raise MissingResourceError(f"cannot load text encoder {encoder!r}: {error_reason(err)}") from None
     return tokenizer, model
 
 

@@ -82,6 +82,8 @@ BAD_INVOCATIONS = [
         ("--out", "/nonexistent/folder/scores.csv"),
     ]],
     ("score", "-d", "digits", "-m", "random:test_resnet,resnet5"),
+    ("score", "-d", "digits", "-m", "random:test_resnet,random:test_resnet"),  # found out after the extraction
+    ("finetune", "-d", "digits", "-m", "random:test_resnet, random:test_resnet"),
     # Options of the other way to give the data are errors, not silently ignored.
     ("score", "-d", "digits", "-m", "random:test_resnet", "--model-name", "x"),
     ("score", "-d", "digits", "-m", "random:test_resnet", "--dataset-name", "pets"),
@@ -99,6 +101,11 @@ BAD_INVOCATIONS = [
         ("--checkpoint", "/nonexistent/weights.pth"),
         ("--cache-dir", __file__),
         ("--data-root", __file__),
+        # An unset shell variable: the cache or the data would be the current folder, and every task of a job
+        # array would do the whole run.
+        ("--cache-dir", ""),
+        ("--data-root", " "),
+        ("--shard", ""),
     ]],
     ("extract", "-m", "random:test_resnet,resnet5", "-d", "digits"),
     ("extract", "-m", "random:test_resnet@/nonexistent/weights.pth", "-d", "digits"),
@@ -127,8 +134,12 @@ BAD_INVOCATIONS = [
         ("--protocol", "full", "--cs", "1e-3:1e3:5"),  # a linear-probe option: not silently ignored
         ("--protocol", "full", "--no-refit"),
         ("--protocol", "full", "--shard", "2/2"),
+        ("--protocol", "full", "--device", "tpu"),
+        ("--protocol", "full", "--device", ""),
         ("--protocol", "full", "--shard", "half"),
         ("--shard", "1/1"),
+        ("--shard", ""),
+        ("--cs", ""),  # an unset shell variable, not the default sweep
     ]],
     ("finetune", "-d", "digits", "-m", "resnet5"),
     ("finetune", "-d", "digitz", "-m", "random:test_resnet"),
@@ -140,6 +151,8 @@ BAD_INVOCATIONS = [
     ("benchmark", "--preset", "ci", "--device", "tpu"),
     ("benchmark", "--preset", "ci", "--out", "/nonexistent/folder/results"),
     ("benchmark", "--preset", "ci", "--out", __file__),
+    ("benchmark", "--preset", "ci", "--out", ""),  # the results would land in the current folder
+    ("cache", "ls", "--cache-dir", ""),
     ("benchmark", "--preset", "ci", "--pool", "-1"),
     ("cache", "ls", "--format", "xml"),
     ("cache", "ls", "--out", "/nonexistent/folder/cache.csv"),
@@ -230,6 +243,27 @@ def test_options_of_the_other_input_mode_are_named(cli, tmp_path):
         assert code == 2 and out == "" and message in err and err.count("\n") == 1, (args, err)
 
 
+def test_blank_names_of_feature_files_are_usage_errors(cli, tmp_path):
+    """``--model-name "$NAME"`` with NAME unset: a row without a name (or, for "", silently the file's stem)."""
+    import numpy as np
+
+    np.savez(tmp_path / "a.npz", features=np.random.default_rng(0).normal(size=(20, 3)), labels=np.repeat([0, 1], 10))
+    for args, message in ((["score", "--features", str(tmp_path / "a.npz"), "--model-name", " "], "--model-name is empty"),
+                          (["score", "--features", str(tmp_path / "a.npz"), "--model-name", ""], "--model-name is empty"),
+                          (["finetune", "--features", str(tmp_path / "a.npz"), "--dataset-name", ""],
+                           "--dataset-name is empty")):
+        code, out, err = cli(*args)
+        assert code == 2 and out == "" and message in err and err.count("\n") == 1, (args, err)
+
+
+def test_finetune_feature_files_need_a_test_fraction(cli, tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "a.npz", features=np.random.default_rng(0).normal(size=(20, 3)), labels=np.repeat([0, 1], 10))
+    code, out, err = cli("finetune", "--features", str(tmp_path / "a.npz"), "--test", "0")
+    assert code == 2 and out == "" and err.startswith("error: --test 0 leaves --features files no test set"), err
+
+
 def _score_and_truth(tmp_path):
     import pandas as pd
 
@@ -241,9 +275,27 @@ def _score_and_truth(tmp_path):
     return ["--scores", str(tmp_path / "s.csv"), "--truth", str(tmp_path / "t.csv"), "--tau", "kendall"]
 
 
+def test_out_onto_an_input_file_is_refused(cli, tmp_path):
+    """``--out`` naming an input replaced it with the results: the scores table (or the features) was lost."""
+    import numpy as np
+
+    args = _score_and_truth(tmp_path)
+    before = (tmp_path / "s.csv").read_bytes()
+    np.savez(tmp_path / "a.npz", features=np.random.default_rng(0).normal(size=(20, 3)), labels=np.repeat([0, 1], 10))
+    for command, message in ((["evaluate", *args, "--out", str(tmp_path / "s.csv")], "also the --scores file"),
+                             (["evaluate", *args, "--out", str(tmp_path / "." / "t.csv")], "also the --truth file"),
+                             (["score", "--features", str(tmp_path / "a.npz"), "--metric", "logme", "--out",
+                               str(tmp_path / "a.npz")], "also the --features file")):
+        code, out, err = cli(*command)
+        assert code == 2 and out == "" and message in err and err.count("\n") == 1, (command, err)
+    assert (tmp_path / "s.csv").read_bytes() == before
+
+
 def test_evaluate_compare_with_out_dash_keeps_stdout_one_csv(cli, tmp_path):
     code, out, err = cli("evaluate", *_score_and_truth(tmp_path), "--compare", "logme,leep", "--out", "-")
     assert code == 2 and out == "" and "--compare and --out - would both print on stdout" in err, (out, err)
+    code, out, err = cli("evaluate", *_score_and_truth(tmp_path), "--compare", "logme,logme")
+    assert code == 2 and out == "" and "two different methods" in err, (out, err)  # was a table of zeros
 
 
 def test_evaluate_plot_path_is_checked_first_and_reported_as_written(cli, tmp_path):
@@ -275,6 +327,42 @@ def test_bug_exits_1_with_traceback(cli, cache_dir, monkeypatch):
     code, _, err = cli("records", "ls")
     assert code == 1
     assert "Traceback" in err and "simulated bug" in err and "internal error" in err
+
+
+def test_lines_on_stderr_are_never_folded(cli, cache_dir, tmp_path):
+    """Piped, rich folds text at the console width (80, 200 in these tests): "wrote <path>" came out in pieces."""
+    folder = tmp_path.joinpath(*["a-folder-name-long-enough-to-fold-a-line-" * 2] * 3)
+    folder.mkdir(parents=True)
+    code, out, err = cli("list", "metrics", "--format", "json", "--out", str(folder / "metrics.csv"))
+    assert code == 0 and err.splitlines() == [f"wrote {folder / 'metrics.csv'}"], err
+
+
+def test_an_eof_error_in_a_command_is_a_bug_not_an_interruption(cli, cache_dir, monkeypatch):
+    """Typer turns an EOFError escaping a command into Abort, which meant "interrupted" (exit 130)."""
+    import modelrank.finetune
+
+    def truncated(*args, **kwargs):
+        raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+
+    monkeypatch.setattr(modelrank.finetune, "read_records", truncated)
+    code, _, err = cli("records", "ls")
+    assert code == 1 and "interrupted" not in err
+    assert "Traceback" in err and "end-of-stream marker" in err and "internal error" in err
+
+
+def test_a_closed_output_pipe_is_no_bug(cli, cache_dir, monkeypatch):
+    """``modelrank ... | head`` closes stdout early: Typer exited 1 (a bug, by the contract); now quietly 141, as
+    a shell reports a process that SIGPIPE ended."""
+    import errno
+
+    import modelrank.cli.list_cmd
+
+    def reader_gone(*args, **kwargs):
+        raise BrokenPipeError(errno.EPIPE, "Broken pipe")
+
+    monkeypatch.setattr(modelrank.cli.list_cmd, "emit_rows", reader_gone)
+    code, _, err = cli("list", "metrics", "--format", "csv")
+    assert code == 141 and err == "", err
 
 
 def test_out_of_memory_is_an_input_error_not_a_bug(cli, cache_dir, monkeypatch):

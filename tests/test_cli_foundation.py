@@ -53,7 +53,8 @@ def test_extract_then_cache_ls_info_rm(cli, cache_dir):
     code, out, _ = cli("cache", "ls")
     assert code == 0 and "12" in out and "1/1" in out
     code, out, _ = cli("cache", "info", "test_resnet")
-    assert code == 0 and "fingerprint" in out
+    info = json.loads(out)  # one JSON document
+    assert code == 0 and info["samples"] == 12 and info["manifest"]["key"]["dataset"] == "digits"
     code, out, err = cli("cache", "rm", "*", "--yes")
     assert code == 0 and "removed 1 entry" in err and out == ""
     code, out, _ = cli("cache", "ls", "--format", "json")
@@ -158,6 +159,18 @@ def test_finetune_results_on_stdout_and_run_lines_on_stderr(cli, cache_dir, tmp_
     assert code == 0 and [r["model"] for r in json.loads(out)] == ["m"]
     code, out, err = cli("finetune", "--features", str(tmp_path / "m.npz"), "--cs", "1e-2:1e2:3", "--format", "csv")
     assert code == 0 and "skipped" in err and pd.read_csv(io.StringIO(out))["model"].tolist() == ["m"]
+
+
+def test_a_finetune_error_names_the_features_it_is_about(cli, cache_dir, tmp_path, rng):
+    labels = np.repeat(np.arange(3), 20)
+    broken = rng.normal(size=(60, 4))
+    broken[::5, 0] = np.nan  # in every split
+    np.savez(tmp_path / "fine.npz", features=rng.normal(size=(60, 4)), labels=labels)
+    np.savez(tmp_path / "broken.npz", features=broken, labels=labels)
+    code, out, err = cli("finetune", "--features", str(tmp_path / "fine.npz"), "--features", str(tmp_path / "broken.npz"),
+                         "--cs", "1e-2:1e2:3")
+    assert code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1].startswith("error: broken on custom: ") and "NaN" in err, err  # which of the files
 
 
 @pytest.mark.parametrize("width,boxed", [(120, True), (40, False)])

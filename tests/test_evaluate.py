@@ -107,6 +107,14 @@ def test_truth_filter_for_records_with_several_protocols():
         evaluate(WIDE_SCORES, truth, truth_where={"peft_method": "lora"})
 
 
+def test_no_defined_value_at_all_is_reported_not_a_crash():
+    """Constant truth on every dataset: each correlation is undefined (a note); the means crashed on an empty,
+    string-typed weight column (TypeError, exit 1)."""
+    ev = evaluate(WIDE_SCORES, TRUTH.assign(Accuracy=50.0), measures=["kendall", "pearson"])
+    assert ev.results["value"].isna().all() and ev.results["note"].str.contains("truth is constant").all()
+    assert any("truth is constant" in w for w in ev.warnings)
+
+
 def test_bad_tables():
     with pytest.raises(InvalidInputError, match="no \\(dataset, model\\) pair in common"):
         evaluate(WIDE_SCORES.assign(Dataset=WIDE_SCORES["Dataset"] + "-other"), TRUTH)
@@ -115,8 +123,25 @@ def test_bad_tables():
     assert any("1 blank (skipped) cell" in w for w in evaluate(nan_scores, TRUTH).warnings)
     text_scores = WIDE_SCORES.astype({"good": object})
     text_scores.loc[2, "good"] = "abc"
-    with pytest.raises(InvalidInputError, match="missing or non-numeric"):
+    # the cell is quoted with its dataset and model: a row number would be counted from 0, without the header
+    where = f"'abc' for dataset {WIDE_SCORES.loc[2, 'Dataset']}, model {WIDE_SCORES.loc[2, 'Model']}$"
+    with pytest.raises(InvalidInputError, match=f"missing or non-numeric value\\(s\\), e.g. {where}"):
         evaluate(text_scores, TRUTH)
+    truth = TRUTH.astype({"Accuracy": object})
+    truth.loc[1, "Accuracy"] = np.inf
+    with pytest.raises(InvalidInputError, match=f"'inf' for dataset {TRUTH.loc[1, 'Dataset']}, model {TRUTH.loc[1, 'Model']}$"):
+        evaluate(WIDE_SCORES, truth)
+    # A blank name: pandas keeps it missing even as text; groupings dropped the row without a word, and the
+    # warning naming scored datasets without truth crashed on it (TypeError, exit 1).
+    cut = pd.concat([TRUTH, pd.DataFrame({"Dataset": [np.nan], "Model": [np.nan], "Accuracy": [np.nan]})])
+    with pytest.raises(InvalidInputError, match="1 row\\(s\\) without a dataset name"):
+        evaluate(WIDE_SCORES, cut)  # a line cut short (TransferGraph's public score records have two)
+    with pytest.raises(InvalidInputError, match="1 row\\(s\\) without a dataset name"):
+        evaluate(WIDE_SCORES.assign(Dataset=["Pet", None] + list(WIDE_SCORES["Dataset"][2:])), TRUTH)
+    long = WIDE_SCORES.melt(id_vars=["Dataset", "Model"], var_name="method", value_name="score")
+    long.loc[0, "method"] = np.nan
+    with pytest.raises(InvalidInputError, match="1 row\\(s\\) without a method name"):
+        evaluate(long, TRUTH)
     with pytest.raises(InvalidInputError, match="no ground-truth value column"):
         evaluate(WIDE_SCORES, TRUTH.rename(columns={"Accuracy": "quality"}))
     with pytest.raises(InvalidInputError, match="unknown measure"):

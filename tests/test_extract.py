@@ -77,7 +77,7 @@ def test_shards_cover_every_sample_exactly_once(cache_dir):
     assert sorted(ids) == manifest["sample_ids"]
 
 
-@pytest.mark.parametrize("text", ["3/3", "a/b", "1", "-1/2"])
+@pytest.mark.parametrize("text", ["3/3", "a/b", "1", "-1/2", "", " ", "1/2/3", "0/0"])
 def test_bad_shard(text):
     with pytest.raises(InvalidInputError):
         parse_shard(text)

@@ -553,8 +553,15 @@ def test_bad_command_inputs_give_one_line(tmp_path, cli):
     header_only.write_text("dataset,model,accuracy\n")
     images = tmp_path / "images.csv"
     images.write_text("path,label\n")
+    gap = tmp_path / "gap.csv"
+    gap.write_text("path,label\na.png,cat\n,dog\n")  # Path(nan) was a TypeError (exit 1)
+    one_task = tmp_path / "one.csv"
+    one_task.write_text("dataset,model,accuracy\nt1,m1,0.5\nt1,m2,0.6\n")
     cases = [
+        # the fold's learner had nothing to fit: "no task has records for 2 or more models", though t1 has two
+        (["spider", "eval", str(one_task), "--learners", "model_prior"], "trains on the tasks outside each fold; without t1"),
         (["extract", "-m", ",", "-d", "digits"], "no model given"),
+        (["extract", "-m", "random:test_resnet", "-d", f"csv:{gap}"], "column path has 1 blank cell(s)"),
         (["spider", "rank", str(folder), "t1", "--observed", "m1=abc"], "must be a number"),
         (["spider", "eval", str(header_only)], "no records"),
         (["spider", "eval", str(header_only), "--folds", "0"], "'--folds'"),  # before the records are read
@@ -569,7 +576,10 @@ def test_bad_command_inputs_give_one_line(tmp_path, cli):
 @pytest.mark.parametrize("damage, message", [
     (b"", "is empty"),
     (b"\x00\xff\xfe binary, not text \x80", "cannot parse"),
+    ("dataset,model,accuracy\nt1,m1,0.5\n".encode("latin-1") + b"t1,caf\xe9,0.6\n", "not UTF-8 text"),
     (None, "is a directory"),
+    # pandas renamed the second column "accuracy.1": a method of its own in a scores table, ignored in the others
+    (b"dataset,model,path,label,accuracy,accuracy\nt1,m1,a.png,0,0.5,0.7\n", "has the column 'accuracy' more than once"),
 ])
 def test_damaged_user_csv_files_give_one_line(tmp_path, cli, damage, message):
     path = tmp_path / "user.csv"
@@ -582,9 +592,35 @@ def test_damaged_user_csv_files_give_one_line(tmp_path, cli, damage, message):
     for args in (["extract", "-m", TINY_MODEL, "-d", f"csv:{path}"],
                  ["spider", "train", str(path), "--out", str(tmp_path / "l"), "--learner", "model_prior"],
                  ["spider", "train", str(records), "--out", str(tmp_path / "l"), "--learner", "model_prior",
-                  "--task-meta", str(path)]):
+                  "--task-meta", str(path)],
+                 ["evaluate", "--scores", str(path), "--truth", str(records)],
+                 ["evaluate", "--scores", str(records), "--truth", str(path)]):
         code, out, err = cli(*args)
         assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err, (args, err)
+
+
+@pytest.mark.parametrize("suffix", [".gz", ".bz2", ".xz", ".zip"])
+def test_damaged_compressed_csv_files_give_one_line_not_an_interruption(tmp_path, cli, suffix):
+    """pandas decompresses by suffix: a truncated file raised EOFError, which Typer reported as an interruption
+    (exit 130, "nothing was written"), and a damaged .gz/.bz2 an OSError taken for a bug (exit 1)."""
+    import bz2
+    import gzip
+    import lzma
+    import zipfile
+
+    text = b"dataset,model,accuracy\n" + b"".join(b"t%d,m%d,0.%d\n" % (i % 3, i, i % 10) for i in range(200))
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("records.csv", text)
+    packed = {".gz": gzip.compress, ".bz2": bz2.compress, ".xz": lzma.compress, ".zip": lambda _: buffer.getvalue()}
+    whole = packed[suffix](text)
+    for name, data in (("truncated", whole[: len(whole) // 2]), ("garbage", b"\x89 not compressed at all " * 20)):
+        path = tmp_path / f"{name}.csv{suffix}"
+        path.write_bytes(data)
+        for args in (["evaluate", "--scores", str(path), "--truth", str(path)],
+                     ["spider", "train", str(path), "--out", str(tmp_path / "l"), "--learner", "model_prior"]):
+            code, out, err = cli(*args)
+            assert code == 2 and "damaged or truncated compressed file" in err and err.count("\n") == 1, (args, err)
 
 
 def test_empty_or_foreign_weight_files_give_one_line(tmp_path, cli):

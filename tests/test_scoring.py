@@ -67,6 +67,26 @@ def test_bad_feature_files(tmp_path):
     (tmp_path / "bad.parquet").write_bytes(b"PAR1 garbage")
     with pytest.raises(InvalidInputError, match="cannot read"):
         load_feature_file(tmp_path / "bad.parquet")
+    # each crashed `score` (exit 1): an IndexError on the shape, a TypeError sorting None or dicts among the labels
+    np.savez(tmp_path / "scalar.npz", features=np.zeros((3, 2)), labels=np.array(1))
+    with pytest.raises(InvalidInputError, match="one label per feature row, got a single value"):
+        load_feature_file(tmp_path / "scalar.npz")
+    rows = pa.array([[1.0, 2.0]] * 3)
+    pq.write_table(pa.table({"features": rows, "label": ["cat", None, "dog"]}), tmp_path / "gap.parquet")
+    with pytest.raises(InvalidInputError, match="1 of 3 labels are missing"):
+        load_feature_file(tmp_path / "gap.parquet")
+    pq.write_table(pa.table({"features": rows, "label": [{"a": 1}] * 3}), tmp_path / "struct.parquet")
+    with pytest.raises(InvalidInputError, match="labels must be numbers or class names"):
+        load_feature_file(tmp_path / "struct.parquet")
+    np.savez(tmp_path / "dates.npz", features=np.zeros((3, 2)), labels=np.zeros(3, dtype="datetime64[s]"))
+    with pytest.raises(InvalidInputError, match="not datetime64\\[s\\] values"):
+        load_feature_file(tmp_path / "dates.npz")  # the linear probe's content hash crashed on them
+    np.savez(tmp_path / "ok.npz", features=np.zeros((3, 2)), labels=np.arange(3))
+    with pytest.raises(InvalidInputError, match="the model name 'caf\\\\udce9' is not UTF-8 text"):
+        load_feature_file(tmp_path / "ok.npz", "caf\udce9")  # a Latin-1 byte in argv or a file name crashed pandas
+    np.savez(tmp_path / "text.npz", features=np.zeros((3, 2)).astype(str), labels=np.arange(3))
+    with pytest.raises(InvalidInputError, match="features must be real numbers, got dtype <U32"):
+        load_feature_file(tmp_path / "text.npz")  # the linear probe's finiteness check crashed on them
     pq.write_table(pa.table({"features": pa.array([[1.0, 2.0], [3.0]]), "label": [0, 1]}), tmp_path / "ragged.parquet")
     with pytest.raises(InvalidInputError, match="different lengths"):
         load_feature_file(tmp_path / "ragged.parquet")

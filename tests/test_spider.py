@@ -217,6 +217,11 @@ def test_read_records_csv_takes_the_public_export_layout(tmp_path):
     records = read_records_csv(csv)
     assert records.truth("d").to_dict() == {"a": 0.5, "b": 0.7}  # the validation-selected run, not the best test one
     assert records.record_tasks == ["d", "e"]
+    pd.DataFrame({"Dataset": ["d", "d"], "MODEL": ["a", "b"], "Accuracy": [0.5, 0.7]}).to_csv(csv, index=False)
+    assert read_records_csv(csv).truth("d").to_dict() == {"a": 0.5, "b": 0.7}  # as `evaluate --truth` reads it
+    csv.write_text("dataset,model,accuracy\nd,a,0.5\nd,,0.6\n,b,0.7\n")  # were dropped without a word
+    with pytest.raises(InvalidInputError, match="2 record\\(s\\) without a dataset or model name"):
+        read_records_csv(csv)
 
 
 def test_cli_train_rank_eval(tmp_path):

@@ -205,7 +205,10 @@ def test_rank_checks_meta_and_observed_before_saying_anything(cli, tmp_path):
     prior = make_learner("model_prior").fit(clustered()).save(tmp_path / "prior")
     for args, message in ((["t1", "--meta", "size=3"], "--meta describes a new task"),
                           (["--meta", "size"], "expected key=value"),
-                          (["t1", "--observed", "bogus=0.5", "--observed", "m1=0.3"], "not in the trained zoo")):
+                          (["t1", "--observed", "bogus=0.5", "--observed", "m1=0.3"], "not in the trained zoo"),
+                          # model_prior reads nothing about the task: the dataset was never looked at
+                          (["-d", "digitz"], "unknown dataset 'digitz'"),
+                          (["-d", "digits", "--split", "val"], "dataset digits has splits")):
         code, out, err = cli("spider", "rank", str(prior), *args)
         assert code == 2 and out == "" and message in err and err.count("\n") == 1, (args, err)
     (tmp_path / "file").write_text("")
@@ -213,6 +216,9 @@ def test_rank_checks_meta_and_observed_before_saying_anything(cli, tmp_path):
     assert code == 2 and "is a file; spider train saves the learner in a folder" in err
     code, _, err = cli("spider", "train", str(tmp_path / "records.csv"), "--out", "")  # an unset shell variable
     assert code == 2 and "--out needs a folder name" in err and err.count("\n") == 1
+    code, _, err = cli("spider", "train", f"domainnet:{tmp_path}", "--task-meta", str(tmp_path / "tasks.csv"),
+                       "--out", str(tmp_path / "l"))  # was silently ignored: the folder brings its own metadata
+    assert code == 2 and "metadata files go with a records CSV" in err and err.count("\n") == 1
 
 
 def test_list_learners(cli):

@@ -135,7 +135,7 @@ def test_cli_evaluate_no_ranking_compare_noise_and_formats(cli, tmp_path):
     assert {r["method"] for r in rows} == {"hscore", "logme"} and not any(r["dataset"] == "a" and r["method"] == "hscore"
                                                                           for r in rows)
     code, out, err = cli(*base, "--compare", "logme")
-    assert code == 2 and "--compare takes two methods" in err
+    assert code == 2 and "--compare takes two different methods" in err
 
 
 def test_ped_variants_inherit_and_gbc_declares_its_tolerance():

@@ -86,11 +86,23 @@ def log(message: str) -> None:
     if not _quiet:
         err_console.print(message, highlight=False, soft_wrap=True)
 
+def folder_path(value: str) -> Path:
+    """The value of a folder option (``--cache-dir``, ``--data-root``, ``benchmark --out``). An empty one, as
+    ``--cache-dir "$CACHE"`` gives with CACHE unset, would be ``Path("")``, the current folder: the cache or
+    the results would land in whatever folder the script runs in. (An empty environment variable is unset.)"""
+    if not value.strip():
+        raise typer.BadParameter("an empty path would mean the current folder; give a folder (or '.')")
+    path = Path(value)
+    if path.is_file():
+        raise typer.BadParameter(f"{value} is a file, not a folder")
+    return path
+
+
 CacheDirOption = typer.Option(
-    None, "--cache-dir", envvar="MODELRANK_CACHE", file_okay=False,
+    None, "--cache-dir", envvar="MODELRANK_CACHE", parser=folder_path, metavar="DIR",
     help="Feature cache folder [default: ~/.cache/modelrank].",
 )
-DataRootOption = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", file_okay=False,
+DataRootOption = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", parser=folder_path, metavar="DIR",
                               help="Where torchvision datasets live.")
 
 
@@ -117,6 +129,9 @@ def check_extraction(models: list[str], dataset: str, split: Optional[str], cach
 
     if not models:
         raise ModelrankError("no model given")
+    repeated = [name for name in dict.fromkeys(models) if models.count(name) > 1]
+    if repeated:  # `score` found out only after extracting everything, when two columns shared one name
+        raise ModelrankError(f"-m names {repeated[0]!r} more than once")
     for name in models:
         check_model_name(name, cache_dir)
     check_dataset(dataset, split)
@@ -137,6 +152,11 @@ def load_feature_files(features: list[Path], model_names: Optional[list[str]], d
 
     if model_names and len(model_names) != len(features):
         raise ModelrankError(f"{len(model_names)} --model-name for {len(features)} --features files")
+    # A blank name (an unset shell variable) would be a row without a name, or silently the file's stem.
+    if any(not name.strip() for name in model_names or []):
+        raise ModelrankError("--model-name is empty; give each --features file a name (or leave the option out)")
+    if not dataset_name.strip():
+        raise ModelrankError("--dataset-name is empty; give the dataset a name (or leave the option out)")
     names = model_names or [None] * len(features)
     return [load_feature_file(f, n, dataset_name, task) for f, n in zip(features, names)]
 

@@ -4,6 +4,8 @@
 * 2 — a usage or input error (a click usage error, a ``ModelrankError``, a path that is missing, unreadable
   or in the way, a full disk, a request too large for the memory): one line on stderr, no traceback.
 * 130 — interrupted (Ctrl-C / SIGINT): one line saying what was kept; a rerun resumes.
+* 141 — stdout (or stderr) closed by its reader (``modelrank ... | head``): quiet, like a process that SIGPIPE
+  ends (128 + 13).
 * 1 — anything else is a bug: the traceback is printed.
 
 ``MODELRANK_DEBUG=1`` shows the traceback of every error.
@@ -20,6 +22,9 @@ from rich.markup import escape
 
 from ..errors import ModelrankError
 from ._common import app, err_console, interrupt_note
+
+#: exit status of a run whose output pipe was closed by its reader: a shell's for a process SIGPIPE ended
+_BROKEN_PIPE = 128 + 13
 
 # OSErrors that mean "this path is wrong" (an input error) rather than "the machine is in trouble".
 _INPUT_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.ENOTDIR, errno.EEXIST,
@@ -107,7 +112,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         _fail(str(exc), 2)
     except ClickException as exc:
         _usage_error(exc)
-    except (Abort, KeyboardInterrupt):
+    except (Abort, KeyboardInterrupt) as exc:
+        # Typer turns any EOFError escaping a command into Abort (meant for end of input at a prompt, which click's
+        # prompt raises without a cause): one from the code is no interruption, but an unhandled error.
+        if isinstance(exc.__cause__, EOFError):
+            _bug()
         _interrupted()
     except MemoryError as exc:  # asked for more than the machine holds (e.g. --bootstrap 10**9): ask for less
         _fail(f"out of memory: {exc or 'an allocation failed'}; ask for less (fewer samples, models or resamples)", 2)
@@ -117,6 +126,11 @@ def main(argv: Optional[list[str]] = None) -> None:
         _bug()
     except Exception:
         _bug()
+    except SystemExit as exc:
+        # Typer answers a broken pipe with exit 1 (its stdout is then silenced), which here would claim a bug.
+        if isinstance(exc.__context__, OSError) and exc.__context__.errno == errno.EPIPE:
+            sys.exit(_BROKEN_PIPE)
+        raise
     # Typer answers Ctrl-C inside a command with Exit(130), which non-standalone mode returns as a value.
     if code == 130:
         _interrupted()

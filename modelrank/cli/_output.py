@@ -13,7 +13,7 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Iterable, Optional
 
 import typer
 from rich.cells import cell_len
@@ -43,12 +43,17 @@ def check_format(fmt: str) -> str:
     return fmt
 
 
-def check_out(out: Optional[Path], option: str = "--out") -> None:
-    """Fail before any work if ``out`` cannot be written: its folder must exist and it must not be a folder."""
+def check_out(out: Optional[Path], option: str = "--out", inputs: Iterable[tuple[str, object]] = ()) -> None:
+    """Fail before any work if ``out`` cannot be written: its folder must exist and it must not be a folder, nor
+    one of the command's ``inputs`` ((option, path) pairs; paths that are no files are skipped), which the result
+    would replace."""
     if out is None or str(out) == "-":
         return
     if out.is_dir():
         raise ModelrankError(f"{option} {out} is a directory; give a file name")
+    for flag, path in inputs:
+        if out.is_file() and path is not None and Path(path).is_file() and os.path.samefile(out, path):
+            raise ModelrankError(f"{option} {out} is also the {flag} file: the result would replace that input")
     parent = out.parent if str(out.parent) else Path(".")
     if not parent.is_dir():
         raise ModelrankError(f"{option} {out}: directory {parent} does not exist")
@@ -56,11 +61,12 @@ def check_out(out: Optional[Path], option: str = "--out") -> None:
         raise ModelrankError(f"{option} {out}: directory {parent} is not writable")
 
 
-def check_output(fmt: str, out: Optional[Path]) -> None:
-    """``--format`` and ``--out`` of a command that prints a table, checked before any work. ``--out -`` puts CSV
-    on stdout, so it cannot go with ``--format json``: a program asking for JSON would get CSV."""
+def check_output(fmt: str, out: Optional[Path], inputs: Iterable[tuple[str, object]] = ()) -> None:
+    """``--format`` and ``--out`` of a command that prints a table, checked before any work (``inputs``: see
+    ``check_out``). ``--out -`` puts CSV on stdout, so it cannot go with ``--format json``: a program asking for
+    JSON would get CSV."""
     check_format(fmt)
-    check_out(out)
+    check_out(out, inputs=inputs)
     if fmt == "json" and out is not None and str(out) == "-":
         raise ModelrankError("--out - writes CSV to stdout and --format json asks for JSON there: give one of them")
 
@@ -76,7 +82,7 @@ def write_csv(frame: "pd.DataFrame", out: Path) -> None:
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    err_console.print(f"wrote {escape(str(out))}", highlight=False)
+    err_console.print(f"wrote {escape(str(out))}", highlight=False, soft_wrap=True)
 
 
 def frame_table(frame: "pd.DataFrame", title: str | None = None) -> Table:

@@ -43,7 +43,7 @@ def cache_info(
     entry: str = typer.Argument(..., help="Entry name (or a unique part of it), as shown by `cache ls`."),
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
-    """Show one entry's key, provenance and progress."""
+    """Show one entry's key, provenance and progress: one JSON object (the `cache ls` row and its manifest)."""
     import json
 
     from ..cache import FeatureStore
@@ -53,9 +53,11 @@ def cache_info(
     if len(matches) != 1:
         raise ModelrankError(f"{len(matches)} cache entries match {entry!r}; give a unique part of the name")
     folder, manifest = matches[0]
-    console.print(store.describe(folder, manifest))
+    # One document a program can read (the summary was a Python dict's repr, folded at 80 columns when piped).
+    info = store.describe(folder, manifest)
     if manifest:
-        console.print_json(json.dumps({k: v for k, v in manifest.items() if k != "sample_ids"}))
+        info["manifest"] = {k: v for k, v in manifest.items() if k != "sample_ids"}
+    console.print_json(json.dumps(info))
 
 
 def select_entries(names: list[str], patterns: list[str]) -> list[str]:
@@ -94,17 +96,18 @@ def cache_rm(
     store = FeatureStore(cache_dir)
     selected = select_entries([folder.name for folder, _ in store.entries()], patterns)
     if not selected:
-        err_console.print("no cache entry matches; nothing removed", highlight=False)
+        err_console.print("no cache entry matches; nothing removed", highlight=False, soft_wrap=True)
         return
     for name in selected:
-        err_console.print(f"  {escape(name)}", highlight=False)
+        err_console.print(f"  {escape(name)}", highlight=False, soft_wrap=True)
     count = f"{len(selected)} entr{'y' if len(selected) == 1 else 'ies'}"
     if dry_run:
-        err_console.print(f"would remove {count} (dry run)", highlight=False)
+        err_console.print(f"would remove {count} (dry run)", highlight=False, soft_wrap=True)
         return
     if not yes and not confirmed(f"remove {count}?", "refusing to remove cache entries without confirmation: no "
                                  "terminal to ask on; rerun with --yes (or --dry-run to see what would go)"):
-        err_console.print("nothing removed", highlight=False)
+        err_console.print("nothing removed", highlight=False, soft_wrap=True)
         return
     removed = store.remove(selected)
-    err_console.print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}", highlight=False)
+    err_console.print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}", highlight=False,
+                      soft_wrap=True)

@@ -52,13 +52,14 @@ def evaluate_cmd(
     from ..evaluate.evaluation import compare_methods, evaluate
     from ..evaluate.report import evaluation_tables, plain_tables, plot_evaluation, plot_file
 
-    check_output(fmt, out)
+    inputs = [("--scores", scores), ("--truth", truth)]
+    check_output(fmt, out, inputs)
     if plot is not None:
-        check_out(plot, "--plot")
+        check_out(plot, "--plot", inputs)
         plot = plot_file(plot)
     pair = split_names(compare) if compare else []
-    if compare is not None and len(pair) != 2:
-        raise ModelrankError(f"--compare takes two methods A,B, not {compare!r}")
+    if compare is not None and (len(pair) != 2 or pair[0] == pair[1]):  # A,A: a table of zeros
+        raise ModelrankError(f"--compare takes two different methods A,B, not {compare!r}")
     if compare is not None and out is not None and str(out) == "-":
         raise ModelrankError("--compare and --out - would both print on stdout: write the results with --out FILE")
     where = {}
@@ -93,4 +94,4 @@ def evaluate_cmd(
         if comparison is not None and out is not None:
             write_csv(evaluation.results, out)
     if plot is not None:
-        err_console.print(f"wrote {escape(str(plot_evaluation(evaluation, plot)))}", highlight=False)
+        err_console.print(f"wrote {escape(str(plot_evaluation(evaluation, plot)))}", highlight=False, soft_wrap=True)

@@ -82,8 +82,10 @@ def finetune_cmd(
         raise ModelrankError(f"--metric takes {' | '.join(CLASSIFICATION_METRICS + REGRESSION_METRICS)}, not {metric!r}")
     if not (0 < val < 1 and 0 <= test < 1 and val + test < 1):
         raise ModelrankError(f"--val ({val:g}) and --test ({test:g}) must be fractions with val + test < 1")
-    check_output(fmt, out)
-    from ..extraction import launcher_shard, parse_shard
+    if features and test == 0:  # a feature file has no test split of its own: each probe failed on it, one by one
+        raise ModelrankError("--test 0 leaves --features files no test set; give a fraction in (0, 1)")
+    check_output(fmt, out, [("--features", f) for f in features or []])
+    from ..extraction import launcher_shard, parse_shard, resolve_device
 
     shard_index, shard_count = launcher_shard(parse_shard(shard))
     cache = str(cache_dir) if cache_dir else None
@@ -113,11 +115,13 @@ def finetune_cmd(
         config = FullConfig(val_fraction=val, per_class=per_class, seed=seed,
                             **{field: value for field, value in full_only.items() if value is not None})
         config.validate()
+        device = "auto" if device is None else device
+        resolve_device(device)  # checked by each run, i.e. after the dataset and the first model are loaded
         names = split_names(models)
         check_extraction(names, dataset, None, cache_dir)
         with progress_display() as display:
             records = run_full_grid(
-                dataset, names, *grid, config=config, device=device or "auto", data_root=root, force=force, cache_dir=cache,
+                dataset, names, *grid, config=config, device=device, data_root=root, force=force, cache_dir=cache,
                 on_result=lambda status, record, model: report(status, record, f"{dataset}/{model}"),
                 on_epoch=None if display.enabled else lambda tag, info: log(
                     f"[dim]{escape(tag)} epoch {info['epoch'] + 1}/{info['epochs']}: loss {info['loss']:.3f}, "
@@ -220,7 +224,7 @@ def records_compact(cache_dir: Optional[Path] = CacheDirOption) -> None:
     from ..finetune import compact_records
 
     done = compact_records(str(cache_dir) if cache_dir else None)
-    err_console.print(f"{done['parts']} run file(s) folded; {done['records']} records in the table")
+    err_console.print(f"{done['parts']} run file(s) folded; {done['records']} records in the table", soft_wrap=True)
 
 
 @records_app.command("rm")
@@ -240,13 +244,14 @@ def records_rm(
     filters = {"key": key, "dataset": dataset, "model": model, "protocol": protocol}
     chosen = remove_records(cache, dry_run=True, **filters)
     for r in chosen.itertuples():
-        console.print(escape(r.key), highlight=False)
+        console.print(escape(r.key), highlight=False, soft_wrap=True)  # data: one key a line
     if dry_run or chosen.empty:
-        err_console.print(f"{len(chosen)} record(s) match{'' if chosen.empty else '; nothing removed (--dry-run)'}")
+        err_console.print(f"{len(chosen)} record(s) match{'' if chosen.empty else '; nothing removed (--dry-run)'}",
+                          soft_wrap=True)
         return
     if not yes and not confirmed(f"remove {len(chosen)} record(s)?",
                                  f"{len(chosen)} record(s) would be removed; confirm with --yes (list them: --dry-run)"):
-        err_console.print("nothing removed")
+        err_console.print("nothing removed", soft_wrap=True)
         return
     removed = remove_records(cache, **filters)
-    err_console.print(f"removed {len(removed)} record(s)")
+    err_console.print(f"removed {len(removed)} record(s)", soft_wrap=True)

@@ -50,7 +50,7 @@ def score_cmd(
     from ..scoring import bootstrap_scores, check_metric_request, rank_scores, score_feature_sets, scoring_reporter
     from ._score_table import footnotes, plain_frame, score_tables
 
-    check_output(fmt, out)
+    check_output(fmt, out, [("--features", f) for f in features or []])
     if bootstrap < 0 or bootstrap == 1:
         raise ModelrankError(f"--bootstrap takes B >= 2 resamples (or 0 for none), not {bootstrap}")
     if bootstrap_exact and not bootstrap:

@@ -11,7 +11,7 @@ from rich.markup import escape
 
 from ..errors import ModelrankError
 from ._common import (
-    CacheDirOption, DatasetNameOption, FeatureFilesOption, ModelNamesOption, app, err_console, key_values,
+    CacheDirOption, DataRootOption, DatasetNameOption, FeatureFilesOption, ModelNamesOption, app, err_console, key_values,
     only_with, progress_display, split_names, SeedOption,
 )
 from ..progress import report
@@ -68,7 +68,7 @@ def spider_train(
             data, progress=lambda done, total: report(display, "train", text, done, total))
         path = fitted.save(out)
     err_console.print(f"{learner}: {len(data.models)} models, {len(data.record_tasks)} tasks with records -> "
-                      f"{escape(str(path))}", highlight=False)
+                      f"{escape(str(path))}", highlight=False, soft_wrap=True)
 
 
 @spider_app.command("rank")
@@ -82,7 +82,7 @@ def spider_rank(
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split for -d [default: the dataset's first]."),
     per_class: Optional[int] = typer.Option(None, "--per-class", min=1, help="Seeded subset of N samples per class (-d)."),
     seed: int = SeedOption("Seed of the subsampling (-d)."),
-    data_root: Optional[Path] = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", help="Where torchvision datasets live."),
+    data_root: Optional[Path] = DataRootOption,
     cache_dir: Optional[Path] = CacheDirOption,
     features: Optional[list[Path]] = FeatureFilesOption,
     model_name: Optional[list[str]] = ModelNamesOption,
@@ -110,7 +110,7 @@ def spider_rank(
     from ..spider.base import model_prior
     from ..spider.describe import describe_task, needed_models, rerank_by_metric, top_models
 
-    check_output(fmt, out)
+    check_output(fmt, out, [("--features", f) for f in features or []])
     if dataset and features:
         raise ModelrankError("give either -d DATASET or --features FILE..., not both")
     if task and (dataset or features):
@@ -126,6 +126,10 @@ def spider_rank(
                              f"or {LEARNED_RERANK}")
     if rerank and not (dataset or features):
         raise ModelrankError("--rerank needs the dataset's features: give -d DATASET or --features")
+    if dataset:  # a learner that reads nothing about the task never opens it: `-d digitz` ranked for "digitz"
+        from ..data import check_dataset
+
+        check_dataset(dataset, split)
     seen = _observed(observed)
     task_meta = key_values(meta)
     learner = load_learner(learner_dir)
@@ -141,10 +145,11 @@ def spider_rank(
         target = describe_task(learner, name, fetched, task_meta)
     scores = learner.predict(target, observed=seen or None)
     if seen and not learner.uses_observed:
-        err_console.print(f"note: {learner.name} does not use observed accuracies; --observed changes nothing", highlight=False)
+        err_console.print(f"note: {learner.name} does not use observed accuracies; --observed changes nothing",
+                          highlight=False, soft_wrap=True)
     elif seen and len(seen) < 2:
         err_console.print("note: one observed model says nothing about the order of the others; give 2 or more",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
     if rerank and rerank_metric == LEARNED_RERANK:
         scores = _learned_rerank(learner, target, seen, scores, rerank, loader)
     elif rerank:
@@ -247,7 +252,7 @@ def spider_eval(
     from ..spider.loaders import load_records
     from ..spider.protocols import evaluate, paired_difference, seed_mixture, task_folds
 
-    check_output(fmt, out)
+    check_output(fmt, out, [("RECORDS", records)])  # a CSV path (a KIND:FOLDER spec is no file)
     protocols = {"cold_start": ("cold_start",), "partial": ("partial",), "both": ("cold_start", "partial")}
     if protocol not in (*protocols, "seed_mixture"):
         raise ModelrankError(f"--protocol must be cold_start, partial, both or seed_mixture, not {protocol!r}")
@@ -308,5 +313,5 @@ def spider_eval(
     pairing = f" (paired: weighted tau minus {baseline}, per task)" if paired else ""
     if not paired:
         err_console.print(f"note: --baseline {escape(baseline)} is not among --learners: no paired differences",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
     emit(table, fmt, out, f"held-out {protocol} evaluation on {data.name}{pairing}")

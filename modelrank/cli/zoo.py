@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Callable, Optional
 import typer
 from rich.markup import escape
 
-from ._common import set_interrupt_note, app, err_console, CacheDirOption, DataRootOption, log, progress_display
+from ._common import set_interrupt_note, app, err_console, CacheDirOption, DataRootOption, folder_path, log, progress_display
 from ._output import check_format, check_out, check_output, emit, format_option, out_option
 
 if TYPE_CHECKING:
@@ -94,14 +94,14 @@ def zoo_ls_cmd(
     zoo = zoo_table(preset, cache_dir)
     if zoo.empty:
         err_console.print(f"zoo/{escape(preset)} is not built in this cache: modelrank zoo build --preset "
-                          f"{escape(preset)}", highlight=False)
+                          f"{escape(preset)}", highlight=False, soft_wrap=True)
     emit(_zoo_frame(zoo), fmt, out, title=f"zoo/{preset}")
 
 
 @app.command("benchmark")
 def benchmark_cmd(
     preset: str = PresetOption,
-    out: Optional[Path] = typer.Option(None, "--out", file_okay=False,
+    out: Optional[Path] = typer.Option(None, "--out", parser=folder_path, metavar="DIR",
                                        help="Results folder [default: <cache>/benchmark/<preset>]."),
     device: str = DeviceOption,
     pool: Optional[int] = typer.Option(None, "--pool", min=0, help="Training tasks of the pool stage (learned rankers "

@@ -92,6 +92,8 @@ def load_csv(path: str, split: str = "all") -> ImageDataset:
     cols = {c.lower(): c for c in table.columns}
     if "path" not in cols or not ({"label", "target"} & set(cols)):
         raise InvalidInputError(f"{csv} needs columns path,label (classification) or path,target (regression)")
+    if table[cols["path"]].isna().any():  # pandas keeps a blank cell missing even as text: Path(nan) crashed
+        raise InvalidInputError(f"{csv}: column path has {int(table[cols['path']].isna().sum())} blank cell(s)")
     paths = [str(p if Path(p).is_absolute() else csv.parent / p) for p in table[cols["path"]].astype(str)]
     if "target" in cols:
         targets = pd.to_numeric(table[cols["target"]], errors="coerce").to_numpy(dtype=np.float64)

@@ -284,7 +284,8 @@ def _means(results: pd.DataFrame, truth_table: pd.DataFrame, display: dict[str, 
     TransferGraph (max - mean)-weighted mean, both over the datasets where the value is defined."""
     spread = truth_table.groupby("dataset_key")["truth"].agg(dataset_weight)
     weights = {display[key]: value for key, value in spread.items() if key in display}
-    cells = results.dropna(subset=["value"]).assign(weight=lambda f: f["dataset"].map(weights))
+    # float weights: with no defined value at all (e.g. every truth constant) the empty map kept a string dtype
+    cells = results.dropna(subset=["value"]).assign(weight=lambda f: f["dataset"].map(weights).astype(np.float64))
     grouped = cells.groupby(["method", "measure"], sort=False)
     n_tasks = grouped["value"].count()
     standard_error = grouped["value"].std(ddof=1) / np.sqrt(n_tasks)

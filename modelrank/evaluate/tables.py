@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidInputError, MissingResourceError
+from ..errors import InvalidInputError, error_reason
+from ..tabular import check_input_file, read_csv_file
 
 DATASET_COLUMNS = ("dataset", "target_dataset", "finetuned_dataset", "finetune_dataset")
 MODEL_COLUMNS = ("model", "model_name")
@@ -60,15 +61,17 @@ def dataset_key(name: object) -> str:
     return DATASET_ALIASES.get(key, key)
 
 
-def read_table(path: str | Path) -> pd.DataFrame:
-    """A CSV or Parquet file as a DataFrame (an unnamed pandas index column is dropped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MissingResourceError(f"table not found: {path}")
-    try:
-        frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path)
-    except (ValueError, pd.errors.ParserError, OSError) as exc:
-        raise InvalidInputError(f"cannot read {path}: {exc}") from exc
+def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
+    """A CSV or Parquet file as a DataFrame (an unnamed pandas index column is dropped); a missing, empty or
+    damaged file is a one-line ``ModelrankError`` naming ``what`` and the path."""
+    path = check_input_file(path, what)
+    if path.suffix.lower() == ".parquet":
+        try:
+            frame = pd.read_parquet(path)
+        except (ValueError, OSError) as exc:
+            raise InvalidInputError(f"cannot read {what} {path}: {error_reason(exc)}") from None
+    else:
+        frame = read_csv_file(path, what)
     return frame.drop(columns=[c for c in frame.columns if str(c).startswith("Unnamed:")])
 
 
@@ -89,12 +92,28 @@ def _require_column(frame: pd.DataFrame, candidates: tuple[str, ...], what: str,
     return column
 
 
-def _as_numbers(values: pd.Series, what: str, source: str) -> np.ndarray:
+def _names(values: pd.Series, what: str, source: str) -> pd.Series:
+    """A dataset, model or method column as text. A blank cell is an error: pandas keeps it as a missing value
+    even as text, which every grouping dropped without a word (and one message crashed on)."""
+    missing = values.isna()
+    if missing.any():
+        raise InvalidInputError(f"{source}: {int(missing.sum())} row(s) without a {what} name")
+    return values.astype(str)
+
+
+def _as_numbers(values: pd.Series, what: str, source: str, names: pd.DataFrame) -> np.ndarray:
+    """``values`` as finite floats; a missing, non-numeric or infinite one is an error that quotes the first such
+    cell with its dataset and model (``names``: those two columns, row for row with ``values``), not a row number
+    that would be counted from 0 and after filters."""
     numbers = pd.to_numeric(values, errors="coerce").to_numpy(dtype=np.float64)
     bad = ~np.isfinite(numbers)
     if bad.any():
         first = int(np.flatnonzero(bad)[0])
-        raise InvalidInputError(f"{source}: {what} has {int(bad.sum())} missing or non-numeric value(s), e.g. row {first}")
+        cell = values.iloc[first]
+        dataset, model = names.iloc[first]
+        shown = "a blank cell" if pd.isna(cell) else repr(str(cell))
+        raise InvalidInputError(f"{source}: {what} has {int(bad.sum())} missing or non-numeric value(s), e.g. "
+                                f"{shown} for dataset {dataset}, model {model}")
     return numbers
 
 
@@ -130,7 +149,7 @@ def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) ->
     (method, dataset, model); duplicates and missing values are errors.
     """
     source = source or (str(scores) if not isinstance(scores, pd.DataFrame) else "scores")
-    frame = read_table(scores) if not isinstance(scores, pd.DataFrame) else scores
+    frame = read_table(scores, "scores file") if not isinstance(scores, pd.DataFrame) else scores
     dataset_col = _require_column(frame, DATASET_COLUMNS, "dataset", source)
     model_col = _require_column(frame, MODEL_COLUMNS, "model", source)
     method_col = _find_column(frame, METHOD_COLUMNS)
@@ -138,10 +157,10 @@ def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) ->
     if method_col is not None and value_col is not None:
         long = pd.DataFrame(
             {
-                "method": frame[method_col].astype(str),
-                "dataset": frame[dataset_col].astype(str),
-                "model": frame[model_col].astype(str),
-                "score": _as_numbers(frame[value_col], f"column {value_col!r}", source),
+                "method": _names(frame[method_col], "method", source),
+                "dataset": _names(frame[dataset_col], "dataset", source),
+                "model": _names(frame[model_col], "model", source),
+                "score": _as_numbers(frame[value_col], f"column {value_col!r}", source, frame[[dataset_col, model_col]]),
                 "flags": _flag_texts(frame, "flags").to_numpy(),
             }
         )
@@ -157,6 +176,8 @@ def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) ->
             raise InvalidInputError(
                 f"{source}: no score columns; expected a long table (method, score) or numeric method columns"
             )
+        frame = frame.assign(**{dataset_col: _names(frame[dataset_col], "dataset", source),
+                                model_col: _names(frame[model_col], "model", source)})
         flags = frame.assign(**{str(m): _flag_texts(frame, f"{m}{FLAGS_SUFFIX}") for m in methods})
         flags = flags.melt(id_vars=[dataset_col, model_col], value_vars=methods, value_name="flags")["flags"]
         long = frame.melt(id_vars=[dataset_col, model_col], value_vars=methods, var_name="method", value_name="score")
@@ -165,12 +186,13 @@ def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) ->
         skipped = long[blank].groupby("method", sort=False).size()
         long = long[~blank]
         for method in methods:
-            _as_numbers(long.loc[long["method"] == method, "score"], f"column {method!r}", source)
+            rows = long["method"] == method
+            _as_numbers(long.loc[rows, "score"], f"column {method!r}", source, long.loc[rows, [dataset_col, model_col]])
         long = pd.DataFrame(
             {
                 "method": long["method"].astype(str),
-                "dataset": long[dataset_col].astype(str),
-                "model": long[model_col].astype(str),
+                "dataset": long[dataset_col],
+                "model": long[model_col],
                 "score": long["score"].to_numpy(dtype=np.float64),
                 "flags": flags.to_numpy()[~blank.to_numpy()],
             }
@@ -204,27 +226,28 @@ def load_truth(
     if duplicates not in ("error", "max"):
         raise InvalidInputError(f"duplicates must be 'error' or 'max', not {duplicates!r}")
     source = source or (str(truth) if not isinstance(truth, pd.DataFrame) else "truth")
-    frame = read_table(truth) if not isinstance(truth, pd.DataFrame) else truth
+    frame = read_table(truth, "ground-truth file") if not isinstance(truth, pd.DataFrame) else truth
     for name, value in (where or {}).items():
         column = _require_column(frame, (name.lower(),), f"{name!r} (from a filter)", source)
         frame = frame[frame[column].astype(str) == str(value)]
     dataset_col = _require_column(frame, DATASET_COLUMNS, "dataset", source)
     model_col = _require_column(frame, MODEL_COLUMNS, "model", source)
     value_col = _require_column(frame, TRUTH_VALUE_COLUMNS, "ground-truth value", source)
+    names = frame[[dataset_col, model_col]]
     long = pd.DataFrame(
         {
-            "dataset": frame[dataset_col].astype(str),
-            "model": frame[model_col].astype(str),
-            "truth": _as_numbers(frame[value_col], f"column {value_col!r}", source),
+            "dataset": _names(frame[dataset_col], "dataset", source),
+            "model": _names(frame[model_col], "model", source),
+            "truth": _as_numbers(frame[value_col], f"column {value_col!r}", source, names),
         }
     )
     if long.empty:
         raise InvalidInputError(f"{source}: the ground-truth table is empty")
     if noise_column is not None:
         column = _require_column(frame, (noise_column.lower(),), f"noise {noise_column!r}", source)
-        noise = _as_numbers(frame[column], f"column {column!r}", source)
+        noise = _as_numbers(frame[column], f"column {column!r}", source, names)
         seeds = _find_column(frame, ("n_seeds",))
-        long["noise"] = noise / np.sqrt(_as_numbers(frame[seeds], "column 'n_seeds'", source)) if seeds else noise
+        long["noise"] = noise / np.sqrt(_as_numbers(frame[seeds], "column 'n_seeds'", source, names)) if seeds else noise
     if duplicates == "max":
         long = long.reset_index(drop=True)  # idxmax returns labels: they must be unique
         keys = long.assign(dataset_key=long["dataset"].map(dataset_key), model_key=long["model"].map(name_key))

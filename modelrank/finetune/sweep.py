@@ -117,8 +117,11 @@ def run_probes(
             if on_result:
                 on_result("skipped", record, job)
             continue
-        train, val, test = job.load()
-        result = linear_probe(train, val, test, cs=cs, metric=metric, refit=refit)
+        try:
+            train, val, test = job.load()
+            result = linear_probe(train, val, test, cs=cs, metric=metric, refit=refit)
+        except InvalidInputError as exc:  # name the run: among many feature files, which one is bad
+            raise InvalidInputError(f"{job.model} on {job.dataset}: {exc}") from exc
         record = make_record(
             dataset=job.dataset, model=job.model, protocol=protocol, params=params, metric=result.metric,
             selected={"C": result.best_c}, val_metric=result.val_metric, test_metric=result.test_metric,
@@ -245,8 +248,9 @@ MAX_CS = 1000
 
 def parse_cs(text: str | None) -> np.ndarray:
     """``--cs``: ``LOW:HIGH:N`` (N log-spaced values, e.g. ``1e-6:1e5:23``; 0 < LOW < HIGH, N <= ``MAX_CS``) or a
-    comma list; None = default. Checked as ``linear_probe`` will check it, so a bad sweep fails before any work."""
-    if not text:
+    comma list; None = default (an empty text is an error: an unset shell variable, not a choice). Checked as
+    ``linear_probe`` will check it, so a bad sweep fails before any work."""
+    if text is None:
         return DEFAULT_CS
     try:
         if ":" not in text:

@@ -175,6 +175,11 @@ def load_model_spider(folder: str | Path, kind: str = "single", zoo42: bool = Fa
     return records_from_frame(frame, aggregate=None, model_meta=model_meta, name="model-spider-multi")
 
 
+#: the ``KIND:FOLDER`` records specs of ``load_records``
+RECORD_KINDS = ("domainnet", "transfergraph-image", "transfergraph-text", "model-spider", "model-spider-multi",
+                "benchmark")
+
+
 def load_records(spec: str, task_meta: str | Path | None = None, model_meta: str | Path | None = None) -> Records:
     """Records from a command-line spec: a ``dataset,model,accuracy`` CSV path, ``domainnet:FOLDER``,
     ``transfergraph-image:FOLDER``, ``transfergraph-text:FOLDER``, ``model-spider:FOLDER``,
@@ -182,6 +187,8 @@ def load_records(spec: str, task_meta: str | Path | None = None, model_meta: str
     benchmark`` run, with its feature cache at ``$MODELRANK_CACHE``). ``task_meta`` / ``model_meta``: optional
     CSVs whose first column is the task / model name (only with a CSV path)."""
     kind, _, folder = spec.partition(":")
+    if folder and kind in RECORD_KINDS and (task_meta is not None or model_meta is not None):
+        raise InvalidInputError(f"task and model metadata files go with a records CSV; {kind}:FOLDER brings its own")
     if folder and kind == "domainnet":
         return load_domainnet(folder)
     if folder and kind in ("transfergraph-image", "transfergraph-text"):

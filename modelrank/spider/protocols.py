@@ -137,7 +137,12 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
         if leaked:  # the guarantee the protocol rests on
             raise ModelrankError(f"held-out task(s) {sorted(leaked)} leaked into the training records")
         start = time.perf_counter()
-        learner = factory().fit(train)
+        try:
+            learner = factory().fit(train)
+        except InvalidInputError as exc:  # e.g. a single task: "no task has records ...", though it has them
+            shown = ", ".join(held[:3]) + (" ..." if len(held) > 3 else "")
+            raise InvalidInputError(f"held-out evaluation trains on the tasks outside each fold; without {shown}: "
+                                    f"{exc}") from exc
         fit_s.append(time.perf_counter() - start)
         for task in held:
             truth = records.check_rankable(task)

@@ -225,6 +225,9 @@ def records_from_frame(frame: pd.DataFrame, aggregate: str | None = "max", **sid
     if missing:
         raise InvalidInputError(f"records need columns {list(RECORD_COLUMNS)}; missing {missing}")
     table = frame.loc[:, list(RECORD_COLUMNS)].copy()
+    unnamed = table[["dataset", "model"]].isna().any(axis=1)
+    if unnamed.any():  # grouping dropped them without a word
+        raise InvalidInputError(f"{int(unnamed.sum())} record(s) without a dataset or model name")
     table["accuracy"] = pd.to_numeric(table["accuracy"], errors="coerce")
     if aggregate is not None:
         if aggregate not in ("max", "mean"):
@@ -241,13 +244,20 @@ RECORD_ALIASES = {"finetuned_dataset": "dataset", "eval_accuracy": "accuracy"}
 
 def read_records_csv(path: str | Path, aggregate: str | None = "max") -> Records:
     """Read a records CSV: ``dataset,model,accuracy`` or the public layout (``model, finetuned_dataset, …,
-    eval_accuracy``, as ``modelrank records export`` writes it). Extra columns are ignored; when a ``selected``
-    column marks the run each sweep chose on validation data, only those rows are kept (taking the best test
-    accuracy over a sweep would select on the test set); remaining repeated runs are aggregated."""
+    eval_accuracy``, as ``modelrank records export`` writes it), column names in any letter case. Extra columns
+    are ignored; when a ``selected`` column marks the run each sweep chose on validation data, only those rows are
+    kept (taking the best test accuracy over a sweep would select on the test set); remaining repeated runs are
+    aggregated."""
     path = Path(path)
     frame = read_csv_file(path, "records file")
     if frame.empty:
         raise InvalidInputError(f"records CSV {path} has no records (only a header)")
+    # Column names in any letter case (Model Spider writes "Dataset,Model"), as `evaluate --truth` reads them.
+    spellings: dict[str, list[str]] = {}
+    for column in frame.columns:
+        spellings.setdefault(str(column).lower(), []).append(column)
+    frame = frame.rename(columns={names[0]: key for key, names in spellings.items()
+                                  if key in (*RECORD_COLUMNS, *RECORD_ALIASES, "selected") and len(names) == 1})
     frame = frame.rename(columns={k: v for k, v in RECORD_ALIASES.items() if v not in frame.columns})
     if "selected" in frame.columns:
         selected = frame["selected"].astype(str).str.lower().isin(["true", "1"])
