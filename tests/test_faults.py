@@ -86,10 +86,34 @@ def test_planted_learner_state_does_not_run(tmp_path, marker, cli):
     saved = _saved_learner(tmp_path / "saved")
     (folder / "learner.json").write_text((saved / "learner.json").read_text())
     np.savez(folder / "state.npz", evil=np.array([Payload(marker)], dtype=object))  # an object array is a pickle
+    with pytest.raises(InvalidInputError, match="state.npz is not the one learner.json was saved with"):
+        load_learner(folder)
+    # Without the checksum (a learner.json written before it, or forged), np.load itself refuses the pickle.
+    meta = json.loads((saved / "learner.json").read_text())
+    del meta["state_sha256"]
+    (folder / "learner.json").write_text(json.dumps(meta))
     with pytest.raises(InvalidInputError, match="cannot read state.npz"):
         load_learner(folder)
     code, out, err = cli("spider", "rank", str(folder), "t1")
     assert code == 2 and "cannot read state.npz" in err and "Traceback" not in err
+
+
+def test_a_save_interrupted_over_an_older_learner_is_refused(tmp_path, cli):
+    """save() renames state.npz, then learner.json: stopped between the two over an older learner, the folder held
+    the new arrays with the old JSON, which loaded whenever the shapes agreed (here: the same records, another
+    learner's arrays)."""
+    from modelrank.spider import Records, load_learner, make_learner
+
+    table = pd.DataFrame([(f"t{j}", f"m{i}", 0.5 + 0.1 * i * (-1) ** j) for i in range(3) for j in range(4)],
+                         columns=["dataset", "model", "accuracy"])
+    folder = make_learner("model_prior").fit(Records(table)).save(tmp_path / "learner")
+    old_json = (folder / "learner.json").read_bytes()
+    changed = table.assign(accuracy=table["accuracy"][::-1].to_numpy())
+    make_learner("model_prior").fit(Records(changed)).save(folder)
+    assert load_learner(folder).accuracy.tolist() != load_learner(_saved_learner(tmp_path / "x")).accuracy.tolist()
+    (folder / "learner.json").write_bytes(old_json)  # the rename of the new JSON never happened
+    code, out, err = cli("spider", "rank", str(folder), "t1")
+    assert code == 2 and "state.npz is not the one learner.json was saved with" in err and err.count("\n") == 1
 
 
 def test_planted_label_embedding_cache_is_recomputed(cache_dir, marker, monkeypatch):

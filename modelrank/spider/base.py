@@ -10,6 +10,8 @@ and it ranks identically.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ..cache import atomic_write, atomic_write_bytes
+from ..cache import atomic_write_bytes
 from ..errors import InvalidInputError, MissingResourceError, ModelrankError, error_reason
 from ..registry import Registry
 from .encoding import Featurizer
@@ -206,7 +208,9 @@ class Learner:
     def save(self, path: str | Path) -> Path:
         """Write ``learner.json`` (name, config, zoo, encoders, the non-array state) + ``state.npz`` (arrays) into
         the folder ``path`` (created if needed). Nothing in it is pickled: loading runs no code. Each file is
-        written to a temporary name and renamed, the JSON last, so an interrupted save leaves no learner."""
+        written to a temporary name and renamed, the JSON last, so an interrupted save leaves no learner. The JSON
+        holds the SHA-256 of the arrays' file: a save interrupted between the two renames over an older learner
+        (new arrays, old JSON), or two saves into one folder at once, leave a pair ``load_learner`` refuses."""
         if not self.fitted:
             raise InvalidInputError("cannot save a learner that is not fitted")
         path = Path(path)
@@ -227,15 +231,14 @@ class Learner:
             "featurizer": self.featurizer.to_json(),
             "state": state,
         }
+        buffer = io.BytesIO()  # a file object: np.savez would append ".npz" to a file name
+        np.savez(buffer, **arrays)
+        state_bytes = buffer.getvalue()
+        meta["state_sha256"] = hashlib.sha256(state_bytes).hexdigest()
         # Temporaries with unique names, renamed into place: concurrent saves never write into each other's file.
-        atomic_write(path / "state.npz", lambda tmp: _savez(tmp, arrays))
+        atomic_write_bytes(path / "state.npz", state_bytes)
         atomic_write_bytes(path / "learner.json", json.dumps(meta, indent=1).encode())
         return path
-
-
-def _savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    with open(path, "wb") as handle:  # a file object: np.savez would append ".npz" to a temporary's name
-        np.savez(handle, **arrays)
 
 
 def _split_arrays(value: Any, arrays: dict[str, np.ndarray], key: str) -> Any:
@@ -277,7 +280,17 @@ def load_learner(path: str | Path) -> Learner:
         raise InvalidInputError(f"saved learner format {found!r} is not supported (expected {FORMAT_VERSION}); "
                                 "retrain it with `modelrank spider train`")
     try:
-        with np.load(path / "state.npz", allow_pickle=False) as stored:
+        state_bytes = (path / "state.npz").read_bytes()
+    except OSError as exc:
+        raise InvalidInputError(f"saved learner in {path}: cannot read state.npz ({error_reason(exc)})") from None
+    # Saves before the checksum was written have none: their pair is taken as it is.
+    expected = meta.get("state_sha256")
+    if expected is not None and hashlib.sha256(state_bytes).hexdigest() != expected:
+        raise InvalidInputError(f"saved learner in {path}: state.npz is not the one learner.json was saved with (a "
+                                "save interrupted over an older learner, or two saves into one folder at once); "
+                                "train it again")
+    try:
+        with np.load(io.BytesIO(state_bytes), allow_pickle=False) as stored:
             arrays = {k: stored[k] for k in stored.files}
     except Exception as exc:  # truncated, garbage, or object arrays (refused: they would unpickle)
         raise InvalidInputError(f"saved learner in {path}: cannot read state.npz ({error_reason(exc)})") from None
