@@ -10,11 +10,11 @@ __version__ = "0.1.0"
 import importlib  # noqa: E402
 
 from .errors import InvalidInputError, MissingResourceError, ModelrankError  # noqa: E402
-from .features import FeatureSet  # noqa: E402
 
-# Imported on first use, so that `import modelrank` (and the command line's --help) stays fast.
+# Imported on first use, so that `import modelrank` stays fast and imports no numpy: the command line's entry
+# point (``modelrank._launch``) is then already running when the heavy imports start, and answers a Ctrl-C there.
 _LAZY_FUNCTIONS = {"extract": "extraction", "load_features": "extraction", "load_model": "models",
-                   "load_dataset": "data", "score": "api", "rank": "api"}
+                   "load_dataset": "data", "score": "api", "rank": "api", "FeatureSet": "features"}
 # `modelrank.evaluate(scores, truth)` calls the package (see modelrank/evaluate/__init__.py).
 _LAZY_PACKAGES = ("evaluate", "metrics")
 

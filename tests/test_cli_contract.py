@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import typer
@@ -389,6 +390,31 @@ def _default_sigint():
     # A shell that starts jobs in the background ignores SIGINT in them, and children inherit that.
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
+
+
+def test_ctrl_c_while_the_command_line_loads_exits_130_in_one_line():
+    """A Ctrl-C in the ~0.3 s of imports before ``cli.main`` runs ended with a traceback. The entry point imports
+    the command line inside a handler, and ``import modelrank`` itself imports no numpy, so there is little
+    before it. (A SIGINT cannot be timed into that window reliably: the import raises KeyboardInterrupt here.)"""
+    script = (
+        "import sys\n"
+        "class Interrupted:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'modelrank.cli':\n"
+        "            raise KeyboardInterrupt\n"
+        "sys.meta_path.insert(0, Interrupted())\n"
+        "import runpy\n"
+        "runpy.run_module('modelrank', run_name='__main__')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, "list", "metrics"], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 130 and done.stdout == ""
+    assert done.stderr == "modelrank: interrupted while starting; nothing was done\n"
+    light = subprocess.run([sys.executable, "-c", "import sys, modelrank; print('numpy' in sys.modules)"],
+                           capture_output=True, text=True, timeout=60)
+    assert light.stdout.strip() == "False"
+    pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
+    assert 'modelrank = "modelrank._launch:main"' in pyproject
 
 @pytest.mark.slow
 def test_sigint_exits_130_and_says_what_was_kept(tmp_path):
