@@ -196,6 +196,11 @@ def test_bad_input_gets_clear_errors():
         make_learner("metadata_lr").fit(Records(records.table))
     with pytest.raises(InvalidInputError, match="duplicated"):
         Records(pd.concat([records.table, records.table.head(1)]))
+    # A 1e308 became inf in the learners' float32 and they ranked the noise (exit 0, an overflow warning).
+    huge = records.table.assign(accuracy=records.table["accuracy"].where(records.table.index != 3, 1e308))
+    with pytest.raises(InvalidInputError, match=r"1 record\(s\) have an accuracy beyond \+-1e\+12"):
+        Records(huge)
+    assert len(Records(huge.assign(accuracy=huge["accuracy"].clip(upper=1e12))).table) == len(huge)
     with pytest.raises(ModelrankError):
         make_learner("spider", no_such_option=1)
 

@@ -32,6 +32,10 @@ from ..tabular import read_csv_file
 RECORD_COLUMNS = ("dataset", "model", "accuracy")
 
 
+#: Largest |accuracy| a record may hold. Records are accuracies or another metric of a fine-tuned model; the learners
+#: standardise them in float32, whose squares overflow from ~1.8e19 (a 1e308 became inf and a ranking of noise).
+RECORD_VALUE_BOUND = 1e12
+
 @dataclass
 class TaskInfo:
     """Everything a learner may use about one task at ranking time (never its accuracies).
@@ -95,6 +99,11 @@ class Records:
         if bad.any():
             rows = table.loc[bad, ["dataset", "model"]].head(3).values.tolist()
             raise InvalidInputError(f"{int(bad.sum())} record(s) have a missing or non-numeric accuracy, e.g. {rows}")
+        huge = np.abs(accuracy.to_numpy(dtype=float)) > RECORD_VALUE_BOUND
+        if huge.any():
+            rows = table.loc[huge, ["dataset", "model", "accuracy"]].head(3).values.tolist()
+            raise InvalidInputError(f"{int(huge.sum())} record(s) have an accuracy beyond +-{RECORD_VALUE_BOUND:.0e}, "
+                                    f"e.g. {rows}: the learners compute in float32 (a 1e308 overflowed to inf)")
         table["accuracy"] = accuracy.astype(float)
         dup = table.duplicated(["dataset", "model"])
         if dup.any():
