@@ -13,15 +13,15 @@ from .errors import InvalidInputError, MissingResourceError, ModelrankError  # n
 
 # Imported on first use, so that `import modelrank` stays fast and imports no numpy: the command line's entry
 # point (``modelrank._launch``) is then already running when the heavy imports start, and answers a Ctrl-C there.
-_LAZY_FUNCTIONS = {"extract": "extraction", "load_features": "extraction", "load_model": "models",
-                   "load_dataset": "data", "score": "api", "rank": "api", "FeatureSet": "features"}
+_LAZY_NAMES = {"extract": "extraction", "load_features": "extraction", "load_model": "models",
+               "load_dataset": "data", "score": "api", "rank": "api", "FeatureSet": "features"}
 # `modelrank.evaluate(scores, truth)` calls the package (see modelrank/evaluate/__init__.py).
 _LAZY_PACKAGES = ("evaluate", "metrics")
 
 
 def __getattr__(name: str):
-    if name in _LAZY_FUNCTIONS:
-        return getattr(importlib.import_module(f".{_LAZY_FUNCTIONS[name]}", __name__), name)
+    if name in _LAZY_NAMES:
+        return getattr(importlib.import_module(f".{_LAZY_NAMES[name]}", __name__), name)
     if name in _LAZY_PACKAGES:
         return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module 'modelrank' has no attribute {name!r}")

@@ -36,6 +36,7 @@ RECORD_COLUMNS = ("dataset", "model", "accuracy")
 #: standardise them in float32, whose squares overflow from ~1.8e19 (a 1e308 became inf and a ranking of noise).
 RECORD_VALUE_BOUND = 1e12
 
+
 @dataclass
 class TaskInfo:
     """Everything a learner may use about one task at ranking time (never its accuracies).
