@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from modelrank.cache import FeatureStore
+from modelrank.cache import FeatureKey, FeatureStore
 from modelrank.errors import InvalidInputError, MissingResourceError, UnknownNameError
 from modelrank.extraction import extract, feature_key, load_features, parse_shard, select_samples
 from modelrank.data import load_dataset
@@ -260,3 +260,27 @@ def test_a_chunk_whose_reader_fails_without_a_message_is_recomputed(cache_dir, m
     with pytest.warns(UserWarning, match=r"chunk-00001.parquet is corrupt \(EOFError\)"):
         summary = extract([TINY], "digits", "train", **OPTS)[0]  # the rerun checks every chunk's contents
     assert summary["computed"] == 16 and summary["complete"]
+
+
+def test_cache_load_softmax_holds_one_float64_copy_of_the_logits(tmp_path):
+    """The source probabilities are computed in place: the load's peak is one (n, k) float64 array plus the
+    float32 logits, not two float64 arrays (50k x 1000 logits: 400 MB less)."""
+    import tracemalloc
+
+    store = FeatureStore(tmp_path)
+    key = FeatureKey(model="m", fingerprint="f", dataset="d", split="train")
+    n, k = 2000, 1000
+    ids, rng = np.arange(n), np.random.default_rng(0)
+    logits = rng.standard_normal((n, k)).astype(np.float32)
+    store.open_entry(key, ids, n, {"task": "classification"})
+    store.write_chunk(key, 0, ids, rng.integers(0, 3, n), rng.standard_normal((n, 4)).astype(np.float32), logits, {})
+    tracemalloc.start()
+    try:
+        fs = store.load(key)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.8 * n * k * 8  # 2.04 before the fix
+    shifted = logits.astype(np.float64) - logits.max(axis=1, keepdims=True)
+    expected = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    assert fs.source_probs.dtype == np.float64 and np.allclose(fs.source_probs, expected, rtol=1e-12, atol=0)
