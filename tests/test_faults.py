@@ -277,6 +277,19 @@ print(json.dumps({"computed": summary["computed"], "complete": summary["complete
 """
 
 
+@pytest.fixture
+def one_torch_thread():
+    """The worker processes run torch on 1 thread (OMP_NUM_THREADS=1); its convolutions sum in another order on 2
+    (features differ by ~6e-8), so this process does too when its features are compared with theirs, whatever
+    thread count the earlier tests left."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _start_extract_workers(n: int, cache: Path, go: Path, limit: int) -> list[subprocess.Popen]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return [subprocess.Popen([sys.executable, "-c", WORKER, str(go), str(limit), str(cache)], env=env,
@@ -316,7 +329,7 @@ if __name__ == "__main__":
 """
 
 
-def test_a_job_array_of_8_extracts_and_finetunes_loses_nothing_and_matches_one_run(tmp_path):
+def test_a_job_array_of_8_extracts_and_finetunes_loses_nothing_and_matches_one_run(tmp_path, one_torch_thread):
     """8 concurrent processes on one cache: extract one key (sharing its chunks), then each records a probe."""
     from modelrank.finetune import read_records
 
@@ -338,7 +351,7 @@ def test_a_job_array_of_8_extracts_and_finetunes_loses_nothing_and_matches_one_r
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_kill_mid_extract_resumes_to_identical_features_and_cleans_up(tmp_path, seed):
+def test_kill_mid_extract_resumes_to_identical_features_and_cleans_up(tmp_path, seed, one_torch_thread):
     """kill -9 at a random moment (after a random chunk, plus a random fraction of the next one) leaves a claim and
     possibly a temporary behind: the next run takes the claim over and finishes with the features of one run."""
     import random
