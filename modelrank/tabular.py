@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import lzma
 import zipfile
 import zlib
@@ -9,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pandas.io.common import get_handle
 
 from .errors import InvalidInputError, MissingResourceError, error_reason
 
@@ -24,16 +26,37 @@ def check_input_file(path: str | Path, what: str) -> Path:
     return path
 
 
-def read_csv_file(path: str | Path, what: str = "CSV file", **options: Any) -> pd.DataFrame:
+def _ragged_line(path: Path) -> tuple[int, int, int, int] | None:
+    """(line, its fields, the header's fields, how many such lines) for the first line whose number of fields
+    differs from the header's, or None. Blank lines do not count (pandas skips them)."""
+    first, count, width = None, 0, None
+    # get_handle decompresses by suffix exactly as read_csv does.
+    with get_handle(path, "r", encoding="utf-8", compression="infer") as handles:
+        reader = csv.reader(handles.handle)
+        for fields in reader:
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue
+            if width is None:
+                width = len(fields)
+            elif len(fields) != width:
+                count += 1
+                first = first or (reader.line_num, len(fields))
+    return None if first is None else (*first, width, count)
+
+
+def read_csv_file(path: str | Path, what: str = "CSV file", allow_ragged: bool = False, **options: Any) -> pd.DataFrame:
     """``pd.read_csv(path, **options)``; a missing file, a folder, an empty file, one that does not parse as CSV
-    (binary bytes, broken quoting) or whose header names a column twice is a ``ModelrankError`` naming ``what``
-    and the path, never a traceback."""
+    (binary bytes, broken quoting), whose header names a column twice or (unless ``allow_ragged``) with a row of
+    more or fewer fields than the header is a ``ModelrankError`` naming ``what`` and the path, never a traceback."""
     path = check_input_file(path, what)
     try:
         frame = pd.read_csv(path, **options)
         # pandas renames a repeated column "x" to "x.1": a second "LogME" would become a method of its own and a
         # second "accuracy" would be ignored without a word.
         header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
+        # pandas fills a row's missing fields with blanks (a blank score is a skipped metric) and takes rows one
+        # field longer than the header (a trailing comma) as an index column, shifting every column by one.
+        ragged = None if allow_ragged else _ragged_line(path)
     except pd.errors.EmptyDataError:
         raise InvalidInputError(f"{what} {path} is empty") from None
     except UnicodeDecodeError as exc:  # Latin-1 from a spreadsheet, or binary bytes
@@ -47,6 +70,11 @@ def read_csv_file(path: str | Path, what: str = "CSV file", **options: Any) -> p
             raise
         raise InvalidInputError(f"cannot read {what} {path}: a damaged or truncated compressed file "
                                 f"({error_reason(exc)})") from None
+    if ragged is not None:
+        line, fields, width, count = ragged
+        more = f" ({count} such lines)" if count > 1 else ""
+        raise InvalidInputError(f"{what} {path}: line {line} has {fields} field(s) but the header has {width}{more}; "
+                                "every row needs one field per column (write an empty field, as in a,,b, for a blank cell)")
     repeated = list(dict.fromkeys(name for name in header[header.duplicated()] if name.strip()))
     if repeated:
         raise InvalidInputError(f"{what} {path} has the column {repeated[0]!r} more than once; "

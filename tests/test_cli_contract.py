@@ -312,6 +312,31 @@ def test_evaluate_plot_path_is_checked_first_and_reported_as_written(cli, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "scatter.png", "t.csv"]  # no temporary left
 
 
+@pytest.mark.parametrize("ragged, line, fields", [
+    ("d1,m1,0.5\nd1,m2\nd2,m1,0.4\n", 3, 2),                  # a missing field was read as a blank cell
+    ("d1,m1,0.5,9\nd1,m2,0.6\nd2,m1,0.4\n", 2, 4),            # a longer first row made an index column
+    ("d1,m1,0.5,\nd1,m2,0.6,\nd2,m1,0.4,\n", 2, 4),           # trailing commas shifted every column by one
+    ('d1,m1,0.5\n"d1,x",m2\n\nd2,m1,0.4\n', 3, 2),           # a quoted comma is no field of its own
+])
+def test_rows_with_more_or_fewer_fields_than_the_header_are_refused(cli, tmp_path, ragged, line, fields):
+    good = tmp_path / "good.csv"
+    good.write_text("dataset,model,accuracy\nd1,m1,0.5\nd1,m2,0.6\nd2,m1,0.4\nd2,m2,0.3\n")
+    path = tmp_path / "ragged.csv"
+    path.write_text("dataset,model,accuracy\n" + ragged)
+    meta = tmp_path / "meta.csv"
+    meta.write_text("task,size\nd1,10\nd2\n")
+    for args, bad, at in (
+        (["evaluate", "--scores", str(path), "--truth", str(good)], path, (line, fields)),
+        (["evaluate", "--scores", str(good), "--truth", str(path)], path, (line, fields)),
+        (["spider", "train", str(path), "--out", str(tmp_path / "l"), "--learner", "model_prior"], path, (line, fields)),
+        (["spider", "train", str(good), "--out", str(tmp_path / "l"), "--learner", "model_prior",
+          "--task-meta", str(meta)], meta, (3, 1)),
+    ):
+        code, out, err = cli(*args)
+        assert code == 2 and err.count("\n") == 1 and f"{bad}: line {at[0]} has {at[1]} field(s) but the header has" \
+            in err, (args, err)
+
+
 @pytest.mark.parametrize("args", [(), ("cache",), ("spider",)], ids=lambda a: " ".join(a) or "modelrank")
 def test_group_without_subcommand_shows_help_and_exits_2(cli, args):
     code, out, err = cli(*args)
