@@ -115,6 +115,55 @@ def test_no_defined_value_at_all_is_reported_not_a_crash():
     assert any("truth is constant" in w for w in ev.warnings)
 
 
+def test_truths_equal_but_for_rounding_are_ties():
+    """0.7 and 0.1 + 0.2 + 0.4 (0.7000000000000001) were two accuracies: a score ordering those two models one way
+    got weighted tau 1.0, the other way 0.18."""
+    truth = pd.DataFrame({"dataset": "d", "model": ["a", "b", "c"], "accuracy": [0.7, 0.1 + 0.2 + 0.4, 0.5]})
+    scores = pd.DataFrame({"dataset": "d", "model": ["a", "b", "c"], "one": [2.0, 3.0, 1.0], "other": [3.0, 2.0, 1.0]})
+    ev = evaluate(scores, truth, measures=["weighted", "kendall", "spearman", "rel"])
+    tied = [0.7, 0.7, 0.5]
+    for measure, function in (("weighted_tau", weighted_tau), ("kendall", kendall_tau)):
+        assert value(ev, "one", "d", measure) == value(ev, "other", "d", measure)
+        assert value(ev, "one", "d", measure) == pytest.approx(function(tied, [2.0, 3.0, 1.0]))
+    assert value(ev, "one", "d", "spearman") == value(ev, "other", "d", "spearman")
+    flat = evaluate(scores, truth.assign(accuracy=[0.7, 0.1 + 0.2 + 0.4, 0.7]), measures=["kendall"])
+    assert flat.results["value"].isna().all() and flat.results["note"].str.contains("truth is constant").all()
+
+
+def test_a_constant_truth_gives_no_perfect_pick():
+    """Every model is the best where all truths are equal: rel@1 was 1.0 and regret@1 0 for any score, and
+    counted in the means as a perfect pick."""
+    truth = pd.concat([TRUTH, TRUTH[TRUTH["Dataset"] == "Pets"].assign(Dataset="flat", Accuracy=90.0)])
+    scores = pd.concat([WIDE_SCORES, WIDE_SCORES[WIDE_SCORES["Dataset"] == "Pet"].assign(Dataset="flat")])
+    ev = evaluate(scores, truth, measures=["rel", "regret"])
+    for measure in ("rel@1", "regret@1"):
+        assert np.isnan(value(ev, "bad", "flat", measure))
+        assert value(ev, "bad", "mean", measure) == pytest.approx(np.mean([value(ev, "bad", d, measure)
+                                                                           for d in ("Pet", "CIFAR10")]))
+    assert any("bad / flat / rel@1: truth is constant (90 for all 4 models)" in w for w in ev.warnings)
+
+
+def test_top_k_that_takes_every_model_is_no_pick():
+    """rel@3 of a dataset with 3 models was 1.0 (regret 0) for any score, the best "picked" by taking them all."""
+    ev = evaluate(WIDE_SCORES, TRUTH, measures=["rel", "regret", "kendall"], k=3)
+    assert value(ev, "bad", "Pet", "rel@3") == pytest.approx(92 / 95)  # 4 models: the top 3 are a choice
+    for measure in ("rel@3", "regret@3"):
+        assert np.isnan(value(ev, "bad", "CIFAR10", measure))
+        assert value(ev, "bad", "mean", measure) == value(ev, "bad", "Pet", measure)
+    assert any("bad / CIFAR10 / rel@3: k=3 takes all 3 models compared" in w for w in ev.warnings)
+    assert value(ev, "bad", "CIFAR10", "kendall") == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("name", ["mean", "Weighted-Mean"])
+def test_a_dataset_named_as_the_averages_is_refused(cli, tmp_path, name):
+    """A dataset "mean" gave two "mean" rows in the results and crashed the table (exit 1)."""
+    scores, truth = tmp_path / "s.csv", tmp_path / "t.csv"
+    WIDE_SCORES.replace({"Dataset": {"Pet": name}}).to_csv(scores, index=False)
+    TRUTH.replace({"Dataset": {"Pets": name}}).to_csv(truth, index=False)
+    code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth))
+    assert code == 2 and out == "" and f"dataset {name!r}: the results call their averages" in err, err
+
+
 def test_bad_tables():
     with pytest.raises(InvalidInputError, match="no \\(dataset, model\\) pair in common"):
         evaluate(WIDE_SCORES.assign(Dataset=WIDE_SCORES["Dataset"] + "-other"), TRUTH)
