@@ -27,20 +27,26 @@ def check_input_file(path: str | Path, what: str) -> Path:
 
 
 def _ragged_line(path: Path) -> tuple[int, int, int, int] | None:
-    """(line, its fields, the header's fields, how many such lines) for the first line whose number of fields
+    """(line, its fields, the header's fields, how many such rows) for the first row whose number of fields
     differs from the header's, or None. Blank lines do not count (pandas skips them)."""
-    first, count, width = None, 0, None
-    # get_handle decompresses by suffix exactly as read_csv does.
-    with get_handle(path, "r", encoding="utf-8", compression="infer") as handles:
-        reader = csv.reader(handles.handle)
-        for fields in reader:
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue
-            if width is None:
-                width = len(fields)
-            elif len(fields) != width:
-                count += 1
-                first = first or (reader.line_num, len(fields))
+    first, count, width, end = None, 0, None, 0
+    # pandas reads fields of any size; the csv module stops at 128 KiB unless told otherwise.
+    limit = csv.field_size_limit(2**31 - 1)
+    try:
+        # get_handle decompresses by suffix exactly as read_csv does.
+        with get_handle(path, "r", encoding="utf-8", compression="infer") as handles:
+            reader = csv.reader(handles.handle)
+            for fields in reader:
+                start, end = end + 1, reader.line_num  # a quoted field may hold line breaks: say where the row starts
+                if not fields or (len(fields) == 1 and not fields[0].strip()):
+                    continue
+                if width is None:
+                    width = len(fields)
+                elif len(fields) != width:
+                    count += 1
+                    first = first or (start, len(fields))
+    finally:
+        csv.field_size_limit(limit)
     return None if first is None else (*first, width, count)
 
 
@@ -61,7 +67,7 @@ def read_csv_file(path: str | Path, what: str = "CSV file", allow_ragged: bool =
         raise InvalidInputError(f"{what} {path} is empty") from None
     except UnicodeDecodeError as exc:  # Latin-1 from a spreadsheet, or binary bytes
         raise InvalidInputError(f"cannot parse {what} {path} as CSV: not UTF-8 text ({error_reason(exc)})") from None
-    except pd.errors.ParserError as exc:
+    except (pd.errors.ParserError, csv.Error) as exc:
         raise InvalidInputError(f"cannot parse {what} {path} as CSV: {error_reason(exc)}") from None
     except (EOFError, OSError, zipfile.BadZipFile, zlib.error, lzma.LZMAError) as exc:
         # pandas decompresses .gz/.bz2/.xz/.zip by suffix: a truncated one raises EOFError (which Typer would
@@ -72,7 +78,7 @@ def read_csv_file(path: str | Path, what: str = "CSV file", allow_ragged: bool =
                                 f"({error_reason(exc)})") from None
     if ragged is not None:
         line, fields, width, count = ragged
-        more = f" ({count} such lines)" if count > 1 else ""
+        more = f" ({count} such rows)" if count > 1 else ""
         raise InvalidInputError(f"{what} {path}: line {line} has {fields} field(s) but the header has {width}{more}; "
                                 "every row needs one field per column (write an empty field, as in a,,b, for a blank cell)")
     repeated = list(dict.fromkeys(name for name in header[header.duplicated()] if name.strip()))

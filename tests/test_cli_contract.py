@@ -317,6 +317,7 @@ def test_evaluate_plot_path_is_checked_first_and_reported_as_written(cli, tmp_pa
     ("d1,m1,0.5,9\nd1,m2,0.6\nd2,m1,0.4\n", 2, 4),            # a longer first row made an index column
     ("d1,m1,0.5,\nd1,m2,0.6,\nd2,m1,0.4,\n", 2, 4),           # trailing commas shifted every column by one
     ('d1,m1,0.5\n"d1,x",m2\n\nd2,m1,0.4\n', 3, 2),           # a quoted comma is no field of its own
+    ('d1,m1,0.5\n\n"d1\nx",m2\nd2,m1,0.4\n', 4, 2),          # the line where a row of two lines starts
 ])
 def test_rows_with_more_or_fewer_fields_than_the_header_are_refused(cli, tmp_path, ragged, line, fields):
     good = tmp_path / "good.csv"
@@ -335,6 +336,16 @@ def test_rows_with_more_or_fewer_fields_than_the_header_are_refused(cli, tmp_pat
         code, out, err = cli(*args)
         assert code == 2 and err.count("\n") == 1 and f"{bad}: line {at[0]} has {at[1]} field(s) but the header has" \
             in err, (args, err)
+
+
+def test_csv_fields_of_any_size_are_read(cli, tmp_path):
+    """Python's csv module stops at fields of 128 KiB; pandas reads them (a long class list, a learning curve)."""
+    truth = tmp_path / "t.csv"
+    truth.write_text("dataset,model,accuracy,notes\n" + "".join(f"d1,m{i},0.{i},{'x' * 200_000}\n" for i in range(3)))
+    scores = tmp_path / "s.csv"
+    scores.write_text("Dataset,Model,logme\nd1,m0,1\nd1,m1,2\nd1,m2,3\n")
+    code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth), "--tau", "kendall")
+    assert code == 0 and "1.0" in out, err
 
 
 @pytest.mark.parametrize("args", [(), ("cache",), ("spider",)], ids=lambda a: " ".join(a) or "modelrank")
