@@ -224,6 +224,13 @@ def test_read_records_csv_takes_the_public_export_layout(tmp_path):
     assert records.record_tasks == ["d", "e"]
     pd.DataFrame({"Dataset": ["d", "d"], "MODEL": ["a", "b"], "Accuracy": [0.5, 0.7]}).to_csv(csv, index=False)
     assert read_records_csv(csv).truth("d").to_dict() == {"a": 0.5, "b": 0.7}  # as `evaluate --truth` reads it
+    # 0/1 marks with a blank cell are read as floats: "1.0" was no mark, and the best test run was taken
+    csv.write_text("dataset,model,accuracy,selected\nd,a,0.5,1\nd,a,0.9,0\nd,b,0.7,1\ne,a,0.6,\ne,a,0.4,1\n")
+    assert read_records_csv(csv).truth("d").to_dict() == {"a": 0.5, "b": 0.7}
+    # a pair none of whose runs is marked vanished with the unmarked runs of the others
+    csv.write_text("dataset,model,accuracy,selected\nd,a,0.5,True\nd,a,0.9,False\nd,b,0.7,True\ne,a,0.6,\n")
+    with pytest.raises(InvalidInputError, match="1 \\(dataset, model\\) pair\\(s\\) have no run marked selected.*'e', 'a'"):
+        read_records_csv(csv)
     csv.write_text("dataset,model,accuracy\nd,a,0.5\nd,,0.6\n,b,0.7\n")  # were dropped without a word
     with pytest.raises(InvalidInputError, match="2 record\\(s\\) without a dataset or model name"):
         read_records_csv(csv)
