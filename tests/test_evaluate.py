@@ -164,6 +164,22 @@ def test_a_dataset_named_as_the_averages_is_refused(cli, tmp_path, name):
     assert code == 2 and out == "" and f"dataset {name!r}: the results call their averages" in err, err
 
 
+def test_paired_comparison_counts_values_equal_but_for_rounding_as_ties():
+    """Two rankings whose weighted tau is one number computed in another order (0.31972789115646266 and
+    0.3197278911564626): A "won" on all 3 datasets, beyond 2 SE (SE 0)."""
+    from modelrank.evaluate.evaluation import compare_methods
+
+    first, second = [0.0, 1.0, 4.0, 5.0, 2.0, 3.0], [0.0, 3.0, 2.0, 5.0, 1.0, 4.0]
+    truth = np.arange(6.0)
+    assert 0 < weighted_tau(truth, first) - weighted_tau(truth, second) < 1e-15
+    models = [f"m{i}" for i in range(6)]
+    scores = pd.DataFrame({"Dataset": np.repeat(["a", "b", "c"], 6), "Model": models * 3, "A": first * 3, "B": second * 3})
+    ev = evaluate(scores, scores[["Dataset", "Model"]].assign(accuracy=np.tile(50 + truth, 3)), measures=["weighted"])
+    compared = compare_methods(ev, "A", "B").iloc[0]
+    assert (compared["wins"], compared["losses"], compared["ties"]) == (0, 0, 3)
+    assert compared["diff"] == 0.0 and not compared["beyond_2se"]
+
+
 def test_bad_tables():
     with pytest.raises(InvalidInputError, match="no \\(dataset, model\\) pair in common"):
         evaluate(WIDE_SCORES.assign(Dataset=WIDE_SCORES["Dataset"] + "-other"), TRUTH)
