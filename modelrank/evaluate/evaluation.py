@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidInputError
-from ..metrics.base import DEFAULT_RTOL
 from .measures import WEIGHTED_TAU_PROTOCOLS, kendall_tau, noise_tau, pearson, regret_at_k, rel_at_k, spearman, weighted_tau
 from .tables import load_scores, load_truth, name_key
-from .ties import metric_tolerance, no_ranking, snap_ties
+from .ties import metric_tolerance, no_ranking, paired_differences, snap_ties
 
 # What `--tau` selects. Each choice becomes one measure label in the results (see `measure_label`).
 MEASURE_CHOICES = ("weighted", "kendall", "spearman", "pearson", "rel", "regret")
@@ -280,10 +279,7 @@ def compare_methods(evaluation: Evaluation, first: str, second: str) -> pd.DataF
     for measure in evaluation.measures:
         table = evaluation.table(measure)[evaluation.datasets]
         pair = table.loc[[first, second]].dropna(axis=1).to_numpy(dtype=np.float64)
-        diff = pair[0] - pair[1]
-        # Values equal but for rounding are ties: the weighted tau of two different rankings can be one number
-        # computed in another order, 1e-16 apart, which counted as a win on every dataset and "beyond 2 SE" (SE 0).
-        diff[np.abs(diff) <= DEFAULT_RTOL * np.maximum(1.0, np.abs(pair).max(axis=0))] = 0.0
+        diff = paired_differences(pair[0], pair[1])  # a 1e-16 difference won every dataset, "beyond 2 SE" of 0
         better = -diff if evaluation.lower_is_better[measure] else diff
         n = diff.size
         se = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan

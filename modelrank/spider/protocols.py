@@ -30,7 +30,7 @@ import pandas as pd
 from ..errors import InvalidInputError, ModelrankError
 from ..evaluate.evaluation import dataset_weight
 from ..evaluate.measures import pearson, regret_at_k, rel_at_k, spearman, weighted_tau
-from ..evaluate.ties import snap_ties
+from ..evaluate.ties import paired_differences, snap_ties
 from .base import Learner
 from .records import Records
 
@@ -224,7 +224,9 @@ def paired_difference(per_task: pd.DataFrame, learner: str, baseline: str, measu
     table = per_task.groupby(["learner", "task"])[measure].mean().unstack("task")
     if learner not in table.index or baseline not in table.index:
         return None
-    diff = (table.loc[learner] - table.loc[baseline]).dropna()
+    first, second = table.loc[learner], table.loc[baseline]
+    both = first.notna() & second.notna()
+    diff = pd.Series(paired_differences(first[both], second[both]))  # rounding is no win, as in `evaluate --compare`
     if diff.size < 2:
         return None
     mean, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size))
