@@ -292,3 +292,9 @@ def test_spider_measures_treat_predictions_equal_within_precision_as_ties():
         assert noisy[name] == pytest.approx(tied[name], nan_ok=True), name
     constant = measure_all(truth, np.full(4, 0.3) + np.array([0, 1e-15, 2e-15, 3e-15]))
     assert np.isnan(constant["weighted_tau"]) and np.isnan(constant["rel@1"])  # no ranking, not a perfect pick
+    # truths equal but for rounding (0.7 and 0.1 + 0.2 + 0.4): the order of two such models is no merit
+    near = np.array([0.7, 0.1 + 0.2 + 0.4, 0.5])
+    one, other = measure_all(near, np.array([2.0, 3.0, 1.0])), measure_all(near, np.array([3.0, 2.0, 1.0]))
+    assert one["weighted_tau"] == other["weighted_tau"] and one["spearman"] == other["spearman"]
+    flat = measure_all(np.array([0.7, 0.1 + 0.2 + 0.4]), np.array([1.0, 2.0]))
+    assert np.isnan(flat["weighted_tau"]) and np.isnan(flat["rel@1"])  # every model is the best: nothing to pick

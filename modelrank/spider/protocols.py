@@ -77,8 +77,9 @@ def measure_all(truth: np.ndarray, score: np.ndarray, all_truth: np.ndarray | No
     ``all_truth`` when only some models are measured). ``tau_protocol``: the weighted-tau convention, "scipy"
     (symmetric, TransferGraph's) or "model_spider" (``weightedtau(truth, score, rank=None)``, Model Spider's).
     Predictions equal within precision are ties (``modelrank.evaluate.ties``, as in ``evaluate``): their order
-    in the last bits is never rewarded, and predictions that are all tied rank nothing (NaN)."""
-    score = snap_ties(score)
+    in the last bits is never rewarded, and predictions that are all tied rank nothing (NaN). So are truths (a mean
+    over seeds computed in another order)."""
+    truth, score = snap_ties(truth), snap_ties(score)
     out = {}
     for name, fn in REPORTED_MEASURES.items():
         try:
