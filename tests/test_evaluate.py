@@ -180,6 +180,15 @@ def test_paired_comparison_counts_values_equal_but_for_rounding_as_ties():
     assert compared["diff"] == 0.0 and not compared["beyond_2se"]
 
 
+def test_names_in_another_unicode_normal_form_match():
+    """"Café" read from a macOS file name (e + combining accent) and "café" typed: "no pair in common"."""
+    import unicodedata
+
+    scores = WIDE_SCORES.assign(Dataset=unicodedata.normalize("NFD", "Café-Pets"))
+    truth = TRUTH[TRUTH["Dataset"] == "Pets"].assign(Dataset=unicodedata.normalize("NFC", "café pets"))
+    assert value(evaluate(scores.iloc[:4], truth, measures=["kendall"]), "good", scores["Dataset"][0], "kendall") == 1.0
+
+
 def test_bad_tables():
     with pytest.raises(InvalidInputError, match="no \\(dataset, model\\) pair in common"):
         evaluate(WIDE_SCORES.assign(Dataset=WIDE_SCORES["Dataset"] + "-other"), TRUTH)

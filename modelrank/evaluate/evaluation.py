@@ -197,7 +197,7 @@ def evaluate(
     methods = list(dict.fromkeys(score_table["method"]))
     dataset_keys = [key for key in display if key in set(merged["dataset_key"])]
 
-    taken = [display[key] for key in dataset_keys if name_key(display[key]) in (name_key(MEAN), name_key(WEIGHTED_MEAN))]
+    taken = [display[key] for key in dataset_keys if key in (name_key(MEAN), name_key(WEIGHTED_MEAN))]
     if taken:  # its row would be one more "mean" of the results (and two rows of a column crashed the tables)
         raise InvalidInputError(f"dataset {taken[0]!r}: the results call their averages {MEAN} and {WEIGHTED_MEAN}; "
                                 "rename that dataset in the scores and the truth")
