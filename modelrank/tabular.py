@@ -28,8 +28,9 @@ def check_input_file(path: str | Path, what: str) -> Path:
 
 def _ragged_line(path: Path) -> tuple[int, int, int, int] | None:
     """(line, its fields, the header's fields, how many such rows) for the first row whose number of fields
-    differs from the header's, or None. Blank lines do not count (pandas skips them)."""
-    first, count, width, end = None, 0, None, 0
+    differs from the header's, or None. Blank lines do not count (pandas skips them), nor missing fields under
+    blank header names at the end of the header (pandas fills those "Unnamed" columns, which readers drop)."""
+    first, count, width, named, end = None, 0, 0, 0, 0
     # pandas reads fields of any size; the csv module stops at 128 KiB unless told otherwise.
     limit = csv.field_size_limit(2**31 - 1)
     try:
@@ -40,9 +41,11 @@ def _ragged_line(path: Path) -> tuple[int, int, int, int] | None:
                 start, end = end + 1, reader.line_num  # a quoted field may hold line breaks: say where the row starts
                 if not fields or (len(fields) == 1 and not fields[0].strip()):
                     continue
-                if width is None:
-                    width = len(fields)
-                elif len(fields) != width:
+                if not width:
+                    width = named = len(fields)
+                    while named > 1 and not fields[named - 1].strip():
+                        named -= 1
+                elif not named <= len(fields) <= width:
                     count += 1
                     first = first or (start, len(fields))
     finally:

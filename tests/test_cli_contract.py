@@ -338,6 +338,16 @@ def test_rows_with_more_or_fewer_fields_than_the_header_are_refused(cli, tmp_pat
             in err, (args, err)
 
 
+def test_rows_short_only_under_blank_trailing_header_names_are_read(cli, tmp_path):
+    """A header ending in a comma names no column there: pandas fills it and the readers drop it."""
+    truth = tmp_path / "t.csv"
+    truth.write_text("dataset,model,accuracy,\nd1,m0,0.1\nd1,m1,0.2,\nd1,m2,0.3\n")
+    scores = tmp_path / "s.csv"
+    scores.write_text("Dataset,Model,logme\nd1,m0,1\nd1,m1,2\nd1,m2,3\n")
+    code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth), "--tau", "kendall")
+    assert code == 0 and "1.0" in out, err
+
+
 def test_csv_fields_of_any_size_are_read(cli, tmp_path):
     """Python's csv module stops at fields of 128 KiB; pandas reads them (a long class list, a learning curve)."""
     truth = tmp_path / "t.csv"
