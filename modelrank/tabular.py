@@ -83,7 +83,7 @@ def read_csv_file(path: str | Path, what: str = "CSV file", allow_ragged: bool =
         line, fields, width, count = ragged
         more = f" ({count} such rows)" if count > 1 else ""
         raise InvalidInputError(f"{what} {path}: line {line} has {fields} field(s) but the header has {width}{more}; "
-                                "every row needs one field per column (write an empty field, as in a,,b, for a blank cell)")
+                                "every row needs one field per column (an empty one, as in a,,b, is a blank cell)")
     repeated = list(dict.fromkeys(name for name in header[header.duplicated()] if name.strip()))
     if repeated:
         raise InvalidInputError(f"{what} {path} has the column {repeated[0]!r} more than once; "

@@ -11,7 +11,8 @@ Two kinds of input, both CSV (or Parquet):
 
 Column names are matched case-insensitively. Dataset and model names are matched through ``name_key``:
 case, Unicode normal form, spaces and the punctuation ``-_./`` are ignored (``CIFAR-10`` = ``cifar10``), and
-dataset names also go through ``DATASET_ALIASES`` (Model Spider's CSV says ``Pet`` where its README and SFDA say ``Pets``).
+dataset names also go through ``DATASET_ALIASES`` (Model Spider's CSV says ``Pet`` where its README and SFDA say
+``Pets``).
 The first spelling met in the scores table is the one shown in results.
 """
 

@@ -279,8 +279,8 @@ def read_records_csv(path: str | Path, aggregate: str | None = "max") -> Records
             chosen = selected.groupby(names).any() if len(names) == 2 else pd.Series(dtype=bool)
             if not chosen.all():
                 unmarked = chosen[~chosen].index.tolist()
-                raise InvalidInputError(f"records CSV {path}: {len(unmarked)} (dataset, model) pair(s) have no run marked "
-                                        f"selected while others do, e.g. {unmarked[0]}; mark one run of each pair "
-                                        "or drop the selected column")
+                raise InvalidInputError(f"records CSV {path}: {len(unmarked)} (dataset, model) pair(s) have no run "
+                                        f"marked selected while others do, e.g. {unmarked[0]}; mark one run of each "
+                                        "pair or drop the selected column")
             frame = frame[selected.to_numpy()]
     return records_from_frame(frame, aggregate=aggregate, name=path.stem)
