@@ -81,6 +81,13 @@ def test_saturated_constant_and_zero_scores_give_no_ranking_and_are_left_out_of_
     assert set(ev.no_ranking["method"]) == {"hscore", "sfda", "emms"}
 
 
+def test_no_ranking_quotes_lower_is_better_scores_as_given():
+    """The reason said "all 4 scores are equal (-0.3)" of a table whose scores were 0.3 (negated to rank them)."""
+    scores = pd.DataFrame({"Dataset": "animal", "Model": MODELS, "err": [0.3] * 4, "logme": [0.2, 0.3, 0.4, 0.1]})
+    ev = evaluate(scores, TRUTH, measures=["kendall"], lower_is_better=["err"])
+    assert ev.no_ranking["reason"].tolist() == ["all 4 scores are equal (0.3)"]
+
+
 def test_flagged_scores_can_be_left_out():
     scores = pd.DataFrame({"Dataset": "animal", "Model": MODELS, "hscore": [9.0, 2.0, 3.0, 1.0],
                            "hscore_flags": ["saturated", "", "", ""], "hscore_seconds": 0.1})

@@ -228,7 +228,8 @@ def evaluate(
         truth_values = snap_ties(cell["truth"].to_numpy())
         rtol, atol = (tolerances or {}).get(method) or metric_tolerance(method)
         score_values = snap_ties(cell["score"].to_numpy(), rtol, atol)
-        reason = no_ranking(cell["score"].to_numpy(), rtol, atol)
+        # The reason quotes the scores as the table gives them, not as negated for --lower-is-better.
+        reason = no_ranking(cell["score"].to_numpy() * (-1.0 if method in negated else 1.0), rtol, atol)
         if reason:
             unranked.append((method, name, reason))
             rows += [(method, name, labels[choice], np.nan, f"no ranking: {reason}") for choice in choices]
