@@ -79,6 +79,8 @@ def read_csv_file(path: str | Path, what: str = "CSV file", allow_ragged: bool =
             raise
         raise InvalidInputError(f"cannot read {what} {path}: a damaged or truncated compressed file "
                                 f"({error_reason(exc)})") from None
+    except ValueError as exc:  # e.g. a .zip holding no file or several (pandas reads one)
+        raise InvalidInputError(f"cannot read {what} {path}: {error_reason(exc)}") from None
     if ragged is not None:
         line, fields, width, count = ragged
         more = f" ({count} such rows)" if count > 1 else ""

@@ -348,6 +348,19 @@ def test_rows_short_only_under_blank_trailing_header_names_are_read(cli, tmp_pat
     assert code == 0 and "1.0" in out, err
 
 
+@pytest.mark.parametrize("members", [[], ["a.csv", "b.csv"]])
+def test_a_zip_without_exactly_one_file_is_an_input_error(cli, tmp_path, members):
+    """pandas reads a .zip of one file; with none or several its ValueError was taken for a bug (exit 1)."""
+    import zipfile
+
+    path = tmp_path / "truth.csv.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name in members:
+            archive.writestr(name, "dataset,model,accuracy\nd1,m0,0.1\n")
+    code, out, err = cli("evaluate", "--scores", str(path), "--truth", str(path))
+    assert code == 2 and f"cannot read scores file {path}: " in err and err.count("\n") == 1, err
+
+
 def test_csv_fields_of_any_size_are_read(cli, tmp_path):
     """Python's csv module stops at fields of 128 KiB; pandas reads them (a long class list, a learning curve)."""
     truth = tmp_path / "t.csv"
