@@ -189,6 +189,15 @@ def test_names_in_another_unicode_normal_form_match():
     assert value(evaluate(scores.iloc[:4], truth, measures=["kendall"]), "good", scores["Dataset"][0], "kendall") == 1.0
 
 
+def test_a_dataset_with_one_model_in_common_is_counted_as_not_ranked():
+    """"ranked 2 of 2" was printed for a method whose means are over 1 dataset: the other shared 1 model."""
+    scores = WIDE_SCORES[(WIDE_SCORES["Dataset"] == "Pet") | (WIDE_SCORES["Model"] == "vit")]
+    ev = evaluate(scores, TRUTH, measures=["kendall"])
+    assert ev.ranked_tasks().to_dict() == {"good": "1 of 2", "bad": "1 of 2"}
+    assert ev.no_ranking.query("method == 'good'")["reason"].tolist() == ["only 1 model in common with the ground truth"]
+    assert np.isnan(value(ev, "good", "CIFAR10", "kendall")) and value(ev, "good", "mean", "kendall") == 1.0
+
+
 def test_bad_tables():
     with pytest.raises(InvalidInputError, match="no \\(dataset, model\\) pair in common"):
         evaluate(WIDE_SCORES.assign(Dataset=WIDE_SCORES["Dataset"] + "-other"), TRUTH)

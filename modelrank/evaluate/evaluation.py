@@ -220,16 +220,15 @@ def evaluate(
         untrue = int(scored_models[(method, key)]) - len(cell)
         if untrue:
             warnings.append(f"{method} / {name}: {untrue} scored model(s) have no ground truth and were left out")
-        if len(cell) < 2:
-            warnings.append(f"{method} / {name}: only {len(cell)} model(s) in common, nothing to rank")
-            continue
         # Truths equal but for rounding (a mean computed two ways: 0.7 and 0.7000000000000001) are ties, as scores
         # are: no score is rewarded or punished for the order of their last bits.
         truth_values = snap_ties(cell["truth"].to_numpy())
         rtol, atol = (tolerances or {}).get(method) or metric_tolerance(method)
         score_values = snap_ties(cell["score"].to_numpy(), rtol, atol)
-        # The reason quotes the scores as the table gives them, not as negated for --lower-is-better.
-        reason = no_ranking(cell["score"].to_numpy() * (-1.0 if method in negated else 1.0), rtol, atol)
+        # The reason quotes the scores as the table gives them, not as negated for --lower-is-better. One model
+        # ranks nothing either (the "ranked" count said it did).
+        reason = (no_ranking(cell["score"].to_numpy() * (-1.0 if method in negated else 1.0), rtol, atol)
+                  if len(cell) > 1 else "only 1 model in common with the ground truth")
         if reason:
             unranked.append((method, name, reason))
             rows += [(method, name, labels[choice], np.nan, f"no ranking: {reason}") for choice in choices]
@@ -247,7 +246,7 @@ def evaluate(
                 value, note = np.nan, str(exc)
             rows.append((method, name, labels[choice], value, note))
 
-    if not rows:
+    if all(n < 2 for *_, n in counts):
         raise InvalidInputError("no (method, dataset) pair has 2 or more models in common between scores and truth")
     results = pd.DataFrame(rows, columns=["method", "dataset", "measure", "value", "note"])
     results = pd.concat([results, _means(results, truth_table, display)], ignore_index=True)
