@@ -15,6 +15,15 @@ MODELS = ["lite0", "lite1", "lite2", "random"]
 TRUTH = pd.DataFrame({"dataset": "animal", "model": MODELS, "accuracy": [0.80, 0.85, 0.90, 0.30]})
 
 
+def test_paired_differences_of_values_equal_but_for_rounding_are_zero():
+    from modelrank.evaluate.ties import paired_differences
+
+    # two weighted taus of different rankings, one number computed in two orders; a tau of 0 seen as +-1e-17
+    first, second = [0.31972789115646266, 1e-17, 0.5, -3.0], [0.3197278911564626, -1e-17, 0.4, -3.00001]
+    diff = paired_differences(first, second)
+    assert diff[:2].tolist() == [0.0, 0.0] and diff[2:] == pytest.approx([0.1, 1e-5], rel=1e-6)
+
+
 def test_tie_groups_chain_neighbours_within_the_tolerance():
     assert tie_groups([3.0, 1.0, 1.0 + 1e-12, 2.0]).tolist() == [2, 0, 0, 1]
     # 1 and 1.5 are 0.5 apart, 1.5 and 2 too: one chain even though 1 and 2 are 1 apart.
@@ -70,6 +79,13 @@ def test_saturated_constant_and_zero_scores_give_no_ranking_and_are_left_out_of_
     assert r.loc[("logme", "mean", "kendall"), "n_tasks"] == 2
     assert ev.ranked_tasks().to_dict() == {"hscore": "1 of 2", "sfda": "1 of 2", "emms": "1 of 2", "logme": "2 of 2"}
     assert set(ev.no_ranking["method"]) == {"hscore", "sfda", "emms"}
+
+
+def test_no_ranking_quotes_lower_is_better_scores_as_given():
+    """The reason said "all 4 scores are equal (-0.3)" of a table whose scores were 0.3 (negated to rank them)."""
+    scores = pd.DataFrame({"Dataset": "animal", "Model": MODELS, "err": [0.3] * 4, "logme": [0.2, 0.3, 0.4, 0.1]})
+    ev = evaluate(scores, TRUTH, measures=["kendall"], lower_is_better=["err"])
+    assert ev.no_ranking["reason"].tolist() == ["all 4 scores are equal (0.3)"]
 
 
 def test_flagged_scores_can_be_left_out():
