@@ -451,6 +451,17 @@ def test_integer_regression_targets_are_scored_as_targets(rng, name):
     assert as_regression != pytest.approx(as_classes, rel=1e-3)
 
 
+@pytest.mark.parametrize("name", sorted(e.name for e in METRICS if "regression" in e.obj.tasks))
+def test_regression_targets_without_columns_are_refused(rng, name):
+    """(N, 0) targets: one clear error, not the NaN of a mean over no targets (LogME, TransRate) or PARC's
+    "constant features?"."""
+    x = rng.normal(size=(60, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Mean of empty slice" on the way
+        with pytest.raises(InvalidInputError, match="no columns"):
+            compute_metric(name, FeatureSet(features=x, labels=np.zeros((60, 0)), task="regression"))
+
+
 # ---- NCTI zoo
 
 def test_ncti_zoo(rng):
