@@ -288,6 +288,20 @@ def test_emms_runs_with_the_offline_encoder(rng, cache_dir, monkeypatch):
     assert emms_classification(x, np.array(names)[y]) == pytest.approx(score)
 
 
+def test_emms_reads_boolean_labels_as_class_ids_of_their_names(rng, monkeypatch):
+    """False/True are the class ids 0/1 of class_names (a binary feature file); they were refused as "not class
+    ids in 0..1"."""
+    import modelrank.text as text
+
+    x, y = clusters(rng, n=120, d=8, c=2)
+    vectors = {"no": [1.0, 0.0, 2.0], "yes": [0.0, 1.0, -1.0]}
+    monkeypatch.setattr(text, "encode_texts", lambda texts, name: np.array([vectors[t] for t in texts]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no one-hot fallback
+        as_bools = compute_metric("emms", FeatureSet(x, y.astype(bool), class_names=["no", "yes"]))
+    assert as_bools == compute_metric("emms", FeatureSet(x, y, class_names=["no", "yes"]))
+
+
 def test_emms_one_hot_fallback_warns(rng):
     x, y = clusters(rng, n=120, d=8, c=3)
     with pytest.warns(UserWarning, match="one-hot"):
