@@ -302,6 +302,25 @@ def test_emms_reads_boolean_labels_as_class_ids_of_their_names(rng, monkeypatch)
     assert as_bools == compute_metric("emms", FeatureSet(x, y, class_names=["no", "yes"]))
 
 
+@pytest.mark.parametrize("as_objects", [False, True])  # a Parquet text column arrives as Python objects
+def test_text_labels_name_their_classes_for_emms(rng, monkeypatch, as_objects):
+    """Text labels are their own class names: the registry ran EMMS on them only with class_names as well
+    ("needs class_names"), though ``emms_classification`` embeds them. Numeric labels still need names."""
+    import modelrank.text as text
+
+    x, y = clusters(rng, n=120, d=8, c=3)
+    names = ["airplane", "cat", "dog"]
+    vectors = {"airplane": [1.0, 0.0, 2.0], "cat": [0.0, 1.0, -1.0], "dog": [0.5, 2.0, 0.0]}
+    monkeypatch.setattr(text, "encode_texts", lambda texts, name: np.array([vectors[t] for t in texts]))
+    labels = np.array(names, dtype=object if as_objects else str)[y]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no one-hot fallback
+        by_text = compute_metric("emms", FeatureSet(x, labels))
+    assert by_text == compute_metric("emms", FeatureSet(x, y, class_names=names))
+    with pytest.raises(InvalidInputError, match="needs class_names"):
+        compute_metric("emms", FeatureSet(x, y))
+
+
 def test_emms_one_hot_fallback_warns(rng):
     x, y = clusters(rng, n=120, d=8, c=3)
     with pytest.warns(UserWarning, match="one-hot"):
