@@ -445,6 +445,14 @@ def test_otce_checks_and_subsample():
     assert otce(x, y, x + 1, y, max_samples=100) == otce(x, y, x + 1, y, max_samples=100)
 
 
+@pytest.mark.parametrize("exponent", [-540, -1000, 400])
+def test_source_free_otce_is_scale_invariant_down_to_underflow(exponent):
+    """Source-free OTCE reads only the coupling, which scaling the costs leaves alone; at 2**-540 (~3e-163) the squared
+    distances underflowed to 0, so any coupling looked optimal and the score was that of an arbitrary one."""
+    x, y, p = make_task(21, n=200)
+    assert otce_source_free(np.ldexp(x, exponent), y, p) == otce_source_free(x, y, p)
+
+
 def test_nleep_parameters():
     x, y, _ = make_task(19, n=500)
     assert nleep(x, y, seed=3) == nleep(x, y, seed=3)

@@ -6,7 +6,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, checked_probs
-from ._linalg import one_hot_sparse, seeded_subsample
+from ._linalg import one_hot_sparse, seeded_subsample, unit_scaled
 from .base import register_metric
 
 
@@ -148,7 +148,10 @@ def otce_source_free(
     Inputs: features (N, D), class labels (N,), source_probs (N, Z). Cost: one EMD of size
     ``max_samples``/2 (default 2000 x 2000, ~1 s); deterministic given ``seed``.
     """
-    x = as_features(features, upcast=False)  # only the drawn rows are upcast (in ``_coupling_terms``)
+    # Only the drawn rows are upcast (in ``_coupling_terms``). The coupling, hence CE, does not change when the costs
+    # are scaled, but below ~1e-154 the squared distances underflow to 0 and any coupling looked optimal (features
+    # at 1e-160 scored as constant ones): an exact power-of-two rescaling keeps them in range.
+    x = unit_scaled(as_features(features, upcast=False))
     codes, _ = as_class_labels(labels, x.shape[0])
     probs, row_sums, off_one = checked_probs(source_probs, x.shape[0])  # float32 stays: only argmaxes are read
     if x.shape[0] < 4 or (max_samples is not None and max_samples < 4):
