@@ -468,6 +468,9 @@ def test_parc_regression(rng):
     assert parc(x, vector, "regression") > parc(x, rng.permutation(vector), "regression")
     with pytest.raises(InvalidInputError, match="not integers"):
         parc(x, target)  # real targets given as a classification task are refused, not guessed
+    vector[7] = 0.5  # a target row of equal values has no correlation: the targets are named, not the features
+    with pytest.raises(InvalidInputError, match="each needs values that are not all equal; 1 of 150 rows"):
+        parc(x, vector, "regression")
 
 
 @pytest.mark.parametrize("name", sorted(e.name for e in METRICS if "regression" in e.obj.tasks))
