@@ -595,6 +595,16 @@ def test_scale_invariance(rng, name):
     assert fn(x * 7.5, y) == pytest.approx(fn(x, y), rel=1e-6)
 
 
+@pytest.mark.parametrize("name", ["sfda", "ped_sfda"])
+def test_sfda_is_translation_invariant_under_a_large_offset(rng, name):
+    """The LDA decision function does not change when features and class means move together; uncentred, its
+    terms were ~1e16 at an offset of 1e8 and cancelled between classes (SFDA 0.82 became 0.40). What remains is the
+    offset's own rounding of the features (~1e-8 of their spread)."""
+    x, y = clusters(rng, n=300, d=8, c=3)
+    fn = METRICS.get(name).fn
+    assert fn(x + 1e8, y) == pytest.approx(fn(x, y), rel=1e-8)
+
+
 @pytest.mark.parametrize("name", PER_MODEL)
 def test_separable_beats_shuffled(rng, name):
     x, y = clusters(rng, n=200, d=10, c=4, spread=1.5)
