@@ -552,6 +552,8 @@ def test_ped_source_statistics_and_equivariance(rng):
     assert not np.allclose(other, own)
     with pytest.raises(InvalidInputError, match="source_std"):
         ped_features(x, y, source_std=np.ones(3))
+    with pytest.raises(InvalidInputError, match="source_std holds standard deviations, which are >= 0; 1 are"):
+        ped_features(x, y, source_std=np.array([1.0, 2.0, -0.5, 1.0, 1.0, 1.0]))  # was floored to 1e-3 silently
     np.testing.assert_allclose(ped_features(x, y, steps=0), x, rtol=1e-12, atol=1e-12)
 
 

@@ -89,7 +89,7 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
         column_mean = counts @ class_means / n
         column_std = np.sqrt((deviations.sum(axis=0) + counts @ (class_means - column_mean) ** 2) / n)
     mean = column_mean if source_mean is None else _source_stat(source_mean, dim, "source_mean")
-    std = column_std if source_std is None else _source_stat(source_std, dim, "source_std")
+    std = column_std if source_std is None else _source_stat(source_std, dim, "source_std", non_negative=True)
     std = np.maximum(std, STD_FLOOR)
     means = (class_means - mean) / std  # the standardised centres z = (x - m) / s of the classes
     radius = np.sqrt((deviations / std**2).sum(axis=1) / counts)
@@ -117,13 +117,18 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
     return moved
 
 
-def _source_stat(value: np.ndarray, dim: int, name: str) -> np.ndarray:
+def _source_stat(value: np.ndarray, dim: int, name: str, non_negative: bool = False) -> np.ndarray:
     try:
         stat = np.asarray(value, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
         raise InvalidInputError(f"{name} must be {dim} finite numbers, got {type(value).__name__}") from None
     if stat.shape != (dim,) or not np.isfinite(stat).all():
         raise InvalidInputError(f"{name} must be {dim} finite numbers, got shape {np.shape(value)}")
+    # A negative standard deviation is not one (a variance or a mean passed by mistake): the floor turned it into
+    # 1e-3 and stretched that dimension silently.
+    negative = int((stat < 0).sum()) if non_negative else 0
+    if negative:
+        raise InvalidInputError(f"{name} holds standard deviations, which are >= 0; {negative} are negative")
     return stat
 
 
