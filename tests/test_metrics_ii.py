@@ -302,8 +302,9 @@ def test_emms_reads_boolean_labels_as_class_ids_of_their_names(rng, monkeypatch)
     assert as_bools == compute_metric("emms", FeatureSet(x, y, class_names=["no", "yes"]))
 
 
-@pytest.mark.parametrize("as_objects", [False, True])  # a Parquet text column arrives as Python objects
-def test_text_labels_name_their_classes_for_emms(rng, monkeypatch, as_objects):
+# a Parquet text column arrives as Python objects; an .npz of b"cat" as bytes, embedded as "cat", not "b'cat'"
+@pytest.mark.parametrize("kind", ["str", "object", "bytes"])
+def test_text_labels_name_their_classes_for_emms(rng, monkeypatch, kind):
     """Text labels are their own class names: the registry ran EMMS on them only with class_names as well
     ("needs class_names"), though ``emms_classification`` embeds them. Numeric labels still need names."""
     import modelrank.text as text
@@ -312,7 +313,8 @@ def test_text_labels_name_their_classes_for_emms(rng, monkeypatch, as_objects):
     names = ["airplane", "cat", "dog"]
     vectors = {"airplane": [1.0, 0.0, 2.0], "cat": [0.0, 1.0, -1.0], "dog": [0.5, 2.0, 0.0]}
     monkeypatch.setattr(text, "encode_texts", lambda texts, name: np.array([vectors[t] for t in texts]))
-    labels = np.array(names, dtype=object if as_objects else str)[y]
+    labels = {"str": np.array(names), "object": np.array(names, dtype=object),
+              "bytes": np.char.encode(names, "utf-8")}[kind][y]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no one-hot fallback
         by_text = compute_metric("emms", FeatureSet(x, labels))

@@ -155,7 +155,8 @@ def _class_texts(labels: np.ndarray, classes: np.ndarray, class_names: Sequence[
             raise InvalidInputError(f"labels must be class ids in 0..{len(class_names) - 1} to use class_names")
         return [str(class_names[int(c)]) for c in classes]
     if np.asarray(labels).dtype.kind in "USO":
-        return [str(c) for c in classes]
+        # bytes labels (an .npz of b"cat", a Parquet binary column) are text too: str() would embed "b'cat'"
+        return [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in classes]
     return None
 
 
