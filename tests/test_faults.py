@@ -852,6 +852,9 @@ def test_every_numeric_metric_parameter_refuses_nan_inf_and_negative_values():
     # a step count, not a cap: 10**9 steps ran for days (0.2 s a step at 50k x 1000 probabilities)
     ("pactran_dir", {"n_iter": 10_001}, r"n_iter must be in \[1, 10000\]"),
     ("pactran_gamma", {"n_iter": 10_001}, r"n_iter must be in \[1, 10000\]"),
+    # a cap, but with a tol below rounding on N < D features the fixed point never meets it: 10**9 steps were 12 h
+    ("logme", {"max_iter": 10_001, "tol": 1e-300}, r"max_iter must be in \[1, 10000\] or None"),
+    ("ped_logme", {"max_iter": 10_001}, r"max_iter must be in \[1, 10000\] or None"),
 ])
 def test_metric_parameters_out_of_their_range_are_refused(name, params, message):
     with pytest.raises(InvalidInputError, match=message):
