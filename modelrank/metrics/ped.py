@@ -26,6 +26,10 @@ DEFAULT_TIME_STEP = 0.1
 DEFAULT_EXIT_RATIO = 0.5
 DEFAULT_NSIGMA = 0.6
 DEFAULT_MAX_STEPS = 6
+#: Most steps ``steps`` may allow. Overlapping classes keep moving by ever smaller amounts, so with exit_ratio=0
+#: nothing but ``steps`` ends the simulation (steps=10**9 ran for hours); a step costs O(C^2 D) (1000 steps of
+#: 397 classes x 2048 dims: minutes). The public code stops after 6.
+MAX_STEPS = 1_000
 DEFAULT_FORCE_CONSTANT = 1.0
 #: floor on the per-dimension std used for standardisation (the reference's eps)
 STD_FLOOR = 1e-3
@@ -74,6 +78,8 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
     deviations from the class means, which also give the column std as within- plus between-class parts), and a
     moved row is x + s * (its class's total displacement), so the only (N, D) array is the result.
     """
+    if not 0 <= steps <= MAX_STEPS:
+        raise InvalidInputError(f"PED's steps must be in [0, {MAX_STEPS}] (the public code stops after 6), got {steps}")
     x = as_features(features, upcast=False)  # float32 stays: each pass converts one row block at a time
     y, n_classes = as_class_labels(labels, x.shape[0])
     n, dim = x.shape
