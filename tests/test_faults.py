@@ -862,6 +862,14 @@ def test_every_numeric_metric_parameter_refuses_nan_inf_and_negative_values():
     ("emms", {"encoders": 3}, "encoders must be a text encoder name"),
     ("hscore", {"rcond": 1.0}, r"rcond must be in \[0, 1\)"),
     ("nleep", {"seed": 2**40}, r"seed must be below 2\*\*32"),  # sklearn's RandomState range
+    # a step count, not a cap: 10**9 steps ran for days (0.2 s a step at 50k x 1000 probabilities)
+    ("pactran_dir", {"n_iter": 10_001}, r"n_iter must be in \[1, 10000\]"),
+    ("pactran_gamma", {"n_iter": 10_001}, r"n_iter must be in \[1, 10000\]"),
+    # a cap, but with a tol below rounding on N < D features the fixed point never meets it: 10**9 steps were 12 h
+    ("logme", {"max_iter": 10_001, "tol": 1e-300}, r"max_iter must be in \[1, 10000\] or None"),
+    ("ped_logme", {"max_iter": 10_001}, r"max_iter must be in \[1, 10000\] or None"),
+    # with exit_ratio=0 only the step cap ends the simulation of overlapping classes: 10**9 steps ran for hours
+    ("ped_gbc", {"steps": 1_001, "exit_ratio": 0.0, "nsigma": 100.0}, r"steps must be in \[0, 1000\]"),
 ])
 def test_metric_parameters_out_of_their_range_are_refused(name, params, message):
     with pytest.raises(InvalidInputError, match=message):

@@ -6,6 +6,7 @@ import pytest
 from scipy import stats
 
 from modelrank.evaluate import evaluate, metric_tolerance, no_ranking, snap_ties, tie_groups, tie_ranks, weighted_tau
+from modelrank.metrics.leep import leep
 
 # Seen on animal-mnist with 20 samples per class (N <= D): H-Score saturated at C - 1 = 9 for every model.
 SATURATED_HSCORE = [9.000000000000005, 8.999999999999998, 9.000000000000002, 9.0]
@@ -152,6 +153,23 @@ def test_cli_evaluate_no_ranking_compare_noise_and_formats(cli, tmp_path):
                                                                           for r in rows)
     code, out, err = cli(*base, "--compare", "logme")
     assert code == 2 and "--compare takes two different methods" in err
+
+
+@pytest.mark.parametrize("name", ["leep", "nleep", "ped_nleep"])
+def test_leep_scores_saturated_at_zero_are_ties(name):
+    """Posteriors that predict the labels perfectly give LEEP = 0 up to rounding: the same near-one-hot source
+    probabilities with their columns or rows reordered scored -4.8e-16, -3.8e-16 and -5.1e-16, which the relative
+    tolerance alone ranked."""
+    rng = np.random.default_rng(0)
+    y = np.arange(600) % 6
+    logits = rng.normal(size=(600, 50))
+    logits[np.arange(600), 3 * y] += 40
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    rows = rng.permutation(600)
+    scores = [leep(probs, y), leep(probs[:, rng.permutation(50)], y), leep(probs[rows], y[rows])]
+    assert no_ranking(scores, *metric_tolerance(name))
+    assert not no_ranking([-1e-10, -2e-10, -3e-10], *metric_tolerance(name))  # a real, if small, difference
 
 
 def test_ped_variants_inherit_and_gbc_declares_its_tolerance():
