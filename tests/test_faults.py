@@ -27,7 +27,7 @@ from modelrank.extraction import extract, load_features
 from modelrank.features import FeatureSet
 from modelrank.finetune.full import FullConfig, finetune_full
 from modelrank.metrics import METRICS, compute_metric
-from modelrank.metrics.base import check_parameters
+from modelrank.metrics.base import Interval, check_parameters
 from modelrank.models import read_state_dict
 
 REPO = Path(__file__).resolve().parents[1]
@@ -849,13 +849,13 @@ def test_every_numeric_metric_parameter_refuses_nan_inf_and_negative_values():
 
 
 @pytest.mark.parametrize("name,params,message", [
-    ("linear_probe", {"folds": 1}, "folds >= 2"),
-    ("linear_probe", {"c": 0.0}, "c > 0"),
+    ("linear_probe", {"folds": 1}, "parameter folds must be a finite number >= 2, not 1"),
+    ("linear_probe", {"c": 0.0}, "parameter c must be a finite number > 0, not 0.0"),
     ("nleep", {"covariance_type": "bogus"}, "parameter covariance_type takes one of diag, full, spherical, tied"),
-    ("nleep", {"max_fit_samples": 1}, "max_fit_samples must be >= 2"),
-    ("otce_sf", {"max_samples": 2}, "at least 4 samples"),
-    ("sfda", {"confmix_strength": 2.0}, r"weights in \[0, 1\]"),
-    ("sfda", {"shrinkage": 3.0}, r"weights in \[0, 1\]"),
+    ("nleep", {"max_fit_samples": 1}, "parameter max_fit_samples must be a finite number >= 2 or None"),
+    ("otce_sf", {"max_samples": 2}, "parameter max_samples must be a finite number >= 4 or None"),
+    ("sfda", {"confmix_strength": 2.0}, r"parameter confmix_strength must be in \[0, 1\], not 2.0"),
+    ("sfda", {"shrinkage": 3.0}, r"parameter shrinkage must be in \[0, 1\] or None, not 3.0"),
     ("ped_sfda", {"step_size": 1e300}, "PED moved classes by nan"),
     ("ped_logme", {"nsigma": 1e300}, "lower step_size"),
     ("ped_nleep", {"source_mean": "x"}, "source_mean must be 4 finite numbers, got str"),
@@ -874,6 +874,32 @@ def test_every_numeric_metric_parameter_refuses_nan_inf_and_negative_values():
 def test_metric_parameters_out_of_their_range_are_refused(name, params, message):
     with pytest.raises(InvalidInputError, match=message):
         compute_metric(name, _metric_inputs(np.arange(30) % 3), **params)
+
+
+@pytest.mark.parametrize("name,params,message", [
+    ("linear_probe", {"folds": 1}, "folds >= 2"),
+    ("linear_probe", {"c": 0.0}, "c > 0"),
+    ("nleep", {"max_fit_samples": 1}, "max_fit_samples must be >= 2"),
+    ("otce_sf", {"max_samples": 2}, "at least 4 samples"),
+    ("sfda", {"confmix_strength": 2.0}, r"weights in \[0, 1\]"),
+    ("pactran_dir", {"alpha": 0.0}, "alpha must be positive"),
+    ("hscore", {"rcond": 1.0}, r"rcond must be in \[0, 1\)"),
+])
+def test_plain_metric_functions_check_their_own_ranges(name, params, message):
+    """The registry checks declared ranges before any work; the functions, importable on their own, still do."""
+    spec, data = METRICS.get(name), _metric_inputs(np.arange(30) % 3)
+    arrays = {key: value for key, value in data.inputs().items() if key in spec.needs}
+    with pytest.raises(InvalidInputError, match=message):
+        spec.fn(**arrays, **params)
+
+
+def test_declared_ranges_name_parameters_of_the_metric():
+    from modelrank.metrics.base import register_metric
+
+    with pytest.raises(ValueError, match=r"unknown parameters \['alhpa'\]"):
+        register_metric("never_registered", ranges={"alhpa": "(0, inf)"})(lambda features, labels, alpha=1.0: 0.0)
+    with pytest.raises(ValueError, match="not an interval"):
+        Interval.parse("0..1")
 
 
 @pytest.mark.parametrize("name,params", [("knn", {"k": 3}), ("logme", {"max_iter": 11}), ("pactran_dir", {"n_iter": 10}),
@@ -928,13 +954,22 @@ def test_listed_parameters_are_what_the_registry_enforces(name, key, default, ac
     the listed lower bound holds exactly (the bound passes, below it is refused), as does "or null"."""
     spec = METRICS.get(name)
     assert check_parameters(spec, {key: default}) == {key: default}
-    bound = re.fullmatch(r"(an integer|a number) >= (\d+)( \(below 2\*\*32\))?(, or null)?", accepts)
+    bound = re.fullmatch(r"(an integer|a number) (>=|>|in) ([^ ,]+|[\[(]\S+, \S+[\])])( \(below 2\*\*32\))?"
+                         r"(, or null)?", accepts)
     if bound:
-        least = int(bound.group(2))
-        assert check_parameters(spec, {key: least}) == {key: least}
-        with pytest.raises(InvalidInputError, match=f"parameter {key} must be a finite number >= {least}"):
-            check_parameters(spec, {key: least - 1})
-        if bound.group(4):
+        kind, relation, value = bound.group(1, 2, 3)
+        interval = Interval.parse(value) if relation == "in" else Interval(float(value), np.inf, relation == ">=")
+        nudge = (lambda v, way: v + way) if kind == "an integer" else (lambda v, way: np.nextafter(v, way * np.inf))
+        for end, closed, outwards in ((interval.low, interval.closed_low, -1), (interval.high, interval.closed_high, 1)):
+            if np.isinf(end):
+                continue
+            inside, outside = (end, nudge(end, outwards)) if closed else (nudge(end, -outwards), end)
+            if kind == "an integer":
+                inside, outside = int(inside), int(outside)
+            assert check_parameters(spec, {key: inside}) == {key: inside}
+            with pytest.raises(InvalidInputError, match=f"parameter {key} must be "):
+                check_parameters(spec, {key: outside})
+        if bound.group(5):
             assert check_parameters(spec, {key: None}) == {key: None}
         else:
             with pytest.raises(InvalidInputError, match=f"parameter {key} takes"):

@@ -8,7 +8,9 @@ better model, and the paper it implements. I/O, caching and printing live elsewh
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
@@ -55,6 +57,42 @@ class SaturationWarning(MetricFlagWarning):
 Preset = TypeVar("Preset")
 
 
+@dataclass(frozen=True)
+class Interval:
+    """The values a numeric parameter takes, written as in mathematics: ``Interval.parse("[0, 1)")``,
+    ``"(0, inf)"``, ``"[1, 10000]"``. Declared with ``register_metric(ranges=...)`` where the metric refuses values
+    the generic rule (>= 1 for counts, >= 0 otherwise) lets through, so ``--set`` is checked before any work and
+    ``modelrank list parameters`` says what the metric really takes."""
+
+    low: float
+    high: float
+    closed_low: bool = True
+    closed_high: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Interval:
+        match = re.fullmatch(r"([\[(])\s*([^,\s]+)\s*,\s*([^\])\s]+)\s*([\])])", text.strip())
+        if match is None:
+            raise ValueError(f"not an interval: {text!r} (write e.g. '[0, 1)' or '(0, inf)')")
+        return cls(float(match[2]), float(match[3]), match[1] == "[", match[4] == "]")
+
+    def __contains__(self, value: float) -> bool:
+        above = value >= self.low if self.closed_low else value > self.low
+        below = value <= self.high if self.closed_high else value < self.high
+        return bool(math.isfinite(value) and above and below)
+
+    def __str__(self) -> str:
+        """">= 1", "> 0" for a half-line, else "in [0, 1)"."""
+        if math.isinf(self.high):
+            return f"{'>=' if self.closed_low else '>'} {_plain(self.low)}"
+        return (f"in {'[' if self.closed_low else '('}{_plain(self.low)}, {_plain(self.high)}"
+                f"{']' if self.closed_high else ')'}")
+
+
+def _plain(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(value)
+
+
 def named_preset(metric: str, preset: str, presets: Mapping[str, Preset], overridden: Mapping[str, bool]) -> Preset:
     """The settings named ``preset`` of ``metric`` (a reproduction of one public implementation).
 
@@ -85,6 +123,8 @@ class MetricSpec:
     tie_atol: float = DEFAULT_ATOL
     #: The values a text parameter takes ({parameter: names}), checked with the other parameters before any work.
     choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict, hash=False)
+    #: The range of a numeric parameter where it is not the generic one (``Interval``).
+    ranges: Mapping[str, Interval] = field(default_factory=dict, hash=False)
 
     @property
     def summary(self) -> str:
@@ -106,13 +146,15 @@ def register_metric(
     tie_rtol: float = DEFAULT_RTOL,
     tie_atol: float = DEFAULT_ATOL,
     choices: Mapping[str, Iterable[str]] | None = None,
+    ranges: Mapping[str, str | Interval] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Register ``fn`` under ``name``; returns ``fn`` unchanged so it stays importable as a plain function.
 
     ``tie_rtol`` / ``tie_atol``: the metric's numerical precision, below which two scores are ties (looser for
     iterative or float32 computations, ``tie_atol`` for scores that saturate at 0); see ``modelrank.evaluate.ties``.
     ``choices``: the names a text parameter (a preset, a solver type) takes, so that ``--set`` values are checked
-    before features are extracted.
+    before features are extracted. ``ranges``: the interval of a numeric parameter (``"(0, inf)"``, ``"[1, 10000]"``,
+    see ``Interval``) where the metric refuses values the generic rule (``_least``) allows.
     """
     unknown = set(needs) - set(INPUT_NAMES)
     if unknown:
@@ -122,8 +164,14 @@ def register_metric(
         raise ValueError(f"metric {name!r} declares unknown tasks {sorted(bad_tasks)}")
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        intervals = {key: Interval.parse(value) if isinstance(value, str) else value
+                     for key, value in (ranges or {}).items()}
+        misnamed = set(intervals) - set(inspect.signature(fn).parameters)
+        if misnamed:
+            raise ValueError(f"metric {name!r} declares ranges of unknown parameters {sorted(misnamed)}")
         METRICS.add(name, MetricSpec(name, fn, tuple(needs), tuple(tasks), higher_is_better, reference, zoo_level,
-                                     tie_rtol, tie_atol, {key: tuple(names) for key, names in (choices or {}).items()}))
+                                     tie_rtol, tie_atol, {key: tuple(names) for key, names in (choices or {}).items()},
+                                     intervals))
         return fn
 
     return decorator
@@ -201,10 +249,11 @@ def check_parameters(spec: MetricSpec, params: dict[str, Any]) -> dict[str, Any]
             checked[key] = bool(value)
             continue
         value = checked[key] = int(value) if expected == "an integer" else float(value)
-        least = _least(parameter, expected)
-        if not (np.isfinite(value) and value >= least):
-            raise InvalidInputError(f"metric {spec.name!r}: parameter {key} must be a finite number >= {least}, "
-                                    f"not {value!r}")
+        interval = _interval(spec, parameter, expected)
+        if value not in interval:
+            what = f"be a finite number {interval}" if math.isinf(interval.high) else f"be {interval}"
+            nullable = " or None" if "None" in str(parameter.annotation) else ""
+            raise InvalidInputError(f"metric {spec.name!r}: parameter {key} must {what}{nullable}, not {value!r}")
         if key == "seed" and value >= MAX_SEED:
             raise InvalidInputError(f"metric {spec.name!r}: seed must be below 2**32, not {value!r}")
     return checked
@@ -224,7 +273,7 @@ def metric_parameters(spec: MetricSpec) -> list[tuple[str, Any, str]]:
         elif kind == "true or false":
             accepts = kind
         else:
-            accepts = f"{kind} >= {_least(parameter, kind)}" + (" (below 2**32)" if name == "seed" else "")
+            accepts = f"{kind} {_interval(spec, parameter, kind)}" + (" (below 2**32)" if name == "seed" else "")
         if annotation.endswith("None"):
             accepts += ", or null"
         rows.append((name, parameter.default, accepts))
@@ -235,6 +284,11 @@ def _settable(spec: MetricSpec, signature: inspect.Signature) -> dict[str, inspe
     """The parameters of a metric's signature a caller may set: those with a default that are no named input."""
     return {name: p for name, p in signature.parameters.items()
             if name not in spec.needs and p.default is not inspect.Parameter.empty}
+
+
+def _interval(spec: MetricSpec, parameter: inspect.Parameter, kind: str) -> Interval:
+    """The range of a numeric parameter: the metric's declared one, else [``_least``, inf)."""
+    return spec.ranges.get(parameter.name) or Interval(_least(parameter, kind), math.inf)
 
 
 def _least(parameter: inspect.Parameter, kind: str) -> int:

@@ -107,7 +107,8 @@ def _log_bc_spherical(means: np.ndarray, variances: np.ndarray) -> np.ndarray:
     return -(dist2 / (8 * avg) + dim / 2 * (np.log(avg) - 0.5 * (np.log(s2)[:, None] + np.log(s2)[None, :])))
 
 
-@register_metric("gbc", reference=REFERENCE, tie_atol=TIE_ATOL, choices={"gaussian_type": GAUSSIAN_TYPES})
+@register_metric("gbc", reference=REFERENCE, tie_atol=TIE_ATOL, choices={"gaussian_type": GAUSSIAN_TYPES},
+                 ranges={"variance_floor": "(0, inf)"})
 def gbc(
     features: np.ndarray,
     labels: np.ndarray,

@@ -25,6 +25,7 @@ from .base import SaturationWarning, register_metric
 @register_metric(
     "hscore",
     tie_rtol=1e-6,  # float32 features: float32 products, within ~5e-7 of the float64 score
+    ranges={"rcond": "[0, 1)"},
     reference="Bao et al., An Information-Theoretic Approach to Transferability in Task Transfer Learning, ICIP 2019",
 )
 def hscore(features: np.ndarray, labels: np.ndarray, rcond: float | None = None) -> float:

@@ -168,6 +168,7 @@ COVARIANCE_TYPES = ("diag", "full", "spherical", "tied")
     tie_atol=TIE_ATOL,
     reference="Li et al., Ranking Neural Checkpoints, CVPR 2021",
     choices={"covariance_type": COVARIANCE_TYPES, "preset": NLEEP_PRESETS},
+    ranges={"pca_variance": "(0, 1]", "max_fit_samples": "[2, inf)"},
 )
 def nleep(
     features: np.ndarray,

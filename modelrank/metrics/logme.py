@@ -20,7 +20,7 @@ from ._linalg import (
     sample_spectrum,
     unit_scaled,
 )
-from .base import NotConvergedWarning, SaturationWarning, named_preset, register_metric
+from .base import Interval, NotConvergedWarning, SaturationWarning, named_preset, register_metric
 
 
 #: Features beyond this magnitude (~1.8e72) are scaled down by a power of two first (``unit_scaled``, exact): from
@@ -213,6 +213,7 @@ def max_evidence(
     tie_rtol=1e-6,
     tie_atol=1e-6,
     choices={"preset": LOGME_PRESETS},
+    ranges={"max_iter": Interval(1, CONVERGED_MAX_ITER, closed_high=True), "tol": "(0, inf)"},
     reference="You et al., LogME: Practical Assessment of Pre-trained Models for Transfer Learning, ICML 2021",
 )
 def logme(

@@ -129,6 +129,7 @@ def otce(
     needs=("features", "labels", "source_probs"),
     reference="Tan et al., OTCE: A Transferability Metric for Cross-Domain Cross-Task Representations, CVPR 2021 "
     "(source-free variant, modelrank)",
+    ranges={"max_samples": "[4, inf)"},
 )
 def otce_source_free(
     features: np.ndarray,

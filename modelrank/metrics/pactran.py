@@ -20,7 +20,7 @@ from threadpoolctl import ThreadpoolController
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
 from ._linalg import class_sums, row_blocks
-from .base import NotConvergedWarning, named_preset, register_metric
+from .base import Interval, NotConvergedWarning, named_preset, register_metric
 from .leep import probs_and_codes
 
 if TYPE_CHECKING:
@@ -40,6 +40,7 @@ def _label_prior(codes: np.ndarray, n_classes: int, alpha: float) -> np.ndarray:
 #: step is a pass over the (N, Z) probabilities (0.2 s at 50k x 1000), so n_iter=10**9 ran for days without a word.
 #: The public code runs 10; on the tasks we tried the counts stop moving beyond rounding within ~1,100 steps.
 MAX_MEAN_FIELD_STEPS = 10_000
+MEAN_FIELD_STEPS = Interval(1, MAX_MEAN_FIELD_STEPS, closed_high=True)
 
 #: Smallest normaliser d_i = sum_z s_i(z) w_{y_i}(z) the product form trusts; below it (source softmax mass only
 #: where the label's weights underflow) a step is redone in log space.
@@ -105,7 +106,8 @@ def _log_space_step(s: np.ndarray, y: np.ndarray, expected: np.ndarray, with_kl:
     return class_sums(q, y, expected.shape[0]), float((q * (log_q - log_s)).sum()) if with_kl else 0.0
 
 
-@register_metric("pactran_dir", needs=("source_probs", "labels"), reference=REFERENCE)
+@register_metric("pactran_dir", needs=("source_probs", "labels"), reference=REFERENCE,
+                 ranges={"alpha": "(0, inf)", "n_iter": MEAN_FIELD_STEPS})
 def pactran_dirichlet(source_probs: np.ndarray, labels: np.ndarray, alpha: float = 1.0, n_iter: int = 10) -> float:
     """PAC-Dir: negated PAC-Bayes bound of a Dirichlet-categorical head P(y | z) on the source classes z.
 
@@ -128,7 +130,8 @@ def pactran_dirichlet(source_probs: np.ndarray, labels: np.ndarray, alpha: float
     return float(elbo / (codes.shape[0] * n_classes))
 
 
-@register_metric("pactran_gamma", needs=("source_probs", "labels"), reference=REFERENCE)
+@register_metric("pactran_gamma", needs=("source_probs", "labels"), reference=REFERENCE,
+                 ranges={"alpha": "(0, inf)", "beta": "(0, inf)", "n_iter": MEAN_FIELD_STEPS})
 def pactran_gamma(
     source_probs: np.ndarray, labels: np.ndarray, alpha: float = 1.0, beta: float = 1.0, n_iter: int = 10
 ) -> float:
@@ -206,7 +209,8 @@ def lbfgs_with_threaded_products(
 
 # Capped L-BFGS (the default, as the public code) stops 1e-5 .. 1e-4 (relative) short of the optimum, and where
 # it stops depends on the start: scores closer than that are not ordered by the metric.
-@register_metric("pactran_gauss", reference=REFERENCE, tie_rtol=1e-4, choices={"preset": GAUSS_PRESETS})
+@register_metric("pactran_gauss", reference=REFERENCE, tie_rtol=1e-4, choices={"preset": GAUSS_PRESETS},
+                 ranges={"lda_factor": "(0, inf)", "s2_factor": "(0, inf)"})
 def pactran_gauss(
     features: np.ndarray,
     labels: np.ndarray,

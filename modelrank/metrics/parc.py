@@ -83,6 +83,8 @@ def rank_correlation_with_indicator(values: np.ndarray, indicator: np.ndarray) -
     needs=("features", "labels", "task"),
     tasks=("classification", "regression"),
     reference="Bolya et al., Scalable Diverse Model Selection for Accessible Transfer Learning, NeurIPS 2021",
+    # a sample's correlation across one component is undefined; one sample holds one class
+    ranges={"pca_dim": "[2, inf)", "max_samples": "[2, inf)"},
 )
 def parc(features: np.ndarray, labels: np.ndarray, task: str = "classification", *, pca_dim: int = DEFAULT_PCA_DIM,
          max_samples: int | None = DEFAULT_MAX_SAMPLES, seed: int = 0) -> float:

@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InvalidInputError, UnknownNameError
 from ._checks import MAX_FEATURE_MAGNITUDE, as_class_labels, as_features
 from ._linalg import ROW_BLOCK, class_sums, float64_row_blocks
-from .base import METRICS, register_metric
+from .base import METRICS, Interval, register_metric
 
 # Defaults of the public code's evaluation script (its function defaults differ: nsigma 2.0).
 DEFAULT_TIME_STEP = 0.1
@@ -201,6 +201,7 @@ def _register_paper_bases() -> None:
             tie_rtol=spec.tie_rtol,
             tie_atol=spec.tie_atol,
             choices=spec.choices,
+            ranges={**spec.ranges, "steps": Interval(0, MAX_STEPS, closed_high=True)},
         )(ped(base))
 
 

@@ -234,6 +234,7 @@ def _smallest_distances(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 @register_metric(
     "linear_probe",
     reference="cross-validated multinomial logistic regression accuracy on standardised frozen features (baseline)",
+    ranges={"folds": "[2, inf)", "c": "(0, inf)"},
 )
 def linear_probe(features: np.ndarray, labels: np.ndarray, *, folds: int = 5, c: float = 1.0,
                  max_iter: int = 200, seed: int = 0) -> float:

@@ -50,6 +50,7 @@ def _lda_proba(x: np.ndarray, y: np.ndarray, means: np.ndarray, counts: np.ndarr
     "sfda",
     reference="Shao et al., Not All Models Are Equal: Predicting Model Transferability in a Self-challenging "
     "Fisher Space, ECCV 2022",
+    ranges={"confmix_strength": "[0, 1]", "shrinkage": "[0, 1]"},
 )
 def sfda(features: np.ndarray, labels: np.ndarray, *, confmix_strength: float = 1.0,
          shrinkage: float | None = None) -> float:
