@@ -112,7 +112,8 @@ def test_no_defined_value_at_all_is_reported_not_a_crash():
     string-typed weight column (TypeError, exit 1)."""
     ev = evaluate(WIDE_SCORES, TRUTH.assign(Accuracy=50.0), measures=["kendall", "pearson"])
     assert ev.results["value"].isna().all() and ev.results["note"].str.contains("truth is constant").all()
-    assert any("truth is constant" in w for w in ev.warnings)
+    assert ev.no_ranking["reason"].str.fullmatch(r"the ground truth is constant \(50 for all \d models\)").all()
+    assert set(ev.ranked_tasks()) == {"0 of 2"}  # it counted them as ranked
 
 
 def test_truths_equal_but_for_rounding_are_ties():
@@ -140,7 +141,9 @@ def test_a_constant_truth_gives_no_perfect_pick():
         assert np.isnan(value(ev, "bad", "flat", measure))
         assert value(ev, "bad", "mean", measure) == pytest.approx(np.mean([value(ev, "bad", d, measure)
                                                                            for d in ("Pet", "CIFAR10")]))
-    assert any("bad / flat / rel@1: truth is constant (90 for all 4 models)" in w for w in ev.warnings)
+    assert ("bad", "flat", "the ground truth is constant (90 for all 4 models)") in set(
+        ev.no_ranking.itertuples(index=False, name=None))
+    assert ev.ranked_tasks()["bad"] == "2 of 3"
 
 
 def test_top_k_that_takes_every_model_is_no_pick():

@@ -227,8 +227,12 @@ def evaluate(
         score_values = snap_ties(cell["score"].to_numpy(), rtol, atol)
         # The reason quotes the scores as the table gives them, not as negated for --lower-is-better. One model
         # ranks nothing either (the "ranked" count said it did).
-        reason = (no_ranking(cell["score"].to_numpy() * (-1.0 if method in negated else 1.0), rtol, atol)
-                  if len(cell) > 1 else "only 1 model in common with the ground truth")
+        if len(cell) < 2:
+            reason = "only 1 model in common with the ground truth"
+        elif np.ptp(truth_values) == 0:  # every measure is undefined (each refuses it): nothing to be judged on
+            reason = f"the ground truth is constant ({truth_values[0]:.6g} for all {len(cell)} models)"
+        else:
+            reason = no_ranking(cell["score"].to_numpy() * (-1.0 if method in negated else 1.0), rtol, atol)
         if reason:
             unranked.append((method, name, reason))
             rows += [(method, name, labels[choice], np.nan, f"no ranking: {reason}") for choice in choices]
