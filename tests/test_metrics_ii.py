@@ -662,3 +662,12 @@ def test_registry_metadata():
     assert METRICS.entry("ncti").obj.zoo_level
     assert "regression" in METRICS.entry("parc").obj.tasks
     assert METRICS.entry("emms").obj.needs == ("features", "labels", "class_names")
+
+
+def test_lda_metrics_say_why_the_within_class_scatter_is_zero():
+    """Classes of one sample each have no within-class scatter whatever the features: the hint blamed them."""
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    with pytest.warns(UserWarning, match="saturate"), pytest.raises(InvalidInputError, match=r"every class holds a single sample"):
+        sfda(x, np.arange(5))
+    with pytest.raises(InvalidInputError, match=r"constant features, or each class's samples are identical"):
+        sfda(np.ones((6, 3)), np.arange(6) % 2)

@@ -72,7 +72,10 @@ def lda_log_proba(x: np.ndarray, means: np.ndarray, priors: np.ndarray, sw: np.n
     ``within_scatter``: the classifier is applied to the mapped rows.
     """
     if not np.trace(sw) > 0:
-        raise InvalidInputError("features have zero within-class scatter (constant features?)")
+        # priors are class counts / N: all equal to 1/N means every class holds one sample
+        cause = ("every class holds a single sample" if np.allclose(priors * x.shape[0], 1.0)
+                 else "constant features, or each class's samples are identical?")
+        raise InvalidInputError(f"features have zero within-class scatter ({cause})")
     # Rows and means are measured from the mean of the means: a common shift m only adds the class-independent
     # -x S_w^-1 m + m S_w^-1 m / 2 to every score, but on features with a large offset the uncentred terms are
     # huge and cancel between classes (SFDA lost half its value at an offset of 1e8, 1e-5 of it at 1e6).
