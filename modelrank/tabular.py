@@ -86,8 +86,10 @@ def read_csv_file(path: str | Path, what: str = "CSV file", allow_ragged: bool =
         more = f" ({count} such rows)" if count > 1 else ""
         raise InvalidInputError(f"{what} {path}: line {line} has {fields} field(s) but the header has {width}{more}; "
                                 "every row needs one field per column (an empty one, as in a,,b, is a blank cell)")
-    repeated = list(dict.fromkeys(name for name in header[header.duplicated()] if name.strip()))
+    names = header.str.strip()
+    repeated = list(dict.fromkeys(name for name in names[names.duplicated()] if name))
     if repeated:
         raise InvalidInputError(f"{what} {path} has the column {repeated[0]!r} more than once; "
                                 "each column name must be unique")
-    return frame
+    # "dataset, model, accuracy", with a space after each comma as people type it, names the columns without it.
+    return frame.rename(columns=lambda name: name.strip() if isinstance(name, str) else name)

@@ -371,6 +371,19 @@ def test_csv_fields_of_any_size_are_read(cli, tmp_path):
     assert code == 0 and "1.0" in out, err
 
 
+def test_csv_headers_typed_with_spaces_after_the_commas_are_read(cli, tmp_path):
+    """"dataset, model, accuracy" named its columns " model" and " accuracy": "no model column"."""
+    truth = tmp_path / "t.csv"
+    truth.write_text("dataset, model, accuracy\nd1, m0, 0.1\nd1, m1, 0.2\nd1, m2, 0.3\n")
+    scores = tmp_path / "s.csv"
+    scores.write_text("Dataset, Model, logme\nd1, m0, 1\nd1, m1, 2\nd1, m2, 3\n")
+    code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth), "--tau", "kendall")
+    assert code == 0 and "1.0" in out, err
+    scores.write_text("Dataset,Model,logme, logme\nd1,m0,1,1\nd1,m1,2,2\n")
+    code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth))
+    assert code == 2 and "has the column 'logme' more than once" in err, err
+
+
 @pytest.mark.parametrize("args", [(), ("cache",), ("spider",)], ids=lambda a: " ".join(a) or "modelrank")
 def test_group_without_subcommand_shows_help_and_exits_2(cli, args):
     code, out, err = cli(*args)
