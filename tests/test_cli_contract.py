@@ -205,6 +205,15 @@ def test_out_dash_with_format_json_is_a_usage_error(cli, cache_dir, args):
     assert code == 2 and out == "" and "--out - writes CSV to stdout and --format json" in err, (out, err)
 
 
+@pytest.mark.parametrize("name", ["r.json", "R.JSON.gz", "r.parquet", "r.xlsx"])
+def test_out_named_for_another_format_is_a_usage_error(cli, cache_dir, tmp_path, name):
+    """``--out r.json`` wrote CSV into r.json (``--out`` writes CSV whatever the file is called)."""
+    code, out, err = cli("list", "metrics", "--out", str(tmp_path / name))
+    assert code == 2 and "--out writes CSV" in err and not (tmp_path / name).exists(), err
+    code, out, err = cli("list", "metrics", "--out", str(tmp_path / "r.csv.gz"))
+    assert code == 0 and (tmp_path / "r.csv.gz").is_file(), err
+
+
 def test_seeds_out_of_numpys_range_are_usage_errors(cli, cache_dir, no_work, tmp_path):
     import numpy as np
 

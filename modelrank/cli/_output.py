@@ -69,6 +69,23 @@ def check_output(fmt: str, out: Optional[Path], inputs: Iterable[tuple[str, obje
     check_out(out, inputs=inputs)
     if fmt == "json" and out is not None and str(out) == "-":
         raise ModelrankError("--out - writes CSV to stdout and --format json asks for JSON there: give one of them")
+    kind = _file_kind(out) if out is not None else ""
+    if kind in NOT_CSV:
+        hint = "; for JSON, redirect the output of --format json (> FILE)" if kind == ".json" else ""
+        raise ModelrankError(f"--out {out}: --out writes CSV, not {kind[1:]}; name the file .csv{hint}")
+
+
+#: File kinds --out is asked for by mistake: it writes CSV (pandas compresses it by a .gz/.bz2/.xz/.zip suffix).
+NOT_CSV = {".json", ".jsonl", ".parquet", ".pq", ".feather", ".xlsx", ".xls", ".npz", ".npy", ".pkl", ".pickle"}
+COMPRESSIONS = {".gz", ".bz2", ".xz", ".zip", ".zst", ".tar"}
+
+
+def _file_kind(path: Path) -> str:
+    """The suffix that says what a file holds, below a compression suffix (``r.json.gz``: ``.json``)."""
+    suffixes = [suffix.lower() for suffix in path.suffixes]
+    while suffixes and suffixes[-1] in COMPRESSIONS:
+        suffixes.pop()
+    return suffixes[-1] if suffixes else ""
 
 
 def write_csv(frame: "pd.DataFrame", out: Path) -> None:
