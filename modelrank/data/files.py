@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -27,8 +28,12 @@ def _paths_dataset(
     idx = seeded_split(targets, split) if task == "classification" else _regression_split(len(targets), split)
     chosen = [paths[i] for i in idx]
     definition = {"path": str(source.resolve()), "fingerprint": _fingerprint(source, paths)}
-    return ImageDataset(name, split, targets[idx], lambda i: open_image(chosen[i]), class_names, task,
+    return ImageDataset(name, split, targets[idx], partial(_open_nth, chosen), class_names, task,
                         meta={"definition": definition})
+
+
+def _open_nth(paths: list[str], i: int):
+    return open_image(paths[i])
 
 
 def _fingerprint(source: Path, paths: list[str]) -> str:

@@ -1,0 +1,50 @@
+"""The datasets and weights users bring to `extract`: unusual folders, CSVs and images, damaged files, and the
+data-loading workers they travel to."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modelrank.data import load_dataset
+from modelrank.extraction import _TorchView
+
+TINY = "random:test_resnet"
+
+
+def _folder(root: Path, classes=("a", "b"), n: int = 3) -> Path:
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(np.full((9, 9, 3), 40 * c + 10 * i, np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+class _FakeDTD:
+    """Stands in for torchvision's DTD (no network here): two labelled images."""
+
+    def __init__(self, root, download=False, split="train"):
+        self._labels = [0, 1]
+
+    def __getitem__(self, i):
+        return Image.fromarray(np.full((9, 9), 100 * i, np.uint8)), self._labels[i]
+
+
+@pytest.mark.parametrize("kind", ["folder", "csv", "digits", "task/ci-digits-invert3", "dtd"])
+def test_datasets_pickle_for_spawned_loader_workers(tmp_path, monkeypatch, kind):
+    # macOS, Windows and Python 3.14 on Linux start loader workers by spawn or forkserver, which pickle the
+    # dataset: a closure as `load` was "Can't pickle local object" (exit 1) on every extraction with --workers.
+    import torchvision.datasets
+
+    monkeypatch.setattr(torchvision.datasets, "DTD", _FakeDTD)
+    root = _folder(tmp_path / "data")
+    if kind == "csv":
+        (tmp_path / "list.csv").write_text("path,label\n" + "".join(f"data/a/{i}.png,x{i % 2}\n" for i in range(3)))
+    name = {"folder": f"folder:{root}", "csv": f"csv:{tmp_path / 'list.csv'}"}.get(kind, kind)
+    data = load_dataset(name, "all" if kind in ("folder", "csv") else "test", root=str(tmp_path))
+    view = pickle.loads(pickle.dumps(_TorchView(data, np.arange(2), np.asarray)))
+    assert np.array_equal(view[1], np.asarray(data.load(1)))
