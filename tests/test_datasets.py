@@ -48,3 +48,13 @@ def test_datasets_pickle_for_spawned_loader_workers(tmp_path, monkeypatch, kind)
     data = load_dataset(name, "all" if kind in ("folder", "csv") else "test", root=str(tmp_path))
     view = pickle.loads(pickle.dumps(_TorchView(data, np.arange(2), np.asarray)))
     assert np.array_equal(view[1], np.asarray(data.load(1)))
+
+
+def test_an_image_beyond_pillows_pixel_limit_is_one_line(tmp_path, cli, monkeypatch):
+    # Pillow refuses images over 2 x MAX_IMAGE_PIXELS (decompression bombs) with an error that is no OSError:
+    # it was a traceback and exit 1. The limit is lowered here so that the "bomb" is small.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 30_000)  # the model resizes to 160 x 160
+    root = _folder(tmp_path / "data")
+    Image.new("L", (300, 300)).save(root / "a" / "huge.png")
+    code, out, err = cli("extract", "-m", TINY, "-d", f"folder:{root}", "--cache-dir", str(tmp_path / "cache"))
+    assert code == 2 and "huge.png" in err and "exceeds limit" in err and err.count("\n") == 1, err

@@ -61,7 +61,8 @@ def open_image(path: str) -> Image.Image:
     try:
         with Image.open(path) as img:
             return to_rgb(img)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        # DecompressionBombError (over twice Pillow's MAX_IMAGE_PIXELS) derives from none of the others.
         raise CorruptImageError(f"cannot read image {path}: {exc}") from None
 
 
