@@ -58,3 +58,13 @@ def test_an_image_beyond_pillows_pixel_limit_is_one_line(tmp_path, cli, monkeypa
     Image.new("L", (300, 300)).save(root / "a" / "huge.png")
     code, out, err = cli("extract", "-m", TINY, "-d", f"folder:{root}", "--cache-dir", str(tmp_path / "cache"))
     assert code == 2 and "huge.png" in err and "exceeds limit" in err and err.count("\n") == 1, err
+
+
+def test_a_corrupt_image_met_by_a_loader_worker_is_one_line(tmp_path, cli):
+    # torch re-raises a worker's exception with the worker's traceback in its message: 20 lines of "error:".
+    root = _folder(tmp_path / "data")
+    (root / "b" / "broken.png").write_bytes(b"\x89PNG garbage")
+    code, out, err = cli("extract", "-m", TINY, "-d", f"folder:{root}", "--workers", "1", "-b", "4",
+                         "--cache-dir", str(tmp_path / "cache"))
+    assert code == 2 and err.startswith("error: cannot read image") and "broken.png" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
