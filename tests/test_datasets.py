@@ -68,3 +68,36 @@ def test_a_corrupt_image_met_by_a_loader_worker_is_one_line(tmp_path, cli):
                          "--cache-dir", str(tmp_path / "cache"))
     assert code == 2 and err.startswith("error: cannot read image") and "broken.png" in err, err
     assert err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def _idx(array: np.ndarray) -> bytes:
+    return bytes([0, 0, 8, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape) + array.tobytes()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "truncated-gzip", "foreign", "counts"])
+def test_damaged_fashion_mnist_files_are_one_line(tmp_path, cli, damage):
+    # A truncated IDX file was "cannot reshape" and a truncated gzip an EOFError: tracebacks, exit 1.
+    import gzip
+
+    images = _idx(np.zeros((6, 4, 4), np.uint8))
+    labels = _idx(np.arange(6 if damage != "counts" else 5, dtype=np.uint8))
+    suffix = ".gz" if damage == "truncated-gzip" else ""
+    if damage == "truncated":
+        images = images[:-7]
+    elif damage == "truncated-gzip":
+        images, labels = gzip.compress(images)[:-9], gzip.compress(labels)
+    elif damage == "foreign":
+        images = b"<html>not found</html>"
+    (tmp_path / f"t10k-images-idx3-ubyte{suffix}").write_bytes(images)
+    (tmp_path / f"t10k-labels-idx1-ubyte{suffix}").write_bytes(labels)
+    code, out, err = cli("extract", "-m", TINY, "-d", "fashion-mnist", "--split", "test", "--data-root", str(tmp_path),
+                         "--cache-dir", str(tmp_path / "cache"))
+    assert code == 2 and "t10k-" in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_complete_fashion_mnist_files_load(tmp_path):
+    pixels = np.arange(6 * 16, dtype=np.uint8).reshape(6, 4, 4)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx(pixels))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx(np.arange(6, dtype=np.uint8)))
+    data = load_dataset("fashion-mnist", "test", root=str(tmp_path))
+    assert data.targets.tolist() == list(range(6)) and np.array_equal(np.asarray(data.load(2))[..., 0], pixels[2])
