@@ -101,3 +101,19 @@ def test_complete_fashion_mnist_files_load(tmp_path):
     (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx(np.arange(6, dtype=np.uint8)))
     data = load_dataset("fashion-mnist", "test", root=str(tmp_path))
     assert data.targets.tolist() == list(range(6)) and np.array_equal(np.asarray(data.load(2))[..., 0], pixels[2])
+
+
+@pytest.mark.parametrize("split", ["val", "trainval", "extra"])
+def test_splits_a_folder_or_csv_does_not_have_are_refused(tmp_path, cli, split):
+    # They were the train cut under another name: `--split val` scored models on their training images.
+    from modelrank.data import load_folder
+    from modelrank.errors import InvalidInputError
+
+    root = _folder(tmp_path / "data")
+    (tmp_path / "list.csv").write_text("path,label\ndata/a/0.png,x\ndata/b/0.png,y\n")
+    for name in (f"folder:{root}", f"csv:{tmp_path / 'list.csv'}"):
+        code, out, err = cli("extract", "-m", TINY, "-d", name, "--split", split, "--cache-dir", str(tmp_path / "c"))
+        assert code == 2 and "has splits all, train, test" in err and err.count("\n") == 1, err
+    with pytest.raises(InvalidInputError, match="has splits all, train, test"):
+        load_folder(str(root), split)
+    assert not (tmp_path / "c").exists()

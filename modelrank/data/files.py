@@ -19,12 +19,22 @@ from ..errors import InvalidInputError, MissingResourceError
 from ..tabular import read_csv_file
 from .base import ImageDataset, open_image, seeded_split
 
+#: A folder or CSV is one pool of samples: ``all``, or a seeded 80/20 cut of it into ``train`` and ``test``.
+FILE_SPLITS = ("all", "train", "test")
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def check_file_split(name: str, split: str) -> None:
+    """Any other split (``val``, ``trainval``) would have been the ``train`` cut under another name."""
+    if split not in FILE_SPLITS:
+        raise InvalidInputError(f"{name} has splits {', '.join(FILE_SPLITS)} (a seeded 80/20 cut), not {split!r}")
 
 
 def _paths_dataset(
     name: str, split: str, paths: list[str], targets: np.ndarray, class_names, task: str, source: Path
 ) -> ImageDataset:
+    check_file_split(name, split)
     idx = seeded_split(targets, split) if task == "classification" else _regression_split(len(targets), split)
     chosen = [paths[i] for i in idx]
     definition = {"path": str(source.resolve()), "fingerprint": _fingerprint(source, paths)}
