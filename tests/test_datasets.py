@@ -117,3 +117,31 @@ def test_splits_a_folder_or_csv_does_not_have_are_refused(tmp_path, cli, split):
     with pytest.raises(InvalidInputError, match="has splits all, train, test"):
         load_folder(str(root), split)
     assert not (tmp_path / "c").exists()
+
+
+def test_a_class_folder_without_images_is_refused(tmp_path, cli):
+    # It was a class with no samples: `class_names` named it, the labels of the classes after it shifted, and
+    # unzipping on macOS leaves one (__MACOSX, holding only hidden "._" files).
+    root = _folder(tmp_path / "data")
+    (root / "__MACOSX" / "a").mkdir(parents=True)
+    (root / "__MACOSX" / "a" / "._0.png").write_bytes(b"\0")
+    code, out, err = cli("extract", "-m", TINY, "-d", f"folder:{root}", "--cache-dir", str(tmp_path / "c"))
+    assert code == 2 and "no images in class folder '__MACOSX'" in err and err.count("\n") == 1, err
+
+
+def test_symlinked_and_nested_folders_are_followed_and_hidden_ones_skipped(tmp_path):
+    # A symlinked sub-folder was skipped without a word (pathlib's rglob does not follow links); ImageFolder
+    # follows them.
+    root = _folder(tmp_path / "data")
+    elsewhere = _folder(tmp_path / "elsewhere", classes=("z",), n=2)
+    (root / "a" / "more").symlink_to(elsewhere / "z", target_is_directory=True)
+    (root / "a" / "loop").symlink_to(root / "a", target_is_directory=True)  # walked once, not forever
+    (root / "b" / "deep" / "deeper").mkdir(parents=True)
+    Image.new("RGB", (9, 9)).save(root / "b" / "deep" / "deeper" / "x.png")
+    (root / "b" / ".thumbnails").mkdir()
+    Image.new("RGB", (9, 9)).save(root / "b" / ".thumbnails" / "t.png")
+    data = load_dataset(f"folder:{root}", "all")
+    names = [Path(p).relative_to(root).as_posix() for p in data.load.args[0]]
+    assert names == ["a/0.png", "a/1.png", "a/2.png", "a/more/0.png", "a/more/1.png",
+                     "b/0.png", "b/1.png", "b/2.png", "b/deep/deeper/x.png"]
+    assert data.targets.tolist() == [0] * 5 + [1] * 4

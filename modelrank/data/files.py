@@ -72,7 +72,10 @@ def _regression_split(n: int, split: str, seed: int = 0, test_fraction: float = 
 def load_folder(path: str, split: str = "all") -> ImageDataset:
     """``folder:PATH``: one sub-folder per class, images inside (torchvision ImageFolder layout).
 
-    Every file must be an image (by suffix); anything else is reported rather than silently skipped.
+    Images in nested folders belong to the class folder they are in; symlinked folders are followed, as
+    ImageFolder does. Names starting with "." are skipped at every level. Every other file must be an image (by
+    suffix), and every class folder must hold one: anything else is reported rather than silently skipped or
+    made into a class without samples (e.g. the ``__MACOSX`` folder an unzip leaves).
     """
     root = Path(path)
     if root.is_file():
@@ -84,17 +87,35 @@ def load_folder(path: str, split: str = "all") -> ImageDataset:
         raise InvalidInputError(f"image folder {root} has no class sub-folders")
     paths, labels = [], []
     for label, cls in enumerate(classes):
-        for f in sorted((root / cls).rglob("*")):
-            if f.is_dir() or f.name.startswith("."):
-                continue
+        for f in _files_under(root / cls):
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 raise InvalidInputError(f"{f} is not an image file (allowed: {', '.join(sorted(IMAGE_SUFFIXES))})")
             paths.append(str(f))
             labels.append(label)
     if not paths:
         raise InvalidInputError(f"image folder {root} contains no images")
+    present = set(labels)
+    empty = [repr(cls) for label, cls in enumerate(classes) if label not in present]
+    if empty:
+        raise InvalidInputError(f"image folder {root}: no images in class folder {', '.join(empty)}; remove it or "
+                                "add images")
     return _paths_dataset(f"folder:{root}", split, paths, np.asarray(labels, dtype=np.int64), classes, "classification",
                           root)
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """The files below ``folder`` whose path holds no hidden name, sorted by path; symlinked folders are
+    followed, each real folder once (a link back up is no loop)."""
+    files, seen = [], set()
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files += [Path(top) / name for name in names if not name.startswith(".")]
+    return sorted(files)
 
 
 def load_csv(path: str, split: str = "all") -> ImageDataset:
