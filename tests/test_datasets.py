@@ -145,3 +145,17 @@ def test_symlinked_and_nested_folders_are_followed_and_hidden_ones_skipped(tmp_p
     assert names == ["a/0.png", "a/1.png", "a/2.png", "a/more/0.png", "a/more/1.png",
                      "b/0.png", "b/1.png", "b/2.png", "b/deep/deeper/x.png"]
     assert data.targets.tolist() == [0] * 5 + [1] * 4
+
+
+def test_csv_labels_are_the_text_typed_and_only_blank_cells_are_missing(tmp_path):
+    # pandas reads "NA", "None", "null" and "nan" as missing: such a class was refused as "missing values".
+    from modelrank.errors import InvalidInputError
+
+    _folder(tmp_path / "data")
+    rows = [("data/a/0.png", "None"), ("data/a/1.png", "NA"), ("data/b/0.png", "null"), ("data/b/1.png", "007")]
+    (tmp_path / "list.csv").write_text("path,label\n" + "".join(f"{p},{label}\n" for p, label in rows))
+    data = load_dataset(f"csv:{tmp_path / 'list.csv'}", "all")
+    assert data.class_names == ["007", "NA", "None", "null"] and data.targets.tolist() == [2, 1, 3, 0]
+    (tmp_path / "list.csv").write_text("path,label\ndata/a/0.png,cat\ndata/a/1.png, \n")
+    with pytest.raises(InvalidInputError, match="column label has missing values"):
+        load_dataset(f"csv:{tmp_path / 'list.csv'}", "all")

@@ -121,24 +121,27 @@ def _files_under(folder: Path) -> list[Path]:
 def load_csv(path: str, split: str = "all") -> ImageDataset:
     """``csv:PATH``: columns ``path,label`` (classification) or ``path,target`` (regression).
 
-    Relative image paths are resolved against the CSV's folder.
+    Relative image paths are resolved against the CSV's folder. Cells are read as the text they hold: a label
+    is a class name as typed ("NA", "None" and "null" are classes, not missing values); only a blank cell is
+    missing.
     """
     csv = Path(path)
-    table = read_csv_file(csv)
+    table = read_csv_file(csv, dtype=str, keep_default_na=False)
     cols = {c.lower(): c for c in table.columns}
     if "path" not in cols or not ({"label", "target"} & set(cols)):
         raise InvalidInputError(f"{csv} needs columns path,label (classification) or path,target (regression)")
-    if table[cols["path"]].isna().any():  # pandas keeps a blank cell missing even as text: Path(nan) crashed
-        raise InvalidInputError(f"{csv}: column path has {int(table[cols['path']].isna().sum())} blank cell(s)")
-    paths = [str(p if Path(p).is_absolute() else csv.parent / p) for p in table[cols["path"]].astype(str)]
+    blank = table.apply(lambda column: column.str.strip() == "")
+    if blank[cols["path"]].any():
+        raise InvalidInputError(f"{csv}: column path has {int(blank[cols['path']].sum())} blank cell(s)")
+    paths = [str(p if Path(p).is_absolute() else csv.parent / p) for p in table[cols["path"]]]
     if "target" in cols:
-        targets = pd.to_numeric(table[cols["target"]], errors="coerce").to_numpy(dtype=np.float64)
+        targets = pd.to_numeric(table[cols["target"]].str.strip(), errors="coerce").to_numpy(dtype=np.float64)
         if not np.isfinite(targets).all():
             raise InvalidInputError(f"{csv}: column target has missing or non-numeric values")
         return _paths_dataset(f"csv:{csv}", split, paths, targets, None, "regression", csv)
     raw = table[cols["label"]]
-    if raw.isna().any():
+    if blank[cols["label"]].any():
         raise InvalidInputError(f"{csv}: column label has missing values")
-    classes = sorted(raw.astype(str).unique())
-    codes = np.searchsorted(np.asarray(classes), raw.astype(str).to_numpy()).astype(np.int64)
+    classes = sorted(raw.unique())
+    codes = np.searchsorted(np.asarray(classes), raw.to_numpy()).astype(np.int64)
     return _paths_dataset(f"csv:{csv}", split, paths, codes, classes, "classification", csv)
