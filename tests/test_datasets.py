@@ -159,3 +159,26 @@ def test_csv_labels_are_the_text_typed_and_only_blank_cells_are_missing(tmp_path
     (tmp_path / "list.csv").write_text("path,label\ndata/a/0.png,cat\ndata/a/1.png, \n")
     with pytest.raises(InvalidInputError, match="column label has missing values"):
         load_dataset(f"csv:{tmp_path / 'list.csv'}", "all")
+
+
+def test_weights_that_do_not_fit_say_how_in_one_line(tmp_path, cli):
+    # torch's first line was all the user saw: "Error(s) in loading state_dict for ResNet:".
+    import timm
+    import torch
+
+    state = timm.create_model("test_resnet").state_dict()
+    torch.save({f"model.{k}": v for k, v in state.items()}, tmp_path / "prefixed.pth")
+    torch.save({**state, "conv1.0.weight": torch.zeros(1, 1, 1, 1)}, tmp_path / "reshaped.pth")
+    for name, message in (("prefixed.pth", "tensor(s) missing (e.g. conv1.0.weight); 92 unexpected (e.g. model.conv1"),
+                          ("reshaped.pth", "conv1.0.weight: (1, 1, 1, 1) in the file, (16, 3, 3, 3) in the model")):
+        code, out, err = cli("extract", "-m", f"test_resnet@{tmp_path / name}", "-d", "digits", "--limit", "8",
+                             "--cache-dir", str(tmp_path / "c"))
+        assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_a_refused_pickle_is_one_line_without_torchs_advice(tmp_path, cli):
+    # A protocol-4 pickle (any pickle.dumps) made torch warn "please file an issue" before the refusal.
+    (tmp_path / "object.pth").write_bytes(pickle.dumps(Path("not/a/tensor"), protocol=4))
+    code, out, err = cli("extract", "-m", f"test_resnet@{tmp_path / 'object.pth'}", "-d", "digits", "--limit", "8",
+                         "--cache-dir", str(tmp_path / "c"))
+    assert code == 2 and "not a torch file of plain tensors" in err and err.count("\n") == 1, err
