@@ -2,8 +2,8 @@
 
 One folder per key (model + weight fingerprint, dataset + split + subset, preprocessing). Inside:
 ``manifest.json`` (the key, the selected sample ids, the chunk size) and ``chunk-NNNNN.parquet`` files, each
-holding a fixed slice of the selected samples, each with a ``chunk-NNNNN.parquet.sha256`` sidecar (the sha256
-of the chunk's bytes, written before the chunk itself, checked on every read). Chunks are the unit of resume (a
+holding a fixed slice of the selected samples and, in its schema metadata, the sha256 of its decoded columns
+(``_table_digest``: written with the chunk, checked on every read). Chunks are the unit of resume (a
 rerun computes only missing chunks), of sharding (``--shard i/n`` computes chunks ``j % n == i``) and of sharing
 work between concurrent runs on one key: a run claims a chunk by creating ``chunk-NNNNN.claim`` exclusively and
 skips chunks claimed by a live run (a claim whose owner died, or that has not been refreshed for
