@@ -182,3 +182,27 @@ def test_a_refused_pickle_is_one_line_without_torchs_advice(tmp_path, cli):
     code, out, err = cli("extract", "-m", f"test_resnet@{tmp_path / 'object.pth'}", "-d", "digits", "--limit", "8",
                          "--cache-dir", str(tmp_path / "c"))
     assert code == 2 and "not a torch file of plain tensors" in err and err.count("\n") == 1, err
+
+
+def test_hub_weights_are_keyed_by_the_weights_the_installed_version_gives(monkeypatch):
+    # The fingerprint was "hub:ARCH" whatever the hub's default for ARCH: after an upgrade of timm that changed
+    # it (timm's resnet50: torchvision's weights, then a1_in1k) the cache served the old weights' features.
+    import timm
+    import torchvision.models as tvm
+
+    import modelrank.models as models
+
+    tags = iter(["r160_in1k", "r160_in1k", "other_in1k"])
+
+    def offline(arch, pretrained, num_classes=None):  # no hub here: the default config, without its weights
+        net = timm.create_model(arch, pretrained=False)
+        net.pretrained_cfg = {**net.pretrained_cfg, "tag": next(tags)}
+        return net
+
+    monkeypatch.setattr(models, "_create_timm", offline)
+    first, same, upgraded = (models.load_model("test_resnet").fingerprint for _ in range(3))
+    assert first == same == "hub:test_resnet.r160_in1k" and upgraded == "hub:test_resnet.other_in1k"
+    real_get_model = tvm.get_model
+    monkeypatch.setattr(tvm, "get_model", lambda name, weights=None, **kw: real_get_model(name, weights=None, **kw))
+    fingerprint = models.load_model("tv:resnet18").fingerprint
+    assert fingerprint == f"hub:{tvm.ResNet18_Weights.DEFAULT.url}" and "resnet18-" in fingerprint

@@ -209,7 +209,7 @@ def load_model(name: str, checkpoint: str | None = None, input_size: int | None 
     else:
         net, transform, config = _build_arch(arch, pretrained=not random_init, input_size=input_size)
         state = None
-        fingerprint = "random-seed0" if random_init else f"hub:{arch}"
+        fingerprint = "random-seed0" if random_init else _hub_fingerprint(arch, net)
         pretraining = "none (random init)" if random_init else "hub default"
         source = "timm" if not arch.startswith("tv:") else "torchvision"
     if state is not None:
@@ -234,6 +234,19 @@ def load_model(name: str, checkpoint: str | None = None, input_size: int | None 
     }
     display = f"{name}@{Path(checkpoint).name}" if checkpoint else (f"random:{arch}" if random_init else name)
     return LoadedModel(display, net, transform, fingerprint, info)
+
+
+def _hub_fingerprint(arch: str, net: nn.Module) -> str:
+    """What names the weights the hub gave for ``arch``: its default in the installed timm or torchvision, which a
+    new version may change (timm's ``resnet50`` was the torchvision weights, then ``a1_in1k``). The timm name with
+    its tag (``resnet50.a1_in1k``), or the torchvision weights' URL (its file name holds their hash)."""
+    if arch.startswith(("tv:", "torchvision:")):
+        import torchvision.models as tvm
+
+        return f"hub:{tvm.get_model_weights(arch.split(':', 1)[1]).DEFAULT.url}"
+    cfg = getattr(net, "pretrained_cfg", None) or {}
+    tagged = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("architecture") and cfg.get("tag") else arch
+    return f"hub:{tagged}"
 
 
 def _misfit(state: dict[str, torch.Tensor], net: nn.Module) -> str:
