@@ -92,7 +92,7 @@ def read_manifest(path: Path) -> dict | None:
     key, size, count, ids = (manifest.get(k) for k in ("key", "chunk_size", "n_samples", "sample_ids"))
     shaped = (isinstance(key, dict) and all(isinstance(key.get(k), str) for k in ("model", "dataset", "split"))
               and isinstance(size, int) and size > 0 and isinstance(count, int) and isinstance(ids, list)
-              and len(ids) == count)
+              and len(ids) == count and all(type(i) is int and i >= 0 for i in ids))
     return manifest if shaped else None
 
 
