@@ -17,7 +17,7 @@ import torch
 from . import __version__
 from .cache import FeatureKey, FeatureStore, IncompleteEntryError
 from .data import ImageDataset, load_dataset
-from .errors import InvalidInputError, ModelrankError
+from .errors import InvalidInputError, MissingResourceError, ModelrankError
 from .features import FeatureSet
 from .models import LoadedModel, load_model
 from .progress import ProgressFn, report
@@ -240,6 +240,13 @@ def run_plan(
                 waiting = [j for j in waiting if not store.chunk_path(plan.key, j).is_file()]
                 if waiting:
                     time.sleep(CLAIM_POLL_SECONDS)
+    except FileNotFoundError:
+        if store.entry_dir(plan.key).is_dir():
+            raise
+        # Not a missing input: pyarrow's "Failed to open local file '.../.chunk-00000.parquet.tmp-…'" said no more.
+        raise MissingResourceError(
+            f"cache entry {plan.key.dirname()} was removed while this run extracted it (by `modelrank cache rm`, or "
+            "by a run that found the images changed); run the command again") from None
     finally:
         net.to("cpu")
     return computed

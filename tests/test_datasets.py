@@ -206,3 +206,20 @@ def test_hub_weights_are_keyed_by_the_weights_the_installed_version_gives(monkey
     monkeypatch.setattr(tvm, "get_model", lambda name, weights=None, **kw: real_get_model(name, weights=None, **kw))
     fingerprint = models.load_model("tv:resnet18").fingerprint
     assert fingerprint == f"hub:{tvm.ResNet18_Weights.DEFAULT.url}" and "resnet18-" in fingerprint
+
+
+def test_an_entry_removed_while_extracting_says_so(cache_dir):
+    # `cache rm`, or a run that found the folder's images changed, removed the entry under a running extraction:
+    # it ended with pyarrow's "Failed to open local file '.../.chunk-00000.parquet.tmp-...'".
+    import shutil
+
+    from modelrank.cache import FeatureStore
+    from modelrank.errors import MissingResourceError
+    from modelrank.extraction import extract
+
+    def remove_the_entry(row, text, done, total):
+        if done:  # the chunk's one batch is computed, and about to be written
+            shutil.rmtree(next(FeatureStore(cache_dir).entries())[0])
+
+    with pytest.raises(MissingResourceError, match="was removed while this run extracted it"):
+        extract([TINY], "digits", "train", limit=8, batch_size=8, workers=0, progress=remove_the_entry)
