@@ -223,3 +223,25 @@ def test_an_entry_removed_while_extracting_says_so(cache_dir):
 
     with pytest.raises(MissingResourceError, match="was removed while this run extracted it"):
         extract([TINY], "digits", "train", limit=8, batch_size=8, workers=0, progress=remove_the_entry)
+
+
+def test_cache_rm_interrupted_says_what_is_left(cache_dir, cli, monkeypatch):
+    # The note was the default "nothing was written", after entries were removed.
+    import shutil
+
+    import modelrank.cache
+
+    for limit in ("4", "5"):
+        assert cli("extract", "-m", TINY, "-d", "digits", "--limit", limit)[0] == 0
+    calls, rmtree = [], shutil.rmtree
+
+    def rmtree_then_ctrl_c(path, *args, **kwargs):  # Ctrl-C after the first entry
+        calls.append(path)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(modelrank.cache.shutil, "rmtree", rmtree_then_ctrl_c)
+    code, out, err = cli("cache", "rm", "*", "--yes")
+    assert code == 130 and "cache ls" in err and "nothing was written" not in err, err
+    assert len(list(modelrank.cache.FeatureStore().entries())) == 1
