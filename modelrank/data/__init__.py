@@ -45,7 +45,8 @@ def load_dataset(name: str, split: str | None = None, root: str | None = None, d
 def list_dataset_rows() -> tuple[list[str], list[list[str]]]:
     rows = [[e.name, e.obj.source, ", ".join(e.obj.splits), e.obj.description] for e in DATASETS]
     rows.append(["folder:PATH", "your files", ", ".join(FILE_SPLITS), "one sub-folder per class (ImageFolder layout)"])
-    rows.append(["csv:PATH", "your files", ", ".join(FILE_SPLITS), "columns path,label or path,target (regression); paths relative to the CSV's folder"])
+    rows.append(["csv:PATH", "your files", ", ".join(FILE_SPLITS),
+                 "columns path,label or path,target (regression); paths relative to the CSV's folder"])
     return ["name", "source", "splits", "description"], rows
 
 
