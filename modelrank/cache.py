@@ -375,8 +375,15 @@ class IncompleteEntryError(MissingResourceError):
 
 
 def _size_mb(folder: Path) -> float:
-    """Size of the entry's finished files (temporaries of running or killed writers excluded)."""
-    return round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not is_temporary(f)) / 2**20, 2)
+    """Size of the entry's finished files (temporaries of running or killed writers excluded). A running
+    extraction removes files meanwhile (a released claim): gone between listing and stat, they count as gone."""
+    total = 0
+    for f in folder.rglob("*"):
+        try:
+            total += f.stat().st_size if f.is_file() and not is_temporary(f) else 0
+        except FileNotFoundError:
+            pass
+    return round(total / 2**20, 2)
 
 
 def _table_digest(table: pa.Table) -> str:
