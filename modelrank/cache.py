@@ -365,7 +365,10 @@ class FeatureStore:
         removed = []
         for folder, _ in list(self.entries()):
             if folder.name in wanted:
-                shutil.rmtree(folder)
+                # A running extraction (or another `cache rm`) removes and adds files meanwhile: not errors.
+                shutil.rmtree(folder, ignore_errors=True)
+                if folder.exists():  # a file added meanwhile, or one that may not be removed: the error says which
+                    shutil.rmtree(folder)
                 removed.append(folder.name)
         return removed
 

@@ -264,3 +264,23 @@ def test_cache_ls_beside_a_running_extraction_never_fails(cache_dir, cli, monkey
     monkeypatch.setattr(Path, "stat", released_after_listing)
     code, out, err = cli("cache", "ls")
     assert code == 0 and folder.name in out, err
+
+
+def test_cache_rm_beside_a_running_extraction_never_fails(cache_dir, cli, monkeypatch):
+    # A claim the extraction released while `cache rm` removed the entry's files made `rm` fail with
+    # "No such file or directory", the entry half removed.
+    import os
+
+    assert cli("extract", "-m", TINY, "-d", "digits", "--limit", "4")[0] == 0
+    folder = next((cache_dir / "features").iterdir())
+    (folder / "chunk-00001.claim").write_text("{}")
+    unlink = os.unlink
+
+    def released_meanwhile(path, *args, **kwargs):  # the extraction unlinks the claim first
+        unlink(path, *args, **kwargs)
+        if str(path).endswith(".claim"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+
+    monkeypatch.setattr(os, "unlink", released_meanwhile)
+    code, out, err = cli("cache", "rm", "*", "--yes")
+    assert code == 0 and "removed 1 entry" in err and not folder.exists(), err
