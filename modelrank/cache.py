@@ -133,6 +133,11 @@ def _matrix(column: pa.ChunkedArray) -> np.ndarray:
     return flat.reshape(-1, width)
 
 
+def _column_values(column: pa.ChunkedArray) -> np.ndarray:
+    """A chunk's column as numpy: (n, d) for a FixedSizeList column, else (n,)."""
+    return _matrix(column) if pa.types.is_fixed_size_list(column.type) else column.to_numpy()
+
+
 class FeatureStore:
     """Chunked Parquet entries under ``root/features``."""
 
@@ -288,10 +293,13 @@ class FeatureStore:
 
     # ------------------------------------------------------------------------------------------- load
     def load(self, key: FeatureKey, task: str = "classification", class_names: list[str] | None = None) -> FeatureSet:
+        """The entry's arrays; each chunk is copied into whole-entry arrays and released as soon as it is read, so
+        the peak holds the entry once plus one chunk (not every chunk's table and then its concatenation)."""
         manifest = self.manifest(key)
         if manifest is None:
             raise MissingResourceError(f"no cached features for {key.model} on {key.dataset}/{key.split}")
-        tables = []
+        n, size = manifest["n_samples"], manifest["chunk_size"]
+        arrays: dict[str, np.ndarray] = {}
         for j in range(self.n_chunks(manifest)):
             table = self.read_chunk(key, manifest, j)
             if table is None:
@@ -299,25 +307,33 @@ class FeatureStore:
                     f"cached features for {key.model} on {key.dataset}/{key.split} are incomplete (chunk {j}); "
                     "run `modelrank extract` again to finish them"
                 )
-            tables.append(table)
-        table = pa.concat_tables(tables)
-        label_col = table.column("label")
-        labels = _matrix(label_col).astype(np.float64) if pa.types.is_fixed_size_list(label_col.type) else label_col.to_numpy()
-        probs = None
-        if "source_logits" in table.column_names:
-            logits = _matrix(table.column("source_logits")).astype(np.float64)
-            logits -= logits.max(axis=1, keepdims=True)
-            probs = np.exp(logits)
+            if arrays and set(table.column_names) != set(arrays):
+                raise IncompleteEntryError(
+                    f"cached features for {key.model} on {key.dataset}/{key.split} mix chunks of different columns "
+                    f"(chunk {j}); remove the entry (`modelrank cache rm`) and extract again"
+                )
+            for name in table.column_names:
+                part = _column_values(table.column(name))
+                if name not in arrays:
+                    # float64 for the softmax below and for regression target vectors (stored as float32 lists)
+                    wide = name == "source_logits" or (name == "label" and part.ndim == 2)
+                    arrays[name] = np.empty((n, *part.shape[1:]), dtype=np.float64 if wide else part.dtype)
+                arrays[name][j * size : j * size + len(part)] = part
+            del table, part  # this chunk's Arrow buffers go before the next chunk is read
+        probs = arrays.get("source_logits")
+        if probs is not None:  # in place: one (n, k) float64 array (50k x 1000 logits: 400 MB)
+            probs -= probs.max(axis=1, keepdims=True)
+            np.exp(probs, out=probs)
             probs /= probs.sum(axis=1, keepdims=True)
         info = manifest.get("info", {})
         return FeatureSet(
-            features=_matrix(table.column("features")),
-            labels=labels,
+            features=arrays["features"],
+            labels=arrays["label"],
             model=key.model,
             dataset=key.dataset,
             task=info.get("task", task),
             source_probs=probs,
-            sample_ids=table.column("sample_id").to_numpy(),
+            sample_ids=arrays["sample_id"],
             class_names=info.get("class_names", class_names),
             meta={"split": key.split, "cache_dir": str(self.entry_dir(key)), **info.get("model", {})},
         )
@@ -396,7 +412,7 @@ def _table_digest(table: pa.Table) -> str:
         if name not in table.column_names:
             continue
         column = table.column(name)
-        values = _matrix(column) if pa.types.is_fixed_size_list(column.type) else column.to_numpy()
+        values = _column_values(column)
         digest.update(f"{name}:{values.dtype}:{values.shape}".encode())  # Parquet renames list fields: not the type
         digest.update(np.ascontiguousarray(values).tobytes())
     return digest.hexdigest()

@@ -312,6 +312,65 @@ def test_evaluate_plot_path_is_checked_first_and_reported_as_written(cli, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.csv", "scatter.png", "t.csv"]  # no temporary left
 
 
+@pytest.mark.parametrize("ragged, line, fields", [
+    ("d1,m1,0.5\nd1,m2\nd2,m1,0.4\n", 3, 2),                  # a missing field was read as a blank cell
+    ("d1,m1,0.5,9\nd1,m2,0.6\nd2,m1,0.4\n", 2, 4),            # a longer first row made an index column
+    ("d1,m1,0.5,\nd1,m2,0.6,\nd2,m1,0.4,\n", 2, 4),           # trailing commas shifted every column by one
+    ('d1,m1,0.5\n"d1,x",m2\n\nd2,m1,0.4\n', 3, 2),           # a quoted comma is no field of its own
+    ('d1,m1,0.5\n\n"d1\nx",m2\nd2,m1,0.4\n', 4, 2),          # the line where a row of two lines starts
+])
+def test_rows_with_more_or_fewer_fields_than_the_header_are_refused(cli, tmp_path, ragged, line, fields):
+    good = tmp_path / "good.csv"
+    good.write_text("dataset,model,accuracy\nd1,m1,0.5\nd1,m2,0.6\nd2,m1,0.4\nd2,m2,0.3\n")
+    path = tmp_path / "ragged.csv"
+    path.write_text("dataset,model,accuracy\n" + ragged)
+    meta = tmp_path / "meta.csv"
+    meta.write_text("task,size\nd1,10\nd2\n")
+    for args, bad, at in (
+        (["evaluate", "--scores", str(path), "--truth", str(good)], path, (line, fields)),
+        (["evaluate", "--scores", str(good), "--truth", str(path)], path, (line, fields)),
+        (["spider", "train", str(path), "--out", str(tmp_path / "l"), "--learner", "model_prior"], path, (line, fields)),
+        (["spider", "train", str(good), "--out", str(tmp_path / "l"), "--learner", "model_prior",
+          "--task-meta", str(meta)], meta, (3, 1)),
+    ):
+        code, out, err = cli(*args)
+        assert code == 2 and err.count("\n") == 1 and f"{bad}: line {at[0]} has {at[1]} field(s) but the header has" \
+            in err, (args, err)
+
+
+def test_rows_short_only_under_blank_trailing_header_names_are_read(cli, tmp_path):
+    """A header ending in a comma names no column there: pandas fills it and the readers drop it."""
+    truth = tmp_path / "t.csv"
+    truth.write_text("dataset,model,accuracy,\nd1,m0,0.1\nd1,m1,0.2,\nd1,m2,0.3\n")
+    scores = tmp_path / "s.csv"
+    scores.write_text("Dataset,Model,logme\nd1,m0,1\nd1,m1,2\nd1,m2,3\n")
+    code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth), "--tau", "kendall")
+    assert code == 0 and "1.0" in out, err
+
+
+@pytest.mark.parametrize("members", [[], ["a.csv", "b.csv"]])
+def test_a_zip_without_exactly_one_file_is_an_input_error(cli, tmp_path, members):
+    """pandas reads a .zip of one file; with none or several its ValueError was taken for a bug (exit 1)."""
+    import zipfile
+
+    path = tmp_path / "truth.csv.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        for name in members:
+            archive.writestr(name, "dataset,model,accuracy\nd1,m0,0.1\n")
+    code, out, err = cli("evaluate", "--scores", str(path), "--truth", str(path))
+    assert code == 2 and f"cannot read scores file {path}: " in err and err.count("\n") == 1, err
+
+
+def test_csv_fields_of_any_size_are_read(cli, tmp_path):
+    """Python's csv module stops at fields of 128 KiB; pandas reads them (a long class list, a learning curve)."""
+    truth = tmp_path / "t.csv"
+    truth.write_text("dataset,model,accuracy,notes\n" + "".join(f"d1,m{i},0.{i},{'x' * 200_000}\n" for i in range(3)))
+    scores = tmp_path / "s.csv"
+    scores.write_text("Dataset,Model,logme\nd1,m0,1\nd1,m1,2\nd1,m2,3\n")
+    code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth), "--tau", "kendall")
+    assert code == 0 and "1.0" in out, err
+
+
 @pytest.mark.parametrize("args", [(), ("cache",), ("spider",)], ids=lambda a: " ".join(a) or "modelrank")
 def test_group_without_subcommand_shows_help_and_exits_2(cli, args):
     code, out, err = cli(*args)

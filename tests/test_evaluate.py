@@ -115,6 +115,89 @@ def test_no_defined_value_at_all_is_reported_not_a_crash():
     assert any("truth is constant" in w for w in ev.warnings)
 
 
+def test_truths_equal_but_for_rounding_are_ties():
+    """0.7 and 0.1 + 0.2 + 0.4 (0.7000000000000001) were two accuracies: a score ordering those two models one way
+    got weighted tau 1.0, the other way 0.18."""
+    truth = pd.DataFrame({"dataset": "d", "model": ["a", "b", "c"], "accuracy": [0.7, 0.1 + 0.2 + 0.4, 0.5]})
+    scores = pd.DataFrame({"dataset": "d", "model": ["a", "b", "c"], "one": [2.0, 3.0, 1.0], "other": [3.0, 2.0, 1.0]})
+    ev = evaluate(scores, truth, measures=["weighted", "kendall", "spearman", "rel"])
+    tied = [0.7, 0.7, 0.5]
+    for measure, function in (("weighted_tau", weighted_tau), ("kendall", kendall_tau)):
+        assert value(ev, "one", "d", measure) == value(ev, "other", "d", measure)
+        assert value(ev, "one", "d", measure) == pytest.approx(function(tied, [2.0, 3.0, 1.0]))
+    assert value(ev, "one", "d", "spearman") == value(ev, "other", "d", "spearman")
+    flat = evaluate(scores, truth.assign(accuracy=[0.7, 0.1 + 0.2 + 0.4, 0.7]), measures=["kendall"])
+    assert flat.results["value"].isna().all() and flat.results["note"].str.contains("truth is constant").all()
+
+
+def test_a_constant_truth_gives_no_perfect_pick():
+    """Every model is the best where all truths are equal: rel@1 was 1.0 and regret@1 0 for any score, and
+    counted in the means as a perfect pick."""
+    truth = pd.concat([TRUTH, TRUTH[TRUTH["Dataset"] == "Pets"].assign(Dataset="flat", Accuracy=90.0)])
+    scores = pd.concat([WIDE_SCORES, WIDE_SCORES[WIDE_SCORES["Dataset"] == "Pet"].assign(Dataset="flat")])
+    ev = evaluate(scores, truth, measures=["rel", "regret"])
+    for measure in ("rel@1", "regret@1"):
+        assert np.isnan(value(ev, "bad", "flat", measure))
+        assert value(ev, "bad", "mean", measure) == pytest.approx(np.mean([value(ev, "bad", d, measure)
+                                                                           for d in ("Pet", "CIFAR10")]))
+    assert any("bad / flat / rel@1: truth is constant (90 for all 4 models)" in w for w in ev.warnings)
+
+
+def test_top_k_that_takes_every_model_is_no_pick():
+    """rel@3 of a dataset with 3 models was 1.0 (regret 0) for any score, the best "picked" by taking them all."""
+    ev = evaluate(WIDE_SCORES, TRUTH, measures=["rel", "regret", "kendall"], k=3)
+    assert value(ev, "bad", "Pet", "rel@3") == pytest.approx(92 / 95)  # 4 models: the top 3 are a choice
+    for measure in ("rel@3", "regret@3"):
+        assert np.isnan(value(ev, "bad", "CIFAR10", measure))
+        assert value(ev, "bad", "mean", measure) == value(ev, "bad", "Pet", measure)
+    assert any("bad / CIFAR10 / rel@3: k=3 takes all 3 models compared" in w for w in ev.warnings)
+    assert value(ev, "bad", "CIFAR10", "kendall") == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize("name", ["mean", "Weighted-Mean"])
+def test_a_dataset_named_as_the_averages_is_refused(cli, tmp_path, name):
+    """A dataset "mean" gave two "mean" rows in the results and crashed the table (exit 1)."""
+    scores, truth = tmp_path / "s.csv", tmp_path / "t.csv"
+    WIDE_SCORES.replace({"Dataset": {"Pet": name}}).to_csv(scores, index=False)
+    TRUTH.replace({"Dataset": {"Pets": name}}).to_csv(truth, index=False)
+    code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth))
+    assert code == 2 and out == "" and f"dataset {name!r}: the results call their averages" in err, err
+
+
+def test_paired_comparison_counts_values_equal_but_for_rounding_as_ties():
+    """Two rankings whose weighted tau is one number computed in another order (0.31972789115646266 and
+    0.3197278911564626): A "won" on all 3 datasets, beyond 2 SE (SE 0)."""
+    from modelrank.evaluate.evaluation import compare_methods
+
+    first, second = [0.0, 1.0, 4.0, 5.0, 2.0, 3.0], [0.0, 3.0, 2.0, 5.0, 1.0, 4.0]
+    truth = np.arange(6.0)
+    assert 0 < weighted_tau(truth, first) - weighted_tau(truth, second) < 1e-15
+    models = [f"m{i}" for i in range(6)]
+    scores = pd.DataFrame({"Dataset": np.repeat(["a", "b", "c"], 6), "Model": models * 3, "A": first * 3, "B": second * 3})
+    ev = evaluate(scores, scores[["Dataset", "Model"]].assign(accuracy=np.tile(50 + truth, 3)), measures=["weighted"])
+    compared = compare_methods(ev, "A", "B").iloc[0]
+    assert (compared["wins"], compared["losses"], compared["ties"]) == (0, 0, 3)
+    assert compared["diff"] == 0.0 and not compared["beyond_2se"]
+
+
+def test_names_in_another_unicode_normal_form_match():
+    """"Café" read from a macOS file name (e + combining accent) and "café" typed: "no pair in common"."""
+    import unicodedata
+
+    scores = WIDE_SCORES.assign(Dataset=unicodedata.normalize("NFD", "Café-Pets"))
+    truth = TRUTH[TRUTH["Dataset"] == "Pets"].assign(Dataset=unicodedata.normalize("NFC", "café pets"))
+    assert value(evaluate(scores.iloc[:4], truth, measures=["kendall"]), "good", scores["Dataset"][0], "kendall") == 1.0
+
+
+def test_a_dataset_with_one_model_in_common_is_counted_as_not_ranked():
+    """"ranked 2 of 2" was printed for a method whose means are over 1 dataset: the other shared 1 model."""
+    scores = WIDE_SCORES[(WIDE_SCORES["Dataset"] == "Pet") | (WIDE_SCORES["Model"] == "vit")]
+    ev = evaluate(scores, TRUTH, measures=["kendall"])
+    assert ev.ranked_tasks().to_dict() == {"good": "1 of 2", "bad": "1 of 2"}
+    assert ev.no_ranking.query("method == 'good'")["reason"].tolist() == ["only 1 model in common with the ground truth"]
+    assert np.isnan(value(ev, "good", "CIFAR10", "kendall")) and value(ev, "good", "mean", "kendall") == 1.0
+
+
 def test_bad_tables():
     with pytest.raises(InvalidInputError, match="no \\(dataset, model\\) pair in common"):
         evaluate(WIDE_SCORES.assign(Dataset=WIDE_SCORES["Dataset"] + "-other"), TRUTH)

@@ -277,6 +277,19 @@ print(json.dumps({"computed": summary["computed"], "complete": summary["complete
 """
 
 
+@pytest.fixture
+def one_torch_thread():
+    """The worker processes run torch on 1 thread (OMP_NUM_THREADS=1); its convolutions sum in another order on 2
+    (features differ by ~6e-8), so this process does too when its features are compared with theirs, whatever
+    thread count the earlier tests left."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def _start_extract_workers(n: int, cache: Path, go: Path, limit: int) -> list[subprocess.Popen]:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
     return [subprocess.Popen([sys.executable, "-c", WORKER, str(go), str(limit), str(cache)], env=env,
@@ -316,7 +329,7 @@ if __name__ == "__main__":
 """
 
 
-def test_a_job_array_of_8_extracts_and_finetunes_loses_nothing_and_matches_one_run(tmp_path):
+def test_a_job_array_of_8_extracts_and_finetunes_loses_nothing_and_matches_one_run(tmp_path, one_torch_thread):
     """8 concurrent processes on one cache: extract one key (sharing its chunks), then each records a probe."""
     from modelrank.finetune import read_records
 
@@ -338,7 +351,7 @@ def test_a_job_array_of_8_extracts_and_finetunes_loses_nothing_and_matches_one_r
 
 
 @pytest.mark.parametrize("seed", [0, 1])
-def test_kill_mid_extract_resumes_to_identical_features_and_cleans_up(tmp_path, seed):
+def test_kill_mid_extract_resumes_to_identical_features_and_cleans_up(tmp_path, seed, one_torch_thread):
     """kill -9 at a random moment (after a random chunk, plus a random fraction of the next one) leaves a claim and
     possibly a temporary behind: the next run takes the claim over and finishes with the features of one run."""
     import random
@@ -853,6 +866,14 @@ def test_every_numeric_metric_parameter_refuses_nan_inf_and_negative_values():
     ("emms", {"encoders": 3}, "encoders must be a text encoder name"),
     ("hscore", {"rcond": 1.0}, r"rcond must be in \[0, 1\)"),
     ("nleep", {"seed": 2**40}, r"seed must be below 2\*\*32"),  # sklearn's RandomState range
+    # a step count, not a cap: 10**9 steps ran for days (0.2 s a step at 50k x 1000 probabilities)
+    ("pactran_dir", {"n_iter": 10_001}, r"n_iter must be in \[1, 10000\]"),
+    ("pactran_gamma", {"n_iter": 10_001}, r"n_iter must be in \[1, 10000\]"),
+    # a cap, but with a tol below rounding on N < D features the fixed point never meets it: 10**9 steps were 12 h
+    ("logme", {"max_iter": 10_001, "tol": 1e-300}, r"max_iter must be in \[1, 10000\] or None"),
+    ("ped_logme", {"max_iter": 10_001}, r"max_iter must be in \[1, 10000\] or None"),
+    # with exit_ratio=0 only the step cap ends the simulation of overlapping classes: 10**9 steps ran for hours
+    ("ped_gbc", {"steps": 1_001, "exit_ratio": 0.0, "nsigma": 100.0}, r"steps must be in \[0, 1000\]"),
 ])
 def test_metric_parameters_out_of_their_range_are_refused(name, params, message):
     with pytest.raises(InvalidInputError, match=message):

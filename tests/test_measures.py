@@ -98,6 +98,13 @@ def test_a_constant_score_picks_nothing(measure):
         measure([70.0, 90.0, 60.0], [1.0, 1.0, 1.0])
 
 
+@pytest.mark.parametrize("measure", [rel_at_k, regret_at_k])
+def test_a_constant_truth_has_no_best_pick(measure):
+    """rel@k was 1.0 and regret@k 0 for any score: every model is "the best" when all truths are equal."""
+    with pytest.raises(InvalidInputError, match="truth is constant .*no best model"):
+        measure([80.0, 80.0, 80.0], [0.3, 0.1, 0.2])
+
+
 def test_partial_ties_by_hand_and_against_scipy():
     # Score ties the two worst models. Kendall tau-b: 5 concordant pairs, 1 tied in score only:
     # (5 - 0) / sqrt(6 * 5).

@@ -445,6 +445,25 @@ def test_otce_checks_and_subsample():
     assert otce(x, y, x + 1, y, max_samples=100) == otce(x, y, x + 1, y, max_samples=100)
 
 
+@pytest.mark.parametrize("exponent", [-540, -1000, 400])
+def test_source_free_otce_is_scale_invariant_down_to_underflow(exponent):
+    """Source-free OTCE reads only the coupling, which scaling the costs leaves alone; at 2**-540 (~3e-163) the squared
+    distances underflowed to 0, so any coupling looked optimal and the score was that of an arbitrary one."""
+    x, y, p = make_task(21, n=200)
+    assert otce_source_free(np.ldexp(x, exponent), y, p) == otce_source_free(x, y, p)
+
+
+@pytest.mark.parametrize("offset", [1e8, 1e10])
+def test_otce_couplings_keep_their_precision_under_a_large_offset(offset):
+    """Squared distances ||a||^2 + ||b||^2 - 2 a.b of offset features cancelled to rounding noise, so the coupling
+    was arbitrary: source-free OTCE moved by 4% at 1e8 and 50% at 1e10."""
+    x, y, p = make_task(22, n=300)
+    assert otce_source_free(x + offset, y, p) == otce_source_free(x, y, p)
+    w, ce = otce_terms(x[:150], y[:150], x[150:] + 0.5, y[150:])
+    w_offset, ce_offset = otce_terms(x[:150] + offset, y[:150], x[150:] + 0.5 + offset, y[150:])
+    assert ce_offset == ce and w_offset == pytest.approx(w, rel=1e-4)  # W: the offset rounds the features
+
+
 def test_nleep_parameters():
     x, y, _ = make_task(19, n=500)
     assert nleep(x, y, seed=3) == nleep(x, y, seed=3)

@@ -288,6 +288,41 @@ def test_emms_runs_with_the_offline_encoder(rng, cache_dir, monkeypatch):
     assert emms_classification(x, np.array(names)[y]) == pytest.approx(score)
 
 
+def test_emms_reads_boolean_labels_as_class_ids_of_their_names(rng, monkeypatch):
+    """False/True are the class ids 0/1 of class_names (a binary feature file); they were refused as "not class
+    ids in 0..1"."""
+    import modelrank.text as text
+
+    x, y = clusters(rng, n=120, d=8, c=2)
+    vectors = {"no": [1.0, 0.0, 2.0], "yes": [0.0, 1.0, -1.0]}
+    monkeypatch.setattr(text, "encode_texts", lambda texts, name: np.array([vectors[t] for t in texts]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no one-hot fallback
+        as_bools = compute_metric("emms", FeatureSet(x, y.astype(bool), class_names=["no", "yes"]))
+    assert as_bools == compute_metric("emms", FeatureSet(x, y, class_names=["no", "yes"]))
+
+
+# a Parquet text column arrives as Python objects; an .npz of b"cat" as bytes, embedded as "cat", not "b'cat'"
+@pytest.mark.parametrize("kind", ["str", "object", "bytes"])
+def test_text_labels_name_their_classes_for_emms(rng, monkeypatch, kind):
+    """Text labels are their own class names: the registry ran EMMS on them only with class_names as well
+    ("needs class_names"), though ``emms_classification`` embeds them. Numeric labels still need names."""
+    import modelrank.text as text
+
+    x, y = clusters(rng, n=120, d=8, c=3)
+    names = ["airplane", "cat", "dog"]
+    vectors = {"airplane": [1.0, 0.0, 2.0], "cat": [0.0, 1.0, -1.0], "dog": [0.5, 2.0, 0.0]}
+    monkeypatch.setattr(text, "encode_texts", lambda texts, name: np.array([vectors[t] for t in texts]))
+    labels = {"str": np.array(names), "object": np.array(names, dtype=object),
+              "bytes": np.char.encode(names, "utf-8")}[kind][y]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no one-hot fallback
+        by_text = compute_metric("emms", FeatureSet(x, labels))
+    assert by_text == compute_metric("emms", FeatureSet(x, y, class_names=names))
+    with pytest.raises(InvalidInputError, match="needs class_names"):
+        compute_metric("emms", FeatureSet(x, y))
+
+
 def test_emms_one_hot_fallback_warns(rng):
     x, y = clusters(rng, n=120, d=8, c=3)
     with pytest.warns(UserWarning, match="one-hot"):
@@ -435,6 +470,9 @@ def test_parc_regression(rng):
     assert parc(x, vector, "regression") > parc(x, rng.permutation(vector), "regression")
     with pytest.raises(InvalidInputError, match="not integers"):
         parc(x, target)  # real targets given as a classification task are refused, not guessed
+    vector[7] = 0.5  # a target row of equal values has no correlation: the targets are named, not the features
+    with pytest.raises(InvalidInputError, match="each needs values that are not all equal; 1 of 150 rows"):
+        parc(x, vector, "regression")
 
 
 @pytest.mark.parametrize("name", sorted(e.name for e in METRICS if "regression" in e.obj.tasks))
@@ -449,6 +487,17 @@ def test_integer_regression_targets_are_scored_as_targets(rng, name):
     as_classes = compute_metric(name, FeatureSet(features=x, labels=ages, task="classification"))
     assert as_regression == pytest.approx(as_floats, rel=1e-12)
     assert as_regression != pytest.approx(as_classes, rel=1e-3)
+
+
+@pytest.mark.parametrize("name", sorted(e.name for e in METRICS if "regression" in e.obj.tasks))
+def test_regression_targets_without_columns_are_refused(rng, name):
+    """(N, 0) targets: one clear error, not the NaN of a mean over no targets (LogME, TransRate) or PARC's
+    "constant features?"."""
+    x = rng.normal(size=(60, 5))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Mean of empty slice" on the way
+        with pytest.raises(InvalidInputError, match="no columns"):
+            compute_metric(name, FeatureSet(features=x, labels=np.zeros((60, 0)), task="regression"))
 
 
 # ---- NCTI zoo
@@ -505,6 +554,8 @@ def test_ped_source_statistics_and_equivariance(rng):
     assert not np.allclose(other, own)
     with pytest.raises(InvalidInputError, match="source_std"):
         ped_features(x, y, source_std=np.ones(3))
+    with pytest.raises(InvalidInputError, match="source_std holds standard deviations, which are >= 0; 1 are"):
+        ped_features(x, y, source_std=np.array([1.0, 2.0, -0.5, 1.0, 1.0, 1.0]))  # was floored to 1e-3 silently
     np.testing.assert_allclose(ped_features(x, y, steps=0), x, rtol=1e-12, atol=1e-12)
 
 
@@ -546,6 +597,16 @@ def test_scale_invariance(rng, name):
     # SFDA is scale invariant only while the adaptive shrinkage sits at its floor (large features)
     fn = (lambda a, b: sfda(a * 100, b)) if name == "sfda_large_scale" else PER_MODEL[name]
     assert fn(x * 7.5, y) == pytest.approx(fn(x, y), rel=1e-6)
+
+
+@pytest.mark.parametrize("name", ["sfda", "ped_sfda"])
+def test_sfda_is_translation_invariant_under_a_large_offset(rng, name):
+    """The LDA decision function does not change when features and class means move together; uncentred, its
+    terms were ~1e16 at an offset of 1e8 and cancelled between classes (SFDA 0.82 became 0.40). What remains is the
+    offset's own rounding of the features (~1e-8 of their spread)."""
+    x, y = clusters(rng, n=300, d=8, c=3)
+    fn = METRICS.get(name).fn
+    assert fn(x + 1e8, y) == pytest.approx(fn(x, y), rel=1e-8)
 
 
 @pytest.mark.parametrize("name", PER_MODEL)

@@ -224,6 +224,13 @@ def test_read_records_csv_takes_the_public_export_layout(tmp_path):
     assert records.record_tasks == ["d", "e"]
     pd.DataFrame({"Dataset": ["d", "d"], "MODEL": ["a", "b"], "Accuracy": [0.5, 0.7]}).to_csv(csv, index=False)
     assert read_records_csv(csv).truth("d").to_dict() == {"a": 0.5, "b": 0.7}  # as `evaluate --truth` reads it
+    # 0/1 marks with a blank cell are read as floats: "1.0" was no mark, and the best test run was taken
+    csv.write_text("dataset,model,accuracy,selected\nd,a,0.5,1\nd,a,0.9,0\nd,b,0.7,1\ne,a,0.6,\ne,a,0.4,1\n")
+    assert read_records_csv(csv).truth("d").to_dict() == {"a": 0.5, "b": 0.7}
+    # a pair none of whose runs is marked vanished with the unmarked runs of the others
+    csv.write_text("dataset,model,accuracy,selected\nd,a,0.5,True\nd,a,0.9,False\nd,b,0.7,True\ne,a,0.6,\n")
+    with pytest.raises(InvalidInputError, match="1 \\(dataset, model\\) pair\\(s\\) have no run marked selected.*'e', 'a'"):
+        read_records_csv(csv)
     csv.write_text("dataset,model,accuracy\nd,a,0.5\nd,,0.6\n,b,0.7\n")  # were dropped without a word
     with pytest.raises(InvalidInputError, match="2 record\\(s\\) without a dataset or model name"):
         read_records_csv(csv)
@@ -285,3 +292,9 @@ def test_spider_measures_treat_predictions_equal_within_precision_as_ties():
         assert noisy[name] == pytest.approx(tied[name], nan_ok=True), name
     constant = measure_all(truth, np.full(4, 0.3) + np.array([0, 1e-15, 2e-15, 3e-15]))
     assert np.isnan(constant["weighted_tau"]) and np.isnan(constant["rel@1"])  # no ranking, not a perfect pick
+    # truths equal but for rounding (0.7 and 0.1 + 0.2 + 0.4): the order of two such models is no merit
+    near = np.array([0.7, 0.1 + 0.2 + 0.4, 0.5])
+    one, other = measure_all(near, np.array([2.0, 3.0, 1.0])), measure_all(near, np.array([3.0, 2.0, 1.0]))
+    assert one["weighted_tau"] == other["weighted_tau"] and one["spearman"] == other["spearman"]
+    flat = measure_all(np.array([0.7, 0.1 + 0.2 + 0.4]), np.array([1.0, 2.0]))
+    assert np.isnan(flat["weighted_tau"]) and np.isnan(flat["rel@1"])  # every model is the best: nothing to pick

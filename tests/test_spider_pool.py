@@ -101,6 +101,15 @@ def test_pool_is_sampled_probed_resumable_and_held_out_by_source(tmp_path):
     assert paired["tasks"] == 4 and np.isfinite(paired["diff"])
 
 
+def test_paired_difference_counts_rounding_as_a_tie():
+    """A learner 5.6e-17 above the prior on every task (one tau computed in another order) "beat" it: 3 wins,
+    beyond 2 SE of 0."""
+    per_task = pd.DataFrame({"learner": ["a"] * 3 + ["prior"] * 3, "task": ["t1", "t2", "t3"] * 2,
+                             "weighted_tau": [0.31972789115646266] * 3 + [0.3197278911564626] * 3})
+    paired = paired_difference(per_task, "a", "prior", "weighted_tau")
+    assert (paired["wins"], paired["losses"], paired["diff"], paired["verdict"]) == (0, 0, 0.0, "ties")
+
+
 def test_held_out_sources_share_no_classes_in_one_domain_with_training_sources():
     from modelrank.zoo.presets import get_preset
     from modelrank.zoo.tasks import DERIVED

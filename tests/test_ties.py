@@ -6,6 +6,7 @@ import pytest
 from scipy import stats
 
 from modelrank.evaluate import evaluate, metric_tolerance, no_ranking, snap_ties, tie_groups, tie_ranks, weighted_tau
+from modelrank.metrics.leep import leep
 
 # Seen on animal-mnist with 20 samples per class (N <= D): H-Score saturated at C - 1 = 9 for every model.
 SATURATED_HSCORE = [9.000000000000005, 8.999999999999998, 9.000000000000002, 9.0]
@@ -13,6 +14,15 @@ CONSTANT_SFDA = [1.0, 1.0, 1.0, 1.0]
 ZERO_EMMS = [-2.1e-15, -1.7e-15, -2.4e-15, -1.9e-15]
 MODELS = ["lite0", "lite1", "lite2", "random"]
 TRUTH = pd.DataFrame({"dataset": "animal", "model": MODELS, "accuracy": [0.80, 0.85, 0.90, 0.30]})
+
+
+def test_paired_differences_of_values_equal_but_for_rounding_are_zero():
+    from modelrank.evaluate.ties import paired_differences
+
+    # two weighted taus of different rankings, one number computed in two orders; a tau of 0 seen as +-1e-17
+    first, second = [0.31972789115646266, 1e-17, 0.5, -3.0], [0.3197278911564626, -1e-17, 0.4, -3.00001]
+    diff = paired_differences(first, second)
+    assert diff[:2].tolist() == [0.0, 0.0] and diff[2:] == pytest.approx([0.1, 1e-5], rel=1e-6)
 
 
 def test_tie_groups_chain_neighbours_within_the_tolerance():
@@ -70,6 +80,13 @@ def test_saturated_constant_and_zero_scores_give_no_ranking_and_are_left_out_of_
     assert r.loc[("logme", "mean", "kendall"), "n_tasks"] == 2
     assert ev.ranked_tasks().to_dict() == {"hscore": "1 of 2", "sfda": "1 of 2", "emms": "1 of 2", "logme": "2 of 2"}
     assert set(ev.no_ranking["method"]) == {"hscore", "sfda", "emms"}
+
+
+def test_no_ranking_quotes_lower_is_better_scores_as_given():
+    """The reason said "all 4 scores are equal (-0.3)" of a table whose scores were 0.3 (negated to rank them)."""
+    scores = pd.DataFrame({"Dataset": "animal", "Model": MODELS, "err": [0.3] * 4, "logme": [0.2, 0.3, 0.4, 0.1]})
+    ev = evaluate(scores, TRUTH, measures=["kendall"], lower_is_better=["err"])
+    assert ev.no_ranking["reason"].tolist() == ["all 4 scores are equal (0.3)"]
 
 
 def test_flagged_scores_can_be_left_out():
@@ -136,6 +153,23 @@ def test_cli_evaluate_no_ranking_compare_noise_and_formats(cli, tmp_path):
                                                                           for r in rows)
     code, out, err = cli(*base, "--compare", "logme")
     assert code == 2 and "--compare takes two different methods" in err
+
+
+@pytest.mark.parametrize("name", ["leep", "nleep", "ped_nleep"])
+def test_leep_scores_saturated_at_zero_are_ties(name):
+    """Posteriors that predict the labels perfectly give LEEP = 0 up to rounding: the same near-one-hot source
+    probabilities with their columns or rows reordered scored -4.8e-16, -3.8e-16 and -5.1e-16, which the relative
+    tolerance alone ranked."""
+    rng = np.random.default_rng(0)
+    y = np.arange(600) % 6
+    logits = rng.normal(size=(600, 50))
+    logits[np.arange(600), 3 * y] += 40
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    rows = rng.permutation(600)
+    scores = [leep(probs, y), leep(probs[:, rng.permutation(50)], y), leep(probs[rows], y[rows])]
+    assert no_ranking(scores, *metric_tolerance(name))
+    assert not no_ranking([-1e-10, -2e-10, -3e-10], *metric_tolerance(name))  # a real, if small, difference
 
 
 def test_ped_variants_inherit_and_gbc_declares_its_tolerance():

@@ -11,8 +11,8 @@ import pandas as pd
 
 from ..errors import InvalidInputError
 from .measures import WEIGHTED_TAU_PROTOCOLS, kendall_tau, noise_tau, pearson, regret_at_k, rel_at_k, spearman, weighted_tau
-from .tables import load_scores, load_truth
-from .ties import metric_tolerance, no_ranking, snap_ties
+from .tables import load_scores, load_truth, name_key
+from .ties import metric_tolerance, no_ranking, paired_differences, snap_ties
 
 # What `--tau` selects. Each choice becomes one measure label in the results (see `measure_label`).
 MEASURE_CHOICES = ("weighted", "kendall", "spearman", "pearson", "rel", "regret")
@@ -38,10 +38,20 @@ def _measure_function(choice: str, protocol: str, k: int) -> Callable[[np.ndarra
         "kendall": kendall_tau,
         "spearman": spearman,
         "pearson": pearson,
-        "rel": lambda t, s: rel_at_k(t, s, k=k),
-        "regret": lambda t, s: regret_at_k(t, s, k=k),
+        "rel": _selecting(rel_at_k, k),
+        "regret": _selecting(regret_at_k, k),
     }
     return functions[choice]
+
+
+def _selecting(measure: Callable[..., float], k: int) -> Callable[[np.ndarray, np.ndarray], float]:
+    """rel@k or regret@k of one cell, undefined where the top k take every model: any score, noise included,
+    would pick the best there."""
+    def value(truth: np.ndarray, score: np.ndarray) -> float:
+        if k >= len(truth):
+            raise InvalidInputError(f"k={k} takes all {len(truth)} models compared: nothing is selected")
+        return measure(truth, score, k=k)
+    return value
 
 
 @dataclass
@@ -187,6 +197,10 @@ def evaluate(
     methods = list(dict.fromkeys(score_table["method"]))
     dataset_keys = [key for key in display if key in set(merged["dataset_key"])]
 
+    taken = [display[key] for key in dataset_keys if key in (name_key(MEAN), name_key(WEIGHTED_MEAN))]
+    if taken:  # its row would be one more "mean" of the results (and two rows of a column crashed the tables)
+        raise InvalidInputError(f"dataset {taken[0]!r}: the results call their averages {MEAN} and {WEIGHTED_MEAN}; "
+                                "rename that dataset in the scores and the truth")
     untruthful = [display[key] for key in display if key not in set(merged["dataset_key"])]
     if untruthful:
         warnings.append(f"scored dataset(s) {', '.join(untruthful)} have no ground truth: left out of every mean")
@@ -206,13 +220,15 @@ def evaluate(
         untrue = int(scored_models[(method, key)]) - len(cell)
         if untrue:
             warnings.append(f"{method} / {name}: {untrue} scored model(s) have no ground truth and were left out")
-        if len(cell) < 2:
-            warnings.append(f"{method} / {name}: only {len(cell)} model(s) in common, nothing to rank")
-            continue
-        truth_values = cell["truth"].to_numpy()
+        # Truths equal but for rounding (a mean computed two ways: 0.7 and 0.7000000000000001) are ties, as scores
+        # are: no score is rewarded or punished for the order of their last bits.
+        truth_values = snap_ties(cell["truth"].to_numpy())
         rtol, atol = (tolerances or {}).get(method) or metric_tolerance(method)
         score_values = snap_ties(cell["score"].to_numpy(), rtol, atol)
-        reason = no_ranking(cell["score"].to_numpy(), rtol, atol)
+        # The reason quotes the scores as the table gives them, not as negated for --lower-is-better. One model
+        # ranks nothing either (the "ranked" count said it did).
+        reason = (no_ranking(cell["score"].to_numpy() * (-1.0 if method in negated else 1.0), rtol, atol)
+                  if len(cell) > 1 else "only 1 model in common with the ground truth")
         if reason:
             unranked.append((method, name, reason))
             rows += [(method, name, labels[choice], np.nan, f"no ranking: {reason}") for choice in choices]
@@ -230,7 +246,7 @@ def evaluate(
                 value, note = np.nan, str(exc)
             rows.append((method, name, labels[choice], value, note))
 
-    if not rows:
+    if all(n < 2 for *_, n in counts):
         raise InvalidInputError("no (method, dataset) pair has 2 or more models in common between scores and truth")
     results = pd.DataFrame(rows, columns=["method", "dataset", "measure", "value", "note"])
     results = pd.concat([results, _means(results, truth_table, display)], ignore_index=True)
@@ -262,7 +278,8 @@ def compare_methods(evaluation: Evaluation, first: str, second: str) -> pd.DataF
     rows = []
     for measure in evaluation.measures:
         table = evaluation.table(measure)[evaluation.datasets]
-        diff = (table.loc[first] - table.loc[second]).dropna().to_numpy(dtype=np.float64)
+        pair = table.loc[[first, second]].dropna(axis=1).to_numpy(dtype=np.float64)
+        diff = paired_differences(pair[0], pair[1])  # a 1e-16 difference won every dataset, "beyond 2 SE" of 0
         better = -diff if evaluation.lower_is_better[measure] else diff
         n = diff.size
         se = float(diff.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan

@@ -139,6 +139,10 @@ def _ranking_score(truth, score) -> tuple[np.ndarray, np.ndarray]:
     truth, score = _aligned(truth, score, need_variation=False)
     if np.all(score == score[0]):
         raise InvalidInputError(f"score is constant ({score[0]:g} for all {score.size} models): it ranks nothing")
+    # Every pick is then "the best": any score, noise included, would look perfect at selecting.
+    if np.all(truth == truth[0]):
+        raise InvalidInputError(f"truth is constant ({truth[0]:g} for all {truth.size} models): there is no best model "
+                                "to pick")
     return truth, score
 
 

@@ -10,14 +10,16 @@ Two kinds of input, both CSV (or Parquet):
   (modelrank records, Model Spider/SFDA ``accuracy``, TransferGraph ``eval_accuracy``, EMMS ``score``).
 
 Column names are matched case-insensitively. Dataset and model names are matched through ``name_key``:
-case, spaces and the punctuation ``-_./`` are ignored (``CIFAR-10`` = ``cifar10``), and dataset names also
-go through ``DATASET_ALIASES`` (Model Spider's CSV says ``Pet`` where its README and SFDA say ``Pets``).
+case, Unicode normal form, spaces and the punctuation ``-_./`` are ignored (``CIFAR-10`` = ``cifar10``), and
+dataset names also go through ``DATASET_ALIASES`` (Model Spider's CSV says ``Pet`` where its README and SFDA say
+``Pets``).
 The first spelling met in the scores table is the one shown in results.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -52,8 +54,9 @@ _IGNORED = re.compile(r"[\s\-_./]+")
 
 
 def name_key(name: object) -> str:
-    """The key two spellings of one model or dataset name share: lower case, no spaces or ``-_./``."""
-    return _IGNORED.sub("", str(name).strip().lower())
+    """The key two spellings of one model or dataset name share: lower case, no spaces or ``-_./``, Unicode in one
+    normal form (NFKC: "é" typed and "é" read from a macOS file name, e + combining accent, look alike)."""
+    return _IGNORED.sub("", unicodedata.normalize("NFKC", str(name)).strip().casefold())
 
 
 def dataset_key(name: object) -> str:

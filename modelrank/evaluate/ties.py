@@ -75,6 +75,16 @@ def no_ranking(scores, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL) -
     return f"all {values.size} scores are equal within the metric's precision ({values.min():.17g} .. {values.max():.17g})"
 
 
+def paired_differences(first, second) -> np.ndarray:
+    """``first - second`` element by element, 0 where the two values are equal but for rounding:
+    |a - b| <= ``DEFAULT_RTOL`` * max(1, |a|, |b|) (measures are O(1), so near 0 the bound is absolute). The weighted
+    tau of two different rankings can be one number computed in another order, 1e-16 apart: that is no win."""
+    first, second = np.asarray(first, dtype=np.float64), np.asarray(second, dtype=np.float64)
+    diff = first - second
+    diff[np.abs(diff) <= DEFAULT_RTOL * np.maximum(1.0, np.maximum(np.abs(first), np.abs(second)))] = 0.0
+    return diff
+
+
 def metric_tolerance(method: str) -> tuple[float, float]:
     """(rtol, atol) of a score column: the registered metric's declared tolerance, else the defaults.
 

@@ -92,6 +92,8 @@ def as_targets(labels: np.ndarray, n_samples: int) -> np.ndarray:
         y = y[:, None]
     if y.ndim != 2 or y.shape[0] != n_samples:
         raise InvalidInputError(f"targets must have shape ({n_samples},) or ({n_samples}, k), got {y.shape}")
+    if y.shape[1] == 0:  # the metrics' means over no targets were NaN, reported as a non-finite score
+        raise InvalidInputError(f"targets have no columns (shape {y.shape}): give at least one regression target")
     if not np.isfinite(y).all():
         raise InvalidInputError("targets contain NaN or inf")
     check_magnitudes("regression", {"targets": y})  # also for the plain functions, which skip the registry's check

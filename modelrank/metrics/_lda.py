@@ -73,6 +73,11 @@ def lda_log_proba(x: np.ndarray, means: np.ndarray, priors: np.ndarray, sw: np.n
     """
     if not np.trace(sw) > 0:
         raise InvalidInputError("features have zero within-class scatter (constant features?)")
+    # Rows and means are measured from the mean of the means: a common shift m only adds the class-independent
+    # -x S_w^-1 m + m S_w^-1 m / 2 to every score, but on features with a large offset the uncentred terms are
+    # huge and cancel between classes (SFDA lost half its value at an offset of 1e8, 1e-5 of it at 1e6).
+    shift = priors @ means
+    means = means - shift
     try:
         sw_inv_means = scipy.linalg.cho_solve(scipy.linalg.cho_factor(sw), means.T)  # (D, C)
     except np.linalg.LinAlgError:
@@ -81,6 +86,7 @@ def lda_log_proba(x: np.ndarray, means: np.ndarray, priors: np.ndarray, sw: np.n
     offsets = -0.5 * np.einsum("cd,dc->c", means, sw_inv_means) + np.log(priors)
     scores = np.empty((x.shape[0], means.shape[0]))
     for rows, block in float64_row_blocks(x, row_map):
+        block -= shift  # in place: the blocks are a reused float64 buffer
         np.add(block @ sw_inv_means, offsets, out=scores[rows])
     # log-softmax in place: 4x faster than scipy.special.log_softmax at 50k x 100 (same values)
     scores -= scores.max(axis=1, keepdims=True)

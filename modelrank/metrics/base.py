@@ -131,7 +131,12 @@ def register_metric(
 
 def missing_inputs(spec: MetricSpec, data: FeatureSet) -> list[str]:
     inputs = data.inputs()
-    return [k for k in spec.needs if inputs.get(k) is None]
+    # Text labels are their classes' names (what EMMS embeds), so they stand in for class_names; a Parquet text
+    # column arrives as Python objects.
+    labels = np.asarray(data.labels)
+    named_by_labels = labels.dtype.kind in "US" or (labels.dtype.kind == "O"
+                                                    and all(isinstance(v, (str, bytes)) for v in labels.flat))
+    return [k for k in spec.needs if inputs.get(k) is None and not (k == "class_names" and named_by_labels)]
 
 
 def check_applicable(spec: MetricSpec, data: FeatureSet) -> None:

@@ -149,12 +149,14 @@ def _fit_label_mixture(x: np.ndarray, cross: CrossProduct, class_targets: np.nda
 def _class_texts(labels: np.ndarray, classes: np.ndarray, class_names: Sequence[str] | None) -> list[str] | None:
     """Text for each sorted class value: ``class_names[class id]``, or the labels themselves when they are text."""
     if class_names is not None:
-        is_id = classes.dtype.kind in "iu" or (classes.dtype.kind == "f" and np.all(classes == np.round(classes)))
+        # booleans are the class ids 0 and 1 (a binary task's labels, as every metric reads them)
+        is_id = classes.dtype.kind in "biu" or (classes.dtype.kind == "f" and np.all(classes == np.round(classes)))
         if not is_id or classes.min() < 0 or classes.max() >= len(class_names):
             raise InvalidInputError(f"labels must be class ids in 0..{len(class_names) - 1} to use class_names")
         return [str(class_names[int(c)]) for c in classes]
     if np.asarray(labels).dtype.kind in "USO":
-        return [str(c) for c in classes]
+        # bytes labels (an .npz of b"cat", a Parquet binary column) are text too: str() would embed "b'cat'"
+        return [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in classes]
     return None
 
 

@@ -54,9 +54,16 @@ def leep_from_probs(probs: np.ndarray, codes: np.ndarray, n_classes: int, name: 
     return float(np.log(np.maximum(eep, np.finfo(np.float64).tiny)).mean())
 
 
+#: LEEP and N-LEEP are <= 0 and reach 0 when the (source or mixture) posteriors predict the labels perfectly; there
+#: each log EEP_i is rounding noise of a few 1e-16 (N-LEEP even comes out at +2e-17), and the same posteriors with
+#: their columns or rows reordered scored -4.8e-16 and -3.8e-16: scores within 1e-12 are ties, not a ranking.
+TIE_ATOL = 1e-12
+
+
 @register_metric(
     "leep",
     needs=("source_probs", "labels"),
+    tie_atol=TIE_ATOL,
     reference="Nguyen et al., LEEP: A New Measure to Evaluate Transferability of Learned Representations, ICML 2020",
 )
 def leep(source_probs: np.ndarray, labels: np.ndarray) -> float:
@@ -158,6 +165,7 @@ COVARIANCE_TYPES = ("diag", "full", "spherical", "tied")
 
 @register_metric(
     "nleep",
+    tie_atol=TIE_ATOL,
     reference="Li et al., Ranking Neural Checkpoints, CVPR 2021",
     choices={"covariance_type": COVARIANCE_TYPES, "preset": NLEEP_PRESETS},
 )

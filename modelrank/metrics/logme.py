@@ -99,8 +99,11 @@ def fixed_point_rule(max_iter: int | None = 11, tol: float = 1e-3, preset: str |
     """The iteration ``logme(..., max_iter, tol, preset)`` runs (a preset replaces ``max_iter`` and ``tol``)."""
     if preset is not None:
         return named_preset("logme", preset, LOGME_PRESETS, {"max_iter": max_iter != 11, "tol": tol != 1e-3})
-    if max_iter is not None and max_iter < 1:
-        raise InvalidInputError(f"max_iter must be >= 1 or None, got {max_iter}")
+    # Above the converged mode's own cap an explicit one only lets an unreachable tol (below rounding, e.g. 1e-300
+    # on N < D features whose evidence has no finite maximum) run for hours: 10**9 steps were 12 h on 30 samples.
+    if max_iter is not None and not 1 <= max_iter <= CONVERGED_MAX_ITER:
+        raise InvalidInputError(f"max_iter must be in [1, {CONVERGED_MAX_ITER}] or None (iterate until tol, at most "
+                                f"{CONVERGED_MAX_ITER} steps), got {max_iter}")
     if not tol > 0:
         raise InvalidInputError(f"tol must be > 0, got {tol}")
     return FixedPointRule(max_iter, tol)
@@ -232,11 +235,11 @@ def logme(
     the cap of every public LogME code, so scores stay comparable with published ones; targets that need more
     (classes of a few samples: 3-sample classes are still ~1e-3 from the maximum after 11 steps) raise a
     ``NotConvergedWarning`` (flag "not_converged" in score tables). ``max_iter=None`` iterates until ``tol``
-    is met; ``preset="converged"`` does so with tol 1e-8, the paper's maximum evidence (the iteration costs
-    O(K min(N, D)) per step, nothing next to the SVD). ``preset="thuml"`` / ``"tllib"`` reproduce those codes'
-    numbers exactly, ``"stable_transfer"`` that TensorFlow code's up to its float32 arithmetic (their epsilon,
-    tolerance and lagged evidence, see ``LOGME_PRESETS``); a preset replaces
-    ``max_iter`` and ``tol``.
+    is met (either way at most ``CONVERGED_MAX_ITER`` = 10,000 steps); ``preset="converged"`` does so with tol
+    1e-8, the paper's maximum evidence (the iteration costs O(K min(N, D)) per step, nothing next to the SVD).
+    ``preset="thuml"`` / ``"tllib"`` reproduce those codes' numbers exactly, ``"stable_transfer"`` that TensorFlow
+    code's up to its float32 arithmetic (their epsilon, tolerance and lagged evidence, see ``LOGME_PRESETS``); a
+    preset replaces ``max_iter`` and ``tol``.
 
     Arithmetic is float64, except that float32 (and float16) features, as extracted, have F^T F multiplied in
     float32 row blocks summed in float64 (``float32_gram_and_cross``): twice as fast, and within a few 1e-6

@@ -35,9 +35,14 @@ def fix_component_signs(x: np.ndarray, projected: np.ndarray) -> np.ndarray:
 RDM_DECIMALS = 12
 
 
-def dissimilarity_matrix(rows: np.ndarray) -> np.ndarray:
-    """RDM = 1 - corrcoef(rows): (n, n) one minus the Pearson correlation between samples, to ``RDM_DECIMALS``."""
-    if rows.shape[1] < 2 or (rows.std(axis=1) == 0).any():
+def dissimilarity_matrix(rows: np.ndarray, what: str = "features") -> np.ndarray:
+    """RDM = 1 - corrcoef(rows): (n, n) one minus the Pearson correlation between samples, to ``RDM_DECIMALS``.
+    ``what`` the rows are ("features" or "targets") names the culprit when a correlation is undefined."""
+    constant = 0 if rows.shape[1] < 2 else int((rows.std(axis=1) == 0).sum())
+    if what == "targets" and constant:  # a row of equal values, e.g. (0.3, 0.3), has no correlation
+        raise InvalidInputError(f"PARC correlates the target rows, so each needs values that are not all equal; "
+                                f"{constant} of {rows.shape[0]} rows are constant")
+    if rows.shape[1] < 2 or constant:
         raise InvalidInputError("PARC needs rows with >= 2 non-constant entries (constant features?)")
     rdm = 1.0 - np.corrcoef(rows)
     return np.round(rdm, RDM_DECIMALS, out=rdm)
@@ -105,7 +110,7 @@ def parc(features: np.ndarray, labels: np.ndarray, task: str = "classification",
         x, y = x[keep], y[keep]
     x = unit_scaled(np.asarray(x, dtype=np.float64))  # scale-invariant: only the drawn rows are rescaled
     if regression:
-        rdm_y = np.abs(y - y.T) if y.shape[1] == 1 else dissimilarity_matrix(y)
+        rdm_y = np.abs(y - y.T) if y.shape[1] == 1 else dissimilarity_matrix(y, "targets")
     else:
         classes, y = np.unique(y, return_inverse=True)
         if len(classes) < 2:

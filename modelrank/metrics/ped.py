@@ -26,6 +26,10 @@ DEFAULT_TIME_STEP = 0.1
 DEFAULT_EXIT_RATIO = 0.5
 DEFAULT_NSIGMA = 0.6
 DEFAULT_MAX_STEPS = 6
+#: Most steps ``steps`` may allow. Overlapping classes keep moving by ever smaller amounts, so with exit_ratio=0
+#: nothing but ``steps`` ends the simulation (steps=10**9 ran for hours); a step costs O(C^2 D) (1000 steps of
+#: 397 classes x 2048 dims: minutes). The public code stops after 6.
+MAX_STEPS = 1_000
 DEFAULT_FORCE_CONSTANT = 1.0
 #: floor on the per-dimension std used for standardisation (the reference's eps)
 STD_FLOOR = 1e-3
@@ -74,6 +78,8 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
     deviations from the class means, which also give the column std as within- plus between-class parts), and a
     moved row is x + s * (its class's total displacement), so the only (N, D) array is the result.
     """
+    if not 0 <= steps <= MAX_STEPS:
+        raise InvalidInputError(f"PED's steps must be in [0, {MAX_STEPS}] (the public code stops after 6), got {steps}")
     x = as_features(features, upcast=False)  # float32 stays: each pass converts one row block at a time
     y, n_classes = as_class_labels(labels, x.shape[0])
     n, dim = x.shape
@@ -89,7 +95,7 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
         column_mean = counts @ class_means / n
         column_std = np.sqrt((deviations.sum(axis=0) + counts @ (class_means - column_mean) ** 2) / n)
     mean = column_mean if source_mean is None else _source_stat(source_mean, dim, "source_mean")
-    std = column_std if source_std is None else _source_stat(source_std, dim, "source_std")
+    std = column_std if source_std is None else _source_stat(source_std, dim, "source_std", non_negative=True)
     std = np.maximum(std, STD_FLOOR)
     means = (class_means - mean) / std  # the standardised centres z = (x - m) / s of the classes
     radius = np.sqrt((deviations / std**2).sum(axis=1) / counts)
@@ -117,13 +123,18 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
     return moved
 
 
-def _source_stat(value: np.ndarray, dim: int, name: str) -> np.ndarray:
+def _source_stat(value: np.ndarray, dim: int, name: str, non_negative: bool = False) -> np.ndarray:
     try:
         stat = np.asarray(value, dtype=np.float64).reshape(-1)
     except (TypeError, ValueError):
         raise InvalidInputError(f"{name} must be {dim} finite numbers, got {type(value).__name__}") from None
     if stat.shape != (dim,) or not np.isfinite(stat).all():
         raise InvalidInputError(f"{name} must be {dim} finite numbers, got shape {np.shape(value)}")
+    # A negative standard deviation is not one (a variance or a mean passed by mistake): the floor turned it into
+    # 1e-3 and stretched that dimension silently.
+    negative = int((stat < 0).sum()) if non_negative else 0
+    if negative:
+        raise InvalidInputError(f"{name} holds standard deviations, which are >= 0; {negative} are negative")
     return stat
 
 

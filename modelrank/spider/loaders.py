@@ -41,6 +41,12 @@ def _read_csv(path: Path, **options) -> pd.DataFrame:
     return read_csv_file(_need(path), "table", **options)
 
 
+def _read_transfergraph_csv(path: Path, **options) -> pd.DataFrame:
+    # TransferGraph's published tables have truncated lines (2 in the image scores, whose metric is then blank and
+    # drops out of the pivot; 1 in the text model configs, short of only its accuracy, which is not metadata).
+    return read_csv_file(_need(path), "table", allow_ragged=True, **options)
+
+
 def load_domainnet(folder: str | Path, embedding: str = "seed") -> Records:
     """The graph seed's DomainNet records: 10 models x 270 tasks (6 domains x 45), accuracy in [0, 1].
 
@@ -109,12 +115,12 @@ def load_transfergraph(folder: str | Path, modality: str = "image", model_text: 
         raise InvalidInputError(f"modality must be one of {sorted(TRANSFERGRAPH_MODALITIES)}, not {modality!r}")
     sub, sim_file = TRANSFERGRAPH_MODALITIES[modality]
     folder = Path(folder) / sub
-    raw = _read_csv(folder / "records.csv", index_col=0)
+    raw = _read_transfergraph_csv(folder / "records.csv", index_col=0)
     if "peft_method" in raw.columns:
         raw = raw[raw["peft_method"].isna()]
-    task_meta = _read_csv(folder / "target_dataset_features.csv").set_index("finetune_dataset")
-    sim = _read_csv(folder / sim_file, index_col=0)
-    model_meta = _read_csv(folder / "model_config_dataset.csv")
+    task_meta = _read_transfergraph_csv(folder / "target_dataset_features.csv").set_index("finetune_dataset")
+    sim = _read_transfergraph_csv(folder / sim_file, index_col=0)
+    model_meta = _read_transfergraph_csv(folder / "model_config_dataset.csv")
     model_meta = model_meta.drop_duplicates("model").set_index("model")
     model_meta = model_meta[[c for c in MODEL_META_COLUMNS if c in model_meta.columns]]
     frame = raw.rename(columns={"finetuned_dataset": "dataset", "eval_accuracy": "accuracy"})
@@ -122,7 +128,7 @@ def load_transfergraph(folder: str | Path, modality: str = "image", model_text: 
                   & frame["model"].isin(model_meta.index)]
     dropped = len(raw) - len(frame)
     tasks = sorted(set(frame["dataset"]))
-    scores = _read_csv(folder / "transferability_score_records.csv", index_col=0)
+    scores = _read_transfergraph_csv(folder / "transferability_score_records.csv", index_col=0)
     scores = scores.assign(metric=scores["metric"].str.replace("TransferabilityMethod.", "", regex=False).str.lower())
     scores = scores.pivot_table(index=["target_dataset", "model"], columns="metric", values="score", aggfunc="last")
     scores = scores.reset_index().rename(columns={"target_dataset": "dataset"}).rename_axis(columns=None)

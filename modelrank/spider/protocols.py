@@ -30,7 +30,7 @@ import pandas as pd
 from ..errors import InvalidInputError, ModelrankError
 from ..evaluate.evaluation import dataset_weight
 from ..evaluate.measures import pearson, regret_at_k, rel_at_k, spearman, weighted_tau
-from ..evaluate.ties import snap_ties
+from ..evaluate.ties import paired_differences, snap_ties
 from .base import Learner
 from .records import Records
 
@@ -77,8 +77,9 @@ def measure_all(truth: np.ndarray, score: np.ndarray, all_truth: np.ndarray | No
     ``all_truth`` when only some models are measured). ``tau_protocol``: the weighted-tau convention, "scipy"
     (symmetric, TransferGraph's) or "model_spider" (``weightedtau(truth, score, rank=None)``, Model Spider's).
     Predictions equal within precision are ties (``modelrank.evaluate.ties``, as in ``evaluate``): their order
-    in the last bits is never rewarded, and predictions that are all tied rank nothing (NaN)."""
-    score = snap_ties(score)
+    in the last bits is never rewarded, and predictions that are all tied rank nothing (NaN). So are truths (a mean
+    over seeds computed in another order)."""
+    truth, score = snap_ties(truth), snap_ties(score)
     out = {}
     for name, fn in REPORTED_MEASURES.items():
         try:
@@ -224,7 +225,9 @@ def paired_difference(per_task: pd.DataFrame, learner: str, baseline: str, measu
     table = per_task.groupby(["learner", "task"])[measure].mean().unstack("task")
     if learner not in table.index or baseline not in table.index:
         return None
-    diff = (table.loc[learner] - table.loc[baseline]).dropna()
+    first, second = table.loc[learner], table.loc[baseline]
+    both = first.notna() & second.notna()
+    diff = pd.Series(paired_differences(first[both], second[both]))  # rounding is no win, as in `evaluate --compare`
     if diff.size < 2:
         return None
     mean, se = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(diff.size))

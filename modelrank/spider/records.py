@@ -270,7 +270,17 @@ def read_records_csv(path: str | Path, aggregate: str | None = "max") -> Records
                                   if key in (*RECORD_COLUMNS, *RECORD_ALIASES, "selected") and len(names) == 1})
     frame = frame.rename(columns={k: v for k, v in RECORD_ALIASES.items() if v not in frame.columns})
     if "selected" in frame.columns:
-        selected = frame["selected"].astype(str).str.lower().isin(["true", "1"])
+        # A 0/1 column with a blank cell is read as floats: its marks are "1.0".
+        selected = frame["selected"].astype(str).str.strip().str.lower().isin(["true", "1", "1.0"])
         if selected.any():
+            # A pair none of whose runs is marked would vanish with the unmarked runs of the others (without a
+            # dataset or model column, records_from_frame says what is missing).
+            names = [frame[c] for c in ("dataset", "model") if c in frame.columns]
+            chosen = selected.groupby(names).any() if len(names) == 2 else pd.Series(dtype=bool)
+            if not chosen.all():
+                unmarked = chosen[~chosen].index.tolist()
+                raise InvalidInputError(f"records CSV {path}: {len(unmarked)} (dataset, model) pair(s) have no run "
+                                        f"marked selected while others do, e.g. {unmarked[0]}; mark one run of each "
+                                        "pair or drop the selected column")
             frame = frame[selected.to_numpy()]
     return records_from_frame(frame, aggregate=aggregate, name=path.stem)
