@@ -2,8 +2,8 @@
 
 One folder per key (model + weight fingerprint, dataset + split + subset, preprocessing). Inside:
 ``manifest.json`` (the key, the selected sample ids, the chunk size) and ``chunk-NNNNN.parquet`` files, each
-holding a fixed slice of the selected samples, each with a ``chunk-NNNNN.parquet.sha256`` sidecar (the sha256
-of the chunk's bytes, written before the chunk itself, checked on every read). Chunks are the unit of resume (a
+holding a fixed slice of the selected samples and, in its schema metadata, the sha256 of its decoded columns
+(``_table_digest``: written with the chunk, checked on every read). Chunks are the unit of resume (a
 rerun computes only missing chunks), of sharding (``--shard i/n`` computes chunks ``j % n == i``) and of sharing
 work between concurrent runs on one key: a run claims a chunk by creating ``chunk-NNNNN.claim`` exclusively and
 skips chunks claimed by a live run (a claim whose owner died, or that has not been refreshed for
@@ -92,7 +92,7 @@ def read_manifest(path: Path) -> dict | None:
     key, size, count, ids = (manifest.get(k) for k in ("key", "chunk_size", "n_samples", "sample_ids"))
     shaped = (isinstance(key, dict) and all(isinstance(key.get(k), str) for k in ("model", "dataset", "split"))
               and isinstance(size, int) and size > 0 and isinstance(count, int) and isinstance(ids, list)
-              and len(ids) == count)
+              and len(ids) == count and all(type(i) is int and i >= 0 for i in ids))
     return manifest if shaped else None
 
 
@@ -381,7 +381,10 @@ class FeatureStore:
         removed = []
         for folder, _ in list(self.entries()):
             if folder.name in wanted:
-                shutil.rmtree(folder)
+                # A running extraction (or another `cache rm`) removes and adds files meanwhile: not errors.
+                shutil.rmtree(folder, ignore_errors=True)
+                if folder.exists():  # a file added meanwhile, or one that may not be removed: the error says which
+                    shutil.rmtree(folder)
                 removed.append(folder.name)
         return removed
 
@@ -391,8 +394,15 @@ class IncompleteEntryError(MissingResourceError):
 
 
 def _size_mb(folder: Path) -> float:
-    """Size of the entry's finished files (temporaries of running or killed writers excluded)."""
-    return round(sum(f.stat().st_size for f in folder.rglob("*") if f.is_file() and not is_temporary(f)) / 2**20, 2)
+    """Size of the entry's finished files (temporaries of running or killed writers excluded). A running
+    extraction removes files meanwhile (a released claim): gone between listing and stat, they count as gone."""
+    total = 0
+    for f in folder.rglob("*"):
+        try:
+            total += f.stat().st_size if f.is_file() and not is_temporary(f) else 0
+        except FileNotFoundError:
+            pass
+    return round(total / 2**20, 2)
 
 
 def _table_digest(table: pa.Table) -> str:

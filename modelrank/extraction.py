@@ -17,7 +17,7 @@ import torch
 from . import __version__
 from .cache import FeatureKey, FeatureStore, IncompleteEntryError
 from .data import ImageDataset, load_dataset
-from .errors import InvalidInputError
+from .errors import InvalidInputError, MissingResourceError, ModelrankError
 from .features import FeatureSet
 from .models import LoadedModel, load_model
 from .progress import ProgressFn, report
@@ -121,7 +121,18 @@ class _TorchView(torch.utils.data.Dataset):
         return len(self.indices)
 
     def __getitem__(self, i: int):
-        return self.transform(self.data.load(int(self.indices[i])))
+        try:
+            return self.transform(self.data.load(int(self.indices[i])))
+        except ModelrankError as exc:  # e.g. a corrupt image: handed back as a value (see _collate)
+            return exc
+
+
+def _collate(items: list):
+    """A batch of images, or the first user-facing error met loading them. Raised in a loader worker, that error
+    would reach the main process re-raised by torch with the worker's traceback in its message: many lines where
+    the user gets one."""
+    errors = [item for item in items if isinstance(item, ModelrankError)]
+    return errors[0] if errors else torch.utils.data.default_collate(items)
 
 
 @dataclass
@@ -229,6 +240,13 @@ def run_plan(
                 waiting = [j for j in waiting if not store.chunk_path(plan.key, j).is_file()]
                 if waiting:
                     time.sleep(CLAIM_POLL_SECONDS)
+    except FileNotFoundError:
+        if store.entry_dir(plan.key).is_dir():
+            raise
+        # Not a missing input: pyarrow's "Failed to open local file '.../.chunk-00000.parquet.tmp-…'" said no more.
+        raise MissingResourceError(
+            f"cache entry {plan.key.dirname()} was removed while this run extracted it (by `modelrank cache rm`, or "
+            "by a run that found the images changed); run the command again") from None
     finally:
         net.to("cpu")
     return computed
@@ -239,7 +257,7 @@ def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device
     sampler = _ClaimingBatches(store, plan, chunks, batch_size)
     loader = torch.utils.data.DataLoader(
         _TorchView(data, sampler.sample_ids, plan.model.transform), batch_sampler=sampler, num_workers=workers,
-        pin_memory=device.type == "cuda",
+        pin_memory=device.type == "cuda", collate_fn=_collate,
     )
     autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
     feats: list[np.ndarray] = []
@@ -250,6 +268,8 @@ def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device
     try:
         with torch.inference_mode(), autocast:
             for batch in loader:
+                if isinstance(batch, ModelrankError):
+                    raise batch
                 f, z = plan.model.forward(batch.to(device, non_blocking=True))
                 feats.append(f.float().cpu().numpy())
                 if z is not None:

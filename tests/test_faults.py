@@ -451,12 +451,16 @@ def test_flipped_bytes_are_detected_and_score_recomputes_them(cache_dir, tmp_pat
     assert value == before and "corrupt" in err
 
 
-@pytest.mark.parametrize("manifest", ["[]", '{"key": 3}', '{"key": {"model": "m"}, "chunk_size": 8}', "\udcff"])
+@pytest.mark.parametrize("manifest", ["[]", '{"key": 3}', '{"key": {"model": "m"}, "chunk_size": 8}', "\udcff",
+                                      "sample ids of text"])
 def test_manifest_of_another_shape_is_rebuilt_not_a_traceback(cache_dir, cli, manifest):
     args = ["-m", TINY_MODEL, "-d", "digits", "--split", "train", "--limit", "8"]
     code, out, err = cli("extract", *args, "--workers", "0")
     assert code == 0, err
     path, = cache_dir.rglob("manifest.json")
+    if manifest == "sample ids of text":  # the right shape otherwise: `score` read the ids as int64 (exit 1)
+        edited = json.loads(path.read_text())
+        manifest = json.dumps({**edited, "sample_ids": [str(i) for i in edited["sample_ids"]]})
     path.write_bytes(manifest.encode("utf-8", "surrogateescape"))  # valid JSON of another shape, or not UTF-8
     code, out, err = cli("cache", "ls")
     assert code == 0 and "manifest unreadable" in out, err

@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import ModelrankError
-from ._common import app, console, err_console, CacheDirOption, confirmed
+from ._common import app, console, err_console, CacheDirOption, confirmed, set_interrupt_note
 from ._output import check_output, emit, format_option, out_option
 
 
@@ -108,6 +108,8 @@ def cache_rm(
                                  "terminal to ask on; rerun with --yes (or --dry-run to see what would go)"):
         err_console.print("nothing removed", highlight=False, soft_wrap=True)
         return
+    set_interrupt_note("entries removed before the interruption are gone, the others kept (an entry may be half "
+                       "removed); `modelrank cache ls` shows what is left; rerun to remove the rest")
     removed = store.remove(selected)
     err_console.print(f"removed {len(removed)} entr{'y' if len(removed) == 1 else 'ies'}", highlight=False,
                       soft_wrap=True)

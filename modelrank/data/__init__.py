@@ -7,7 +7,7 @@ from pathlib import Path
 from ..errors import InvalidInputError, MissingResourceError
 from . import packaged, torchvision_sets  # noqa: F401  (register on import)
 from .base import DATASETS, SPLITS, CorruptImageError, DatasetSpec, ImageDataset, register_dataset
-from .files import load_csv, load_folder
+from .files import FILE_SPLITS, check_file_split, load_csv, load_folder
 from ..zoo import tasks as _zoo_tasks  # noqa: F401,E402  (registers mnist-sample, faces, textures, source/*, task/*)
 
 
@@ -20,6 +20,8 @@ def check_dataset(name: str, split: str | None = None) -> None:
     if kind in ("folder", "csv") and path:
         if not Path(path).exists():
             raise MissingResourceError(f"{kind} {path} does not exist")
+        if split is not None:
+            check_file_split(name, split)
         return
     spec = DATASETS.get(name)
     if split is not None and split not in spec.splits:
@@ -42,8 +44,9 @@ def load_dataset(name: str, split: str | None = None, root: str | None = None, d
 
 def list_dataset_rows() -> tuple[list[str], list[list[str]]]:
     rows = [[e.name, e.obj.source, ", ".join(e.obj.splits), e.obj.description] for e in DATASETS]
-    rows.append(["folder:PATH", "your files", "all, train, test", "one sub-folder per class (ImageFolder layout)"])
-    rows.append(["csv:PATH", "your files", "all, train, test", "columns path,label or path,target (regression)"])
+    rows.append(["folder:PATH", "your files", ", ".join(FILE_SPLITS), "one sub-folder per class (ImageFolder layout)"])
+    rows.append(["csv:PATH", "your files", ", ".join(FILE_SPLITS),
+                 "columns path,label or path,target (regression); paths relative to the CSV's folder"])
     return ["name", "source", "splits", "description"], rows
 
 

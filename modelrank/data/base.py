@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -22,7 +23,9 @@ class CorruptImageError(ModelrankError):
 class ImageDataset:
     """Images and labels of one split. ``targets`` is known without decoding any image, so subsampling and
     sharding never touch pixels. ``load(i)`` returns an RGB PIL image. ``meta["definition"]``, when present,
-    describes how a derived dataset is made and becomes part of the feature-cache key."""
+    describes how a derived dataset is made and becomes part of the feature-cache key. ``load`` must pickle (a
+    module-level function or a ``functools.partial`` of one, never a closure): data-loading workers started by
+    spawn or forkserver (macOS, Windows, Python 3.14's default on Linux) receive the dataset pickled."""
 
     name: str
     split: str
@@ -40,11 +43,11 @@ def array_dataset(name: str, split: str, images: np.ndarray, targets: np.ndarray
     """A dataset held as a uint8 array (n, h, w) grey or (n, h, w, 3) colour."""
     if images.dtype != np.uint8:
         raise InvalidInputError(f"{name}: expected uint8 images, got {images.dtype}")
+    return ImageDataset(name, split, np.asarray(targets), partial(_array_image, images), list(class_names))
 
-    def load(i: int) -> Image.Image:
-        return Image.fromarray(images[i]).convert("RGB")
 
-    return ImageDataset(name, split, np.asarray(targets), load, list(class_names))
+def _array_image(images: np.ndarray, i: int) -> Image.Image:
+    return Image.fromarray(images[i]).convert("RGB")
 
 
 def split_arrays(name: str, split: str, images: np.ndarray, targets: np.ndarray, class_names: Sequence[str]) -> ImageDataset:
@@ -58,7 +61,8 @@ def open_image(path: str) -> Image.Image:
     try:
         with Image.open(path) as img:
             return to_rgb(img)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        # DecompressionBombError (over twice Pillow's MAX_IMAGE_PIXELS) derives from none of the others.
         raise CorruptImageError(f"cannot read image {path}: {exc}") from None
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -18,17 +19,31 @@ from ..errors import InvalidInputError, MissingResourceError
 from ..tabular import read_csv_file
 from .base import ImageDataset, open_image, seeded_split
 
+#: A folder or CSV is one pool of samples: ``all``, or a seeded 80/20 cut of it into ``train`` and ``test``.
+FILE_SPLITS = ("all", "train", "test")
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+def check_file_split(name: str, split: str) -> None:
+    """Any other split (``val``, ``trainval``) would have been the ``train`` cut under another name."""
+    if split not in FILE_SPLITS:
+        raise InvalidInputError(f"{name} has splits {', '.join(FILE_SPLITS)} (a seeded 80/20 cut), not {split!r}")
 
 
 def _paths_dataset(
     name: str, split: str, paths: list[str], targets: np.ndarray, class_names, task: str, source: Path
 ) -> ImageDataset:
+    check_file_split(name, split)
     idx = seeded_split(targets, split) if task == "classification" else _regression_split(len(targets), split)
     chosen = [paths[i] for i in idx]
     definition = {"path": str(source.resolve()), "fingerprint": _fingerprint(source, paths)}
-    return ImageDataset(name, split, targets[idx], lambda i: open_image(chosen[i]), class_names, task,
+    return ImageDataset(name, split, targets[idx], partial(_open_nth, chosen), class_names, task,
                         meta={"definition": definition})
+
+
+def _open_nth(paths: list[str], i: int):
+    return open_image(paths[i])
 
 
 def _fingerprint(source: Path, paths: list[str]) -> str:
@@ -57,7 +72,10 @@ def _regression_split(n: int, split: str, seed: int = 0, test_fraction: float = 
 def load_folder(path: str, split: str = "all") -> ImageDataset:
     """``folder:PATH``: one sub-folder per class, images inside (torchvision ImageFolder layout).
 
-    Every file must be an image (by suffix); anything else is reported rather than silently skipped.
+    Images in nested folders belong to the class folder they are in; symlinked folders are followed, as
+    ImageFolder does. Names starting with "." are skipped at every level. Every other file must be an image (by
+    suffix), and every class folder must hold one: anything else is reported rather than silently skipped or
+    made into a class without samples (e.g. the ``__MACOSX`` folder an unzip leaves).
     """
     root = Path(path)
     if root.is_file():
@@ -69,40 +87,61 @@ def load_folder(path: str, split: str = "all") -> ImageDataset:
         raise InvalidInputError(f"image folder {root} has no class sub-folders")
     paths, labels = [], []
     for label, cls in enumerate(classes):
-        for f in sorted((root / cls).rglob("*")):
-            if f.is_dir() or f.name.startswith("."):
-                continue
+        for f in _files_under(root / cls):
             if f.suffix.lower() not in IMAGE_SUFFIXES:
                 raise InvalidInputError(f"{f} is not an image file (allowed: {', '.join(sorted(IMAGE_SUFFIXES))})")
             paths.append(str(f))
             labels.append(label)
     if not paths:
         raise InvalidInputError(f"image folder {root} contains no images")
+    present = set(labels)
+    empty = [repr(cls) for label, cls in enumerate(classes) if label not in present]
+    if empty:
+        raise InvalidInputError(f"image folder {root}: no images in class folder {', '.join(empty)}; remove it or "
+                                "add images")
     return _paths_dataset(f"folder:{root}", split, paths, np.asarray(labels, dtype=np.int64), classes, "classification",
                           root)
+
+
+def _files_under(folder: Path) -> list[Path]:
+    """The files below ``folder`` whose path holds no hidden name, sorted by path; symlinked folders are
+    followed, each real folder once (a link back up is no loop)."""
+    files, seen = [], set()
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files += [Path(top) / name for name in names if not name.startswith(".")]
+    return sorted(files)
 
 
 def load_csv(path: str, split: str = "all") -> ImageDataset:
     """``csv:PATH``: columns ``path,label`` (classification) or ``path,target`` (regression).
 
-    Relative image paths are resolved against the CSV's folder.
+    Relative image paths are resolved against the CSV's folder. Cells are read as the text they hold: a label
+    is a class name as typed ("NA", "None" and "null" are classes, not missing values); only a blank cell is
+    missing.
     """
     csv = Path(path)
-    table = read_csv_file(csv)
+    table = read_csv_file(csv, dtype=str, keep_default_na=False)
     cols = {c.lower(): c for c in table.columns}
     if "path" not in cols or not ({"label", "target"} & set(cols)):
         raise InvalidInputError(f"{csv} needs columns path,label (classification) or path,target (regression)")
-    if table[cols["path"]].isna().any():  # pandas keeps a blank cell missing even as text: Path(nan) crashed
-        raise InvalidInputError(f"{csv}: column path has {int(table[cols['path']].isna().sum())} blank cell(s)")
-    paths = [str(p if Path(p).is_absolute() else csv.parent / p) for p in table[cols["path"]].astype(str)]
+    blank = table.apply(lambda column: column.str.strip() == "")
+    if blank[cols["path"]].any():
+        raise InvalidInputError(f"{csv}: column path has {int(blank[cols['path']].sum())} blank cell(s)")
+    paths = [str(p if Path(p).is_absolute() else csv.parent / p) for p in table[cols["path"]]]
     if "target" in cols:
-        targets = pd.to_numeric(table[cols["target"]], errors="coerce").to_numpy(dtype=np.float64)
+        targets = pd.to_numeric(table[cols["target"]].str.strip(), errors="coerce").to_numpy(dtype=np.float64)
         if not np.isfinite(targets).all():
             raise InvalidInputError(f"{csv}: column target has missing or non-numeric values")
         return _paths_dataset(f"csv:{csv}", split, paths, targets, None, "regression", csv)
     raw = table[cols["label"]]
-    if raw.isna().any():
+    if blank[cols["label"]].any():
         raise InvalidInputError(f"{csv}: column label has missing values")
-    classes = sorted(raw.astype(str).unique())
-    codes = np.searchsorted(np.asarray(classes), raw.astype(str).to_numpy()).astype(np.int64)
+    classes = sorted(raw.unique())
+    codes = np.searchsorted(np.asarray(classes), raw.to_numpy()).astype(np.int64)
     return _paths_dataset(f"csv:{csv}", split, paths, codes, classes, "classification", csv)

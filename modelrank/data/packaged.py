@@ -6,11 +6,12 @@ import gzip
 import importlib.resources
 import os
 import pickle
+import zlib
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InvalidInputError, MissingResourceError
+from ..errors import InvalidInputError, MissingResourceError, error_reason
 from .base import ImageDataset, array_dataset, register_dataset, split_arrays
 
 ANIMAL_CLASSES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
@@ -68,12 +69,18 @@ class _ArrayUnpickler(pickle.Unpickler):
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    """IDX files (the MNIST format): magic, dims, then raw uint8 data; gzipped or not."""
+    """IDX files (the MNIST format): magic (0, 0, 8 = uint8, ndim), dims, then raw uint8 data; gzipped or not. A
+    truncated, damaged or foreign file is an ``InvalidInputError`` naming it."""
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    ndim = data[3]
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (EOFError, gzip.BadGzipFile, zlib.error) as exc:  # EOFError would reach the CLI as an interruption
+        raise InvalidInputError(f"cannot read {path}: a damaged or truncated gzip file ({error_reason(exc)})") from None
+    ndim = data[3] if len(data) >= 4 and data[:3] == b"\0\0\x08" else 0
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    if not ndim or len(data) != 4 + 4 * ndim + int(np.prod(shape)):
+        raise InvalidInputError(f"{path} is not a complete IDX file of uint8 (truncated, damaged or another format)")
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -91,6 +98,9 @@ def load_fashion_mnist(split: str = "train", root: str | None = None, **_) -> Im
             lab = folder / f"{prefix}-labels-idx1-ubyte{suffix}"
             if img.is_file() and lab.is_file():
                 images, targets = _read_idx(img), _read_idx(lab).astype(np.int64)
+                if images.ndim != 3 or targets.ndim != 1 or len(images) != len(targets):
+                    raise InvalidInputError(f"{img} holds images of shape {images.shape} and {lab} labels of shape "
+                                            f"{targets.shape}: expected n images and n labels")
                 return array_dataset("fashion-mnist", split, images, targets, FASHION_CLASSES)
     raise MissingResourceError(
         "Fashion-MNIST not found; run `apt-get install dataset-fashion-mnist` or put the idx files under "

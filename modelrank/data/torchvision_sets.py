@@ -7,6 +7,7 @@ without it a missing dataset says exactly where it was looked for.
 from __future__ import annotations
 
 import os
+from functools import partial
 from typing import Any, Callable
 
 import numpy as np
@@ -47,6 +48,10 @@ def _class_names(ds: Any) -> list[str] | None:
     return None
 
 
+def _image(ds: Any, keep: np.ndarray, i: int):
+    return ds[int(keep[i])][0].convert("RGB")
+
+
 def _make_loader(key: str, cls_name: str, splits: dict[str, dict[str, Any]], attribute: str) -> Callable[..., ImageDataset]:
     def load(split: str = "train", root: str | None = None, download: bool = False, **_) -> ImageDataset:
         import torchvision.datasets as tvd
@@ -63,11 +68,8 @@ def _make_loader(key: str, cls_name: str, splits: dict[str, dict[str, Any]], att
         targets = _targets(ds, attribute)
         # Datasets published without a split get a seeded stratified one.
         keep = seeded_split(targets, split) if not splits[split] and split != "all" else np.arange(len(targets))
-
-        def image(i: int):
-            return ds[int(keep[i])][0].convert("RGB")
-
-        return ImageDataset(key, split, targets[keep], image, _class_names(ds), meta={"torchvision": cls_name})
+        return ImageDataset(key, split, targets[keep], partial(_image, ds, keep), _class_names(ds),
+                            meta={"torchvision": cls_name})
 
     return load
 

@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import os
 import pickle
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
 
             state = load_file(os.fspath(path))
         else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():
+                # Any pickle that is no torch file warns "please file an issue" to torch before it is refused.
+                warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+                state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # torch's text would advise weights_only=False, i.e. running the file's code
         raise InvalidInputError(f"cannot read weights {path}: not a torch file of plain tensors (it may be damaged, "
                                 "or hold objects that only running its code could rebuild)") from None
@@ -205,7 +209,7 @@ def load_model(name: str, checkpoint: str | None = None, input_size: int | None 
     else:
         net, transform, config = _build_arch(arch, pretrained=not random_init, input_size=input_size)
         state = None
-        fingerprint = "random-seed0" if random_init else f"hub:{arch}"
+        fingerprint = "random-seed0" if random_init else _hub_fingerprint(arch, net)
         pretraining = "none (random init)" if random_init else "hub default"
         source = "timm" if not arch.startswith("tv:") else "torchvision"
     if state is not None:
@@ -213,8 +217,8 @@ def load_model(name: str, checkpoint: str | None = None, input_size: int | None 
             state = spec.remap(state, net)
         try:
             net.load_state_dict(state)
-        except RuntimeError as exc:
-            raise InvalidInputError(f"weights do not fit {arch}: {error_reason(exc)}") from None
+        except RuntimeError as exc:  # torch's first line only says "Error(s) in loading state_dict for ResNet:"
+            raise InvalidInputError(f"weights do not fit {arch}: {_misfit(state, net) or error_reason(exc)}") from None
 
     head = find_head(net)
     info = {
@@ -230,6 +234,35 @@ def load_model(name: str, checkpoint: str | None = None, input_size: int | None 
     }
     display = f"{name}@{Path(checkpoint).name}" if checkpoint else (f"random:{arch}" if random_init else name)
     return LoadedModel(display, net, transform, fingerprint, info)
+
+
+def _hub_fingerprint(arch: str, net: nn.Module) -> str:
+    """What names the weights the hub gave for ``arch``: its default in the installed timm or torchvision, which a
+    new version may change (timm's ``resnet50`` was the torchvision weights, then ``a1_in1k``). The timm name with
+    its tag (``resnet50.a1_in1k``), or the torchvision weights' URL (its file name holds their hash)."""
+    if arch.startswith(("tv:", "torchvision:")):
+        import torchvision.models as tvm
+
+        return f"hub:{tvm.get_model_weights(arch.split(':', 1)[1]).DEFAULT.url}"
+    cfg = getattr(net, "pretrained_cfg", None) or {}
+    tagged = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("architecture") and cfg.get("tag") else arch
+    return f"hub:{tagged}"
+
+
+def _misfit(state: dict[str, torch.Tensor], net: nn.Module) -> str:
+    """How a state dict differs from the network's own, in one line: counts of missing and unexpected tensors,
+    the first of each, and the first shape that differs."""
+    own = net.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    reshaped = [k for k in own if k in state and state[k].shape != own[k].shape]
+    parts = [f"{len(missing)} tensor(s) missing (e.g. {missing[0]})"] if missing else []
+    parts += [f"{len(unexpected)} unexpected (e.g. {unexpected[0]})"] if unexpected else []
+    if reshaped:
+        k = reshaped[0]
+        parts.append(f"{len(reshaped)} of another shape (e.g. {k}: {tuple(state[k].shape)} in the file, "
+                     f"{tuple(own[k].shape)} in the model)")
+    return "; ".join(parts)
 
 
 def list_model_rows() -> tuple[list[str], list[list[str]]]:

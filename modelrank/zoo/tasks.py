@@ -14,7 +14,8 @@ datasets) and the graph seed's DomainNet tasks (classes x domains), at the scale
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Any
+from functools import partial
+from typing import Any, Callable
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageOps
@@ -43,6 +44,12 @@ def apply_shift(image: Image.Image, shift: str, key: tuple[int, int]) -> Image.I
     if shift == "rotate":
         return image.rotate(90)
     raise InvalidInputError(f"unknown shift {shift!r}; choose one of {', '.join(SHIFTS)}")
+
+
+def _shifted_image(load: Callable[[int], Image.Image], idx: np.ndarray, shift: str, seed: int, i: int) -> Image.Image:
+    """Image ``i`` of a derived dataset: the base's image ``idx[i]`` with the shift applied."""
+    j = int(idx[i])
+    return apply_shift(load(j), shift, (seed, j))
 
 
 @dataclass(frozen=True)
@@ -94,10 +101,7 @@ class DerivedSpec:
             keep = seeded_split(targets, split, seed=self.seed)
             idx, targets = idx[keep], targets[keep]
 
-        def load(i: int, shift: str = self.shift, seed: int = self.seed) -> Image.Image:
-            j = int(idx[i])
-            return apply_shift(base.load(j), shift, (seed, j))
-
+        load = partial(_shifted_image, base.load, idx, self.shift, self.seed)
         # "definition" enters the feature-cache key, so a redefined task never reuses stale features.
         meta = {"base": self.base, "domain": self.shift, "base_split": self.base_split or split,
                 "definition": {k: v for k, v in asdict(self).items() if k != "description"}}

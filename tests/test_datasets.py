@@ -1,0 +1,286 @@
+"""The datasets and weights users bring to `extract`: unusual folders, CSVs and images, damaged files, the
+data-loading workers they travel to, and the feature cache they land in beside other processes."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from modelrank.data import load_dataset
+from modelrank.extraction import _TorchView
+
+TINY = "random:test_resnet"
+
+
+def _folder(root: Path, classes=("a", "b"), n: int = 3) -> Path:
+    for c, name in enumerate(classes):
+        (root / name).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            Image.fromarray(np.full((9, 9, 3), 40 * c + 10 * i, np.uint8)).save(root / name / f"{i}.png")
+    return root
+
+
+class _FakeDTD:
+    """Stands in for torchvision's DTD (no network here): two labelled images."""
+
+    def __init__(self, root, download=False, split="train"):
+        self._labels = [0, 1]
+
+    def __getitem__(self, i):
+        return Image.fromarray(np.full((9, 9), 100 * i, np.uint8)), self._labels[i]
+
+
+@pytest.mark.parametrize("kind", ["folder", "csv", "digits", "task/ci-digits-invert3", "dtd"])
+def test_datasets_pickle_for_spawned_loader_workers(tmp_path, monkeypatch, kind):
+    # macOS, Windows and Python 3.14 on Linux start loader workers by spawn or forkserver, which pickle the
+    # dataset: a closure as `load` was "Can't pickle local object" (exit 1) on every extraction with --workers.
+    import torchvision.datasets
+
+    monkeypatch.setattr(torchvision.datasets, "DTD", _FakeDTD)
+    root = _folder(tmp_path / "data")
+    if kind == "csv":
+        (tmp_path / "list.csv").write_text("path,label\n" + "".join(f"data/a/{i}.png,x{i % 2}\n" for i in range(3)))
+    name = {"folder": f"folder:{root}", "csv": f"csv:{tmp_path / 'list.csv'}"}.get(kind, kind)
+    data = load_dataset(name, "all" if kind in ("folder", "csv") else "test", root=str(tmp_path))
+    view = pickle.loads(pickle.dumps(_TorchView(data, np.arange(2), np.asarray)))
+    assert np.array_equal(view[1], np.asarray(data.load(1)))
+
+
+def test_an_image_beyond_pillows_pixel_limit_is_one_line(tmp_path, cli, monkeypatch):
+    # Pillow refuses images over 2 x MAX_IMAGE_PIXELS (decompression bombs) with an error that is no OSError:
+    # it was a traceback and exit 1. The limit is lowered here so that the "bomb" is small.
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 30_000)  # the model resizes to 160 x 160
+    root = _folder(tmp_path / "data")
+    Image.new("L", (300, 300)).save(root / "a" / "huge.png")
+    code, out, err = cli("extract", "-m", TINY, "-d", f"folder:{root}", "--cache-dir", str(tmp_path / "cache"))
+    assert code == 2 and "huge.png" in err and "exceeds limit" in err and err.count("\n") == 1, err
+
+
+def test_a_corrupt_image_met_by_a_loader_worker_is_one_line(tmp_path, cli):
+    # torch re-raises a worker's exception with the worker's traceback in its message: 20 lines of "error:".
+    root = _folder(tmp_path / "data")
+    (root / "b" / "broken.png").write_bytes(b"\x89PNG garbage")
+    code, out, err = cli("extract", "-m", TINY, "-d", f"folder:{root}", "--workers", "1", "-b", "4",
+                         "--cache-dir", str(tmp_path / "cache"))
+    assert code == 2 and err.startswith("error: cannot read image") and "broken.png" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def _idx(array: np.ndarray) -> bytes:
+    return bytes([0, 0, 8, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape) + array.tobytes()
+
+
+@pytest.mark.parametrize("damage", ["truncated", "truncated-gzip", "foreign", "counts"])
+def test_damaged_fashion_mnist_files_are_one_line(tmp_path, cli, damage):
+    # A truncated IDX file was "cannot reshape" and a truncated gzip an EOFError: tracebacks, exit 1.
+    import gzip
+
+    images = _idx(np.zeros((6, 4, 4), np.uint8))
+    labels = _idx(np.arange(6 if damage != "counts" else 5, dtype=np.uint8))
+    suffix = ".gz" if damage == "truncated-gzip" else ""
+    if damage == "truncated":
+        images = images[:-7]
+    elif damage == "truncated-gzip":
+        images, labels = gzip.compress(images)[:-9], gzip.compress(labels)
+    elif damage == "foreign":
+        images = b"<html>not found</html>"
+    (tmp_path / f"t10k-images-idx3-ubyte{suffix}").write_bytes(images)
+    (tmp_path / f"t10k-labels-idx1-ubyte{suffix}").write_bytes(labels)
+    code, out, err = cli("extract", "-m", TINY, "-d", "fashion-mnist", "--split", "test", "--data-root", str(tmp_path),
+                         "--cache-dir", str(tmp_path / "cache"))
+    assert code == 2 and "t10k-" in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
+def test_complete_fashion_mnist_files_load(tmp_path):
+    pixels = np.arange(6 * 16, dtype=np.uint8).reshape(6, 4, 4)
+    (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx(pixels))
+    (tmp_path / "t10k-labels-idx1-ubyte").write_bytes(_idx(np.arange(6, dtype=np.uint8)))
+    data = load_dataset("fashion-mnist", "test", root=str(tmp_path))
+    assert data.targets.tolist() == list(range(6)) and np.array_equal(np.asarray(data.load(2))[..., 0], pixels[2])
+
+
+@pytest.mark.parametrize("split", ["val", "trainval", "extra"])
+def test_splits_a_folder_or_csv_does_not_have_are_refused(tmp_path, cli, split):
+    # They were the train cut under another name: `--split val` scored models on their training images.
+    from modelrank.data import load_folder
+    from modelrank.errors import InvalidInputError
+
+    root = _folder(tmp_path / "data")
+    (tmp_path / "list.csv").write_text("path,label\ndata/a/0.png,x\ndata/b/0.png,y\n")
+    for name in (f"folder:{root}", f"csv:{tmp_path / 'list.csv'}"):
+        code, out, err = cli("extract", "-m", TINY, "-d", name, "--split", split, "--cache-dir", str(tmp_path / "c"))
+        assert code == 2 and "has splits all, train, test" in err and err.count("\n") == 1, err
+    with pytest.raises(InvalidInputError, match="has splits all, train, test"):
+        load_folder(str(root), split)
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_class_folder_without_images_is_refused(tmp_path, cli):
+    # It was a class with no samples: `class_names` named it, the labels of the classes after it shifted, and
+    # unzipping on macOS leaves one (__MACOSX, holding only hidden "._" files).
+    root = _folder(tmp_path / "data")
+    (root / "__MACOSX" / "a").mkdir(parents=True)
+    (root / "__MACOSX" / "a" / "._0.png").write_bytes(b"\0")
+    code, out, err = cli("extract", "-m", TINY, "-d", f"folder:{root}", "--cache-dir", str(tmp_path / "c"))
+    assert code == 2 and "no images in class folder '__MACOSX'" in err and err.count("\n") == 1, err
+
+
+def test_symlinked_and_nested_folders_are_followed_and_hidden_ones_skipped(tmp_path):
+    # A symlinked sub-folder was skipped without a word (pathlib's rglob does not follow links); ImageFolder
+    # follows them.
+    root = _folder(tmp_path / "data")
+    elsewhere = _folder(tmp_path / "elsewhere", classes=("z",), n=2)
+    (root / "a" / "more").symlink_to(elsewhere / "z", target_is_directory=True)
+    (root / "a" / "loop").symlink_to(root / "a", target_is_directory=True)  # walked once, not forever
+    (root / "b" / "deep" / "deeper").mkdir(parents=True)
+    Image.new("RGB", (9, 9)).save(root / "b" / "deep" / "deeper" / "x.png")
+    (root / "b" / ".thumbnails").mkdir()
+    Image.new("RGB", (9, 9)).save(root / "b" / ".thumbnails" / "t.png")
+    data = load_dataset(f"folder:{root}", "all")
+    names = [Path(p).relative_to(root).as_posix() for p in data.load.args[0]]
+    assert names == ["a/0.png", "a/1.png", "a/2.png", "a/more/0.png", "a/more/1.png",
+                     "b/0.png", "b/1.png", "b/2.png", "b/deep/deeper/x.png"]
+    assert data.targets.tolist() == [0] * 5 + [1] * 4
+
+
+def test_csv_labels_are_the_text_typed_and_only_blank_cells_are_missing(tmp_path):
+    # pandas reads "NA", "None", "null" and "nan" as missing: such a class was refused as "missing values".
+    from modelrank.errors import InvalidInputError
+
+    _folder(tmp_path / "data")
+    rows = [("data/a/0.png", "None"), ("data/a/1.png", "NA"), ("data/b/0.png", "null"), ("data/b/1.png", "007")]
+    (tmp_path / "list.csv").write_text("path,label\n" + "".join(f"{p},{label}\n" for p, label in rows))
+    data = load_dataset(f"csv:{tmp_path / 'list.csv'}", "all")
+    assert data.class_names == ["007", "NA", "None", "null"] and data.targets.tolist() == [2, 1, 3, 0]
+    (tmp_path / "list.csv").write_text("path,label\ndata/a/0.png,cat\ndata/a/1.png, \n")
+    with pytest.raises(InvalidInputError, match="column label has missing values"):
+        load_dataset(f"csv:{tmp_path / 'list.csv'}", "all")
+
+
+def test_weights_that_do_not_fit_say_how_in_one_line(tmp_path, cli):
+    # torch's first line was all the user saw: "Error(s) in loading state_dict for ResNet:".
+    import timm
+    import torch
+
+    state = timm.create_model("test_resnet").state_dict()
+    torch.save({f"model.{k}": v for k, v in state.items()}, tmp_path / "prefixed.pth")
+    torch.save({**state, "conv1.0.weight": torch.zeros(1, 1, 1, 1)}, tmp_path / "reshaped.pth")
+    for name, message in (("prefixed.pth", "tensor(s) missing (e.g. conv1.0.weight); 92 unexpected (e.g. model.conv1"),
+                          ("reshaped.pth", "conv1.0.weight: (1, 1, 1, 1) in the file, (16, 3, 3, 3) in the model")):
+        code, out, err = cli("extract", "-m", f"test_resnet@{tmp_path / name}", "-d", "digits", "--limit", "8",
+                             "--cache-dir", str(tmp_path / "c"))
+        assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_a_refused_pickle_is_one_line_without_torchs_advice(tmp_path, cli):
+    # A protocol-4 pickle (any pickle.dumps) made torch warn "please file an issue" before the refusal.
+    (tmp_path / "object.pth").write_bytes(pickle.dumps(Path("not/a/tensor"), protocol=4))
+    code, out, err = cli("extract", "-m", f"test_resnet@{tmp_path / 'object.pth'}", "-d", "digits", "--limit", "8",
+                         "--cache-dir", str(tmp_path / "c"))
+    assert code == 2 and "not a torch file of plain tensors" in err and err.count("\n") == 1, err
+
+
+def test_hub_weights_are_keyed_by_the_weights_the_installed_version_gives(monkeypatch):
+    # The fingerprint was "hub:ARCH" whatever the hub's default for ARCH: after an upgrade of timm that changed
+    # it (timm's resnet50: torchvision's weights, then a1_in1k) the cache served the old weights' features.
+    import timm
+    import torchvision.models as tvm
+
+    import modelrank.models as models
+
+    tags = iter(["r160_in1k", "r160_in1k", "other_in1k"])
+
+    def offline(arch, pretrained, num_classes=None):  # no hub here: the default config, without its weights
+        net = timm.create_model(arch, pretrained=False)
+        net.pretrained_cfg = {**net.pretrained_cfg, "tag": next(tags)}
+        return net
+
+    monkeypatch.setattr(models, "_create_timm", offline)
+    first, same, upgraded = (models.load_model("test_resnet").fingerprint for _ in range(3))
+    assert first == same == "hub:test_resnet.r160_in1k" and upgraded == "hub:test_resnet.other_in1k"
+    real_get_model = tvm.get_model
+    monkeypatch.setattr(tvm, "get_model", lambda name, weights=None, **kw: real_get_model(name, weights=None, **kw))
+    fingerprint = models.load_model("tv:resnet18").fingerprint
+    assert fingerprint == f"hub:{tvm.ResNet18_Weights.DEFAULT.url}" and "resnet18-" in fingerprint
+
+
+def test_an_entry_removed_while_extracting_says_so(cache_dir):
+    # `cache rm`, or a run that found the folder's images changed, removed the entry under a running extraction:
+    # it ended with pyarrow's "Failed to open local file '.../.chunk-00000.parquet.tmp-...'".
+    import shutil
+
+    from modelrank.cache import FeatureStore
+    from modelrank.errors import MissingResourceError
+    from modelrank.extraction import extract
+
+    def remove_the_entry(row, text, done, total):
+        if done:  # the chunk's one batch is computed, and about to be written
+            shutil.rmtree(next(FeatureStore(cache_dir).entries())[0])
+
+    with pytest.raises(MissingResourceError, match="was removed while this run extracted it"):
+        extract([TINY], "digits", "train", limit=8, batch_size=8, workers=0, progress=remove_the_entry)
+
+
+def test_cache_rm_interrupted_says_what_is_left(cache_dir, cli, monkeypatch):
+    # The note was the default "nothing was written", after entries were removed.
+    import shutil
+
+    import modelrank.cache
+
+    for limit in ("4", "5"):
+        assert cli("extract", "-m", TINY, "-d", "digits", "--limit", limit)[0] == 0
+    calls, rmtree = [], shutil.rmtree
+
+    def rmtree_then_ctrl_c(path, *args, **kwargs):  # Ctrl-C after the first entry
+        calls.append(path)
+        if len(calls) > 1:
+            raise KeyboardInterrupt
+        rmtree(path, *args, **kwargs)
+
+    monkeypatch.setattr(modelrank.cache.shutil, "rmtree", rmtree_then_ctrl_c)
+    code, out, err = cli("cache", "rm", "*", "--yes")
+    assert code == 130 and "cache ls" in err and "nothing was written" not in err, err
+    assert len(list(modelrank.cache.FeatureStore().entries())) == 1
+
+
+def test_cache_ls_beside_a_running_extraction_never_fails(cache_dir, cli, monkeypatch):
+    # A claim released between `cache ls` listing it and reading its size made `ls` exit 2 with
+    # "No such file or directory: .../chunk-00060.claim" (1 in ~7000 listings with 4-image chunks).
+    assert cli("extract", "-m", TINY, "-d", "digits", "--limit", "4")[0] == 0
+    folder = next((cache_dir / "features").iterdir())
+    (folder / "chunk-00001.claim").write_text("{}")
+    seen, stat = set(), Path.stat
+
+    def released_after_listing(path, *args, **kwargs):  # is_file() finds the claim, the size read misses it
+        if path.suffix == ".claim" and path in seen:
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+        seen.add(path)
+        return stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", released_after_listing)
+    code, out, err = cli("cache", "ls")
+    assert code == 0 and folder.name in out, err
+
+
+def test_cache_rm_beside_a_running_extraction_never_fails(cache_dir, cli, monkeypatch):
+    # A claim the extraction released while `cache rm` removed the entry's files made `rm` fail with
+    # "No such file or directory", the entry half removed.
+    import os
+
+    assert cli("extract", "-m", TINY, "-d", "digits", "--limit", "4")[0] == 0
+    folder = next((cache_dir / "features").iterdir())
+    (folder / "chunk-00001.claim").write_text("{}")
+    unlink = os.unlink
+
+    def released_meanwhile(path, *args, **kwargs):  # the extraction unlinks the claim first
+        unlink(path, *args, **kwargs)
+        if str(path).endswith(".claim"):
+            raise FileNotFoundError(2, "No such file or directory", str(path))
+
+    monkeypatch.setattr(os, "unlink", released_meanwhile)
+    code, out, err = cli("cache", "rm", "*", "--yes")
+    assert code == 0 and "removed 1 entry" in err and not folder.exists(), err
