@@ -284,3 +284,24 @@ def test_cache_rm_beside_a_running_extraction_never_fails(cache_dir, cli, monkey
     monkeypatch.setattr(os, "unlink", released_meanwhile)
     code, out, err = cli("cache", "rm", "*", "--yes")
     assert code == 0 and "removed 1 entry" in err and not folder.exists(), err
+
+
+def test_paths_with_a_tilde_are_the_users_home(tmp_path, monkeypatch, cli):
+    # The shell expands ~ only at the start of a word: folder:~/x and ARCH@~/w.pth reached us as "~/...".
+    import timm
+    import torch
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    _folder(tmp_path / "data")
+    Image.new("RGB", (9, 9)).save(tmp_path / "data" / "a" / "photo.jfif", format="JPEG")  # JPEG by another suffix
+    (tmp_path / "list.csv").write_text("path,label\ndata/a/0.png,a\ndata/b/0.png,b\n")
+    assert len(load_dataset("folder:~/data", "all")) == 7
+    assert len(load_dataset("csv:~/list.csv", "all")) == 2
+    torch.save(timm.create_model("test_resnet").state_dict(), tmp_path / "w.pth")
+    code, out, err = cli("extract", "-m", "test_resnet@~/w.pth", "-d", "folder:~/data", "--cache-dir",
+                         str(tmp_path / "c"))
+    assert code == 0, err
+    (tmp_path / "weights").mkdir()
+    code, out, err = cli("extract", "-m", "test_resnet@~/weights", "-d", "folder:~/data", "--cache-dir",
+                         str(tmp_path / "c"))
+    assert code == 2 and "is a folder; give the state-dict file inside it" in err and err.count("\n") == 1, err

@@ -18,7 +18,7 @@ def check_dataset(name: str, split: str | None = None) -> None:
         raise InvalidInputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     kind, _, path = name.partition(":")
     if kind in ("folder", "csv") and path:
-        if not Path(path).exists():
+        if not Path(path).expanduser().exists():  # the shell leaves the ~ of folder:~/x alone
             raise MissingResourceError(f"{kind} {path} does not exist")
         if split is not None:
             check_file_split(name, split)

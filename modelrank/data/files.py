@@ -22,7 +22,7 @@ from .base import ImageDataset, open_image, seeded_split
 #: A folder or CSV is one pool of samples: ``all``, or a seeded 80/20 cut of it into ``train`` and ``test``.
 FILE_SPLITS = ("all", "train", "test")
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
 
 def check_file_split(name: str, split: str) -> None:
@@ -77,7 +77,7 @@ def load_folder(path: str, split: str = "all") -> ImageDataset:
     suffix), and every class folder must hold one: anything else is reported rather than silently skipped or
     made into a class without samples (e.g. the ``__MACOSX`` folder an unzip leaves).
     """
-    root = Path(path)
+    root = Path(path).expanduser()
     if root.is_file():
         raise InvalidInputError(f"image folder {root} is a file; folder:PATH takes a folder of class sub-folders")
     if not root.is_dir():
@@ -125,7 +125,7 @@ def load_csv(path: str, split: str = "all") -> ImageDataset:
     is a class name as typed ("NA", "None" and "null" are classes, not missing values); only a blank cell is
     missing.
     """
-    csv = Path(path)
+    csv = Path(path).expanduser()
     table = read_csv_file(csv, dtype=str, keep_default_na=False)
     cols = {c.lower(): c for c in table.columns}
     if "path" not in cols or not ({"label", "target"} & set(cols)):

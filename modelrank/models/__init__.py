@@ -50,11 +50,17 @@ def file_fingerprint(path: str | os.PathLike) -> str:
 _FINGERPRINTS: dict[tuple, str] = {}
 
 
-def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """A state dict from ``.safetensors`` or a torch file; unwraps ``{"state_dict": ...}`` / ``{"model": ...}``."""
-    path = Path(path)
+def _check_weight_file(path: Path) -> None:
+    if path.is_dir():
+        raise InvalidInputError(f"weight file {path} is a folder; give the state-dict file inside it")
     if not path.is_file():
         raise MissingResourceError(f"weight file {path} does not exist")
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` or a torch file; unwraps ``{"state_dict": ...}`` / ``{"model": ...}``."""
+    path = Path(path).expanduser()  # the shell leaves the ~ of ARCH@~/w.pth alone
+    _check_weight_file(path)
     if path.stat().st_size == 0:
         raise InvalidInputError(f"weight file {path} is empty")
     try:
@@ -136,8 +142,8 @@ def check_model_name(name: str, cache_dir: str | os.PathLike | None = None) -> N
 
         register_zoo_models(cache_dir)
     name, _, checkpoint = name.partition("@")
-    if checkpoint and not Path(checkpoint).is_file():
-        raise MissingResourceError(f"weight file {checkpoint} does not exist")
+    if checkpoint:
+        _check_weight_file(Path(checkpoint).expanduser())
     if name not in MODELS:
         _check_arch(name.removeprefix("random:"))
 
@@ -189,6 +195,7 @@ def load_model(name: str, checkpoint: str | None = None, input_size: int | None 
         if checkpoint:
             raise InvalidInputError(f"give the checkpoint either as {name} or with --checkpoint, not both")
         name, checkpoint = name.split("@", 1)
+    checkpoint = os.path.expanduser(checkpoint) if checkpoint else checkpoint  # ARCH@~/w.pth: the shell leaves ~
     spec: ModelSpec | None = MODELS.entry(name).obj if name in MODELS else None
     arch = spec.arch if spec else name
     random_init = arch.startswith("random:")
