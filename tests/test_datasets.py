@@ -305,3 +305,24 @@ def test_paths_with_a_tilde_are_the_users_home(tmp_path, monkeypatch, cli):
     code, out, err = cli("extract", "-m", "test_resnet@~/weights", "-d", "folder:~/data", "--cache-dir",
                          str(tmp_path / "c"))
     assert code == 2 and "is a folder; give the state-dict file inside it" in err and err.count("\n") == 1, err
+
+
+def test_a_csv_split_column_gives_the_splits(tmp_path, cli):
+    # The column was ignored: --split test was the seeded 80/20 cut, mixing the CSV's training rows into it.
+    from modelrank.errors import InvalidInputError
+
+    _folder(tmp_path / "data", n=3)
+    rows = [("a/0.png", "a", "train"), ("a/1.png", "a", "Test"), ("a/2.png", "a", "val"),
+            ("b/0.png", "b", "train"), ("b/1.png", "b", "test "), ("b/2.png", "b", "train")]
+    (tmp_path / "list.csv").write_text("path,label,split\n" + "".join(f"data/{p},{c},{s}\n" for p, c, s in rows))
+    name = f"csv:{tmp_path / 'list.csv'}"
+    test, val, every = (load_dataset(name, split) for split in ("test", "val", "all"))
+    assert [Path(p).name for p in test.load.args[0]] == ["1.png", "1.png"] and test.targets.tolist() == [0, 1]
+    assert val.targets.tolist() == [0] and val.class_names == ["a", "b"] and len(every) == 6
+    with pytest.raises(InvalidInputError, match=r"no rows of split 'trainval'; its split column holds test, train, val"):
+        load_dataset(name, "trainval")
+    code, out, err = cli("extract", "-m", TINY, "-d", name, "--split", "val", "--cache-dir", str(tmp_path / "c"))
+    assert code == 0, err
+    (tmp_path / "list.csv").write_text("path,label,split\ndata/a/0.png,a,train\ndata/b/0.png,b,\n")
+    with pytest.raises(InvalidInputError, match="column split has 1 blank cell"):
+        load_dataset(name, "train")

@@ -46,7 +46,8 @@ def list_dataset_rows() -> tuple[list[str], list[list[str]]]:
     rows = [[e.name, e.obj.source, ", ".join(e.obj.splits), e.obj.description] for e in DATASETS]
     rows.append(["folder:PATH", "your files", ", ".join(FILE_SPLITS), "one sub-folder per class (ImageFolder layout)"])
     rows.append(["csv:PATH", "your files", ", ".join(FILE_SPLITS),
-                 "columns path,label or path,target (regression); paths relative to the CSV's folder"])
+                 "columns path,label or path,target (regression), optionally split (its rows are the splits); "
+                 "paths relative to the CSV's folder"])
     return ["name", "source", "splits", "description"], rows
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidInputError, MissingResourceError
+from ..errors import InvalidInputError, MissingResourceError, ModelrankError
 from ..tabular import read_csv_file
 from .base import ImageDataset, open_image, seeded_split
 
@@ -26,16 +26,37 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".jfif", ".png", ".bmp", ".gif", ".tif", ".ti
 
 
 def check_file_split(name: str, split: str) -> None:
-    """Any other split (``val``, ``trainval``) would have been the ``train`` cut under another name."""
+    """Any other split (``val``, ``trainval``) would have been the ``train`` cut under another name. A CSV with a
+    ``split`` column has the splits it names (checked when it is read: ``load_csv``)."""
+    kind, _, path = name.partition(":")
+    if kind == "csv" and _split_column(Path(path).expanduser()) is not None:
+        return
     if split not in FILE_SPLITS:
         raise InvalidInputError(f"{name} has splits {', '.join(FILE_SPLITS)} (a seeded 80/20 cut), not {split!r}")
 
 
+def _split_column(csv: Path) -> str | None:
+    """The name of a CSV's ``split`` column (any case), from its header alone; None without one."""
+    try:
+        header = read_csv_file(csv, nrows=0).columns
+    except ModelrankError:
+        return None  # reported in full when the CSV is loaded
+    return next((name for name in header if name.lower() == "split"), None)
+
+
 def _paths_dataset(
-    name: str, split: str, paths: list[str], targets: np.ndarray, class_names, task: str, source: Path
+    name: str, split: str, paths: list[str], targets: np.ndarray, class_names, task: str, source: Path,
+    split_cells: np.ndarray | None = None,
 ) -> ImageDataset:
-    check_file_split(name, split)
-    idx = seeded_split(targets, split) if task == "classification" else _regression_split(len(targets), split)
+    """``split_cells``: a CSV's split column (lower case), whose rows the split takes instead of a seeded cut."""
+    if split_cells is not None:
+        idx = np.arange(len(targets)) if split == "all" else np.flatnonzero(split_cells == split)
+        if not idx.size:
+            raise InvalidInputError(f"{name} has no rows of split {split!r}; its split column holds "
+                                    f"{', '.join(sorted(set(split_cells)))} (and `all` takes every row)")
+    else:
+        check_file_split(name, split)
+        idx = seeded_split(targets, split) if task == "classification" else _regression_split(len(targets), split)
     chosen = [paths[i] for i in idx]
     definition = {"path": str(source.resolve()), "fingerprint": _fingerprint(source, paths)}
     return ImageDataset(name, split, targets[idx], partial(_open_nth, chosen), class_names, task,
@@ -119,7 +140,9 @@ def _files_under(folder: Path) -> list[Path]:
 
 
 def load_csv(path: str, split: str = "all") -> ImageDataset:
-    """``csv:PATH``: columns ``path,label`` (classification) or ``path,target`` (regression).
+    """``csv:PATH``: columns ``path,label`` (classification) or ``path,target`` (regression), and optionally
+    ``split``: then the split is the rows whose split cell names it (``train``, ``val``, ``test``, ``trainval``; any
+    case), ``all`` every row, and the class ids are those of every row; without it, a seeded 80/20 cut.
 
     Relative image paths are resolved against the CSV's folder. Cells are read as the text they hold: a label
     is a class name as typed ("NA", "None" and "null" are classes, not missing values); only a blank cell is
@@ -134,14 +157,17 @@ def load_csv(path: str, split: str = "all") -> ImageDataset:
     if blank[cols["path"]].any():
         raise InvalidInputError(f"{csv}: column path has {int(blank[cols['path']].sum())} blank cell(s)")
     paths = [str(p if Path(p).is_absolute() else csv.parent / p) for p in table[cols["path"]]]
+    if "split" in cols and blank[cols["split"]].any():
+        raise InvalidInputError(f"{csv}: column split has {int(blank[cols['split']].sum())} blank cell(s)")
+    split_cells = table[cols["split"]].str.strip().str.lower().to_numpy() if "split" in cols else None
     if "target" in cols:
         targets = pd.to_numeric(table[cols["target"]].str.strip(), errors="coerce").to_numpy(dtype=np.float64)
         if not np.isfinite(targets).all():
             raise InvalidInputError(f"{csv}: column target has missing or non-numeric values")
-        return _paths_dataset(f"csv:{csv}", split, paths, targets, None, "regression", csv)
+        return _paths_dataset(f"csv:{csv}", split, paths, targets, None, "regression", csv, split_cells)
     raw = table[cols["label"]]
     if blank[cols["label"]].any():
         raise InvalidInputError(f"{csv}: column label has missing values")
     classes = sorted(raw.unique())
     codes = np.searchsorted(np.asarray(classes), raw.to_numpy()).astype(np.int64)
-    return _paths_dataset(f"csv:{csv}", split, paths, codes, classes, "classification", csv)
+    return _paths_dataset(f"csv:{csv}", split, paths, codes, classes, "classification", csv, split_cells)
