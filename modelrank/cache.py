@@ -138,6 +138,11 @@ def _column_values(column: pa.ChunkedArray) -> np.ndarray:
     return _matrix(column) if pa.types.is_fixed_size_list(column.type) else column.to_numpy()
 
 
+#: A dataset's stamp of the files behind some of its samples (``ImageDataset.meta["stamp"]``), stored with each
+#: chunk: stamp(sample ids) -> str.
+Stamp = Callable[[np.ndarray], str]
+
+
 class FeatureStore:
     """Chunked Parquet entries under ``root/features``."""
 
@@ -212,11 +217,13 @@ class FeatureStore:
         table = table.replace_schema_metadata({"modelrank": json.dumps(meta)})
         atomic_write(self.chunk_path(key, index), lambda tmp: pq.write_table(table, tmp))
 
-    def read_chunk(self, key: FeatureKey, manifest: dict, index: int) -> pa.Table | None:
-        """The chunk's table, or None when absent; a corrupt chunk is reported, removed and reported absent.
+    def read_chunk(self, key: FeatureKey, manifest: dict, index: int, stamp: Stamp | None = None) -> pa.Table | None:
+        """The chunk's table, or None when absent; a corrupt or stale chunk is reported, removed and reported absent.
 
         Corrupt: unreadable, sample ids other than the manifest's, or contents whose sha256 differs from the one
-        stored in the chunk's metadata at write time (bit rot, a flipped byte: silent otherwise).
+        stored in the chunk's metadata at write time (bit rot, a flipped byte: silent otherwise). Stale: ``stamp``
+        (the dataset's ``meta["stamp"]``) of the chunk's samples differs from the one it was written with (an image
+        replaced since).
         """
         path = self.chunk_path(key, index)
         if not path.is_file():
@@ -237,9 +244,12 @@ class FeatureStore:
             reason = error_reason(exc)
         if reason:
             warnings.warn(f"cache file {path} is corrupt ({reason}); it will be recomputed")
-            path.unlink(missing_ok=True)
-            return None
-        return table.replace_schema_metadata(None)
+        elif stamp is not None and meta.get("inputs") != stamp(expected):
+            warnings.warn(f"images behind cache file {path} changed since it was extracted; it will be recomputed")
+        else:
+            return table.replace_schema_metadata(None)
+        path.unlink(missing_ok=True)
+        return None
 
     def missing_chunks(self, key: FeatureKey, manifest: dict) -> list[int]:
         """Chunks not yet on disk (existence only; content is checked when read)."""
@@ -292,16 +302,18 @@ class FeatureStore:
         return path.is_file() and not _claim_is_stale(path)
 
     # ------------------------------------------------------------------------------------------- load
-    def load(self, key: FeatureKey, task: str = "classification", class_names: list[str] | None = None) -> FeatureSet:
+    def load(self, key: FeatureKey, task: str = "classification", class_names: list[str] | None = None,
+             stamp: Stamp | None = None) -> FeatureSet:
         """The entry's arrays; each chunk is copied into whole-entry arrays and released as soon as it is read, so
-        the peak holds the entry once plus one chunk (not every chunk's table and then its concatenation)."""
+        the peak holds the entry once plus one chunk (not every chunk's table and then its concatenation).
+        ``stamp``: see ``read_chunk`` (a stale chunk makes the entry incomplete)."""
         manifest = self.manifest(key)
         if manifest is None:
             raise MissingResourceError(f"no cached features for {key.model} on {key.dataset}/{key.split}")
         n, size = manifest["n_samples"], manifest["chunk_size"]
         arrays: dict[str, np.ndarray] = {}
         for j in range(self.n_chunks(manifest)):
-            table = self.read_chunk(key, manifest, j)
+            table = self.read_chunk(key, manifest, j, stamp)
             if table is None:
                 raise IncompleteEntryError(
                     f"cached features for {key.model} on {key.dataset}/{key.split} are incomplete (chunk {j}); "

@@ -170,7 +170,7 @@ def plan_model(
     # Checking content here (not just existence) makes a rerun repair corrupt chunks.
     pending = [
         j for j in range(store.n_chunks(manifest))
-        if j % count == index and store.read_chunk(key, manifest, j) is None
+        if j % count == index and store.read_chunk(key, manifest, j, data.meta.get("stamp")) is None
     ]
     return ExtractPlan(model, key, manifest, pending)
 
@@ -280,8 +280,10 @@ def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device
                 index, chunk_ids = sampler.claimed[written]
                 store.refresh_claim(plan.key, index)
                 if buffered == len(chunk_ids):
+                    stamp = data.meta.get("stamp")
                     store.write_chunk(plan.key, index, chunk_ids, data.targets[chunk_ids], np.concatenate(feats),
-                                      np.concatenate(logits) if logits else None, provenance)
+                                      np.concatenate(logits) if logits else None,
+                                      {**provenance, "inputs": stamp(chunk_ids)} if stamp else provenance)
                     store.release_claim(plan.key, index)
                     feats, logits, buffered, written, rows = [], [], 0, written + 1, rows + len(chunk_ids)
     finally:
@@ -456,11 +458,11 @@ def load_feature_pairs(
                 complete()
             report(progress, "features", f"reading the features of {model} on {dataset}", len(out), n_pairs)
             try:
-                out[model, dataset] = store.load(key, task=data.task, class_names=data.class_names)
+                out[model, dataset] = store.load(key, data.task, data.class_names, data.meta.get("stamp"))
             except IncompleteEntryError:
                 if not extract_missing:
                     raise
-                complete()  # a chunk was found corrupt while reading: recompute it, as the warning said
-                out[model, dataset] = store.load(key, task=data.task, class_names=data.class_names)
+                complete()  # a chunk was found corrupt or stale while reading: recompute it, as the warning said
+                out[model, dataset] = store.load(key, data.task, data.class_names, data.meta.get("stamp"))
     report(progress, "features", "features loaded", len(out), n_pairs)
     return out

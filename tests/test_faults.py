@@ -488,10 +488,38 @@ def test_folder_datasets_are_keyed_by_location_and_contents(tmp_path, cache_dir,
     monkeypatch.chdir(tmp_path / "p2")  # the same text, another folder: not the first project's features
     second = load_features(TINY_MODEL, "folder:data", "all", **opts)
     assert not np.array_equal(first.features, second.features)
-    os.utime(tmp_path / "p2" / "data" / "a" / "0.png", ns=(0, 0))  # a replaced image
+    os.utime(tmp_path / "p2" / "data" / "a" / "0.png", ns=(0, 0))  # a replaced image: its chunk is recomputed
+    with pytest.warns(UserWarning, match="images behind cache file .*chunk-00000.parquet changed"):
+        load_features(TINY_MODEL, "folder:data", "all", **opts)
+    (tmp_path / "p2" / "data" / "b" / "0.png").rename(tmp_path / "p2" / "data" / "b" / "9.png")  # another sample list
     with pytest.warns(UserWarning, match="images or labels of folder:data changed .* extracted again"):
         load_features(TINY_MODEL, "folder:data", "all", **opts)
     assert len(list(FeatureStore(cache_dir).entries())) == 2  # p1's entry and p2's current one
+
+
+def test_a_repaired_image_costs_only_its_own_chunk(tmp_path, cache_dir):
+    """A corrupt image stops the extraction; once it is repaired (or any image replaced in place), the rerun
+    computes only the chunks whose images changed: the cache key covered every image's size and time, so a repair
+    threw away every chunk already extracted."""
+    from modelrank.data import CorruptImageError
+
+    root = _image_folder(tmp_path / "data")
+    broken = root / "b" / "2.png"  # sample 6 of 8: the second chunk of 4
+    good = broken.read_bytes()
+    broken.write_bytes(b"not a png")
+
+    def run() -> int:
+        return extract([TINY_MODEL], f"folder:{root}", "all", chunk_size=4, batch_size=4, workers=0,
+                       cache_dir=cache_dir)[0]["computed"]
+
+    with pytest.raises(CorruptImageError, match="2.png"):
+        run()
+    broken.write_bytes(good)  # repaired
+    assert run() == 4  # the first chunk was kept
+    os.utime(root / "a" / "1.png", ns=(0, 0))  # replaced in place
+    with pytest.warns(UserWarning, match="images behind cache file .*chunk-00000.parquet changed"):
+        assert run() == 4
+    assert run() == 0
 
 
 def test_sixteen_bit_png_matches_its_eight_bit_copy(tmp_path):

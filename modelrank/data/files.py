@@ -1,8 +1,10 @@
 """Datasets a user brings: a folder of class sub-folders, or a CSV of image paths and labels/targets.
 
 Their ``meta["definition"]`` (part of the feature-cache key) holds the resolved path and a fingerprint of the
-contents: the sha256 of every image's path, size and modification time (and of the CSV's bytes). The same
-relative path in two projects, relabelled rows, or replaced images therefore never reuse stale features.
+sample list: the sha256 of every image's resolved path (and of the CSV's bytes). The same relative path in two
+projects, relabelled rows, or added or removed images therefore never reuse stale features. ``meta["stamp"]``
+stamps the images themselves (sizes and modification times) for any set of samples: the cache stores it with
+each chunk, so an image replaced in place (a corrupt one repaired) makes only its own chunk be extracted again.
 """
 
 from __future__ import annotations
@@ -60,7 +62,7 @@ def _paths_dataset(
     chosen = [paths[i] for i in idx]
     definition = {"path": str(source.resolve()), "fingerprint": _fingerprint(source, paths)}
     return ImageDataset(name, split, targets[idx], partial(_open_nth, chosen), class_names, task,
-                        meta={"definition": definition})
+                        meta={"definition": definition, "stamp": partial(_stamp, chosen)})
 
 
 def _open_nth(paths: list[str], i: int):
@@ -68,17 +70,25 @@ def _open_nth(paths: list[str], i: int):
 
 
 def _fingerprint(source: Path, paths: list[str]) -> str:
-    """sha256 over the image files' resolved paths, sizes and mtimes, plus the CSV's bytes when ``source`` is one
-    (its labels); stat only, so cheap even for large folders."""
+    """sha256 over the image files' resolved paths, plus the CSV's bytes when ``source`` is one (its labels): what
+    the samples are, not what their files hold (``_stamp``)."""
     digest = hashlib.sha256()
     if source.is_file():
         digest.update(source.read_bytes())
     for path in paths:
+        digest.update(f"{os.path.realpath(path)}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def _stamp(paths: list[str], ids: np.ndarray) -> str:
+    """sha256 over the sizes and modification times of the images ``paths[ids]``; stat only, so cheap."""
+    digest = hashlib.sha256()
+    for i in ids:
         try:
-            stat = os.stat(path)
-            digest.update(f"{os.path.realpath(path)}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+            stat = os.stat(paths[i])
+            digest.update(f"{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
         except OSError:  # a listed image that is missing: reported when it is read
-            digest.update(f"{path}\0missing\n".encode())
+            digest.update(b"missing\n")
     return digest.hexdigest()[:16]
 
 
