@@ -326,3 +326,16 @@ def test_a_csv_split_column_gives_the_splits(tmp_path, cli):
     (tmp_path / "list.csv").write_text("path,label,split\ndata/a/0.png,a,train\ndata/b/0.png,b,\n")
     with pytest.raises(InvalidInputError, match="column split has 1 blank cell"):
         load_dataset(name, "train")
+
+
+def test_random_weights_are_keyed_by_the_versions_that_draw_them(monkeypatch):
+    # "random-seed0" alone: a timm or torch whose initialisers changed would reuse the old random weights' features.
+    import timm
+    import torch
+
+    import modelrank.models as models
+
+    before = models.load_model(TINY).fingerprint
+    assert before == f"random-seed0:timm-{timm.__version__}:torch-{torch.__version__}"
+    monkeypatch.setattr(timm, "__version__", "99.0")
+    assert models.load_model(TINY).fingerprint != before

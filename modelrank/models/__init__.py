@@ -216,7 +216,7 @@ def load_model(name: str, checkpoint: str | None = None, input_size: int | None 
     else:
         net, transform, config = _build_arch(arch, pretrained=not random_init, input_size=input_size)
         state = None
-        fingerprint = "random-seed0" if random_init else _hub_fingerprint(arch, net)
+        fingerprint = _random_fingerprint(arch) if random_init else _hub_fingerprint(arch, net)
         pretraining = "none (random init)" if random_init else "hub default"
         source = "timm" if not arch.startswith("tv:") else "torchvision"
     if state is not None:
@@ -241,6 +241,17 @@ def load_model(name: str, checkpoint: str | None = None, input_size: int | None 
     }
     display = f"{name}@{Path(checkpoint).name}" if checkpoint else (f"random:{arch}" if random_init else name)
     return LoadedModel(display, net, transform, fingerprint, info)
+
+
+def _random_fingerprint(arch: str) -> str:
+    """What names seed-0 random weights: the seed and the versions whose initialisers draw them (a new timm or
+    torch may initialise a layer otherwise, and the cached features of the old weights would be reused)."""
+    import timm
+    import torchvision
+
+    library = f"torchvision-{torchvision.__version__}" if arch.startswith(("tv:", "torchvision:")) else \
+        f"timm-{timm.__version__}"
+    return f"random-seed0:{library}:torch-{torch.__version__}"
 
 
 def _hub_fingerprint(arch: str, net: nn.Module) -> str:
