@@ -874,7 +874,7 @@ def test_every_numeric_metric_parameter_refuses_nan_inf_and_negative_values():
     checked = 0
     for name, key, counts in _numeric_parameters():
         for bad in ([float("nan"), float("inf"), -1] + ([0] if counts else [])):
-            with pytest.raises(InvalidInputError, match=f"parameter {key} (must be a finite number|takes)"):
+            with pytest.raises(InvalidInputError, match=f"parameter {key} (must be|takes)"):
                 compute_metric(name, data, **{key: bad})
             checked += 1
     assert checked > 100
