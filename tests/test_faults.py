@@ -858,22 +858,22 @@ def test_pca_of_huge_features_is_the_scaled_pca():
 def _numeric_parameters():
     import inspect
 
-    from modelrank.metrics.base import _value_kind
+    from modelrank.metrics.base import _interval, _value_kind
 
     for name in PER_MODEL_METRICS:
         spec = METRICS.get(name)
         for key, parameter in inspect.signature(spec.fn).parameters.items():
             kind = None if key in spec.needs else _value_kind(parameter)
             if kind in ("an integer", "a number"):
-                yield name, key, kind == "an integer" and (parameter.default is None or parameter.default >= 1)
+                yield name, key, 0 not in _interval(spec, parameter, kind)
 
 
 def test_every_numeric_metric_parameter_refuses_nan_inf_and_negative_values():
     """Refused by the registry before any work (sklearn, numpy or an overflow raised deep inside before)."""
     data = _metric_inputs(np.arange(30) % 3)
     checked = 0
-    for name, key, counts in _numeric_parameters():
-        for bad in ([float("nan"), float("inf"), -1] + ([0] if counts else [])):
+    for name, key, refuses_zero in _numeric_parameters():
+        for bad in ([float("nan"), float("inf"), -1] + ([0] if refuses_zero else [])):
             with pytest.raises(InvalidInputError, match=f"parameter {key} (must be|takes)"):
                 compute_metric(name, data, **{key: bad})
             checked += 1
