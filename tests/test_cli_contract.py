@@ -347,13 +347,20 @@ def test_rows_with_more_or_fewer_fields_than_the_header_are_refused(cli, tmp_pat
             in err, (args, err)
 
 
+SCORES_TEXT = "Dataset,Model,logme\nd1,m0,1\nd1,m1,2\nd1,m2,3\n"
+
+
+def _kendall_of_texts(cli, tmp_path, truth_text: str, scores_text: str = SCORES_TEXT):
+    """``evaluate --tau kendall`` of a truth and a scores file with these contents."""
+    truth, scores = tmp_path / "t.csv", tmp_path / "s.csv"
+    truth.write_text(truth_text)
+    scores.write_text(scores_text)
+    return cli("evaluate", "--scores", str(scores), "--truth", str(truth), "--tau", "kendall")
+
+
 def test_rows_short_only_under_blank_trailing_header_names_are_read(cli, tmp_path):
     """A header ending in a comma names no column there: pandas fills it and the readers drop it."""
-    truth = tmp_path / "t.csv"
-    truth.write_text("dataset,model,accuracy,\nd1,m0,0.1\nd1,m1,0.2,\nd1,m2,0.3\n")
-    scores = tmp_path / "s.csv"
-    scores.write_text("Dataset,Model,logme\nd1,m0,1\nd1,m1,2\nd1,m2,3\n")
-    code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth), "--tau", "kendall")
+    code, out, err = _kendall_of_texts(cli, tmp_path, "dataset,model,accuracy,\nd1,m0,0.1\nd1,m1,0.2,\nd1,m2,0.3\n")
     assert code == 0 and "1.0" in out, err
 
 
@@ -372,24 +379,17 @@ def test_a_zip_without_exactly_one_file_is_an_input_error(cli, tmp_path, members
 
 def test_csv_fields_of_any_size_are_read(cli, tmp_path):
     """Python's csv module stops at fields of 128 KiB; pandas reads them (a long class list, a learning curve)."""
-    truth = tmp_path / "t.csv"
-    truth.write_text("dataset,model,accuracy,notes\n" + "".join(f"d1,m{i},0.{i},{'x' * 200_000}\n" for i in range(3)))
-    scores = tmp_path / "s.csv"
-    scores.write_text("Dataset,Model,logme\nd1,m0,1\nd1,m1,2\nd1,m2,3\n")
-    code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth), "--tau", "kendall")
+    truth = "dataset,model,accuracy,notes\n" + "".join(f"d1,m{i},0.{i},{'x' * 200_000}\n" for i in range(3))
+    code, out, err = _kendall_of_texts(cli, tmp_path, truth)
     assert code == 0 and "1.0" in out, err
 
 
 def test_csv_headers_typed_with_spaces_after_the_commas_are_read(cli, tmp_path):
     """"dataset, model, accuracy" named its columns " model" and " accuracy": "no model column"."""
-    truth = tmp_path / "t.csv"
-    truth.write_text("dataset, model, accuracy\nd1, m0, 0.1\nd1, m1, 0.2\nd1, m2, 0.3\n")
-    scores = tmp_path / "s.csv"
-    scores.write_text("Dataset, Model, logme\nd1, m0, 1\nd1, m1, 2\nd1, m2, 3\n")
-    code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth), "--tau", "kendall")
+    truth = "dataset, model, accuracy\nd1, m0, 0.1\nd1, m1, 0.2\nd1, m2, 0.3\n"
+    code, out, err = _kendall_of_texts(cli, tmp_path, truth, "Dataset, Model, logme\nd1, m0, 1\nd1, m1, 2\nd1, m2, 3\n")
     assert code == 0 and "1.0" in out, err
-    scores.write_text("Dataset,Model,logme, logme\nd1,m0,1,1\nd1,m1,2,2\n")
-    code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth))
+    code, out, err = _kendall_of_texts(cli, tmp_path, truth, "Dataset,Model,logme, logme\nd1,m0,1,1\nd1,m1,2,2\n")
     assert code == 2 and "has the column 'logme' more than once" in err, err
 
 
