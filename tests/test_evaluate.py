@@ -270,3 +270,17 @@ def test_plot_without_matplotlib_is_a_clear_error(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     with pytest.raises(MissingResourceError, match="modelrank\\[plot\\]"):
         plot_evaluation(evaluate(WIDE_SCORES, TRUTH), tmp_path / "p.png")
+
+
+def test_the_truths_own_column_read_as_a_score_is_left_out(tmp_path):
+    """One table given as --scores and --truth: its accuracy column was a method that ranked perfectly and won."""
+    table = pd.DataFrame({"dataset": "d", "model": ["a", "b", "c"], "logme": [3.0, 1.0, 2.0],
+                          "accuracy": [0.9, 0.5, 0.7]})
+    path = tmp_path / "both.csv"
+    table.to_csv(path, index=False)
+    ev = evaluate(path, path, measures=["kendall"])
+    assert ev.methods == ["logme"] and any("accuracy" in w and "left out" in w for w in ev.warnings)
+    with pytest.raises(InvalidInputError, match="are the ground truth itself"):
+        evaluate(table.drop(columns="logme"), table, measures=["kendall"])
+    renamed = evaluate(table.assign(noisy=table["accuracy"]), table, measures=["kendall"])  # not named as truth
+    assert "noisy" in renamed.methods

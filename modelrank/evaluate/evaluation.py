@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..errors import InvalidInputError
 from .measures import WEIGHTED_TAU_PROTOCOLS, kendall_tau, noise_tau, pearson, regret_at_k, rel_at_k, spearman, weighted_tau
-from .tables import load_scores, load_truth, name_key
+from .tables import TRUTH_VALUE_COLUMNS, load_scores, load_truth, name_key
 from .ties import metric_tolerance, no_ranking, paired_differences, snap_ties
 
 # What `--tau` selects. Each choice becomes one measure label in the results (see `measure_label`).
@@ -190,6 +190,20 @@ def evaluate(
             "scores and truth have no (dataset, model) pair in common; scores have datasets "
             f"{sorted(score_table['dataset'].unique())} and truth has {sorted(truth_table['dataset'].unique())}"
         )
+
+    # A truth column read as a method (one table given as --scores and --truth, or an accuracy column kept beside
+    # the scores) would "rank" perfectly and win every mean.
+    is_truth = (merged["score"] == merged["truth"]).groupby(merged["method"], sort=False).all()
+    is_truth &= np.array([str(method).lower() in TRUTH_VALUE_COLUMNS for method in is_truth.index], dtype=bool)
+    if is_truth.any():
+        names = ", ".join(map(str, is_truth[is_truth].index))
+        if is_truth.all():
+            raise InvalidInputError(f"the scores' method(s) {names} are the ground truth itself (equal to it on every "
+                                    "model): give a scores file with transferability scores")
+        warnings.append(f"method(s) {names} equal the ground truth on every model (the truth's own column read as a "
+                        "score): left out")
+        score_table = score_table[~score_table["method"].isin(is_truth[is_truth].index)]
+        merged = merged[~merged["method"].isin(is_truth[is_truth].index)]
 
     # Display names: the scores' first spelling of each dataset, in the order they appear there.
     display = dict(zip(score_table["dataset_key"], score_table["dataset"]))
