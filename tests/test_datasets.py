@@ -339,3 +339,13 @@ def test_random_weights_are_keyed_by_the_versions_that_draw_them(monkeypatch):
     assert before == f"random-seed0:timm-{timm.__version__}:torch-{torch.__version__}"
     monkeypatch.setattr(timm, "__version__", "99.0")
     assert models.load_model(TINY).fingerprint != before
+
+
+def test_a_csv_with_both_label_and_target_is_refused(tmp_path):
+    # It was read as regression without a word.
+    from modelrank.errors import InvalidInputError
+
+    _folder(tmp_path / "data")
+    (tmp_path / "list.csv").write_text("path,label,target\ndata/a/0.png,a,0.5\ndata/b/0.png,b,1.5\n")
+    with pytest.raises(InvalidInputError, match="both a label and a target column"):
+        load_dataset(f"csv:{tmp_path / 'list.csv'}", "all")

@@ -163,6 +163,9 @@ def load_csv(path: str, split: str = "all") -> ImageDataset:
     cols = {c.lower(): c for c in table.columns}
     if "path" not in cols or not ({"label", "target"} & set(cols)):
         raise InvalidInputError(f"{csv} needs columns path,label (classification) or path,target (regression)")
+    if {"label", "target"} <= set(cols):  # which task is meant? (it was regression, without a word)
+        raise InvalidInputError(f"{csv} has both a label and a target column: keep label for classification or "
+                                "target for regression")
     blank = table.apply(lambda column: column.str.strip() == "")
     if blank[cols["path"]].any():
         raise InvalidInputError(f"{csv}: column path has {int(blank[cols['path']].sum())} blank cell(s)")
