@@ -248,6 +248,8 @@ def test_cli_tables_csv_and_plot(tmp_path):
     written = pd.read_csv(out)
     assert list(written.columns) == ["method", "dataset", "measure", "value", "se", "n_tasks", "note"]
     assert set(written["dataset"]) == {"Pet", "CIFAR10", "mean", "weighted_mean"}
+    assert pd.read_csv(out, dtype=str)["n_tasks"].str.isdigit().all()  # a count: 1, not 1.0
+    assert set(written.loc[written["dataset"] == "Pet", "n_tasks"]) == {1}
     assert png.stat().st_size > 1000
 
 

@@ -268,6 +268,8 @@ def evaluate(
         raise InvalidInputError("no (method, dataset) pair has 2 or more models in common between scores and truth")
     results = pd.DataFrame(rows, columns=["method", "dataset", "measure", "value", "note"])
     results = pd.concat([results, _means(results, truth_table, display)], ignore_index=True)
+    # A dataset's own row counts itself where its value is defined: a count, written 1 (not 1.0) in CSV and JSON.
+    results["n_tasks"] = results["n_tasks"].fillna(results["value"].notna().astype(int)).astype(np.int64)
     results = results[["method", "dataset", "measure", "value", "se", "n_tasks", "note"]]
     return Evaluation(
         results=results,
