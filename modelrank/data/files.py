@@ -31,19 +31,22 @@ def check_file_split(name: str, split: str) -> None:
     """Any other split (``val``, ``trainval``) would have been the ``train`` cut under another name. A CSV with a
     ``split`` column has the splits it names (checked when it is read: ``load_csv``)."""
     kind, _, path = name.partition(":")
-    if kind == "csv" and _split_column(Path(path).expanduser()) is not None:
-        return
+    if not (kind == "csv" and _has_split_column(Path(path).expanduser())):
+        _check_cut_split(name, split)
+
+
+def _check_cut_split(name: str, split: str) -> None:
     if split not in FILE_SPLITS:
         raise InvalidInputError(f"{name} has splits {', '.join(FILE_SPLITS)} (a seeded 80/20 cut), not {split!r}")
 
 
-def _split_column(csv: Path) -> str | None:
-    """The name of a CSV's ``split`` column (any case), from its header alone; None without one."""
+def _has_split_column(csv: Path) -> bool:
+    """Whether a CSV has a ``split`` column (any case), from its header alone (no pass over its rows)."""
     try:
-        header = read_csv_file(csv, nrows=0).columns
+        header = read_csv_file(csv, allow_ragged=True, nrows=0).columns
     except ModelrankError:
         return None  # reported in full when the CSV is loaded
-    return next((name for name in header if name.lower() == "split"), None)
+    return any(str(name).lower() == "split" for name in header)
 
 
 def _paths_dataset(
@@ -57,7 +60,7 @@ def _paths_dataset(
             raise InvalidInputError(f"{name} has no rows of split {split!r}; its split column holds "
                                     f"{', '.join(sorted(set(split_cells)))} (and `all` takes every row)")
     else:
-        check_file_split(name, split)
+        _check_cut_split(name, split)
         idx = seeded_split(targets, split) if task == "classification" else _regression_split(len(targets), split)
     chosen = [paths[i] for i in idx]
     definition = {"path": str(source.resolve()), "fingerprint": _fingerprint(source, paths)}

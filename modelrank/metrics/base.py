@@ -179,12 +179,25 @@ def register_metric(
 
 def missing_inputs(spec: MetricSpec, data: FeatureSet) -> list[str]:
     inputs = data.inputs()
-    # Text labels are their classes' names (what EMMS embeds), so they stand in for class_names; a Parquet text
-    # column arrives as Python objects.
-    labels = np.asarray(data.labels)
-    named_by_labels = labels.dtype.kind in "US" or (labels.dtype.kind == "O"
-                                                    and all(isinstance(v, (str, bytes)) for v in labels.flat))
-    return [k for k in spec.needs if inputs.get(k) is None and not (k == "class_names" and named_by_labels)]
+    missing = [k for k in spec.needs if inputs.get(k) is None]
+    if "class_names" in missing and _labels_are_text(data.labels):
+        missing.remove("class_names")  # text labels are their classes' names (what EMMS embeds)
+    return missing
+
+
+def _labels_are_text(labels: Any) -> bool:
+    """Whether labels are strings or bytes (a Parquet text column arrives as Python objects: its distinct values
+    are checked, not every sample)."""
+    labels = np.asarray(labels)
+    if labels.dtype.kind == "O":
+        import pandas as pd
+
+        try:
+            values = pd.unique(labels.ravel())
+        except TypeError:  # unhashable labels (lists): no text, and refused by the metric's own checks
+            return False
+        return all(isinstance(v, (str, bytes)) for v in values)
+    return labels.dtype.kind in "US"
 
 
 def check_applicable(spec: MetricSpec, data: FeatureSet) -> None:
