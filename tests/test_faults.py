@@ -534,6 +534,27 @@ def test_sixteen_bit_png_matches_its_eight_bit_copy(tmp_path):
     assert np.array_equal(np.asarray(open_image(tmp_path / "sixteen.png")), np.asarray(open_image(tmp_path / "eight.png")))
 
 
+
+@pytest.mark.parametrize("pixels, mode, cause", [
+    (np.linspace(0, 1, 256, dtype=np.float32).reshape(16, 16), "F", "floating-point"),
+    (np.arange(256, dtype=np.int32).reshape(16, 16) * 1000, "I", "0..255000, beyond the 16-bit range"),
+    (np.arange(256, dtype=np.int32).reshape(16, 16) - 5, "I", "-5..250, beyond the 16-bit range"),
+])
+def test_pixels_without_an_8_bit_scale_are_refused_in_one_line(tmp_path, pixels, mode, cause):
+    """PIL's own RGB conversion made a 0..1 float TIFF black and clipped 32-bit values to white: features of
+    images nobody could see, extracted without a word."""
+    from PIL import Image
+
+    from modelrank.data.base import CorruptImageError, open_image
+
+    Image.fromarray(pixels, mode).save(tmp_path / "deep.tif")
+    with pytest.raises(CorruptImageError, match=f"deep.tif: its .*{cause}"):
+        open_image(tmp_path / "deep.tif")
+    Image.fromarray((pixels.astype(np.float64) / max(1, pixels.max()) * 65535).clip(0).astype(np.int32), "I").save(
+        tmp_path / "in_range.tif")
+    assert open_image(tmp_path / "in_range.tif").mode == "RGB"  # 32-bit integers within 0..65535 read as 16-bit
+
+
 # ------------------------------------------------------------------------------------ silent wrong numbers
 def _features(tmp_path: Path, name: str, features: np.ndarray, labels: np.ndarray) -> str:
     path = tmp_path / f"{name}.npz"

@@ -66,15 +66,24 @@ def open_image(path: str) -> Image.Image:
         raise CorruptImageError(f"cannot read image {path}: {exc}") from None
 
 
-#: PIL's 16-bit grey modes ("I" is how some Pillow versions open a 16-bit PNG).
+#: PIL's 16-bit grey modes ("I" is how some Pillow versions open a 16-bit PNG, and how they open 32-bit integer
+#: TIFFs: those are read as 16-bit when their values fit).
 SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
     """8-bit RGB. 16-bit grey is scaled to 8 bits (v * 255 / 65535): PIL's own conversion clips every value above
-    255, which turns a 16-bit image almost entirely white."""
+    255, which turns a 16-bit image almost entirely white. Pixels with no agreed 8-bit scale raise ValueError:
+    floating-point pixels (mode "F", PIL's conversion truncates 0..1 images to black) and integers outside 0..65535
+    (it clips them to white and black)."""
+    if img.mode == "F":
+        raise ValueError("its pixels are floating-point numbers (mode F), which have no standard 8-bit scale; "
+                         "save the images as 8- or 16-bit")
     if img.mode in SIXTEEN_BIT_MODES:
         values = np.asarray(img, dtype=np.float64)
+        if values.size and not 0 <= values.min() <= values.max() <= 65535:
+            raise ValueError(f"its integer pixels span {values.min():.0f}..{values.max():.0f}, beyond the 16-bit "
+                             "range 0..65535 that has a standard 8-bit scale; save the images as 8- or 16-bit")
         grey = np.clip(np.rint(values * (255.0 / 65535.0)), 0, 255).astype(np.uint8)
         return Image.fromarray(grey).convert("RGB")
     return img.convert("RGB")
