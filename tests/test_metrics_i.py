@@ -436,6 +436,25 @@ def test_nce_from_source_labels_equals_nce_of_the_probabilities_whose_argmax_the
         with pytest.raises(InvalidInputError, match=message):
             nce_from_source_labels(bad, y)
 
+    assert nce_from_source_labels(argmax.astype(np.int64) * 10**9, y) == pytest.approx(nce(p, y), rel=1e-15)  # sorted
+
+
+@pytest.mark.parametrize("values", [
+    np.array([5, 3, 3, 9], dtype=np.int16), np.array([7, 7, 7]), np.arange(300, dtype=np.uint8) % 7,
+    np.array([0, 4 * 3 + 1023]),  # the largest value still counted
+    np.array([0, 4 * 3 + 1024]), np.array([-1, 2, 2]), np.array([1.0, 0.0]),  # sorted by np.unique
+])
+def test_small_integer_codes_are_np_unique(values):
+    classes, codes = np.unique(values, return_inverse=True)
+    counted = _checks.small_integer_codes(values)
+    if values.dtype.kind in "iu" and values.min() >= 0 and values.max() < 4 * len(values) + 1024:
+        assert counted[0].dtype == classes.dtype and np.array_equal(counted[0], classes)
+        assert np.array_equal(counted[1], codes)
+    else:
+        assert counted is None
+    got_codes, n_classes = _checks.as_class_labels(values, len(values)) if len(classes) > 1 else (codes, 1)
+    assert np.array_equal(got_codes, codes) and n_classes == len(classes)
+
 
 def test_otce_checks_and_subsample():
     x, y, p = make_task(18, n=500)

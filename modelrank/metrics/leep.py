@@ -8,7 +8,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InvalidInputError
-from ._checks import as_class_labels, as_features, as_probs, checked_probs
+from ._checks import as_class_labels, as_features, as_probs, checked_probs, small_integer_codes
 from ._linalg import class_blocks, class_pieces, pca_project, seeded_subsample
 from .base import named_preset, register_metric
 
@@ -124,14 +124,12 @@ def nce_from_source_labels(source_labels: np.ndarray, labels: np.ndarray) -> flo
 
 
 def _nce_of_predictions(source_labels: np.ndarray, codes: np.ndarray, n_classes: int) -> float:
-    """NCE of (N,) source predictions (any integers) and 0..C-1 label codes, from the counts of the (z, y) pairs
-    that occur (at most N of them): sum over them of n_zy / N log(n_zy / n_z)."""
-    _, predicted = np.unique(source_labels, return_inverse=True)  # only the predicted source classes
-    pair_counts = np.bincount(predicted * n_classes + codes)
-    pairs = np.flatnonzero(pair_counts)
-    counts = pair_counts[pairs]
-    source_counts = np.bincount(predicted)[pairs // n_classes]
-    return float((counts * np.log(counts / source_counts)).sum() / codes.shape[0])
+    """NCE of (N,) source predictions (any integers) and 0..C-1 label codes, from the counts of the (z, y) pairs:
+    sum_{z, y} n_zy / N log(n_zy / n_z) = 1/N sum_i log(n_{z_i y_i} / n_{z_i}), a mean over the samples (gathers of
+    N counts cost less than finding the pairs that occur among the Z C cells)."""
+    _, predicted = small_integer_codes(source_labels) or np.unique(source_labels, return_inverse=True)
+    pairs = predicted * n_classes + codes  # only the predicted source classes: at most N C cells
+    return float(np.log(np.bincount(pairs)[pairs] / np.bincount(predicted)[predicted]).mean())
 
 
 @dataclass(frozen=True)
