@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import csv
+import itertools
 import lzma
 import zipfile
 import zlib
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import pandas as pd
 from pandas.io.common import get_handle
@@ -26,31 +28,64 @@ def check_input_file(path: str | Path, what: str) -> Path:
     return path
 
 
-def _ragged_line(path: Path) -> tuple[int, int, int, int] | None:
-    """(line, its fields, the header's fields, how many such rows) for the first row whose number of fields
-    differs from the header's, or None. Blank lines do not count (pandas skips them), nor missing fields under
-    blank header names at the end of the header (pandas fills those "Unnamed" columns, which readers drop)."""
-    first, count, width, named, end = None, 0, 0, 0, 0
+@contextmanager
+def _csv_rows(path: Path) -> Iterator[Iterator[tuple[int, list[str]]]]:
+    """The rows of a CSV file as the csv module reads them: (line where the row starts, its fields), blank lines
+    left out as pandas skips them."""
     # pandas reads fields of any size; the csv module stops at 128 KiB unless told otherwise.
     limit = csv.field_size_limit(2**31 - 1)
     try:
-        # get_handle decompresses by suffix exactly as read_csv does.
-        with get_handle(path, "r", encoding="utf-8", compression="infer") as handles:
+        # get_handle decompresses by suffix exactly as read_csv does; pandas also drops a byte order mark.
+        with get_handle(path, "r", encoding="utf-8-sig", compression="infer") as handles:
             reader = csv.reader(handles.handle)
-            for fields in reader:
-                start, end = end + 1, reader.line_num  # a quoted field may hold line breaks: say where the row starts
-                if not fields or (len(fields) == 1 and not fields[0].strip()):
-                    continue
-                if not width:
-                    width = named = len(fields)
-                    while named > 1 and not fields[named - 1].strip():
-                        named -= 1
-                elif not named <= len(fields) <= width:
-                    count += 1
-                    first = first or (start, len(fields))
+
+            def rows() -> Iterator[tuple[int, list[str]]]:
+                end = 0
+                for fields in reader:
+                    start, end = end + 1, reader.line_num  # a quoted field may hold line breaks: say where it starts
+                    if fields and not (len(fields) == 1 and not fields[0].strip()):
+                        yield start, fields
+
+            yield rows()
     finally:
         csv.field_size_limit(limit)
+
+
+def _ragged_line(path: Path) -> tuple[int, int, int, int] | None:
+    """(line, its fields, the header's fields, how many such rows) for the first row whose number of fields
+    differs from the header's, or None. Missing fields under blank header names at the end of the header do not
+    count (pandas fills those "Unnamed" columns, which readers drop)."""
+    first, count = None, 0
+    with _csv_rows(path) as rows:
+        _, header = next(rows)
+        width = named = len(header)
+        while named > 1 and not header[named - 1].strip():
+            named -= 1
+        for start, fields in rows:
+            if not named <= len(fields) <= width:
+                count += 1
+                first = first or (start, len(fields))
     return None if first is None else (*first, width, count)
+
+
+def _head(path: Path) -> list[list[str]]:
+    """The fields of a CSV file's header and first row (fewer for a shorter file): a cheap read."""
+    with _csv_rows(path) as rows:
+        return [fields for _, fields in itertools.islice(rows, 2)]
+
+
+def _may_be_ragged(frame: pd.DataFrame, head: list[list[str]]) -> bool:
+    """Whether a row of the CSV file read as ``frame`` (``head``: its header and first row) may have more or fewer
+    fields than the header, so that the file must be scanned (read_csv tells no row's length, and the scan takes
+    longer than read_csv itself). pandas takes a first row longer than the header as an index column and refuses
+    a longer row further down; it fills a shorter row's missing fields as blank cells, so such a row is blank in
+    the last column (keep_default_na=False, text read as given, fills them with "" rather than NaN)."""
+    if len(head) > 1 and len(head[1]) > len(head[0]):
+        return True
+    if frame.shape[1] == 0:  # the header's one column became the index (index_col=0)
+        return True
+    last = frame.iloc[:, -1]
+    return bool(last.isna().any() or (not pd.api.types.is_numeric_dtype(last) and last.eq("").any()))
 
 
 def read_csv_file(path: str | Path, what: str = "CSV file", allow_ragged: bool = False, **options: Any) -> pd.DataFrame:
@@ -59,13 +94,13 @@ def read_csv_file(path: str | Path, what: str = "CSV file", allow_ragged: bool =
     more or fewer fields than the header is a ``ModelrankError`` naming ``what`` and the path, never a traceback."""
     path = check_input_file(path, what)
     try:
+        head = _head(path)
+        if not head:  # blank lines only, as pandas says
+            raise pd.errors.EmptyDataError
         frame = pd.read_csv(path, **options)
-        # pandas renames a repeated column "x" to "x.1": a second "LogME" would become a method of its own and a
-        # second "accuracy" would be ignored without a word.
-        header = pd.read_csv(path, header=None, nrows=1, dtype=str, keep_default_na=False).iloc[0]
-        # pandas fills a row's missing fields with blanks (a blank score is a skipped metric) and takes rows one
-        # field longer than the header (a trailing comma) as an index column, shifting every column by one.
-        ragged = None if allow_ragged else _ragged_line(path)
+        # pandas fills a row's missing fields with blanks (a blank score is a skipped metric) and takes a first row
+        # one field longer than the header (a trailing comma) as an index column, shifting every column by one.
+        ragged = None if allow_ragged or not _may_be_ragged(frame, head) else _ragged_line(path)
     except pd.errors.EmptyDataError:
         raise InvalidInputError(f"{what} {path} is empty") from None
     except UnicodeDecodeError as exc:  # Latin-1 from a spreadsheet, or binary bytes
@@ -86,7 +121,9 @@ def read_csv_file(path: str | Path, what: str = "CSV file", allow_ragged: bool =
         more = f" ({count} such rows)" if count > 1 else ""
         raise InvalidInputError(f"{what} {path}: line {line} has {fields} field(s) but the header has {width}{more}; "
                                 "every row needs one field per column (an empty one, as in a,,b, is a blank cell)")
-    names = header.str.strip()
+    # pandas renames a repeated column "x" to "x.1": a second "LogME" would become a method of its own and a
+    # second "accuracy" would be ignored without a word.
+    names = pd.Series(head[0]).str.strip()
     repeated = list(dict.fromkeys(name for name in names[names.duplicated()] if name))
     if repeated:
         raise InvalidInputError(f"{what} {path} has the column {repeated[0]!r} more than once; "
