@@ -1,5 +1,6 @@
 """`modelrank.evaluate.evaluate` and the `modelrank evaluate` command on small hand-made tables."""
 
+import io
 import sys
 
 import numpy as np
@@ -286,3 +287,32 @@ def test_the_truths_own_column_read_as_a_score_is_left_out(tmp_path):
         evaluate(table.drop(columns="logme"), table, measures=["kendall"])
     renamed = evaluate(table.assign(noisy=table["accuracy"]), table, measures=["kendall"])  # not named as truth
     assert "noisy" in renamed.methods
+
+
+NA_NAMES = ["NA", "None", "null", "nan", "#N/A", "<NA>"]  # pandas' missing-value words
+
+
+def test_datasets_and_models_named_as_missing_values_are_names(cli, tmp_path):
+    """pandas read a model called "NA" or "None" as missing: "row(s) without a model name", or a dropped row."""
+    truth, scores, long = tmp_path / "t.csv", tmp_path / "s.csv", tmp_path / "long.csv"
+    truth.write_text("dataset,model,accuracy\n" + "".join(f"{d},{m},0.{i + 1}\n" for d in ("NA", "null")
+                                                           for i, m in enumerate(NA_NAMES)))
+    # numbers keep pandas' missing values: "NA" as a score is a skipped cell, as a blank one is
+    scores.write_text("Dataset,Model,logme\n" + "".join(f"{d},{m},{i if i else 'NA'}\n" for d in ("NA", "null")
+                                                        for i, m in enumerate(NA_NAMES)))
+    long.write_text("dataset,model,method,score\n" + "".join(f"NA,{m},None,{i}\n" for i, m in enumerate(NA_NAMES)))
+    code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth), "--tau", "kendall",
+                         "--format", "csv")
+    rows = pd.read_csv(io.StringIO(out), keep_default_na=False)
+    assert code == 0 and rows.set_index("dataset").loc[["NA", "null"], "value"].tolist() == pytest.approx([1, 1]), err
+    assert "column 'logme' has 2 blank (skipped) cell(s)" in err
+    code, out, err = cli("evaluate", "--scores", str(long), "--truth", str(truth), "--tau", "kendall",
+                         "--format", "csv")
+    rows = pd.read_csv(io.StringIO(out), keep_default_na=False)
+    assert code == 0 and rows.loc[rows["dataset"] == "NA", "method"].tolist() == ["None"], err
+    truth.write_text("dataset,model,accuracy\nd,NA,0.5\nd,,0.6\n")  # a blank name is still no name
+    code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth))
+    assert code == 2 and "1 row(s) without a model name" in err, err
+    truth.write_text("dataset,model,accuracy\nd,NA,0.5\nd,b,nan\n")  # nor a missing accuracy a number
+    code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth))
+    assert code == 2 and "missing or non-numeric value(s), e.g. a blank cell for dataset d, model b" in err, err

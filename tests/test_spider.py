@@ -298,3 +298,19 @@ def test_spider_measures_treat_predictions_equal_within_precision_as_ties():
     assert one["weighted_tau"] == other["weighted_tau"] and one["spearman"] == other["spearman"]
     flat = measure_all(np.array([0.7, 0.1 + 0.2 + 0.4]), np.array([1.0, 2.0]))
     assert np.isnan(flat["weighted_tau"]) and np.isnan(flat["rel@1"])  # every model is the best: nothing to pick
+
+
+def test_records_of_datasets_and_models_named_as_missing_values(tmp_path):
+    """pandas read a dataset "NA" or a model "None" as missing: "record(s) without a dataset or model name"."""
+    from modelrank.spider import read_records_csv
+    from modelrank.spider.loaders import load_model_spider
+
+    csv = tmp_path / "records.csv"
+    csv.write_text("dataset,model,accuracy\nNA,None,0.5\nNA,null,0.7\n")
+    assert read_records_csv(csv).truth("NA").to_dict() == {"None": 0.5, "null": 0.7}
+    csv.write_text("dataset,model,accuracy\nNA,None,0.5\nnan,None,NA\n")  # "NA" is still no accuracy
+    with pytest.raises(InvalidInputError, match="1 record\\(s\\) have a missing .* \\[\\['nan', 'None'\\]\\]"):
+        read_records_csv(csv, aggregate=None)
+    (tmp_path / "finetune_accuracy.csv").write_text("dataset,model,accuracy\nNA,None,0.5\nNA,null,0.7\n")
+    (tmp_path / "baseline_results.csv").write_text("Dataset,Model,LogME\nNA,None,1.0\nNA,null,2.0\n")
+    assert load_model_spider(tmp_path).truth("NA").to_dict() == {"None": 0.5, "null": 0.7}

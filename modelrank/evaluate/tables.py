@@ -32,6 +32,8 @@ DATASET_COLUMNS = ("dataset", "target_dataset", "finetuned_dataset", "finetune_d
 MODEL_COLUMNS = ("model", "model_name")
 METHOD_COLUMNS = ("method", "metric")
 SCORE_VALUE_COLUMNS = ("score", "value")
+#: Columns of names, read as text as given (a model or dataset called "NA" or "None" is no missing value).
+NAME_COLUMNS = (*DATASET_COLUMNS, *MODEL_COLUMNS, *METHOD_COLUMNS)
 #: ``modelrank score --out`` writes these next to a metric column <metric>: its seconds, saturation flags, rank
 #: and bootstrap interval / probability of being best. They annotate the metric and are never methods themselves.
 ANNOTATION_SUFFIXES = ("_seconds", "_flags", "_rank", "_low", "_high", "_p_best")
@@ -74,7 +76,7 @@ def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
         except (ValueError, OSError) as exc:
             raise InvalidInputError(f"cannot read {what} {path}: {error_reason(exc)}") from None
     else:
-        frame = read_csv_file(path, what)
+        frame = read_csv_file(path, what, text_columns=NAME_COLUMNS)
     return frame.drop(columns=[c for c in frame.columns if str(c).startswith("Unnamed:")])
 
 

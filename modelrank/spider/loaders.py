@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidInputError, MissingResourceError, error_reason
+from ..evaluate.tables import NAME_COLUMNS
 from ..tabular import read_csv_file
 from .records import Records, records_from_frame
 
@@ -38,13 +39,13 @@ def _need(path: Path) -> Path:
 
 
 def _read_csv(path: Path, **options) -> pd.DataFrame:
-    return read_csv_file(_need(path), "table", **options)
+    return read_csv_file(_need(path), "table", text_columns=NAME_COLUMNS, **options)
 
 
 def _read_transfergraph_csv(path: Path, **options) -> pd.DataFrame:
     # TransferGraph's published tables have truncated lines (2 in the image scores, whose metric is then blank and
     # drops out of the pivot; 1 in the text model configs, short of only its accuracy, which is not metadata).
-    return read_csv_file(_need(path), "table", allow_ragged=True, **options)
+    return read_csv_file(_need(path), "table", allow_ragged=True, text_columns=NAME_COLUMNS, **options)
 
 
 def load_domainnet(folder: str | Path, embedding: str = "seed") -> Records:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidInputError
+from ..evaluate.tables import NAME_COLUMNS
 from ..tabular import read_csv_file
 
 RECORD_COLUMNS = ("dataset", "model", "accuracy")
@@ -259,7 +260,7 @@ def read_records_csv(path: str | Path, aggregate: str | None = "max") -> Records
     kept (taking the best test accuracy over a sweep would select on the test set); remaining repeated runs are
     aggregated."""
     path = Path(path)
-    frame = read_csv_file(path, "records file")
+    frame = read_csv_file(path, "records file", text_columns=NAME_COLUMNS)
     if frame.empty:
         raise InvalidInputError(f"records CSV {path} has no records (only a header)")
     # Column names in any letter case (Model Spider writes "Dataset,Model"), as `evaluate --truth` reads them.
