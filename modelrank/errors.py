@@ -29,3 +29,10 @@ def error_reason(exc: BaseException, limit: int = 200) -> str:
     name when the message is empty (``str(EOFError())`` is "": indexing its lines raised inside the handler)."""
     lines = str(exc).strip().splitlines()
     return lines[0][:limit] if lines else type(exc).__name__
+
+
+def short_list(names, shown: int = 6) -> str:
+    """Names for a one-line message: all of them, or the first ``shown`` and how many there are in all."""
+    names = [str(name) for name in names]
+    listed = ", ".join(names[:shown])
+    return f"[{listed}, ... {len(names)} in all]" if len(names) > shown else f"[{listed}]"

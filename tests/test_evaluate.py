@@ -316,3 +316,30 @@ def test_datasets_and_models_named_as_missing_values_are_names(cli, tmp_path):
     truth.write_text("dataset,model,accuracy\nd,NA,0.5\nd,b,nan\n")  # nor a missing accuracy a number
     code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth))
     assert code == 2 and "missing or non-numeric value(s), e.g. a blank cell for dataset d, model b" in err, err
+
+
+def test_accuracies_in_percent_and_fractions(cli, tmp_path):
+    """Across datasets percentages are made fractions (regret and the weighted mean's weights were 100x); within
+    one dataset a fraction among percentages is warned (a percent table may hold a model at <= 1%)."""
+    truth = pd.DataFrame({"dataset": ["a"] * 4 + ["b"] * 3, "model": ["m1", "m2", "m3", "m4", "m1", "m2", "m3"],
+                          "accuracy": [85.0, 90.0, 80.0, 0.5, 0.7, 0.8, 0.9]})
+    scores = pd.DataFrame({"dataset": truth["dataset"], "model": truth["model"], "logme": [1, 2, 3, 0, 1, 2, 3.0]})
+    ev = evaluate(scores, truth, measures=["kendall", "regret"])
+    assert value(ev, "logme", "a", "regret@1") == pytest.approx(0.1)  # 90% - 80%, as b's 0.0 is a fraction
+    fractions = evaluate(scores, truth.assign(accuracy=truth["accuracy"].where(truth["dataset"] == "b",
+                                                                               truth["accuracy"] / 100)), ["regret"])
+    assert fractions.table("regret@1").loc["logme"].tolist() == pytest.approx(ev.table("regret@1").loc["logme"].tolist())
+    assert ev.warnings == ["truth: accuracy is in percent on dataset(s) [a] but in fractions on [b]: the percentages are "
+                           "divided by 100, so that regret@k and the weighted mean's dataset weights compare datasets on "
+                           "one scale (rankings within a dataset do not change)"]  # m4 at 0.5%: a model near chance
+    percent = evaluate(scores, truth.assign(accuracy=truth["accuracy"].where(truth["dataset"] == "a",
+                                                                             truth["accuracy"] * 100)), ["regret"])
+    assert not percent.warnings and value(percent, "logme", "a", "regret@1") == pytest.approx(10)  # in points
+    mixed = truth.assign(accuracy=[85.0, 0.9, 80.0, 0.5, 70.0, 80.0, 90.0])
+    (tmp_path / "t.csv").write_text(mixed.to_csv(index=False))
+    (tmp_path / "s.csv").write_text(scores.to_csv(index=False))
+    code, out, err = cli("evaluate", "--scores", str(tmp_path / "s.csv"), "--truth", str(tmp_path / "t.csv"))
+    assert code == 0 and f"warning: {tmp_path / 't.csv'}: dataset a: accuracy of model(s) [m2] is at most 1 while the " \
+        "others' are percentages (from 80): fractions among percentages?" in err, err
+    losses = truth.assign(test_metric=truth["accuracy"]).drop(columns="accuracy")  # not named as an accuracy
+    assert not evaluate(scores, losses, ["regret"]).warnings

@@ -9,7 +9,7 @@ from typing import Callable, Iterable
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidInputError
+from ..errors import InvalidInputError, short_list
 from .measures import WEIGHTED_TAU_PROTOCOLS, kendall_tau, noise_tau, pearson, regret_at_k, rel_at_k, spearman, weighted_tau
 from .tables import TRUTH_VALUE_COLUMNS, load_scores, load_truth, name_key
 from .ties import metric_tolerance, no_ranking, paired_differences, snap_ties
@@ -97,8 +97,9 @@ class Evaluation:
         first = self.measures[0]
         means = self.table(first)[MEAN]
         mean_text = ", ".join(f"{method}={value:.3f}" for method, value in means.head(_REPR_ITEMS).items())
-        return (f"Evaluation(methods={_short_list(self.methods)}, datasets={_short_list(self.datasets)}, "
-                f"measures={_short_list(self.measures)}, warnings={len(self.warnings)}; mean {first}: {mean_text}"
+        return (f"Evaluation(methods={short_list(self.methods, _REPR_ITEMS)}, "
+                f"datasets={short_list(self.datasets, _REPR_ITEMS)}, measures={short_list(self.measures, _REPR_ITEMS)}, "
+                f"warnings={len(self.warnings)}; mean {first}: {mean_text}"
                 f"{', ...' if len(means) > _REPR_ITEMS else ''})")
 
     def to_csv(self, path: str | Path) -> None:
@@ -108,11 +109,6 @@ class Evaluation:
 
 
 _REPR_ITEMS = 6
-
-
-def _short_list(names: list[str]) -> str:
-    shown = ", ".join(names[:_REPR_ITEMS])
-    return f"[{shown}, ... {len(names)} in all]" if len(names) > _REPR_ITEMS else f"[{shown}]"
 
 
 def _selected(measures: Iterable[str]) -> list[str]:
@@ -176,7 +172,7 @@ def evaluate(
     if unknown:
         raise InvalidInputError(f"lower-is-better method(s) not in the scores: {', '.join(unknown)}")
     score_table.loc[score_table["method"].isin(negated), "score"] *= -1
-    warnings: list[str] = list(score_table.attrs.get("blank", []))
+    warnings: list[str] = [*score_table.attrs.get("blank", []), *truth_table.attrs.get("scale", [])]
     flagged = score_table["flags"] != ""
     if exclude_flagged and flagged.any():
         for (method, dataset), cell in score_table[flagged].groupby(["method", "dataset"], sort=False):

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..errors import InvalidInputError, error_reason
+from ..errors import InvalidInputError, error_reason, short_list
 from ..tabular import check_input_file, read_csv_file
 
 DATASET_COLUMNS = ("dataset", "target_dataset", "finetuned_dataset", "finetune_dataset")
@@ -39,6 +39,9 @@ NAME_COLUMNS = (*DATASET_COLUMNS, *MODEL_COLUMNS, *METHOD_COLUMNS)
 ANNOTATION_SUFFIXES = ("_seconds", "_flags", "_rank", "_low", "_high", "_p_best")
 FLAGS_SUFFIX = "_flags"
 TRUTH_VALUE_COLUMNS = ("test_metric", "accuracy", "eval_accuracy", "test_accuracy", "acc", "score", "value")
+#: Truth columns that hold accuracies, as fractions or in percent. The others may hold errors, losses, R^2 or a
+#: metric named in another column, on any scale: their values are never taken for fractions or percentages.
+ACCURACY_COLUMNS = ("accuracy", "eval_accuracy", "test_accuracy", "acc")
 
 # name_key(alias) -> name_key(canonical). Only spellings that the public tables really use for one dataset.
 DATASET_ALIASES = {
@@ -258,9 +261,45 @@ def load_truth(
         keys = long.assign(dataset_key=long["dataset"].map(dataset_key), model_key=long["model"].map(name_key))
         best = keys.groupby(["dataset_key", "model_key"], sort=False)["truth"].idxmax()
         long = long.loc[best.to_numpy()].reset_index(drop=True)
-    return _with_keys(
+    long = _with_keys(
         long,
         ["dataset_key", "model_key"],
         source,
         hint="; pass duplicates='max' (CLI: --duplicates max) to keep the best value per dataset and model",
     )
+    return _on_one_scale(long, str(value_col), source) if str(value_col).lower() in ACCURACY_COLUMNS else long
+
+
+def _on_one_scale(truth: pd.DataFrame, column: str, source: str) -> pd.DataFrame:
+    """Accuracies (in [0, 100]) as fractions on every dataset where some other dataset holds fractions, with a note
+    in ``attrs["scale"]``; a dataset mixing both is warned there.
+
+    A dataset whose accuracies reach above 1 is in percent. Across datasets the scale leaves the rankings within
+    each alone, but regret@k is in the truth's units and the weighted mean weighs each dataset by max - mean of its
+    truth: a percent dataset counted 100 times a fraction one. Within one dataset, a value <= 1 that read as a
+    fraction would reach the lowest percentage (0.85 beside 85.0 and 92.0) is most likely a fraction among
+    percentages, but only warned: a percent table rightly holds models at <= 1% (a random-init control at chance on
+    100 classes), which no rule can tell from a fraction; the names let the user look."""
+    values = truth["truth"]
+    notes: list[str] = []
+    if not values.between(0, 100).all():  # not accuracies after all
+        return truth
+    percent = values.groupby(truth["dataset_key"], sort=False).transform("max") > 1
+    for _, rows in truth[percent].groupby("dataset_key", sort=False):
+        lowest = rows.loc[rows["truth"] > 1, "truth"].min()
+        mixed = rows[(rows["truth"] <= 1) & (rows["truth"] * 100 >= lowest)]
+        if not mixed.empty:
+            notes.append(f"{source}: dataset {rows['dataset'].iloc[0]}: {column} of model(s) "
+                         f"{short_list(mixed['model'])} is at most 1 while the others' are percentages (from {lowest:g}): fractions among "
+                         "percentages? (as percentages they are models at or below 1%)")
+    if percent.any() and not percent.all():
+        names = truth.loc[percent, "dataset"].drop_duplicates()
+        others = truth.loc[~percent, "dataset"].drop_duplicates()
+        notes.append(f"{source}: {column} is in percent on dataset(s) {short_list(names)} but in fractions on "
+                     f"{short_list(others)}: the percentages are divided by 100, so that regret@k and the weighted "
+                     "mean's dataset weights compare datasets on one scale (rankings within a dataset do not change)")
+        # a noise column (a std) is in its values' units
+        scaled = [c for c in ("truth", "noise") if c in truth.columns]
+        truth = truth.assign(**{c: truth[c].where(~percent, truth[c] / 100) for c in scaled})
+    truth.attrs["scale"] = notes
+    return truth
