@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import progress as progress_lib
-from .errors import InvalidInputError, MissingResourceError, ModelrankError, error_reason
+from .errors import InvalidInputError, MissingResourceError, ModelrankError, error_reason, short_list
 from .features import TASK_TYPES, FeatureSet
 from .metrics import METRICS, MetricSpec, compute_metric, score_zoo
 from .metrics.base import MetricFlagWarning, check_applicable, check_parameters
@@ -157,7 +157,6 @@ def score_feature_sets(
             flags[key][column] = ";".join(dict.fromkeys(w.flag for w in raised))
         flag_records.extend({"Dataset": d, "Model": m, "metric": column, "flag": w.flag, "message": str(w)}
                             for w in raised for d, m in cells)  # fmt: skip
-        notes.extend(note for note in dict.fromkeys(f"{w.flag}: {w}" for w in raised) if note not in notes)
 
     def failed(message: str, cells: list[tuple[str, str]], spec: MetricSpec) -> None:
         if everything:
@@ -231,11 +230,28 @@ def score_feature_sets(
                                 f"{shown}" + (" ..." if len(reasons) > 4 else ""))
     for message in failed_messages:
         warnings.warn(f"{message}; the other scores are kept", stacklevel=2)
-    frame.attrs["notes"] = notes
+    frame.attrs["notes"] = notes + _flag_notes(flag_records)
     frame.attrs["flags"] = flag_records
     frame.attrs["failures"] = failures
     frame.attrs["higher_is_better"] = {columns[s.name]: s.higher_is_better for s in specs}
     return frame
+
+
+def _flag_notes(records: list[dict[str, str]]) -> list[str]:
+    """One note per flag, metric and dataset, naming its models: a metric saturated on a zoo of 50 models was 50
+    notes, their messages differing only in each model's numbers (its feature dimension, its score). The message
+    shown is the first model's; every model's own stays in ``attrs["flags"]``."""
+    groups: dict[tuple[str, str, str], list[dict[str, str]]] = {}
+    for record in records:
+        groups.setdefault((record["flag"], record["metric"], record["Dataset"]), []).append(record)
+    notes = []
+    for (flag, metric, dataset), group in groups.items():
+        models = list(dict.fromkeys(record["Model"] for record in group))
+        messages = list(dict.fromkeys(record["message"] for record in group))
+        more = f" ({group[0]['Model']}'s; {len(messages)} different messages)" if len(messages) > 1 else ""
+        notes.append(f"{flag}: {metric} on {dataset} for {len(models)} model(s) {short_list(models)}: "
+                     f"{messages[0]}{more}")
+    return notes
 
 
 # --------------------------------------------------------------------------------------------- ranks

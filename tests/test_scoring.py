@@ -158,7 +158,8 @@ def test_metric_flags_are_recorded_and_still_shown():
     flagged = [(f["Model"], f["metric"], f["flag"]) for f in frame.attrs["flags"]]
     assert ("few", "logme", "not_converged") in flagged and all(f[1] == "logme" for f in flagged)
     assert frame.set_index("Model").loc["few", "logme_flags"] == "not_converged"
-    assert any(note.startswith("not_converged: LogME") for note in frame.attrs["notes"])
+    assert any(note.startswith("not_converged: logme on toy for 1 model(s) [few]: LogME: ")
+               for note in frame.attrs["notes"])
     converged = score_feature_sets([few], ["logme"], logme={"preset": "converged"})
     assert converged.attrs["flags"] == [] and np.isfinite(converged.iloc[0, 2])
 
@@ -195,6 +196,25 @@ def test_saturated_scores_are_flagged_not_printed(recwarn):
     notes = [n for n in frame.attrs["notes"] if n.startswith("saturated: ")]
     assert len(notes) == 2 and any("H-Score" in n for n in notes)  # one note per message, not per model
     assert not [w for w in recwarn if "saturate" in str(w.message)]
+
+
+def test_saturation_of_many_models_is_one_note_per_metric_naming_them(tmp_path, cli):
+    """Each model's message names its own feature dimension: 8 saturated models were 8 notes per metric (on stderr),
+    none naming its model."""
+    y = np.arange(20) % 4
+    sets = [FeatureSet(features=np.random.default_rng(i).normal(size=(20, 30 + i)), labels=y, model=f"m{i}",
+                       dataset="small") for i in range(8)]  # fmt: skip
+    frame = score_feature_sets(sets, ["hscore", "lfc"])
+    notes = [n for n in frame.attrs["notes"] if n.startswith("saturated: ")]
+    assert notes == ["saturated: hscore on small for 8 model(s) [m0, m1, m2, m3, m4, m5, ... 8 in all]: H-Score with "
+                     "20 samples and 30-d features (N <= D + 1): the covariance is singular and the score saturates at "
+                     "C - 1 = 3 for every model; use hscore_reg or more samples (m0's; 8 different messages)"]
+    assert len(frame.attrs["flags"]) == 8 and "37-d" in frame.attrs["flags"][-1]["message"]  # each model's kept
+    files = [str(save_feature_file(fs, tmp_path / f"{fs.model}.npz")) for fs in sets]
+    code, out, err = cli("score", *[a for f in files for a in ("--features", f)], "--dataset-name", "small",
+                         "--metric", "hscore,lfc")
+    assert code == 0 and err.count("saturated: hscore on small for 8 model(s)") == 1, err
+    assert "no ranking: hscore on small: saturated for all 8 models" in out and "H-Score with" not in out
 
 
 def test_logme_interpolating_a_target_is_a_saturation():
