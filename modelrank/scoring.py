@@ -98,10 +98,11 @@ def check_metric_request(metrics: Sequence[str] | str, params: dict[str, dict[st
     return specs, everything
 
 
-def _why_not(spec: MetricSpec, data: FeatureSet) -> str | None:
-    """Reason ``spec`` cannot run on ``data`` (task type or a missing input), else None."""
+def _why_not(spec: MetricSpec, data: FeatureSet, subject: str | None = None) -> str | None:
+    """Reason ``spec`` cannot run on ``data`` (task type or a missing input), else None; ``subject``: see
+    ``check_applicable``."""
     try:
-        check_applicable(spec, data)
+        check_applicable(spec, data, subject)
     except InvalidInputError as exc:
         return str(exc)
     return None
@@ -150,6 +151,8 @@ def score_feature_sets(
     flags: dict[tuple[str, str], dict[str, str]] = {key: {} for key in keys}
     notes: list[str] = []
     failures: dict[str, list[str]] = {}
+    # (column, dataset, reason) -> models: with "all", one note per metric and reason naming its models
+    skipped: dict[tuple[str, str, str], list[str]] = {}
     flag_records: list[dict[str, str]] = []
 
     def flag(raised: list[MetricFlagWarning], cells: list[tuple[str, str]], column: str) -> None:
@@ -158,11 +161,12 @@ def score_feature_sets(
         flag_records.extend({"Dataset": d, "Model": m, "metric": column, "flag": w.flag, "message": str(w)}
                             for w in raised for d, m in cells)  # fmt: skip
 
-    def failed(message: str, cells: list[tuple[str, str]], spec: MetricSpec) -> None:
+    def failed(reason: str, cells: list[tuple[str, str]], spec: MetricSpec) -> None:
         if everything:
-            notes.append(f"skipped: {message}")
+            skipped.setdefault((columns[spec.name], cells[0][0], reason), []).extend(model for _, model in cells)
         else:  # warned at the end, once it is known that other scores are kept
-            failures.setdefault(columns[spec.name], []).append(message)
+            where = f"{cells[0][1]}/{cells[0][0]}" if len(cells) == 1 and not spec.zoo_level else cells[0][0]
+            failures.setdefault(columns[spec.name], []).append(f"{spec.name} on {where}: {reason}")
         for key in cells:
             scores[key][columns[spec.name]] = np.nan
 
@@ -178,7 +182,8 @@ def score_feature_sets(
             group = [fs for fs in feature_sets if fs.dataset == dataset]
             runnable = []
             for fs in group:
-                reason = _why_not(spec, fs)
+                # a named metric that cannot run was refused above: this is "all", whose note names the models
+                reason = _why_not(spec, fs, "each of them")
                 if reason:
                     failed(reason, [(fs.dataset, fs.model)], spec)
                 else:
@@ -191,7 +196,7 @@ def score_feature_sets(
                     with flags_caught() as raised:
                         values = score_zoo(spec.name, runnable, **kwargs)
                 except ModelrankError as exc:
-                    failed(f"{spec.name} on {dataset}: {exc}", [(dataset, fs.model) for fs in runnable], spec)
+                    failed(str(exc), [(dataset, fs.model) for fs in runnable], spec)
                     continue
                 flag(raised, [(dataset, fs.model) for fs in runnable], columns[spec.name])
                 share = (time.perf_counter() - start) / len(runnable)
@@ -207,7 +212,7 @@ def score_feature_sets(
                     with flags_caught() as raised:
                         value = compute_metric(spec.name, fs, **kwargs)
                 except ModelrankError as exc:
-                    failed(f"{spec.name} on {fs.model}/{dataset}: {exc}", [(dataset, fs.model)], spec)
+                    failed(str(exc), [(dataset, fs.model)], spec)
                     continue
                 flag(raised, [(dataset, fs.model)], columns[spec.name])
                 scores[(dataset, fs.model)][columns[spec.name]] = value
@@ -223,10 +228,13 @@ def score_feature_sets(
     frame = pd.DataFrame(rows, columns=["Dataset", "Model", *names, *[f"{n}_seconds" for n in names],
                                         *[f"{n}_flags" for n in names]])
     failed_messages = [message for messages in failures.values() for message in messages]
+    notes.extend(_models_note("skipped", column, dataset, models, reason)
+                 for (column, dataset, reason), models in skipped.items())
     if frame[names].isna().all().all():
         reasons = [note.removeprefix("skipped: ") for note in notes if note.startswith("skipped: ")] + failed_messages
         shown = "; ".join(dict.fromkeys(reasons[:4]))
-        raise InvalidInputError(f"no metric could score these features ({len(reasons)} metric/model pair(s) failed): "
+        pairs = sum(map(len, skipped.values())) + len(failed_messages)
+        raise InvalidInputError(f"no metric could score these features ({pairs} metric/model pair(s) failed): "
                                 f"{shown}" + (" ..." if len(reasons) > 4 else ""))
     for message in failed_messages:
         warnings.warn(f"{message}; the other scores are kept", stacklevel=2)
@@ -249,9 +257,13 @@ def _flag_notes(records: list[dict[str, str]]) -> list[str]:
         models = list(dict.fromkeys(record["Model"] for record in group))
         messages = list(dict.fromkeys(record["message"] for record in group))
         more = f" ({group[0]['Model']}'s; {len(messages)} different messages)" if len(messages) > 1 else ""
-        notes.append(f"{flag}: {metric} on {dataset} for {len(models)} model(s) {short_list(models)}: "
-                     f"{messages[0]}{more}")
+        notes.append(_models_note(flag, metric, dataset, models, f"{messages[0]}{more}"))
     return notes
+
+
+def _models_note(kind: str, column: str, dataset: str, models: list[str], text: str) -> str:
+    """A note on a metric's scores of several models, naming them (a long list cut short)."""
+    return f"{kind}: {column} on {dataset} for {len(models)} model(s) {short_list(models)}: {text}"
 
 
 # --------------------------------------------------------------------------------------------- ranks

@@ -131,8 +131,16 @@ def test_all_skips_with_notes():
     assert np.isnan(by.loc[("toy", "b"), "leep"]) and np.isfinite(by.loc[("toy", "a"), "leep"])
     assert np.isfinite(by.loc[("age", "r"), "logme"]) and np.isnan(by.loc[("age", "r"), "hscore"])
     notes = "\n".join(frame.attrs["notes"])
-    assert "'leep' needs source_probs, which b on toy" in notes
-    assert "'hscore' supports classification tasks, not regression" in notes
+    assert "skipped: leep on toy for 1 model(s) [b]: metric 'leep' needs source_probs, which each of them" in notes
+    assert "skipped: hscore on age for 1 model(s) [r]: metric 'hscore' supports classification tasks, not regression" \
+        in notes
+    # one note per metric and reason, naming the models: 8 models without source_probs were 8 notes per metric
+    headless = [make_set(i, 1.0, f"m{i}", probs=False) for i in range(8)]
+    notes = score_feature_sets(headless, "all").attrs["notes"]
+    leep = [note for note in notes if note.startswith("skipped: leep on")]
+    assert leep == ["skipped: leep on toy for 8 model(s) [m0, m1, m2, m3, m4, m5, ... 8 in all]: metric 'leep' needs "
+                    "source_probs, which each of them does not have"]
+    assert all(note.count("model(s)") == 1 for note in notes if note.startswith("skipped: "))
 
 
 def test_params_are_routed_per_metric():

@@ -200,15 +200,15 @@ def _labels_are_text(labels: Any) -> bool:
     return labels.dtype.kind in "US"
 
 
-def check_applicable(spec: MetricSpec, data: FeatureSet) -> None:
-    """Raise InvalidInputError when ``data`` has the wrong task type or lacks an input ``spec`` needs."""
+def check_applicable(spec: MetricSpec, data: FeatureSet, subject: str | None = None) -> None:
+    """Raise InvalidInputError when ``data`` has the wrong task type or lacks an input ``spec`` needs. ``subject``:
+    who lacks it in the message (default "<model> on <dataset>"), for a message shared by several models."""
     if data.task not in spec.tasks:
         raise InvalidInputError(f"metric {spec.name!r} supports {', '.join(spec.tasks)} tasks, not {data.task}")
     missing = missing_inputs(spec, data)
     if missing:
-        raise InvalidInputError(
-            f"metric {spec.name!r} needs {', '.join(missing)}, which {data.model} on {data.dataset} does not have"
-        )
+        raise InvalidInputError(f"metric {spec.name!r} needs {', '.join(missing)}, which "
+                                f"{subject or f'{data.model} on {data.dataset}'} does not have")
 
 
 def score_zoo(name: str, feature_sets: list[FeatureSet], **params: Any) -> dict[str, float]:
