@@ -89,12 +89,13 @@ def _may_be_ragged(frame: pd.DataFrame, head: list[list[str]]) -> bool:
     return bool(last.isna().any() or (not pd.api.types.is_numeric_dtype(last) and last.eq("").any()))
 
 
-def _as_text(header: list[str], text_columns: Collection[str]) -> dict[str, Any]:
-    """read_csv options that read the columns named in ``text_columns`` (any letter case) as text, as given, a
-    blank cell alone being missing: pandas' missing-value words ("NA", "None", "null", "nan", ...) are names a
-    dataset or model may have. Every other column keeps pandas' missing values."""
+def _as_text(header: list[str], text_columns: Collection[str], index_col: object = None) -> dict[str, Any]:
+    """read_csv options that read the columns named in ``text_columns`` (any letter case) and an ``index_col``
+    given by position (it names the rows) as text, as given, a blank cell alone being missing: pandas'
+    missing-value words ("NA", "None", "null", "nan", ...) are names a dataset or model may have. Every other
+    column keeps pandas' missing values."""
     wanted = {name.lower() for name in text_columns}
-    text = [i for i, name in enumerate(header) if name.strip().lower() in wanted]
+    text = [i for i, name in enumerate(header) if name.strip().lower() in wanted or i == index_col]
     return {"dtype": dict.fromkeys(text, str), "keep_default_na": False,
             "na_values": {i: [""] if i in text else STR_NA_VALUES for i in range(len(header))}}
 
@@ -104,13 +105,16 @@ def read_csv_file(path: str | Path, what: str = "CSV file", allow_ragged: bool =
     """``pd.read_csv(path, **options)``; a missing file, a folder, an empty file, one that does not parse as CSV
     (binary bytes, broken quoting), whose header names a column twice or (unless ``allow_ragged``) with a row of
     more or fewer fields than the header is a ``ModelrankError`` naming ``what`` and the path, never a traceback.
-    ``text_columns``: names of columns (any letter case) read as text as given, a blank cell alone missing."""
+    ``text_columns``: names of columns (any letter case) read as text as given, a blank cell alone missing; so is
+    an ``index_col`` given by position."""
     path = check_input_file(path, what)
     try:
         head = _head(path)
         if not head:  # blank lines only, as pandas says
             raise pd.errors.EmptyDataError
-        frame = pd.read_csv(path, **options, **(_as_text(head[0], text_columns) if text_columns else {}))
+        index_col = options.get("index_col")
+        names_as_text = text_columns or isinstance(index_col, int) and not isinstance(index_col, bool)
+        frame = pd.read_csv(path, **options, **(_as_text(head[0], text_columns, index_col) if names_as_text else {}))
         # pandas fills a row's missing fields with blanks (a blank score is a skipped metric) and takes a first row
         # one field longer than the header (a trailing comma) as an index column, shifting every column by one.
         ragged = None if allow_ragged or not _may_be_ragged(frame, head) else _ragged_line(path)

@@ -56,3 +56,13 @@ def test_a_longer_row_further_down_is_refused_by_pandas(tmp_path, scans):
     path.write_text("dataset,model,accuracy\nd1,m1,0.5\nd1,m2,0.6,7\n")
     with pytest.raises(InvalidInputError, match="Expected 3 fields in line 3, saw 4"):
         read_csv_file(path)
+
+
+def test_an_index_column_of_names_is_read_as_given(tmp_path):
+    """``--task-meta``/``--model-meta`` files name their rows in the first column: a task called NA is a name."""
+    path = tmp_path / "meta.csv"
+    path.write_text("task,classes,domain\nNA,10,NA\nnull,5,sketch\n")
+    frame = read_csv_file(path, index_col=0)
+    assert frame.index.tolist() == ["NA", "null"]
+    assert frame["domain"].isna().tolist() == [True, False]  # other columns keep pandas' missing values
+    assert frame["classes"].tolist() == [10, 5]
