@@ -343,3 +343,6 @@ def test_accuracies_in_percent_and_fractions(cli, tmp_path):
         "others' are percentages (from 80): fractions among percentages?" in err, err
     losses = truth.assign(test_metric=truth["accuracy"]).drop(columns="accuracy")  # not named as an accuracy
     assert not evaluate(scores, losses, ["regret"]).warnings
+    with pytest.raises(InvalidInputError, match=r"a single truth noise \(0.5\) has no one scale"):
+        evaluate(scores, truth, ["kendall"], truth_noise=0.5)  # 0.5 points, or half the fraction scale?
+    assert evaluate(scores, truth.assign(sd=0.01), ["kendall"], truth_noise="sd").measures[-1] == "noise_tau"

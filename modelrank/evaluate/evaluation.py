@@ -166,6 +166,11 @@ def evaluate(
         choices.append("noise_tau")
     score_table = load_scores(scores)
     truth_table = load_truth(truth, duplicates=duplicates, where=truth_where, noise_column=noise_column)
+    if truth_table.attrs.get("rescaled") and truth_noise is not None and noise_column is None:
+        # one number cannot be in percent on some datasets and a fraction on the others
+        raise InvalidInputError(f"the truth is in percent on some datasets and in fractions on others, so a single "
+                                f"truth noise ({truth_noise:g}) has no one scale; give the noise as a column "
+                                "(--truth-noise COLUMN) or the truth on one scale")
 
     negated = set(lower_is_better)
     unknown = sorted(negated - set(score_table["method"]))

@@ -302,4 +302,5 @@ def _on_one_scale(truth: pd.DataFrame, column: str, source: str) -> pd.DataFrame
         scaled = [c for c in ("truth", "noise") if c in truth.columns]
         truth = truth.assign(**{c: truth[c].where(~percent, truth[c] / 100) for c in scaled})
     truth.attrs["scale"] = notes
+    truth.attrs["rescaled"] = bool(percent.any() and not percent.all())
     return truth
