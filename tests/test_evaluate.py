@@ -108,6 +108,18 @@ def test_truth_filter_for_records_with_several_protocols():
         evaluate(WIDE_SCORES, truth, truth_where={"peft_method": "lora"})
 
 
+def test_a_truth_filter_compares_the_text_as_written(tmp_path):
+    """A records file's epochs column with a blank cell is float: "10" was compared with "10.0" and matched
+    nothing; a protocol named NA was a missing value."""
+    rows = [TRUTH.assign(epochs=10, protocol="NA"), TRUTH.assign(epochs=5, protocol="full", Accuracy=100 - TRUTH["Accuracy"])]
+    path = tmp_path / "records.csv"
+    pd.concat(rows).to_csv(path, index=False)
+    path.write_text(path.read_text() + "Pet,extra,50,,full\n")  # a blank epochs cell
+    for where in ({"epochs": "10"}, {"protocol": "NA"}):
+        assert value(evaluate(WIDE_SCORES, str(path), measures=["kendall"], truth_where=where),
+                     "good", "Pet", "kendall") == pytest.approx(1.0)
+
+
 def test_no_defined_value_at_all_is_reported_not_a_crash():
     """Constant truth on every dataset: each correlation is undefined (a note); the means crashed on an empty,
     string-typed weight column (TypeError, exit 1)."""

@@ -69,9 +69,10 @@ def dataset_key(name: object) -> str:
     return DATASET_ALIASES.get(key, key)
 
 
-def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
+def read_table(path: str | Path, what: str = "table", text_columns: tuple[str, ...] = ()) -> pd.DataFrame:
     """A CSV or Parquet file as a DataFrame (an unnamed pandas index column is dropped); a missing, empty or
-    damaged file is a one-line ``ModelrankError`` naming ``what`` and the path."""
+    damaged file is a one-line ``ModelrankError`` naming ``what`` and the path. In a CSV the name columns and
+    ``text_columns`` are text as written."""
     path = check_input_file(path, what)
     if path.suffix.lower() == ".parquet":
         try:
@@ -79,7 +80,7 @@ def read_table(path: str | Path, what: str = "table") -> pd.DataFrame:
         except (ValueError, OSError) as exc:
             raise InvalidInputError(f"cannot read {what} {path}: {error_reason(exc)}") from None
     else:
-        frame = read_csv_file(path, what, text_columns=NAME_COLUMNS)
+        frame = read_csv_file(path, what, text_columns=(*NAME_COLUMNS, *text_columns))
     return frame.drop(columns=[c for c in frame.columns if str(c).startswith("Unnamed:")])
 
 
@@ -234,7 +235,10 @@ def load_truth(
     if duplicates not in ("error", "max"):
         raise InvalidInputError(f"duplicates must be 'error' or 'max', not {duplicates!r}")
     source = source or (str(truth) if not isinstance(truth, pd.DataFrame) else "truth")
-    frame = read_table(truth, "ground-truth file") if not isinstance(truth, pd.DataFrame) else truth
+    # A filter compares the text as written: "10" is not matched against a float column's "10.0", nor "NA" lost
+    # as a missing value.
+    filtered = tuple(name.lower() for name in where or {})
+    frame = read_table(truth, "ground-truth file", filtered) if not isinstance(truth, pd.DataFrame) else truth
     for name, value in (where or {}).items():
         column = _require_column(frame, (name.lower(),), f"{name!r} (from a filter)", source)
         frame = frame[frame[column].astype(str) == str(value)]
