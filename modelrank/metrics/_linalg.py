@@ -6,11 +6,14 @@ here builds an N x N matrix when N > D.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
+from threadpoolctl import ThreadpoolController
 
 #: Rows per block for (rows, Z) temporaries over a wide softmax (Z = 1000: ~32 MB per float64 block).
 ROW_BLOCK = 4096
@@ -24,6 +27,31 @@ UNIT_SCALE_BOUND = 2.0**60
 #: The eigensolvers square the matrix entries: ``pca_project`` rescales a scatter matrix whose largest entry lies
 #: outside [1 / EIGEN_SCALE_BOUND, EIGEN_SCALE_BOUND] (LAPACK's ``stebz`` failed at 1e200, features at 1e100).
 EIGEN_SCALE_BOUND = 2.0**200
+
+
+@functools.cache
+def blas_threads() -> ThreadpoolController:
+    """The process's BLAS thread pools (found once: looking them up scans the loaded libraries)."""
+    return ThreadpoolController()
+
+
+def one_blas_thread():
+    """A context in which BLAS runs on one thread. L-BFGS's bookkeeping is vector operations of length (D + 1) C,
+    which threaded BLAS makes several times slower, far more on busy cores (43 ms instead of 0.5 ms per step of a
+    200 x 1280, 10-class logistic regression on 2 shared cores), and which small products do not win back."""
+    return blas_threads().limit(limits=1, user_api="blas")
+
+
+#: Largest N D C (samples x features x outputs) of an iterative fit run on one BLAS thread by
+#: ``one_blas_thread_if_small``: a step's products (a few N D C flops) take at most ~50 ms there, about what
+#: threaded BLAS loses per step on busy cores (a job array's node).
+SMALL_FIT_SIZE = 2**30
+
+
+def one_blas_thread_if_small(size: int) -> contextlib.AbstractContextManager:
+    """``one_blas_thread()`` for an iterative fit (lbfgs, EM) of N D C = ``size`` up to ``SMALL_FIT_SIZE``, where
+    the steps' many small operations dominate; threaded BLAS for larger products."""
+    return one_blas_thread() if size <= SMALL_FIT_SIZE else contextlib.nullcontext()
 
 
 def largest_magnitude(x: np.ndarray) -> float:

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_probs, checked_probs, small_integer_codes
-from ._linalg import class_blocks, class_pieces, pca_project, seeded_subsample
+from ._linalg import class_blocks, class_pieces, one_blas_thread_if_small, pca_project, seeded_subsample
 from .base import named_preset, register_metric
 
 
@@ -226,5 +226,9 @@ def nleep(
     from sklearn.mixture import GaussianMixture  # seconds to import: only when N-LEEP runs
 
     gmm = GaussianMixture(n_components=k, covariance_type=covariance_type, max_iter=max_iter, random_state=seed)
-    gmm.fit(fit_set)
-    return leep_from_probs(gmm.predict_proba(reduced), codes, n_classes, name="mixture posteriors")
+    # EM's steps are many small operations: on threaded BLAS they took 22x longer on 2 busy cores (200 x 1280
+    # features, 10 classes: 2.46 s vs 0.11 s; 1.8x at 5000 x 2048, 50 classes), with the same posteriors.
+    with one_blas_thread_if_small(reduced.shape[0] * reduced.shape[1] * k):
+        gmm.fit(fit_set)
+        posteriors = gmm.predict_proba(reduced)
+    return leep_from_probs(posteriors, codes, n_classes, name="mixture posteriors")

@@ -8,18 +8,16 @@ pactran_metrics lineage (lda_factor = 1, s2_factor = 100: the first of the two P
 
 from __future__ import annotations
 
-import functools
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 from scipy.special import digamma, gammaln, logsumexp
-from threadpoolctl import ThreadpoolController
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
-from ._linalg import class_sums, row_blocks
+from ._linalg import blas_threads, class_sums, one_blas_thread, row_blocks
 from .base import Interval, NotConvergedWarning, named_preset, register_metric
 from .leep import probs_and_codes
 
@@ -180,11 +178,6 @@ GAUSS_PRESETS = {
 }
 
 
-@functools.cache
-def _blas_threads() -> ThreadpoolController:
-    return ThreadpoolController()
-
-
 def lbfgs_with_threaded_products(
     loss_and_grad: Callable[[np.ndarray], tuple[float, np.ndarray]], theta0: np.ndarray, tol: float, max_iter: int
 ) -> scipy.optimize.OptimizeResult:
@@ -195,14 +188,14 @@ def lbfgs_with_threaded_products(
     the optimiser), while the O(N D C) products of the loss do gain from the threads."""
     import scipy.optimize  # half a second to import: only when PACTran-Gauss runs
 
-    controller = _blas_threads()
+    controller = blas_threads()
     threads = max((info["num_threads"] for info in controller.select(user_api="blas").info()), default=1)
 
     def threaded(theta: np.ndarray) -> tuple[float, np.ndarray]:
         with controller.limit(limits=threads, user_api="blas"):
             return loss_and_grad(theta)
 
-    with controller.limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         return scipy.optimize.minimize(threaded, theta0, jac=True, method="L-BFGS-B", tol=tol,
                                        options={"maxiter": max_iter})
 

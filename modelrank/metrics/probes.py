@@ -6,14 +6,16 @@ which is what many "transferability metrics" approximate; any metric should be c
 
 from __future__ import annotations
 
+import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterator
 
 import numpy as np
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
-from ._linalg import row_blocks, unit_scaled
+from ._linalg import one_blas_thread, row_blocks, unit_scaled
 from .base import register_metric
 
 #: Upper bound on the number of entries of one (chunk, N) distance block.
@@ -255,12 +257,19 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, *, folds: int = 5, c:
     x = unit_scaled(as_features(features))  # StandardScaler takes a std below 1e-15 for zero
     y, _ = as_class_labels(labels, x.shape[0], min_per_class=2)
     folds = min(folds, int(np.bincount(y).min()))
-    splits = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y)
-    accuracies = []
-    for train, test in splits:
+    splits = list(StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, y))
+
+    def held_out_accuracy(split: tuple[np.ndarray, np.ndarray]) -> float:
+        train, test = split
         probe = make_pipeline(StandardScaler(), LogisticRegression(C=c, max_iter=max_iter))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)  # a capped probe is still a fair comparison
-            probe.fit(x[train], y[train])
-        accuracies.append(float((probe.predict(x[test]) == y[test]).mean()))
+        probe.fit(x[train], y[train])
+        return float((probe.predict(x[test]) == y[test]).mean())
+
+    # The folds run side by side, each on one BLAS thread: lbfgs's vector bookkeeping on threaded BLAS cost 5x
+    # the time (1.32 s vs 0.24 s for 200 x 1280 features, 10 classes, 2 busy cores; 1.8x at 5000 x 2048, 100
+    # classes), and a fit is the same on one thread whatever the machine. The warning filter is process-wide, so
+    # it is set here, around the threads (a capped probe is still a fair comparison).
+    with warnings.catch_warnings(), one_blas_thread(), ThreadPoolExecutor(min(len(splits), os.cpu_count() or 1)) as pool:
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        accuracies = list(pool.map(held_out_accuracy, splits))
     return float(np.mean(accuracies))
