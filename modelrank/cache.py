@@ -408,14 +408,15 @@ class FeatureStore:
 
     def superseded(self, key: FeatureKey) -> list[Path]:
         """Entries of the same model, settings and dataset location as ``key`` whose data fingerprint differs:
-        extracted before the user's images or labels changed (``FeatureKey.subset["definition"]``)."""
+        extracted before the user's images or labels changed (``FeatureKey.subset["definition"]``), or the files
+        under a data root; also for a derived task, whose definition holds its base data's one level down."""
         definition = key.subset.get("definition")
-        if not isinstance(definition, dict) or "fingerprint" not in definition:
+        if not isinstance(definition, dict) or _without_fingerprints(definition) == definition:
             return []
 
         def without_fingerprint(entry: dict) -> dict:
             subset = dict(entry.get("subset", {}))
-            subset["definition"] = {k: v for k, v in dict(subset.get("definition") or {}).items() if k != "fingerprint"}
+            subset["definition"] = _without_fingerprints(dict(subset.get("definition") or {}))
             return {**entry, "subset": subset}
 
         mine = without_fingerprint(json.loads(json.dumps(asdict(key))))
@@ -450,6 +451,14 @@ class MixedPrecisionError(ModelrankError):
 def chunk_meta(table: pa.Table) -> dict[str, Any]:
     """What a chunk records about itself (``write_chunk``'s provenance, its shape, index and sha256)."""
     return json.loads((table.schema.metadata or {}).get(b"modelrank", b"{}"))
+
+
+def _without_fingerprints(definition: Any) -> Any:
+    """A dataset definition without its data fingerprints, at any depth (what stays: where the data is and how it
+    is made)."""
+    if isinstance(definition, dict):
+        return {k: _without_fingerprints(v) for k, v in definition.items() if k != "fingerprint"}
+    return definition
 
 
 def _size_mb(folder: Path) -> float:
