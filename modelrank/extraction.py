@@ -136,8 +136,8 @@ def _collate(items: list):
 
 
 def compute_precision(device: torch.device) -> str:
-    """The precision features are computed in: float16 autocast on CUDA (twice the speed, half the memory), float32
-    on the CPU (where float16 would be slower). Recorded with every chunk and entry (see ``cache``)."""
+    """The precision features are computed in: float16 autocast on CUDA (its tensor cores), float32 on the CPU.
+    Recorded with every chunk and entry (see ``cache``)."""
     return "float16" if device.type == "cuda" else "float32"
 
 
