@@ -11,6 +11,14 @@ skips chunks claimed by a live run (a claim whose owner died, or that has not be
 or containers sharing a file system never collide) and renamed, so a crash never leaves a file that reads as
 complete; temporaries left behind by a killed run are removed once stale. A chunk that fails to read back or
 whose bytes do not match their sha256 is reported, deleted and recomputed.
+
+An entry holds features of one compute precision (``float16``: CUDA autocast; ``float32``: the CPU), recorded in
+its manifest by the run that created it and in every chunk's metadata. Keying entries by precision instead would
+make a CPU ``score`` miss the features a GPU extracted and extract them all again; one entry per key keeps that
+working. What is refused is a mix: ``load`` names the chunks whose precision differs from the entry's (a job array
+spread over GPU and CPU nodes, a resume on another kind of device, two runs creating one entry at once) and says
+how to redo them, since features of two precisions differ by ~1e-3 and scores computed on a mix would depend on
+which run computed which chunk. (``extraction.plan_model`` refuses such a run before it computes anything.)
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import MissingResourceError, error_reason
+from .errors import MissingResourceError, ModelrankError, error_reason
 from .features import FeatureSet
 
 FORMAT_VERSION = 1
@@ -92,7 +100,8 @@ def read_manifest(path: Path) -> dict | None:
     key, size, count, ids = (manifest.get(k) for k in ("key", "chunk_size", "n_samples", "sample_ids"))
     shaped = (isinstance(key, dict) and all(isinstance(key.get(k), str) for k in ("model", "dataset", "split"))
               and isinstance(size, int) and size > 0 and isinstance(count, int) and isinstance(ids, list)
-              and len(ids) == count and all(type(i) is int and i >= 0 for i in ids))
+              and len(ids) == count and all(type(i) is int and i >= 0 for i in ids)
+              and isinstance(manifest.get("precision", ""), str))  # absent in entries made before it was recorded
     return manifest if shaped else None
 
 
@@ -157,8 +166,11 @@ class FeatureStore:
         return self.entry_dir(key) / f"chunk-{index:05d}.parquet"
 
     # --------------------------------------------------------------------------------------- manifest
-    def open_entry(self, key: FeatureKey, sample_ids: np.ndarray, chunk_size: int, info: dict[str, Any]) -> dict:
-        """Create (or validate) the entry's manifest; returns it. Removes temporaries left by killed runs."""
+    def open_entry(self, key: FeatureKey, sample_ids: np.ndarray, chunk_size: int, info: dict[str, Any],
+                   precision: str | None = None) -> dict:
+        """Create (or validate) the entry's manifest; returns it. Removes temporaries left by killed runs.
+        ``precision``: that of the features this run computes, recorded when it creates the entry (an existing
+        manifest keeps its own: the caller compares)."""
         folder = self.entry_dir(key)
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(folder)
@@ -171,6 +183,7 @@ class FeatureStore:
             "sample_ids": [int(i) for i in sample_ids],
             "info": info,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **({"precision": precision} if precision else {}),
         }
         if path.is_file():
             old = read_manifest(path)
@@ -218,7 +231,8 @@ class FeatureStore:
         atomic_write(self.chunk_path(key, index), lambda tmp: pq.write_table(table, tmp))
 
     def read_chunk(self, key: FeatureKey, manifest: dict, index: int, stamp: Stamp | None = None) -> pa.Table | None:
-        """The chunk's table, or None when absent; a corrupt or stale chunk is reported, removed and reported absent.
+        """The chunk's table (its metadata: ``chunk_meta``), or None when absent; a corrupt or stale chunk is
+        reported, removed and reported absent.
 
         Corrupt: unreadable, sample ids other than the manifest's, or contents whose sha256 differs from the one
         stored in the chunk's metadata at write time (bit rot, a flipped byte: silent otherwise). Stale: ``stamp``
@@ -231,7 +245,7 @@ class FeatureStore:
         expected = self.chunk_ids(manifest, index)
         try:
             table = pq.read_table(path)
-            meta = json.loads((table.schema.metadata or {}).get(b"modelrank", b"{}"))
+            meta = chunk_meta(table)
             if not np.array_equal(table.column("sample_id").to_numpy(), expected):
                 reason = "its sample ids do not match the manifest"
             elif "sha256" in meta and meta["sha256"] != _table_digest(table):  # chunks before the hash: unchecked
@@ -247,7 +261,7 @@ class FeatureStore:
         elif stamp is not None and meta.get("inputs") != stamp(expected):
             warnings.warn(f"images behind cache file {path} changed since it was extracted; it will be recomputed")
         else:
-            return table.replace_schema_metadata(None)
+            return table
         path.unlink(missing_ok=True)
         return None
 
@@ -312,6 +326,7 @@ class FeatureStore:
             raise MissingResourceError(f"no cached features for {key.model} on {key.dataset}/{key.split}")
         n, size = manifest["n_samples"], manifest["chunk_size"]
         arrays: dict[str, np.ndarray] = {}
+        precisions: dict[int, str] = {}  # chunk -> its precision (chunks written before it was recorded: none)
         for j in range(self.n_chunks(manifest)):
             table = self.read_chunk(key, manifest, j, stamp)
             if table is None:
@@ -324,6 +339,9 @@ class FeatureStore:
                     f"cached features for {key.model} on {key.dataset}/{key.split} mix chunks of different columns "
                     f"(chunk {j}); remove the entry (`modelrank cache rm`) and extract again"
                 )
+            meta = chunk_meta(table)
+            if "precision" in meta:
+                precisions[j] = meta["precision"]
             for name in table.column_names:
                 part = _column_values(table.column(name))
                 if name not in arrays:
@@ -332,6 +350,7 @@ class FeatureStore:
                     arrays[name] = np.empty((n, *part.shape[1:]), dtype=np.float64 if wide else part.dtype)
                 arrays[name][j * size : j * size + len(part)] = part
             del table, part  # this chunk's Arrow buffers go before the next chunk is read
+        precision = self._check_precision(key, manifest, precisions)
         probs = arrays.get("source_logits")
         if probs is not None:  # in place: one (n, k) float64 array (50k x 1000 logits: 400 MB)
             probs -= probs.max(axis=1, keepdims=True)
@@ -347,7 +366,25 @@ class FeatureStore:
             source_probs=probs,
             sample_ids=arrays["sample_id"],
             class_names=info.get("class_names", class_names),
-            meta={"split": key.split, "cache_dir": str(self.entry_dir(key)), **info.get("model", {})},
+            meta={"split": key.split, "cache_dir": str(self.entry_dir(key)), "precision": precision,
+                  **info.get("model", {})},
+        )
+
+    def _check_precision(self, key: FeatureKey, manifest: dict, precisions: dict[int, str]) -> str | None:
+        """The entry's precision (its manifest's, else that of most of its chunks); a chunk of another one is a
+        ``MixedPrecisionError`` naming the chunks to redo and how."""
+        counts = {p: list(precisions.values()).count(p) for p in precisions.values()}
+        entry = manifest.get("precision") or max(counts, key=counts.get, default=None)
+        odd = [j for j, p in precisions.items() if p != entry]
+        if not odd:
+            return entry
+        folder = self.entry_dir(key)
+        names = " ".join(f"{folder / f'chunk-{j:05d}.parquet'}" for j in odd[:5]) + (" ..." if len(odd) > 5 else "")
+        raise MixedPrecisionError(
+            f"cached features for {key.model} on {key.dataset}/{key.split} mix precisions: {len(odd)} chunk(s) in "
+            f"{', '.join(sorted({precisions[j] for j in odd}))}, the entry in {entry}; delete them ({names}) and "
+            f"extract again on a device that computes {entry} (`modelrank extract`: float16 on CUDA, float32 on the "
+            f"CPU), or remove the entry (`modelrank cache rm {folder.name}`) and extract it on one kind of device"
         )
 
     # ------------------------------------------------------------------------------------ inspection
@@ -371,14 +408,15 @@ class FeatureStore:
 
     def superseded(self, key: FeatureKey) -> list[Path]:
         """Entries of the same model, settings and dataset location as ``key`` whose data fingerprint differs:
-        extracted before the user's images or labels changed (``FeatureKey.subset["definition"]``)."""
+        extracted before the user's images or labels changed (``FeatureKey.subset["definition"]``), or the files
+        under a data root; also for a derived task, whose definition holds its base data's one level down."""
         definition = key.subset.get("definition")
-        if not isinstance(definition, dict) or "fingerprint" not in definition:
+        if not isinstance(definition, dict) or _without_fingerprints(definition) == definition:
             return []
 
         def without_fingerprint(entry: dict) -> dict:
             subset = dict(entry.get("subset", {}))
-            subset["definition"] = {k: v for k, v in dict(subset.get("definition") or {}).items() if k != "fingerprint"}
+            subset["definition"] = _without_fingerprints(dict(subset.get("definition") or {}))
             return {**entry, "subset": subset}
 
         mine = without_fingerprint(json.loads(json.dumps(asdict(key))))
@@ -403,6 +441,24 @@ class FeatureStore:
 
 class IncompleteEntryError(MissingResourceError):
     """A cache entry with a missing or corrupt chunk (``extract`` completes it)."""
+
+
+class MixedPrecisionError(ModelrankError):
+    """A cache entry whose chunks were computed in different precisions (``extract`` cannot repair it: the user
+    chooses which chunks to redo, and on which device)."""
+
+
+def chunk_meta(table: pa.Table) -> dict[str, Any]:
+    """What a chunk records about itself (``write_chunk``'s provenance, its shape, index and sha256)."""
+    return json.loads((table.schema.metadata or {}).get(b"modelrank", b"{}"))
+
+
+def _without_fingerprints(definition: Any) -> Any:
+    """A dataset definition without its data fingerprints, at any depth (what stays: where the data is and how it
+    is made)."""
+    if isinstance(definition, dict):
+        return {k: _without_fingerprints(v) for k, v in definition.items() if k != "fingerprint"}
+    return definition
 
 
 def _size_mb(folder: Path) -> float:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from . import __version__
-from .cache import FeatureKey, FeatureStore, IncompleteEntryError
+from .cache import FeatureKey, FeatureStore, IncompleteEntryError, MixedPrecisionError
 from .data import ImageDataset, load_dataset
 from .errors import InvalidInputError, MissingResourceError, ModelrankError
 from .features import FeatureSet
@@ -135,6 +135,12 @@ def _collate(items: list):
     return errors[0] if errors else torch.utils.data.default_collate(items)
 
 
+def compute_precision(device: torch.device) -> str:
+    """The precision features are computed in: float16 autocast on CUDA (its tensor cores), float32 on the CPU.
+    Recorded with every chunk and entry (see ``cache``)."""
+    return "float16" if device.type == "cuda" else "float32"
+
+
 @dataclass
 class ExtractPlan:
     model: LoadedModel
@@ -151,8 +157,11 @@ def feature_key(model: LoadedModel, data: ImageDataset, limit, per_class, seed) 
 
 
 def plan_model(
-    store: FeatureStore, model: LoadedModel, data: ImageDataset, *, limit, per_class, seed, chunk_size, shard
+    store: FeatureStore, model: LoadedModel, data: ImageDataset, *, limit, per_class, seed, chunk_size, shard,
+    precision: str,
 ) -> ExtractPlan:
+    """The entry's pending chunks of ``shard``. A run whose ``precision`` is not the entry's is refused when it has
+    chunks to compute (it would mix precisions in one entry, see ``cache``); reading a complete entry is fine."""
     key = feature_key(model, data, limit, per_class, seed)
     ids = select_samples(data.targets, limit, per_class, seed, data.task)
     info = {
@@ -165,13 +174,19 @@ def plan_model(
         warnings.warn(f"the images or labels of {data.name} changed since cache entry {folder.name} was extracted; "
                       "it is removed and the features are extracted again")
         shutil.rmtree(folder, ignore_errors=True)
-    manifest = store.open_entry(key, ids, chunk_size, info)
+    manifest = store.open_entry(key, ids, chunk_size, info, precision)
     index, count = shard
     # Checking content here (not just existence) makes a rerun repair corrupt chunks.
     pending = [
         j for j in range(store.n_chunks(manifest))
         if j % count == index and store.read_chunk(key, manifest, j, data.meta.get("stamp")) is None
     ]
+    entry_precision = manifest.get("precision", precision)  # entries made before it was recorded: unchecked
+    if pending and entry_precision != precision:
+        raise MixedPrecisionError(
+            f"cache entry {key.dirname()} holds features computed in {entry_precision}; this run would add "
+            f"{len(pending)} chunk(s) in {precision}: run it on a device that computes {entry_precision} (float16 "
+            f"on CUDA, float32 on the CPU), or remove the entry (`modelrank cache rm {key.dirname()}`) first")
     return ExtractPlan(model, key, manifest, pending)
 
 
@@ -225,6 +240,7 @@ def run_plan(
         "modelrank": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "model": plan.key.model, "fingerprint": plan.key.fingerprint, "dataset": plan.key.dataset,
         "split": plan.key.split, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "precision": compute_precision(device), "device": device.type,
     }
     net = plan.model.net.to(device)
     computed = 0
@@ -259,7 +275,8 @@ def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device
         _TorchView(data, sampler.sample_ids, plan.model.transform), batch_sampler=sampler, num_workers=workers,
         pin_memory=device.type == "cuda", collate_fn=_collate,
     )
-    autocast = torch.autocast("cuda", dtype=torch.float16) if device.type == "cuda" else nullcontext()
+    precision = compute_precision(device)
+    autocast = nullcontext() if precision == "float32" else torch.autocast(device.type, dtype=getattr(torch, precision))
     feats: list[np.ndarray] = []
     logits: list[np.ndarray] = []
     buffered = 0  # rows of the oldest unwritten claimed chunk computed so far
@@ -362,7 +379,7 @@ def extract_model(
         raise InvalidInputError("--batch-size must be at least 1")
     report(progress, "extract", f"checking the cached chunks of {model.name}")
     plan = plan_model(store, model, data, limit=limit, per_class=per_class, seed=seed,
-                      chunk_size=chunk_size, shard=shard)
+                      chunk_size=chunk_size, shard=shard, precision=compute_precision(device))
     n_todo = sum(len(store.chunk_ids(plan.manifest, j)) for j in plan.pending)
     what = f"{model.name} on {data.name}/{data.split} (images)"
     report(progress, "extract", what, 0, n_todo)

@@ -3,6 +3,7 @@ data-loading workers they travel to, and the feature cache they land in beside o
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -349,3 +350,73 @@ def test_a_csv_with_both_label_and_target_is_refused(tmp_path):
     (tmp_path / "list.csv").write_text("path,label,target\ndata/a/0.png,a,0.5\ndata/b/0.png,b,1.5\n")
     with pytest.raises(InvalidInputError, match="both a label and a target column"):
         load_dataset(f"csv:{tmp_path / 'list.csv'}", "all")
+
+
+def _fashion_root(root: Path, shade: int) -> Path:
+    root.mkdir(parents=True)
+    (root / "t10k-images-idx3-ubyte").write_bytes(_idx(np.full((6, 4, 4), shade, np.uint8)))
+    (root / "t10k-labels-idx1-ubyte").write_bytes(_idx(np.arange(6, dtype=np.uint8) % 2))
+    return root
+
+
+def test_fashion_mnist_copies_under_two_roots_are_two_cache_entries(tmp_path, cache_dir):
+    # --data-root was not in the cache key: the second copy (or a changed one) was scored with the first's features.
+    from modelrank.cache import FeatureStore
+    from modelrank.extraction import extract
+
+    roots = [_fashion_root(tmp_path / name, shade) for name, shade in (("one", 0), ("two", 200))]
+
+    def run(root: Path) -> int:
+        return extract([TINY], "fashion-mnist", "test", data_root=str(root), batch_size=6, workers=0)[0]["computed"]
+
+    assert [run(roots[0]), run(roots[1]), run(roots[0])] == [6, 6, 0]
+    assert len(list(FeatureStore(cache_dir).entries())) == 2
+    os.utime(roots[0] / "t10k-images-idx3-ubyte", ns=(0, 0))  # the copy changed in place: its old entry goes
+    with pytest.warns(UserWarning, match="images or labels of fashion-mnist changed .* extracted again"):
+        assert run(roots[0]) == 6
+    assert len(list(FeatureStore(cache_dir).entries())) == 2
+
+
+def test_derived_tasks_follow_the_copy_of_their_base_data(tmp_path, cache_dir):
+    from modelrank.cache import FeatureStore
+    from modelrank.extraction import extract
+
+    roots = [_fashion_root(tmp_path / name, shade) for name, shade in (("one", 0), ("two", 200))]
+
+    def run(root: Path) -> int:
+        return extract([TINY], "source/fashion", "test", data_root=str(root), batch_size=6, workers=0)[0]["computed"]
+
+    assert [run(roots[0]), run(roots[1]), run(roots[0])] == [6, 6, 0]
+    os.utime(roots[0] / "t10k-labels-idx1-ubyte", ns=(0, 0))  # changed in place: the task's old entry goes too
+    with pytest.warns(UserWarning, match="images or labels of source/fashion changed .* extracted again"):
+        assert run(roots[0]) == 6
+    assert len(list(FeatureStore(cache_dir).entries())) == 2
+
+
+class _FakeRootDTD(_FakeDTD):
+    """A DTD that, like torchvision's, needs its folder under the root."""
+
+    def __init__(self, root, download=False, split="train"):
+        if not (Path(root) / "dtd").is_dir():
+            raise RuntimeError("Dataset not found")
+        super().__init__(root, download, split)
+
+
+def test_torchvision_datasets_are_keyed_by_the_files_under_their_root(tmp_path, monkeypatch):
+    import torchvision.datasets
+
+    monkeypatch.setattr(torchvision.datasets, "DTD", _FakeRootDTD)
+    for name in ("one", "two"):
+        (tmp_path / name / "dtd" / "images").mkdir(parents=True)
+        (tmp_path / name / "dtd" / "images" / "0.jpg").write_bytes(b"x" * (3 if name == "one" else 4))
+
+    def definition(root: str) -> dict:
+        return load_dataset("dtd", "test", root=str(tmp_path / root)).meta["definition"]
+
+    one = definition("one")
+    assert one == definition("one") and one["path"] == str((tmp_path / "one" / "dtd").resolve())
+    assert one["fingerprint"] != {**definition("two"), "path": one["path"]}["fingerprint"]
+    (tmp_path / "one" / "other.tar.gz").write_bytes(b"")  # another dataset's file under the same root: no change
+    assert definition("one") == one
+    (tmp_path / "one" / "dtd" / "images" / "1.jpg").write_bytes(b"x")
+    assert definition("one")["fingerprint"] != one["fingerprint"]

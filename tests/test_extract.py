@@ -1,5 +1,6 @@
 """Feature extraction and the Parquet cache: round trip, resume, shards, corruption, subsampling, real weights."""
 
+import json
 import os
 
 import numpy as np
@@ -314,3 +315,43 @@ def test_cache_load_refuses_chunks_of_different_columns(tmp_path):
     key, *_ = _write_entry(store, 2, 5, 3, logits_in=lambda j: j == 0)
     with pytest.raises(IncompleteEntryError, match="mix chunks of different columns"):
         store.load(key)
+
+
+def _fake_precision(path, precision: str) -> None:
+    """Rewrite what a chunk or manifest says its features were computed in (no GPU here to compute float16)."""
+    if path.suffix == ".json":
+        path.write_text(json.dumps({**json.loads(path.read_text()), "precision": precision}))
+        return
+    table = pq.read_table(path)
+    meta = {**json.loads(table.schema.metadata[b"modelrank"]), "precision": precision}
+    pq.write_table(table.replace_schema_metadata({"modelrank": json.dumps(meta)}), path)
+
+
+def test_an_entry_holds_one_precision_and_a_mix_is_named(cache_dir):
+    """A job array over GPU and CPU nodes (or a resume on another device) mixed float16 and float32 chunks in one
+    entry without a word; a CPU `score` of features a GPU extracted must keep working."""
+    from modelrank.cache import MixedPrecisionError, chunk_meta
+
+    extract([TINY], "digits", "train", **OPTS)
+    store, folder, manifest = entry_chunks(cache_dir)
+    assert manifest["precision"] == "float32"
+    assert {chunk_meta(pq.read_table(p))["precision"] for p in folder.glob("chunk-*.parquet")} == {"float32"}
+    for path in [folder / "manifest.json", *folder.glob("chunk-*.parquet")]:
+        _fake_precision(path, "float16")  # as a GPU extracts it
+    fs = load_features(TINY, "digits", "train", **OPTS)  # a CPU `score`: reads the GPU's features
+    assert fs.meta["precision"] == "float16"
+    (folder / "chunk-00001.parquet").unlink()
+    with pytest.raises(MixedPrecisionError, match="holds features computed in float16; this run would add 1 "
+                                                  r"chunk\(s\) in float32: .*modelrank cache rm"):
+        load_features(TINY, "digits", "train", **OPTS)  # the CPU does not finish the GPU's entry
+    assert not (folder / "chunk-00001.parquet").exists()
+    _fake_precision(folder / "manifest.json", "float32")  # two runs created the entry at once: both computed
+    extract([TINY], "digits", "train", **OPTS)
+    with pytest.raises(MixedPrecisionError) as error:
+        load_features(TINY, "digits", "train", **OPTS, extract_missing=False)
+    message = str(error.value)
+    assert "2 chunk(s) in float16, the entry in float32" in message and "\n" not in message
+    assert "chunk-00000.parquet" in message and "chunk-00002.parquet" in message and "chunk-00001" not in message
+    for name in ("chunk-00000.parquet", "chunk-00002.parquet"):  # what the message says to do
+        (folder / name).unlink()
+    assert load_features(TINY, "digits", "train", **OPTS).meta["precision"] == "float32"

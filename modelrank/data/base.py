@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
@@ -39,21 +42,71 @@ class ImageDataset:
         return len(self.targets)
 
 
-def array_dataset(name: str, split: str, images: np.ndarray, targets: np.ndarray, class_names: Sequence[str]) -> ImageDataset:
+def array_dataset(name: str, split: str, images: np.ndarray, targets: np.ndarray, class_names: Sequence[str],
+                  meta: dict[str, Any] | None = None) -> ImageDataset:
     """A dataset held as a uint8 array (n, h, w) grey or (n, h, w, 3) colour."""
     if images.dtype != np.uint8:
         raise InvalidInputError(f"{name}: expected uint8 images, got {images.dtype}")
-    return ImageDataset(name, split, np.asarray(targets), partial(_array_image, images), list(class_names))
+    return ImageDataset(name, split, np.asarray(targets), partial(_array_image, images), list(class_names),
+                        meta=dict(meta or {}))
 
 
 def _array_image(images: np.ndarray, i: int) -> Image.Image:
     return Image.fromarray(images[i]).convert("RGB")
 
 
-def split_arrays(name: str, split: str, images: np.ndarray, targets: np.ndarray, class_names: Sequence[str]) -> ImageDataset:
+def split_arrays(name: str, split: str, images: np.ndarray, targets: np.ndarray, class_names: Sequence[str],
+                 meta: dict[str, Any] | None = None) -> ImageDataset:
     """One split of an array dataset that ships without splits (a seeded stratified 80/20 cut, see seeded_split)."""
     idx = seeded_split(targets, split)
-    return array_dataset(name, split, images[idx], targets[idx], class_names)
+    return array_dataset(name, split, images[idx], targets[idx], class_names, meta)
+
+
+def stat_digest(paths: Iterable[str | os.PathLike]) -> str:
+    """sha256 over the sizes and modification times of ``paths``; stat only, so cheap (no pixel is read). A missing
+    file is hashed as such (it is reported when it is read)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            stat = os.stat(path)
+            digest.update(f"{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+        except OSError:
+            digest.update(b"missing\n")
+    return digest.hexdigest()[:16]
+
+
+def files_definition(path: Path, names: Sequence[str] | None = None) -> dict[str, str]:
+    """``meta["definition"]`` of data read from files we do not map to samples (a torchvision dataset under
+    --data-root, IDX or pickle files shipped in a package): the resolved ``path`` and a fingerprint of its files
+    ``names`` (relative to it; default: every file below it, or the file itself when ``path`` is one): their names,
+    sizes and modification times. Another copy of the data, or the same folder changed, is another cache entry; the
+    same folder unchanged reuses it. Stat only: 100k files cost about 1 s here (listing them: 0.1 s)."""
+    root = path.expanduser().resolve()
+    if root.is_file():
+        root, names = root.parent, [root.name]
+    elif names is None:
+        names = [f[len(str(root)) + 1 :] for f in files_under(root)]
+    digest = hashlib.sha256()
+    for name in names:
+        digest.update(f"{name}\n".encode())
+    digest.update(stat_digest(os.path.join(root, name) for name in names).encode())
+    return {"path": str(root), "fingerprint": digest.hexdigest()[:16]}
+
+
+def files_under(folder: Path) -> list[str]:
+    """The files below ``folder`` whose path holds no hidden name, sorted by path (component by component, as
+    pathlib sorts); symlinked folders are followed, each real folder once (a link back up is no loop). Strings, not
+    Paths: a torchvision folder holds 100k files, and pathlib took seconds to make and sort them."""
+    files, seen = [], set()
+    for top, dirs, names in os.walk(folder, followlinks=True):
+        real = os.path.realpath(top)
+        if real in seen:
+            dirs.clear()
+            continue
+        seen.add(real)
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files += [os.path.join(top, name) for name in names if not name.startswith(".")]
+    return sorted(files, key=lambda path: path.split(os.sep))
 
 
 def open_image(path: str) -> Image.Image:

@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..errors import InvalidInputError, MissingResourceError, ModelrankError
 from ..tabular import read_csv_file
-from .base import ImageDataset, open_image, seeded_split
+from .base import ImageDataset, files_under, open_image, seeded_split, stat_digest
 
 #: A folder or CSV is one pool of samples: ``all``, or a seeded 80/20 cut of it into ``train`` and ``test``.
 FILE_SPLITS = ("all", "train", "test")
@@ -84,15 +84,8 @@ def _fingerprint(source: Path, paths: list[str]) -> str:
 
 
 def _stamp(paths: list[str], ids: np.ndarray) -> str:
-    """sha256 over the sizes and modification times of the images ``paths[ids]``; stat only, so cheap."""
-    digest = hashlib.sha256()
-    for i in ids:
-        try:
-            stat = os.stat(paths[i])
-            digest.update(f"{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-        except OSError:  # a listed image that is missing: reported when it is read
-            digest.update(b"missing\n")
-    return digest.hexdigest()[:16]
+    """The sizes and modification times of the images ``paths[ids]`` (``stat_digest``)."""
+    return stat_digest(paths[i] for i in ids)
 
 
 def _regression_split(n: int, split: str, seed: int = 0, test_fraction: float = 0.2) -> np.ndarray:
@@ -121,10 +114,10 @@ def load_folder(path: str, split: str = "all") -> ImageDataset:
         raise InvalidInputError(f"image folder {root} has no class sub-folders")
     paths, labels = [], []
     for label, cls in enumerate(classes):
-        for f in _files_under(root / cls):
-            if f.suffix.lower() not in IMAGE_SUFFIXES:
+        for f in files_under(root / cls):
+            if os.path.splitext(f)[1].lower() not in IMAGE_SUFFIXES:
                 raise InvalidInputError(f"{f} is not an image file (allowed: {', '.join(sorted(IMAGE_SUFFIXES))})")
-            paths.append(str(f))
+            paths.append(f)
             labels.append(label)
     if not paths:
         raise InvalidInputError(f"image folder {root} contains no images")
@@ -135,21 +128,6 @@ def load_folder(path: str, split: str = "all") -> ImageDataset:
                                 "add images")
     return _paths_dataset(f"folder:{root}", split, paths, np.asarray(labels, dtype=np.int64), classes, "classification",
                           root)
-
-
-def _files_under(folder: Path) -> list[Path]:
-    """The files below ``folder`` whose path holds no hidden name, sorted by path; symlinked folders are
-    followed, each real folder once (a link back up is no loop)."""
-    files, seen = [], set()
-    for top, dirs, names in os.walk(folder, followlinks=True):
-        real = os.path.realpath(top)
-        if real in seen:
-            dirs.clear()
-            continue
-        seen.add(real)
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        files += [Path(top) / name for name in names if not name.startswith(".")]
-    return sorted(files)
 
 
 def load_csv(path: str, split: str = "all") -> ImageDataset:

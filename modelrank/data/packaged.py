@@ -1,4 +1,10 @@
-"""Real labelled image datasets that ship inside registry packages, so everything runs offline."""
+"""Real labelled image datasets that ship inside registry packages, so everything runs offline.
+
+Those read from data files (animal-mnist's pickles, Fashion-MNIST's IDX files from the Debian package or
+--data-root) carry a ``meta["definition"]`` for the feature-cache key: the resolved folder and a fingerprint of the
+files' names, sizes and modification times (``files_definition``), so another copy, or a changed one, is another
+cache entry. digits comes from scikit-learn's own loader and carries none.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidInputError, MissingResourceError, error_reason
-from .base import ImageDataset, array_dataset, register_dataset, split_arrays
+from .base import ImageDataset, array_dataset, files_definition, register_dataset, split_arrays
 
 ANIMAL_CLASSES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
 FASHION_CLASSES = [
@@ -45,11 +51,13 @@ def load_animal_mnist(split: str = "train", **_) -> ImageDataset:
         raise MissingResourceError(
             "dataset animal-mnist is not installed; run `pip install --no-deps animal-mnist`"
         ) from None
-    with gzip.open(folder / "animal_data_version_3.gz", "rb") as f:
+    names = ["animal_data_version_3.gz", "animal_label_version_3.gz"]
+    with gzip.open(folder / names[0], "rb") as f:
         images = np.asarray(_ArrayUnpickler(f).load(), dtype=np.uint8)
-    with gzip.open(folder / "animal_label_version_3.gz", "rb") as f:
+    with gzip.open(folder / names[1], "rb") as f:
         targets = np.asarray(_ArrayUnpickler(f).load(), dtype=np.int64)
-    return split_arrays("animal-mnist", split, images, targets, ANIMAL_CLASSES)
+    meta = {"definition": files_definition(Path(str(folder)), names)}
+    return split_arrays("animal-mnist", split, images, targets, ANIMAL_CLASSES, meta)
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -101,7 +109,8 @@ def load_fashion_mnist(split: str = "train", root: str | None = None, **_) -> Im
                 if images.ndim != 3 or targets.ndim != 1 or len(images) != len(targets):
                     raise InvalidInputError(f"{img} holds images of shape {images.shape} and {lab} labels of shape "
                                             f"{targets.shape}: expected n images and n labels")
-                return array_dataset("fashion-mnist", split, images, targets, FASHION_CLASSES)
+                return array_dataset("fashion-mnist", split, images, targets, FASHION_CLASSES,
+                                     {"definition": files_definition(folder, [img.name, lab.name])})
     raise MissingResourceError(
         "Fashion-MNIST not found; run `apt-get install dataset-fashion-mnist` or put the idx files under "
         f"--data-root/FashionMNIST/raw (looked in {', '.join(map(os.fspath, candidates))})"

@@ -102,9 +102,13 @@ class DerivedSpec:
             idx, targets = idx[keep], targets[keep]
 
         load = partial(_shifted_image, base.load, idx, self.shift, self.seed)
-        # "definition" enters the feature-cache key, so a redefined task never reuses stale features.
+        # "definition" enters the feature-cache key, so a redefined task never reuses stale features, nor a task on
+        # another copy of its base data (the base's own definition: its folder under --data-root and files).
+        definition = {k: v for k, v in asdict(self).items() if k != "description"}
+        if "definition" in base.meta:
+            definition["base_data"] = base.meta["definition"]
         meta = {"base": self.base, "domain": self.shift, "base_split": self.base_split or split,
-                "definition": {k: v for k, v in asdict(self).items() if k != "description"}}
+                "definition": definition}
         return ImageDataset(self.name, split, targets, load, [names[w] for w in wanted], meta=meta)
 
 
