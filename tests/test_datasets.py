@@ -359,38 +359,48 @@ def _fashion_root(root: Path, shade: int) -> Path:
     return root
 
 
-def test_fashion_mnist_copies_under_two_roots_are_two_cache_entries(tmp_path, cache_dir):
-    # --data-root was not in the cache key: the second copy (or a changed one) was scored with the first's features.
+def test_fashion_mnist_is_keyed_by_its_content_not_its_root(tmp_path, cache_dir):
+    # --data-root was not in the cache key: another copy (or a changed one) was scored with the first's features.
     from modelrank.cache import FeatureStore
     from modelrank.extraction import extract
 
-    roots = [_fashion_root(tmp_path / name, shade) for name, shade in (("one", 0), ("two", 200))]
+    roots = [_fashion_root(tmp_path / name, shade) for name, shade in (("one", 0), ("two", 200), ("same", 0))]
 
     def run(root: Path) -> int:
         return extract([TINY], "fashion-mnist", "test", data_root=str(root), batch_size=6, workers=0)[0]["computed"]
 
-    assert [run(roots[0]), run(roots[1]), run(roots[0])] == [6, 6, 0]
-    assert len(list(FeatureStore(cache_dir).entries())) == 2
-    os.utime(roots[0] / "t10k-images-idx3-ubyte", ns=(0, 0))  # the copy changed in place: its old entry goes
-    with pytest.warns(UserWarning, match="images or labels of fashion-mnist changed .* extracted again"):
-        assert run(roots[0]) == 6
-    assert len(list(FeatureStore(cache_dir).entries())) == 2
+    assert [run(roots[0]), run(roots[1]), run(roots[2]), run(roots[0])] == [6, 6, 0, 0]  # "same": a copy of one
+    os.utime(roots[0] / "t10k-images-idx3-ubyte", ns=(0, 0))  # touched, not changed: still the same data
+    assert run(roots[0]) == 0
+    _fashion_root(tmp_path / "changed", 100)
+    (tmp_path / "changed" / "t10k-images-idx3-ubyte").replace(roots[0] / "t10k-images-idx3-ubyte")
+    assert run(roots[0]) == 6  # changed in place: other pixels, other features
+    assert len(list(FeatureStore(cache_dir).entries())) == 3
 
 
-def test_derived_tasks_follow_the_copy_of_their_base_data(tmp_path, cache_dir):
-    from modelrank.cache import FeatureStore
+def test_derived_tasks_follow_the_content_of_their_base_data(tmp_path, cache_dir):
     from modelrank.extraction import extract
 
-    roots = [_fashion_root(tmp_path / name, shade) for name, shade in (("one", 0), ("two", 200))]
+    roots = [_fashion_root(tmp_path / name, shade) for name, shade in (("one", 0), ("two", 200), ("same", 0))]
 
     def run(root: Path) -> int:
         return extract([TINY], "source/fashion", "test", data_root=str(root), batch_size=6, workers=0)[0]["computed"]
 
-    assert [run(roots[0]), run(roots[1]), run(roots[0])] == [6, 6, 0]
-    os.utime(roots[0] / "t10k-labels-idx1-ubyte", ns=(0, 0))  # changed in place: the task's old entry goes too
-    with pytest.warns(UserWarning, match="images or labels of source/fashion changed .* extracted again"):
-        assert run(roots[0]) == 6
-    assert len(list(FeatureStore(cache_dir).entries())) == 2
+    assert [run(roots[0]), run(roots[1]), run(roots[2])] == [6, 6, 0]
+    (roots[0] / "t10k-labels-idx1-ubyte").write_bytes(_idx(np.arange(6, dtype=np.uint8) % 3))  # relabelled
+    assert run(roots[0]) == 6
+
+
+def test_packaged_array_data_is_keyed_by_its_arrays():
+    from modelrank.data.base import array_dataset
+
+    images, labels = np.zeros((4, 2, 2), np.uint8), np.array([0, 1, 0, 1])
+    first = array_dataset("d", "all", images, labels, ["a", "b"]).meta["definition"]
+    assert array_dataset("d", "all", images.copy(), labels.copy(), ["a", "b"]).meta["definition"] == first
+    images[0, 0, 0] = 1
+    assert array_dataset("d", "all", images, labels, ["a", "b"]).meta["definition"] != first
+    assert array_dataset("d", "all", images[:, ::-1], labels, ["a", "b"]).meta["definition"] != first  # a view
+    assert load_dataset("digits", "test").meta["definition"] != load_dataset("digits", "train").meta["definition"]
 
 
 class _FakeRootDTD(_FakeDTD):

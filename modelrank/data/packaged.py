@@ -1,9 +1,7 @@
 """Real labelled image datasets that ship inside registry packages, so everything runs offline.
 
-Those read from data files (animal-mnist's pickles, Fashion-MNIST's IDX files from the Debian package or
---data-root) carry a ``meta["definition"]`` for the feature-cache key: the resolved folder and a fingerprint of the
-files' names, sizes and modification times (``files_definition``), so another copy, or a changed one, is another
-cache entry. digits comes from scikit-learn's own loader and carries none.
+Each is read whole into arrays, and its feature-cache key holds a digest of them (``array_dataset``): the same
+data installed in another environment or under another --data-root shares cache entries, changed data does not.
 """
 
 from __future__ import annotations
@@ -18,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InvalidInputError, MissingResourceError, error_reason
-from .base import ImageDataset, array_dataset, files_definition, register_dataset, split_arrays
+from .base import ImageDataset, array_dataset, register_dataset, split_arrays
 
 ANIMAL_CLASSES = ["bear", "bird", "cat", "cow", "dog", "elephant", "giraffe", "horse", "sheep", "zebra"]
 FASHION_CLASSES = [
@@ -56,8 +54,7 @@ def load_animal_mnist(split: str = "train", **_) -> ImageDataset:
         images = np.asarray(_ArrayUnpickler(f).load(), dtype=np.uint8)
     with gzip.open(folder / names[1], "rb") as f:
         targets = np.asarray(_ArrayUnpickler(f).load(), dtype=np.int64)
-    meta = {"definition": files_definition(Path(str(folder)), names)}
-    return split_arrays("animal-mnist", split, images, targets, ANIMAL_CLASSES, meta)
+    return split_arrays("animal-mnist", split, images, targets, ANIMAL_CLASSES)
 
 
 class _ArrayUnpickler(pickle.Unpickler):
@@ -109,8 +106,7 @@ def load_fashion_mnist(split: str = "train", root: str | None = None, **_) -> Im
                 if images.ndim != 3 or targets.ndim != 1 or len(images) != len(targets):
                     raise InvalidInputError(f"{img} holds images of shape {images.shape} and {lab} labels of shape "
                                             f"{targets.shape}: expected n images and n labels")
-                return array_dataset("fashion-mnist", split, images, targets, FASHION_CLASSES,
-                                     {"definition": files_definition(folder, [img.name, lab.name])})
+                return array_dataset("fashion-mnist", split, images, targets, FASHION_CLASSES)
     raise MissingResourceError(
         "Fashion-MNIST not found; run `apt-get install dataset-fashion-mnist` or put the idx files under "
         f"--data-root/FashionMNIST/raw (looked in {', '.join(map(os.fspath, candidates))})"
