@@ -409,7 +409,8 @@ class FeatureStore:
     def superseded(self, key: FeatureKey) -> list[Path]:
         """Entries of the same model, settings and dataset location as ``key`` whose data fingerprint differs:
         extracted before the user's images or labels changed (``FeatureKey.subset["definition"]``), or the files
-        under a data root; also for a derived task, whose definition holds its base data's one level down."""
+        under a data root; also for a derived task, whose definition holds its base data's one level down. Entries
+        holding a live claim (being extracted) are not listed."""
         definition = key.subset.get("definition")
         if not isinstance(definition, dict) or _without_fingerprints(definition) == definition:
             return []
@@ -420,9 +421,12 @@ class FeatureStore:
             return {**entry, "subset": subset}
 
         mine = without_fingerprint(json.loads(json.dumps(asdict(key))))
+        # An entry that a live run is extracting stays: that run may read another copy of the data at the same path
+        # (node-local copies whose file times differ), and removing its entry under it would stop it.
         return [
             folder for folder, manifest in self.entries()
             if manifest and folder != self.entry_dir(key) and without_fingerprint(manifest.get("key", {})) == mine
+            and not any(not _claim_is_stale(claim) for claim in folder.glob("chunk-*.claim"))
         ]
 
     def remove(self, names: Iterable[str]) -> list[str]:

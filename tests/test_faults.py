@@ -492,9 +492,17 @@ def test_folder_datasets_are_keyed_by_location_and_contents(tmp_path, cache_dir,
     with pytest.warns(UserWarning, match="images behind cache file .*chunk-00000.parquet changed"):
         load_features(TINY_MODEL, "folder:data", "all", **opts)
     (tmp_path / "p2" / "data" / "b" / "0.png").rename(tmp_path / "p2" / "data" / "b" / "9.png")  # another sample list
+    store = FeatureStore(cache_dir)
+    (old,) = [folder for folder, manifest in store.entries() if str(tmp_path / "p2") in json.dumps(manifest)]
+    claim = old / "chunk-00000.claim"
+    claim.write_text(json.dumps({"host": "another-node", "pid": 1}))  # a live run on another copy at this path
+    load_features(TINY_MODEL, "folder:data", "all", **opts)
+    assert old.is_dir() and len(list(store.entries())) == 3  # its entry stays while it runs
+    claim.unlink()  # it finished
+    (tmp_path / "p2" / "data" / "b" / "9.png").rename(tmp_path / "p2" / "data" / "b" / "8.png")
     with pytest.warns(UserWarning, match="images or labels of folder:data changed .* extracted again"):
         load_features(TINY_MODEL, "folder:data", "all", **opts)
-    assert len(list(FeatureStore(cache_dir).entries())) == 2  # p1's entry and p2's current one
+    assert len(list(store.entries())) == 2  # p1's entry and p2's current one
 
 
 def test_a_repaired_image_costs_only_its_own_chunk(tmp_path, cache_dir):
