@@ -50,7 +50,6 @@ class ProbeResult:
     unconverged_cs: list[float]  # C values whose fit hit max_iter (reported, not hidden)
 
 
-
 def _check_splits(train: FeatureSet, val: FeatureSet, test: FeatureSet) -> None:
     dims = {s.features.shape[1] if s.features.ndim == 2 else None for s in (train, val, test)}
     if None in dims or len(dims) != 1:

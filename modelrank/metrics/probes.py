@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
-from ._linalg import one_blas_thread, row_blocks, unit_scaled
+from ._linalg import SMALL_FIT_SIZE, one_blas_thread_if_small, row_blocks, unit_scaled
 from .base import register_metric
 
 #: Upper bound on the number of entries of one (chunk, N) distance block.
@@ -233,6 +233,10 @@ def _smallest_distances(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     return where, best
 
 
+#: Bytes of fold copies of the features that ``linear_probe`` holds at once (its folds run side by side).
+FOLD_COPIES_BYTES = 2**30
+
+
 @register_metric(
     "linear_probe",
     reference="cross-validated multinomial logistic regression accuracy on standardised frozen features (baseline)",
@@ -265,11 +269,13 @@ def linear_probe(features: np.ndarray, labels: np.ndarray, *, folds: int = 5, c:
         probe.fit(x[train], y[train])
         return float((probe.predict(x[test]) == y[test]).mean())
 
-    # The folds run side by side, each on one BLAS thread: lbfgs's vector bookkeeping on threaded BLAS cost 5x
-    # the time (1.32 s vs 0.24 s for 200 x 1280 features, 10 classes, 2 busy cores; 1.8x at 5000 x 2048, 100
-    # classes), and a fit is the same on one thread whatever the machine. The warning filter is process-wide, so
-    # it is set here, around the threads (a capped probe is still a fair comparison).
-    with warnings.catch_warnings(), one_blas_thread(), ThreadPoolExecutor(min(len(splits), os.cpu_count() or 1)) as pool:
+    # Small probes run their folds side by side, each on one BLAS thread: lbfgs's vector bookkeeping on threaded
+    # BLAS cost 5x the time (1.32 s vs 0.24 s for 200 x 1280 features, 10 classes, 2 busy cores; 1.8x at 5000 x
+    # 2048, 100 classes). Each fold copies its rows: at most FOLD_COPIES_BYTES of them at once. The warning
+    # filter is process-wide, so it is set here, around the threads (a capped probe is still a fair comparison).
+    size = x.size * int(y.max() + 1)
+    side_by_side = min(len(splits), os.cpu_count() or 1, FOLD_COPIES_BYTES // x.nbytes) if size <= SMALL_FIT_SIZE else 1
+    with warnings.catch_warnings(), one_blas_thread_if_small(size), ThreadPoolExecutor(max(1, side_by_side)) as pool:
         warnings.simplefilter("ignore", ConvergenceWarning)
         accuracies = list(pool.map(held_out_accuracy, splits))
     return float(np.mean(accuracies))
