@@ -266,6 +266,21 @@ def test_blank_names_of_feature_files_are_usage_errors(cli, tmp_path):
         assert code == 2 and out == "" and message in err and err.count("\n") == 1, (args, err)
 
 
+def test_feature_files_under_one_model_name_are_usage_errors(cli, cache_dir, tmp_path):
+    """dir1/a.npz and dir2/a.npz (or a repeated --model-name): `finetune` recorded two runs of one (dataset,
+    model) and `spider rank` kept one of the files without a word."""
+    import numpy as np
+
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        np.savez(tmp_path / folder / "a.npz", features=np.random.default_rng(0).normal(size=(20, 3)),
+                 labels=np.repeat([0, 1], 10))
+    same_stem = ["--features", str(tmp_path / "x" / "a.npz"), "--features", str(tmp_path / "y" / "a.npz")]
+    for args in (["finetune", *same_stem], ["finetune", *same_stem, "--model-name", "m", "--model-name", "m"]):
+        code, out, err = cli(*args)
+        assert code == 2 and out == "" and "both name model" in err and err.count("\n") == 1, (args, err)
+
+
 def test_finetune_feature_files_need_a_test_fraction(cli, tmp_path):
     import numpy as np
 

@@ -158,7 +158,16 @@ def load_feature_files(features: list[Path], model_names: Optional[list[str]], d
     if not dataset_name.strip():
         raise ModelrankError("--dataset-name is empty; give the dataset a name (or leave the option out)")
     names = model_names or [None] * len(features)
-    return [load_feature_file(f, n, dataset_name, task) for f, n in zip(features, names)]
+    sets = [load_feature_file(f, n, dataset_name, task) for f, n in zip(features, names)]
+    # Two files under one model name (dir1/a.npz and dir2/a.npz, or a repeated --model-name) were two records of
+    # one (dataset, model) in `finetune`, and one silently replaced the other in `spider rank`.
+    files: dict[str, Path] = {}
+    for path, fs in zip(features, sets):
+        if fs.model in files:
+            raise ModelrankError(f"--features {files[fs.model]} and {path} both name model {fs.model!r}; "
+                                 "give each file its own --model-name")
+        files[fs.model] = path
+    return sets
 
 
 def check_data_options(features: Optional[list[Path]], dataset: Optional[str], models: Optional[str],
