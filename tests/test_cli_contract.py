@@ -132,6 +132,7 @@ BAD_INVOCATIONS = [
         ("--protocol", "full", "--lrs", "inf"),
         ("--protocol", "full", "--wds", "0,nan"),
         ("--protocol", "full", "--input-size", "0"),
+        ("--protocol", "full", "--input-size", "22400"),  # a typo for 224: resizing to it was killed for memory
         ("--protocol", "full", "--cs", "1e-3:1e3:5"),  # a linear-probe option: not silently ignored
         ("--protocol", "full", "--no-refit"),
         ("--protocol", "full", "--shard", "2/2"),

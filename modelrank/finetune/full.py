@@ -43,6 +43,9 @@ from ..errors import InvalidInputError, error_reason
 from ..models import LoadedModel, file_fingerprint, load_model, read_state_dict
 
 OPTIMIZERS = ("sgd", "adamw")
+#: Largest ``input_size``: above timm's largest classification default (800 px, EfficientNet-L2). A typo such as
+#: 22400 was no error: resizing to it exhausted the memory and the kernel killed the process.
+MAX_INPUT_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,9 @@ class FullConfig:
             raise InvalidInputError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
         if self.lr <= 0 or self.weight_decay < 0:
             raise InvalidInputError("lr must be positive and weight_decay non-negative")
+        if self.input_size is not None and not 1 <= self.input_size <= MAX_INPUT_SIZE:
+            raise InvalidInputError(f"input_size must lie in 1 ... {MAX_INPUT_SIZE} px (or None for the model's own), "
+                                    f"got {self.input_size}")
         if self.train_stages is not None and self.train_stages < 1:
             raise InvalidInputError("train_stages must be at least 1 (or None for the whole network)")
 
