@@ -11,7 +11,7 @@ import pytest
 
 from modelrank.errors import InvalidInputError
 from modelrank.spider import Records, TaskInfo, load_learner, make_learner
-from modelrank.spider.describe import describe_task, rerank_by_metric, top_models
+from modelrank.spider.describe import describe_task, prediction_ranks, rerank_by_metric, top_models
 from modelrank.features import FeatureSet
 
 
@@ -134,6 +134,23 @@ def test_learned_rerank_uses_the_top_models_own_prototypes(cli, tmp_path):
     prior = make_learner("model_prior").fit(records).save(tmp_path / "prior")
     code, _, err = cli("spider", "rank", str(prior), *args, "--rerank", "3", "--rerank-metric", "learned")
     assert code == 2 and "--rerank-metric METRIC" in err
+
+
+def test_rank_ties_predictions_equal_within_precision_and_says_when_nothing_is_ranked(cli, tmp_path):
+    """`spider rank` ranked by exact comparison: last-bit differences were a ranking, and a learner with nothing
+    to go on (one training task: no other task to draw on) printed rank 1 for every model without a word."""
+    near = pd.Series([0.3, 0.1 + 0.2, 0.2, 0.5], index=["a", "b", "c", "d"])  # 0.1 + 0.2 = 0.30000000000000004
+    ranks, reason = prediction_ranks(near)
+    assert reason is None and list(ranks) == [2, 2, 4, 1]
+    assert top_models(near, 2) == ["d", "b", "a"]  # a and b tie for second
+    ranks, reason = prediction_ranks(pd.Series([0.7, 0.7 * (1 + 1e-14), 0.7], index=["a", "b", "c"]))
+    assert np.isnan(ranks).all() and "equal within the metric's precision" in reason
+    records = clustered()
+    csv = tmp_path / "one_task.csv"
+    records.table[records.table["dataset"] == "t0"].to_csv(csv, index=False)
+    assert cli("spider", "train", str(csv), "-o", str(tmp_path / "attention"))[0] == 0
+    code, out, err = cli("spider", "rank", str(tmp_path / "attention"), "t0", "--format", "json")
+    assert code == 0 and frame_of(out)["rank"].isna().all() and "no ranking: task_attention on t0" in err
 
 
 def test_rerank_orders_the_top_k_by_the_metric_and_keeps_the_rest():

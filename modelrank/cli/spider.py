@@ -108,7 +108,7 @@ def spider_rank(
     from ..metrics import METRICS
     from ..spider import load_learner
     from ..spider.base import model_prior
-    from ..spider.describe import describe_task, needed_models, rerank_by_metric, top_models
+    from ..spider.describe import describe_task, needed_models, prediction_ranks, rerank_by_metric, top_models
 
     check_output(fmt, out, [("--features", f) for f in features or []])
     if dataset and features:
@@ -160,7 +160,11 @@ def spider_rank(
     if seen:
         frame["observed"] = frame["model"].map(seen)
     frame = frame.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
-    frame.insert(0, "rank", stats.rankdata(-frame["score"].to_numpy(), method="min").astype(int))  # ties share a rank
+    ranks, unranked = prediction_ranks(frame["score"])
+    frame.insert(0, "rank", ranks if unranked else ranks.astype(int))  # no ranking: blank (null in JSON), not all 1
+    if unranked:
+        err_console.print(f"[yellow]no ranking:[/] {escape(f'{learner.name} on {name}: {unranked}')}",
+                          highlight=False, soft_wrap=True)
     title = f"{learner.name} ranking for {name}"
     emit(frame, fmt, out, title, table=frame_table(frame.head(top) if top else frame, title))
 
