@@ -77,6 +77,7 @@ BAD_INVOCATIONS = [
         ("--metric", "logme", "--set", "transrate.eps=1e-3"),
         ("--metric", "logme", "--set", "logme.preset=bogus"),  # text values are checked early too
         ("--metric", "gbc", "--set", "gbc.gaussian_type=full"),
+        ("--metric", "transrate", "--set", "transrate.eps=1e-3", "--set", "transrate.eps=1e-2"),  # the last won
         ("--per-class", "0"),
         ("--limit", "0"),
         ("--split", "val"),

@@ -221,8 +221,11 @@ def test_eval_learner_and_baseline_choices_are_checked(cli, tmp_path):
 def test_rank_checks_meta_and_observed_before_saying_anything(cli, tmp_path):
     prior = make_learner("model_prior").fit(clustered()).save(tmp_path / "prior")
     for args, message in ((["t1", "--meta", "size=3"], "--meta describes a new task"),
-                          (["--meta", "size"], "expected key=value"),
+                          (["--meta", "size"], "--meta expects key=value"),
                           (["t1", "--observed", "bogus=0.5", "--observed", "m1=0.3"], "not in the trained zoo"),
+                          # the last of two values won without a word
+                          (["t1", "--observed", "m1=0.5", "--observed", "m1=0.6", "--observed", "m2=0.3"],
+                           "--observed gives m1 two values, 0.5 and 0.6"),
                           # model_prior reads nothing about the task: the dataset was never looked at
                           (["-d", "digitz"], "unknown dataset 'digitz'"),
                           (["-d", "digits", "--split", "val"], "dataset digits has splits")):

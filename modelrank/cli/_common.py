@@ -199,15 +199,22 @@ def split_names(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def key_values(pairs: list[str]) -> dict[str, object]:
-    """['epochs=50', 'hidden=16'] -> {'epochs': 50, 'hidden': 16} (values parsed as JSON when they parse)."""
+def key_values(pairs: list[str], flag: str) -> dict[str, object]:
+    """['epochs=50', 'hidden=16'] -> {'epochs': 50, 'hidden': 16} (values parsed as JSON when they parse).
+
+    One key with two different values (``--observed m0=0.5 --observed m0=0.6``, ``--set lr=1 --set lr=2``) is an
+    error: the last one won without a word."""
     out: dict[str, object] = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
+        key, sep, text = pair.partition("=")
         if not sep:
-            raise ModelrankError(f"expected key=value, got {pair!r}")
+            raise ModelrankError(f"{flag} expects key=value, got {pair!r}")
         try:
-            out[key.strip()] = json.loads(value)
+            value = json.loads(text)
         except json.JSONDecodeError:
-            out[key.strip()] = value
+            value = text
+        key = key.strip()
+        if key in out and out[key] != value:
+            raise ModelrankError(f"{flag} gives {key} two values, {out[key]!r} and {value!r}; give one")
+        out[key] = value
     return out

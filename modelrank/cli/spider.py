@@ -33,7 +33,7 @@ def _learner_options(name: str, pairs: list[str]) -> dict[str, object]:
     """--set pairs checked against the learner's options (types included) before any work."""
     from ..spider import make_learner
 
-    options = key_values(pairs)
+    options = key_values(pairs, "--set")
     make_learner(name, **options)  # raises a one-line error for an unknown option or a value of the wrong type
     return options
 
@@ -131,7 +131,7 @@ def spider_rank(
 
         check_dataset(dataset, split)
     seen = _observed(observed)
-    task_meta = key_values(meta)
+    task_meta = key_values(meta, "--meta")
     learner = load_learner(learner_dir)
     if rerank and rerank_metric == LEARNED_RERANK and not learner.rerank_models:
         raise ModelrankError(f"{learner.name} has no re-ranking of its own (Model Spider trained on records with "
@@ -190,7 +190,7 @@ def _learned_rerank(learner, target, seen, scores, k: int, loader):
 def _observed(pairs: list[str]) -> dict[str, float]:
     """--observed MODEL=ACCURACY pairs: each accuracy a finite number."""
     values = {}
-    for key, value in key_values(pairs).items():
+    for key, value in key_values(pairs, "--observed").items():
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -269,7 +269,7 @@ def spider_eval(
         LEARNERS.get(name)  # an unknown name fails here, before any work
     LEARNERS.get(baseline)  # a misspelt --baseline too
     paired = baseline in names
-    extra = key_values(option)
+    extra = key_values(option, "--set")
     options = {name: set(LEARNERS.get(name).defaults) for name in names}
     unused = sorted(set(extra) - set().union(*options.values()))
     if unused:
