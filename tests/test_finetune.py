@@ -148,6 +148,12 @@ def test_bad_input(digits):
         linear_probe(train, val, test, metric="r2")
     with pytest.raises(InvalidInputError, match="linear protocol"):
         run_probes([job_from_features(digits)], protocol="full")
+    # Found when the job is made, not by its probe: a sweep stopped there after probing the files before it.
+    with pytest.raises(InvalidInputError, match="pixels on digits: the features hold 1 NaN or infinite value"):
+        job_from_features(FeatureSet(np.where(np.arange(digits.features.size).reshape(digits.features.shape) == 5,
+                                              np.inf, digits.features), digits.labels, model="pixels", dataset="digits"))
+    with pytest.raises(InvalidInputError, match="the labels hold 1 NaN"):
+        job_from_features(FeatureSet(digits.features, np.r_[np.nan, digits.labels[1:]], model="pixels", dataset="d"))
     with pytest.raises(InvalidInputError, match="cannot hold out"):
         split_feature_set(FeatureSet(np.zeros((5, 2)), np.array([0, 0, 0, 0, 1])))
     with pytest.raises(InvalidInputError, match="LOW:HIGH:N"):

@@ -32,7 +32,14 @@ class ProbeJob:
 
 
 def job_from_features(data: FeatureSet, val: float = 0.2, test: float = 0.2, seed: int = 0) -> ProbeJob:
-    """A job over one in-memory FeatureSet, split train/val/test by ``split_feature_set``."""
+    """A job over one in-memory FeatureSet, split train/val/test by ``split_feature_set``. NaN or infinite features
+    or labels are an ``InvalidInputError`` here, when the jobs are made: found by the probe, they stopped a
+    sweep after the files before them had been probed."""
+    labels = np.asarray(data.labels)
+    for what, values in (("features", data.features), ("labels", labels)):
+        if values.dtype.kind in "fc" and not np.isfinite(values).all():
+            raise InvalidInputError(f"{data.model} on {data.dataset}: the {what} hold "
+                                    f"{int((~np.isfinite(values)).sum())} NaN or infinite value(s)")
     return ProbeJob(
         dataset=data.dataset, model=data.model,
         load=lambda: split_feature_set(data, val=val, test=test, seed=seed),
