@@ -185,6 +185,21 @@ def test_cli_finetune_records(tmp_path, cache_dir, digits):
     assert neither.exit_code != 0
 
 
+def test_records_export_never_writes_over_the_records_table(cli, tmp_path, cache_dir, digits):
+    """`records export ~/.cache/modelrank/records.parquet` replaced the table with a CSV: every record was lost."""
+    from modelrank.finetune import compact_records
+
+    run_probes([job_from_features(digits)], cs=FAST_CS)
+    compact_records()
+    before = records_path().read_bytes()
+    for target, message in ((records_path(), "is also the records table"), (tmp_path / "r.json", "writes CSV, not json"),
+                            (tmp_path / "r.parquet", "writes CSV, not parquet")):
+        code, out, err = cli("records", "export", str(target))
+        assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
+    assert records_path().read_bytes() == before and len(read_records()) == 1
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_cli_linear_probes_split_by_shard(tmp_path, cache_dir, digits, monkeypatch):
     """--shard i/n gives task i the models j with j mod n = i; under torchrun (RANK of WORLD_SIZE) each process
     takes its part of that: the tasks together probe every model once."""

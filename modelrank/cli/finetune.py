@@ -16,7 +16,7 @@ from ._common import (
     SeedOption, SizeOption, TaskOption, check_extraction, confirmed, load_feature_files, log, progress_display,
     split_names, check_data_options, only_with,
 )
-from ._output import check_out, check_output, emit, format_option, out_option, write_csv
+from ._output import check_csv_name, check_out, check_output, emit, format_option, out_option, write_csv
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -210,9 +210,11 @@ def records_export(
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
     """Export every record as CSV, readable by `modelrank evaluate --truth`."""
-    from ..finetune import export_records, read_records
+    from ..finetune import export_records, read_records, records_path
 
-    check_out(out, "OUT")
+    # The records table itself as OUT was replaced by the CSV: every record was lost.
+    check_out(out, "OUT", [("records table", records_path(str(cache_dir) if cache_dir else None))])
+    check_csv_name(out, "OUT")
     table = read_records(str(cache_dir) if cache_dir else None)
     write_csv(export_records(table), out)
     log(f"{len(table)} records exported")
