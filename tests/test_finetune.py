@@ -167,6 +167,18 @@ def test_bad_input(digits):
     assert np.allclose(parse_cs("1e-2:1e2:5"), [1e-2, 1e-1, 1, 10, 100])
 
 
+def test_linear_probe_of_huge_features_is_their_probe_or_an_error(digits):
+    """Float32 features of magnitude 1e20 overflowed in the standard deviation: every feature became 0 and the
+    probe recorded chance accuracy (with only a numpy warning). Standardisation is scale-free, so they probe as
+    the features they are; features beyond float64's range are an error."""
+    train, val, test = split_feature_set(digits, seed=0)
+    scaled = [FeatureSet((s.features * np.float32(1e20)).astype(np.float32), s.labels) for s in (train, val, test)]
+    assert linear_probe(*scaled, cs=FAST_CS).test_metric == pytest.approx(
+        linear_probe(train, val, test, cs=FAST_CS).test_metric, abs=0.02)
+    with pytest.raises(InvalidInputError, match="overflow when standardised"):
+        linear_probe(*[FeatureSet(s.features.astype(np.float64) * 1e300, s.labels) for s in (train, val, test)], cs=FAST_CS)
+
+
 def test_cli_finetune_records(tmp_path, cache_dir, digits):
     path = tmp_path / "pixels.npz"
     np.savez(path, features=digits.features, labels=digits.labels)

@@ -63,8 +63,17 @@ def _check_splits(train: FeatureSet, val: FeatureSet, test: FeatureSet) -> None:
 
 
 def _standardiser(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = train.mean(axis=0)
-    std = train.std(axis=0)
+    # An overflowing std (float32 squares overflow from |x| ~ 1.8e19) divided every feature to 0, and the probe
+    # recorded chance accuracy as the features' with only a numpy warning: such features are standardised in
+    # float64, and beyond float64's range they are an error.
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = train.mean(axis=0), train.std(axis=0)
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            train = np.asarray(train, dtype=np.float64)
+            mean, std = train.mean(axis=0), train.std(axis=0)
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        raise InvalidInputError(f"features as large as {np.abs(train).max():.3g} overflow when standardised; "
+                                "rescale them")
     return mean, np.maximum(std, STD_FLOOR)
 
 
