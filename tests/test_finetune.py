@@ -253,6 +253,11 @@ def test_full_finetune_grid_records_and_resumes(cache_dir):
                           device="cpu", cache_dir=cache_dir, on_result=lambda s, r, m: events.append(s))
     assert events == ["done", "skipped"] and again[0]["key"] == record["key"]
     assert len(read_records()) == 1
+    trained = []  # --force trains again: it re-recorded the checkpoints' finished results, training nothing
+    forced = run_full_grid("digits", ["random:test_resnet"], lrs=[0.1, 0.01], wds=[0.0], config=config,
+                           device="cpu", cache_dir=cache_dir, force=True, on_epoch=lambda tag, info: trained.append(tag))
+    assert len(trained) == 2 and forced[0]["key"] == record["key"] and forced[0]["time"] >= record["time"]
+    assert len(read_records()) == 1
     with pytest.raises(InvalidInputError, match="at least one learning rate"):
         run_full_grid("digits", ["random:test_resnet"], lrs=[], config=config, cache_dir=cache_dir)
 

@@ -171,7 +171,8 @@ def run_full_grid(
     best epoch on a seeded validation split, early stopping, resumable checkpoints under the cache). The grid point
     with the best validation accuracy is the selection; its test accuracy (at its best epoch) is the record's
     test metric. SFDA instead retrains the selected point on train + val before testing; not done here.
-    A model already recorded with the same grid and config is skipped unless ``force``. ``progress`` shows the
+    A model already recorded with the same grid and config is skipped unless ``force``, which also trains this
+    task's runs again rather than taking their finished results from the checkpoints. ``progress`` shows the
     model k/M (row "models"), the grid point k/G (row "grid") and the epoch (row "epoch").
 
     ``shard=(i, n)``: train only the runs j (numbered model by model, grid point by grid point) with j mod n = i,
@@ -221,7 +222,7 @@ def run_full_grid(
                 checkpoint_dir=folder / f"lr{lr:g}_wd{wd:g}", keep_weights=False, data_root=data_root,
                 progress=epoch_reporter(progress, f"{tag}: epochs", config.epochs,
                                         (lambda info, tag=tag: on_epoch(tag, info)) if on_epoch else None),
-                train=mine[point],
+                train=mine[point], retrain=force,
             )
             if run is None:  # another task's share, not finished yet
                 continue
