@@ -136,6 +136,7 @@ BAD_INVOCATIONS = [
         ("--protocol", "full", "--input-size", "22400"),  # a typo for 224: resizing to it was killed for memory
         ("--protocol", "full", "--cs", "1e-3:1e3:5"),  # a linear-probe option: not silently ignored
         ("--protocol", "full", "--no-refit"),
+        ("--protocol", "full", "--test", "0.5"),  # it tests on the dataset's test split: the fraction was ignored
         ("--protocol", "full", "--shard", "2/2"),
         ("--protocol", "full", "--device", "tpu"),
         ("--protocol", "full", "--device", ""),
