@@ -153,6 +153,17 @@ def test_rank_ties_predictions_equal_within_precision_and_says_when_nothing_is_r
     assert code == 0 and frame_of(out)["rank"].isna().all() and "no ranking: task_attention on t0" in err
 
 
+def test_eval_says_which_tasks_rank_nothing_and_why(cli, tmp_path):
+    """A task with a constant ground truth is left out of `n` (as `evaluate` does), which said nothing of why."""
+    table = clustered().table
+    table.loc[table["dataset"] == "t3", "accuracy"] = 0.5
+    table.to_csv(tmp_path / "records.csv", index=False)
+    code, out, err = cli("spider", "eval", str(tmp_path / "records.csv"), "--learners", "model_prior,random",
+                         "--format", "csv")
+    assert code == 0 and set(pd.read_csv(io.StringIO(out))["n"]) == {15}
+    assert "no ranking: t3 (ground truth): all 8 scores are equal (0.5)" in err and "t4" not in err
+
+
 def test_rerank_orders_the_top_k_by_the_metric_and_keeps_the_rest():
     scores = pd.Series([0.9, 0.8, 0.7, 0.1], index=["a", "b", "c", "d"])
     rng = np.random.default_rng(0)

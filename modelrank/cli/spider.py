@@ -252,6 +252,7 @@ def spider_eval(
     import pandas as pd
 
     from ..evaluate.measures import WEIGHTED_TAU_PROTOCOLS
+    from ..evaluate.ties import no_ranking
     from ..spider import LEARNERS, make_learner
     from ..spider.loaders import load_records
     from ..spider.protocols import evaluate, paired_difference, seed_mixture, task_folds
@@ -302,6 +303,11 @@ def spider_eval(
                 rows.append({"learner": name, "protocol": variant, **row.to_dict(), "fit_s": sum(result.fit_seconds)})
     table = pd.DataFrame(rows)
     everything = pd.concat(per_task, ignore_index=True)
+    for task in everything["task"].unique():  # the tasks `n` leaves out, with the reason (as `evaluate` says it)
+        reason = no_ranking(data.truth(task).to_numpy())
+        if reason:
+            err_console.print(f"[yellow]no ranking:[/] {escape(f'{task} (ground truth): {reason}')}", highlight=False,
+                              soft_wrap=True)
     if paired:
         for column in ("diff_vs_" + baseline, "se", "wins", "losses", "verdict"):
             table[column] = None
