@@ -70,6 +70,18 @@ def test_ridge_probe_matches_sklearn():
     assert neg.test_metric < 0
 
 
+def test_ridge_probe_of_a_constant_target_is_an_error_not_a_score():
+    """A constant target recorded R^2 = 1 for any features; a constant test target R^2 = 1 - residual / 1e-308."""
+    x, y = load_diabetes(return_X_y=True)
+    train, val, test = split_feature_set(FeatureSet(x, y, task="regression"), seed=1)
+    constant = [FeatureSet(s.features, np.full(s.n_samples, 1.5), task="regression") for s in (train, val, test)]
+    with pytest.raises(InvalidInputError, match="constant on the train split"):
+        linear_probe(*constant)
+    with pytest.raises(InvalidInputError, match="R\\^2 is undefined on the test split"):
+        linear_probe(train, val, constant[2])
+    assert linear_probe(train, val, constant[2], metric="neg_mse").test_metric < 0  # still defined
+
+
 def test_split_is_seeded_stratified_and_disjoint(digits):
     data = FeatureSet(digits.features, digits.labels, sample_ids=np.arange(digits.n_samples))
     train, val, test = split_feature_set(data, val=0.2, test=0.2, seed=3)

@@ -169,6 +169,13 @@ def _probe_regression(train, val, test, cs, metric, refit):
     y_train, y_val, y_test = to_2d(train.labels), to_2d(val.labels), to_2d(test.labels)
     if not all(np.all(np.isfinite(y)) for y in (y_train, y_val, y_test)):
         raise InvalidInputError("regression targets contain NaN or infinite values")
+    # The regression analogue of a single class: a constant target recorded R^2 = 1 for every model, and a
+    # constant val or test target R^2 = 1 - residual / 1e-308, numbers of any size from noise.
+    if np.all(np.ptp(y_train, axis=0) == 0):
+        raise InvalidInputError("the regression target is constant on the train split; a probe needs it to vary")
+    for name, y in (("val", y_val), ("test", y_test)):
+        if metric == "r2" and np.any(np.ptp(y, axis=0) == 0):
+            raise InvalidInputError(f"R^2 is undefined on the {name} split, whose target is constant; use neg_mse")
     mean, std = _standardiser(train.features)
     x_train, x_val, x_test = ((f - mean) / std for f in (train.features, val.features, test.features))
     alphas = 1.0 / np.asarray(cs, dtype=np.float64)
