@@ -335,3 +335,30 @@ def test_linear_probe_on_extracted_registry_features(cache_dir):
     record = run_probes([job], cs=FAST_CS, cache_dir=str(cache_dir))[0]
     assert record["test_metric"] > 0.3  # random conv features of 8x8 digits: far above chance (0.1)
     assert json.loads(record["params"])["per_class"] == 10
+
+
+def test_a_retrained_weights_file_is_probed_again_not_skipped(cache_dir, tmp_path):
+    """`finetune -d DATASET -m ARCH@PATH` skipped the run as recorded after PATH was retrained, and kept the old
+    weights' accuracy as the new ones' (the features were extracted anew; the record key named only the model)."""
+    import timm
+    import torch
+
+    from modelrank.finetune import job_from_registry
+
+    weights = tmp_path / "w.pth"
+    statuses = []
+
+    def probe():
+        job = job_from_registry("digits", f"test_resnet@{weights}", per_class=5, cache_dir=str(cache_dir))
+        return run_probes([job], cs=FAST_CS, cache_dir=str(cache_dir),
+                          on_result=lambda status, record, job: statuses.append(status))[0]
+
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        torch.save(timm.create_model("test_resnet").state_dict(), weights)
+        record = probe()
+    assert statuses == ["done", "skipped", "done"] and len(read_records()) == 2
+    no_file = job_from_registry("digits", "random:test_resnet", per_class=5, cache_dir=str(cache_dir))
+    assert "weights" not in no_file.split_params  # weights fixed by the name: keys as before
+    assert json.loads(record["params"])["weights"] == json.loads(read_records()["params"].iloc[-1])["weights"]
+
