@@ -359,6 +359,30 @@ def test_a_retrained_weights_file_is_probed_again_not_skipped(cache_dir, tmp_pat
         record = probe()
     assert statuses == ["done", "skipped", "done"] and len(read_records()) == 2
     no_file = job_from_registry("digits", "random:test_resnet", per_class=5, cache_dir=str(cache_dir))
-    assert "weights" not in no_file.split_params  # weights fixed by the name: keys as before
+    assert "weights" not in no_file.split_params and "data" not in no_file.split_params  # keys as before
     assert json.loads(record["params"])["weights"] == json.loads(read_records()["params"].iloc[-1])["weights"]
+
+
+def test_a_relabelled_folder_dataset_is_probed_again_not_skipped(cache_dir, tmp_path):
+    """The same for a `folder:` dataset whose images moved to another class: its record was skipped as well."""
+    from PIL import Image
+
+    from modelrank.finetune import job_from_registry
+
+    data = tmp_path / "data"  # not tmp_path, which holds the cache
+    for c, name in enumerate("abc"):
+        (data / name).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.full((9, 9, 3), 60 * c + 5 * i, np.uint8)).save(data / name / f"{i}.png")
+    statuses = []
+
+    def probe():
+        job = job_from_registry(f"folder:{data}", "random:test_resnet", cache_dir=str(cache_dir))
+        run_probes([job], cs=FAST_CS, cache_dir=str(cache_dir), on_result=lambda status, r, j: statuses.append(status))
+
+    probe()
+    probe()
+    (data / "a" / "0.png").rename(data / "b" / "moved.png")
+    probe()
+    assert statuses == ["done", "skipped", "done"] and len(read_records()) == 2
 

@@ -88,18 +88,22 @@ def job_from_registry(dataset: str, model: str, val: float = 0.2, test: float = 
 
     params = {"split": f"{fit_split}/test" if has_test else "stratified", "val": val,
               "test": "dataset test split" if has_test else test, "seed": seed, "limit": limit, "per_class": per_class,
-              **_weights_param(model, cache_dir)}
+              **_content_params(model, dataset, cache_dir)}
     return ProbeJob(dataset=dataset, model=model, load=load, split_params=params)
 
 
-def _weights_param(model: str, cache_dir: str | os.PathLike | None) -> dict[str, str]:
-    """``{"weights": fingerprint}`` of a model backed by a weights file, for its record key: a retrained
-    ``ARCH@PATH`` or rebuilt zoo model was skipped as recorded and kept its old weights' accuracy. Empty where the
-    name fixes the weights, so those keys are as before."""
+def _content_params(model: str, dataset: str, cache_dir: str | os.PathLike | None) -> dict[str, str]:
+    """What the names leave open, for the record key: ``weights``, the fingerprint of a model's weights file, and
+    ``data``, that of a ``folder:``/``csv:`` dataset's samples and labels. A retrained ``ARCH@PATH``, a rebuilt zoo
+    model or a relabelled folder was skipped as recorded and kept the old accuracy. Left out where the name fixes
+    the content, so those keys are as before."""
+    from ..data import load_dataset
     from ..models import weights_fingerprint
 
-    fingerprint = weights_fingerprint(model, cache_dir)
-    return {"weights": fingerprint} if fingerprint else {}
+    params = {"weights": weights_fingerprint(model, cache_dir)}
+    if dataset.startswith(("folder:", "csv:")):
+        params["data"] = load_dataset(dataset, "all").meta["definition"]["fingerprint"]
+    return {key: value for key, value in params.items() if value}
 
 
 def run_probes(
@@ -210,7 +214,7 @@ def run_full_grid(
     grid = [(lr, wd) for lr in lrs for wd in wds]
     for index, model in enumerate(models):
         report(progress, "models", f"fine-tuning {model} on {dataset}", index, len(models))
-        params = {"lrs": lrs, "wds": wds, **base, **_weights_param(model, cache_dir)}
+        params = {"lrs": lrs, "wds": wds, **base, **_content_params(model, dataset, cache_dir)}
         key = record_key(dataset, model, "full", params)
         if key in recorded.index and not force:
             results.append(recorded.loc[key].to_dict())
