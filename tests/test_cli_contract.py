@@ -77,6 +77,7 @@ BAD_INVOCATIONS = [
         ("--metric", "logme", "--set", "transrate.eps=1e-3"),
         ("--metric", "logme", "--set", "logme.preset=bogus"),  # text values are checked early too
         ("--metric", "gbc", "--set", "gbc.gaussian_type=full"),
+        ("--metric", "transrate", "--set", "transrate.eps=1e-3", "--set", "transrate.eps=1e-2"),  # the last won
         ("--per-class", "0"),
         ("--limit", "0"),
         ("--split", "val"),
@@ -132,8 +133,10 @@ BAD_INVOCATIONS = [
         ("--protocol", "full", "--lrs", "inf"),
         ("--protocol", "full", "--wds", "0,nan"),
         ("--protocol", "full", "--input-size", "0"),
+        ("--protocol", "full", "--input-size", "22400"),  # a typo for 224: resizing to it was killed for memory
         ("--protocol", "full", "--cs", "1e-3:1e3:5"),  # a linear-probe option: not silently ignored
         ("--protocol", "full", "--no-refit"),
+        ("--protocol", "full", "--test", "0.5"),  # it tests on the dataset's test split: the fraction was ignored
         ("--protocol", "full", "--shard", "2/2"),
         ("--protocol", "full", "--device", "tpu"),
         ("--protocol", "full", "--device", ""),
@@ -264,6 +267,21 @@ def test_blank_names_of_feature_files_are_usage_errors(cli, tmp_path):
                            "--dataset-name is empty")):
         code, out, err = cli(*args)
         assert code == 2 and out == "" and message in err and err.count("\n") == 1, (args, err)
+
+
+def test_feature_files_under_one_model_name_are_usage_errors(cli, cache_dir, tmp_path):
+    """dir1/a.npz and dir2/a.npz (or a repeated --model-name): `finetune` recorded two runs of one (dataset,
+    model) and `spider rank` kept one of the files without a word."""
+    import numpy as np
+
+    for folder in ("x", "y"):
+        (tmp_path / folder).mkdir()
+        np.savez(tmp_path / folder / "a.npz", features=np.random.default_rng(0).normal(size=(20, 3)),
+                 labels=np.repeat([0, 1], 10))
+    same_stem = ["--features", str(tmp_path / "x" / "a.npz"), "--features", str(tmp_path / "y" / "a.npz")]
+    for args in (["finetune", *same_stem], ["finetune", *same_stem, "--model-name", "m", "--model-name", "m"]):
+        code, out, err = cli(*args)
+        assert code == 2 and out == "" and "both name model" in err and err.count("\n") == 1, (args, err)
 
 
 def test_finetune_feature_files_need_a_test_fraction(cli, tmp_path):

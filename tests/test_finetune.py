@@ -70,6 +70,18 @@ def test_ridge_probe_matches_sklearn():
     assert neg.test_metric < 0
 
 
+def test_ridge_probe_of_a_constant_target_is_an_error_not_a_score():
+    """A constant target recorded R^2 = 1 for any features; a constant test target R^2 = 1 - residual / 1e-308."""
+    x, y = load_diabetes(return_X_y=True)
+    train, val, test = split_feature_set(FeatureSet(x, y, task="regression"), seed=1)
+    constant = [FeatureSet(s.features, np.full(s.n_samples, 1.5), task="regression") for s in (train, val, test)]
+    with pytest.raises(InvalidInputError, match="constant on the train split"):
+        linear_probe(*constant)
+    with pytest.raises(InvalidInputError, match="R\\^2 is undefined on the test split"):
+        linear_probe(train, val, constant[2])
+    assert linear_probe(train, val, constant[2], metric="neg_mse").test_metric < 0  # still defined
+
+
 def test_split_is_seeded_stratified_and_disjoint(digits):
     data = FeatureSet(digits.features, digits.labels, sample_ids=np.arange(digits.n_samples))
     train, val, test = split_feature_set(data, val=0.2, test=0.2, seed=3)
@@ -148,6 +160,12 @@ def test_bad_input(digits):
         linear_probe(train, val, test, metric="r2")
     with pytest.raises(InvalidInputError, match="linear protocol"):
         run_probes([job_from_features(digits)], protocol="full")
+    # Found when the job is made, not by its probe: a sweep stopped there after probing the files before it.
+    with pytest.raises(InvalidInputError, match="pixels on digits: the features hold 1 NaN or infinite value"):
+        job_from_features(FeatureSet(np.where(np.arange(digits.features.size).reshape(digits.features.shape) == 5,
+                                              np.inf, digits.features), digits.labels, model="pixels", dataset="digits"))
+    with pytest.raises(InvalidInputError, match="the labels hold 1 NaN"):
+        job_from_features(FeatureSet(digits.features, np.r_[np.nan, digits.labels[1:]], model="pixels", dataset="d"))
     with pytest.raises(InvalidInputError, match="cannot hold out"):
         split_feature_set(FeatureSet(np.zeros((5, 2)), np.array([0, 0, 0, 0, 1])))
     with pytest.raises(InvalidInputError, match="LOW:HIGH:N"):
@@ -159,6 +177,18 @@ def test_bad_input(digits):
         with pytest.raises(InvalidInputError, match="finite positive"):
             parse_cs(bad)
     assert np.allclose(parse_cs("1e-2:1e2:5"), [1e-2, 1e-1, 1, 10, 100])
+
+
+def test_linear_probe_of_huge_features_is_their_probe_or_an_error(digits):
+    """Float32 features of magnitude 1e20 overflowed in the standard deviation: every feature became 0 and the
+    probe recorded chance accuracy (with only a numpy warning). Standardisation is scale-free, so they probe as
+    the features they are; features beyond float64's range are an error."""
+    train, val, test = split_feature_set(digits, seed=0)
+    scaled = [FeatureSet((s.features * np.float32(1e20)).astype(np.float32), s.labels) for s in (train, val, test)]
+    assert linear_probe(*scaled, cs=FAST_CS).test_metric == pytest.approx(
+        linear_probe(train, val, test, cs=FAST_CS).test_metric, abs=0.02)
+    with pytest.raises(InvalidInputError, match="overflow when standardised"):
+        linear_probe(*[FeatureSet(s.features.astype(np.float64) * 1e300, s.labels) for s in (train, val, test)], cs=FAST_CS)
 
 
 def test_cli_finetune_records(tmp_path, cache_dir, digits):
@@ -177,6 +207,21 @@ def test_cli_finetune_records(tmp_path, cache_dir, digits):
     assert exported.exit_code == 0 and len(pd.read_csv(tmp_path / "all.csv")) == 1
     neither = runner.invoke(app, ["finetune"])
     assert neither.exit_code != 0
+
+
+def test_records_export_never_writes_over_the_records_table(cli, tmp_path, cache_dir, digits):
+    """`records export ~/.cache/modelrank/records.parquet` replaced the table with a CSV: every record was lost."""
+    from modelrank.finetune import compact_records
+
+    run_probes([job_from_features(digits)], cs=FAST_CS)
+    compact_records()
+    before = records_path().read_bytes()
+    for target, message in ((records_path(), "is also the records table"), (tmp_path / "r.json", "writes CSV, not json"),
+                            (tmp_path / "r.parquet", "writes CSV, not parquet")):
+        code, out, err = cli("records", "export", str(target))
+        assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
+    assert records_path().read_bytes() == before and len(read_records()) == 1
+    assert not (tmp_path / "r.json").exists()
 
 
 def test_cli_linear_probes_split_by_shard(tmp_path, cache_dir, digits, monkeypatch):
@@ -219,6 +264,11 @@ def test_full_finetune_grid_records_and_resumes(cache_dir):
     again = run_full_grid("digits", ["random:test_resnet"], lrs=[0.1, 0.01], wds=[0.0], config=config,
                           device="cpu", cache_dir=cache_dir, on_result=lambda s, r, m: events.append(s))
     assert events == ["done", "skipped"] and again[0]["key"] == record["key"]
+    assert len(read_records()) == 1
+    trained = []  # --force trains again: it re-recorded the checkpoints' finished results, training nothing
+    forced = run_full_grid("digits", ["random:test_resnet"], lrs=[0.1, 0.01], wds=[0.0], config=config,
+                           device="cpu", cache_dir=cache_dir, force=True, on_epoch=lambda tag, info: trained.append(tag))
+    assert len(trained) == 2 and forced[0]["key"] == record["key"] and forced[0]["time"] >= record["time"]
     assert len(read_records()) == 1
     with pytest.raises(InvalidInputError, match="at least one learning rate"):
         run_full_grid("digits", ["random:test_resnet"], lrs=[], config=config, cache_dir=cache_dir)
@@ -285,3 +335,54 @@ def test_linear_probe_on_extracted_registry_features(cache_dir):
     record = run_probes([job], cs=FAST_CS, cache_dir=str(cache_dir))[0]
     assert record["test_metric"] > 0.3  # random conv features of 8x8 digits: far above chance (0.1)
     assert json.loads(record["params"])["per_class"] == 10
+
+
+def test_a_retrained_weights_file_is_probed_again_not_skipped(cache_dir, tmp_path):
+    """`finetune -d DATASET -m ARCH@PATH` skipped the run as recorded after PATH was retrained, and kept the old
+    weights' accuracy as the new ones' (the features were extracted anew; the record key named only the model)."""
+    import timm
+    import torch
+
+    from modelrank.finetune import job_from_registry
+
+    weights = tmp_path / "w.pth"
+    statuses = []
+
+    def probe():
+        job = job_from_registry("digits", f"test_resnet@{weights}", per_class=5, cache_dir=str(cache_dir))
+        return run_probes([job], cs=FAST_CS, cache_dir=str(cache_dir),
+                          on_result=lambda status, record, job: statuses.append(status))[0]
+
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        torch.save(timm.create_model("test_resnet").state_dict(), weights)
+        record = probe()
+    assert statuses == ["done", "skipped", "done"] and len(read_records()) == 2
+    no_file = job_from_registry("digits", "random:test_resnet", per_class=5, cache_dir=str(cache_dir))
+    assert "weights" not in no_file.split_params and "data" not in no_file.split_params  # keys as before
+    assert json.loads(record["params"])["weights"] == json.loads(read_records()["params"].iloc[-1])["weights"]
+
+
+def test_a_relabelled_folder_dataset_is_probed_again_not_skipped(cache_dir, tmp_path):
+    """The same for a `folder:` dataset whose images moved to another class: its record was skipped as well."""
+    from PIL import Image
+
+    from modelrank.finetune import job_from_registry
+
+    data = tmp_path / "data"  # not tmp_path, which holds the cache
+    for c, name in enumerate("abc"):
+        (data / name).mkdir(parents=True)
+        for i in range(10):
+            Image.fromarray(np.full((9, 9, 3), 60 * c + 5 * i, np.uint8)).save(data / name / f"{i}.png")
+    statuses = []
+
+    def probe():
+        job = job_from_registry(f"folder:{data}", "random:test_resnet", cache_dir=str(cache_dir))
+        run_probes([job], cs=FAST_CS, cache_dir=str(cache_dir), on_result=lambda status, r, j: statuses.append(status))
+
+    probe()
+    probe()
+    (data / "a" / "0.png").rename(data / "b" / "moved.png")
+    probe()
+    assert statuses == ["done", "skipped", "done"] and len(read_records()) == 2
+

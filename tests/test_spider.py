@@ -205,6 +205,25 @@ def test_bad_input_gets_clear_errors():
         make_learner("spider", no_such_option=1)
 
 
+def test_infinite_or_out_of_range_task_metadata_is_missing_or_an_error():
+    """One inf in a numeric metadata column made its mean inf, every task's encoding NaN and the learner a
+    ranking of nothing (numpy warnings, exit 0); a --meta value beyond float32 once standardised did the same."""
+    from modelrank.spider.encoding import TableEncoder
+
+    records = tiny_records()
+    meta = records.task_meta.assign(num_classes=records.task_meta["num_classes"].astype(float))
+    with_inf = meta.assign(num_classes=meta["num_classes"].where(meta.index != "t3", np.inf))
+    encoder = TableEncoder.fit(with_inf)
+    assert encoder.numeric["num_classes"]["mean"] == pytest.approx(meta["num_classes"].drop("t3").mean())
+    assert np.isfinite(encoder.transform(with_inf)).all()
+    learner = make_learner("task_attention", inner_draws=2).fit(Records(records.table, task_meta=with_inf))
+    assert learner.predict(TaskInfo("new", meta={"domain": "a", "num_classes": 4})).std() > 0
+    with pytest.raises(InvalidInputError, match="num_classes=1e.308 is far outside"):
+        encoder.transform(pd.DataFrame([{"domain": "a", "num_classes": 1e308}]))
+    with pytest.raises(InvalidInputError, match="too large to standardise"):
+        TableEncoder.fit(pd.DataFrame({"x": [-1e308, 1e308, 0.0]}))
+
+
 def test_seed_mixture_split_matches_the_seed_blocks():
     records = tiny_records(n_models=10, n_tasks=20)
     train, observed = seed_mixture_split(records, seed=0)

@@ -11,7 +11,7 @@ import pytest
 
 from modelrank.errors import InvalidInputError
 from modelrank.spider import Records, TaskInfo, load_learner, make_learner
-from modelrank.spider.describe import describe_task, rerank_by_metric, top_models
+from modelrank.spider.describe import describe_task, prediction_ranks, rerank_by_metric, top_models
 from modelrank.features import FeatureSet
 
 
@@ -136,6 +136,34 @@ def test_learned_rerank_uses_the_top_models_own_prototypes(cli, tmp_path):
     assert code == 2 and "--rerank-metric METRIC" in err
 
 
+def test_rank_ties_predictions_equal_within_precision_and_says_when_nothing_is_ranked(cli, tmp_path):
+    """`spider rank` ranked by exact comparison: last-bit differences were a ranking, and a learner with nothing
+    to go on (one training task: no other task to draw on) printed rank 1 for every model without a word."""
+    near = pd.Series([0.3, 0.1 + 0.2, 0.2, 0.5], index=["a", "b", "c", "d"])  # 0.1 + 0.2 = 0.30000000000000004
+    ranks, reason = prediction_ranks(near)
+    assert reason is None and list(ranks) == [2, 2, 4, 1]
+    assert top_models(near, 2) == ["d", "b", "a"]  # a and b tie for second
+    ranks, reason = prediction_ranks(pd.Series([0.7, 0.7 * (1 + 1e-14), 0.7], index=["a", "b", "c"]))
+    assert np.isnan(ranks).all() and "equal within the metric's precision" in reason
+    records = clustered()
+    csv = tmp_path / "one_task.csv"
+    records.table[records.table["dataset"] == "t0"].to_csv(csv, index=False)
+    assert cli("spider", "train", str(csv), "-o", str(tmp_path / "attention"))[0] == 0
+    code, out, err = cli("spider", "rank", str(tmp_path / "attention"), "t0", "--format", "json")
+    assert code == 0 and frame_of(out)["rank"].isna().all() and "no ranking: task_attention on t0" in err
+
+
+def test_eval_says_which_tasks_rank_nothing_and_why(cli, tmp_path):
+    """A task with a constant ground truth is left out of `n` (as `evaluate` does), which said nothing of why."""
+    table = clustered().table
+    table.loc[table["dataset"] == "t3", "accuracy"] = 0.5
+    table.to_csv(tmp_path / "records.csv", index=False)
+    code, out, err = cli("spider", "eval", str(tmp_path / "records.csv"), "--learners", "model_prior,random",
+                         "--format", "csv")
+    assert code == 0 and set(pd.read_csv(io.StringIO(out))["n"]) == {15}
+    assert "no ranking: t3 (ground truth): all 8 scores are equal (0.5)" in err and "t4" not in err
+
+
 def test_rerank_orders_the_top_k_by_the_metric_and_keeps_the_rest():
     scores = pd.Series([0.9, 0.8, 0.7, 0.1], index=["a", "b", "c", "d"])
     rng = np.random.default_rng(0)
@@ -184,6 +212,14 @@ def test_eval_prints_one_comparison_table_with_paired_differences(cli, tmp_path)
     (["spider", "train", "x.csv", "-o", "o", "--learner", "foo"], "unknown learner"),
     (["spider", "eval", "x.csv", "--tau-protocol", "nope"], "--tau-protocol"),
     (["spider", "eval", "x.csv", "--learners", "graph", "--set", "hidden=big"], "hidden must be int"),
+    # Only types were checked: tracebacks mid-training (lr, hidden, eval_every), or another training than asked.
+    (["spider", "train", "x.csv", "-o", "o", "--learner", "graph", "--set", "lr=-1"], "lr must be in (0, inf)"),
+    (["spider", "train", "x.csv", "-o", "o", "--learner", "graph", "--set", "lr=nan"], "lr must be in (0, inf)"),
+    (["spider", "train", "x.csv", "-o", "o", "--learner", "graph", "--set", "epochs=-1"], "epochs must be in [1, inf)"),
+    (["spider", "train", "x.csv", "-o", "o", "--learner", "graph", "--set", "heads=3"], "multiple of heads (3)"),
+    (["spider", "train", "x.csv", "-o", "o", "--learner", "spider", "--set", "seed=-1"], "seed must be in [0, "),
+    (["spider", "eval", "x.csv", "--learners", "task_attention", "--set", "feature_grid=[]"],
+     "feature_grid must be a non-empty list of values in [0, inf)"),
 ])
 def test_bad_learner_options_are_one_line_errors_before_any_work(cli, args, message):
     code, _, err = cli(*args)  # x.csv does not exist: the option is checked first
@@ -204,8 +240,11 @@ def test_eval_learner_and_baseline_choices_are_checked(cli, tmp_path):
 def test_rank_checks_meta_and_observed_before_saying_anything(cli, tmp_path):
     prior = make_learner("model_prior").fit(clustered()).save(tmp_path / "prior")
     for args, message in ((["t1", "--meta", "size=3"], "--meta describes a new task"),
-                          (["--meta", "size"], "expected key=value"),
+                          (["--meta", "size"], "--meta expects key=value"),
                           (["t1", "--observed", "bogus=0.5", "--observed", "m1=0.3"], "not in the trained zoo"),
+                          # the last of two values won without a word
+                          (["t1", "--observed", "m1=0.5", "--observed", "m1=0.6", "--observed", "m2=0.3"],
+                           "--observed gives m1 two values, 0.5 and 0.6"),
                           # model_prior reads nothing about the task: the dataset was never looked at
                           (["-d", "digitz"], "unknown dataset 'digitz'"),
                           (["-d", "digits", "--split", "val"], "dataset digits has splits")):

@@ -158,7 +158,16 @@ def load_feature_files(features: list[Path], model_names: Optional[list[str]], d
     if not dataset_name.strip():
         raise ModelrankError("--dataset-name is empty; give the dataset a name (or leave the option out)")
     names = model_names or [None] * len(features)
-    return [load_feature_file(f, n, dataset_name, task) for f, n in zip(features, names)]
+    sets = [load_feature_file(f, n, dataset_name, task) for f, n in zip(features, names)]
+    # Two files under one model name (dir1/a.npz and dir2/a.npz, or a repeated --model-name) were two records of
+    # one (dataset, model) in `finetune`, and one silently replaced the other in `spider rank`.
+    files: dict[str, Path] = {}
+    for path, fs in zip(features, sets):
+        if fs.model in files:
+            raise ModelrankError(f"--features {files[fs.model]} and {path} both name model {fs.model!r}; "
+                                 "give each file its own --model-name")
+        files[fs.model] = path
+    return sets
 
 
 def check_data_options(features: Optional[list[Path]], dataset: Optional[str], models: Optional[str],
@@ -190,15 +199,22 @@ def split_names(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def key_values(pairs: list[str]) -> dict[str, object]:
-    """['epochs=50', 'hidden=16'] -> {'epochs': 50, 'hidden': 16} (values parsed as JSON when they parse)."""
+def key_values(pairs: list[str], flag: str) -> dict[str, object]:
+    """['epochs=50', 'hidden=16'] -> {'epochs': 50, 'hidden': 16} (values parsed as JSON when they parse).
+
+    One key with two different values (``--observed m0=0.5 --observed m0=0.6``, ``--set lr=1 --set lr=2``) is an
+    error: the last one won without a word."""
     out: dict[str, object] = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
+        key, sep, text = pair.partition("=")
         if not sep:
-            raise ModelrankError(f"expected key=value, got {pair!r}")
+            raise ModelrankError(f"{flag} expects key=value, got {pair!r}")
         try:
-            out[key.strip()] = json.loads(value)
+            value = json.loads(text)
         except json.JSONDecodeError:
-            out[key.strip()] = value
+            value = text
+        key = key.strip()
+        if key in out and out[key] != value:
+            raise ModelrankError(f"{flag} gives {key} two values, {out[key]!r} and {value!r}; give one")
+        out[key] = value
     return out

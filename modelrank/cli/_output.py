@@ -69,10 +69,15 @@ def check_output(fmt: str, out: Optional[Path], inputs: Iterable[tuple[str, obje
     check_out(out, inputs=inputs)
     if fmt == "json" and out is not None and str(out) == "-":
         raise ModelrankError("--out - writes CSV to stdout and --format json asks for JSON there: give one of them")
+    check_csv_name(out)
+
+
+def check_csv_name(out: Optional[Path], option: str = "--out") -> None:
+    """A CSV output named for another format (``r.json``, ``records.parquet``) is an error before any work."""
     kind = _file_kind(out) if out is not None else ""
     if kind in NOT_CSV:
-        hint = "; for JSON, redirect the output of --format json (> FILE)" if kind == ".json" else ""
-        raise ModelrankError(f"--out {out}: --out writes CSV, not {kind[1:]}; name the file .csv{hint}")
+        hint = "; for JSON, redirect the output of --format json (> FILE)" if kind == ".json" and option == "--out" else ""
+        raise ModelrankError(f"{option} {out}: {option} writes CSV, not {kind[1:]}; name the file .csv{hint}")
 
 
 #: File kinds --out is asked for by mistake: it writes CSV (pandas compresses it by a .gz/.bz2/.xz/.zip suffix).

@@ -16,7 +16,7 @@ from ._common import (
     SeedOption, SizeOption, TaskOption, check_extraction, confirmed, load_feature_files, log, progress_display,
     split_names, check_data_options, only_with,
 )
-from ._output import check_out, check_output, emit, format_option, out_option, write_csv
+from ._output import check_csv_name, check_out, check_output, emit, format_option, out_option, write_csv
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,7 +38,8 @@ def finetune_cmd(
                                          "[default: accuracy for classification, r2 for regression]."),
     cs: Optional[str] = typer.Option(None, "--cs", help="Inverse regularisation sweep: LOW:HIGH:N (log-spaced) or a comma list [default: 1e-6:1e5:23]."),
     val: float = typer.Option(0.2, "--val", help="Validation fraction (selects C)."),
-    test: float = typer.Option(0.2, "--test", help="Test fraction (when the data has no test split)."),
+    test: Optional[float] = typer.Option(None, "--test", help="linear: test fraction (when the data has no test "
+                                         "split) [default: 0.2]."),
     seed: int = SeedOption("Seed of the splits."),
     no_refit: bool = typer.Option(False, "--no-refit", help="Score the train-only head instead of refitting on train+val."),
     force: bool = typer.Option(False, "--force", help="Redo runs that are already recorded."),
@@ -80,6 +81,9 @@ def finetune_cmd(
         raise ModelrankError(f"--protocol takes {' | '.join(PROTOCOLS)}, not {protocol!r}")
     if metric is not None and metric not in CLASSIFICATION_METRICS + REGRESSION_METRICS:
         raise ModelrankError(f"--metric takes {' | '.join(CLASSIFICATION_METRICS + REGRESSION_METRICS)}, not {metric!r}")
+    if protocol == "full":  # it tests on the dataset's test split: a --test fraction was ignored without a word
+        only_with("--protocol linear", {"--test": test})
+    test = 0.2 if test is None else test
     if not (0 < val < 1 and 0 <= test < 1 and val + test < 1):
         raise ModelrankError(f"--val ({val:g}) and --test ({test:g}) must be fractions with val + test < 1")
     if features and test == 0:  # a feature file has no test split of its own: each probe failed on it, one by one
@@ -210,9 +214,11 @@ def records_export(
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
     """Export every record as CSV, readable by `modelrank evaluate --truth`."""
-    from ..finetune import export_records, read_records
+    from ..finetune import export_records, read_records, records_path
 
-    check_out(out, "OUT")
+    # The records table itself as OUT was replaced by the CSV: every record was lost.
+    check_out(out, "OUT", [("records table", records_path(str(cache_dir) if cache_dir else None))])
+    check_csv_name(out, "OUT")
     table = read_records(str(cache_dir) if cache_dir else None)
     write_csv(export_records(table), out)
     log(f"{len(table)} records exported")

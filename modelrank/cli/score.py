@@ -65,7 +65,7 @@ def score_cmd(
             raise ModelrankError("--ped needs named metrics (e.g. --metric logme,sfda --ped)")
         metric_names = [ped_variant(name) for name in metric_names]
     params: dict[str, dict[str, object]] = {}
-    for key, value in key_values(parameter).items():
+    for key, value in key_values(parameter, "--set").items():
         name, dot, field = key.partition(".")
         if not (dot and name and field):
             raise ModelrankError(f"--set takes METRIC.KEY=VALUE, got {key!r}")

@@ -33,7 +33,7 @@ def _learner_options(name: str, pairs: list[str]) -> dict[str, object]:
     """--set pairs checked against the learner's options (types included) before any work."""
     from ..spider import make_learner
 
-    options = key_values(pairs)
+    options = key_values(pairs, "--set")
     make_learner(name, **options)  # raises a one-line error for an unknown option or a value of the wrong type
     return options
 
@@ -108,7 +108,7 @@ def spider_rank(
     from ..metrics import METRICS
     from ..spider import load_learner
     from ..spider.base import model_prior
-    from ..spider.describe import describe_task, needed_models, rerank_by_metric, top_models
+    from ..spider.describe import describe_task, needed_models, prediction_ranks, rerank_by_metric, top_models
 
     check_output(fmt, out, [("--features", f) for f in features or []])
     if dataset and features:
@@ -131,7 +131,7 @@ def spider_rank(
 
         check_dataset(dataset, split)
     seen = _observed(observed)
-    task_meta = key_values(meta)
+    task_meta = key_values(meta, "--meta")
     learner = load_learner(learner_dir)
     if rerank and rerank_metric == LEARNED_RERANK and not learner.rerank_models:
         raise ModelrankError(f"{learner.name} has no re-ranking of its own (Model Spider trained on records with "
@@ -160,7 +160,11 @@ def spider_rank(
     if seen:
         frame["observed"] = frame["model"].map(seen)
     frame = frame.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
-    frame.insert(0, "rank", stats.rankdata(-frame["score"].to_numpy(), method="min").astype(int))  # ties share a rank
+    ranks, unranked = prediction_ranks(frame["score"])
+    frame.insert(0, "rank", ranks if unranked else ranks.astype(int))  # no ranking: blank (null in JSON), not all 1
+    if unranked:
+        err_console.print(f"[yellow]no ranking:[/] {escape(f'{learner.name} on {name}: {unranked}')}",
+                          highlight=False, soft_wrap=True)
     title = f"{learner.name} ranking for {name}"
     emit(frame, fmt, out, title, table=frame_table(frame.head(top) if top else frame, title))
 
@@ -186,7 +190,7 @@ def _learned_rerank(learner, target, seen, scores, k: int, loader):
 def _observed(pairs: list[str]) -> dict[str, float]:
     """--observed MODEL=ACCURACY pairs: each accuracy a finite number."""
     values = {}
-    for key, value in key_values(pairs).items():
+    for key, value in key_values(pairs, "--observed").items():
         try:
             number = float(value)
         except (TypeError, ValueError):
@@ -248,6 +252,7 @@ def spider_eval(
     import pandas as pd
 
     from ..evaluate.measures import WEIGHTED_TAU_PROTOCOLS
+    from ..evaluate.ties import no_ranking
     from ..spider import LEARNERS, make_learner
     from ..spider.loaders import load_records
     from ..spider.protocols import evaluate, paired_difference, seed_mixture, task_folds
@@ -265,7 +270,7 @@ def spider_eval(
         LEARNERS.get(name)  # an unknown name fails here, before any work
     LEARNERS.get(baseline)  # a misspelt --baseline too
     paired = baseline in names
-    extra = key_values(option)
+    extra = key_values(option, "--set")
     options = {name: set(LEARNERS.get(name).defaults) for name in names}
     unused = sorted(set(extra) - set().union(*options.values()))
     if unused:
@@ -298,6 +303,11 @@ def spider_eval(
                 rows.append({"learner": name, "protocol": variant, **row.to_dict(), "fit_s": sum(result.fit_seconds)})
     table = pd.DataFrame(rows)
     everything = pd.concat(per_task, ignore_index=True)
+    for task in everything["task"].unique():  # the tasks `n` leaves out, with the reason (as `evaluate` says it)
+        reason = no_ranking(data.truth(task).to_numpy())
+        if reason:
+            err_console.print(f"[yellow]no ranking:[/] {escape(f'{task} (ground truth): {reason}')}", highlight=False,
+                              soft_wrap=True)
     if paired:
         for column in ("diff_vs_" + baseline, "se", "wins", "losses", "verdict"):
             table[column] = None

@@ -43,6 +43,9 @@ from ..errors import InvalidInputError, error_reason
 from ..models import LoadedModel, file_fingerprint, load_model, read_state_dict
 
 OPTIMIZERS = ("sgd", "adamw")
+#: Largest ``input_size``: above timm's largest classification default (800 px, EfficientNet-L2). A typo such as
+#: 22400 was no error: resizing to it exhausted the memory and the kernel killed the process.
+MAX_INPUT_SIZE = 1024
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,9 @@ class FullConfig:
             raise InvalidInputError(f"val_fraction must lie in (0, 1), got {self.val_fraction}")
         if self.lr <= 0 or self.weight_decay < 0:
             raise InvalidInputError("lr must be positive and weight_decay non-negative")
+        if self.input_size is not None and not 1 <= self.input_size <= MAX_INPUT_SIZE:
+            raise InvalidInputError(f"input_size must lie in 1 ... {MAX_INPUT_SIZE} px (or None for the model's own), "
+                                    f"got {self.input_size}")
         if self.train_stages is not None and self.train_stages < 1:
             raise InvalidInputError("train_stages must be at least 1 (or None for the whole network)")
 
@@ -278,6 +284,7 @@ def finetune_full(
     progress: Callable[[dict[str, float]], None] | None = None,
     data_root: str | None = None,
     train: bool = True,
+    retrain: bool = False,
 ) -> FullResult | None:
     """Fine-tune ``model`` on ``dataset``/``split`` and score the best-validation epoch on ``test_split``.
 
@@ -287,7 +294,8 @@ def finetune_full(
     and ``result.json`` go; None trains in memory only. ``keep_weights=False`` keeps only ``result.json``
     (ground-truth runs that nobody reloads). ``progress`` receives a dict after every epoch. ``train=False`` only
     looks: the finished run's result from ``checkpoint_dir``, or None when it has not finished (another job's share
-    of a sharded grid, ``finetune.sweep.run_full_grid``).
+    of a sharded grid, ``finetune.sweep.run_full_grid``). ``retrain=True`` (``finetune --force``) trains from the
+    first epoch even when ``checkpoint_dir`` holds the finished run or its progress.
     """
     from ..extraction import resolve_device
 
@@ -331,7 +339,7 @@ def finetune_full(
     if folder is not None:
         folder.mkdir(parents=True, exist_ok=True)
         remove_stale_temporaries(folder)
-        finished = _finished_result(folder, key, keep_weights)
+        finished = None if retrain and train else _finished_result(folder, key, keep_weights)
         if finished is not None or not train:
             return finished
     if not train:
@@ -369,7 +377,7 @@ def finetune_full(
     best = {"val": -1.0, "epoch": -1, "state": None}
     first_epoch, stale, elapsed_before = 0, 0, 0.0
     progress_path = folder / "progress.pt" if folder is not None else None
-    saved = _load_progress(progress_path, key) if progress_path is not None else None
+    saved = _load_progress(progress_path, key) if progress_path is not None and not retrain else None
     if saved is not None:
         try:
             net.load_state_dict(saved["net"])

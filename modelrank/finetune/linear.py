@@ -64,8 +64,17 @@ def _check_splits(train: FeatureSet, val: FeatureSet, test: FeatureSet) -> None:
 
 
 def _standardiser(train: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    mean = train.mean(axis=0)
-    std = train.std(axis=0)
+    # An overflowing std (float32 squares overflow from |x| ~ 1.8e19) divided every feature to 0, and the probe
+    # recorded chance accuracy as the features' with only a numpy warning: such features are standardised in
+    # float64, and beyond float64's range they are an error.
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = train.mean(axis=0), train.std(axis=0)
+        if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+            train = np.asarray(train, dtype=np.float64)
+            mean, std = train.mean(axis=0), train.std(axis=0)
+    if not (np.isfinite(mean).all() and np.isfinite(std).all()):
+        raise InvalidInputError(f"features as large as {np.abs(train).max():.3g} overflow when standardised; "
+                                "rescale them")
     return mean, np.maximum(std, STD_FLOOR)
 
 
@@ -161,6 +170,13 @@ def _probe_regression(train, val, test, cs, metric, refit):
     y_train, y_val, y_test = to_2d(train.labels), to_2d(val.labels), to_2d(test.labels)
     if not all(np.all(np.isfinite(y)) for y in (y_train, y_val, y_test)):
         raise InvalidInputError("regression targets contain NaN or infinite values")
+    # The regression analogue of a single class: a constant target recorded R^2 = 1 for every model, and a
+    # constant val or test target R^2 = 1 - residual / 1e-308, numbers of any size from noise.
+    if np.all(np.ptp(y_train, axis=0) == 0):
+        raise InvalidInputError("the regression target is constant on the train split; a probe needs it to vary")
+    for name, y in (("val", y_val), ("test", y_test)):
+        if metric == "r2" and np.any(np.ptp(y, axis=0) == 0):
+            raise InvalidInputError(f"R^2 is undefined on the {name} split, whose target is constant; use neg_mse")
     mean, std = _standardiser(train.features)
     x_train, x_val, x_test = ((f - mean) / std for f in (train.features, val.features, test.features))
     alphas = 1.0 / np.asarray(cs, dtype=np.float64)

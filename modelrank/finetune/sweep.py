@@ -32,7 +32,14 @@ class ProbeJob:
 
 
 def job_from_features(data: FeatureSet, val: float = 0.2, test: float = 0.2, seed: int = 0) -> ProbeJob:
-    """A job over one in-memory FeatureSet, split train/val/test by ``split_feature_set``."""
+    """A job over one in-memory FeatureSet, split train/val/test by ``split_feature_set``. NaN or infinite features
+    or labels are an ``InvalidInputError`` here, when the jobs are made: found by the probe, they stopped a
+    sweep after the files before them had been probed."""
+    labels = np.asarray(data.labels)
+    for what, values in (("features", data.features), ("labels", labels)):
+        if values.dtype.kind in "fc" and not np.isfinite(values).all():
+            raise InvalidInputError(f"{data.model} on {data.dataset}: the {what} hold "
+                                    f"{int((~np.isfinite(values)).sum())} NaN or infinite value(s)")
     return ProbeJob(
         dataset=data.dataset, model=data.model,
         load=lambda: split_feature_set(data, val=val, test=test, seed=seed),
@@ -80,8 +87,23 @@ def job_from_registry(dataset: str, model: str, val: float = 0.2, test: float = 
         return train, val_set, features("test")
 
     params = {"split": f"{fit_split}/test" if has_test else "stratified", "val": val,
-              "test": "dataset test split" if has_test else test, "seed": seed, "limit": limit, "per_class": per_class}
+              "test": "dataset test split" if has_test else test, "seed": seed, "limit": limit, "per_class": per_class,
+              **_content_params(model, dataset, cache_dir)}
     return ProbeJob(dataset=dataset, model=model, load=load, split_params=params)
+
+
+def _content_params(model: str, dataset: str, cache_dir: str | os.PathLike | None) -> dict[str, str]:
+    """What the names leave open, for the record key: ``weights``, the fingerprint of a model's weights file, and
+    ``data``, that of a ``folder:``/``csv:`` dataset's samples and labels. A retrained ``ARCH@PATH``, a rebuilt zoo
+    model or a relabelled folder was skipped as recorded and kept the old accuracy. Left out where the name fixes
+    the content, so those keys are as before."""
+    from ..data import load_dataset
+    from ..models import weights_fingerprint
+
+    params = {"weights": weights_fingerprint(model, cache_dir)}
+    if dataset.startswith(("folder:", "csv:")):
+        params["data"] = load_dataset(dataset, "all").meta["definition"]["fingerprint"]
+    return {key: value for key, value in params.items() if value}
 
 
 def run_probes(
@@ -164,7 +186,8 @@ def run_full_grid(
     best epoch on a seeded validation split, early stopping, resumable checkpoints under the cache). The grid point
     with the best validation accuracy is the selection; its test accuracy (at its best epoch) is the record's
     test metric. SFDA instead retrains the selected point on train + val before testing; not done here.
-    A model already recorded with the same grid and config is skipped unless ``force``. ``progress`` shows the
+    A model already recorded with the same grid and config is skipped unless ``force``, which also trains this
+    task's runs again rather than taking their finished results from the checkpoints. ``progress`` shows the
     model k/M (row "models"), the grid point k/G (row "grid") and the epoch (row "epoch").
 
     ``shard=(i, n)``: train only the runs j (numbered model by model, grid point by grid point) with j mod n = i,
@@ -191,7 +214,7 @@ def run_full_grid(
     grid = [(lr, wd) for lr in lrs for wd in wds]
     for index, model in enumerate(models):
         report(progress, "models", f"fine-tuning {model} on {dataset}", index, len(models))
-        params = {"lrs": lrs, "wds": wds, **base}
+        params = {"lrs": lrs, "wds": wds, **base, **_content_params(model, dataset, cache_dir)}
         key = record_key(dataset, model, "full", params)
         if key in recorded.index and not force:
             results.append(recorded.loc[key].to_dict())
@@ -214,7 +237,7 @@ def run_full_grid(
                 checkpoint_dir=folder / f"lr{lr:g}_wd{wd:g}", keep_weights=False, data_root=data_root,
                 progress=epoch_reporter(progress, f"{tag}: epochs", config.epochs,
                                         (lambda info, tag=tag: on_epoch(tag, info)) if on_epoch else None),
-                train=mine[point],
+                train=mine[point], retrain=force,
             )
             if run is None:  # another task's share, not finished yet
                 continue

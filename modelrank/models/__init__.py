@@ -148,6 +148,22 @@ def check_model_name(name: str, cache_dir: str | os.PathLike | None = None) -> N
         _check_arch(name.removeprefix("random:"))
 
 
+def weights_fingerprint(name: str, cache_dir: str | os.PathLike | None = None) -> str | None:
+    """The ``file_fingerprint`` of the weights file behind ``name`` (``ARCH@PATH``, a zoo model, a packaged model),
+    None where the name fixes the weights (``random:``, the hub), without building the network: what tells a
+    fine-tune record of a file's weights from one of its earlier contents."""
+    if name.startswith("zoo/") and name not in MODELS:
+        from ..zoo.registry import register_zoo_models
+
+        register_zoo_models(cache_dir)
+    name, _, checkpoint = name.partition("@")
+    if checkpoint:
+        return file_fingerprint(os.path.expanduser(checkpoint))
+    spec = MODELS.entry(name).obj if name in MODELS else None
+    path = spec.weights() if spec is not None and spec.weights else None
+    return file_fingerprint(path) if path else None
+
+
 def _build_arch(
     arch: str, pretrained: bool, num_classes: int | None = None, input_size: int | None = None
 ) -> tuple[nn.Module, Any, dict]:

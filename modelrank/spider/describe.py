@@ -124,11 +124,33 @@ def _renamed(feature_set: FeatureSet, dataset: str) -> FeatureSet:
 
 
 def top_models(scores: pd.Series, k: int) -> list[str]:
-    """The ``k`` best models of ``scores``, and every model tied with the k-th (a tie is not a ranking)."""
+    """The ``k`` best models of ``scores``, and every model tied with the k-th (a tie is not a ranking; ties are
+    scores equal within precision, ``modelrank.evaluate.ties``)."""
+    from ..evaluate.ties import tie_groups
+
     if k < 1:
         return []
     ordered = scores.sort_values(ascending=False, kind="stable")
-    return list(ordered.index[ordered.to_numpy() >= ordered.iloc[min(k, len(ordered)) - 1]])
+    groups = tie_groups(ordered.to_numpy())
+    return list(ordered.index[groups >= groups[min(k, len(ordered)) - 1]])
+
+
+def prediction_ranks(scores: pd.Series) -> tuple[np.ndarray, str | None]:
+    """(rank of each score, 1 = best, None) or (NaN ranks, why) when the scores rank nothing.
+
+    The tie rule of `score`, `evaluate` and `spider eval` (``modelrank.evaluate.ties``): scores equal within
+    precision share the best rank of their group, and a learner that gives every model the same score (one with
+    nothing to go on, e.g. a single training task) gives no ranking; exact comparison ordered such models by
+    their last bits, or printed rank 1 for all."""
+    from scipy import stats
+
+    from ..evaluate.ties import no_ranking, tie_groups
+
+    values = scores.to_numpy(dtype=float)
+    reason = no_ranking(values)
+    if reason:
+        return np.full(values.size, np.nan), reason
+    return stats.rankdata(-tie_groups(values), method="min"), None
 
 
 def rerank_by_metric(scores: pd.Series, k: int, features: Mapping[str, FeatureSet], metric: str) -> pd.Series:

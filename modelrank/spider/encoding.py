@@ -38,11 +38,19 @@ class TableEncoder:
             values = pd.to_numeric(frame[col], errors="coerce")
             present = frame[col].notna()
             if present.any() and values[present].notna().all():
-                v = values[present].to_numpy(dtype=float)
+                # An infinite value is missing, as ``transform`` takes it: in the mean it made every task's
+                # encoding NaN, and the learner fitted on NaN.
+                v = values[present & np.isfinite(values)].to_numpy(dtype=float)
+                if not v.size:
+                    continue
                 log = bool(np.all(v > 0) and v.max() / v.min() > 100.0)
                 v = np.log10(v) if log else v
-                std = float(v.std())
-                enc.numeric[str(col)] = {"mean": float(v.mean()), "std": std if std > 0 else 1.0, "log": log}
+                with np.errstate(over="ignore"):
+                    mean, std = float(v.mean()), float(v.std())
+                if not (np.isfinite(mean) and np.isfinite(std)):
+                    raise InvalidInputError(f"metadata column {col!r} holds values too large to standardise "
+                                            f"({np.abs(v).max():.3g}); rescale it")
+                enc.numeric[str(col)] = {"mean": mean, "std": std if std > 0 else 1.0, "log": log}
             else:
                 cats = sorted(frame[col].dropna().astype(str).unique())
                 if 1 < len(cats) <= MAX_ONE_HOT:
@@ -66,7 +74,11 @@ class TableEncoder:
                 with np.errstate(divide="ignore", invalid="ignore"):
                     v = np.where(v > 0, np.log10(np.where(v > 0, v, 1.0)), np.nan)
                 missing |= ~np.isfinite(v)
-            z = np.where(missing, 0.0, (np.nan_to_num(v) - st["mean"]) / st["std"])
+            with np.errstate(over="ignore"):
+                z = np.where(missing, 0.0, (np.nan_to_num(v) - st["mean"]) / st["std"])
+            if np.any(np.abs(z) > np.finfo(np.float32).max):  # became inf in float32, and the scores NaN
+                raise InvalidInputError(f"metadata {col}={v[np.abs(z) > np.finfo(np.float32).max][0]:.3g} is far "
+                                        "outside the training tasks' range (beyond float32 once standardised)")
             blocks += [z[:, None], missing[:, None].astype(float)]
         for col, cats in self.categorical.items():
             values = frame[col].astype(str).to_numpy()
