@@ -384,6 +384,8 @@ def finetune_full(
             optimizer.load_state_dict(saved["optimizer"])
             scheduler.load_state_dict(saved["scheduler"])
             torch.set_rng_state(saved["rng"])
+            if dev.type == "cuda" and saved.get("cuda_rng") is not None:  # dropout on the GPU draws from its own
+                torch.cuda.set_rng_state(saved["cuda_rng"], dev)
             history, best, stale = saved["history"], saved["best"], saved["stale"]
             first_epoch, elapsed_before = saved["epoch"] + 1, saved["seconds"]
         except (KeyError, TypeError, ValueError, RuntimeError) as exc:  # the right key, but tampered contents
@@ -421,7 +423,8 @@ def finetune_full(
         if progress_path is not None:
             _save_atomic({
                 "key": key, "net": net.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(), "history": history,
+                "scheduler": scheduler.state_dict(), "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None, "history": history,
                 "best": best, "stale": stale, "epoch": epoch,
                 "seconds": elapsed_before + time.perf_counter() - start_time,
             }, progress_path)
