@@ -386,3 +386,15 @@ def test_a_relabelled_folder_dataset_is_probed_again_not_skipped(cache_dir, tmp_
     probe()
     assert statuses == ["done", "skipped", "done"] and len(read_records()) == 2
 
+
+
+def test_a_diverging_full_finetune_stops_and_says_so():
+    """lr = 1e12 made the loss non-finite in the first epoch; the run went on through every epoch on NaN weights,
+    and was only outscored in the grid, without a word."""
+    from modelrank.finetune.full import FullConfig, finetune_full
+
+    config = FullConfig(epochs=4, batch_size=16, per_class=8, input_size=32, lr=1e12, patience=10)
+    with pytest.warns(UserWarning, match=r"the loss diverged \(non-finite\) in epoch 0 at lr=1e\+12"):
+        result = finetune_full("random:test_resnet", "digits", config=config, device="cpu")
+    assert result.epochs_run == 1 and result.best_epoch == 0
+    assert not np.isfinite(result.history[0]["loss"])

@@ -430,6 +430,13 @@ def finetune_full(
             }, progress_path)
         if progress:
             progress({**history[-1], "epochs": config.epochs})
+        if not np.isfinite(losses).all():
+            # The weights are NaN or inf from here on: more epochs would only cost time. The run keeps its best
+            # epoch (an earlier one, else this one) and says why: lr too large for this model, not a bad model.
+            warnings.warn(f"{loaded.name} on {train_data.name}: the loss diverged (non-finite) in epoch {epoch} at "
+                          f"lr={config.lr:g}, weight_decay={config.weight_decay:g}; this run stops at its best epoch "
+                          f"({best['epoch']})")
+            break
 
     net.load_state_dict(best["state"])
     result = FullResult(
