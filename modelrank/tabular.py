@@ -12,10 +12,15 @@ from pathlib import Path
 from typing import Any, Collection, Iterator
 
 import pandas as pd
-from pandas._libs.parsers import STR_NA_VALUES
 from pandas.io.common import get_handle
 
 from .errors import InvalidInputError, MissingResourceError, error_reason
+
+try:  # the words pandas reads as missing by default; private in pandas, so its documented list if it moves
+    from pandas._libs.parsers import STR_NA_VALUES
+except ImportError:  # pragma: no cover
+    STR_NA_VALUES = {"", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN", "<NA>",
+                     "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null"}
 
 
 def check_input_file(path: str | Path, what: str) -> Path:
