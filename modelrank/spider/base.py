@@ -24,6 +24,7 @@ import torch
 
 from ..cache import atomic_write_bytes
 from ..errors import InvalidInputError, MissingResourceError, ModelrankError, error_reason
+from ..metrics.base import Interval
 from ..registry import Registry
 from .encoding import Featurizer
 from .records import Records, TaskInfo
@@ -372,10 +373,10 @@ def _option_value(learner: str, key: str, value: Any, default: Any) -> Any:
 
 
 #: Allowed values of the learners' numeric options, by option name (the same name means the same thing in every
-#: learner), as intervals: "[" / "]" include the bound, "(" / ")" exclude it; a list option holds values in its
-#: interval. Only types were checked: lr=-1, hidden=1 or eval_every=0 were tracebacks mid-training, epochs=-1,
-#: patience=0 or feature_grid=[] trained something other than what was asked.
-OPTION_RANGES = {
+#: learner), as ``Interval``s (a list option holds values in its interval). Only types were checked: lr=-1,
+#: hidden=1 or eval_every=0 were tracebacks mid-training, epochs=-1, patience=0 or feature_grid=[] trained something
+#: other than what was asked.
+OPTION_RANGES = {key: Interval.parse(text) for key, text in {
     "seed": "[0, 4294967295]", "epochs": "[1, inf)", "episodes": "[1, inf)", "eval_every": "[1, inf)",
     "patience": "[1, inf)", "lr": "(0, inf)", "weight_decay": "[0, inf)", "alpha": "(0, inf)",
     "hidden": "[1, 4096]", "heads": "[1, 64]", "layers": "[1, 64]", "dropout": "[0, 1)", "proto_dropout": "[0, 1)",
@@ -383,15 +384,7 @@ OPTION_RANGES = {
     "rank_weight": "[0, inf)", "tasks_per_episode": "[1, inf)", "models_per_subtask": "[2, inf)",
     "rerank_k": "[0, inf)", "max_observed": "[0, inf)", "inner_draws": "[1, inf)",
     "feature_grid": "[0, inf)", "score_grid": "[0, inf)", "observed_grid": "[0, inf)",
-}
-
-
-def _inside(value: float, interval: str) -> bool:
-    """Whether ``value`` lies in ``interval`` (e.g. "(0, inf)"); NaN lies in none."""
-    low, high = (float(bound) for bound in interval[1:-1].split(","))
-    above = value >= low if interval[0] == "[" else value > low
-    below = value <= high if interval[-1] == "]" else value < high
-    return bool(above and below)
+}.items()}
 
 
 def _check_ranges(learner: str, config: dict[str, Any]) -> None:
@@ -402,9 +395,10 @@ def _check_ranges(learner: str, config: dict[str, Any]) -> None:
         if value is None or isinstance(value, (bool, str)):
             continue
         values = value if isinstance(value, list) else [value]
-        if not values or not all(_inside(v, interval) for v in values):
-            what = "a non-empty list of values in" if isinstance(value, list) else "in"
-            raise InvalidInputError(f"{learner} option {key} must be {what} {interval}, not {value!r}")
+        if not values or not all(v in interval for v in values):
+            what = "a non-empty list of values" if isinstance(value, list) else ""
+            raise InvalidInputError(f"{learner} option {key} must be {what}{' ' if what else ''}{interval}, "
+                                    f"not {value!r}")
     if "hidden" in config and "heads" in config and config["hidden"] % config["heads"]:
         raise InvalidInputError(f"{learner} option hidden ({config['hidden']}) must be a multiple of heads "
                                 f"({config['heads']})")
