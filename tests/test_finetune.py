@@ -398,3 +398,13 @@ def test_a_diverging_full_finetune_stops_and_says_so():
         result = finetune_full("random:test_resnet", "digits", config=config, device="cpu")
     assert result.epochs_run == 1 and result.best_epoch == 0
     assert not np.isfinite(result.history[0]["loss"])
+
+
+def test_too_few_samples_per_class_for_the_split_is_refused_before_extraction(cli, cache_dir):
+    """--per-class 1 cannot be split stratified into train and val: that was found only once every model's features
+    had been extracted."""
+    from modelrank.cache import FeatureStore
+
+    code, out, err = cli("finetune", "-d", "digits", "-m", "random:test_resnet", "--per-class", "1")
+    assert code == 2 and "cannot hold out 0.2 of digits (10 samples)" in err and err.count("\n") == 1, err
+    assert list(FeatureStore(cache_dir).entries()) == []  # nothing was extracted

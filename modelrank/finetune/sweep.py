@@ -79,17 +79,33 @@ def job_from_registry(dataset: str, model: str, val: float = 0.2, test: float = 
         return load_features(model, dataset, split, limit=limit, per_class=per_class, seed=seed, cache_dir=cache_dir,
                              data_root=data_root, progress=progress)
 
+    def split(fit: FeatureSet) -> tuple[FeatureSet, ...]:
+        return split_feature_set(fit, val=val, test=test, seed=seed) if not has_test else holdout(fit, val, seed)
+
     def load() -> Splits:
-        fit = features(fit_split)
-        if not has_test:
-            return split_feature_set(fit, val=val, test=test, seed=seed)
-        train, val_set = holdout(fit, val, seed)
-        return train, val_set, features("test")
+        parts = split(features(fit_split))
+        return parts if not has_test else (*parts, features("test"))
+
+    # The split is tried on the labels alone first: too few samples per class for a stratified val (and test)
+    # split was found only once the features had been extracted.
+    split(_labels_only(dataset, fit_split, limit, per_class, seed, data_root))
 
     params = {"split": f"{fit_split}/test" if has_test else "stratified", "val": val,
               "test": "dataset test split" if has_test else test, "seed": seed, "limit": limit, "per_class": per_class,
               **_content_params(model, dataset, cache_dir)}
     return ProbeJob(dataset=dataset, model=model, load=load, split_params=params)
+
+
+def _labels_only(dataset: str, split: str, limit: int | None, per_class: int | None, seed: int,
+                 data_root: str | None) -> FeatureSet:
+    """The labels the features of ``dataset``/``split`` will have (the seeded subset ``load_features`` takes),
+    with no features: enough to try the split, from the dataset's label list alone (no image is read)."""
+    from ..data import load_dataset
+    from ..extraction import select_samples
+
+    data = load_dataset(dataset, split, root=data_root)
+    labels = np.asarray(data.targets)[select_samples(data.targets, limit, per_class, seed, data.task)]
+    return FeatureSet(np.zeros((len(labels), 1)), labels, dataset=dataset, task=data.task)
 
 
 def _content_params(model: str, dataset: str, cache_dir: str | os.PathLike | None) -> dict[str, str]:
