@@ -404,6 +404,7 @@ class FeatureStore:
         return {
             "entry": folder.name, "model": key["model"], "dataset": key["dataset"], "split": key["split"],
             "samples": manifest["n_samples"], "done": f"{done}/{total} chunks", "size_mb": _size_mb(folder),
+            "precision": manifest.get("precision", ""),  # blank: an entry made before it was recorded
         }
 
     def superseded(self, key: FeatureKey) -> list[Path]:

@@ -51,16 +51,17 @@ def test_extract_then_cache_ls_info_rm(cli, cache_dir):
     assert "digits/train" in out
     assert "loading model" not in err  # stderr is no terminal here: no progress display
     code, out, _ = cli("cache", "ls")
-    assert code == 0 and "12" in out and "1/1" in out
+    assert code == 0 and "12" in out and "1/1" in out and "float32" in out
     code, out, _ = cli("cache", "info", "test_resnet")
     info = json.loads(out)  # one JSON document
     assert code == 0 and info["samples"] == 12 and info["manifest"]["key"]["dataset"] == "digits"
+    assert info["precision"] == "float32"
     code, out, err = cli("cache", "rm", "*", "--yes")
     assert code == 0 and "removed 1 entry" in err and out == ""
     code, out, _ = cli("cache", "ls", "--format", "json")
     assert code == 0 and json.loads(out) == []
     code, out, _ = cli("cache", "ls")
-    assert code == 0 and out.splitlines()[1:] == ["entry  model  dataset  split  samples  done  MB"]
+    assert code == 0 and out.splitlines()[1:] == ["entry  model  dataset  split  samples  done  MB  precision"]
 
 
 def _fake_entries(cache_dir, *names):

@@ -330,7 +330,7 @@ def _fake_precision(path, precision: str) -> None:
 def test_an_entry_holds_one_precision_and_a_mix_is_named(cache_dir):
     """A job array over GPU and CPU nodes (or a resume on another device) mixed float16 and float32 chunks in one
     entry without a word; a CPU `score` of features a GPU extracted must keep working."""
-    from modelrank.cache import MixedPrecisionError, chunk_meta
+    from modelrank.cache import MixedPrecisionError, chunk_meta, read_manifest
 
     extract([TINY], "digits", "train", **OPTS)
     store, folder, manifest = entry_chunks(cache_dir)
@@ -340,6 +340,7 @@ def test_an_entry_holds_one_precision_and_a_mix_is_named(cache_dir):
         _fake_precision(path, "float16")  # as a GPU extracts it
     fs = load_features(TINY, "digits", "train", **OPTS)  # a CPU `score`: reads the GPU's features
     assert fs.meta["precision"] == "float16"
+    assert store.describe(folder, read_manifest(folder / "manifest.json"))["precision"] == "float16"  # `cache ls`
     (folder / "chunk-00001.parquet").unlink()
     with pytest.raises(MixedPrecisionError, match="holds features computed in float16; this run would add 1 "
                                                   r"chunk\(s\) in float32: .*modelrank cache rm"):

@@ -34,7 +34,8 @@ def cache_ls(
     check_output(fmt, out)
     store = FeatureStore(cache_dir)
     rows = [store.describe(folder, manifest) for folder, manifest in store.entries()]
-    frame = pd.DataFrame(rows, columns=["entry", "model", "dataset", "split", "samples", "done", "size_mb"])
+    columns = ["entry", "model", "dataset", "split", "samples", "done", "size_mb", "precision"]
+    frame = pd.DataFrame(rows, columns=columns)
     emit(frame.rename(columns={"size_mb": "MB"}), fmt, out, title=f"feature cache {store.root}")
 
 
