@@ -146,6 +146,24 @@ def test_metrics_leave_the_callers_arrays_untouched(name, dtype):
         np.testing.assert_array_equal(given, copy)
 
 
+@pytest.mark.parametrize("name", PER_MODEL_METRICS)
+def test_ragged_nested_lists_are_refused_in_one_line(name):
+    """Nested lists whose rows differ in length: numpy's ValueError from np.asarray, named after its internal shapes,
+    escaped from the plain functions and compute_metric alike."""
+    x, y, p = make_task(22, n=60)
+    spec = METRICS.get(name)
+    ragged = {"features": [*x.tolist()[:-1], [1.0]], "labels": [*y[:-1].tolist(), [0, 1]],
+              "source_probs": [*p.tolist()[:-1], [1.0]]}
+    names = ["cat", "dog", "car", "tree", "boat"]
+    for key in [k for k in ("features", "labels", "source_probs") if k in spec.needs]:
+        given = {"features": x, "labels": y, "source_probs": p, "class_names": names, key: ragged[key]}
+        with pytest.raises(InvalidInputError, match="rows differ in length"):
+            spec.fn(**{k: given[k] for k in spec.needs if k != "task"})
+        with pytest.raises(InvalidInputError, match="rows differ in length"):
+            compute_metric(name, FeatureSet(given["features"], given["labels"], source_probs=given["source_probs"],
+                                            class_names=names))
+
+
 @pytest.mark.parametrize("name", sorted(set(OURS) - {"nleep", "otce_sf"}))
 def test_sample_permutation_invariance(name):
     # (N-LEEP's GMM initialisation and OTCE-sf's seeded split depend on the sample order by design.)

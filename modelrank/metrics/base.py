@@ -19,7 +19,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from ..features import TASK_TYPES, FeatureSet
 from ..registry import Registry
-from ._checks import check_magnitudes
+from ._checks import as_array, check_magnitudes
 
 #: Tie rule of a score (``modelrank.evaluate.ties``): relative tolerance of a float64 closed form, and no
 #: absolute tolerance unless the metric declares one.
@@ -188,7 +188,7 @@ def missing_inputs(spec: MetricSpec, data: FeatureSet) -> list[str]:
 def _labels_are_text(labels: Any) -> bool:
     """Whether labels are strings or bytes (a Parquet text column arrives as Python objects: its distinct values
     are checked, not every sample)."""
-    labels = np.asarray(labels)
+    labels = as_array(labels, "labels")
     if labels.dtype.kind == "O":
         import pandas as pd
 
