@@ -64,6 +64,34 @@ def test_every_registered_metric_is_its_function_in_modelrank_metrics(fake_text_
         assert np.isfinite(value) and value == compute_metric(entry.name, data), entry.name
 
 
+@pytest.mark.parametrize("name,params", [
+    ("knn", {"k": 2.5}),  # TypeError from range()
+    ("linear_probe", {"seed": -1}),  # ValueError from RandomState
+    ("parc", {"max_samples": 0}),  # ValueError from a zero-size reduction
+    ("nleep", {"n_components": 0}),  # silently fitted one component
+    ("gbc", {"variance_floor": float("nan")}),  # scored NaN
+    ("pactran_dir", {"alpha": float("inf")}),  # scored NaN
+    ("emms", {"max_iter": 0}),  # scored -inf
+    ("transrate", {"regression_bins": "3"}),  # ignored on a classification task
+    ("ncti", {"pca_dim": 0}),
+])
+def test_metric_functions_check_their_parameters_as_compute_metric_does(fake_text_encoder, name, params):
+    """A notebook user calls the function itself: a parameter out of range raised deep inside numpy or
+    scikit-learn, or came back as a NaN or infinite score, where compute_metric and ``--set`` refuse it."""
+    data = toy_set(0, 1.5, "a")
+    function = getattr(modelrank.metrics, name)
+    with pytest.raises(InvalidInputError) as refused:
+        if METRICS.get(name).zoo_level:
+            score_zoo(name, [data, toy_set(1, 0.2, "b"), toy_set(2, 0.8, "c")], **params)
+        else:
+            compute_metric(name, data, **params)
+    inputs = data.inputs()
+    zoo = {fs.model: fs for fs in [data, toy_set(1, 0.2, "b"), toy_set(2, 0.8, "c")]}
+    args = [zoo] if METRICS.get(name).zoo_level else [inputs[key] for key in METRICS.get(name).needs]
+    with pytest.raises(InvalidInputError, match=re.escape(str(refused.value))):
+        function(*args, **params)
+
+
 def test_metric_modules_stay_importable_by_their_dotted_path():
     from modelrank.metrics.logme import max_evidence  # a module-level helper beside the function
 

@@ -7,6 +7,7 @@ better model, and the paper it implements. I/O, caching and printing live elsewh
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -148,7 +149,8 @@ def register_metric(
     choices: Mapping[str, Iterable[str]] | None = None,
     ranges: Mapping[str, str | Interval] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``fn`` under ``name``; returns ``fn`` unchanged so it stays importable as a plain function.
+    """Register ``fn`` under ``name``; returns it as a plain function that checks its parameters as
+    ``compute_metric`` does (``check_parameters``) and returns its score as a finite Python float.
 
     ``tie_rtol`` / ``tie_atol``: the metric's numerical precision, below which two scores are ties (looser for
     iterative or float32 computations, ``tie_atol`` for scores that saturate at 0); see ``modelrank.evaluate.ties``.
@@ -169,10 +171,22 @@ def register_metric(
         misnamed = set(intervals) - set(inspect.signature(fn).parameters)
         if misnamed:
             raise ValueError(f"metric {name!r} declares ranges of unknown parameters {sorted(misnamed)}")
-        METRICS.add(name, MetricSpec(name, fn, tuple(needs), tuple(tasks), higher_is_better, reference, zoo_level,
-                                     tie_rtol, tie_atol, {key: tuple(names) for key, names in (choices or {}).items()},
-                                     intervals))
-        return fn
+        signature = inspect.signature(fn)
+
+        # A notebook user calls the function itself, not compute_metric: a parameter out of range (k=0, a NaN
+        # weight, a negative seed) raised deep inside numpy or scikit-learn, or gave NaN or -inf as a score.
+        @functools.wraps(fn)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            settable = _settable(spec, signature)
+            bound.arguments.update(check_parameters(spec, {k: v for k, v in bound.arguments.items() if k in settable}))
+            value = fn(*bound.args, **bound.kwargs)
+            return value if zoo_level else _finite(name, value)
+
+        spec = MetricSpec(name, checked, tuple(needs), tuple(tasks), higher_is_better, reference, zoo_level, tie_rtol,
+                          tie_atol, {key: tuple(names) for key, names in (choices or {}).items()}, intervals)
+        METRICS.add(name, spec)
+        return checked
 
     return decorator
 
@@ -353,7 +367,7 @@ def compute_metric(name: str, data: FeatureSet, **params: Any) -> float:
     inputs = data.inputs()
     arrays = {k: inputs[k] for k in spec.needs}
     check_magnitudes(name, arrays)
-    return _finite(name, spec.fn(**arrays, **params))
+    return spec.fn(**arrays, **params)
 
 
 def _finite(name: str, value: Any) -> float:
