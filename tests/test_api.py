@@ -23,7 +23,7 @@ from modelrank.errors import InvalidInputError
 from modelrank.metrics import METRICS, compute_metric, score_zoo
 from modelrank.metrics.base import MetricSpec
 from modelrank.registry import Entry
-from modelrank.scoring import load_feature_file, save_feature_file, score_feature_sets
+from modelrank.scoring import bootstrap_scores, load_feature_file, save_feature_file, score_feature_sets
 
 CLASS_NAMES = ["cat", "dog", "car"]
 
@@ -137,6 +137,27 @@ def test_rank_puts_unscorable_models_last_and_keeps_ties():
     assert ranked.loc["b", "m_rank"] == ranked.loc["e", "m_rank"] == 1.5  # tied scores share their ranks
     assert np.isnan(ranked.loc["c", "m_rank"]) and ranked.loc["c", "low_rank"] == 3.0
     assert list(ranked.index) == ["b", "e", "c", "a"]
+
+
+@pytest.mark.parametrize("form", ["lists", "pandas"])
+def test_feature_sets_of_lists_and_pandas_objects_are_resampled_as_arrays(form):
+    """``n_samples`` read ``features.shape`` (no such attribute on a list) and a bootstrap resample indexed
+    ``features[rows]``, which selects the columns of a DataFrame: both raised from deep inside."""
+    sets = [toy_set(0, 2.0, "strong"), toy_set(1, 0.2, "weak")]
+    given = [FeatureSet(fs.features.tolist(), fs.labels.tolist(), model=fs.model, source_probs=fs.source_probs.tolist())
+             if form == "lists" else FeatureSet(pd.DataFrame(fs.features), pd.Series(fs.labels), model=fs.model,
+                                                source_probs=pd.DataFrame(fs.source_probs)) for fs in sets]
+    assert given[0].n_samples == 90
+    frame = score_feature_sets(given, "logme,leep")
+    pd.testing.assert_frame_equal(frame[["logme", "leep"]], score_feature_sets(sets, "logme,leep")[["logme", "leep"]])
+    assert bootstrap_scores(given, frame, 5)["logme_low"].notna().all()
+
+
+def test_feature_set_refuses_a_misspelt_task_and_ragged_rows():
+    with pytest.raises(InvalidInputError, match="task must be one of classification, regression, not 'regresion'"):
+        FeatureSet(np.ones((4, 2)), [0, 1, 0, 1], task="regresion")
+    with pytest.raises(InvalidInputError, match="features must be a rectangular array"):
+        FeatureSet([[1.0, 2.0], [3.0]], [0, 1])
 
 
 def test_reprs_are_short():

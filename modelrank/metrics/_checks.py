@@ -7,16 +7,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..features import as_array
 from ._linalg import largest_magnitude
-
-
-def as_array(values: object, name: str) -> np.ndarray:
-    """``np.asarray(values)``, refusing nested lists whose rows differ in length (numpy's ValueError names its
-    internal shapes, not the argument)."""
-    try:
-        return np.asarray(values)
-    except ValueError:
-        raise InvalidInputError(f"{name} must be a rectangular array: its rows differ in length") from None
 
 
 def as_features(features: np.ndarray, name: str = "features", upcast: bool = True) -> np.ndarray:

@@ -18,9 +18,9 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..features import TASK_TYPES, FeatureSet
+from ..features import TASK_TYPES, FeatureSet, as_array
 from ..registry import Registry
-from ._checks import as_array, check_magnitudes
+from ._checks import check_magnitudes
 
 #: Tie rule of a score (``modelrank.evaluate.ties``): relative tolerance of a float64 closed form, and no
 #: absolute tolerance unless the metric declares one.
