@@ -19,7 +19,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -90,9 +90,12 @@ def check_metric_request(metrics: Sequence[str] | str, params: dict[str, dict[st
     parameter type: a command calls this before extracting or loading anything."""
     specs, everything = _resolve_metrics(metrics)
     chosen = {s.name for s in specs}
-    for name in params:
+    for name, given in params.items():
         if name not in chosen:
             raise InvalidInputError(f"parameters given for metric {name!r}, which is not being scored")
+        if not isinstance(given, Mapping):  # score(..., knn=3) for knn={"k": 3}
+            raise InvalidInputError(f"parameters of metric {name!r} go in a dict, {name}={{parameter: value}}, "
+                                    f"not {given!r}")
     for spec in specs:  # a misspelt parameter is an error even with "all", never a skipped metric
         check_parameters(spec, params.get(spec.name, {}))
     return specs, everything

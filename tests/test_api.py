@@ -127,6 +127,18 @@ def test_score_rank_and_evaluate_at_top_level(tmp_path):
         modelrank.score()
 
 
+def test_score_refuses_arrays_and_parameters_outside_a_dict_in_one_line():
+    """Arrays given as features reached pathlib as file names, and knn=3 (for knn={"k": 3}) was iterated: both
+    raised a TypeError from deep inside."""
+    data = toy_set(0, 1.5, "a")
+    for features in (data.features, [data.features], 5):
+        with pytest.raises(InvalidInputError, match="features must be FeatureSets or feature file paths, not "
+                                                    "(ndarray|int); wrap arrays as modelrank.FeatureSet"):
+            modelrank.score(features, "logme")
+    with pytest.raises(InvalidInputError, match=r"parameters of metric 'knn' go in a dict, knn=\{parameter: value\}"):
+        modelrank.score([data], "knn", knn=3)
+
+
 def test_rank_puts_unscorable_models_last_and_keeps_ties():
     frame = pd.DataFrame({"Dataset": ["d"] * 4, "Model": ["a", "b", "c", "e"], "m": [1.0, 3.0, np.nan, 3.0],
                           "low": [4.0, 1.0, 2.0, 1.0]})
