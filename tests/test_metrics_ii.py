@@ -537,6 +537,14 @@ def test_ncti_zoo(rng):
 
 # ---- PED wrapper
 
+@pytest.mark.parametrize("form", ["list", "arrays"])
+def test_ncti_refuses_a_zoo_that_is_not_a_mapping_of_feature_sets(rng, form):
+    sets = [FeatureSet(*clusters(np.random.default_rng(seed)), model=str(seed)) for seed in range(3)]
+    zoo = sets if form == "list" else {fs.model: fs.features for fs in sets}
+    with pytest.raises(InvalidInputError, match=r"NCTI takes a zoo \{model name: FeatureSet\}"):
+        ncti(zoo)
+
+
 def test_ped_wrapper_and_registry(rng):
     x, y = clusters(rng, spread=0.5)
     moved = ped_features(x, y)
