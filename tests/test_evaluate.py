@@ -92,6 +92,17 @@ def test_scores_or_truth_that_are_neither_a_table_nor_a_path_are_refused(table):
         evaluate(WIDE_SCORES, table)
 
 
+@pytest.mark.parametrize("option,message", [
+    ({"k": True}, "k must be a positive integer, got True"),  # was read as k=1 and labelled "rel@True"
+    ({"tolerances": {"good": 1e-3}}, r"tolerances\['good'\] must be a pair \(rtol, atol\)"),  # TypeError on unpacking
+    ({"tolerances": {"good": (1e-3, -1.0)}}, r"tolerances\['good'\] must be a pair"),
+    ({"truth_where": ["protocol"]}, r"truth_where must be a dict \{column: value\}"),  # AttributeError: .items
+])
+def test_malformed_options_are_refused_in_one_line(option, message):
+    with pytest.raises(InvalidInputError, match=message):
+        evaluate(WIDE_SCORES, TRUTH, **option)
+
+
 def test_missing_models_are_reported_and_undefined_cells_warned():
     partial = WIDE_SCORES[WIDE_SCORES["Model"] != "mobilenet"].assign(flat=1.0)
     ev = evaluate(partial, TRUTH, measures=["weighted"])

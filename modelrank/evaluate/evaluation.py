@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -162,8 +163,14 @@ def evaluate(
     """
     if protocol not in WEIGHTED_TAU_PROTOCOLS:
         raise InvalidInputError(f"unknown weighted tau protocol {protocol!r}; choose one of {WEIGHTED_TAU_PROTOCOLS}")
-    if not isinstance(k, (int, np.integer)) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:  # True is an int: "rel@True"
         raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+    if truth_where is not None and not isinstance(truth_where, Mapping):
+        raise InvalidInputError(f"truth_where must be a dict {{column: value}}, not {truth_where!r}")
+    for method, pair in (tolerances or {}).items():  # a bare rtol failed to unpack deep in the tie grouping
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2
+                and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and v >= 0 for v in pair)):
+            raise InvalidInputError(f"tolerances[{method!r}] must be a pair (rtol, atol) of numbers >= 0, not {pair!r}")
     choices = _selected(measures)
     noise_column = truth_noise if isinstance(truth_noise, str) else None
     if truth_noise is not None:
