@@ -19,7 +19,7 @@ import pytest
 import modelrank
 import modelrank.metrics
 from modelrank import FeatureSet
-from modelrank.errors import InvalidInputError
+from modelrank.errors import InvalidInputError, UnknownNameError
 from modelrank.metrics import METRICS, compute_metric, score_zoo
 from modelrank.metrics.base import MetricSpec
 from modelrank.registry import Entry
@@ -90,6 +90,18 @@ def test_metric_functions_check_their_parameters_as_compute_metric_does(fake_tex
     args = [zoo] if METRICS.get(name).zoo_level else [inputs[key] for key in METRICS.get(name).needs]
     with pytest.raises(InvalidInputError, match=re.escape(str(refused.value))):
         function(*args, **params)
+
+
+def test_compute_metric_and_score_zoo_refuse_what_is_not_a_feature_set():
+    """Arrays given to compute_metric (or a name that is not text) raised AttributeError from deep inside."""
+    data = toy_set(0, 1.5, "a")
+    with pytest.raises(InvalidInputError, match=r"compute_metric takes a FeatureSet, not ndarray; for arrays call "
+                                                r"modelrank.metrics.hscore\(features, labels\)"):
+        compute_metric("hscore", data.features)
+    with pytest.raises(InvalidInputError, match="score_zoo takes a list of FeatureSets, not of ndarray"):
+        score_zoo("ncti", [data.features] * 3)
+    with pytest.raises(UnknownNameError, match="a metric name is text, not None"):
+        compute_metric(None, data)
 
 
 def test_metric_modules_stay_importable_by_their_dotted_path():

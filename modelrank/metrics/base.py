@@ -235,6 +235,9 @@ def score_zoo(name: str, feature_sets: list[FeatureSet], **params: Any) -> dict[
         raise InvalidInputError(f"metric {name!r} scores one model at a time: use compute_metric")
     if not feature_sets:
         raise InvalidInputError(f"score_zoo got no models to score with {name}")
+    wrong = next((type(fs).__name__ for fs in feature_sets if not isinstance(fs, FeatureSet)), None)
+    if wrong:
+        raise InvalidInputError(f"score_zoo takes a list of FeatureSets, not of {wrong}")
     datasets = {fs.dataset for fs in feature_sets}
     if len(datasets) != 1:
         raise InvalidInputError(f"score_zoo takes the models of one dataset, got datasets {sorted(datasets)}")
@@ -362,6 +365,9 @@ def compute_metric(name: str, data: FeatureSet, **params: Any) -> float:
     spec = METRICS.get(name)
     if spec.zoo_level:
         raise InvalidInputError(f"metric {name!r} is zoo-relative: score it with score_zoo over several models")
+    if not isinstance(data, FeatureSet):  # arrays: AttributeError on data.task
+        raise InvalidInputError(f"compute_metric takes a FeatureSet, not {type(data).__name__}; for arrays call "
+                                f"modelrank.metrics.{spec.name}({', '.join(spec.needs)})")
     check_applicable(spec, data)
     params = check_parameters(spec, params)
     inputs = data.inputs()
