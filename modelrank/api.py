@@ -39,6 +39,10 @@ def _feature_sets(features: FeatureSource | Sequence[FeatureSource] | None, data
     if wrong:  # arrays, most likely: numpy rows read as file paths raised a TypeError from pathlib
         raise InvalidInputError(f"features must be FeatureSets or feature file paths, not {wrong}; "
                                 "wrap arrays as modelrank.FeatureSet(features, labels)")
+    if all(isinstance(item, FeatureSet) for item in items) and (dataset, task) != (None, None):
+        # they name the dataset and task of feature files: silently ignored, task="regression" scored classes
+        raise InvalidInputError("dataset= and task= go with feature files or models=; a FeatureSet carries its own "
+                                "(FeatureSet(features, labels, dataset=..., task=...))")
     return [item if isinstance(item, FeatureSet) else load_feature_file(item, dataset_name=dataset or "custom", task=task)
             for item in items]
 

@@ -19,7 +19,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -72,10 +72,11 @@ def scoring_reporter(progress: "progress_lib.ProgressFn | None", n_sets: int, n_
 
 
 def _resolve_metrics(metrics: Sequence[str] | str) -> tuple[list[MetricSpec], bool]:
-    if isinstance(metrics, str):
-        metrics = [metrics]
+    given = [metrics] if isinstance(metrics, str) else list(metrics) if isinstance(metrics, Iterable) else [metrics]
+    if not all(isinstance(m, str) for m in given):  # 5 or None: a TypeError from iterating or splitting them
+        raise InvalidInputError(f"metrics are names (a list or 'logme,leep') or 'all', not {metrics!r}")
     # "logme,leep" (the CLI's comma form) and ["logme", "leep"] name the same metrics
-    names = list(dict.fromkeys(n.strip() for m in metrics for n in m.split(",") if n.strip()))
+    names = list(dict.fromkeys(n.strip() for m in given for n in m.split(",") if n.strip()))
     if names == ["all"]:
         return [entry.obj for entry in METRICS], True
     if "all" in names:

@@ -141,7 +141,7 @@ def test_score_rank_and_evaluate_at_top_level(tmp_path):
 
 def test_score_refuses_arrays_and_parameters_outside_a_dict_in_one_line():
     """Arrays given as features reached pathlib as file names, and knn=3 (for knn={"k": 3}) was iterated: both
-    raised a TypeError from deep inside."""
+    raised a TypeError from deep inside. dataset= and task= beside FeatureSets were silently ignored."""
     data = toy_set(0, 1.5, "a")
     for features in (data.features, [data.features], 5):
         with pytest.raises(InvalidInputError, match="features must be FeatureSets or feature file paths, not "
@@ -149,6 +149,12 @@ def test_score_refuses_arrays_and_parameters_outside_a_dict_in_one_line():
             modelrank.score(features, "logme")
     with pytest.raises(InvalidInputError, match=r"parameters of metric 'knn' go in a dict, knn=\{parameter: value\}"):
         modelrank.score([data], "knn", knn=3)
+    for metrics in (5, None):  # iterated or split: TypeError
+        with pytest.raises(InvalidInputError, match="metrics are names"):
+            modelrank.score([data], metrics)
+    for option in ({"task": "regression"}, {"dataset": "pets"}):  # ignored: the FeatureSet's own were used
+        with pytest.raises(InvalidInputError, match="dataset= and task= go with feature files or models="):
+            modelrank.score([data], "logme", **option)
 
 
 def test_rank_puts_unscorable_models_last_and_keeps_ties():
