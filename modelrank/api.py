@@ -34,7 +34,8 @@ def _feature_sets(features: FeatureSource | Sequence[FeatureSource] | None, data
         return [loaded[m, dataset] for m in names]
     from .scoring import load_feature_file
 
-    items = [features] if isinstance(features, (FeatureSet, str, Path)) or not isinstance(features, Iterable) else list(features)
+    single = isinstance(features, (FeatureSet, str, Path)) or not isinstance(features, Iterable)
+    items = [features] if single else list(features)
     wrong = next((type(item).__name__ for item in items if not isinstance(item, (FeatureSet, str, Path))), None)
     if wrong:  # arrays, most likely: numpy rows read as file paths raised a TypeError from pathlib
         raise InvalidInputError(f"features must be FeatureSets or feature file paths, not {wrong}; "

@@ -3,6 +3,8 @@ reference (tests/reference_metrics.py), invariances, label signal, degenerate in
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import reference_metrics as ref
@@ -162,6 +164,17 @@ def test_ragged_nested_lists_are_refused_in_one_line(name):
         with pytest.raises(InvalidInputError, match="rows differ in length"):
             compute_metric(name, FeatureSet(given["features"], given["labels"], source_probs=given["source_probs"],
                                             class_names=names))
+
+
+@pytest.mark.parametrize("name", ["nleep", "sfda", "gbc", "pactran_gauss"])
+def test_plain_functions_refuse_features_beyond_float64_second_moments(name):
+    """Only compute_metric checked the magnitudes: called directly these raised scipy's "array must not contain
+    infs or NaNs" (LAPACK printing to stderr first) or blamed a non-finite score, after overflow warnings."""
+    x, y, _ = make_task(23, n=120)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InvalidInputError, match=r"features reach magnitude .*e\+160, beyond what float64"):
+            METRICS.get(name).fn(x * 1e160, y)
 
 
 @pytest.mark.parametrize("name", sorted(set(OURS) - {"nleep", "otce_sf"}))

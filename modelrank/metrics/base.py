@@ -174,14 +174,18 @@ def register_metric(
         signature = inspect.signature(fn)
 
         # A notebook user calls the function itself, not compute_metric: a parameter out of range (k=0, a NaN
-        # weight, a negative seed) raised deep inside numpy or scikit-learn, or gave NaN or -inf as a score.
+        # weight, a negative seed) or features beyond float64's second moments raised deep inside numpy, LAPACK or
+        # scikit-learn, or gave NaN or -inf as a score.
         @functools.wraps(fn)
         def checked(*args: Any, **kwargs: Any) -> Any:
             bound = signature.bind(*args, **kwargs)
             settable = _settable(spec, signature)
             bound.arguments.update(check_parameters(spec, {k: v for k, v in bound.arguments.items() if k in settable}))
-            value = fn(*bound.args, **bound.kwargs)
-            return value if zoo_level else _finite(name, value)
+            if zoo_level:  # score_zoo checks every model's features
+                return fn(*bound.args, **bound.kwargs)
+            # labels are class codes or regression targets, which ``as_targets`` checks under their own name
+            check_magnitudes(name, {k: v for k, v in bound.arguments.items() if k in spec.needs and k != "labels"})
+            return _finite(name, fn(*bound.args, **bound.kwargs))
 
         spec = MetricSpec(name, checked, tuple(needs), tuple(tasks), higher_is_better, reference, zoo_level, tie_rtol,
                           tie_atol, {key: tuple(names) for key, names in (choices or {}).items()}, intervals)
@@ -369,11 +373,8 @@ def compute_metric(name: str, data: FeatureSet, **params: Any) -> float:
         raise InvalidInputError(f"compute_metric takes a FeatureSet, not {type(data).__name__}; for arrays call "
                                 f"modelrank.metrics.{spec.name}({', '.join(spec.needs)})")
     check_applicable(spec, data)
-    params = check_parameters(spec, params)
     inputs = data.inputs()
-    arrays = {k: inputs[k] for k in spec.needs}
-    check_magnitudes(name, arrays)
-    return spec.fn(**arrays, **params)
+    return spec.fn(**{k: inputs[k] for k in spec.needs}, **params)  # which checks the parameters and magnitudes
 
 
 def _finite(name: str, value: Any) -> float:
