@@ -9,7 +9,7 @@ missing) and return pandas tables. ``modelrank.evaluate`` (scores against fine-t
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence, Union
+from typing import Any, Iterable, Sequence, Union
 
 import pandas as pd
 
@@ -34,7 +34,16 @@ def _feature_sets(features: FeatureSource | Sequence[FeatureSource] | None, data
         return [loaded[m, dataset] for m in names]
     from .scoring import load_feature_file
 
-    items = [features] if isinstance(features, (FeatureSet, str, Path)) else list(features)
+    single = isinstance(features, (FeatureSet, str, Path)) or not isinstance(features, Iterable)
+    items = [features] if single else list(features)
+    wrong = next((type(item).__name__ for item in items if not isinstance(item, (FeatureSet, str, Path))), None)
+    if wrong:  # arrays, most likely: numpy rows read as file paths raised a TypeError from pathlib
+        raise InvalidInputError(f"features must be FeatureSets or feature file paths, not {wrong}; "
+                                "wrap arrays as modelrank.FeatureSet(features, labels)")
+    if all(isinstance(item, FeatureSet) for item in items) and (dataset, task) != (None, None):
+        # they name the dataset and task of feature files: silently ignored, task="regression" scored classes
+        raise InvalidInputError("dataset= and task= go with feature files or models=; a FeatureSet carries its own "
+                                "(FeatureSet(features, labels, dataset=..., task=...))")
     return [item if isinstance(item, FeatureSet) else load_feature_file(item, dataset_name=dataset or "custom", task=task)
             for item in items]
 

@@ -218,6 +218,7 @@ class FeatureStore:
         logits: np.ndarray | None,
         provenance: dict[str, Any],
     ) -> None:
+        labels, features = np.asarray(labels), np.asarray(features)  # lists read their .ndim / .shape below
         columns = {
             "sample_id": pa.array(np.asarray(sample_ids, dtype=np.int64)),
             "label": pa.array(labels) if labels.ndim == 1 else _fixed_list(labels),

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from .errors import InvalidInputError
+
 TASK_TYPES = ("classification", "regression")
 
 
@@ -32,7 +34,12 @@ class FeatureSet:
 
     def __post_init__(self) -> None:
         if self.task not in TASK_TYPES:
-            raise ValueError(f"task must be one of {TASK_TYPES}, not {self.task!r}")
+            raise InvalidInputError(f"task must be one of {', '.join(TASK_TYPES)}, not {self.task!r}")
+        # Lists, tuples and pandas objects become arrays once: resampling indexes rows (``features[rows]`` of a
+        # DataFrame selects columns) and ``n_samples`` reads a shape.
+        for name in ("features", "labels", "source_probs"):
+            if getattr(self, name) is not None:
+                setattr(self, name, as_array(getattr(self, name), name))
 
     @property
     def n_samples(self) -> int:
@@ -63,3 +70,12 @@ class FeatureSet:
 
 def _shape(array: np.ndarray) -> str:
     return "x".join(map(str, np.shape(array)))
+
+
+def as_array(values: object, name: str) -> np.ndarray:
+    """``np.asarray(values)``, refusing nested lists whose rows differ in length (numpy's ValueError names its
+    internal shapes, not the argument)."""
+    try:
+        return np.asarray(values)
+    except ValueError:
+        raise InvalidInputError(f"{name} must be a rectangular array: its rows differ in length") from None

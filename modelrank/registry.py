@@ -48,6 +48,8 @@ class Registry(Generic[T]):
         self._entries.pop(name.lower(), None)
 
     def entry(self, name: str) -> Entry[T]:
+        if not isinstance(name, str):  # None or a function object: AttributeError on .lower()
+            raise UnknownNameError(f"a {self.kind} name is text, not {name!r}; see `modelrank list {self.kind}s`")
         try:
             return self._entries[name.lower()]
         except KeyError:

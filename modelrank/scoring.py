@@ -19,7 +19,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -72,10 +72,11 @@ def scoring_reporter(progress: "progress_lib.ProgressFn | None", n_sets: int, n_
 
 
 def _resolve_metrics(metrics: Sequence[str] | str) -> tuple[list[MetricSpec], bool]:
-    if isinstance(metrics, str):
-        metrics = [metrics]
+    given = [metrics] if isinstance(metrics, str) else list(metrics) if isinstance(metrics, Iterable) else [metrics]
+    if not all(isinstance(m, str) for m in given):  # 5 or None: a TypeError from iterating or splitting them
+        raise InvalidInputError(f"metrics are names (a list or 'logme,leep') or 'all', not {metrics!r}")
     # "logme,leep" (the CLI's comma form) and ["logme", "leep"] name the same metrics
-    names = list(dict.fromkeys(n.strip() for m in metrics for n in m.split(",") if n.strip()))
+    names = list(dict.fromkeys(n.strip() for m in given for n in m.split(",") if n.strip()))
     if names == ["all"]:
         return [entry.obj for entry in METRICS], True
     if "all" in names:
@@ -90,9 +91,12 @@ def check_metric_request(metrics: Sequence[str] | str, params: dict[str, dict[st
     parameter type: a command calls this before extracting or loading anything."""
     specs, everything = _resolve_metrics(metrics)
     chosen = {s.name for s in specs}
-    for name in params:
+    for name, given in params.items():
         if name not in chosen:
             raise InvalidInputError(f"parameters given for metric {name!r}, which is not being scored")
+        if not isinstance(given, Mapping):  # score(..., knn=3) for knn={"k": 3}
+            raise InvalidInputError(f"parameters of metric {name!r} go in a dict, {name}={{parameter: value}}, "
+                                    f"not {given!r}")
     for spec in specs:  # a misspelt parameter is an error even with "all", never a skipped metric
         check_parameters(spec, params.get(spec.name, {}))
     return specs, everything

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import itertools
 import lzma
+import os
 import zipfile
 import zlib
 from contextlib import contextmanager
@@ -26,6 +27,8 @@ except ImportError:  # pragma: no cover
 def check_input_file(path: str | Path, what: str) -> Path:
     """``path`` as a Path, after checking that it is a file: a folder or a missing path is a ``ModelrankError``
     naming ``what`` and the path."""
+    if not isinstance(path, (str, os.PathLike)):  # Path() of a dict or an array raised a TypeError
+        raise InvalidInputError(f"{what} must be a file path (str or Path), not {type(path).__name__}")
     path = Path(path)
     if path.is_dir():
         raise InvalidInputError(f"{what} {path} is a directory, not a file")

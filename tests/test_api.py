@@ -19,11 +19,11 @@ import pytest
 import modelrank
 import modelrank.metrics
 from modelrank import FeatureSet
-from modelrank.errors import InvalidInputError
+from modelrank.errors import InvalidInputError, UnknownNameError
 from modelrank.metrics import METRICS, compute_metric, score_zoo
 from modelrank.metrics.base import MetricSpec
 from modelrank.registry import Entry
-from modelrank.scoring import load_feature_file, save_feature_file, score_feature_sets
+from modelrank.scoring import bootstrap_scores, load_feature_file, save_feature_file, score_feature_sets
 
 CLASS_NAMES = ["cat", "dog", "car"]
 
@@ -64,6 +64,46 @@ def test_every_registered_metric_is_its_function_in_modelrank_metrics(fake_text_
         assert np.isfinite(value) and value == compute_metric(entry.name, data), entry.name
 
 
+@pytest.mark.parametrize("name,params", [
+    ("knn", {"k": 2.5}),  # TypeError from range()
+    ("linear_probe", {"seed": -1}),  # ValueError from RandomState
+    ("parc", {"max_samples": 0}),  # ValueError from a zero-size reduction
+    ("nleep", {"n_components": 0}),  # silently fitted one component
+    ("gbc", {"variance_floor": float("nan")}),  # scored NaN
+    ("pactran_dir", {"alpha": float("inf")}),  # scored NaN
+    ("emms", {"max_iter": 0}),  # scored -inf
+    ("transrate", {"regression_bins": "3"}),  # ignored on a classification task
+    ("ncti", {"pca_dim": 0}),
+])
+def test_metric_functions_check_their_parameters_as_compute_metric_does(fake_text_encoder, name, params):
+    """A notebook user calls the function itself: a parameter out of range raised deep inside numpy or
+    scikit-learn, or came back as a NaN or infinite score, where compute_metric and ``--set`` refuse it."""
+    data = toy_set(0, 1.5, "a")
+    function = getattr(modelrank.metrics, name)
+    with pytest.raises(InvalidInputError) as refused:
+        if METRICS.get(name).zoo_level:
+            score_zoo(name, [data, toy_set(1, 0.2, "b"), toy_set(2, 0.8, "c")], **params)
+        else:
+            compute_metric(name, data, **params)
+    inputs = data.inputs()
+    zoo = {fs.model: fs for fs in [data, toy_set(1, 0.2, "b"), toy_set(2, 0.8, "c")]}
+    args = [zoo] if METRICS.get(name).zoo_level else [inputs[key] for key in METRICS.get(name).needs]
+    with pytest.raises(InvalidInputError, match=re.escape(str(refused.value))):
+        function(*args, **params)
+
+
+def test_compute_metric_and_score_zoo_refuse_what_is_not_a_feature_set():
+    """Arrays given to compute_metric (or a name that is not text) raised AttributeError from deep inside."""
+    data = toy_set(0, 1.5, "a")
+    with pytest.raises(InvalidInputError, match=r"compute_metric takes a FeatureSet, not ndarray; for arrays call "
+                                                r"modelrank.metrics.hscore\(features, labels\)"):
+        compute_metric("hscore", data.features)
+    with pytest.raises(InvalidInputError, match="score_zoo takes a list of FeatureSets, not of ndarray"):
+        score_zoo("ncti", [data.features] * 3)
+    with pytest.raises(UnknownNameError, match="a metric name is text, not None"):
+        compute_metric(None, data)
+
+
 def test_metric_modules_stay_importable_by_their_dotted_path():
     from modelrank.metrics.logme import max_evidence  # a module-level helper beside the function
 
@@ -99,6 +139,24 @@ def test_score_rank_and_evaluate_at_top_level(tmp_path):
         modelrank.score()
 
 
+def test_score_refuses_arrays_and_parameters_outside_a_dict_in_one_line():
+    """Arrays given as features reached pathlib as file names, and knn=3 (for knn={"k": 3}) was iterated: both
+    raised a TypeError from deep inside. dataset= and task= beside FeatureSets were silently ignored."""
+    data = toy_set(0, 1.5, "a")
+    for features in (data.features, [data.features], 5):
+        with pytest.raises(InvalidInputError, match="features must be FeatureSets or feature file paths, not "
+                                                    "(ndarray|int); wrap arrays as modelrank.FeatureSet"):
+            modelrank.score(features, "logme")
+    with pytest.raises(InvalidInputError, match=r"parameters of metric 'knn' go in a dict, knn=\{parameter: value\}"):
+        modelrank.score([data], "knn", knn=3)
+    for metrics in (5, None):  # iterated or split: TypeError
+        with pytest.raises(InvalidInputError, match="metrics are names"):
+            modelrank.score([data], metrics)
+    for option in ({"task": "regression"}, {"dataset": "pets"}):  # ignored: the FeatureSet's own were used
+        with pytest.raises(InvalidInputError, match="dataset= and task= go with feature files or models="):
+            modelrank.score([data], "logme", **option)
+
+
 def test_rank_puts_unscorable_models_last_and_keeps_ties():
     frame = pd.DataFrame({"Dataset": ["d"] * 4, "Model": ["a", "b", "c", "e"], "m": [1.0, 3.0, np.nan, 3.0],
                           "low": [4.0, 1.0, 2.0, 1.0]})
@@ -109,6 +167,27 @@ def test_rank_puts_unscorable_models_last_and_keeps_ties():
     assert ranked.loc["b", "m_rank"] == ranked.loc["e", "m_rank"] == 1.5  # tied scores share their ranks
     assert np.isnan(ranked.loc["c", "m_rank"]) and ranked.loc["c", "low_rank"] == 3.0
     assert list(ranked.index) == ["b", "e", "c", "a"]
+
+
+@pytest.mark.parametrize("form", ["lists", "pandas"])
+def test_feature_sets_of_lists_and_pandas_objects_are_resampled_as_arrays(form):
+    """``n_samples`` read ``features.shape`` (no such attribute on a list) and a bootstrap resample indexed
+    ``features[rows]``, which selects the columns of a DataFrame: both raised from deep inside."""
+    sets = [toy_set(0, 2.0, "strong"), toy_set(1, 0.2, "weak")]
+    given = [FeatureSet(fs.features.tolist(), fs.labels.tolist(), model=fs.model, source_probs=fs.source_probs.tolist())
+             if form == "lists" else FeatureSet(pd.DataFrame(fs.features), pd.Series(fs.labels), model=fs.model,
+                                                source_probs=pd.DataFrame(fs.source_probs)) for fs in sets]
+    assert given[0].n_samples == 90
+    frame = score_feature_sets(given, "logme,leep")
+    pd.testing.assert_frame_equal(frame[["logme", "leep"]], score_feature_sets(sets, "logme,leep")[["logme", "leep"]])
+    assert bootstrap_scores(given, frame, 5)["logme_low"].notna().all()
+
+
+def test_feature_set_refuses_a_misspelt_task_and_ragged_rows():
+    with pytest.raises(InvalidInputError, match="task must be one of classification, regression, not 'regresion'"):
+        FeatureSet(np.ones((4, 2)), [0, 1, 0, 1], task="regresion")
+    with pytest.raises(InvalidInputError, match="features must be a rectangular array"):
+        FeatureSet([[1.0, 2.0], [3.0]], [0, 1])
 
 
 def test_reprs_are_short():

@@ -74,6 +74,35 @@ def test_long_scores_protocol_k_and_lower_is_better():
     assert value(ev, "m", "Pets", "kendall") == pytest.approx(kendall_tau(pet_truth, scores))
 
 
+def test_measures_and_lower_is_better_as_one_comma_separated_string():
+    """As ``modelrank.score`` takes "logme,leep": a string was iterated letter by letter ("unknown measure(s) a, d,
+    e, k, l, n")."""
+    long = WIDE_SCORES.melt(id_vars=["Dataset", "Model"], var_name="metric", value_name="score")
+    listed = evaluate(long, TRUTH, measures=["kendall", "rel"], lower_is_better=["bad"])
+    given = evaluate(long, TRUTH, measures="kendall, rel", lower_is_better="bad")
+    assert given.measures == listed.measures == ["kendall", "rel@1"]
+    pd.testing.assert_frame_equal(given.results, listed.results)
+
+
+@pytest.mark.parametrize("table", [{"Pets": 0.9}, None, 3])
+def test_scores_or_truth_that_are_neither_a_table_nor_a_path_are_refused(table):
+    with pytest.raises(InvalidInputError, match=r"scores file must be a file path \(str or Path\), not"):
+        evaluate(table, TRUTH)
+    with pytest.raises(InvalidInputError, match=r"ground-truth file must be a file path \(str or Path\), not"):
+        evaluate(WIDE_SCORES, table)
+
+
+@pytest.mark.parametrize("option,message", [
+    ({"k": True}, "k must be a positive integer, got True"),  # was read as k=1 and labelled "rel@True"
+    ({"tolerances": {"good": 1e-3}}, r"tolerances\['good'\] must be a pair \(rtol, atol\)"),  # TypeError on unpacking
+    ({"tolerances": {"good": (1e-3, -1.0)}}, r"tolerances\['good'\] must be a pair"),
+    ({"truth_where": ["protocol"]}, r"truth_where must be a dict \{column: value\}"),  # AttributeError: .items
+])
+def test_malformed_options_are_refused_in_one_line(option, message):
+    with pytest.raises(InvalidInputError, match=message):
+        evaluate(WIDE_SCORES, TRUTH, **option)
+
+
 def test_missing_models_are_reported_and_undefined_cells_warned():
     partial = WIDE_SCORES[WIDE_SCORES["Model"] != "mobilenet"].assign(flat=1.0)
     ev = evaluate(partial, TRUTH, measures=["weighted"])

@@ -277,6 +277,20 @@ def _write_entry(store, n_chunks, rows, k, logits_in=lambda j: True):
     return key, labels, features, logits
 
 
+def test_cache_chunks_written_from_lists_load_as_from_arrays(tmp_path):
+    """write_chunk read ``labels.ndim`` and ``features.shape``: Python lists raised AttributeError."""
+    store = FeatureStore(tmp_path)
+    key, labels, features, _ = _write_entry(store, 2, 5, 3, logits_in=lambda j: False)
+    listed = FeatureKey(model="m2", fingerprint="f", dataset="d", split="train")
+    store.open_entry(listed, np.arange(10), 5, {"task": "classification"})
+    for j in range(2):
+        part = slice(j * 5, (j + 1) * 5)
+        store.write_chunk(listed, j, list(range(10))[part], labels[part].tolist(), features[part].tolist(), None, {})
+    loaded, expected = store.load(listed), store.load(key)
+    np.testing.assert_array_equal(loaded.features, expected.features)
+    np.testing.assert_array_equal(loaded.labels, expected.labels)
+
+
 def test_cache_load_holds_one_copy(tmp_path):
     """Loading copies each chunk into the entry's arrays and releases it before the next is read, and computes
     the source softmax in place: one (n, k) float64 array at the peak, not two (50k x 1000 logits: 400 MB less)."""

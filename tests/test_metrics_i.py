@@ -3,6 +3,8 @@ reference (tests/reference_metrics.py), invariances, label signal, degenerate in
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import reference_metrics as ref
@@ -144,6 +146,35 @@ def test_metrics_leave_the_callers_arrays_untouched(name, dtype):
     compute_metric(name, FeatureSet(features=x, labels=y, source_probs=p, class_names=names))
     for given, copy in zip((x, y, p), kept):
         np.testing.assert_array_equal(given, copy)
+
+
+@pytest.mark.parametrize("name", PER_MODEL_METRICS)
+def test_ragged_nested_lists_are_refused_in_one_line(name):
+    """Nested lists whose rows differ in length: numpy's ValueError from np.asarray, named after its internal shapes,
+    escaped from the plain functions and compute_metric alike."""
+    x, y, p = make_task(22, n=60)
+    spec = METRICS.get(name)
+    ragged = {"features": [*x.tolist()[:-1], [1.0]], "labels": [*y[:-1].tolist(), [0, 1]],
+              "source_probs": [*p.tolist()[:-1], [1.0]]}
+    names = ["cat", "dog", "car", "tree", "boat"]
+    for key in [k for k in ("features", "labels", "source_probs") if k in spec.needs]:
+        given = {"features": x, "labels": y, "source_probs": p, "class_names": names, key: ragged[key]}
+        with pytest.raises(InvalidInputError, match="rows differ in length"):
+            spec.fn(**{k: given[k] for k in spec.needs if k != "task"})
+        with pytest.raises(InvalidInputError, match="rows differ in length"):
+            compute_metric(name, FeatureSet(given["features"], given["labels"], source_probs=given["source_probs"],
+                                            class_names=names))
+
+
+@pytest.mark.parametrize("name", ["nleep", "sfda", "gbc", "pactran_gauss"])
+def test_plain_functions_refuse_features_beyond_float64_second_moments(name):
+    """Only compute_metric checked the magnitudes: called directly these raised scipy's "array must not contain
+    infs or NaNs" (LAPACK printing to stderr first) or blamed a non-finite score, after overflow warnings."""
+    x, y, _ = make_task(23, n=120)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(InvalidInputError, match=r"features reach magnitude .*e\+160, beyond what float64"):
+            METRICS.get(name).fn(x * 1e160, y)
 
 
 @pytest.mark.parametrize("name", sorted(set(OURS) - {"nleep", "otce_sf"}))
@@ -668,7 +699,7 @@ def test_logme_converged_mode_reaches_the_maximum_evidence():
 
 def test_presets_are_checked():
     x, y, _ = make_task(43, n=200, d=8)
-    with pytest.raises(InvalidInputError, match="no preset 'nope'.*converged, thuml, tllib, stable_transfer"):
+    with pytest.raises(InvalidInputError, match="preset takes one of converged, thuml, tllib, stable_transfer, not 'nope'"):
         logme(x, y, preset="nope")
     with pytest.raises(InvalidInputError, match="preset 'thuml' sets max_iter"):
         logme(x, y, preset="thuml", max_iter=50)

@@ -475,6 +475,14 @@ def test_parc_regression(rng):
         parc(x, vector, "regression")
 
 
+def test_parc_refuses_constant_regression_targets_without_a_scipy_warning(rng):
+    x, _ = clusters(rng, n=60, d=6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # scipy's ConstantInputWarning reached the user before the error
+        with pytest.raises(InvalidInputError, match="one of the dissimilarity matrices is constant"):
+            parc(x, np.full(60, 0.5), task="regression")
+
+
 @pytest.mark.parametrize("name", sorted(e.name for e in METRICS if "regression" in e.obj.tasks))
 def test_integer_regression_targets_are_scored_as_targets(rng, name):
     """Every metric that supports both tasks takes the task it is given: integer-valued targets (ages, counts)
@@ -528,6 +536,14 @@ def test_ncti_zoo(rng):
 
 
 # ---- PED wrapper
+
+@pytest.mark.parametrize("form", ["list", "arrays"])
+def test_ncti_refuses_a_zoo_that_is_not_a_mapping_of_feature_sets(rng, form):
+    sets = [FeatureSet(*clusters(np.random.default_rng(seed)), model=str(seed)) for seed in range(3)]
+    zoo = sets if form == "list" else {fs.model: fs.features for fs in sets}
+    with pytest.raises(InvalidInputError, match=r"NCTI takes a zoo \{model name: FeatureSet\}"):
+        ncti(zoo)
+
 
 def test_ped_wrapper_and_registry(rng):
     x, y = clusters(rng, spread=0.5)

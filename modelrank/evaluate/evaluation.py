@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -111,8 +112,14 @@ class Evaluation:
 _REPR_ITEMS = 6
 
 
-def _selected(measures: Iterable[str]) -> list[str]:
-    chosen = [m.strip().lower() for m in measures]
+def _names(values: str | Iterable[str]) -> list[str]:
+    """Names given as a list or as one comma-separated string ("kendall,spearman"), the way ``modelrank.score``
+    takes metrics: a string iterated as a list gave its letters ("unknown measure(s) a, d, e, k, l, n")."""
+    return [n.strip() for n in values.split(",") if n.strip()] if isinstance(values, str) else list(values)
+
+
+def _selected(measures: str | Iterable[str]) -> list[str]:
+    chosen = [m.strip().lower() for m in _names(measures)]
     aliases = {"weighted_tau": "weighted", "kendall_tau": "kendall", "rel_at_k": "rel", "regret_at_k": "regret"}
     chosen = [aliases.get(m, m) for m in chosen]
     unknown = sorted(set(chosen) - set(MEASURE_CHOICES))
@@ -126,10 +133,10 @@ def _selected(measures: Iterable[str]) -> list[str]:
 def evaluate(
     scores: str | Path | pd.DataFrame,
     truth: str | Path | pd.DataFrame,
-    measures: Iterable[str] = MEASURE_CHOICES,
+    measures: str | Iterable[str] = MEASURE_CHOICES,
     protocol: str = "scipy",
     k: int = 1,
-    lower_is_better: Iterable[str] = (),
+    lower_is_better: str | Iterable[str] = (),
     duplicates: str = "error",
     truth_where: dict[str, str] | None = None,
     exclude_flagged: bool = False,
@@ -139,7 +146,7 @@ def evaluate(
     """Compare every method's scores with the ground truth on every dataset both tables hold.
 
     ``scores`` / ``truth``: paths or DataFrames (layouts in ``modelrank.evaluate.tables``). ``measures``: a
-    subset of ``MEASURE_CHOICES``. ``protocol``: the weighted-tau convention (``scipy`` or ``model_spider``,
+    subset of ``MEASURE_CHOICES`` (a list or "kendall,spearman", as ``lower_is_better``). ``protocol``: the weighted-tau convention (``scipy`` or ``model_spider``,
     see ``weighted_tau``). ``k``: for rel@k and regret@k. ``lower_is_better``: methods whose raw score is
     better when lower (negated before ranking). ``duplicates``, ``truth_where``: see ``load_truth``.
 
@@ -156,8 +163,14 @@ def evaluate(
     """
     if protocol not in WEIGHTED_TAU_PROTOCOLS:
         raise InvalidInputError(f"unknown weighted tau protocol {protocol!r}; choose one of {WEIGHTED_TAU_PROTOCOLS}")
-    if not isinstance(k, (int, np.integer)) or k < 1:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:  # True is an int: "rel@True"
         raise InvalidInputError(f"k must be a positive integer, got {k!r}")
+    if truth_where is not None and not isinstance(truth_where, Mapping):
+        raise InvalidInputError(f"truth_where must be a dict {{column: value}}, not {truth_where!r}")
+    for method, pair in (tolerances or {}).items():  # a bare rtol failed to unpack deep in the tie grouping
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2
+                and all(isinstance(v, numbers.Real) and not isinstance(v, bool) and v >= 0 for v in pair)):
+            raise InvalidInputError(f"tolerances[{method!r}] must be a pair (rtol, atol) of numbers >= 0, not {pair!r}")
     choices = _selected(measures)
     noise_column = truth_noise if isinstance(truth_noise, str) else None
     if truth_noise is not None:
@@ -172,7 +185,7 @@ def evaluate(
                                 f"truth noise ({truth_noise:g}) has no one scale; give the noise as a column "
                                 "(--truth-noise COLUMN) or the truth on one scale")
 
-    negated = set(lower_is_better)
+    negated = set(_names(lower_is_better))
     unknown = sorted(negated - set(score_table["method"]))
     if unknown:
         raise InvalidInputError(f"lower-is-better method(s) not in the scores: {', '.join(unknown)}")

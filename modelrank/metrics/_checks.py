@@ -7,6 +7,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InvalidInputError
+from ..features import as_array
 from ._linalg import largest_magnitude
 
 
@@ -30,7 +31,7 @@ def as_features(features: np.ndarray, name: str = "features", upcast: bool = Tru
 
 def as_float_matrix(features: np.ndarray, name: str, upcast: bool = True) -> np.ndarray:
     """``as_features`` without the finiteness check: the shape and dtype checks and the conversion."""
-    x = np.asarray(features)
+    x = as_array(features, name)
     if x.ndim != 2:
         raise InvalidInputError(f"{name} must be a 2-D array (n_samples, dim), got shape {x.shape}")
     if x.shape[0] == 0 or x.shape[1] == 0:
@@ -47,7 +48,7 @@ def as_class_labels(labels: np.ndarray, n_samples: int, min_per_class: int = 1) 
 
     Requires at least two classes and ``min_per_class`` samples in each.
     """
-    y = np.asarray(labels)
+    y = as_array(labels, "labels")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1:
@@ -94,7 +95,7 @@ def small_integer_codes(values: np.ndarray) -> tuple[np.ndarray, np.ndarray] | N
 
 def as_targets(labels: np.ndarray, n_samples: int) -> np.ndarray:
     """Regression targets as an (n, k) finite float64 array."""
-    given = np.asarray(labels)
+    given = as_array(labels, "targets")
     try:
         if given.dtype.kind == "c":
             raise TypeError
@@ -188,7 +189,7 @@ def check_magnitudes(name: str, arrays: dict[str, object]) -> None:
     """Refuse float inputs so large that float64 second moments overflow: the metrics would raise deep inside
     their linear algebra or return NaN, inf or a meaningless finite number."""
     for key, value in arrays.items():
-        x = np.asarray(value) if value is not None else None
+        x = as_array(value, key) if value is not None else None
         if x is None or x.dtype.kind != "f" or x.size == 0:
             continue
         largest = largest_magnitude(x)

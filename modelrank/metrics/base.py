@@ -7,6 +7,7 @@ better model, and the paper it implements. I/O, caching and printing live elsewh
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 import numbers
@@ -17,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 import numpy as np
 
 from ..errors import InvalidInputError
-from ..features import TASK_TYPES, FeatureSet
+from ..features import TASK_TYPES, FeatureSet, as_array
 from ..registry import Registry
 from ._checks import check_magnitudes
 
@@ -148,7 +149,8 @@ def register_metric(
     choices: Mapping[str, Iterable[str]] | None = None,
     ranges: Mapping[str, str | Interval] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``fn`` under ``name``; returns ``fn`` unchanged so it stays importable as a plain function.
+    """Register ``fn`` under ``name``; returns it as a plain function that checks its parameters as
+    ``compute_metric`` does (``check_parameters``) and returns its score as a finite Python float.
 
     ``tie_rtol`` / ``tie_atol``: the metric's numerical precision, below which two scores are ties (looser for
     iterative or float32 computations, ``tie_atol`` for scores that saturate at 0); see ``modelrank.evaluate.ties``.
@@ -169,10 +171,26 @@ def register_metric(
         misnamed = set(intervals) - set(inspect.signature(fn).parameters)
         if misnamed:
             raise ValueError(f"metric {name!r} declares ranges of unknown parameters {sorted(misnamed)}")
-        METRICS.add(name, MetricSpec(name, fn, tuple(needs), tuple(tasks), higher_is_better, reference, zoo_level,
-                                     tie_rtol, tie_atol, {key: tuple(names) for key, names in (choices or {}).items()},
-                                     intervals))
-        return fn
+        signature = inspect.signature(fn)
+
+        # A notebook user calls the function itself, not compute_metric: a parameter out of range (k=0, a NaN
+        # weight, a negative seed) or features beyond float64's second moments raised deep inside numpy, LAPACK or
+        # scikit-learn, or gave NaN or -inf as a score.
+        @functools.wraps(fn)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            bound = signature.bind(*args, **kwargs)
+            settable = _settable(spec, signature)
+            bound.arguments.update(check_parameters(spec, {k: v for k, v in bound.arguments.items() if k in settable}))
+            if zoo_level:  # score_zoo checks every model's features
+                return fn(*bound.args, **bound.kwargs)
+            # labels are class codes or regression targets, which ``as_targets`` checks under their own name
+            check_magnitudes(name, {k: v for k, v in bound.arguments.items() if k in spec.needs and k != "labels"})
+            return _finite(name, fn(*bound.args, **bound.kwargs))
+
+        spec = MetricSpec(name, checked, tuple(needs), tuple(tasks), higher_is_better, reference, zoo_level, tie_rtol,
+                          tie_atol, {key: tuple(names) for key, names in (choices or {}).items()}, intervals)
+        METRICS.add(name, spec)
+        return checked
 
     return decorator
 
@@ -188,7 +206,7 @@ def missing_inputs(spec: MetricSpec, data: FeatureSet) -> list[str]:
 def _labels_are_text(labels: Any) -> bool:
     """Whether labels are strings or bytes (a Parquet text column arrives as Python objects: its distinct values
     are checked, not every sample)."""
-    labels = np.asarray(labels)
+    labels = as_array(labels, "labels")
     if labels.dtype.kind == "O":
         import pandas as pd
 
@@ -221,6 +239,9 @@ def score_zoo(name: str, feature_sets: list[FeatureSet], **params: Any) -> dict[
         raise InvalidInputError(f"metric {name!r} scores one model at a time: use compute_metric")
     if not feature_sets:
         raise InvalidInputError(f"score_zoo got no models to score with {name}")
+    wrong = next((type(fs).__name__ for fs in feature_sets if not isinstance(fs, FeatureSet)), None)
+    if wrong:
+        raise InvalidInputError(f"score_zoo takes a list of FeatureSets, not of {wrong}")
     datasets = {fs.dataset for fs in feature_sets}
     if len(datasets) != 1:
         raise InvalidInputError(f"score_zoo takes the models of one dataset, got datasets {sorted(datasets)}")
@@ -348,12 +369,12 @@ def compute_metric(name: str, data: FeatureSet, **params: Any) -> float:
     spec = METRICS.get(name)
     if spec.zoo_level:
         raise InvalidInputError(f"metric {name!r} is zoo-relative: score it with score_zoo over several models")
+    if not isinstance(data, FeatureSet):  # arrays: AttributeError on data.task
+        raise InvalidInputError(f"compute_metric takes a FeatureSet, not {type(data).__name__}; for arrays call "
+                                f"modelrank.metrics.{spec.name}({', '.join(spec.needs)})")
     check_applicable(spec, data)
-    params = check_parameters(spec, params)
     inputs = data.inputs()
-    arrays = {k: inputs[k] for k in spec.needs}
-    check_magnitudes(name, arrays)
-    return _finite(name, spec.fn(**arrays, **params))
+    return spec.fn(**{k: inputs[k] for k in spec.needs}, **params)  # which checks the parameters and magnitudes
 
 
 def _finite(name: str, value: Any) -> float:

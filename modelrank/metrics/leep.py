@@ -8,20 +8,20 @@ from typing import Callable
 import numpy as np
 
 from ..errors import InvalidInputError
-from ._checks import as_class_labels, as_features, as_probs, checked_probs, small_integer_codes
+from ._checks import as_array, as_class_labels, as_features, as_probs, checked_probs, small_integer_codes
 from ._linalg import class_blocks, class_pieces, one_blas_thread_if_small, pca_project, seeded_subsample
 from .base import named_preset, register_metric
 
 
 def class_codes(labels: np.ndarray) -> tuple[np.ndarray, int]:
     """``as_class_labels`` of labels that set the number of samples themselves."""
-    y = np.asarray(labels)
+    y = as_array(labels, "labels")
     return as_class_labels(y, y.shape[0] if y.ndim else 0)
 
 
 def probs_and_codes(source_probs: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """Validated (N, Z) source probabilities, 0..C-1 label codes and C."""
-    y = np.asarray(labels)
+    y = as_array(labels, "labels")
     probs = as_probs(source_probs, y.shape[0] if y.ndim else 0)
     codes, n_classes = as_class_labels(y, probs.shape[0])
     return probs, codes, n_classes
@@ -112,11 +112,11 @@ def nce_from_source_labels(source_labels: np.ndarray, labels: np.ndarray) -> flo
     input of tllib's ``nce``); class labels (N,). O(N): no (N, Z) array is read. Not a registered metric: feature
     sets carry the source probabilities, which ``nce`` takes.
     """
-    z = np.asarray(source_labels)
+    z = as_array(source_labels, "source_labels")
     if z.ndim != 1 or z.dtype.kind not in "iu":
         raise InvalidInputError(f"source_labels must be a 1-D array of integer source classes (the argmax of the "
                                 f"source head), got shape {z.shape} and dtype {z.dtype}")
-    y = np.asarray(labels)
+    y = as_array(labels, "labels")
     if y.shape[:1] != z.shape:
         raise InvalidInputError(f"{z.shape[0]} source_labels for {y.shape[0] if y.ndim else 0} labels")
     codes, n_classes = as_class_labels(y, z.shape[0])

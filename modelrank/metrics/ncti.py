@@ -100,6 +100,9 @@ def ncti(zoo: Mapping[str, FeatureSet], *, pca_dim: int = DEFAULT_PCA_DIM) -> di
     ``ncti_terms``) adds 0 to every score (``min_max``); when all three are, every score is 0 and a
     ``SaturationWarning`` says so.
     """
+    # a list of FeatureSets or {name: features array} raised a TypeError or AttributeError below
+    if not isinstance(zoo, Mapping) or not all(isinstance(fs, FeatureSet) for fs in zoo.values()):
+        raise InvalidInputError("NCTI takes a zoo {model name: FeatureSet}, e.g. {fs.model: fs for fs in feature_sets}")
     if len(zoo) < MIN_ZOO_SIZE:
         raise InvalidInputError(f"NCTI is zoo-relative and needs at least {MIN_ZOO_SIZE} models, got {len(zoo)}")
     names = list(zoo)

@@ -135,7 +135,10 @@ def parc(features: np.ndarray, labels: np.ndarray, task: str = "classification",
     else:
         from scipy.stats import spearmanr  # scipy.stats takes about a second to import: only when it is needed
 
-        rho = spearmanr(rdm_f[upper], rdm_y[upper]).statistic
+        pairs_f, pairs_y = rdm_f[upper], rdm_y[upper]
+        # A constant side has no rank correlation: refused below, without scipy's ConstantInputWarning first.
+        constant = pairs_f.min() == pairs_f.max() or pairs_y.min() == pairs_y.max()
+        rho = np.nan if constant else spearmanr(pairs_f, pairs_y).statistic
     if not np.isfinite(rho):
         raise InvalidInputError("PARC is undefined: one of the dissimilarity matrices is constant")
     return float(100.0 * rho)
