@@ -183,8 +183,11 @@ def register_metric(
             bound.arguments.update(check_parameters(spec, {k: v for k, v in bound.arguments.items() if k in settable}))
             if zoo_level:  # score_zoo checks every model's features
                 return fn(*bound.args, **bound.kwargs)
-            # labels are class codes or regression targets, which ``as_targets`` checks under their own name
-            check_magnitudes(name, {k: v for k, v in bound.arguments.items() if k in spec.needs and k != "labels"})
+            # labels are class codes or regression targets, which ``as_targets`` checks under their own name, and
+            # source probabilities are checked to lie in [0, 1] (``checked_probs``): a pass of their own would
+            # cost LEEP and NCE, whose work is one or two passes over them, a third of their time.
+            unchecked = ("labels", "source_probs")
+            check_magnitudes(name, {k: v for k, v in bound.arguments.items() if k in spec.needs and k not in unchecked})
             return _finite(name, fn(*bound.args, **bound.kwargs))
 
         spec = MetricSpec(name, checked, tuple(needs), tuple(tasks), higher_is_better, reference, zoo_level, tie_rtol,
