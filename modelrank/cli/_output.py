@@ -76,7 +76,8 @@ def check_csv_name(out: Optional[Path], option: str = "--out") -> None:
     """A CSV output named for another format (``r.json``, ``records.parquet``) is an error before any work."""
     kind = _file_kind(out) if out is not None else ""
     if kind in NOT_CSV:
-        hint = "; for JSON, redirect the output of --format json (> FILE)" if kind == ".json" and option == "--out" else ""
+        redirect = kind == ".json" and option == "--out"
+        hint = "; for JSON, redirect the output of --format json (> FILE)" if redirect else ""
         raise ModelrankError(f"{option} {out}: {option} writes CSV, not {kind[1:]}; name the file .csv{hint}")
 
 

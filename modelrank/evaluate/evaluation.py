@@ -146,9 +146,10 @@ def evaluate(
     """Compare every method's scores with the ground truth on every dataset both tables hold.
 
     ``scores`` / ``truth``: paths or DataFrames (layouts in ``modelrank.evaluate.tables``). ``measures``: a
-    subset of ``MEASURE_CHOICES`` (a list or "kendall,spearman", as ``lower_is_better``). ``protocol``: the weighted-tau convention (``scipy`` or ``model_spider``,
-    see ``weighted_tau``). ``k``: for rel@k and regret@k. ``lower_is_better``: methods whose raw score is
-    better when lower (negated before ranking). ``duplicates``, ``truth_where``: see ``load_truth``.
+    subset of ``MEASURE_CHOICES`` (a list or "kendall,spearman", as ``lower_is_better``). ``protocol``: the
+    weighted-tau convention (``scipy`` or ``model_spider``, see ``weighted_tau``). ``k``: for rel@k and regret@k.
+    ``lower_is_better``: methods whose raw score is better when lower (negated before ranking). ``duplicates``,
+    ``truth_where``: see ``load_truth``.
 
     Ties: a method's scores on a dataset are grouped by its tie tolerance (``tolerances[method]`` = (rtol,
     atol), else ``metric_tolerance``) and tied scores are made equal before any measure sees them; a dataset

@@ -294,8 +294,8 @@ def _on_one_scale(truth: pd.DataFrame, column: str, source: str) -> pd.DataFrame
         mixed = rows[(rows["truth"] <= 1) & (rows["truth"] * 100 >= lowest)]
         if not mixed.empty:
             notes.append(f"{source}: dataset {rows['dataset'].iloc[0]}: {column} of model(s) "
-                         f"{short_list(mixed['model'])} is at most 1 while the others' are percentages (from {lowest:g}): fractions among "
-                         "percentages? (as percentages they are models at or below 1%)")
+                         f"{short_list(mixed['model'])} is at most 1 while the others' are percentages (from "
+                         f"{lowest:g}): fractions among percentages? (as percentages they are models at or below 1%)")
     if percent.any() and not percent.all():
         names = truth.loc[percent, "dataset"].drop_duplicates()
         others = truth.loc[~percent, "dataset"].drop_duplicates()
