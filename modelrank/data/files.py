@@ -45,7 +45,7 @@ def _has_split_column(csv: Path) -> bool:
     try:
         header = read_csv_file(csv, allow_ragged=True, nrows=0).columns
     except ModelrankError:
-        return None  # reported in full when the CSV is loaded
+        return False  # reported in full when the CSV is loaded
     return any(str(name).lower() == "split" for name in header)
 
 

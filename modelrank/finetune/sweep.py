@@ -7,7 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from ..features import FeatureSet
 from ..progress import ProgressFn, epoch_reporter, report
 from .linear import DEFAULT_CS, check_cs, holdout, linear_probe, split_feature_set
 from .records import append_record, make_record, read_records, record_key
+
+if TYPE_CHECKING:
+    from ..data import ImageDataset
 
 PROTOCOLS = ("linear", "full")
 Splits = tuple[FeatureSet, FeatureSet, FeatureSet]
@@ -68,7 +71,7 @@ def job_from_registry(dataset: str, model: str, val: float = 0.2, test: float = 
     subset of the feature cache (``modelrank extract --limit/--per-class``), applied to each split. ``progress``
     hears of the extraction of features that are not cached yet (see ``extraction.extract``).
     """
-    from ..data import DATASETS
+    from ..data import DATASETS, load_dataset
     from ..extraction import load_features
 
     splits = DATASETS.get(dataset).splits if not dataset.startswith(("folder:", "csv:")) else ("all",)
@@ -87,38 +90,37 @@ def job_from_registry(dataset: str, model: str, val: float = 0.2, test: float = 
         return parts if not has_test else (*parts, features("test"))
 
     # The split is tried on the labels alone first: too few samples per class for a stratified val (and test)
-    # split was found only once the features had been extracted.
-    split(_labels_only(dataset, fit_split, limit, per_class, seed, data_root))
+    # split was found only once the features had been extracted. (A folder or CSV has the one split "all".)
+    data = load_dataset(dataset, fit_split, root=data_root)
+    split(_labels_only(data, limit, per_class, seed))
 
     params = {"split": f"{fit_split}/test" if has_test else "stratified", "val": val,
               "test": "dataset test split" if has_test else test, "seed": seed, "limit": limit, "per_class": per_class,
-              **_content_params(model, dataset, cache_dir)}
+              **_content_params(model, dataset, cache_dir, data)}
     return ProbeJob(dataset=dataset, model=model, load=load, split_params=params)
 
 
-def _labels_only(dataset: str, split: str, limit: int | None, per_class: int | None, seed: int,
-                 data_root: str | None) -> FeatureSet:
-    """The labels the features of ``dataset``/``split`` will have (the seeded subset ``load_features`` takes),
-    with no features: enough to try the split, from the dataset's label list alone (no image is read)."""
-    from ..data import load_dataset
+def _labels_only(data: ImageDataset, limit: int | None, per_class: int | None, seed: int) -> FeatureSet:
+    """The labels the features of ``data`` will have (the seeded subset ``load_features`` takes), with no features:
+    enough to try the split, from the dataset's label list alone (no image is read)."""
     from ..extraction import select_samples
 
-    data = load_dataset(dataset, split, root=data_root)
     labels = np.asarray(data.targets)[select_samples(data.targets, limit, per_class, seed, data.task)]
-    return FeatureSet(np.zeros((len(labels), 1)), labels, dataset=dataset, task=data.task)
+    return FeatureSet(np.zeros((len(labels), 1)), labels, dataset=data.name, task=data.task)
 
 
-def _content_params(model: str, dataset: str, cache_dir: str | os.PathLike | None) -> dict[str, str]:
+def _content_params(model: str, dataset: str, cache_dir: str | os.PathLike | None,
+                    data: ImageDataset | None = None) -> dict[str, str]:
     """What the names leave open, for the record key: ``weights``, the fingerprint of a model's weights file, and
-    ``data``, that of a ``folder:``/``csv:`` dataset's samples and labels. A retrained ``ARCH@PATH``, a rebuilt zoo
-    model or a relabelled folder was skipped as recorded and kept the old accuracy. Left out where the name fixes
-    the content, so those keys are as before."""
+    ``data``, that of a ``folder:``/``csv:`` dataset's samples and labels (of every split: ``data`` may be any
+    split of it, already loaded). A retrained ``ARCH@PATH``, a rebuilt zoo model or a relabelled folder was skipped
+    as recorded and kept the old accuracy. Left out where the name fixes the content, so those keys are as before."""
     from ..data import load_dataset
     from ..models import weights_fingerprint
 
     params = {"weights": weights_fingerprint(model, cache_dir)}
     if dataset.startswith(("folder:", "csv:")):
-        params["data"] = load_dataset(dataset, "all").meta["definition"]["fingerprint"]
+        params["data"] = (data or load_dataset(dataset, "all")).meta["definition"]["fingerprint"]
     return {key: value for key, value in params.items() if value}
 
 
