@@ -205,15 +205,52 @@ def _smallest_distances(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     best = np.full((n, k), np.inf, dtype=x.dtype)  # running k smallest distances of each row, and their columns
     where = np.zeros((n, k), dtype=np.int64)
 
-    def merge(rows: slice, dist: np.ndarray, offset: int) -> None:
+    def merge_all(targets: np.ndarray, dist: np.ndarray, offset: int) -> None:
+        """Pool each target row's list with its row of ``dist`` (all of it: the list is not full yet)."""
         keep = min(k, dist.shape[1])
         candidates = np.argpartition(dist, keep - 1, axis=1)[:, :keep] if keep < dist.shape[1] else \
             np.broadcast_to(np.arange(dist.shape[1]), dist.shape)  # fmt: skip
-        pooled = np.concatenate([best[rows], np.take_along_axis(dist, candidates, axis=1)], axis=1)
-        columns = np.concatenate([where[rows], candidates + offset], axis=1)
+        pooled = np.concatenate([best[targets], np.take_along_axis(dist, candidates, axis=1)], axis=1)
+        columns = np.concatenate([where[targets], candidates + offset], axis=1)
+        keep_best(targets, pooled, columns)
+
+    def keep_best(targets: np.ndarray, pooled: np.ndarray, columns: np.ndarray) -> None:
         chosen = np.argpartition(pooled, k - 1, axis=1)[:, :k]
-        best[rows] = np.take_along_axis(pooled, chosen, axis=1)
-        where[rows] = np.take_along_axis(columns, chosen, axis=1)
+        best[targets] = np.take_along_axis(pooled, chosen, axis=1)
+        where[targets] = np.take_along_axis(columns, chosen, axis=1)
+
+    def merge(targets: slice, dist: np.ndarray, offset: int, transposed: bool) -> None:
+        """Merge a block's distances into the lists of its rows (``transposed``: of its columns, ``dist.T``).
+
+        Only entries below a row's current k-th smallest can enter its list: once the lists are full, a compare
+        and ``nonzero`` find those few (about k of each new block's columns on unsorted data) instead of an
+        ``argpartition`` of every block row, which took 40% of the pass. Rows whose list is not full yet
+        (their first block) pool all of their row."""
+        own_rows = np.arange(targets.start, targets.stop)
+        threshold = best[targets].max(axis=1)
+        not_full = ~(threshold < np.inf)
+        if not_full.any():
+            merge_all(own_rows[not_full], (dist.T if transposed else dist)[not_full], offset)
+            threshold[not_full] = -np.inf  # merged already
+        below = dist < threshold[None, :] if transposed else dist < threshold[:, None]
+        i, j = np.nonzero(below)
+        if i.size == 0:
+            return
+        values = dist[i, j]
+        own, other = (j, i) if transposed else (i, j)
+        if transposed:  # nonzero lists by block row; group by column
+            order = np.argsort(own, kind="stable")
+            own, other, values = own[order], other[order], values[order]
+        counts = np.bincount(own, minlength=own_rows.size)
+        touched = np.flatnonzero(counts)
+        per_row = counts[touched]
+        slot = np.repeat(np.arange(touched.size), per_row)
+        position = k + np.arange(own.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
+        pooled = np.full((touched.size, k + int(per_row.max())), np.inf, dtype=best.dtype)
+        columns = np.zeros(pooled.shape, dtype=np.int64)
+        pooled[:, :k], columns[:, :k] = best[own_rows[touched]], where[own_rows[touched]]
+        pooled[slot, position], columns[slot, position] = values, other + offset
+        keep_best(own_rows[touched], pooled, columns)
 
     block = max(1, int(np.sqrt(KNN_BLOCK_ENTRIES)))
     starts = range(0, n, block)
@@ -227,9 +264,9 @@ def _smallest_distances(x: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
             dist += sq_norms[None, cols]
             if a == b:
                 np.fill_diagonal(dist, np.inf)  # leave the sample itself out
-            merge(rows, dist, b)
+            merge(rows, dist, b, transposed=False)
             if a != b:
-                merge(cols, dist.T, a)
+                merge(cols, dist, a, transposed=True)
     return where, best
 
 
