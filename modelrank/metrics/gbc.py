@@ -7,7 +7,6 @@ import warnings
 import numpy as np
 from scipy.special import logsumexp
 
-from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_float_matrix
 from ._linalg import class_blocks, class_pieces, pca_project
 from .base import SaturationWarning, register_metric
@@ -139,10 +138,6 @@ def gbc(
     # float32 stays float32: the class statistics convert row blocks, and check finiteness on the way
     x = as_float_matrix(features, "features", upcast=False)
     codes, n_classes = as_class_labels(labels, x.shape[0])
-    if gaussian_type not in GAUSSIAN_TYPES:
-        raise InvalidInputError(f"gaussian_type must be 'diagonal' or 'spherical', not {gaussian_type!r}")
-    if variance_floor <= 0:
-        raise InvalidInputError(f"variance_floor must be positive, got {variance_floor}")
     if pca_dims is not None:
         x = pca_project(as_features(x, upcast=False), n_dims=pca_dims)
     means, variances = _class_gaussians(x, codes, n_classes, variance_floor)

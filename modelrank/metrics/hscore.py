@@ -53,8 +53,6 @@ def hscore(features: np.ndarray, labels: np.ndarray, rcond: float | None = None)
     Inputs: features (N, D), class labels (N,). Higher is better. Not invariant to the feature scale's
     shape (only to invertible linear maps of full-rank features).
     """
-    if rcond is not None and not 0 <= rcond < 1:  # rcond >= 1 drops every eigenvalue: 0 for every model
-        raise InvalidInputError(f"H-Score's rcond must be in [0, 1), got {rcond}")
     x = unit_scaled(as_features(features, upcast=False))  # float32 stays float32: converted block by block
     codes, n_classes = as_class_labels(labels, x.shape[0])
     n = x.shape[0]

@@ -212,12 +212,6 @@ def nleep(
         chosen = settings.parameters(x.shape[0], n_classes)
         pca_variance, max_pca_dims, n_components = chosen["pca_variance"], chosen["max_pca_dims"], chosen["n_components"]
         covariance_type, max_fit_samples, seed = chosen["covariance_type"], chosen["max_fit_samples"], chosen["seed"]
-    if pca_variance is not None and not 0 < pca_variance <= 1:
-        raise InvalidInputError(f"pca_variance must be in (0, 1], got {pca_variance}")
-    if covariance_type not in COVARIANCE_TYPES:
-        raise InvalidInputError(f"covariance_type must be one of {', '.join(COVARIANCE_TYPES)}, not {covariance_type!r}")
-    if max_fit_samples is not None and max_fit_samples < 2:
-        raise InvalidInputError(f"max_fit_samples must be >= 2 (a mixture needs 2 samples), got {max_fit_samples}")
     reduced = x if pca_variance is None and max_pca_dims is None else pca_project(x, pca_variance, max_pca_dims)
     fit_rows = seeded_subsample(reduced.shape[0], max_fit_samples, seed)
     fit_set = reduced if fit_rows is None else reduced[fit_rows]

@@ -160,8 +160,8 @@ def otce_source_free(
     x = unit_scaled(as_features(features, upcast=False))
     codes, _ = as_class_labels(labels, x.shape[0])
     probs, row_sums, off_one = checked_probs(source_probs, x.shape[0])  # float32 stays: only argmaxes are read
-    if x.shape[0] < 4 or (max_samples is not None and max_samples < 4):
-        raise InvalidInputError(f"source-free OTCE needs at least 4 samples (max_samples={max_samples})")
+    if x.shape[0] < 4:  # max_samples >= 4 is checked with the other parameters
+        raise InvalidInputError(f"source-free OTCE needs at least 4 samples, got {x.shape[0]}")
     rows = seeded_subsample(x.shape[0], max_samples, seed)
     rows = np.arange(x.shape[0]) if rows is None else rows
     rows = np.random.default_rng(seed).permutation(rows)

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from scipy.special import digamma, gammaln, logsumexp
 
-from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
 from ._linalg import blas_threads, class_sums, one_blas_thread, row_blocks
 from .base import Interval, NotConvergedWarning, named_preset, register_metric
@@ -29,8 +28,6 @@ REFERENCE = "Ding et al., PACTran: PAC-Bayesian Metrics for Estimating the Trans
 
 def _label_prior(codes: np.ndarray, n_classes: int, alpha: float) -> np.ndarray:
     """(C, 1) prior concentration a0_y = alpha * P(y) (the empirical label frequencies)."""
-    if alpha <= 0:
-        raise InvalidInputError(f"alpha must be positive, got {alpha}")
     return (alpha * np.bincount(codes, minlength=n_classes) / codes.shape[0])[:, None]
 
 
@@ -64,9 +61,6 @@ def _mean_field(
     passes over the (N, Z) probabilities (a row-wise dot and a weighted class sum) instead of a log, an exp and
     a logsumexp of N x Z. q is never stored whole: rows are processed in blocks, memory O(block * Z).
     """
-    if not 1 <= n_iter <= MAX_MEAN_FIELD_STEPS:
-        raise InvalidInputError(f"n_iter must be in [1, {MAX_MEAN_FIELD_STEPS}] (each step is a pass over the source "
-                                f"probabilities; the public code runs 10), got {n_iter}")
     n_classes = prior.shape[0]
     counts = class_sums(probs, codes, n_classes)
     for step in range(n_iter):
@@ -143,8 +137,6 @@ def pactran_gamma(
 
     Inputs: source_probs (N, Z), class labels (N,). Higher is better.
     """
-    if beta <= 0:
-        raise InvalidInputError(f"beta must be positive, got {beta}")
     probs, codes, n_classes = probs_and_codes(source_probs, labels)
     prior = _label_prior(codes, n_classes, alpha)
     a_w, kl = _mean_field(probs, codes, prior, n_iter, lambda a: digamma(a) - np.log(beta))
@@ -243,10 +235,6 @@ def pactran_gauss(
         solver = named_preset("pactran_gauss", preset, GAUSS_PRESETS, {"max_iter": max_iter != 100, "tol": tol != 1e-6})
     x = as_features(features, upcast=False)
     codes, n_classes = as_class_labels(labels, x.shape[0])
-    if lda_factor <= 0 or s2_factor <= 0:
-        raise InvalidInputError("lda_factor and s2_factor must be positive")
-    if solver.max_iter is not None and solver.max_iter < 1:
-        raise InvalidInputError(f"max_iter must be >= 1 or None, got {solver.max_iter}")
     # float32 features under the capped default: the O(N D C) products of every L-BFGS step in float32 (centred in
     # float64 first); a preset (a reproduction, or the optimum) keeps float64 throughout.
     product_type = np.float32 if x.dtype == np.float32 and preset is None and solver.max_iter is not None else np.float64

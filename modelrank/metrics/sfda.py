@@ -7,7 +7,6 @@ import scipy.linalg
 import scipy.sparse.linalg
 from scipy.special import softmax
 
-from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
 from ._lda import lda_log_proba, shrink, warn_if_singular_scatter, within_scatter
 from ._linalg import ROW_BLOCK, RowMap, class_means, class_sums, float64_row_blocks
@@ -69,9 +68,6 @@ def sfda(features: np.ndarray, labels: np.ndarray, *, confmix_strength: float = 
     When N - C < D the (nearly unregularised) S_w is singular, the LDA separates the samples perfectly and the
     score saturates at 1.0 for every model: a warning says so.
     """
-    if not 0 <= confmix_strength <= 1 or (shrinkage is not None and not 0 <= shrinkage <= 1):
-        raise InvalidInputError(f"SFDA's confmix_strength and shrinkage are weights in [0, 1], got "
-                                f"{confmix_strength} and {shrinkage}")
     x = as_features(features, upcast=False)  # float32 stays: every pass converts one row block at a time
     y, n_classes = as_class_labels(labels, x.shape[0])
     n = x.shape[0]

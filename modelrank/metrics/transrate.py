@@ -73,10 +73,6 @@ def transrate(features: np.ndarray, labels: np.ndarray, task: str = "classificat
     ``Transrate_multi`` means to do this but never sorts the targets, so its bins follow the sample order and
     ignore the target values, and it does not centre the features; the binning here is the correct one.
     """
-    if class_weighting not in CLASS_WEIGHTINGS:
-        raise InvalidInputError(f"class_weighting must be 'uniform' or 'prior', not {class_weighting!r}")
-    if not eps > 0:
-        raise InvalidInputError(f"eps must be > 0, got {eps}")
     x = as_features(features, upcast=False)  # float32 stays float32: centred one block (or class) at a time
     if task == "regression":
         if regression_bins < 2:
