@@ -244,6 +244,18 @@ def test_ped_features_match_reference(rng):
     np.testing.assert_allclose(moved, expected, rtol=REL, atol=1e-12)
 
 
+def test_ped_features_keep_float32(rng):
+    """float32 features come back as float32, the float64 dynamics rounded once; moves beyond float32's safe range
+    stay float64."""
+    x, y = clusters(rng, n=200, d=6, c=5, spread=0.5)
+    x32 = x.astype(np.float32)
+    moved = ped_features(x32, y)
+    assert moved.dtype == np.float32
+    np.testing.assert_array_equal(moved, ped_features(x32.astype(np.float64), y).astype(np.float32))
+    far = ped_features(x32 * np.float32(1e32), y)
+    assert far.dtype == np.float64 and np.isfinite(far).all()
+
+
 # ---- EMMS: simplex and encoder
 
 def test_project_to_simplex(rng):
@@ -348,6 +360,24 @@ def test_sfda_never_modifies_the_callers_array(rng):
     before = x.copy()
     sfda(x, y)
     np.testing.assert_array_equal(x, before)
+
+
+def test_sfda_float32_products(rng, monkeypatch):
+    """float32 features get S_w from float32 row-block products about the class means (summed in float64): within
+    1e-7 of the float64 score, also on column scales six decades apart and a large common offset; products that
+    overflow float32 are redone in float64."""
+    import modelrank.metrics._lda as lda_module
+
+    import modelrank.metrics._linalg as linalg_module
+
+    for module in (lda_module, linalg_module):
+        monkeypatch.setattr(module, "ROW_BLOCK", 256)  # 1200 rows -> 5 blocks
+    x, y = clusters(rng, n=1200, d=40, c=6)
+    for case in (x, x * np.logspace(-3, 3, 40), x + 1e4):
+        x32 = case.astype(np.float32)
+        assert sfda(x32, y) == pytest.approx(sfda(x32.astype(np.float64), y), rel=1e-7)
+    huge = (x * 1e19).astype(np.float32)  # centred squares overflow float32, not float64
+    assert sfda(huge, y) == pytest.approx(sfda(huge.astype(np.float64), y), rel=1e-12)
 
 
 def test_sfda_warns_when_n_is_small_relative_to_d(rng):
@@ -650,8 +680,11 @@ def test_degenerate_inputs(rng, name):
     with pytest.raises(InvalidInputError):
         fn(x, y[:-1])
     half = x.astype(np.float16)  # float16 becomes float32, not float64
-    # NCTI's PCA projects float32 features with float32 products (the axes rounded to float32); the others are exact
-    assert fn(half, y) == pytest.approx(fn(half.astype(np.float64), y), rel=1e-7 if name == "ncti_ncc" else 1e-9)
+    # NCTI's PCA projects float32 features with float32 products (the axes rounded to float32), SFDA's S_w is summed
+    # from float32 products, PED rounds the moved float32 features to float32 for its base metric (LogME: float32
+    # products too, within 1e-6); the others are exact
+    rel = {"ncti_ncc": 1e-7, "sfda": 1e-7, "ped_sfda": 1e-7, "ped_logme": 1e-6}.get(name, 1e-9)
+    assert fn(half, y) == pytest.approx(fn(half.astype(np.float64), y), rel=rel)
 
 
 def test_singleton_class_and_constant_features(rng):

@@ -26,6 +26,9 @@ DEFAULT_TIME_STEP = 0.1
 DEFAULT_EXIT_RATIO = 0.5
 DEFAULT_NSIGMA = 0.6
 DEFAULT_MAX_STEPS = 6
+#: PED keeps float32 features in float32 while it moves no class further than this: float32 rows plus such an
+#: offset round to at most float32's largest value (its spacing there is 2e31), never to inf.
+FLOAT32_SAFE_MAGNITUDE = 1e30
 #: Most steps ``steps`` may allow. Overlapping classes keep moving by ever smaller amounts, so with exit_ratio=0
 #: nothing but ``steps`` ends the simulation (steps=10**9 ran for hours); a step costs O(C^2 D) (1000 steps of
 #: 397 classes x 2048 dims: minutes). The public code stops after 6.
@@ -63,7 +66,8 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
                  step_size: float = DEFAULT_TIME_STEP, exit_ratio: float = DEFAULT_EXIT_RATIO,
                  nsigma: float = DEFAULT_NSIGMA, force_constant: float = DEFAULT_FORCE_CONSTANT,
                  source_mean: np.ndarray | None = None, source_std: np.ndarray | None = None) -> np.ndarray:
-    """Features after the PED potential-energy dynamics, in the original units (a new float64 array).
+    """Features after the PED potential-energy dynamics, in the original units (a new array: float32 for float32
+    features that stay well inside its range, else float64).
 
     1. Standardise: z = (x - m) / max(s, 1e-3). The paper uses the mean/std of the SAME model's features on the
        source (ImageNet val) data; pass them as ``source_mean``/``source_std``. Without them the target
@@ -117,7 +121,10 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
     if not largest_offset <= MAX_FEATURE_MAGNITUDE:  # also NaN
         raise InvalidInputError(f"PED moved classes by {largest_offset:.3g}, beyond what the base metric can score; "
                                 f"lower step_size ({step_size}), nsigma ({nsigma}) or force_constant ({force_constant})")
-    moved = np.empty((n, dim))
+    # float32 features stay float32 (rounded once more, to their own precision): half the memory of the one (N, D)
+    # array, and the base metrics' float32 products (LogME, SFDA) apply to it as to the features themselves.
+    single = x.dtype == np.float32 and largest_offset < FLOAT32_SAFE_MAGNITUDE
+    moved = np.empty((n, dim), dtype=np.float32 if single else np.float64)
     for rows, block in float64_row_blocks(x):
         np.add(block, np.take(offsets, y[rows], axis=0, out=class_rows[: block.shape[0]], mode="clip"), out=moved[rows])
     return moved
