@@ -324,3 +324,20 @@ def test_readme_extract_block_runs(cache_dir):
     exec(compile(block, "README.md", "exec"), scope)
     fs = scope["fs"]
     assert fs.features.shape[0] == len(fs.labels) == 30 * len(set(fs.labels)) and fs.source_probs is not None
+
+
+def test_metric_warnings_point_at_the_callers_line():
+    """A warning of a metric called directly names the caller's file (here, this test), not the registry's wrapper in
+    metrics/base.py, also through PED's wrapper and a shared helper (SFDA's singular-scatter warning)."""
+    from modelrank.metrics.gbc import gbc
+    from modelrank.metrics.hscore import hscore
+
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2
+    separated = np.eye(2, 50)[y] * 1e3 + rng.normal(size=(40, 50))
+    calls = [lambda: gbc(separated, y), lambda: hscore(separated, y),
+             lambda: METRICS.get("ped_sfda").fn(separated, y)]
+    for call in calls:
+        with pytest.warns(UserWarning) as caught:
+            call()
+        assert {Path(w.filename).name for w in caught} == {Path(__file__).name}

@@ -13,7 +13,7 @@ import scipy.linalg
 
 from ..errors import InvalidInputError
 from ._linalg import ROW_BLOCK, RowMap, add_lower_triangle, float64_row_blocks, symmetric_from_lower
-from .base import SaturationWarning
+from .base import SaturationWarning, caller_stacklevel
 
 def warn_if_singular_scatter(metric: str, n: int, n_classes: int, dim: int) -> None:
     """Warn when N - C < D: S_w is then singular, the (nearly unregularised) LDA separates the samples perfectly
@@ -24,7 +24,7 @@ def warn_if_singular_scatter(metric: str, n: int, n_classes: int, dim: int) -> N
             f"scatter is singular, so {metric} scores saturate near 1.0 for every model; use more samples or "
             "reduce the feature dimension (e.g. PCA) first",
             SaturationWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
 
 

@@ -251,10 +251,10 @@ def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct, centred: bool = F
     class sums of a ``OneHotCross``, whose rows add up to the column sums, else from a sum of each block).
     ``cross`` gets the unshifted float32 blocks, except a ``OneHotCross``: its class sums are taken of the shifted
     blocks in float32 (``OneHotCross.float32_sums``, rounding over a class's rows in one block, as the Gram's) and
-    the shift times the class counts is added back in float64. Features whose products overflow float32 get the float64 pass
-    (``gram_and_cross``) instead. ``centred=True`` returns the centred scatter Xm^T Xm (Xm = X - column means)
-    instead of X^T X: Xc^T Xc - c c^T / N, free of the cancellation X^T X - N mean mean^T would suffer (``cross`` still gets the
-    raw blocks). Against the float64 path the Gram entries differ by ~1e-7 of the largest and
+    the shift times the class counts is added back in float64. Features whose products overflow float32 get the
+    float64 pass (``gram_and_cross``) instead. ``centred=True`` returns the centred scatter Xm^T Xm (Xm = X - column
+    means) instead of X^T X: Xc^T Xc - c c^T / N, free of the cancellation X^T X - N mean mean^T would suffer
+    (``cross`` still gets the raw blocks). Against the float64 path the Gram entries differ by ~1e-7 of the largest and
     LogME by 1e-9 to 1.5e-6 (tests/test_metrics_i.py::test_float32_products_match_float64; 1.5e-6 on the
     anchors' rank-deficient float32 case c_lowrank, whose float32 rounding leaves tiny eigenvalues float64 would
     drop); without the shift, features with an offset 100x their spread lose 1.8e-4.

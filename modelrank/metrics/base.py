@@ -12,6 +12,7 @@ import inspect
 import math
 import numbers
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
@@ -53,6 +54,16 @@ class SaturationWarning(MetricFlagWarning):
     on every model of a dataset."""
 
     flag = "saturated"
+
+
+def caller_stacklevel() -> int:
+    """The ``stacklevel`` for a warning raised in ``modelrank.metrics`` that makes it point at the first caller
+    outside the package (a notebook's call of a metric, or modelrank's scoring code), not at the registry's wrapper
+    or a helper: with a fixed level, warnings of directly called metrics named a line of ``base.py``."""
+    level, frame = 1, sys._getframe(1)  # level 1: the function that warns
+    while frame.f_back is not None and frame.f_globals.get("__name__", "").startswith(__package__):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 Preset = TypeVar("Preset")

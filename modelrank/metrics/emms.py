@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import InvalidInputError, MissingResourceError
 from ._checks import as_class_labels, as_features
 from ._linalg import CrossProduct, OneHotCross, column_moments, column_space_coordinates, unit_scaled
-from .base import SaturationWarning, register_metric
+from .base import SaturationWarning, caller_stacklevel, register_metric
 
 #: std floor of the public code's standardisation
 STD_EPS = 1e-8
@@ -128,7 +128,7 @@ def _fit_label_mixture(x: np.ndarray, cross: CrossProduct, class_targets: np.nda
             f"EMMS: the {x.shape[1]}-d features span all {n} centred samples, so the regression fits any label "
             "embedding exactly and every model scores 0; use more samples than feature dimensions",
             SaturationWarning,
-            stacklevel=3,
+            stacklevel=caller_stacklevel(),
         )
     per_encoder = coordinates.reshape(rank_x, n_encoders, d2)
     projected_gram = np.einsum("rki,rli->kl", per_encoder, per_encoder)
@@ -196,12 +196,13 @@ def emms_classification(features: np.ndarray, labels: np.ndarray, class_names: S
         raise InvalidInputError(f"encoders must be a text encoder name or a list of names, not {encoders!r}")
     table = None
     if texts is None:
-        warnings.warn("EMMS: no class names, so one-hot labels stand in for the text F-labels", stacklevel=2)
+        warnings.warn("EMMS: no class names, so one-hot labels stand in for the text F-labels",
+                      stacklevel=caller_stacklevel())
     else:
         try:
             tables = [encode_texts(texts, name) for name in names]
         except MissingResourceError as err:
-            warnings.warn(f"EMMS: {err}; one-hot labels stand in for the text F-labels", stacklevel=2)
+            warnings.warn(f"EMMS: {err}; one-hot labels stand in for the text F-labels", stacklevel=caller_stacklevel())
         else:
             if len({t.shape for t in tables}) > 1:
                 raise InvalidInputError(f"text encoders {names} give embeddings of different sizes")

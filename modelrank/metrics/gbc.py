@@ -9,7 +9,7 @@ from scipy.special import logsumexp
 
 from ._checks import as_class_labels, as_features, as_float_matrix
 from ._linalg import class_blocks, class_pieces, pca_project
-from .base import SaturationWarning, register_metric
+from .base import SaturationWarning, caller_stacklevel, register_metric
 
 REFERENCE = "Pándy et al., Transferability Estimation using Bhattacharyya Class Separability, CVPR 2022"
 #: GBC = -sum of Bhattacharyya coefficients, each in [0, 1]: below 1e-12 the classes are separated to machine
@@ -147,7 +147,7 @@ def gbc(
     if -score < TIE_ATOL:
         warnings.warn(f"GBC = {score:.3g}: every class pair's Bhattacharyya coefficient is below {TIE_ATOL:g}, so the "
                       f"classes look perfectly separated ({x.shape[0]} samples, {x.shape[1]}-d Gaussians) and GBC "
-                      "saturates at 0 for every such model", SaturationWarning, stacklevel=2)
+                      "saturates at 0 for every such model", SaturationWarning, stacklevel=caller_stacklevel())
     return score
 
 

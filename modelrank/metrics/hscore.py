@@ -19,7 +19,7 @@ from ._linalg import (
     safe_cholesky,
     unit_scaled,
 )
-from .base import SaturationWarning, register_metric
+from .base import SaturationWarning, caller_stacklevel, register_metric
 
 
 @register_metric(
@@ -63,7 +63,7 @@ def hscore(features: np.ndarray, labels: np.ndarray, rcond: float | None = None)
             f"H-Score with {n} samples and {x.shape[1]}-d features (N <= D + 1): the covariance is singular and the "
             f"score saturates at C - 1 = {n_classes - 1} for every model; use hscore_reg or more samples",
             SaturationWarning,
-            stacklevel=2,
+            stacklevel=caller_stacklevel(),
         )
     cutoff_ratio = rcond if rcond is not None else max(x.shape) * np.finfo(np.float64).eps
     if n >= x.shape[1]:

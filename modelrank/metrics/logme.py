@@ -20,7 +20,8 @@ from ._linalg import (
     sample_spectrum,
     unit_scaled,
 )
-from .base import Interval, NotConvergedWarning, SaturationWarning, named_preset, register_metric
+from .base import (Interval, NotConvergedWarning, SaturationWarning, caller_stacklevel, named_preset,
+                   register_metric)
 
 
 #: Features beyond this magnitude (~1.8e72) are scaled down by a power of two first (``unit_scaled``, exact): from
@@ -194,9 +195,9 @@ def max_evidence(
         # F interpolates these targets (rank(F) close to N, e.g. N < D): ||y - Fm||^2 and N - gamma underflow
         # to 0 and beta becomes inf or 0. Redo just those columns with relative floors on the denominators (the
         # LogME repo adds 1e-5 to them everywhere, which would also shift every ordinary score).
-        warnings.warn(f"LogME: the features interpolate {int(bad.sum())} of {bad.size} targets (rank close to N = {n}), "
-                      "so their evidence rests on the degenerate floors and saturates; use more samples than dimensions",
-                      SaturationWarning, stacklevel=2)
+        warnings.warn(f"LogME: the features interpolate {int(bad.sum())} of {bad.size} targets (rank close to N = "
+                      f"{n}), so their evidence rests on the degenerate floors and saturates; use more samples than "
+                      "dimensions", SaturationWarning, stacklevel=caller_stacklevel())
         evidence[bad], active[bad] = max_evidence(sigma, projected[:, bad], y_norm2[bad], n, rule,
                                                   DEGENERATE_FLOOR, prior_dims)
         alpha[bad] = beta[bad] = np.nan
@@ -280,6 +281,6 @@ def logme(
             f"{rule.max_iter or CONVERGED_MAX_ITER} iterations (tolerance {rule.tol:g}); preset='converged' "
             "iterates to the maximum evidence",
             NotConvergedWarning,
-            stacklevel=2,
+            stacklevel=caller_stacklevel(),
         )
     return float(evidence.mean())

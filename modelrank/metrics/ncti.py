@@ -19,7 +19,7 @@ from ._lda import (
     within_scatter,
 )
 from ._linalg import class_means, class_members, pca_project
-from .base import DEFAULT_RTOL, SaturationWarning, register_metric
+from .base import DEFAULT_RTOL, SaturationWarning, caller_stacklevel, register_metric
 
 DEFAULT_PCA_DIM = 64
 #: The shrinkage is exp(-sum of the top SHRINKAGE_COMPONENTS explained variances), floored like SFDA's.
@@ -118,5 +118,5 @@ def ncti(zoo: Mapping[str, FeatureSet], *, pca_dim: int = DEFAULT_PCA_DIM) -> di
     scores = ncc + seli - vc
     if not (ncc.any() or seli.any() or vc.any()):
         warnings.warn(f"NCTI: every term is the same for all {len(names)} models within numerical precision, so "
-                      "every score is 0 and the zoo has no ranking", SaturationWarning, stacklevel=2)
+                      "every score is 0 and the zoo has no ranking", SaturationWarning, stacklevel=caller_stacklevel())
     return {name: float(score) for name, score in zip(names, scores)}

@@ -17,7 +17,7 @@ from scipy.special import digamma, gammaln, logsumexp
 
 from ._checks import as_class_labels, as_features
 from ._linalg import blas_threads, class_sums, one_blas_thread, row_blocks
-from .base import Interval, NotConvergedWarning, named_preset, register_metric
+from .base import Interval, NotConvergedWarning, caller_stacklevel, named_preset, register_metric
 from .leep import probs_and_codes
 
 if TYPE_CHECKING:
@@ -285,7 +285,7 @@ def pactran_gauss(
             f"PAC-Gauss: L-BFGS stopped at its cap of {max_iter} iterations before tolerance {solver.tol:g}; "
             "preset='converged' runs it to the optimum",
             NotConvergedWarning,
-            stacklevel=2,
+            stacklevel=caller_stacklevel(),
         )
     p, _ = softmax_and_true_log_p(result.x)
     curvature = p - p**2
