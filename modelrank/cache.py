@@ -293,8 +293,14 @@ class FeatureStore:
                 except FileNotFoundError:
                     pass
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(_owner(), f)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(_owner(), f)
+            except BaseException:
+                # A claim naming no owner (the disk was full) would hold the chunk for CLAIM_TTL_SECONDS: the
+                # rerun after space is freed would wait that long for a run that is gone.
+                path.unlink(missing_ok=True)
+                raise
             return True
         return False
 

@@ -126,6 +126,25 @@ def test_crash_during_write_leaves_no_complete_file(cache_dir, monkeypatch):
     assert extract([TINY], "digits", "train", **OPTS)[0]["complete"]
 
 
+def test_a_full_disk_while_claiming_leaves_no_claim_behind(cache_dir, monkeypatch):
+    """An empty claim names no owner, so it held the chunk for CLAIM_TTL_SECONDS (10 minutes): the rerun after
+    space was freed waited that long."""
+    import errno
+
+    from modelrank import cache as cache_module
+
+    def full_disk(obj, file):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module.json, "dump", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        extract([TINY], "digits", "train", **OPTS)
+    monkeypatch.undo()
+    store, folder, manifest = entry_chunks(cache_dir)
+    assert not list(folder.glob("*.claim"))
+    assert extract([TINY], "digits", "train", **OPTS)[0]["complete"]
+
+
 def test_corrupt_chunk_is_detected_and_recomputed(cache_dir):
     extract([TINY], "digits", "train", **OPTS)
     store, folder, manifest = entry_chunks(cache_dir)
