@@ -130,6 +130,23 @@ def test_a_class_folder_without_images_is_refused(tmp_path, cli):
     assert code == 2 and "no images in class folder '__MACOSX'" in err and err.count("\n") == 1, err
 
 
+def test_a_folder_that_cannot_be_listed_is_refused_not_skipped(tmp_path, cli, monkeypatch):
+    # os.walk skipped it without a word: its images were left out of the data.
+    root = _folder(tmp_path / "data")
+    _folder(root / "a" / "locked", classes=("more",))
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # as for a folder without read permission (tests run as root, which has them all)
+        if os.path.basename(path) == "locked":
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    code, out, err = cli("extract", "-m", TINY, "-d", f"folder:{root}", "--cache-dir", str(tmp_path / "c"))
+    assert code == 2 and f"cannot list folder {root / 'a' / 'locked'}: Permission denied" in err, err
+    assert err.count("\n") == 1
+
+
 def test_symlinked_and_nested_folders_are_followed_and_hidden_ones_skipped(tmp_path):
     # A symlinked sub-folder was skipped without a word (pathlib's rglob does not follow links); ImageFolder
     # follows them.
