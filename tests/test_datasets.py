@@ -179,6 +179,19 @@ def test_csv_labels_are_the_text_typed_and_only_blank_cells_are_missing(tmp_path
         load_dataset(f"csv:{tmp_path / 'list.csv'}", "all")
 
 
+def test_a_model_with_nothing_after_its_at_is_refused(tmp_path, cli):
+    # `-m ARCH@$CKPT` with CKPT unset ran ARCH's own (hub or packaged) weights in place of the user's file.
+    from modelrank.errors import InvalidInputError
+    from modelrank.models import load_model
+
+    root = _folder(tmp_path / "data")
+    code, out, err = cli("extract", "-m", f"{TINY}@", "-d", f"folder:{root}", "--cache-dir", str(tmp_path / "c"))
+    assert code == 2 and f"model {TINY}@ names no weight file after the @" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(InvalidInputError, match="names no weight file"):
+        load_model(f"{TINY}@")
+
+
 def test_weights_that_do_not_fit_say_how_in_one_line(tmp_path, cli):
     # torch's first line was all the user saw: "Error(s) in loading state_dict for ResNet:".
     import timm
