@@ -151,6 +151,12 @@ def load_csv(path: str, split: str = "all") -> ImageDataset:
     if blank[cols["path"]].any():
         raise InvalidInputError(f"{csv}: column path has {int(blank[cols['path']].sum())} blank cell(s)")
     paths = [str(p if Path(p).is_absolute() else csv.parent / p) for p in table[cols["path"]]]
+    # Here, before any model is built: met while extracting, a missing image stopped the run after hours of chunks,
+    # and a CSV repaired by dropping its row is other data (a new cache entry: those chunks are lost).
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise MissingResourceError(f"{csv}: {len(missing)} of its {len(paths)} image paths name no file (missing, or "
+                                   f"a folder), e.g. {missing[0]}")
     if "split" in cols and blank[cols["split"]].any():
         raise InvalidInputError(f"{csv}: column split has {int(blank[cols['split']].sum())} blank cell(s)")
     split_cells = table[cols["split"]].str.strip().str.lower().to_numpy() if "split" in cols else None
