@@ -170,6 +170,23 @@ def test_subsampling_is_deterministic_and_stratified():
         select_samples(np.linspace(0, 1, 10), None, 2, 0, "regression")
 
 
+def test_per_class_on_regression_targets_is_refused_before_any_model_is_built(tmp_path, cache_dir, monkeypatch):
+    from PIL import Image
+
+    from modelrank import extraction
+
+    for i in range(3):
+        Image.new("RGB", (9, 9)).save(tmp_path / f"{i}.png")
+    (tmp_path / "list.csv").write_text("path,target\n0.png,0.5\n1.png,1.5\n2.png,2.5\n")
+
+    def build(name):
+        raise AssertionError(f"{name} was built before the arguments were checked")
+
+    monkeypatch.setattr(extraction, "load_model", build)
+    with pytest.raises(InvalidInputError, match="--per-class needs a classification dataset"):
+        extract([TINY], f"csv:{tmp_path / 'list.csv'}", per_class=2, workers=0)
+
+
 def test_cache_key_changes_with_weights_and_subset():
     model, data = load_model(TINY), load_dataset("digits", "train")
     k1 = feature_key(model, data, 10, None, 0)
