@@ -192,6 +192,22 @@ def test_a_model_with_nothing_after_its_at_is_refused(tmp_path, cli):
         load_model(f"{TINY}@")
 
 
+def test_a_damaged_packaged_weights_file_is_one_line(tmp_path, cli, monkeypatch):
+    # torch.load's error reached the user as a traceback of "a bug in modelrank" (exit 1).
+    import torch
+
+    import modelrank.models.packaged
+
+    torch.save({"w": torch.zeros(4096)}, tmp_path / "weights.pth")
+    data = (tmp_path / "weights.pth").read_bytes()
+    (tmp_path / "weights.pth").write_bytes(data[: len(data) // 2])  # a truncated install
+    monkeypatch.setattr(modelrank.models.packaged, "_package_weights", lambda index: str(tmp_path / "weights.pth"))
+    root = _folder(tmp_path / "data")
+    code, out, err = cli("extract", "-m", "efficientnet_lite0", "-d", f"folder:{root}", "--cache-dir",
+                         str(tmp_path / "c"))
+    assert code == 2 and f"cannot read weights {tmp_path / 'weights.pth'}" in err and err.count("\n") == 1, err
+
+
 def test_weights_that_do_not_fit_say_how_in_one_line(tmp_path, cli):
     # torch's first line was all the user saw: "Error(s) in loading state_dict for ResNet:".
     import timm

@@ -237,7 +237,7 @@ def load_model(name: str, checkpoint: str | None = None, input_size: int | None 
     elif spec and spec.weights:
         path = spec.weights()
         net, transform, config = _build_arch(arch, pretrained=False, num_classes=spec.num_classes, input_size=input_size)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_state_dict(path)  # a damaged installed file: one line, as for the user's own
         fingerprint, pretraining, source = file_fingerprint(path), spec.pretraining, spec.source
     else:
         net, transform, config = _build_arch(arch, pretrained=not random_init, input_size=input_size)
