@@ -398,15 +398,24 @@ def test_a_csv_with_both_label_and_target_is_refused(tmp_path):
         load_dataset(f"csv:{tmp_path / 'list.csv'}", "all")
 
 
-def test_csv_paths_that_name_no_file_are_refused_before_any_model_is_built(tmp_path, cli):
+def test_csv_paths_that_lead_to_no_file_are_refused_before_any_model_is_built(tmp_path, cli):
     # Met while extracting, after the model was built and the chunks before it computed; a CSV repaired by
     # dropping the row is a new cache entry, so those chunks were lost.
     _folder(tmp_path / "data")
     (tmp_path / "list.csv").write_text("path,label\ndata/a/0.png,a\ndata/b/9.png,b\ndata/b,b\n")
     code, out, err = cli("extract", "-m", TINY, "-d", f"csv:{tmp_path / 'list.csv'}", "--cache-dir",
                          str(tmp_path / "c"))
-    assert code == 2 and "2 of its 3 image paths name no file (missing, or a folder), e.g. " in err, err
+    assert code == 2 and "2 of its 3 image paths lead to no file (missing, a broken link or a folder)" in err, err
     assert str(tmp_path / "data" / "b" / "9.png") in err and err.count("\n") == 1
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_broken_link_in_an_image_folder_is_refused_before_any_model_is_built(tmp_path, cli):
+    root = _folder(tmp_path / "data")
+    (root / "b" / "moved.png").symlink_to(tmp_path / "elsewhere.png")
+    code, out, err = cli("extract", "-m", TINY, "-d", f"folder:{root}", "--cache-dir", str(tmp_path / "c"))
+    assert code == 2 and f"1 of its 7 image paths lead to no file (missing, a broken link or a folder), e.g. {root}" \
+        in err and err.count("\n") == 1, err
     assert not (tmp_path / "c").exists()
 
 

@@ -54,6 +54,12 @@ def _paths_dataset(
     split_cells: np.ndarray | None = None,
 ) -> ImageDataset:
     """``split_cells``: a CSV's split column (lower case), whose rows the split takes instead of a seeded cut."""
+    # Here, before any model is built: met while extracting, a missing image stopped the run after hours of chunks,
+    # and data repaired by dropping it is other data (a new cache entry: those chunks are lost).
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise MissingResourceError(f"{name}: {len(missing)} of its {len(paths)} image paths lead to no file (missing, "
+                                   f"a broken link or a folder), e.g. {missing[0]}")
     if split_cells is not None:
         idx = np.arange(len(targets)) if split == "all" else np.flatnonzero(split_cells == split)
         if not idx.size:
@@ -151,12 +157,6 @@ def load_csv(path: str, split: str = "all") -> ImageDataset:
     if blank[cols["path"]].any():
         raise InvalidInputError(f"{csv}: column path has {int(blank[cols['path']].sum())} blank cell(s)")
     paths = [str(p if Path(p).is_absolute() else csv.parent / p) for p in table[cols["path"]]]
-    # Here, before any model is built: met while extracting, a missing image stopped the run after hours of chunks,
-    # and a CSV repaired by dropping its row is other data (a new cache entry: those chunks are lost).
-    missing = [p for p in paths if not os.path.isfile(p)]
-    if missing:
-        raise MissingResourceError(f"{csv}: {len(missing)} of its {len(paths)} image paths name no file (missing, or "
-                                   f"a folder), e.g. {missing[0]}")
     if "split" in cols and blank[cols["split"]].any():
         raise InvalidInputError(f"{csv}: column split has {int(blank[cols['split']].sum())} blank cell(s)")
     split_cells = table[cols["split"]].str.strip().str.lower().to_numpy() if "split" in cols else None
