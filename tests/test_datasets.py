@@ -96,6 +96,28 @@ def test_damaged_fashion_mnist_files_are_one_line(tmp_path, cli, damage):
     assert code == 2 and "t10k-" in err and err.count("\n") == 1 and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("damage", ["truncated-gzip", "truncated-pickle", "foreign"])
+def test_damaged_animal_mnist_files_are_one_line(tmp_path, cli, monkeypatch, damage):
+    # The package's data files, damaged in the install: an EOFError or UnpicklingError traceback, exit 1.
+    import gzip
+    import sys
+
+    import animal_mnist  # noqa: F401  (the installed one, put back after the test)
+
+    data = pickle.dumps(np.zeros((20, 4, 4), np.uint8))
+    files = {"truncated-gzip": gzip.compress(data)[:40], "truncated-pickle": gzip.compress(data[:-9]),
+             "foreign": gzip.compress(b"<html>not found</html>")}
+    folder = tmp_path / "site" / "animal_mnist" / "data" / "Animal_MNIST"
+    folder.mkdir(parents=True)
+    (folder.parents[1] / "__init__.py").write_text("")
+    (folder / "animal_data_version_3.gz").write_bytes(files[damage])
+    (folder / "animal_label_version_3.gz").write_bytes(gzip.compress(pickle.dumps(np.arange(20) % 10)))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "animal_mnist")
+    code, out, err = cli("extract", "-m", TINY, "-d", "animal-mnist", "--cache-dir", str(tmp_path / "cache"))
+    assert code == 2 and f"cannot read the animal-mnist data in {folder}" in err and err.count("\n") == 1, err
+
+
 def test_complete_fashion_mnist_files_load(tmp_path):
     pixels = np.arange(6 * 16, dtype=np.uint8).reshape(6, 4, 4)
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx(pixels))
