@@ -186,6 +186,7 @@ class FeatureStore:
             **({"precision": precision} if precision else {}),
         }
         if path.is_file():
+            path.open("rb").close()  # one we may not read (another user's, in a shared cache): an error, not rebuilt
             old = read_manifest(path)
             if old and old["sample_ids"] == manifest["sample_ids"] and old["chunk_size"] == chunk_size:
                 return old
@@ -255,6 +256,8 @@ class FeatureStore:
                 reason = None
         except FileNotFoundError:  # removed by a concurrent run that found it corrupt
             return None
+        except PermissionError:  # another user's chunk in a shared cache: not corrupt, and not ours to replace
+            raise
         except Exception as exc:  # pyarrow raises several types for truncated / garbage files
             reason = error_reason(exc)
         if reason:

@@ -158,6 +158,30 @@ def test_corrupt_chunk_is_detected_and_recomputed(cache_dir):
     np.testing.assert_allclose(before.features, after.features, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("unreadable", ["chunk", "manifest"])
+def test_cache_files_this_user_may_not_read_are_an_error_not_rebuilt(cache_dir, cli, monkeypatch, unreadable):
+    # They were reported corrupt (or the manifest unreadable), deleted and recomputed: another user's valid entry
+    # in a shared cache, replaced.
+    from pathlib import Path
+
+    args = ["extract", "-m", TINY, "-d", "digits", "--limit", "40"]
+    assert cli(*args)[0] == 0
+    store, folder, manifest = entry_chunks(cache_dir)
+
+    def denied(path, *a, **k):  # as for a file without read permission (tests run as root, which may read all)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    if unreadable == "chunk":
+        monkeypatch.setattr(pq, "read_table", denied)
+    else:
+        real_open = Path.open
+        monkeypatch.setattr(Path, "open", lambda path, *a, **k: denied(path) if path.name == "manifest.json"
+                            else real_open(path, *a, **k))
+    code, out, err = cli(*args)
+    assert code == 2 and "Permission denied" in err and err.count("\n") == 1 and "corrupt" not in err, err
+    assert (folder / "chunk-00000.parquet").is_file()
+
+
 def test_subsampling_is_deterministic_and_stratified():
     targets = np.repeat(np.arange(5), 20)
     a = select_samples(targets, None, 3, seed=1, task="classification")
