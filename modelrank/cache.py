@@ -186,6 +186,7 @@ class FeatureStore:
             **({"precision": precision} if precision else {}),
         }
         if path.is_file():
+            path.open("rb").close()  # one we may not read (another user's, in a shared cache): an error, not rebuilt
             old = read_manifest(path)
             if old and old["sample_ids"] == manifest["sample_ids"] and old["chunk_size"] == chunk_size:
                 return old
@@ -255,6 +256,8 @@ class FeatureStore:
                 reason = None
         except FileNotFoundError:  # removed by a concurrent run that found it corrupt
             return None
+        except PermissionError:  # another user's chunk in a shared cache: not corrupt, and not ours to replace
+            raise
         except Exception as exc:  # pyarrow raises several types for truncated / garbage files
             reason = error_reason(exc)
         if reason:
@@ -293,8 +296,14 @@ class FeatureStore:
                 except FileNotFoundError:
                     pass
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(_owner(), f)
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(_owner(), f)
+            except BaseException:
+                # A claim naming no owner (the disk was full) would hold the chunk for CLAIM_TTL_SECONDS: the
+                # rerun after space is freed would wait that long for a run that is gone.
+                path.unlink(missing_ok=True)
+                raise
             return True
         return False
 

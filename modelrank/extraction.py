@@ -348,6 +348,7 @@ def extract(
     _register_zoo(models, cache_dir)
     report(progress, "extract", f"opening dataset {dataset}")
     data = open_dataset(dataset, split, data_root, download)
+    select_samples(data.targets, limit, per_class, seed, data.task)  # its refusals before any model is built
     dev = resolve_device(device)
     n_workers = resolve_workers(workers, dev)
     summaries = []

@@ -476,6 +476,13 @@ def test_out_of_memory_is_an_input_error_not_a_bug(cli, cache_dir, monkeypatch):
     assert code == 2 and "Traceback" not in err and err.count("\n") == 1, err
     assert err.startswith("error: out of memory: Unable to allocate 224. GiB") and "ask for less" in err
 
+    def too_big_for_pillow(*args, **kwargs):  # Pillow resizing a 40000 x 1 image: a MemoryError without a message
+        raise MemoryError()
+
+    monkeypatch.setattr(modelrank.finetune, "read_records", too_big_for_pillow)
+    code, out, err = cli("records", "ls")
+    assert code == 2 and err.startswith("error: out of memory: an allocation failed; ask for less"), err
+
 
 def test_debug_shows_the_traceback_of_user_errors(monkeypatch):
     from modelrank.cli import main

@@ -96,6 +96,28 @@ def test_damaged_fashion_mnist_files_are_one_line(tmp_path, cli, damage):
     assert code == 2 and "t10k-" in err and err.count("\n") == 1 and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("damage", ["truncated-gzip", "truncated-pickle", "foreign"])
+def test_damaged_animal_mnist_files_are_one_line(tmp_path, cli, monkeypatch, damage):
+    # The package's data files, damaged in the install: an EOFError or UnpicklingError traceback, exit 1.
+    import gzip
+    import sys
+
+    import animal_mnist  # noqa: F401  (the installed one, put back after the test)
+
+    data = pickle.dumps(np.zeros((20, 4, 4), np.uint8))
+    files = {"truncated-gzip": gzip.compress(data)[:40], "truncated-pickle": gzip.compress(data[:-9]),
+             "foreign": gzip.compress(b"<html>not found</html>")}
+    folder = tmp_path / "site" / "animal_mnist" / "data" / "Animal_MNIST"
+    folder.mkdir(parents=True)
+    (folder.parents[1] / "__init__.py").write_text("")
+    (folder / "animal_data_version_3.gz").write_bytes(files[damage])
+    (folder / "animal_label_version_3.gz").write_bytes(gzip.compress(pickle.dumps(np.arange(20) % 10)))
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    monkeypatch.delitem(sys.modules, "animal_mnist")
+    code, out, err = cli("extract", "-m", TINY, "-d", "animal-mnist", "--cache-dir", str(tmp_path / "cache"))
+    assert code == 2 and f"cannot read the animal-mnist data in {folder}" in err and err.count("\n") == 1, err
+
+
 def test_complete_fashion_mnist_files_load(tmp_path):
     pixels = np.arange(6 * 16, dtype=np.uint8).reshape(6, 4, 4)
     (tmp_path / "t10k-images-idx3-ubyte").write_bytes(_idx(pixels))
@@ -130,6 +152,23 @@ def test_a_class_folder_without_images_is_refused(tmp_path, cli):
     assert code == 2 and "no images in class folder '__MACOSX'" in err and err.count("\n") == 1, err
 
 
+def test_a_folder_that_cannot_be_listed_is_refused_not_skipped(tmp_path, cli, monkeypatch):
+    # os.walk skipped it without a word: its images were left out of the data.
+    root = _folder(tmp_path / "data")
+    _folder(root / "a" / "locked", classes=("more",))
+    real_scandir = os.scandir
+
+    def scandir(path="."):  # as for a folder without read permission (tests run as root, which has them all)
+        if os.path.basename(path) == "locked":
+            raise PermissionError(13, "Permission denied", path)
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    code, out, err = cli("extract", "-m", TINY, "-d", f"folder:{root}", "--cache-dir", str(tmp_path / "c"))
+    assert code == 2 and f"cannot list folder {root / 'a' / 'locked'}: Permission denied" in err, err
+    assert err.count("\n") == 1
+
+
 def test_symlinked_and_nested_folders_are_followed_and_hidden_ones_skipped(tmp_path):
     # A symlinked sub-folder was skipped without a word (pathlib's rglob does not follow links); ImageFolder
     # follows them.
@@ -160,6 +199,35 @@ def test_csv_labels_are_the_text_typed_and_only_blank_cells_are_missing(tmp_path
     (tmp_path / "list.csv").write_text("path,label\ndata/a/0.png,cat\ndata/a/1.png, \n")
     with pytest.raises(InvalidInputError, match="column label has missing values"):
         load_dataset(f"csv:{tmp_path / 'list.csv'}", "all")
+
+
+def test_a_model_with_nothing_after_its_at_is_refused(tmp_path, cli):
+    # `-m ARCH@$CKPT` with CKPT unset ran ARCH's own (hub or packaged) weights in place of the user's file.
+    from modelrank.errors import InvalidInputError
+    from modelrank.models import load_model
+
+    root = _folder(tmp_path / "data")
+    code, out, err = cli("extract", "-m", f"{TINY}@", "-d", f"folder:{root}", "--cache-dir", str(tmp_path / "c"))
+    assert code == 2 and f"model {TINY}@ names no weight file after the @" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "c").exists()
+    with pytest.raises(InvalidInputError, match="names no weight file"):
+        load_model(f"{TINY}@")
+
+
+def test_a_damaged_packaged_weights_file_is_one_line(tmp_path, cli, monkeypatch):
+    # torch.load's error reached the user as a traceback of "a bug in modelrank" (exit 1).
+    import torch
+
+    import modelrank.models.packaged
+
+    torch.save({"w": torch.zeros(4096)}, tmp_path / "weights.pth")
+    data = (tmp_path / "weights.pth").read_bytes()
+    (tmp_path / "weights.pth").write_bytes(data[: len(data) // 2])  # a truncated install
+    monkeypatch.setattr(modelrank.models.packaged, "_package_weights", lambda index: str(tmp_path / "weights.pth"))
+    root = _folder(tmp_path / "data")
+    code, out, err = cli("extract", "-m", "efficientnet_lite0", "-d", f"folder:{root}", "--cache-dir",
+                         str(tmp_path / "c"))
+    assert code == 2 and f"cannot read weights {tmp_path / 'weights.pth'}" in err and err.count("\n") == 1, err
 
 
 def test_weights_that_do_not_fit_say_how_in_one_line(tmp_path, cli):
@@ -350,6 +418,27 @@ def test_a_csv_with_both_label_and_target_is_refused(tmp_path):
     (tmp_path / "list.csv").write_text("path,label,target\ndata/a/0.png,a,0.5\ndata/b/0.png,b,1.5\n")
     with pytest.raises(InvalidInputError, match="both a label and a target column"):
         load_dataset(f"csv:{tmp_path / 'list.csv'}", "all")
+
+
+def test_csv_paths_that_lead_to_no_file_are_refused_before_any_model_is_built(tmp_path, cli):
+    # Met while extracting, after the model was built and the chunks before it computed; a CSV repaired by
+    # dropping the row is a new cache entry, so those chunks were lost.
+    _folder(tmp_path / "data")
+    (tmp_path / "list.csv").write_text("path,label\ndata/a/0.png,a\ndata/b/9.png,b\ndata/b,b\n")
+    code, out, err = cli("extract", "-m", TINY, "-d", f"csv:{tmp_path / 'list.csv'}", "--cache-dir",
+                         str(tmp_path / "c"))
+    assert code == 2 and "2 of its 3 image paths lead to no file (missing, a broken link or a folder)" in err, err
+    assert str(tmp_path / "data" / "b" / "9.png") in err and err.count("\n") == 1
+    assert not (tmp_path / "c").exists()
+
+
+def test_a_broken_link_in_an_image_folder_is_refused_before_any_model_is_built(tmp_path, cli):
+    root = _folder(tmp_path / "data")
+    (root / "b" / "moved.png").symlink_to(tmp_path / "elsewhere.png")
+    code, out, err = cli("extract", "-m", TINY, "-d", f"folder:{root}", "--cache-dir", str(tmp_path / "c"))
+    assert code == 2 and f"1 of its 7 image paths lead to no file (missing, a broken link or a folder), e.g. {root}" \
+        in err and err.count("\n") == 1, err
+    assert not (tmp_path / "c").exists()
 
 
 def _fashion_root(root: Path, shade: int) -> Path:

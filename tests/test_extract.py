@@ -126,6 +126,25 @@ def test_crash_during_write_leaves_no_complete_file(cache_dir, monkeypatch):
     assert extract([TINY], "digits", "train", **OPTS)[0]["complete"]
 
 
+def test_a_full_disk_while_claiming_leaves_no_claim_behind(cache_dir, monkeypatch):
+    """An empty claim names no owner, so it held the chunk for CLAIM_TTL_SECONDS (10 minutes): the rerun after
+    space was freed waited that long."""
+    import errno
+
+    from modelrank import cache as cache_module
+
+    def full_disk(obj, file):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(cache_module.json, "dump", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        extract([TINY], "digits", "train", **OPTS)
+    monkeypatch.undo()
+    store, folder, manifest = entry_chunks(cache_dir)
+    assert not list(folder.glob("*.claim"))
+    assert extract([TINY], "digits", "train", **OPTS)[0]["complete"]
+
+
 def test_corrupt_chunk_is_detected_and_recomputed(cache_dir):
     extract([TINY], "digits", "train", **OPTS)
     store, folder, manifest = entry_chunks(cache_dir)
@@ -139,6 +158,30 @@ def test_corrupt_chunk_is_detected_and_recomputed(cache_dir):
     np.testing.assert_allclose(before.features, after.features, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("unreadable", ["chunk", "manifest"])
+def test_cache_files_this_user_may_not_read_are_an_error_not_rebuilt(cache_dir, cli, monkeypatch, unreadable):
+    # They were reported corrupt (or the manifest unreadable), deleted and recomputed: another user's valid entry
+    # in a shared cache, replaced.
+    from pathlib import Path
+
+    args = ["extract", "-m", TINY, "-d", "digits", "--limit", "40"]
+    assert cli(*args)[0] == 0
+    store, folder, manifest = entry_chunks(cache_dir)
+
+    def denied(path, *a, **k):  # as for a file without read permission (tests run as root, which may read all)
+        raise PermissionError(13, "Permission denied", str(path))
+
+    if unreadable == "chunk":
+        monkeypatch.setattr(pq, "read_table", denied)
+    else:
+        real_open = Path.open
+        monkeypatch.setattr(Path, "open", lambda path, *a, **k: denied(path) if path.name == "manifest.json"
+                            else real_open(path, *a, **k))
+    code, out, err = cli(*args)
+    assert code == 2 and "Permission denied" in err and err.count("\n") == 1 and "corrupt" not in err, err
+    assert (folder / "chunk-00000.parquet").is_file()
+
+
 def test_subsampling_is_deterministic_and_stratified():
     targets = np.repeat(np.arange(5), 20)
     a = select_samples(targets, None, 3, seed=1, task="classification")
@@ -149,6 +192,23 @@ def test_subsampling_is_deterministic_and_stratified():
     assert len(select_samples(targets, 7, None, 0, "classification")) == 7
     with pytest.raises(InvalidInputError):
         select_samples(np.linspace(0, 1, 10), None, 2, 0, "regression")
+
+
+def test_per_class_on_regression_targets_is_refused_before_any_model_is_built(tmp_path, cache_dir, monkeypatch):
+    from PIL import Image
+
+    from modelrank import extraction
+
+    for i in range(3):
+        Image.new("RGB", (9, 9)).save(tmp_path / f"{i}.png")
+    (tmp_path / "list.csv").write_text("path,target\n0.png,0.5\n1.png,1.5\n2.png,2.5\n")
+
+    def build(name):
+        raise AssertionError(f"{name} was built before the arguments were checked")
+
+    monkeypatch.setattr(extraction, "load_model", build)
+    with pytest.raises(InvalidInputError, match="--per-class needs a classification dataset"):
+        extract([TINY], f"csv:{tmp_path / 'list.csv'}", per_class=2, workers=0)
 
 
 def test_cache_key_changes_with_weights_and_subset():

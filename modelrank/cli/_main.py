@@ -119,7 +119,7 @@ def main(argv: Optional[list[str]] = None) -> None:
             _bug()
         _interrupted()
     except MemoryError as exc:  # asked for more than the machine holds (e.g. --bootstrap 10**9): ask for less
-        _fail(f"out of memory: {exc or 'an allocation failed'}; ask for less (fewer samples, models or resamples)", 2)
+        _fail(f"out of memory: {str(exc) or 'an allocation failed'}; ask for less (fewer samples, models or resamples)", 2)
     except OSError as exc:
         if exc.errno in _INPUT_ERRNOS or isinstance(exc, (FileNotFoundError, PermissionError)):
             _fail(str(exc), 2)

@@ -114,7 +114,7 @@ def files_under(folder: Path) -> list[str]:
     pathlib sorts); symlinked folders are followed, each real folder once (a link back up is no loop). Strings, not
     Paths: a torchvision folder holds 100k files, and pathlib took seconds to make and sort them."""
     files, seen = [], set()
-    for top, dirs, names in os.walk(folder, followlinks=True):
+    for top, dirs, names in os.walk(folder, followlinks=True, onerror=_unlistable):
         real = os.path.realpath(top)
         if real in seen:
             dirs.clear()
@@ -123,6 +123,13 @@ def files_under(folder: Path) -> list[str]:
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         files += [os.path.join(top, name) for name in names if not name.startswith(".")]
     return sorted(files, key=lambda path: path.split(os.sep))
+
+
+def _unlistable(exc: OSError) -> None:
+    """``os.walk``'s onerror: it skips a folder it cannot list (no permission) without a word, which left that
+    folder's images out of the data. A folder that is gone has nothing to leave out."""
+    if not isinstance(exc, FileNotFoundError):
+        raise InvalidInputError(f"cannot list folder {exc.filename}: {exc.strerror}")
 
 
 def open_image(path: str) -> Image.Image:

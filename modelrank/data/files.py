@@ -54,6 +54,12 @@ def _paths_dataset(
     split_cells: np.ndarray | None = None,
 ) -> ImageDataset:
     """``split_cells``: a CSV's split column (lower case), whose rows the split takes instead of a seeded cut."""
+    # Here, before any model is built: met while extracting, a missing image stopped the run after hours of chunks,
+    # and data repaired by dropping it is other data (a new cache entry: those chunks are lost).
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise MissingResourceError(f"{name}: {len(missing)} of its {len(paths)} image paths lead to no file (missing, "
+                                   f"a broken link or a folder), e.g. {missing[0]}")
     if split_cells is not None:
         idx = np.arange(len(targets)) if split == "all" else np.flatnonzero(split_cells == split)
         if not idx.size:

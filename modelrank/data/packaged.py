@@ -50,10 +50,15 @@ def load_animal_mnist(split: str = "train", **_) -> ImageDataset:
             "dataset animal-mnist is not installed; run `pip install --no-deps animal-mnist`"
         ) from None
     names = ["animal_data_version_3.gz", "animal_label_version_3.gz"]
-    with gzip.open(folder / names[0], "rb") as f:
-        images = np.asarray(_ArrayUnpickler(f).load(), dtype=np.uint8)
-    with gzip.open(folder / names[1], "rb") as f:
-        targets = np.asarray(_ArrayUnpickler(f).load(), dtype=np.int64)
+    try:
+        with gzip.open(folder / names[0], "rb") as f:
+            images = np.asarray(_ArrayUnpickler(f).load(), dtype=np.uint8)
+        with gzip.open(folder / names[1], "rb") as f:
+            targets = np.asarray(_ArrayUnpickler(f).load(), dtype=np.int64)
+    except (EOFError, gzip.BadGzipFile, zlib.error, pickle.UnpicklingError) as exc:  # EOFError: as in _read_idx
+        raise InvalidInputError(f"cannot read the animal-mnist data in {folder}: a damaged or truncated file "
+                                f"({error_reason(exc)}); reinstall it (`pip install --force-reinstall --no-deps "
+                                "animal-mnist`)") from None
     return split_arrays("animal-mnist", split, images, targets, ANIMAL_CLASSES)
 
 

@@ -134,6 +134,16 @@ def _check_arch(arch: str) -> None:
         raise UnknownNameError(f"unknown model {arch!r}" + (f"; did you mean {', '.join(close)}?" if close else "; see `modelrank list models`"))
 
 
+def _split_checkpoint(name: str) -> tuple[str, str]:
+    """``ARCH@PATH`` -> (ARCH, PATH); a name without ``@`` -> (name, ""). Nothing after the ``@`` is an error:
+    ``-m resnet50@$CKPT`` with CKPT unset ran the hub's (or the packaged) weights in place of the user's file."""
+    name, at, checkpoint = name.partition("@")
+    if at and not checkpoint:
+        raise InvalidInputError(f"model {name}@ names no weight file after the @; give {name}@PATH, or {name} for "
+                                "its own weights")
+    return name, checkpoint
+
+
 def check_model_name(name: str, cache_dir: str | os.PathLike | None = None) -> None:
     """Fail as ``load_model(name)`` would on an unknown name or a missing checkpoint file, without building the
     network or reading weights: commands check every name before hours of work on the first one."""
@@ -141,7 +151,7 @@ def check_model_name(name: str, cache_dir: str | os.PathLike | None = None) -> N
         from ..zoo.registry import register_zoo_models
 
         register_zoo_models(cache_dir)
-    name, _, checkpoint = name.partition("@")
+    name, checkpoint = _split_checkpoint(name)
     if checkpoint:
         _check_weight_file(Path(checkpoint).expanduser())
     if name not in MODELS:
@@ -156,7 +166,7 @@ def weights_fingerprint(name: str, cache_dir: str | os.PathLike | None = None) -
         from ..zoo.registry import register_zoo_models
 
         register_zoo_models(cache_dir)
-    name, _, checkpoint = name.partition("@")
+    name, checkpoint = _split_checkpoint(name)
     if checkpoint:
         return file_fingerprint(os.path.expanduser(checkpoint))
     spec = MODELS.entry(name).obj if name in MODELS else None
@@ -210,7 +220,7 @@ def load_model(name: str, checkpoint: str | None = None, input_size: int | None 
     if "@" in name:
         if checkpoint:
             raise InvalidInputError(f"give the checkpoint either as {name} or with --checkpoint, not both")
-        name, checkpoint = name.split("@", 1)
+        name, checkpoint = _split_checkpoint(name)
     checkpoint = os.path.expanduser(checkpoint) if checkpoint else checkpoint  # ARCH@~/w.pth: the shell leaves ~
     spec: ModelSpec | None = MODELS.entry(name).obj if name in MODELS else None
     arch = spec.arch if spec else name
@@ -227,7 +237,7 @@ def load_model(name: str, checkpoint: str | None = None, input_size: int | None 
     elif spec and spec.weights:
         path = spec.weights()
         net, transform, config = _build_arch(arch, pretrained=False, num_classes=spec.num_classes, input_size=input_size)
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = read_state_dict(path)  # a damaged installed file: one line, as for the user's own
         fingerprint, pretraining, source = file_fingerprint(path), spec.pretraining, spec.source
     else:
         net, transform, config = _build_arch(arch, pretrained=not random_init, input_size=input_size)
