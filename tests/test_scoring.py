@@ -299,6 +299,20 @@ def test_score_table_ties_no_ranking_and_80_columns():
     assert "no ranking: sfda on animal-mnist: all 3 scores are equal (1)" in notes
 
 
+def test_a_metric_that_scored_one_model_ranks_nothing():
+    """With --metric all, a model with a source head was the only one LEEP, NCE, PACTran, ... scored: it was
+    ranked 1 (best, bold) on each of them, and those rank-1s lifted it above a better model in the mean rank."""
+    from modelrank.scoring import rank_scores
+
+    frame = pd.DataFrame({"Dataset": "d", "Model": ["strong", "headed"], "logme": [0.5, 0.1], "logme_flags": "",
+                          "leep": [np.nan, -1.3], "leep_flags": "", "nce": [np.nan, -1.2], "nce_flags": ""})
+    frame.attrs["higher_is_better"] = {"logme": True, "leep": True, "nce": True}
+    ranked = rank_scores(frame)
+    assert ranked["leep_rank"].isna().all() and ranked["nce_rank"].isna().all()
+    assert ranked.attrs["mean_rank"].tolist() == [1.0, 2.0]
+    assert ("d", "leep", "only 1 model scored (headed)") in ranked.attrs["no_ranking"]
+
+
 def run_main(monkeypatch, capsys, *args):
     monkeypatch.setattr(sys, "argv", ["modelrank", *args])
     with pytest.raises(SystemExit) as exit_info:
