@@ -299,6 +299,28 @@ def test_score_table_ties_no_ranking_and_80_columns():
     assert "no ranking: sfda on animal-mnist: all 3 scores are equal (1)" in notes
 
 
+def test_score_table_blocks_fit_the_width_without_cutting_a_cell():
+    """Each column costs its width + 3 (padding on both sides, the divider): counted as + 2, a block of six
+    metrics was 4 columns wider than the terminal and rich cut its last cells to "-0.300024 (…"."""
+    from modelrank.cli._score_table import score_tables
+    from modelrank.scoring import rank_scores
+    from rich.console import Console
+
+    metrics = ["otce_sf", "pactran_dir", "pactran_gamma", "pactran_gauss", "parc", "ped_gbc", "ped_logme"]
+    frame = pd.DataFrame({"Dataset": "custom", "Model": ["twin1", "bad"],
+                          **{m: [-0.300024 - i, -10.0982 - i] for i, m in enumerate(metrics)},
+                          **{f"{m}_flags": "" for m in metrics}})
+    frame.attrs["higher_is_better"] = dict.fromkeys(metrics, True)
+    ranked = rank_scores(frame)
+    for width in range(60, 130):
+        console = Console(width=width, record=True, force_terminal=True)
+        for table in score_tables(ranked, width):
+            console.print(table)
+        text = console.export_text()
+        assert "…" not in text, (width, text)
+        assert all(f"{m} ↑" in text for m in metrics)
+
+
 def test_a_metric_that_scored_one_model_ranks_nothing():
     """With --metric all, a model with a source head was the only one LEEP, NCE, PACTran, ... scored: it was
     ranked 1 (best, bold) on each of them, and those rank-1s lifted it above a better model in the mean rank."""

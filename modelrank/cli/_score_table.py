@@ -78,13 +78,14 @@ def score_tables(frame: pd.DataFrame, width: int) -> list[Table]:
             plain = [Text.from_markup(c).plain for c in cells[m]]
             return max(len(m) + 2, *(len(line) for c in plain for line in c.split("\n")))
 
+        # Each column after the first takes its width + 3: a padding space on either side and the divider.
         blocks: list[list[str]] = [[]]
-        used = model_width + len("mean rank") + 4  # the first block also shows the mean rank
+        used = model_width + len("mean rank") + 3  # the first block also shows the mean rank
         for m in shown:
-            needed = column_width(m) + 2
+            needed = column_width(m) + 3
             if blocks[-1] and used + needed > width:
                 blocks.append([])
-                used = model_width + 2
+                used = model_width
             blocks[-1].append(m)
             used += needed
         for number, block in enumerate(blocks):
