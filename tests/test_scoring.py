@@ -321,6 +321,25 @@ def test_score_table_blocks_fit_the_width_without_cutting_a_cell():
         assert all(f"{m} ↑" in text for m in metrics)
 
 
+def test_score_table_folds_a_long_model_name_and_keeps_the_scores_whole():
+    """A model name wider than the terminal took the whole width: rich cut every score and the mean rank to "…"."""
+    from modelrank.cli._score_table import score_tables
+    from modelrank.scoring import rank_scores
+    from rich.console import Console
+
+    name = "a_fine_tuned_model_whose_name_says_everything_about_how_it_was_trained_and_on_which_data_v2"
+    frame = pd.DataFrame({"Dataset": "custom", "Model": [name, "short"], "logme": [0.485098, -0.337238],
+                          "leep": [-1.36753, -1.36688], "logme_flags": "", "leep_flags": ""})
+    frame.attrs["higher_is_better"] = {"logme": True, "leep": True}
+    for width in (40, 80):
+        console = Console(width=width, record=True, force_terminal=True)
+        for table in score_tables(rank_scores(frame), width):
+            console.print(table)
+        text = console.export_text()
+        assert "…" not in text and "0.485098 (1)" in text and "-1.36688 (1)" in text and "1.50" in text
+        assert name[:12] in text and "on_which_data_v2" in text
+
+
 def test_a_metric_that_scored_one_model_ranks_nothing():
     """With --metric all, a model with a source head was the only one LEEP, NCE, PACTran, ... scored: it was
     ranked 1 (best, bold) on each of them, and those rank-1s lifted it above a better model in the mean rank."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from rich import box
+from rich.cells import cell_len
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -72,7 +73,8 @@ def score_tables(frame: pd.DataFrame, width: int) -> list[Table]:
         rows = _ordered(rows, mean_rank[rows.index].to_numpy())
         shown = [m for m in metrics if rows[m].notna().any()]
         cells = {m: _metric_cells(rows, m, boot) for m in shown}
-        model_width = max(len("model"), *(len(str(m)) for m in rows["Model"]))
+        # A name longer than half the width folds onto more lines: rich would otherwise cut the scores.
+        model_width = min(max(len("model"), *(cell_len(str(m)) for m in rows["Model"])), max(len("model"), width // 2))
 
         def column_width(m: str) -> int:
             plain = [Text.from_markup(c).plain for c in cells[m]]
@@ -92,7 +94,7 @@ def score_tables(frame: pd.DataFrame, width: int) -> list[Table]:
             part = f" ({number + 1}/{len(blocks)})" if len(blocks) > 1 else ""
             table = Table(title=f"{escape(str(dataset))}: score (rank), best first{part}", header_style="bold",
                           box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left")
-            table.add_column("model", no_wrap=True)
+            table.add_column("model", overflow="fold")
             if number == 0:
                 table.add_column("mean rank", justify="right", no_wrap=True)
             for m in block:
