@@ -340,6 +340,18 @@ def test_score_table_folds_a_long_model_name_and_keeps_the_scores_whole():
         assert name[:12] in text and "on_which_data_v2" in text
 
 
+def test_the_saturation_mark_is_explained_when_a_score_has_several_flags():
+    from modelrank.cli._score_table import footnotes, plain_frame
+    from modelrank.scoring import rank_scores
+
+    frame = pd.DataFrame({"Dataset": "d", "Model": ["a", "b", "c"], "logme": [0.5, 0.3, 0.1],
+                          "logme_flags": ["not_converged;saturated", "", ""]})
+    frame.attrs["higher_is_better"] = {"logme": True}
+    ranked = rank_scores(frame)
+    assert plain_frame(ranked)["logme"].tolist()[0] == "0.5*"
+    assert any(line.startswith("* saturated:") and "(logme)" in line for line in footnotes(ranked))
+
+
 def test_a_metric_that_scored_one_model_ranks_nothing():
     """With --metric all, a model with a source head was the only one LEEP, NCE, PACTran, ... scored: it was
     ranked 1 (best, bold) on each of them, and those rank-1s lifted it above a better model in the mean rank."""

@@ -129,7 +129,9 @@ def plain_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 def footnotes(frame: pd.DataFrame) -> list[str]:
     lines = [f"no ranking: {metric} on {dataset}: {reason}" for dataset, metric, reason in frame.attrs["no_ranking"]]
-    flagged = [m for m in frame.attrs["higher_is_better"] if (frame.get(f"{m}_flags", pd.Series(dtype=str)) == "saturated").any()]
+    flags = {m: frame.get(f"{m}_flags", pd.Series(dtype=str)).fillna("") for m in frame.attrs["higher_is_better"]}
+    # a score may carry several flags ("not_converged;saturated"), its cell marked all the same
+    flagged = [m for m, raised in flags.items() if raised.str.split(";").apply(lambda f: SATURATED in f).any()]
     if flagged:
         lines.append(f"{SATURATED_MARK} saturated: the metric no longer separates models on this data ({', '.join(flagged)})")
     if "bootstrap" in frame.attrs:
