@@ -352,6 +352,29 @@ def test_the_saturation_mark_is_explained_when_a_score_has_several_flags():
     assert any(line.startswith("* saturated:") and "(logme)" in line for line in footnotes(ranked))
 
 
+def test_names_in_rich_tables_are_shown_as_given():
+    """rich's escape() doubles a trailing backslash, which the table then showed: model "x\\" read "x\\\\"."""
+    from modelrank.cli._output import frame_table
+    from modelrank.cli._score_table import score_tables
+    from modelrank.evaluate.evaluation import evaluate
+    from modelrank.evaluate.report import evaluation_tables
+    from modelrank.scoring import rank_scores
+    from rich.console import Console
+
+    names = ["[bold]x[/]\\", "dir\\", "m[1]"]
+    frame = pd.DataFrame({"Dataset": "d[/]\\", "Model": names, "logme": [0.5, 0.3, 0.1], "logme_flags": ""})
+    frame.attrs["higher_is_better"] = {"logme": True}
+    truth = pd.DataFrame({"dataset": "d[/]\\", "model": names, "accuracy": [0.9, 0.5, 0.1]})
+    scores = pd.DataFrame({"Dataset": "d[/]\\", "Model": names, "a\\": [0.5, 0.3, 0.1], "b": [0.1, 0.3, 0.5]})
+    console = Console(width=200, record=True, force_terminal=True)
+    for table in [*score_tables(rank_scores(frame), 200), *evaluation_tables(evaluate(scores, truth, "kendall")),
+                  frame_table(frame[["Dataset", "Model"]], "in [red]")]:
+        console.print(table)
+    text = console.export_text()
+    assert "[bold]x[/]\\ " in text and "dir\\ " in text and "m[1]" in text and "in [red]" in text
+    assert "d[/]\\: score" in text and " a\\ " in text and "d[/]\\ " in text and "\\\\" not in text
+
+
 def test_a_metric_that_scored_one_model_ranks_nothing():
     """With --metric all, a model with a source head was the only one LEEP, NCE, PACTran, ... scored: it was
     ranked 1 (best, bold) on each of them, and those rank-1s lifted it above a better model in the mean rank."""

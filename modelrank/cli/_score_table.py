@@ -92,7 +92,7 @@ def score_tables(frame: pd.DataFrame, width: int) -> list[Table]:
             used += needed
         for number, block in enumerate(blocks):
             part = f" ({number + 1}/{len(blocks)})" if len(blocks) > 1 else ""
-            table = Table(title=f"{escape(str(dataset))}: score (rank), best first{part}", header_style="bold",
+            table = Table(title=Text(f"{dataset}: score (rank), best first{part}"), header_style="bold",
                           box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left")
             table.add_column("model", overflow="fold")
             if number == 0:
@@ -103,7 +103,7 @@ def score_tables(frame: pd.DataFrame, width: int) -> list[Table]:
             for i, index in enumerate(rows.index):
                 consensus = rows.at[index, "_mean_rank"]
                 first = [f"{consensus:.2f}" if np.isfinite(consensus) else "—"] if number == 0 else []
-                table.add_row(escape(str(rows.at[index, "Model"])), *first, *[cells[m][i] for m in block])
+                table.add_row(Text(str(rows.at[index, "Model"])), *first, *[cells[m][i] for m in block])
             tables.append(table)
     return tables
 
