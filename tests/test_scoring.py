@@ -442,6 +442,22 @@ def test_cli_dataset_and_models_use_load_feature_pairs(monkeypatch, tmp_path):
     assert list(frame.Model) == ["resnet18", "vit_small_patch16_224"] and set(frame.Dataset) == {"pets"}
 
 
+@pytest.mark.parametrize("output", [["--format", "json"], ["--format", "csv"], ["--out", "-"]])
+def test_cli_data_on_stdout_says_why_a_metric_ranks_nothing_on_stderr(cli, tmp_path, output):
+    """The table's footnotes were the only place the reasons were given: with --format json|csv or --out - the
+    ranks were blank without a word."""
+    import io
+    import json
+
+    same = save_feature_file(make_set(0, 1.0, "x"), tmp_path / "a.npz")
+    code, out, err = cli("score", "--features", str(same), "--features", str(same), "--model-name", "a",
+                         "--model-name", "b", "--metric", "lfc", *output)
+    assert code == 0, err
+    assert "no ranking: lfc on custom: all 2 scores are equal" in err and "no ranking" not in out
+    frame = pd.DataFrame(json.loads(out)) if "json" in output else pd.read_csv(io.StringIO(out))
+    assert frame["lfc_rank"].isna().all() and len(frame) == 2
+
+
 def test_cli_ped_scores_the_ped_variants(tmp_path, two_files):
     out = tmp_path / "ped.csv"
     args = ["score", "--features", two_files[0], "--features", two_files[1], "--metric", "logme", "--ped", "--out", str(out)]
