@@ -389,6 +389,19 @@ def test_a_metric_that_scored_one_model_ranks_nothing():
     assert ("d", "leep", "only 1 model scored (headed)") in ranked.attrs["no_ranking"]
 
 
+def test_score_footnotes_give_each_reason_once_per_dataset():
+    """A single model scored with --metric all printed "only 1 model scored" once for each of 22 metrics."""
+    from modelrank.cli._score_table import footnotes
+    from modelrank.scoring import rank_scores
+
+    frame = pd.DataFrame({"Dataset": ["d", "e", "e"], "Model": ["a", "a", "b"], "logme": [0.5, 0.1, 0.1],
+                          "lfc": [0.2, 0.3, 0.1], "knn": [0.4, 0.9, 0.9]})
+    frame.attrs["higher_is_better"] = {"logme": True, "lfc": True, "knn": True}
+    assert footnotes(rank_scores(frame)) == ["no ranking: logme, lfc, knn on d: only 1 model scored (a)",
+                                             "no ranking: logme on e: all 2 scores are equal (0.1)",
+                                             "no ranking: knn on e: all 2 scores are equal (0.9)"]
+
+
 def run_main(monkeypatch, capsys, *args):
     monkeypatch.setattr(sys, "argv", ["modelrank", *args])
     with pytest.raises(SystemExit) as exit_info:

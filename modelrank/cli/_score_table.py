@@ -128,7 +128,12 @@ def plain_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def footnotes(frame: pd.DataFrame) -> list[str]:
-    lines = [f"no ranking: {metric} on {dataset}: {reason}" for dataset, metric, reason in frame.attrs["no_ranking"]]
+    # one line per dataset and reason: a single model scored with --metric all has one reason for every metric
+    unranked: dict[tuple[str, str], list[str]] = {}
+    for dataset, metric, reason in frame.attrs["no_ranking"]:
+        unranked.setdefault((dataset, reason), []).append(metric)
+    lines = [f"no ranking: {', '.join(metrics)} on {dataset}: {reason}"
+             for (dataset, reason), metrics in unranked.items()]
     flags = {m: frame.get(f"{m}_flags", pd.Series(dtype=str)).fillna("") for m in frame.attrs["higher_is_better"]}
     # a score may carry several flags ("not_converged;saturated"), its cell marked all the same
     flagged = [m for m, raised in flags.items() if raised.str.split(";").apply(lambda f: SATURATED in f).any()]
