@@ -303,6 +303,9 @@ def rank_scores(frame: pd.DataFrame) -> pd.DataFrame:
                 unranked.append((dataset, column, reason))
                 continue
             frame.loc[scored.index, f"{column}_rank"] = tie_ranks(scored[column].to_numpy(), rtol, atol, higher)
+    for dataset, column, _ in unranked:  # no ranking, no best: P(best) named one (1.0 for a lone model)
+        if f"{column}_p_best" in frame.columns:
+            frame.loc[frame["Dataset"] == dataset, f"{column}_p_best"] = np.nan
     rank_columns = [f"{c}_rank" for c in frame.attrs["higher_is_better"]]
     frame.attrs["no_ranking"] = unranked
     frame.attrs["mean_rank"] = frame[rank_columns].mean(axis=1).to_numpy() if rank_columns else np.array([])

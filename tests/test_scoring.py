@@ -389,6 +389,28 @@ def test_a_metric_that_scored_one_model_ranks_nothing():
     assert ("d", "leep", "only 1 model scored (headed)") in ranked.attrs["no_ranking"]
 
 
+def test_a_metric_that_ranks_nothing_names_no_probable_best():
+    """Bootstrap P(best) was 1.0 for the one model a metric scored, and shared among models it cannot tell apart."""
+    from modelrank.cli._score_table import score_tables
+    from modelrank.scoring import rank_scores
+    from rich.console import Console
+
+    frame = pd.DataFrame({"Dataset": "d", "Model": ["a", "b"], "logme": [0.5, 0.1], "leep": [np.nan, -1.3],
+                          "lfc": [0.2, 0.2], **{f"{m}_{s}": v for m in ("logme", "leep", "lfc")
+                                               for s, v in (("low", 0.0), ("high", 1.0))},
+                          "logme_p_best": [0.9, 0.1], "leep_p_best": [np.nan, 1.0], "lfc_p_best": [0.5, 0.5]})
+    frame.attrs.update(higher_is_better={"logme": True, "leep": True, "lfc": True},
+                       bootstrap={"resamples": 10, "seed": 0, "level": 0.95, "exact": False})
+    ranked = rank_scores(frame)
+    assert ranked["leep_p_best"].isna().all() and ranked["lfc_p_best"].isna().all()
+    assert ranked["logme_p_best"].tolist() == [0.9, 0.1]
+    console = Console(width=200, record=True, force_terminal=True)
+    for table in score_tables(ranked, 200):
+        console.print(table)
+    text = console.export_text()
+    assert text.count("P(best)") == 2 and "nan" not in text
+
+
 def test_score_footnotes_give_each_reason_once_per_dataset():
     """A single model scored with --metric all printed "only 1 model scored" once for each of 22 metrics."""
     from modelrank.cli._score_table import footnotes

@@ -57,8 +57,11 @@ def _metric_cells(rows: pd.DataFrame, column: str, boot: bool) -> list[str]:
         else:
             text = escape(text)
         if boot and np.isfinite(rows.at[index, f"{column}_low"]):
-            text += (f"\n[dim]{rows.at[index, f'{column}_low']:.4g}..{rows.at[index, f'{column}_high']:.4g}\n"
-                     f"P(best) {rows.at[index, f'{column}_p_best']:.2f}[/]")
+            lines = [f"{rows.at[index, f'{column}_low']:.4g}..{rows.at[index, f'{column}_high']:.4g}"]
+            best = rows.at[index, f"{column}_p_best"]
+            if np.isfinite(best):  # NaN where the metric ranks nothing
+                lines.append(f"P(best) {best:.2f}")
+            text += "\n[dim]" + "\n".join(lines) + "[/]"
         cells.append(text)
     return cells
 
