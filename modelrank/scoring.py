@@ -275,10 +275,10 @@ def rank_scores(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (from ``score_feature_sets``) with a ``<metric>_rank`` column per metric: 1 = best on its dataset.
 
     Ranks follow the metric's direction and its tie rule (``modelrank.evaluate.ties``): tied models share the
-    average of their ranks. A metric ranks nothing on a dataset when all its scores there are tied, or when it
-    flagged every one of them as saturated: its ranks are NaN there and ``df.attrs["no_ranking"]`` lists
-    ``(dataset, metric, reason)``. ``df.attrs["mean_rank"]`` is the consensus: per row, the mean rank over the
-    metrics that rank its dataset.
+    average of their ranks. A metric ranks nothing on a dataset when it scored only one model there, when all its
+    scores there are tied, or when it flagged every one of them as saturated: its ranks are NaN there and
+    ``df.attrs["no_ranking"]`` lists ``(dataset, metric, reason)``. ``df.attrs["mean_rank"]`` is the consensus:
+    per row, the mean rank over the metrics that rank its dataset.
     """
     from .evaluate.ties import metric_tolerance, no_ranking, tie_ranks
 
@@ -291,8 +291,11 @@ def rank_scores(frame: pd.DataFrame) -> pd.DataFrame:
             scored = rows[rows[column].notna()]
             if scored.empty:
                 continue
+            if len(scored) == 1:  # no winner: with --metric all it won every metric whose input only it had
+                unranked.append((dataset, column, f"only 1 model scored ({scored['Model'].iloc[0]})"))
+                continue
             flags = scored.get(f"{column}_flags", pd.Series("", index=scored.index))
-            if flags.str.split(";").apply(lambda raised: SATURATED in raised).all() and len(scored) > 1:
+            if flags.str.split(";").apply(lambda raised: SATURATED in raised).all():
                 unranked.append((dataset, column, f"saturated for all {len(scored)} models"))
                 continue
             reason = no_ranking(scored[column].to_numpy(), rtol, atol)
@@ -300,6 +303,9 @@ def rank_scores(frame: pd.DataFrame) -> pd.DataFrame:
                 unranked.append((dataset, column, reason))
                 continue
             frame.loc[scored.index, f"{column}_rank"] = tie_ranks(scored[column].to_numpy(), rtol, atol, higher)
+    for dataset, column, _ in unranked:  # no ranking, no best: P(best) named one (1.0 for a lone model)
+        if f"{column}_p_best" in frame.columns:
+            frame.loc[frame["Dataset"] == dataset, f"{column}_p_best"] = np.nan
     rank_columns = [f"{c}_rank" for c in frame.attrs["higher_is_better"]]
     frame.attrs["no_ranking"] = unranked
     frame.attrs["mean_rank"] = frame[rank_columns].mean(axis=1).to_numpy() if rank_columns else np.array([])

@@ -299,6 +299,131 @@ def test_score_table_ties_no_ranking_and_80_columns():
     assert "no ranking: sfda on animal-mnist: all 3 scores are equal (1)" in notes
 
 
+def test_score_table_blocks_fit_the_width_without_cutting_a_cell():
+    """Each column costs its width + 3 (padding on both sides, the divider): counted as + 2, a block of six
+    metrics was 4 columns wider than the terminal and rich cut its last cells to "-0.300024 (…"."""
+    from modelrank.cli._score_table import score_tables
+    from modelrank.scoring import rank_scores
+    from rich.console import Console
+
+    metrics = ["otce_sf", "pactran_dir", "pactran_gamma", "pactran_gauss", "parc", "ped_gbc", "ped_logme"]
+    frame = pd.DataFrame({"Dataset": "custom", "Model": ["twin1", "bad"],
+                          **{m: [-0.300024 - i, -10.0982 - i] for i, m in enumerate(metrics)},
+                          **{f"{m}_flags": "" for m in metrics}})
+    frame.attrs["higher_is_better"] = dict.fromkeys(metrics, True)
+    ranked = rank_scores(frame)
+    for width in range(60, 130):
+        console = Console(width=width, record=True, force_terminal=True)
+        for table in score_tables(ranked, width):
+            console.print(table)
+        text = console.export_text()
+        assert "…" not in text, (width, text)
+        assert all(f"{m} ↑" in text for m in metrics)
+
+
+def test_score_table_folds_a_long_model_name_and_keeps_the_scores_whole():
+    """A model name wider than the terminal took the whole width: rich cut every score and the mean rank to "…"."""
+    from modelrank.cli._score_table import score_tables
+    from modelrank.scoring import rank_scores
+    from rich.console import Console
+
+    name = "a_fine_tuned_model_whose_name_says_everything_about_how_it_was_trained_and_on_which_data_v2"
+    frame = pd.DataFrame({"Dataset": "custom", "Model": [name, "short"], "logme": [0.485098, -0.337238],
+                          "leep": [-1.36753, -1.36688], "logme_flags": "", "leep_flags": ""})
+    frame.attrs["higher_is_better"] = {"logme": True, "leep": True}
+    for width in (40, 80):
+        console = Console(width=width, record=True, force_terminal=True)
+        for table in score_tables(rank_scores(frame), width):
+            console.print(table)
+        text = console.export_text()
+        assert "…" not in text and "0.485098 (1)" in text and "-1.36688 (1)" in text and "1.50" in text
+        assert name[:12] in text and "on_which_data_v2" in text
+
+
+def test_the_saturation_mark_is_explained_when_a_score_has_several_flags():
+    from modelrank.cli._score_table import footnotes, plain_frame
+    from modelrank.scoring import rank_scores
+
+    frame = pd.DataFrame({"Dataset": "d", "Model": ["a", "b", "c"], "logme": [0.5, 0.3, 0.1],
+                          "logme_flags": ["not_converged;saturated", "", ""]})
+    frame.attrs["higher_is_better"] = {"logme": True}
+    ranked = rank_scores(frame)
+    assert plain_frame(ranked)["logme"].tolist()[0] == "0.5*"
+    assert any(line.startswith("* saturated:") and "(logme)" in line for line in footnotes(ranked))
+
+
+def test_names_in_rich_tables_are_shown_as_given():
+    """rich's escape() doubles a trailing backslash, which the table then showed: model "x\\" read "x\\\\"."""
+    from modelrank.cli._output import frame_table
+    from modelrank.cli._score_table import score_tables
+    from modelrank.evaluate.evaluation import evaluate
+    from modelrank.evaluate.report import evaluation_tables
+    from modelrank.scoring import rank_scores
+    from rich.console import Console
+
+    names = ["[bold]x[/]\\", "dir\\", "m[1]"]
+    frame = pd.DataFrame({"Dataset": "d[/]\\", "Model": names, "logme": [0.5, 0.3, 0.1], "logme_flags": ""})
+    frame.attrs["higher_is_better"] = {"logme": True}
+    truth = pd.DataFrame({"dataset": "d[/]\\", "model": names, "accuracy": [0.9, 0.5, 0.1]})
+    scores = pd.DataFrame({"Dataset": "d[/]\\", "Model": names, "a\\": [0.5, 0.3, 0.1], "b": [0.1, 0.3, 0.5]})
+    console = Console(width=200, record=True, force_terminal=True)
+    for table in [*score_tables(rank_scores(frame), 200), *evaluation_tables(evaluate(scores, truth, "kendall")),
+                  frame_table(frame[["Dataset", "Model"]], "in [red]")]:
+        console.print(table)
+    text = console.export_text()
+    assert "[bold]x[/]\\ " in text and "dir\\ " in text and "m[1]" in text and "in [red]" in text
+    assert "d[/]\\: score" in text and " a\\ " in text and "d[/]\\ " in text and "\\\\" not in text
+
+
+def test_a_metric_that_scored_one_model_ranks_nothing():
+    """With --metric all, a model with a source head was the only one LEEP, NCE, PACTran, ... scored: it was
+    ranked 1 (best, bold) on each of them, and those rank-1s lifted it above a better model in the mean rank."""
+    from modelrank.scoring import rank_scores
+
+    frame = pd.DataFrame({"Dataset": "d", "Model": ["strong", "headed"], "logme": [0.5, 0.1], "logme_flags": "",
+                          "leep": [np.nan, -1.3], "leep_flags": "", "nce": [np.nan, -1.2], "nce_flags": ""})
+    frame.attrs["higher_is_better"] = {"logme": True, "leep": True, "nce": True}
+    ranked = rank_scores(frame)
+    assert ranked["leep_rank"].isna().all() and ranked["nce_rank"].isna().all()
+    assert ranked.attrs["mean_rank"].tolist() == [1.0, 2.0]
+    assert ("d", "leep", "only 1 model scored (headed)") in ranked.attrs["no_ranking"]
+
+
+def test_a_metric_that_ranks_nothing_names_no_probable_best():
+    """Bootstrap P(best) was 1.0 for the one model a metric scored, and shared among models it cannot tell apart."""
+    from modelrank.cli._score_table import score_tables
+    from modelrank.scoring import rank_scores
+    from rich.console import Console
+
+    frame = pd.DataFrame({"Dataset": "d", "Model": ["a", "b"], "logme": [0.5, 0.1], "leep": [np.nan, -1.3],
+                          "lfc": [0.2, 0.2], **{f"{m}_{s}": v for m in ("logme", "leep", "lfc")
+                                               for s, v in (("low", 0.0), ("high", 1.0))},
+                          "logme_p_best": [0.9, 0.1], "leep_p_best": [np.nan, 1.0], "lfc_p_best": [0.5, 0.5]})
+    frame.attrs.update(higher_is_better={"logme": True, "leep": True, "lfc": True},
+                       bootstrap={"resamples": 10, "seed": 0, "level": 0.95, "exact": False})
+    ranked = rank_scores(frame)
+    assert ranked["leep_p_best"].isna().all() and ranked["lfc_p_best"].isna().all()
+    assert ranked["logme_p_best"].tolist() == [0.9, 0.1]
+    console = Console(width=200, record=True, force_terminal=True)
+    for table in score_tables(ranked, 200):
+        console.print(table)
+    text = console.export_text()
+    assert text.count("P(best)") == 2 and "nan" not in text
+
+
+def test_score_footnotes_give_each_reason_once_per_dataset():
+    """A single model scored with --metric all printed "only 1 model scored" once for each of 22 metrics."""
+    from modelrank.cli._score_table import footnotes
+    from modelrank.scoring import rank_scores
+
+    frame = pd.DataFrame({"Dataset": ["d", "e", "e"], "Model": ["a", "a", "b"], "logme": [0.5, 0.1, 0.1],
+                          "lfc": [0.2, 0.3, 0.1], "knn": [0.4, 0.9, 0.9]})
+    frame.attrs["higher_is_better"] = {"logme": True, "lfc": True, "knn": True}
+    assert footnotes(rank_scores(frame)) == ["no ranking: logme, lfc, knn on d: only 1 model scored (a)",
+                                             "no ranking: logme on e: all 2 scores are equal (0.1)",
+                                             "no ranking: knn on e: all 2 scores are equal (0.9)"]
+
+
 def run_main(monkeypatch, capsys, *args):
     monkeypatch.setattr(sys, "argv", ["modelrank", *args])
     with pytest.raises(SystemExit) as exit_info:
@@ -350,6 +475,22 @@ def test_cli_dataset_and_models_use_load_feature_pairs(monkeypatch, tmp_path):
     assert calls == [([("resnet18", "pets"), ("vit_small_patch16_224", "pets")], None, 240)]
     frame = pd.read_csv(out)
     assert list(frame.Model) == ["resnet18", "vit_small_patch16_224"] and set(frame.Dataset) == {"pets"}
+
+
+@pytest.mark.parametrize("output", [["--format", "json"], ["--format", "csv"], ["--out", "-"]])
+def test_cli_data_on_stdout_says_why_a_metric_ranks_nothing_on_stderr(cli, tmp_path, output):
+    """The table's footnotes were the only place the reasons were given: with --format json|csv or --out - the
+    ranks were blank without a word."""
+    import io
+    import json
+
+    same = save_feature_file(make_set(0, 1.0, "x"), tmp_path / "a.npz")
+    code, out, err = cli("score", "--features", str(same), "--features", str(same), "--model-name", "a",
+                         "--model-name", "b", "--metric", "lfc", *output)
+    assert code == 0, err
+    assert "no ranking: lfc on custom: all 2 scores are equal" in err and "no ranking" not in out
+    frame = pd.DataFrame(json.loads(out)) if "json" in output else pd.read_csv(io.StringIO(out))
+    assert frame["lfc_rank"].isna().all() and len(frame) == 2
 
 
 def test_cli_ped_scores_the_ped_variants(tmp_path, two_files):

@@ -99,6 +99,18 @@ def test_flagged_scores_can_be_left_out():
     assert any("left out 1 flagged score(s) (saturated)" in w for w in dropped.warnings)
 
 
+def test_exclude_flagged_keeps_scores_that_only_did_not_converge():
+    """LogME's default stops at 11 steps and flags the score "not_converged", most often on the weakest models:
+    --exclude-flagged, which leaves out saturated scores, left those out too."""
+    scores = pd.DataFrame({"Dataset": "animal", "Model": MODELS, "logme": [0.2, 0.3, 0.4, 0.1],
+                           "logme_flags": ["", "", "", "not_converged"], "hscore": [9.0, 2.0, 3.0, 1.0],
+                           "hscore_flags": ["not_converged;saturated", "", "", ""]})
+    ev = evaluate(scores, TRUTH, measures=["kendall"], exclude_flagged=True)
+    assert ev.counts.set_index("method")["n_models"].to_dict() == {"logme": 4, "hscore": 3}
+    assert [w for w in ev.warnings if "flagged" in w] == ["hscore / animal: left out 1 flagged score(s) "
+                                                          "(not_converged;saturated)"]
+
+
 def test_truth_noise_adds_noise_tau():
     scores = pd.DataFrame({"Dataset": "animal", "Model": MODELS, "logme": [0.2, 0.3, 0.4, 0.1]})
     ev = evaluate(scores, TRUTH, measures=["kendall"], truth_noise=0.1)

@@ -19,6 +19,7 @@ import typer
 from rich.cells import cell_len
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import ModelrankError
 from ._common import console, err_console
@@ -112,13 +113,13 @@ def frame_table(frame: "pd.DataFrame", title: str | None = None) -> Table:
     """A rich table of a frame: numbers right-aligned and never folded, text folded when it must."""
     import pandas as pd
 
-    table = Table(title=escape(title) if title else None, header_style="bold")
+    table = Table(title=Text(title) if title else None, header_style="bold")
     for column in frame.columns:
         numeric = pd.api.types.is_numeric_dtype(frame[column])
-        table.add_column(escape(str(column)), justify="right" if numeric else "left", no_wrap=numeric,
+        table.add_column(Text(str(column)), justify="right" if numeric else "left", no_wrap=numeric,
                          overflow="fold")
     for row in frame.itertuples(index=False):
-        table.add_row(*[escape(_cell(v)) for v in row])
+        table.add_row(*[Text(_cell(v)) for v in row])
     return table
 
 
@@ -179,11 +180,11 @@ def emit_rows(columns: list[str], rows: list[list[object]], fmt: str = "table", 
         emit(pd.DataFrame(rows, columns=columns), fmt, out, title)
         return
     cells = [[_cell(value) for value in row] for row in rows]
-    table = Table(title=escape(title) if title else None, header_style="bold")
+    table = Table(title=Text(title) if title else None, header_style="bold")
     for column in columns:
-        table.add_column(escape(str(column)), overflow="fold")
+        table.add_column(Text(str(column)), overflow="fold")
     for row in cells:
-        table.add_row(*[escape(cell) for cell in row])
+        table.add_row(*[Text(cell) for cell in row])
     if console.is_terminal and fits_terminal(table):
         console.print(table)
         return

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from rich import box
+from rich.cells import cell_len
 from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
@@ -56,8 +57,11 @@ def _metric_cells(rows: pd.DataFrame, column: str, boot: bool) -> list[str]:
         else:
             text = escape(text)
         if boot and np.isfinite(rows.at[index, f"{column}_low"]):
-            text += (f"\n[dim]{rows.at[index, f'{column}_low']:.4g}..{rows.at[index, f'{column}_high']:.4g}\n"
-                     f"P(best) {rows.at[index, f'{column}_p_best']:.2f}[/]")
+            lines = [f"{rows.at[index, f'{column}_low']:.4g}..{rows.at[index, f'{column}_high']:.4g}"]
+            best = rows.at[index, f"{column}_p_best"]
+            if np.isfinite(best):  # NaN where the metric ranks nothing
+                lines.append(f"P(best) {best:.2f}")
+            text += "\n[dim]" + "\n".join(lines) + "[/]"
         cells.append(text)
     return cells
 
@@ -72,26 +76,28 @@ def score_tables(frame: pd.DataFrame, width: int) -> list[Table]:
         rows = _ordered(rows, mean_rank[rows.index].to_numpy())
         shown = [m for m in metrics if rows[m].notna().any()]
         cells = {m: _metric_cells(rows, m, boot) for m in shown}
-        model_width = max(len("model"), *(len(str(m)) for m in rows["Model"]))
+        # A name longer than half the width folds onto more lines: rich would otherwise cut the scores.
+        model_width = min(max(len("model"), *(cell_len(str(m)) for m in rows["Model"])), max(len("model"), width // 2))
 
         def column_width(m: str) -> int:
             plain = [Text.from_markup(c).plain for c in cells[m]]
             return max(len(m) + 2, *(len(line) for c in plain for line in c.split("\n")))
 
+        # Each column after the first takes its width + 3: a padding space on either side and the divider.
         blocks: list[list[str]] = [[]]
-        used = model_width + len("mean rank") + 4  # the first block also shows the mean rank
+        used = model_width + len("mean rank") + 3  # the first block also shows the mean rank
         for m in shown:
-            needed = column_width(m) + 2
+            needed = column_width(m) + 3
             if blocks[-1] and used + needed > width:
                 blocks.append([])
-                used = model_width + 2
+                used = model_width
             blocks[-1].append(m)
             used += needed
         for number, block in enumerate(blocks):
             part = f" ({number + 1}/{len(blocks)})" if len(blocks) > 1 else ""
-            table = Table(title=f"{escape(str(dataset))}: score (rank), best first{part}", header_style="bold",
+            table = Table(title=Text(f"{dataset}: score (rank), best first{part}"), header_style="bold",
                           box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, title_justify="left")
-            table.add_column("model", no_wrap=True)
+            table.add_column("model", overflow="fold")
             if number == 0:
                 table.add_column("mean rank", justify="right", no_wrap=True)
             for m in block:
@@ -100,7 +106,7 @@ def score_tables(frame: pd.DataFrame, width: int) -> list[Table]:
             for i, index in enumerate(rows.index):
                 consensus = rows.at[index, "_mean_rank"]
                 first = [f"{consensus:.2f}" if np.isfinite(consensus) else "—"] if number == 0 else []
-                table.add_row(escape(str(rows.at[index, "Model"])), *first, *[cells[m][i] for m in block])
+                table.add_row(Text(str(rows.at[index, "Model"])), *first, *[cells[m][i] for m in block])
             tables.append(table)
     return tables
 
@@ -125,8 +131,15 @@ def plain_frame(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def footnotes(frame: pd.DataFrame) -> list[str]:
-    lines = [f"no ranking: {metric} on {dataset}: {reason}" for dataset, metric, reason in frame.attrs["no_ranking"]]
-    flagged = [m for m in frame.attrs["higher_is_better"] if (frame.get(f"{m}_flags", pd.Series(dtype=str)) == "saturated").any()]
+    # one line per dataset and reason: a single model scored with --metric all has one reason for every metric
+    unranked: dict[tuple[str, str], list[str]] = {}
+    for dataset, metric, reason in frame.attrs["no_ranking"]:
+        unranked.setdefault((dataset, reason), []).append(metric)
+    lines = [f"no ranking: {', '.join(metrics)} on {dataset}: {reason}"
+             for (dataset, reason), metrics in unranked.items()]
+    flags = {m: frame.get(f"{m}_flags", pd.Series(dtype=str)).fillna("") for m in frame.attrs["higher_is_better"]}
+    # a score may carry several flags ("not_converged;saturated"), its cell marked all the same
+    flagged = [m for m, raised in flags.items() if raised.str.split(";").apply(lambda f: SATURATED in f).any()]
     if flagged:
         lines.append(f"{SATURATED_MARK} saturated: the metric no longer separates models on this data ({', '.join(flagged)})")
     if "bootstrap" in frame.attrs:

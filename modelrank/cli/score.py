@@ -103,6 +103,8 @@ def score_cmd(
             write_csv(frame, out)
     else:
         emit(frame, fmt, out)
+        for line in footnotes(frame):  # why ranks are blank: stdout holds only the data, so they go to stderr
+            err_console.print(line, highlight=False, soft_wrap=True, markup=False)
     failures = frame.attrs["failures"]
     if failures:  # the other metrics' scores are shown and written, yet the run did not do all that was asked: exit 2
         where = f"written to {out}" if out else "shown above"

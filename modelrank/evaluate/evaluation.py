@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidInputError, short_list
+from ..metrics.base import SaturationWarning
 from .measures import WEIGHTED_TAU_PROTOCOLS, kendall_tau, noise_tau, pearson, regret_at_k, rel_at_k, spearman, weighted_tau
 from .tables import TRUTH_VALUE_COLUMNS, load_scores, load_truth, name_key
 from .ties import metric_tolerance, no_ranking, paired_differences, snap_ties
@@ -154,7 +155,7 @@ def evaluate(
     Ties: a method's scores on a dataset are grouped by its tie tolerance (``tolerances[method]`` = (rtol,
     atol), else ``metric_tolerance``) and tied scores are made equal before any measure sees them; a dataset
     where all of them are tied gives no ranking (NaN for every measure, listed in ``no_ranking``).
-    ``exclude_flagged``: leave out scores the metric flagged (saturated), with a warning.
+    ``exclude_flagged``: leave out scores the metric flagged as saturated, with a warning.
     ``truth_noise``: the ground truth's noise, a std (e.g. of a seed-averaged accuracy over seeds) or the name of
     the truth column holding each value's std (``accuracy_std`` of benchmark records, divided by sqrt(n_seeds)
     there); adds the measure ``noise_tau``, which does not reward ordering models within that noise.
@@ -192,7 +193,9 @@ def evaluate(
         raise InvalidInputError(f"lower-is-better method(s) not in the scores: {', '.join(unknown)}")
     score_table.loc[score_table["method"].isin(negated), "score"] *= -1
     warnings: list[str] = [*score_table.attrs.get("blank", []), *truth_table.attrs.get("scale", [])]
-    flagged = score_table["flags"] != ""
+    # Only saturation disqualifies a score: "not_converged" (LogME's default stops at the public codes' 11 steps,
+    # most often on the weakest models) qualifies it, and leaving those out dropped the models it ranks last.
+    flagged = score_table["flags"].str.split(";").apply(lambda raised: SaturationWarning.flag in raised)
     if exclude_flagged and flagged.any():
         for (method, dataset), cell in score_table[flagged].groupby(["method", "dataset"], sort=False):
             warnings.append(f"{method} / {dataset}: left out {len(cell)} flagged score(s) ({', '.join(sorted(set(cell['flags'])))})")

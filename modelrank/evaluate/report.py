@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 from rich.console import Console
-from rich.markup import escape
 from rich.measure import Measurement
 from rich.table import Table
+from rich.text import Text
 
 from ..errors import InvalidInputError, MissingResourceError
 from .evaluation import MEAN, WEIGHTED_MEAN, Evaluation
@@ -42,7 +42,7 @@ def evaluation_tables(evaluation: Evaluation, digits: int = 3) -> list[Table]:
         table.add_column("method")
         for column in frame.columns:
             label = {MEAN: "Mean", WEIGHTED_MEAN: "W.Mean"}.get(column, column)
-            table.add_column(escape(str(label)), justify="right")
+            table.add_column(Text(str(label)), justify="right")
             if column == MEAN:
                 table.add_column("±SE", justify="right")
         table.add_column("ranked", justify="right")
@@ -54,7 +54,7 @@ def evaluation_tables(evaluation: Evaluation, digits: int = 3) -> list[Table]:
                 if column == MEAN:
                     se = means.get((method, measure), np.nan)
                     cells.append(f"{se:.{digits}f}" if np.isfinite(se) else "—")
-            table.add_row(escape(str(method)), *cells, ranked.get(method, ""))
+            table.add_row(Text(str(method)), *cells, ranked.get(method, ""))
         tables.append(table)
     return tables
 
