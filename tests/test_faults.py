@@ -563,6 +563,20 @@ def test_pixels_without_an_8_bit_scale_are_refused_in_one_line(tmp_path, pixels,
     assert open_image(tmp_path / "in_range.tif").mode == "RGB"  # 32-bit integers within 0..65535 read as 16-bit
 
 
+def test_very_elongated_images_are_refused_before_decoding(tmp_path):
+    """A 6000 x 1 px PNG passes Pillow's decompression-bomb check, but resizing its shorter side for a model took
+    1.5 GB: refused in one line naming the file, while 100:1 still loads."""
+    from PIL import Image
+
+    from modelrank.data.base import MAX_ASPECT_RATIO, CorruptImageError, open_image
+
+    Image.new("L", (6000, 1)).save(tmp_path / "strip.png")
+    with pytest.raises(CorruptImageError, match=r"strip.png: it is 6000 x 1 px, more elongated than 100:1"):
+        open_image(tmp_path / "strip.png")
+    Image.new("RGB", (2, 2 * MAX_ASPECT_RATIO)).save(tmp_path / "tall.png")
+    assert open_image(tmp_path / "tall.png").size == (2, 2 * MAX_ASPECT_RATIO)
+
+
 # ------------------------------------------------------------------------------------ silent wrong numbers
 def _features(tmp_path: Path, name: str, features: np.ndarray, labels: np.ndarray) -> str:
     path = tmp_path / f"{name}.npz"

@@ -132,10 +132,21 @@ def _unlistable(exc: OSError) -> None:
         raise InvalidInputError(f"cannot list folder {exc.filename}: {exc.strerror}")
 
 
+#: Longest side / shortest side an image may have. Models resize the shorter side to their input size, so a
+#: 6000 x 1 px image (which passes Pillow's decompression-bomb check) became 1.5 GB on the way in, and a smaller
+#: machine's "out of memory" named no image; 100:1 stays below 100 MB for a 256-px input.
+MAX_ASPECT_RATIO = 100
+
+
 def open_image(path: str) -> Image.Image:
-    """Decode an image file fully (PIL is lazy), turning decoder errors into one clear line."""
+    """Decode an image file fully (PIL is lazy), turning decoder errors into one clear line; images more elongated
+    than ``MAX_ASPECT_RATIO`` are refused before decoding."""
     try:
         with Image.open(path) as img:
+            width, height = img.size
+            if max(width, height) > MAX_ASPECT_RATIO * max(1, min(width, height)):
+                raise ValueError(f"it is {width} x {height} px, more elongated than {MAX_ASPECT_RATIO}:1: resized for "
+                                 "a model, its longer side would need gigabytes")
             return to_rgb(img)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         # DecompressionBombError (over twice Pillow's MAX_IMAGE_PIXELS) derives from none of the others.
