@@ -562,6 +562,19 @@ def test_pactran_log_space_steps_equal_the_product_form(monkeypatch):
         close(fast, log_space)
 
 
+def test_float32_gram_overflow_keeps_exact_class_sums():
+    """Float32 products that overflow are redone in float64, and so are the one-hot class sums: rows 2e36 from the
+    shift (the first block's mean) sum past float32's largest value within one block."""
+    from modelrank.metrics._linalg import OneHotCross, class_sums, float32_gram_and_cross
+
+    rng = np.random.default_rng(3)
+    y = np.repeat(np.arange(2), 300)
+    x = ((rng.uniform(1, 1.01, size=(600, 4)) + 4.0 * y[:, None]) * 1e36).astype(np.float32)
+    scatter, sums = float32_gram_and_cross(x, OneHotCross(y, 2), centred=True)
+    assert np.isfinite(scatter).all()
+    np.testing.assert_allclose(sums, class_sums(x, y, 2).T, rtol=1e-12)
+
+
 def test_finiteness_check_survives_overflowing_sums():
     """The cheap check sums the features; a sum that overflows must fall back to the exact check, not refuse."""
     from modelrank.metrics._checks import as_features

@@ -289,6 +289,8 @@ def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct, centred: bool = F
     if not np.isfinite(gram).all():
         if not centred:
             return gram_and_cross(x, cross)
+        if one_hot is not None:  # in float64: float32 class sums overflow too once the rows pass ~1e34
+            cross_sum = one_hot(x, slice(None))
         return gram_and_cross(x, no_cross, x.mean(axis=0, dtype=np.float64))[0], cross_sum
     # Only the lower triangle is read downstream: the corrections are BLAS rank-1 / rank-2 updates of it alone
     # (np.outer temporaries of the whole D x D matrix cost 0.13 s at D = 2048).
