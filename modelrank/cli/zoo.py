@@ -130,6 +130,9 @@ def benchmark_cmd(
             on_stage=lambda stage, message: log(f"[bold cyan]{stage}[/] {escape(message)}"),
             zoo_events=_zoo_events(display), progress=display, pool_tasks=pool,
         )
+    # The reasons for the table's blank cells ("no ranking": tied scores, a constant truth) and other warnings.
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     sanity = result.sanity[["task", "best_model", "best_accuracy", "worst_accuracy", "spread", "seed_std", "noise",
                             "f_stat", "p_value"]]
     if fmt == "json":

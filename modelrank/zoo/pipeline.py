@@ -421,7 +421,7 @@ def run_benchmark(
     if full_records is not None and not full_records.empty:
         full_table, more = metric_table(scores, full_records, higher)
         _write_csv(full_table, out / "table_full_finetune.csv")
-        warnings += more
+        warnings += [f"vs fine-tuning: {warning}" for warning in more]  # the same metric and task, another truth
     sanity = sanity_table(probes)
     _write_csv(sanity, out / "sanity.csv", index=False)
     done()
