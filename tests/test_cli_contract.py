@@ -156,6 +156,7 @@ BAD_INVOCATIONS = [
     ("benchmark", "--preset", "ci", "--out", "/nonexistent/folder/results"),
     ("benchmark", "--preset", "ci", "--out", __file__),
     ("benchmark", "--preset", "ci", "--out", ""),  # the results would land in the current folder
+    ("benchmark", "--preset", "ci", "--out", "-"),  # a results folder named '-', not the tables on stdout
     ("cache", "ls", "--cache-dir", ""),
     ("benchmark", "--preset", "ci", "--pool", "-1"),
     ("cache", "ls", "--format", "xml"),

@@ -98,10 +98,17 @@ def zoo_ls_cmd(
     emit(_zoo_frame(zoo), fmt, out, title=f"zoo/{preset}")
 
 
+def _results_folder(value: str) -> Path:
+    """``benchmark --out``: a folder. '-', stdout for every other --out, would be a results folder named '-'."""
+    if value.strip() == "-":
+        raise typer.BadParameter("the results are a folder, not stdout; for a table on stdout use --format csv|json")
+    return folder_path(value)
+
+
 @app.command("benchmark")
 def benchmark_cmd(
     preset: str = PresetOption,
-    out: Optional[Path] = typer.Option(None, "--out", parser=folder_path, metavar="DIR",
+    out: Optional[Path] = typer.Option(None, "--out", parser=_results_folder, metavar="DIR",
                                        help="Results folder [default: <cache>/benchmark/<preset>]."),
     device: str = DeviceOption,
     pool: Optional[int] = typer.Option(None, "--pool", min=0, help="Training tasks of the pool stage (learned rankers "
