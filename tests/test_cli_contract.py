@@ -159,6 +159,7 @@ BAD_INVOCATIONS = [
     ("benchmark", "--preset", "ci", "--out", "-"),  # a results folder named '-', not the tables on stdout
     ("cache", "ls", "--cache-dir", ""),
     ("benchmark", "--preset", "ci", "--pool", "-1"),
+    ("benchmark", "--preset", "ci", "--pool", "100000"),  # more tasks than the targets hold: before the zoo stage
     ("cache", "ls", "--format", "xml"),
     ("cache", "ls", "--out", "/nonexistent/folder/cache.csv"),
     ("cache", "rm", "no-such-entry", "--yes"),
