@@ -147,7 +147,7 @@ def tasks_classes(out, task: str) -> int:
     return int(pd.read_csv(out / "tasks.csv").set_index("task").loc[task, "classes"])
 
 
-def test_benchmark_cli(cli, cache_dir, tmp_path):
+def test_benchmark_cli(cli, cache_dir, tmp_path, monkeypatch):
     code, out, err = cli("benchmark", "--preset", "ci", "--out", str(tmp_path / "bench"), "--pool", "8")
     assert code == 0, err
     assert "weighted tau" in out and "task/ci-faces" in out and "logme" in out
@@ -169,6 +169,17 @@ def test_benchmark_cli(cli, cache_dir, tmp_path):
     assert code == 0, err
     table = pd.read_csv(io.StringIO(out))
     assert "logme" in set(table["metric"]) and len(table) == len(pd.read_csv(tmp_path / "bench" / "table.csv"))
+    # On an 80-column terminal the pool table comes in blocks, each naming its rows (learner, protocol, versus).
+    from rich.console import Console
+
+    import modelrank.cli._output as output
+
+    monkeypatch.setattr(output, "console", Console(file=io.StringIO(), force_terminal=True, width=80, color_system=None))
+    code, out, err = cli("benchmark", "--preset", "ci", "--out", str(tmp_path / "bench"), "--pool", "8")
+    assert code == 0, err
+    blocks = out.split("# pool:")[1].split("\n", 1)[1].split("\n\n")
+    assert len(blocks) > 1 and max(len(line) for block in blocks for line in block.splitlines()) <= 80
+    assert all(block.split()[:4] == ["learner", "protocol", "weighted_tau", "versus"] for block in blocks), blocks
     code, out, err = cli("benchmark", "--preset", "ci", "--format", "xml")
     assert code == 2 and "--format" in err and not out
     code, out, err = cli("benchmark", "--preset", "nope")

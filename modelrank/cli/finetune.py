@@ -204,7 +204,8 @@ def records_ls(
         table = table[table["dataset"] == dataset]
     if model:
         table = table[table["model"] == model]
-    emit(_results_frame(table), fmt, out, title=f"{len(table)} records")
+    # A record is a model's run on a dataset: both lead every block of a plain table cut to the terminal.
+    emit(_results_frame(table), fmt, out, title=f"{len(table)} records", lead=2)
 
 
 @records_app.command("export")

@@ -154,8 +154,10 @@ def benchmark_cmd(
         emit(sanity.round(3), title="ground truth: spread across models vs seed noise")
         if result.pool_table is not None:
             held = int(result.pool_tasks["held_out"].sum())
+            # A row is a learner's weighted tau under a protocol versus another row: all four lead every block of a
+            # plain table cut to the terminal (with the learner alone, the later blocks did not say which row was which).
             emit(result.pool_table.round(4), title=f"pool: trained on {len(result.pool_tasks) - held} sampled tasks, "
-                 f"weighted tau on {held} held-out ones, paired per task (beats / loses only beyond 2 SE)")
+                 f"weighted tau on {held} held-out ones, paired per task (beats / loses only beyond 2 SE)", lead=4)
     log(f"stage seconds: {result.stage_seconds}; results in {escape(str(result.out_dir))}")
 
 
