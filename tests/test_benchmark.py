@@ -225,6 +225,18 @@ def test_readme_demo_numbers_come_from_a_real_run():
         assert accuracy == pytest.approx(float(row["linear probe (seed 0)"]), abs=1.5 / test.n_samples)
 
 
+def test_sanity_table_names_every_model_tied_for_best():
+    """Three models at 0.9375 on the ci faces task: the one the sort put first was named the best model."""
+    from modelrank.zoo.pipeline import sanity_table
+
+    accuracies = {"m0": (1.0, 0.875), "m1": (0.5, 0.875), "m2": (0.875, 1.0), "m3": (1.0, 0.875)}
+    probes = pd.DataFrame([("t", m, "linear", s, a) for m, pair in accuracies.items() for s, a in enumerate(pair)],
+                          columns=["dataset", "model", "protocol", "seed", "accuracy"])
+    row = sanity_table(probes).iloc[0]
+    assert sorted(row["best_model"].split(", ")) == ["m0", "m2", "m3"]
+    assert row["best_accuracy"] == 0.9375 and row["gap_best_second"] == 0.0
+
+
 def test_sanity_table_separates_real_model_differences_from_split_noise(rng):
     from modelrank.zoo.pipeline import sanity_table
 

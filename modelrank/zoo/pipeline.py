@@ -175,9 +175,11 @@ def sanity_table(probes: pd.DataFrame) -> pd.DataFrame:
     ``spread``: std over models of the seed-averaged accuracy; ``seed_std``: mean over models of the std over
     seeds; ``noise``: the interaction std divided by sqrt(seeds), the noise left in a seed average;
     ``f_stat`` / ``p_value``: the ANOVA F test of "all models equal"; ``gap_best_second``: best minus
-    second-best model.
+    second-best model; ``best_model``: every model tied for the best accuracy (``", "``-separated).
     """
     from scipy import stats
+
+    from ..evaluate.ties import tie_groups
 
     part = probes[probes["protocol"] == "linear"]
     rows = []
@@ -186,7 +188,10 @@ def sanity_table(probes: pd.DataFrame) -> pd.DataFrame:
         acc = table.to_numpy(dtype=np.float64)
         n_models, n_seeds = acc.shape
         means = pd.Series(acc.mean(axis=1), index=table.index).sort_values(ascending=False)
-        row = {"task": task, "models": n_models, "seeds": n_seeds, "best_model": means.index[0],
+        # Models tied for the best (the tie rule of `evaluate`) are all named: the one the sort put first is no winner.
+        groups = tie_groups(means.to_numpy())
+        row = {"task": task, "models": n_models, "seeds": n_seeds,
+               "best_model": ", ".join(means.index[groups == groups.max()]),
                "best_accuracy": float(means.iloc[0]), "worst_accuracy": float(means.iloc[-1]),
                "gap_best_second": float(means.iloc[0] - means.iloc[1]) if n_models > 1 else np.nan,
                "spread": float(means.std(ddof=1)) if n_models > 1 else np.nan,
