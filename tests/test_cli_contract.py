@@ -164,6 +164,8 @@ BAD_INVOCATIONS = [
     ("cache", "ls", "--out", "/nonexistent/folder/cache.csv"),
     ("cache", "rm", "no-such-entry", "--yes"),
     ("records", "ls", "--format", "xml"),
+    ("records", "ls", "-d", ""),  # an unset shell variable: every record was listed
+    ("records", "rm", "-m", " ", "--dry-run"),
     ("records", "ls", "--out", "/nonexistent/folder/records.csv"),
     ("records", "export", "/nonexistent/folder/records.csv"),
     ("list", "metrics", "--format", "yaml"),

@@ -183,6 +183,14 @@ def _selected_text(selected: str) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in json.loads(selected).items())
 
 
+def _check_filters(filters: dict[str, Optional[str]]) -> None:
+    """A blank filter (``-d "$DATASET"`` with DATASET unset) is an error: `records ls` took it for no filter and
+    listed every record. ``filters``: flag -> value, None when not given."""
+    for flag, value in filters.items():
+        if value is not None and not value.strip():
+            raise ModelrankError(f"{flag} is empty; give a value (or leave the option out)")
+
+
 records_app = typer.Typer(help="The fine-tune / probe records (ground truth) kept in the cache.", no_args_is_help=True)
 app.add_typer(records_app, name="records")
 
@@ -199,6 +207,7 @@ def records_ls(
     from ..finetune import read_records
 
     check_output(fmt, out)
+    _check_filters({"-d": dataset, "-m": model})
     table = read_records(str(cache_dir) if cache_dir else None)
     if dataset:
         table = table[table["dataset"] == dataset]
@@ -248,6 +257,7 @@ def records_rm(
     from ..finetune import remove_records
 
     cache = str(cache_dir) if cache_dir else None
+    _check_filters({"--key": key, "-d": dataset, "-m": model, "--protocol": protocol})
     filters = {"key": key, "dataset": dataset, "model": model, "protocol": protocol}
     chosen = remove_records(cache, dry_run=True, **filters)
     for r in chosen.itertuples():
