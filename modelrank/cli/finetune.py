@@ -270,5 +270,6 @@ def records_rm(
                                  f"{len(chosen)} record(s) would be removed; confirm with --yes (list them: --dry-run)"):
         err_console.print("nothing removed", soft_wrap=True)
         return
-    removed = remove_records(cache, **filters)
+    # What was listed and confirmed: records that a running job wrote since (while the question waited) stay.
+    removed = remove_records(cache, among=set(chosen["key"]), **filters)
     err_console.print(f"removed {len(removed)} record(s)", soft_wrap=True)
