@@ -39,7 +39,7 @@ def main() -> None:
     sanity = pd.read_csv(out / "sanity.csv")
     print(markdown(
         ["task", "best model", "best acc", "worst acc", "spread over models", "seed std", "noise (interaction)", "F", "p"],
-        [[r.task.removeprefix("task/"), r.best_model.split("/")[-1], f"{r.best_accuracy:.3f}", f"{r.worst_accuracy:.3f}",
+        [[r.task.removeprefix("task/"), ", ".join(m.split("/")[-1] for m in r.best_model.split(", ")), f"{r.best_accuracy:.3f}", f"{r.worst_accuracy:.3f}",
           f"{r.spread:.3f}", f"{r.seed_std:.3f}", f"{r.noise:.3f}", f"{r.f_stat:.1f}", f"{r.p_value:.3f}"]
          for r in sanity.itertuples()]))
     print()

@@ -147,11 +147,14 @@ def tasks_classes(out, task: str) -> int:
     return int(pd.read_csv(out / "tasks.csv").set_index("task").loc[task, "classes"])
 
 
-def test_benchmark_cli(cli, cache_dir, tmp_path):
+def test_benchmark_cli(cli, cache_dir, tmp_path, monkeypatch):
     code, out, err = cli("benchmark", "--preset", "ci", "--out", str(tmp_path / "bench"), "--pool", "8")
     assert code == 0, err
     assert "weighted tau" in out and "task/ci-faces" in out and "logme" in out
     assert "pool: trained on 8 sampled tasks" in out and "task_attention" in out
+    # The blank cells say why on stderr: H-Score saturates on the ci tasks; each truth's reasons are told apart.
+    assert "warning: hscore / task/ci-faces: no ranking, all 4 scores are equal" in err
+    assert "warning: vs fine-tuning: hscore / task/ci-faces: no ranking" in err
     assert len(pd.read_csv(tmp_path / "bench" / "pool" / "tasks.csv")) == 8 + get_preset("ci").pool.held_out_tasks
     assert (tmp_path / "bench" / "table.csv").is_file()
     # For programs: the finished run again (everything cached), as one JSON object, or the main table as CSV.
@@ -166,6 +169,17 @@ def test_benchmark_cli(cli, cache_dir, tmp_path):
     assert code == 0, err
     table = pd.read_csv(io.StringIO(out))
     assert "logme" in set(table["metric"]) and len(table) == len(pd.read_csv(tmp_path / "bench" / "table.csv"))
+    # On an 80-column terminal the pool table comes in blocks, each naming its rows (learner, protocol, versus).
+    from rich.console import Console
+
+    import modelrank.cli._output as output
+
+    monkeypatch.setattr(output, "console", Console(file=io.StringIO(), force_terminal=True, width=80, color_system=None))
+    code, out, err = cli("benchmark", "--preset", "ci", "--out", str(tmp_path / "bench"), "--pool", "8")
+    assert code == 0, err
+    blocks = out.split("# pool:")[1].split("\n", 1)[1].split("\n\n")
+    assert len(blocks) > 1 and max(len(line) for block in blocks for line in block.splitlines()) <= 80
+    assert all(block.split()[:4] == ["learner", "protocol", "weighted_tau", "versus"] for block in blocks), blocks
     code, out, err = cli("benchmark", "--preset", "ci", "--format", "xml")
     assert code == 2 and "--format" in err and not out
     code, out, err = cli("benchmark", "--preset", "nope")
@@ -209,6 +223,18 @@ def test_readme_demo_numbers_come_from_a_real_run():
         train, val, test = split_feature_set(fs, seed=0)
         accuracy = linear_probe(train, val, test).test_metric
         assert accuracy == pytest.approx(float(row["linear probe (seed 0)"]), abs=1.5 / test.n_samples)
+
+
+def test_sanity_table_names_every_model_tied_for_best():
+    """Three models at 0.9375 on the ci faces task: the one the sort put first was named the best model."""
+    from modelrank.zoo.pipeline import sanity_table
+
+    accuracies = {"m0": (1.0, 0.875), "m1": (0.5, 0.875), "m2": (0.875, 1.0), "m3": (1.0, 0.875)}
+    probes = pd.DataFrame([("t", m, "linear", s, a) for m, pair in accuracies.items() for s, a in enumerate(pair)],
+                          columns=["dataset", "model", "protocol", "seed", "accuracy"])
+    row = sanity_table(probes).iloc[0]
+    assert sorted(row["best_model"].split(", ")) == ["m0", "m2", "m3"]
+    assert row["best_accuracy"] == 0.9375 and row["gap_best_second"] == 0.0
 
 
 def test_sanity_table_separates_real_model_differences_from_split_noise(rng):

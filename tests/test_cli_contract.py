@@ -156,12 +156,16 @@ BAD_INVOCATIONS = [
     ("benchmark", "--preset", "ci", "--out", "/nonexistent/folder/results"),
     ("benchmark", "--preset", "ci", "--out", __file__),
     ("benchmark", "--preset", "ci", "--out", ""),  # the results would land in the current folder
+    ("benchmark", "--preset", "ci", "--out", "-"),  # a results folder named '-', not the tables on stdout
     ("cache", "ls", "--cache-dir", ""),
     ("benchmark", "--preset", "ci", "--pool", "-1"),
+    ("benchmark", "--preset", "ci", "--pool", "100000"),  # more tasks than the targets hold: before the zoo stage
     ("cache", "ls", "--format", "xml"),
     ("cache", "ls", "--out", "/nonexistent/folder/cache.csv"),
     ("cache", "rm", "no-such-entry", "--yes"),
     ("records", "ls", "--format", "xml"),
+    ("records", "ls", "-d", ""),  # an unset shell variable: every record was listed
+    ("records", "rm", "-m", " ", "--dry-run"),
     ("records", "ls", "--out", "/nonexistent/folder/records.csv"),
     ("records", "export", "/nonexistent/folder/records.csv"),
     ("list", "metrics", "--format", "yaml"),

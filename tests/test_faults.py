@@ -223,6 +223,25 @@ def test_records_keep_a_legacy_table_replace_by_key_and_remove(tmp_path):
         remove_records(cache)
 
 
+def test_records_rm_removes_only_the_records_it_listed(tmp_path, cli, monkeypatch):
+    """A record a running job writes while `records rm` waits for its yes matches the filter, but was never listed:
+    it was removed with the others."""
+    import modelrank.cli.finetune as finetune_cmd
+    from modelrank.finetune.records import append_record, read_records
+
+    cache = str(tmp_path / "cache")
+    append_record(_record(0, dataset="exp"), cache)
+
+    def a_job_writes_while_the_user_reads(question, refusal):
+        append_record(_record(1, dataset="exp"), cache)
+        return True
+
+    monkeypatch.setattr(finetune_cmd, "confirmed", a_job_writes_while_the_user_reads)
+    code, out, err = cli("records", "rm", "-d", "exp", "--cache-dir", cache)
+    assert code == 0 and "removed 1 record(s)" in err and "|m0|" in out and "|m1|" not in out, (out, err)
+    assert list(read_records(cache)["model"]) == ["m1"]
+
+
 def test_damaged_records_tables_get_one_line_errors(tmp_path, cli):
     from modelrank.finetune.records import append_record, read_records, records_parts_dir, records_path
 

@@ -209,6 +209,26 @@ def test_cli_finetune_records(tmp_path, cache_dir, digits):
     assert neither.exit_code != 0
 
 
+def test_records_ls_on_a_narrow_terminal_names_dataset_and_model_in_every_block(cli, cache_dir, monkeypatch):
+    """With the dataset alone leading each block, the later blocks did not say whose run a row was."""
+    from rich.console import Console
+
+    import modelrank.cli._output as output
+    from modelrank.finetune.records import append_record, make_record
+
+    for model in ("zoo/demo/lite0-animals-a", "zoo/demo/lite2-imagenet"):
+        append_record(make_record(dataset="task/s1-01-animals-2way-100shot-rotate", model=model, protocol="linear",
+                                  params={"seed": 0}, metric="accuracy", selected={"C": 0.316}, val_metric=0.9,
+                                  test_metric=0.8, n_train=10, n_val=5, n_test=5, iterations=3, seconds=0.1,
+                                  val_curve=[]))
+    monkeypatch.setattr(output, "console", Console(file=io.StringIO(), force_terminal=True, width=80, color_system=None))
+    code, out, err = cli("records", "ls")
+    blocks = out.removeprefix("# 2 records\n").strip().split("\n\n")
+    assert code == 0 and len(blocks) > 1 and max(len(line) for line in out.splitlines()) <= 80, out
+    assert all(block.split()[:2] == ["dataset", "model"] for block in blocks), blocks
+    assert all("zoo/demo/lite2-imagenet" in block for block in blocks)
+
+
 def test_records_export_never_writes_over_the_records_table(cli, tmp_path, cache_dir, digits):
     """`records export ~/.cache/modelrank/records.parquet` replaced the table with a CSV: every record was lost."""
     from modelrank.finetune import compact_records

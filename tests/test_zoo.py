@@ -170,6 +170,22 @@ def test_zoo_models_work_with_extract_and_list_in_the_cli(cache_dir, cli):
     assert code == 0 and "source/digits" in out
 
 
+def test_zoo_build_without_a_source_dataset_fails_before_training(cache_dir, tmp_path, monkeypatch):
+    """`zoo build --preset full` without Fashion-MNIST trained the other sources' models for minutes first."""
+    import modelrank.data.packaged
+    import modelrank.zoo.build
+    from modelrank.errors import MissingResourceError
+    from modelrank.zoo.build import build_zoo
+
+    def trained(*args, **kwargs):
+        raise AssertionError("a model trained before the sources were checked")
+
+    monkeypatch.setattr(modelrank.data.packaged, "FASHION_DEBIAN_DIR", tmp_path / "no-fashion-mnist")
+    monkeypatch.setattr(modelrank.zoo.build, "finetune_full", trained)
+    with pytest.raises(MissingResourceError, match="Fashion-MNIST not found"):
+        build_zoo("full", cache_dir=cache_dir, device="cpu")
+
+
 def test_unknown_preset_and_zoo_model():
     from modelrank.zoo.presets import get_preset
 

@@ -183,6 +183,14 @@ def _selected_text(selected: str) -> str:
     return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in json.loads(selected).items())
 
 
+def _check_filters(filters: dict[str, Optional[str]]) -> None:
+    """A blank filter (``-d "$DATASET"`` with DATASET unset) is an error: `records ls` took it for no filter and
+    listed every record. ``filters``: flag -> value, None when not given."""
+    for flag, value in filters.items():
+        if value is not None and not value.strip():
+            raise ModelrankError(f"{flag} is empty; give a value (or leave the option out)")
+
+
 records_app = typer.Typer(help="The fine-tune / probe records (ground truth) kept in the cache.", no_args_is_help=True)
 app.add_typer(records_app, name="records")
 
@@ -199,12 +207,14 @@ def records_ls(
     from ..finetune import read_records
 
     check_output(fmt, out)
+    _check_filters({"-d": dataset, "-m": model})
     table = read_records(str(cache_dir) if cache_dir else None)
     if dataset:
         table = table[table["dataset"] == dataset]
     if model:
         table = table[table["model"] == model]
-    emit(_results_frame(table), fmt, out, title=f"{len(table)} records")
+    # A record is a model's run on a dataset: both lead every block of a plain table cut to the terminal.
+    emit(_results_frame(table), fmt, out, title=f"{len(table)} records", lead=2)
 
 
 @records_app.command("export")
@@ -247,6 +257,7 @@ def records_rm(
     from ..finetune import remove_records
 
     cache = str(cache_dir) if cache_dir else None
+    _check_filters({"--key": key, "-d": dataset, "-m": model, "--protocol": protocol})
     filters = {"key": key, "dataset": dataset, "model": model, "protocol": protocol}
     chosen = remove_records(cache, dry_run=True, **filters)
     for r in chosen.itertuples():
@@ -259,5 +270,6 @@ def records_rm(
                                  f"{len(chosen)} record(s) would be removed; confirm with --yes (list them: --dry-run)"):
         err_console.print("nothing removed", soft_wrap=True)
         return
-    removed = remove_records(cache, **filters)
+    # What was listed and confirmed: records that a running job wrote since (while the question waited) stay.
+    removed = remove_records(cache, among=set(chosen["key"]), **filters)
     err_console.print(f"removed {len(removed)} record(s)", soft_wrap=True)

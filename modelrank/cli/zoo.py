@@ -98,10 +98,17 @@ def zoo_ls_cmd(
     emit(_zoo_frame(zoo), fmt, out, title=f"zoo/{preset}")
 
 
+def _results_folder(value: str) -> Path:
+    """``benchmark --out``: a folder. '-', stdout for every other --out, would be a results folder named '-'."""
+    if value.strip() == "-":
+        raise typer.BadParameter("the results are a folder, not stdout; for a table on stdout use --format csv|json")
+    return folder_path(value)
+
+
 @app.command("benchmark")
 def benchmark_cmd(
     preset: str = PresetOption,
-    out: Optional[Path] = typer.Option(None, "--out", parser=folder_path, metavar="DIR",
+    out: Optional[Path] = typer.Option(None, "--out", parser=_results_folder, metavar="DIR",
                                        help="Results folder [default: <cache>/benchmark/<preset>]."),
     device: str = DeviceOption,
     pool: Optional[int] = typer.Option(None, "--pool", min=0, help="Training tasks of the pool stage (learned rankers "
@@ -130,6 +137,9 @@ def benchmark_cmd(
             on_stage=lambda stage, message: log(f"[bold cyan]{stage}[/] {escape(message)}"),
             zoo_events=_zoo_events(display), progress=display, pool_tasks=pool,
         )
+    # The reasons for the table's blank cells ("no ranking": tied scores, a constant truth) and other warnings.
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False, soft_wrap=True)
     sanity = result.sanity[["task", "best_model", "best_accuracy", "worst_accuracy", "spread", "seed_std", "noise",
                             "f_stat", "p_value"]]
     if fmt == "json":
@@ -144,8 +154,10 @@ def benchmark_cmd(
         emit(sanity.round(3), title="ground truth: spread across models vs seed noise")
         if result.pool_table is not None:
             held = int(result.pool_tasks["held_out"].sum())
+            # A row is a learner's weighted tau under a protocol versus another row: all four lead every block of a
+            # plain table cut to the terminal (with the learner alone, the later blocks did not say which row was which).
             emit(result.pool_table.round(4), title=f"pool: trained on {len(result.pool_tasks) - held} sampled tasks, "
-                 f"weighted tau on {held} held-out ones, paired per task (beats / loses only beyond 2 SE)")
+                 f"weighted tau on {held} held-out ones, paired per task (beats / loses only beyond 2 SE)", lead=4)
     log(f"stage seconds: {result.stage_seconds}; results in {escape(str(result.out_dir))}")
 
 

@@ -159,9 +159,11 @@ def compact_records(cache_dir: str | os.PathLike | None = None) -> dict[str, int
 
 def remove_records(
     cache_dir: str | os.PathLike | None = None, *, key: str | None = None, dataset: str | None = None,
-    model: str | None = None, protocol: str | None = None, dry_run: bool = False,
+    model: str | None = None, protocol: str | None = None, dry_run: bool = False, among: set[str] | None = None,
 ) -> pd.DataFrame:
-    """Delete the records matching every given filter (at least one); returns them. ``dry_run``: only return them."""
+    """Delete the records matching every given filter (at least one); returns them. ``dry_run``: only return them.
+    ``among``: only records with these keys (those listed to a user who confirmed: a matching record written since
+    stays)."""
     filters = {"key": key, "dataset": dataset, "model": model, "protocol": protocol}
     filters = {column: value for column, value in filters.items() if value is not None}
     if not filters:
@@ -171,7 +173,7 @@ def remove_records(
         chosen = pd.Series(True, index=table.index)
         for column, value in filters.items():
             chosen &= table[column] == value
-        return chosen
+        return chosen if among is None else chosen & table["key"].isin(among)
 
     if dry_run:
         table = read_records(cache_dir)

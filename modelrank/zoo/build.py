@@ -16,6 +16,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
+from ..data import load_dataset
 from ..finetune.full import finetune_full
 from ..models import file_fingerprint, load_model
 from ..models.base import MODELS
@@ -57,6 +58,10 @@ def build_zoo(
     folder = zoo_root(cache_dir) / preset.name
     manifest = read_manifest(preset.name, cache_dir)
     manifest.setdefault("models", {})
+    # Every source is read before the first model trains: a missing one (Fashion-MNIST not installed for `full`) is
+    # an error now, not after the models of the sources before it have trained.
+    for source in preset.sources:
+        load_dataset(source, "train", root=data_root)
     jobs = [(arch, source) for arch in preset.archs for source in preset.sources]
     for index, (arch, source) in enumerate(jobs):
         base = preset.archs[arch]

@@ -175,9 +175,11 @@ def sanity_table(probes: pd.DataFrame) -> pd.DataFrame:
     ``spread``: std over models of the seed-averaged accuracy; ``seed_std``: mean over models of the std over
     seeds; ``noise``: the interaction std divided by sqrt(seeds), the noise left in a seed average;
     ``f_stat`` / ``p_value``: the ANOVA F test of "all models equal"; ``gap_best_second``: best minus
-    second-best model.
+    second-best model; ``best_model``: every model tied for the best accuracy (``", "``-separated).
     """
     from scipy import stats
+
+    from ..evaluate.ties import tie_groups
 
     part = probes[probes["protocol"] == "linear"]
     rows = []
@@ -186,7 +188,10 @@ def sanity_table(probes: pd.DataFrame) -> pd.DataFrame:
         acc = table.to_numpy(dtype=np.float64)
         n_models, n_seeds = acc.shape
         means = pd.Series(acc.mean(axis=1), index=table.index).sort_values(ascending=False)
-        row = {"task": task, "models": n_models, "seeds": n_seeds, "best_model": means.index[0],
+        # Models tied for the best (the tie rule of `evaluate`) are all named: the one the sort put first is no winner.
+        groups = tie_groups(means.to_numpy())
+        row = {"task": task, "models": n_models, "seeds": n_seeds,
+               "best_model": ", ".join(means.index[groups == groups.max()]),
                "best_accuracy": float(means.iloc[0]), "worst_accuracy": float(means.iloc[-1]),
                "gap_best_second": float(means.iloc[0] - means.iloc[1]) if n_models > 1 else np.nan,
                "spread": float(means.std(ddof=1)) if n_models > 1 else np.nan,
@@ -232,15 +237,28 @@ def pool_encoder(models: list[str]) -> str:
     return next((m for m in models if m.endswith("-imagenet")), models[0])
 
 
+def _class_counts(labels) -> dict[int, int]:
+    return dict(zip(*np.unique(np.asarray(labels), return_counts=True)))
+
+
+def _sample_pool(config: PoolConfig, targets: Sequence[str], counts: dict[str, dict[int, int]]) -> list:
+    """The pool's tasks (``PoolTask``), given each target task's images per class (target -> {class: images})."""
+    from .pool import overlap_groups, sample_pool_tasks, split_sources
+    from .tasks import DERIVED
+
+    training, held = split_sources(list(targets), config.held_out_fraction, config.seed,
+                                   overlap_groups({t: DERIVED[t] for t in targets}))
+    return sample_pool_tasks(counts, training, held, config.train_tasks, config.held_out_tasks, config.seed,
+                             config.ways, config.shots, config.test_per_class, config.max_draws)
+
+
 def build_benchmark_pool(config: PoolConfig, models: list[str], targets: Sequence[str], folder: Path, cache_dir=None,
                          data_root=None, progress: ProgressFn | None = None) -> tuple[pd.DataFrame, Any]:
     """The ``pool`` stage: sample ``config``'s pool from the benchmark's target tasks, whose features of every model
     are cached, and build it in ``folder`` (resumable); returns (pool tasks, ``Records`` for the learners)."""
     from dataclasses import asdict
 
-    from .pool import (build_pool, overlap_groups, pool_records, read_pool, sample_pool_tasks, split_sources,
-                       unfinished_tasks)
-    from .tasks import DERIVED
+    from .pool import build_pool, pool_records, read_pool, unfinished_tasks
 
     folder.mkdir(parents=True, exist_ok=True)
     # A pool built with other settings or another zoo is not resumed: its rows would mix two definitions.
@@ -253,11 +271,7 @@ def build_benchmark_pool(config: PoolConfig, models: list[str], targets: Sequenc
         atomic_write_bytes(stamp, definition.encode())
     encoder = pool_encoder(models)
     encoded = {(encoder, t): _features([encoder], t, cache_dir, data_root)[0] for t in targets}
-    counts = {t: dict(zip(*np.unique(np.asarray(encoded[encoder, t].labels), return_counts=True))) for t in targets}
-    training, held = split_sources(list(targets), config.held_out_fraction, config.seed,
-                                   overlap_groups({t: DERIVED[t] for t in targets}))
-    tasks = sample_pool_tasks(counts, training, held, config.train_tasks, config.held_out_tasks, config.seed,
-                              config.ways, config.shots, config.test_per_class, config.max_draws)
+    tasks = _sample_pool(config, targets, {t: _class_counts(encoded[encoder, t].labels) for t in targets})
     task_table = pd.DataFrame([{"task": t.name, "source": t.source, "classes": " ".join(map(str, t.classes)),
                                 "shots": t.shots, "held_out": t.held_out} for t in tasks])
     _write_csv(task_table, folder / "tasks.csv", index=False)
@@ -336,7 +350,6 @@ def run_benchmark(
     preset = get_preset(preset) if isinstance(preset, str) else preset
     cache_dir = str(cache_dir) if cache_dir else None
     out = Path(out_dir) if out_dir else cache_root(cache_dir) / "benchmark" / preset.name
-    out.mkdir(parents=True, exist_ok=True)
     fine_tuned = [t for t in preset.tasks if preset.task_finetuning is not None
                   and (preset.finetune_tasks is None or t in preset.finetune_tasks)]
     pool = preset.pool
@@ -359,6 +372,19 @@ def run_benchmark(
         start = time.perf_counter()
         return lambda: seconds.__setitem__(stage, round(seconds.get(stage, 0.0) + time.perf_counter() - start, 2))
 
+    # The target tasks are read first: a pool larger than their classes and images allow is refused before any
+    # work, not after every other stage.
+    task_rows, counts = [], {}
+    for task in preset.tasks:
+        data = load_dataset(task, "all", root=data_root)
+        spec = DERIVED[task]
+        task_rows.append({"task": task, "base": spec.base, "domain": spec.shift, "classes": len(data.class_names),
+                          "samples": len(data), "class_names": ", ".join(data.class_names)})
+        counts[task] = _class_counts(data.targets)
+    if pool is not None:
+        _sample_pool(pool, preset.tasks, counts)
+    out.mkdir(parents=True, exist_ok=True)
+
     done = timed("zoo")
     say("zoo", f"building zoo/{preset.name}: {len(preset.archs)} architectures x {len(preset.sources)} sources")
     zoo = build_zoo(preset, cache_dir=cache_dir, device=device, data_root=data_root, on_event=zoo_events,
@@ -367,15 +393,10 @@ def run_benchmark(
     done()
 
     done = timed("extract")
-    task_rows = []
     for task in preset.tasks:
         say("extract", f"{len(models)} models on {task}")
         extract(models, task, "all", batch_size=preset.extract_batch, device=device, cache_dir=cache_dir,
                 data_root=data_root, progress=progress)
-        data = load_dataset(task, "all", root=data_root)
-        spec = DERIVED[task]
-        task_rows.append({"task": task, "base": spec.base, "domain": spec.shift, "classes": len(data.class_names),
-                          "samples": len(data), "class_names": ", ".join(data.class_names)})
     done()
     tasks = pd.DataFrame(task_rows)
     _write_csv(tasks, out / "tasks.csv", index=False)
@@ -421,7 +442,7 @@ def run_benchmark(
     if full_records is not None and not full_records.empty:
         full_table, more = metric_table(scores, full_records, higher)
         _write_csv(full_table, out / "table_full_finetune.csv")
-        warnings += more
+        warnings += [f"vs fine-tuning: {warning}" for warning in more]  # the same metric and task, another truth
     sanity = sanity_table(probes)
     _write_csv(sanity, out / "sanity.csv", index=False)
     done()
