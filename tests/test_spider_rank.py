@@ -255,6 +255,11 @@ def test_rank_checks_meta_and_observed_before_saying_anything(cli, tmp_path):
     assert code == 2 and "is a file; spider train saves the learner in a folder" in err
     code, _, err = cli("spider", "train", str(tmp_path / "records.csv"), "--out", "")  # an unset shell variable
     assert code == 2 and "--out needs a folder name" in err and err.count("\n") == 1
+    # the folder's parent is a file: the error came after training, from the save
+    clustered(n_models=3, n_tasks=4).table.to_csv(tmp_path / "records.csv", index=False)
+    code, _, err = cli("spider", "train", str(tmp_path / "records.csv"), "--out", str(tmp_path / "file" / "l"),
+                       "--learner", "bogus")
+    assert code == 2 and f"directory {tmp_path / 'file'} does not exist" in err and err.count("\n") == 1, err
     code, _, err = cli("spider", "train", f"domainnet:{tmp_path}", "--task-meta", str(tmp_path / "tasks.csv"),
                        "--out", str(tmp_path / "l"))  # was silently ignored: the folder brings its own metadata
     assert code == 2 and "metadata files go with a records CSV" in err and err.count("\n") == 1

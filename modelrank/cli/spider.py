@@ -15,7 +15,7 @@ from ._common import (
     only_with, progress_display, split_names, SeedOption,
 )
 from ..progress import report
-from ._output import check_output, emit, format_option, frame_table, out_option
+from ._output import check_out, check_output, emit, format_option, frame_table, out_option
 
 #: ``--rerank-metric`` value for Model Spider's own re-ranking (instead of a metric)
 LEARNED_RERANK = "learned"
@@ -59,6 +59,8 @@ def spider_train(
     out = Path(out_name)
     if out.exists() and not out.is_dir():
         raise ModelrankError(f"--out {out} is a file; spider train saves the learner in a folder")
+    if not out.exists():
+        check_out(out)  # the folder is created after training, so its parent must exist and be writable now
     config = _learner_options(learner, option)
     text = f"training {learner} (epochs, validation folds included)"
     with progress_display(quiet) as display:
