@@ -188,6 +188,11 @@ def test_bad_input_gets_clear_errors():
     one = Records(pd.concat([records.table, pd.DataFrame([["lonely", "m0", 0.5]], columns=records.table.columns)]))
     with pytest.raises(InvalidInputError, match="at least 2"):
         evaluate(lambda: make_learner("model_prior"), one, "cold_start", [["lonely"]])
+    # a task whose models have no records elsewhere: the learner trained without it knows none of them
+    apart = Records(pd.concat([records.table, pd.DataFrame([["apart", "x0", 0.5], ["apart", "x1", 0.6]],
+                                                           columns=records.table.columns)]))
+    with pytest.raises(InvalidInputError, match="held-out task 'apart': 0 of its 2 models have records on the other"):
+        evaluate(lambda: make_learner("model_prior"), apart, "cold_start", [["apart"]])
     with pytest.raises(InvalidInputError, match="no row for model"):
         Records(records.table, model_meta=records.model_meta.drop("m3"))
     with pytest.raises(InvalidInputError, match="no task has records for 2"):

@@ -147,7 +147,13 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
         fit_s.append(time.perf_counter() - start)
         for task in held:
             truth = records.check_rankable(task)
-            truth = truth[truth.index.isin(learner.models)]  # a model known only from this task cannot be ranked
+            known = truth[truth.index.isin(learner.models)]  # a model known only from this task cannot be ranked
+            if known.size < 2:  # predict's "ranking needs at least 2 models, got 0" named neither task nor cause
+                raise InvalidInputError(
+                    f"held-out task {task!r}: {known.size} of its {truth.size} models have records on the other "
+                    "tasks, so the learner trained without it cannot rank them; give those models records on "
+                    "other tasks or leave the task out")
+            truth = known
             base = {"fold": fold_id, "task": task}
             if "cold_start" in protocols:
                 start = time.perf_counter()
