@@ -314,6 +314,8 @@ def test_spider_measures_treat_predictions_equal_within_precision_as_ties():
     tied = measure_all(truth, np.array([0.5, 0.5, 0.2, 0.1]))
     for name in ("weighted_tau", "spearman", "rel@1", "regret@1"):
         assert noisy[name] == pytest.approx(tied[name], nan_ok=True), name
+    float32 = measure_all(truth, np.array([0.5, 0.5 + 3e-7, 0.2, 0.1]))  # the rounding of float32 records
+    assert float32["weighted_tau"] == pytest.approx(tied["weighted_tau"]) and float32["rel@1"] == tied["rel@1"]
     constant = measure_all(truth, np.full(4, 0.3) + np.array([0, 1e-15, 2e-15, 3e-15]))
     assert np.isnan(constant["weighted_tau"]) and np.isnan(constant["rel@1"])  # no ranking, not a perfect pick
     # truths equal but for rounding (0.7 and 0.1 + 0.2 + 0.4): the order of two such models is no merit

@@ -153,6 +153,21 @@ def test_rank_ties_predictions_equal_within_precision_and_says_when_nothing_is_r
     assert code == 0 and frame_of(out)["rank"].isna().all() and "no ranking: task_attention on t0" in err
 
 
+def test_rank_ties_models_whose_records_differ_only_in_float32_rounding(cli, tmp_path):
+    """alpha and beta have swapped accuracies on two tasks (t2 is t1 shifted by 0.1): equal priors in exact
+    arithmetic, 2.4e-7 apart from the learners' float32 records, which `spider rank` ranked 1 and 2 (and
+    prior_rank with them)."""
+    csv = tmp_path / "swapped.csv"
+    csv.write_text("dataset,model,accuracy\nt1,alpha,0.71\nt1,beta,0.62\nt1,gamma,0.45\n"
+                   "t2,alpha,0.52\nt2,beta,0.61\nt2,gamma,0.35\n")
+    assert cli("spider", "train", str(csv), "-o", str(tmp_path / "prior"), "--learner", "model_prior")[0] == 0
+    code, out, _ = cli("spider", "rank", str(tmp_path / "prior"), "--format", "json")
+    ranks = frame_of(out).set_index("model")
+    assert code == 0 and ranks["rank"].to_dict() == {"alpha": 1, "beta": 1, "gamma": 3}
+    assert ranks["prior_rank"].to_dict() == {"alpha": 1, "beta": 1, "gamma": 3}
+    assert sorted(top_models(ranks["score"], 1)) == ["alpha", "beta"]  # --rerank's top 1 holds both
+
+
 def test_eval_says_which_tasks_rank_nothing_and_why(cli, tmp_path):
     """A task with a constant ground truth is left out of `n` (as `evaluate` does), which said nothing of why."""
     table = clustered().table

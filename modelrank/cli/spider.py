@@ -109,7 +109,8 @@ def spider_rank(
 
     from ..metrics import METRICS
     from ..spider import load_learner
-    from ..spider.base import model_prior
+    from ..evaluate.ties import tie_groups
+    from ..spider.base import PREDICTION_ATOL, PREDICTION_RTOL, model_prior
     from ..spider.describe import describe_task, needed_models, prediction_ranks, rerank_by_metric, top_models
 
     check_output(fmt, out, [("--features", f) for f in features or []])
@@ -158,7 +159,8 @@ def spider_rank(
         scores = rerank_by_metric(scores, rerank, loader(top_models(scores, rerank)), rerank_metric)
     prior = pd.Series(model_prior(learner.accuracy)[0], index=learner.models)
     frame = pd.DataFrame({"model": scores.index, "score": scores.to_numpy()})
-    frame["prior_rank"] = stats.rankdata(-prior.loc[frame["model"]].to_numpy(), method="min").astype(int)
+    prior_groups = tie_groups(prior.loc[frame["model"]].to_numpy(), PREDICTION_RTOL, PREDICTION_ATOL)
+    frame["prior_rank"] = stats.rankdata(-prior_groups, method="min").astype(int)
     if seen:
         frame["observed"] = frame["model"].map(seen)
     frame = frame.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)

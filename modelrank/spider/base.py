@@ -34,6 +34,10 @@ FORMAT_VERSION = 2  # 1: state.pt (torch pickle); 2: state.npz + JSON, no pickle
 # The networks here are tiny (hidden ~32): torch's intra-op thread pool costs far more than it gives, and on a
 # shared machine it can make training 30x slower (measured: 34 s vs 0.9 s for 100 graph epochs).
 TORCH_THREADS = 1
+# Ties of predictions (``modelrank.evaluate.ties``): learners hold the records in float32, whose relative rounding
+# of 6e-8 the within-task z-scores multiply by mean / spread of the task (~4 for accuracies 0.45-0.71: two models
+# with swapped records scored 2.4e-7 apart and were ranked 1 and 2). Predictions are O(1), hence the same atol.
+PREDICTION_RTOL = PREDICTION_ATOL = 1e-5
 
 
 @contextmanager

@@ -31,7 +31,7 @@ from ..errors import InvalidInputError, ModelrankError
 from ..evaluate.evaluation import dataset_weight
 from ..evaluate.measures import pearson, regret_at_k, rel_at_k, spearman, weighted_tau
 from ..evaluate.ties import paired_differences, snap_ties
-from .base import Learner
+from .base import PREDICTION_ATOL, PREDICTION_RTOL, Learner
 from .records import Records
 
 REPORTED_MEASURES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
@@ -79,7 +79,7 @@ def measure_all(truth: np.ndarray, score: np.ndarray, all_truth: np.ndarray | No
     Predictions equal within precision are ties (``modelrank.evaluate.ties``, as in ``evaluate``): their order
     in the last bits is never rewarded, and predictions that are all tied rank nothing (NaN). So are truths (a mean
     over seeds computed in another order)."""
-    truth, score = snap_ties(truth), snap_ties(score)
+    truth, score = snap_ties(truth), snap_ties(score, PREDICTION_RTOL, PREDICTION_ATOL)
     out = {}
     for name, fn in REPORTED_MEASURES.items():
         try:
