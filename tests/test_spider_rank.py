@@ -65,6 +65,9 @@ def test_model_prior_ranks_with_nothing_and_a_learner_names_the_option_for_what_
     code, out, _ = cli("spider", "rank", str(prior), "--format", "csv", "--top", "0")
     ranking = pd.read_csv(io.StringIO(out))
     assert code == 0 and len(ranking) == 8 and (ranking["rank"] == ranking["prior_rank"]).all()
+    # --top trimmed only a terminal's table: piped, the table showed every model
+    code, out, _ = cli("spider", "rank", str(prior), "--top", "2", "--out", str(tmp_path / "ranking.csv"))
+    assert code == 0 and len(out.splitlines()) == 4 and len(pd.read_csv(tmp_path / "ranking.csv")) == 8, out
     attention = make_learner("task_attention", inner_draws=2).fit(with_meta).save(tmp_path / "attention")
     code, _, err = cli("spider", "rank", str(attention))
     assert code == 2 and "--meta" in err and "size" in err and "Traceback" not in err

@@ -15,7 +15,7 @@ from ._common import (
     only_with, progress_display, split_names, SeedOption,
 )
 from ..progress import report
-from ._output import check_out, check_output, emit, format_option, frame_table, out_option
+from ._output import check_out, check_output, emit, format_option, out_option, write_csv
 
 #: ``--rerank-metric`` value for Model Spider's own re-ranking (instead of a metric)
 LEARNED_RERANK = "learned"
@@ -170,7 +170,11 @@ def spider_rank(
         err_console.print(f"[yellow]no ranking:[/] {escape(f'{learner.name} on {name}: {unranked}')}",
                           highlight=False, soft_wrap=True)
     title = f"{learner.name} ranking for {name}"
-    emit(frame, fmt, out, title, table=frame_table(frame.head(top) if top else frame, title))
+    # --top trims the table, piped or not (it trimmed only a terminal's); CSV, JSON and --out hold every model
+    to_file = out is not None and str(out) != "-"
+    emit(frame.head(top) if top and fmt == "table" and str(out) != "-" else frame, fmt, None if to_file else out, title)
+    if to_file:
+        write_csv(frame, out)
 
 
 def _learned_rerank(learner, target, seen, scores, k: int, loader):
