@@ -250,6 +250,12 @@ def test_eval_learner_and_baseline_choices_are_checked(cli, tmp_path):
     for args, message in ((["--learners", " , "], "names no learner"), (["--baseline", "bogus"], "unknown learner 'bogus'")):
         code, out, err = cli("spider", "eval", str(csv), *args)
         assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
+    # each learner's input is checked before the first fit: `metric` failed after the learners before it had been
+    # evaluated fold by fold (40 s of graph on Model Spider's records)
+    for learners, message in (("model_prior,metric", "the metric baseline needs transferability scores"),
+                              ("model_prior,metadata_lr", "metadata_lr needs model metadata")):
+        code, out, err = cli("spider", "eval", str(csv), "--learners", learners)
+        assert code == 2 and out == "" and err.startswith(f"error: {message}") and err.count("\n") == 1, err
     code, out, err = cli("spider", "eval", str(csv), "--learners", "random", "--format", "csv")
     assert code == 0 and "--baseline model_prior is not among --learners" in err
     assert "diff_vs" not in out and len(pd.read_csv(io.StringIO(out))) == 1  # no column of Nones

@@ -287,6 +287,8 @@ def spider_eval(
     for name in names:
         make_learner(name, **configs[name])  # a value of the wrong type fails here, before any work
     data = load_records(records)
+    for name in names:  # a learner lacking its input failed only after the learners before it were evaluated
+        make_learner(name, **configs[name]).check(data)
     fold_list = None if protocol == "seed_mixture" else task_folds(data, by, folds, seed=seed)
     per_task, rows = [], []
     steps = len(names) * (1 if fold_list is None else len(fold_list))

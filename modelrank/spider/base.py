@@ -91,11 +91,7 @@ class Learner:
     def fit(self, records: Records, progress: Callable[[int, int], None] | None = None) -> "Learner":
         """Learn from ``records``; ``progress(done, total)`` is called as training epochs pass (learners that train)."""
         self.progress = progress
-        if not isinstance(records, Records):
-            raise InvalidInputError(f"fit needs Records, got {type(records).__name__}")
-        counts = records.table.groupby("dataset")["model"].size()
-        if not (counts >= 2).any():
-            raise InvalidInputError("no task has records for 2 or more models: there is no ranking to learn from")
+        self.check(records)
         self.models: list[str] = records.models
         # how the training tasks were described, so that a new dataset is described alike (``spider.describe``)
         self.recipe: dict[str, Any] = {k: records.info[k] for k in ("encoder", "task_text") if records.info.get(k)}
@@ -117,6 +113,15 @@ class Learner:
         self.fitted = True
         del self.progress
         return self
+
+    def check(self, records: Records) -> None:
+        """Raise when ``records`` lack what this learner needs, before any training (``spider eval`` asks every
+        learner first: a baseline without its input failed after the learners before it had been evaluated)."""
+        if not isinstance(records, Records):
+            raise InvalidInputError(f"fit needs Records, got {type(records).__name__}")
+        counts = records.table.groupby("dataset")["model"].size()
+        if not (counts >= 2).any():
+            raise InvalidInputError("no task has records for 2 or more models: there is no ranking to learn from")
 
     def _fit(self, records: Records) -> None:
         raise NotImplementedError
