@@ -193,6 +193,11 @@ def test_bad_input_gets_clear_errors():
                                                            columns=records.table.columns)]))
     with pytest.raises(InvalidInputError, match="held-out task 'apart': 0 of its 2 models have records on the other"):
         evaluate(lambda: make_learner("model_prior"), apart, "cold_start", [["apart"]])
+    few = Records(pd.concat([records.table, records.table[records.table["dataset"] == "t0"].head(4).assign(dataset="few")]))
+    fits = []  # a task too small for the partial protocol failed after the learners of the folds before it
+    with pytest.raises(InvalidInputError, match="task 'few' has 4 models; partial with k=3 needs 5"):
+        evaluate(lambda: fits.append(1) or make_learner("model_prior"), few, "partial", [["t0"], ["t1"], ["few"]])
+    assert not fits
     with pytest.raises(InvalidInputError, match="no row for model"):
         Records(records.table, model_meta=records.model_meta.drop("m3"))
     with pytest.raises(InvalidInputError, match="no task has records for 2"):

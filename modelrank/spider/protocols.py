@@ -131,6 +131,19 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
     folds = folds if folds is not None else task_folds(records)
     measure = partial(measure_all, tau_protocol=tau_protocol)
     rng = np.random.default_rng(seed)
+    for held in folds:  # checked before the first fit: a task that cannot be ranked failed after the folds before it
+        trained = set(records.without_tasks(held).models)  # the models a learner fitted without the fold knows
+        for task in held:
+            truth = records.check_rankable(task)
+            known = int(truth.index.isin(trained).sum())
+            if known < 2:  # predict's "ranking needs at least 2 models, got 0" named neither task nor cause
+                raise InvalidInputError(
+                    f"held-out task {task!r}: {known} of its {truth.size} models have records on the other "
+                    "tasks, so the learner trained without it cannot rank them; give those models records on "
+                    "other tasks or leave the task out")
+            if "partial" in protocols and known < k_observed + 2:
+                raise InvalidInputError(f"task {task!r} has {known} models; partial with k={k_observed} needs "
+                                        f"{k_observed + 2}")
     rows, fit_s, rank_s = [], [], []
     for fold_id, held in enumerate(folds):
         train = records.without_tasks(held)
@@ -147,13 +160,7 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
         fit_s.append(time.perf_counter() - start)
         for task in held:
             truth = records.check_rankable(task)
-            known = truth[truth.index.isin(learner.models)]  # a model known only from this task cannot be ranked
-            if known.size < 2:  # predict's "ranking needs at least 2 models, got 0" named neither task nor cause
-                raise InvalidInputError(
-                    f"held-out task {task!r}: {known.size} of its {truth.size} models have records on the other "
-                    "tasks, so the learner trained without it cannot rank them; give those models records on "
-                    "other tasks or leave the task out")
-            truth = known
+            truth = truth[truth.index.isin(learner.models)]  # a model known only from this task cannot be ranked
             base = {"fold": fold_id, "task": task}
             if "cold_start" in protocols:
                 start = time.perf_counter()
@@ -162,8 +169,6 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
                 rows.append({**base, "protocol": "cold_start", **measure(truth.to_numpy(), score.to_numpy())})
             if "partial" not in protocols:
                 continue
-            if truth.size < k_observed + 2:
-                raise InvalidInputError(f"task {task!r} has {truth.size} models; partial with k={k_observed} needs {k_observed + 2}")
             observed = truth.iloc[rng.choice(truth.size, k_observed, replace=False)]
             start = time.perf_counter()
             score = learner.predict(task, observed=observed, models=list(truth.index))
