@@ -71,8 +71,11 @@ def test_model_prior_ranks_with_nothing_and_a_learner_names_the_option_for_what_
     attention = make_learner("task_attention", inner_draws=2).fit(with_meta).save(tmp_path / "attention")
     code, _, err = cli("spider", "rank", str(attention))
     assert code == 2 and "--meta" in err and "size" in err and "Traceback" not in err
-    code, out, _ = cli("spider", "rank", str(attention), "--meta", "size=3", "--format", "json")
-    assert code == 0 and len(frame_of(out)) == 8
+    code, out, err = cli("spider", "rank", str(attention), "--meta", "size=3", "--format", "json")
+    assert code == 0 and len(frame_of(out)) == 8 and "note" not in err
+    # a misspelt column was dropped without a word
+    code, out, err = cli("spider", "rank", str(attention), "--meta", "size=3", "--meta", "sise=4", "--format", "json")
+    assert code == 0 and len(frame_of(out)) == 8 and "note: task_attention reads no task metadata sise" in err
     code, _, err = cli("spider", "rank", str(attention), "unknown-task")
     assert code == 2 and "-d DATASET" in err
 

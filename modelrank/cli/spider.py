@@ -146,6 +146,12 @@ def spider_rank(
     else:
         fetched = loader(needed_models(learner)) if (dataset or features) else {}
         target = describe_task(learner, name, fetched, task_meta)
+        # a key the learner does not read (a misspelt column, or any for model_prior) was dropped without a word;
+        # an embedding's task text may read any of them
+        unread = [] if "embedding" in learner.reads else sorted(set(task_meta) - set(target.meta or {}))
+        if unread:
+            err_console.print(f"note: {learner.name} reads no task metadata {escape(', '.join(unread))}; --meta "
+                              "changes nothing there", highlight=False, soft_wrap=True)
     scores = learner.predict(target, observed=seen or None)
     if seen and not learner.uses_observed:
         err_console.print(f"note: {learner.name} does not use observed accuracies; --observed changes nothing",
