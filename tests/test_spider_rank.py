@@ -226,6 +226,7 @@ def test_eval_prints_one_comparison_table_with_paired_differences(cli, tmp_path)
     other = pd.read_csv(tmp_path / "table.csv")
     assert code == 0 and "task_attention" in out and len(other) == len(table)  # the table on screen, the data in --out
     assert not np.allclose(other["weighted_tau[model_spider]"], table["weighted_tau[scipy]"])
+    assert all(pd.api.types.is_integer_dtype(other[c]) for c in ("n", "tasks")), other.dtypes  # counts, not 8.0
 
 
 @pytest.mark.parametrize("args, message", [

@@ -315,8 +315,9 @@ def spider_eval(
                 result = evaluate(factory, data, protocols[protocol], fold_list, k_observed, seed, tau_protocol,
                                   progress=lambda name=name: advance(name))
             per_task.append(result.per_task.assign(learner=name))
-            for variant, row in result.summary().iterrows():
-                rows.append({"learner": name, "protocol": variant, **row.to_dict(), "fit_s": sum(result.fit_seconds)})
+            # by column: iterrows made one float Series of each row, and the counts n and tasks 3.0 in CSV and JSON
+            for variant, row in result.summary().to_dict("index").items():
+                rows.append({"learner": name, "protocol": variant, **row, "fit_s": sum(result.fit_seconds)})
     table = pd.DataFrame(rows)
     everything = pd.concat(per_task, ignore_index=True)
     for task in everything["task"].unique():  # the tasks `n` leaves out, with the reason (as `evaluate` says it)
