@@ -357,6 +357,13 @@ def test_linear_probe_on_extracted_registry_features(cache_dir):
     assert json.loads(record["params"])["per_class"] == 10
 
 
+def test_a_metric_of_the_other_task_type_is_refused_before_any_extraction(cli, cache_dir):
+    """`finetune -d digits -m MODEL --metric r2` extracted the features first (15 s here; hours on a real zoo)."""
+    code, out, err = cli("finetune", "-d", "digits", "-m", "random:test_resnet", "--per-class", "10", "--metric", "r2")
+    assert code == 2 and out == "" and "metric 'r2' does not fit a classification task" in err
+    assert not list(cache_dir.rglob("*.parquet"))
+
+
 def test_a_retrained_weights_file_is_probed_again_not_skipped(cache_dir, tmp_path):
     """`finetune -d DATASET -m ARCH@PATH` skipped the run as recorded after PATH was retrained, and kept the old
     weights' accuracy as the new ones' (the features were extracted anew; the record key named only the model)."""

@@ -188,6 +188,16 @@ def test_bad_input_gets_clear_errors():
     one = Records(pd.concat([records.table, pd.DataFrame([["lonely", "m0", 0.5]], columns=records.table.columns)]))
     with pytest.raises(InvalidInputError, match="at least 2"):
         evaluate(lambda: make_learner("model_prior"), one, "cold_start", [["lonely"]])
+    # a task whose models have no records elsewhere: the learner trained without it knows none of them
+    apart = Records(pd.concat([records.table, pd.DataFrame([["apart", "x0", 0.5], ["apart", "x1", 0.6]],
+                                                           columns=records.table.columns)]))
+    with pytest.raises(InvalidInputError, match="held-out task 'apart': 0 of its 2 models have records on the other"):
+        evaluate(lambda: make_learner("model_prior"), apart, "cold_start", [["apart"]])
+    few = Records(pd.concat([records.table, records.table[records.table["dataset"] == "t0"].head(4).assign(dataset="few")]))
+    fits = []  # a task too small for the partial protocol failed after the learners of the folds before it
+    with pytest.raises(InvalidInputError, match="task 'few' has 4 models; partial with k=3 needs 5"):
+        evaluate(lambda: fits.append(1) or make_learner("model_prior"), few, "partial", [["t0"], ["t1"], ["few"]])
+    assert not fits
     with pytest.raises(InvalidInputError, match="no row for model"):
         Records(records.table, model_meta=records.model_meta.drop("m3"))
     with pytest.raises(InvalidInputError, match="no task has records for 2"):
@@ -309,6 +319,8 @@ def test_spider_measures_treat_predictions_equal_within_precision_as_ties():
     tied = measure_all(truth, np.array([0.5, 0.5, 0.2, 0.1]))
     for name in ("weighted_tau", "spearman", "rel@1", "regret@1"):
         assert noisy[name] == pytest.approx(tied[name], nan_ok=True), name
+    float32 = measure_all(truth, np.array([0.5, 0.5 + 3e-7, 0.2, 0.1]))  # the rounding of float32 records
+    assert float32["weighted_tau"] == pytest.approx(tied["weighted_tau"]) and float32["rel@1"] == tied["rel@1"]
     constant = measure_all(truth, np.full(4, 0.3) + np.array([0, 1e-15, 2e-15, 3e-15]))
     assert np.isnan(constant["weighted_tau"]) and np.isnan(constant["rel@1"])  # no ranking, not a perfect pick
     # truths equal but for rounding (0.7 and 0.1 + 0.2 + 0.4): the order of two such models is no merit

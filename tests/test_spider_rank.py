@@ -65,11 +65,17 @@ def test_model_prior_ranks_with_nothing_and_a_learner_names_the_option_for_what_
     code, out, _ = cli("spider", "rank", str(prior), "--format", "csv", "--top", "0")
     ranking = pd.read_csv(io.StringIO(out))
     assert code == 0 and len(ranking) == 8 and (ranking["rank"] == ranking["prior_rank"]).all()
+    # --top trimmed only a terminal's table: piped, the table showed every model
+    code, out, _ = cli("spider", "rank", str(prior), "--top", "2", "--out", str(tmp_path / "ranking.csv"))
+    assert code == 0 and len(out.splitlines()) == 4 and len(pd.read_csv(tmp_path / "ranking.csv")) == 8, out
     attention = make_learner("task_attention", inner_draws=2).fit(with_meta).save(tmp_path / "attention")
     code, _, err = cli("spider", "rank", str(attention))
     assert code == 2 and "--meta" in err and "size" in err and "Traceback" not in err
-    code, out, _ = cli("spider", "rank", str(attention), "--meta", "size=3", "--format", "json")
-    assert code == 0 and len(frame_of(out)) == 8
+    code, out, err = cli("spider", "rank", str(attention), "--meta", "size=3", "--format", "json")
+    assert code == 0 and len(frame_of(out)) == 8 and "note" not in err
+    # a misspelt column was dropped without a word
+    code, out, err = cli("spider", "rank", str(attention), "--meta", "size=3", "--meta", "sise=4", "--format", "json")
+    assert code == 0 and len(frame_of(out)) == 8 and "note: task_attention reads no task metadata sise" in err
     code, _, err = cli("spider", "rank", str(attention), "unknown-task")
     assert code == 2 and "-d DATASET" in err
 
@@ -153,6 +159,21 @@ def test_rank_ties_predictions_equal_within_precision_and_says_when_nothing_is_r
     assert code == 0 and frame_of(out)["rank"].isna().all() and "no ranking: task_attention on t0" in err
 
 
+def test_rank_ties_models_whose_records_differ_only_in_float32_rounding(cli, tmp_path):
+    """alpha and beta have swapped accuracies on two tasks (t2 is t1 shifted by 0.1): equal priors in exact
+    arithmetic, 2.4e-7 apart from the learners' float32 records, which `spider rank` ranked 1 and 2 (and
+    prior_rank with them)."""
+    csv = tmp_path / "swapped.csv"
+    csv.write_text("dataset,model,accuracy\nt1,alpha,0.71\nt1,beta,0.62\nt1,gamma,0.45\n"
+                   "t2,alpha,0.52\nt2,beta,0.61\nt2,gamma,0.35\n")
+    assert cli("spider", "train", str(csv), "-o", str(tmp_path / "prior"), "--learner", "model_prior")[0] == 0
+    code, out, _ = cli("spider", "rank", str(tmp_path / "prior"), "--format", "json")
+    ranks = frame_of(out).set_index("model")
+    assert code == 0 and ranks["rank"].to_dict() == {"alpha": 1, "beta": 1, "gamma": 3}
+    assert ranks["prior_rank"].to_dict() == {"alpha": 1, "beta": 1, "gamma": 3}
+    assert sorted(top_models(ranks["score"], 1)) == ["alpha", "beta"]  # --rerank's top 1 holds both
+
+
 def test_eval_says_which_tasks_rank_nothing_and_why(cli, tmp_path):
     """A task with a constant ground truth is left out of `n` (as `evaluate` does), which said nothing of why."""
     table = clustered().table
@@ -205,6 +226,7 @@ def test_eval_prints_one_comparison_table_with_paired_differences(cli, tmp_path)
     other = pd.read_csv(tmp_path / "table.csv")
     assert code == 0 and "task_attention" in out and len(other) == len(table)  # the table on screen, the data in --out
     assert not np.allclose(other["weighted_tau[model_spider]"], table["weighted_tau[scipy]"])
+    assert all(pd.api.types.is_integer_dtype(other[c]) for c in ("n", "tasks")), other.dtypes  # counts, not 8.0
 
 
 @pytest.mark.parametrize("args, message", [
@@ -232,6 +254,12 @@ def test_eval_learner_and_baseline_choices_are_checked(cli, tmp_path):
     for args, message in ((["--learners", " , "], "names no learner"), (["--baseline", "bogus"], "unknown learner 'bogus'")):
         code, out, err = cli("spider", "eval", str(csv), *args)
         assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
+    # each learner's input is checked before the first fit: `metric` failed after the learners before it had been
+    # evaluated fold by fold (40 s of graph on Model Spider's records)
+    for learners, message in (("model_prior,metric", "the metric baseline needs transferability scores"),
+                              ("model_prior,metadata_lr", "metadata_lr needs model metadata")):
+        code, out, err = cli("spider", "eval", str(csv), "--learners", learners)
+        assert code == 2 and out == "" and err.startswith(f"error: {message}") and err.count("\n") == 1, err
     code, out, err = cli("spider", "eval", str(csv), "--learners", "random", "--format", "csv")
     assert code == 0 and "--baseline model_prior is not among --learners" in err
     assert "diff_vs" not in out and len(pd.read_csv(io.StringIO(out))) == 1  # no column of Nones
@@ -255,6 +283,11 @@ def test_rank_checks_meta_and_observed_before_saying_anything(cli, tmp_path):
     assert code == 2 and "is a file; spider train saves the learner in a folder" in err
     code, _, err = cli("spider", "train", str(tmp_path / "records.csv"), "--out", "")  # an unset shell variable
     assert code == 2 and "--out needs a folder name" in err and err.count("\n") == 1
+    # the folder's parent is a file: the error came after training, from the save
+    clustered(n_models=3, n_tasks=4).table.to_csv(tmp_path / "records.csv", index=False)
+    code, _, err = cli("spider", "train", str(tmp_path / "records.csv"), "--out", str(tmp_path / "file" / "l"),
+                       "--learner", "bogus")
+    assert code == 2 and f"directory {tmp_path / 'file'} does not exist" in err and err.count("\n") == 1, err
     code, _, err = cli("spider", "train", f"domainnet:{tmp_path}", "--task-meta", str(tmp_path / "tasks.csv"),
                        "--out", str(tmp_path / "l"))  # was silently ignored: the folder brings its own metadata
     assert code == 2 and "metadata files go with a records CSV" in err and err.count("\n") == 1

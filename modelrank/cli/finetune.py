@@ -150,7 +150,8 @@ def finetune_cmd(
         with progress_display() as display:
             if not features:
                 jobs = [job_from_registry(dataset, m, val=val, test=test, seed=seed, per_class=per_class,
-                                          cache_dir=cache, data_root=root, progress=display) for m in names]
+                                          cache_dir=cache, data_root=root, progress=display, metric=metric)
+                        for m in names]
             records = run_probes(jobs, protocol=protocol, cs=cs_values, metric=metric, refit=not no_refit, force=force,
                                  cache_dir=cache, progress=display,
                                  on_result=lambda status, record, job: report(status, record, f"{job.dataset}/{job.model}"))

@@ -15,7 +15,7 @@ from ._common import (
     only_with, progress_display, split_names, SeedOption,
 )
 from ..progress import report
-from ._output import check_output, emit, format_option, frame_table, out_option
+from ._output import check_out, check_output, emit, format_option, out_option, write_csv
 
 #: ``--rerank-metric`` value for Model Spider's own re-ranking (instead of a metric)
 LEARNED_RERANK = "learned"
@@ -59,6 +59,8 @@ def spider_train(
     out = Path(out_name)
     if out.exists() and not out.is_dir():
         raise ModelrankError(f"--out {out} is a file; spider train saves the learner in a folder")
+    if not out.exists():
+        check_out(out)  # the folder is created after training, so its parent must exist and be writable now
     config = _learner_options(learner, option)
     text = f"training {learner} (epochs, validation folds included)"
     with progress_display(quiet) as display:
@@ -107,7 +109,8 @@ def spider_rank(
 
     from ..metrics import METRICS
     from ..spider import load_learner
-    from ..spider.base import model_prior
+    from ..evaluate.ties import tie_groups
+    from ..spider.base import PREDICTION_ATOL, PREDICTION_RTOL, model_prior
     from ..spider.describe import describe_task, needed_models, prediction_ranks, rerank_by_metric, top_models
 
     check_output(fmt, out, [("--features", f) for f in features or []])
@@ -143,6 +146,12 @@ def spider_rank(
     else:
         fetched = loader(needed_models(learner)) if (dataset or features) else {}
         target = describe_task(learner, name, fetched, task_meta)
+        # a key the learner does not read (a misspelt column, or any for model_prior) was dropped without a word;
+        # an embedding's task text may read any of them
+        unread = [] if "embedding" in learner.reads else sorted(set(task_meta) - set(target.meta or {}))
+        if unread:
+            err_console.print(f"note: {learner.name} reads no task metadata {escape(', '.join(unread))}; --meta "
+                              "changes nothing there", highlight=False, soft_wrap=True)
     scores = learner.predict(target, observed=seen or None)
     if seen and not learner.uses_observed:
         err_console.print(f"note: {learner.name} does not use observed accuracies; --observed changes nothing",
@@ -156,7 +165,8 @@ def spider_rank(
         scores = rerank_by_metric(scores, rerank, loader(top_models(scores, rerank)), rerank_metric)
     prior = pd.Series(model_prior(learner.accuracy)[0], index=learner.models)
     frame = pd.DataFrame({"model": scores.index, "score": scores.to_numpy()})
-    frame["prior_rank"] = stats.rankdata(-prior.loc[frame["model"]].to_numpy(), method="min").astype(int)
+    prior_groups = tie_groups(prior.loc[frame["model"]].to_numpy(), PREDICTION_RTOL, PREDICTION_ATOL)
+    frame["prior_rank"] = stats.rankdata(-prior_groups, method="min").astype(int)
     if seen:
         frame["observed"] = frame["model"].map(seen)
     frame = frame.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
@@ -166,7 +176,11 @@ def spider_rank(
         err_console.print(f"[yellow]no ranking:[/] {escape(f'{learner.name} on {name}: {unranked}')}",
                           highlight=False, soft_wrap=True)
     title = f"{learner.name} ranking for {name}"
-    emit(frame, fmt, out, title, table=frame_table(frame.head(top) if top else frame, title))
+    # --top trims the table, piped or not (it trimmed only a terminal's); CSV, JSON and --out hold every model
+    to_file = out is not None and str(out) != "-"
+    emit(frame.head(top) if top and fmt == "table" and str(out) != "-" else frame, fmt, None if to_file else out, title)
+    if to_file:
+        write_csv(frame, out)
 
 
 def _learned_rerank(learner, target, seen, scores, k: int, loader):
@@ -279,6 +293,8 @@ def spider_eval(
     for name in names:
         make_learner(name, **configs[name])  # a value of the wrong type fails here, before any work
     data = load_records(records)
+    for name in names:  # a learner lacking its input failed only after the learners before it were evaluated
+        make_learner(name, **configs[name]).check(data)
     fold_list = None if protocol == "seed_mixture" else task_folds(data, by, folds, seed=seed)
     per_task, rows = [], []
     steps = len(names) * (1 if fold_list is None else len(fold_list))
@@ -299,8 +315,9 @@ def spider_eval(
                 result = evaluate(factory, data, protocols[protocol], fold_list, k_observed, seed, tau_protocol,
                                   progress=lambda name=name: advance(name))
             per_task.append(result.per_task.assign(learner=name))
-            for variant, row in result.summary().iterrows():
-                rows.append({"learner": name, "protocol": variant, **row.to_dict(), "fit_s": sum(result.fit_seconds)})
+            # by column: iterrows made one float Series of each row, and the counts n and tasks 3.0 in CSV and JSON
+            for variant, row in result.summary().to_dict("index").items():
+                rows.append({"learner": name, "protocol": variant, **row, "fit_s": sum(result.fit_seconds)})
     table = pd.DataFrame(rows)
     everything = pd.concat(per_task, ignore_index=True)
     for task in everything["task"].unique():  # the tasks `n` leaves out, with the reason (as `evaluate` says it)

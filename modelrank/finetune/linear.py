@@ -35,6 +35,15 @@ REGRESSION_METRICS = ("r2", "neg_mse")
 STD_FLOOR = 1e-6  # constant feature dimensions are centred, not blown up
 
 
+def check_metric(metric: str | None, task: str) -> str:
+    """``metric`` (None: the task's default) if it fits a ``task`` ("classification" or "regression") task."""
+    allowed = REGRESSION_METRICS if task == "regression" else CLASSIFICATION_METRICS
+    metric = metric or allowed[0]
+    if metric not in allowed:
+        raise InvalidInputError(f"metric {metric!r} does not fit a {task} task; choose one of {allowed}")
+    return metric
+
+
 @dataclass
 class ProbeResult:
     """Outcome of one probe: the selected C, the validation curve over the sweep, and the test metric."""
@@ -211,10 +220,7 @@ def linear_probe(
     _check_splits(train, val, test)
     cs = check_cs(cs)
     regression = train.task == "regression"
-    allowed = REGRESSION_METRICS if regression else CLASSIFICATION_METRICS
-    metric = metric or allowed[0]
-    if metric not in allowed:
-        raise InvalidInputError(f"metric {metric!r} does not fit a {train.task} task; choose one of {allowed}")
+    metric = check_metric(metric, train.task)
     start = time.perf_counter()
     if regression:
         outcome = _probe_regression(train, val, test, cs, metric, refit)

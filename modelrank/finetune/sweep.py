@@ -14,7 +14,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from ..features import FeatureSet
 from ..progress import ProgressFn, epoch_reporter, report
-from .linear import DEFAULT_CS, check_cs, holdout, linear_probe, split_feature_set
+from .linear import DEFAULT_CS, check_cs, check_metric, holdout, linear_probe, split_feature_set
 from .records import append_record, make_record, read_records, record_key
 
 if TYPE_CHECKING:
@@ -63,13 +63,15 @@ def _fingerprint(data: FeatureSet) -> str:
 
 def job_from_registry(dataset: str, model: str, val: float = 0.2, test: float = 0.2, seed: int = 0,
                       limit: int | None = None, per_class: int | None = None, cache_dir: str | None = None,
-                      data_root: str | None = None, progress: ProgressFn | None = None) -> ProbeJob:
+                      data_root: str | None = None, progress: ProgressFn | None = None,
+                      metric: str | None = None) -> ProbeJob:
     """A job over cached (or freshly extracted) features of a registered model on a registered dataset.
 
     The dataset's own test split is the test set when it has one; val is carved from train (stratified). A dataset
     with a single split is split three ways (fractions of the whole). ``limit`` / ``per_class``: the seeded
     subset of the feature cache (``modelrank extract --limit/--per-class``), applied to each split. ``progress``
-    hears of the extraction of features that are not cached yet (see ``extraction.extract``).
+    hears of the extraction of features that are not cached yet (see ``extraction.extract``). ``metric``: the
+    probe's, checked against the dataset's task before any feature is extracted.
     """
     from ..data import DATASETS, load_dataset
     from ..extraction import load_features
@@ -93,6 +95,7 @@ def job_from_registry(dataset: str, model: str, val: float = 0.2, test: float = 
     # split was found only once the features had been extracted. (A folder or CSV has the one split "all".)
     data = load_dataset(dataset, fit_split, root=data_root)
     split(_labels_only(data, limit, per_class, seed))
+    check_metric(metric, data.task)  # `--metric r2` on a classification dataset was found after the extraction
 
     params = {"split": f"{fit_split}/test" if has_test else "stratified", "val": val,
               "test": "dataset test split" if has_test else test, "seed": seed, "limit": limit, "per_class": per_class,

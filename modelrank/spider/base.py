@@ -34,6 +34,10 @@ FORMAT_VERSION = 2  # 1: state.pt (torch pickle); 2: state.npz + JSON, no pickle
 # The networks here are tiny (hidden ~32): torch's intra-op thread pool costs far more than it gives, and on a
 # shared machine it can make training 30x slower (measured: 34 s vs 0.9 s for 100 graph epochs).
 TORCH_THREADS = 1
+# Ties of predictions (``modelrank.evaluate.ties``): learners hold the records in float32, whose relative rounding
+# of 6e-8 the within-task z-scores multiply by mean / spread of the task (~4 for accuracies 0.45-0.71: two models
+# with swapped records scored 2.4e-7 apart and were ranked 1 and 2). Predictions are O(1), hence the same atol.
+PREDICTION_RTOL = PREDICTION_ATOL = 1e-5
 
 
 @contextmanager
@@ -87,11 +91,7 @@ class Learner:
     def fit(self, records: Records, progress: Callable[[int, int], None] | None = None) -> "Learner":
         """Learn from ``records``; ``progress(done, total)`` is called as training epochs pass (learners that train)."""
         self.progress = progress
-        if not isinstance(records, Records):
-            raise InvalidInputError(f"fit needs Records, got {type(records).__name__}")
-        counts = records.table.groupby("dataset")["model"].size()
-        if not (counts >= 2).any():
-            raise InvalidInputError("no task has records for 2 or more models: there is no ranking to learn from")
+        self.check(records)
         self.models: list[str] = records.models
         # how the training tasks were described, so that a new dataset is described alike (``spider.describe``)
         self.recipe: dict[str, Any] = {k: records.info[k] for k in ("encoder", "task_text") if records.info.get(k)}
@@ -113,6 +113,15 @@ class Learner:
         self.fitted = True
         del self.progress
         return self
+
+    def check(self, records: Records) -> None:
+        """Raise when ``records`` lack what this learner needs, before any training (``spider eval`` asks every
+        learner first: a baseline without its input failed after the learners before it had been evaluated)."""
+        if not isinstance(records, Records):
+            raise InvalidInputError(f"fit needs Records, got {type(records).__name__}")
+        counts = records.table.groupby("dataset")["model"].size()
+        if not (counts >= 2).any():
+            raise InvalidInputError("no task has records for 2 or more models: there is no ranking to learn from")
 
     def _fit(self, records: Records) -> None:
         raise NotImplementedError

@@ -10,6 +10,7 @@ import torch
 
 from ..errors import InvalidInputError
 from .base import LEARNERS, Learner, TaskView, model_prior
+from .encoding import Featurizer
 from .records import Records
 
 
@@ -83,10 +84,13 @@ class MetadataRegression(Learner):
     task_inputs = ()
     uses_observed = False
 
-    def _fit(self, records: Records) -> None:
-        if self.model_features.shape[1] == 0:
+    def check(self, records: Records) -> None:
+        super().check(records)
+        if Featurizer.fit(records).model_dim == 0:
             raise InvalidInputError("metadata_lr needs model metadata (spider train --model-meta M.csv) or model "
                                     "embeddings; these records have none")
+
+    def _fit(self, records: Records) -> None:
         ti, mi = np.nonzero(np.isfinite(self.accuracy))
         x = np.concatenate([self.model_features[mi], self.task_features[ti], np.ones((ti.size, 1), np.float32)], 1)
         y = self.accuracy[ti, mi].astype(np.float64)
@@ -118,13 +122,16 @@ class MetricScore(Learner):
     task_inputs = ("scores",)
     uses_observed = False
 
-    def _fit(self, records: Records) -> None:
-        if not self.score_columns:
+    def check(self, records: Records) -> None:
+        super().check(records)
+        if not records.score_columns:
             raise InvalidInputError("the metric baseline needs transferability scores in the records (none given)")
-        column = self.config["column"] or self.score_columns[0]
-        if column not in self.score_columns:
-            raise InvalidInputError(f"score column {column!r} not in the records; have {self.score_columns}")
-        self.config["column"] = column
+        if self.config["column"] not in (None, *records.score_columns):
+            raise InvalidInputError(f"score column {self.config['column']!r} not in the records; have "
+                                    f"{records.score_columns}")
+
+    def _fit(self, records: Records) -> None:
+        self.config["column"] = self.config["column"] or self.score_columns[0]
 
     def _scores(self, view: TaskView) -> np.ndarray:
         values = view.scores[:, self.score_columns.index(self.config["column"])].astype(np.float64)

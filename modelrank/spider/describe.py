@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..errors import InvalidInputError
 from ..features import FeatureSet
-from .base import Learner
+from .base import PREDICTION_ATOL, PREDICTION_RTOL, Learner
 from .records import TaskInfo
 
 #: the text a ``load_benchmark`` task embedding encodes (``records.info["task_text"]``)
@@ -131,7 +131,7 @@ def top_models(scores: pd.Series, k: int) -> list[str]:
     if k < 1:
         return []
     ordered = scores.sort_values(ascending=False, kind="stable")
-    groups = tie_groups(ordered.to_numpy())
+    groups = tie_groups(ordered.to_numpy(), PREDICTION_RTOL, PREDICTION_ATOL)
     return list(ordered.index[groups >= groups[min(k, len(ordered)) - 1]])
 
 
@@ -147,10 +147,10 @@ def prediction_ranks(scores: pd.Series) -> tuple[np.ndarray, str | None]:
     from ..evaluate.ties import no_ranking, tie_groups
 
     values = scores.to_numpy(dtype=float)
-    reason = no_ranking(values)
+    reason = no_ranking(values, PREDICTION_RTOL, PREDICTION_ATOL)
     if reason:
         return np.full(values.size, np.nan), reason
-    return stats.rankdata(-tie_groups(values), method="min"), None
+    return stats.rankdata(-tie_groups(values, PREDICTION_RTOL, PREDICTION_ATOL), method="min"), None
 
 
 def rerank_by_metric(scores: pd.Series, k: int, features: Mapping[str, FeatureSet], metric: str) -> pd.Series:

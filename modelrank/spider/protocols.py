@@ -31,7 +31,7 @@ from ..errors import InvalidInputError, ModelrankError
 from ..evaluate.evaluation import dataset_weight
 from ..evaluate.measures import pearson, regret_at_k, rel_at_k, spearman, weighted_tau
 from ..evaluate.ties import paired_differences, snap_ties
-from .base import Learner
+from .base import PREDICTION_ATOL, PREDICTION_RTOL, Learner
 from .records import Records
 
 REPORTED_MEASURES: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
@@ -79,7 +79,7 @@ def measure_all(truth: np.ndarray, score: np.ndarray, all_truth: np.ndarray | No
     Predictions equal within precision are ties (``modelrank.evaluate.ties``, as in ``evaluate``): their order
     in the last bits is never rewarded, and predictions that are all tied rank nothing (NaN). So are truths (a mean
     over seeds computed in another order)."""
-    truth, score = snap_ties(truth), snap_ties(score)
+    truth, score = snap_ties(truth), snap_ties(score, PREDICTION_RTOL, PREDICTION_ATOL)
     out = {}
     for name, fn in REPORTED_MEASURES.items():
         try:
@@ -131,6 +131,19 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
     folds = folds if folds is not None else task_folds(records)
     measure = partial(measure_all, tau_protocol=tau_protocol)
     rng = np.random.default_rng(seed)
+    for held in folds:  # checked before the first fit: a task that cannot be ranked failed after the folds before it
+        trained = set(records.without_tasks(held).models)  # the models a learner fitted without the fold knows
+        for task in held:
+            truth = records.check_rankable(task)
+            known = int(truth.index.isin(trained).sum())
+            if known < 2:  # predict's "ranking needs at least 2 models, got 0" named neither task nor cause
+                raise InvalidInputError(
+                    f"held-out task {task!r}: {known} of its {truth.size} models have records on the other "
+                    "tasks, so the learner trained without it cannot rank them; give those models records on "
+                    "other tasks or leave the task out")
+            if "partial" in protocols and known < k_observed + 2:
+                raise InvalidInputError(f"task {task!r} has {known} models; partial with k={k_observed} needs "
+                                        f"{k_observed + 2}")
     rows, fit_s, rank_s = [], [], []
     for fold_id, held in enumerate(folds):
         train = records.without_tasks(held)
@@ -156,8 +169,6 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
                 rows.append({**base, "protocol": "cold_start", **measure(truth.to_numpy(), score.to_numpy())})
             if "partial" not in protocols:
                 continue
-            if truth.size < k_observed + 2:
-                raise InvalidInputError(f"task {task!r} has {truth.size} models; partial with k={k_observed} needs {k_observed + 2}")
             observed = truth.iloc[rng.choice(truth.size, k_observed, replace=False)]
             start = time.perf_counter()
             score = learner.predict(task, observed=observed, models=list(truth.index))
