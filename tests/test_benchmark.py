@@ -253,3 +253,41 @@ def test_sanity_table_separates_real_model_differences_from_split_noise(rng):
     assert table.loc["same", "p_value"] > 1e-3
     # The shared split shift is not noise for the ranking: the interaction noise stays near the 0.01 per-run jitter.
     assert table.loc["differ", "noise"] < 0.01 < table.loc["differ", "seed_std"]
+
+
+def test_benchmark_reuses_scores_and_fine_tunes_only_for_the_same_weights(tmp_path, monkeypatch):
+    """A rebuilt zoo has new weights under the same model names: the scores and full fine-tunes of the old weights
+    are not reused (they were, by name)."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    import modelrank.finetune.full as full
+    import modelrank.models as models_module
+    from modelrank.features import FeatureSet
+    from modelrank.zoo import pipeline
+
+    preset = replace(get_preset("ci"), metrics=("logme",))
+    task, models = preset.tasks[0], ["zoo/a", "zoo/b"]
+    weights = {"zoo/a": "1111", "zoo/b": "2222"}
+    monkeypatch.setattr(models_module, "weights_fingerprint", lambda name, cache_dir=None: weights[name])
+    rng = np.random.default_rng(0)
+    y = np.arange(40) % 2
+    extracted = []
+
+    def features():
+        extracted.append(1)
+        return [FeatureSet(rng.normal(size=(40, 4)) + y[:, None], y, model=m, dataset=task) for m in models]
+
+    trained = []
+    monkeypatch.setattr(full, "finetune_full", lambda model, *a, **k: trained.append(model) or SimpleNamespace(
+        best_epoch=1, val_accuracy=0.5, test_accuracy=0.5, n_train=8, n_val=2, n_test=4, epochs_run=1, seconds=0.1,
+        history=[{"val_accuracy": 0.5}]))
+    cache = tmp_path / "cache"
+    for _ in range(2):
+        pipeline._score_task(preset, models, task, tmp_path, features, cache)
+        pipeline._full_finetunes(preset, models, task, tmp_path, "cpu", cache, None)
+    assert len(extracted) == 1 and trained == models  # the second run reused both
+    weights["zoo/a"] = "3333"  # zoo/a rebuilt
+    pipeline._score_task(preset, models, task, tmp_path, features, cache)
+    pipeline._full_finetunes(preset, models, task, tmp_path, "cpu", cache, None)
+    assert len(extracted) == 2 and trained == [*models, "zoo/a"]

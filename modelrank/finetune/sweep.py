@@ -99,7 +99,7 @@ def job_from_registry(dataset: str, model: str, val: float = 0.2, test: float = 
 
     params = {"split": f"{fit_split}/test" if has_test else "stratified", "val": val,
               "test": "dataset test split" if has_test else test, "seed": seed, "limit": limit, "per_class": per_class,
-              **_content_params(model, dataset, cache_dir, data)}
+              **content_params(model, dataset, cache_dir, data)}
     return ProbeJob(dataset=dataset, model=model, load=load, split_params=params)
 
 
@@ -112,7 +112,7 @@ def _labels_only(data: ImageDataset, limit: int | None, per_class: int | None, s
     return FeatureSet(np.zeros((len(labels), 1)), labels, dataset=data.name, task=data.task)
 
 
-def _content_params(model: str, dataset: str, cache_dir: str | os.PathLike | None,
+def content_params(model: str, dataset: str, cache_dir: str | os.PathLike | None,
                     data: ImageDataset | None = None) -> dict[str, str]:
     """What the names leave open, for the record key: ``weights``, the fingerprint of a model's weights file, and
     ``data``, that of a ``folder:``/``csv:`` dataset's samples and labels (of every split: ``data`` may be any
@@ -235,7 +235,7 @@ def run_full_grid(
     grid = [(lr, wd) for lr in lrs for wd in wds]
     for index, model in enumerate(models):
         report(progress, "models", f"fine-tuning {model} on {dataset}", index, len(models))
-        params = {"lrs": lrs, "wds": wds, **base, **_content_params(model, dataset, cache_dir)}
+        params = {"lrs": lrs, "wds": wds, **base, **content_params(model, dataset, cache_dir)}
         key = record_key(dataset, model, "full", params)
         if key in recorded.index and not force:
             results.append(recorded.loc[key].to_dict())

@@ -83,7 +83,8 @@ def _write_csv(frame: pd.DataFrame, path: Path, **options: Any) -> None:
 
 
 def _score_task(preset: Preset, models: list[str], task: str, out: Path, features: Callable[[], list],
-                progress: ProgressFn | None = None) -> pd.DataFrame:
+                cache_dir=None, progress: ProgressFn | None = None) -> pd.DataFrame:
+    from ..models import weights_fingerprint
     from ..scoring import check_metric_request, score_feature_sets, scoring_reporter
 
     from .tasks import DERIVED
@@ -91,9 +92,13 @@ def _score_task(preset: Preset, models: list[str], task: str, out: Path, feature
     path = out / "scores" / f"{_safe(task)}.csv"
     wanted = list(preset.metrics) if not isinstance(preset.metrics, str) else None
     definition = json.loads(json.dumps(DERIVED[task].metadata()))
+    # The models' weights, not only their names: a rebuilt zoo (another device, other settings) has new weights
+    # under the same names, and their scores must not be reused.
+    weights = {model: weights_fingerprint(model, cache_dir) for model in models}
     if path.is_file() and path.with_suffix(".json").is_file():
         cached = pd.read_csv(path)
-        same_task = json.loads(path.with_suffix(".json").read_text()).get("task") == definition
+        stored = json.loads(path.with_suffix(".json").read_text())
+        same_task = stored.get("task") == definition and stored.get("weights") == weights
         same_models = sorted(cached["Model"]) == sorted(models)
         same_metrics = wanted is None or all(m in cached.columns for m in wanted)
         if same_task and same_models and same_metrics:
@@ -104,8 +109,8 @@ def _score_task(preset: Preset, models: list[str], task: str, out: Path, feature
     path.parent.mkdir(parents=True, exist_ok=True)
     # Both files are the resume cache of this stage: written whole or not at all, the CSV last.
     atomic_write_bytes(path.with_suffix(".json"), json.dumps(
-        {"higher_is_better": frame.attrs["higher_is_better"], "notes": frame.attrs["notes"], "task": definition},
-        indent=1).encode())
+        {"higher_is_better": frame.attrs["higher_is_better"], "notes": frame.attrs["notes"], "task": definition,
+         "weights": weights}, indent=1).encode())
     _write_csv(frame, path, index=False)
     return frame
 
@@ -126,12 +131,14 @@ def _full_finetunes(preset: Preset, models: list[str], task: str, out: Path, dev
 
     from ..finetune.full import finetune_full
     from ..finetune.records import append_record, make_record, read_records, record_key
+    from ..finetune.sweep import content_params
 
     config = preset.task_finetuning
-    params = {**asdict(config), "split": "train/test"}
     recorded = read_records(cache_dir).set_index("key", drop=False)
     records = []
     for index, model in enumerate(models):
+        # The weights' fingerprint in the key: a rebuilt zoo model is fine-tuned again, not taken for its old run.
+        params = {**asdict(config), "split": "train/test", **content_params(model, task, cache_dir)}
         key = record_key(task, model, "full", params)
         if key in recorded.index:
             records.append(recorded.loc[key].to_dict())
@@ -414,7 +421,7 @@ def run_benchmark(
 
         done = timed("score")
         say("score", f"{'all metrics' if preset.metrics == 'all' else ', '.join(preset.metrics)} on {task}")
-        frames.append(_score_task(preset, models, task, out, features, progress))
+        frames.append(_score_task(preset, models, task, out, features, cache_dir, progress))
         done()
         done = timed("finetune")
         say("finetune", f"linear probes ({preset.probe_seeds} seeds) on {task}")
