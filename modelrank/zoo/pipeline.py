@@ -5,7 +5,7 @@ Stages, each reusing the cache so that a rerun after an interruption does only w
 1. ``zoo`` — ``build_zoo`` (skips finished models, resumes an interrupted one);
 2. ``extract`` — features of every zoo model on every task into the feature cache (missing chunks only);
 3. ``score`` — every metric on every (model, task) (``score_feature_sets``); one CSV per task under
-   ``<out>/scores/``, reused when it holds the same models and metrics;
+   ``<out>/scores/``, reused when it holds the same models (by weights, not only names) and metrics;
 4. ``finetune`` — ground truth: a linear probe per (model, task) for each of ``probe_seeds`` train/val/test
    split seeds (``run_probes``: each run goes to the cache's records table as it finishes, and a recorded run
    is skipped); with ``task_finetuning``, fine-tuning too (``finetune_full``, recorded as protocol "full");
