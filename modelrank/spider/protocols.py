@@ -133,6 +133,9 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
     rng = np.random.default_rng(seed)
     for held in folds:  # checked before the first fit: a task that cannot be ranked failed after the folds before it
         trained = set(records.without_tasks(held).models)  # the models a learner fitted without the fold knows
+        if not trained:  # e.g. a single task: the cause is the fold, not its tasks' models
+            raise InvalidInputError(f"held-out evaluation trains on the tasks outside each fold; without "
+                                    f"{_listed(held)} no task with records is left to train on")
         for task in held:
             truth = records.check_rankable(task)
             known = int(truth.index.isin(trained).sum())
@@ -153,10 +156,9 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
         start = time.perf_counter()
         try:
             learner = factory().fit(train)
-        except InvalidInputError as exc:  # e.g. a single task: "no task has records ...", though it has them
-            shown = ", ".join(held[:3]) + (" ..." if len(held) > 3 else "")
-            raise InvalidInputError(f"held-out evaluation trains on the tasks outside each fold; without {shown}: "
-                                    f"{exc}") from exc
+        except InvalidInputError as exc:  # the learner's own refusal of the records left without the fold
+            raise InvalidInputError(f"held-out evaluation trains on the tasks outside each fold; without "
+                                    f"{_listed(held)}: {exc}") from exc
         fit_s.append(time.perf_counter() - start)
         for task in held:
             truth = records.check_rankable(task)
@@ -183,6 +185,11 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
         if progress is not None:
             progress()
     return EvalResult(pd.DataFrame(rows), fit_s, rank_s)
+
+
+def _listed(tasks: list[str]) -> str:
+    """A fold's tasks for a message: the first three, then "..."."""
+    return ", ".join(tasks[:3]) + (" ..." if len(tasks) > 3 else "")
 
 
 SEED_MISSING_RATIOS = (0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.0)
