@@ -31,6 +31,7 @@ import socket
 import time
 import uuid
 import warnings
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
@@ -383,8 +384,8 @@ class FeatureStore:
     def _check_precision(self, key: FeatureKey, manifest: dict, precisions: dict[int, str]) -> str | None:
         """The entry's precision (its manifest's, else that of most of its chunks); a chunk of another one is a
         ``MixedPrecisionError`` naming the chunks to redo and how."""
-        counts = {p: list(precisions.values()).count(p) for p in precisions.values()}
-        entry = manifest.get("precision") or max(counts, key=counts.get, default=None)
+        common = Counter(precisions.values()).most_common(1)
+        entry = manifest.get("precision") or (common[0][0] if common else None)
         odd = [j for j, p in precisions.items() if p != entry]
         if not odd:
             return entry

@@ -113,7 +113,7 @@ def _labels_only(data: ImageDataset, limit: int | None, per_class: int | None, s
 
 
 def content_params(model: str, dataset: str, cache_dir: str | os.PathLike | None,
-                    data: ImageDataset | None = None) -> dict[str, str]:
+                   data: ImageDataset | None = None) -> dict[str, str]:
     """What the names leave open, for the record key: ``weights``, the fingerprint of a model's weights file, and
     ``data``, that of a ``folder:``/``csv:`` dataset's samples and labels (of every split: ``data`` may be any
     split of it, already loaded). A retrained ``ARCH@PATH``, a rebuilt zoo model or a relabelled folder was skipped

@@ -12,7 +12,7 @@ import numpy as np
 import scipy.linalg
 
 from ..errors import InvalidInputError
-from ._linalg import ROW_BLOCK, RowMap, add_lower_triangle, float64_row_blocks, symmetric_from_lower
+from ._linalg import ROW_BLOCK, RowMap, add_float32_gram, float64_row_blocks, symmetric_from_lower
 from .base import SaturationWarning, caller_stacklevel
 
 def warn_if_singular_scatter(metric: str, n: int, n_classes: int, dim: int) -> None:
@@ -60,9 +60,7 @@ def within_scatter(x: np.ndarray, y: np.ndarray, means: np.ndarray, row_map: Row
                 continue
             part = rounded[: block.shape[0]]
             part[...] = block
-            block_lower = scipy.linalg.blas.ssyrk(1.0, part.T, beta=0.0, c=block_lower, trans=0, lower=1,
-                                                  overwrite_c=1)  # fmt: skip
-            add_lower_triangle(lower, block_lower)
+            block_lower = add_float32_gram(lower, part, block_lower)
     if single and not np.isfinite(lower).all():
         return within_scatter(x.astype(np.float64), y, means, row_map)
     scatter = symmetric_from_lower(lower)
