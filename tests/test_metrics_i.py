@@ -240,9 +240,12 @@ def test_float16_input_equals_its_float64_upcast(name):
     x16, p16 = x.astype(np.float16), p.astype(np.float16)
     a = compute_metric(name, feature_set(x16, y, p16))
     b = compute_metric(name, feature_set(x16.astype(np.float64), y, p16.astype(np.float64)))
-    # LogME, the H-Scores and PAC-Gauss multiply float32 (and so float16) features in float32.
-    float32_products = ("logme", "hscore", "hscore_reg", "pactran_gauss")
-    assert np.isfinite(a) and a == pytest.approx(b, rel=1e-6 if name in float32_products else 1e-9)
+    # LogME and the H-Scores multiply float32 (and so float16) features in float32. So does PAC-Gauss, whose capped
+    # L-BFGS stops where the relative reduction of the loss falls below its tolerance: float32 rounding can move that
+    # stop by an iteration (1.8e-5 here), within the tie tolerance the metric declares.
+    float32_products = {"logme": 1e-6, "hscore": 1e-6, "hscore_reg": 1e-6,
+                        "pactran_gauss": METRICS.get("pactran_gauss").tie_rtol}
+    assert np.isfinite(a) and a == pytest.approx(b, rel=float32_products.get(name, 1e-9))
 
 
 def _logme_stress_features(rng: np.random.Generator, y: np.ndarray) -> dict[str, np.ndarray]:
