@@ -135,10 +135,21 @@ def _collate(items: list):
     return errors[0] if errors else torch.utils.data.default_collate(items)
 
 
-def compute_precision(device: torch.device) -> str:
-    """The precision features are computed in: float16 autocast on CUDA (its tensor cores), float32 on the CPU.
-    Recorded with every chunk and entry (see ``cache``)."""
-    return "float16" if device.type == "cuda" else "float32"
+#: ``--precision`` values: "auto" is float16 autocast on CUDA (its tensor cores) and float32 on the CPU.
+PRECISIONS = ("auto", "float32", "float16")
+
+
+def compute_precision(device: torch.device, precision: str = "auto") -> str:
+    """The precision features are computed in on ``device``: ``precision`` ("auto", "float32" or "float16"), with
+    "auto" float16 autocast on CUDA and float32 on the CPU. Recorded with every chunk and entry (see ``cache``), so
+    a GPU run that must add chunks to an entry the CPU began asks for float32."""
+    if precision not in PRECISIONS:
+        raise InvalidInputError(f"unknown precision {precision!r}: choose one of {', '.join(PRECISIONS)}")
+    if precision == "auto":
+        return "float16" if device.type == "cuda" else "float32"
+    if precision == "float16" and device.type != "cuda":
+        raise InvalidInputError("--precision float16 needs a CUDA device (float16 autocast); the CPU computes float32")
+    return precision
 
 
 @dataclass
@@ -185,8 +196,9 @@ def plan_model(
     if pending and entry_precision != precision:
         raise MixedPrecisionError(
             f"cache entry {key.dirname()} holds features computed in {entry_precision}; this run would add "
-            f"{len(pending)} chunk(s) in {precision}: run it on a device that computes {entry_precision} (float16 "
-            f"on CUDA, float32 on the CPU), or remove the entry (`modelrank cache rm {key.dirname()}`) first")
+            f"{len(pending)} chunk(s) in {precision}: run it with `--precision {entry_precision}`"
+            f"{' on a CUDA device' if entry_precision == 'float16' else ''}, or remove the entry "
+            f"(`modelrank cache rm {key.dirname()}`) first")
     return ExtractPlan(model, key, manifest, pending)
 
 
@@ -227,6 +239,7 @@ def run_plan(
     *,
     batch_size: int,
     device: torch.device,
+    precision: str,
     workers: int,
     on_batch: Callable[[int], None] | None = None,
 ) -> int:
@@ -240,7 +253,7 @@ def run_plan(
         "modelrank": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "model": plan.key.model, "fingerprint": plan.key.fingerprint, "dataset": plan.key.dataset,
         "split": plan.key.split, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "precision": compute_precision(device), "device": device.type,
+        "precision": precision, "device": device.type,
     }
     net = plan.model.net.to(device)
     computed = 0
@@ -252,7 +265,8 @@ def run_plan(
                 free = [j for j in waiting if not store.claimed_elsewhere(plan.key, j)]
                 if free:
                     computed += _compute_chunks(store, plan, data, free, provenance, batch_size=batch_size,
-                                                device=device, workers=workers, on_batch=on_batch)
+                                                device=device, precision=precision, workers=workers,
+                                                on_batch=on_batch)
                 waiting = [j for j in waiting if not store.chunk_path(plan.key, j).is_file()]
                 if waiting:
                     time.sleep(CLAIM_POLL_SECONDS)
@@ -268,14 +282,14 @@ def run_plan(
     return computed
 
 
-def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device, workers, on_batch) -> int:
+def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device, precision, workers,
+                    on_batch) -> int:
     """Compute those of ``chunks`` this run manages to claim; returns the number of samples written."""
     sampler = _ClaimingBatches(store, plan, chunks, batch_size)
     loader = torch.utils.data.DataLoader(
         _TorchView(data, sampler.sample_ids, plan.model.transform), batch_sampler=sampler, num_workers=workers,
         pin_memory=device.type == "cuda", collate_fn=_collate,
     )
-    precision = compute_precision(device)
     autocast = nullcontext() if precision == "float32" else torch.autocast(device.type, dtype=getattr(torch, precision))
     feats: list[np.ndarray] = []
     logits: list[np.ndarray] = []
@@ -326,6 +340,7 @@ def extract(
     seed: int = 0,
     batch_size: int = 64,
     device: str = "auto",
+    precision: str = "auto",
     workers: int | None = None,
     shard: str | tuple[int, int] | None = None,
     cache_dir: str | None = None,
@@ -336,7 +351,8 @@ def extract(
 ) -> list[dict]:
     """Extract and cache features of every model on one dataset split; returns one summary dict per model.
 
-    Only chunks that are missing (and belong to ``shard``) are computed, so an interrupted run resumes and a
+    ``precision``: "auto" (float16 autocast on CUDA, float32 on the CPU), "float32" or "float16" (CUDA only). Only
+    chunks that are missing (and belong to ``shard``) are computed, so an interrupted run resumes and a
     job array of ``--shard i/n`` covers the data exactly once. ``progress`` (a ``modelrank.progress.ProgressFn``)
     hears of each step on its row "extract": opening the dataset, loading each model, checking the cache, and
     the images computed of each model.
@@ -350,13 +366,14 @@ def extract(
     data = open_dataset(dataset, split, data_root, download)
     select_samples(data.targets, limit, per_class, seed, data.task)  # its refusals before any model is built
     dev = resolve_device(device)
+    compute_precision(dev, precision)  # its refusal before any model is built
     n_workers = resolve_workers(workers, dev)
     summaries = []
     for name in models:
         report(progress, "extract", f"loading model {name}")
         summaries.append(extract_model(store, load_model(name), data, limit=limit, per_class=per_class, seed=seed,
                                        chunk_size=chunk_size, shard=shard, batch_size=batch_size, device=dev,
-                                       workers=n_workers, progress=progress))
+                                       precision=precision, workers=n_workers, progress=progress))
     return summaries
 
 
@@ -373,14 +390,17 @@ def extract_model(
     batch_size: int,
     device: torch.device,
     workers: int,
+    precision: str = "auto",
     progress: ProgressFn | None = None,
 ) -> dict:
-    """Compute one loaded model's missing chunks on an opened dataset; returns its summary dict."""
+    """Compute one loaded model's missing chunks on an opened dataset (in ``precision``, see ``compute_precision``);
+    returns its summary dict."""
     if batch_size < 1:
         raise InvalidInputError("--batch-size must be at least 1")
+    precision = compute_precision(device, precision)
     report(progress, "extract", f"checking the cached chunks of {model.name}")
     plan = plan_model(store, model, data, limit=limit, per_class=per_class, seed=seed,
-                      chunk_size=chunk_size, shard=shard, precision=compute_precision(device))
+                      chunk_size=chunk_size, shard=shard, precision=precision)
     n_todo = sum(len(store.chunk_ids(plan.manifest, j)) for j in plan.pending)
     what = f"{model.name} on {data.name}/{data.split} (images)"
     report(progress, "extract", what, 0, n_todo)
@@ -392,7 +412,7 @@ def extract_model(
         report(progress, "extract", what, computed, n_todo)
 
     start = time.perf_counter()
-    n_done = run_plan(store, plan, data, batch_size=batch_size, device=device, workers=workers,
+    n_done = run_plan(store, plan, data, batch_size=batch_size, device=device, precision=precision, workers=workers,
                       on_batch=advance if progress else None)
     seconds = time.perf_counter() - start
     remaining = len(store.missing_chunks(plan.key, plan.manifest))
@@ -416,7 +436,8 @@ def load_features(model: str, dataset: str, split: str | None = None, **options)
     """Features of ``model`` on ``dataset``/``split`` from the cache, extracting what is missing first.
 
     ``options``: the keyword arguments of ``load_feature_pairs`` (``limit``, ``per_class``, ``seed``,
-    ``cache_dir``, ``data_root``, ``extract_missing``, ``batch_size``, ``device``, ``workers``, ``download``,
+    ``cache_dir``, ``data_root``, ``extract_missing``, ``batch_size``, ``device``, ``precision``, ``workers``,
+    ``download``,
     ``chunk_size``, ``progress``). The model and dataset are opened once: the cache key needs the model's weight
     fingerprint and preprocessing, and the same loaded model computes any missing chunks.
     """
@@ -435,6 +456,7 @@ def load_feature_pairs(
     extract_missing: bool = True,
     batch_size: int = 64,
     device: str = "auto",
+    precision: str = "auto",
     workers: int | None = None,
     download: bool = False,
     chunk_size: int = DEFAULT_CHUNK,
@@ -469,8 +491,8 @@ def load_feature_pairs(
             def complete() -> None:
                 dev = resolve_device(device)
                 extract_model(store, loaded, data, limit=limit, per_class=per_class, seed=seed, chunk_size=chunk_size,
-                              shard=(0, 1), batch_size=batch_size, device=dev, workers=resolve_workers(workers, dev),
-                              progress=progress)
+                              shard=(0, 1), batch_size=batch_size, device=dev, precision=precision,
+                              workers=resolve_workers(workers, dev), progress=progress)
 
             if extract_missing and (manifest is None or store.missing_chunks(key, manifest)):
                 complete()

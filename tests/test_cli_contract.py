@@ -99,6 +99,8 @@ BAD_INVOCATIONS = [
         ("--workers", "100000"),  # would fork 100000 loader processes
         ("--shard", "3/2"),
         ("--device", "tpu"),
+        ("--device", "cpu", "--precision", "float16"),  # float16 autocast is CUDA's
+        ("--precision", "bf16"),
         ("--format", "xml"),
         ("--checkpoint", "/nonexistent/weights.pth"),
         ("--cache-dir", __file__),

@@ -417,7 +417,8 @@ def test_an_entry_holds_one_precision_and_a_mix_is_named(cache_dir):
     assert store.describe(folder, read_manifest(folder / "manifest.json"))["precision"] == "float16"  # `cache ls`
     (folder / "chunk-00001.parquet").unlink()
     with pytest.raises(MixedPrecisionError, match="holds features computed in float16; this run would add 1 "
-                                                  r"chunk\(s\) in float32: .*modelrank cache rm"):
+                                                  r"chunk\(s\) in float32: run it with `--precision float16` on a "
+                                                  "CUDA device, or .*modelrank cache rm"):
         load_features(TINY, "digits", "train", **OPTS)  # the CPU does not finish the GPU's entry
     assert not (folder / "chunk-00001.parquet").exists()
     _fake_precision(folder / "manifest.json", "float32")  # two runs created the entry at once: both computed
@@ -430,3 +431,24 @@ def test_an_entry_holds_one_precision_and_a_mix_is_named(cache_dir):
     for name in ("chunk-00000.parquet", "chunk-00002.parquet"):  # what the message says to do
         (folder / name).unlink()
     assert load_features(TINY, "digits", "train", **OPTS).meta["precision"] == "float32"
+
+
+def test_precision_is_the_devices_unless_asked_for(cache_dir):
+    """``--precision``: float16 autocast is CUDA's default; a GPU run may ask for float32 (to finish an entry the CPU
+    began, or for exact features), and float16 is refused on the CPU before any model is built."""
+    import torch
+
+    from modelrank.extraction import compute_precision
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert compute_precision(cpu) == "float32" and compute_precision(cuda) == "float16"
+    assert compute_precision(cuda, "float32") == "float32" and compute_precision(cuda, "float16") == "float16"
+    assert compute_precision(cpu, "float32") == "float32"
+    for device, precision in ((cpu, "float16"), (cuda, "bfloat16")):
+        with pytest.raises(InvalidInputError, match="float16 needs a CUDA device|unknown precision"):
+            compute_precision(device, precision)
+    with pytest.raises(InvalidInputError, match="needs a CUDA device"):
+        extract([TINY], "digits", "train", device="cpu", precision="float16", **OPTS)
+    assert not any(cache_dir.rglob("manifest.json"))
+    extract([TINY], "digits", "train", device="cpu", precision="float32", **OPTS)
+    assert load_features(TINY, "digits", "train", precision="float32", **OPTS).meta["precision"] == "float32"

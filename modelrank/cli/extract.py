@@ -27,6 +27,8 @@ def extract_cmd(
     seed: int = SeedOption("Seed of the subsampling."),
     batch_size: int = SizeOption("--batch-size", "Images per forward pass.", 64, short="-b"),
     device: str = typer.Option("auto", "--device", help="auto (CUDA with AMP if present), cpu, cuda, cuda:1 ..."),
+    precision: str = typer.Option("auto", "--precision", help="auto (float16 autocast on CUDA, float32 on the CPU) | "
+                                  "float32 | float16 (CUDA). One cache entry holds one precision."),
     workers: Optional[int] = SizeOption("--workers", f"Data-loading processes, at most 4 per CPU core ({MAX_WORKERS} "
                                         "here) [default: auto].", minimum=0, maximum=MAX_WORKERS),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: compute only the chunks j with j mod n = i (job arrays)."),
@@ -50,14 +52,14 @@ def extract_cmd(
         names = [f"{names[0]}@{checkpoint}"]
     with progress_display() as display:
         display("extract", "loading torch and the model registry", 0, None)  # seconds on a cold start
-        from ..extraction import extract, parse_shard, resolve_device
+        from ..extraction import compute_precision, extract, parse_shard, resolve_device
 
         shard_spec = parse_shard(shard)
-        resolve_device(device)
+        compute_precision(resolve_device(device), precision)
         check_extraction(names, dataset, split, cache_dir)
         summaries = extract(
             names, dataset, split, limit=limit, per_class=per_class, seed=seed, batch_size=batch_size,
-            device=device, workers=workers, shard=shard_spec, cache_dir=cache_dir, data_root=data_root,
+            device=device, precision=precision, workers=workers, shard=shard_spec, cache_dir=cache_dir, data_root=data_root,
             download=download, progress=display,
         )
     frame = pd.DataFrame([{
