@@ -547,3 +547,32 @@ def test_sigint_exits_130_and_says_what_was_kept(tmp_path):
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err
     assert "interrupted:" in err and "rerun" in err
+
+
+def test_per_class_of_a_regression_dataset_is_refused_before_any_model_is_built(cli, cache_dir, tmp_path, monkeypatch):
+    """`score -d` and `spider rank -d` found out only after building the first model (as `extract` did not)."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    import modelrank.extraction
+    from modelrank.spider import Records, make_learner
+
+    for i in range(3):
+        Image.new("RGB", (9, 9)).save(tmp_path / f"{i}.png")
+    (tmp_path / "list.csv").write_text("path,target\n0.png,0.5\n1.png,1.5\n2.png,2.5\n")
+    records = Records(pd.DataFrame([(t, m, 0.5 + 0.1 * i + 0.01 * j) for j, t in enumerate(("t0", "t1", "t2"))
+                                    for i, m in enumerate(("m0", "m1"))], columns=["dataset", "model", "accuracy"]))
+    protos = {t: np.zeros((2, 4), dtype=np.float32) for t in records.record_tasks}
+    learner = make_learner("spider", episodes=1, val_fraction=0.0).fit(
+        Records(records.table, task_prototypes=protos, info={"encoder": "random:test_resnet"})).save(tmp_path / "spider")
+
+    def build(name):
+        raise AssertionError(f"{name} was built before the arguments were checked")
+
+    monkeypatch.setattr(modelrank.extraction, "load_model", build)
+    dataset = f"csv:{tmp_path / 'list.csv'}"
+    for args in (["score", "-d", dataset, "-m", "random:test_resnet", "--per-class", "2"],
+                 ["spider", "rank", str(learner), "-d", dataset, "--per-class", "2"]):
+        code, out, err = cli(*args)
+        assert code == 2 and out == "" and err == "error: --per-class needs a classification dataset\n", (args, err)
