@@ -208,6 +208,7 @@ def test_bad_invocations_are_one_line_exit_2(cli, cache_dir, no_work, args):
 ], ids=" ".join)
 def test_out_dash_with_format_json_is_a_usage_error(cli, cache_dir, args):
     """``--out -`` prints CSV on stdout: with ``--format json`` a program would get CSV where it asked for JSON."""
+    cache_dir.mkdir()  # `cache ls` reads an existing cache
     code, out, err = cli(*args, "--out", "-", "--format", "json")
     assert code == 2 and out == "" and "--out - writes CSV to stdout and --format json" in err, (out, err)
 
@@ -422,6 +423,7 @@ def test_group_without_subcommand_shows_help_and_exits_2(cli, args):
 
 
 def test_bug_exits_1_with_traceback(cli, cache_dir, monkeypatch):
+    cache_dir.mkdir()  # `records ls` reads an existing cache
     import modelrank.finetune
 
     def broken(*args, **kwargs):
@@ -443,6 +445,7 @@ def test_lines_on_stderr_are_never_folded(cli, cache_dir, tmp_path):
 
 def test_an_eof_error_in_a_command_is_a_bug_not_an_interruption(cli, cache_dir, monkeypatch):
     """Typer turns an EOFError escaping a command into Abort, which meant "interrupted" (exit 130)."""
+    cache_dir.mkdir()  # `records ls` reads an existing cache
     import modelrank.finetune
 
     def truncated(*args, **kwargs):
@@ -470,6 +473,7 @@ def test_a_closed_output_pipe_is_no_bug(cli, cache_dir, monkeypatch):
 
 
 def test_out_of_memory_is_an_input_error_not_a_bug(cli, cache_dir, monkeypatch):
+    cache_dir.mkdir()  # `records ls` reads an existing cache
     import modelrank.finetune
 
     def too_big(*args, **kwargs):
@@ -576,3 +580,19 @@ def test_per_class_of_a_regression_dataset_is_refused_before_any_model_is_built(
                  ["spider", "rank", str(learner), "-d", dataset, "--per-class", "2"]):
         code, out, err = cli(*args)
         assert code == 2 and out == "" and err == "error: --per-class needs a classification dataset\n", (args, err)
+
+
+@pytest.mark.parametrize("args", [("records", "compact"), ("records", "ls"), ("records", "export", "-"),
+                                  ("records", "rm", "-d", "x", "--yes"), ("cache", "ls"), ("cache", "info", "x"),
+                                  ("cache", "rm", "x", "--yes"), ("zoo", "ls", "--preset", "ci")], ids=" ".join)
+@pytest.mark.parametrize("given", ["option", "environment"])
+def test_a_cache_folder_that_does_not_exist_is_a_usage_error_for_reads(cli, tmp_path, monkeypatch, args, given):
+    """`records compact --cache-dir TYPO` created the folder (and a lock file in it); the others listed nothing."""
+    typo = tmp_path / "cahce"
+    if given == "option":
+        args = (*args, "--cache-dir", str(typo))
+    else:
+        monkeypatch.setenv("MODELRANK_CACHE", str(typo))
+    code, out, err = cli(*args)
+    assert code == 2 and out == "" and err.count("\n") == 1 and f"{typo} does not exist" in err, err
+    assert list(tmp_path.iterdir()) == []
