@@ -387,3 +387,26 @@ def test_accuracies_in_percent_and_fractions(cli, tmp_path):
     with pytest.raises(InvalidInputError, match=r"a single truth noise \(0.5\) has no one scale"):
         evaluate(scores, truth, ["kendall"], truth_noise=0.5)  # 0.5 points, or half the fraction scale?
     assert evaluate(scores, truth.assign(sd=0.01), ["kendall"], truth_noise="sd").measures[-1] == "noise_tau"
+
+
+def test_columns_equal_up_to_letter_case_are_an_error_naming_both(cli, tmp_path):
+    """A records CSV with `accuracy` and `Accuracy` was read silently: `evaluate` took the one, `spider` the other."""
+    rows = [(f"t{j}", f"m{i}", 0.5 + 0.1 * i, 0.9 - 0.1 * i) for j in range(3) for i in range(4)]
+    truth = tmp_path / "records.csv"
+    pd.DataFrame(rows, columns=["dataset", "model", "accuracy", "Accuracy"]).to_csv(truth, index=False)
+    scores = tmp_path / "scores.csv"
+    pd.DataFrame([(d, m, float(m[1:])) for d, m, _, _ in rows], columns=["dataset", "model", "logme"]).to_csv(
+        scores, index=False)
+    for args in (["evaluate", "--scores", str(scores), "--truth", str(truth)],
+                 ["spider", "train", str(truth), "--learner", "model_prior", "-o", str(tmp_path / "prior")],
+                 ["spider", "eval", str(truth), "--learners", "random,model_prior"]):
+        code, out, err = cli(*args)
+        assert code == 2 and out == "" and err.count("\n") == 1, (args, err)
+        assert "columns 'accuracy' and 'Accuracy' differ only in letter case" in err, (args, err)
+    assert not (tmp_path / "prior").exists()
+    # the scores file too: which of `Dataset` and `dataset` names the datasets?
+    pd.DataFrame(rows, columns=["dataset", "model", "accuracy", "test_accuracy"]).to_csv(truth, index=False)
+    pd.DataFrame([(d, d, m, float(m[1:])) for d, m, _, _ in rows],
+                 columns=["Dataset", "dataset", "model", "logme"]).to_csv(scores, index=False)
+    code, _, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth))
+    assert code == 2 and "columns 'Dataset' and 'dataset' differ only in letter case" in err, err
