@@ -211,11 +211,6 @@ def only_with(mode: str, options: dict[str, object]) -> None:
         raise ModelrankError(f"{', '.join(given)} only go{'es' if len(given) == 1 else ''} with {mode}")
 
 
-def split_names(value: str) -> list[str]:
-    """'a,b, c' -> ['a', 'b', 'c'] (models, datasets and metrics are given comma-separated)."""
-    return [v.strip() for v in value.split(",") if v.strip()]
-
-
 def key_values(pairs: list[str], flag: str) -> dict[str, object]:
     """['epochs=50', 'hidden=16'] -> {'epochs': 50, 'hidden': 16} (values parsed as JSON when they parse).
 

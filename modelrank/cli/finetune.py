@@ -10,11 +10,12 @@ import typer
 from rich.markup import escape
 
 from ..errors import ModelrankError
+from ..registry import split_names
 from ._common import (
     set_interrupt_note, app, console, err_console, CacheDirOption, DataRootOption, FeatureFilesOption, ModelNamesOption,
     DatasetNameOption, ExistingCacheDirOption,
     SeedOption, SizeOption, TaskOption, check_extraction, confirmed, load_feature_files, log, progress_display,
-    split_names, check_data_options, only_with,
+    check_data_options, only_with,
 )
 from ._output import check_csv_name, check_out, check_output, emit, format_option, out_option, write_csv
 
