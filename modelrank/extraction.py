@@ -330,6 +330,15 @@ def open_dataset(dataset: str, split: str | None, data_root: str | None, downloa
     return data
 
 
+def open_subset(dataset: str, split: str | None, data_root: str | None, download: bool, limit: int | None,
+                per_class: int | None, seed: int) -> ImageDataset:
+    """The opened dataset, its subsample options checked against it (``--per-class`` of a regression dataset)
+    before any model is built: they can be checked only once the task is known."""
+    data = open_dataset(dataset, split, data_root, download)
+    select_samples(data.targets, limit, per_class, seed, data.task)
+    return data
+
+
 def extract(
     models: list[str],
     dataset: str,
@@ -363,8 +372,7 @@ def extract(
     store = FeatureStore(cache_dir)
     _register_zoo(models, cache_dir)
     report(progress, "extract", f"opening dataset {dataset}")
-    data = open_dataset(dataset, split, data_root, download)
-    select_samples(data.targets, limit, per_class, seed, data.task)  # its refusals before any model is built
+    data = open_subset(dataset, split, data_root, download, limit, per_class, seed)
     dev = resolve_device(device)
     compute_precision(dev, precision)  # its refusal before any model is built
     n_workers = resolve_workers(workers, dev)
@@ -474,16 +482,17 @@ def load_feature_pairs(
     for model, dataset in pairs:
         by_model.setdefault(model, []).append(dataset)
     _register_zoo(list(by_model), cache_dir)
-    datasets: dict[str, ImageDataset] = {}
     out: dict[tuple[str, str], FeatureSet] = {}
     n_pairs = sum(len(dict.fromkeys(names)) for names in by_model.values())
+    # every dataset opened (and its subsample checked) before the first model is built
+    datasets: dict[str, ImageDataset] = {}
+    for dataset in dict.fromkeys(d for names in by_model.values() for d in names):
+        report(progress, "features", f"opening dataset {dataset}", 0, n_pairs)
+        datasets[dataset] = open_subset(dataset, split, data_root, download, limit, per_class, seed)
     for model, names in by_model.items():
         report(progress, "features", f"loading model {model}", len(out), n_pairs)
         loaded = load_model(model)
         for dataset in dict.fromkeys(names):
-            if dataset not in datasets:
-                report(progress, "features", f"opening dataset {dataset}", len(out), n_pairs)
-                datasets[dataset] = open_dataset(dataset, split, data_root, download)
             data = datasets[dataset]
             key = feature_key(loaded, data, limit, per_class, seed)
             manifest = store.manifest(key)

@@ -8,12 +8,25 @@ decorator so that a module declares what it provides where it defines it
 from __future__ import annotations
 
 import difflib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Callable, Generic, Iterator, TypeVar
 
 from .errors import UnknownNameError
 
 T = TypeVar("T")
+
+#: a comma that no later "]" closes a bracket around
+_NAME_SEPARATOR = re.compile(r",(?![^\[]*\])")
+#: what an error about names that ``split_names`` cut says
+COMMA_HINT = "a comma outside [...] separates two names"
+
+
+def split_names(value: str) -> list[str]:
+    """'a,b, c' -> ['a', 'b', 'c']: models, datasets, metrics and methods are given comma-separated. A comma inside
+    brackets is part of its name: ``score --set`` names a column ``knn[k=3,metric=euclidean]``, which `evaluate
+    --compare` and ``--lower-is-better`` took for the two names ``knn[k=3`` and ``metric=euclidean]``."""
+    return [name.strip() for name in _NAME_SEPARATOR.split(value) if name.strip()]
 
 
 @dataclass(frozen=True)

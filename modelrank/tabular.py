@@ -37,6 +37,16 @@ def check_input_file(path: str | Path, what: str) -> Path:
     return path
 
 
+def column_any_case(columns: Collection[object], name: str, source: str) -> Any:
+    """The column called ``name`` (lower case) in any letter case, None if there is none. Two of them (``accuracy``
+    and ``Accuracy``) are an error naming both: one of them was taken without a word."""
+    matches = [column for column in columns if str(column).lower() == name]
+    if len(matches) > 1:
+        raise InvalidInputError(f"{source}: columns {' and '.join(repr(str(c)) for c in matches)} differ only in "
+                                "letter case; keep one (or rename the other)")
+    return matches[0] if matches else None
+
+
 @contextmanager
 def _csv_rows(path: Path) -> Iterator[Iterator[tuple[int, list[str]]]]:
     """The rows of a CSV file as the csv module reads them: (line where the row starts, its fields), blank lines

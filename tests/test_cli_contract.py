@@ -210,6 +210,7 @@ def test_bad_invocations_are_one_line_exit_2(cli, cache_dir, no_work, args):
 ], ids=" ".join)
 def test_out_dash_with_format_json_is_a_usage_error(cli, cache_dir, args):
     """``--out -`` prints CSV on stdout: with ``--format json`` a program would get CSV where it asked for JSON."""
+    cache_dir.mkdir()  # `cache ls` reads an existing cache
     code, out, err = cli(*args, "--out", "-", "--format", "json")
     assert code == 2 and out == "" and "--out - writes CSV to stdout and --format json" in err, (out, err)
 
@@ -424,6 +425,7 @@ def test_group_without_subcommand_shows_help_and_exits_2(cli, args):
 
 
 def test_bug_exits_1_with_traceback(cli, cache_dir, monkeypatch):
+    cache_dir.mkdir()  # `records ls` reads an existing cache
     import modelrank.finetune
 
     def broken(*args, **kwargs):
@@ -445,6 +447,7 @@ def test_lines_on_stderr_are_never_folded(cli, cache_dir, tmp_path):
 
 def test_an_eof_error_in_a_command_is_a_bug_not_an_interruption(cli, cache_dir, monkeypatch):
     """Typer turns an EOFError escaping a command into Abort, which meant "interrupted" (exit 130)."""
+    cache_dir.mkdir()  # `records ls` reads an existing cache
     import modelrank.finetune
 
     def truncated(*args, **kwargs):
@@ -472,6 +475,7 @@ def test_a_closed_output_pipe_is_no_bug(cli, cache_dir, monkeypatch):
 
 
 def test_out_of_memory_is_an_input_error_not_a_bug(cli, cache_dir, monkeypatch):
+    cache_dir.mkdir()  # `records ls` reads an existing cache
     import modelrank.finetune
 
     def too_big(*args, **kwargs):
@@ -549,3 +553,48 @@ def test_sigint_exits_130_and_says_what_was_kept(tmp_path):
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err
     assert "interrupted:" in err and "rerun" in err
+
+
+def test_per_class_of_a_regression_dataset_is_refused_before_any_model_is_built(cli, cache_dir, tmp_path, monkeypatch):
+    """`score -d` and `spider rank -d` found out only after building the first model (as `extract` did not)."""
+    import numpy as np
+    import pandas as pd
+    from PIL import Image
+
+    import modelrank.extraction
+    from modelrank.spider import Records, make_learner
+
+    for i in range(3):
+        Image.new("RGB", (9, 9)).save(tmp_path / f"{i}.png")
+    (tmp_path / "list.csv").write_text("path,target\n0.png,0.5\n1.png,1.5\n2.png,2.5\n")
+    records = Records(pd.DataFrame([(t, m, 0.5 + 0.1 * i + 0.01 * j) for j, t in enumerate(("t0", "t1", "t2"))
+                                    for i, m in enumerate(("m0", "m1"))], columns=["dataset", "model", "accuracy"]))
+    protos = {t: np.zeros((2, 4), dtype=np.float32) for t in records.record_tasks}
+    learner = make_learner("spider", episodes=1, val_fraction=0.0).fit(
+        Records(records.table, task_prototypes=protos, info={"encoder": "random:test_resnet"})).save(tmp_path / "spider")
+
+    def build(name):
+        raise AssertionError(f"{name} was built before the arguments were checked")
+
+    monkeypatch.setattr(modelrank.extraction, "load_model", build)
+    dataset = f"csv:{tmp_path / 'list.csv'}"
+    for args in (["score", "-d", dataset, "-m", "random:test_resnet", "--per-class", "2"],
+                 ["spider", "rank", str(learner), "-d", dataset, "--per-class", "2"]):
+        code, out, err = cli(*args)
+        assert code == 2 and out == "" and err == "error: --per-class needs a classification dataset\n", (args, err)
+
+
+@pytest.mark.parametrize("args", [("records", "compact"), ("records", "ls"), ("records", "export", "-"),
+                                  ("records", "rm", "-d", "x", "--yes"), ("cache", "ls"), ("cache", "info", "x"),
+                                  ("cache", "rm", "x", "--yes"), ("zoo", "ls", "--preset", "ci")], ids=" ".join)
+@pytest.mark.parametrize("given", ["option", "environment"])
+def test_a_cache_folder_that_does_not_exist_is_a_usage_error_for_reads(cli, tmp_path, monkeypatch, args, given):
+    """`records compact --cache-dir TYPO` created the folder (and a lock file in it); the others listed nothing."""
+    typo = tmp_path / "cahce"
+    if given == "option":
+        args = (*args, "--cache-dir", str(typo))
+    else:
+        monkeypatch.setenv("MODELRANK_CACHE", str(typo))
+    code, out, err = cli(*args)
+    assert code == 2 and out == "" and err.count("\n") == 1 and f"{typo} does not exist" in err, err
+    assert list(tmp_path.iterdir()) == []

@@ -204,7 +204,8 @@ def test_a_plain_table_on_a_narrow_terminal_comes_in_blocks_that_fit(monkeypatch
 
     frame = pd.DataFrame({"learner": ["model_prior", "task_attention"],
                           **{f"measure_{i}": [0.123456 * i, -1.5 * i] for i in range(12)}})
-    for terminal, fits in ((True, True), (False, False)):  # piped: whole lines, whatever the width
+    for terminal in (True, False):
+        fits = terminal or rows  # piped: a data table's whole lines, whatever the width; a listing is for people
         console = Console(file=io.StringIO(), force_terminal=terminal, width=80, color_system=None)
         monkeypatch.setattr(output, "console", console)
         if rows:
@@ -219,8 +220,8 @@ def test_a_plain_table_on_a_narrow_terminal_comes_in_blocks_that_fit(monkeypatch
 
 
 def test_list_parameters_on_a_narrow_terminal_names_metric_and_key_in_every_block(monkeypatch, capsys):
-    """`modelrank list parameters` is wider than 80 columns: each block of the plain table is led by both the metric
-    and the parameter (with the metric alone, the "accepts" block did not say which parameter a row was)."""
+    """`modelrank list parameters` is wider than a 60-column terminal: each block of the plain table is led by both the
+    metric and the parameter (with the metric alone, the "accepts" block did not say which parameter a row was)."""
     import io
 
     from rich.console import Console
@@ -228,7 +229,7 @@ def test_list_parameters_on_a_narrow_terminal_names_metric_and_key_in_every_bloc
     import modelrank.cli._output as output
     from modelrank.cli.list_cmd import list_cmd
 
-    monkeypatch.setattr(output, "console", Console(file=io.StringIO(), force_terminal=True, width=80, color_system=None))
+    monkeypatch.setattr(output, "console", Console(file=io.StringIO(), force_terminal=True, width=60, color_system=None))
     list_cmd("parameters", "table", None)
     blocks = capsys.readouterr().out.removeprefix("# parameters\n").split("\n\n")
     headers = [block.splitlines()[0].split() for block in blocks]
@@ -279,3 +280,28 @@ def test_evaluate_on_a_narrow_terminal_fits_and_names_each_row(monkeypatch, cli,
     blocks = shown.strip().split("\n\n")
     assert len(blocks) > 1 and all(block.split()[:2] == ["measure", "method"] for block in blocks)
     assert all(f"dataset{j}" in shown for j in range(9)) and "weighted_tau" in shown
+
+
+@pytest.mark.parametrize("what", ["models", "datasets", "metrics", "parameters", "learners"])
+def test_list_fits_80_columns_piped_without_losing_text(cli, monkeypatch, what):
+    """Descriptions made the listings 110 to 360 columns wide: cut into column blocks (each led by the name
+    columns) and wrapped, every line fits, and every character of every cell is there."""
+    from collections import Counter
+
+    from modelrank.cli._common import console
+    from modelrank.cli._output import _cell
+
+    code, out, _ = cli("list", what, "--format", "json")
+    rows = json.loads(out)
+    monkeypatch.setattr(console, "width", 80)  # what a pipe gets without COLUMNS
+    code, out, _ = cli("list", what)
+    lines = out.splitlines()
+    assert code == 0 and lines[0] == f"# {what}" and max(map(len, lines)) <= 80, out
+    lead = 2 if what == "parameters" else 1
+    blocks = out.count("\n\n") + 1
+    expected = Counter()
+    for i, column in enumerate(rows[0]):
+        texts = [column, *(_cell(row[column]) for row in rows)]
+        expected += Counter({char: count * (blocks if i < lead else 1)
+                             for char, count in Counter("".join(texts).replace(" ", "")).items()})
+    assert Counter("".join(lines[1:]).replace(" ", "")) == expected

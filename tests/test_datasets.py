@@ -420,6 +420,16 @@ def test_a_csv_with_both_label_and_target_is_refused(tmp_path):
         load_dataset(f"csv:{tmp_path / 'list.csv'}", "all")
 
 
+def test_a_csv_with_two_label_columns_equal_up_to_case_is_refused(tmp_path):
+    # `label` and `Label`: the last one was taken without a word.
+    from modelrank.errors import InvalidInputError
+
+    _folder(tmp_path / "data")
+    (tmp_path / "list.csv").write_text("path,label,Label\ndata/a/0.png,a,x\ndata/b/0.png,b,x\n")
+    with pytest.raises(InvalidInputError, match="columns 'label' and 'Label' differ only in letter case"):
+        load_dataset(f"csv:{tmp_path / 'list.csv'}", "all")
+
+
 def test_csv_paths_that_lead_to_no_file_are_refused_before_any_model_is_built(tmp_path, cli):
     # Met while extracting, after the model was built and the chunks before it computed; a CSV repaired by
     # dropping the row is a new cache entry, so those chunks were lost.

@@ -387,3 +387,51 @@ def test_accuracies_in_percent_and_fractions(cli, tmp_path):
     with pytest.raises(InvalidInputError, match=r"a single truth noise \(0.5\) has no one scale"):
         evaluate(scores, truth, ["kendall"], truth_noise=0.5)  # 0.5 points, or half the fraction scale?
     assert evaluate(scores, truth.assign(sd=0.01), ["kendall"], truth_noise="sd").measures[-1] == "noise_tau"
+
+
+def test_columns_equal_up_to_letter_case_are_an_error_naming_both(cli, tmp_path):
+    """A records CSV with `accuracy` and `Accuracy` was read silently: `evaluate` took the one, `spider` the other."""
+    rows = [(f"t{j}", f"m{i}", 0.5 + 0.1 * i, 0.9 - 0.1 * i) for j in range(3) for i in range(4)]
+    truth = tmp_path / "records.csv"
+    pd.DataFrame(rows, columns=["dataset", "model", "accuracy", "Accuracy"]).to_csv(truth, index=False)
+    scores = tmp_path / "scores.csv"
+    pd.DataFrame([(d, m, float(m[1:])) for d, m, _, _ in rows], columns=["dataset", "model", "logme"]).to_csv(
+        scores, index=False)
+    for args in (["evaluate", "--scores", str(scores), "--truth", str(truth)],
+                 ["spider", "train", str(truth), "--learner", "model_prior", "-o", str(tmp_path / "prior")],
+                 ["spider", "eval", str(truth), "--learners", "random,model_prior"]):
+        code, out, err = cli(*args)
+        assert code == 2 and out == "" and err.count("\n") == 1, (args, err)
+        assert "columns 'accuracy' and 'Accuracy' differ only in letter case" in err, (args, err)
+    assert not (tmp_path / "prior").exists()
+    # the scores file too: which of `Dataset` and `dataset` names the datasets?
+    pd.DataFrame(rows, columns=["dataset", "model", "accuracy", "test_accuracy"]).to_csv(truth, index=False)
+    pd.DataFrame([(d, d, m, float(m[1:])) for d, m, _, _ in rows],
+                 columns=["Dataset", "dataset", "model", "logme"]).to_csv(scores, index=False)
+    code, _, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth))
+    assert code == 2 and "columns 'Dataset' and 'dataset' differ only in letter case" in err, err
+
+
+def test_method_names_with_bracketed_commas_pass_whole_to_compare_and_lower_is_better(cli, tmp_path):
+    """`score --set knn.k=3 --set knn.metric=euclidean` names a column knn[k=3,metric=euclidean]: --compare and
+    --lower-is-better cut it at the comma into two names that are no method."""
+    knn = "knn[k=3,metric=euclidean]"
+    scores, truth = tmp_path / "scores.csv", tmp_path / "truth.csv"
+    WIDE_SCORES.rename(columns={"bad": knn}).to_csv(scores, index=False)
+    TRUTH.to_csv(truth, index=False)
+    code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth), "--tau", "kendall",
+                         "--compare", f"{knn}, good", "--format", "json")
+    compared = pd.read_json(io.StringIO(out))
+    assert code == 0 and compared["first"].tolist() == [knn] and compared["wins"].tolist() == [0], err
+    code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth), "--tau", "kendall",
+                         "--lower-is-better", f"good,{knn}", "--format", "csv")
+    results = pd.read_csv(io.StringIO(out)).set_index(["method", "dataset"])["value"]
+    assert code == 0 and results[knn, "mean"] == 1.0 and results["good", "mean"] == -1.0, out + err
+    # the library takes the same comma-separated string
+    assert evaluate(scores, truth, measures="kendall", lower_is_better=knn).results.query(
+        "method == @knn and dataset == 'mean'")["value"].item() == 1.0
+    # a comma outside brackets still separates names (as `--compare logme,good`): the pieces are named
+    for option, value, message in (("--lower-is-better", "my,method", "'method', 'my' (a comma outside [...]"),
+                                   ("--compare", "my,method,good", "(3 names: 'my', 'method', 'good'; a comma")):
+        code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth), option, value)
+        assert code == 2 and message in err and err.count("\n") == 1, err

@@ -209,6 +209,9 @@ def test_per_class_on_regression_targets_is_refused_before_any_model_is_built(tm
     monkeypatch.setattr(extraction, "load_model", build)
     with pytest.raises(InvalidInputError, match="--per-class needs a classification dataset"):
         extract([TINY], f"csv:{tmp_path / 'list.csv'}", per_class=2, workers=0)
+    # `score -d` and `spider rank -d` read features this way: the model was built first
+    with pytest.raises(InvalidInputError, match="--per-class needs a classification dataset"):
+        extraction.load_feature_pairs([(TINY, f"csv:{tmp_path / 'list.csv'}")], per_class=2, workers=0)
 
 
 def test_cache_key_changes_with_weights_and_subset():

@@ -98,10 +98,27 @@ def folder_path(value: str) -> Path:
     return path
 
 
-CacheDirOption = typer.Option(
-    None, "--cache-dir", envvar="MODELRANK_CACHE", parser=folder_path, metavar="DIR",
-    help="Feature cache folder [default: ~/.cache/modelrank].",
-)
+def existing_cache_path(value: str) -> Path:
+    """``folder_path`` of a command that only reads the cache or removes from it (`cache ls`, `records compact`,
+    ...): a folder that does not exist is a typo, not an empty cache, and nothing is created for it (`records
+    compact` made the folder and its lock file; the others answered "0 records")."""
+    path = folder_path(value)
+    if not path.is_dir():
+        raise typer.BadParameter(f"{value} does not exist; give an existing cache folder (this command creates none)")
+    return path
+
+
+def cache_dir_option(existing: bool = False):
+    """``--cache-dir`` (or ``$MODELRANK_CACHE``); ``existing``: a command that only reads or removes needs the
+    folder to be there (the default one may be missing: nothing was cached yet)."""
+    return typer.Option(None, "--cache-dir", envvar="MODELRANK_CACHE", metavar="DIR",
+                        parser=existing_cache_path if existing else folder_path,
+                        help=f"Feature cache folder{' (an existing one)' if existing else ''} "
+                        "[default: ~/.cache/modelrank].")
+
+
+CacheDirOption = cache_dir_option()
+ExistingCacheDirOption = cache_dir_option(existing=True)
 DataRootOption = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", parser=folder_path, metavar="DIR",
                               help="Where torchvision datasets live.")
 
@@ -192,11 +209,6 @@ def only_with(mode: str, options: dict[str, object]) -> None:
     given = [flag for flag, value in options.items() if value not in (None, [])]
     if given:
         raise ModelrankError(f"{', '.join(given)} only go{'es' if len(given) == 1 else ''} with {mode}")
-
-
-def split_names(value: str) -> list[str]:
-    """'a,b, c' -> ['a', 'b', 'c'] (models, datasets and metrics are given comma-separated)."""
-    return [v.strip() for v in value.split(",") if v.strip()]
 
 
 def key_values(pairs: list[str], flag: str) -> dict[str, object]:

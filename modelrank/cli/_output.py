@@ -3,7 +3,9 @@
 The rule every command follows: data goes to stdout, everything else (progress, notes, "wrote FILE") to
 stderr. A table is a rich table when stdout is a terminal wide enough for it, and plain, unwrapped text when it
 is piped (or the terminal is too narrow), so a script never sees box characters or lines folded at 80 columns
-and nobody sees names folded into one-character columns. ``--out -`` writes the CSV to stdout instead
+and nobody sees names folded into one-character columns. The listings of `modelrank list` are prose for people:
+their plain tables are cut into column blocks and their long cells wrapped to the width (80 columns when piped,
+else ``COLUMNS``); programs read them with ``--format csv|json``. ``--out -`` writes the CSV to stdout instead
 of the table, for pipes; ``--out FILE`` is checked before any work starts and written atomically.
 """
 
@@ -188,24 +190,62 @@ def emit_rows(columns: list[str], rows: list[list[object]], fmt: str = "table", 
     if console.is_terminal and fits_terminal(table):
         console.print(table)
         return
-    widths = [max(cell_len(str(column)), *(cell_len(row[i]) for row in cells)) for i, column in enumerate(columns)]
-    _write_plain(["\n".join("  ".join(line[i] + " " * (widths[i] - cell_len(line[i])) for i in block).rstrip()
-                            for line in [list(map(str, columns)), *cells])
-                  for block in _column_blocks(widths, lead)], title)
+    lines = [list(map(str, columns)), *cells]
+    widths = [max(cell_len(line[i]) for line in lines) for i in range(len(columns))]
+    # Descriptions ran to 350 columns: a listing is read by people (programs take --format csv|json), so it is cut
+    # into blocks and its long cells wrapped to the width, piped too (80 columns there unless COLUMNS says more).
+    blocks = _column_blocks(widths, lead, wrap=WRAP_ROOM)
+    _write_plain(["\n".join(_wrapped_rows([[line[i] for i in block] for line in lines],
+                                           _fit_widths([widths[i] for i in block], lead, console.width)))
+                  for block in blocks], title)
     sys.stdout.flush()
 
 
-def _column_blocks(widths: list[int], lead: int = 1) -> list[list[int]]:
+#: a listing's column wider than what is left of the width goes in the same block when it keeps this many columns
+#: there (its cells wrapped), in a block of its own otherwise
+WRAP_ROOM = 30
+#: narrowest a wrapped column gets
+MIN_WRAP = 12
+
+
+def _fit_widths(widths: list[int], lead: int, limit: int) -> list[int]:
+    """Column widths within ``limit`` (two spaces between columns): the widest columns after the ``lead`` (name)
+    columns narrowed first, none below ``MIN_WRAP``; as close as those allow when nothing more can be narrowed."""
+    fitted = list(widths)
+    while sum(fitted) + 2 * (len(fitted) - 1) > limit:
+        narrowable = [i for i in range(lead, len(fitted)) if fitted[i] > MIN_WRAP]
+        if not narrowable:
+            break
+        fitted[max(narrowable, key=lambda i: fitted[i])] -= 1
+    return fitted
+
+
+def _wrapped_rows(lines: list[list[str]], widths: list[int]) -> list[str]:
+    """Plain table lines of ``lines`` (the header first): each cell word-wrapped to its column's width (a longer
+    word folded), its continuation lines under it, nothing cut."""
+    out = []
+    for line in lines:
+        pieces = [[part.plain.rstrip() for part in Text(cell).wrap(console, max(width, 1), overflow="fold")] or [""]
+                  for cell, width in zip(line, widths)]
+        for k in range(max(map(len, pieces))):
+            parts = [p[k] if k < len(p) else "" for p in pieces]
+            out.append("  ".join(part + " " * (width - cell_len(part)) for part, width in zip(parts, widths)).rstrip())
+    return out
+
+
+def _column_blocks(widths: list[int], lead: int = 1, wrap: int = 0) -> list[list[int]]:
     """Column indices of a plain table, cut into blocks that fit the terminal, each led by the first ``lead`` (name)
-    columns; one block when piped: a script reads whole lines, and a terminal would fold longer ones into a jumble."""
-    if not console.is_terminal or len(widths) <= lead:
+    columns; one block when piped: a script reads whole lines, and a terminal would fold longer ones into a jumble.
+    ``wrap``: the cells will be wrapped (a listing), piped too, and a column joins a block where at least ``wrap``
+    columns are left for it."""
+    if not (wrap or console.is_terminal) or len(widths) <= lead:
         return [list(range(len(widths)))]
     names = list(range(lead))
     named = sum(widths[:lead]) + 2 * (lead - 1)
     blocks: list[list[int]] = [names.copy()]
     used = named
     for i in range(lead, len(widths)):
-        if len(blocks[-1]) > lead and used + 2 + widths[i] > console.width:
+        if len(blocks[-1]) > lead and used + 2 + (min(widths[i], wrap) if wrap else widths[i]) > console.width:
             blocks.append(names.copy())
             used = named
         blocks[-1].append(i)

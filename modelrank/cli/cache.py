@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import ModelrankError
-from ._common import app, console, err_console, CacheDirOption, confirmed, set_interrupt_note
+from ._common import app, console, err_console, ExistingCacheDirOption, confirmed, set_interrupt_note
 from ._output import check_output, emit, format_option, out_option
 
 
@@ -24,7 +24,7 @@ GLOB_CHARACTERS = set("*?[")
 def cache_ls(
     fmt: str = format_option(),
     out: Optional[Path] = out_option("the listing"),
-    cache_dir: Optional[Path] = CacheDirOption,
+    cache_dir: Optional[Path] = ExistingCacheDirOption,
 ) -> None:
     """List cached feature entries."""
     import pandas as pd
@@ -42,7 +42,7 @@ def cache_ls(
 @cache_app.command("info")
 def cache_info(
     entry: str = typer.Argument(..., help="Entry name (or a unique part of it), as shown by `cache ls`."),
-    cache_dir: Optional[Path] = CacheDirOption,
+    cache_dir: Optional[Path] = ExistingCacheDirOption,
 ) -> None:
     """Show one entry's key, provenance and progress: one JSON object (the `cache ls` row and its manifest)."""
     import json
@@ -89,7 +89,7 @@ def cache_rm(
                                          "'*digits*' ('*' for everything)."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Only list what would be removed."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Remove without asking (needed when there is no terminal)."),
-    cache_dir: Optional[Path] = CacheDirOption,
+    cache_dir: Optional[Path] = ExistingCacheDirOption,
 ) -> None:
     """Remove cached feature entries: exact names or explicit globs, listed and confirmed first."""
     from ..cache import FeatureStore

@@ -9,7 +9,8 @@ import typer
 from rich.markup import escape
 
 from ..errors import ModelrankError
-from ._common import app, console, err_console, split_names
+from ..registry import COMMA_HINT, split_names
+from ._common import app, console, err_console
 from ._output import check_out, check_output, emit, fits_terminal, format_option, out_option, write_csv
 
 
@@ -32,7 +33,8 @@ def evaluate_cmd(
     protocol: str = typer.Option("scipy", "--protocol", help="Weighted tau convention: scipy (rank=True, symmetric) | model_spider (weights from the truth's rank)."),
     tau: str = typer.Option("weighted,kendall,spearman,pearson,rel,regret", "--tau", help="Measures, comma-separated: weighted, kendall, spearman, pearson, rel, regret."),
     k: int = typer.Option(1, "--k", help="k of rel@k and regret@k."),
-    lower_is_better: str = typer.Option("", "--lower-is-better", help="Methods whose raw score is better when lower (comma-separated)."),
+    lower_is_better: str = typer.Option("", "--lower-is-better", help="Methods whose raw score is better when lower "
+                                   "(comma-separated; the commas of a name's [...], as in knn[k=3,metric=euclidean], are its own)."),
     duplicates: str = typer.Option("error", "--duplicates", help="Repeated (dataset, model) rows in the truth: error | max (keep the best)."),
     truth_where: list[str] = typer.Option([], "--truth-where", help="Keep truth rows with COLUMN=VALUE (repeatable), e.g. protocol=linear."),
     truth_noise: Optional[str] = typer.Option(None, "--truth-noise", help="Noise (std) of the ground truth, or the truth column "
@@ -59,7 +61,8 @@ def evaluate_cmd(
         plot = plot_file(plot)
     pair = split_names(compare) if compare else []
     if compare is not None and (len(pair) != 2 or pair[0] == pair[1]):  # A,A: a table of zeros
-        raise ModelrankError(f"--compare takes two different methods A,B, not {compare!r}")
+        pieces = f" ({len(pair)} names: {', '.join(map(repr, pair))}; {COMMA_HINT})" if len(pair) > 2 else ""
+        raise ModelrankError(f"--compare takes two different methods A,B, not {compare!r}{pieces}")
     if compare is not None and out is not None and str(out) == "-":
         raise ModelrankError("--compare and --out - would both print on stdout: write the results with --out FILE")
     where = {}

@@ -8,9 +8,10 @@ from typing import Optional
 import typer
 
 from ..errors import ModelrankError
+from ..registry import split_names
 from ._common import (
     set_interrupt_note, app, CacheDirOption, DataRootOption, MAX_WORKERS, SizeOption, check_extraction, progress_display,
-    split_names, SeedOption,
+    SeedOption,
 )
 from ._output import check_format, emit, format_option
 

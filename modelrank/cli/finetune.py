@@ -10,11 +10,12 @@ import typer
 from rich.markup import escape
 
 from ..errors import ModelrankError
+from ..registry import split_names
 from ._common import (
     set_interrupt_note, app, console, err_console, CacheDirOption, DataRootOption, FeatureFilesOption, ModelNamesOption,
-    DatasetNameOption,
+    DatasetNameOption, ExistingCacheDirOption,
     SeedOption, SizeOption, TaskOption, check_extraction, confirmed, load_feature_files, log, progress_display,
-    split_names, check_data_options, only_with,
+    check_data_options, only_with,
 )
 from ._output import check_csv_name, check_out, check_output, emit, format_option, out_option, write_csv
 
@@ -202,7 +203,7 @@ def records_ls(
     model: Optional[str] = typer.Option(None, "-m", "--model", help="Only this model."),
     fmt: str = format_option(),
     out: Optional[Path] = out_option("the listing"),
-    cache_dir: Optional[Path] = CacheDirOption,
+    cache_dir: Optional[Path] = ExistingCacheDirOption,
 ) -> None:
     """List the recorded runs."""
     from ..finetune import read_records
@@ -222,7 +223,7 @@ def records_ls(
 def records_export(
     out: Path = typer.Argument(..., help="CSV to write ('-' for stdout; public records layout: model, "
                                "finetuned_dataset, ..., eval_accuracy)."),
-    cache_dir: Optional[Path] = CacheDirOption,
+    cache_dir: Optional[Path] = ExistingCacheDirOption,
 ) -> None:
     """Export every record as CSV, readable by `modelrank evaluate --truth`."""
     from ..finetune import export_records, read_records, records_path
@@ -236,7 +237,7 @@ def records_export(
 
 
 @records_app.command("compact")
-def records_compact(cache_dir: Optional[Path] = CacheDirOption) -> None:
+def records_compact(cache_dir: Optional[Path] = ExistingCacheDirOption) -> None:
     """Fold the per-run record files into the one records table (safe while other runs append)."""
     from ..finetune import compact_records
 
@@ -252,7 +253,7 @@ def records_rm(
     protocol: Optional[str] = typer.Option(None, "--protocol", help="Only records of this protocol (linear | full)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
-    cache_dir: Optional[Path] = CacheDirOption,
+    cache_dir: Optional[Path] = ExistingCacheDirOption,
 ) -> None:
     """Remove the records matching every given filter (so that the runs are trained again)."""
     from ..finetune import remove_records

@@ -10,10 +10,11 @@ from rich.console import Group
 from rich.markup import escape
 
 from ..errors import ModelrankError
+from ..registry import split_names
 from ._common import (
     set_interrupt_note,
     app, console, err_console, CacheDirOption, FeatureFilesOption, ModelNamesOption, DatasetNameOption,
-    TaskOption, load_feature_files, split_names, key_values, progress_display, check_extraction, SizeOption,
+    TaskOption, load_feature_files, key_values, progress_display, check_extraction, SizeOption,
     DataRootOption, SeedOption, check_data_options,
 )
 from ._output import check_output, emit, format_option, out_option, write_csv

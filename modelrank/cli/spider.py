@@ -10,9 +10,10 @@ import typer
 from rich.markup import escape
 
 from ..errors import ModelrankError
+from ..registry import split_names
 from ._common import (
     CacheDirOption, DataRootOption, DatasetNameOption, FeatureFilesOption, ModelNamesOption, app, err_console, key_values,
-    only_with, progress_display, split_names, SeedOption,
+    only_with, progress_display, SeedOption,
 )
 from ..progress import report
 from ._output import check_out, check_output, emit, format_option, out_option, write_csv

@@ -8,7 +8,10 @@ from typing import TYPE_CHECKING, Callable, Optional
 import typer
 from rich.markup import escape
 
-from ._common import set_interrupt_note, app, err_console, CacheDirOption, DataRootOption, folder_path, log, progress_display
+from ._common import (
+    set_interrupt_note, app, err_console, CacheDirOption, DataRootOption, ExistingCacheDirOption, folder_path, log,
+    progress_display,
+)
 from ._output import check_format, check_out, check_output, emit, format_option, out_option
 
 if TYPE_CHECKING:
@@ -83,7 +86,7 @@ def zoo_ls_cmd(
     preset: str = PresetOption,
     fmt: str = format_option(),
     out: Optional[Path] = out_option("the listing"),
-    cache_dir: Optional[Path] = CacheDirOption,
+    cache_dir: Optional[Path] = ExistingCacheDirOption,
 ) -> None:
     """Show a built zoo's models and their metadata."""
     from ..zoo.build import zoo_table

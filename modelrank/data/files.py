@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidInputError, MissingResourceError, ModelrankError
-from ..tabular import read_csv_file
+from ..tabular import column_any_case, read_csv_file
 from .base import ImageDataset, files_under, open_image, seeded_split, stat_digest
 
 #: A folder or CSV is one pool of samples: ``all``, or a seeded 80/20 cut of it into ``train`` and ``test``.
@@ -147,7 +147,8 @@ def load_csv(path: str, split: str = "all") -> ImageDataset:
     """
     csv = Path(path).expanduser()
     table = read_csv_file(csv, dtype=str, keep_default_na=False)
-    cols = {c.lower(): c for c in table.columns}
+    cols = {name: column for name in ("path", "label", "target", "split")
+            if (column := column_any_case(table.columns, name, str(csv))) is not None}
     if "path" not in cols or not ({"label", "target"} & set(cols)):
         raise InvalidInputError(f"{csv} needs columns path,label (classification) or path,target (regression)")
     if {"label", "target"} <= set(cols):  # which task is meant? (it was regression, without a word)

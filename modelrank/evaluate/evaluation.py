@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidInputError, short_list
+from ..registry import COMMA_HINT, split_names
 from ..metrics.base import SaturationWarning
 from .measures import WEIGHTED_TAU_PROTOCOLS, kendall_tau, noise_tau, pearson, regret_at_k, rel_at_k, spearman, weighted_tau
 from .tables import TRUTH_VALUE_COLUMNS, load_scores, load_truth, name_key
@@ -116,7 +117,7 @@ _REPR_ITEMS = 6
 def _names(values: str | Iterable[str]) -> list[str]:
     """Names given as a list or as one comma-separated string ("kendall,spearman"), the way ``modelrank.score``
     takes metrics: a string iterated as a list gave its letters ("unknown measure(s) a, d, e, k, l, n")."""
-    return [n.strip() for n in values.split(",") if n.strip()] if isinstance(values, str) else list(values)
+    return split_names(values) if isinstance(values, str) else list(values)
 
 
 def _selected(measures: str | Iterable[str]) -> list[str]:
@@ -190,7 +191,8 @@ def evaluate(
     negated = set(_names(lower_is_better))
     unknown = sorted(negated - set(score_table["method"]))
     if unknown:
-        raise InvalidInputError(f"lower-is-better method(s) not in the scores: {', '.join(unknown)}")
+        raise InvalidInputError(f"lower-is-better method(s) not in the scores: {', '.join(map(repr, unknown))} "
+                                f"({COMMA_HINT})")
     score_table.loc[score_table["method"].isin(negated), "score"] *= -1
     warnings: list[str] = [*score_table.attrs.get("blank", []), *truth_table.attrs.get("scale", [])]
     # Only saturation disqualifies a score: "not_converged" (LogME's default stops at the public codes' 11 steps,

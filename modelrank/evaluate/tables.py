@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import InvalidInputError, error_reason, short_list
-from ..tabular import check_input_file, read_csv_file
+from ..tabular import check_input_file, column_any_case, read_csv_file
 
 DATASET_COLUMNS = ("dataset", "target_dataset", "finetuned_dataset", "finetune_dataset")
 MODEL_COLUMNS = ("model", "model_name")
@@ -84,16 +84,16 @@ def read_table(path: str | Path, what: str = "table", text_columns: tuple[str, .
     return frame.drop(columns=[c for c in frame.columns if str(c).startswith("Unnamed:")])
 
 
-def _find_column(frame: pd.DataFrame, candidates: tuple[str, ...]) -> str | None:
-    by_lower = {str(c).lower(): c for c in frame.columns}
+def _find_column(frame: pd.DataFrame, candidates: tuple[str, ...], source: str) -> str | None:
     for candidate in candidates:
-        if candidate in by_lower:
-            return by_lower[candidate]
+        column = column_any_case(frame.columns, candidate, source)
+        if column is not None:
+            return column
     return None
 
 
 def _require_column(frame: pd.DataFrame, candidates: tuple[str, ...], what: str, source: str) -> str:
-    column = _find_column(frame, candidates)
+    column = _find_column(frame, candidates, source)
     if column is None:
         raise InvalidInputError(
             f"{source}: no {what} column (looked for {', '.join(candidates)}; found {', '.join(map(str, frame.columns))})"
@@ -161,8 +161,8 @@ def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) ->
     frame = read_table(scores, "scores file") if not isinstance(scores, pd.DataFrame) else scores
     dataset_col = _require_column(frame, DATASET_COLUMNS, "dataset", source)
     model_col = _require_column(frame, MODEL_COLUMNS, "model", source)
-    method_col = _find_column(frame, METHOD_COLUMNS)
-    value_col = _find_column(frame, SCORE_VALUE_COLUMNS)
+    method_col = _find_column(frame, METHOD_COLUMNS, source)
+    value_col = _find_column(frame, SCORE_VALUE_COLUMNS, source)
     if method_col is not None and value_col is not None:
         long = pd.DataFrame(
             {
@@ -258,7 +258,7 @@ def load_truth(
     if noise_column is not None:
         column = _require_column(frame, (noise_column.lower(),), f"noise {noise_column!r}", source)
         noise = _as_numbers(frame[column], f"column {column!r}", source, names)
-        seeds = _find_column(frame, ("n_seeds",))
+        seeds = _find_column(frame, ("n_seeds",), source)
         long["noise"] = noise / np.sqrt(_as_numbers(frame[seeds], "column 'n_seeds'", source, names)) if seeds else noise
     if duplicates == "max":
         long = long.reset_index(drop=True)  # idxmax returns labels: they must be unique

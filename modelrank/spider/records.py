@@ -28,7 +28,7 @@ import pandas as pd
 
 from ..errors import InvalidInputError
 from ..evaluate.tables import NAME_COLUMNS
-from ..tabular import read_csv_file
+from ..tabular import column_any_case, read_csv_file
 
 RECORD_COLUMNS = ("dataset", "model", "accuracy")
 
@@ -264,11 +264,9 @@ def read_records_csv(path: str | Path, aggregate: str | None = "max") -> Records
     if frame.empty:
         raise InvalidInputError(f"records CSV {path} has no records (only a header)")
     # Column names in any letter case (Model Spider writes "Dataset,Model"), as `evaluate --truth` reads them.
-    spellings: dict[str, list[str]] = {}
-    for column in frame.columns:
-        spellings.setdefault(str(column).lower(), []).append(column)
-    frame = frame.rename(columns={names[0]: key for key, names in spellings.items()
-                                  if key in (*RECORD_COLUMNS, *RECORD_ALIASES, "selected") and len(names) == 1})
+    found = {key: column_any_case(frame.columns, key, f"records CSV {path}")
+             for key in (*RECORD_COLUMNS, *RECORD_ALIASES, "selected")}
+    frame = frame.rename(columns={column: key for key, column in found.items() if column is not None})
     frame = frame.rename(columns={k: v for k, v in RECORD_ALIASES.items() if v not in frame.columns})
     if "selected" in frame.columns:
         # A 0/1 column with a blank cell is read as floats: its marks are "1.0".
