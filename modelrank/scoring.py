@@ -271,14 +271,22 @@ def _models_note(kind: str, column: str, dataset: str, models: list[str], text: 
 
 
 # --------------------------------------------------------------------------------------------- ranks
+def saturated_rows(rows: pd.DataFrame, column: str) -> pd.Series:
+    """Which of ``rows`` the metric ``column`` flagged as saturated (a score may carry several flags)."""
+    flags = rows.get(f"{column}_flags", pd.Series("", index=rows.index)).fillna("")
+    return flags.str.split(";").apply(lambda raised: SATURATED in raised).astype(bool)
+
+
 def rank_scores(frame: pd.DataFrame) -> pd.DataFrame:
     """``frame`` (from ``score_feature_sets``) with a ``<metric>_rank`` column per metric: 1 = best on its dataset.
 
     Ranks follow the metric's direction and its tie rule (``modelrank.evaluate.ties``): tied models share the
-    average of their ranks. A metric ranks nothing on a dataset when it scored only one model there, when all its
-    scores there are tied, or when it flagged every one of them as saturated: its ranks are NaN there and
-    ``df.attrs["no_ranking"]`` lists ``(dataset, metric, reason)``. ``df.attrs["mean_rank"]`` is the consensus:
-    per row, the mean rank over the metrics that rank its dataset.
+    average of their ranks. A saturated score is not ranked: it sits at the metric's ceiling because the data is
+    too small for the features (e.g. H-Score with N <= D), so it would win against every model the metric can
+    still tell apart; the others are ranked among themselves. A metric ranks nothing on a dataset when it scored
+    only one model there, when all its scores there are tied, or when fewer than two of them are unsaturated: its
+    ranks are NaN there and ``df.attrs["no_ranking"]`` lists ``(dataset, metric, reason)``.
+    ``df.attrs["mean_rank"]`` is the consensus: per row, the mean rank over the metrics that rank it.
     """
     from .evaluate.ties import metric_tolerance, no_ranking, tie_ranks
 
@@ -294,15 +302,20 @@ def rank_scores(frame: pd.DataFrame) -> pd.DataFrame:
             if len(scored) == 1:  # no winner: with --metric all it won every metric whose input only it had
                 unranked.append((dataset, column, f"only 1 model scored ({scored['Model'].iloc[0]})"))
                 continue
-            flags = scored.get(f"{column}_flags", pd.Series("", index=scored.index))
-            if flags.str.split(";").apply(lambda raised: SATURATED in raised).all():
+            saturated = saturated_rows(scored, column)
+            if saturated.all():
                 unranked.append((dataset, column, f"saturated for all {len(scored)} models"))
                 continue
-            reason = no_ranking(scored[column].to_numpy(), rtol, atol)
+            if len(scored) - saturated.sum() < 2:  # the one unsaturated model would win by the others' ceiling
+                unranked.append((dataset, column, f"saturated for {saturated.sum()} of {len(scored)} models"))
+                continue
+            contenders = scored[~saturated]
+            reason = no_ranking(contenders[column].to_numpy(), rtol, atol)
             if reason:
                 unranked.append((dataset, column, reason))
                 continue
-            frame.loc[scored.index, f"{column}_rank"] = tie_ranks(scored[column].to_numpy(), rtol, atol, higher)
+            frame.loc[contenders.index, f"{column}_rank"] = tie_ranks(contenders[column].to_numpy(), rtol, atol,
+                                                                      higher)
     for dataset, column, _ in unranked:  # no ranking, no best: P(best) named one (1.0 for a lone model)
         if f"{column}_p_best" in frame.columns:
             frame.loc[frame["Dataset"] == dataset, f"{column}_p_best"] = np.nan
@@ -700,11 +713,14 @@ def bootstrap_scores(
                 scale = np.sqrt(kept / max(group[0].n_samples - kept, 1.0))
                 table = full[:, None] + scale * (table - table.mean(axis=1, keepdims=True))
             signed = table if higher else -table
-            best_share = np.zeros(len(group))
-            for draw in signed.T:  # resamples, each O(models)
+            # Saturated scores are not ranked (``rank_scores``), so they are never best either.
+            contenders = ~saturated_rows(frame.loc[index.loc[[fs.model for fs in group]]], column).to_numpy()
+            best_share = np.full(len(group), np.nan)
+            best_share[contenders] = 0.0
+            for draw in signed[contenders].T:  # resamples, each O(models)
                 groups = tie_groups(draw, spec.tie_rtol, spec.tie_atol)
-                top = groups == groups.max()
-                best_share[top] += 1.0 / top.sum()
+                top = np.flatnonzero(contenders)[groups == groups.max()]
+                best_share[top] += 1.0 / top.size
             for i, fs in enumerate(group):
                 bias = table[i].mean() - full[i]
                 low, high = np.percentile(table[i], [tail, 100 - tail]) - bias

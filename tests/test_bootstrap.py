@@ -107,3 +107,17 @@ def test_bootstrap_with_fewer_samples_than_dimensions_uses_half_samples():
     assert boot["logme_p_best"].iloc[2] > 0.9
     again = bootstrap_scores(sets, frame, 40, seed=1)
     assert np.array_equal(again["logme_low"], boot["logme_low"])
+
+
+def test_a_saturated_model_is_never_best_in_the_bootstrap():
+    """H-Score saturates at C - 1 for a model with more dimensions than samples: in the resamples it was best every
+    time, P(best) = 1.0, a certainty made by the data's size. Unranked, it is never best; the others share it."""
+    sets = make_sets(n=40, signals=(0.3, 2.0))
+    rng = np.random.default_rng(1)
+    y = sets[0].labels
+    sets.append(FeatureSet(features=rng.normal(size=(40, 64)) + np.eye(4, 64)[y], labels=y, model="wide", dataset="toy"))
+    frame = score_feature_sets(sets, ["hscore"])
+    assert frame.set_index("Model").loc["wide", "hscore_flags"] == "saturated"
+    boot = bootstrap_scores(sets, frame, 10, seed=0).set_index("Model")
+    assert np.isnan(boot.loc["wide", "hscore_p_best"]) and np.isfinite(boot.loc["wide", "hscore_low"])
+    assert boot["hscore_p_best"].sum() == pytest.approx(1.0) and boot.loc["m1", "hscore_p_best"] == 1.0

@@ -348,8 +348,25 @@ def test_the_saturation_mark_is_explained_when_a_score_has_several_flags():
                           "logme_flags": ["not_converged;saturated", "", ""]})
     frame.attrs["higher_is_better"] = {"logme": True}
     ranked = rank_scores(frame)
-    assert plain_frame(ranked)["logme"].tolist()[0] == "0.5*"
-    assert any(line.startswith("* saturated:") and "(logme)" in line for line in footnotes(ranked))
+    table = plain_frame(ranked).set_index("Model")
+    assert table.loc["a", "logme"] == "0.5*"
+    assert any(line.startswith("* saturated:") and "not ranked (logme)" in line for line in footnotes(ranked))
+
+
+def test_a_saturated_score_is_not_ranked_and_never_best():
+    """H-Score of a model with N <= D saturates at C - 1, the metric's ceiling: it ranked first among models whose
+    features are small enough to be scored, a winner made by the data's size, not by transfer."""
+    from modelrank.scoring import rank_scores
+
+    frame = pd.DataFrame({"Dataset": ["d"] * 4 + ["e"] * 2, "Model": ["a", "b", "c", "d", "a", "b"],
+                          "hscore": [9.0, 6.7, 5.2, 6.7 + 1e-12, 9.0, 3.0],
+                          "hscore_flags": ["saturated", "", "", "", "saturated", ""]})
+    frame.attrs["higher_is_better"] = {"hscore": True}
+    ranked = rank_scores(frame)
+    assert np.isnan(ranked["hscore_rank"][0]) and ranked["hscore_rank"][1:4].tolist() == [1.5, 3.0, 1.5]
+    assert ranked["hscore_rank"][4:].isna().all()  # the lone unsaturated model of e wins nothing either
+    assert ranked.attrs["no_ranking"] == [("e", "hscore", "saturated for 1 of 2 models")]
+    assert np.isnan(ranked.attrs["mean_rank"][0])
 
 
 def test_names_in_rich_tables_are_shown_as_given():

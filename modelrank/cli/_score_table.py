@@ -13,7 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from ..scoring import SATURATED
+from ..scoring import SATURATED, saturated_rows
 
 # Models x metrics, per dataset: each cell is the score and its rank (1 = best; "2=" a tie), the models sorted by
 # their mean rank over the metrics that rank. Metric columns are wrapped into blocks that fit the terminal.
@@ -137,11 +137,10 @@ def footnotes(frame: pd.DataFrame) -> list[str]:
         unranked.setdefault((dataset, reason), []).append(metric)
     lines = [f"no ranking: {', '.join(metrics)} on {dataset}: {reason}"
              for (dataset, reason), metrics in unranked.items()]
-    flags = {m: frame.get(f"{m}_flags", pd.Series(dtype=str)).fillna("") for m in frame.attrs["higher_is_better"]}
-    # a score may carry several flags ("not_converged;saturated"), its cell marked all the same
-    flagged = [m for m, raised in flags.items() if raised.str.split(";").apply(lambda f: SATURATED in f).any()]
+    flagged = [m for m in frame.attrs["higher_is_better"] if saturated_rows(frame, m).any()]
     if flagged:
-        lines.append(f"{SATURATED_MARK} saturated: the metric no longer separates models on this data ({', '.join(flagged)})")
+        lines.append(f"{SATURATED_MARK} saturated: the metric no longer separates models on this data; not ranked "
+                     f"({', '.join(flagged)})")
     if "bootstrap" in frame.attrs:
         b = frame.attrs["bootstrap"]
         lines.append(f"bootstrap: {b['resamples']} resamples (seed {b['seed']}{', exact' if b['exact'] else ''}), "
