@@ -720,3 +720,28 @@ def test_lda_metrics_say_why_the_within_class_scatter_is_zero():
         sfda(x, np.arange(5))
     with pytest.raises(InvalidInputError, match=r"constant features, or each class's samples are identical"):
         sfda(np.ones((6, 3)), np.arange(6) % 2)
+
+
+def test_quadratic_metrics_refuse_more_pairs_than_the_memory_holds(monkeypatch):
+    """PARC on all samples and OTCE's exact coupling are O(n^2) in memory: past what the machine has, the process
+    swapped or was killed by the OOM killer, with no message. They are refused first, naming the option."""
+    from modelrank.metrics import _checks
+    from modelrank.metrics.otce import otce, otce_source_free
+    from modelrank.metrics.parc import parc
+
+    rng = np.random.default_rng(0)
+    y = np.arange(400) % 4
+    x = rng.normal(size=(400, 8)) + np.eye(4, 8)[y]
+    probs = rng.dirichlet(np.ones(5), size=400)
+    baseline = parc(x, y, max_samples=None)
+    monkeypatch.setattr(_checks, "available_memory", lambda: 400**2 * 39)  # just below PARC's 40 bytes per pair
+    with pytest.raises(InvalidInputError, match=r"PARC on 400 samples .* GiB of memory, more than the .* lower "
+                                                r"parc.max_samples \(default 500\)"):
+        parc(x, y, max_samples=None)
+    assert np.isfinite(parc(x, y, max_samples=300))  # the drawn samples' pairs are what is checked: these fit
+    with pytest.raises(InvalidInputError, match="OTCE's exact coupling of 400 x 399 samples"):
+        otce(x, y, x[:-1], y[:-1], max_samples=None)
+    otce(x, y, x, y, max_samples=None)  # the assignment of equal sizes needs 10 bytes per pair
+    otce_source_free(x, y, probs, max_samples=None)
+    monkeypatch.setattr(_checks, "available_memory", lambda: None)  # unknown (not Linux): not checked
+    assert parc(x, y, max_samples=None) == baseline

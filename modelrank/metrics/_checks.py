@@ -11,6 +11,27 @@ from ..features import as_array
 from ._linalg import largest_magnitude
 
 
+def available_memory() -> int | None:
+    """Bytes the kernel estimates can be allocated without swapping (Linux ``MemAvailable``); None elsewhere."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def require_memory(n_bytes: float, what: str, remedy: str) -> None:
+    """Refuse work whose O(n^2) arrays would not fit in the memory available: past it the process would swap for
+    hours or be killed by the kernel's OOM killer, with no message and nothing kept."""
+    available = available_memory()
+    if available is not None and n_bytes > available:
+        raise InvalidInputError(f"{what} needs about {n_bytes / 2**30:.1f} GiB of memory, more than the "
+                                f"{available / 2**30:.1f} GiB available; {remedy}")
+
+
 def as_features(features: np.ndarray, name: str = "features", upcast: bool = True) -> np.ndarray:
     """(n, d) finite float array, copy-free where possible.
 

@@ -5,15 +5,22 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidInputError
-from ._checks import as_class_labels, as_features, checked_probs
+from ._checks import as_class_labels, as_features, checked_probs, require_memory
 from ._linalg import one_hot_sparse, seeded_subsample, unit_scaled
 from .base import register_metric
+
+
+#: Peak bytes per (source, target) pair, measured (RSS, 3000 x 3000): the float64 costs for the assignment of equal
+#: sizes; the costs, POT's network simplex and its dense coupling otherwise.
+ASSIGNMENT_BYTES_PER_PAIR = 10
+EMD_BYTES_PER_PAIR = 42
 
 
 def _coupling_terms(
     source_x: np.ndarray, source_codes: np.ndarray, target_x: np.ndarray, target_codes: np.ndarray
 ) -> tuple[float, float]:
-    """(W, CE) from the exact optimal coupling between two uniform empirical measures.
+    """(W, CE) from the exact optimal coupling between two uniform empirical measures (O(n_s n_t) memory, refused
+    beyond what the machine has available).
 
     With as many source as target samples, the transport polytope's vertices are the permutation matrices / n
     (Birkhoff), so an optimal coupling is an optimal assignment: scipy's ``linear_sum_assignment`` finds one
@@ -24,6 +31,10 @@ def _coupling_terms(
     are optimal (duplicated samples), W is the same for all of them but CE may depend on which one the solver
     returns."""
     n_source, n_target = int(source_codes.max()) + 1, int(target_codes.max()) + 1
+    equal = source_x.shape[0] == target_x.shape[0]
+    require_memory((ASSIGNMENT_BYTES_PER_PAIR if equal else EMD_BYTES_PER_PAIR) * float(source_x.shape[0])
+                   * target_x.shape[0], f"OTCE's exact coupling of {source_x.shape[0]} x {target_x.shape[0]} samples",
+                   "lower max_samples (default: 2000 per side for otce, 4000 in all for otce_sf)")
     # float64 distances: float32 rounding of the costs would change which of two near-optimal couplings wins.
     # Both sides are measured from the source mean (distances do not change): ||a||^2 + ||b||^2 - 2 a.b of features
     # with a large common offset cancelled to rounding noise (source-free OTCE lost 8% of its value at an offset of
@@ -31,7 +42,7 @@ def _coupling_terms(
     shift = np.asarray(source_x, dtype=np.float64).mean(axis=0)
     cost = squared_distances(np.asarray(source_x, dtype=np.float64) - shift,
                              np.asarray(target_x, dtype=np.float64) - shift)
-    if source_x.shape[0] == target_x.shape[0]:
+    if equal:
         from scipy.optimize import linear_sum_assignment
 
         column_minima = cost.min(axis=0)

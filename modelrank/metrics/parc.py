@@ -5,13 +5,16 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InvalidInputError
-from ._checks import as_class_labels, as_features, as_targets
+from ._checks import as_class_labels, as_features, as_targets, require_memory
 from ._linalg import pca_project, seeded_subsample, unit_scaled
 from .base import register_metric
 
 #: The paper scores every model on fixed probe sets of 500 target images; PARC costs O(n^2) time and memory.
 DEFAULT_MAX_SAMPLES = 500
 DEFAULT_PCA_DIM = 32
+#: Peak bytes per pair of samples (traced at n = 1000-3000): the two RDMs, their upper triangles and the indices;
+#: a real-valued target side adds scipy's Spearman ranks.
+BYTES_PER_PAIR = {"classification": 40, "regression": 104}
 
 
 def fix_component_signs(x: np.ndarray, projected: np.ndarray) -> np.ndarray:
@@ -110,6 +113,8 @@ def parc(features: np.ndarray, labels: np.ndarray, task: str = "classification",
     keep = seeded_subsample(n, max_samples, seed)
     if keep is not None:
         x, y = x[keep], y[keep]
+    require_memory(BYTES_PER_PAIR[task] * float(len(y)) ** 2, f"PARC on {len(y)} samples (O(n^2))",
+                   f"lower parc.max_samples (default {DEFAULT_MAX_SAMPLES})")
     x = unit_scaled(np.asarray(x, dtype=np.float64))  # scale-invariant: only the drawn rows are rescaled
     if regression:
         rdm_y = np.abs(y - y.T) if y.shape[1] == 1 else dissimilarity_matrix(y, "targets")
