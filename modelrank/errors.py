@@ -24,6 +24,20 @@ class MissingResourceError(ModelrankError, FileNotFoundError):
     """A dataset, weight file or cache entry that is not where it should be."""
 
 
+#: Seeds go to numpy and scikit-learn RandomState, which take [0, 2**32).
+MAX_SEED = 2**32
+
+
+def check_seed(seed: object, what: str = "seed") -> int:
+    """``seed`` as an int in [0, 2**32), else an ``InvalidInputError`` naming ``what`` (numpy's own error for a
+    negative seed, "expected non-negative integer", came from deep inside the sampling, naming no argument)."""
+    import numbers
+
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed < MAX_SEED:
+        raise InvalidInputError(f"{what} must be an integer from 0 to 2**32 - 1, not {seed!r}")
+    return int(seed)
+
+
 def error_reason(exc: BaseException, limit: int = 200) -> str:
     """The first line of an exception's message (at most ``limit`` characters) for a one-line error, or its type
     name when the message is empty (``str(EOFError())`` is "": indexing its lines raised inside the handler)."""

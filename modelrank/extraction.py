@@ -17,7 +17,7 @@ import torch
 from . import __version__
 from .cache import FeatureKey, FeatureStore, IncompleteEntryError, MixedPrecisionError
 from .data import ImageDataset, load_dataset
-from .errors import InvalidInputError, MissingResourceError, ModelrankError
+from .errors import InvalidInputError, MissingResourceError, ModelrankError, check_seed
 from .features import FeatureSet
 from .models import LoadedModel, load_model
 from .progress import ProgressFn, report
@@ -41,7 +41,7 @@ def parse_shard(text: str | None) -> tuple[int, int]:
 
 def select_samples(targets: np.ndarray, limit: int | None, per_class: int | None, seed: int, task: str) -> np.ndarray:
     """Sorted indices of a seeded subsample: ``per_class`` per class first, then at most ``limit`` overall."""
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(check_seed(seed, "--seed"))
     idx = np.arange(len(targets))
     if per_class is not None:
         if per_class < 1:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from . import progress as progress_lib
-from .errors import InvalidInputError, MissingResourceError, ModelrankError, error_reason, short_list
+from .errors import InvalidInputError, MissingResourceError, ModelrankError, check_seed, error_reason, short_list
 from .features import TASK_TYPES, FeatureSet
 from .metrics import METRICS, MetricSpec, compute_metric, score_zoo
 from .metrics.base import MetricFlagWarning, check_applicable, check_parameters
@@ -668,6 +668,7 @@ def bootstrap_scores(
         raise InvalidInputError(f"the bootstrap needs at least 2 resamples, got {n_boot!r}")
     if not 0 < level < 1:
         raise InvalidInputError(f"level must be in (0, 1), got {level!r}")
+    check_seed(seed, "the bootstrap seed")
     frame = frame.copy()
     columns = frame.attrs["higher_is_better"]
     notes = list(frame.attrs.get("notes", []))

@@ -74,6 +74,8 @@ def test_bootstrap_interval_covers_the_score_is_seeded_and_finds_the_best():
     assert boot.attrs["bootstrap"] == {"resamples": 20, "seed": 7, "level": 0.95, "exact": False}
     with pytest.raises(InvalidInputError, match="at least 2"):
         bootstrap_scores(sets, frame, 1)
+    with pytest.raises(InvalidInputError, match="bootstrap seed must be an integer"):  # was numpy's ValueError
+        bootstrap_scores(sets, frame, 20, seed=-1)
 
 
 def test_half_samples_hold_half_of_each_class_without_repeats():

@@ -194,6 +194,13 @@ def test_subsampling_is_deterministic_and_stratified():
         select_samples(np.linspace(0, 1, 10), None, 2, 0, "regression")
 
 
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, "0", True])
+def test_a_seed_numpy_cannot_take_is_an_input_error_naming_it(seed):
+    # load_features(..., seed=-1) ended in numpy's "ValueError: expected non-negative integer"
+    with pytest.raises(InvalidInputError, match="--seed must be an integer from 0 to 2\\*\\*32 - 1"):
+        select_samples(np.repeat(np.arange(5), 20), 7, None, seed, "classification")
+
+
 def test_per_class_on_regression_targets_is_refused_before_any_model_is_built(tmp_path, cache_dir, monkeypatch):
     from PIL import Image
 

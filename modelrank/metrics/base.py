@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 import numpy as np
 
-from ..errors import InvalidInputError
+from ..errors import MAX_SEED, InvalidInputError
 from ..features import TASK_TYPES, FeatureSet, as_array
 from ..registry import Registry
 from ._checks import check_magnitudes
@@ -343,10 +343,6 @@ def _least(parameter: inspect.Parameter, kind: str) -> int:
     """Smallest value a numeric parameter takes. Counts, sizes and iteration caps (integers defaulting to None or
     >= 1) are >= 1; seeds (default 0) and every real parameter (weights, tolerances, step sizes, floors) are >= 0."""
     return 1 if kind == "an integer" and (parameter.default is None or parameter.default >= 1) else 0
-
-
-#: Seeds go to numpy and scikit-learn RandomState, which take [0, 2**32).
-MAX_SEED = 2**32
 
 
 #: Annotations of parameters whose default (None) does not tell what they take.
