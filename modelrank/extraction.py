@@ -405,6 +405,8 @@ def extract_model(
     returns its summary dict."""
     if batch_size < 1:
         raise InvalidInputError("--batch-size must be at least 1")
+    if chunk_size < 1:  # before the entry's manifest is written with it (a division by zero followed)
+        raise InvalidInputError(f"chunk_size must be at least 1, not {chunk_size}")
     precision = compute_precision(device, precision)
     report(progress, "extract", f"checking the cached chunks of {model.name}")
     plan = plan_model(store, model, data, limit=limit, per_class=per_class, seed=seed,

@@ -84,6 +84,13 @@ def test_bad_shard(text):
         parse_shard(text)
 
 
+def test_a_chunk_size_below_1_is_refused_before_an_entry_is_written(cache_dir):
+    # chunk_size=0 wrote a manifest no reader accepts, then divided by zero
+    with pytest.raises(InvalidInputError, match="chunk_size must be at least 1, not 0"):
+        extract([TINY], "digits", "train", **{**OPTS, "chunk_size": 0})
+    assert not list(FeatureStore(cache_dir).entries())
+
+
 def test_interrupted_run_resumes_from_last_chunk(cache_dir, monkeypatch):
     batches = []
 
