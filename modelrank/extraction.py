@@ -368,7 +368,8 @@ def extract(
     """
     if not models:
         raise InvalidInputError("no model given (e.g. -m efficientnet_lite0,resnet18)")
-    shard = shard if isinstance(shard, tuple) else parse_shard(shard)
+    # (i, n) is checked as 'i/n' is: (0, 0) divided by zero, and (3, 2) computed nothing and reported success
+    shard = parse_shard("/".join(map(str, shard)) if isinstance(shard, (tuple, list)) else shard)
     store = FeatureStore(cache_dir)
     _register_zoo(models, cache_dir)
     report(progress, "extract", f"opening dataset {dataset}")

@@ -91,6 +91,13 @@ def test_a_chunk_size_below_1_is_refused_before_an_entry_is_written(cache_dir):
     assert not list(FeatureStore(cache_dir).entries())
 
 
+@pytest.mark.parametrize("shard", [(0, 0), (3, 2), (-1, 2), [1, 1]])
+def test_a_shard_given_as_a_pair_is_checked_as_its_text_is(cache_dir, shard):
+    # (0, 0) raised ZeroDivisionError; (3, 2) computed no chunk and returned a summary without an error
+    with pytest.raises(InvalidInputError, match="--shard"):
+        extract([TINY], "digits", "train", **OPTS, shard=shard)
+
+
 def test_interrupted_run_resumes_from_last_chunk(cache_dir, monkeypatch):
     batches = []
 
