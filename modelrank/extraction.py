@@ -21,6 +21,7 @@ from .errors import InvalidInputError, MissingResourceError, ModelrankError, che
 from .features import FeatureSet
 from .models import LoadedModel, load_model
 from .progress import ProgressFn, report
+from .registry import split_names
 
 DEFAULT_CHUNK = 1024
 
@@ -340,7 +341,7 @@ def open_subset(dataset: str, split: str | None, data_root: str | None, download
 
 
 def extract(
-    models: list[str],
+    models: list[str] | str,
     dataset: str,
     split: str | None = None,
     *,
@@ -360,12 +361,15 @@ def extract(
 ) -> list[dict]:
     """Extract and cache features of every model on one dataset split; returns one summary dict per model.
 
+    ``models``: a list of names, or one string of comma-separated names (as ``modelrank.score`` takes them).
     ``precision``: "auto" (float16 autocast on CUDA, float32 on the CPU), "float32" or "float16" (CUDA only). Only
     chunks that are missing (and belong to ``shard``) are computed, so an interrupted run resumes and a
     job array of ``--shard i/n`` covers the data exactly once. ``progress`` (a ``modelrank.progress.ProgressFn``)
     hears of each step on its row "extract": opening the dataset, loading each model, checking the cache, and
     the images computed of each model.
     """
+    if isinstance(models, str):  # iterated, "resnet18" was the models "r", "e", ...: "unknown model 'r'"
+        models = split_names(models)
     if not models:
         raise InvalidInputError("no model given (e.g. -m efficientnet_lite0,resnet18)")
     # (i, n) is checked as 'i/n' is: (0, 0) divided by zero, and (3, 2) computed nothing and reported success

@@ -98,6 +98,14 @@ def test_a_shard_given_as_a_pair_is_checked_as_its_text_is(cache_dir, shard):
         extract([TINY], "digits", "train", **OPTS, shard=shard)
 
 
+def test_models_given_as_one_string_are_comma_separated_names(cache_dir):
+    # a string was iterated: extract("random:test_resnet", ...) said "unknown model 'r'"
+    (summary,) = extract(f" {TINY}, ", "digits", "train", **OPTS)
+    assert summary["model"] == TINY and summary["complete"]
+    with pytest.raises(InvalidInputError, match="no model given"):
+        extract(" , ", "digits", "train", **OPTS)
+
+
 def test_interrupted_run_resumes_from_last_chunk(cache_dir, monkeypatch):
     batches = []
 
