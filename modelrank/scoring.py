@@ -290,6 +290,12 @@ def rank_scores(frame: pd.DataFrame) -> pd.DataFrame:
     """
     from .evaluate.ties import metric_tolerance, no_ranking, tie_ranks
 
+    if not isinstance(frame, pd.DataFrame) or not isinstance(frame.attrs.get("higher_is_better"), dict):
+        # a KeyError 'higher_is_better' (or an AttributeError) said nothing of what was missing
+        raise InvalidInputError(
+            "rank_scores takes the table score returns: its attrs['higher_is_better'] gives each metric's "
+            "direction, which a table read back from a file has lost (score again, or set "
+            "frame.attrs['higher_is_better'] = {metric: True, ...})")
     frame = frame.copy()
     unranked: list[tuple[str, str, str]] = []
     for column, higher in frame.attrs["higher_is_better"].items():

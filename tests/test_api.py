@@ -169,6 +169,17 @@ def test_rank_puts_unscorable_models_last_and_keeps_ties():
     assert list(ranked.index) == ["b", "e", "c", "a"]
 
 
+def test_rank_scores_of_a_table_without_directions_names_what_is_missing(tmp_path):
+    """A score table written with --out and read back has no attrs: that was a KeyError 'higher_is_better'."""
+    from modelrank.api import rank_scores
+
+    frame = score_feature_sets([toy_set(0, 2.0, "strong"), toy_set(1, 0.2, "weak")], "logme")
+    frame.to_csv(tmp_path / "scores.csv", index=False)
+    for table in (pd.read_csv(tmp_path / "scores.csv"), frame.to_dict()):
+        with pytest.raises(InvalidInputError, match=r"attrs\['higher_is_better'\] gives each metric's direction"):
+            rank_scores(table)
+
+
 @pytest.mark.parametrize("form", ["lists", "pandas"])
 def test_feature_sets_of_lists_and_pandas_objects_are_resampled_as_arrays(form):
     """``n_samples`` read ``features.shape`` (no such attribute on a list) and a bootstrap resample indexed
