@@ -719,6 +719,8 @@ def test_lda_metrics_say_why_the_within_class_scatter_is_zero():
     with pytest.warns(UserWarning, match="saturate"), pytest.raises(InvalidInputError, match=r"every class holds a single sample"):
         sfda(x, np.arange(5))
     with pytest.raises(InvalidInputError, match=r"constant features, or each class's samples are identical"):
+        sfda(np.tile(np.arange(6.0).reshape(2, 3), (3, 1)), np.arange(6) % 2)  # each class: one row repeated
+    with pytest.raises(InvalidInputError, match="features are constant: SFDA is undefined"):
         sfda(np.ones((6, 3)), np.arange(6) % 2)
 
 

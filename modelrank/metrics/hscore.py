@@ -12,6 +12,7 @@ from ._checks import as_class_labels, as_features
 from ._linalg import (
     class_offsets_in_eigenbasis,
     class_scatter,
+    has_distinct_rows,
     lower_triangle,
     principal_class_offsets,
     rank_cutoff,
@@ -58,6 +59,8 @@ def hscore(features: np.ndarray, labels: np.ndarray, rcond: float | None = None)
     n = x.shape[0]
     if n < 2:
         raise InvalidInputError("H-Score needs at least 2 samples")
+    if not has_distinct_rows(x):  # centring identical rows leaves rounding noise, which scored ~1, not an error
+        raise InvalidInputError("features are constant: H-Score is undefined")
     if n - 1 <= x.shape[1]:
         warnings.warn(
             f"H-Score with {n} samples and {x.shape[1]}-d features (N <= D + 1): the covariance is singular and the "
@@ -138,6 +141,8 @@ def hscore_reg(features: np.ndarray, labels: np.ndarray) -> float:
     n = x.shape[0]
     if n < 2:
         raise InvalidInputError("the shrinkage H-Score needs at least 2 samples")
+    if not has_distinct_rows(x):  # as in hscore: rounding noise of the centring was scored
+        raise InvalidInputError("features are constant: the shrinkage H-Score is undefined")
     cutoff_ratio = max(x.shape) * np.finfo(np.float64).eps
     if n >= x.shape[1]:
         scatter, means, counts = class_scatter(x, codes, n_classes)

@@ -7,9 +7,10 @@ import scipy.linalg
 import scipy.sparse.linalg
 from scipy.special import softmax
 
+from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
 from ._lda import lda_log_proba, shrink, warn_if_singular_scatter, within_scatter
-from ._linalg import ROW_BLOCK, RowMap, class_means, class_sums, float64_row_blocks
+from ._linalg import ROW_BLOCK, RowMap, class_means, class_sums, float64_row_blocks, has_distinct_rows
 from .base import register_metric
 
 #: lambda = max(exp(-ADAPTIVE_SHRINKAGE_RATE * sigma_max(S_w)), SHRINKAGE_FLOOR), as in the paper and its code.
@@ -73,6 +74,8 @@ def sfda(features: np.ndarray, labels: np.ndarray, *, confmix_strength: float = 
     x = as_features(features, upcast=False)  # float32 stays: every pass converts one row block at a time
     y, n_classes = as_class_labels(labels, x.shape[0])
     n = x.shape[0]
+    if not has_distinct_rows(x):  # centring identical rows leaves rounding noise: it scored 1/C, not an error
+        raise InvalidInputError("features are constant: SFDA is undefined")
     warn_if_singular_scatter("SFDA", n, n_classes, x.shape[1])
     means, counts = class_means(x, y, n_classes)
     proba, shrinkage = _lda_proba(x, y, means, counts, shrinkage)
