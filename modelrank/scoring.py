@@ -180,6 +180,12 @@ def score_feature_sets(
         if fs.task == "classification" and len(fs.labels) > 1 and len(np.unique(fs.labels)) == len(fs.labels):
             notes.append(f"warning: {fs.model}/{fs.dataset}: every one of the {len(fs.labels)} samples is its own "
                          "class, so no metric can measure class separability: its scores do not rank transfer")
+    for dataset in datasets:  # feature files of other subsets, or other labels, under one dataset name
+        group = [fs for fs in feature_sets if fs.dataset == dataset]
+        if not _same_samples(group):
+            sizes = ", ".join(f"{fs.model}: {fs.n_samples}" for fs in group[:6]) + (" ..." if len(group) > 6 else "")
+            notes.append(f"warning: the models of {dataset} hold different samples or labels ({sizes} samples): "
+                         "their scores measure them on different data, so they do not rank the models")
     for spec in specs:
         kwargs = params.get(spec.name, {})
         for dataset in datasets:

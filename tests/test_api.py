@@ -169,6 +169,19 @@ def test_rank_puts_unscorable_models_last_and_keeps_ties():
     assert list(ranked.index) == ["b", "e", "c", "a"]
 
 
+def test_models_scored_on_different_samples_of_one_dataset_are_warned_about():
+    """Feature files of other subsets under one dataset name were ranked against each other without a word."""
+    strong, weak = toy_set(0, 2.0, "strong"), toy_set(1, 0.2, "weak", n=60)
+    frame = score_feature_sets([strong, weak], "logme")
+    assert any("the models of toy hold different samples or labels (strong: 90, weak: 60 samples)" in note
+               for note in frame.attrs["notes"])
+    relabelled = FeatureSet(weak.features, (weak.labels + 1) % 3, model="weak", dataset="toy")
+    same_size = score_feature_sets([toy_set(0, 2.0, "strong", n=60), relabelled], "logme")
+    assert any("different samples or labels" in note for note in same_size.attrs["notes"])
+    alike = score_feature_sets([toy_set(0, 2.0, "strong"), toy_set(1, 0.2, "weak")], "logme")
+    assert not any("different samples" in note for note in alike.attrs["notes"])
+
+
 def test_rank_scores_of_a_table_without_directions_names_what_is_missing(tmp_path):
     """A score table written with --out and read back has no attrs: that was a KeyError 'higher_is_better'."""
     from modelrank.api import rank_scores
