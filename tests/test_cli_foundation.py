@@ -72,6 +72,15 @@ def _fake_entries(cache_dir, *names):
         (cache_dir / "features" / name / "chunk-00000.parquet").write_bytes(b"x")
 
 
+def test_cache_info_of_an_empty_name_is_an_error_not_the_only_entry(cli, cache_dir):
+    _fake_entries(cache_dir, "m__digits__train__0123456789ab")
+    for name in ("", " "):  # `modelrank cache info "$ENTRY"` with ENTRY unset printed that entry and exited 0
+        code, out, err = cli("cache", "info", name)
+        assert code == 2 and out == "" and "needs an entry name" in err and err.count("\n") == 1, err
+    code, out, _ = cli("cache", "info", "digits")
+    assert code == 0 and json.loads(out)["entry"] == "m__digits__train__0123456789ab"
+
+
 def _entry_names(cache_dir):
     return sorted(p.name for p in (cache_dir / "features").iterdir())
 

@@ -49,6 +49,8 @@ def cache_info(
 
     from ..cache import FeatureStore
 
+    if not entry.strip():  # "" is part of every name: an unset shell variable showed the only entry, exit 0
+        raise ModelrankError("cache info needs an entry name (or a unique part of it); see `modelrank cache ls`")
     store = FeatureStore(cache_dir)
     matches = [(f, m) for f, m in store.entries() if entry in f.name]
     if len(matches) != 1:
