@@ -393,7 +393,10 @@ def _read_parquet(path: Path) -> dict[str, np.ndarray]:
         arrays["source_probs"] = _list_column_to_matrix(table, "source_probs", path)
     metadata = table.schema.metadata or {}
     if CLASS_NAMES_METADATA in metadata:
-        names = json.loads(metadata[CLASS_NAMES_METADATA])
+        try:
+            names = json.loads(metadata[CLASS_NAMES_METADATA])
+        except ValueError:  # not JSON (or not UTF-8): json's "Expecting value: line 1 column 1" named no field
+            names = None
         if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
             raise InvalidInputError(f"{path}: schema metadata class_names must be a JSON list of strings")
         arrays["class_names"] = np.array(names, dtype=str)

@@ -248,10 +248,11 @@ def test_parquet_class_name_column_and_bad_class_names(tmp_path):
                    tmp_path / "c.parquet")
     with pytest.raises(InvalidInputError, match="1 null rows"):
         load_feature_file(tmp_path / "c.parquet")
-    table = pa.table({"features": features, "label": labels}).replace_schema_metadata({"class_names": json.dumps([1, 2])})
-    pq.write_table(table, tmp_path / "m.parquet")
-    with pytest.raises(InvalidInputError, match="JSON list of strings"):
-        load_feature_file(tmp_path / "m.parquet")
+    for metadata in (json.dumps([1, 2]), "not json[", b"\xff"):  # the last two said "cannot read ...: Expecting value"
+        table = pa.table({"features": features, "label": labels}).replace_schema_metadata({"class_names": metadata})
+        pq.write_table(table, tmp_path / "m.parquet")
+        with pytest.raises(InvalidInputError, match="schema metadata class_names must be a JSON list of strings"):
+            load_feature_file(tmp_path / "m.parquet")
     np.savez(tmp_path / "few.npz", features=data.features, labels=labels, class_names=np.array(["cat", "dog"]))
     with pytest.raises(InvalidInputError, match="2 class_names for class ids up to 2"):
         load_feature_file(tmp_path / "few.npz")
