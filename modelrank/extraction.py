@@ -94,7 +94,7 @@ def resolve_device(device: str, local_rank: int | None = None) -> torch.device:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     try:
         resolved = torch.device(device)
-    except RuntimeError:
+    except (RuntimeError, TypeError):  # TypeError: not a string (device=None from Python), torch's overload list
         raise InvalidInputError(f"unknown device {device!r}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("--device cuda asked for, but no CUDA device is available")

@@ -106,6 +106,15 @@ def test_models_given_as_one_string_are_comma_separated_names(cache_dir):
         extract(" , ", "digits", "train", **OPTS)
 
 
+@pytest.mark.parametrize("device", ["tpu", None, 1.5])
+def test_a_device_torch_does_not_know_is_an_input_error(device):
+    from modelrank.extraction import resolve_device
+
+    # device=None raised torch's TypeError listing the overloads of torch.device
+    with pytest.raises(InvalidInputError, match=f"unknown device {device!r}"):
+        resolve_device(device)
+
+
 def test_interrupted_run_resumes_from_last_chunk(cache_dir, monkeypatch):
     batches = []
 
