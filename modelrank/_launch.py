@@ -6,6 +6,7 @@ traceback, before ``cli.main`` and its exit-code contract were running; here it 
 
 from __future__ import annotations
 
+import signal
 import sys
 
 
@@ -15,4 +16,10 @@ def main() -> None:
     except KeyboardInterrupt:
         sys.stderr.write("modelrank: interrupted while starting; nothing was done\n")
         sys.exit(130)
-    run()
+    try:
+        run()
+    finally:
+        # The command has printed its result and settled its exit status. A Ctrl-C from here on would land in the
+        # interpreter's exit (torch's atexit finalizers take a few hundred ms): "Exception ignored in atexit
+        # callback ... KeyboardInterrupt", a traceback after a finished run that still exited 0.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)

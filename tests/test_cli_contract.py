@@ -532,6 +532,21 @@ def test_ctrl_c_while_the_command_line_loads_exits_130_in_one_line():
     pyproject = (Path(__file__).resolve().parents[1] / "pyproject.toml").read_text()
     assert 'modelrank = "modelrank._launch:main"' in pyproject
 
+def test_ctrl_c_after_the_command_finished_leaves_its_output_and_status_alone():
+    """A Ctrl-C while the interpreter exits (torch's atexit finalizers, after the result was printed) printed
+    "Exception ignored in atexit callback ... KeyboardInterrupt". Here an atexit handler sends it at that point."""
+    script = (
+        "import atexit, os, signal, sys\n"
+        "signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+        "atexit.register(lambda: [os.kill(os.getpid(), signal.SIGINT), sum(range(10))])\n"
+        "import runpy\n"
+        "runpy.run_module('modelrank', run_name='__main__')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script, "list", "metrics", "--format", "csv"], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.startswith("name,") and done.stderr == "", done.stderr
+
+
 @pytest.mark.slow
 def test_sigint_exits_130_and_says_what_was_kept(tmp_path):
     env_cache = tmp_path / "cache"
