@@ -40,7 +40,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import MissingResourceError, ModelrankError, error_reason
+from .errors import InvalidInputError, MissingResourceError, ModelrankError, error_reason
 from .features import FeatureSet
 
 FORMAT_VERSION = 1
@@ -157,7 +157,10 @@ class FeatureStore:
     """Chunked Parquet entries under ``root/features``."""
 
     def __init__(self, cache_dir: str | os.PathLike | None = None):
-        self.root = cache_root(cache_dir) / "features"
+        root = cache_root(cache_dir)
+        if root.exists() and not root.is_dir():  # cache_dir= from Python (the CLI checks --cache-dir) was a
+            raise InvalidInputError(f"cache folder {root} is a file, not a folder")  # NotADirectoryError mid-run
+        self.root = root / "features"
 
     # ----------------------------------------------------------------------------------------- layout
     def entry_dir(self, key: FeatureKey) -> Path:

@@ -115,6 +115,15 @@ def test_a_device_torch_does_not_know_is_an_input_error(device):
         resolve_device(device)
 
 
+def test_a_cache_dir_that_is_a_file_is_an_input_error(tmp_path):
+    (tmp_path / "cache").write_text("not a folder")
+    # load_features / extract / modelrank.score(models=...) raised NotADirectoryError from the first write
+    for call in (lambda: load_features(TINY, "digits", "train", limit=40, cache_dir=str(tmp_path / "cache")),
+                 lambda: extract([TINY], "digits", "train", **OPTS, cache_dir=str(tmp_path / "cache"))):
+        with pytest.raises(InvalidInputError, match="cache folder .*cache is a file, not a folder"):
+            call()
+
+
 def test_interrupted_run_resumes_from_last_chunk(cache_dir, monkeypatch):
     batches = []
 
