@@ -340,6 +340,9 @@ def test_emms_one_hot_fallback_warns(rng):
     with pytest.warns(UserWarning, match="one-hot"):
         score = emms_classification(x, y)
     assert score == pytest.approx(one_hot_emms(x, y))
+    # class ids as Python ints in an object array (a pandas object column) were embedded as the words "0", "1", "2"
+    with pytest.warns(UserWarning, match="one-hot"):
+        assert emms_classification(x, y.astype(object)) == score
 
 
 def test_emms_degenerate(rng):

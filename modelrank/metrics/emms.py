@@ -17,7 +17,7 @@ import numpy as np
 from ..errors import InvalidInputError, MissingResourceError
 from ._checks import as_class_labels, as_features
 from ._linalg import CrossProduct, OneHotCross, column_moments, column_space_coordinates, unit_scaled
-from .base import SaturationWarning, caller_stacklevel, register_metric
+from .base import SaturationWarning, _labels_are_text, caller_stacklevel, register_metric
 
 #: std floor of the public code's standardisation
 STD_EPS = 1e-8
@@ -154,7 +154,9 @@ def _class_texts(labels: np.ndarray, classes: np.ndarray, class_names: Sequence[
         if not is_id or classes.min() < 0 or classes.max() >= len(class_names):
             raise InvalidInputError(f"labels must be class ids in 0..{len(class_names) - 1} to use class_names")
         return [str(class_names[int(c)]) for c in classes]
-    if np.asarray(labels).dtype.kind in "USO":
+    # Text as the registry reads it: Python ints in an object array (a pandas object column) are class ids, and
+    # were embedded as the words "0", "1", ... when EMMS was called directly
+    if _labels_are_text(labels):
         # bytes labels (an .npz of b"cat", a Parquet binary column) are text too: str() would embed "b'cat'"
         return [c.decode("utf-8", "replace") if isinstance(c, bytes) else str(c) for c in classes]
     return None
