@@ -8,6 +8,7 @@ missing) and return pandas tables. ``modelrank.evaluate`` (scores against fine-t
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
 
@@ -34,6 +35,12 @@ def _feature_sets(features: FeatureSource | Sequence[FeatureSource] | None, data
         return [loaded[m, dataset] for m in names]
     from .scoring import load_feature_file
 
+    # As the command line refuses --limit without -d: features are scored as given, and limit=10 was ignored
+    defaults = inspect.signature(score).parameters
+    ignored = [name for name, value in extraction.items() if value != defaults[name].default]
+    if ignored:
+        raise InvalidInputError(f"{', '.join(f'{name}=' for name in ignored)} go{'es' if len(ignored) == 1 else ''} "
+                                "with dataset= and models= (features are scored as given)")
     single = isinstance(features, (FeatureSet, str, Path)) or not isinstance(features, Iterable)
     items = [features] if single else list(features)
     wrong = next((type(item).__name__ for item in items if not isinstance(item, (FeatureSet, str, Path))), None)

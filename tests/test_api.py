@@ -157,6 +157,18 @@ def test_score_refuses_arrays_and_parameters_outside_a_dict_in_one_line():
             modelrank.score([data], "logme", **option)
 
 
+def test_extraction_options_with_given_features_are_refused_not_ignored(tmp_path):
+    """score(files, limit=10) scored every sample without a word (the command line refuses --limit without -d)."""
+    data = toy_set(0, 2.0, "strong")
+    save_feature_file(data, tmp_path / "strong.npz")
+    for features in (data, tmp_path / "strong.npz"):
+        with pytest.raises(InvalidInputError, match=r"^limit= goes with dataset= and models="):
+            modelrank.score(features, "logme", limit=10)
+        with pytest.raises(InvalidInputError, match=r"^split=, seed=, cache_dir= go with dataset= and models="):
+            modelrank.rank(features, split="test", seed=3, cache_dir=tmp_path)
+    assert len(modelrank.score(tmp_path / "strong.npz", "logme", seed=0, device="auto")) == 1  # the defaults
+
+
 def test_rank_puts_unscorable_models_last_and_keeps_ties():
     frame = pd.DataFrame({"Dataset": ["d"] * 4, "Model": ["a", "b", "c", "e"], "m": [1.0, 3.0, np.nan, 3.0],
                           "low": [4.0, 1.0, 2.0, 1.0]})
