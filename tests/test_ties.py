@@ -95,6 +95,7 @@ def test_flagged_scores_can_be_left_out():
     kept = evaluate(scores, TRUTH, measures=["kendall"])
     dropped = evaluate(scores, TRUTH, measures=["kendall"], exclude_flagged=True)
     assert kept.methods == ["hscore"] and kept.counts["n_models"].item() == 4
+    assert "hscore / animal: 1 of 4 scores are saturated and ranked at the metric's ceiling" in " ".join(kept.warnings)
     assert dropped.counts["n_models"].item() == 3
     assert any("left out 1 flagged score(s) (saturated)" in w for w in dropped.warnings)
 

@@ -202,6 +202,14 @@ def evaluate(
         for (method, dataset), cell in score_table[flagged].groupby(["method", "dataset"], sort=False):
             warnings.append(f"{method} / {dataset}: left out {len(cell)} flagged score(s) ({', '.join(sorted(set(cell['flags'])))})")
         score_table = score_table[~flagged]
+    elif flagged.any():
+        # Kept, a saturated score sits at the metric's ceiling above every model the metric still tells apart:
+        # `score` does not rank it, so say where this evaluation does.
+        for (method, dataset), cell in flagged.groupby([score_table["method"], score_table["dataset"]], sort=False):
+            if 0 < cell.sum() < len(cell):
+                warnings.append(f"{method} / {dataset}: {int(cell.sum())} of {len(cell)} scores are saturated and "
+                                "ranked at the metric's ceiling (`score` leaves them unranked); --exclude-flagged "
+                                "leaves them out")
 
     truth_columns = ["dataset_key", "model_key", "truth", *(["noise"] if noise_column else [])]
     merged = score_table.merge(truth_table[truth_columns], on=["dataset_key", "model_key"])
