@@ -727,6 +727,16 @@ def test_lda_metrics_say_why_the_within_class_scatter_is_zero():
         sfda(np.ones((6, 3)), np.arange(6) % 2)
 
 
+@pytest.mark.parametrize("metric", [sfda, ncti_terms])
+def test_lda_metrics_refuse_classes_of_one_repeated_row_that_is_not_round(metric):
+    """Each class one float64 row repeated: the class means differ from the rows by rounding, and that noise was
+    scored as within-class scatter (SFDA 1.0, NCTI's S_seli 7e16) where round rows were refused."""
+    rng = np.random.default_rng(5)
+    y = np.repeat(np.arange(3), 50)
+    with pytest.raises(InvalidInputError, match=r"zero within-class scatter \(constant features, or each class's"):
+        metric((rng.normal(size=(3, 8)) + 3.0)[y], y)
+
+
 def test_quadratic_metrics_refuse_more_pairs_than_the_memory_holds(monkeypatch):
     """PARC on all samples and OTCE's exact coupling are O(n^2) in memory: past what the machine has, the process
     swapped or was killed by the OOM killer, with no message. They are refused first, naming the option."""

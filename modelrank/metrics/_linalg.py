@@ -381,9 +381,13 @@ def column_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.sqrt(squares / x.shape[0])
 
 
-def has_distinct_rows(x: np.ndarray) -> bool:
-    """Whether any row differs from the first, stopping at the first block that has one."""
-    return any(bool((x[rows] != x[0]).any()) for rows in row_blocks(x.shape[0]))
+def has_distinct_rows(x: np.ndarray, codes: np.ndarray | None = None) -> bool:
+    """Whether any row differs from the first (with class ``codes`` 0..C-1: from the first row of its class),
+    stopping at the first block that has one."""
+    if codes is None:
+        return any(bool((x[rows] != x[0]).any()) for rows in row_blocks(x.shape[0]))
+    firsts = np.unique(codes, return_index=True)[1]
+    return any(bool((x[rows] != x[firsts[codes[rows]]]).any()) for rows in row_blocks(x.shape[0]))
 
 
 def column_space_coordinates(

@@ -13,6 +13,7 @@ from ._checks import as_class_labels, as_features
 from ._lda import (
     discriminant_directions,
     lda_log_proba,
+    require_within_class_scatter,
     shrink,
     total_scatter,
     warn_if_singular_scatter,
@@ -52,6 +53,7 @@ def ncti_terms(features: np.ndarray, labels: np.ndarray, *, pca_dim: int = DEFAU
     """
     x = as_features(features, upcast=False)  # float32 stays float32: pca_project converts row blocks
     y, n_classes = as_class_labels(labels, x.shape[0])
+    require_within_class_scatter(x, y, n_classes)
     projected = pca_project(x, n_dims=pca_dim)
     warn_if_singular_scatter("NCTI", len(y), n_classes, projected.shape[1])
     explained_variances = projected.var(axis=0, ddof=1)  # the PCA eigenvalues, in decreasing order

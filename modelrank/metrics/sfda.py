@@ -9,7 +9,7 @@ from scipy.special import softmax
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
-from ._lda import lda_log_proba, shrink, warn_if_singular_scatter, within_scatter
+from ._lda import lda_log_proba, require_within_class_scatter, shrink, warn_if_singular_scatter, within_scatter
 from ._linalg import ROW_BLOCK, RowMap, class_means, class_sums, float64_row_blocks, has_distinct_rows
 from .base import register_metric
 
@@ -77,6 +77,7 @@ def sfda(features: np.ndarray, labels: np.ndarray, *, confmix_strength: float = 
     if not has_distinct_rows(x):  # centring identical rows leaves rounding noise: it scored 1/C, not an error
         raise InvalidInputError("features are constant: SFDA is undefined")
     warn_if_singular_scatter("SFDA", n, n_classes, x.shape[1])
+    require_within_class_scatter(x, y, n_classes)
     means, counts = class_means(x, y, n_classes)
     proba, shrinkage = _lda_proba(x, y, means, counts, shrinkage)
     softened = softmax(proba, axis=1)[np.arange(n), y]
