@@ -72,10 +72,16 @@ def unit_scaled(x: np.ndarray, bound: float = UNIT_SCALE_BOUND, shrink_only: boo
     power of two that brings that magnitude to [0.5, 1), in x's dtype. Exact, so a scale-invariant metric scores
     the copy as it would score ``x`` in exact arithmetic, without overflow or underflow. ``shrink_only``: tiny
     features are left as they are."""
+    return unit_scaling(x, bound, shrink_only)[0]
+
+
+def unit_scaling(x: np.ndarray, bound: float = UNIT_SCALE_BOUND, shrink_only: bool = False) -> tuple[np.ndarray, int]:
+    """(``unit_scaled(x)``, e) with x = 2**e times it: for metrics that depend on the scale only through a
+    term they can rescale themselves (a variance: times 4**e)."""
     exponent = unit_exponent(largest_magnitude(x), bound)
     if exponent == 0 or (shrink_only and exponent < 0):
-        return x
-    return np.ldexp(x, -exponent)
+        return x, 0
+    return np.ldexp(x, -exponent), exponent
 
 
 def row_blocks(n: int) -> Iterator[slice]:
