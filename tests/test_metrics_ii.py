@@ -204,6 +204,15 @@ def test_knn_tie_break_by_rank(rng):
     assert knn(x, y, k=4, metric="euclidean") == pytest.approx(knn_reference(x, y, k=4, metric="euclidean"))
 
 
+def test_knn_does_not_depend_on_the_names_of_the_classes():
+    # sample 0's 4 nearest: its own class at ranks 0 and 3, the other at ranks 1 and 2 (equal votes and bonuses);
+    # argmax gave the tie to class 0, so sample 0 was right or wrong depending on which class was named 0
+    x = np.array([[0.0], [1.0], [1.1], [1.2], [1.3], [50.0], [50.1], [50.2], [90.0], [90.1], [90.2]])
+    y = np.array([0, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0])
+    scores = [knn(x, names, k=4, metric="euclidean") for names in (y, 1 - y, np.array(["b", "a"])[y])]
+    assert scores == [pytest.approx(knn_reference(x, y, k=4, metric="euclidean"))] * 3
+
+
 def test_linear_probe_matches_reference(rng):
     x, y = clusters(rng, n=200, d=10, c=4)
     assert linear_probe(x, y, seed=3) == pytest.approx(linear_probe_reference(x, y, seed=3), abs=1e-12)
