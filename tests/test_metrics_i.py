@@ -750,6 +750,15 @@ def test_pactran_gauss_flags_the_iteration_cap_and_converges_on_request():
     assert abs(capped - converged) > 1e-6
 
 
+@pytest.mark.parametrize("scale,dtype", [(1e13, np.float64), (1e30, np.float32)])
+def test_pactran_gauss_refuses_features_its_line_search_cannot_step_on(scale, dtype):
+    """From ~2e11 L-BFGS's first line search failed: the score was a trial point's loss at the start (-63 where the
+    trend gave -60; -8.5e18 at 1e30), unflagged."""
+    x, y, _ = make_task(45, n=200, d=8)
+    with pytest.raises(InvalidInputError, match="could not take a first step.*standardise them"):
+        pactran_gauss((x * scale).astype(dtype), y)
+
+
 def test_pactran_gauss_presets_keep_float64_products():
     """The capped default multiplies float32 features in float32; a reproduction preset and the converged mode
     must not (they are exact by definition)."""
