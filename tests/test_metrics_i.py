@@ -735,6 +735,19 @@ def test_presets_are_checked():
     assert compute_metric("logme", fs, preset="tllib") == logme(x, y, preset="tllib")  # a --set parameter
 
 
+@pytest.mark.parametrize("n,d", [(200, 8), (20, 40)])  # F^T F and F F^T
+def test_logme_scores_features_whose_squares_underflow_as_other_tiny_ones(n, d):
+    """Tiny features score alike (LogME's capped iteration from alpha = beta = 1, flagged); from ~1e-170 their
+    squares underflowed and LogME said "evidence is not finite ... (degenerate spectrum)"."""
+    from modelrank.metrics.base import NotConvergedWarning
+
+    x, y, _ = make_task(46, n=n, d=d)
+    with pytest.warns(NotConvergedWarning):
+        small = logme(x * 1e-100, y)
+    with pytest.warns(NotConvergedWarning):
+        assert logme(x * 1e-170, y) == pytest.approx(small, rel=1e-12)
+
+
 def test_pactran_gauss_flags_the_iteration_cap_and_converges_on_request():
     from modelrank.metrics.base import NotConvergedWarning
 

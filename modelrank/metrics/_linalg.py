@@ -67,19 +67,22 @@ def unit_exponent(largest: float, bound: float) -> int:
     return int(np.frexp(largest)[1])
 
 
-def unit_scaled(x: np.ndarray, bound: float = UNIT_SCALE_BOUND, shrink_only: bool = False) -> np.ndarray:
+def unit_scaled(x: np.ndarray, bound: float = UNIT_SCALE_BOUND, tiny_to_bound: bool = False) -> np.ndarray:
     """``x`` itself when its largest magnitude lies in [1 / bound, bound] (or x is all zero), else a copy times the
     power of two that brings that magnitude to [0.5, 1), in x's dtype. Exact, so a scale-invariant metric scores
-    the copy as it would score ``x`` in exact arithmetic, without overflow or underflow. ``shrink_only``: tiny
-    features are left as they are."""
-    return unit_scaling(x, bound, shrink_only)[0]
+    the copy as it would score ``x`` in exact arithmetic, without overflow or underflow. ``tiny_to_bound``
+    (``bound`` a power of two): tiny features are raised only to [1 / (2 bound), 1 / bound), for a metric that
+    scores all features that small alike but not like unit ones."""
+    return unit_scaling(x, bound, tiny_to_bound)[0]
 
 
-def unit_scaling(x: np.ndarray, bound: float = UNIT_SCALE_BOUND, shrink_only: bool = False) -> tuple[np.ndarray, int]:
+def unit_scaling(x: np.ndarray, bound: float = UNIT_SCALE_BOUND, tiny_to_bound: bool = False) -> tuple[np.ndarray, int]:
     """(``unit_scaled(x)``, e) with x = 2**e times it: for metrics that depend on the scale only through a
     term they can rescale themselves (a variance: times 4**e)."""
     exponent = unit_exponent(largest_magnitude(x), bound)
-    if exponent == 0 or (shrink_only and exponent < 0):
+    if tiny_to_bound and exponent < 0:
+        exponent += int(np.log2(bound))
+    if exponent == 0:
         return x, 0
     return np.ldexp(x, -exponent), exponent
 
