@@ -106,20 +106,20 @@ def ncti_terms_reference(x: np.ndarray, y: np.ndarray, pca_dim: int = 64) -> tup
 
 
 def knn_reference(x: np.ndarray, y: np.ndarray, k: int = 5, metric: str = "cosine") -> float:
-    """Leave-one-out kNN; ties between classes with equal votes go to the smaller sum of neighbour ranks,
-    then to the smaller class id."""
+    """Leave-one-out kNN; ties between classes with equal votes go to the smaller sum of neighbour ranks; classes
+    still tied share the credit (1/t each)."""
     if metric == "cosine":
         x = x / np.linalg.norm(x, axis=1, keepdims=True)
     correct = 0
     for i in range(len(y)):
         dist = np.array([np.linalg.norm(x[i] - x[j]) if j != i else np.inf for j in range(len(y))])
         order = np.argsort(dist)[:k]
-        best = None
+        keys = {}
         for c in np.unique(y):
             ranks = [r for r, j in enumerate(order) if y[j] == c]
-            key = (-len(ranks), sum(ranks), c)
-            best = key if best is None or key < best else best
-        correct += best[2] == y[i]
+            keys[c] = (-len(ranks), sum(ranks))
+        winners = [c for c, key in keys.items() if key == min(keys.values())]
+        correct += (y[i] in winners) / len(winners)
     return correct / len(y)
 
 

@@ -735,6 +735,19 @@ def test_presets_are_checked():
     assert compute_metric("logme", fs, preset="tllib") == logme(x, y, preset="tllib")  # a --set parameter
 
 
+@pytest.mark.parametrize("n,d", [(200, 8), (20, 40)])  # F^T F and F F^T
+def test_logme_scores_features_whose_squares_underflow_as_other_tiny_ones(n, d):
+    """Tiny features score alike (LogME's capped iteration from alpha = beta = 1, flagged); from ~1e-170 their
+    squares underflowed and LogME said "evidence is not finite ... (degenerate spectrum)"."""
+    from modelrank.metrics.base import NotConvergedWarning
+
+    x, y, _ = make_task(46, n=n, d=d)
+    with pytest.warns(NotConvergedWarning):
+        small = logme(x * 1e-100, y)
+    with pytest.warns(NotConvergedWarning):
+        assert logme(x * 1e-170, y) == pytest.approx(small, rel=1e-12)
+
+
 def test_pactran_gauss_flags_the_iteration_cap_and_converges_on_request():
     from modelrank.metrics.base import NotConvergedWarning
 
@@ -748,6 +761,15 @@ def test_pactran_gauss_flags_the_iteration_cap_and_converges_on_request():
         converged = pactran_gauss(x, y, preset="converged")
     close(converged, ref.pactran_gauss_ref(x, y))  # the optimum: tol 1e-12, start-independent
     assert abs(capped - converged) > 1e-6
+
+
+@pytest.mark.parametrize("scale,dtype", [(1e13, np.float64), (1e30, np.float32)])
+def test_pactran_gauss_refuses_features_its_line_search_cannot_step_on(scale, dtype):
+    """From ~2e11 L-BFGS's first line search failed: the score was a trial point's loss at the start (-63 where the
+    trend gave -60; -8.5e18 at 1e30), unflagged."""
+    x, y, _ = make_task(45, n=200, d=8)
+    with pytest.raises(InvalidInputError, match="could not take a first step.*standardise them"):
+        pactran_gauss((x * scale).astype(dtype), y)
 
 
 def test_pactran_gauss_presets_keep_float64_products():

@@ -81,6 +81,17 @@ def test_sfda_adaptive_shrinkage_above_floor_matches_reference(rng):
     assert_close(sfda(x, y), sfda_reference(x, y))
 
 
+def test_lda_metrics_score_tiny_features_as_the_float64_range_does(rng):
+    """Below ~1e-60 S_w's products underflowed: float32 SFDA was 1% off at 1e-22 and refused as "constant" at
+    1e-25, float64 SFDA and NCTI refused at 1e-170. At such scales lambda is 1 and the scores no longer change."""
+    x, y = clusters(rng)
+    small = x * 1e-12
+    for tiny in (small.astype(np.float32) * np.float32(1e-10), small.astype(np.float32) * np.float32(1e-13)):
+        assert sfda(tiny, y) == pytest.approx(sfda(tiny.astype(np.float64), y), rel=1e-7)
+    assert sfda(x * 1e-170, y) == pytest.approx(sfda(small, y), rel=1e-9)
+    np.testing.assert_allclose(ncti_terms(x * 1e-170, y), ncti_terms(small, y), rtol=1e-9)
+
+
 def test_parc_matches_reference(rng):
     x, y = clusters(rng, n=90, d=40, c=3)
     assert_close(parc(x, y), parc_reference(x, y))
@@ -191,6 +202,15 @@ def test_knn_tie_break_by_rank(rng):
     x = np.array([[0.0], [1.0], [1.1], [1.2], [1.3], [50.0], [50.1], [90.0], [90.1]])
     y = np.array([0, 1, 2, 2, 1, 1, 0, 2, 0])
     assert knn(x, y, k=4, metric="euclidean") == pytest.approx(knn_reference(x, y, k=4, metric="euclidean"))
+
+
+def test_knn_does_not_depend_on_the_names_of_the_classes():
+    # sample 0's 4 nearest: its own class at ranks 0 and 3, the other at ranks 1 and 2 (equal votes and bonuses);
+    # argmax gave the tie to class 0, so sample 0 was right or wrong depending on which class was named 0
+    x = np.array([[0.0], [1.0], [1.1], [1.2], [1.3], [50.0], [50.1], [50.2], [90.0], [90.1], [90.2]])
+    y = np.array([0, 0, 1, 1, 0, 1, 1, 1, 0, 0, 0])
+    scores = [knn(x, names, k=4, metric="euclidean") for names in (y, 1 - y, np.array(["b", "a"])[y])]
+    assert scores == [pytest.approx(knn_reference(x, y, k=4, metric="euclidean"))] * 3
 
 
 def test_linear_probe_matches_reference(rng):
@@ -368,7 +388,7 @@ def test_sfda_never_modifies_the_callers_array(rng):
 def test_sfda_float32_products(rng, monkeypatch):
     """float32 features get S_w from float32 row-block products about the class means (summed in float64): within
     1e-7 of the float64 score, also on column scales six decades apart and a large common offset; products that
-    overflow float32 are redone in float64."""
+    overflow float32 are redone in float64 (SFDA rescales features beyond 2**60 first, so they are float32 too)."""
     import modelrank.metrics._lda as lda_module
 
     import modelrank.metrics._linalg as linalg_module
@@ -376,11 +396,13 @@ def test_sfda_float32_products(rng, monkeypatch):
     for module in (lda_module, linalg_module):
         monkeypatch.setattr(module, "ROW_BLOCK", 256)  # 1200 rows -> 5 blocks
     x, y = clusters(rng, n=1200, d=40, c=6)
-    for case in (x, x * np.logspace(-3, 3, 40), x + 1e4):
+    for case in (x, x * np.logspace(-3, 3, 40), x + 1e4, x * 1e19):
         x32 = case.astype(np.float32)
         assert sfda(x32, y) == pytest.approx(sfda(x32.astype(np.float64), y), rel=1e-7)
     huge = (x * 1e19).astype(np.float32)  # centred squares overflow float32, not float64
-    assert sfda(huge, y) == pytest.approx(sfda(huge.astype(np.float64), y), rel=1e-12)
+    means = linalg_module.class_means(huge, y, 6)[0]
+    expected = lda_module.within_scatter(huge.astype(np.float64), y, means)
+    np.testing.assert_allclose(lda_module.within_scatter(huge, y, means), expected, rtol=1e-12)
 
 
 def test_sfda_warns_when_n_is_small_relative_to_d(rng):
@@ -725,6 +747,16 @@ def test_lda_metrics_say_why_the_within_class_scatter_is_zero():
         sfda(np.tile(np.arange(6.0).reshape(2, 3), (3, 1)), np.arange(6) % 2)  # each class: one row repeated
     with pytest.raises(InvalidInputError, match="features are constant: SFDA is undefined"):
         sfda(np.ones((6, 3)), np.arange(6) % 2)
+
+
+@pytest.mark.parametrize("metric", [sfda, ncti_terms])
+def test_lda_metrics_refuse_classes_of_one_repeated_row_that_is_not_round(metric):
+    """Each class one float64 row repeated: the class means differ from the rows by rounding, and that noise was
+    scored as within-class scatter (SFDA 1.0, NCTI's S_seli 7e16) where round rows were refused."""
+    rng = np.random.default_rng(5)
+    y = np.repeat(np.arange(3), 50)
+    with pytest.raises(InvalidInputError, match=r"zero within-class scatter \(constant features, or each class's"):
+        metric((rng.normal(size=(3, 8)) + 3.0)[y], y)
 
 
 def test_quadratic_metrics_refuse_more_pairs_than_the_memory_holds(monkeypatch):

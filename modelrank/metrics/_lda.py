@@ -12,7 +12,7 @@ import numpy as np
 import scipy.linalg
 
 from ..errors import InvalidInputError
-from ._linalg import ROW_BLOCK, RowMap, add_float32_gram, float64_row_blocks, symmetric_from_lower
+from ._linalg import ROW_BLOCK, RowMap, add_float32_gram, float64_row_blocks, has_distinct_rows, symmetric_from_lower
 from .base import SaturationWarning, caller_stacklevel
 
 def warn_if_singular_scatter(metric: str, n: int, n_classes: int, dim: int) -> None:
@@ -26,6 +26,18 @@ def warn_if_singular_scatter(metric: str, n: int, n_classes: int, dim: int) -> N
             SaturationWarning,
             stacklevel=caller_stacklevel(),
         )
+
+
+def require_within_class_scatter(x: np.ndarray, y: np.ndarray, n_classes: int) -> None:
+    """Refuse features whose within-class scatter is exactly zero: every class's rows are the same (classes of one
+    sample, constant features, or each class one row repeated). Their S_w is not always computed as 0: centring a
+    repeated row that is not exactly representable leaves rounding noise, which the LDA scaled up to a score (SFDA
+    1.0, NCTI's S_seli 7e16) instead of this error."""
+    if has_distinct_rows(x, y):
+        return
+    cause = ("every class holds a single sample" if n_classes == x.shape[0]
+             else "constant features, or each class's samples are identical")
+    raise InvalidInputError(f"features have zero within-class scatter ({cause})")
 
 
 def within_scatter(x: np.ndarray, y: np.ndarray, means: np.ndarray, row_map: RowMap | None = None) -> np.ndarray:
@@ -89,11 +101,9 @@ def lda_log_proba(x: np.ndarray, means: np.ndarray, priors: np.ndarray, sw: np.n
     ``coef = means @ V @ V.T``; solving with S_w directly skips the generalized eigenproblem. ``row_map`` as in
     ``within_scatter``: the classifier is applied to the mapped rows.
     """
-    if not np.trace(sw) > 0:
-        # priors are class counts / N: all equal to 1/N means every class holds one sample
-        cause = ("every class holds a single sample" if np.allclose(priors * x.shape[0], 1.0)
-                 else "constant features, or each class's samples are identical?")
-        raise InvalidInputError(f"features have zero within-class scatter ({cause})")
+    if not np.trace(sw) > 0:  # rows that differ (require_within_class_scatter) by less than float64 squares hold
+        raise InvalidInputError("features have zero within-class scatter in float64 (each class's samples are "
+                                "identical or differ by less than its squares resolve)")
     # Rows and means are measured from the mean of the means: a common shift m only adds the class-independent
     # -x S_w^-1 m + m S_w^-1 m / 2 to every score, but on features with a large offset the uncentred terms are
     # huge and cancel between classes (SFDA lost half its value at an offset of 1e8, 1e-5 of it at 1e6).

@@ -67,15 +67,24 @@ def unit_exponent(largest: float, bound: float) -> int:
     return int(np.frexp(largest)[1])
 
 
-def unit_scaled(x: np.ndarray, bound: float = UNIT_SCALE_BOUND, shrink_only: bool = False) -> np.ndarray:
+def unit_scaled(x: np.ndarray, bound: float = UNIT_SCALE_BOUND, tiny_to_bound: bool = False) -> np.ndarray:
     """``x`` itself when its largest magnitude lies in [1 / bound, bound] (or x is all zero), else a copy times the
     power of two that brings that magnitude to [0.5, 1), in x's dtype. Exact, so a scale-invariant metric scores
-    the copy as it would score ``x`` in exact arithmetic, without overflow or underflow. ``shrink_only``: tiny
-    features are left as they are."""
+    the copy as it would score ``x`` in exact arithmetic, without overflow or underflow. ``tiny_to_bound``
+    (``bound`` a power of two): tiny features are raised only to [1 / (2 bound), 1 / bound), for a metric that
+    scores all features that small alike but not like unit ones."""
+    return unit_scaling(x, bound, tiny_to_bound)[0]
+
+
+def unit_scaling(x: np.ndarray, bound: float = UNIT_SCALE_BOUND, tiny_to_bound: bool = False) -> tuple[np.ndarray, int]:
+    """(``unit_scaled(x)``, e) with x = 2**e times it: for metrics that depend on the scale only through a
+    term they can rescale themselves (a variance: times 4**e)."""
     exponent = unit_exponent(largest_magnitude(x), bound)
-    if exponent == 0 or (shrink_only and exponent < 0):
-        return x
-    return np.ldexp(x, -exponent)
+    if tiny_to_bound and exponent < 0:
+        exponent += int(np.log2(bound))
+    if exponent == 0:
+        return x, 0
+    return np.ldexp(x, -exponent), exponent
 
 
 def row_blocks(n: int) -> Iterator[slice]:
@@ -381,9 +390,13 @@ def column_moments(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.sqrt(squares / x.shape[0])
 
 
-def has_distinct_rows(x: np.ndarray) -> bool:
-    """Whether any row differs from the first, stopping at the first block that has one."""
-    return any(bool((x[rows] != x[0]).any()) for rows in row_blocks(x.shape[0]))
+def has_distinct_rows(x: np.ndarray, codes: np.ndarray | None = None) -> bool:
+    """Whether any row differs from the first (with class ``codes`` 0..C-1: from the first row of its class),
+    stopping at the first block that has one."""
+    if codes is None:
+        return any(bool((x[rows] != x[0]).any()) for rows in row_blocks(x.shape[0]))
+    firsts = np.unique(codes, return_index=True)[1]
+    return any(bool((x[rows] != x[firsts[codes[rows]]]).any()) for rows in row_blocks(x.shape[0]))
 
 
 def column_space_coordinates(

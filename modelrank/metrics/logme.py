@@ -27,8 +27,9 @@ from .base import (Interval, NotConvergedWarning, SaturationWarning, caller_stac
 #: Features beyond this magnitude (~1.8e72) are scaled down by a power of two first (``unit_scaled``, exact): from
 #: ~1e76 the fixed point overflowed and returned a number far off (-14.2 for -0.508, flagged as interpolation).
 #: Below it the evidence of N > D features does not depend on their scale (to ~1e-12), so nothing changes there.
-#: (Tiny features are left alone: from the reference's start alpha = beta = 1 they need more than 11 iterations,
-#: which the not-converged warning reports.)
+#: Tiny features are raised only to this bound's inverse: from the reference's start alpha = beta = 1 they need
+#: more than 11 iterations, which the not-converged warning reports, and score alike at every scale below ~1e-30;
+#: left as they were, their squares underflowed from ~1e-170 ("evidence is not finite ... degenerate spectrum").
 LOGME_SCALE_BOUND = 2.0**240
 
 #: Lower bound of ||m||^2 and ||y - Fm||^2 (relative to ||y||^2) and of N - gamma (relative to N) in the
@@ -252,7 +253,7 @@ def logme(
     Higher is better; only differences within one dataset are meaningful (often in the 4th decimal).
     """
     rule = fixed_point_rule(max_iter, tol, preset)
-    x = unit_scaled(as_features(features, upcast=False), LOGME_SCALE_BOUND, shrink_only=True)  # float32 stays
+    x = unit_scaled(as_features(features, upcast=False), LOGME_SCALE_BOUND, tiny_to_bound=True)  # float32 stays
     if task == "regression":
         y = as_targets(labels, x.shape[0])
         y_norm2 = (y**2).sum(axis=0)

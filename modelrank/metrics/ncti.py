@@ -13,12 +13,13 @@ from ._checks import as_class_labels, as_features
 from ._lda import (
     discriminant_directions,
     lda_log_proba,
+    require_within_class_scatter,
     shrink,
     total_scatter,
     warn_if_singular_scatter,
     within_scatter,
 )
-from ._linalg import class_means, class_members, pca_project
+from ._linalg import class_means, class_members, pca_project, unit_scaling
 from .base import DEFAULT_RTOL, SaturationWarning, caller_stacklevel, register_metric
 
 DEFAULT_PCA_DIM = 64
@@ -50,11 +51,14 @@ def ncti_terms(features: np.ndarray, labels: np.ndarray, *, pca_dim: int = DEFAU
     1.2 that solver also normalises S_w by N (not N - C), so it fits the same LDA as the eigen solver with the
     1e-10 floor used here, except that it drops within-class directions below its rank tolerance (1e-4).
     """
-    x = as_features(features, upcast=False)  # float32 stays float32: pca_project converts row blocks
+    # float32 stays float32: pca_project converts row blocks. Features beyond 2**+-60 are scaled by a power of two
+    # (the terms depend on the scale only through the shrinkage, given the exponent): from 1e-170 S_w underflowed.
+    x, exponent = unit_scaling(as_features(features, upcast=False))
     y, n_classes = as_class_labels(labels, x.shape[0])
+    require_within_class_scatter(x, y, n_classes)
     projected = pca_project(x, n_dims=pca_dim)
     warn_if_singular_scatter("NCTI", len(y), n_classes, projected.shape[1])
-    explained_variances = projected.var(axis=0, ddof=1)  # the PCA eigenvalues, in decreasing order
+    explained_variances = np.ldexp(projected.var(axis=0, ddof=1), 2 * exponent)  # the PCA eigenvalues, decreasing
     shrinkage = max(float(np.exp(-explained_variances[:SHRINKAGE_COMPONENTS].sum())), SHRINKAGE_FLOOR)
     means, counts = class_means(projected, y, n_classes)
     sw = shrink(within_scatter(projected, y, means), shrinkage)

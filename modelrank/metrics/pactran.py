@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Callable
 import numpy as np
 from scipy.special import digamma, gammaln, logsumexp
 
+from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features
-from ._linalg import blas_threads, class_sums, one_blas_thread, row_blocks
+from ._linalg import blas_threads, class_sums, largest_magnitude, one_blas_thread, row_blocks
 from .base import Interval, NotConvergedWarning, caller_stacklevel, named_preset, register_metric
 from .leep import probs_and_codes
 
@@ -291,6 +292,12 @@ def pactran_gauss(
         theta0[: d * n_classes] = np.random.RandomState(0).normal(size=(d, n_classes)).ravel() * 0.03
     max_iter = CONVERGED_MAX_ITER if solver.max_iter is None else solver.max_iter
     result = lbfgs_with_threaded_products(loss_and_grad, theta0, solver.tol, max_iter)
+    if result.nit == 0 and result.status != 0:
+        # The line search failed on the first step (features of ~2e11 and beyond: the loss along the gradient jumps by
+        # their square): result.x is the start and result.fun a trial point's loss, which scored -63 or -8.5e18.
+        raise InvalidInputError(f"PAC-Gauss: L-BFGS could not take a first step ({result.message.strip(': ')}), so "
+                                f"there is no MAP head to bound; the features reach {largest_magnitude(x):.3g}: "
+                                "standardise them")
     if result.nit >= max_iter:
         warnings.warn(
             f"PAC-Gauss: L-BFGS stopped at its cap of {max_iter} iterations before tolerance {solver.tol:g}; "

@@ -32,8 +32,10 @@ def knn(features: np.ndarray, labels: np.ndarray, *, k: int = 5, metric: str = "
     """Leave-one-out kNN accuracy: (1/N) sum_i 1[ majority label of the k nearest other samples == y_i ].
 
     ``metric``: "cosine" (features L2-normalised first) or "euclidean". Vote ties go to the class whose
-    members rank closer (each neighbour adds 1 + a tie-break bonus below 1/k that decreases with its rank), then
-    to the smaller class. Distances equal within rounding are ties: tied neighbours share their ranks' bonuses,
+    members rank closer (each neighbour adds 1 + a tie-break bonus below 1/k that decreases with its rank);
+    classes still tied share the credit (a sample tied between its class and t - 1 others counts 1/t, the expected
+    accuracy of a random pick), so the score does not depend on the names of the classes either. Distances equal
+    within rounding are ties: tied neighbours share their ranks' bonuses,
     and the neighbours tied at the k-th distance share the votes of the ranks they fill (``_tie_aware_votes``),
     so the score does not depend on the order of the samples (binary, quantised or duplicated features).
     Distances are screened in float32 and decided in float64 (the neighbours are those of float64 distances;
@@ -76,7 +78,11 @@ def knn(features: np.ndarray, labels: np.ndarray, *, k: int = 5, metric: str = "
         row_votes = np.zeros((own.shape[0], n_classes))
         np.add.at(row_votes, (np.arange(own.shape[0])[:, None], y[order]), weights)
         votes[own] = row_votes
-    return float((votes.argmax(axis=1) == y).mean())
+    # Equal votes within their rounding (sums of at most N weights; distinct ones differ by >= 1/(k (k + 1) N)),
+    # e.g. ranks {0, 3} against {1, 2}: argmax gave them to the first class, so renaming the classes moved kNN.
+    top = votes.max(axis=1, keepdims=True)
+    tied = votes >= top * (1.0 - n * np.finfo(np.float64).eps)
+    return float((tied[np.arange(n), y] / tied.sum(axis=1)).mean())
 
 
 def _tie_tolerance(dim: int, sq_norms: np.ndarray) -> np.ndarray:

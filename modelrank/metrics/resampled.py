@@ -45,7 +45,7 @@ def logme_resampled(features: np.ndarray, labels: np.ndarray, counts: np.ndarray
     D x D eigendecomposition with vectors and one O(N D^2) pass for Z, about two to three LogME scores in
     all, plus O(B N) for the B resamples. Needs N > D (below that, LogME works from F F^T) and integer counts.
     """
-    x = unit_scaled(as_features(features, upcast=False), LOGME_SCALE_BOUND, shrink_only=True)  # as ``logme``
+    x = unit_scaled(as_features(features, upcast=False), LOGME_SCALE_BOUND, tiny_to_bound=True)  # as ``logme``
     n, d = x.shape
     counts = np.asarray(counts, dtype=np.float64)
     if counts.ndim != 2 or counts.shape[1] != n:
