@@ -60,7 +60,8 @@ def extract_cmd(
         check_extraction(names, dataset, split, cache_dir)
         summaries = extract(
             names, dataset, split, limit=limit, per_class=per_class, seed=seed, batch_size=batch_size,
-            device=device, precision=precision, workers=workers, shard=shard_spec, cache_dir=cache_dir, data_root=data_root,
+            device=device, precision=precision, workers=workers, shard=shard_spec, cache_dir=cache_dir,
+            data_root=data_root,
             download=download, progress=display,
         )
     frame = pd.DataFrame([{

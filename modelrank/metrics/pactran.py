@@ -231,8 +231,8 @@ def pactran_gauss(
     float32 features under the capped default get the two O(N D C) products of every L-BFGS step in float32
     (features centred in float64 first): twice as fast, and 1e-9 to 5e-6 (relative) from the float64 path where
     both stop at the same iteration; float32 rounding can move the stop on the relative reduction of the loss by an
-    iteration (2e-5 measured), still less than where the cap's own start puts the score (the 1e-4 tie tolerance). Presets and ``max_iter=None`` keep
-    float64 throughout, so reproductions and the optimum are exact.
+    iteration (2e-5 measured), still less than where the cap's own start puts the score (the 1e-4 tie tolerance).
+    Presets and ``max_iter=None`` keep float64 throughout, so reproductions and the optimum are exact.
 
     Inputs: features (N, D), class labels (N,). Higher is better.
     """
