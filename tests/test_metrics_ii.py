@@ -385,10 +385,11 @@ def test_sfda_never_modifies_the_callers_array(rng):
     np.testing.assert_array_equal(x, before)
 
 
-def test_sfda_float32_products(rng, monkeypatch):
-    """float32 features get S_w from float32 row-block products about the class means (summed in float64): within
-    1e-7 of the float64 score, also on column scales six decades apart and a large common offset; products that
-    overflow float32 are redone in float64 (SFDA rescales features beyond 2**60 first, so they are float32 too)."""
+def test_sfda_float32_features_score_as_float64(rng, monkeypatch):
+    """float32 features are converted one row block at a time and S_w is summed from float64 products: the score
+    equals the float64 one, also on column scales six decades apart, a large common offset, squares that overflow
+    float32, a spectrum spanning six decades (float32 products moved it by 3e-7) and a singular S_w (N - C < D:
+    float32 products gave 0.33 instead of the saturated 1.0)."""
     import modelrank.metrics._lda as lda_module
 
     import modelrank.metrics._linalg as linalg_module
@@ -396,13 +397,14 @@ def test_sfda_float32_products(rng, monkeypatch):
     for module in (lda_module, linalg_module):
         monkeypatch.setattr(module, "ROW_BLOCK", 256)  # 1200 rows -> 5 blocks
     x, y = clusters(rng, n=1200, d=40, c=6)
-    for case in (x, x * np.logspace(-3, 3, 40), x + 1e4, x * 1e19):
+    rotation = np.linalg.qr(rng.normal(size=(40, 40)))[0]
+    cases = [x, x * np.logspace(-3, 3, 40), x + 1e4, x * 1e19, (x * np.logspace(0, -6, 40)) @ rotation + 5]
+    for case in cases:
         x32 = case.astype(np.float32)
-        assert sfda(x32, y) == pytest.approx(sfda(x32.astype(np.float64), y), rel=1e-7)
-    huge = (x * 1e19).astype(np.float32)  # centred squares overflow float32, not float64
-    means = linalg_module.class_means(huge, y, 6)[0]
-    expected = lda_module.within_scatter(huge.astype(np.float64), y, means)
-    np.testing.assert_allclose(lda_module.within_scatter(huge, y, means), expected, rtol=1e-12)
+        assert sfda(x32, y) == sfda(x32.astype(np.float64), y)
+    small, labels = clusters(rng, n=60, d=200, c=3)
+    with pytest.warns(UserWarning, match="saturate"):
+        assert sfda(small.astype(np.float32), labels) > 0.99
 
 
 def test_sfda_warns_when_n_is_small_relative_to_d(rng):
@@ -705,10 +707,9 @@ def test_degenerate_inputs(rng, name):
     with pytest.raises(InvalidInputError):
         fn(x, y[:-1])
     half = x.astype(np.float16)  # float16 becomes float32, not float64
-    # NCTI's PCA projects float32 features with float32 products (the axes rounded to float32), SFDA's S_w is summed
-    # from float32 products, PED rounds the moved float32 features to float32 for its base metric (LogME: float32
-    # products too, within 1e-6); the others are exact
-    rel = {"ncti_ncc": 1e-7, "sfda": 1e-7, "ped_sfda": 1e-7, "ped_logme": 1e-6}.get(name, 1e-9)
+    # NCTI's PCA projects float32 features with float32 products (the axes rounded to float32), PED rounds the moved
+    # float32 features to float32 for its base metric (LogME: float32 products too, within 1e-6); the others are exact
+    rel = {"ncti_ncc": 1e-7, "ped_sfda": 1e-7, "ped_logme": 1e-6}.get(name, 1e-9)
     assert fn(half, y) == pytest.approx(fn(half.astype(np.float64), y), rel=rel)
 
 

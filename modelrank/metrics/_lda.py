@@ -12,7 +12,7 @@ import numpy as np
 import scipy.linalg
 
 from ..errors import InvalidInputError
-from ._linalg import ROW_BLOCK, RowMap, add_float32_gram, float64_row_blocks, has_distinct_rows, symmetric_from_lower
+from ._linalg import ROW_BLOCK, RowMap, float64_row_blocks, has_distinct_rows, symmetric_from_lower
 from .base import SaturationWarning, caller_stacklevel
 
 def warn_if_singular_scatter(metric: str, n: int, n_classes: int, dim: int) -> None:
@@ -49,32 +49,19 @@ def within_scatter(x: np.ndarray, y: np.ndarray, means: np.ndarray, row_map: Row
     ``RowMap``), when given, replaces the rows of x by a function of them before centring (SFDA's ConfMix), so
     the mapped features are never stored whole.
 
-    float32 features get float32 products, as LogME's (``float32_gram_and_cross``): each block is centred in
-    float64, rounded to float32 for ``ssyrk`` (twice ``dsyrk``'s rate) and its product added to a float64 sum, so
-    rounding accumulates over one block, not all N, and about class means there is no offset to lose: S_w within
-    ~1e-7 of its largest entry, SFDA within 1e-8 on the tests' cases (``test_sfda_float32_products``). Products
-    that overflow float32 get the float64 pass.
+    The products are float64 for float32 features too. Unlike LogME's evidence, the nearly unregularised LDA
+    solves with S_w's smallest eigenvalues, which float32 products (``add_float32_gram``) perturb: SFDA fell from 1.0
+    to 0.0 or 0.33 on float32 features with N - C < D (most models of the demo benchmark), and moved by 3e-7 on
+    nonsingular features whose spectrum spans six decades.
     """
     n, dim = x.shape
-    single = x.dtype == np.float32
     lower = np.zeros((dim, dim), order="F")
     class_rows = np.empty((min(n, ROW_BLOCK), dim))
-    if single:
-        rounded = np.empty((min(n, ROW_BLOCK), dim), dtype=np.float32)
-        block_lower = np.zeros((dim, dim), dtype=np.float32, order="F")
-    with np.errstate(over="ignore", invalid="ignore"):  # float32 overflow: redone in float64 below
-        for rows, block in float64_row_blocks(x, row_map):
-            # mode="clip" (the codes are valid indices) writes straight into out; "raise" goes through a temporary.
-            block -= np.take(means, y[rows], axis=0, out=class_rows[: block.shape[0]], mode="clip")
-            # block is C-ordered (rows, D): block.T is the Fortran (D, rows) A with A A^T = block^T block.
-            if not single:
-                lower = scipy.linalg.blas.dsyrk(1.0, block.T, beta=1.0, c=lower, trans=0, lower=1, overwrite_c=1)
-                continue
-            part = rounded[: block.shape[0]]
-            part[...] = block
-            block_lower = add_float32_gram(lower, part, block_lower)
-    if single and not np.isfinite(lower).all():
-        return within_scatter(x.astype(np.float64), y, means, row_map)
+    for rows, block in float64_row_blocks(x, row_map):
+        # mode="clip" (the codes are valid indices) writes straight into out; "raise" goes through a temporary.
+        block -= np.take(means, y[rows], axis=0, out=class_rows[: block.shape[0]], mode="clip")
+        # block is C-ordered (rows, D): block.T is the Fortran (D, rows) A with A A^T = block^T block.
+        lower = scipy.linalg.blas.dsyrk(1.0, block.T, beta=1.0, c=lower, trans=0, lower=1, overwrite_c=1)
     scatter = symmetric_from_lower(lower)
     scatter /= n
     return scatter
