@@ -153,7 +153,7 @@ def test_benchmark_cli(cli, cache_dir, tmp_path, monkeypatch):
     assert "weighted tau" in out and "task/ci-faces" in out and "logme" in out
     assert "pool: trained on 8 sampled tasks" in out and "task_attention" in out
     # The blank cells say why on stderr: H-Score saturates on the ci tasks; each truth's reasons are told apart.
-    assert "warning: hscore / task/ci-faces: no ranking, all 4 scores are equal" in err
+    assert "warning: hscore / task/ci-faces: no ranking, saturated for all 4 models" in err
     assert "warning: vs fine-tuning: hscore / task/ci-faces: no ranking" in err
     assert len(pd.read_csv(tmp_path / "bench" / "pool" / "tasks.csv")) == 8 + get_preset("ci").pool.held_out_tasks
     assert (tmp_path / "bench" / "table.csv").is_file()

@@ -100,6 +100,24 @@ def test_flagged_scores_can_be_left_out():
     assert any("left out 1 flagged score(s) (saturated)" in w for w in dropped.warnings)
 
 
+def test_scores_saturated_for_all_models_or_all_but_one_give_no_ranking():
+    """As in `score`: H-Score saturated for every model (N <= D) differed in its last digits at the ceiling (9.0,
+    8.91, 8.99, 8.38 on the demo benchmark's digits task) and those ranked the models; with one model unsaturated,
+    that one was last by the others' ceiling. Two unsaturated ones are ranked (the saturated kept, with a warning)."""
+    scores = pd.DataFrame({"Dataset": "animal", "Model": MODELS, "hscore": [9.0, 8.91, 8.99, 8.38],
+                           "hscore_flags": "saturated"})
+    ev = evaluate(scores, TRUTH, measures=["kendall"])
+    assert ev.no_ranking["reason"].tolist() == ["saturated for all 4 models"]
+    assert ev.ranked_tasks().to_dict() == {"hscore": "0 of 1"}
+    one = scores.assign(hscore_flags=["saturated", "saturated", "saturated", ""])
+    ev = evaluate(one, TRUTH, measures=["kendall"])
+    assert ev.no_ranking["reason"].tolist() == ["saturated for 3 of 4 models"]
+    assert not [w for w in ev.warnings if "ceiling" in w]
+    two = scores.assign(hscore_flags=["saturated", "saturated", "", ""])
+    ev = evaluate(two, TRUTH, measures=["kendall"])
+    assert ev.no_ranking.empty and [w for w in ev.warnings if "2 of 4 scores are saturated" in w]
+
+
 def test_exclude_flagged_keeps_scores_that_only_did_not_converge():
     """LogME's default stops at 11 steps and flags the score "not_converged", most often on the weakest models:
     --exclude-flagged, which leaves out saturated scores, left those out too."""
@@ -154,7 +172,7 @@ def test_cli_evaluate_no_ranking_compare_noise_and_formats(cli, tmp_path):
     base = ["evaluate", "--scores", str(tmp_path / "s.csv"), "--truth", str(tmp_path / "t.csv"), "--tau", "kendall,rel"]
     code, out, err = cli(*base, "--truth-noise", "accuracy_std", "--compare", "logme,hscore")
     assert code == 0, err
-    assert "no ranking: hscore / a: all 4 scores are equal within the metric's precision" in err
+    assert "no ranking: hscore / a: saturated for all 4 models" in err
     lines = out.splitlines()
     assert lines[0].split() == ["measure", "method", "a", "b", "mean", "se", "weighted_mean", "ranked"]
     assert lines[1].split()[:4] == ["kendall", "hscore", "no", "rank"] and lines[1].split()[-3:] == ["1", "of", "2"]

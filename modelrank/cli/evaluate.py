@@ -41,7 +41,8 @@ def evaluate_cmd(
                                               "holding it (e.g. accuracy_std of benchmark records): adds noise_tau, which "
                                               "does not reward ordering models within noise."),
     exclude_flagged: bool = typer.Option(False, "--exclude-flagged", help="Leave out scores the metric flagged as saturated "
-                                         "(<method>_flags columns of `score --out`)."),
+                                         "(<method>_flags columns of `score --out`); without it they are kept, "
+                                         "but fewer than two unsaturated scores on a dataset give no ranking."),
     compare: Optional[str] = typer.Option(None, "--compare", help="A,B: paired comparison of two methods over the datasets "
                                           "(mean difference, standard error, wins/losses); with --format csv|json it is what stdout carries."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Save score-vs-truth scatter plots (PNG; needs matplotlib: pip install 'modelrank[plot]')."),

@@ -204,12 +204,13 @@ def evaluate(
         score_table = score_table[~flagged]
     elif flagged.any():
         # Kept, a saturated score sits at the metric's ceiling above every model the metric still tells apart:
-        # `score` does not rank it, so say where this evaluation does.
+        # `score` does not rank it, so say where this evaluation does (with fewer than 2 unsaturated, neither ranks).
         for (method, dataset), cell in flagged.groupby([score_table["method"], score_table["dataset"]], sort=False):
-            if 0 < cell.sum() < len(cell):
+            if 0 < cell.sum() <= len(cell) - 2:
                 warnings.append(f"{method} / {dataset}: {int(cell.sum())} of {len(cell)} scores are saturated and "
                                 "ranked at the metric's ceiling (`score` leaves them unranked); --exclude-flagged "
                                 "leaves them out")
+    score_table = score_table.assign(saturated=False if exclude_flagged else flagged.to_numpy())
 
     truth_columns = ["dataset_key", "model_key", "truth", *(["noise"] if noise_column else [])]
     merged = score_table.merge(truth_table[truth_columns], on=["dataset_key", "model_key"])
@@ -269,8 +270,12 @@ def evaluate(
         score_values = snap_ties(cell["score"].to_numpy(), rtol, atol)
         # The reason quotes the scores as the table gives them, not as negated for --lower-is-better. One model
         # ranks nothing either (the "ranked" count said it did).
+        saturated = int(cell["saturated"].sum())
         if len(cell) < 2:
             reason = "only 1 model in common with the ground truth"
+        elif len(cell) - saturated < 2:  # as `score`: their order is the last bits at the ceiling, or one winner by it
+            reason = (f"saturated for all {len(cell)} models" if saturated == len(cell)
+                      else f"saturated for {saturated} of {len(cell)} models")
         elif np.ptp(truth_values) == 0:  # every measure is undefined (each refuses it): nothing to be judged on
             reason = f"the ground truth is constant ({truth_values[0]:.6g} for all {len(cell)} models)"
         else:

@@ -218,13 +218,17 @@ def sanity_table(probes: pd.DataFrame) -> pd.DataFrame:
 def metric_table(scores: pd.DataFrame, truth: pd.DataFrame, higher_is_better: dict[str, bool]) -> tuple[pd.DataFrame, list[str]]:
     """Metrics x (tasks, mean, weighted_mean, s/task, ranked): weighted tau (Model Spider's convention) per task.
 
-    A metric whose scores are all tied on a task (saturated, constant) gives no ranking there: NaN, left out of
-    its means, and ``ranked`` says on how many tasks it did rank ("2 of 3"); the reasons join the warnings."""
+    A metric whose scores are all tied on a task (constant), or saturated for all models but at most one, gives no
+    ranking there: NaN, left out of its means, and ``ranked`` says on how many tasks it did rank ("2 of 3"); the
+    reasons join the warnings."""
     from ..evaluate.evaluation import evaluate, measure_label
 
     metrics = [m for m in higher_is_better if m in scores.columns and scores[m].notna().any()]
     # Long layout without the cells a metric could not score (they are explained in scores/<task>.json notes).
     long = scores.melt(id_vars=["Dataset", "Model"], value_vars=metrics, var_name="method", value_name="score")
+    # with each score's flags: a metric saturated for all models on a task (or all but one) does not rank them
+    flags = scores.reindex(columns=[f"{m}_flags" for m in metrics]).fillna("").astype(str)
+    long["flags"] = flags.to_numpy().ravel(order="F")
     long = long.dropna(subset=["score"]).rename(columns={"Dataset": "dataset", "Model": "model"})
     evaluation = evaluate(long, truth[["dataset", "model", "accuracy"]], measures=["weighted"], protocol="model_spider",
                           lower_is_better=[m for m in metrics if not higher_is_better[m]])
