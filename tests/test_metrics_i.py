@@ -534,6 +534,23 @@ def test_nleep_parameters():
         nleep(x, y, pca_variance=1.5)
 
 
+def test_nleep_mixture_warnings_are_modelrank_flags():
+    """sklearn's ConvergenceWarnings went through as plain warnings, so `score` did not flag the score. Fewer
+    distinct rows than components (repeated samples): one component per distinct row, no warning. EM stopped at
+    max_iter: a NotConvergedWarning (the "not_converged" flag)."""
+    import warnings
+
+    from modelrank.metrics.base import NotConvergedWarning
+
+    rng = np.random.default_rng(0)
+    x, y = np.repeat(rng.normal(size=(12, 8)), 25, axis=0), np.repeat(np.arange(3), 100)  # 12 rows for 15 components
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert nleep(x, y) == pytest.approx(0.0, abs=1e-12)  # each distinct row holds one class
+    with pytest.warns(NotConvergedWarning, match="max_iter=1"):
+        nleep(rng.normal(size=(300, 8)), y, max_iter=1)
+
+
 def test_lfc_large_n_without_gram():
     # 30k samples: an N x N float64 Gram would be 7 GB; the identities need only D x D.
     rng = np.random.default_rng(20)

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from ._checks import as_array, as_class_labels, as_features, as_probs, checked_probs, small_integer_codes
 from ._linalg import class_blocks, class_pieces, one_blas_thread_if_small, pca_project, seeded_subsample
-from .base import named_preset, register_metric
+from .base import NotConvergedWarning, caller_stacklevel, named_preset, register_metric
 
 
 def class_codes(labels: np.ndarray) -> tuple[np.ndarray, int]:
@@ -217,12 +217,40 @@ def nleep(
     fit_set = reduced if fit_rows is None else reduced[fit_rows]
     k = n_components if n_components is not None else components_per_class * n_classes
     k = max(1, min(k, fit_set.shape[0] // 10 if n_components is None else fit_set.shape[0]))
-    from sklearn.mixture import GaussianMixture  # seconds to import: only when N-LEEP runs
-
-    gmm = GaussianMixture(n_components=k, covariance_type=covariance_type, max_iter=max_iter, random_state=seed)
     # EM's steps are many small operations: on threaded BLAS they took 22x longer on 2 busy cores (200 x 1280
     # features, 10 classes: 2.46 s vs 0.11 s; 1.8x at 5000 x 2048, 50 classes), with the same posteriors.
     with one_blas_thread_if_small(reduced.shape[0] * reduced.shape[1] * k):
-        gmm.fit(fit_set)
+        gmm = _fit_mixture(fit_set, k, covariance_type, max_iter, seed)
         posteriors = gmm.predict_proba(reduced)
     return leep_from_probs(posteriors, codes, n_classes, name="mixture posteriors")
+
+
+def _fit_mixture(fit_set: np.ndarray, k: int, covariance_type: str, max_iter: int, seed: int):
+    """The fitted GaussianMixture. sklearn's ConvergenceWarnings become modelrank's: with fewer distinct rows than
+    components (repeated samples) the mixture is refitted with one component per distinct row (the surplus ones
+    only duplicated others, splitting their posteriors); EM stopped at ``max_iter`` is a ``NotConvergedWarning``,
+    which flags the score."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.mixture import GaussianMixture  # seconds to import: only when N-LEEP runs
+
+    def fit(components: int) -> tuple[GaussianMixture, bool]:  # and whether sklearn warned of convergence
+        gmm = GaussianMixture(n_components=components, covariance_type=covariance_type, max_iter=max_iter,
+                              random_state=seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            gmm.fit(fit_set)
+        for other in (w for w in caught if not issubclass(w.category, ConvergenceWarning)):
+            warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
+        return gmm, any(issubclass(w.category, ConvergenceWarning) for w in caught)
+
+    gmm, warned = fit(k)
+    if warned:
+        distinct = len(np.unique(fit_set, axis=0))
+        if distinct < k:
+            gmm, warned = fit(distinct)
+    if not gmm.converged_:
+        warnings.warn(f"N-LEEP: the Gaussian mixture's EM had not converged after max_iter={max_iter} steps "
+                      f"(tolerance {gmm.tol:g})", NotConvergedWarning, stacklevel=caller_stacklevel())
+    return gmm
