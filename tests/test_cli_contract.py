@@ -147,6 +147,12 @@ BAD_INVOCATIONS = [
         ("--shard", ""),
         ("--cs", ""),  # an unset shell variable, not the default sweep
     ]],
+    # score -d extracts missing features: its device and precision are checked as extract's
+    *[("score", "-d", "digits", "-m", "random:test_resnet", *rest) for rest in [
+        ("--device", "tpu"),
+        ("--device", "cpu", "--precision", "float16"),
+        ("--precision", "bf16"),
+    ]],
     ("finetune", "-d", "digits", "-m", "resnet5"),
     ("finetune", "-d", "digitz", "-m", "random:test_resnet"),
     ("zoo", "build", "--preset", "huge"),
@@ -253,6 +259,8 @@ def test_options_of_the_other_input_mode_are_named(cli, tmp_path):
                            "--per-class only goes with -d DATASET"),
                           (["score", "-d", "digits", "-m", "random:test_resnet", "--task", "regression"],
                            "--task only goes with --features"),
+                          (["score", "--features", str(tmp_path / "a.npz"), "--device", "cpu"],
+                           "--device only goes with -d DATASET"),
                           (["score", "--features", str(tmp_path / "a.npz"), "--bootstrap-exact"],
                            "--bootstrap-exact goes with --bootstrap B"),
                           (["finetune", "--features", str(tmp_path / "a.npz"), "--epochs", "3", "--device", "cpu"],

@@ -550,11 +550,19 @@ def test_cli_ped_without_a_variant_exits_2(monkeypatch, capsys, two_files):
 
 
 def test_cli_scores_real_extracted_features(monkeypatch, capsys, cache_dir, tmp_path):
-    """extract -> score on a real (tiny, randomly initialised) model and the packaged digits data."""
+    """extract -> score on a real (tiny, randomly initialised) model and the packaged digits data; --device and
+    --precision reach the extraction of the missing features."""
+    import modelrank.extraction as extraction
+
     out = tmp_path / "digits.csv"
+    calls = []
+    load = extraction.load_feature_pairs
+    monkeypatch.setattr(extraction, "load_feature_pairs", lambda *a, **kw: calls.append(kw) or load(*a, **kw))
     monkeypatch.setattr(sys, "argv", ["modelrank", "score", "-d", "digits", "-m", "random:test_resnet,random:test_vit",
-                                      "--per-class", "4", "--metric", "logme,leep,knn", "--out", str(out)])
+                                      "--per-class", "4", "--metric", "logme,leep,knn", "--out", str(out),
+                                      "--device", "cpu", "--precision", "float32"])
     main()
+    assert [(kw["device"], kw["precision"]) for kw in calls] == [("cpu", "float32")]
     frame = pd.read_csv(out)
     assert set(frame.Model) == {"random:test_resnet", "random:test_vit"} and frame.Dataset.eq("digits").all()
     assert frame[["logme", "leep", "knn"]].notna().all().all()

@@ -123,6 +123,12 @@ DataRootOption = typer.Option(None, "--data-root", envvar="MODELRANK_DATA", pars
                               help="Where torchvision datasets live.")
 
 
+#: --device and --precision of the commands that extract (``extract``, and ``score -d`` for missing features).
+DEVICE_HELP = "auto (CUDA with AMP if present), cpu, cuda, cuda:1 ..."
+PRECISION_HELP = ("auto (float16 autocast on CUDA, float32 on the CPU) | float32 | float16 (CUDA). One cache entry "
+                  "holds one precision.")
+
+
 def SizeOption(flag: str, help: str, default: Optional[int] = None, *, minimum: int = 1, maximum: Optional[int] = None,
                short: Optional[str] = None):
     """An integer option checked by the parser (a one-line usage error before any work): sizes, counts, epochs."""

@@ -11,7 +11,7 @@ from ..errors import ModelrankError
 from ..registry import split_names
 from ._common import (
     set_interrupt_note, app, CacheDirOption, DataRootOption, MAX_WORKERS, SizeOption, check_extraction, progress_display,
-    SeedOption,
+    SeedOption, DEVICE_HELP, PRECISION_HELP,
 )
 from ._output import check_format, emit, format_option
 
@@ -27,9 +27,8 @@ def extract_cmd(
     per_class: Optional[int] = SizeOption("--per-class", "Seeded subset of N samples per class."),
     seed: int = SeedOption("Seed of the subsampling."),
     batch_size: int = SizeOption("--batch-size", "Images per forward pass.", 64, short="-b"),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA with AMP if present), cpu, cuda, cuda:1 ..."),
-    precision: str = typer.Option("auto", "--precision", help="auto (float16 autocast on CUDA, float32 on the CPU) | "
-                                  "float32 | float16 (CUDA). One cache entry holds one precision."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    precision: str = typer.Option("auto", "--precision", help=PRECISION_HELP),
     workers: Optional[int] = SizeOption("--workers", f"Data-loading processes, at most 4 per CPU core ({MAX_WORKERS} "
                                         "here) [default: auto].", minimum=0, maximum=MAX_WORKERS),
     shard: Optional[str] = typer.Option(None, "--shard", help="i/n: compute only the chunks j with j mod n = i (job arrays)."),

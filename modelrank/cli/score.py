@@ -15,7 +15,7 @@ from ._common import (
     set_interrupt_note,
     app, console, err_console, CacheDirOption, FeatureFilesOption, ModelNamesOption, DatasetNameOption,
     TaskOption, load_feature_files, key_values, progress_display, check_extraction, SizeOption,
-    DataRootOption, SeedOption, check_data_options,
+    DataRootOption, SeedOption, check_data_options, DEVICE_HELP, PRECISION_HELP,
 )
 from ._output import check_output, emit, format_option, out_option, write_csv
 
@@ -43,6 +43,10 @@ def score_cmd(
     limit: Optional[int] = SizeOption("--limit", "Seeded random subset of at most N samples (-d)."),
     per_class: Optional[int] = SizeOption("--per-class", "Seeded subset of N samples per class (-d)."),
     seed: int = SeedOption("Seed of the subsampling (-d)."),
+    device: Optional[str] = typer.Option(None, "--device", help=f"Extraction of missing features (-d): {DEVICE_HELP} "
+                                         "[default: auto]."),
+    precision: Optional[str] = typer.Option(None, "--precision", help=f"Extraction of missing features (-d): "
+                                            f"{PRECISION_HELP} [default: auto]."),
     data_root: Optional[Path] = DataRootOption,
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
@@ -57,7 +61,8 @@ def score_cmd(
     if bootstrap_exact and not bootstrap:
         raise ModelrankError("--bootstrap-exact goes with --bootstrap B")
     check_data_options(features, dataset, models, model_name, dataset_name, task,
-                       {"--split": split, "--limit": limit, "--per-class": per_class})
+                       {"--split": split, "--limit": limit, "--per-class": per_class, "--device": device,
+                        "--precision": precision})
     metric_names = split_names(metric)
     if ped:
         from ..metrics.ped import ped_variant
@@ -75,13 +80,16 @@ def score_cmd(
     if features:
         feature_sets = load_feature_files(features, model_name, dataset_name, task)
     else:
-        from ..extraction import load_feature_pairs
+        from ..extraction import compute_precision, load_feature_pairs, resolve_device
 
         names = split_names(models)
+        device, precision = device or "auto", precision or "auto"
+        compute_precision(resolve_device(device), precision)
         check_extraction(names, dataset, split, cache_dir)
         with progress_display() as display:
             loaded = load_feature_pairs([(m, dataset) for m in names], split, limit=limit, per_class=per_class,
-                                        seed=seed, cache_dir=str(cache_dir) if cache_dir else None,
+                                        seed=seed, device=device, precision=precision,
+                                        cache_dir=str(cache_dir) if cache_dir else None,
                                         data_root=str(data_root) if data_root else None, progress=display)
         feature_sets = [loaded[m, dataset] for m in names]
     with progress_display() as display:
