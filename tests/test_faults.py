@@ -582,6 +582,25 @@ def test_pixels_without_an_8_bit_scale_are_refused_in_one_line(tmp_path, pixels,
     assert open_image(tmp_path / "in_range.tif").mode == "RGB"  # 32-bit integers within 0..65535 read as 16-bit
 
 
+
+def test_images_are_upright_as_their_exif_orientation_says(tmp_path):
+    """A camera's portrait photo is stored landscape with EXIF orientation 6 (rotate 90 degrees clockwise to view):
+    it reached the model on its side."""
+    from PIL import Image
+
+    from modelrank.data.base import open_image
+
+    pixels = np.zeros((20, 40, 3), dtype=np.uint8)
+    pixels[:, :20] = 255  # left half white, as stored
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(pixels).save(tmp_path / "portrait.jpg", exif=exif, quality=95)
+    Image.fromarray(pixels).save(tmp_path / "plain.jpg", quality=95)
+    upright = np.asarray(open_image(tmp_path / "portrait.jpg"))
+    assert upright.shape == (40, 20, 3)  # viewed as the camera's viewer shows it
+    assert upright[:20].mean() > 200 and upright[20:].mean() < 50  # the stored left half is now the top half
+    assert np.asarray(open_image(tmp_path / "plain.jpg")).shape == (20, 40, 3)
+
 def test_very_elongated_images_are_refused_before_decoding(tmp_path):
     """A 6000 x 1 px PNG passes Pillow's decompression-bomb check, but resizing its shorter side for a model took
     1.5 GB: refused in one line naming the file, while 100:1 still loads."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageOps
 
 from ..errors import InvalidInputError, ModelrankError
 from ..registry import Registry
@@ -139,15 +139,17 @@ MAX_ASPECT_RATIO = 100
 
 
 def open_image(path: str) -> Image.Image:
-    """Decode an image file fully (PIL is lazy), turning decoder errors into one clear line; images more elongated
-    than ``MAX_ASPECT_RATIO`` are refused before decoding."""
+    """Decode an image file fully (PIL is lazy), upright as its EXIF orientation says, turning decoder errors into one
+    clear line; images more elongated than ``MAX_ASPECT_RATIO`` are refused before decoding."""
     try:
         with Image.open(path) as img:
             width, height = img.size
             if max(width, height) > MAX_ASPECT_RATIO * max(1, min(width, height)):
                 raise ValueError(f"it is {width} x {height} px, more elongated than {MAX_ASPECT_RATIO}:1: resized for "
                                  "a model, its longer side would need gigabytes")
-            return to_rgb(img)
+            # Cameras store portrait photos landscape with an EXIF orientation tag that viewers apply: unapplied,
+            # the model saw them rotated by 90 degrees (fine-tuning and features alike).
+            return to_rgb(ImageOps.exif_transpose(img))
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         # DecompressionBombError (over twice Pillow's MAX_IMAGE_PIXELS) derives from none of the others.
         raise CorruptImageError(f"cannot read image {path}: {exc}") from None

@@ -69,7 +69,8 @@ def _paths_dataset(
         _check_cut_split(name, split)
         idx = seeded_split(targets, split) if task == "classification" else _regression_split(len(targets), split)
     chosen = [paths[i] for i in idx]
-    definition = {"path": str(source.resolve()), "fingerprint": _fingerprint(source, paths)}
+    # "orientation": features of images decoded without their EXIF orientation (before 0.1.0's fix) are not reused
+    definition = {"path": str(source.resolve()), "fingerprint": _fingerprint(source, paths), "orientation": "exif"}
     return ImageDataset(name, split, targets[idx], partial(_open_nth, chosen), class_names, task,
                         meta={"definition": definition, "stamp": partial(_stamp, chosen)})
 
