@@ -708,7 +708,7 @@ def test_degenerate_inputs(rng, name):
         fn(x, y[:-1])
     half = x.astype(np.float16)  # float16 becomes float32, not float64
     # NCTI's PCA projects float32 features with float32 products (the axes rounded to float32), PED rounds the moved
-    # float32 features to float32 for its base metric (LogME: float32 products too, within 1e-6); the others are exact
+    # float32 features to float32 for its base metric; the others are exact
     rel = {"ncti_ncc": 1e-7, "ped_sfda": 1e-7, "ped_logme": 1e-6}.get(name, 1e-9)
     assert fn(half, y) == pytest.approx(fn(half.astype(np.float64), y), rel=rel)
 

@@ -1,6 +1,6 @@
 """Small linear-algebra building blocks shared by several metrics (class statistics, PCA, spectra).
 
-Everything is float64 and vectorised (except the float32 products of ``float32_gram_and_cross``); nothing
+Everything is float64 and vectorised (except the float32 products of ``float32_centred_scatter``); nothing
 here builds an N x N matrix when N > D.
 """
 
@@ -114,12 +114,11 @@ def float64_row_blocks(x: np.ndarray, row_map: RowMap | None = None) -> Iterator
         yield rows, block
 
 
-def one_hot_sparse(codes: np.ndarray, n_classes: int, weights: np.ndarray | None = None,
-                   dtype: type = np.float64) -> sp.csr_matrix:
+def one_hot_sparse(codes: np.ndarray, n_classes: int, weights: np.ndarray | None = None) -> sp.csr_matrix:
     """(C, N) sparse indicator: row c marks the samples of class c (with ``weights`` instead of ones when
-    given), so ``M @ X`` gives (weighted) class sums; ``dtype``: of its ones, and so of the sums' arithmetic."""
+    given), so ``M @ X`` gives (weighted) class sums."""
     n = codes.shape[0]
-    return sp.csr_matrix((np.ones(n, dtype) if weights is None else weights, (codes, np.arange(n))),
+    return sp.csr_matrix((np.ones(n) if weights is None else weights, (codes, np.arange(n))),
                          shape=(n_classes, n))
 
 
@@ -169,8 +168,8 @@ def class_blocks(x: np.ndarray, pieces: list[np.ndarray]) -> Callable[[], Iterab
     return lambda: (np.asarray(x[rows], dtype=np.float64) for rows in pieces)
 
 
-#: cross(block, rows) -> block^T Y[rows] in float64: the product of a row block of X (float64, or float32 in
-#: ``float32_gram_and_cross``) with the matching rows of Y.
+#: cross(block, rows) -> block^T Y[rows] in float64: the product of a float64 row block of X with the matching rows
+#: of Y.
 CrossProduct = Callable[[np.ndarray, slice], np.ndarray]
 
 
@@ -180,33 +179,14 @@ def no_cross(block: np.ndarray, rows: slice) -> np.ndarray:
 
 
 class OneHotCross:
-    """The ``CrossProduct`` of one-hot targets: M^T Y[rows] = the (k, C) class sums of M's rows, in O(N k).
-
-    Y's rows sum to one, so the cross also holds M's column sums: M^T 1 = (M^T Y) 1, which
-    ``float32_gram_and_cross`` reads instead of making a pass of its own. A float32 block is converted into one
-    float64 buffer kept across calls: a fresh 64 MB array per 4096-row block costs as much in page faults as
-    the class sums themselves.
-    """
+    """The ``CrossProduct`` of one-hot targets: M^T Y[rows] = the (k, C) class sums of M's rows, in O(N k)."""
 
     def __init__(self, codes: np.ndarray, n_classes: int):
         self.codes = codes
         self.n_classes = n_classes
-        self._buffer: np.ndarray | None = None
 
     def __call__(self, block: np.ndarray, rows: slice) -> np.ndarray:
-        if block.dtype == np.float64 or block.shape[0] > ROW_BLOCK:  # class_sums converts large inputs by blocks
-            return class_sums(block, self.codes[rows], self.n_classes).T
-        if self._buffer is None:  # row blocks of one matrix: never more rows than this, always its width
-            self._buffer = np.empty((min(len(self.codes), ROW_BLOCK), block.shape[1]))
-        converted = self._buffer[: block.shape[0]]
-        converted[...] = block
-        return np.asarray(one_hot_sparse(self.codes[rows], self.n_classes) @ converted).T
-
-    def float32_sums(self, block: np.ndarray, rows: slice) -> np.ndarray:
-        """(C, k) float32 class sums of a float32 block, summed in float32: for ``float32_gram_and_cross``'s
-        shifted blocks, whose float32 Gram has the same rounding (a class's rows in one block, not all N)."""
-        return np.asarray(one_hot_sparse(self.codes[rows], self.n_classes, dtype=np.float32) @ block)
-
+        return class_sums(block, self.codes[rows], self.n_classes).T
 
 
 def gram_and_cross(
@@ -251,25 +231,18 @@ def add_float32_gram(total: np.ndarray, block: np.ndarray, scratch: np.ndarray) 
     return scratch
 
 
-def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct, centred: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(X^T X, X^T Y) for float32 features with the O(N D^2) products in float32: the same contract as
-    ``gram_and_cross`` (float64 results, lower triangle of a Fortran-ordered X^T X), twice as fast.
+def float32_centred_scatter(x: np.ndarray) -> np.ndarray:
+    """The centred scatter Xm^T Xm (Xm = X - column means) of float32 features, with the O(N D^2) products in
+    float32: the lower triangle of a Fortran-ordered float64 matrix, as ``gram_and_cross``, twice as fast. For the
+    leading principal axes of ``pca_project`` only: its rounding, ~1e-7 of the largest entry, moves the leading
+    eigenvectors little but the small eigenvalues much (LogME and H-Score, which need those, multiply in float64).
 
     BLAS ``ssyrk`` runs at twice the rate of ``dsyrk``; each row block's float32 Gram is added to a float64 sum,
     so rounding accumulates over one block (at most ``ROW_BLOCK`` rows), not over all N. Features with a large
     common offset (post-ReLU, unnormalised) would lose their spread to that rounding, so every block is first
-    shifted by s, the first block's column means rounded to float32, and the shift is added back exactly in
-    float64: with Xc = X - s and c = Xc^T 1, X^T X = Xc^T Xc + s c^T + c s^T + N s s^T (c in float64: from the
-    class sums of a ``OneHotCross``, whose rows add up to the column sums, else from a sum of each block).
-    ``cross`` gets the unshifted float32 blocks, except a ``OneHotCross``: its class sums are taken of the shifted
-    blocks in float32 (``OneHotCross.float32_sums``, rounding over a class's rows in one block, as the Gram's) and
-    the shift times the class counts is added back in float64. Features whose products overflow float32 get the
-    float64 pass (``gram_and_cross``) instead. ``centred=True`` returns the centred scatter Xm^T Xm (Xm = X - column
-    means) instead of X^T X: Xc^T Xc - c c^T / N, free of the cancellation X^T X - N mean mean^T would suffer
-    (``cross`` still gets the raw blocks). Against the float64 path the Gram entries differ by ~1e-7 of the largest and
-    LogME by 1e-9 to 1.5e-6 (tests/test_metrics_i.py::test_float32_products_match_float64; 1.5e-6 on the
-    anchors' rank-deficient float32 case c_lowrank, whose float32 rounding leaves tiny eigenvalues float64 would
-    drop); without the shift, features with an offset 100x their spread lose 1.8e-4.
+    shifted by s, the first block's column means rounded to float32: with Xc = X - s and c = Xc^T 1 (in float64),
+    Xm^T Xm = Xc^T Xc - c c^T / N, free of the cancellation X^T X - N mean mean^T would suffer. Features whose
+    products overflow float32 get the float64 pass (``gram_and_cross``) instead.
     """
     n, d = x.shape
     shift = x[:ROW_BLOCK].mean(axis=0, dtype=np.float64).astype(np.float32)
@@ -277,41 +250,17 @@ def float32_gram_and_cross(x: np.ndarray, cross: CrossProduct, centred: bool = F
     block_gram = np.zeros((d, d), dtype=np.float32, order="F")
     shifted = np.empty((min(n, ROW_BLOCK), d), dtype=np.float32)
     column_sums = np.zeros(d)
-    # One-hot targets: the class sums of the shifted blocks in float32, which also add up to the column sums, and
-    # no float64 copy of each block (a fifth of the pass at 50k x 2048).
-    one_hot = cross if isinstance(cross, OneHotCross) else None
-    shifted_class_sums = np.zeros((one_hot.n_classes, d)) if one_hot is not None else None
-    cross_sum = None
     with np.errstate(over="ignore", invalid="ignore"):
         for rows in row_blocks(n):
             block = shifted[: rows.stop - rows.start]
             np.subtract(x[rows], shift, out=block)
             block_gram = add_float32_gram(gram, block, block_gram)
-            if one_hot is not None:
-                shifted_class_sums += one_hot.float32_sums(block, rows)
-                continue
             column_sums += block.sum(axis=0, dtype=np.float64)
-            block_cross = cross(x[rows], rows)
-            cross_sum = block_cross if cross_sum is None else cross_sum + block_cross
-    if one_hot is not None:
-        column_sums = shifted_class_sums.sum(axis=0)
-        counts = np.bincount(one_hot.codes, minlength=one_hot.n_classes).astype(np.float64)
-        cross_sum = shifted_class_sums.T + np.outer(shift.astype(np.float64), counts)
     if not np.isfinite(gram).all():
-        if not centred:
-            return gram_and_cross(x, cross)
-        if one_hot is not None:  # in float64: float32 class sums overflow too once the rows pass ~1e34
-            cross_sum = one_hot(x, slice(None))
-        return gram_and_cross(x, no_cross, x.mean(axis=0, dtype=np.float64))[0], cross_sum
-    # Only the lower triangle is read downstream: the corrections are BLAS rank-1 / rank-2 updates of it alone
-    # (np.outer temporaries of the whole D x D matrix cost 0.13 s at D = 2048).
-    if centred:
-        gram = sla.blas.dsyr(-1.0 / n, column_sums, a=gram, lower=1, overwrite_a=1)
-        return gram, cross_sum
-    s = shift.astype(np.float64)
-    # s c^T + c s^T + N s s^T = s u^T + u s^T with u = c + N s / 2
-    gram = sla.blas.dsyr2(1.0, s, column_sums + (n / 2.0) * s, a=gram, lower=1, overwrite_a=1)
-    return gram, cross_sum
+        return gram_and_cross(x, no_cross, x.mean(axis=0, dtype=np.float64))[0]
+    # Only the lower triangle is read downstream: a BLAS rank-1 update of it alone (an np.outer temporary of the
+    # whole D x D matrix costs 0.13 s at D = 2048).
+    return sla.blas.dsyr(-1.0 / n, column_sums, a=gram, lower=1, overwrite_a=1)
 
 
 def _is_plain_float64(x: np.ndarray, shift: np.ndarray | None, scale: np.ndarray | None) -> bool:
@@ -443,16 +392,11 @@ def class_scatter(x: np.ndarray, codes: np.ndarray, n_classes: int) -> tuple[np.
     """``(scatter, centred_means, counts)``: the centred scatter Xc^T Xc (lower triangle, Fortran order, as
     ``gram_and_cross``), the class-mean offsets mu_c - mu as columns (D, C) and the class counts (C,).
 
-    One blocked pass: Xc itself (N x D float64) is never built. float32 features get float32 products, as in
-    LogME (``float32_gram_and_cross``).
+    One blocked pass: Xc itself (N x D float64) is never built. float32 features are converted one block at a
+    time and multiplied in float64 (see ``hscore``: float32 products are too coarse for its pseudo-inverse).
     """
     counts = np.bincount(codes, minlength=n_classes).astype(np.float64)
-    mean = x.mean(axis=0, dtype=np.float64)
-    if x.dtype == np.float32:
-        scatter, sums = float32_gram_and_cross(x, OneHotCross(codes, n_classes), centred=True)
-        centred_sums = sums - mean[:, None] * counts
-    else:
-        scatter, centred_sums = gram_and_cross(x, OneHotCross(codes, n_classes), mean)
+    scatter, centred_sums = gram_and_cross(x, OneHotCross(codes, n_classes), x.mean(axis=0, dtype=np.float64))
     return scatter, centred_sums / counts, counts
 
 
@@ -585,7 +529,7 @@ def pca_project(x: np.ndarray, variance: float | None = None, n_dims: int | None
     (sklearn's ``PCA(n_components=0.8)`` rule); ``n_dims``: keep at most that many axes. Both may be given
     (the smaller count wins). Axes with zero variance are never kept. Exact: N >= D eigendecomposes the D x D
     scatter matrix (one blocked pass over ``x``, which is never copied whole; float32 ``x`` gets float32 products
-    as in ``float32_gram_and_cross``, and for its projection, on row blocks centred in float32: 2.4x faster, within
+    (``float32_centred_scatter``), and for its projection, on row blocks centred in float32: 2.4x faster, within
     ~1e-7 of the largest coordinate), N < D the N x N Gram matrix, both
     for the kept eigenvectors only: by Lanczos (``leading_eigenpairs``) for a fixed count of axes, else by
     ``top_eigenpairs``.
@@ -622,8 +566,8 @@ def pca_project(x: np.ndarray, variance: float | None = None, n_dims: int | None
         # Xc Xc^T (lower triangle, BLAS dsyrk: half a general product); Xc = U S V^T, so the projection Xc V = U S.
         evals, u = leading(sla.blas.dsyrk(1.0, xc, lower=1))
         return u * np.sqrt(np.maximum(evals, 0.0))
-    if x.dtype == np.float32:  # float32 products, as LogME and H-Score (``float32_gram_and_cross``)
-        scatter, _ = float32_gram_and_cross(x, no_cross, centred=True)
+    if x.dtype == np.float32:
+        scatter = float32_centred_scatter(x)
     else:
         scatter, _ = gram_and_cross(x, no_cross, mean)
     _, axes = leading(scatter)

@@ -122,7 +122,7 @@ def ped_features(features: np.ndarray, labels: np.ndarray, *, steps: int = DEFAU
         raise InvalidInputError(f"PED moved classes by {largest_offset:.3g}, beyond what the base metric can score; "
                                 f"lower step_size ({step_size}), nsigma ({nsigma}) or force_constant ({force_constant})")
     # float32 features stay float32 (rounded once more, to their own precision): half the memory of the one (N, D)
-    # array, and the base metrics' float32 products (LogME, SFDA) apply to it as to the features themselves.
+    # array, which the base metrics convert one row block at a time, as they do the features themselves.
     single = x.dtype == np.float32 and largest_offset < FLOAT32_SAFE_MAGNITUDE
     moved = np.empty((n, dim), dtype=np.float32 if single else np.float64)
     for rows, block in float64_row_blocks(x):

@@ -15,7 +15,7 @@ import scipy.linalg
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_targets
-from ._linalg import OneHotCross, float32_gram_and_cross, gram_and_cross, rank_cutoff, row_blocks, unit_scaled
+from ._linalg import OneHotCross, gram_and_cross, rank_cutoff, row_blocks, unit_scaled
 from .logme import LOGME_SCALE_BOUND, fixed_point_rule, max_evidence
 
 
@@ -73,8 +73,7 @@ def logme_resampled(features: np.ndarray, labels: np.ndarray, counts: np.ndarray
     else:
         raise InvalidInputError(f"LogME supports classification and regression, not {task!r}")
     y_norm2 = sum((targets(rows) ** 2).sum(axis=0) for rows in row_blocks(n))
-    products = float32_gram_and_cross if x.dtype == np.float32 else gram_and_cross
-    gram, cross_sum = products(x, cross)
+    gram, cross_sum = gram_and_cross(x, cross)  # float64 products, as LogME's
     sigma, basis = scipy.linalg.eigh(gram, lower=True, overwrite_a=True, check_finite=False)
     keep = sigma > rank_cutoff(sigma, n)
     sigma, basis = sigma[keep], basis[:, keep]
