@@ -249,7 +249,7 @@ def _fit_mixture(fit_set: np.ndarray, k: int, covariance_type: str, max_iter: in
     if warned:
         distinct = len(np.unique(fit_set, axis=0))
         if distinct < k:
-            gmm, warned = fit(distinct)
+            gmm, _ = fit(distinct)
     if not gmm.converged_:
         warnings.warn(f"N-LEEP: the Gaussian mixture's EM had not converged after max_iter={max_iter} steps "
                       f"(tolerance {gmm.tol:g})", NotConvergedWarning, stacklevel=caller_stacklevel())
