@@ -684,6 +684,8 @@ def _saved_learner(tmp_path: Path) -> Path:
     lambda d: (d / "learner.json").write_text("{truncated"),
     lambda d: (d / "learner.json").write_text("[]"),
     lambda d: (d / "learner.json").write_text(json.dumps({**json.loads((d / "learner.json").read_text()), "models": ["x"]})),
+    lambda d: (d / "learner.json").write_text(json.dumps({**json.loads((d / "learner.json").read_text()), "models": ["m0", "m0", "m2"]})),
+    lambda d: (d / "learner.json").write_text(json.dumps({**json.loads((d / "learner.json").read_text()), "tasks": ["t1", "t1", "t2", "t3"]})),
     lambda d: (d / "learner.json").write_text(json.dumps({**json.loads((d / "learner.json").read_text()), "config": {"bogus": 1}})),
     lambda d: (d / "learner.json").write_text(json.dumps({**json.loads((d / "learner.json").read_text()), "learner": "nope"})),
     lambda d: (d / "state.npz").write_bytes((d / "state.npz").read_bytes()[:100]),

@@ -318,6 +318,11 @@ def load_learner(path: str | Path) -> Learner:
 def _restore_learner(meta: dict[str, Any], arrays: Mapping[str, np.ndarray]) -> Learner:
     cls = LEARNERS.get(meta["learner"])
     learner = cls(**meta["config"])
+    for what in ("models", "tasks"):
+        # a name listed twice (an edited file) ranked one model twice: a table of two lengths, a traceback
+        names = meta[what]
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(set(names)) < len(names):
+            raise InvalidInputError(f"learner.json: {what} must be a list of distinct names")
     learner.models, learner.tasks = list(meta["models"]), list(meta["tasks"])
     learner.score_columns = list(meta["score_columns"])
     learner.recipe = dict(meta.get("recipe", {}))
