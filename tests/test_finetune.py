@@ -435,3 +435,18 @@ def test_too_few_samples_per_class_for_the_split_is_refused_before_extraction(cl
     code, out, err = cli("finetune", "-d", "digits", "-m", "random:test_resnet", "--per-class", "1")
     assert code == 2 and "cannot hold out 0.2 of digits (10 samples)" in err and err.count("\n") == 1, err
     assert list(FeatureStore(cache_dir).entries()) == []  # nothing was extracted
+
+
+def test_records_rm_of_an_unknown_protocol_is_a_usage_error(cli, cache_dir, digits):
+    """`records rm --protocol Linear` matched nothing and said "0 record(s) match" with exit 0: a script took the
+    runs for removed, and the rerun skipped them as recorded."""
+    from modelrank.finetune import remove_records
+
+    run_probes([job_from_features(digits)], cs=FAST_CS)
+    code, out, err = cli("records", "rm", "--protocol", "Linear", "--yes")
+    assert code == 2 and out == "" and "linear | full, not 'Linear'" in err and err.count("\n") == 1, err
+    assert len(read_records()) == 1
+    with pytest.raises(InvalidInputError, match="not 'lin'"):
+        remove_records(protocol="lin", dry_run=True)
+    code, out, err = cli("records", "rm", "--protocol", "linear", "--yes")
+    assert code == 0 and "removed 1 record(s)" in err and read_records().empty, err

@@ -2,9 +2,8 @@
 records table."""
 
 from .linear import DEFAULT_CS, ProbeResult, holdout, linear_probe, split_feature_set
-from .records import compact_records, export_records, read_records, records_path, remove_records
+from .records import PROTOCOLS, compact_records, export_records, read_records, records_path, remove_records
 from .sweep import (
-    PROTOCOLS,
     SFDA_LRS,
     SFDA_WDS,
     ProbeJob,

@@ -37,6 +37,7 @@ from ..cache import atomic_write_bytes, cache_root, remove_stale_temporaries
 from ..errors import InvalidInputError, error_reason
 
 RECORDS_FILE = "records.parquet"
+PROTOCOLS = ("linear", "full")
 RECORD_COLUMNS = [
     "key", "dataset", "model", "protocol", "metric", "params", "selected", "val_metric", "test_metric",
     "n_train", "n_val", "n_test", "iterations", "seconds", "val_curve", "versions", "time",
@@ -168,6 +169,8 @@ def remove_records(
     filters = {column: value for column, value in filters.items() if value is not None}
     if not filters:
         raise InvalidInputError("say which records to remove (a key, dataset, model or protocol)")
+    if protocol is not None and protocol not in PROTOCOLS:  # "Linear" matched nothing: "0 record(s) match", exit 0
+        raise InvalidInputError(f"protocol takes {' | '.join(PROTOCOLS)}, not {protocol!r}")
 
     def matching(table: pd.DataFrame) -> pd.Series:
         chosen = pd.Series(True, index=table.index)

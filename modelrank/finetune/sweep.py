@@ -20,7 +20,6 @@ from .records import append_record, make_record, read_records, record_key
 if TYPE_CHECKING:
     from ..data import ImageDataset
 
-PROTOCOLS = ("linear", "full")
 Splits = tuple[FeatureSet, FeatureSet, FeatureSet]
 
 
