@@ -185,6 +185,17 @@ def test_eval_says_which_tasks_rank_nothing_and_why(cli, tmp_path):
     assert "no ranking: t3 (ground truth): all 8 scores are equal (0.5)" in err and "t4" not in err
 
 
+def test_eval_refuses_a_learner_named_twice_before_any_work(cli, tmp_path, monkeypatch):
+    """`--learners random,random,model_prior` evaluated random twice (a spider run can take minutes) and printed two
+    identical rows."""
+    import modelrank.spider.loaders
+
+    clustered().table.to_csv(tmp_path / "records.csv", index=False)
+    monkeypatch.setattr(modelrank.spider.loaders, "load_records", lambda *a, **k: pytest.fail("records were read"))
+    code, out, err = cli("spider", "eval", str(tmp_path / "records.csv"), "--learners", "random,random,model_prior")
+    assert code == 2 and out == "" and err == "error: --learners names 'random' more than once\n", err
+
+
 def test_rerank_orders_the_top_k_by_the_metric_and_keeps_the_rest():
     scores = pd.Series([0.9, 0.8, 0.7, 0.1], index=["a", "b", "c", "d"])
     rng = np.random.default_rng(0)

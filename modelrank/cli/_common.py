@@ -145,6 +145,13 @@ def SeedOption(help: str, flag: str = "--seed"):
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
 
 
+def check_distinct(names: list[str], flag: str) -> None:
+    """A name given twice in a comma-separated list is an error: its work was done twice, into two rows of one name."""
+    repeated = [name for name in dict.fromkeys(names) if names.count(name) > 1]
+    if repeated:
+        raise ModelrankError(f"{flag} names {repeated[0]!r} more than once")
+
+
 def check_extraction(models: list[str], dataset: str, split: Optional[str], cache_dir: Optional[Path]) -> None:
     """Every model name, the dataset and its split, checked before the first model is loaded."""
     from ..data import check_dataset
@@ -152,9 +159,8 @@ def check_extraction(models: list[str], dataset: str, split: Optional[str], cach
 
     if not models:
         raise ModelrankError("no model given")
-    repeated = [name for name in dict.fromkeys(models) if models.count(name) > 1]
-    if repeated:  # `score` found out only after extracting everything, when two columns shared one name
-        raise ModelrankError(f"-m names {repeated[0]!r} more than once")
+    # `score` found out only after extracting everything, when two columns shared one name
+    check_distinct(models, "-m")
     for name in models:
         check_model_name(name, cache_dir)
     check_dataset(dataset, split)

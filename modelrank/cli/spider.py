@@ -12,8 +12,8 @@ from rich.markup import escape
 from ..errors import ModelrankError
 from ..registry import split_names
 from ._common import (
-    CacheDirOption, DataRootOption, DatasetNameOption, FeatureFilesOption, ModelNamesOption, app, err_console, key_values,
-    only_with, progress_display, SeedOption,
+    CacheDirOption, DataRootOption, DatasetNameOption, FeatureFilesOption, ModelNamesOption, app, check_distinct,
+    err_console, key_values, only_with, progress_display, SeedOption,
 )
 from ..progress import report
 from ._output import check_out, check_output, emit, format_option, out_option, write_csv
@@ -281,6 +281,7 @@ def spider_eval(
     names = split_names(learners)
     if not names:
         raise ModelrankError("--learners names no learner (see modelrank list learners)")
+    check_distinct(names, "--learners")  # a repeated one was evaluated twice, into two identical rows
     for name in names:
         LEARNERS.get(name)  # an unknown name fails here, before any work
     LEARNERS.get(baseline)  # a misspelt --baseline too
