@@ -142,6 +142,18 @@ def test_records_export_is_ground_truth_for_evaluate(digits, cache_dir):
     assert ev.results.query("dataset == 'digits'")["value"].item() == 0.0  # more pixels probe better here
 
 
+def test_records_of_two_protocols_point_evaluate_to_a_protocol_not_to_the_best_of_both():
+    """`records export` of a cache holding linear and full runs of one model told `evaluate` to pass --duplicates
+    max: the best of a probe and a fine-tune, mixed per model, which is no ground truth."""
+    exported = pd.DataFrame({"model": ["a", "b", "a", "b"], "finetuned_dataset": "digits",
+                             "protocol": ["linear", "linear", "full", "full"], "eval_accuracy": [0.7, 0.6, 0.2, 0.9]})
+    scores = pd.DataFrame({"dataset": "digits", "model": ["a", "b"], "method": "m", "score": [1.0, 2.0]})
+    with pytest.raises(InvalidInputError, match=r"protocols full, linear: .*--truth-where protocol=full\)$") as error:
+        evaluate(scores, exported)
+    assert "--duplicates max" not in str(error.value)
+    assert evaluate(scores, exported, truth_where={"protocol": "full"}).results["value"].notna().any()
+
+
 def test_bad_input(digits):
     train, val, test = split_feature_set(digits, seed=0)
     with pytest.raises(InvalidInputError, match="same number of columns"):

@@ -265,12 +265,13 @@ def load_truth(
         keys = long.assign(dataset_key=long["dataset"].map(dataset_key), model_key=long["model"].map(name_key))
         best = keys.groupby(["dataset_key", "model_key"], sort=False)["truth"].idxmax()
         long = long.loc[best.to_numpy()].reset_index(drop=True)
-    long = _with_keys(
-        long,
-        ["dataset_key", "model_key"],
-        source,
-        hint="; pass duplicates='max' (CLI: --duplicates max) to keep the best value per dataset and model",
-    )
+    # `records export` holds a run per protocol: the best of a linear probe and a fine-tune is no ground truth
+    protocol_col = _find_column(frame, ("protocol",), source)
+    protocols = sorted(frame[protocol_col].dropna().astype(str).unique()) if protocol_col is not None else []
+    hint = (f"; the rows are of protocols {', '.join(protocols)}: keep one with where={{'{protocol_col}': ...}} (CLI: "
+            f"--truth-where {protocol_col}={protocols[0]})" if len(protocols) > 1 else
+            "; pass duplicates='max' (CLI: --duplicates max) to keep the best value per dataset and model")
+    long = _with_keys(long, ["dataset_key", "model_key"], source, hint=hint)
     return _on_one_scale(long, str(value_col), source) if str(value_col).lower() in ACCURACY_COLUMNS else long
 
 
