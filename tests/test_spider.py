@@ -242,6 +242,24 @@ def test_seed_mixture_split_matches_the_seed_blocks():
     assert len(train.table) == sum(counts)
 
 
+def test_records_of_two_protocols_are_refused_not_the_best_of_both(tmp_path, cli):
+    """`records export` of a cache with linear probes and full fine-tunes was read as the best of the two per model:
+    `spider train` learned from a probe's accuracy for one model and a fine-tune's for the next."""
+    from modelrank.spider import read_records_csv
+
+    csv = tmp_path / "export.csv"
+    pd.DataFrame({"model": ["a", "b", "a", "b"], "finetuned_dataset": "d", "protocol": ["linear", "linear", "full", "full"],
+                  "eval_accuracy": [0.7, 0.6, 0.2, 0.9]}).to_csv(csv, index=False)
+    with pytest.raises(InvalidInputError, match=r"2 \(dataset, model\) pair\(s\) have runs of several protocols "
+                                                r"\(full, linear\), e.g. \('d', 'a'\)"):
+        read_records_csv(csv)
+    code, out, err = cli("spider", "train", str(csv), "-o", str(tmp_path / "learner"), "-l", "model_prior")
+    assert code == 2 and err.count("\n") == 1 and not (tmp_path / "learner").exists(), err
+    one = pd.read_csv(csv).query("protocol == 'full'")
+    one.to_csv(csv, index=False)
+    assert read_records_csv(csv).truth("d").to_dict() == {"a": 0.2, "b": 0.9}
+
+
 def test_read_records_csv_takes_the_public_export_layout(tmp_path):
     from modelrank.spider import read_records_csv
 

@@ -282,4 +282,13 @@ def read_records_csv(path: str | Path, aggregate: str | None = "max") -> Records
                                         f"marked selected while others do, e.g. {unmarked[0]}; mark one run of each "
                                         "pair or drop the selected column")
             frame = frame[selected.to_numpy()]
+    # `records export` of a cache holding linear probes and fine-tunes: the aggregate took the best of both per model
+    protocol = column_any_case(frame.columns, "protocol", f"records CSV {path}")
+    if protocol is not None and {"dataset", "model"} <= set(frame.columns):
+        mixed = frame.groupby(["dataset", "model"])[protocol].nunique() > 1
+        if mixed.any():
+            kinds = ", ".join(sorted(frame[protocol].dropna().astype(str).unique()))
+            raise InvalidInputError(f"records CSV {path}: {int(mixed.sum())} (dataset, model) pair(s) have runs of "
+                                    f"several protocols ({kinds}), e.g. {mixed[mixed].index[0]}; the best of a probe "
+                                    f"and a fine-tune is no ground truth: keep the rows of one {protocol}")
     return records_from_frame(frame, aggregate=aggregate, name=path.stem)
