@@ -462,3 +462,16 @@ def test_records_rm_of_an_unknown_protocol_is_a_usage_error(cli, cache_dir, digi
         remove_records(protocol="lin", dry_run=True)
     code, out, err = cli("records", "rm", "--protocol", "linear", "--yes")
     assert code == 0 and "removed 1 record(s)" in err and read_records().empty, err
+
+
+@pytest.mark.parametrize("grid", [("0.01,0.01", "0"), ("0.1,1e-1", "0"), ("0.01", "0,0.0")], ids=str)
+def test_a_value_repeated_in_the_full_grid_is_refused_before_any_training(cli, cache_dir, monkeypatch, grid):
+    """`--lrs 0.01,0.01` trained the point once but recorded it under another key than `--lrs 0.01`: the same runs
+    became two records of one (dataset, model, protocol), which `evaluate --truth` refused as duplicates."""
+    import modelrank.finetune.full
+
+    monkeypatch.setattr(modelrank.finetune.full, "finetune_full", lambda *a, **k: pytest.fail("training started"))
+    lrs, wds = grid
+    code, out, err = cli("finetune", "-d", "digits", "-m", "random:test_vit", "--protocol", "full", "--device", "cpu",
+                         "--lrs", lrs, "--wds", wds)
+    assert code == 2 and out == "" and "more than once" in err and err.count("\n") == 1, err

@@ -227,6 +227,12 @@ def run_full_grid(
     lrs, wds = [float(v) for v in lrs], [float(v) for v in wds]
     if not lrs or not wds:
         raise InvalidInputError("the fine-tuning grid needs at least one learning rate and one weight decay")
+    for what, values in (("learning rate", lrs), ("weight decay", wds)):
+        # trained once, but recorded under another key than the grid without the repeat: the same runs became a
+        # second record of the (dataset, model), which `evaluate --truth` refuses as a duplicate
+        repeated = [v for v in dict.fromkeys(values) if values.count(v) > 1]
+        if repeated:
+            raise InvalidInputError(f"the fine-tuning grid lists the {what} {repeated[0]:g} more than once")
     base = {k: v for k, v in asdict(config).items() if k not in ("lr", "weight_decay")}
     recorded = read_records(cache_dir).set_index("key", drop=False)
     results = []
