@@ -196,6 +196,19 @@ def test_eval_refuses_a_learner_named_twice_before_any_work(cli, tmp_path, monke
     assert code == 2 and out == "" and err == "error: --learners names 'random' more than once\n", err
 
 
+@pytest.mark.parametrize("args, message", [
+    (("--by", "Task"), "--by must be task or domain, not 'Task'"),
+    (("--by", "domain", "--folds", "3"), "--folds goes with --by task"),  # the folds were ignored without a word
+], ids=["unknown", "folds"])
+def test_eval_checks_by_before_the_records_are_read(cli, tmp_path, monkeypatch, args, message):
+    import modelrank.spider.loaders
+
+    clustered().table.to_csv(tmp_path / "records.csv", index=False)
+    monkeypatch.setattr(modelrank.spider.loaders, "load_records", lambda *a, **k: pytest.fail("records were read"))
+    code, out, err = cli("spider", "eval", str(tmp_path / "records.csv"), "--learners", "model_prior", *args)
+    assert code == 2 and out == "" and err.startswith(f"error: {message}") and err.count("\n") == 1, err
+
+
 def test_rerank_orders_the_top_k_by_the_metric_and_keeps_the_rest():
     scores = pd.Series([0.9, 0.8, 0.7, 0.1], index=["a", "b", "c", "d"])
     rng = np.random.default_rng(0)

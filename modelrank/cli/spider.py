@@ -270,7 +270,7 @@ def spider_eval(
     from ..evaluate.ties import no_ranking
     from ..spider import LEARNERS, make_learner
     from ..spider.loaders import load_records
-    from ..spider.protocols import evaluate, paired_difference, seed_mixture, task_folds
+    from ..spider.protocols import HELD_OUT_GROUPS, evaluate, paired_difference, seed_mixture, task_folds
 
     check_output(fmt, out, [("RECORDS", records)])  # a CSV path (a KIND:FOLDER spec is no file)
     protocols = {"cold_start": ("cold_start",), "partial": ("partial",), "both": ("cold_start", "partial")}
@@ -278,6 +278,11 @@ def spider_eval(
         raise ModelrankError(f"--protocol must be cold_start, partial, both or seed_mixture, not {protocol!r}")
     if tau_protocol not in WEIGHTED_TAU_PROTOCOLS:
         raise ModelrankError(f"--tau-protocol must be {' or '.join(WEIGHTED_TAU_PROTOCOLS)}, not {tau_protocol!r}")
+    # both were found only once the records were read (and --folds with --by domain was ignored without a word)
+    if by not in HELD_OUT_GROUPS:
+        raise ModelrankError(f"--by must be {' or '.join(HELD_OUT_GROUPS)}, not {by!r}")
+    if by == "domain" and folds is not None:
+        raise ModelrankError("--folds goes with --by task; --by domain holds out one domain per fold")
     names = split_names(learners)
     if not names:
         raise ModelrankError("--learners names no learner (see modelrank list learners)")

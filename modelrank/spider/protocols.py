@@ -91,6 +91,10 @@ def measure_all(truth: np.ndarray, score: np.ndarray, all_truth: np.ndarray | No
     return out
 
 
+#: what ``task_folds`` holds out together: one task (or ``n_folds`` random groups of tasks), or one domain
+HELD_OUT_GROUPS = ("task", "domain")
+
+
 def task_folds(records: Records, by: str = "task", n_folds: int | None = None, column: str | None = None,
                tasks: Iterable[str] | None = None, seed: int = 0) -> list[list[str]]:
     """Groups of held-out tasks. ``by="task"``: one task per fold (leave-one-task-out) or ``n_folds`` random
@@ -112,7 +116,7 @@ def task_folds(records: Records, by: str = "task", n_folds: int | None = None, c
             raise InvalidInputError(f"leave-one-domain-out needs a task metadata column naming the domain (got {column!r})")
         domains = records.task_meta.loc[candidates, column].astype(str)
         return [sorted(domains.index[domains == d]) for d in sorted(domains.unique())]
-    raise InvalidInputError(f"by must be 'task' or 'domain', not {by!r}")
+    raise InvalidInputError(f"by must be {' or '.join(map(repr, HELD_OUT_GROUPS))}, not {by!r}")
 
 
 def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | Sequence[str] = "cold_start",
