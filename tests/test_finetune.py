@@ -475,3 +475,16 @@ def test_a_value_repeated_in_the_full_grid_is_refused_before_any_training(cli, c
     code, out, err = cli("finetune", "-d", "digits", "-m", "random:test_vit", "--protocol", "full", "--device", "cpu",
                          "--lrs", lrs, "--wds", wds)
     assert code == 2 and out == "" and "more than once" in err and err.count("\n") == 1, err
+
+
+def test_a_shard_without_runs_writes_an_empty_records_csv(cli, tmp_path, cache_dir, digits):
+    """`--shard 1/2` of one feature file has no run: `--out` was a KeyError and exit 1 (a job array with more tasks
+    than models failed in its idle tasks)."""
+    path = tmp_path / "pixels.npz"
+    np.savez(path, features=digits.features, labels=digits.labels)
+    args = ["finetune", "--features", str(path), "--cs", "1e-3:1e2:6", "--shard", "1/2"]
+    code, out, err = cli(*args, "--out", str(tmp_path / "run.csv"))
+    assert code == 0 and "Traceback" not in err, err
+    assert pd.read_csv(tmp_path / "run.csv").empty and "eval_accuracy" in pd.read_csv(tmp_path / "run.csv").columns
+    code, out, err = cli(*args, "--out", "-")
+    assert code == 0 and out.startswith("model,finetuned_dataset,") and len(out.splitlines()) == 1, (out, err)

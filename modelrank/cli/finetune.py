@@ -76,6 +76,7 @@ def finetune_cmd(
 
     from ..finetune import PROTOCOLS, export_records, job_from_features, job_from_registry, parse_cs, run_full_grid, run_probes
     from ..finetune.linear import CLASSIFICATION_METRICS, REGRESSION_METRICS
+    from ..finetune.records import RECORD_COLUMNS
 
     check_data_options(features, dataset, models, model_name, dataset_name, task, {"--per-class": per_class})
     if protocol not in PROTOCOLS:
@@ -156,7 +157,9 @@ def finetune_cmd(
             records = run_probes(jobs, protocol=protocol, cs=cs_values, metric=metric, refit=not no_refit, force=force,
                                  cache_dir=cache, progress=display,
                                  on_result=lambda status, record, job: report(status, record, f"{job.dataset}/{job.model}"))
-    table = pd.DataFrame(records)
+    # A shard with no run of its own (`--shard 3/4` of two models) has no record: a frame without the record columns
+    # made `--out` a KeyError (exit 1)
+    table = pd.DataFrame(records, columns=RECORD_COLUMNS)
     if out is None or str(out) != "-":  # with --out - the records CSV is all that goes to stdout
         emit(_results_frame(table), fmt, title="fine-tune records")
     if out is not None:
