@@ -199,7 +199,9 @@ def test_eval_refuses_a_learner_named_twice_before_any_work(cli, tmp_path, monke
 @pytest.mark.parametrize("args, message", [
     (("--by", "Task"), "--by must be task or domain, not 'Task'"),
     (("--by", "domain", "--folds", "3"), "--folds goes with --by task"),  # the folds were ignored without a word
-], ids=["unknown", "folds"])
+    (("--protocol", "seed_mixture", "--folds", "3"), "--protocol seed_mixture makes its own split"),
+    (("--protocol", "seed_mixture", "--by", "domain"), "--protocol seed_mixture makes its own split"),
+], ids=["unknown", "folds", "seed_mixture_folds", "seed_mixture_by"])
 def test_eval_checks_by_before_the_records_are_read(cli, tmp_path, monkeypatch, args, message):
     import modelrank.spider.loaders
 

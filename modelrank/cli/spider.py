@@ -283,6 +283,9 @@ def spider_eval(
         raise ModelrankError(f"--by must be {' or '.join(HELD_OUT_GROUPS)}, not {by!r}")
     if by == "domain" and folds is not None:
         raise ModelrankError("--folds goes with --by task; --by domain holds out one domain per fold")
+    if protocol == "seed_mixture" and (folds is not None or by != "task"):  # its own split: they were ignored
+        raise ModelrankError("--protocol seed_mixture makes its own split of the tasks; --folds and --by go with "
+                             "cold_start | partial | both")
     names = split_names(learners)
     if not names:
         raise ModelrankError("--learners names no learner (see modelrank list learners)")
