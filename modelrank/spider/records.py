@@ -290,5 +290,6 @@ def read_records_csv(path: str | Path, aggregate: str | None = "max") -> Records
             kinds = ", ".join(sorted(frame[protocol].dropna().astype(str).unique()))
             raise InvalidInputError(f"records CSV {path}: {int(mixed.sum())} (dataset, model) pair(s) have runs of "
                                     f"several protocols ({kinds}), e.g. {mixed[mixed].index[0]}; the best of a probe "
-                                    f"and a fine-tune is no ground truth: keep the rows of one {protocol}")
+                                    f"and a fine-tune is no ground truth: keep the rows of one {protocol} (a `modelrank "
+                                    "benchmark` results folder reads as benchmark:FOLDER, its linear probes)")
     return records_from_frame(frame, aggregate=aggregate, name=path.stem)
