@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -55,6 +56,15 @@ def test_observed_accuracies_change_the_ranking_of_a_learner_that_uses_them(cli,
     assert warm.set_index("model")["rank"]["m6"] < cold.set_index("model")["rank"]["m6"]  # m6 is good on t1's cluster
     code, prior_out, err = cli("spider", "rank", str(learner), "--observed", "m0=0.5")
     assert code == 0 and "2 or more" in err
+    # Inner validation may give the observed accuracies no weight (beta_o = 0 for every count): they then changed
+    # nothing, and a model observed at the top stayed where the prior put it without a word.
+    text = (learner / "learner.json").read_text()
+    weights = re.search(r'"beta_o": \{\s*"dict": (\{[^}]*\})', text)
+    zeroed = json.dumps({k: 0.0 for k in json.loads(weights.group(1))})
+    (learner / "learner.json").write_text(text[: weights.start(1)] + zeroed + text[weights.end(1) :])
+    code, same, err = cli("spider", "rank", str(learner), *observed, "--format", "json")
+    assert code == 0 and list(frame_of(same)["model"]) == list(cold["model"])
+    assert "learned to give observed accuracies no weight" in err
 
 
 def test_model_prior_ranks_with_nothing_and_a_learner_names_the_option_for_what_it_lacks(cli, tmp_path):
@@ -65,6 +75,10 @@ def test_model_prior_ranks_with_nothing_and_a_learner_names_the_option_for_what_
     code, out, _ = cli("spider", "rank", str(prior), "--format", "csv", "--top", "0")
     ranking = pd.read_csv(io.StringIO(out))
     assert code == 0 and len(ranking) == 8 and (ranking["rank"] == ranking["prior_rank"]).all()
+    # given a dataset, the same ranking was titled "ranking for digits" without saying it reads nothing of it
+    code, out, err = cli("spider", "rank", str(prior), "-d", "digits", "--format", "csv")
+    assert code == 0 and pd.read_csv(io.StringIO(out)).equals(ranking), err
+    assert "note: model_prior reads nothing about a task (it ranks every task alike)" in err
     # --top trimmed only a terminal's table: piped, the table showed every model
     code, out, _ = cli("spider", "rank", str(prior), "--top", "2", "--out", str(tmp_path / "ranking.csv"))
     assert code == 0 and len(out.splitlines()) == 4 and len(pd.read_csv(tmp_path / "ranking.csv")) == 8, out

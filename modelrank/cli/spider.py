@@ -153,6 +153,10 @@ def spider_rank(
         if unread:
             err_console.print(f"note: {learner.name} reads no task metadata {escape(', '.join(unread))}; --meta "
                               "changes nothing there", highlight=False, soft_wrap=True)
+        if (dataset or features) and not learner.reads and not rerank:
+            # its ranking is the same for every task: titled "ranking for DATASET", it looked like one of DATASET
+            err_console.print(f"note: {learner.name} reads nothing about a task (it ranks every task alike); the "
+                              "dataset's features change nothing", highlight=False, soft_wrap=True)
     scores = learner.predict(target, observed=seen or None)
     if seen and not learner.uses_observed:
         err_console.print(f"note: {learner.name} does not use observed accuracies; --observed changes nothing",
@@ -160,6 +164,11 @@ def spider_rank(
     elif seen and len(seen) < 2:
         err_console.print("note: one observed model says nothing about the order of the others; give 2 or more",
                           highlight=False, soft_wrap=True)
+    elif seen and learner.predict(target).equals(scores):
+        # e.g. task attention whose inner validation gave the observed accuracies no weight: a model observed at 0.9
+        # stayed below models observed at 0.1, and nothing said why
+        err_console.print(f"note: this {learner.name} learned to give observed accuracies no weight (its training "
+                          "tasks' validation); --observed changes nothing", highlight=False, soft_wrap=True)
     if rerank and rerank_metric == LEARNED_RERANK:
         scores = _learned_rerank(learner, target, seen, scores, rerank, loader)
     elif rerank:
