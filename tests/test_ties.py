@@ -89,14 +89,17 @@ def test_no_ranking_quotes_lower_is_better_scores_as_given():
     assert ev.no_ranking["reason"].tolist() == ["all 4 scores are equal (0.3)"]
 
 
-def test_flagged_scores_can_be_left_out():
+def test_flagged_scores_are_left_out_unless_kept():
+    """A saturated score is not ranked by `score`; `evaluate` ranked it at the metric's ceiling by default, so a
+    metric got top-1 credit from its saturation. It now leaves it out (the others are ranked among themselves);
+    exclude_flagged=False (--keep-flagged) keeps every score, as published protocols do."""
     scores = pd.DataFrame({"Dataset": "animal", "Model": MODELS, "hscore": [9.0, 2.0, 3.0, 1.0],
                            "hscore_flags": ["saturated", "", "", ""], "hscore_seconds": 0.1})
-    kept = evaluate(scores, TRUTH, measures=["kendall"])
-    dropped = evaluate(scores, TRUTH, measures=["kendall"], exclude_flagged=True)
+    dropped = evaluate(scores, TRUTH, measures=["kendall"])
+    kept = evaluate(scores, TRUTH, measures=["kendall"], exclude_flagged=False)
     assert kept.methods == ["hscore"] and kept.counts["n_models"].item() == 4
     assert "hscore / animal: 1 of 4 scores are saturated and ranked at the metric's ceiling" in " ".join(kept.warnings)
-    assert dropped.counts["n_models"].item() == 3
+    assert dropped.counts["n_models"].item() == 3 and len(dropped.pairs) == 3
     assert any("left out 1 flagged score(s) (saturated)" in w for w in dropped.warnings)
 
 
@@ -106,16 +109,17 @@ def test_scores_saturated_for_all_models_or_all_but_one_give_no_ranking():
     that one was last by the others' ceiling. Two unsaturated ones are ranked (the saturated kept, with a warning)."""
     scores = pd.DataFrame({"Dataset": "animal", "Model": MODELS, "hscore": [9.0, 8.91, 8.99, 8.38],
                            "hscore_flags": "saturated"})
-    ev = evaluate(scores, TRUTH, measures=["kendall"])
-    assert ev.no_ranking["reason"].tolist() == ["saturated for all 4 models"]
-    assert ev.ranked_tasks().to_dict() == {"hscore": "0 of 1"}
     one = scores.assign(hscore_flags=["saturated", "saturated", "saturated", ""])
-    ev = evaluate(one, TRUTH, measures=["kendall"])
-    assert ev.no_ranking["reason"].tolist() == ["saturated for 3 of 4 models"]
-    assert not [w for w in ev.warnings if "ceiling" in w]
     two = scores.assign(hscore_flags=["saturated", "saturated", "", ""])
-    ev = evaluate(two, TRUTH, measures=["kendall"])
-    assert ev.no_ranking.empty and [w for w in ev.warnings if "2 of 4 scores are saturated" in w]
+    for keep in (False, True):
+        ev = evaluate(scores, TRUTH, measures=["kendall"], exclude_flagged=not keep)
+        assert ev.no_ranking["reason"].tolist() == ["saturated for all 4 models"]
+        assert ev.ranked_tasks().to_dict() == {"hscore": "0 of 1"}
+        ev = evaluate(one, TRUTH, measures=["kendall"], exclude_flagged=not keep)
+        assert ev.no_ranking["reason"].tolist() == ["saturated for 3 of 4 models"]
+        assert not [w for w in ev.warnings if "ceiling" in w or "left out" in w]
+        ev = evaluate(two, TRUTH, measures=["kendall"], exclude_flagged=not keep)
+        assert ev.no_ranking.empty and ev.counts["n_models"].item() == (4 if keep else 2)
 
 
 def test_exclude_flagged_keeps_scores_that_only_did_not_converge():
@@ -177,11 +181,13 @@ def test_cli_evaluate_no_ranking_compare_noise_and_formats(cli, tmp_path):
     assert lines[0].split() == ["measure", "method", "a", "b", "mean", "se", "weighted_mean", "ranked"]
     assert lines[1].split()[:4] == ["kendall", "hscore", "no", "rank"] and lines[1].split()[-3:] == ["1", "of", "2"]
     assert "noise_tau" in out and "paired comparison logme - hscore" in out
-    code, out, err = cli(*base, "--exclude-flagged", "--format", "json")
-    assert code == 0 and "left out 4 flagged score(s) (saturated)" in err
-    rows = json.loads(out)
-    assert {r["method"] for r in rows} == {"hscore", "logme"} and not any(r["dataset"] == "a" and r["method"] == "hscore"
-                                                                          for r in rows)
+    # Saturated for every model, H-Score ranks nothing on a, whether its saturated scores are kept or left out.
+    for flag in ("--exclude-flagged", "--keep-flagged"):
+        code, out, err = cli(*base, flag, "--format", "json")
+        assert code == 0 and "no ranking: hscore / a: saturated for all 4 models" in err, err
+        rows = json.loads(out)
+        assert {r["method"] for r in rows} == {"hscore", "logme"}
+        assert all(r["value"] is None for r in rows if r["dataset"] == "a" and r["method"] == "hscore")
     code, out, err = cli(*base, "--compare", "logme")
     assert code == 2 and "--compare takes two different methods" in err
 

@@ -40,9 +40,11 @@ def evaluate_cmd(
     truth_noise: Optional[str] = typer.Option(None, "--truth-noise", help="Noise (std) of the ground truth, or the truth column "
                                               "holding it (e.g. accuracy_std of benchmark records): adds noise_tau, which "
                                               "does not reward ordering models within noise."),
-    exclude_flagged: bool = typer.Option(False, "--exclude-flagged", help="Leave out scores the metric flagged as saturated "
-                                         "(<method>_flags columns of `score --out`); without it they are kept, "
-                                         "but fewer than two unsaturated scores on a dataset give no ranking."),
+    exclude_flagged: bool = typer.Option(True, "--exclude-flagged/--keep-flagged",
+                                         help="Leave out scores the metric flagged as saturated (<method>_flags columns "
+                                         "of `score --out`), which `score` does not rank either, or keep them at the "
+                                         "metric's ceiling as published protocols do; fewer than two unsaturated "
+                                         "scores on a dataset give no ranking either way."),
     compare: Optional[str] = typer.Option(None, "--compare", help="A,B: paired comparison of two methods over the datasets "
                                           "(mean difference, standard error, wins/losses); with --format csv|json it is what stdout carries."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Save score-vs-truth scatter plots (PNG; needs matplotlib: pip install 'modelrank[plot]')."),

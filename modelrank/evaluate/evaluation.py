@@ -141,7 +141,7 @@ def evaluate(
     lower_is_better: str | Iterable[str] = (),
     duplicates: str = "error",
     truth_where: dict[str, str] | None = None,
-    exclude_flagged: bool = False,
+    exclude_flagged: bool = True,
     truth_noise: float | str | None = None,
     tolerances: dict[str, tuple[float, float]] | None = None,
 ) -> Evaluation:
@@ -156,7 +156,9 @@ def evaluate(
     Ties: a method's scores on a dataset are grouped by its tie tolerance (``tolerances[method]`` = (rtol,
     atol), else ``metric_tolerance``) and tied scores are made equal before any measure sees them; a dataset
     where all of them are tied gives no ranking (NaN for every measure, listed in ``no_ranking``).
-    ``exclude_flagged``: leave out scores the metric flagged as saturated, with a warning.
+    ``exclude_flagged``: leave out scores the metric flagged as saturated (with a warning), which ``score`` does
+    not rank either; False keeps them (published protocols score every model). Either way a dataset where fewer than 2 of
+    a method's scores are unsaturated gives no ranking.
     ``truth_noise``: the ground truth's noise, a std (e.g. of a seed-averaged accuracy over seeds) or the name of
     the truth column holding each value's std (``accuracy_std`` of benchmark records, divided by sqrt(n_seeds)
     there); adds the measure ``noise_tau``, which does not reward ordering models within that noise.
@@ -198,19 +200,7 @@ def evaluate(
     # Only saturation disqualifies a score: "not_converged" (LogME's default stops at the public codes' 11 steps,
     # most often on the weakest models) qualifies it, and leaving those out dropped the models it ranks last.
     flagged = score_table["flags"].str.split(";").apply(lambda raised: SaturationWarning.flag in raised)
-    if exclude_flagged and flagged.any():
-        for (method, dataset), cell in score_table[flagged].groupby(["method", "dataset"], sort=False):
-            warnings.append(f"{method} / {dataset}: left out {len(cell)} flagged score(s) ({', '.join(sorted(set(cell['flags'])))})")
-        score_table = score_table[~flagged]
-    elif flagged.any():
-        # Kept, a saturated score sits at the metric's ceiling above every model the metric still tells apart:
-        # `score` does not rank it, so say where this evaluation does (with fewer than 2 unsaturated, neither ranks).
-        for (method, dataset), cell in flagged.groupby([score_table["method"], score_table["dataset"]], sort=False):
-            if 0 < cell.sum() <= len(cell) - 2:
-                warnings.append(f"{method} / {dataset}: {int(cell.sum())} of {len(cell)} scores are saturated and "
-                                "ranked at the metric's ceiling (`score` leaves them unranked); --exclude-flagged "
-                                "leaves them out")
-    score_table = score_table.assign(saturated=False if exclude_flagged else flagged.to_numpy())
+    score_table = score_table.assign(saturated=flagged.to_numpy())
 
     truth_columns = ["dataset_key", "model_key", "truth", *(["noise"] if noise_column else [])]
     merged = score_table.merge(truth_table[truth_columns], on=["dataset_key", "model_key"])
@@ -256,13 +246,26 @@ def evaluate(
     scored_models = score_table.groupby(["method", "dataset_key"])["model_key"].nunique()
     for (method, key), cell in merged.groupby(["method", "dataset_key"], sort=False):
         name = display[key]
-        counts.append((method, name, len(cell)))
         unscored = int(truth_models[key]) - len(cell)
         if unscored:
             warnings.append(f"{method} / {name}: {unscored} model(s) of the ground truth have no score and were left out")
         untrue = int(scored_models[(method, key)]) - len(cell)
         if untrue:
             warnings.append(f"{method} / {name}: {untrue} scored model(s) have no ground truth and were left out")
+        # A saturated score sits at the metric's ceiling, above every model the metric still tells apart: as in
+        # `score`, fewer than 2 unsaturated ones rank nothing (their order is the last bits at the ceiling, or one
+        # winner by it), and the others are ranked among themselves unless --keep-flagged.
+        saturated = cell["saturated"].to_numpy()
+        unsaturated = len(cell) - int(saturated.sum())
+        if saturated.any() and unsaturated >= 2:
+            if exclude_flagged:
+                flags = ", ".join(sorted(set(cell.loc[saturated, "flags"])))
+                warnings.append(f"{method} / {name}: left out {int(saturated.sum())} flagged score(s) ({flags})")
+                cell = cell[~saturated]
+            else:
+                warnings.append(f"{method} / {name}: {int(saturated.sum())} of {len(cell)} scores are saturated and "
+                                "ranked at the metric's ceiling (--keep-flagged; `score` leaves them unranked)")
+        counts.append((method, name, len(cell)))
         # Truths equal but for rounding (a mean computed two ways: 0.7 and 0.7000000000000001) are ties, as scores
         # are: no score is rewarded or punished for the order of their last bits.
         truth_values = snap_ties(cell["truth"].to_numpy())
@@ -270,12 +273,11 @@ def evaluate(
         score_values = snap_ties(cell["score"].to_numpy(), rtol, atol)
         # The reason quotes the scores as the table gives them, not as negated for --lower-is-better. One model
         # ranks nothing either (the "ranked" count said it did).
-        saturated = int(cell["saturated"].sum())
         if len(cell) < 2:
             reason = "only 1 model in common with the ground truth"
-        elif len(cell) - saturated < 2:  # as `score`: their order is the last bits at the ceiling, or one winner by it
-            reason = (f"saturated for all {len(cell)} models" if saturated == len(cell)
-                      else f"saturated for {saturated} of {len(cell)} models")
+        elif unsaturated < 2:
+            reason = (f"saturated for all {len(cell)} models" if unsaturated == 0
+                      else f"saturated for {len(cell) - unsaturated} of {len(cell)} models")
         elif np.ptp(truth_values) == 0:  # every measure is undefined (each refuses it): nothing to be judged on
             reason = f"the ground truth is constant ({truth_values[0]:.6g} for all {len(cell)} models)"
         else:
@@ -297,6 +299,7 @@ def evaluate(
                 value, note = np.nan, str(exc)
             rows.append((method, name, labels[choice], value, note))
 
+    ranked = merged[~(merged["saturated"] & exclude_flagged)]  # the scores the measures saw
     if all(n < 2 for *_, n in counts):
         raise InvalidInputError("no (method, dataset) pair has 2 or more models in common between scores and truth")
     results = pd.DataFrame(rows, columns=["method", "dataset", "measure", "value", "note"])
@@ -306,7 +309,7 @@ def evaluate(
     results = results[["method", "dataset", "measure", "value", "se", "n_tasks", "note"]]
     return Evaluation(
         results=results,
-        pairs=merged.assign(dataset=merged["dataset_key"].map(display))[["method", "dataset", "model", "score", "truth"]],
+        pairs=ranked.assign(dataset=ranked["dataset_key"].map(display))[["method", "dataset", "model", "score", "truth"]],
         counts=pd.DataFrame(counts, columns=["method", "dataset", "n_models"]),
         methods=methods,
         datasets=[display[key] for key in dataset_keys],
