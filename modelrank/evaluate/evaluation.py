@@ -157,8 +157,8 @@ def evaluate(
     atol), else ``metric_tolerance``) and tied scores are made equal before any measure sees them; a dataset
     where all of them are tied gives no ranking (NaN for every measure, listed in ``no_ranking``).
     ``exclude_flagged``: leave out scores the metric flagged as saturated (with a warning), which ``score`` does
-    not rank either; False keeps them (published protocols score every model). Either way a dataset where fewer than 2 of
-    a method's scores are unsaturated gives no ranking.
+    not rank either; False keeps them (published protocols score every model). Either way a dataset where fewer
+    than 2 of a method's scores are unsaturated gives no ranking.
     ``truth_noise``: the ground truth's noise, a std (e.g. of a seed-averaged accuracy over seeds) or the name of
     the truth column holding each value's std (``accuracy_std`` of benchmark records, divided by sqrt(n_seeds)
     there); adds the measure ``noise_tau``, which does not reward ordering models within that noise.
