@@ -29,6 +29,11 @@ def split_names(value: str) -> list[str]:
     return [name.strip() for name in _NAME_SEPARATOR.split(value) if name.strip()]
 
 
+def repeated(items: list) -> list:
+    """The items that occur more than once in ``items``, in the order of their first occurrence."""
+    return [item for item in dict.fromkeys(items) if items.count(item) > 1]
+
+
 @dataclass(frozen=True)
 class Entry(Generic[T]):
     name: str

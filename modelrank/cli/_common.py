@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 
 from ..errors import ModelrankError
+from ..registry import repeated
 
 app = typer.Typer(
     name="modelrank",
@@ -147,9 +148,9 @@ MAX_WORKERS = 4 * (os.cpu_count() or 1)
 
 def check_distinct(names: list[str], flag: str) -> None:
     """A name given twice in a comma-separated list is an error: its work was done twice, into two rows of one name."""
-    repeated = [name for name in dict.fromkeys(names) if names.count(name) > 1]
-    if repeated:
-        raise ModelrankError(f"{flag} names {repeated[0]!r} more than once")
+    twice = repeated(names)
+    if twice:
+        raise ModelrankError(f"{flag} names {twice[0]!r} more than once")
 
 
 def check_extraction(models: list[str], dataset: str, split: Optional[str], cache_dir: Optional[Path]) -> None:

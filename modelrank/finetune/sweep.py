@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from ..features import FeatureSet
 from ..progress import ProgressFn, epoch_reporter, report
+from ..registry import repeated
 from .linear import DEFAULT_CS, check_cs, check_metric, holdout, linear_probe, split_feature_set
 from .records import append_record, make_record, read_records, record_key
 
@@ -230,9 +231,9 @@ def run_full_grid(
     for what, values in (("learning rate", lrs), ("weight decay", wds)):
         # trained once, but recorded under another key than the grid without the repeat: the same runs became a
         # second record of the (dataset, model), which `evaluate --truth` refuses as a duplicate
-        repeated = [v for v in dict.fromkeys(values) if values.count(v) > 1]
-        if repeated:
-            raise InvalidInputError(f"the fine-tuning grid lists the {what} {repeated[0]:g} more than once")
+        twice = repeated(values)
+        if twice:
+            raise InvalidInputError(f"the fine-tuning grid lists the {what} {twice[0]:g} more than once")
     base = {k: v for k, v in asdict(config).items() if k not in ("lr", "weight_decay")}
     recorded = read_records(cache_dir).set_index("key", drop=False)
     results = []
