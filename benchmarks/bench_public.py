@@ -12,6 +12,10 @@ float32 post-ReLU features, balanced classes, a 1000-way source softmax) when pr
 Timings are the fastest of ``--repeat`` calls; run it alone on the machine, or compare ratios measured in one run.
 On a shared machine ``--clock cpu`` times the process's CPU seconds (with 1 BLAS thread: the single thread's), which
 waiting for a busy CPU does not inflate.
+
+``--floors`` also times, for the pairs in ``FLOORS``, the work that any exact implementation of the same computation
+must do on these arrays (a product or a pass that the public side runs as well, or skips only by approximating):
+public s / floor s is then the largest ratio reachable here, e.g. below 5x for an argmax both sides need.
 """
 
 from __future__ import annotations
@@ -522,6 +526,47 @@ PAIRS: dict[str, Pair] = {
 }  # fmt: skip
 
 
+def _ssyrk(rows: np.ndarray) -> np.ndarray:
+    """rows^T rows of a C-ordered float32 (N, D) matrix by BLAS ``ssyrk``, one triangle (no copy: rows.T is the
+    Fortran-ordered (D, N) matrix)."""
+    return scipy.linalg.blas.ssyrk(1.0, rows.T, lower=1)
+
+
+def _parc_floor(a: dict) -> None:
+    x = a["features"][seeded_subsample(len(a["labels"]), 500, 0)].astype(np.float64)
+    x -= x.mean(axis=0)
+    scipy.linalg.blas.dsyrk(1.0, np.asfortranarray(x), lower=1)  # the 500 x 500 Gram matrix of the subsample
+    np.sort(np.random.default_rng(0).random(500 * 499 // 2))  # Spearman's one sort of the RDM's upper triangle
+
+
+def _otce_floor(a: dict) -> None:
+    from scipy.optimize import linear_sum_assignment
+
+    source_x, _, target_x, _ = a["otce_split"]
+    keep_s, keep_t = seeded_subsample(len(source_x), 2000, 0), seeded_subsample(len(target_x), 2000, 1)
+    source = source_x[slice(None) if keep_s is None else keep_s].astype(np.float64)
+    target = target_x[slice(None) if keep_t is None else keep_t].astype(np.float64)
+    cost = source @ target.T  # the float64 product of the squared distances
+    cost *= -2.0
+    cost += np.einsum("ij,ij->i", source, source)[:, None] + np.einsum("ij,ij->i", target, target)[None, :]
+    linear_sum_assignment(cost - cost.min(axis=0))  # the fastest exact coupling found (network simplex: 2x slower)
+
+
+#: name -> (the work any exact implementation of the pair's computation must do (the public side does it too, or
+#: more), what it is). ``--floors`` times it: public s / floor s bounds the ratio any implementation can reach here.
+FLOORS: dict[str, tuple[Callable[[dict], object], str]] = {
+    "nce": (lambda a: a["source_probs"].argmax(axis=1), "the (N, Z) argmax, which the public side runs too"),
+    "leep": (lambda a: [a["source_probs"] @ np.ones(a["source_probs"].shape[1]) for _ in range(2)],
+             "two reads of the (N, Z) probabilities (P(y | z) needs every row before any EEP_i), as BLAS gemv"),
+    "ncti_terms": (lambda a: _ssyrk(a["features"]),
+                   "the float32 D x D scatter that exact PCA needs (sklearn's randomized PCA does not)"),
+    "parc": (_parc_floor, "the subsample's float64 Gram matrix and one sort of its RDM (no eigensolver)"),
+    "otce": (_otce_floor, "the float64 distance product and an exact assignment (scipy) on the same samples"),
+    "knn": (lambda a: _ssyrk(np.ascontiguousarray(a["features"].T)),
+            "the float32 N x N similarity product (one triangle), which the public side runs in full"),
+}  # fmt: skip
+
+
 def benchmark_arrays(n: int, d: int, c: int) -> dict:
     """``speed_arrays`` plus what the pairs derive from them: the source argmax, the EMMS class table and OTCE's
     source/target halves."""
@@ -554,6 +599,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="wall-clock seconds, or the process's CPU seconds (steadier on a shared machine)")
     parser.add_argument("--with-slow", action="store_true", help="also the references that take minutes")
+    parser.add_argument("--floors", action="store_true",
+                        help="also time each pair's unavoidable work (FLOORS) and print public s / floor s")
     args = parser.parse_args(argv)
     names = [m.strip() for m in args.metrics.split(",") if m.strip()]
     unknown = set(names) - set(PAIRS)
@@ -564,8 +611,9 @@ def main(argv: list[str] | None = None) -> None:
     clock = time.process_time if args.clock == "cpu" else time.perf_counter
     print(f"N={args.n} D={args.d} C={args.c}, {args.threads} BLAS thread(s), fastest of {args.repeat} "
           f"({args.clock} seconds), arrays: {arrays_source()}\n")
-    print("| metric | modelrank s | public s | public / modelrank | public structure |")
-    print("|---|---|---|---|---|")
+    floor_header = " floor s | public / floor |" if args.floors else ""
+    print(f"| metric | modelrank s | public s | public / modelrank |{floor_header} public structure |")
+    print("|---" * (5 + 2 * args.floors) + "|")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name in names:
@@ -579,7 +627,14 @@ def main(argv: list[str] | None = None) -> None:
             except SkipReference as reason:
                 print(f"| {name} | {seconds:.3f} | - | - | {what} (not run: {reason}) |", flush=True)
                 continue
-            print(f"| {name} | {seconds:.3f} | {public_seconds:.3f} | {public_seconds / seconds:.2f}x | {what} |",
+            floor = ""
+            if args.floors:
+                floor = " - | - |"
+                if name in FLOORS:
+                    floor_seconds, _ = fastest(lambda: FLOORS[name][0](arrays), args.repeat, clock)
+                    floor = f" {floor_seconds:.3f} | {public_seconds / floor_seconds:.2f}x |"
+                    what = f"{what}; floor: {FLOORS[name][1]}"
+            print(f"| {name} | {seconds:.3f} | {public_seconds:.3f} | {public_seconds / seconds:.2f}x |{floor} {what} |",
                   flush=True)
 
 

@@ -53,3 +53,14 @@ def test_pairs_print_ratios_and_a_reference_too_large_is_reported_not_run(monkey
     rows = {line.split(" | ")[0][2:]: line for line in out.splitlines() if line.startswith("| ")}
     assert rows["emms"].split(" | ")[3].endswith("x") and rows["knn"].split(" | ")[3].endswith("x")
     assert "not run: two 600 x 600 kernels do not fit in memory" in rows["lfc"]
+
+
+def test_floors_are_timed_for_the_pairs_that_have_one(capsys):
+    bench_public.main(["--n", "600", "--d", "80", "--c", "4", "--repeat", "1", "--metrics", "nce,otce,gbc",
+                       "--clock", "cpu", "--floors"])
+    lines = capsys.readouterr().out.splitlines()
+    assert "| floor s | public / floor |" in lines[2]
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in lines[4:] if line.startswith("| ")}
+    for name in ("nce", "otce"):  # a floor: its seconds and public / floor
+        assert float(rows[name][4]) >= 0 and rows[name][5].endswith("x") and "floor: " in rows[name][6]
+    assert rows["gbc"][4:6] == ["-", "-"]  # no floor defined
