@@ -19,7 +19,7 @@ from .cache import FeatureKey, FeatureStore, IncompleteEntryError, MixedPrecisio
 from .data import ImageDataset, load_dataset
 from .errors import InvalidInputError, MissingResourceError, ModelrankError, check_seed
 from .features import FeatureSet
-from .models import LoadedModel, load_model
+from .models import LoadedModel, check_model_name, load_model
 from .progress import ProgressFn, report
 from .registry import split_names
 
@@ -375,7 +375,7 @@ def extract(
     # (i, n) is checked as 'i/n' is: (0, 0) divided by zero, and (3, 2) computed nothing and reported success
     shard = parse_shard("/".join(map(str, shard)) if isinstance(shard, (tuple, list)) else shard)
     store = FeatureStore(cache_dir)
-    _register_zoo(models, cache_dir)
+    _check_model_names(models, cache_dir)
     report(progress, "extract", f"opening dataset {dataset}")
     data = open_subset(dataset, split, data_root, download, limit, per_class, seed)
     dev = resolve_device(device)
@@ -439,12 +439,11 @@ def extract_model(
     }
 
 
-def _register_zoo(models: list[str], cache_dir: str | None) -> None:
-    """Zoo models (``zoo/...``) live in the cache they were built in: register that cache's zoo."""
-    if any(name.startswith("zoo/") for name in models):
-        from .zoo.registry import register_zoo_models
-
-        register_zoo_models(cache_dir)
+def _check_model_names(models: Iterable[str], cache_dir: str | None) -> None:
+    """``check_model_name`` of every model (a zoo's are registered from ``cache_dir``), before any dataset is opened:
+    a derived task takes seconds to open, the check none."""
+    for name in models:
+        check_model_name(name, cache_dir)
 
 
 def load_features(model: str, dataset: str, split: str | None = None, **options) -> FeatureSet:
@@ -488,7 +487,7 @@ def load_feature_pairs(
     by_model: dict[str, list[str]] = {}
     for model, dataset in pairs:
         by_model.setdefault(model, []).append(dataset)
-    _register_zoo(list(by_model), cache_dir)
+    _check_model_names(by_model, cache_dir)
     out: dict[tuple[str, str], FeatureSet] = {}
     n_pairs = sum(len(dict.fromkeys(names)) for names in by_model.values())
     # every dataset opened (and its subsample checked) before the first model is built

@@ -502,3 +502,21 @@ def test_precision_is_the_devices_unless_asked_for(cache_dir):
     assert not any(cache_dir.rglob("manifest.json"))
     extract([TINY], "digits", "train", device="cpu", precision="float32", **OPTS)
     assert load_features(TINY, "digits", "train", precision="float32", **OPTS).meta["precision"] == "float32"
+
+
+@pytest.mark.parametrize("call", ["extract", "load_feature_pairs"])
+def test_an_unknown_zoo_model_is_refused_before_any_dataset_is_opened_and_the_error_names_the_cache(
+        cache_dir, monkeypatch, call):
+    # a benchmark's records read with another cache opened every (derived, seconds-long) task first, then said
+    # "unknown model 'zoo/demo/...'; see `modelrank list models`", which does not say the zoo lives in a cache
+    import modelrank.extraction as extraction
+
+    def no_dataset(*args, **kwargs):
+        raise AssertionError("a dataset was opened before the model names were checked")
+
+    monkeypatch.setattr(extraction, "open_subset", no_dataset)
+    with pytest.raises(UnknownNameError, match=f"unknown zoo model 'zoo/demo/nope'.*{cache_dir / 'zoo'}.*MODELRANK_CACHE"):
+        if call == "extract":
+            extract([TINY, "zoo/demo/nope"], "digits", "train", **OPTS)
+        else:
+            extraction.load_feature_pairs([(TINY, "digits"), ("zoo/demo/nope", "digits")], "train")

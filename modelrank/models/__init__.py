@@ -148,9 +148,13 @@ def check_model_name(name: str, cache_dir: str | os.PathLike | None = None) -> N
     """Fail as ``load_model(name)`` would on an unknown name or a missing checkpoint file, without building the
     network or reading weights: commands check every name before hours of work on the first one."""
     if name.startswith("zoo/") and name not in MODELS:
-        from ..zoo.registry import register_zoo_models
+        from ..zoo.registry import register_zoo_models, zoo_root
 
         register_zoo_models(cache_dir)
+        if name not in MODELS:  # a zoo's models are registered only from the cache that built it
+            raise UnknownNameError(f"unknown zoo model {name!r}: the zoos built in {zoo_root(cache_dir)} have no such "
+                                   "model (`modelrank zoo ls`); zoo models live in the cache that built them, so set "
+                                   "MODELRANK_CACHE to that cache")
     name, checkpoint = _split_checkpoint(name)
     if checkpoint:
         _check_weight_file(Path(checkpoint).expanduser())

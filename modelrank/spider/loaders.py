@@ -270,14 +270,7 @@ def load_benchmark(
     }
     if len(scores.columns) > 2:  # ``metrics=()``: records without scores
         side["scores"] = scores[scores["dataset"].isin(task_names) & scores["model"].isin(model_names)]
-    from ..text import encode_texts, text_encoder_available
-    from .describe import BENCHMARK_TASK_TEXT
-
-    info: dict = {}
-    if text_encoder_available():
-        texts = [BENCHMARK_TASK_TEXT.format(**tasks.loc[t].to_dict()) for t in task_names]
-        side["task_embed"] = pd.DataFrame(encode_texts(texts), index=task_names).rename(columns=str)
-        info["task_text"] = BENCHMARK_TASK_TEXT
+    # the features first: a model missing from the cache is found before the text encoder loads
     if prototypes:
         if encoder is None:
             imagenet = [m for m in model_names if zoo.loc[m, "source_dataset"] == "imagenet-1k"]
@@ -289,6 +282,14 @@ def load_benchmark(
             extract_missing=False)
         side["model_task_prototypes"] = {pair: prototypes_of(features[pair]) for pair in recorded}
         side["task_prototypes"] = {t: prototypes_of(features[encoder, t]) for t in task_names}
+    from ..text import encode_texts, text_encoder_available
+    from .describe import BENCHMARK_TASK_TEXT
+
+    info: dict = {}
+    if text_encoder_available():
+        texts = [BENCHMARK_TASK_TEXT.format(**tasks.loc[t].to_dict()) for t in task_names]
+        side["task_embed"] = pd.DataFrame(encode_texts(texts), index=task_names).rename(columns=str)
+        info["task_text"] = BENCHMARK_TASK_TEXT
     records = records_from_frame(raw, aggregate="mean", name=f"benchmark-{folder.name}-{protocol}", **side)
     records.info.update(info, encoder=encoder)
     return records
