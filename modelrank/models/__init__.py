@@ -153,8 +153,8 @@ def check_model_name(name: str, cache_dir: str | os.PathLike | None = None) -> N
         register_zoo_models(cache_dir)
         if name not in MODELS:  # a zoo's models are registered only from the cache that built it
             raise UnknownNameError(f"unknown zoo model {name!r}: the zoos built in {zoo_root(cache_dir)} have no such "
-                                   "model (`modelrank zoo ls`); zoo models live in the cache that built them, so set "
-                                   "MODELRANK_CACHE to that cache")
+                                   "model (`modelrank zoo ls`); zoo models live in the cache that built them, so point "
+                                   "--cache-dir or MODELRANK_CACHE at that cache")
     name, checkpoint = _split_checkpoint(name)
     if checkpoint:
         _check_weight_file(Path(checkpoint).expanduser())
