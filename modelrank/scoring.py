@@ -157,6 +157,7 @@ def score_feature_sets(
     failures: dict[str, list[str]] = {}
     # (column, dataset, reason) -> models: with "all", one note per metric and reason naming its models
     skipped: dict[tuple[str, str, str], list[str]] = {}
+    inapplicable: set[str] = set()  # reasons a metric could not run at all (task type, a missing input)
     flag_records: list[dict[str, str]] = []
 
     def flag(raised: list[MetricFlagWarning], cells: list[tuple[str, str]], column: str) -> None:
@@ -195,6 +196,7 @@ def score_feature_sets(
                 # a named metric that cannot run was refused above: this is "all", whose note names the models
                 reason = _why_not(spec, fs, "each of them")
                 if reason:
+                    inapplicable.add(reason)
                     failed(reason, [(fs.dataset, fs.model)], spec)
                 else:
                     runnable.append(fs)
@@ -242,6 +244,9 @@ def score_feature_sets(
                  for (column, dataset, reason), models in skipped.items())
     if frame[names].isna().all().all():
         reasons = [note.removeprefix("skipped: ") for note in notes if note.startswith("skipped: ")] + failed_messages
+        # what went wrong with the data first: behind the metrics of the other task type (regression targets with
+        # NaN under --metric all) the four reasons shown were all "supports classification tasks, not regression"
+        reasons.sort(key=lambda note: any(note.endswith(reason) for reason in inapplicable))
         shown = "; ".join(dict.fromkeys(reasons[:4]))
         pairs = sum(map(len, skipped.values())) + len(failed_messages)
         raise InvalidInputError(f"no metric could score these features ({pairs} metric/model pair(s) failed): "
