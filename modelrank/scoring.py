@@ -28,7 +28,7 @@ from . import progress as progress_lib
 from .errors import InvalidInputError, MissingResourceError, ModelrankError, check_seed, error_reason, short_list
 from .features import TASK_TYPES, FeatureSet
 from .metrics import METRICS, MetricSpec, compute_metric, score_zoo
-from .metrics.base import MetricFlagWarning, check_applicable, check_parameters
+from .metrics.base import MetricFlagWarning, _labels_are_text, check_applicable, check_parameters
 
 #: progress(dataset, model, metric) is called before each metric evaluation (model = "*" for zoo metrics).
 ProgressFn = Callable[[str, str, str], None]
@@ -157,6 +157,7 @@ def score_feature_sets(
     failures: dict[str, list[str]] = {}
     # (column, dataset, reason) -> models: with "all", one note per metric and reason naming its models
     skipped: dict[tuple[str, str, str], list[str]] = {}
+    inapplicable: set[str] = set()  # reasons a metric could not run at all (task type, a missing input)
     flag_records: list[dict[str, str]] = []
 
     def flag(raised: list[MetricFlagWarning], cells: list[tuple[str, str]], column: str) -> None:
@@ -195,6 +196,7 @@ def score_feature_sets(
                 # a named metric that cannot run was refused above: this is "all", whose note names the models
                 reason = _why_not(spec, fs, "each of them")
                 if reason:
+                    inapplicable.add(reason)
                     failed(reason, [(fs.dataset, fs.model)], spec)
                 else:
                     runnable.append(fs)
@@ -242,6 +244,9 @@ def score_feature_sets(
                  for (column, dataset, reason), models in skipped.items())
     if frame[names].isna().all().all():
         reasons = [note.removeprefix("skipped: ") for note in notes if note.startswith("skipped: ")] + failed_messages
+        # what went wrong with the data first: behind the metrics of the other task type (regression targets with
+        # NaN under --metric all) the four reasons shown were all "supports classification tasks, not regression"
+        reasons.sort(key=lambda note: any(note.endswith(reason) for reason in inapplicable))
         shown = "; ".join(dict.fromkeys(reasons[:4]))
         pairs = sum(map(len, skipped.values())) + len(failed_messages)
         raise InvalidInputError(f"no metric could score these features ({pairs} metric/model pair(s) failed): "
@@ -526,6 +531,22 @@ def _checked_class_names(names: np.ndarray, labels: np.ndarray, path: Path) -> l
     return names.tolist()
 
 
+def _npz_labels(labels: np.ndarray) -> np.ndarray:
+    """Labels as ``.npz`` holds them without pickling, which ``load_feature_file`` refuses: an object array of text
+    or numbers (a pandas column) was written as a pickle that could not be read back; it becomes a text or number
+    array. Other object labels (mixed, missing values, lists) are refused here rather than written unreadable."""
+    if labels.dtype != object:
+        return labels
+    try:
+        plain = np.array(labels.tolist())
+    except ValueError:  # ragged lists
+        plain = labels
+    if plain.dtype.kind in "biuf" or (plain.dtype.kind in "US" and _labels_are_text(labels)):
+        return plain
+    raise InvalidInputError("these labels (Python objects) cannot be saved to .npz without pickling: give numbers "
+                            "or text")
+
+
 def save_feature_file(data: FeatureSet, path: str | Path) -> Path:
     """Write ``data`` as ``.npz`` or ``.parquet`` (by suffix) in the layout ``load_feature_file`` reads."""
     path = Path(path)
@@ -535,6 +556,7 @@ def save_feature_file(data: FeatureSet, path: str | Path) -> Path:
     if data.class_names is not None:
         arrays["class_names"] = np.array(data.class_names, dtype=str)
     if path.suffix.lower() == ".npz":
+        arrays["labels"] = _npz_labels(arrays["labels"])
         np.savez(path, **arrays)
         return path
     if path.suffix.lower() not in (".parquet", ".pq"):

@@ -55,6 +55,18 @@ def test_resampled_logme_is_logme_at_unit_counts_and_tracks_exact_resamples():
         logme_resampled(fs.features[:10], fs.labels[:10], np.ones((1, 10)))
 
 
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_resampled_logme_keeps_logmes_precision_under_a_large_offset(task):
+    """Its own F^T F lost the spread's eigenvalues to a common offset as LogME's did: at unit counts it gave the
+    2%-off LogME of 1e6-offset features (rank 1 at 1e9) after LogME itself was fixed."""
+    fs = make_sets()[2]
+    labels = fs.labels if task == "classification" else fs.features @ np.linspace(-1, 1, 12) + fs.labels
+    for offset in (1e6, 1e9):
+        shifted = fs.features + offset
+        assert logme_resampled(shifted, labels, np.ones((1, 300)), task=task)[0] == pytest.approx(
+            logme(shifted, labels, task=task), rel=1e-9)
+
+
 def test_bootstrap_interval_covers_the_score_is_seeded_and_finds_the_best():
     sets = make_sets()
     frame = score_feature_sets(sets, ["logme", "hscore"])

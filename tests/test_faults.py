@@ -622,6 +622,17 @@ def _features(tmp_path: Path, name: str, features: np.ndarray, labels: np.ndarra
     return str(path)
 
 
+def test_score_all_names_the_data_error_before_the_metrics_of_the_other_task(tmp_path, cli):
+    """Regression targets with a NaN under --metric all: the error showed four "supports classification tasks, not
+    regression" reasons and cut the NaN one off."""
+    features = np.random.default_rng(0).normal(size=(40, 4))
+    targets = features[:, 0] + 0.5
+    targets[3] = np.nan
+    code, out, err = cli("score", "--features", _features(tmp_path, "reg", features, targets), "--task", "regression")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "logme on custom for 1 model(s) [reg]: targets contain NaN or inf" in err
+
+
 def test_score_all_with_every_metric_skipped_is_an_error(tmp_path, cli):
     labels = np.repeat([0, 1], 10)
     nan = np.full((20, 4), np.nan)

@@ -679,6 +679,28 @@ def test_lfc_and_spherical_gbc_keep_their_precision_under_a_large_offset(offset)
     assert lfc(wide, y[:40]) == pytest.approx(float(_long_double_lfc(wide, y[:40])), rel=1e-11)
 
 
+@pytest.mark.parametrize("offset", [1e3, 1e6, 1e9])
+@pytest.mark.parametrize("n,d", [(200, 16), (30, 40)])  # F^T F and F F^T
+def test_logme_keeps_its_precision_under_a_large_offset(offset, n, d):
+    """A common offset rounded the spread's eigenvalues out of F^T F (F F^T): LogME moved by 0.009 (2%) at 1e6 and
+    kept rank 1 at 1e9 (-0.59 for 0.45). Reference: the same fixed point on the singular values of F itself."""
+    import sys
+
+    from modelrank.metrics import _checks
+
+    logme_module = sys.modules["modelrank.metrics.logme"]  # the package attribute ``logme`` is the function
+    x, y, _ = make_task(47, n=n, d=d, c=4)
+    shifted = x + offset * (1 + 0.1 * np.random.default_rng(1).normal(size=d))
+    codes, n_classes = _checks.as_class_labels(y, n)
+    u, singular, _ = np.linalg.svd(shifted, full_matrices=False)
+    keep = singular > singular.max() * max(n, d) * np.finfo(float).eps
+    one_hot = np.eye(n_classes)[codes]
+    evidence, _ = logme_module.max_evidence(singular[keep] ** 2, u[:, keep].T @ one_hot, one_hot.sum(axis=0), n)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # 30 samples: not converged in 11 steps, as the reference
+        assert logme(shifted, y) == pytest.approx(float(evidence.mean()), rel=1e-7, abs=1e-9)
+
+
 def test_logme_converged_mode_reaches_the_maximum_evidence():
     """3-sample classes: after the public codes' 11 steps the evidence is still ~1e-3 from its maximum (flagged);
     the converged mode reaches it, including targets whose maximum is the alpha -> inf boundary (y as pure noise),

@@ -376,6 +376,20 @@ def test_emms_degenerate(rng):
         emms_classification(x, y + 5, ["a", "b", "c"])
 
 
+def test_emms_refuses_label_embeddings_that_are_the_same_for_every_class(rng):
+    """Identical class names (e.g. all empty) embed identically: the standardised F-labels were all 0, which any
+    features fit exactly, so EMMS scored 0, its maximum, even on noise features."""
+    from modelrank.metrics.emms import _emms_of_classes
+
+    noise, y = rng.normal(size=(120, 8)), np.arange(120) % 4
+    table = np.stack([rng.normal(size=(4, 6)), np.tile(rng.normal(size=(1, 6)), (4, 1))], axis=-1)  # encoder 1
+    with pytest.raises(InvalidInputError, match="encoder 1 are the same for every class"):
+        _emms_of_classes(noise, y, table, 10, 1e-8)
+    with pytest.raises(InvalidInputError, match="encoder 1 are the same for every sample"):
+        emms(noise, table[y])
+    assert emms(noise, table[y][:, :, :1]) < -0.5  # the informative encoder alone
+
+
 # ---- SFDA specifics
 
 def test_sfda_never_modifies_the_callers_array(rng):

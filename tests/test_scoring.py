@@ -41,6 +41,23 @@ def test_feature_file_round_trip(tmp_path, suffix):
     np.testing.assert_array_equal(back.source_probs, data.source_probs)
 
 
+@pytest.mark.parametrize("suffix", [".npz", ".parquet"])
+def test_feature_file_round_trip_of_text_labels_in_an_object_array(tmp_path, suffix):
+    """A pandas string column is an object array: .npz pickled it, and load_feature_file (no pickles) refused the
+    file it had just written."""
+    data = make_set(0, 1.0, "m")
+    names = pd.Series(np.array(["cat", "dog", "émeu", "fox"])[data.labels]).to_numpy()
+    assert names.dtype == object
+    back = load_feature_file(save_feature_file(FeatureSet(data.features, names), tmp_path / f"text{suffix}"))
+    assert back.labels.tolist() == names.tolist()
+    numbers = load_feature_file(save_feature_file(FeatureSet(data.features, data.labels.astype(object)),
+                                                  tmp_path / f"ids{suffix}"))
+    assert numbers.labels.tolist() == data.labels.tolist()
+    mixed = np.array(["cat", 1] * 120, dtype=object)  # would have become the text "1"
+    with pytest.raises(InvalidInputError, match="cannot be saved to .npz"):
+        save_feature_file(FeatureSet(data.features, mixed), tmp_path / "mixed.npz")
+
+
 def test_parquet_variable_list_and_regression_targets(tmp_path):
     rng = np.random.default_rng(1)
     x, t = rng.normal(size=(30, 5)).astype(np.float32), rng.normal(size=(30, 2))

@@ -89,11 +89,22 @@ def emms(features: np.ndarray, label_embeddings: np.ndarray, *, max_iter: int = 
     if not np.isfinite(y).all():
         raise InvalidInputError("label_embeddings contain NaN or inf")
     n, d2, n_encoders = y.shape
+    _refuse_constant_embeddings(y, "sample")
     y = (y - y.mean(axis=0)) / (y.std(axis=0) + STD_EPS)
     targets = y.transpose(0, 2, 1).reshape(n, n_encoders * d2)  # encoder k owns columns k*D2 .. (k+1)*D2 - 1
     target_gram = np.einsum("nik,nil->kl", y, y)
     return _fit_label_mixture(x, lambda m, rows: m.T @ targets[rows], None, target_gram, d2, max_iter, tol,
                               return_weights)
+
+
+def _refuse_constant_embeddings(embeddings: np.ndarray, unit: str) -> None:
+    """Refuse an encoder whose (rows, D2, K) embeddings are the same in every row (every ``unit``): standardised, its
+    targets are all 0, fitted exactly by any features, and EMMS put all its weight there and scored 0, its maximum,
+    even on noise features (class names that are all the same text, e.g. empty)."""
+    constant = np.flatnonzero((np.ptp(embeddings, axis=0) == 0).all(axis=0))
+    if constant.size:
+        raise InvalidInputError(f"EMMS: the label embeddings of encoder {int(constant[0])} are the same for every "
+                                f"{unit} (identical class names?), so they say nothing of the labels")
 
 
 def _emms_of_classes(x: np.ndarray, codes: np.ndarray, table: np.ndarray, max_iter: int, tol: float) -> float:
@@ -103,6 +114,7 @@ def _emms_of_classes(x: np.ndarray, codes: np.ndarray, table: np.ndarray, max_it
     sum over classes, and X^T Y = (class sums of X)^T table, so the O(N D1 D2 K) product shrinks to O(N D1).
     """
     n, n_classes = len(codes), table.shape[0]
+    _refuse_constant_embeddings(table, "class")
     weights = np.bincount(codes, minlength=n_classes).astype(np.float64) / n
     mean = np.tensordot(weights, table, axes=1)
     std = np.sqrt(np.tensordot(weights, (table - mean) ** 2, axes=1))

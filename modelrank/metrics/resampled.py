@@ -16,7 +16,7 @@ import scipy.linalg
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_targets
 from ._linalg import OneHotCross, gram_and_cross, rank_cutoff, row_blocks, unit_scaled
-from .logme import LOGME_SCALE_BOUND, fixed_point_rule, max_evidence
+from .logme import LOGME_SCALE_BOUND, fixed_point_rule, max_evidence, offset_basis, offset_dominated
 
 
 def logme_resampled(features: np.ndarray, labels: np.ndarray, counts: np.ndarray, task: str = "classification",
@@ -42,8 +42,9 @@ def logme_resampled(features: np.ndarray, labels: np.ndarray, counts: np.ndarray
 
     Everything comes from the eigendecomposition F^T F = V diag(s) V^T (with Z = F V, leverage
     f_i^T A^-1 f_i = sum_j z_ij^2 / (alpha + beta s_j) and f_i^T m = z_i . m~): one O(N D^2) Gram pass, one
-    D x D eigendecomposition with vectors and one O(N D^2) pass for Z, about two to three LogME scores in
-    all, plus O(B N) for the B resamples. Needs N > D (below that, LogME works from F F^T) and integer counts.
+    D x D eigendecomposition with vectors (for features dominated by a common offset, the SVD of ``offset_basis``,
+    as LogME's) and one O(N D^2) pass for Z, about two to three LogME scores in all, plus O(B N) for the B
+    resamples. Needs N > D (below that, LogME works from F F^T) and integer counts.
     """
     x = unit_scaled(as_features(features, upcast=False), LOGME_SCALE_BOUND, tiny_to_bound=True)  # as ``logme``
     n, d = x.shape
@@ -74,9 +75,14 @@ def logme_resampled(features: np.ndarray, labels: np.ndarray, counts: np.ndarray
         raise InvalidInputError(f"LogME supports classification and regression, not {task!r}")
     y_norm2 = sum((targets(rows) ** 2).sum(axis=0) for rows in row_blocks(n))
     gram, cross_sum = gram_and_cross(x, cross)  # float64 products, as LogME's
-    sigma, basis = scipy.linalg.eigh(gram, lower=True, overwrite_a=True, check_finite=False)
-    keep = sigma > rank_cutoff(sigma, n)
-    sigma, basis = sigma[keep], basis[:, keep]
+    mean = x.mean(axis=0, dtype=np.float64)
+    if offset_dominated(np.diagonal(gram).sum(), n, mean):  # as ``logme``: F^T F lost the spread's eigenvalues
+        sigma, basis_t, cross_sum = offset_basis(x, cross, mean)
+        basis = basis_t.T
+    else:
+        sigma, basis = scipy.linalg.eigh(gram, lower=True, overwrite_a=True, check_finite=False)
+        keep = sigma > rank_cutoff(sigma, n)
+        sigma, basis = sigma[keep], basis[:, keep]
     rotated = basis.T @ cross_sum  # V^T F^T Y
     rule = fixed_point_rule(max_iter, tol, preset)
     prior_dims = x.shape[1] if rule.prior_dims_from_features else None
