@@ -445,6 +445,16 @@ def test_ncti_float32_products_stay_close_to_float64(rng):
     np.testing.assert_allclose(ncti_terms(x32, y), ncti_terms(x32.astype(np.float64), y), rtol=1e-6)
 
 
+def test_ncti_terms_do_not_depend_on_the_order_of_the_samples(rng):
+    # nuclear norms from the square roots of Gram eigenvalues moved the terms by 3e-10..8e-10 (relative) under a
+    # permutation of the samples, close to NCTI's 1e-9 tie tolerance; the SVD keeps them within rounding
+    x, y = clusters(rng, n=400, d=48, c=6)
+    base = np.array(ncti_terms(x, y))
+    for _ in range(4):
+        order = rng.permutation(len(y))
+        np.testing.assert_allclose(ncti_terms(x[order], y[order]), base, rtol=1e-13)
+
+
 def test_sfda_confmix_strength_zero_is_plain_lda(rng):
     x, y = clusters(rng)
     assert sfda(x, y, confmix_strength=0.0) > sfda(x, y)  # the self-challenge makes the task harder
