@@ -533,17 +533,23 @@ def test_nleep_parameters():
 
 def test_nleep_mixture_warnings_are_modelrank_flags():
     """sklearn's ConvergenceWarnings went through as plain warnings, so `score` did not flag the score. Fewer
-    distinct rows than components (repeated samples): one component per distinct row, no warning. EM stopped at
-    max_iter: a NotConvergedWarning (the "not_converged" flag)."""
+    distinct rows than components (repeated samples): one component per distinct row, and no ConvergenceWarning;
+    each holds one class, so N-LEEP is 0, its maximum: a SaturationWarning (the "saturated" flag), as for a
+    component per sample of noise features. EM stopped at max_iter: a NotConvergedWarning (the "not_converged"
+    flag)."""
     import warnings
 
-    from modelrank.metrics.base import NotConvergedWarning
+    from modelrank.metrics.base import NotConvergedWarning, SaturationWarning
 
     rng = np.random.default_rng(0)
     x, y = np.repeat(rng.normal(size=(12, 8)), 25, axis=0), np.repeat(np.arange(3), 100)  # 12 rows for 15 components
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         assert nleep(x, y) == pytest.approx(0.0, abs=1e-12)  # each distinct row holds one class
+    assert [w.category for w in caught] == [SaturationWarning]
+    noise, labels = rng.normal(size=(60, 8)), rng.integers(0, 3, 60)
+    with pytest.warns(SaturationWarning, match="60 mixture components .*60 fit samples"):
+        assert nleep(noise, labels, n_components=60) == 0.0  # was the best score, without a word
     with pytest.warns(NotConvergedWarning, match="max_iter=1"):
         nleep(rng.normal(size=(300, 8)), y, max_iter=1)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -10,7 +11,7 @@ import numpy as np
 from ..errors import InvalidInputError
 from ._checks import as_array, as_class_labels, as_features, as_probs, checked_probs, small_integer_codes
 from ._linalg import class_blocks, class_pieces, one_blas_thread_if_small, pca_project, seeded_subsample
-from .base import NotConvergedWarning, caller_stacklevel, named_preset, register_metric
+from .base import NotConvergedWarning, SaturationWarning, caller_stacklevel, named_preset, register_metric
 
 
 def class_codes(labels: np.ndarray) -> tuple[np.ndarray, int]:
@@ -222,7 +223,12 @@ def nleep(
     with one_blas_thread_if_small(reduced.shape[0] * reduced.shape[1] * k):
         gmm = _fit_mixture(fit_set, k, covariance_type, max_iter, seed)
         posteriors = gmm.predict_proba(reduced)
-    return leep_from_probs(posteriors, codes, n_classes, name="mixture posteriors")
+    score = leep_from_probs(posteriors, codes, n_classes, name="mixture posteriors")
+    if -score < TIE_ATOL:  # e.g. n_components near the number of samples: a component per sample, on noise too
+        warnings.warn(f"N-LEEP = {score:.3g}: the {gmm.n_components} mixture components (for {fit_set.shape[0]} fit "
+                      "samples) each hold samples of one class only, so N-LEEP saturates at 0, its maximum, whatever "
+                      "the features; use fewer components", SaturationWarning, stacklevel=caller_stacklevel())
+    return score
 
 
 def _fit_mixture(fit_set: np.ndarray, k: int, covariance_type: str, max_iter: int, seed: int):
@@ -230,8 +236,6 @@ def _fit_mixture(fit_set: np.ndarray, k: int, covariance_type: str, max_iter: in
     components (repeated samples) the mixture is refitted with one component per distinct row (the surplus ones
     only duplicated others, splitting their posteriors); EM stopped at ``max_iter`` is a ``NotConvergedWarning``,
     which flags the score."""
-    import warnings
-
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.mixture import GaussianMixture  # seconds to import: only when N-LEEP runs
 
