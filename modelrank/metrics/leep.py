@@ -199,7 +199,8 @@ def nleep(
     so slow beyond a few thousand samples); a preset replaces the PCA, component, covariance, subsample and seed
     parameters.
 
-    Inputs: features (N, D), class labels (N,). Higher (closer to 0) is better. Deterministic given ``seed``.
+    Inputs: features (N, D), class labels (N,). Higher (closer to 0) is better. Deterministic given ``seed``
+    and the order of the samples (the mixture's initialisation and fit subsample draw positions).
     """
     x = as_features(features)
     codes, n_classes = as_class_labels(labels, x.shape[0])

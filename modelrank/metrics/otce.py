@@ -163,7 +163,8 @@ def otce_source_free(
     (Without the split, the coupling would be the identity and -CE would collapse to NCE.)
 
     Inputs: features (N, D), class labels (N,), source_probs (N, Z). Cost: one EMD of size
-    ``max_samples``/2 (default 2000 x 2000, ~1 s); deterministic given ``seed``.
+    ``max_samples``/2 (default 2000 x 2000, ~1 s); deterministic given ``seed`` and the order of the samples (the
+    split draws positions: reordered samples give another split, as another seed does).
     """
     # Only the drawn rows are upcast (in ``_coupling_terms``). The coupling, hence CE, does not change when the costs
     # are scaled, but below ~1e-154 the squared distances underflow to 0 and any coupling looked optimal (features
