@@ -199,6 +199,37 @@ def test_eval_says_which_tasks_rank_nothing_and_why(cli, tmp_path):
     assert "no ranking: t3 (ground truth): all 8 scores are equal (0.5)" in err and "t4" not in err
 
 
+def test_eval_leaves_out_a_task_of_one_model_and_trains_on_it(cli, tmp_path):
+    """A task with the record of a single model made the whole evaluation a usage error; `evaluate` leaves such a
+    dataset out (one model ranks nothing), so spider eval does too, naming it once, and trains on its record."""
+    from modelrank.spider.protocols import evaluate, seed_mixture
+
+    table = pd.concat([clustered().table, pd.DataFrame({"dataset": ["solo"], "model": ["m0"], "accuracy": [0.5]})])
+    table.to_csv(tmp_path / "records.csv", index=False)
+    code, out, err = cli("spider", "eval", str(tmp_path / "records.csv"), "--learners", "model_prior,random",
+                         "--protocol", "both", "--format", "csv")
+    summary = pd.read_csv(io.StringIO(out))
+    assert code == 0 and set(summary["tasks"]) == {16}, err
+    assert err.count("solo") == 1 and "no ranking: solo (ground truth): only 1 model has a record" in err
+    records, trained = Records(table), []
+
+    def factory():
+        learner = make_learner("model_prior")
+        fit = learner.fit
+        learner.fit = lambda records: trained.append(set(records.record_tasks)) or fit(records)
+        return learner
+
+    assert "solo" not in set(evaluate(factory, records).per_task["task"])
+    assert all("solo" in tasks for tasks in trained) and len(trained) == 16
+    meta = pd.DataFrame({"f": 0.0}, index=records.tasks)  # the cold block's tasks are known by their metadata
+    mixed = seed_mixture(factory, Records(table, task_meta=meta))
+    assert "solo" not in set(mixed.per_task["task"]) and len(set(mixed.per_task["task"])) == 16
+    (tmp_path / "single.csv").write_text("dataset,model,accuracy\nt1,m0,0.5\nt2,m1,0.6\n")
+    code, out, err = cli("spider", "eval", str(tmp_path / "single.csv"), "--learners", "model_prior")
+    assert code == 2 and out == "" and err == "error: no task has records for 2 or more models: there is no ranking " \
+        "to learn from\n", err
+
+
 def test_eval_refuses_a_learner_named_twice_before_any_work(cli, tmp_path, monkeypatch):
     """`--learners random,random,model_prior` evaluated random twice (a spider run can take minutes) and printed two
     identical rows."""

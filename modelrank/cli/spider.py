@@ -314,6 +314,11 @@ def spider_eval(
     data = load_records(records)
     for name in names:  # a learner lacking its input failed only after the learners before it were evaluated
         make_learner(name, **configs[name]).check(data)
+    single = data.single_model_tasks  # none but them: the learners' check above refused the records
+    if single:  # they refused the whole evaluation; `evaluate` leaves a dataset of one model out too
+        err_console.print(f"[yellow]no ranking:[/] {escape(', '.join(single))} (ground truth): only 1 model has a "
+                          "record; left out of the evaluation (kept to train the learners)",
+                          highlight=False, soft_wrap=True)
     fold_list = None if protocol == "seed_mixture" else task_folds(data, by, folds, seed=seed)
     per_task, rows = [], []
     steps = len(names) * (1 if fold_list is None else len(fold_list))

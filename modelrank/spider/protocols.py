@@ -99,8 +99,8 @@ def task_folds(records: Records, by: str = "task", n_folds: int | None = None, c
                tasks: Iterable[str] | None = None, seed: int = 0) -> list[list[str]]:
     """Groups of held-out tasks. ``by="task"``: one task per fold (leave-one-task-out) or ``n_folds`` random
     groups; ``by="domain"``: one fold per value of the task-metadata ``column``. ``tasks``: which tasks are
-    ever held out (default: every task with records)."""
-    candidates = list(tasks) if tasks is not None else records.record_tasks
+    ever held out (default: ``Records.rankable_tasks``, every task with records of 2 or more models)."""
+    candidates = list(tasks) if tasks is not None else records.rankable_tasks()
     for t in candidates:
         records.check_rankable(t)
     if by == "task":
@@ -216,8 +216,10 @@ def seed_mixture_split(records: Records, seed: int) -> tuple[Records, dict[str, 
 
 
 def seed_mixture(factory: Callable[[], Learner], records: Records, seed: int = 0, tau_protocol: str = "scipy") -> EvalResult:
-    """The graph seed's mixed-observation protocol (see module docstring), one split per ``seed``."""
+    """The graph seed's mixed-observation protocol (see module docstring), one split per ``seed``, of the
+    ``Records.rankable_tasks`` (the single record of another task would never be observed: int(1 x ratio) = 0)."""
     measure = partial(measure_all, tau_protocol=tau_protocol)
+    records = records.with_rows(records.table[records.table["dataset"].isin(records.rankable_tasks())])
     train, observed = seed_mixture_split(records, seed)
     start = time.perf_counter()
     learner = factory().fit(train)
