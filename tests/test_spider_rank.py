@@ -230,6 +230,34 @@ def test_eval_leaves_out_a_task_of_one_model_and_trains_on_it(cli, tmp_path):
         "to learn from\n", err
 
 
+def test_eval_reads_the_metadata_files_train_reads(cli, tmp_path):
+    """`spider eval` had no --task-meta / --model-meta: on a records CSV the learners that read metadata were
+    evaluated without it (and metadata_lr not at all), though `spider train` gives it to them."""
+    records = clustered(n_tasks=12)
+    records.table.to_csv(tmp_path / "records.csv", index=False)
+    cluster = [int(task[1:]) % 2 for task in records.record_tasks]  # clustered()'s two orders of the models
+    pd.DataFrame({"cluster": cluster}, index=records.record_tasks).rename_axis("task").to_csv(tmp_path / "tasks.csv")
+    pd.DataFrame({"size": np.arange(8.0)}, index=records.models).rename_axis("model").to_csv(tmp_path / "models.csv")
+    args = ["spider", "eval", str(tmp_path / "records.csv"), "--learners", "model_prior,task_attention",
+            "--set", "inner_draws=2", "--format", "csv"]
+    code, out, err = cli(*args)
+    blind = pd.read_csv(io.StringIO(out)).set_index("learner")
+    code_meta, out, err = cli(*args, "--task-meta", str(tmp_path / "tasks.csv"))
+    seeing = pd.read_csv(io.StringIO(out)).set_index("learner")
+    assert code == code_meta == 0, err
+    # the metadata name the tasks' cluster: without them task attention has nothing but the prior to go on
+    assert blind.loc["task_attention", "spearman"] == blind.loc["model_prior", "spearman"]
+    assert seeing.loc["task_attention", "spearman"] > seeing.loc["model_prior", "spearman"]
+    code, out, err = cli("spider", "eval", str(tmp_path / "records.csv"), "--learners", "metadata_lr",
+                         "--model-meta", str(tmp_path / "models.csv"), "--format", "csv")
+    assert code == 0 and len(pd.read_csv(io.StringIO(out))) == 1, err
+    for extra, message in ((["--task-meta", str(tmp_path / "none.csv")], "task_meta file"),
+                           (["--task-meta", str(tmp_path / "tasks.csv"), "--out", str(tmp_path / "tasks.csv")],
+                            "is also the --task-meta file")):
+        code, out, err = cli(*args, *extra)
+        assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
+
+
 def test_eval_refuses_a_learner_named_twice_before_any_work(cli, tmp_path, monkeypatch):
     """`--learners random,random,model_prior` evaluated random twice (a spider run can take minutes) and printed two
     identical rows."""
