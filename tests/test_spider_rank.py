@@ -258,6 +258,28 @@ def test_eval_reads_the_metadata_files_train_reads(cli, tmp_path):
         assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
 
 
+def test_eval_by_domain_reads_the_domain_column_of_the_task_metadata(cli, tmp_path):
+    """`--by domain` (help: "needs a domain column in task metadata") found no column unless the records' loader named
+    it (DomainNet's): a --task-meta or benchmark tasks.csv with a `domain` column was refused, "(got None)"."""
+    from modelrank.spider.protocols import task_folds
+
+    records = clustered(n_tasks=12)
+    records.table.to_csv(tmp_path / "records.csv", index=False)
+    meta = pd.DataFrame({"domain": [f"d{int(t[1:]) % 3}" for t in records.record_tasks], "size": 1.0},
+                        index=records.record_tasks)
+    meta.rename_axis("task").to_csv(tmp_path / "tasks.csv")
+    assert task_folds(Records(records.table, task_meta=meta), "domain") == [
+        sorted(f"t{j}" for j in range(d, 12, 3)) for d in range(3)]
+    args = ["spider", "eval", str(tmp_path / "records.csv"), "--learners", "model_prior,random", "--by", "domain",
+            "--format", "csv"]
+    code, out, err = cli(*args, "--task-meta", str(tmp_path / "tasks.csv"))
+    assert code == 0 and set(pd.read_csv(io.StringIO(out))["tasks"]) == {12}, err
+    meta.drop(columns="domain").rename_axis("task").to_csv(tmp_path / "tasks.csv")
+    code, out, err = cli(*args, "--task-meta", str(tmp_path / "tasks.csv"))
+    assert code == 2 and out == "" and err == ("error: leave-one-domain-out needs a task metadata column 'domain' "
+                                               "naming each task's domain; it has size\n"), err
+
+
 def test_eval_refuses_a_learner_named_twice_before_any_work(cli, tmp_path, monkeypatch):
     """`--learners random,random,model_prior` evaluated random twice (a spider run can take minutes) and printed two
     identical rows."""
