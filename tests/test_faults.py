@@ -282,6 +282,24 @@ def test_records_cli_compact_and_rm(tmp_path, cli):
     assert code == 0 and "keep" in out
 
 
+def test_records_compact_of_a_folder_without_records_leaves_no_lock_file(tmp_path, cli):
+    """`records compact` in a cache folder holding no records left `records.parquet.lock` behind, alone."""
+    from modelrank.finetune.records import append_record, records_parts_dir
+
+    cache = tmp_path / "cache"
+    stale = records_parts_dir(cache) / ".part-1.parquet.tmp-dead"  # a killed writer's temporary: still cleaned up
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half")
+    os.utime(stale, (0, 0))
+    code, out, err = cli("records", "compact", "--cache-dir", str(cache))
+    assert code == 0 and out == "" and "0 records in the table" in err, err
+    assert [p.relative_to(cache).as_posix() for p in cache.rglob("*")] == ["records.parts"]
+    append_record(_record(1), cache)
+    code, out, err = cli("records", "compact", "--cache-dir", str(cache))
+    assert code == 0 and "1 run file(s) folded; 1 records" in err  # with records, the lock guards the table
+    assert sorted(p.name for p in cache.iterdir()) == ["records.parquet", "records.parquet.lock", "records.parts"]
+
+
 # ------------------------------------------------------------------------------------- feature cache
 WORKER = """
 import json, os, sys, time

@@ -155,6 +155,13 @@ def append_record(record: dict[str, Any], cache_dir: str | os.PathLike | None = 
 
 def compact_records(cache_dir: str | os.PathLike | None = None) -> dict[str, int]:
     """Fold the part files into ``records.parquet``: {"records": rows in the table, "parts": parts folded}."""
+    # Parts listed before the table is looked for (a compaction writes the table before it deletes its parts): with
+    # neither, nothing was ever recorded here and there is nothing to fold.
+    if not _part_files(cache_dir) and not records_path(cache_dir).exists():
+        # The lock would stay behind as the folder's only records file, and a lock file is never removed: a process
+        # already waiting on it would lock the removed file while the next one creates and locks another.
+        remove_stale_temporaries(records_parts_dir(cache_dir))
+        return {"records": 0, "parts": 0}
     return _rewrite(cache_dir, lambda table: table)
 
 
