@@ -242,6 +242,64 @@ def test_records_rm_removes_only_the_records_it_listed(tmp_path, cli, monkeypatc
     assert list(read_records(cache)["model"]) == ["m1"]
 
 
+def _ctrl_c_at(monkeypatch, target, name: str, at: int) -> None:
+    """A real SIGINT, as from the terminal, at the ``at``-th call of ``target.name`` (of a run file's unlink)."""
+    import signal
+
+    original, calls = getattr(target, name), []
+
+    def wrapper(*args, **kwargs):
+        if name != "unlink" or args[0].name.startswith("part-"):
+            calls.append(name)
+            if len(calls) == at:
+                os.kill(os.getpid(), signal.SIGINT)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(target, name, wrapper)
+
+
+def test_records_compact_interrupted_finishes_the_table_first(tmp_path, cli, monkeypatch):
+    from modelrank.finetune.records import append_record, read_records, records_parts_dir
+
+    cache = str(tmp_path / "cache")
+    for i in range(3):
+        append_record(_record(i), cache)
+    _ctrl_c_at(monkeypatch, Path, "unlink", 2)
+    code, out, err = cli("records", "compact", "--cache-dir", cache)
+    monkeypatch.undo()
+    assert code == 130 and err == "interrupted: no record was changed (a compaction moves them into one table); " \
+        "rerun to compact\n", err
+    assert len(read_records(cache)) == 3 and not list(records_parts_dir(cache).glob("part-*"))
+
+
+@pytest.mark.parametrize("when", ["reading", "deleting"])
+def test_records_rm_interrupted_says_what_was_kept_and_a_rerun_finishes(tmp_path, cli, monkeypatch, when):
+    """A Ctrl-C while `records rm` deleted the run files, after it had rewritten the table, said "nothing was written"
+    while it left one listed record removed and brought the other back; before the rewrite nothing is removed."""
+    import modelrank.finetune.records as records
+
+    cache = str(tmp_path / "cache")
+    for i in range(4):
+        records.append_record(_record(i, dataset="exp" if i % 2 else "keep"), cache)
+    if when == "deleting":  # the table is written; the second of the 4 run files is being deleted
+        _ctrl_c_at(monkeypatch, Path, "unlink", 2)
+    else:  # the records are read again under the lock (the first read listed them)
+        _ctrl_c_at(monkeypatch, records, "_snapshot", 2)
+    code, out, err = cli("records", "rm", "-d", "exp", "--yes", "--cache-dir", cache)
+    monkeypatch.undo()
+    left = sorted(records.read_records(cache)["model"])
+    assert code == 130 and out.count("|linear|") == 2 and err.count("\n") == 1, (code, err)
+    if when == "deleting":
+        assert err == "interrupted: the 2 record(s) were removed before stopping; every other record is kept\n"
+        assert left == ["m0", "m2"] and not list(records.records_parts_dir(cache).glob("part-*"))
+    else:
+        assert err == "interrupted: nothing was removed: the 2 listed record(s) are kept; rerun to remove them\n"
+        assert left == ["m0", "m1", "m2", "m3"]
+    code, out, err = cli("records", "rm", "-d", "exp", "--yes", "--cache-dir", cache)
+    assert code == 0 and sorted(records.read_records(cache)["model"]) == ["m0", "m2"]
+    assert ("removed 2 record(s)" if when == "reading" else "0 record(s) match") in err, err
+
+
 def test_damaged_records_tables_get_one_line_errors(tmp_path, cli):
     from modelrank.finetune.records import append_record, read_records, records_parts_dir, records_path
 
@@ -280,6 +338,24 @@ def test_records_cli_compact_and_rm(tmp_path, cli):
     assert code == 0 and "1 records" in err
     code, out, err = cli("records", "ls", "--cache-dir", cache)
     assert code == 0 and "keep" in out
+
+
+def test_records_compact_of_a_folder_without_records_leaves_no_lock_file(tmp_path, cli):
+    """`records compact` in a cache folder holding no records left `records.parquet.lock` behind, alone."""
+    from modelrank.finetune.records import append_record, records_parts_dir
+
+    cache = tmp_path / "cache"
+    stale = records_parts_dir(cache) / ".part-1.parquet.tmp-dead"  # a killed writer's temporary: still cleaned up
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half")
+    os.utime(stale, (0, 0))
+    code, out, err = cli("records", "compact", "--cache-dir", str(cache))
+    assert code == 0 and out == "" and "0 records in the table" in err, err
+    assert [p.relative_to(cache).as_posix() for p in cache.rglob("*")] == ["records.parts"]
+    append_record(_record(1), cache)
+    code, out, err = cli("records", "compact", "--cache-dir", str(cache))
+    assert code == 0 and "1 run file(s) folded; 1 records" in err  # with records, the lock guards the table
+    assert sorted(p.name for p in cache.iterdir()) == ["records.parquet", "records.parquet.lock", "records.parts"]
 
 
 # ------------------------------------------------------------------------------------- feature cache

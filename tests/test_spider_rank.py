@@ -199,6 +199,87 @@ def test_eval_says_which_tasks_rank_nothing_and_why(cli, tmp_path):
     assert "no ranking: t3 (ground truth): all 8 scores are equal (0.5)" in err and "t4" not in err
 
 
+def test_eval_leaves_out_a_task_of_one_model_and_trains_on_it(cli, tmp_path):
+    """A task with the record of a single model made the whole evaluation a usage error; `evaluate` leaves such a
+    dataset out (one model ranks nothing), so spider eval does too, naming it once, and trains on its record."""
+    from modelrank.spider.protocols import evaluate, seed_mixture
+
+    table = pd.concat([clustered().table, pd.DataFrame({"dataset": ["solo"], "model": ["m0"], "accuracy": [0.5]})])
+    table.to_csv(tmp_path / "records.csv", index=False)
+    code, out, err = cli("spider", "eval", str(tmp_path / "records.csv"), "--learners", "model_prior,random",
+                         "--protocol", "both", "--format", "csv")
+    summary = pd.read_csv(io.StringIO(out))
+    assert code == 0 and set(summary["tasks"]) == {16}, err
+    assert err.count("solo") == 1 and "no ranking: solo (ground truth): only 1 model has a record" in err
+    records, trained = Records(table), []
+
+    def factory():
+        learner = make_learner("model_prior")
+        fit = learner.fit
+        learner.fit = lambda records: trained.append(set(records.record_tasks)) or fit(records)
+        return learner
+
+    assert "solo" not in set(evaluate(factory, records).per_task["task"])
+    assert all("solo" in tasks for tasks in trained) and len(trained) == 16
+    meta = pd.DataFrame({"f": 0.0}, index=records.tasks)  # the cold block's tasks are known by their metadata
+    mixed = seed_mixture(factory, Records(table, task_meta=meta))
+    assert "solo" not in set(mixed.per_task["task"]) and len(set(mixed.per_task["task"])) == 16
+    (tmp_path / "single.csv").write_text("dataset,model,accuracy\nt1,m0,0.5\nt2,m1,0.6\n")
+    code, out, err = cli("spider", "eval", str(tmp_path / "single.csv"), "--learners", "model_prior")
+    assert code == 2 and out == "" and err == "error: no task has records for 2 or more models: there is no ranking " \
+        "to learn from\n", err
+
+
+def test_eval_reads_the_metadata_files_train_reads(cli, tmp_path):
+    """`spider eval` had no --task-meta / --model-meta: on a records CSV the learners that read metadata were
+    evaluated without it (and metadata_lr not at all), though `spider train` gives it to them."""
+    records = clustered(n_tasks=12)
+    records.table.to_csv(tmp_path / "records.csv", index=False)
+    cluster = [int(task[1:]) % 2 for task in records.record_tasks]  # clustered()'s two orders of the models
+    pd.DataFrame({"cluster": cluster}, index=records.record_tasks).rename_axis("task").to_csv(tmp_path / "tasks.csv")
+    pd.DataFrame({"size": np.arange(8.0)}, index=records.models).rename_axis("model").to_csv(tmp_path / "models.csv")
+    args = ["spider", "eval", str(tmp_path / "records.csv"), "--learners", "model_prior,task_attention",
+            "--set", "inner_draws=2", "--format", "csv"]
+    code, out, err = cli(*args)
+    blind = pd.read_csv(io.StringIO(out)).set_index("learner")
+    code_meta, out, err = cli(*args, "--task-meta", str(tmp_path / "tasks.csv"))
+    seeing = pd.read_csv(io.StringIO(out)).set_index("learner")
+    assert code == code_meta == 0, err
+    # the metadata name the tasks' cluster: without them task attention has nothing but the prior to go on
+    assert blind.loc["task_attention", "spearman"] == blind.loc["model_prior", "spearman"]
+    assert seeing.loc["task_attention", "spearman"] > seeing.loc["model_prior", "spearman"]
+    code, out, err = cli("spider", "eval", str(tmp_path / "records.csv"), "--learners", "metadata_lr",
+                         "--model-meta", str(tmp_path / "models.csv"), "--format", "csv")
+    assert code == 0 and len(pd.read_csv(io.StringIO(out))) == 1, err
+    for extra, message in ((["--task-meta", str(tmp_path / "none.csv")], "task_meta file"),
+                           (["--task-meta", str(tmp_path / "tasks.csv"), "--out", str(tmp_path / "tasks.csv")],
+                            "is also the --task-meta file")):
+        code, out, err = cli(*args, *extra)
+        assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
+
+
+def test_eval_by_domain_reads_the_domain_column_of_the_task_metadata(cli, tmp_path):
+    """`--by domain` (help: "needs a domain column in task metadata") found no column unless the records' loader named
+    it (DomainNet's): a --task-meta or benchmark tasks.csv with a `domain` column was refused, "(got None)"."""
+    from modelrank.spider.protocols import task_folds
+
+    records = clustered(n_tasks=12)
+    records.table.to_csv(tmp_path / "records.csv", index=False)
+    meta = pd.DataFrame({"domain": [f"d{int(t[1:]) % 3}" for t in records.record_tasks], "size": 1.0},
+                        index=records.record_tasks)
+    meta.rename_axis("task").to_csv(tmp_path / "tasks.csv")
+    assert task_folds(Records(records.table, task_meta=meta), "domain") == [
+        sorted(f"t{j}" for j in range(d, 12, 3)) for d in range(3)]
+    args = ["spider", "eval", str(tmp_path / "records.csv"), "--learners", "model_prior,random", "--by", "domain",
+            "--format", "csv"]
+    code, out, err = cli(*args, "--task-meta", str(tmp_path / "tasks.csv"))
+    assert code == 0 and set(pd.read_csv(io.StringIO(out))["tasks"]) == {12}, err
+    meta.drop(columns="domain").rename_axis("task").to_csv(tmp_path / "tasks.csv")
+    code, out, err = cli(*args, "--task-meta", str(tmp_path / "tasks.csv"))
+    assert code == 2 and out == "" and err == ("error: leave-one-domain-out needs a task metadata column 'domain' "
+                                               "naming each task's domain; it has size\n"), err
+
+
 def test_eval_refuses_a_learner_named_twice_before_any_work(cli, tmp_path, monkeypatch):
     """`--learners random,random,model_prior` evaluated random twice (a spider run can take minutes) and printed two
     identical rows."""

@@ -244,6 +244,8 @@ def records_compact(cache_dir: Optional[Path] = ExistingCacheDirOption) -> None:
     """Fold the per-run record files into the one records table (safe while other runs append)."""
     from ..finetune import compact_records
 
+    # true wherever a Ctrl-C lands: one during the rewrite waits until the table holds what the run files held
+    set_interrupt_note("no record was changed (a compaction moves them into one table); rerun to compact")
     done = compact_records(str(cache_dir) if cache_dir else None)
     err_console.print(f"{done['parts']} run file(s) folded; {done['records']} records in the table", soft_wrap=True)
 
@@ -271,10 +273,16 @@ def records_rm(
         err_console.print(f"{len(chosen)} record(s) match{'' if chosen.empty else '; nothing removed (--dry-run)'}",
                           soft_wrap=True)
         return
+    set_interrupt_note(f"nothing was removed: the {len(chosen)} listed record(s) are kept; rerun to remove them")
     if not yes and not confirmed(f"remove {len(chosen)} record(s)?",
                                  f"{len(chosen)} record(s) would be removed; confirm with --yes (list them: --dry-run)"):
         err_console.print("nothing removed", soft_wrap=True)
         return
     # What was listed and confirmed: records that a running job wrote since (while the question waited) stay.
-    removed = remove_records(cache, among=set(chosen["key"]), **filters)
+    # A Ctrl-C during the rewrite waits until the table and the run files agree (one cut short removed some of the
+    # records and brought the others back, under "nothing was written"): the note then says they are gone.
+    def gone(records) -> None:
+        set_interrupt_note(f"the {len(records)} record(s) were removed before stopping; every other record is kept")
+
+    removed = remove_records(cache, among=set(chosen["key"]), on_removed=gone, **filters)
     err_console.print(f"removed {len(removed)} record(s)", soft_wrap=True)

@@ -28,6 +28,11 @@ RecordsArgument = typer.Argument(..., help="records: dataset,model,accuracy CSV 
                                  "transfergraph-image:FOLDER | transfergraph-text:FOLDER | model-spider:FOLDER | "
                                  "model-spider-multi:FOLDER | benchmark:FOLDER")
 QuietOption = typer.Option(False, "--quiet", "-q", help="No progress display.")
+# What `spider train` reads beside a records CSV, `spider eval` reads too (load_records checks both files).
+TaskMetaOption = typer.Option(None, "--task-meta", help="CSV of task metadata (first column = task name), with a "
+                              "records CSV.")
+ModelMetaOption = typer.Option(None, "--model-meta", help="CSV of model metadata (first column = model name), with a "
+                               "records CSV.")
 
 
 def _learner_options(name: str, pairs: list[str]) -> dict[str, object]:
@@ -47,8 +52,8 @@ def spider_train(
                                 "the default, task attention, is the base the networks do not beat on any records "
                                 "benchmark we have (README)."),
     option: list[str] = typer.Option([], "--set", help="Learner option key=value (repeatable), e.g. --set epochs=50"),
-    task_meta: Optional[Path] = typer.Option(None, help="CSV of task metadata (first column = task name)."),
-    model_meta: Optional[Path] = typer.Option(None, help="CSV of model metadata (first column = model name)."),
+    task_meta: Optional[Path] = TaskMetaOption,
+    model_meta: Optional[Path] = ModelMetaOption,
     quiet: bool = QuietOption,
 ) -> None:
     """Train a learner on fine-tune records and save it."""
@@ -258,6 +263,8 @@ def spider_eval(
     learners: str = typer.Option("random,model_prior,task_attention,graph,spider", help="Comma-separated learners."),
     protocol: str = typer.Option("cold_start", help="cold_start | partial | both | seed_mixture"),
     by: str = typer.Option("task", help="Held-out groups: task | domain (needs a domain column in task metadata)."),
+    task_meta: Optional[Path] = TaskMetaOption,
+    model_meta: Optional[Path] = ModelMetaOption,
     folds: Optional[int] = typer.Option(None, min=2, help="Number of task folds (default: leave-one-task-out)."),
     k_observed: int = typer.Option(3, "--k", min=1, help="Models revealed per task in the partial protocol."),
     option: list[str] = typer.Option([], "--set", help="Option key=value, passed to each learner that has it (e.g. "
@@ -281,7 +288,8 @@ def spider_eval(
     from ..spider.loaders import load_records
     from ..spider.protocols import HELD_OUT_GROUPS, evaluate, paired_difference, seed_mixture, task_folds
 
-    check_output(fmt, out, [("RECORDS", records)])  # a CSV path (a KIND:FOLDER spec is no file)
+    # a CSV path (a KIND:FOLDER spec is no file)
+    check_output(fmt, out, [("RECORDS", records), ("--task-meta", task_meta), ("--model-meta", model_meta)])
     protocols = {"cold_start": ("cold_start",), "partial": ("partial",), "both": ("cold_start", "partial")}
     if protocol not in (*protocols, "seed_mixture"):
         raise ModelrankError(f"--protocol must be cold_start, partial, both or seed_mixture, not {protocol!r}")
@@ -311,9 +319,14 @@ def spider_eval(
     configs = {name: {k: v for k, v in extra.items() if k in options[name]} for name in names}
     for name in names:
         make_learner(name, **configs[name])  # a value of the wrong type fails here, before any work
-    data = load_records(records)
+    data = load_records(records, task_meta, model_meta)
     for name in names:  # a learner lacking its input failed only after the learners before it were evaluated
         make_learner(name, **configs[name]).check(data)
+    single = data.single_model_tasks  # none but them: the learners' check above refused the records
+    if single:  # they refused the whole evaluation; `evaluate` leaves a dataset of one model out too
+        err_console.print(f"[yellow]no ranking:[/] {escape(', '.join(single))} (ground truth): only 1 model has a "
+                          "record; left out of the evaluation (kept to train the learners)",
+                          highlight=False, soft_wrap=True)
     fold_list = None if protocol == "seed_mixture" else task_folds(data, by, folds, seed=seed)
     per_task, rows = [], []
     steps = len(names) * (1 if fold_list is None else len(fold_list))

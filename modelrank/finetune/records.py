@@ -24,12 +24,14 @@ import io
 import json
 import os
 import platform
+import signal
+import threading
 import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 
@@ -136,6 +138,24 @@ def _locked(path: Path, blocking: bool = True) -> Iterator[bool]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
+@contextmanager
+def _interrupts_held() -> Iterator[None]:
+    """Hold a Ctrl-C (SIGINT) back while the block runs and deliver it after, to the handler it was meant for: a
+    table rewritten without some records must not stay beside the run files that hold them (an interrupted deletion
+    brought removed records back, some of them). Python's handlers run only in the main thread: elsewhere, as is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
+    if held:  # not after an error: that error is what stopped the block
+        signal.raise_signal(signal.SIGINT)
+
+
 def append_record(record: dict[str, Any], cache_dir: str | os.PathLike | None = None) -> Path:
     """Add ``record`` as a new part file (a later record with the same key, a forced rerun, replaces the earlier
     one when read); returns the part's path."""
@@ -155,16 +175,25 @@ def append_record(record: dict[str, Any], cache_dir: str | os.PathLike | None = 
 
 def compact_records(cache_dir: str | os.PathLike | None = None) -> dict[str, int]:
     """Fold the part files into ``records.parquet``: {"records": rows in the table, "parts": parts folded}."""
+    # Parts listed before the table is looked for (a compaction writes the table before it deletes its parts): with
+    # neither, nothing was ever recorded here and there is nothing to fold.
+    if not _part_files(cache_dir) and not records_path(cache_dir).exists():
+        # The lock would stay behind as the folder's only records file, and a lock file is never removed: a process
+        # already waiting on it would lock the removed file while the next one creates and locks another.
+        remove_stale_temporaries(records_parts_dir(cache_dir))
+        return {"records": 0, "parts": 0}
     return _rewrite(cache_dir, lambda table: table)
 
 
 def remove_records(
     cache_dir: str | os.PathLike | None = None, *, key: str | None = None, dataset: str | None = None,
     model: str | None = None, protocol: str | None = None, dry_run: bool = False, among: set[str] | None = None,
+    on_removed: Callable[[pd.DataFrame], None] | None = None,
 ) -> pd.DataFrame:
     """Delete the records matching every given filter (at least one); returns them. ``dry_run``: only return them.
     ``among``: only records with these keys (those listed to a user who confirmed: a matching record written since
-    stays)."""
+    stays). A Ctrl-C while the table and its run files are rewritten takes effect once they agree, the records
+    removed; ``on_removed(records)`` is called before it does (to say so)."""
     filters = {"key": key, "dataset": dataset, "model": model, "protocol": protocol}
     filters = {column: value for column, value in filters.items() if value is not None}
     if not filters:
@@ -188,23 +217,28 @@ def remove_records(
         removed.append(table[chosen])
         return table[~chosen]
 
-    _rewrite(cache_dir, drop)
+    _rewrite(cache_dir, drop, done=None if on_removed is None else lambda: on_removed(removed[0]))
     return removed[0].reset_index(drop=True)
 
 
-def _rewrite(cache_dir, change, blocking: bool = True) -> dict[str, int]:
+def _rewrite(cache_dir, change, blocking: bool = True, done: Callable[[], None] | None = None) -> dict[str, int]:
     """Under the lock: write ``change(all records)`` as the table, then delete the parts it includes, oldest
-    first (so a reader in between sees, per key, either the new table's row or a part at least as recent)."""
+    first (so a reader in between sees, per key, either the new table's row or a part at least as recent), and
+    call ``done()``; a Ctrl-C from the table's write to then is held back until after it (``_interrupts_held``)."""
     base = records_path(cache_dir)
     with _locked(base, blocking) as acquired:
         if not acquired:
             return {"records": -1, "parts": 0}
         table, parts = _snapshot(cache_dir)
         table = change(table)
-        if parts or base.exists() or len(table):
-            atomic_write_bytes(base, _parquet_bytes(table))
-        for part in parts:
-            part.unlink(missing_ok=True)
+        data = _parquet_bytes(table) if parts or base.exists() or len(table) else None
+        with _interrupts_held():
+            if data is not None:
+                atomic_write_bytes(base, data)
+            for part in parts:
+                part.unlink(missing_ok=True)
+            if done is not None:
+                done()
         remove_stale_temporaries(records_parts_dir(cache_dir))
     return {"records": len(table), "parts": len(parts)}
 

@@ -119,9 +119,7 @@ class Learner:
         learner first: a baseline without its input failed after the learners before it had been evaluated)."""
         if not isinstance(records, Records):
             raise InvalidInputError(f"fit needs Records, got {type(records).__name__}")
-        counts = records.table.groupby("dataset")["model"].size()
-        if not (counts >= 2).any():
-            raise InvalidInputError("no task has records for 2 or more models: there is no ranking to learn from")
+        records.rankable_tasks()  # raises when no task has 2 models to rank
 
     def _fit(self, records: Records) -> None:
         raise NotImplementedError

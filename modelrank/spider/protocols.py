@@ -98,9 +98,10 @@ HELD_OUT_GROUPS = ("task", "domain")
 def task_folds(records: Records, by: str = "task", n_folds: int | None = None, column: str | None = None,
                tasks: Iterable[str] | None = None, seed: int = 0) -> list[list[str]]:
     """Groups of held-out tasks. ``by="task"``: one task per fold (leave-one-task-out) or ``n_folds`` random
-    groups; ``by="domain"``: one fold per value of the task-metadata ``column``. ``tasks``: which tasks are
-    ever held out (default: every task with records)."""
-    candidates = list(tasks) if tasks is not None else records.record_tasks
+    groups; ``by="domain"``: one fold per value of the task-metadata ``column`` (default: the records' own
+    ``info["domain_column"]``, else ``"domain"``). ``tasks``: which tasks are
+    ever held out (default: ``Records.rankable_tasks``, every task with records of 2 or more models)."""
+    candidates = list(tasks) if tasks is not None else records.rankable_tasks()
     for t in candidates:
         records.check_rankable(t)
     if by == "task":
@@ -111,9 +112,14 @@ def task_folds(records: Records, by: str = "task", n_folds: int | None = None, c
         order = np.random.default_rng(seed).permutation(len(candidates))
         return [[candidates[i] for i in sorted(chunk)] for chunk in np.array_split(order, n_folds)]
     if by == "domain":
-        column = column or records.info.get("domain_column")
+        # "domain", as `spider eval --by` says: metadata from a CSV (--task-meta) or a benchmark's tasks.csv named
+        # no column, and found none
+        column = column or records.info.get("domain_column", "domain")
         if records.task_meta is None or column not in records.task_meta.columns:
-            raise InvalidInputError(f"leave-one-domain-out needs a task metadata column naming the domain (got {column!r})")
+            have = ("the records have no task metadata" if records.task_meta is None
+                    else f"it has {', '.join(map(str, records.task_meta.columns))}")
+            raise InvalidInputError(f"leave-one-domain-out needs a task metadata column {column!r} naming each task's "
+                                    f"domain; {have}")
         domains = records.task_meta.loc[candidates, column].astype(str)
         return [sorted(domains.index[domains == d]) for d in sorted(domains.unique())]
     raise InvalidInputError(f"by must be {' or '.join(map(repr, HELD_OUT_GROUPS))}, not {by!r}")
@@ -216,8 +222,10 @@ def seed_mixture_split(records: Records, seed: int) -> tuple[Records, dict[str, 
 
 
 def seed_mixture(factory: Callable[[], Learner], records: Records, seed: int = 0, tau_protocol: str = "scipy") -> EvalResult:
-    """The graph seed's mixed-observation protocol (see module docstring), one split per ``seed``."""
+    """The graph seed's mixed-observation protocol (see module docstring), one split per ``seed``, of the
+    ``Records.rankable_tasks`` (the single record of another task would never be observed: int(1 x ratio) = 0)."""
     measure = partial(measure_all, tau_protocol=tau_protocol)
+    records = records.with_rows(records.table[records.table["dataset"].isin(records.rankable_tasks())])
     train, observed = seed_mixture_split(records, seed)
     start = time.perf_counter()
     learner = factory().fit(train)

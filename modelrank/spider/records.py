@@ -176,6 +176,21 @@ class Records:
         """Tasks that have accuracy records."""
         return sorted(self.table["dataset"].unique())
 
+    @property
+    def single_model_tasks(self) -> list[str]:
+        """Tasks with a record of one model only: they train a learner, but there is nothing to rank on them."""
+        counts = self.table.groupby("dataset")["model"].size()  # one record per (dataset, model)
+        return sorted(counts.index[counts < 2])
+
+    def rankable_tasks(self) -> list[str]:
+        """Tasks with records of 2 or more models: what a learner learns to rank and a held-out evaluation measures
+        (``single_model_tasks`` rank nothing, as in ``modelrank.evaluate``). Raises when there is none."""
+        single = set(self.single_model_tasks)
+        tasks = [t for t in self.record_tasks if t not in single]
+        if not tasks:
+            raise InvalidInputError("no task has records for 2 or more models: there is no ranking to learn from")
+        return tasks
+
     def matrix(self, tasks: Iterable[str] | None = None, models: Iterable[str] | None = None) -> pd.DataFrame:
         """Accuracy as a tasks x models frame (NaN where a pair has no record)."""
         wide = self.table.pivot(index="dataset", columns="model", values="accuracy")
