@@ -20,6 +20,8 @@ T = TypeVar("T")
 _NAME_SEPARATOR = re.compile(r",(?![^\[]*\])")
 #: what an error about names that ``split_names`` cut says
 COMMA_HINT = "a comma outside [...] separates two names"
+#: A name holding one of these is a glob (``fnmatch``: ``*``, ``?``, ``[...]``) wherever commands take globs.
+GLOB_CHARACTERS = frozenset("*?[")
 
 
 def split_names(value: str) -> list[str]:

@@ -1295,3 +1295,20 @@ def test_error_reasons_are_one_line_even_for_empty_messages():
     assert error_reason(ValueError("bad value\nmore detail")) == "bad value"
     assert error_reason(EOFError()) == "EOFError" and error_reason(OSError("  ")) == "OSError"
     assert error_reason(ValueError("x" * 500)) == "x" * 200 and error_reason(ValueError("x" * 500), 120) == "x" * 120
+
+
+def test_records_ls_and_rm_take_globs_for_datasets_and_models(tmp_path, cli):
+    """`cache rm` took globs, `records ls/rm -d/-m` only exact names: removing a zoo's records meant one model at a
+    time. A name of the table wins over the glob it would also be (``exp[lr=0.1]``)."""
+    from modelrank.finetune.records import append_record, read_records
+
+    cache = str(tmp_path / "cache")
+    for i, (dataset, model) in enumerate([("task/a", "zoo/demo/x"), ("task/b", "zoo/demo/y"), ("task/a", "resnet18"),
+                                          ("exp[lr=0.1]", "zoo/demo/x"), ("expl]", "resnet18")]):
+        append_record({**_record(i, dataset=dataset), "model": model}, cache)
+    code, out, err = cli("records", "ls", "-m", "zoo/demo/*", "-d", "task/*", "--format", "csv", "--cache-dir", cache)
+    assert code == 0 and sorted(line.split(",")[1] for line in out.splitlines()[1:]) == ["zoo/demo/x", "zoo/demo/y"]
+    code, out, err = cli("records", "rm", "-d", "exp[lr=0.1]", "--yes", "--cache-dir", cache)
+    assert code == 0 and "removed 1 record(s)" in err and "expl]" in set(read_records(cache)["dataset"])
+    code, out, err = cli("records", "rm", "-m", "zoo/*", "--yes", "--cache-dir", cache)
+    assert code == 0 and "removed 2 record(s)" in err and list(read_records(cache)["model"]) == ["resnet18"] * 2

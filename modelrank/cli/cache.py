@@ -10,6 +10,7 @@ import typer
 from rich.markup import escape
 
 from ..errors import ModelrankError
+from ..registry import GLOB_CHARACTERS
 from ._common import app, console, err_console, ExistingCacheDirOption, confirmed, set_interrupt_note
 from ._output import check_output, emit, format_option, out_option
 
@@ -17,7 +18,6 @@ from ._output import check_output, emit, format_option, out_option
 cache_app = typer.Typer(help="Inspect or clear the feature cache.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
-GLOB_CHARACTERS = set("*?[")
 
 
 @cache_app.command("ls")

@@ -196,28 +196,28 @@ def _check_filters(filters: dict[str, Optional[str]]) -> None:
             raise ModelrankError(f"{flag} is empty; give a value (or leave the option out)")
 
 
+#: -d / -m of `records ls` and `records rm` take globs, as `cache rm` takes entry names
+DATASET_GLOB, MODEL_GLOB = "(or a quoted glob: 'task/*')", "(or a quoted glob: 'zoo/demo/*')"
 records_app = typer.Typer(help="The fine-tune / probe records (ground truth) kept in the cache.", no_args_is_help=True)
 app.add_typer(records_app, name="records")
 
 
 @records_app.command("ls")
 def records_ls(
-    dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Only this dataset."),
-    model: Optional[str] = typer.Option(None, "-m", "--model", help="Only this model."),
+    dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help=f"Only this dataset {DATASET_GLOB}."),
+    model: Optional[str] = typer.Option(None, "-m", "--model", help=f"Only this model {MODEL_GLOB}."),
     fmt: str = format_option(),
     out: Optional[Path] = out_option("the listing"),
     cache_dir: Optional[Path] = ExistingCacheDirOption,
 ) -> None:
     """List the recorded runs."""
     from ..finetune import read_records
+    from ..finetune.records import records_matching
 
     check_output(fmt, out)
     _check_filters({"-d": dataset, "-m": model})
     table = read_records(str(cache_dir) if cache_dir else None)
-    if dataset:
-        table = table[table["dataset"] == dataset]
-    if model:
-        table = table[table["model"] == model]
+    table = table[records_matching(table, dataset=dataset, model=model)]
     # A record is a model's run on a dataset: both lead every block of a plain table cut to the terminal.
     emit(_results_frame(table), fmt, out, title=f"{len(table)} records", lead=2)
 
@@ -253,8 +253,8 @@ def records_compact(cache_dir: Optional[Path] = ExistingCacheDirOption) -> None:
 @records_app.command("rm")
 def records_rm(
     key: Optional[str] = typer.Option(None, "--key", help="Only the record with this key."),
-    dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Only records of this dataset."),
-    model: Optional[str] = typer.Option(None, "-m", "--model", help="Only records of this model."),
+    dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help=f"Only records of this dataset {DATASET_GLOB}."),
+    model: Optional[str] = typer.Option(None, "-m", "--model", help=f"Only records of this model {MODEL_GLOB}."),
     protocol: Optional[str] = typer.Option(None, "--protocol", help="Only records of this protocol (linear | full)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
     yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),

@@ -19,6 +19,7 @@ finetuned_dataset, <hyper-parameters>, train_runtime, eval_accuracy``), which ``
 from __future__ import annotations
 
 import fcntl
+import fnmatch
 import hashlib
 import io
 import json
@@ -37,6 +38,7 @@ import pandas as pd
 
 from ..cache import atomic_write_bytes, cache_root, remove_stale_temporaries
 from ..errors import InvalidInputError, error_reason
+from ..registry import GLOB_CHARACTERS
 
 RECORDS_FILE = "records.parquet"
 PROTOCOLS = ("linear", "full")
@@ -185,6 +187,28 @@ def compact_records(cache_dir: str | os.PathLike | None = None) -> dict[str, int
     return _rewrite(cache_dir, lambda table: table)
 
 
+def _check_protocol(protocol: str | None) -> None:
+    if protocol is not None and protocol not in PROTOCOLS:  # "Linear" matched nothing: "0 record(s) match", exit 0
+        raise InvalidInputError(f"protocol takes {' | '.join(PROTOCOLS)}, not {protocol!r}")
+
+
+def records_matching(table: pd.DataFrame, *, key: str | None = None, dataset: str | None = None,
+                     model: str | None = None, protocol: str | None = None) -> pd.Series:
+    """Which rows of a records table match every given filter (None: any): ``dataset`` and ``model`` are exact
+    names or globs (``fnmatch``, case-sensitive: ``zoo/demo/*``), as ``cache rm`` takes entry names, a name of the
+    table first (``exp[lr=0.1]`` is a dataset, not the glob it would be); ``key`` and ``protocol`` are exact."""
+    _check_protocol(protocol)
+    chosen = pd.Series(True, index=table.index)
+    for column, value in (("key", key), ("dataset", dataset), ("model", model), ("protocol", protocol)):
+        if value is None:
+            continue
+        exact = table[column] == value
+        if column in ("dataset", "model") and GLOB_CHARACTERS & set(value) and not exact.any():
+            exact = table[column].map(lambda name: fnmatch.fnmatchcase(str(name), value)).astype(bool)
+        chosen &= exact
+    return chosen
+
+
 def remove_records(
     cache_dir: str | os.PathLike | None = None, *, key: str | None = None, dataset: str | None = None,
     model: str | None = None, protocol: str | None = None, dry_run: bool = False, among: set[str] | None = None,
@@ -194,18 +218,14 @@ def remove_records(
     ``among``: only records with these keys (those listed to a user who confirmed: a matching record written since
     stays). A Ctrl-C while the table and its run files are rewritten takes effect once they agree, the records
     removed; ``on_removed(records)`` is called before it does (to say so)."""
-    filters = {"key": key, "dataset": dataset, "model": model, "protocol": protocol}
-    filters = {column: value for column, value in filters.items() if value is not None}
-    if not filters:
+    if key is None and dataset is None and model is None and protocol is None:
         raise InvalidInputError("say which records to remove (a key, dataset, model or protocol)")
-    if protocol is not None and protocol not in PROTOCOLS:  # "Linear" matched nothing: "0 record(s) match", exit 0
-        raise InvalidInputError(f"protocol takes {' | '.join(PROTOCOLS)}, not {protocol!r}")
 
     def matching(table: pd.DataFrame) -> pd.Series:
-        chosen = pd.Series(True, index=table.index)
-        for column, value in filters.items():
-            chosen &= table[column] == value
+        chosen = records_matching(table, key=key, dataset=dataset, model=model, protocol=protocol)
         return chosen if among is None else chosen & table["key"].isin(among)
+
+    _check_protocol(protocol)  # before any work
 
     if dry_run:
         table = read_records(cache_dir)
