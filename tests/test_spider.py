@@ -191,13 +191,22 @@ def test_bad_input_gets_clear_errors():
     # a task whose models have no records elsewhere: the learner trained without it knows none of them
     apart = Records(pd.concat([records.table, pd.DataFrame([["apart", "x0", 0.5], ["apart", "x1", 0.6]],
                                                            columns=records.table.columns)]))
-    with pytest.raises(InvalidInputError, match="held-out task 'apart': 0 of its 2 models have records on the other"):
+    with pytest.raises(InvalidInputError, match="no held-out task can be evaluated: apart: 0 of its 2 models have "
+                                                "records on the other tasks"):
         evaluate(lambda: make_learner("model_prior"), apart, "cold_start", [["apart"]])
+    # ... and among others it is left out, with the reason, instead of refusing the whole evaluation
+    result = evaluate(lambda: make_learner("model_prior"), apart, "cold_start", [["t0"], ["apart"]])
+    assert list(result.per_task["task"]) == ["t0"] and list(result.left_out) == ["apart"]
     few = Records(pd.concat([records.table, records.table[records.table["dataset"] == "t0"].head(4).assign(dataset="few")]))
-    fits = []  # a task too small for the partial protocol failed after the learners of the folds before it
-    with pytest.raises(InvalidInputError, match="task 'few' has 4 models; partial with k=3 needs 5"):
-        evaluate(lambda: fits.append(1) or make_learner("model_prior"), few, "partial", [["t0"], ["t1"], ["few"]])
+    fits = []  # a task too small for the partial protocol refused the evaluation after the folds before it
+    with pytest.raises(InvalidInputError, match="no held-out task can be evaluated: few .partial.: 4 of its models "
+                                                "are known to the learner; partial with k=3 needs 5"):
+        evaluate(lambda: fits.append(1) or make_learner("model_prior"), few, "partial", [["few"]])
     assert not fits
+    result = evaluate(lambda: make_learner("model_prior"), few, ("cold_start", "partial"), [["t0"], ["few"]])
+    assert result.left_out == {"few (partial)": "4 of its models are known to the learner; partial with k=3 needs 5"}
+    evaluated = set(zip(result.per_task["task"], result.per_task["protocol"]))
+    assert ("few", "cold_start") in evaluated and ("few", "partial") not in evaluated and ("t0", "partial") in evaluated
     with pytest.raises(InvalidInputError, match="no row for model"):
         Records(records.table, model_meta=records.model_meta.drop("m3"))
     with pytest.raises(InvalidInputError, match="no task has records for 2"):

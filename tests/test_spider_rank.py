@@ -199,6 +199,21 @@ def test_eval_says_which_tasks_rank_nothing_and_why(cli, tmp_path):
     assert "no ranking: t3 (ground truth): all 8 scores are equal (0.5)" in err and "t4" not in err
 
 
+def test_eval_leaves_out_a_task_too_small_for_partial_and_says_so_once(cli, tmp_path):
+    """A task with fewer than k + 2 models refused the whole `--protocol both` evaluation (after the other learners'
+    checks); it is evaluated cold and left out of partial, with one note."""
+    table = clustered().table
+    small = table[table["dataset"] == "t0"].head(4).assign(dataset="small")
+    pd.concat([table, small]).to_csv(tmp_path / "records.csv", index=False)
+    code, out, err = cli("spider", "eval", str(tmp_path / "records.csv"), "--learners", "model_prior,random",
+                         "--protocol", "both", "--format", "csv")
+    summary = pd.read_csv(io.StringIO(out)).set_index(["learner", "protocol"])
+    assert code == 0 and summary.loc[("random", "cold_start"), "tasks"] == 17, err
+    assert summary.loc[("random", "partial"), "tasks"] == 16
+    assert err.count("small") == 1 and "left out: small (partial): 4 of its models are known to the learner; " \
+        "partial with k=3 needs 5" in err
+
+
 def test_eval_leaves_out_a_task_of_one_model_and_trains_on_it(cli, tmp_path):
     """A task with the record of a single model made the whole evaluation a usage error; `evaluate` leaves such a
     dataset out (one model ranks nothing), so spider eval does too, naming it once, and trains on its record."""

@@ -346,6 +346,10 @@ def spider_eval(
             else:
                 result = evaluate(factory, data, protocols[protocol], fold_list, k_observed, seed, tau_protocol,
                                   progress=lambda name=name: advance(name))
+            if not per_task:  # the same for every learner (the records and folds decide): said once
+                for task, reason in result.left_out.items():
+                    err_console.print(f"[yellow]left out:[/] {escape(f'{task}: {reason}')}", highlight=False,
+                                      soft_wrap=True)
             per_task.append(result.per_task.assign(learner=name))
             # by column: iterrows made one float Series of each row, and the counts n and tasks 3.0 in CSV and JSON
             for variant, row in result.summary().to_dict("index").items():

@@ -51,6 +51,8 @@ class EvalResult:
     per_task: pd.DataFrame
     fit_seconds: list[float] = field(default_factory=list)
     rank_seconds: list[float] = field(default_factory=list)
+    #: held-out tasks (or a task's "partial" variant, keyed "TASK (partial)") left out, with the reason
+    left_out: dict[str, str] = field(default_factory=dict)
 
     def summary(self, weighted: bool = False) -> pd.DataFrame:
         """Mean of each measure per protocol variant (``weighted``: weights = max - mean truth of the task, the
@@ -133,6 +135,9 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
     ``protocol``: "cold_start", "partial" or both (one fit serves both). "partial" reveals ``k_observed``
     random models per held-out task (needs at least k + 2 models on the task so that two unobserved ones
     remain to rank). ``tau_protocol``: see ``measure_all``; ``progress()`` is called after each fold.
+    A held-out task with fewer than 2 models that the records outside its fold know (a learner fitted there cannot
+    rank it), or too few for "partial", is left out (of that protocol), as ``Records.rankable_tasks`` leaves out
+    tasks of one model: ``EvalResult.left_out`` says which and why. Raises when nothing is left to evaluate.
     """
     protocols = [protocol] if isinstance(protocol, str) else list(protocol)
     bad = [p for p in protocols if p not in PROTOCOLS]
@@ -141,7 +146,8 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
     folds = folds if folds is not None else task_folds(records)
     measure = partial(measure_all, tau_protocol=tau_protocol)
     rng = np.random.default_rng(seed)
-    for held in folds:  # checked before the first fit: a task that cannot be ranked failed after the folds before it
+    left_out: dict[str, str] = {}  # checked before the first fit: such a task refused the whole evaluation
+    for held in folds:
         trained = set(records.without_tasks(held).models)  # the models a learner fitted without the fold knows
         if not trained:  # e.g. a single task: the cause is the fold, not its tasks' models
             raise InvalidInputError(f"held-out evaluation trains on the tasks outside each fold; without "
@@ -150,16 +156,25 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
             truth = records.check_rankable(task)
             known = int(truth.index.isin(trained).sum())
             if known < 2:  # predict's "ranking needs at least 2 models, got 0" named neither task nor cause
-                raise InvalidInputError(
-                    f"held-out task {task!r}: {known} of its {truth.size} models have records on the other "
-                    "tasks, so the learner trained without it cannot rank them; give those models records on "
-                    "other tasks or leave the task out")
-            if "partial" in protocols and known < k_observed + 2:
-                raise InvalidInputError(f"task {task!r} has {known} models; partial with k={k_observed} needs "
-                                        f"{k_observed + 2}")
+                left_out[task] = (f"{known} of its {truth.size} models have records on the other tasks, so a learner "
+                                  "trained without it cannot rank them")
+            elif "partial" in protocols and known < k_observed + 2:
+                left_out[f"{task} (partial)"] = (f"{known} of its models are known to the learner; partial with "
+                                                 f"k={k_observed} needs {k_observed + 2}")
+    evaluated = [(task, p) for held in folds for task in held for p in protocols
+                 if task not in left_out and not (p == "partial" and f"{task} (partial)" in left_out)]
+    if not evaluated:
+        first, reason = next(iter(left_out.items()))
+        raise InvalidInputError(f"no held-out task can be evaluated: {first}: {reason}"
+                                + (f" (and {len(left_out) - 1} more)" if len(left_out) > 1 else ""))
     rows, fit_s, rank_s = [], [], []
     for fold_id, held in enumerate(folds):
-        train = records.without_tasks(held)
+        ranked = [task for task in held if task not in left_out]
+        if not ranked:  # every task of the fold is left out: nothing to fit for
+            if progress is not None:
+                progress()
+            continue
+        train = records.without_tasks(held)  # the whole fold, as the check above assumed
         leaked = set(train.table["dataset"]) & set(held)
         if leaked:  # the guarantee the protocol rests on
             raise ModelrankError(f"held-out task(s) {sorted(leaked)} leaked into the training records")
@@ -170,7 +185,7 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
             raise InvalidInputError(f"held-out evaluation trains on the tasks outside each fold; without "
                                     f"{_listed(held)}: {exc}") from exc
         fit_s.append(time.perf_counter() - start)
-        for task in held:
+        for task in ranked:
             truth = records.check_rankable(task)
             truth = truth[truth.index.isin(learner.models)]  # a model known only from this task cannot be ranked
             base = {"fold": fold_id, "task": task}
@@ -179,7 +194,7 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
                 score = learner.predict(task, models=list(truth.index))
                 rank_s.append(time.perf_counter() - start)
                 rows.append({**base, "protocol": "cold_start", **measure(truth.to_numpy(), score.to_numpy())})
-            if "partial" not in protocols:
+            if "partial" not in protocols or f"{task} (partial)" in left_out:
                 continue
             observed = truth.iloc[rng.choice(truth.size, k_observed, replace=False)]
             start = time.perf_counter()
@@ -194,7 +209,7 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
                          **measure(truth.to_numpy(), filled.to_numpy())})
         if progress is not None:
             progress()
-    return EvalResult(pd.DataFrame(rows), fit_s, rank_s)
+    return EvalResult(pd.DataFrame(rows), fit_s, rank_s, left_out)
 
 
 def _listed(tasks: list[str]) -> str:
