@@ -634,8 +634,8 @@ def main(argv: list[str] | None = None) -> None:
                     floor_seconds, _ = fastest(lambda: FLOORS[name][0](arrays), args.repeat, clock)
                     floor = f" {floor_seconds:.3f} | {public_seconds / floor_seconds:.2f}x |"
                     what = f"{what}; floor: {FLOORS[name][1]}"
-            print(f"| {name} | {seconds:.3f} | {public_seconds:.3f} | {public_seconds / seconds:.2f}x |{floor} {what} |",
-                  flush=True)
+            ratio = public_seconds / seconds
+            print(f"| {name} | {seconds:.3f} | {public_seconds:.3f} | {ratio:.2f}x |{floor} {what} |", flush=True)
 
 
 if __name__ == "__main__":

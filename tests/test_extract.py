@@ -515,7 +515,8 @@ def test_an_unknown_zoo_model_is_refused_before_any_dataset_is_opened_and_the_er
         raise AssertionError("a dataset was opened before the model names were checked")
 
     monkeypatch.setattr(extraction, "open_subset", no_dataset)
-    with pytest.raises(UnknownNameError, match=f"unknown zoo model 'zoo/demo/nope'.*{cache_dir / 'zoo'}.*MODELRANK_CACHE"):
+    expected = f"unknown zoo model 'zoo/demo/nope'.*{cache_dir / 'zoo'}.*MODELRANK_CACHE"
+    with pytest.raises(UnknownNameError, match=expected):
         if call == "extract":
             extract([TINY, "zoo/demo/nope"], "digits", "train", **OPTS)
         else:

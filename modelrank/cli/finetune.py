@@ -253,7 +253,8 @@ def records_compact(cache_dir: Optional[Path] = ExistingCacheDirOption) -> None:
 @records_app.command("rm")
 def records_rm(
     key: Optional[str] = typer.Option(None, "--key", help="Only the record with this key."),
-    dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help=f"Only records of this dataset {DATASET_GLOB}."),
+    dataset: Optional[str] = typer.Option(None, "-d", "--dataset",
+                                          help=f"Only records of this dataset {DATASET_GLOB}."),
     model: Optional[str] = typer.Option(None, "-m", "--model", help=f"Only records of this model {MODEL_GLOB}."),
     protocol: Optional[str] = typer.Option(None, "--protocol", help="Only records of this protocol (linear | full)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="List what would be removed; remove nothing."),
