@@ -834,16 +834,18 @@ def test_gbc_grouped_log_sums_equal_plain_log_sums(low, high, grouped):
     np.testing.assert_allclose(grouped, plain, rtol=1e-14, atol=1e-12 * np.abs(np.log(summed)).sum(axis=1).max())
 
 
-@pytest.mark.parametrize("scale", [1e-6, 1.0, 1e120])
-def test_gbc_equals_reference_in_pieces_and_at_extreme_scales(monkeypatch, scale):
-    """Classes larger than one gathered piece (two gathers per class) and variances far from 1 (the floor scaled
-    with them, so the grouped logs see values of 1e-12..1e240) give the reference's value."""
+@pytest.mark.parametrize("scale, offset", [(1e-6, 0.0), (1.0, 0.0), (1e120, 0.0), (1.0, 1e6)])
+def test_gbc_equals_reference_in_pieces_and_at_extreme_scales(monkeypatch, scale, offset):
+    """Classes larger than one gathered piece (the pieces' statistics merged by Chan's update, also under a common
+    offset 1e6 times the spread) and variances far from 1 (the floor scaled with them, so the grouped logs see
+    values of 1e-12..1e240) give the reference's value."""
     gbc_module = _gbc_module()
     x, y, _ = make_task(21, n=200, d=40, c=4)
-    expected = ref.gbc_ref(x * scale, y, floor=1e-4 * scale**2)
-    monkeypatch.setattr(_linalg, "CLASS_PIECE_ELEMENTS", 13 * 40)  # ~50 samples a class: 4 pieces
+    x = x * scale + offset
+    expected = ref.gbc_ref(x, y, floor=1e-4 * scale**2)
+    monkeypatch.setattr(gbc_module, "_PIECE_ELEMENTS", 13 * 40)  # ~50 samples a class: 4 pieces of 13 rows
     monkeypatch.setattr(gbc_module, "_PAIR_ELEMENTS", 2 * 40)  # two class pairs a step
-    assert gbc(x * scale, y, variance_floor=1e-4 * scale**2) == pytest.approx(expected, rel=1e-9)
+    assert gbc(x, y, variance_floor=1e-4 * scale**2) == pytest.approx(expected, rel=1e-9)
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])

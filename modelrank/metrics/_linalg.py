@@ -144,8 +144,8 @@ def class_members(codes: np.ndarray, n_classes: int) -> list[np.ndarray]:
 
 
 #: Elements of one piece of a class's rows (8 MB in float64), gathered once for several reductions: gathering a
-#: class once for two passes matters more than a piece that fits in L2 (GBC's class statistics at 50k x 2048 and
-#: LEEP at 50k x 1000, 100 classes: 25% less time than with 2 MB pieces).
+#: class once for two passes matters more than a piece that fits in L2 (LEEP at 50k x 1000, 100 classes: 25% less
+#: time than with 2 MB pieces).
 CLASS_PIECE_ELEMENTS = 1_048_576
 
 

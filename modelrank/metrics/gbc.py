@@ -8,7 +8,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from ._checks import as_class_labels, as_features, as_float_matrix
-from ._linalg import class_blocks, class_pieces, pca_project
+from ._linalg import class_members, pca_project
 from .base import SaturationWarning, caller_stacklevel, register_metric
 
 REFERENCE = "Pándy et al., Transferability Estimation using Bhattacharyya Class Separability, CVPR 2022"
@@ -20,6 +20,9 @@ TIE_ATOL = 1e-12
 GAUSSIAN_TYPES = ("diagonal", "spherical")
 #: Class pairs per step of ``_log_bc_diagonal``: its (pairs, D) float64 temporaries (~256 KB) stay in cache.
 _PAIR_ELEMENTS = 32_768
+#: Rows x D of one piece of ``_class_gaussians`` (1 MB in float64): 64 rows of 2048-d features stay in L2 for the
+#: piece's three passes (32-256 rows measured: 64 fastest at 10k and 50k x 2048).
+_PIECE_ELEMENTS = 131_072
 #: Most pairwise variance sums multiplied together before one log (``_log_group_size``).
 _MAX_LOG_GROUP = 32
 
@@ -27,23 +30,35 @@ _MAX_LOG_GROUP = 32
 def _class_gaussians(x: np.ndarray, codes: np.ndarray, n_classes: int, floor: float):
     """Per-class means (C, D) and per-dimension variances (C, D) (1/n_c, floored at ``floor``), in float64.
 
-    Two passes over each class's rows (means, then squared deviations from them: no E[x^2] - mean^2
-    cancellation) gathered in float64 pieces (``class_pieces``): a class that fits in one piece is gathered once
-    for both, and a float32 ``x`` is never copied whole. The means double as the finiteness
-    check of ``x``: a NaN or inf makes its class's sum non-finite, and only then (or on overflow) does the exact
-    check of ``as_features`` run."""
+    One pass over each class's rows, gathered in float64 pieces of ``_PIECE_ELEMENTS`` (a float32 ``x`` is never
+    copied whole): each piece's mean and squared deviations from it while it is in cache (no E[x^2] - mean^2
+    cancellation), merged into the class's by Chan et al.'s pairwise update M2 = M2_a + M2_b + delta^2 n_a n_b / n
+    (as stable as two passes; the earlier two passes over 8 MB pieces were 1.7x slower at 50k x 2048). The means
+    double as the finiteness check of ``x``: a NaN or inf makes its class's sum non-finite, and only then (or on
+    overflow) does the exact check of ``as_features`` run."""
     dim = x.shape[1]
-    means, squares = np.empty((n_classes, dim)), np.empty((n_classes, dim))
-    for c, pieces in enumerate(class_pieces(codes, n_classes, dim)):
-        blocks = class_blocks(x, pieces)
-        count = sum(len(rows) for rows in pieces)
-        means[c] = sum(np.ones(len(block)) @ block for block in blocks()) / count
-        squares[c] = 0.0
-        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: x is refused below
-            for block in blocks():
-                block -= means[c]
-                squares[c] += np.einsum("nd,nd->d", block, block)
-        squares[c] /= count
+    means, squares = np.zeros((n_classes, dim)), np.zeros((n_classes, dim))
+    piece_rows = max(1, _PIECE_ELEMENTS // dim)
+    buffer, ones = np.empty((piece_rows, dim)), np.ones(piece_rows)
+    piece_mean, delta = np.empty(dim), np.empty(dim)
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: x is refused below
+        for c, rows in enumerate(class_members(codes, n_classes)):
+            for start in range(0, len(rows), piece_rows):
+                block = buffer[: len(rows[start : start + piece_rows])]
+                block[...] = x[rows[start : start + piece_rows]]
+                np.dot(ones[: len(block)], block, out=piece_mean)
+                piece_mean /= len(block)
+                block -= piece_mean
+                piece_squares = np.einsum("nd,nd->d", block, block)
+                if start == 0:
+                    means[c], squares[c] = piece_mean, piece_squares
+                    continue
+                total = start + len(block)  # rows merged so far: start before this piece
+                np.subtract(piece_mean, means[c], out=delta)
+                means[c] += delta * (len(block) / total)
+                squares[c] += piece_squares
+                squares[c] += delta * delta * (start * len(block) / total)
+            squares[c] /= len(rows)
     if not np.isfinite(means).all():
         as_features(x)  # raises for NaN or inf
     return means, np.maximum(squares, floor)
@@ -78,12 +93,15 @@ def _log_bc_diagonal(means: np.ndarray, variances: np.ndarray) -> np.ndarray:
     group = _log_group_size(variances)
     step = max(1, _PAIR_ELEMENTS // dim)
     out = np.zeros((n_classes, n_classes))
+    summed_buffer, delta_buffer = np.empty((step, dim)), np.empty((step, dim))  # reused: in place, in cache
     for i in range(n_classes - 1):
         for start in range(i + 1, n_classes, step):
             later = slice(start, min(start + step, n_classes))
-            summed = variances[i] + variances[later]
-            delta = means[i] - means[later]
-            mahalanobis = np.einsum("jd,jd->j", delta, delta / summed)  # 1/2 (mu_i - mu_j)^T Sigma^-1 (mu_i - mu_j)
+            summed = np.add(variances[i], variances[later], out=summed_buffer[: later.stop - start])
+            delta = np.subtract(means[i], means[later], out=delta_buffer[: later.stop - start])
+            delta *= delta
+            delta /= summed
+            mahalanobis = delta.sum(axis=1)  # 1/2 (mu_i - mu_j)^T Sigma^-1 (mu_i - mu_j)
             log_det_ratio = _sum_of_logs(summed, group) - dim * np.log(2) - half_log_dets[i] - half_log_dets[later]
             out[i, later] = -(mahalanobis / 4 + log_det_ratio / 2)
     upper = np.triu_indices(n_classes, k=1)
