@@ -532,6 +532,17 @@ def _ssyrk(rows: np.ndarray) -> np.ndarray:
     return scipy.linalg.blas.ssyrk(1.0, rows.T, lower=1)
 
 
+def _float64_gram(a: dict) -> np.ndarray:
+    """F^T F in float64 by BLAS ``dsyrk`` over row blocks converted from float32: what LogME and H-Score need in
+    float64 (float32 products cost H-Score its precision on ill-conditioned features)."""
+    x = a["features"]
+    gram = np.zeros((x.shape[1], x.shape[1]), order="F")
+    for start in range(0, len(x), 4096):
+        block = np.asarray(x[start : start + 4096], dtype=np.float64)
+        gram = scipy.linalg.blas.dsyrk(1.0, block.T, beta=1.0, c=gram, lower=1, overwrite_c=1)
+    return gram
+
+
 def _parc_floor(a: dict) -> None:
     x = a["features"][seeded_subsample(len(a["labels"]), 500, 0)].astype(np.float64)
     x -= x.mean(axis=0)
@@ -555,6 +566,8 @@ def _otce_floor(a: dict) -> None:
 #: name -> (the work any exact implementation of the pair's computation must do (the public side does it too, or
 #: more), what it is). ``--floors`` times it: public s / floor s bounds the ratio any implementation can reach here.
 FLOORS: dict[str, tuple[Callable[[dict], object], str]] = {
+    "logme": (_float64_gram, "the float64 D x D Gram matrix"),
+    "hscore": (_float64_gram, "the float64 D x D Gram matrix"),
     "nce": (lambda a: a["source_probs"].argmax(axis=1), "the (N, Z) argmax, which the public side runs too"),
     "leep": (lambda a: [a["source_probs"] @ np.ones(a["source_probs"].shape[1]) for _ in range(2)],
              "two reads of the (N, Z) probabilities (P(y | z) needs every row before any EEP_i), as BLAS gemv"),
