@@ -341,7 +341,8 @@ def test_records_cli_compact_and_rm(tmp_path, cli):
 
 
 def test_records_compact_of_a_folder_without_records_leaves_no_lock_file(tmp_path, cli):
-    """`records compact` in a cache folder holding no records left `records.parquet.lock` behind, alone."""
+    """`records compact` (and `remove_records`) in a cache folder holding no records left `records.parquet.lock`
+    behind, alone."""
     from modelrank.finetune.records import append_record, records_parts_dir
 
     cache = tmp_path / "cache"
@@ -351,6 +352,10 @@ def test_records_compact_of_a_folder_without_records_leaves_no_lock_file(tmp_pat
     os.utime(stale, (0, 0))
     code, out, err = cli("records", "compact", "--cache-dir", str(cache))
     assert code == 0 and out == "" and "0 records in the table" in err, err
+    assert [p.relative_to(cache).as_posix() for p in cache.rglob("*")] == ["records.parts"]
+    from modelrank.finetune.records import remove_records
+
+    assert remove_records(cache, dataset="d").empty  # from Python, without a listing first: no lock either
     assert [p.relative_to(cache).as_posix() for p in cache.rglob("*")] == ["records.parts"]
     append_record(_record(1), cache)
     code, out, err = cli("records", "compact", "--cache-dir", str(cache))

@@ -177,14 +177,21 @@ def append_record(record: dict[str, Any], cache_dir: str | os.PathLike | None = 
 
 def compact_records(cache_dir: str | os.PathLike | None = None) -> dict[str, int]:
     """Fold the part files into ``records.parquet``: {"records": rows in the table, "parts": parts folded}."""
-    # Parts listed before the table is looked for (a compaction writes the table before it deletes its parts): with
-    # neither, nothing was ever recorded here and there is nothing to fold.
-    if not _part_files(cache_dir) and not records_path(cache_dir).exists():
-        # The lock would stay behind as the folder's only records file, and a lock file is never removed: a process
-        # already waiting on it would lock the removed file while the next one creates and locks another.
-        remove_stale_temporaries(records_parts_dir(cache_dir))
+    if _never_recorded(cache_dir):
         return {"records": 0, "parts": 0}
     return _rewrite(cache_dir, lambda table: table)
+
+
+def _never_recorded(cache_dir: str | os.PathLike | None) -> bool:
+    """Whether the folder holds neither run files nor a table: then a rewrite has nothing to change, and must not
+    take the lock, which would stay behind as the folder's only records file (a lock file is never removed: a
+    process already waiting on it would lock the removed file while the next one creates and locks another).
+    Stale temporaries of killed writers are cleaned up either way."""
+    # Parts listed before the table is looked for: a compaction writes the table before it deletes its parts.
+    if _part_files(cache_dir) or records_path(cache_dir).exists():
+        return False
+    remove_stale_temporaries(records_parts_dir(cache_dir))
+    return True
 
 
 def _check_protocol(protocol: str | None) -> None:
@@ -227,7 +234,7 @@ def remove_records(
 
     _check_protocol(protocol)  # before any work
 
-    if dry_run:
+    if dry_run or _never_recorded(cache_dir):
         table = read_records(cache_dir)
         return table[matching(table)].reset_index(drop=True)
     removed: list[pd.DataFrame] = []
