@@ -66,6 +66,15 @@ def test_rank_correlations_by_hand():
     assert pearson(TRUTH, np.exp(TRUTH)) < 0.99  # Pearson sees the scale, rank measures do not
 
 
+def test_pearson_of_scores_at_the_ends_of_the_float_range():
+    """Scores near 1.7e308 overflowed scipy's sums: a NaN pearson, left out of the means without a note;
+    subnormal scores lost digits (-0.50006 for -0.5)."""
+    huge = [5e307, 1.7e308, -1.7e308, 0.0]
+    assert pearson(TRUTH, huge) == pytest.approx(np.corrcoef(TRUTH, np.array(huge) / 1e308)[0, 1], rel=1e-12)
+    # 2e-320 is exactly twice 1e-320 as a float: scores (a, 2a, 0) against evenly spaced truths give r = -1/2.
+    assert pearson([0.1, 0.5, 0.9], [1e-320, 2e-320, 0.0]) == pytest.approx(-0.5, rel=1e-12)
+
+
 def test_rel_and_regret_at_k_by_hand():
     truth = [80.0, 90.0, 85.0, 70.0]
     score = [0.9, 0.1, 0.5, 0.2]  # picks 80 first, then 85, then 70, then 90

@@ -59,6 +59,21 @@ def test_partial_near_ties_are_measured_as_exact_ties_like_scipy():
     assert r["d", "spearman"] == pytest.approx(3 / np.sqrt(10))
 
 
+# scipy's NaN check sums the raw scores (an overflow warning); its measures are still right, as checked here.
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+def test_tied_scores_near_the_float_maximum_stay_finite():
+    """Two tied scores near 1.7e308 summed to inf when averaged: every measure refused the cell as "score contains
+    NaN or infinite values" and the method dropped out of the means."""
+    huge = [1.7e308, 1.7e308, 1e300, -1e300]
+    assert snap_ties(huge).tolist() == huge
+    scores = pd.DataFrame({"dataset": "d", "model": list("abcd"), "score_a": huge})
+    truth = pd.DataFrame({"dataset": "d", "model": list("abcd"), "accuracy": [50.0, 60.0, 70.0, 65.0]})
+    r = evaluate(scores, truth, measures=["weighted", "regret"]).results.set_index(["dataset", "measure"])["value"]
+    assert r["d", "weighted_tau"] == pytest.approx(stats.weightedtau([2.0, 2.0, 1.0, 0.0], truth["accuracy"]).statistic)
+    assert r["d", "regret@1"] == pytest.approx(70.0 - 55.0)  # a or b, each picked with probability 1/2
+    assert r["mean", "weighted_tau"] == r["d", "weighted_tau"]
+
+
 def test_saturated_constant_and_zero_scores_give_no_ranking_and_are_left_out_of_the_means():
     good = [0.2, 0.3, 0.4, 0.1]
     scores = pd.DataFrame({"Dataset": "animal", "Model": MODELS, "hscore": SATURATED_HSCORE, "sfda": CONSTANT_SFDA,

@@ -87,7 +87,9 @@ def spearman(truth, score) -> float:
 def pearson(truth, score) -> float:
     """Pearson's r: cov(truth, score) / (std(truth) std(score)). Sensitive to the score's scale, unlike the rank measures."""
     truth, score = _aligned(truth, score)
-    return float(stats.pearsonr(truth, score).statistic)
+    # r does not change when either side is scaled: at most 1 in magnitude, scores near the ends of the float range
+    # neither overflow scipy's sums (a NaN, dropped from the means without a word) nor lose digits as subnormals.
+    return float(stats.pearsonr(truth / np.abs(truth).max(), score / np.abs(score).max()).statistic)
 
 
 def noise_tau(truth, score, noise) -> float:

@@ -61,8 +61,12 @@ def snap_ties(scores, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL) ->
     groups is kept, so any rank measure then treats them as ties."""
     values = _values(scores)
     groups = tie_groups(values, rtol, atol)
-    means = np.bincount(groups, weights=values) / np.bincount(groups)
-    return means[groups]
+    # The mean as the group's lowest value plus the mean offset from it: a plain sum of two tied scores near 1.7e308
+    # overflowed to inf, which every measure then refused as a non-finite score.
+    lowest = np.full(groups.max(initial=-1) + 1, np.inf)
+    np.minimum.at(lowest, groups, values)
+    offsets = np.bincount(groups, weights=values - lowest[groups]) / np.bincount(groups)
+    return (lowest + offsets)[groups]
 
 
 def no_ranking(scores, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL) -> str | None:
