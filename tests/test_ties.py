@@ -44,6 +44,9 @@ def test_no_ranking_reasons_and_metric_tolerances():
     assert no_ranking(ZERO_EMMS) is None  # ... without it, 1e-15 apart would be a ranking
     assert no_ranking([0.1, 0.2, 0.2]) is None
     assert metric_tolerance("nleep[seed=1]") == metric_tolerance("nleep")
+    # published tables' spellings: "H-Score" got the default tolerance, not H-Score's
+    assert metric_tolerance("H-Score") == metric_tolerance("hscore") != metric_tolerance("no-such-metric")
+    assert metric_tolerance("PED-LogME") == metric_tolerance("ped_logme")
 
 
 def test_partial_near_ties_are_measured_as_exact_ties_like_scipy():

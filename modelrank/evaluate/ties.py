@@ -92,12 +92,18 @@ def paired_differences(first, second) -> np.ndarray:
 def metric_tolerance(method: str) -> tuple[float, float]:
     """(rtol, atol) of a score column: the registered metric's declared tolerance, else the defaults.
 
-    ``method`` may carry parameters (``nleep[seed=1]``, as ``score`` names such columns).
+    ``method`` may carry parameters (``nleep[seed=1]``, as ``score`` names such columns), and is matched without
+    case, hyphens, underscores or spaces, as published tables spell the metrics (``H-Score``, ``N-LEEP``,
+    ``PED-LogME``).
     """
     from ..metrics import METRICS
 
-    name = str(method).split("[", 1)[0]
-    if name in METRICS:
-        spec = METRICS.get(name)
+    def bare(name: str) -> str:
+        return "".join(ch for ch in name.lower() if ch not in "-_ ")
+
+    name = bare(str(method).split("[", 1)[0])
+    registered = next((known for known in METRICS.names() if bare(known) == name), None)
+    if registered is not None:
+        spec = METRICS.get(registered)
         return spec.tie_rtol, spec.tie_atol
     return DEFAULT_RTOL, DEFAULT_ATOL
