@@ -274,6 +274,10 @@ def test_bad_tables():
         evaluate(WIDE_SCORES, TRUTH.rename(columns={"Accuracy": "quality"}))
     with pytest.raises(InvalidInputError, match="unknown measure"):
         evaluate(WIDE_SCORES, TRUTH, measures=["tau_b"])
+    # the labels the results carry were refused without a word of the options they stand for
+    with pytest.raises(InvalidInputError, match=r"\(rel@3 is --tau rel --k 3; weighted_tau_model_spider is --tau "
+                                                r"weighted --protocol model_spider\)"):
+        evaluate(WIDE_SCORES, TRUTH, measures="rel@3,weighted_tau_model_spider")
     with pytest.raises(MissingResourceError):
         evaluate("/nonexistent/scores.csv", TRUTH)
 

@@ -126,7 +126,13 @@ def _selected(measures: str | Iterable[str]) -> list[str]:
     chosen = [aliases.get(m, m) for m in chosen]
     unknown = sorted(set(chosen) - set(MEASURE_CHOICES))
     if unknown:
-        raise InvalidInputError(f"unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURE_CHOICES)}")
+        # the labels the results carry (``measure_label``) name an option too: say which
+        hints = [f"{m} is --tau {m.split('@')[0]} --k {m.split('@')[1]}" for m in unknown
+                 if m.split("@")[0] in ("rel", "regret") and m.split("@")[-1].isdigit()]
+        hints += [f"{m} is --tau weighted --protocol {m.removeprefix('weighted_tau_')}" for m in unknown
+                  if m.removeprefix("weighted_tau_") in WEIGHTED_TAU_PROTOCOLS]
+        raise InvalidInputError(f"unknown measure(s) {', '.join(unknown)}; choose from {', '.join(MEASURE_CHOICES)}"
+                                + (f" ({'; '.join(hints)})" if hints else ""))
     if not chosen:
         raise InvalidInputError("no measure selected")
     return list(dict.fromkeys(chosen))
