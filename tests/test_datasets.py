@@ -236,13 +236,30 @@ def test_weights_that_do_not_fit_say_how_in_one_line(tmp_path, cli):
     import torch
 
     state = timm.create_model("test_resnet").state_dict()
-    torch.save({f"model.{k}": v for k, v in state.items()}, tmp_path / "prefixed.pth")
+    prefixed = {f"model.{k}": v for k, v in state.items()}
+    torch.save({**prefixed, "criterion.weight": torch.ones(3)}, tmp_path / "prefixed.pth")
     torch.save({**state, "conv1.0.weight": torch.zeros(1, 1, 1, 1)}, tmp_path / "reshaped.pth")
-    for name, message in (("prefixed.pth", "tensor(s) missing (e.g. conv1.0.weight); 92 unexpected (e.g. model.conv1"),
+    for name, message in (("prefixed.pth", "tensor(s) missing (e.g. conv1.0.weight); 93 unexpected (e.g. model.conv1"),
                           ("reshaped.pth", "conv1.0.weight: (1, 1, 1, 1) in the file, (16, 3, 3, 3) in the model")):
         code, out, err = cli("extract", "-m", f"test_resnet@{tmp_path / name}", "-d", "digits", "--limit", "8",
                              "--cache-dir", str(tmp_path / "c"))
         assert code == 2 and message in err and err.count("\n") == 1, err
+
+
+def test_a_training_wrapper_state_dict_loads_as_the_network_it_wraps(tmp_path):
+    """A Lightning-style checkpoint ({"state_dict": {"model.conv1...": ...}}: the network held as one attribute) was
+    refused as 92 tensors missing and 92 unexpected; it is the network's own state dict behind one prefix."""
+    import timm
+    import torch
+
+    from modelrank.models import load_model
+
+    net = timm.create_model("test_resnet", num_classes=7)
+    torch.save({"state_dict": {f"model.{k}": v for k, v in net.state_dict().items()}}, tmp_path / "wrapped.ckpt")
+    loaded = load_model(f"test_resnet@{tmp_path / 'wrapped.ckpt'}")
+    assert loaded.info["num_classes"] == 7
+    for name, tensor in net.state_dict().items():
+        assert torch.equal(loaded.net.state_dict()[name], tensor), name
 
 
 def test_a_refused_pickle_is_one_line_without_torchs_advice(tmp_path, cli):

@@ -233,8 +233,8 @@ def load_model(name: str, checkpoint: str | None = None, input_size: int | None 
     input_size = input_size or (spec.input_size if spec else None)
 
     if checkpoint:
-        state = read_state_dict(checkpoint)
         probe, _, _ = _build_arch(arch, pretrained=False)
+        state = _unwrapped(read_state_dict(checkpoint), probe)
         net, transform, config = _build_arch(arch, pretrained=False, num_classes=_head_classes(state, probe),
                                              input_size=input_size)
         fingerprint, pretraining, source = file_fingerprint(checkpoint), f"checkpoint {Path(checkpoint).name}", "checkpoint"
@@ -295,6 +295,19 @@ def _hub_fingerprint(arch: str, net: nn.Module) -> str:
     cfg = getattr(net, "pretrained_cfg", None) or {}
     tagged = f"{cfg['architecture']}.{cfg['tag']}" if cfg.get("architecture") and cfg.get("tag") else arch
     return f"hub:{tagged}"
+
+
+def _unwrapped(state: dict[str, torch.Tensor], net: nn.Module) -> dict[str, torch.Tensor]:
+    """``state`` without the one leading ``PREFIX.`` that every name in it carries, when the names without it are
+    exactly the network's: the state dict of a training wrapper that holds the network as one attribute (a
+    Lightning module's ``self.model``, a ``backbone``). Anything else is returned as it is (``_misfit`` then says how
+    it differs)."""
+    heads = {name.split(".", 1)[0] for name in state}
+    if len(heads) != 1 or not all("." in name for name in state):
+        return state
+    prefix = f"{heads.pop()}."
+    inner = {name.removeprefix(prefix): tensor for name, tensor in state.items()}
+    return inner if set(inner) == set(net.state_dict()) else state
 
 
 def _misfit(state: dict[str, torch.Tensor], net: nn.Module) -> str:
