@@ -37,6 +37,16 @@ def value(evaluation, method, dataset, measure):
     return r[(r.method == method) & (r.dataset == dataset) & (r.measure == measure)]["value"].item()
 
 
+def test_names_lose_their_surrounding_spaces_and_a_name_of_spaces_is_missing():
+    # the names matched without their spaces, but the results (tables, CSV, JSON) showed " Pet " as typed
+    padded = WIDE_SCORES.assign(Dataset=[f" {d} " for d in WIDE_SCORES["Dataset"]], Model=WIDE_SCORES["Model"] + " ")
+    ev = evaluate(padded, TRUTH)
+    assert set(ev.results["dataset"]) - {"mean", "weighted_mean"} == {"Pet", "CIFAR10"}
+    assert value(ev, "good", "Pet", "kendall") == value(evaluate(WIDE_SCORES, TRUTH), "good", "Pet", "kendall")
+    with pytest.raises(InvalidInputError, match="1 row\\(s\\) without a model name"):
+        evaluate(WIDE_SCORES.assign(Model=["  "] + list(WIDE_SCORES["Model"][1:])), TRUTH)
+
+
 def test_perfect_and_reversed_scores_with_aliases_and_case():
     ev = evaluate(WIDE_SCORES.assign(good_seconds=0.1), TRUTH)  # `modelrank score --out` timing columns are no method
     assert ev.methods == ["good", "bad"] and ev.datasets == ["Pet", "CIFAR10"]

@@ -102,12 +102,14 @@ def _require_column(frame: pd.DataFrame, candidates: tuple[str, ...], what: str,
 
 
 def _names(values: pd.Series, what: str, source: str) -> pd.Series:
-    """A dataset, model or method column as text. A blank cell is an error: pandas keeps it as a missing value
-    even as text, which every grouping dropped without a word (and one message crashed on)."""
-    missing = values.isna()
+    """A dataset, model or method column as text, without surrounding spaces (matching ignored them, but the output
+    showed " cifar100 "). A blank cell is an error: pandas keeps it as a missing value even as text, which every
+    grouping dropped without a word (and one message crashed on); so is a cell of spaces only."""
+    names = values.astype(str).str.strip()
+    missing = values.isna() | (names == "")
     if missing.any():
         raise InvalidInputError(f"{source}: {int(missing.sum())} row(s) without a {what} name")
-    return values.astype(str)
+    return names
 
 
 def _as_numbers(values: pd.Series, what: str, source: str, names: pd.DataFrame) -> np.ndarray:

@@ -149,6 +149,9 @@ def gbc(
     under/overflows in high dimension (Model Spider's full-covariance ``det`` in 64-d does). Variances use
     1/n_c and are floored at ``variance_floor`` (1e-4, as stable_transfer), which also makes a class with a
     single sample usable. The sum of BCs is taken in log space (logsumexp).
+    The floor is absolute, so GBC depends on the features' scale: L2-normalised D-dimensional features have
+    per-dimension variances near 1/D (5e-4 at D = 2048), where the floor already weighs; compare models on
+    features of one scale, or lower ``variance_floor`` with them.
     ``pca_dims``: optionally project on that many principal axes first (Model Spider uses 64).
 
     Inputs: features (N, D), class labels (N,). Higher (closer to 0) is better. O(C^2 D) time.
