@@ -194,17 +194,13 @@ def _never_recorded(cache_dir: str | os.PathLike | None) -> bool:
     return True
 
 
-def _check_protocol(protocol: str | None) -> None:
-    if protocol is not None and protocol not in PROTOCOLS:  # "Linear" matched nothing: "0 record(s) match", exit 0
-        raise InvalidInputError(f"protocol takes {' | '.join(PROTOCOLS)}, not {protocol!r}")
-
-
 def records_matching(table: pd.DataFrame, *, key: str | None = None, dataset: str | None = None,
                      model: str | None = None, protocol: str | None = None) -> pd.Series:
     """Which rows of a records table match every given filter (None: any): ``dataset`` and ``model`` are exact
     names or globs (``fnmatch``, case-sensitive: ``zoo/demo/*``), as ``cache rm`` takes entry names, a name of the
     table first (``exp[lr=0.1]`` is a dataset, not the glob it would be); ``key`` and ``protocol`` are exact."""
-    _check_protocol(protocol)
+    if protocol is not None and protocol not in PROTOCOLS:  # "Linear" matched nothing: "0 record(s) match", exit 0
+        raise InvalidInputError(f"protocol takes {' | '.join(PROTOCOLS)}, not {protocol!r}")
     chosen = pd.Series(True, index=table.index)
     for column, value in (("key", key), ("dataset", dataset), ("model", model), ("protocol", protocol)):
         if value is None:
@@ -231,8 +227,6 @@ def remove_records(
     def matching(table: pd.DataFrame) -> pd.Series:
         chosen = records_matching(table, key=key, dataset=dataset, model=model, protocol=protocol)
         return chosen if among is None else chosen & table["key"].isin(among)
-
-    _check_protocol(protocol)  # before any work
 
     if dry_run or _never_recorded(cache_dir):
         table = read_records(cache_dir)

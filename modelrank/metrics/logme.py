@@ -48,9 +48,8 @@ def feature_spectrum(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarray, np
     rounding is eps times the largest singular value, not its square (``offset_basis``; N <= D: an SVD of F).
     """
     n, d = x.shape
-    mean = x.mean(axis=0, dtype=np.float64)
     if n > d:
-        gram, cross_sum = gram_and_cross(x, cross)
+        gram, cross_sum, mean = gram_cross_and_mean(x, cross)
         if not offset_dominated(np.diagonal(gram).sum(), n, mean):
             sigma, rotated = eigh_projections(gram, cross_sum)
             keep = sigma > rank_cutoff(sigma, max(n, d))
@@ -59,7 +58,7 @@ def feature_spectrum(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarray, np
         sigma, basis_t, f_y = offset_basis(x, cross, mean)
         return sigma, (basis_t @ f_y) / np.sqrt(sigma)[:, None]
     x = x.astype(np.float64, copy=False)
-    if not offset_dominated(np.einsum("ij,ij->", x, x), n, mean):
+    if not offset_dominated(np.einsum("ij,ij->", x, x), n, x.mean(axis=0)):
         sigma, u = sample_spectrum(x)
         return sigma, cross(u, slice(None))
     u, singular, _ = np.linalg.svd(x, full_matrices=False)
@@ -71,6 +70,24 @@ def feature_spectrum(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarray, np
 #: spread) lose the spread's small eigenvalues in F^T F's rounding (LogME off by 2e-7 at 100 times, 2e-5 at 1000
 #: times, 2000 x 256 features): ``feature_spectrum`` then takes the singular values of F.
 OFFSET_DOMINANCE = 100.0
+
+
+def summing(cross: CrossProduct, sums: np.ndarray) -> CrossProduct:
+    """``cross`` that also adds the column sums of each row block it is given into ``sums``, while the block is in
+    cache: the sums of F come from the pass that forms its Gram matrix, not from another pass over F."""
+
+    def cross_and_sums(block: np.ndarray, rows: slice) -> np.ndarray:
+        sums[:] += np.ones(block.shape[0]) @ block
+        return cross(block, rows)
+
+    return cross_and_sums
+
+
+def gram_cross_and_mean(x: np.ndarray, cross: CrossProduct) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``gram_and_cross(x, cross)`` and the float64 column means of ``x``, from one pass over it."""
+    sums = np.zeros(x.shape[1])
+    gram, cross_sum = gram_and_cross(x, summing(cross, sums))
+    return gram, cross_sum, sums / x.shape[0]
 
 
 def offset_dominated(sum_of_squares: float, n: int, mean: np.ndarray) -> bool:
@@ -87,12 +104,7 @@ def offset_basis(x: np.ndarray, cross: CrossProduct, mean: np.ndarray) -> tuple[
     F^T F = (Fc^T Fc - s s^T / N) + N m' m'^T with m' = m + s / N, and F^T Y = Fc^T Y + m 1^T Y."""
     n = x.shape[0]
     sums = np.zeros(x.shape[1])
-
-    def centred_cross(block: np.ndarray, rows: slice) -> np.ndarray:
-        sums[:] += np.ones(block.shape[0]) @ block
-        return cross(block, rows)
-
-    lower, centred_y = gram_and_cross(x, centred_cross, shift=mean)
+    lower, centred_y = gram_and_cross(x, summing(cross, sums), shift=mean)
     spread, axes = np.linalg.eigh(lower - np.outer(sums, sums) / n)  # reads the lower triangle only
     k = np.vstack([np.sqrt(np.clip(spread, 0.0, None))[:, None] * axes.T, np.sqrt(n) * (mean + sums / n)])
     _, singular, vt = np.linalg.svd(k, full_matrices=False)

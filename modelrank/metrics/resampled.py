@@ -15,8 +15,9 @@ import scipy.linalg
 
 from ..errors import InvalidInputError
 from ._checks import as_class_labels, as_features, as_targets
-from ._linalg import OneHotCross, gram_and_cross, rank_cutoff, row_blocks, unit_scaled
-from .logme import LOGME_SCALE_BOUND, fixed_point_rule, max_evidence, offset_basis, offset_dominated
+from ._linalg import OneHotCross, rank_cutoff, row_blocks, unit_scaled
+from .logme import (LOGME_SCALE_BOUND, fixed_point_rule, gram_cross_and_mean, max_evidence, offset_basis,
+                    offset_dominated)
 
 
 def logme_resampled(features: np.ndarray, labels: np.ndarray, counts: np.ndarray, task: str = "classification",
@@ -74,8 +75,7 @@ def logme_resampled(features: np.ndarray, labels: np.ndarray, counts: np.ndarray
     else:
         raise InvalidInputError(f"LogME supports classification and regression, not {task!r}")
     y_norm2 = sum((targets(rows) ** 2).sum(axis=0) for rows in row_blocks(n))
-    gram, cross_sum = gram_and_cross(x, cross)  # float64 products, as LogME's
-    mean = x.mean(axis=0, dtype=np.float64)
+    gram, cross_sum, mean = gram_cross_and_mean(x, cross)  # float64 products, as LogME's
     if offset_dominated(np.diagonal(gram).sum(), n, mean):  # as ``logme``: F^T F lost the spread's eigenvalues
         sigma, basis_t, cross_sum = offset_basis(x, cross, mean)
         basis = basis_t.T

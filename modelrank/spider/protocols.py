@@ -146,7 +146,10 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
     folds = folds if folds is not None else task_folds(records)
     measure = partial(measure_all, tau_protocol=tau_protocol)
     rng = np.random.default_rng(seed)
-    left_out: dict[str, str] = {}  # checked before the first fit: such a task refused the whole evaluation
+    # task -> why it is left out, of every protocol / of "partial" only; checked before the first fit (such a task
+    # refused the whole evaluation, after the folds before it)
+    unranked: dict[str, str] = {}
+    no_partial: dict[str, str] = {}
     for held in folds:
         trained = set(records.without_tasks(held).models)  # the models a learner fitted without the fold knows
         if not trained:  # e.g. a single task: the cause is the fold, not its tasks' models
@@ -156,20 +159,20 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
             truth = records.check_rankable(task)
             known = int(truth.index.isin(trained).sum())
             if known < 2:  # predict's "ranking needs at least 2 models, got 0" named neither task nor cause
-                left_out[task] = (f"{known} of its {truth.size} models have records on the other tasks, so a learner "
+                unranked[task] = (f"{known} of its {truth.size} models have records on the other tasks, so a learner "
                                   "trained without it cannot rank them")
             elif "partial" in protocols and known < k_observed + 2:
-                left_out[f"{task} (partial)"] = (f"{known} of its models are known to the learner; partial with "
-                                                 f"k={k_observed} needs {k_observed + 2}")
-    evaluated = [(task, p) for held in folds for task in held for p in protocols
-                 if task not in left_out and not (p == "partial" and f"{task} (partial)" in left_out)]
-    if not evaluated:
+                no_partial[task] = (f"{known} of its models are known to the learner; partial with k={k_observed} "
+                                    f"needs {k_observed + 2}")
+    left_out = {**unranked, **{f"{task} (partial)": reason for task, reason in no_partial.items()}}
+    if not any(task not in unranked and (p != "partial" or task not in no_partial)
+               for held in folds for task in held for p in protocols):
         first, reason = next(iter(left_out.items()))
         raise InvalidInputError(f"no held-out task can be evaluated: {first}: {reason}"
                                 + (f" (and {len(left_out) - 1} more)" if len(left_out) > 1 else ""))
     rows, fit_s, rank_s = [], [], []
     for fold_id, held in enumerate(folds):
-        ranked = [task for task in held if task not in left_out]
+        ranked = [task for task in held if task not in unranked]
         if not ranked:  # every task of the fold is left out: nothing to fit for
             if progress is not None:
                 progress()
@@ -194,7 +197,7 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
                 score = learner.predict(task, models=list(truth.index))
                 rank_s.append(time.perf_counter() - start)
                 rows.append({**base, "protocol": "cold_start", **measure(truth.to_numpy(), score.to_numpy())})
-            if "partial" not in protocols or f"{task} (partial)" in left_out:
+            if "partial" not in protocols or task in no_partial:
                 continue
             observed = truth.iloc[rng.choice(truth.size, k_observed, replace=False)]
             start = time.perf_counter()
