@@ -962,6 +962,13 @@ def test_labels_that_do_not_sort_are_refused_by_every_metric(name):
 
 
 @pytest.mark.parametrize("name", PER_MODEL_METRICS)
+def test_complex_labels_are_refused_by_every_metric(name):
+    complex_labels = (np.arange(30) % 3) + 0j  # np.unique sorted them into three classes as if they were numbers
+    with pytest.raises(InvalidInputError, match="must be integers or text, got complex128"):
+        compute_metric(name, _metric_inputs(complex_labels))
+
+
+@pytest.mark.parametrize("name", PER_MODEL_METRICS)
 def test_missing_labels_in_an_object_column_are_refused_by_every_metric(name):
     gappy = np.array([0, 1, 2], dtype=object)[np.arange(30) % 3]
     gappy[7] = np.nan  # np.unique made NaN a class of its own and split class 0 in two around it

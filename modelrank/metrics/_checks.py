@@ -76,6 +76,8 @@ def as_class_labels(labels: np.ndarray, n_samples: int, min_per_class: int = 1) 
         raise InvalidInputError(f"class labels must be 1-D, got shape {y.shape}")
     if y.shape[0] != n_samples:
         raise InvalidInputError(f"{y.shape[0]} labels for {n_samples} feature rows")
+    if y.dtype.kind in "cV":  # complex numbers and raw records: no class meaning, and NaN + 1j slips past NaN checks
+        raise InvalidInputError(f"class labels must be integers or text, got {y.dtype} values")
     if y.dtype == object:  # e.g. a pandas column with gaps: NaN would become classes of their own
         missing = int(((y != y) | np.equal(y, None)).sum())  # elementwise: NaN != NaN; None
         if missing:
