@@ -58,12 +58,17 @@ def test_extract_then_cache_ls_info_rm(cli, cache_dir):
     info = json.loads(out)  # one JSON document
     assert code == 0 and info["samples"] == 12 and info["manifest"]["key"]["dataset"] == "digits"
     assert info["precision"] == "float32"
-    code, out, err = cli("cache", "rm", "*", "--yes")
+    key = info["entry"].rsplit("__", 1)[1]
+    code, out, _ = cli("cache", "ls")  # the table shows the entry's key, not its whole name (CSV and JSON do)
+    assert code == 0 and key in out and info["entry"] not in out
+    assert info["entry"] in cli("cache", "ls", "--format", "csv")[1]
+    assert cli("cache", "info", key)[0] == 0
+    code, out, err = cli("cache", "rm", key, "--yes")  # the key the table shows selects its entry
     assert code == 0 and "removed 1 entry" in err and out == ""
     code, out, _ = cli("cache", "ls", "--format", "json")
     assert code == 0 and json.loads(out) == []
     code, out, _ = cli("cache", "ls")
-    assert code == 0 and out.splitlines()[1:] == ["entry  model  dataset  split  samples  done  MB  precision"]
+    assert code == 0 and out.splitlines()[1:] == ["model  dataset  split  samples  done  MB  precision  key"]
 
 
 def _fake_entries(cache_dir, *names):
