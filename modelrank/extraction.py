@@ -20,6 +20,8 @@ from .data import ImageDataset, load_dataset
 from .errors import InvalidInputError, MissingResourceError, ModelrankError, check_seed
 from .features import FeatureSet
 from .models import LoadedModel, check_model_name, load_model
+from .models.base import ModelIdentity
+from .models.identity import known_identity, remember_identity
 from .progress import ProgressFn, report
 from .registry import split_names
 
@@ -161,11 +163,11 @@ class ExtractPlan:
     pending: list[int]
 
 
-def feature_key(model: LoadedModel, data: ImageDataset, limit, per_class, seed) -> FeatureKey:
+def feature_key(model: ModelIdentity, data: ImageDataset, limit, per_class, seed) -> FeatureKey:
     subset = {"limit": limit, "per_class": per_class, "seed": seed}
     if "definition" in data.meta:  # derived datasets: their recipe, not just their name, identifies the data
         subset["definition"] = data.meta["definition"]
-    return FeatureKey(model.name, model.fingerprint, data.name, data.split, subset, model.info["preprocessing"])
+    return FeatureKey(model.name, model.fingerprint, data.name, data.split, subset, model.preprocessing)
 
 
 def plan_model(
@@ -174,7 +176,7 @@ def plan_model(
 ) -> ExtractPlan:
     """The entry's pending chunks of ``shard``. A run whose ``precision`` is not the entry's is refused when it has
     chunks to compute (it would mix precisions in one entry, see ``cache``); reading a complete entry is fine."""
-    key = feature_key(model, data, limit, per_class, seed)
+    key = feature_key(model.identity, data, limit, per_class, seed)
     ids = select_samples(data.targets, limit, per_class, seed, data.task)
     info = {
         "task": data.task,
@@ -478,16 +480,18 @@ def load_feature_pairs(
 ) -> dict[tuple[str, str], FeatureSet]:
     """``load_features`` for many (model, dataset) pairs: {(model, dataset): FeatureSet}.
 
-    Each model is built once and each dataset opened once, however many pairs share them (building a model
-    takes 0.2-0.4 s on CPU and a derived task can take seconds to open, while reading cached features takes
-    ~0.01 s); only one model is held at a time. ``progress``: as in ``extract``, plus the row "features"
+    Each model is built at most once and each dataset opened once, however many pairs share them (building a
+    model takes 0.2-0.4 s on CPU after seconds of importing timm, and a derived task can take seconds to open,
+    while reading cached features takes ~0.01 s); only one model is held at a time. A model loaded before with the
+    same weights and libraries (``known_identity``) is built only if features are missing. ``progress``: as in ``extract``, plus the row "features"
     counting the pairs loaded.
     """
     store = FeatureStore(cache_dir)
     by_model: dict[str, list[str]] = {}
     for model, dataset in pairs:
         by_model.setdefault(model, []).append(dataset)
-    _check_model_names(by_model, cache_dir)
+    identities = {model: known_identity(model, cache_dir) for model in by_model}
+    _check_model_names([model for model, known in identities.items() if known is None], cache_dir)
     out: dict[tuple[str, str], FeatureSet] = {}
     n_pairs = sum(len(dict.fromkeys(names)) for names in by_model.values())
     # every dataset opened (and its subsample checked) before the first model is built
@@ -495,29 +499,41 @@ def load_feature_pairs(
     for dataset in dict.fromkeys(d for names in by_model.values() for d in names):
         report(progress, "features", f"opening dataset {dataset}", 0, n_pairs)
         datasets[dataset] = open_subset(dataset, split, data_root, download, limit, per_class, seed)
-    for model, names in by_model.items():
+
+    def build(model: str) -> LoadedModel:
         report(progress, "features", f"loading model {model}", len(out), n_pairs)
         loaded = load_model(model)
+        identities[model] = remember_identity(model, loaded, cache_dir)
+        return loaded
+
+    for model, names in by_model.items():
+        # built now only when its identity is unknown (never loaded with these weights and libraries)
+        loaded = build(model) if identities[model] is None else None
         for dataset in dict.fromkeys(names):
             data = datasets[dataset]
-            key = feature_key(loaded, data, limit, per_class, seed)
-            manifest = store.manifest(key)
 
-            def complete() -> None:
+            def complete() -> FeatureKey:
+                """Extract what is missing: the key of the model as built (the identity remembered is its own)."""
+                nonlocal loaded
+                if loaded is None:
+                    loaded = build(model)
                 dev = resolve_device(device)
                 extract_model(store, loaded, data, limit=limit, per_class=per_class, seed=seed, chunk_size=chunk_size,
                               shard=(0, 1), batch_size=batch_size, device=dev, precision=precision,
                               workers=resolve_workers(workers, dev), progress=progress)
+                return feature_key(loaded.identity, data, limit, per_class, seed)
 
+            key = feature_key(identities[model], data, limit, per_class, seed)
+            manifest = store.manifest(key)
             if extract_missing and (manifest is None or store.missing_chunks(key, manifest)):
-                complete()
+                key = complete()
             report(progress, "features", f"reading the features of {model} on {dataset}", len(out), n_pairs)
             try:
                 out[model, dataset] = store.load(key, data.task, data.class_names, data.meta.get("stamp"))
             except IncompleteEntryError:
                 if not extract_missing:
                     raise
-                complete()  # a chunk was found corrupt or stale while reading: recompute it, as the warning said
+                key = complete()  # a chunk was found corrupt or stale while reading: recompute it, as the warning said
                 out[model, dataset] = store.load(key, data.task, data.class_names, data.meta.get("stamp"))
     report(progress, "features", "features loaded", len(out), n_pairs)
     return out

@@ -57,6 +57,70 @@ def test_feature_pairs_build_each_model_and_open_each_dataset_once(cache_dir, mo
     assert not np.array_equal(loaded[TINY, "faces"].features, loaded[other, "faces"].features)
 
 
+def _counting_builds(monkeypatch) -> list[str]:
+    import modelrank.extraction as extraction
+
+    built, real_load = [], extraction.load_model
+    monkeypatch.setattr(extraction, "load_model", lambda name: built.append(name) or real_load(name))
+    return built
+
+
+def test_cached_features_are_read_without_building_the_model(cache_dir, monkeypatch):
+    import modelrank.extraction as extraction
+
+    first = load_features(TINY, "digits", "train", limit=12, batch_size=6, workers=0)
+
+    def no_build(name, *args):
+        raise AssertionError(f"{name} was built")
+
+    monkeypatch.setattr(extraction, "load_model", no_build)  # building it was most of `score` on cached features
+    monkeypatch.setattr(extraction, "check_model_name", no_build)  # its name was known to load: no timm import
+    again = load_features(TINY, "digits", "train", limit=12, extract_missing=False)
+    assert np.array_equal(first.features, again.features)
+    with pytest.raises(AssertionError, match="was built"):  # features that are missing still need the model
+        load_features(TINY, "faces", "train", limit=12, batch_size=6, workers=0)
+
+
+def test_a_remembered_identity_follows_the_content_of_the_weights_file(cache_dir, tmp_path, monkeypatch):
+    import timm
+    import torch
+
+    path, name = tmp_path / "w.pth", f"test_resnet@{tmp_path / 'w.pth'}"
+    torch.manual_seed(0)
+    torch.save(timm.create_model("test_resnet", num_classes=3).state_dict(), path)
+    first = load_features(name, "digits", "train", limit=12, batch_size=6, workers=0)
+    torch.manual_seed(1)  # other weights in the same file
+    torch.save(timm.create_model("test_resnet", num_classes=3).state_dict(), path)
+    built = _counting_builds(monkeypatch)
+    second = load_features(name, "digits", "train", limit=12, batch_size=6, workers=0)
+    assert built == [name] and not np.array_equal(first.features, second.features)
+    assert len(list(FeatureStore(cache_dir).entries())) == 2
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[]", "key and identity of another", "identity of another shape",
+                                    "other library versions"])
+def test_an_identity_that_is_damaged_or_stale_is_not_used(cache_dir, monkeypatch, damage):
+    import modelrank.models.identity as identity
+
+    first = load_features(TINY, "digits", "train", limit=12, batch_size=6, workers=0)
+    path, = (cache_dir / identity.IDENTITY_FOLDER).iterdir()
+    stored = json.loads(path.read_text())
+    if damage == "key and identity of another":
+        path.write_text(json.dumps({"key": {**stored["key"], "name": "other"}, "identity": stored["identity"]}))
+    elif damage == "identity of another shape":
+        path.write_text(json.dumps({"key": stored["key"], "identity": {**stored["identity"], "fingerprint": 1}}))
+    elif damage == "other library versions":  # a new torch, timm or torchvision may preprocess otherwise
+        versions = identity._library_versions()
+        monkeypatch.setattr(identity, "_library_versions", lambda: {**versions, "timm": "0.0.1"})
+    else:
+        path.write_text(damage)
+    built = _counting_builds(monkeypatch)
+    again = load_features(TINY, "digits", "train", limit=12, extract_missing=False)
+    assert built == [TINY] and np.array_equal(first.features, again.features)
+    assert all(json.loads(p.read_text())["identity"] == stored["identity"]
+               for p in (cache_dir / identity.IDENTITY_FOLDER).iterdir())  # rewritten whole
+
+
 def test_features_match_a_plain_forward_pass(cache_dir):
     fs = load_features(TINY, "digits", "train", limit=8, batch_size=4, workers=0)
     model, data = load_model(TINY), load_dataset("digits", "train")
@@ -263,9 +327,9 @@ def test_per_class_on_regression_targets_is_refused_before_any_model_is_built(tm
 
 def test_cache_key_changes_with_weights_and_subset():
     model, data = load_model(TINY), load_dataset("digits", "train")
-    k1 = feature_key(model, data, 10, None, 0)
-    assert k1 != feature_key(model, data, 10, None, 1)
-    assert k1.dirname() != feature_key(model, data, 11, None, 0).dirname()
+    k1 = feature_key(model.identity, data, 10, None, 0)
+    assert k1 != feature_key(model.identity, data, 10, None, 1)
+    assert k1.dirname() != feature_key(model.identity, data, 11, None, 0).dirname()
 
 
 def test_offline_pretrained_weights_predict_imagenet_classes():

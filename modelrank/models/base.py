@@ -61,6 +61,16 @@ def find_head(net: nn.Module) -> nn.Module | None:
     return linears[-1] if linears else None
 
 
+@dataclass(frozen=True)
+class ModelIdentity:
+    """What a model contributes to a feature-cache key (``extraction.feature_key``): its display name, what
+    identifies its weights and its preprocessing."""
+
+    name: str
+    fingerprint: str
+    preprocessing: str
+
+
 @dataclass
 class LoadedModel:
     name: str
@@ -73,6 +83,10 @@ class LoadedModel:
     def __post_init__(self) -> None:
         self.net.eval()
         self.head = find_head(self.net)
+
+    @property
+    def identity(self) -> ModelIdentity:
+        return ModelIdentity(self.name, self.fingerprint, self.info["preprocessing"])
 
     @property
     def has_source_head(self) -> bool:
