@@ -54,7 +54,7 @@ def known_identity(name: str, cache_dir: str | os.PathLike | None = None) -> Mod
     try:
         key = _identity_key(name, cache_dir)
         stored = json.loads(_identity_path(key, cache_dir).read_text())
-    except (ModelrankError, OSError, UnicodeDecodeError, ValueError):
+    except (ModelrankError, OSError, UnicodeDecodeError, ValueError, metadata.PackageNotFoundError):
         return None
     identity = stored.get("identity") if isinstance(stored, dict) and stored.get("key") == key else None
     fields = [field.name for field in dataclasses.fields(ModelIdentity)]
@@ -73,6 +73,6 @@ def remember_identity(name: str, model: LoadedModel, cache_dir: str | os.PathLik
         path = _identity_path(key, cache_dir)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(path, json.dumps({"key": key, "identity": dataclasses.asdict(identity)}).encode())
-    except (ModelrankError, OSError):
+    except (ModelrankError, OSError, metadata.PackageNotFoundError):  # e.g. a library not installed as a package
         pass
     return identity
