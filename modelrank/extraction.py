@@ -386,7 +386,9 @@ def extract(
     summaries = []
     for name in models:
         report(progress, "extract", f"loading model {name}")
-        summaries.append(extract_model(store, load_model(name), data, limit=limit, per_class=per_class, seed=seed,
+        loaded = load_model(name)
+        remember_identity(name, loaded, cache_dir)  # the commands that read these features then need not build it
+        summaries.append(extract_model(store, loaded, data, limit=limit, per_class=per_class, seed=seed,
                                        chunk_size=chunk_size, shard=shard, batch_size=batch_size, device=dev,
                                        precision=precision, workers=n_workers, progress=progress))
     return summaries
