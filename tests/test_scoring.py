@@ -527,6 +527,27 @@ def test_cli_data_on_stdout_says_why_a_metric_ranks_nothing_on_stderr(cli, tmp_p
     assert frame["lfc_rank"].isna().all() and len(frame) == 2
 
 
+def test_cli_json_scores_are_exact_like_the_csv(cli, tmp_path):
+    """pandas' JSON writer keeps 15 decimal places: two models' TransRate of 1.85e-15 and 1.78e-15 (features at a
+    1e-9 scale) were both 0.000000000000002 in --format json, one ranked above the other, while the CSV showed them
+    apart."""
+    import io
+    import json
+
+    files = []
+    for name, scale in (("a", 1e-9), ("b", 1.1e-9)):
+        data = make_set(1, 1.0, name)
+        data.features = data.features * scale
+        files += ["--features", str(save_feature_file(data, tmp_path / f"{name}.npz"))]
+    outputs = {fmt: cli("score", *files, "--metric", "transrate,lfc", "--format", fmt) for fmt in ("json", "csv")}
+    assert all(code == 0 for code, _, _ in outputs.values()), outputs
+    as_json = pd.DataFrame(json.loads(outputs["json"][1]))
+    as_csv = pd.read_csv(io.StringIO(outputs["csv"][1]))
+    assert (as_json["transrate"].abs() < 1e-12).all() and as_json["transrate"].nunique() == 2
+    for column in ("transrate", "lfc", "transrate_rank"):
+        assert as_json[column].tolist() == as_csv[column].tolist(), column
+
+
 def test_cli_ped_scores_the_ped_variants(tmp_path, two_files):
     out = tmp_path / "ped.csv"
     args = ["score", "--features", two_files[0], "--features", two_files[1], "--metric", "logme", "--ped", "--out", str(out)]

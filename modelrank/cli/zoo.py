@@ -12,7 +12,7 @@ from ._common import (
     set_interrupt_note, app, err_console, CacheDirOption, DataRootOption, ExistingCacheDirOption, folder_path, log,
     progress_display,
 )
-from ._output import check_format, check_out, check_output, emit, format_option, out_option
+from ._output import check_format, check_out, check_output, emit, format_option, json_records, out_option
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -170,7 +170,7 @@ def _print_benchmark_json(result: "BenchmarkResult", sanity: "pd.DataFrame") -> 
     import sys
 
     def records(frame: "pd.DataFrame | None") -> list | None:
-        return None if frame is None else json.loads(frame.to_json(orient="records", double_precision=15))
+        return None if frame is None else json_records(frame)
 
     document = {
         "preset": result.preset, "results_dir": str(result.out_dir),
