@@ -28,6 +28,7 @@ from . import progress as progress_lib
 from .errors import InvalidInputError, MissingResourceError, ModelrankError, check_seed, error_reason, short_list
 from .features import TASK_TYPES, FeatureSet
 from .metrics import METRICS, MetricSpec, compute_metric, score_zoo
+from .metrics._checks import check_finite
 from .metrics.base import MetricFlagWarning, _labels_are_text, check_applicable, check_parameters
 
 #: progress(dataset, model, metric) is called before each metric evaluation (model = "*" for zoo metrics).
@@ -483,6 +484,11 @@ def load_feature_file(
     probs = arrays.get("source_probs")
     if probs is not None and (probs.ndim != 2 or probs.shape[0] != features.shape[0]):
         raise InvalidInputError(f"{path}: source_probs must have shape ({features.shape[0]}, k), got {probs.shape}")
+    # A NaN or inf is a malformed file, refused before any metric runs: under --metric all every metric skipped that
+    # model (a note each) and the others were ranked without it, exit 0.
+    check_finite(features, f"{path}: features")
+    if probs is not None and probs.dtype.kind in "biuf":
+        check_finite(probs, f"{path}: source_probs")
     class_names = arrays.get("class_names")
     if class_names is not None:
         class_names = _checked_class_names(class_names, labels, path)
@@ -515,7 +521,12 @@ def _check_label_values(labels: np.ndarray, path: Path) -> None:
         kind = pd.api.types.infer_dtype(labels, skipna=False)
         if kind in ("string", "bytes"):
             return
-    elif kind in "biufUS":
+    elif kind == "f":
+        bad = int((~np.isfinite(labels)).sum())
+        if bad:  # no class and no regression target
+            raise InvalidInputError(f"{path}: {bad} of {labels.size} labels are NaN or inf")
+        return
+    elif kind in "biuUS":
         return
     shown = kind if labels.dtype.kind == "O" else labels.dtype
     raise InvalidInputError(f"{path}: labels must be numbers or class names (text), not {shown} values such as "

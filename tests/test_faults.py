@@ -703,26 +703,33 @@ def _features(tmp_path: Path, name: str, features: np.ndarray, labels: np.ndarra
     return str(path)
 
 
-def test_score_all_names_the_data_error_before_the_metrics_of_the_other_task(tmp_path, cli):
+def test_score_all_names_the_data_error_before_the_metrics_of_the_other_task():
     """Regression targets with a NaN under --metric all: the error showed four "supports classification tasks, not
-    regression" reasons and cut the NaN one off."""
+    regression" reasons and cut the NaN one off. (A feature file with a NaN is refused on reading; a FeatureSet
+    reaches the metrics.)"""
+    from modelrank.scoring import score_feature_sets
+
     features = np.random.default_rng(0).normal(size=(40, 4))
     targets = features[:, 0] + 0.5
     targets[3] = np.nan
-    code, out, err = cli("score", "--features", _features(tmp_path, "reg", features, targets), "--task", "regression")
-    assert code == 2 and len(err.strip().splitlines()) == 1
-    assert "logme on custom for 1 model(s) [reg]: targets contain NaN or inf" in err
+    data = FeatureSet(features=features, labels=targets, model="reg", dataset="custom", task="regression")
+    reason = r"logme on custom for 1 model\(s\) \[reg\]: targets contain NaN or inf"
+    with pytest.raises(InvalidInputError, match=reason):
+        score_feature_sets([data], "all")
 
 
 def test_score_all_with_every_metric_skipped_is_an_error(tmp_path, cli):
+    from modelrank.scoring import score_feature_sets
+
     labels = np.repeat([0, 1], 10)
-    nan = np.full((20, 4), np.nan)
-    code, out, err = cli("score", "--features", _features(tmp_path, "nan", nan, labels), "--metric", "all")
-    assert code == 2 and "no metric could score these features" in err and "NaN" in err and "Traceback" not in err
+    nan = FeatureSet(features=np.full((20, 4), np.nan), labels=labels, model="nan", dataset="custom")
+    with pytest.raises(InvalidInputError, match="no metric could score these features.*NaN"):
+        score_feature_sets([nan], "all")
     # Named metrics that all fail: one line that says why (no warnings first, no empty reason list).
-    code, out, err = cli("score", "--features", _features(tmp_path, "nan", nan, labels), "--metric", "logme,knn")
+    constant = _features(tmp_path, "const", np.ones((20, 4)), labels)
+    code, out, err = cli("score", "--features", constant, "--metric", "logme,hscore")
     assert code == 2 and out == "" and err.count("\n") == 1, err
-    assert "(2 metric/model pair(s) failed): logme on nan/custom: features contain NaN" in err
+    assert "(2 metric/model pair(s) failed): logme on const/custom: features are constant" in err
 
 
 def test_huge_features_get_a_clear_error_from_every_metric(rng):

@@ -548,6 +548,25 @@ def test_cli_json_scores_are_exact_like_the_csv(cli, tmp_path):
         assert as_json[column].tolist() == as_csv[column].tolist(), column
 
 
+@pytest.mark.parametrize("suffix", [".npz", ".parquet"])
+@pytest.mark.parametrize("where", ["features", "source_probs", "labels"])
+def test_cli_nan_or_inf_in_one_file_is_an_input_error_before_any_metric(cli, tmp_path, monkeypatch, suffix, where):
+    """Under --metric all a NaN in one model's file made every metric skip that model (a note each), ranked the
+    others without it and exited 0; a malformed file is now refused on reading, before any metric runs."""
+    import modelrank.scoring
+
+    good = save_feature_file(make_set(0, 1.0, "good"), tmp_path / f"good{suffix}")
+    bad = make_set(1, 1.0, "bad")
+    if where == "labels":
+        bad.labels = bad.labels.astype(float)
+    getattr(bad, where)[5] = np.inf if where == "labels" else np.nan
+    bad = save_feature_file(bad, tmp_path / f"bad{suffix}")
+    monkeypatch.setattr(modelrank.scoring, "compute_metric", lambda *a, **k: pytest.fail("a metric ran"))
+    code, out, err = cli("score", "--features", str(good), "--features", str(bad), "--metric", "all")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"bad{suffix}: " in err and "NaN or inf" in err and where in err
+
+
 def test_cli_ped_scores_the_ped_variants(tmp_path, two_files):
     out = tmp_path / "ped.csv"
     args = ["score", "--features", two_files[0], "--features", two_files[1], "--metric", "logme", "--ped", "--out", str(out)]

@@ -40,14 +40,22 @@ def as_features(features: np.ndarray, name: str = "features", upcast: bool = Tru
     themselves, so a float32 feature matrix is never copied whole.
     """
     x = as_float_matrix(features, name, upcast)
-    # A NaN or inf makes its row's sum non-finite; the exact (N x D boolean) check runs only then, or on
-    # overflow. The row sums are one BLAS pass in x's own precision (a float64 sum of float32 costs 2.4x).
+    check_finite(x, name)
+    return x
+
+
+def check_finite(x: np.ndarray, name: str) -> None:
+    """Refuse a NaN or inf in the (n, d) array ``x`` (integers and booleans hold none), naming how many rows hold one.
+
+    A NaN or inf makes its row's sum non-finite; the exact (N x D boolean) check runs only then, or on overflow.
+    The row sums are one BLAS pass in x's own precision (a float64 sum of float32 costs 2.4x)."""
+    if x.dtype.kind != "f":
+        return
     with np.errstate(over="ignore", invalid="ignore"):  # inf - inf and overflowing sums: decided exactly below
         row_sums = x @ np.ones(x.shape[1], x.dtype)
     if not np.isfinite(row_sums).all() and not np.isfinite(x).all():
         bad = int((~np.isfinite(x)).any(axis=1).sum())
         raise InvalidInputError(f"{name} contain NaN or inf in {bad} of {x.shape[0]} rows")
-    return x
 
 
 def as_float_matrix(features: np.ndarray, name: str, upcast: bool = True) -> np.ndarray:
