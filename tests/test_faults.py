@@ -742,6 +742,18 @@ def test_huge_features_get_a_clear_error_from_every_metric(rng):
             compute_metric(metric, data)
 
 
+def test_nleep_on_large_sparse_features_is_an_input_error_not_a_crash(tmp_path, cli):
+    """Sparse (ReLU-like) features of magnitude 1e8: sklearn's mixture fit raised ValueError ("ill-defined empirical
+    covariance": its variances lose reg_covar to rounding), which `score` reported as a bug (exit 1)."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(60) % 3
+    features = np.maximum(rng.normal(size=(60, 4)) + np.eye(3, 4)[labels], 0)
+    features[rng.random(features.shape) < 0.7] = 0
+    code, out, err = cli("score", "--features", _features(tmp_path, "sparse", features * 1e8, labels), "--metric", "nleep")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    assert "N-LEEP: the Gaussian mixture could not be fitted" in err and "standardise them" in err
+
+
 def test_every_sample_its_own_class_is_flagged(rng):
     from modelrank.scoring import score_feature_sets
 

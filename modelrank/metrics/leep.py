@@ -10,7 +10,8 @@ import numpy as np
 
 from ..errors import InvalidInputError
 from ._checks import as_array, as_class_labels, as_features, as_probs, checked_probs, small_integer_codes
-from ._linalg import class_blocks, class_pieces, one_blas_thread_if_small, pca_project, seeded_subsample
+from ._linalg import (class_blocks, class_pieces, largest_magnitude, one_blas_thread_if_small, pca_project,
+                      seeded_subsample)
 from .base import NotConvergedWarning, SaturationWarning, caller_stacklevel, named_preset, register_metric
 
 
@@ -245,7 +246,15 @@ def _fit_mixture(fit_set: np.ndarray, k: int, covariance_type: str, max_iter: in
                               random_state=seed)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", ConvergenceWarning)
-            gmm.fit(fit_set)
+            try:
+                gmm.fit(fit_set)
+            except ValueError as err:
+                # sklearn's "ill-defined empirical covariance": at large magnitudes (sparse features beyond ~1e6) its
+                # variances lose reg_covar (1e-6) to rounding and a component's covariance is not positive definite.
+                # It escaped as a crash (exit 1) of the command.
+                reason = str(err).split(". ")[0]
+                raise InvalidInputError(f"N-LEEP: the Gaussian mixture could not be fitted ({reason}); the features "
+                                        f"reach {largest_magnitude(fit_set):.3g}: standardise them") from None
         for other in (w for w in caught if not issubclass(w.category, ConvergenceWarning)):
             warnings.warn_explicit(other.message, other.category, other.filename, other.lineno)
         return gmm, any(issubclass(w.category, ConvergenceWarning) for w in caught)
