@@ -474,6 +474,8 @@ def load_feature_file(
     features, labels = arrays["features"], arrays["labels"]
     if features.ndim != 2:
         raise InvalidInputError(f"{path}: features must be 2-D (n, d), got shape {features.shape}")
+    if 0 in features.shape:  # every metric refuses it: under --metric all each skipped the model, exit 0
+        raise InvalidInputError(f"{path}: features are empty (shape {features.shape}): no samples or no dimensions")
     if features.dtype.kind not in "biuf":  # as every metric requires; the linear probe crashed on text or dates
         raise InvalidInputError(f"{path}: features must be real numbers, got dtype {features.dtype}")
     if labels.ndim == 0:
@@ -482,8 +484,9 @@ def load_feature_file(
         raise InvalidInputError(f"{path}: {labels.shape[0]} labels for {features.shape[0]} feature rows")
     _check_label_values(labels, path)
     probs = arrays.get("source_probs")
-    if probs is not None and (probs.ndim != 2 or probs.shape[0] != features.shape[0]):
-        raise InvalidInputError(f"{path}: source_probs must have shape ({features.shape[0]}, k), got {probs.shape}")
+    if probs is not None and (probs.ndim != 2 or probs.shape[0] != features.shape[0] or probs.shape[1] == 0):
+        raise InvalidInputError(f"{path}: source_probs must have shape ({features.shape[0]}, k), k >= 1, got "
+                                f"{probs.shape}")
     # A NaN or inf is a malformed file, refused before any metric runs: under --metric all every metric skipped that
     # model (a note each) and the others were ranked without it, exit 0.
     check_finite(features, f"{path}: features")

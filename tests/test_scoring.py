@@ -567,6 +567,31 @@ def test_cli_nan_or_inf_in_one_file_is_an_input_error_before_any_metric(cli, tmp
     assert f"bad{suffix}: " in err and "NaN or inf" in err and where in err
 
 
+@pytest.mark.parametrize("suffix", [".npz", ".parquet"])
+@pytest.mark.parametrize("empty", ["samples", "dimensions", "source classes"])
+def test_cli_an_empty_feature_file_is_an_input_error_before_any_metric(cli, tmp_path, monkeypatch, suffix, empty):
+    """No samples, no feature dimensions or no source classes: under --metric all every metric skipped that model (a
+    note each), the others were ranked without it, exit 0."""
+    import modelrank.scoring
+
+    good = save_feature_file(make_set(0, 1.0, "good"), tmp_path / f"good{suffix}")
+    n = 0 if empty == "samples" else 240
+    features = np.zeros((n, 0 if empty == "dimensions" else 12))
+    probs = np.full((n, 0 if empty == "source classes" else 2), 0.5)
+    labels = np.arange(n) % 4
+    path = tmp_path / f"empty{suffix}"
+    if suffix == ".npz":
+        np.savez(path, features=features, labels=labels, source_probs=probs)
+    else:  # lists of any length (a fixed-size list cannot be empty)
+        pq.write_table(pa.table({"features": pa.array(features.tolist(), pa.list_(pa.float64())),
+                                 "label": pa.array(labels, pa.int64()),
+                                 "source_probs": pa.array(probs.tolist(), pa.list_(pa.float64()))}), path)
+    monkeypatch.setattr(modelrank.scoring, "compute_metric", lambda *a, **k: pytest.fail("a metric ran"))
+    code, out, err = cli("score", "--features", str(good), "--features", str(path), "--metric", "all")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "Traceback" not in err, err
+    assert f"empty{suffix}: " in err and ("features are empty" in err or "source_probs must have shape" in err)
+
+
 def test_cli_ped_scores_the_ped_variants(tmp_path, two_files):
     out = tmp_path / "ped.csv"
     args = ["score", "--features", two_files[0], "--features", two_files[1], "--metric", "logme", "--ped", "--out", str(out)]
