@@ -769,7 +769,8 @@ def bootstrap_scores(
             contenders = ~saturated_rows(frame.loc[index.loc[[fs.model for fs in group]]], column).to_numpy()
             best_share = np.full(len(group), np.nan)
             best_share[contenders] = 0.0
-            for draw in signed[contenders].T:  # resamples, each O(models)
+            # resamples, each O(models); none when every model is saturated (the loop ran on empty draws and crashed)
+            for draw in signed[contenders].T if contenders.any() else ():
                 groups = tie_groups(draw, spec.tie_rtol, spec.tie_atol)
                 top = np.flatnonzero(contenders)[groups == groups.max()]
                 best_share[top] += 1.0 / top.size

@@ -1,5 +1,7 @@
 """`score --bootstrap`: seeded resampling intervals and the probability that the top model is best."""
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -135,3 +137,19 @@ def test_a_saturated_model_is_never_best_in_the_bootstrap():
     boot = bootstrap_scores(sets, frame, 10, seed=0).set_index("Model")
     assert np.isnan(boot.loc["wide", "hscore_p_best"]) and np.isfinite(boot.loc["wide", "hscore_low"])
     assert boot["hscore_p_best"].sum() == pytest.approx(1.0) and boot.loc["m1", "hscore_p_best"] == 1.0
+
+
+def test_bootstrap_with_every_model_saturated_has_no_best_and_no_crash(cli, tmp_path):
+    """H-Score saturated on every model (N <= D): the P(best) loop ran over empty resamples and `score --bootstrap`
+    crashed (exit 1, "zero-size array to reduction operation maximum")."""
+    rng = np.random.default_rng(0)
+    labels = np.arange(12) % 3
+    files = []
+    for name in ("a", "b"):
+        np.savez(tmp_path / f"{name}.npz", features=rng.normal(size=(12, 20)), labels=labels)
+        files += ["--features", str(tmp_path / f"{name}.npz")]
+    code, out, err = cli("score", *files, "--metric", "hscore", "--bootstrap", "3", "--format", "csv")
+    assert code == 0 and "Traceback" not in err, err
+    frame = pd.read_csv(io.StringIO(out))
+    assert (frame["hscore_flags"] == "saturated").all() and frame["hscore_p_best"].isna().all()
+    assert frame["hscore_low"].notna().all()
