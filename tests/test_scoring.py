@@ -592,6 +592,31 @@ def test_cli_an_empty_feature_file_is_an_input_error_before_any_metric(cli, tmp_
     assert f"empty{suffix}: " in err and ("features are empty" in err or "source_probs must have shape" in err)
 
 
+@pytest.mark.parametrize("broken", ["text targets", "one sample"])
+def test_cli_all_with_a_model_no_metric_can_score_is_an_input_error(cli, tmp_path, broken):
+    """Under --metric all every metric skipped such a model (a note each), the others were ranked without it, and
+    the run exited 0 as if it had been scored."""
+    import io
+
+    good = make_set(0, 1.0, "good", probs=False)
+    bad = make_set(1, 1.0, "bad", probs=False)
+    task = []
+    if broken == "text targets":
+        good.labels, bad.labels = good.features[:, 0], np.array(["a", "b"])[np.arange(240) % 2]
+        task = ["--task", "regression"]
+    else:
+        bad.features, bad.labels = bad.features[:1], bad.labels[:1]
+    files = []
+    for fs in (good, bad):
+        files += ["--features", str(save_feature_file(fs, tmp_path / f"{fs.model}.npz"))]
+    code, out, err = cli("score", *files, "--metric", "all", *task, "--format", "csv")
+    assert code == 2 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("error: no metric could score [bad/custom] (the notes above say why)"), last
+    frame = pd.read_csv(io.StringIO(out))  # the other model's scores are kept
+    assert frame.set_index("Model").loc["good", ["logme", "transrate"]].notna().all()
+
+
 def test_cli_ped_scores_the_ped_variants(tmp_path, two_files):
     out = tmp_path / "ped.csv"
     args = ["score", "--features", two_files[0], "--features", two_files[1], "--metric", "logme", "--ped", "--out", str(out)]

@@ -9,7 +9,7 @@ import typer
 from rich.console import Group
 from rich.markup import escape
 
-from ..errors import ModelrankError
+from ..errors import ModelrankError, short_list
 from ..registry import split_names
 from ._common import (
     set_interrupt_note,
@@ -115,7 +115,14 @@ def score_cmd(
         for line in footnotes(frame):  # why ranks are blank: stdout holds only the data, so they go to stderr
             err_console.print(line, highlight=False, soft_wrap=True, markup=False)
     failures = frame.attrs["failures"]
+    where = f"written to {out}" if out else "shown above"
     if failures:  # the other metrics' scores are shown and written, yet the run did not do all that was asked: exit 2
-        where = f"written to {out}" if out else "shown above"
         raise ModelrankError(f"{len(failures)} of {len(frame.attrs['higher_is_better'])} metrics failed "
                              f"({', '.join(failures)}; the warnings above say why); the other scores are {where}")
+    # Under --metric all every metric may skip a model (text labels under --task regression, a single sample), each
+    # with a note: the others were ranked without it and the run exited 0, as if the model had been scored.
+    unscored = frame[list(frame.attrs["higher_is_better"])].isna().all(axis=1)
+    if unscored.any():
+        models = [f"{model}/{dataset}" for dataset, model in frame.loc[unscored, ["Dataset", "Model"]].to_numpy()]
+        raise ModelrankError(f"no metric could score {short_list(models)} (the notes above say why); the other scores "
+                             f"are {where}")
