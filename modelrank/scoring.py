@@ -394,7 +394,10 @@ def _read_parquet(path: Path) -> dict[str, np.ndarray]:
     if pa.types.is_list(label_type) or pa.types.is_fixed_size_list(label_type) or pa.types.is_large_list(label_type):
         arrays["labels"] = _list_column_to_matrix(table, label_column, path)
     else:
-        arrays["labels"] = table.column(label_column).to_numpy()
+        column = table.column(label_column)
+        if column.null_count:  # to_numpy made the nulls of an integer column NaN: "labels are NaN or inf"
+            raise InvalidInputError(f"{path}: {column.null_count} of {len(column)} labels are missing (null)")
+        arrays["labels"] = column.to_numpy()
     if "source_probs" in table.column_names:
         arrays["source_probs"] = _list_column_to_matrix(table, "source_probs", path)
     metadata = table.schema.metadata or {}

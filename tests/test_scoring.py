@@ -92,6 +92,9 @@ def test_bad_feature_files(tmp_path):
     pq.write_table(pa.table({"features": rows, "label": ["cat", None, "dog"]}), tmp_path / "gap.parquet")
     with pytest.raises(InvalidInputError, match="1 of 3 labels are missing"):
         load_feature_file(tmp_path / "gap.parquet")
+    pq.write_table(pa.table({"features": rows, "label": [0, None, 1]}), tmp_path / "int_gap.parquet")
+    with pytest.raises(InvalidInputError, match="1 of 3 labels are missing"):  # was "labels are NaN or inf"
+        load_feature_file(tmp_path / "int_gap.parquet")
     pq.write_table(pa.table({"features": rows, "label": [{"a": 1}] * 3}), tmp_path / "struct.parquet")
     with pytest.raises(InvalidInputError, match="labels must be numbers or class names"):
         load_feature_file(tmp_path / "struct.parquet")
