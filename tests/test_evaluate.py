@@ -47,6 +47,16 @@ def test_names_lose_their_surrounding_spaces_and_a_name_of_spaces_is_missing():
         evaluate(WIDE_SCORES.assign(Model=["  "] + list(WIDE_SCORES["Model"][1:])), TRUTH)
 
 
+def test_a_dataset_spelt_two_ways_shows_the_first_spelling_of_the_scores():
+    long = WIDE_SCORES.melt(id_vars=["Dataset", "Model"], var_name="method", value_name="score")
+    long.loc[long["method"] == "bad", "Dataset"] = long["Dataset"].map({"Pet": "pets", "CIFAR10": "cifar-10"})
+    assert evaluate(long, TRUTH).datasets == ["Pet", "CIFAR10"]  # the last spelling, "pets", was shown
+    flipped = long.iloc[::-1]
+    ev = evaluate(flipped, TRUTH)
+    assert ev.datasets == ["cifar-10", "pets"]
+    assert value(ev, "good", "pets", "kendall") == value(evaluate(long, TRUTH), "good", "Pet", "kendall")
+
+
 def test_perfect_and_reversed_scores_with_aliases_and_case():
     ev = evaluate(WIDE_SCORES.assign(good_seconds=0.1), TRUTH)  # `modelrank score --out` timing columns are no method
     assert ev.methods == ["good", "bad"] and ev.datasets == ["Pet", "CIFAR10"]

@@ -231,8 +231,9 @@ def evaluate(
         merged = merged[~merged["method"].isin(is_truth[is_truth].index)]
 
     # Display names: the scores' first spelling of each dataset, in the order they appear there.
-    display = dict(zip(score_table["dataset_key"], score_table["dataset"]))
-    display = {key: display[key] for key in dict.fromkeys(score_table["dataset_key"])}
+    # (dict(zip(...)) kept the last spelling, so the name shown depended on the rows' order.)
+    first = score_table.drop_duplicates("dataset_key")
+    display = dict(zip(first["dataset_key"], first["dataset"]))
     methods = list(dict.fromkeys(score_table["method"]))
     dataset_keys = [key for key in display if key in set(merged["dataset_key"])]
 
