@@ -235,13 +235,15 @@ def evaluate(
     first = score_table.drop_duplicates("dataset_key")
     display = dict(zip(first["dataset_key"], first["dataset"]))
     methods = list(dict.fromkeys(score_table["method"]))
-    dataset_keys = [key for key in display if key in set(merged["dataset_key"])]
+    # one set: built anew for every dataset, it made 300 datasets take a minute
+    judged = set(merged["dataset_key"])
+    dataset_keys = [key for key in display if key in judged]
 
     taken = [display[key] for key in dataset_keys if key in (name_key(MEAN), name_key(WEIGHTED_MEAN))]
     if taken:  # its row would be one more "mean" of the results (and two rows of a column crashed the tables)
         raise InvalidInputError(f"dataset {taken[0]!r}: the results call their averages {MEAN} and {WEIGHTED_MEAN}; "
                                 "rename that dataset in the scores and the truth")
-    untruthful = [display[key] for key in display if key not in set(merged["dataset_key"])]
+    untruthful = [display[key] for key in display if key not in judged]
     if untruthful:
         warnings.append(f"scored dataset(s) {', '.join(untruthful)} have no ground truth: left out of every mean")
     labels = {choice: measure_label(choice, protocol, k) for choice in choices}
