@@ -369,13 +369,16 @@ def _means(results: pd.DataFrame, truth_table: pd.DataFrame, display: dict[str, 
     # float weights: with no defined value at all (e.g. every truth constant) the empty map kept a string dtype
     cells = results.dropna(subset=["value"]).assign(weight=lambda f: f["dataset"].map(weights).astype(np.float64))
     grouped = cells.groupby(["method", "measure"], sort=False)
+    # Every (method, measure) has its mean rows, NaN over 0 datasets where no value is defined: a method whose
+    # scores rank nowhere had none in the CSV and JSON, while the table showed its empty means.
+    every = results.groupby(["method", "measure"], sort=False).size()
     n_tasks = grouped["value"].count()
     standard_error = grouped["value"].std(ddof=1) / np.sqrt(n_tasks)
     plain = pd.DataFrame({"value": grouped["value"].mean(), "se": standard_error, "n_tasks": n_tasks})
     weighted_sum = (cells["value"] * cells["weight"]).groupby([cells["method"], cells["measure"]], sort=False).sum()
     weighted = pd.DataFrame({"value": weighted_sum / grouped["weight"].sum(), "n_tasks": n_tasks})
-    every = results.groupby(["method", "measure"], sort=False).size()
-    parts = [plain.reset_index().assign(dataset=MEAN), weighted.reset_index().assign(dataset=WEIGHTED_MEAN)]
+    parts = [part.reindex(every.index).fillna({"n_tasks": 0}).reset_index().assign(dataset=name)
+             for part, name in ((plain, MEAN), (weighted, WEIGHTED_MEAN))]
     means = pd.concat(parts, ignore_index=True)
     totals = every.reindex(pd.MultiIndex.from_frame(means[["method", "measure"]])).to_numpy()
     means["note"] = [f"mean of {int(n)} of {int(t)} datasets" if n < t else "" for n, t in zip(means["n_tasks"], totals)]
