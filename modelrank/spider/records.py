@@ -251,7 +251,11 @@ def records_from_frame(frame: pd.DataFrame, aggregate: str | None = "max", **sid
     if missing:
         raise InvalidInputError(f"records need columns {list(RECORD_COLUMNS)}; missing {missing}")
     table = frame.loc[:, list(RECORD_COLUMNS)].copy()
-    unnamed = table[["dataset", "model"]].isna().any(axis=1)
+    # Names without their surrounding spaces, as `evaluate --truth` reads the same table: "m1 " was a model of its
+    # own beside "m1", and a name of spaces only was a task or a model called "   ".
+    for column in ("dataset", "model"):
+        table[column] = table[column].astype(str).str.strip().where(table[column].notna())
+    unnamed = (table[["dataset", "model"]].isna() | table[["dataset", "model"]].eq("")).any(axis=1)
     if unnamed.any():  # grouping dropped them without a word
         raise InvalidInputError(f"{int(unnamed.sum())} record(s) without a dataset or model name")
     table["accuracy"] = pd.to_numeric(table["accuracy"], errors="coerce")
