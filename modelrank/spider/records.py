@@ -62,6 +62,10 @@ def _check_index(frame: pd.DataFrame | None, what: str) -> pd.DataFrame | None:
         return None
     if not isinstance(frame, pd.DataFrame):
         raise InvalidInputError(f"{what} must be a pandas DataFrame indexed by name, got {type(frame).__name__}")
+    # a blank name (a metadata CSV's empty first cell) was a float NaN among the names: sorting them was a traceback
+    unnamed = frame.index.isna() | (frame.index.astype(str).str.strip() == "")
+    if unnamed.any():
+        raise InvalidInputError(f"{what} has {int(unnamed.sum())} row(s) without a name")
     if frame.index.has_duplicates:
         dup = frame.index[frame.index.duplicated()].unique()[:5].tolist()
         raise InvalidInputError(f"{what} has duplicated names: {dup}")
