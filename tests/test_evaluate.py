@@ -281,6 +281,22 @@ def test_a_dataset_with_one_model_in_common_is_counted_as_not_ranked():
     assert np.isnan(value(ev, "good", "CIFAR10", "kendall")) and value(ev, "good", "mean", "kendall") == 1.0
 
 
+def test_a_dataset_with_no_model_in_common_is_counted_as_not_ranked_and_said_so():
+    """A method's dataset none of whose scored models has ground truth was dropped without a word: no row in the
+    results, not counted in "ranked", no warning; a method with no other dataset was an empty row of the tables."""
+    long = WIDE_SCORES.melt(id_vars=["Dataset", "Model"], var_name="method", value_name="score")
+    good = long[long["method"] == "good"]
+    other = good[good["Dataset"] == "CIFAR10"].assign(method="other", Model=lambda f: f["Model"] + "-new")
+    elsewhere = good[good["Dataset"] == "Pet"].assign(method="elsewhere", Dataset="no-truth-here")
+    ev = evaluate(pd.concat([long, other, elsewhere]), TRUTH, measures=["kendall"])
+    assert ev.methods == ["good", "bad", "other"]  # "elsewhere" has no dataset with ground truth (warned)
+    assert ev.ranked_tasks().to_dict() == {"good": "2 of 2", "bad": "2 of 2", "other": "0 of 1"}
+    assert ev.no_ranking["reason"].tolist() == ["no model in common with the ground truth"]
+    assert np.isnan(value(ev, "other", "CIFAR10", "kendall")) and np.isnan(value(ev, "other", "mean", "kendall"))
+    assert "other / CIFAR10: 3 scored model(s) have no ground truth and were left out" in ev.warnings
+    assert any("no-truth-here have no ground truth" in w for w in ev.warnings)
+
+
 def test_bad_tables():
     with pytest.raises(InvalidInputError, match="no \\(dataset, model\\) pair in common"):
         evaluate(WIDE_SCORES.assign(Dataset=WIDE_SCORES["Dataset"] + "-other"), TRUTH)

@@ -234,7 +234,6 @@ def evaluate(
     # (dict(zip(...)) kept the last spelling, so the name shown depended on the rows' order.)
     first = score_table.drop_duplicates("dataset_key")
     display = dict(zip(first["dataset_key"], first["dataset"]))
-    methods = list(dict.fromkeys(score_table["method"]))
     # one set: built anew for every dataset, it made 300 datasets take a minute
     judged = set(merged["dataset_key"])
     dataset_keys = [key for key in display if key in judged]
@@ -253,7 +252,14 @@ def evaluate(
     counts: list[tuple[str, str, int]] = []
     truth_models = truth_table.groupby("dataset_key")["model_key"].nunique()
     scored_models = score_table.groupby(["method", "dataset_key"])["model_key"].nunique()
-    for (method, key), cell in merged.groupby(["method", "dataset_key"], sort=False):
+    # Every (method, dataset) the scores hold where the dataset has ground truth, those without a model in common
+    # too: going by the merged pairs alone dropped such a cell (and a method having no other) without a word.
+    merged_cells = dict(tuple(merged.groupby(["method", "dataset_key"], sort=False)))
+    scored_cells = score_table.loc[score_table["dataset_key"].isin(judged), ["method", "dataset_key"]].drop_duplicates()
+    # a method scored only on datasets without ground truth (warned above) has no cell: no empty row in the tables
+    methods = list(dict.fromkeys(scored_cells["method"]))
+    for method, key in scored_cells.itertuples(index=False):
+        cell = merged_cells.get((method, key), merged.iloc[:0])
         name = display[key]
         unscored = int(truth_models[key]) - len(cell)
         if unscored:
@@ -283,7 +289,7 @@ def evaluate(
         # The reason quotes the scores as the table gives them, not as negated for --lower-is-better. One model
         # ranks nothing either (the "ranked" count said it did).
         if len(cell) < 2:
-            reason = "only 1 model in common with the ground truth"
+            reason = f"{'only 1 model' if len(cell) else 'no model'} in common with the ground truth"
         elif unsaturated < 2:
             reason = (f"saturated for all {len(cell)} models" if unsaturated == 0
                       else f"saturated for {len(cell) - unsaturated} of {len(cell)} models")
