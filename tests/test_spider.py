@@ -292,6 +292,37 @@ def test_read_records_csv_takes_the_public_export_layout(tmp_path):
         read_records_csv(csv)
 
 
+def test_record_names_lose_their_surrounding_spaces(tmp_path):
+    """ "a " was a model of its own beside "a" (as `evaluate --truth` reads the table, it is "a"), and a name of
+    spaces only a task called "  "; the metadata files' names are read the same way."""
+    from modelrank.spider import read_records_csv
+    from modelrank.spider.loaders import load_records
+
+    csv, meta = tmp_path / "records.csv", tmp_path / "meta.csv"
+    csv.write_text("dataset, model, accuracy\nd, a, 0.5\nd,b,0.7\ne,a ,0.6\ne,b,0.4\n")
+    records = read_records_csv(csv)
+    assert sorted(records.models) == ["a", "b"] and records.truth("e").to_dict() == {"a": 0.6, "b": 0.4}
+    meta.write_text("model,size\n a,1\nb ,2\n")
+    assert sorted(load_records(str(csv), model_meta=meta).model_meta.index) == ["a", "b"]
+    csv.write_text("dataset,model,accuracy\nd,a,0.5\n  ,b,0.7\n")
+    with pytest.raises(InvalidInputError, match="1 record\\(s\\) without a dataset or model name"):
+        read_records_csv(csv)
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_a_metadata_row_without_a_name_is_an_input_error(tmp_path, name):
+    """A blank first cell of --task-meta was a NaN among the task names, and sorting them a traceback (exit 1)."""
+    from modelrank.spider.loaders import load_records
+
+    csv, meta = tmp_path / "records.csv", tmp_path / "tasks.csv"
+    csv.write_text("dataset,model,accuracy\nd,a,0.5\nd,b,0.7\ne,a,0.6\ne,b,0.4\n")
+    meta.write_text(f"task,domain\nd,x\ne,y\n{name},z\n")
+    with pytest.raises(InvalidInputError, match="task_meta has 1 row\\(s\\) without a name"):
+        load_records(str(csv), task_meta=meta)
+    with pytest.raises(InvalidInputError, match="model_meta has 1 row\\(s\\) without a name"):
+        load_records(str(csv), model_meta=meta)
+
+
 def test_cli_train_rank_eval(tmp_path):
     from modelrank.cli import app
 

@@ -100,6 +100,20 @@ def test_saturated_constant_and_zero_scores_give_no_ranking_and_are_left_out_of_
     assert set(ev.no_ranking["method"]) == {"hscore", "sfda", "emms"}
 
 
+def test_a_method_that_ranks_nowhere_still_has_its_mean_rows():
+    # the CSV and JSON had no mean rows for it (a program reading every method's mean met a missing row), while
+    # the table showed its empty means
+    scores = pd.DataFrame({"Dataset": "animal", "Model": MODELS, "sfda": CONSTANT_SFDA, "logme": [0.2, 0.3, 0.4, 0.1]})
+    ev = evaluate(scores, TRUTH, measures=["kendall", "rel"])
+    r = ev.results.set_index(["method", "dataset", "measure"])
+    for average in ("mean", "weighted_mean"):
+        for measure in ("kendall", "rel@1"):
+            row = r.loc[("sfda", average, measure)]
+            assert np.isnan(row["value"]) and row["n_tasks"] == 0 and row["note"] == "mean of 0 of 1 datasets"
+            assert r.loc[("logme", average, measure), "n_tasks"] == 1
+    assert len(ev.results) == 2 * 2 * 3  # 2 methods x 2 measures x (animal, mean, weighted_mean)
+
+
 def test_no_ranking_quotes_lower_is_better_scores_as_given():
     """The reason said "all 4 scores are equal (-0.3)" of a table whose scores were 0.3 (negated to rank them)."""
     scores = pd.DataFrame({"Dataset": "animal", "Model": MODELS, "err": [0.3] * 4, "logme": [0.2, 0.3, 0.4, 0.1]})

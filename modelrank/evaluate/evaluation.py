@@ -231,16 +231,18 @@ def evaluate(
         merged = merged[~merged["method"].isin(is_truth[is_truth].index)]
 
     # Display names: the scores' first spelling of each dataset, in the order they appear there.
-    display = dict(zip(score_table["dataset_key"], score_table["dataset"]))
-    display = {key: display[key] for key in dict.fromkeys(score_table["dataset_key"])}
-    methods = list(dict.fromkeys(score_table["method"]))
-    dataset_keys = [key for key in display if key in set(merged["dataset_key"])]
+    # (dict(zip(...)) kept the last spelling, so the name shown depended on the rows' order.)
+    first = score_table.drop_duplicates("dataset_key")
+    display = dict(zip(first["dataset_key"], first["dataset"]))
+    # one set: built anew for every dataset, it made 300 datasets take a minute
+    judged = set(merged["dataset_key"])
+    dataset_keys = [key for key in display if key in judged]
 
     taken = [display[key] for key in dataset_keys if key in (name_key(MEAN), name_key(WEIGHTED_MEAN))]
     if taken:  # its row would be one more "mean" of the results (and two rows of a column crashed the tables)
         raise InvalidInputError(f"dataset {taken[0]!r}: the results call their averages {MEAN} and {WEIGHTED_MEAN}; "
                                 "rename that dataset in the scores and the truth")
-    untruthful = [display[key] for key in display if key not in set(merged["dataset_key"])]
+    untruthful = [display[key] for key in display if key not in judged]
     if untruthful:
         warnings.append(f"scored dataset(s) {', '.join(untruthful)} have no ground truth: left out of every mean")
     labels = {choice: measure_label(choice, protocol, k) for choice in choices}
@@ -250,7 +252,14 @@ def evaluate(
     counts: list[tuple[str, str, int]] = []
     truth_models = truth_table.groupby("dataset_key")["model_key"].nunique()
     scored_models = score_table.groupby(["method", "dataset_key"])["model_key"].nunique()
-    for (method, key), cell in merged.groupby(["method", "dataset_key"], sort=False):
+    # Every (method, dataset) the scores hold where the dataset has ground truth, those without a model in common
+    # too: going by the merged pairs alone dropped such a cell (and a method having no other) without a word.
+    merged_cells = dict(tuple(merged.groupby(["method", "dataset_key"], sort=False)))
+    scored_cells = score_table.loc[score_table["dataset_key"].isin(judged), ["method", "dataset_key"]].drop_duplicates()
+    # a method scored only on datasets without ground truth (warned above) has no cell: no empty row in the tables
+    methods = list(dict.fromkeys(scored_cells["method"]))
+    for method, key in scored_cells.itertuples(index=False):
+        cell = merged_cells.get((method, key), merged.iloc[:0])
         name = display[key]
         unscored = int(truth_models[key]) - len(cell)
         if unscored:
@@ -280,7 +289,7 @@ def evaluate(
         # The reason quotes the scores as the table gives them, not as negated for --lower-is-better. One model
         # ranks nothing either (the "ranked" count said it did).
         if len(cell) < 2:
-            reason = "only 1 model in common with the ground truth"
+            reason = f"{'only 1 model' if len(cell) else 'no model'} in common with the ground truth"
         elif unsaturated < 2:
             reason = (f"saturated for all {len(cell)} models" if unsaturated == 0
                       else f"saturated for {len(cell) - unsaturated} of {len(cell)} models")
@@ -366,13 +375,16 @@ def _means(results: pd.DataFrame, truth_table: pd.DataFrame, display: dict[str, 
     # float weights: with no defined value at all (e.g. every truth constant) the empty map kept a string dtype
     cells = results.dropna(subset=["value"]).assign(weight=lambda f: f["dataset"].map(weights).astype(np.float64))
     grouped = cells.groupby(["method", "measure"], sort=False)
+    # Every (method, measure) has its mean rows, NaN over 0 datasets where no value is defined: a method whose
+    # scores rank nowhere had none in the CSV and JSON, while the table showed its empty means.
+    every = results.groupby(["method", "measure"], sort=False).size()
     n_tasks = grouped["value"].count()
     standard_error = grouped["value"].std(ddof=1) / np.sqrt(n_tasks)
     plain = pd.DataFrame({"value": grouped["value"].mean(), "se": standard_error, "n_tasks": n_tasks})
     weighted_sum = (cells["value"] * cells["weight"]).groupby([cells["method"], cells["measure"]], sort=False).sum()
     weighted = pd.DataFrame({"value": weighted_sum / grouped["weight"].sum(), "n_tasks": n_tasks})
-    every = results.groupby(["method", "measure"], sort=False).size()
-    parts = [plain.reset_index().assign(dataset=MEAN), weighted.reset_index().assign(dataset=WEIGHTED_MEAN)]
+    parts = [part.reindex(every.index).fillna({"n_tasks": 0}).reset_index().assign(dataset=name)
+             for part, name in ((plain, MEAN), (weighted, WEIGHTED_MEAN))]
     means = pd.concat(parts, ignore_index=True)
     totals = every.reindex(pd.MultiIndex.from_frame(means[["method", "measure"]])).to_numpy()
     means["note"] = [f"mean of {int(n)} of {int(t)} datasets" if n < t else "" for n, t in zip(means["n_tasks"], totals)]

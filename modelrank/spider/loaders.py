@@ -210,7 +210,8 @@ def load_records(spec: str, task_meta: str | Path | None = None, model_meta: str
     side = {}
     for key, path in (("task_meta", task_meta), ("model_meta", model_meta)):
         if path is not None:
-            side[key] = read_csv_file(path, f"{key} file", index_col=0)
+            meta = read_csv_file(path, f"{key} file", index_col=0)
+            side[key] = meta.set_axis(meta.index.str.strip())  # as the records' names are read
     return Records(records.table, name=records.name, **side) if side else records
 
 

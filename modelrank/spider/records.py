@@ -62,6 +62,10 @@ def _check_index(frame: pd.DataFrame | None, what: str) -> pd.DataFrame | None:
         return None
     if not isinstance(frame, pd.DataFrame):
         raise InvalidInputError(f"{what} must be a pandas DataFrame indexed by name, got {type(frame).__name__}")
+    # a blank name (a metadata CSV's empty first cell) was a float NaN among the names: sorting them was a traceback
+    unnamed = frame.index.isna() | (frame.index.astype(str).str.strip() == "")
+    if unnamed.any():
+        raise InvalidInputError(f"{what} has {int(unnamed.sum())} row(s) without a name")
     if frame.index.has_duplicates:
         dup = frame.index[frame.index.duplicated()].unique()[:5].tolist()
         raise InvalidInputError(f"{what} has duplicated names: {dup}")
@@ -251,7 +255,11 @@ def records_from_frame(frame: pd.DataFrame, aggregate: str | None = "max", **sid
     if missing:
         raise InvalidInputError(f"records need columns {list(RECORD_COLUMNS)}; missing {missing}")
     table = frame.loc[:, list(RECORD_COLUMNS)].copy()
-    unnamed = table[["dataset", "model"]].isna().any(axis=1)
+    # Names without their surrounding spaces, as `evaluate --truth` reads the same table: "m1 " was a model of its
+    # own beside "m1", and a name of spaces only was a task or a model called "   ".
+    for column in ("dataset", "model"):
+        table[column] = table[column].astype(str).str.strip().where(table[column].notna())
+    unnamed = (table[["dataset", "model"]].isna() | table[["dataset", "model"]].eq("")).any(axis=1)
     if unnamed.any():  # grouping dropped them without a word
         raise InvalidInputError(f"{int(unnamed.sum())} record(s) without a dataset or model name")
     table["accuracy"] = pd.to_numeric(table["accuracy"], errors="coerce")
