@@ -57,6 +57,29 @@ def test_a_dataset_spelt_two_ways_shows_the_first_spelling_of_the_scores():
     assert value(ev, "good", "pets", "kendall") == value(evaluate(long, TRUTH), "good", "Pet", "kendall")
 
 
+def test_repeated_score_rows_are_refused_or_averaged_on_request(tmp_path):
+    # A scores log that every run appends to (TransferGraph's transferability_score_records.csv holds 240 repeats)
+    # was refused with no way forward.
+    long = WIDE_SCORES.melt(id_vars=["Dataset", "Model"], var_name="method", value_name="score")
+    rerun = long[long["Model"] == "vit"].assign(score=lambda f: f["score"] + 0.5, flags="saturated")
+    repeated = pd.concat([long.assign(flags=""), rerun], ignore_index=True)
+    with pytest.raises(InvalidInputError, match="duplicate rows.*--score-duplicates mean"):
+        evaluate(repeated, TRUTH)
+    averaged = long.assign(score=long["score"] + 0.25 * (long["Model"] == "vit"))
+    expected = evaluate(averaged, TRUTH, exclude_flagged=False).results
+    got = evaluate(repeated, TRUTH, score_duplicates="mean", exclude_flagged=False).results
+    pd.testing.assert_frame_equal(got, expected)
+    flagged = evaluate(repeated, TRUTH, score_duplicates="mean")  # a flag of any run stays with the mean
+    assert any("left out 1 flagged score" in w for w in flagged.warnings)
+    with pytest.raises(InvalidInputError, match="score duplicates must be one of error, mean"):
+        evaluate(long, TRUTH, score_duplicates="max")
+    repeated.to_csv(tmp_path / "log.csv", index=False)
+    TRUTH.to_csv(tmp_path / "truth.csv", index=False)
+    run = CliRunner().invoke(app, ["evaluate", "--scores", str(tmp_path / "log.csv"), "--truth",
+                                   str(tmp_path / "truth.csv"), "--score-duplicates", "mean", "--format", "csv"])
+    assert run.exit_code == 0, run.output
+
+
 def test_perfect_and_reversed_scores_with_aliases_and_case():
     ev = evaluate(WIDE_SCORES.assign(good_seconds=0.1), TRUTH)  # `modelrank score --out` timing columns are no method
     assert ev.methods == ["good", "bad"] and ev.datasets == ["Pet", "CIFAR10"]

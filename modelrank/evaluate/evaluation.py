@@ -146,6 +146,7 @@ def evaluate(
     k: int = 1,
     lower_is_better: str | Iterable[str] = (),
     duplicates: str = "error",
+    score_duplicates: str = "error",
     truth_where: dict[str, str] | None = None,
     exclude_flagged: bool = True,
     truth_noise: float | str | None = None,
@@ -157,7 +158,7 @@ def evaluate(
     subset of ``MEASURE_CHOICES`` (a list or "kendall,spearman", as ``lower_is_better``). ``protocol``: the
     weighted-tau convention (``scipy`` or ``model_spider``, see ``weighted_tau``). ``k``: for rel@k and regret@k.
     ``lower_is_better``: methods whose raw score is better when lower (negated before ranking). ``duplicates``,
-    ``truth_where``: see ``load_truth``.
+    ``truth_where``: see ``load_truth``; ``score_duplicates``: ``duplicates`` of ``load_scores``.
 
     Ties: a method's scores on a dataset are grouped by its tie tolerance (``tolerances[method]`` = (rtol,
     atol), else ``metric_tolerance``) and tied scores are made equal before any measure sees them; a dataset
@@ -188,7 +189,7 @@ def evaluate(
         if noise_column is None and not (np.isfinite(truth_noise) and truth_noise > 0):
             raise InvalidInputError(f"truth noise must be a positive number or a column name, got {truth_noise!r}")
         choices.append("noise_tau")
-    score_table = load_scores(scores)
+    score_table = load_scores(scores, duplicates=score_duplicates)
     truth_table = load_truth(truth, duplicates=duplicates, where=truth_where, noise_column=noise_column)
     if truth_table.attrs.get("rescaled") and truth_noise is not None and noise_column is None:
         # one number cannot be in percent on some datasets and a fraction on the others

@@ -150,15 +150,23 @@ def _flag_texts(frame: pd.DataFrame, column: str) -> pd.Series:
     return frame[column].fillna("").astype(str)
 
 
-def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) -> pd.DataFrame:
+#: What ``load_scores`` does with repeated (method, dataset, model) rows.
+SCORE_DUPLICATES = ("error", "mean")
+
+
+def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None, duplicates: str = "error") -> pd.DataFrame:
     """Scores as a long table ``method, dataset, model, score, flags, dataset_key, model_key`` (higher = better).
 
     ``flags``: what the metric flagged about the score ("saturated", from ``<method>_flags`` columns of the wide
     layout or a ``flags`` column of the long one; "" for none).
 
     ``scores`` is a path or a DataFrame in the long or the wide layout (see the module docstring). One row per
-    (method, dataset, model); duplicates and missing values are errors.
+    (method, dataset, model); missing values are errors, and so are duplicates unless ``duplicates="mean"``: repeated
+    runs of a metric (a scores log that each run appends to, as TransferGraph's) then count as their mean score, with
+    every flag any of them carried.
     """
+    if duplicates not in SCORE_DUPLICATES:
+        raise InvalidInputError(f"score duplicates must be one of {', '.join(SCORE_DUPLICATES)}, not {duplicates!r}")
     source = source or (str(scores) if not isinstance(scores, pd.DataFrame) else "scores")
     frame = read_table(scores, "scores file") if not isinstance(scores, pd.DataFrame) else scores
     dataset_col = _require_column(frame, DATASET_COLUMNS, "dataset", source)
@@ -212,7 +220,23 @@ def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None) ->
                                for method, count in skipped.items()]
     if long.empty:
         raise InvalidInputError(f"{source}: the score table is empty")
-    return _with_keys(long, ["method", "dataset_key", "model_key"], source)
+    if duplicates == "mean":
+        long = _mean_of_repeats(long)
+    return _with_keys(long, ["method", "dataset_key", "model_key"], source,
+                      hint="; pass --score-duplicates mean (duplicates='mean') to average repeated runs")
+
+
+def _mean_of_repeats(long: pd.DataFrame) -> pd.DataFrame:
+    """One row per (method, dataset, model) of a long score table: the first row's names, the mean score, and the
+    flags of every repeat (each once, in the order first seen)."""
+    keys = [long["method"], long["dataset"].map(dataset_key), long["model"].map(name_key)]
+    grouped = long.groupby(keys, sort=False)
+    merged = grouped[["method", "dataset", "model"]].first()
+    merged["score"] = grouped["score"].mean()
+    merged["flags"] = grouped["flags"].agg(lambda flags: ";".join(dict.fromkeys(f for f in flags if f)))
+    merged = merged.reset_index(drop=True)
+    merged.attrs = long.attrs  # the wide layout's notes of blank cells
+    return merged
 
 
 def load_truth(
