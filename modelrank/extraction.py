@@ -485,8 +485,8 @@ def load_feature_pairs(
     Each model is built at most once and each dataset opened once, however many pairs share them (building a
     model takes 0.2-0.4 s on CPU after seconds of importing timm, and a derived task can take seconds to open,
     while reading cached features takes ~0.01 s); only one model is held at a time. A model loaded before with the
-    same weights and libraries (``known_identity``) is built only if features are missing. ``progress``: as in ``extract``, plus the row "features"
-    counting the pairs loaded.
+    same weights and libraries (``known_identity``) is built only if features are missing. ``progress``: as in
+    ``extract``, plus the row "features" counting the pairs loaded.
     """
     store = FeatureStore(cache_dir)
     by_model: dict[str, list[str]] = {}

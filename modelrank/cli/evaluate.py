@@ -36,8 +36,9 @@ def evaluate_cmd(
     lower_is_better: str = typer.Option("", "--lower-is-better", help="Methods whose raw score is better when lower "
                                    "(comma-separated; the commas of a name's [...], as in knn[k=3,metric=euclidean], are its own)."),
     duplicates: str = typer.Option("error", "--duplicates", help="Repeated (dataset, model) rows in the truth: error | max (keep the best)."),
-    score_duplicates: str = typer.Option("error", "--score-duplicates", help="Repeated (method, dataset, model) rows in "
-                                         "the scores, e.g. a log each run appends to: error | mean (average them)."),
+    score_duplicates: str = typer.Option("error", "--score-duplicates",
+                                         help="Repeated (method, dataset, model) rows in the scores, e.g. a log each "
+                                         "run appends to: error | mean (average them)."),
     truth_where: list[str] = typer.Option([], "--truth-where", help="Keep truth rows with COLUMN=VALUE (repeatable), e.g. protocol=linear."),
     truth_noise: Optional[str] = typer.Option(None, "--truth-noise", help="Noise (std) of the ground truth, or the truth column "
                                               "holding it (e.g. accuracy_std of benchmark records): adds noise_tau, which "

@@ -154,7 +154,9 @@ def _flag_texts(frame: pd.DataFrame, column: str) -> pd.Series:
 SCORE_DUPLICATES = ("error", "mean")
 
 
-def load_scores(scores: str | Path | pd.DataFrame, source: str | None = None, duplicates: str = "error") -> pd.DataFrame:
+def load_scores(
+    scores: str | Path | pd.DataFrame, source: str | None = None, duplicates: str = "error"
+) -> pd.DataFrame:
     """Scores as a long table ``method, dataset, model, score, flags, dataset_key, model_key`` (higher = better).
 
     ``flags``: what the metric flagged about the score ("saturated", from ``<method>_flags`` columns of the wide

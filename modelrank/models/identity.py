@@ -41,7 +41,8 @@ def _identity_key(name: str, cache_dir: str | os.PathLike | None) -> dict[str, A
     # The registered configuration (architecture, input size, head, weight remapping, ...), functions by name.
     config = None if spec is None else {field.name: getattr(spec, field.name) for field in dataclasses.fields(spec)}
     key = {"name": name, "config": config, "weights": weights, "versions": _library_versions()}
-    return json.loads(json.dumps(key, sort_keys=True, default=lambda value: getattr(value, "__qualname__", repr(value))))
+    named = json.dumps(key, sort_keys=True, default=lambda value: getattr(value, "__qualname__", repr(value)))
+    return json.loads(named)
 
 
 def _identity_path(key: dict[str, Any], cache_dir: str | os.PathLike | None):
