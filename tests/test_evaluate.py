@@ -168,6 +168,23 @@ def test_duplicates_error_or_best_of():
         evaluate(doubled, TRUTH)
 
 
+def test_duplicates_kept_by_their_validation_metric():
+    # `records export` holds one row per sweep point: --duplicates max picked the best TEST value, a selection on
+    # the test set; "val" keeps the run a sweep selects (the best val_metric; runs tied there are averaged).
+    truth = pd.concat([TRUTH.assign(val_metric=0.5), TRUTH.assign(Accuracy=TRUTH["Accuracy"] - 50, val_metric=0.9)])
+    with pytest.raises(InvalidInputError, match="duplicate rows.*--duplicates val.*best val_metric"):
+        evaluate(WIDE_SCORES, truth)
+    expected = evaluate(WIDE_SCORES, TRUTH.assign(Accuracy=TRUTH["Accuracy"] - 50)).results
+    pd.testing.assert_frame_equal(evaluate(WIDE_SCORES, truth, duplicates="val").results, expected)
+    tied = pd.concat([TRUTH.assign(val_metric=0.9), TRUTH.assign(Accuracy=TRUTH["Accuracy"] - 50, val_metric=0.9)])
+    middle = evaluate(WIDE_SCORES, TRUTH.assign(Accuracy=TRUTH["Accuracy"] - 25)).results
+    pd.testing.assert_frame_equal(evaluate(WIDE_SCORES, tied, duplicates="val").results, middle)
+    with pytest.raises(InvalidInputError, match="needs a validation column"):
+        evaluate(WIDE_SCORES, pd.concat([TRUTH, TRUTH]), duplicates="val")
+    with pytest.raises(InvalidInputError, match="duplicates must be one of error, max, val"):
+        evaluate(WIDE_SCORES, TRUTH, duplicates="mean")
+
+
 def test_truth_filter_for_records_with_several_protocols():
     truth = pd.concat([TRUTH.assign(protocol="linear"), TRUTH.assign(protocol="full", Accuracy=100 - TRUTH["Accuracy"])])
     with pytest.raises(InvalidInputError, match="duplicate"):

@@ -35,7 +35,8 @@ def evaluate_cmd(
     k: int = typer.Option(1, "--k", help="k of rel@k and regret@k."),
     lower_is_better: str = typer.Option("", "--lower-is-better", help="Methods whose raw score is better when lower "
                                    "(comma-separated; the commas of a name's [...], as in knn[k=3,metric=euclidean], are its own)."),
-    duplicates: str = typer.Option("error", "--duplicates", help="Repeated (dataset, model) rows in the truth: error | max (keep the best)."),
+    duplicates: str = typer.Option("error", "--duplicates", help="Repeated (dataset, model) rows in the truth: error | "
+                                   "max (keep the best) | val (the run with the best val_metric, as a sweep selects)."),
     score_duplicates: str = typer.Option("error", "--score-duplicates",
                                          help="Repeated (method, dataset, model) rows in the scores, e.g. a log each "
                                          "run appends to: error | mean (average them)."),

@@ -42,6 +42,10 @@ TRUTH_VALUE_COLUMNS = ("test_metric", "accuracy", "eval_accuracy", "test_accurac
 #: Truth columns that hold accuracies, as fractions or in percent. The others may hold errors, losses, R^2 or a
 #: metric named in another column, on any scale: their values are never taken for fractions or percentages.
 ACCURACY_COLUMNS = ("accuracy", "eval_accuracy", "test_accuracy", "acc")
+#: Truth columns that hold each run's validation metric (``records export``'s ``val_metric``), for duplicates="val".
+VALIDATION_COLUMNS = ("val_metric", "val_accuracy", "validation_accuracy")
+#: What ``load_truth`` does with repeated (dataset, model) rows.
+TRUTH_DUPLICATES = ("error", "max", "val")
 
 # name_key(alias) -> name_key(canonical). Only spellings that the public tables really use for one dataset.
 DATASET_ALIASES = {
@@ -257,11 +261,12 @@ def load_truth(
     ``where``: keep only rows whose column (case-insensitive name) equals the value as text, e.g.
     ``{"protocol": "linear"}`` for a records table holding several protocols. ``duplicates="max"`` keeps the
     best value of each (dataset, model), as when a records table holds one row per hyper-parameter setting
-    (TransferGraph picks the best ``eval_accuracy`` per model the same way); ``"error"`` (default) refuses
-    repeated rows.
+    (TransferGraph picks the best ``eval_accuracy`` per model the same way); ``"val"`` keeps the row with the best
+    validation metric (``VALIDATION_COLUMNS``; the mean of rows tied there), the setting a sweep selects without
+    looking at the test value the truth holds; ``"error"`` (default) refuses repeated rows.
     """
-    if duplicates not in ("error", "max"):
-        raise InvalidInputError(f"duplicates must be 'error' or 'max', not {duplicates!r}")
+    if duplicates not in TRUTH_DUPLICATES:
+        raise InvalidInputError(f"duplicates must be one of {', '.join(TRUTH_DUPLICATES)}, not {duplicates!r}")
     source = source or (str(truth) if not isinstance(truth, pd.DataFrame) else "truth")
     # A filter compares the text as written: "10" is not matched against a float column's "10.0", nor "NA" lost
     # as a missing value.
@@ -288,19 +293,40 @@ def load_truth(
         noise = _as_numbers(frame[column], f"column {column!r}", source, names)
         seeds = _find_column(frame, ("n_seeds",), source)
         long["noise"] = noise / np.sqrt(_as_numbers(frame[seeds], "column 'n_seeds'", source, names)) if seeds else noise
+    validation_col = _find_column(frame, VALIDATION_COLUMNS, source)
     if duplicates == "max":
         long = long.reset_index(drop=True)  # idxmax returns labels: they must be unique
         keys = long.assign(dataset_key=long["dataset"].map(dataset_key), model_key=long["model"].map(name_key))
         best = keys.groupby(["dataset_key", "model_key"], sort=False)["truth"].idxmax()
         long = long.loc[best.to_numpy()].reset_index(drop=True)
+    elif duplicates == "val":
+        if validation_col is None:
+            raise InvalidInputError(f"{source}: duplicates='val' needs a validation column "
+                                    f"({', '.join(VALIDATION_COLUMNS)}); the table has {list(frame.columns)}")
+        long = _best_on_validation(long, _as_numbers(frame[validation_col], f"column {validation_col!r}", source,
+                                                     names))
     # `records export` holds a run per protocol: the best of a linear probe and a fine-tune is no ground truth
     protocol_col = _find_column(frame, ("protocol",), source)
     protocols = sorted(frame[protocol_col].dropna().astype(str).unique()) if protocol_col is not None else []
     hint = (f"; the rows are of protocols {', '.join(protocols)}: keep one with where={{'{protocol_col}': ...}} (CLI: "
             f"--truth-where {protocol_col}={protocols[0]})" if len(protocols) > 1 else
+            f"; pass duplicates='val' (CLI: --duplicates val) to keep each model's run with the best {validation_col}, "
+            "as a sweep selects (duplicates='max' keeps the best test value)" if validation_col is not None else
             "; pass duplicates='max' (CLI: --duplicates max) to keep the best value per dataset and model")
     long = _with_keys(long, ["dataset_key", "model_key"], source, hint=hint)
     return _on_one_scale(long, str(value_col), source) if str(value_col).lower() in ACCURACY_COLUMNS else long
+
+
+def _best_on_validation(long: pd.DataFrame, validation: np.ndarray) -> pd.DataFrame:
+    """One row per (dataset, model) of a truth table: the rows whose ``validation`` value is the best of their
+    (dataset, model), averaged where several tie there (first names kept)."""
+    keys = [long["dataset"].map(dataset_key), long["model"].map(name_key)]
+    best = validation == pd.Series(validation, index=long.index).groupby(keys, sort=False).transform("max").to_numpy()
+    chosen = long[best]
+    grouped = chosen.groupby([key[best] for key in keys], sort=False)
+    merged = grouped[["dataset", "model"]].first().join(grouped[[c for c in chosen.columns if c not in
+                                                                  ("dataset", "model")]].mean())
+    return merged.reset_index(drop=True)
 
 
 def _on_one_scale(truth: pd.DataFrame, column: str, source: str) -> pd.DataFrame:
