@@ -228,7 +228,8 @@ def records_export(
                                "finetuned_dataset, ..., eval_accuracy)."),
     cache_dir: Optional[Path] = ExistingCacheDirOption,
 ) -> None:
-    """Export every record as CSV, readable by `modelrank evaluate --truth`."""
+    """Export every record as CSV, readable by `modelrank evaluate --truth` (one row per run: `--truth-where
+    protocol=...` keeps one protocol, `--duplicates val` each model's run with the best validation metric)."""
     from ..finetune import export_records, read_records, records_path
 
     # The records table itself as OUT was replaced by the CSV: every record was lost.
