@@ -436,7 +436,7 @@ def test_datasets_and_models_named_as_missing_values_are_names(cli, tmp_path):
     assert code == 2 and "1 row(s) without a model name" in err, err
     truth.write_text("dataset,model,accuracy\nd,NA,0.5\nd,b,nan\n")  # nor a missing accuracy a number
     code, out, err = cli("evaluate", "--scores", str(scores), "--truth", str(truth))
-    assert code == 2 and "missing or non-numeric value(s), e.g. a blank cell for dataset d, model b" in err, err
+    assert code == 2 and "missing or non-numeric value(s), e.g. a blank or NaN cell for dataset d, model b" in err, err
 
 
 def test_accuracies_in_percent_and_fractions(cli, tmp_path):

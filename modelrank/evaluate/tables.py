@@ -126,7 +126,7 @@ def _as_numbers(values: pd.Series, what: str, source: str, names: pd.DataFrame) 
         first = int(np.flatnonzero(bad)[0])
         cell = values.iloc[first]
         dataset, model = names.iloc[first]
-        shown = "a blank cell" if pd.isna(cell) else repr(str(cell))
+        shown = "a blank or NaN cell" if pd.isna(cell) else repr(str(cell))  # pandas reads "nan", "NA" as NaN
         raise InvalidInputError(f"{source}: {what} has {int(bad.sum())} missing or non-numeric value(s), e.g. "
                                 f"{shown} for dataset {dataset}, model {model}")
     return numbers
