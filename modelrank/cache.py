@@ -153,6 +153,11 @@ def _column_values(column: pa.ChunkedArray) -> np.ndarray:
 Stamp = Callable[[np.ndarray], str]
 
 
+def entry_key(name: str) -> str:
+    """The key part of an entry's folder name (``FeatureKey.dirname``'s last part): what `cache ls` shows of it."""
+    return name.rsplit("__", 1)[-1]
+
+
 class FeatureStore:
     """Chunked Parquet entries under ``root/features``."""
 

@@ -29,7 +29,7 @@ def cache_ls(
     """List cached feature entries."""
     import pandas as pd
 
-    from ..cache import FeatureStore
+    from ..cache import FeatureStore, entry_key
 
     check_output(fmt, out)
     store = FeatureStore(cache_dir)
@@ -43,8 +43,7 @@ def cache_ls(
     # An entry's name is its model, dataset and split plus a key: as a table's first column it took 60-90 of 80
     # columns (e.g. zoo_demo_lite0-animals-a__task_mnist-rotate3__all__b00e643060f7), so the table shows the key
     # (which `cache info` and `cache rm` take too); CSV and JSON keep the whole name.
-    keys = frame["entry"].str.rsplit("__", n=1).str[-1]
-    emit(frame.drop(columns="entry").assign(key=keys), fmt, title=title)
+    emit(frame.drop(columns="entry").assign(key=frame["entry"].map(entry_key)), fmt, title=title)
     if out is not None:
         write_csv(frame, out)
 
@@ -80,13 +79,15 @@ def select_entries(names: list[str], patterns: list[str]) -> list[str]:
     A name that is no entry is an error that lists the entries containing it, so a partial name never removes
     anything by itself; a glob that matches nothing selects nothing.
     """
+    from ..cache import entry_key
+
     selected: dict[str, None] = {}
     for pattern in patterns:
         if GLOB_CHARACTERS & set(pattern):
             selected.update(dict.fromkeys(fnmatch.filter(names, pattern)))
         elif pattern in names:
             selected[pattern] = None
-        elif keyed := [name for name in names if name.rsplit("__", 1)[-1] == pattern]:
+        elif keyed := [name for name in names if entry_key(name) == pattern]:
             selected.update(dict.fromkeys(keyed))
         else:
             near = [name for name in names if pattern in name]

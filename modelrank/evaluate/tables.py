@@ -132,8 +132,13 @@ def _as_numbers(values: pd.Series, what: str, source: str, names: pd.DataFrame) 
     return numbers
 
 
-def _with_keys(frame: pd.DataFrame, key_columns: list[str], source: str, hint: str = "") -> pd.DataFrame:
-    frame = frame.assign(dataset_key=frame["dataset"].map(dataset_key), model_key=frame["model"].map(name_key))
+def _keyed(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with the ``dataset_key`` and ``model_key`` its names are matched by."""
+    return frame.assign(dataset_key=frame["dataset"].map(dataset_key), model_key=frame["model"].map(name_key))
+
+
+def _unique(frame: pd.DataFrame, key_columns: list[str], source: str, hint: str = "") -> pd.DataFrame:
+    """``frame`` (``_keyed``), refused when two rows share ``key_columns``."""
     duplicated = frame.duplicated(subset=key_columns, keep=False)
     if duplicated.any():
         first = frame[duplicated].iloc[0]
@@ -226,18 +231,16 @@ def load_scores(
                                for method, count in skipped.items()]
     if long.empty:
         raise InvalidInputError(f"{source}: the score table is empty")
-    if duplicates == "mean":
-        long = _mean_of_repeats(long)
-    return _with_keys(long, ["method", "dataset_key", "model_key"], source,
-                      hint="; pass --score-duplicates mean (duplicates='mean') to average repeated runs")
+    keys = ["method", "dataset_key", "model_key"]
+    long = _mean_of_repeats(_keyed(long), keys) if duplicates == "mean" else _keyed(long)
+    return _unique(long, keys, source, hint="; pass --score-duplicates mean (duplicates='mean') to average repeated runs")
 
 
-def _mean_of_repeats(long: pd.DataFrame) -> pd.DataFrame:
-    """One row per (method, dataset, model) of a long score table: the first row's names, the mean score, and the
-    flags of every repeat (each once, in the order first seen)."""
-    keys = [long["method"], long["dataset"].map(dataset_key), long["model"].map(name_key)]
+def _mean_of_repeats(long: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """One row per ``keys`` of a keyed long score table: the first row's names, the mean score, and the flags of
+    every repeat (each once, in the order first seen)."""
     grouped = long.groupby(keys, sort=False)
-    merged = grouped[["method", "dataset", "model"]].first()
+    merged = grouped[["method", "dataset", "model", "dataset_key", "model_key"]].first()
     merged["score"] = grouped["score"].mean()
     merged["flags"] = grouped["flags"].agg(lambda flags: ";".join(dict.fromkeys(f for f in flags if f)))
     merged = merged.reset_index(drop=True)
@@ -294,17 +297,16 @@ def load_truth(
         seeds = _find_column(frame, ("n_seeds",), source)
         long["noise"] = noise / np.sqrt(_as_numbers(frame[seeds], "column 'n_seeds'", source, names)) if seeds else noise
     validation_col = _find_column(frame, VALIDATION_COLUMNS, source)
+    long, keys = _keyed(long).reset_index(drop=True), ["dataset_key", "model_key"]  # idxmax returns labels: unique
     if duplicates == "max":
-        long = long.reset_index(drop=True)  # idxmax returns labels: they must be unique
-        keys = long.assign(dataset_key=long["dataset"].map(dataset_key), model_key=long["model"].map(name_key))
-        best = keys.groupby(["dataset_key", "model_key"], sort=False)["truth"].idxmax()
+        best = long.groupby(keys, sort=False)["truth"].idxmax()
         long = long.loc[best.to_numpy()].reset_index(drop=True)
     elif duplicates == "val":
         if validation_col is None:
             raise InvalidInputError(f"{source}: duplicates='val' needs a validation column "
                                     f"({', '.join(VALIDATION_COLUMNS)}); the table has {list(frame.columns)}")
-        long = _best_on_validation(long, _as_numbers(frame[validation_col], f"column {validation_col!r}", source,
-                                                     names))
+        long = _best_on_validation(long, keys, _as_numbers(frame[validation_col], f"column {validation_col!r}",
+                                                           source, names))
     # `records export` holds a run per protocol: the best of a linear probe and a fine-tune is no ground truth
     protocol_col = _find_column(frame, ("protocol",), source)
     protocols = sorted(frame[protocol_col].dropna().astype(str).unique()) if protocol_col is not None else []
@@ -313,19 +315,17 @@ def load_truth(
             f"; pass duplicates='val' (CLI: --duplicates val) to keep each model's run with the best {validation_col}, "
             "as a sweep selects (duplicates='max' keeps the best test value)" if validation_col is not None else
             "; pass duplicates='max' (CLI: --duplicates max) to keep the best value per dataset and model")
-    long = _with_keys(long, ["dataset_key", "model_key"], source, hint=hint)
+    long = _unique(long, keys, source, hint=hint)
     return _on_one_scale(long, str(value_col), source) if str(value_col).lower() in ACCURACY_COLUMNS else long
 
 
-def _best_on_validation(long: pd.DataFrame, validation: np.ndarray) -> pd.DataFrame:
-    """One row per (dataset, model) of a truth table: the rows whose ``validation`` value is the best of their
+def _best_on_validation(long: pd.DataFrame, keys: list[str], validation: np.ndarray) -> pd.DataFrame:
+    """One row per ``keys`` of a keyed truth table: the rows whose ``validation`` value is the best of their
     (dataset, model), averaged where several tie there (first names kept)."""
-    keys = [long["dataset"].map(dataset_key), long["model"].map(name_key)]
-    best = validation == pd.Series(validation, index=long.index).groupby(keys, sort=False).transform("max").to_numpy()
-    chosen = long[best]
-    grouped = chosen.groupby([key[best] for key in keys], sort=False)
-    merged = grouped[["dataset", "model"]].first().join(grouped[[c for c in chosen.columns if c not in
-                                                                  ("dataset", "model")]].mean())
+    best = validation == long.assign(val=validation).groupby(keys, sort=False)["val"].transform("max").to_numpy()
+    grouped = long[best].groupby(keys, sort=False)
+    names = ["dataset", "model", *keys]
+    merged = grouped[names].first().join(grouped[[c for c in long.columns if c not in names]].mean())
     return merged.reset_index(drop=True)
 
 
