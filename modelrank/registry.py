@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from dataclasses import dataclass, field
-from typing import Any, Callable, Generic, Iterator, TypeVar
+from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
 from .errors import UnknownNameError
 
@@ -29,6 +29,12 @@ def split_names(value: str) -> list[str]:
     brackets is part of its name: ``score --set`` names a column ``knn[k=3,metric=euclidean]``, which `evaluate
     --compare` and ``--lower-is-better`` took for the two names ``knn[k=3`` and ``metric=euclidean]``."""
     return [name.strip() for name in _NAME_SEPARATOR.split(value) if name.strip()]
+
+
+def names_of(values: Iterable[str] | None) -> list[str]:
+    """The names of a repeatable comma-separated option (``-m a,b -m c`` -> ['a', 'b', 'c']), each value cut by
+    ``split_names``."""
+    return [name for value in values or () for name in split_names(value)]
 
 
 def repeated(items: list) -> list:

@@ -334,6 +334,50 @@ def test_out_onto_an_input_file_is_refused(cli, tmp_path):
     assert (tmp_path / "s.csv").read_bytes() == before
 
 
+def _single_value_options(command):
+    """(path, flag) of every option of every command that takes one value (not a flag, not repeatable)."""
+    for path in ALL_COMMANDS:
+        node = command
+        for name in path:
+            node = node.commands[name]
+        for param in node.params:
+            if param.param_type_name == "option" and not (param.multiple or param.is_flag or param.count):
+                yield path, param.opts[0]
+
+
+def test_a_single_value_option_given_twice_is_a_usage_error(cli, cache_dir, no_work):
+    """click keeps the last of two values: `score -d pets -d flowers` scored flowers alone, without a word."""
+    cases = list(_single_value_options(typer.main.get_command(app)))
+    assert {(("score",), "-d"), (("evaluate",), "--out"), (("extract",), "--batch-size")} <= set(cases)
+    assert not {(("score",), "-m"), (("score",), "--metric")} & set(cases)  # those two are repeatable
+    for path, flag in cases:
+        code, out, err = cli(*path, flag, "1", flag, "2")
+        assert code == 2 and out == "" and err.count("\n") == 1, (path, flag, err)
+        assert "was given 2 times; it takes one value" in err and "Traceback" not in err, (path, flag, err)
+    code, out, err = cli("score", "-d", "digits", "-d", "pets", "--help")  # help answers whatever else is given
+    assert code == 0 and "Usage" in out, err
+
+
+def test_options_of_several_names_are_repeatable_and_comma_separated(cli, cache_dir, no_work, tmp_path):
+    import numpy as np
+
+    np.savez(tmp_path / "a.npz", features=np.random.default_rng(0).normal(size=(20, 3)), labels=np.repeat([0, 1], 10))
+    code, out, err = cli("score", "--features", str(tmp_path / "a.npz"), "--metric", "hscore,gbc", "--metric", "knn",
+                         "--format", "csv")
+    assert code == 0, err
+    assert {"hscore", "gbc", "knn"} <= set(out.splitlines()[0].split(",")), out
+    # a name repeated across two -m is still a name given twice, refused before any model is built
+    for command in (("extract", "-d", "digits"), ("score", "-d", "digits"), ("finetune", "-d", "digits")):
+        code, out, err = cli(*command, "-m", "random:test_resnet", "-m", "random:test_resnet")
+        assert code == 2 and "-m names 'random:test_resnet' more than once" in err, (command, err)
+    code, out, err = cli("evaluate", *_score_and_truth(tmp_path)[:4], "--tau", "kendall", "--tau", "spearman",
+                         "--format", "csv")
+    assert code == 0 and {"kendall", "spearman"} <= {line.split(",")[2] for line in out.splitlines()[1:]}, (out, err)
+    code, out, err = cli("evaluate", *_score_and_truth(tmp_path)[:4], "--lower-is-better", "logme",
+                         "--lower-is-better", "leep", "--tau", "kendall", "--format", "csv")
+    assert code == 0, err
+
+
 def test_evaluate_compare_with_out_dash_keeps_stdout_one_csv(cli, tmp_path):
     code, out, err = cli("evaluate", *_score_and_truth(tmp_path), "--compare", "logme,leep", "--out", "-")
     assert code == 2 and out == "" and "--compare and --out - would both print on stdout" in err, (out, err)

@@ -146,6 +146,10 @@ def SeedOption(help: str, flag: str = "--seed"):
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
 
 
+#: how help says that an option takes several names (``registry.names_of``)
+SEVERAL = "comma-separated or repeated"
+
+
 def check_distinct(names: list[str], flag: str) -> None:
     """A name given twice in a comma-separated list is an error: its work was done twice, into two rows of one name."""
     twice = repeated(names)
@@ -200,7 +204,7 @@ def load_feature_files(features: list[Path], model_names: Optional[list[str]], d
     return sets
 
 
-def check_data_options(features: Optional[list[Path]], dataset: Optional[str], models: Optional[str],
+def check_data_options(features: Optional[list[Path]], dataset: Optional[str], models: Optional[list[str]],
                        model_names: Optional[list[str]], dataset_name: str, task: Optional[str],
                        dataset_options: dict[str, object]) -> None:
     """The data of `score` / `finetune`: ``--features FILE...`` or ``-d DATASET -m MODELS``, each with only its own

@@ -59,9 +59,38 @@ _METAVARS = {"<str>": "TEXT", "<list[str]>": "TEXT", "<int>": "INTEGER", "<int r
              "<path>": "PATH", "<list[Path]>": "PATH", "<dir>": "DIR", "<file>": "FILE"}
 
 
+def _refusing_repeated_options(command) -> None:
+    """Make ``command`` refuse a single-value option given twice: click keeps the last without a word, so
+    ``score -d pets -d flowers`` scored flowers alone. Options that take several values are repeatable
+    (``multiple``); flags are not values."""
+    from typer._click.exceptions import UsageError
+
+    make_parser = command.make_parser
+
+    def make_checking_parser(ctx):
+        parser = make_parser(ctx)
+        parse_args = parser.parse_args
+
+        def parse_checked(args):
+            opts, arguments, order = parse_args(args=args)
+            if not any(param.is_eager for param in order):  # --help answers whatever else is on the line
+                options = [param for param in order if param.param_type_name == "option" and not param.multiple
+                           and not param.is_flag and not param.count]
+                twice = next((param for param in options if options.count(param) > 1), None)
+                if twice is not None:
+                    raise UsageError(f"{'/'.join(twice.opts)} was given {options.count(twice)} times; it takes one "
+                                     "value", ctx)
+            return opts, arguments, order
+
+        parser.parse_args = parse_checked
+        return parser
+
+    command.make_parser = make_checking_parser
+
+
 def _command():
     """The click command of the app, with plain metavars (``--out PATH``, ``LEARNER_DIR``) on every parameter
-    that has none of its own."""
+    that has none of its own, and no single-value option taken twice."""
     from typer.main import get_command
 
     command = get_command(app)
@@ -69,6 +98,7 @@ def _command():
     while pending:
         node = pending.pop()
         pending.extend(getattr(node, "commands", {}).values())
+        _refusing_repeated_options(node)
         for param in node.params:
             if param.metavar is not None:
                 continue

@@ -9,8 +9,8 @@ import typer
 from rich.markup import escape
 
 from ..errors import ModelrankError
-from ..registry import COMMA_HINT, split_names
-from ._common import app, console, err_console
+from ..registry import COMMA_HINT, names_of, split_names
+from ._common import SEVERAL, app, console, err_console
 from ._output import check_out, check_output, emit, fits_terminal, format_option, out_option, write_csv
 
 
@@ -31,10 +31,10 @@ def evaluate_cmd(
     out: Optional[Path] = out_option("the long table method,dataset,measure,value,se,n_tasks,note"),
     fmt: str = format_option(),
     protocol: str = typer.Option("scipy", "--protocol", help="Weighted tau convention: scipy (rank=True, symmetric) | model_spider (weights from the truth's rank)."),
-    tau: str = typer.Option("weighted,kendall,spearman,pearson,rel,regret", "--tau", help="Measures, comma-separated: weighted, kendall, spearman, pearson, rel, regret."),
+    tau: list[str] = typer.Option(["weighted,kendall,spearman,pearson,rel,regret"], "--tau", help=f"Measures, {SEVERAL}: weighted, kendall, spearman, pearson, rel, regret."),
     k: int = typer.Option(1, "--k", help="k of rel@k and regret@k."),
-    lower_is_better: str = typer.Option("", "--lower-is-better", help="Methods whose raw score is better when lower "
-                                   "(comma-separated; the commas of a name's [...], as in knn[k=3,metric=euclidean], are its own)."),
+    lower_is_better: list[str] = typer.Option([], "--lower-is-better", help="Methods whose raw score is better when lower "
+                                   f"({SEVERAL}; the commas of a name's [...], as in knn[k=3,metric=euclidean], are its own)."),
     duplicates: str = typer.Option("error", "--duplicates", help="Repeated (dataset, model) rows in the truth: error | "
                                    "max (keep the best) | val (the run with the best val_metric, as a sweep selects)."),
     score_duplicates: str = typer.Option("error", "--score-duplicates",
@@ -79,8 +79,8 @@ def evaluate_cmd(
             raise ModelrankError(f"--truth-where takes COLUMN=VALUE, not {item!r}")
         where[column.strip()] = value.strip()
     evaluation = evaluate(
-        scores, truth, measures=split_names(tau), protocol=protocol, k=k,
-        lower_is_better=split_names(lower_is_better), duplicates=duplicates, score_duplicates=score_duplicates,
+        scores, truth, measures=names_of(tau), protocol=protocol, k=k,
+        lower_is_better=names_of(lower_is_better), duplicates=duplicates, score_duplicates=score_duplicates,
         truth_where=where,
         exclude_flagged=exclude_flagged, truth_noise=_noise(truth_noise),
     )

@@ -8,17 +8,17 @@ from typing import Optional
 import typer
 
 from ..errors import ModelrankError
-from ..registry import split_names
+from ..registry import names_of
 from ._common import (
     set_interrupt_note, app, CacheDirOption, DataRootOption, MAX_WORKERS, SizeOption, check_extraction, progress_display,
-    SeedOption, DEVICE_HELP, PRECISION_HELP,
+    SeedOption, DEVICE_HELP, PRECISION_HELP, SEVERAL,
 )
 from ._output import check_format, emit, format_option
 
 
 @app.command("extract")
 def extract_cmd(
-    models: str = typer.Option(..., "-m", "--models", help="Comma-separated model names (modelrank list models)."),
+    models: list[str] = typer.Option(..., "-m", "--models", help=f"Model names (modelrank list models), {SEVERAL}."),
     dataset: str = typer.Option(..., "-d", "--dataset", help="Dataset name, folder:PATH or csv:PATH."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", exists=True, dir_okay=False,
                                               help="Local weights for the (single) model: same as -m ARCH@PATH."),
@@ -45,7 +45,7 @@ def extract_cmd(
     import pandas as pd
 
     check_format(fmt)
-    names = split_names(models)
+    names = names_of(models)
     if checkpoint:
         if len(names) != 1:
             raise ModelrankError("--checkpoint goes with exactly one model")

@@ -10,12 +10,12 @@ import typer
 from rich.markup import escape
 
 from ..errors import ModelrankError
-from ..registry import split_names
+from ..registry import names_of, split_names
 from ._common import (
     set_interrupt_note, app, console, err_console, CacheDirOption, DataRootOption, FeatureFilesOption, ModelNamesOption,
     DatasetNameOption, ExistingCacheDirOption,
     SeedOption, SizeOption, TaskOption, check_extraction, confirmed, load_feature_files, log, progress_display,
-    check_data_options, only_with,
+    check_data_options, only_with, SEVERAL,
 )
 from ._output import check_csv_name, check_out, check_output, emit, format_option, out_option, write_csv
 
@@ -33,7 +33,7 @@ def finetune_cmd(
     dataset_name: str = DatasetNameOption,
     task: Optional[str] = TaskOption,
     dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Registered dataset (with -m): its test split is the test set."),
-    models: Optional[str] = typer.Option(None, "-m", "--models", help="Comma-separated registered models (with -d)."),
+    models: Optional[list[str]] = typer.Option(None, "-m", "--models", help=f"Registered models (with -d), {SEVERAL}."),
     protocol: str = typer.Option("linear", "--protocol", help=PROTOCOL_HELP),
     metric: Optional[str] = typer.Option(None, "--metric", help="accuracy | mean_per_class_accuracy | r2 | neg_mse "
                                          "[default: accuracy for classification, r2 for regression]."),
@@ -123,7 +123,7 @@ def finetune_cmd(
         config.validate()
         device = "auto" if device is None else device
         resolve_device(device)  # checked by each run, i.e. after the dataset and the first model are loaded
-        names = split_names(models)
+        names = names_of(models)
         check_extraction(names, dataset, None, cache_dir)
         with progress_display() as display:
             records = run_full_grid(
@@ -146,7 +146,7 @@ def finetune_cmd(
             jobs = [job_from_features(fs, val=val, test=test, seed=seed)
                     for fs in load_feature_files(features, model_name, dataset_name, task)][shard_index::shard_count]
         else:
-            names = split_names(models)
+            names = names_of(models)
             check_extraction(names, dataset, None, cache_dir)
             names = names[shard_index::shard_count]  # --shard: this task's models
         with progress_display() as display:

@@ -10,12 +10,12 @@ from rich.console import Group
 from rich.markup import escape
 
 from ..errors import ModelrankError, short_list
-from ..registry import split_names
+from ..registry import names_of
 from ._common import (
     set_interrupt_note,
     app, console, err_console, CacheDirOption, FeatureFilesOption, ModelNamesOption, DatasetNameOption,
     TaskOption, load_feature_files, key_values, progress_display, check_extraction, SizeOption,
-    DataRootOption, SeedOption, check_data_options, DEVICE_HELP, PRECISION_HELP,
+    DataRootOption, SeedOption, check_data_options, DEVICE_HELP, PRECISION_HELP, SEVERAL,
 )
 from ._output import check_output, emit, format_option, out_option, write_csv
 
@@ -26,7 +26,7 @@ def score_cmd(
     model_name: Optional[list[str]] = ModelNamesOption,
     dataset_name: str = DatasetNameOption,
     task: Optional[str] = TaskOption,
-    metric: str = typer.Option("all", "--metric", help="Comma-separated metric names, or all (modelrank list metrics)."),
+    metric: list[str] = typer.Option(["all"], "--metric", help=f"Metric names (modelrank list metrics), {SEVERAL}; or all."),
     ped: bool = typer.Option(False, "--ped", help="Score the PED-moved features (Li et al. ICCV'23): logme -> ped_logme, ..."),
     parameter: list[str] = typer.Option([], "--set", help="Metric parameter METRIC.KEY=VALUE, repeatable (e.g. transrate.eps=1e-3; "
                                         "modelrank list parameters); such a metric's column is named with it."),
@@ -38,7 +38,7 @@ def score_cmd(
     bootstrap_exact: bool = typer.Option(False, "--bootstrap-exact", help="Recompute every metric on every resample "
                                          "(LogME otherwise uses its resampled form: a few scores' cost)."),
     dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Score cached/extracted features of this dataset (with -m)."),
-    models: Optional[str] = typer.Option(None, "-m", "--models", help="Comma-separated model names (with -d)."),
+    models: Optional[list[str]] = typer.Option(None, "-m", "--models", help=f"Model names (with -d), {SEVERAL}."),
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split for -d [default: the dataset's first]."),
     limit: Optional[int] = SizeOption("--limit", "Seeded random subset of at most N samples (-d)."),
     per_class: Optional[int] = SizeOption("--per-class", "Seeded subset of N samples per class (-d)."),
@@ -63,7 +63,7 @@ def score_cmd(
     check_data_options(features, dataset, models, model_name, dataset_name, task,
                        {"--split": split, "--limit": limit, "--per-class": per_class, "--device": device,
                         "--precision": precision})
-    metric_names = split_names(metric)
+    metric_names = names_of(metric)
     if ped:
         from ..metrics.ped import ped_variant
 
@@ -82,7 +82,7 @@ def score_cmd(
     else:
         from ..extraction import compute_precision, load_feature_pairs, resolve_device
 
-        names = split_names(models)
+        names = names_of(models)
         device, precision = device or "auto", precision or "auto"
         compute_precision(resolve_device(device), precision)
         check_extraction(names, dataset, split, cache_dir)

@@ -10,10 +10,10 @@ import typer
 from rich.markup import escape
 
 from ..errors import ModelrankError
-from ..registry import split_names
+from ..registry import names_of
 from ._common import (
     CacheDirOption, DataRootOption, DatasetNameOption, FeatureFilesOption, ModelNamesOption, app, check_distinct,
-    err_console, key_values, only_with, progress_display, SeedOption,
+    err_console, key_values, only_with, progress_display, SeedOption, SEVERAL,
 )
 from ..progress import report
 from ._output import check_out, check_output, emit, format_option, out_option, write_csv
@@ -260,7 +260,7 @@ def _feature_loader(dataset, split, per_class, seed, data_root, cache_dir, featu
 @spider_app.command("eval")
 def spider_eval(
     records: str = RecordsArgument,
-    learners: str = typer.Option("random,model_prior,task_attention,graph,spider", help="Comma-separated learners."),
+    learners: list[str] = typer.Option(["random,model_prior,task_attention,graph,spider"], help=f"Learners, {SEVERAL}."),
     protocol: str = typer.Option("cold_start", help="cold_start | partial | both | seed_mixture"),
     by: str = typer.Option("task", help="Held-out groups: task | domain (needs a domain column in task metadata)."),
     task_meta: Optional[Path] = TaskMetaOption,
@@ -303,7 +303,7 @@ def spider_eval(
     if protocol == "seed_mixture" and (folds is not None or by != "task"):  # its own split: they were ignored
         raise ModelrankError("--protocol seed_mixture makes its own split of the tasks; --folds and --by go with "
                              "cold_start | partial | both")
-    names = split_names(learners)
+    names = names_of(learners)
     if not names:
         raise ModelrankError("--learners names no learner (see modelrank list learners)")
     check_distinct(names, "--learners")  # a repeated one was evaluated twice, into two identical rows
