@@ -377,7 +377,8 @@ def extract(
     # (i, n) is checked as 'i/n' is: (0, 0) divided by zero, and (3, 2) computed nothing and reported success
     shard = parse_shard("/".join(map(str, shard)) if isinstance(shard, (tuple, list)) else shard)
     store = FeatureStore(cache_dir)
-    _check_model_names(models, cache_dir)
+    identities = {name: known_identity(name, cache_dir) for name in models}
+    _check_model_names([name for name, known in identities.items() if known is None], cache_dir)
     report(progress, "extract", f"opening dataset {dataset}")
     data = open_subset(dataset, split, data_root, download, limit, per_class, seed)
     dev = resolve_device(device)
@@ -385,6 +386,13 @@ def extract(
     n_workers = resolve_workers(workers, dev)
     summaries = []
     for name in models:
+        if identities[name] is not None:  # loaded before: built only if some of its features are missing
+            report(progress, "extract", f"checking the cached chunks of {name}")
+            summary = cached_summary(store, identities[name], data, limit=limit, per_class=per_class, seed=seed,
+                                     shard=shard)
+            if summary is not None:
+                summaries.append(summary)
+                continue
         report(progress, "extract", f"loading model {name}")
         loaded = load_model(name)
         remember_identity(name, loaded, cache_dir)  # the commands that read these features then need not build it
@@ -440,6 +448,32 @@ def extract_model(
         "computed": n_done, "seconds": round(seconds, 2),
         "images_per_s": round(n_done / seconds, 1) if n_done and seconds > 0 else None,
         "complete": remaining == 0, "entry": plan.key.dirname(), "model_info": model.info,
+    }
+
+
+def cached_summary(store: FeatureStore, identity: ModelIdentity, data: ImageDataset, *, limit: int | None,
+                   per_class: int | None, seed: int, shard: tuple[int, int]) -> dict | None:
+    """``extract_model``'s summary of a model whose chunks of ``shard`` are all cached and sound, from its entry
+    alone (the model is not built: seconds per model when a job array is rerun over a zoo), or None when some
+    chunk is missing, corrupt or stale, or the entry was made for other samples: the model is then built and
+    ``extract_model`` computes (and repairs) what is missing."""
+    key = feature_key(identity, data, limit, per_class, seed)
+    manifest = store.manifest(key)
+    model_info = (manifest or {}).get("info", {}).get("model")
+    if not isinstance(model_info, dict) or manifest["sample_ids"] != select_samples(
+            data.targets, limit, per_class, seed, data.task).tolist():
+        return None
+    index, count = shard
+    # content, not just existence, as ``plan_model`` checks: a corrupt chunk is removed here and computed then
+    if any(store.read_chunk(key, manifest, j, data.meta.get("stamp")) is None
+           for j in range(index, store.n_chunks(manifest), count)):
+        return None
+    return {
+        "model": identity.name, "dataset": data.name, "split": data.split, "samples": manifest["n_samples"],
+        "computed": 0, "seconds": 0.0, "images_per_s": None,
+        "complete": not store.missing_chunks(key, manifest), "entry": key.dirname(),
+        "model_info": {**model_info, "input_size": tuple(model_info.get("input_size", ())),
+                       "preprocessing": identity.preprocessing},  # as ``LoadedModel.info``
     }
 
 

@@ -81,6 +81,27 @@ def test_cached_features_are_read_without_building_the_model(cache_dir, monkeypa
         load_features(TINY, "faces", "train", limit=12, batch_size=6, workers=0)
 
 
+def test_rerunning_extract_on_cached_features_builds_no_model(cache_dir, monkeypatch):
+    import modelrank.extraction as extraction
+
+    first, = extract([TINY], "digits", "train", **OPTS)
+    store, folder, manifest = entry_chunks(cache_dir)
+    built = _counting_builds(monkeypatch)
+    monkeypatch.setattr(extraction, "check_model_name", lambda name, *a: built.append(f"check {name}"))
+    again, = extract([TINY], "digits", "train", **OPTS)  # a job array rerun over a finished zoo: no model built
+    assert built == [] and again["computed"] == 0 and again["complete"] and again["images_per_s"] is None
+    assert {k: again[k] for k in ("model", "samples", "entry", "model_info")} == {
+        k: first[k] for k in ("model", "samples", "entry", "model_info")}
+    shard, = extract([TINY], "digits", "train", **{**OPTS, "shard": "1/3"})
+    assert built == [] and shard["complete"]
+    (folder / "chunk-00001.parquet").write_bytes(b"damaged")  # content is checked, as when the model is built
+    with pytest.warns(UserWarning, match="corrupt"):
+        repaired, = extract([TINY], "digits", "train", **OPTS)
+    assert built == [TINY] and repaired["computed"] == 16 and repaired["complete"]
+    other, = extract([TINY], "digits", "train", **{**OPTS, "limit": 20})  # other samples: another entry, built
+    assert built == [TINY, TINY] and other["computed"] == 20
+
+
 def test_a_remembered_identity_follows_the_content_of_the_weights_file(cache_dir, tmp_path, monkeypatch):
     import timm
     import torch

@@ -161,13 +161,15 @@ def check_extraction(models: list[str], dataset: str, split: Optional[str], cach
     """Every model name, the dataset and its split, checked before the first model is loaded."""
     from ..data import check_dataset
     from ..models import check_model_name
+    from ..models.identity import known_identity
 
     if not models:
         raise ModelrankError("no model given")
     # `score` found out only after extracting everything, when two columns shared one name
     check_distinct(models, "-m")
     for name in models:
-        check_model_name(name, cache_dir)
+        if known_identity(name, cache_dir) is None:  # one loaded before loads (checking its name imports timm)
+            check_model_name(name, cache_dir)
     check_dataset(dataset, split)
 
 
