@@ -9,10 +9,9 @@ import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass
-from typing import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 import numpy as np
-import torch
 
 from . import __version__
 from .cache import FeatureKey, FeatureStore, IncompleteEntryError, MixedPrecisionError
@@ -24,6 +23,9 @@ from .models.base import ModelIdentity
 from .models.identity import known_identity, remember_identity
 from .progress import ProgressFn, report
 from .registry import split_names
+
+if TYPE_CHECKING:  # imported where features are computed: reading cached ones needs no torch (seconds to import)
+    import torch
 
 DEFAULT_CHUNK = 1024
 
@@ -91,6 +93,8 @@ def resolve_device(device: str, local_rank: int | None = None) -> torch.device:
     torchrun (``local_rank``, default: from the environment) are that process's own GPU, cuda:LOCAL_RANK, so that
     ``torchrun --nproc_per_node=G`` spreads the processes over the node's G GPUs (they share the work through the
     cache's chunk claims); ``cuda:I`` is always GPU I."""
+    import torch
+
     local_rank = launcher_local_rank() if local_rank is None else local_rank
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -116,7 +120,10 @@ def resolve_workers(workers: int | None, device: torch.device) -> int:
     return min(8, cores // 2) if device.type == "cuda" or cores > 4 else 0
 
 
-class _TorchView(torch.utils.data.Dataset):
+class _TorchView:
+    """The samples ``indices`` of ``data`` preprocessed by ``transform``: a map-style dataset for torch's
+    ``DataLoader`` (which needs only ``__len__`` and ``__getitem__``)."""
+
     def __init__(self, data: ImageDataset, indices: np.ndarray, transform: Callable):
         self.data, self.indices, self.transform = data, indices, transform
 
@@ -134,8 +141,10 @@ def _collate(items: list):
     """A batch of images, or the first user-facing error met loading them. Raised in a loader worker, that error
     would reach the main process re-raised by torch with the worker's traceback in its message: many lines where
     the user gets one."""
+    from torch.utils.data import default_collate
+
     errors = [item for item in items if isinstance(item, ModelrankError)]
-    return errors[0] if errors else torch.utils.data.default_collate(items)
+    return errors[0] if errors else default_collate(items)
 
 
 #: ``--precision`` values: "auto" is float16 autocast on CUDA (its tensor cores) and float32 on the CPU.
@@ -252,6 +261,8 @@ def run_plan(
     Chunks are claimed one by one, so concurrent runs on one key share the work; a chunk claimed by another
     live run is waited for (and taken over if that run dies), so the entry is complete when this returns.
     """
+    import torch
+
     provenance = {
         "modelrank": __version__, "torch": torch.__version__, "python": platform.python_version(),
         "model": plan.key.model, "fingerprint": plan.key.fingerprint, "dataset": plan.key.dataset,
@@ -288,6 +299,8 @@ def run_plan(
 def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device, precision, workers,
                     on_batch) -> int:
     """Compute those of ``chunks`` this run manages to claim; returns the number of samples written."""
+    import torch
+
     sampler = _ClaimingBatches(store, plan, chunks, batch_size)
     loader = torch.utils.data.DataLoader(
         _TorchView(data, sampler.sample_ids, plan.model.transform), batch_sampler=sampler, num_workers=workers,

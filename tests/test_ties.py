@@ -25,6 +25,17 @@ def test_paired_differences_of_values_equal_but_for_rounding_are_zero():
     assert diff[:2].tolist() == [0.0, 0.0] and diff[2:] == pytest.approx([0.1, 1e-5], rel=1e-6)
 
 
+def test_tie_ranks_are_scipys_average_ranks_of_the_tie_groups():
+    rng = np.random.default_rng(0)
+    for size in [0, 1, 2, 3, 7, 30] * 20:
+        scores = rng.integers(0, 4, size) + rng.normal(0, 1e-12, size) * (rng.random() < 0.5)
+        groups = tie_groups(scores)
+        for higher_is_better in (True, False):
+            expected = stats.rankdata(-groups if higher_is_better else groups, method="average")
+            got = tie_ranks(scores, higher_is_better=higher_is_better)
+            assert got.dtype == np.float64 and np.array_equal(got, expected), (scores, higher_is_better)
+
+
 def test_tie_groups_chain_neighbours_within_the_tolerance():
     assert tie_groups([3.0, 1.0, 1.0 + 1e-12, 2.0]).tolist() == [2, 0, 0, 1]
     # 1 and 1.5 are 0.5 apart, 1.5 and 2 too: one chain even though 1 and 2 are 1 apart.

@@ -19,7 +19,6 @@ ranks, tau-b, ...). A task on which every score falls in one group gives no rank
 from __future__ import annotations
 
 import numpy as np
-from scipy import stats
 
 from ..metrics.base import DEFAULT_ATOL, DEFAULT_RTOL  # declared where metrics register their tolerance
 
@@ -53,7 +52,9 @@ def tie_ranks(scores, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL, hi
     E.g. scores (9.000000000000005, 8.999999999999998, 3.0) -> ranks (1.5, 1.5, 3.0).
     """
     groups = tie_groups(scores, rtol, atol)
-    return stats.rankdata(-groups if higher_is_better else groups, method="average")
+    sizes = np.bincount(groups).astype(np.float64)
+    ahead = groups.size - np.cumsum(sizes) if higher_is_better else np.cumsum(sizes) - sizes  # in better groups
+    return (ahead + (sizes + 1) / 2)[groups]
 
 
 def snap_ties(scores, rtol: float = DEFAULT_RTOL, atol: float = DEFAULT_ATOL) -> np.ndarray:

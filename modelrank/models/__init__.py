@@ -17,14 +17,15 @@ import os
 import pickle
 import warnings
 from pathlib import Path
-from typing import Any
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError, MissingResourceError, UnknownNameError, error_reason
 from . import packaged  # noqa: F401  (registers the offline models)
 from .base import MODELS, LoadedModel, ModelSpec, find_head, register_model
+
+if TYPE_CHECKING:  # imported where a model is read or built: the registry and identities are used without torch
+    import torch
+    from torch import nn
 
 GENERIC_NAMES = [
     ["<timm name>", "timm", "any", "hub (network)", "any of timm.list_models(), pretrained from the hub"],
@@ -59,6 +60,8 @@ def _check_weight_file(path: Path) -> None:
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` or a torch file; unwraps ``{"state_dict": ...}`` / ``{"model": ...}``."""
+    import torch
+
     path = Path(path).expanduser()  # the shell leaves the ~ of ARCH@~/w.pth alone
     _check_weight_file(path)
     if path.stat().st_size == 0:
@@ -94,6 +97,7 @@ def _timm_names() -> list[str]:
 
 def _create_timm(arch: str, pretrained: bool, num_classes: int | None = None) -> nn.Module:
     import timm
+    import torch
 
     kwargs = {} if num_classes is None else {"num_classes": num_classes}
     torch.manual_seed(0)  # random:ARCH and fresh heads are reproducible
@@ -277,6 +281,7 @@ def _random_fingerprint(arch: str) -> str:
     """What names seed-0 random weights: the seed and the versions whose initialisers draw them (a new timm or
     torch may initialise a layer otherwise, and the cached features of the old weights would be reused)."""
     import timm
+    import torch
     import torchvision
 
     library = f"torchvision-{torchvision.__version__}" if arch.startswith(("tv:", "torchvision:")) else \

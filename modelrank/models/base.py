@@ -8,12 +8,13 @@ logits that LEEP, NCE and PACTran need.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING, Any, Callable
 
 from ..registry import Registry
+
+if TYPE_CHECKING:  # torch takes seconds to import: the registry and cache keys are read without it
+    import torch
+    from torch import nn
 
 
 @dataclass(frozen=True)
@@ -53,6 +54,8 @@ def register_model(name: str, **config: Any):
 
 def find_head(net: nn.Module) -> nn.Module | None:
     """The final classification layer: timm's ``get_classifier()``, else the last ``nn.Linear``."""
+    from torch import nn
+
     if hasattr(net, "get_classifier"):
         head = net.get_classifier()
         if isinstance(head, nn.Linear):
@@ -92,9 +95,14 @@ class LoadedModel:
     def has_source_head(self) -> bool:
         return self.head is not None and self.info.get("num_classes", 0) > 0
 
-    @torch.no_grad()
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(features (n, d), source logits (n, k) or None) for a batch of preprocessed images."""
+        import torch
+
+        with torch.no_grad():
+            return self._forward(images)
+
+    def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         if self.head is None:
             return self.net(images).flatten(1), None
         captured: dict[str, torch.Tensor] = {}

