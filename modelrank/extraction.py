@@ -164,6 +164,16 @@ def compute_precision(device: torch.device, precision: str = "auto") -> str:
     return precision
 
 
+def check_device_options(device: str, precision: str) -> None:
+    """``--device`` and ``--precision`` refused up front when they cannot run here. "auto" with "auto" runs anywhere
+    and is resolved only when a model is built (resolving imports torch: seconds, for a command that may find
+    every feature cached); only the torchrun environment it would read is checked."""
+    if device == "auto" and precision == "auto":
+        launcher_local_rank()
+    else:
+        compute_precision(resolve_device(device), precision)
+
+
 @dataclass
 class ExtractPlan:
     model: LoadedModel
@@ -394,9 +404,8 @@ def extract(
     _check_model_names([name for name, known in identities.items() if known is None], cache_dir)
     report(progress, "extract", f"opening dataset {dataset}")
     data = open_subset(dataset, split, data_root, download, limit, per_class, seed)
-    dev = resolve_device(device)
-    compute_precision(dev, precision)  # its refusal before any model is built
-    n_workers = resolve_workers(workers, dev)
+    check_device_options(device, precision)  # their refusal before any model is built
+    dev = n_workers = None
     summaries = []
     for name in models:
         if identities[name] is not None:  # loaded before: built only if some of its features are missing
@@ -406,6 +415,9 @@ def extract(
             if summary is not None:
                 summaries.append(summary)
                 continue
+        if dev is None:
+            dev = resolve_device(device)
+            n_workers = resolve_workers(workers, dev)
         report(progress, "extract", f"loading model {name}")
         loaded = load_model(name)
         remember_identity(name, loaded, cache_dir)  # the commands that read these features then need not build it

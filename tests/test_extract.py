@@ -102,7 +102,7 @@ def test_rerunning_extract_on_cached_features_builds_no_model(cache_dir, monkeyp
     assert built == [TINY, TINY] and other["computed"] == 20
 
 
-def test_score_on_cached_features_imports_no_torch(cache_dir):
+def test_commands_on_cached_features_import_no_torch(cache_dir):
     """`import torch` took 3-4 s of `score -d -m` on cached features (6.4 s in all, 1.7 s without it)."""
     import subprocess
     import sys
@@ -110,10 +110,14 @@ def test_score_on_cached_features_imports_no_torch(cache_dir):
     extract([TINY], "digits", "train", limit=12, batch_size=6, workers=0)
     program = ("import sys\nfrom modelrank.cli import main\nmain()\n"
                "print('imported', sorted({'torch', 'timm', 'torchvision'} & set(sys.modules)), file=sys.stderr)")
-    run = subprocess.run([sys.executable, "-c", program, "score", "-d", "digits", "--split", "train", "-m", TINY,
-                          "--limit", "12", "--metric", "logme,leep", "--format", "csv"],
+    data = ["-d", "digits", "--split", "train", "-m", TINY, "--limit", "12", "--format", "csv"]
+    for command, header in ((["score", *data, "--metric", "logme,leep"], "Dataset,Model"), (["extract", *data], "model")):
+        run = subprocess.run([sys.executable, "-c", program, *command], capture_output=True, text=True,
+                             env={**os.environ, "MODELRANK_CACHE": str(cache_dir)})
+        assert run.returncode == 0 and "imported []" in run.stderr and run.stdout.startswith(header), run.stderr
+    run = subprocess.run([sys.executable, "-m", "modelrank", "extract", *data, "--device", "cuda:7"],
                          capture_output=True, text=True, env={**os.environ, "MODELRANK_CACHE": str(cache_dir)})
-    assert run.returncode == 0 and "imported []" in run.stderr and run.stdout.startswith("Dataset,Model"), run.stderr
+    assert run.returncode == 2 and "CUDA" in run.stderr  # a device given is still checked before anything is read
 
 
 def test_a_remembered_identity_follows_the_content_of_the_weights_file(cache_dir, tmp_path, monkeypatch):

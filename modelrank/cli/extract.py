@@ -51,11 +51,11 @@ def extract_cmd(
             raise ModelrankError("--checkpoint goes with exactly one model")
         names = [f"{names[0]}@{checkpoint}"]
     with progress_display() as display:
-        display("extract", "loading torch and the model registry", 0, None)  # seconds on a cold start
-        from ..extraction import compute_precision, extract, parse_shard, resolve_device
+        display("extract", "loading the model registry", 0, None)  # seconds on a cold start
+        from ..extraction import check_device_options, extract, parse_shard
 
         shard_spec = parse_shard(shard)
-        compute_precision(resolve_device(device), precision)
+        check_device_options(device, precision)
         check_extraction(names, dataset, split, cache_dir)
         summaries = extract(
             names, dataset, split, limit=limit, per_class=per_class, seed=seed, batch_size=batch_size,

@@ -80,14 +80,11 @@ def score_cmd(
     if features:
         feature_sets = load_feature_files(features, model_name, dataset_name, task)
     else:
-        from ..extraction import compute_precision, launcher_local_rank, load_feature_pairs, resolve_device
+        from ..extraction import check_device_options, load_feature_pairs
 
         names = names_of(models)
-        if device is None and precision is None:  # auto, auto: valid on any machine; torch is imported only to extract
-            launcher_local_rank()
-        else:
-            compute_precision(resolve_device(device or "auto"), precision or "auto")
         device, precision = device or "auto", precision or "auto"
+        check_device_options(device, precision)
         check_extraction(names, dataset, split, cache_dir)
         with progress_display() as display:
             loaded = load_feature_pairs([(m, dataset) for m in names], split, limit=limit, per_class=per_class,
