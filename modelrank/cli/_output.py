@@ -164,8 +164,11 @@ def emit(frame: "pd.DataFrame", fmt: str = "table", out: Optional[Path] = None, 
     else:  # piped, or a table the terminal would fold into one-character columns: aligned plain text
         import pandas as pd
 
-        # Wide (CJK) characters fill two cells: pandas pads by cells only when asked to.
-        with pd.option_context("display.unicode.east_asian_width", True):
+        # Wide (CJK) characters fill two cells: pandas pads by cells only when asked to, which costs 1.5 ms a row
+        # (1.1 s of `records ls` on 750 records): asked only when some text is not ASCII.
+        texts = frame.select_dtypes(exclude=["number", "bool", "datetime"]).to_numpy().ravel()
+        wide = not all(str(text).isascii() for text in (*frame.columns, *texts))
+        with pd.option_context("display.unicode.east_asian_width", wide):
             columns = [frame.iloc[:, [i]].to_string(index=False, na_rep="").splitlines() for i in range(frame.shape[1])]
             _write_plain([frame.iloc[:, block].to_string(index=False, na_rep="")
                           for block in _column_blocks([max(map(cell_len, c)) for c in columns], lead)], title)
