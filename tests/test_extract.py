@@ -111,7 +111,8 @@ def test_commands_on_cached_features_import_no_torch(cache_dir):
     program = ("import sys\nfrom modelrank.cli import main\nmain()\n"
                "print('imported', sorted({'torch', 'timm', 'torchvision'} & set(sys.modules)), file=sys.stderr)")
     data = ["-d", "digits", "--split", "train", "-m", TINY, "--limit", "12", "--format", "csv"]
-    for command, header in ((["score", *data, "--metric", "logme,leep"], "Dataset,Model"), (["extract", *data], "model")):
+    commands = [(["score", *data, "--metric", "logme,leep"], "Dataset,Model"), (["extract", *data], "model")]
+    for command, header in commands:
         run = subprocess.run([sys.executable, "-c", program, *command], capture_output=True, text=True,
                              env={**os.environ, "MODELRANK_CACHE": str(cache_dir)})
         assert run.returncode == 0 and "imported []" in run.stderr and run.stdout.startswith(header), run.stderr

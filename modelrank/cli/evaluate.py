@@ -31,10 +31,12 @@ def evaluate_cmd(
     out: Optional[Path] = out_option("the long table method,dataset,measure,value,se,n_tasks,note"),
     fmt: str = format_option(),
     protocol: str = typer.Option("scipy", "--protocol", help="Weighted tau convention: scipy (rank=True, symmetric) | model_spider (weights from the truth's rank)."),
-    tau: list[str] = typer.Option(["weighted,kendall,spearman,pearson,rel,regret"], "--tau", help=f"Measures, {SEVERAL}: weighted, kendall, spearman, pearson, rel, regret."),
+    tau: list[str] = typer.Option(["weighted,kendall,spearman,pearson,rel,regret"], "--tau",
+                                  help=f"Measures, {SEVERAL}: weighted, kendall, spearman, pearson, rel, regret."),
     k: int = typer.Option(1, "--k", help="k of rel@k and regret@k."),
-    lower_is_better: list[str] = typer.Option([], "--lower-is-better", help="Methods whose raw score is better when lower "
-                                   f"({SEVERAL}; the commas of a name's [...], as in knn[k=3,metric=euclidean], are its own)."),
+    lower_is_better: list[str] = typer.Option([], "--lower-is-better", help=f"Methods whose raw score is better when "
+                                              f"lower ({SEVERAL}; the commas of a name's [...], as in "
+                                              "knn[k=3,metric=euclidean], are its own)."),
     duplicates: str = typer.Option("error", "--duplicates", help="Repeated (dataset, model) rows in the truth: error | "
                                    "max (keep the best) | val (the run with the best val_metric, as a sweep selects)."),
     score_duplicates: str = typer.Option("error", "--score-duplicates",

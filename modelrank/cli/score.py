@@ -26,7 +26,8 @@ def score_cmd(
     model_name: Optional[list[str]] = ModelNamesOption,
     dataset_name: str = DatasetNameOption,
     task: Optional[str] = TaskOption,
-    metric: list[str] = typer.Option(["all"], "--metric", help=f"Metric names (modelrank list metrics), {SEVERAL}; or all."),
+    metric: list[str] = typer.Option(["all"], "--metric",
+                                     help=f"Metric names (modelrank list metrics), {SEVERAL}; or all."),
     ped: bool = typer.Option(False, "--ped", help="Score the PED-moved features (Li et al. ICCV'23): logme -> ped_logme, ..."),
     parameter: list[str] = typer.Option([], "--set", help="Metric parameter METRIC.KEY=VALUE, repeatable (e.g. transrate.eps=1e-3; "
                                         "modelrank list parameters); such a metric's column is named with it."),

@@ -260,7 +260,8 @@ def _feature_loader(dataset, split, per_class, seed, data_root, cache_dir, featu
 @spider_app.command("eval")
 def spider_eval(
     records: str = RecordsArgument,
-    learners: list[str] = typer.Option(["random,model_prior,task_attention,graph,spider"], help=f"Learners, {SEVERAL}."),
+    learners: list[str] = typer.Option(["random,model_prior,task_attention,graph,spider"],
+                                       help=f"Learners, {SEVERAL}."),
     protocol: str = typer.Option("cold_start", help="cold_start | partial | both | seed_mixture"),
     by: str = typer.Option("task", help="Held-out groups: task | domain (needs a domain column in task metadata)."),
     task_meta: Optional[Path] = TaskMetaOption,
