@@ -2,6 +2,7 @@
 
 import io
 import sys
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,20 @@ def test_names_lose_their_surrounding_spaces_and_a_name_of_spaces_is_missing():
     assert value(ev, "good", "Pet", "kendall") == value(evaluate(WIDE_SCORES, TRUTH), "good", "Pet", "kendall")
     with pytest.raises(InvalidInputError, match="1 row\\(s\\) without a model name"):
         evaluate(WIDE_SCORES.assign(Model=["  "] + list(WIDE_SCORES["Model"][1:])), TRUTH)
+
+
+def test_ground_truth_whose_differences_overflow_is_refused_and_huge_scores_rank_quietly():
+    huge = TRUTH.assign(Accuracy=(TRUTH["Accuracy"] - 90) * 1e307)  # regret@1 was inf, the weighted mean blank
+    with pytest.raises(InvalidInputError, match="reaches .*e\\+308; ground truth beyond 1e\\+150 overflows"):
+        evaluate(WIDE_SCORES, huge)
+    # the same order as "good", with neighbours 2e308 apart
+    scores = WIDE_SCORES.assign(good=WIDE_SCORES["good"].map({0.0: -1.5e308, 1.0: -1e308, 2.0: 1e308, 3.0: 1.5e308}))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "overflow encountered in subtract" reached the user from the tie rule
+        ev = evaluate(scores, TRUTH)
+    for measure in ("kendall", "weighted_tau", "regret@1"):
+        assert value(ev, "good", "Pet", measure) == pytest.approx(value(evaluate(WIDE_SCORES, TRUTH), "good", "Pet",
+                                                                         measure), abs=1e-12)
 
 
 def test_a_dataset_spelt_two_ways_shows_the_first_spelling_of_the_scores():

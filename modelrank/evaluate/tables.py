@@ -116,6 +116,11 @@ def _names(values: pd.Series, what: str, source: str) -> pd.Series:
     return names
 
 
+#: Ground truth (accuracies, errors) beyond this magnitude overflows float64 in regret@k's differences and the
+#: (max - mean) dataset weights: 1e308 - (-1e308) is inf, and a weighted mean of such datasets came out blank.
+MAX_TRUTH_MAGNITUDE = 1e150
+
+
 def _as_numbers(values: pd.Series, what: str, source: str, names: pd.DataFrame) -> np.ndarray:
     """``values`` as finite floats; a missing, non-numeric or infinite one is an error that quotes the first such
     cell with its dataset and model (``names``: those two columns, row for row with ``values``), not a row number
@@ -291,6 +296,11 @@ def load_truth(
     )
     if long.empty:
         raise InvalidInputError(f"{source}: the ground-truth table is empty")
+    largest = float(np.abs(long["truth"]).max())
+    if largest > MAX_TRUTH_MAGNITUDE:
+        raise InvalidInputError(f"{source}: column {value_col!r} reaches {largest:.3g}; ground truth beyond "
+                                f"{MAX_TRUTH_MAGNITUDE:.0e} overflows the differences and sums the measures take "
+                                "(regret@k, the weighted mean): rescale it")
     if noise_column is not None:
         column = _require_column(frame, (noise_column.lower(),), f"noise {noise_column!r}", source)
         noise = _as_numbers(frame[column], f"column {column!r}", source, names)
