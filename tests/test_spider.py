@@ -249,6 +249,18 @@ def test_seed_mixture_split_matches_the_seed_blocks():
     counts = sorted(len(v) for v in observed.values())
     assert counts == sorted([9, 9, 8, 8, 7, 7, 6, 6, 5, 5, 4, 4, 3, 3, 2, 2, 1, 1, 0, 0])
     assert len(train.table) == sum(counts)
+    cold = {task for task, models in observed.items() if not models}
+    assert len(cold) == 2 and cold <= train.held_out  # known by name, as a fold's held-out tasks are
+
+
+def test_seed_mixture_ranks_the_tasks_of_which_nothing_is_observed_without_metadata():
+    """Records without task metadata: the tasks of the 0.0 block left the training records, and ranking them raised
+    "unknown task" (exit 2 of `spider eval --protocol seed_mixture` on any plain records CSV)."""
+    from modelrank.spider.protocols import seed_mixture
+
+    records = tiny_records(n_models=10, n_tasks=20)
+    mixed = seed_mixture(lambda: make_learner("model_prior"), Records(records.table))
+    assert (mixed.per_task["protocol"] == "cold").sum() == 2 and len(set(mixed.per_task["task"])) == 20
 
 
 def test_records_of_two_protocols_are_refused_not_the_best_of_both(tmp_path, cli):
@@ -323,7 +335,7 @@ def test_a_metadata_row_without_a_name_is_an_input_error(tmp_path, name):
         load_records(str(csv), model_meta=meta)
 
 
-def test_cli_train_rank_eval(tmp_path):
+def test_cli_train_rank_eval(tmp_path, cache_dir):
     from modelrank.cli import app
 
     records = tiny_records()
@@ -345,6 +357,54 @@ def test_cli_train_rank_eval(tmp_path):
     assert res.exit_code != 0 and "no learner among random has option(s) epochs" in str(res.exception)
     res = runner.invoke(app, ["spider", "rank", str(out), "t3", "--observed", "nobody=0.5"])
     assert isinstance(res.exception, InvalidInputError)
+
+
+def test_spider_eval_keeps_finished_learners_and_an_interrupted_run_resumes(tmp_path, cache_dir, cli, monkeypatch):
+    import modelrank.spider.baselines as baselines
+    from modelrank.spider.kept import KEPT_FOLDER
+
+    csv = tmp_path / "records.csv"
+    tiny_records().table.to_csv(csv, index=False)
+    base = ["spider", "eval", str(csv), "--learners", "random,model_prior", "--format", "csv"]
+    command = [*base, "--folds", "4"]
+    fits: list[str] = []
+    real_fit = {name: cls._fit for name, cls in (("random", baselines.RandomRanker),
+                                                  ("model_prior", baselines.ModelPrior))}
+
+    def counting(name, interrupt=False):
+        def fit(self, records):
+            fits.append(name)
+            if interrupt:
+                raise KeyboardInterrupt
+            return real_fit[name](self, records)
+        return fit
+
+    monkeypatch.setattr(baselines.RandomRanker, "_fit", counting("random"))
+    monkeypatch.setattr(baselines.ModelPrior, "_fit", counting("model_prior", interrupt=True))
+    code, out, err = cli(*command)  # Ctrl-C while the second learner trains
+    assert code == 130 and "learners evaluated before the interruption are kept" in err, err
+    assert fits == ["random"] * 4 + ["model_prior"] and len(list((cache_dir / KEPT_FOLDER).iterdir())) == 1
+    fits.clear()
+    monkeypatch.setattr(baselines.ModelPrior, "_fit", counting("model_prior"))
+    code, resumed, err = cli(*command)
+    assert code == 0 and fits == ["model_prior"] * 4 and "kept    random: evaluated by an earlier run" in err, err
+    fits.clear()
+    code, again, err = cli(*command)  # everything kept: the same table, nothing fitted
+    assert code == 0 and fits == [] and again == resumed
+    code, forced, err = cli(*command, "--force")
+    assert code == 0 and fits == ["random"] * 4 + ["model_prior"] * 4
+    fits.clear()
+    for path in (cache_dir / KEPT_FOLDER).iterdir():  # a damaged result is evaluated again, not used
+        path.write_bytes(path.read_bytes()[:100])
+    assert cli(*command)[0] == 0 and fits == ["random"] * 4 + ["model_prior"] * 4
+    fits.clear()
+    for changed in ([*command, "--seed", "1"], [*base, "--folds", "3"], [*command, "--k", "2", "--protocol", "both"]):
+        assert cli(*changed)[0] == 0 and len(fits) > 0, changed  # other evaluations: nothing of them is kept
+        fits.clear()
+    table = tiny_records().table
+    table.loc[0, "accuracy"] += 1e-9  # other records content under the same file name
+    table.to_csv(csv, index=False)
+    assert cli(*command)[0] == 0 and fits == ["random"] * 4 + ["model_prior"] * 4
 
 
 @pytest.mark.anchors

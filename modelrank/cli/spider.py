@@ -13,7 +13,7 @@ from ..errors import ModelrankError
 from ..registry import names_of
 from ._common import (
     CacheDirOption, DataRootOption, DatasetNameOption, FeatureFilesOption, ModelNamesOption, app, check_distinct,
-    err_console, key_values, only_with, progress_display, SeedOption, SEVERAL,
+    err_console, key_values, log, only_with, progress_display, SeedOption, SEVERAL, set_interrupt_note,
 )
 from ..progress import report
 from ._output import check_out, check_output, emit, format_option, out_option, write_csv
@@ -278,16 +278,24 @@ def spider_eval(
     out: Optional[Path] = out_option("the comparison table"),
     fmt: str = format_option(),
     quiet: bool = QuietOption,
+    force: bool = typer.Option(False, "--force", help="Evaluate every learner again, not reading the results an "
+                               "earlier run of the same evaluation kept in the cache."),
+    cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
     """Evaluate learners on held-out tasks: one table of learners x measures, with the paired difference of
-    weighted tau to the baseline (mean ± standard error over tasks, wins/losses; "beats" only beyond 2 SE)."""
+    weighted tau to the baseline (mean ± standard error over tasks, wins/losses; "beats" only beyond 2 SE).
+
+    Each learner's result is kept in the cache when it is complete: an interrupted run, rerun, evaluates only the
+    learners it had not finished (the same records, options and seed; see --force).
+    """
     import pandas as pd
 
     from ..evaluate.measures import WEIGHTED_TAU_PROTOCOLS
     from ..evaluate.ties import no_ranking
     from ..spider import LEARNERS, make_learner
     from ..spider.loaders import load_records
-    from ..spider.protocols import HELD_OUT_GROUPS, evaluate, paired_difference, seed_mixture, task_folds
+    from ..spider.kept import evaluation_key, kept_or_evaluated
+    from ..spider.protocols import HELD_OUT_GROUPS, EvalResult, evaluate, paired_difference, seed_mixture, task_folds
 
     # a CSV path (a KIND:FOLDER spec is no file)
     check_output(fmt, out, [("RECORDS", records), ("--task-meta", task_meta), ("--model-meta", model_meta)])
@@ -329,6 +337,9 @@ def spider_eval(
                           "record; left out of the evaluation (kept to train the learners)",
                           highlight=False, soft_wrap=True)
     fold_list = None if protocol == "seed_mixture" else task_folds(data, by, folds, seed=seed)
+    settings = {"protocol": protocol, "folds": fold_list, "k": k_observed, "seed": seed, "tau_protocol": tau_protocol}
+    set_interrupt_note("the learners evaluated before the interruption are kept in the cache; rerun the same "
+                       "command to evaluate the others")
     per_task, rows = [], []
     steps = len(names) * (1 if fold_list is None else len(fold_list))
     finished = [0]  # folds evaluated so far, over all learners
@@ -341,12 +352,21 @@ def spider_eval(
         for name in names:
             report(display, "eval", f"evaluating {name}", finished[0], steps)
             factory = lambda name=name: make_learner(name, **configs[name])  # noqa: E731
-            if protocol == "seed_mixture":
-                result = seed_mixture(factory, data, seed=seed, tau_protocol=tau_protocol)
-                advance(name)
-            else:
-                result = evaluate(factory, data, protocols[protocol], fold_list, k_observed, seed, tau_protocol,
-                                  progress=lambda name=name: advance(name))
+
+            def evaluated(name=name, factory=factory) -> EvalResult:
+                if protocol == "seed_mixture":
+                    result = seed_mixture(factory, data, seed=seed, tau_protocol=tau_protocol)
+                    advance(name)
+                    return result
+                return evaluate(factory, data, protocols[protocol], fold_list, k_observed, seed, tau_protocol,
+                                progress=lambda: advance(name))
+
+            key = evaluation_key(data, name, configs[name], settings)
+            result, was_kept = kept_or_evaluated(key, evaluated, cache_dir, force)
+            if was_kept:
+                finished[0] += steps // len(names)
+                report(display, "eval", f"read {name}", finished[0], steps)
+                log(f"[dim]kept   [/] {escape(name)}: evaluated by an earlier run (--force evaluates it again)")
             if not per_task:  # the same for every learner (the records and folds decide): said once
                 for task, reason in result.left_out.items():
                     err_console.print(f"[yellow]left out:[/] {escape(f'{task}: {reason}')}", highlight=False,

@@ -236,7 +236,10 @@ def seed_mixture_split(records: Records, seed: int) -> tuple[Records, dict[str, 
             k = int(truth.size * ratio)
             observed[tasks[i]] = sorted(truth.index[rng.choice(truth.size, k, replace=False)])
     keep = pd.Series([m in set(observed[t]) for t, m in zip(records.table["dataset"], records.table["model"])])
-    return records.with_rows(records.table[keep.to_numpy()].reset_index(drop=True)), observed
+    # a task of which nothing is observed (the 0.0 block, or few models) is held out: still known by name, as the
+    # held-out tasks of a fold are; it had vanished from the training records, and ranking it raised "unknown task"
+    unobserved = [task for task, models in observed.items() if not models]
+    return records.with_rows(records.table[keep.to_numpy()].reset_index(drop=True)).without_tasks(unobserved), observed
 
 
 def seed_mixture(factory: Callable[[], Learner], records: Records, seed: int = 0, tau_protocol: str = "scipy") -> EvalResult:
