@@ -3,6 +3,10 @@ import os
 # Hubs are unreachable here: fail fast instead of retrying for ~46 s.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["COLUMNS"] = "200"  # rich tables: no truncated names in captured output
+if not os.environ.get("MODELRANK_CACHE"):  # what a test writes without a cache of its own stays out of ~/.cache
+    import tempfile
+
+    os.environ["MODELRANK_CACHE"] = tempfile.mkdtemp(prefix="modelrank-tests-")
 
 from pathlib import Path
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -359,35 +361,44 @@ def test_cli_train_rank_eval(tmp_path, cache_dir):
     assert isinstance(res.exception, InvalidInputError)
 
 
-def test_spider_eval_keeps_finished_learners_and_an_interrupted_run_resumes(tmp_path, cache_dir, cli, monkeypatch):
+def test_spider_eval_keeps_finished_learners_and_folds_and_an_interrupted_run_resumes(tmp_path, cache_dir, cli,
+                                                                                       monkeypatch):
     import modelrank.spider.baselines as baselines
     from modelrank.spider.kept import KEPT_FOLDER
 
     csv = tmp_path / "records.csv"
     tiny_records().table.to_csv(csv, index=False)
-    base = ["spider", "eval", str(csv), "--learners", "random,model_prior", "--format", "csv"]
+    base = ["spider", "eval", str(csv), "--learners", "random,model_prior", "--format", "csv", "--protocol", "both",
+            "--k", "2"]  # both: the partial protocol's random draws must go on where they stopped
     command = [*base, "--folds", "4"]
+    code, whole, _ = cli(*command, "--cache-dir", str(tmp_path / "other-cache"))  # the evaluation, uninterrupted
+    assert code == 0
     fits: list[str] = []
     real_fit = {name: cls._fit for name, cls in (("random", baselines.RandomRanker),
                                                   ("model_prior", baselines.ModelPrior))}
 
-    def counting(name, interrupt=False):
+    def counting(name, interrupt_at=None):
         def fit(self, records):
             fits.append(name)
-            if interrupt:
+            if fits.count(name) == interrupt_at:
                 raise KeyboardInterrupt
             return real_fit[name](self, records)
         return fit
 
     monkeypatch.setattr(baselines.RandomRanker, "_fit", counting("random"))
-    monkeypatch.setattr(baselines.ModelPrior, "_fit", counting("model_prior", interrupt=True))
-    code, out, err = cli(*command)  # Ctrl-C while the second learner trains
-    assert code == 130 and "learners evaluated before the interruption are kept" in err, err
-    assert fits == ["random"] * 4 + ["model_prior"] and len(list((cache_dir / KEPT_FOLDER).iterdir())) == 1
+    monkeypatch.setattr(baselines.ModelPrior, "_fit", counting("model_prior", interrupt_at=3))
+    code, out, err = cli(*command)  # Ctrl-C while the second learner trains its third fold
+    assert code == 130 and "learners and folds evaluated before the interruption are kept" in err, err
+    assert fits == ["random"] * 4 + ["model_prior"] * 3
+    kept = sorted(path.name.partition("-")[2] for path in (cache_dir / KEPT_FOLDER).iterdir())
+    assert kept == ["", "fold0.parquet", "fold1.parquet"]  # random whole, model_prior's first two folds
     fits.clear()
     monkeypatch.setattr(baselines.ModelPrior, "_fit", counting("model_prior"))
     code, resumed, err = cli(*command)
-    assert code == 0 and fits == ["model_prior"] * 4 and "kept    random: evaluated by an earlier run" in err, err
+    assert code == 0 and fits == ["model_prior"] * 2 and "kept    random: evaluated by an earlier run" in err, err
+    untimed = lambda text: pd.read_csv(io.StringIO(text)).drop(columns="fit_s")  # noqa: E731
+    pd.testing.assert_frame_equal(untimed(resumed), untimed(whole))  # the same as without the interruption
+    assert len(list((cache_dir / KEPT_FOLDER).iterdir())) == 2  # the folds' files are gone with the whole kept
     fits.clear()
     code, again, err = cli(*command)  # everything kept: the same table, nothing fitted
     assert code == 0 and fits == [] and again == resumed
@@ -398,7 +409,14 @@ def test_spider_eval_keeps_finished_learners_and_an_interrupted_run_resumes(tmp_
         path.write_bytes(path.read_bytes()[:100])
     assert cli(*command)[0] == 0 and fits == ["random"] * 4 + ["model_prior"] * 4
     fits.clear()
-    for changed in ([*command, "--seed", "1"], [*base, "--folds", "3"], [*command, "--k", "2", "--protocol", "both"]):
+    import pyarrow.parquet as pq
+
+    for path in (cache_dir / KEPT_FOLDER).iterdir():  # readable, but not all that is kept with a result (exit 1)
+        table = pq.read_table(path)
+        pq.write_table(table.replace_schema_metadata({b"modelrank.spider_eval": b'{"fit_seconds": []}'}), path)
+    assert cli(*command)[0] == 0 and fits == ["random"] * 4 + ["model_prior"] * 4
+    fits.clear()
+    for changed in ([*command, "--seed", "1"], [*base, "--folds", "3"], [*command, "--tau-protocol", "model_spider"]):
         assert cli(*changed)[0] == 0 and len(fits) > 0, changed  # other evaluations: nothing of them is kept
         fits.clear()
     table = tiny_records().table

@@ -294,7 +294,7 @@ def spider_eval(
     from ..evaluate.ties import no_ranking
     from ..spider import LEARNERS, make_learner
     from ..spider.loaders import load_records
-    from ..spider.kept import evaluation_key, kept_or_evaluated
+    from ..spider.kept import KeptFolds, evaluation_key, kept_or_evaluated
     from ..spider.protocols import HELD_OUT_GROUPS, EvalResult, evaluate, paired_difference, seed_mixture, task_folds
 
     # a CSV path (a KIND:FOLDER spec is no file)
@@ -338,8 +338,8 @@ def spider_eval(
                           highlight=False, soft_wrap=True)
     fold_list = None if protocol == "seed_mixture" else task_folds(data, by, folds, seed=seed)
     settings = {"protocol": protocol, "folds": fold_list, "k": k_observed, "seed": seed, "tau_protocol": tau_protocol}
-    set_interrupt_note("the learners evaluated before the interruption are kept in the cache; rerun the same "
-                       "command to evaluate the others")
+    set_interrupt_note("the learners and folds evaluated before the interruption are kept in the cache; rerun the "
+                       "same command to evaluate the others")
     per_task, rows = [], []
     steps = len(names) * (1 if fold_list is None else len(fold_list))
     finished = [0]  # folds evaluated so far, over all learners
@@ -353,13 +353,13 @@ def spider_eval(
             report(display, "eval", f"evaluating {name}", finished[0], steps)
             factory = lambda name=name: make_learner(name, **configs[name])  # noqa: E731
 
-            def evaluated(name=name, factory=factory) -> EvalResult:
-                if protocol == "seed_mixture":
+            def evaluated(folds: KeptFolds, name=name, factory=factory) -> EvalResult:
+                if protocol == "seed_mixture":  # one fit: nothing to keep before it is done
                     result = seed_mixture(factory, data, seed=seed, tau_protocol=tau_protocol)
                     advance(name)
                     return result
                 return evaluate(factory, data, protocols[protocol], fold_list, k_observed, seed, tau_protocol,
-                                progress=lambda: advance(name))
+                                progress=lambda: advance(name), kept_folds=folds)
 
             key = evaluation_key(data, name, configs[name], settings)
             result, was_kept = kept_or_evaluated(key, evaluated, cache_dir, force)

@@ -1,9 +1,10 @@
 """The learners `spider eval` has finished, kept in the cache so that an interrupted evaluation resumes.
 
 A held-out evaluation fits each learner once per fold (minutes for the networks on a hundred records, hours on a
-large benchmark). Each learner's ``EvalResult`` is written, once it is complete, to
-``<cache>/spider-eval/<key>.parquet``: its per-task measures as the table and its timings and left-out tasks as
-JSON schema metadata (nothing is unpickled). The key is a sha256 of everything the result depends on: the content
+large benchmark). Each fold's ``EvalResult`` is written as soon as it is done, to
+``<cache>/spider-eval/<key>-fold<i>.parquet``, and the learner's whole result, once complete, to
+``<cache>/spider-eval/<key>.parquet`` (its folds' files are then removed): the per-task measures as the table, the
+timings, left-out tasks and the random state after a fold as JSON schema metadata (nothing is unpickled). The key is a sha256 of everything the result depends on: the content
 of the records and their side information (not their file names), the learner and its options, the protocol, the
 folds, k, the seed, the weighted-tau convention and the modelrank version. A rerun of the same command reads the
 finished learners and evaluates the rest; a damaged or unreadable file counts as missing.
@@ -71,8 +72,9 @@ def kept_path(key: str, cache_dir: str | os.PathLike | None = None) -> Path:
     return cache_root(cache_dir) / KEPT_FOLDER / f"{key}.parquet"
 
 
-def read_kept(key: str, cache_dir: str | os.PathLike | None = None) -> EvalResult | None:
-    """The result kept under ``key``, or None (none kept, or a file that cannot be read as one)."""
+def read_kept(key: str, cache_dir: str | os.PathLike | None = None) -> tuple[EvalResult, dict] | None:
+    """The result kept under ``key`` and what was kept with it, or None (none kept, or a file that cannot be read
+    as one)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -82,18 +84,21 @@ def read_kept(key: str, cache_dir: str | os.PathLike | None = None) -> EvalResul
         result = EvalResult(table.to_pandas(), [float(s) for s in extra["fit_seconds"]],
                             [float(s) for s in extra["rank_seconds"]],
                             {str(task): str(reason) for task, reason in extra["left_out"].items()})
+        kept_with = extra["with"]
     except (OSError, ValueError, KeyError, TypeError, AttributeError, pa.ArrowException):
         return None
-    return result if {"task", "protocol"} <= set(result.per_task.columns) else None
+    return (result, kept_with) if {"task", "protocol"} <= set(result.per_task.columns) else None
 
 
-def keep(key: str, result: EvalResult, cache_dir: str | os.PathLike | None = None) -> None:
-    """Write ``result`` under ``key`` (atomically); a cache that cannot be written only means no resume."""
+def keep(key: str, result: EvalResult, cache_dir: str | os.PathLike | None = None, with_: Any = None) -> None:
+    """Write ``result`` (and the JSON ``with_``) under ``key``, atomically; a cache that cannot be written only
+    means no resume."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(result.per_task, preserve_index=False)
-    extra = {"fit_seconds": result.fit_seconds, "rank_seconds": result.rank_seconds, "left_out": result.left_out}
+    extra = {"fit_seconds": result.fit_seconds, "rank_seconds": result.rank_seconds, "left_out": result.left_out,
+             "with": with_}
     table = table.replace_schema_metadata({**(table.schema.metadata or {}), _METADATA_KEY: json.dumps(extra)})
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
@@ -105,12 +110,34 @@ def keep(key: str, result: EvalResult, cache_dir: str | os.PathLike | None = Non
         pass
 
 
-def kept_or_evaluated(key: str, evaluate: Callable[[], EvalResult], cache_dir: str | os.PathLike | None = None,
-                      force: bool = False) -> tuple[EvalResult, bool]:
-    """(the result kept under ``key``, True), else (``evaluate()``, kept now, False); ``force`` evaluates again."""
+class KeptFolds:
+    """The ``protocols.FoldStore`` of one learner's evaluation under ``key``: one file per finished fold."""
+
+    def __init__(self, key: str, cache_dir: str | os.PathLike | None = None, force: bool = False):
+        self.key, self.cache_dir, self.force = key, cache_dir, force
+
+    def get(self, fold: int) -> tuple[EvalResult, dict] | None:
+        kept = None if self.force else read_kept(f"{self.key}-fold{fold}", self.cache_dir)
+        return kept if kept is None or isinstance(kept[1], dict) else None
+
+    def put(self, fold: int, result: EvalResult, random_state: dict) -> None:
+        keep(f"{self.key}-fold{fold}", result, self.cache_dir, random_state)
+
+    def discard(self) -> None:
+        """Remove the folds' files (the whole result is kept)."""
+        for path in kept_path(self.key, self.cache_dir).parent.glob(f"{self.key}-fold*.parquet"):
+            path.unlink(missing_ok=True)
+
+
+def kept_or_evaluated(key: str, evaluate: Callable[[KeptFolds], EvalResult],
+                      cache_dir: str | os.PathLike | None = None, force: bool = False) -> tuple[EvalResult, bool]:
+    """(the result kept under ``key``, True), else (``evaluate(folds)``, kept now, False), where ``folds`` keeps
+    (and gives back) each fold of it; ``force`` evaluates every fold again."""
     kept = None if force else read_kept(key, cache_dir)
     if kept is not None:
-        return kept, True
-    result = evaluate()
+        return kept[0], True
+    folds = KeptFolds(key, cache_dir, force)
+    result = evaluate(folds)
     keep(key, result, cache_dir)
+    folds.discard()
     return result, False

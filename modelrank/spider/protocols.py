@@ -22,7 +22,7 @@ from __future__ import annotations
 import time
 from functools import partial
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Protocol, Sequence
 
 import numpy as np
 import pandas as pd
@@ -127,9 +127,18 @@ def task_folds(records: Records, by: str = "task", n_folds: int | None = None, c
     raise InvalidInputError(f"by must be {' or '.join(map(repr, HELD_OUT_GROUPS))}, not {by!r}")
 
 
+class FoldStore(Protocol):
+    """Where ``evaluate`` keeps each finished fold, to resume an interrupted evaluation (``spider.kept``)."""
+
+    def get(self, fold: int) -> tuple[EvalResult, dict] | None:
+        """The fold's result and the random state after it, if it was kept."""
+
+    def put(self, fold: int, result: EvalResult, random_state: dict) -> None: ...
+
+
 def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | Sequence[str] = "cold_start",
              folds: list[list[str]] | None = None, k_observed: int = 3, seed: int = 0, tau_protocol: str = "scipy",
-             progress: Callable[[], None] | None = None) -> EvalResult:
+             progress: Callable[[], None] | None = None, kept_folds: FoldStore | None = None) -> EvalResult:
     """Fit one learner per fold on the records without that fold's tasks, rank the held-out tasks, measure.
 
     ``protocol``: "cold_start", "partial" or both (one fit serves both). "partial" reveals ``k_observed``
@@ -138,6 +147,8 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
     A held-out task with fewer than 2 models that the records outside its fold know (a learner fitted there cannot
     rank it), or too few for "partial", is left out (of that protocol), as ``Records.rankable_tasks`` leaves out
     tasks of one model: ``EvalResult.left_out`` says which and why. Raises when nothing is left to evaluate.
+    ``kept_folds``: folds it holds are read, not fitted (with the random state the partial protocol's draws had
+    after them, so the later folds draw the same models), and each fold evaluated is given to it.
     """
     protocols = [protocol] if isinstance(protocol, str) else list(protocol)
     bad = [p for p in protocols if p not in PROTOCOLS]
@@ -177,6 +188,17 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
             if progress is not None:
                 progress()
             continue
+        kept = None if kept_folds is None else kept_folds.get(fold_id)
+        if kept is not None:
+            part, random_state = kept
+            rows.extend(part.per_task.to_dict("records"))
+            fit_s.extend(part.fit_seconds)
+            rank_s.extend(part.rank_seconds)
+            rng.bit_generator.state = random_state
+            if progress is not None:
+                progress()
+            continue
+        first_row, first_rank = len(rows), len(rank_s)
         train = records.without_tasks(held)  # the whole fold, as the check above assumed
         leaked = set(train.table["dataset"]) & set(held)
         if leaked:  # the guarantee the protocol rests on
@@ -210,6 +232,9 @@ def evaluate(factory: Callable[[], Learner], records: Records, protocol: str | S
             filled.loc[observed.index] = observed
             rows.append({**base, "protocol": "partial_filled (seed protocol)",
                          **measure(truth.to_numpy(), filled.to_numpy())})
+        if kept_folds is not None:
+            kept_folds.put(fold_id, EvalResult(pd.DataFrame(rows[first_row:]), fit_s[-1:], rank_s[first_rank:]),
+                           rng.bit_generator.state)
         if progress is not None:
             progress()
     return EvalResult(pd.DataFrame(rows), fit_s, rank_s, left_out)
