@@ -4,9 +4,12 @@ import os
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ["COLUMNS"] = "200"  # rich tables: no truncated names in captured output
 if not os.environ.get("MODELRANK_CACHE"):  # what a test writes without a cache of its own stays out of ~/.cache
+    import atexit
+    import shutil
     import tempfile
 
     os.environ["MODELRANK_CACHE"] = tempfile.mkdtemp(prefix="modelrank-tests-")
+    atexit.register(shutil.rmtree, os.environ["MODELRANK_CACHE"], ignore_errors=True)
 
 from pathlib import Path
 
