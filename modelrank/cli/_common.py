@@ -87,6 +87,7 @@ def log(message: str) -> None:
     if not _quiet:
         err_console.print(message, highlight=False, soft_wrap=True)
 
+
 def folder_path(value: str) -> Path:
     """The value of a folder option (``--cache-dir``, ``--data-root``, ``benchmark --out``). An empty one, as
     ``--cache-dir "$CACHE"`` gives with CACHE unset, would be ``Path("")``, the current folder: the cache or
