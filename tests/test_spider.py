@@ -425,6 +425,22 @@ def test_spider_eval_keeps_finished_learners_and_folds_and_an_interrupted_run_re
     assert cli(*command)[0] == 0 and fits == ["random"] * 4 + ["model_prior"] * 4
 
 
+def test_a_kept_fold_is_read_back_exactly_and_one_with_a_random_state_numpy_refuses_is_not_used(tmp_path):
+    from modelrank.spider.kept import KeptFolds, keep
+    from modelrank.spider.protocols import EvalResult
+
+    part = EvalResult(pd.DataFrame({"fold": [0, 0], "task": ["t", "u"], "protocol": "cold_start",
+                                    "pearson": [0.1 + 1e-17, np.nan]}), [0.25], [0.01, 0.02])
+    state = np.random.default_rng(3).bit_generator.state
+    keep("k-fold0", part, tmp_path, state)
+    kept, kept_state = KeptFolds("k", tmp_path).get(0)
+    pd.testing.assert_frame_equal(kept.per_task, part.per_task)
+    assert (kept.fit_seconds, kept.rank_seconds, kept_state) == (part.fit_seconds, part.rank_seconds, state)
+    assert KeptFolds("k", tmp_path, force=True).get(0) is None
+    keep("k-fold1", part, tmp_path, {"bit_generator": "PCG64"})  # a state numpy refuses: a crash (exit 1) otherwise
+    assert KeptFolds("k", tmp_path).get(1) is None and KeptFolds("k", tmp_path).get(2) is None
+
+
 @pytest.mark.anchors
 def test_public_records_load_and_logme_matches_transfergraph(anchors):
     from modelrank.spider import load_domainnet, load_transfergraph

@@ -278,15 +278,15 @@ def spider_eval(
     out: Optional[Path] = out_option("the comparison table"),
     fmt: str = format_option(),
     quiet: bool = QuietOption,
-    force: bool = typer.Option(False, "--force", help="Evaluate every learner again, not reading the results an "
-                               "earlier run of the same evaluation kept in the cache."),
+    force: bool = typer.Option(False, "--force", help="Evaluate every learner and fold again, not reading the "
+                               "results an earlier run of the same evaluation kept in the cache."),
     cache_dir: Optional[Path] = CacheDirOption,
 ) -> None:
     """Evaluate learners on held-out tasks: one table of learners x measures, with the paired difference of
     weighted tau to the baseline (mean ± standard error over tasks, wins/losses; "beats" only beyond 2 SE).
 
-    Each learner's result is kept in the cache when it is complete: an interrupted run, rerun, evaluates only the
-    learners it had not finished (the same records, options and seed; see --force).
+    Each fold of each learner is kept in the cache as soon as it is done: an interrupted run, rerun, evaluates only
+    the folds it had not finished (the same records, options and seed; see --force).
     """
     import pandas as pd
 

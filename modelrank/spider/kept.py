@@ -1,13 +1,14 @@
-"""The learners `spider eval` has finished, kept in the cache so that an interrupted evaluation resumes.
+"""The learners and folds `spider eval` has finished, kept in the cache so that an interrupted evaluation resumes.
 
 A held-out evaluation fits each learner once per fold (minutes for the networks on a hundred records, hours on a
 large benchmark). Each fold's ``EvalResult`` is written as soon as it is done, to
 ``<cache>/spider-eval/<key>-fold<i>.parquet``, and the learner's whole result, once complete, to
-``<cache>/spider-eval/<key>.parquet`` (its folds' files are then removed): the per-task measures as the table, the
-timings, left-out tasks and the random state after a fold as JSON schema metadata (nothing is unpickled). The key is a sha256 of everything the result depends on: the content
-of the records and their side information (not their file names), the learner and its options, the protocol, the
-folds, k, the seed, the weighted-tau convention and the modelrank version. A rerun of the same command reads the
-finished learners and evaluates the rest; a damaged or unreadable file counts as missing.
+``<cache>/spider-eval/<key>.parquet`` (its folds' files are then removed): the per-task measures as the table, and
+the timings, the left-out tasks and the random state after a fold as JSON schema metadata (nothing is unpickled).
+The key is a sha256 of everything the result depends on: the content of the records and their side information
+(not their file names), the learner and its options, the protocol, the folds, k, the seed, the weighted-tau
+convention and the modelrank version. A rerun of the same command reads what was finished and evaluates the rest;
+a damaged or unreadable file counts as missing.
 """
 
 from __future__ import annotations
@@ -118,7 +119,13 @@ class KeptFolds:
 
     def get(self, fold: int) -> tuple[EvalResult, dict] | None:
         kept = None if self.force else read_kept(f"{self.key}-fold{fold}", self.cache_dir)
-        return kept if kept is None or isinstance(kept[1], dict) else None
+        if kept is None:
+            return None
+        try:  # the random state is applied to the evaluation's generator: one numpy refuses is no state
+            np.random.default_rng().bit_generator.state = kept[1]
+        except (TypeError, ValueError, KeyError):
+            return None
+        return kept
 
     def put(self, fold: int, result: EvalResult, random_state: dict) -> None:
         keep(f"{self.key}-fold{fold}", result, self.cache_dir, random_state)
