@@ -484,9 +484,13 @@ def cached_summary(store: FeatureStore, identity: ModelIdentity, data: ImageData
     ``extract_model`` computes (and repairs) what is missing."""
     key = feature_key(identity, data, limit, per_class, seed)
     manifest = store.manifest(key)
-    model_info = (manifest or {}).get("info", {}).get("model")
-    if not isinstance(model_info, dict) or manifest["sample_ids"] != select_samples(
-            data.targets, limit, per_class, seed, data.task).tolist():
+    info = manifest.get("info") if manifest else None
+    model_info = info.get("model") if isinstance(info, dict) else None
+    # what a summary shows of the model, as ``plan_model`` wrote it (else, e.g. hand-edited, the model is built)
+    if not (isinstance(model_info, dict) and isinstance(model_info.get("family"), str)
+            and isinstance(model_info.get("params"), int) and isinstance(model_info.get("input_size"), list)):
+        return None
+    if manifest["sample_ids"] != select_samples(data.targets, limit, per_class, seed, data.task).tolist():
         return None
     index, count = shard
     # content, not just existence, as ``plan_model`` checks: a corrupt chunk is removed here and computed then
@@ -497,7 +501,7 @@ def cached_summary(store: FeatureStore, identity: ModelIdentity, data: ImageData
         "model": identity.name, "dataset": data.name, "split": data.split, "samples": manifest["n_samples"],
         "computed": 0, "seconds": 0.0, "images_per_s": None,
         "complete": not store.missing_chunks(key, manifest), "entry": key.dirname(),
-        "model_info": {**model_info, "input_size": tuple(model_info.get("input_size", ())),
+        "model_info": {**model_info, "input_size": tuple(model_info["input_size"]),
                        "preprocessing": identity.preprocessing},  # as ``LoadedModel.info``
     }
 

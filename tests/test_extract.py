@@ -100,6 +100,12 @@ def test_rerunning_extract_on_cached_features_builds_no_model(cache_dir, monkeyp
     assert built == [TINY] and repaired["computed"] == 16 and repaired["complete"]
     other, = extract([TINY], "digits", "train", **{**OPTS, "limit": 20})  # other samples: another entry, built
     assert built == [TINY, TINY] and other["computed"] == 20
+    manifest = json.loads((folder / "manifest.json").read_text())
+    for info in ([], {"model": {"family": "test"}}):  # a manifest edited by hand: the model is built, no crash
+        (folder / "manifest.json").write_text(json.dumps({**manifest, "info": info}))
+        summary, = extract([TINY], "digits", "train", **OPTS)
+        assert built[-1] == TINY and summary["computed"] == 0 and summary["model_info"] == first["model_info"]
+    assert built == [TINY] * 4
 
 
 def test_commands_on_cached_features_import_no_torch(cache_dir):
