@@ -400,8 +400,7 @@ def extract(
     # (i, n) is checked as 'i/n' is: (0, 0) divided by zero, and (3, 2) computed nothing and reported success
     shard = parse_shard("/".join(map(str, shard)) if isinstance(shard, (tuple, list)) else shard)
     store = FeatureStore(cache_dir)
-    identities = {name: known_identity(name, cache_dir) for name in models}
-    _check_model_names([name for name, known in identities.items() if known is None], cache_dir)
+    identities = checked_identities(models, cache_dir)
     report(progress, "extract", f"opening dataset {dataset}")
     data = open_subset(dataset, split, data_root, download, limit, per_class, seed)
     check_device_options(device, precision)  # their refusal before any model is built
@@ -506,11 +505,15 @@ def cached_summary(store: FeatureStore, identity: ModelIdentity, data: ImageData
     }
 
 
-def _check_model_names(models: Iterable[str], cache_dir: str | None) -> None:
-    """``check_model_name`` of every model (a zoo's are registered from ``cache_dir``), before any dataset is opened:
-    a derived task takes seconds to open, the check none."""
-    for name in models:
-        check_model_name(name, cache_dir)
+def checked_identities(models: Iterable[str], cache_dir: str | os.PathLike | None) -> dict[str, ModelIdentity | None]:
+    """{model: its ``known_identity``, or None}, every model without one checked by ``check_model_name`` (a zoo's are
+    registered from ``cache_dir``; a known one loaded before, and its check would import timm), before any dataset
+    is opened: a derived task takes seconds to open, the check none."""
+    identities = {name: known_identity(name, cache_dir) for name in models}
+    for name, known in identities.items():
+        if known is None:
+            check_model_name(name, cache_dir)
+    return identities
 
 
 def load_features(model: str, dataset: str, split: str | None = None, **options) -> FeatureSet:
@@ -555,8 +558,7 @@ def load_feature_pairs(
     by_model: dict[str, list[str]] = {}
     for model, dataset in pairs:
         by_model.setdefault(model, []).append(dataset)
-    identities = {model: known_identity(model, cache_dir) for model in by_model}
-    _check_model_names([model for model, known in identities.items() if known is None], cache_dir)
+    identities = checked_identities(by_model, cache_dir)
     out: dict[tuple[str, str], FeatureSet] = {}
     n_pairs = sum(len(dict.fromkeys(names)) for names in by_model.values())
     # every dataset opened (and its subsample checked) before the first model is built

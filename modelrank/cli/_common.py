@@ -161,16 +161,13 @@ def check_distinct(names: list[str], flag: str) -> None:
 def check_extraction(models: list[str], dataset: str, split: Optional[str], cache_dir: Optional[Path]) -> None:
     """Every model name, the dataset and its split, checked before the first model is loaded."""
     from ..data import check_dataset
-    from ..models import check_model_name
-    from ..models.identity import known_identity
+    from ..extraction import checked_identities
 
     if not models:
         raise ModelrankError("no model given")
     # `score` found out only after extracting everything, when two columns shared one name
     check_distinct(models, "-m")
-    for name in models:
-        if known_identity(name, cache_dir) is None:  # one loaded before loads (checking its name imports timm)
-            check_model_name(name, cache_dir)
+    checked_identities(models, cache_dir)
     check_dataset(dataset, split)
 
 
