@@ -563,8 +563,10 @@ def pca_project(x: np.ndarray, variance: float | None = None, n_dims: int | None
     mean = x.mean(axis=0, dtype=np.float64)
     if n < d:
         xc = np.asarray(x, dtype=np.float64) - mean
-        # Xc Xc^T (lower triangle, BLAS dsyrk: half a general product); Xc = U S V^T, so the projection Xc V = U S.
-        evals, u = leading(sla.blas.dsyrk(1.0, xc, lower=1))
+        # Xc Xc^T (lower triangle, BLAS dsyrk: half a general product) from the Fortran-ordered view Xc^T (trans=1):
+        # given C-ordered Xc, f2py copies it first and the product runs at half the rate (27 vs 14 ms at 500 x 2048).
+        # Xc = U S V^T, so the projection Xc V = U S.
+        evals, u = leading(sla.blas.dsyrk(1.0, xc.T, trans=1, lower=1))
         return u * np.sqrt(np.maximum(evals, 0.0))
     if x.dtype == np.float32:
         scatter = float32_centred_scatter(x)
