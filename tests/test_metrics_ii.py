@@ -75,6 +75,21 @@ def test_sfda_matches_reference(rng, strength):
     assert_close(sfda(x, y, confmix_strength=strength), sfda_reference(x, y, strength))
 
 
+def test_sfda_over_many_row_blocks_matches_reference(rng, monkeypatch):
+    """The ConfMix rows are classified, weighted and summed block by block inside the pass that forms their
+    scatter (``challenged_scatter``); with blocks of 64 rows the classes spread over several blocks."""
+    import modelrank.metrics._lda as lda_module
+
+    import modelrank.metrics._linalg as linalg_module
+
+    for module in (lda_module, linalg_module):
+        monkeypatch.setattr(module, "ROW_BLOCK", 64)
+    x, y = clusters(rng, n=500, d=12, c=5)
+    for strength in (1.0, 0.6):
+        assert_close(sfda(x, y, confmix_strength=strength), sfda_reference(x, y, strength))
+        assert_close(sfda(x + 1e4, y, confmix_strength=strength), sfda_reference(x + 1e4, y, strength))
+
+
 def test_sfda_adaptive_shrinkage_above_floor_matches_reference(rng):
     x, y = clusters(rng)
     x = x * 0.05  # sigma_max(S_w) small, so lambda = exp(-5 sigma) is far above its 1e-10 floor

@@ -93,24 +93,15 @@ def row_blocks(n: int) -> Iterator[slice]:
         yield slice(start, min(start + ROW_BLOCK, n))
 
 
-#: row_map(block, rows, out): write a float64 function of the row block ``block = x[rows]`` into ``out`` (same
-#: shape), a transformation of the rows applied on the fly.
-RowMap = Callable[[np.ndarray, slice, np.ndarray], None]
-
-
-def float64_row_blocks(x: np.ndarray, row_map: RowMap | None = None) -> Iterator[tuple[slice, np.ndarray]]:
+def float64_row_blocks(x: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
     """(rows, float64 rows of x) for consecutive row blocks, written into one reused buffer (valid until the
-    next step), mapped by ``row_map`` when given. A float32 x is converted one block at a time, and no block
-    allocates fresh memory: at 50k x 2048 features fresh 64 MB temporaries per block cost as much in page
-    faults as the arithmetic on them."""
+    next step). A float32 x is converted one block at a time, and no block allocates fresh memory: at 50k x 2048
+    features fresh 64 MB temporaries per block cost as much in page faults as the arithmetic on them."""
     n, dim = x.shape
     buffer = np.empty((min(n, ROW_BLOCK), dim))
     for rows in row_blocks(n):
         block = buffer[: rows.stop - rows.start]
-        if row_map is None:
-            block[...] = x[rows]
-        else:
-            row_map(x[rows], rows, block)
+        block[...] = x[rows]
         yield rows, block
 
 
