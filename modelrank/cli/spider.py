@@ -83,9 +83,9 @@ def spider_train(
 @spider_app.command("rank")
 def spider_rank(
     learner_dir: Path = typer.Argument(..., help="Folder written by `modelrank spider train`."),
-    task: Optional[str] = typer.Argument(None, help="A task the learner knows from its records; for a new dataset "
-                                         "use -d or --features instead (a learner that reads nothing about the "
-                                         "task, e.g. model_prior, needs neither)."),
+    task: Optional[str] = typer.Argument(None, help="A task the learner knows from its records or task metadata; "
+                                         "for a new dataset use -d or --features instead (a learner that reads "
+                                         "nothing about the task, e.g. model_prior, needs neither)."),
     dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Rank the zoo for this dataset, described "
                                           "from the zoo models' features (cached; missing ones are extracted)."),
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split for -d [default: the dataset's first]."),
