@@ -39,6 +39,10 @@ def test_help_of_every_command(cli, path, flag):
     assert "<bool>" not in out
     options = out.split("Options:", 1)[-1]  # click's metavars (--out PATH), not typer's value types (<path>)
     assert not re.search(r"^\s+-.*<(str|int|float|path|dir|file|list)", options, re.MULTILINE), options
+    arguments = out.split("Options:", 1)[0].partition("Arguments:")[2]  # LEARNER_DIR, not LEARNER_DIR <path>
+    assert not re.search(r"^\s+[A-Z_]+\s+<", arguments, re.MULTILINE), arguments
+    for entry in re.split(r"\n(?=  -)", options):  # one default per option: "[default: off]. [default: 0]" was two
+        assert " ".join(entry.split()).count("default:") <= 1, entry
 
 
 def test_version(cli):
@@ -46,6 +50,19 @@ def test_version(cli):
 
     code, out, _ = cli("--version")
     assert code == 0 and out.strip() == f"modelrank {__version__}"
+
+
+def test_learners_named_in_spider_help_exist_and_take_the_options_shown(cli):
+    """`spider train --set epochs=50` failed with the default learner (task attention has no epochs), and
+    `spider rank --rerank-metric` named a `model_spider` learner, which is `spider`."""
+    from modelrank.cli.spider import _learner_options
+    from modelrank.spider import LEARNERS
+
+    _, out, _ = cli("spider", "train", "--help")
+    learner, option = re.search(r"e\.g\.\s+--learner\s+(\w+)\s+--set\s+(\S+)", out).groups()
+    _learner_options(learner, [option])
+    _, out, _ = cli("spider", "rank", "--help")
+    assert re.search(r"a (\w+) learner\s+trained", out).group(1) in LEARNERS
 
 
 BAD_INVOCATIONS = [

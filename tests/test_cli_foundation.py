@@ -321,3 +321,18 @@ def test_list_fits_80_columns_piped_without_losing_text(cli, monkeypatch, what):
         expected += Counter({char: count * (blocks if i < lead else 1)
                              for char, count in Counter("".join(texts).replace(" ", "")).items()})
     assert Counter("".join(lines[1:]).replace(" ", "")) == expected
+
+
+@pytest.mark.parametrize("columns", ["60", "120"])
+def test_list_piped_follows_columns_narrower_or_wider_than_80(columns):
+    """README: piped listings are wrapped to 80 columns unless COLUMNS says otherwise (it said "more"; a narrower
+    COLUMNS is followed too)."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "COLUMNS": columns}
+    out = subprocess.run([sys.executable, "-m", "modelrank", "list", "metrics"], env=env, capture_output=True,
+                         text=True, check=True).stdout
+    width = max(map(len, out.splitlines()))
+    assert width <= int(columns) and (width > 80 or int(columns) < 80), out

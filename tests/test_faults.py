@@ -1117,6 +1117,8 @@ def test_metric_parameters_out_of_their_range_are_refused(name, params, message)
     ("sfda", {"confmix_strength": 2.0}, r"confmix_strength must be in \[0, 1\]"),
     ("pactran_dir", {"alpha": 0.0}, "alpha must be a finite number > 0"),
     ("hscore", {"rcond": 1.0}, r"rcond must be in \[0, 1\)"),
+    # refused only on a regression task before: `list parameters` said ">= 1" and --set let 1 through to the run
+    ("transrate", {"regression_bins": 1}, "regression_bins must be a finite number >= 2"),
 ])
 def test_plain_metric_functions_check_their_own_ranges(name, params, message):
     """The registry checks declared ranges before any work, for the functions called on their own too

@@ -52,3 +52,15 @@ def test_main_workflow_block_runs(cli, cache_dir, tmp_path, monkeypatch):
         assert code == 0, f"{line}\n{out}\n{err}"
     assert (tmp_path / "scores.csv").is_file() and (tmp_path / "truth.csv").is_file()
     assert "weighted" in out.lower()
+
+
+def test_dataset_lists_name_every_registered_dataset():
+    """The extract section's lists: every torchvision dataset and every dataset that ships in a package
+    (`mnist-sample`, `faces` and `textures` were missing); derived `source/...` and `task/...` ones come later."""
+    from modelrank.data import list_dataset_rows
+
+    section = README.split("* **Datasets**", 1)[1].split("* **Subsets**", 1)[0]
+    listed = set(re.findall(r"`([a-z0-9-]+)`", section))
+    registered = {name for name, source, *_ in list_dataset_rows()[1]
+                  if not source.startswith(("derived", "your files"))}
+    assert registered <= listed, sorted(registered - listed)

@@ -88,6 +88,10 @@ def _refusing_repeated_options(command) -> None:
     command.make_parser = make_checking_parser
 
 
+def _no_display_type(ctx=None) -> None:
+    return None
+
+
 def _command():
     """The click command of the app, with plain metavars (``--out PATH``, ``LEARNER_DIR``) on every parameter
     that has none of its own, and no single-value option taken twice."""
@@ -104,6 +108,8 @@ def _command():
                 continue
             if param.param_type_name == "argument":
                 param.metavar = param.name.upper()
+                # typer adds its value type to an argument's help entry ("LEARNER_DIR <path>"): the name alone
+                param.display_type_rich = _no_display_type
             elif not (param.is_flag or param.count):
                 param.metavar = _METAVARS.get(param.display_type(None))
     return command

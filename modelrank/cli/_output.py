@@ -4,9 +4,10 @@ The rule every command follows: data goes to stdout, everything else (progress, 
 stderr. A table is a rich table when stdout is a terminal wide enough for it, and plain, unwrapped text when it
 is piped (or the terminal is too narrow), so a script never sees box characters or lines folded at 80 columns
 and nobody sees names folded into one-character columns. The listings of `modelrank list` are prose for people:
-their plain tables are cut into column blocks and their long cells wrapped to the width (80 columns when piped,
-else ``COLUMNS``); programs read them with ``--format csv|json``. ``--out -`` writes the CSV to stdout instead
-of the table, for pipes; ``--out FILE`` is checked before any work starts and written atomically.
+their plain tables are cut into column blocks and their long cells wrapped to the width (``COLUMNS`` if set,
+else the terminal's, or 80 columns when piped); programs read them with ``--format csv|json``. ``--out -``
+writes the CSV to stdout instead of the table, for pipes; ``--out FILE`` is checked before any work starts and
+written atomically.
 """
 
 from __future__ import annotations
@@ -213,7 +214,7 @@ def emit_rows(columns: list[str], rows: list[list[object]], fmt: str = "table", 
     lines = [list(map(str, columns)), *cells]
     widths = [max(cell_len(line[i]) for line in lines) for i in range(len(columns))]
     # Descriptions ran to 350 columns: a listing is read by people (programs take --format csv|json), so it is cut
-    # into blocks and its long cells wrapped to the width, piped too (80 columns there unless COLUMNS says more).
+    # into blocks and its long cells wrapped to the width, piped too (80 columns there unless COLUMNS says otherwise).
     blocks = _column_blocks(widths, lead, wrap=WRAP_ROOM)
     _write_plain(["\n".join(_wrapped_rows([[line[i] for i in block] for line in lines],
                                            _fit_widths([widths[i] for i in block], lead, console.width)))

@@ -22,7 +22,8 @@ def extract_cmd(
     dataset: str = typer.Option(..., "-d", "--dataset", help="Dataset name, folder:PATH or csv:PATH."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", exists=True, dir_okay=False,
                                               help="Local weights for the (single) model: same as -m ARCH@PATH."),
-    split: Optional[str] = typer.Option(None, "--split", help="train | val | test | trainval | all [default: the dataset's first]."),
+    split: Optional[str] = typer.Option(None, "--split", help="train | val | test | trainval | all | extra, as the "
+                                        "dataset has them (modelrank list datasets) [default: the dataset's first]."),
     limit: Optional[int] = SizeOption("--limit", "Seeded random subset of at most N samples."),
     per_class: Optional[int] = SizeOption("--per-class", "Seeded subset of N samples per class."),
     seed: int = SeedOption("Seed of the subsampling."),

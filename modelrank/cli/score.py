@@ -31,9 +31,11 @@ def score_cmd(
     ped: bool = typer.Option(False, "--ped", help="Score the PED-moved features (Li et al. ICCV'23): logme -> ped_logme, ..."),
     parameter: list[str] = typer.Option([], "--set", help="Metric parameter METRIC.KEY=VALUE, repeatable (e.g. transrate.eps=1e-3; "
                                         "modelrank list parameters); such a metric's column is named with it."),
-    out: Optional[Path] = out_option("the scores (Dataset,Model,<metric>...,<metric>_seconds|_flags|_rank[|_low|_high|_p_best])"),
+    out: Optional[Path] = out_option("the scores (Dataset, Model, <metric>..., then <metric>_seconds, _flags, "
+                                     "[_low, _high, _p_best,] _rank)"),
     fmt: str = format_option(),
-    bootstrap: int = typer.Option(0, "--bootstrap", help="Resample the samples B times (seeded by --bootstrap-seed): "
+    bootstrap: int = typer.Option(0, "--bootstrap", show_default=False,
+                                  help="Resample the samples B times (seeded by --bootstrap-seed): "
                                   "each score's 95% interval and each model's probability of being best [default: off]."),
     bootstrap_seed: int = SeedOption("Seed of the --bootstrap resamples.", "--bootstrap-seed"),
     bootstrap_exact: bool = typer.Option(False, "--bootstrap-exact", help="Recompute every metric on every resample "

@@ -51,7 +51,8 @@ def spider_train(
     learner: str = typer.Option("task_attention", "--learner", "-l", help="A learner name (modelrank list learners); "
                                 "the default, task attention, is the base the networks do not beat on any records "
                                 "benchmark we have (README)."),
-    option: list[str] = typer.Option([], "--set", help="Learner option key=value (repeatable), e.g. --set epochs=50"),
+    option: list[str] = typer.Option([], "--set", help="Learner option key=value (repeatable), e.g. "
+                                "--learner graph --set epochs=50 (modelrank list learners: each one's options)."),
     task_meta: Optional[Path] = TaskMetaOption,
     model_meta: Optional[Path] = ModelMetaOption,
     quiet: bool = QuietOption,
@@ -82,9 +83,9 @@ def spider_train(
 @spider_app.command("rank")
 def spider_rank(
     learner_dir: Path = typer.Argument(..., help="Folder written by `modelrank spider train`."),
-    task: Optional[str] = typer.Argument(None, help="A task the learner knows from its records; for a new dataset "
-                                         "use -d or --features instead (a learner that reads nothing about the "
-                                         "task, e.g. model_prior, needs neither)."),
+    task: Optional[str] = typer.Argument(None, help="A task the learner knows from its records or task metadata; "
+                                         "for a new dataset use -d or --features instead (a learner that reads "
+                                         "nothing about the task, e.g. model_prior, needs neither)."),
     dataset: Optional[str] = typer.Option(None, "-d", "--dataset", help="Rank the zoo for this dataset, described "
                                           "from the zoo models' features (cached; missing ones are extracted)."),
     split: Optional[str] = typer.Option(None, "--split", help="Dataset split for -d [default: the dataset's first]."),
@@ -103,7 +104,7 @@ def spider_rank(
                                "features on the dataset (only those K are extracted) and re-order them."),
     rerank_metric: str = typer.Option("logme", "--rerank-metric", help="Metric of --rerank (modelrank list metrics), "
                                       f"or '{LEARNED_RERANK}': Model Spider's own re-ranking with each model's class "
-                                      "prototypes (a model_spider learner trained on per-model prototypes)."),
+                                      "prototypes (a spider learner trained on per-model prototypes)."),
     top: int = typer.Option(10, "--top", min=0, help="How many models to show in the table (0: all)."),
     out: Optional[Path] = out_option("the whole ranking"),
     fmt: str = format_option(),

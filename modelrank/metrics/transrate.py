@@ -56,7 +56,7 @@ def equal_count_bins(target: np.ndarray, bins: int) -> np.ndarray:
     tasks=("classification", "regression"),
     reference="Huang et al., Frustratingly Easy Transferability Estimation, ICML 2022",
     choices={"class_weighting": CLASS_WEIGHTINGS},
-    ranges={"eps": "(0, inf)"},
+    ranges={"eps": "(0, inf)", "regression_bins": "[2, inf)"},
 )
 def transrate(features: np.ndarray, labels: np.ndarray, task: str = "classification", *, eps: float = DEFAULT_EPS,
               class_weighting: str = "uniform", regression_bins: int = DEFAULT_REGRESSION_BINS) -> float:
