@@ -466,3 +466,20 @@ def test_rank_a_registered_dataset_described_from_the_feature_cache(cli, cache_d
     ranking = frame_of(out).set_index("model")["score"]
     expected = learner.predict(TaskInfo("digits", prototypes=prototypes_of(features)))
     np.testing.assert_allclose(ranking.loc[expected.index], expected.to_numpy(), rtol=1e-5)
+
+
+@pytest.mark.parametrize("learner, pair, message", [
+    # JSON null passed through as None: a traceback in int(None) once training began (graph), "None" as a prior
+    ("graph", "epochs=null", "epochs must be int like its default 300, not None"),
+    ("graph", "prior=null", "prior must be str"),
+    # a list option's values were never converted: ["a"] was a TypeError in the range check, [true] a weight of 1.0
+    ("task_attention", 'score_grid=["a"]', "score_grid must be list"),
+    ("task_attention", "feature_grid=[true, 1]", "feature_grid must be list"),
+])
+def test_learner_option_values_of_the_wrong_kind_are_one_line_errors(cli, tmp_path, learner, pair, message):
+    csv = tmp_path / "records.csv"
+    clustered(n_models=3, n_tasks=4).table.to_csv(csv, index=False)
+    code, out, err = cli("spider", "train", str(csv), "-o", str(tmp_path / "out"), "--learner", learner, "--set", pair)
+    assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()
+    assert make_learner("task_attention", score_grid=[0, 1]).config["score_grid"] == [0.0, 1.0]  # ints still fine

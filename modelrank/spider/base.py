@@ -361,8 +361,14 @@ def _option_value(learner: str, key: str, value: Any, default: Any) -> Any:
     a value that does not fit is an input error naming the option."""
     kind = type(default)
     try:
-        if default is None or value is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        # `--set epochs=null` (JSON null) is no value for an option whose default is one: it passed through and was
+        # a traceback in `int(None)` mid-training. A list is checked element by element below: `["a"]` passed as
+        # a list and failed in the range check with a TypeError.
+        exact = isinstance(value, kind) and kind is not list and not (kind is int and isinstance(value, bool))
+        if default is None or exact:
             return value
+        if value is None:  # not str(None), "None"
+            raise ValueError
         if kind is bool:
             if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
                 return value.lower() in ("true", "1", "yes")
@@ -376,6 +382,8 @@ def _option_value(learner: str, key: str, value: Any, default: Any) -> Any:
         if kind is float and isinstance(value, (int, str)) and not isinstance(value, bool):
             return float(value)
         if kind is list and isinstance(value, (list, tuple)):
+            if any(isinstance(v, (bool, str)) or v is None for v in value):  # float(True) is 1.0, float("1") 1.0
+                raise ValueError
             return [float(v) for v in value]
         if kind is str:
             return str(value)
