@@ -682,3 +682,32 @@ def test_a_cache_folder_that_does_not_exist_is_a_usage_error_for_reads(cli, tmp_
     code, out, err = cli(*args)
     assert code == 2 and out == "" and err.count("\n") == 1 and f"{typo} does not exist" in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_control_characters_of_user_text_never_reach_the_terminal_raw(cli, tmp_path):
+    """A path with a newline made the one-line error two lines; a model name holding an ESC sequence recoloured the
+    terminal from the table (CSV and JSON, for programs, keep the names as they are)."""
+    import io
+
+    import pandas as pd
+    from rich.console import Console
+
+    from modelrank.cli._output import frame_table
+    from modelrank.spider import Records, make_learner
+
+    code, out, err = cli("spider", "train", str(tmp_path / "a\nb\x1b[31m.csv"), "--out", str(tmp_path / "l"))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "\x1b" not in err, err
+    assert "a\\nb\\x1b[31m.csv does not exist" in err
+    names = ["m0\x1b[31m", "m1\nx", "m2"]
+    table = pd.DataFrame([(t, m, 0.5 + 0.1 * i + 0.01 * j) for j, t in enumerate(["t0", "t1"])
+                          for i, m in enumerate(names)], columns=["dataset", "model", "accuracy"])
+    learner = make_learner("model_prior").fit(Records(table)).save(tmp_path / "prior")
+    code, out, err = cli("spider", "rank", str(learner), "--out", str(tmp_path / "r.csv"))
+    assert code == 0 and "\x1b" not in out and "m0\\x1b[31m" in out and "m1\\nx" in out, out
+    assert set(pd.read_csv(tmp_path / "r.csv")["model"]) == set(names)
+    code, out, _ = cli("spider", "rank", str(learner), "--format", "json")
+    assert code == 0 and set(pd.read_json(io.StringIO(out))["model"]) == set(names)
+    screen = Console(file=io.StringIO(), force_terminal=True, width=80)  # the rich table of a terminal
+    screen.print(frame_table(pd.DataFrame({"model": names, "score": [1.0, 2.0, 3.0]}), title="for t\x1b[2J"))
+    shown = screen.file.getvalue()
+    assert "m0\\x1b[31m" in shown and "\x1b[31m" not in shown.replace("\\x1b[31m", "") and "\x1b[2J" not in shown

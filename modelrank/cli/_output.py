@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import ModelrankError
-from ._common import console, err_console
+from ._common import console, err_console, printable
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -118,10 +118,10 @@ def frame_table(frame: "pd.DataFrame", title: str | None = None) -> Table:
     """A rich table of a frame: numbers right-aligned and never folded, text folded when it must."""
     import pandas as pd
 
-    table = Table(title=Text(title) if title else None, header_style="bold")
+    table = Table(title=Text(printable(title)) if title else None, header_style="bold")
     for column in frame.columns:
         numeric = pd.api.types.is_numeric_dtype(frame[column])
-        table.add_column(Text(str(column)), justify="right" if numeric else "left", no_wrap=numeric,
+        table.add_column(Text(printable(str(column))), justify="right" if numeric else "left", no_wrap=numeric,
                          overflow="fold")
     for row in frame.itertuples(index=False):
         table.add_row(*[Text(_cell(v)) for v in row])
@@ -141,7 +141,7 @@ def _cell(value: object) -> str:
         return "null"
     if isinstance(value, float):
         return "" if value != value else f"{value:.4g}"
-    return str(value)
+    return printable(str(value))  # a name's ESC sequence recoloured the terminal
 
 
 def emit(frame: "pd.DataFrame", fmt: str = "table", out: Optional[Path] = None, title: str | None = None,
@@ -165,17 +165,32 @@ def emit(frame: "pd.DataFrame", fmt: str = "table", out: Optional[Path] = None, 
     else:  # piped, or a table the terminal would fold into one-character columns: aligned plain text
         import pandas as pd
 
+        shown = _printable_frame(frame)  # the CSV of --out keeps the names as they are
         # Wide (CJK) characters fill two cells: pandas pads by cells only when asked to, which costs 1.5 ms a row
         # (1.1 s of `records ls` on 750 records): asked only when some text is not ASCII.
-        texts = frame.select_dtypes(exclude=["number", "bool", "datetime"]).to_numpy().ravel()
-        wide = not all(str(text).isascii() for text in (*frame.columns, *texts))
+        texts = shown.select_dtypes(exclude=["number", "bool", "datetime"]).to_numpy().ravel()
+        wide = not all(str(text).isascii() for text in (*shown.columns, *texts))
         with pd.option_context("display.unicode.east_asian_width", wide):
-            columns = [frame.iloc[:, [i]].to_string(index=False, na_rep="").splitlines() for i in range(frame.shape[1])]
-            _write_plain([frame.iloc[:, block].to_string(index=False, na_rep="")
+            columns = [shown.iloc[:, [i]].to_string(index=False, na_rep="").splitlines() for i in range(shown.shape[1])]
+            _write_plain([shown.iloc[:, block].to_string(index=False, na_rep="")
                           for block in _column_blocks([max(map(cell_len, c)) for c in columns], lead)], title)
     sys.stdout.flush()
     if out is not None:
         write_csv(frame, out)
+
+
+def _printable_frame(frame: "pd.DataFrame") -> "pd.DataFrame":
+    """``frame`` with the control characters of its text cells and column names written as escapes (``printable``):
+    the plain table is for people (programs read CSV or JSON, which keep the names as they are), and pandas writes
+    an ESC as it is."""
+    import pandas as pd
+
+    shown = frame.set_axis([printable(str(column)) for column in frame.columns], axis=1)
+    for i in range(frame.shape[1]):
+        values = frame.iloc[:, i]
+        if pd.api.types.is_object_dtype(values) or pd.api.types.is_string_dtype(values):
+            shown.isetitem(i, values.map(lambda value: printable(value) if isinstance(value, str) else value))
+    return shown
 
 
 def json_records(frame: "pd.DataFrame") -> list[dict]:
@@ -203,9 +218,10 @@ def emit_rows(columns: list[str], rows: list[list[object]], fmt: str = "table", 
         emit(pd.DataFrame(rows, columns=columns), fmt, out, title)
         return
     cells = [[_cell(value) for value in row] for row in rows]
-    table = Table(title=Text(title) if title else None, header_style="bold")
+    columns = [printable(str(column)) for column in columns]
+    table = Table(title=Text(printable(title)) if title else None, header_style="bold")
     for column in columns:
-        table.add_column(Text(str(column)), overflow="fold")
+        table.add_column(Text(column), overflow="fold")
     for row in cells:
         table.add_row(*[Text(cell) for cell in row])
     if console.is_terminal and fits_terminal(table):
@@ -276,5 +292,5 @@ def _column_blocks(widths: list[int], lead: int = 1, wrap: int = 0) -> list[list
 
 def _write_plain(blocks: list[str], title: str | None) -> None:
     """Plain table text on stdout: the title as a comment line, the column blocks separated by a blank line."""
-    sys.stdout.write((f"# {title}\n" if title else "") + "\n\n".join(blocks) + "\n")
+    sys.stdout.write((f"# {printable(title)}\n" if title else "") + "\n\n".join(blocks) + "\n")
 
