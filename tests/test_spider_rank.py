@@ -333,6 +333,23 @@ def test_rerank_orders_the_top_k_by_the_metric_and_keeps_the_rest():
     assert top_models(tied, 2) == ["a", "b", "c"]  # which of two tied models is "second" would be noise
 
 
+def test_rerank_by_a_metric_that_ranks_nothing_keeps_the_first_stage():
+    """H-Score saturates at C - 1 when N <= D + 1: argsort of its last bits re-ordered the top k (noise as a ranking),
+    and with one model unsaturated a saturated score beat every model the metric could still tell apart."""
+    scores = pd.Series([0.9, 0.8, 0.7, 0.6, 0.1], index=["a", "b", "c", "d", "e"])
+    rng = np.random.default_rng(1)
+    labels = np.repeat(np.arange(3), 4)  # 12 samples, 30 dimensions: saturated for every model
+    sets = {m: FeatureSet(rng.normal(size=(12, 30)), labels, model=m) for m in "abcd"}
+    with pytest.warns(UserWarning, match="hscore ranks none of the top 4 models .saturated for all 4"):
+        out = rerank_by_metric(scores, 4, sets, "hscore")
+    assert out.equals(scores)
+    # c and d unsaturated (2 dimensions; d separates the classes): they swap places, a and b (saturated) stay put
+    separated = np.c_[labels * 3.0, rng.normal(size=12)] + rng.normal(0, 0.1, (12, 2))
+    sets.update(c=FeatureSet(rng.normal(size=(12, 2)), labels, model="c"), d=FeatureSet(separated, labels, model="d"))
+    out = rerank_by_metric(scores, 4, sets, "hscore")
+    assert list(out.sort_values(ascending=False).index) == ["a", "b", "d", "c", "e"]
+
+
 def test_describe_task_builds_what_the_learner_read():
     records = clustered()
     meta = pd.DataFrame({"classes": [3.0, 5.0] * 8, "domain": ["none", "blur"] * 8}, index=records.record_tasks)

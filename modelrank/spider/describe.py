@@ -156,17 +156,31 @@ def prediction_ranks(scores: pd.Series) -> tuple[np.ndarray, str | None]:
 def rerank_by_metric(scores: pd.Series, k: int, features: Mapping[str, FeatureSet], metric: str) -> pd.Series:
     """Model Spider's second stage: the top-``k`` models of ``scores`` (``top_models``: ties with the k-th
     included) re-ordered by ``metric`` on their own features; the same score values are handed out in the new
-    order, so the rest of the ranking is unchanged. Models tied on the metric keep their first-stage order."""
-    from ..scoring import score_feature_sets
+    order, so the rest of the ranking is unchanged.
+
+    Only what the metric ranks moves, by the rule of `score` (``scoring.rank_scores``): models tied on the metric
+    within its precision keep their first-stage order, and a saturated or failed score keeps its model's place
+    (the others move among the remaining places). A metric that ranks fewer than two of them leaves the first
+    stage as it is, with a warning: argsort of H-Scores saturated at C - 1 for every model had re-ordered them by
+    their last bits, and a saturated score beat every model the metric could still tell apart."""
+    import warnings
+
+    from ..scoring import rank_scores, score_feature_sets
 
     top = pd.Index(top_models(scores, k))
     lacking = [m for m in top if m not in features]
     if lacking:
         raise InvalidInputError(f"re-ranking needs the features of {lacking[:5]} on the dataset")
-    frame = score_feature_sets([features[m] for m in top], [metric])
-    higher = frame.attrs["higher_is_better"][metric]
-    values = frame.set_index("Model")[metric].reindex(top).to_numpy(dtype=float)
-    order = np.argsort(-values if higher else values, kind="stable")
+    frame = rank_scores(score_feature_sets([features[m] for m in top], [metric]))
+    ranks = frame.set_index("Model")[f"{metric}_rank"].reindex(top).to_numpy(dtype=float)
+    places = np.flatnonzero(np.isfinite(ranks))  # where the models the metric ranks stand in the first stage
+    if places.size < 2:
+        why = "; ".join(reason for _, _, reason in frame.attrs["no_ranking"]) or "it scored fewer than 2 of them"
+        warnings.warn(f"re-ranking: {metric} ranks none of the top {len(top)} models ({why}); their order is the "
+                      "first stage's", stacklevel=2)
+        return scores.copy()
+    order = np.arange(len(top))
+    order[places] = places[np.argsort(ranks[places], kind="stable")]  # rank 1 = best, in the metric's direction
     out = scores.copy()
     out.loc[top[order]] = np.sort(scores.loc[top].to_numpy())[::-1]
     return out
