@@ -810,6 +810,25 @@ def test_every_tampered_learner_dir_gives_one_line(tmp_path, cli, tamper):
     assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
 
 
+@pytest.mark.parametrize("stats", [{"mean": 0.0, "std": 0.0, "log": False}, {"mean": None, "std": 1.0, "log": False},
+                                   {"mean": 0.0, "std": 1.0, "log": "yes"}, {"mean": 0.0, "std": float("nan"), "log": False}],
+                         ids=["std0", "mean_null", "log_text", "std_nan"])
+def test_tampered_metadata_statistics_of_a_learner_give_one_line(tmp_path, cli, stats):
+    """A std of 0 in learner.json passed loading: ranking then divided by zero (a numpy warning line before the error
+    line), and a std of NaN gave every task the same ranking from NaN features."""
+    from modelrank.spider import Records, make_learner
+
+    table = pd.DataFrame([(f"t{j}", f"m{i}", 0.5 + 0.1 * i * (-1) ** j) for i in range(3) for j in range(4)],
+                         columns=["dataset", "model", "accuracy"])
+    meta = pd.DataFrame({"size": [1.0, 2.0, 3.0, 4.0]}, index=[f"t{j}" for j in range(4)])
+    folder = make_learner("task_attention").fit(Records(table, task_meta=meta)).save(tmp_path / "learner")
+    saved = json.loads((folder / "learner.json").read_text())
+    saved["featurizer"]["task_encoder"]["numeric"]["size"] = stats
+    (folder / "learner.json").write_text(json.dumps(saved))
+    code, out, err = cli("spider", "rank", str(folder), "--meta", "size=2.5")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "is damaged or was edited" in err, err
+
+
 def test_bad_command_inputs_give_one_line(tmp_path, cli):
     folder = _saved_learner(tmp_path)
     header_only = tmp_path / "h.csv"

@@ -92,7 +92,22 @@ class TableEncoder:
 
     @classmethod
     def from_json(cls, data: Mapping) -> "TableEncoder":
-        return cls(dict(data["numeric"]), {k: list(v) for k, v in data["categorical"].items()})
+        """The encoder ``to_json`` wrote; statistics no fit gives are refused (a saved learner's JSON edited by hand:
+        a std of 0 divided by zero at ranking time, with a numpy warning before the error)."""
+        numeric = {}
+        for column, stats in dict(data["numeric"]).items():
+            mean, std, log = stats["mean"], stats["std"], stats["log"]
+            if not (isinstance(log, bool) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                  and np.isfinite(v) for v in (mean, std)) and std > 0):
+                raise ValueError(f"metadata column {column!r}: mean {mean!r}, std {std!r}, log {log!r} are no fitted "
+                                 "statistics (finite numbers, std > 0, log true or false)")
+            numeric[column] = {"mean": float(mean), "std": float(std), "log": log}
+        categorical = {}
+        for column, values in dict(data["categorical"]).items():
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise ValueError(f"metadata column {column!r}: categories {values!r} are not a list of names")
+            categorical[column] = values
+        return cls(numeric, categorical)
 
 
 @dataclass
