@@ -829,6 +829,32 @@ def test_tampered_metadata_statistics_of_a_learner_give_one_line(tmp_path, cli, 
     assert code == 2 and out == "" and err.count("\n") == 1 and "is damaged or was edited" in err, err
 
 
+@pytest.mark.parametrize("learner, key, value", [
+    ("metadata_lr", "learner/coef", lambda a: np.zeros(a.size + 1)),  # a matmul traceback, exit 1
+    ("metadata_lr", "learner/coef", lambda a: np.full_like(a, np.inf)),  # a numpy warning line, then the error
+    ("model_prior", "learner/prior", lambda a: np.full_like(a, np.nan)),  # "no ranking", exit 0, from an edit
+    ("model_prior", "accuracy", lambda a: np.where(np.isnan(a), a, np.inf)),
+])
+def test_edited_learned_arrays_of_a_learner_give_one_line(tmp_path, cli, learner, key, value):
+    from modelrank.spider import Records, make_learner
+
+    table = pd.DataFrame([(f"t{j}", f"m{i}", 0.5 + 0.1 * i * (-1) ** j) for i in range(3) for j in range(4)
+                          if (i, j) != (2, 3)], columns=["dataset", "model", "accuracy"])  # one NaN: a missing record
+    models = pd.DataFrame({"size": [1.0, 5.0, 2.0]}, index=["m0", "m1", "m2"])
+    folder = make_learner(learner).fit(Records(table, model_meta=models)).save(tmp_path / "learner")
+    code, _, _ = cli("spider", "rank", str(folder), "t1")
+    assert code == 0  # the NaN of the missing record is no damage
+    with np.load(folder / "state.npz") as stored:
+        arrays = {k: stored[k] for k in stored.files}
+    arrays[key] = value(arrays[key])
+    np.savez(folder / "state.npz", **arrays)
+    saved = json.loads((folder / "learner.json").read_text())
+    del saved["state_sha256"]  # forged: the checksum would refuse it otherwise
+    (folder / "learner.json").write_text(json.dumps(saved))
+    code, out, err = cli("spider", "rank", str(folder), "t1")
+    assert code == 2 and out == "" and err.count("\n") == 1 and "is damaged or was edited" in err, err
+
+
 def test_bad_command_inputs_give_one_line(tmp_path, cli):
     folder = _saved_learner(tmp_path)
     header_only = tmp_path / "h.csv"

@@ -303,6 +303,13 @@ def load_learner(path: str | Path) -> Learner:
             arrays = {k: stored[k] for k in stored.files}
     except Exception as exc:  # truncated, garbage, or object arrays (refused: they would unpickle)
         raise InvalidInputError(f"saved learner in {path}: cannot read state.npz ({error_reason(exc)})") from None
+    # NaN marks a missing record or score; anything else non-finite, or a NaN in what was learned, comes from an
+    # edit, and the ranking computed from it failed with a numpy warning line before the error (or ranked nothing).
+    for key, array in arrays.items():
+        if array.dtype.kind in "fc" and (np.isinf(array).any() or key not in ("accuracy", "scores") and
+                                         np.isnan(array).any()):
+            raise InvalidInputError(f"saved learner in {path} is damaged or was edited: state.npz {key} holds "
+                                    "non-finite values")
     try:
         return _restore_learner(meta, arrays)
     except ModelrankError:

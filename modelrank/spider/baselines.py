@@ -107,6 +107,9 @@ class MetadataRegression(Learner):
 
     def _restore(self, state: dict[str, Any]) -> None:
         self.coef = state["coef"].numpy()
+        expected = (self.model_features.shape[1] + self.task_features.shape[1] + 1,)
+        if self.coef.shape != expected:  # an edited state.npz: a matmul traceback at ranking time
+            raise ValueError(f"coef has shape {self.coef.shape}, the features need {expected}")
 
 
 @LEARNERS.register("metric")
