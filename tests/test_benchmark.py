@@ -291,3 +291,51 @@ def test_benchmark_reuses_scores_and_fine_tunes_only_for_the_same_weights(tmp_pa
     pipeline._score_task(preset, models, task, tmp_path, features, cache)
     pipeline._full_finetunes(preset, models, task, tmp_path, "cpu", cache, None)
     assert len(extracted) == 2 and trained == [*models, "zoo/a"]
+
+
+def _results_folder(folder: Path) -> Path:
+    """A small benchmark results folder as `modelrank benchmark` writes it (records, zoo, tasks, scores)."""
+    folder.mkdir()
+    models, tasks = ["zoo/x/a", "zoo/x/b", "zoo/x/c"], ["task/p", "task/q"]
+    pd.DataFrame([(t, m, 0.5 + 0.1 * i + 0.01 * j, "linear") for j, t in enumerate(tasks)
+                  for i, m in enumerate(models)],
+                 columns=["dataset", "model", "accuracy", "protocol"]).to_csv(folder / "records.csv", index=False)
+    pd.DataFrame({"name": models, "family": "test", "source_dataset": ["imagenet-1k", "src/a", "src/b"],
+                  "num_classes": [1000, 5, 10]}).to_csv(folder / "zoo.csv", index=False)
+    pd.DataFrame({"task": tasks, "base": "digits", "domain": ["none", "blur"], "classes": [2, 3], "samples": [40, 60],
+                  "class_names": ["0 1", "0 1 2"]}).to_csv(folder / "tasks.csv", index=False)
+    pd.DataFrame([(t, m, float(i + j)) for j, t in enumerate(tasks) for i, m in enumerate(models)],
+                 columns=["Dataset", "Model", "logme"]).to_csv(folder / "scores.csv", index=False)
+    return folder
+
+
+@pytest.mark.parametrize("file, edit, message", [
+    ("zoo.csv", lambda d: d.iloc[1:], "zoo.csv has no row for 1 model(s) of records.csv"),  # a KeyError, exit 1
+    ("zoo.csv", lambda d: pd.concat([d, d.head(1)]), "every row needs its own name"),  # a pandas ValueError
+    ("zoo.csv", lambda d: d.drop(columns=["source_dataset"]), "lacks column(s) ['source_dataset']"),
+    ("tasks.csv", lambda d: d.iloc[1:], "tasks.csv has no row for 1 task(s)"),
+    ("records.csv", lambda d: d.drop(columns=["model"]), "records.csv lacks column(s) ['model']"),
+    ("scores.csv", lambda d: d.assign(logme="x"), "scores column 'logme' holds 6 value(s) that are not numbers"),
+    # trained on without a word into a learner that load_learner refuses
+    ("scores.csv", lambda d: d.assign(logme=np.inf), "scores column 'logme' holds infinite values"),
+])
+def test_an_edited_benchmark_results_folder_is_one_line(cli, cache_dir, tmp_path, file, edit, message):
+    from modelrank.spider import load_benchmark
+
+    folder = _results_folder(tmp_path / "run")
+    edit(pd.read_csv(folder / file)).to_csv(folder / file, index=False)
+    with pytest.raises(InvalidInputError, match=re.escape(message)):
+        load_benchmark(folder, prototypes=False)
+    if file != "scores.csv":  # found before the feature cache is read
+        code, out, err = cli("spider", "train", f"benchmark:{folder}", "--out", str(tmp_path / "learner"))
+        assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err
+        assert not (tmp_path / "learner").exists()
+
+
+def test_a_complete_small_results_folder_loads():
+    from modelrank.spider import load_benchmark
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        records = load_benchmark(_results_folder(Path(tmp) / "run"), prototypes=False)
+    assert records.models == ["zoo/x/a", "zoo/x/b", "zoo/x/c"] and records.score_columns == ["logme"]

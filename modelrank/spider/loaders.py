@@ -249,14 +249,14 @@ def load_benchmark(
     from .prototypes import prototypes_of
 
     folder = Path(folder)
-    raw = _read_csv(folder / "records.csv")
+    raw = _benchmark_table(folder, "records.csv", None, ("dataset", "model", "accuracy"))
     protocols = raw["protocol"] if "protocol" in raw.columns else pd.Series("linear", index=raw.index)
     raw = raw[(protocols == protocol).to_numpy()]
     if raw.empty:
         found = sorted(set(protocols.dropna()))
         raise InvalidInputError(f"{folder / 'records.csv'} has no {protocol!r} records (it has: {found})")
-    zoo = _read_csv(folder / "zoo.csv").set_index("name")
-    tasks = _read_csv(folder / "tasks.csv").set_index("task")
+    zoo = _benchmark_table(folder, "zoo.csv", "name", ("source_dataset",))
+    tasks = _benchmark_table(folder, "tasks.csv", "task", ())
     scores = _read_csv(folder / "scores.csv").rename(columns={"Dataset": "dataset", "Model": "model"})
     scores = scores[[c for c in scores.columns if not is_annotation(c, scores.columns)]]  # timings, flags, ...
     if metrics is not None:
@@ -265,6 +265,8 @@ def load_benchmark(
             raise InvalidInputError(f"scores.csv has no column(s) {unknown}; it has {sorted(scores.columns[2:])}")
         scores = scores[["dataset", "model", *metrics]]
     task_names, model_names = sorted(set(raw["dataset"])), sorted(set(raw["model"]))
+    _benchmark_rows(zoo, model_names, folder / "zoo.csv", "model(s)")
+    _benchmark_rows(tasks, task_names, folder / "tasks.csv", "task(s)")
     side: dict = {
         "model_meta": zoo.loc[model_names, [c for c in BENCHMARK_MODEL_META if c in zoo.columns]],
         "task_meta": tasks.loc[task_names, [c for c in BENCHMARK_TASK_META if c in tasks.columns]],
@@ -288,9 +290,37 @@ def load_benchmark(
 
     info: dict = {}
     if text_encoder_available():
+        _benchmark_table(folder, "tasks.csv", None, ("domain", "base", "class_names"), tasks.reset_index())
         texts = [BENCHMARK_TASK_TEXT.format(**tasks.loc[t].to_dict()) for t in task_names]
         side["task_embed"] = pd.DataFrame(encode_texts(texts), index=task_names).rename(columns=str)
         info["task_text"] = BENCHMARK_TASK_TEXT
     records = records_from_frame(raw, aggregate="mean", name=f"benchmark-{folder.name}-{protocol}", **side)
     records.info.update(info, encoder=encoder)
     return records
+
+
+def _benchmark_table(folder: Path, name: str, key: str | None, needed: Sequence[str],
+                     frame: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``name`` of a benchmark results folder (``frame``: as already read), checked for the columns ``needed`` and,
+    given a ``key`` column, indexed by it (each name once). A file edited or from elsewhere was a KeyError or a
+    pandas ValueError traceback (exit 1) deep in ``load_benchmark``."""
+    path = folder / name
+    frame = _read_csv(path) if frame is None else frame
+    missing = [c for c in ((key,) if key else ()) + tuple(needed) if c not in frame.columns]
+    if missing:
+        raise InvalidInputError(f"{path} lacks column(s) {missing} of a `modelrank benchmark` results folder")
+    if key is None:
+        return frame
+    names = frame[key]
+    if names.isna().any() or names.duplicated().any():
+        twice = names[names.duplicated()].dropna().unique().tolist()[:3]
+        raise InvalidInputError(f"{path}: every row needs its own {key} "
+                                f"({'blank names' if names.isna().any() else f'{twice} more than once'})")
+    return frame.set_index(key)
+
+
+def _benchmark_rows(frame: pd.DataFrame, names: Sequence[str], path: Path, what: str) -> None:
+    """Every one of ``names`` (from records.csv) has its row in ``frame`` (read from ``path``)."""
+    lacking = [name for name in names if name not in frame.index]
+    if lacking:
+        raise InvalidInputError(f"{path} has no row for {len(lacking)} {what} of records.csv, e.g. {lacking[:3]}")

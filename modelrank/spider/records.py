@@ -146,6 +146,23 @@ class Records:
             scores = scores.copy()
             scores["dataset"] = scores["dataset"].astype(str)
             scores["model"] = scores["model"].astype(str)
+            # A score is a number, blank where a model has none: text was a traceback converting them to float32,
+            # and an inf (or a value whose square overflows float32) was trained on without a word and saved in a
+            # learner that load_learner refuses (its arrays hold no inf).
+            columns = [c for c in scores.columns if c not in ("dataset", "model")]
+            values = scores[columns].apply(pd.to_numeric, errors="coerce").astype(float)
+            text = values.isna() & scores[columns].notna()
+            if text.to_numpy().any():
+                column = text.any()[text.any()].index[0]
+                raise InvalidInputError(f"scores column {column!r} holds {int(text[column].sum())} value(s) that are "
+                                        f"not numbers, e.g. {scores.loc[text[column], column].iloc[0]!r}")
+            wild = np.abs(values.to_numpy()) > RECORD_VALUE_BOUND  # inf included, NaN (no score) not
+            if wild.any():
+                column = columns[int(np.flatnonzero(wild.any(0))[0])]
+                raise InvalidInputError(f"scores column {column!r} holds infinite values or values beyond "
+                                        f"+-{RECORD_VALUE_BOUND:.0e} (the learners compute in float32); "
+                                        "blank = no score")
+            scores[columns] = values
             if scores.duplicated(["dataset", "model"]).any():
                 raise InvalidInputError("scores has duplicated (dataset, model) rows")
             self.scores = scores.reset_index(drop=True)
