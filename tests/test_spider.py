@@ -497,3 +497,54 @@ def test_records_of_datasets_and_models_named_as_missing_values(tmp_path):
     (tmp_path / "finetune_accuracy.csv").write_text("dataset,model,accuracy\nNA,None,0.5\nNA,null,0.7\n")
     (tmp_path / "baseline_results.csv").write_text("Dataset,Model,LogME\nNA,None,1.0\nNA,null,2.0\n")
     assert load_model_spider(tmp_path).truth("NA").to_dict() == {"None": 0.5, "null": 0.7}
+
+
+def _published_folder(folder: Path) -> Path:
+    """Small stand-ins of Model Spider's and the graph seed's published files (the real ones: tests marked anchors)."""
+    folder.mkdir()
+    rows = [(t, m, 0.5 + 0.1 * i + 0.01 * j) for j, t in enumerate(["Pets", "DTD"]) for i, m in enumerate(["a1", "b2"])]
+    pd.DataFrame(rows, columns=["dataset", "model", "accuracy"]).to_csv(folder / "finetune_accuracy.csv", index=False)
+    pd.DataFrame([(t, m, acc) for t, m, acc in rows], columns=["Dataset", "Model", "LogME"]).to_csv(
+        folder / "baseline_results.csv", index=False)
+    pd.DataFrame([(*row, "resnet", "src") for row in rows], columns=["dataset", "model", "accuracy", "architecture",
+                                                                     "source_dataset"]).to_csv(
+        folder / "finetune_accuracy_multisource.csv", index=False)
+    tasks = ["task0_real_5", "task1_sketch_5"]
+    pd.DataFrame([[0.5, 0.6], [0.7, 0.4]], index=pd.Index(["m1", "m2"], name=""), columns=tasks).to_csv(
+        folder / "record_domainnet_10_270.csv")
+    pd.DataFrame({"model name": ["m1", "m2"], "params": [1, 2]}).to_csv(folder / "source_model_meta_data.csv",
+                                                                        index=False)
+    pd.DataFrame({"domain": ["real", "sketch"], "Labels": ["a_b", "c"]}).to_csv(
+        folder / "target_dataset_meta_data.csv", index=False)
+    np.save(folder / "DomainNet_target_embedding.npy", np.zeros((2, 852)))
+    return folder
+
+
+@pytest.mark.parametrize("kind, file, edit, message", [
+    ("model-spider", "finetune_accuracy.csv", lambda d: d.drop(columns=["dataset"]), "lacks column(s) ['dataset']"),
+    ("model-spider", "baseline_results.csv", lambda d: d.drop(columns=["Model"]), "lacks column(s) ['Model']"),
+    ("model-spider-multi", "finetune_accuracy_multisource.csv", lambda d: d.drop(columns=["architecture"]),
+     "lacks column(s) ['architecture']"),
+    ("domainnet", "source_model_meta_data.csv", lambda d: d.drop(columns=["model name"]),
+     "lacks column(s) ['model name']"),
+    ("domainnet", "target_dataset_meta_data.csv", lambda d: d.drop(columns=["domain"]), "lacks column(s) ['domain']"),
+    ("domainnet", "DomainNet_target_embedding.npy", lambda a: a[:1], "holds an array of shape (1, 852)"),
+    ("domainnet", "DomainNet_target_embedding.npy", lambda a: a[:, :10], "holds an array of shape (2, 10)"),  # none
+    ("domainnet", "record_domainnet_10_270.csv", lambda d: d.rename(columns={"task0_real_5": "t0"}),
+     "record columns must be named task<k>_<domain>_<samples per class>, not ['t0']"),  # an IndexError
+])
+def test_edited_published_records_are_one_line_errors(tmp_path, cli, kind, file, edit, message):
+    """A published records file edited, or another file under its name, was a KeyError, IndexError or pandas
+    ValueError traceback (exit 1) where the loader first used what was missing."""
+    from modelrank.spider import load_records
+
+    folder = _published_folder(tmp_path / "published")
+    load_records(f"{kind}:{folder}")  # as written, the folder loads
+    path = folder / file
+    if file.endswith(".npy"):
+        np.save(path, edit(np.load(path)))
+    else:
+        index = 0 if file.startswith("record_") else None
+        edit(pd.read_csv(path, index_col=index)).to_csv(path, index=index is not None)
+    code, out, err = cli("spider", "train", f"{kind}:{folder}", "--out", str(tmp_path / "learner"))
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err

@@ -38,14 +38,24 @@ def _need(path: Path) -> Path:
     return path
 
 
-def _read_csv(path: Path, **options) -> pd.DataFrame:
-    return read_csv_file(_need(path), "table", text_columns=NAME_COLUMNS, **options)
+def _columns(frame: pd.DataFrame, path: Path, columns: Sequence[str]) -> pd.DataFrame:
+    """``frame`` (read from ``path``) when it has ``columns``: a published file edited, or another file under its
+    name, was a KeyError traceback (exit 1) where the loader first used the column."""
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise InvalidInputError(f"{path} lacks column(s) {missing} (has {list(frame.columns)[:8]})")
+    return frame
 
 
-def _read_transfergraph_csv(path: Path, **options) -> pd.DataFrame:
+def _read_csv(path: Path, columns: Sequence[str] = (), **options) -> pd.DataFrame:
+    return _columns(read_csv_file(_need(path), "table", text_columns=NAME_COLUMNS, **options), path, columns)
+
+
+def _read_transfergraph_csv(path: Path, columns: Sequence[str] = (), **options) -> pd.DataFrame:
     # TransferGraph's published tables have truncated lines (2 in the image scores, whose metric is then blank and
     # drops out of the pivot; 1 in the text model configs, short of only its accuracy, which is not metadata).
-    return read_csv_file(_need(path), "table", allow_ragged=True, text_columns=NAME_COLUMNS, **options)
+    frame = read_csv_file(_need(path), "table", allow_ragged=True, text_columns=NAME_COLUMNS, **options)
+    return _columns(frame, path, columns)
 
 
 def load_domainnet(folder: str | Path, embedding: str = "seed") -> Records:
@@ -64,10 +74,14 @@ def load_domainnet(folder: str | Path, embedding: str = "seed") -> Records:
     wide = _read_csv(folder / "record_domainnet_10_270.csv", index_col=0).copy()
     tasks = list(wide.columns)
     table = wide.copy().rename_axis("model").reset_index().melt(id_vars="model", var_name="dataset", value_name="accuracy")
-    model_meta = _read_csv(folder / "source_model_meta_data.csv").set_index("model name")
-    task_meta = _read_csv(folder / "target_dataset_meta_data.csv")
+    model_meta = _read_csv(folder / "source_model_meta_data.csv", ["model name"]).set_index("model name")
+    task_columns = ["domain", "Labels"] if embedding == "text" else ["domain"]
+    task_meta = _read_csv(folder / "target_dataset_meta_data.csv", task_columns)
     if len(task_meta) != len(tasks):
         raise InvalidInputError(f"{len(task_meta)} task metadata rows for {len(tasks)} record columns")
+    unnamed = [t for t in tasks if str(t).count("_") < 2]  # an IndexError below
+    if unnamed:
+        raise InvalidInputError(f"record columns must be named task<k>_<domain>_<samples per class>, not {unnamed[:3]}")
     domains = [t.split("_")[1] for t in tasks]
     if list(task_meta["domain"]) != domains:
         raise InvalidInputError("task metadata rows do not line up with the record columns (domain mismatch)")
@@ -77,9 +91,13 @@ def load_domainnet(folder: str | Path, embedding: str = "seed") -> Records:
     if embedding == "seed":
         path = _need(folder / "DomainNet_target_embedding.npy")
         try:
-            block = np.load(path, allow_pickle=False)[:, SEED_TEXT_BLOCK]
-        except (OSError, ValueError, IndexError) as exc:  # damaged, or an object array that would need unpickling
+            seed = np.load(path, allow_pickle=False)
+        except (OSError, ValueError) as exc:  # damaged, or an object array that would need unpickling
             raise InvalidInputError(f"cannot read {path}: {error_reason(exc)}") from None
+        if seed.shape != (len(tasks), SEED_TEXT_BLOCK.stop):  # other rows: a pandas ValueError; fewer columns: none
+            raise InvalidInputError(f"{path} holds an array of shape {seed.shape}; the seed's embedding is one row "
+                                    f"of {SEED_TEXT_BLOCK.stop} values per task ({len(tasks)} tasks)")
+        block = seed[:, SEED_TEXT_BLOCK]
         task_embed = pd.DataFrame(block, index=tasks).rename(columns=str)
     elif embedding == "text":
         from ..text import encode_texts
@@ -116,12 +134,13 @@ def load_transfergraph(folder: str | Path, modality: str = "image", model_text: 
         raise InvalidInputError(f"modality must be one of {sorted(TRANSFERGRAPH_MODALITIES)}, not {modality!r}")
     sub, sim_file = TRANSFERGRAPH_MODALITIES[modality]
     folder = Path(folder) / sub
-    raw = _read_transfergraph_csv(folder / "records.csv", index_col=0)
+    raw = _read_transfergraph_csv(folder / "records.csv", ["model", "finetuned_dataset", "eval_accuracy"], index_col=0)
     if "peft_method" in raw.columns:
         raw = raw[raw["peft_method"].isna()]
-    task_meta = _read_transfergraph_csv(folder / "target_dataset_features.csv").set_index("finetune_dataset")
+    task_meta = _read_transfergraph_csv(folder / "target_dataset_features.csv", ["finetune_dataset"])
+    task_meta = task_meta.set_index("finetune_dataset")
     sim = _read_transfergraph_csv(folder / sim_file, index_col=0)
-    model_meta = _read_transfergraph_csv(folder / "model_config_dataset.csv")
+    model_meta = _read_transfergraph_csv(folder / "model_config_dataset.csv", ["model"])
     model_meta = model_meta.drop_duplicates("model").set_index("model")
     model_meta = model_meta[[c for c in MODEL_META_COLUMNS if c in model_meta.columns]]
     frame = raw.rename(columns={"finetuned_dataset": "dataset", "eval_accuracy": "accuracy"})
@@ -129,7 +148,8 @@ def load_transfergraph(folder: str | Path, modality: str = "image", model_text: 
                   & frame["model"].isin(model_meta.index)]
     dropped = len(raw) - len(frame)
     tasks = sorted(set(frame["dataset"]))
-    scores = _read_transfergraph_csv(folder / "transferability_score_records.csv", index_col=0)
+    scores = _read_transfergraph_csv(folder / "transferability_score_records.csv",
+                                     ["target_dataset", "model", "metric", "score"], index_col=0)
     scores = scores.assign(metric=scores["metric"].str.replace("TransferabilityMethod.", "", regex=False).str.lower())
     scores = scores.pivot_table(index=["target_dataset", "model"], columns="metric", values="score", aggfunc="last")
     scores = scores.reset_index().rename(columns={"target_dataset": "dataset"}).rename_axis(columns=None)
@@ -168,14 +188,17 @@ def load_model_spider(folder: str | Path, kind: str = "single", zoo42: bool = Fa
     if kind not in MODEL_SPIDER_KINDS:
         raise InvalidInputError(f"kind must be one of {MODEL_SPIDER_KINDS}, not {kind!r}")
     if kind == "single":
-        frame = _read_csv(folder / "finetune_accuracy.csv")
-        scores = _read_csv(folder / "baseline_results.csv").rename(columns={"Dataset": "dataset", "Model": "model"})
+        frame = _read_csv(folder / "finetune_accuracy.csv", ["dataset", "model", "accuracy"])
+        scores = _read_csv(folder / "baseline_results.csv", ["Dataset", "Model"])
+        scores = scores.rename(columns={"Dataset": "dataset", "Model": "model"})
         frame = frame[frame["dataset"].isin(set(scores["dataset"]))]
         model_meta = pd.DataFrame({"architecture": [m.rstrip("0123456789_") for m in sorted(set(frame["model"]))]},
                                   index=sorted(set(frame["model"])))
         return records_from_frame(frame, aggregate=None, scores=scores, model_meta=model_meta,
                                   name="model-spider-single")
-    frame = _read_csv(folder / "finetune_accuracy_multisource.csv")
+    frame = _read_csv(folder / "finetune_accuracy_multisource.csv",
+                      ["dataset", "model", "accuracy", "architecture", "source_dataset",
+                       *(["in_42_model_zoo"] if zoo42 else [])])
     if zoo42:
         frame = frame[frame["in_42_model_zoo"] == 1]
     model_meta = frame.drop_duplicates("model").set_index("model")[["architecture", "source_dataset"]]
