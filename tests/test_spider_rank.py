@@ -500,3 +500,21 @@ def test_learner_option_values_of_the_wrong_kind_are_one_line_errors(cli, tmp_pa
     assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()
     assert make_learner("task_attention", score_grid=[0, 1]).config["score_grid"] == [0.0, 1.0]  # ints still fine
+
+
+def test_ctrl_c_while_rank_extracts_says_the_features_are_kept(cli, tmp_path, cache_dir, monkeypatch):
+    """spider rank -d extracts missing features into the cache, chunk by chunk: interrupted, it said "nothing was
+    written" while the finished chunks were kept (and a rerun resumes from them)."""
+    import modelrank.extraction
+
+    records = clustered(n_models=3, n_tasks=4)
+    scores = records.table.rename(columns={"accuracy": "logme"})
+    learner = make_learner("metric").fit(Records(records.table, scores=scores)).save(tmp_path / "metric")
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(modelrank.extraction, "load_feature_pairs", interrupted)
+    code, out, err = cli("spider", "rank", str(learner), "-d", "digits")
+    assert code == 130 and out == "" and err.count("\n") == 1, err
+    assert "kept in the feature cache" in err and "rerun the same command to resume" in err

@@ -239,6 +239,9 @@ def _feature_loader(dataset, split, per_class, seed, data_root, cache_dir, featu
 
         if not models:
             return {}
+        # extraction writes finished chunks to the cache as it goes: "nothing was written" was untrue after a Ctrl-C
+        set_interrupt_note("features extracted before the interruption are kept in the feature cache; no ranking "
+                           "was written; rerun the same command to resume")
         with progress_display(quiet) as progress:
             loaded = load_feature_pairs([(m, dataset) for m in models], split, per_class=per_class, seed=seed,
                                         cache_dir=str(cache_dir) if cache_dir else None,
