@@ -194,3 +194,23 @@ def test_unknown_preset_and_zoo_model():
     with pytest.raises(UnknownNameError):
         load_model("zoo/ci/never-built")
     assert "zoo/ci/never-built" not in MODELS
+
+
+def test_zoo_ls_of_an_edited_manifest_lists_what_it_can(cache_dir, cli):
+    """Text in params was a traceback (exit 1), one record that was no dict blanked every row (shown as "nanM"), and
+    a model without a parameter count showed "nanM"."""
+    record = {"name": "zoo/ci/a", "family": "test", "source_dataset": "source/digits", "num_classes": 10,
+              "params": 100481, "trained_params": 47121, "input_size": 32, "source_accuracy": 0.5, "sha256": "ab"}
+    models = {"zoo/ci/a": record, "zoo/ci/b": {**record, "name": "zoo/ci/b", "params": "big"},
+              "zoo/ci/c": [1, 2], "zoo/ci/d": {**record, "name": "zoo/ci/d", "trained_params": None}}
+    folder = cache_dir / "zoo" / "ci"
+    folder.mkdir(parents=True)
+    (folder / "manifest.json").write_text(json.dumps({"preset": "ci", "models": models}))
+    code, out, err = cli("zoo", "ls", "--preset", "ci", "--format", "json")
+    assert code == 0, err
+    rows = {row["model"]: row for row in json.loads(out)}
+    assert set(rows) == {"zoo/ci/a", "zoo/ci/b", "zoo/ci/d"}
+    assert rows["zoo/ci/a"]["params"] == "0.10M" and rows["zoo/ci/b"]["params"] == ""
+    assert rows["zoo/ci/d"]["trained"] == ""
+    assert "params of zoo/ci/b is not a number ('big')" in err and "the record of zoo/ci/c is damaged" in err
+    assert "Traceback" not in err and len(err.splitlines()) == 2

@@ -32,9 +32,16 @@ def _zoo_frame(zoo: "pd.DataFrame") -> "pd.DataFrame":
 
     return pd.DataFrame({
         "model": zoo["name"], "family": zoo["family"], "source": zoo["source_dataset"], "classes": zoo["num_classes"],
-        "params": (zoo["params"] / 1e6).map("{:.2f}M".format), "trained": (zoo["trained_params"] / 1e6).map("{:.2f}M".format),
+        "params": _millions(zoo["params"]), "trained": _millions(zoo["trained_params"]),
         "px": zoo["input_size"], "source acc": zoo["source_accuracy"].astype(float).round(3), "sha256": zoo["sha256"],
     })
+
+
+def _millions(counts: "pd.Series") -> "pd.Series":
+    """Parameter counts as "3.38M"; blank where a record has none (it was "nanM")."""
+    import pandas as pd
+
+    return counts.map(lambda count: "" if pd.isna(count) else f"{count / 1e6:.2f}M")
 
 
 def _zoo_events(display: "ProgressDisplay") -> Callable[[str, str, dict], None]:

@@ -11,6 +11,7 @@ interrupted model continues from its last epoch).
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -22,7 +23,7 @@ from ..models import file_fingerprint, load_model
 from ..models.base import MODELS
 from ..progress import ProgressFn, epoch_reporter, report
 from .presets import Preset, get_preset
-from .registry import read_manifest, register_zoo_models, write_manifest, zoo_root
+from .registry import manifest_path, read_manifest, register_zoo_models, write_manifest, zoo_root
 
 #: on_event(kind, model_name, info): kind is "start" (info: index, total), "epoch" (the epoch's metrics),
 #: "done" (the model's record) or "cached" (the record of a model built before).
@@ -110,9 +111,32 @@ def build_zoo(
     return zoo_table(preset.name, cache_dir)
 
 
+#: the numeric fields of a zoo table (blank where a record has none)
+ZOO_NUMBERS = ("num_classes", "params", "trained_params", "input_size", "source_accuracy", "epochs_run", "seconds")
+
+
 def zoo_table(preset: str, cache_dir: str | os.PathLike | None = None) -> pd.DataFrame:
-    """The metadata of a built zoo, one row per model, in build order."""
+    """The metadata of a built zoo, one row per model, in build order.
+
+    A damaged record is left out and a field that is not a number left blank, each with a warning (as
+    ``register_zoo_models`` skips such records): one record that was no dict blanked every row of `zoo ls`, and
+    text in ``params`` or ``source_accuracy`` was a traceback."""
     columns = ["name", "family", "base", "source_dataset", "num_classes", "params", "trained_params", "input_size",
                "source_accuracy", "epochs_run", "seconds", "sha256"]
-    records = list(read_manifest(preset, cache_dir)["models"].values())
-    return pd.DataFrame(records).reindex(columns=columns)
+    records = []
+    for name, record in read_manifest(preset, cache_dir)["models"].items():
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            warnings.warn(f"zoo manifest {manifest_path(preset, cache_dir)}: the record of {name} is damaged (not a "
+                          "record); skipped")
+    table = pd.DataFrame(records).reindex(columns=columns)
+    for column in ZOO_NUMBERS:
+        values = pd.to_numeric(table[column], errors="coerce")
+        wrong = values.isna() & table[column].notna()
+        if wrong.any():
+            model, value = table.loc[wrong, "name"].iloc[0], table.loc[wrong, column].iloc[0]
+            warnings.warn(f"zoo manifest {manifest_path(preset, cache_dir)}: {column} of {model} is not a number "
+                          f"({value!r}); left blank")
+        table[column] = values
+    return table
