@@ -855,6 +855,20 @@ def test_edited_learned_arrays_of_a_learner_give_one_line(tmp_path, cli, learner
     assert code == 2 and out == "" and err.count("\n") == 1 and "is damaged or was edited" in err, err
 
 
+def test_a_learner_of_the_pickled_format_asks_to_be_retrained_and_is_never_unpickled(tmp_path, cli, monkeypatch):
+    """Format 1 was learner.json + state.pt (a torch pickle): without a state.npz it said "no saved learner"."""
+    import pickle
+
+    folder = tmp_path / "old"
+    folder.mkdir()
+    (folder / "learner.json").write_text(json.dumps({"format": 1, "learner": "model_prior", "config": {}}))
+    (folder / "state.pt").write_bytes(pickle.dumps({"prior": [1.0, 2.0]}))
+    monkeypatch.setattr(pickle, "loads", lambda *a, **k: pytest.fail("unpickled"))
+    code, out, err = cli("spider", "rank", str(folder))
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "saved learner format 1 is not supported (expected 2); retrain it" in err
+
+
 def test_bad_command_inputs_give_one_line(tmp_path, cli):
     folder = _saved_learner(tmp_path)
     header_only = tmp_path / "h.csv"

@@ -278,16 +278,20 @@ def load_learner(path: str | Path) -> Learner:
     A folder whose files were damaged or edited is refused with one line naming the folder.
     """
     path = Path(path)
-    if not (path / "learner.json").is_file() or not (path / "state.npz").is_file():
+    if not (path / "learner.json").is_file():
         raise MissingResourceError(f"no saved learner in {path} (expected learner.json and state.npz)")
     try:
         meta = json.loads((path / "learner.json").read_text())
     except (OSError, ValueError) as exc:  # unreadable, not UTF-8, not JSON
         raise InvalidInputError(f"saved learner in {path} is damaged: {path / 'learner.json'} is not valid JSON ({exc})") from None
+    # the format before the arrays: a format-1 learner (learner.json + state.pt, a pickle never opened here) was
+    # "no saved learner" instead of the version to retrain
     if not isinstance(meta, dict) or meta.get("format") != FORMAT_VERSION:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise InvalidInputError(f"saved learner format {found!r} is not supported (expected {FORMAT_VERSION}); "
                                 "retrain it with `modelrank spider train`")
+    if not (path / "state.npz").is_file():
+        raise MissingResourceError(f"no saved learner in {path} (expected learner.json and state.npz)")
     try:
         state_bytes = (path / "state.npz").read_bytes()
     except OSError as exc:
