@@ -518,3 +518,15 @@ def test_ctrl_c_while_rank_extracts_says_the_features_are_kept(cli, tmp_path, ca
     code, out, err = cli("spider", "rank", str(learner), "-d", "digits")
     assert code == 130 and out == "" and err.count("\n") == 1, err
     assert "kept in the feature cache" in err and "rerun the same command to resume" in err
+
+
+def test_an_unknown_task_names_the_closest_known_ones(cli, tmp_path):
+    """`spider rank DIR Pets` said only "the learner knows 8 tasks": their names were in learner.json alone."""
+    table = pd.DataFrame([(t, m, 0.5 + 0.1 * i + 0.01 * j) for j, t in enumerate(["Pet", "DTD", "CIFAR10", "CIFAR100"])
+                          for i, m in enumerate(["a", "b"])], columns=["dataset", "model", "accuracy"])
+    learner = make_learner("model_prior").fit(Records(table)).save(tmp_path / "prior")
+    for task, hint in (("Pets", "(did you mean Pet?)"), ("cifar-10", "(did you mean CIFAR10, CIFAR100?)"),
+                       ("zzz", "(CIFAR10, CIFAR100, DTD, Pet)")):
+        code, out, err = cli("spider", "rank", str(learner), task)
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert f"unknown task {task!r}: the learner knows 4 tasks {hint}; describe a new one" in err, err

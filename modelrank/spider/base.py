@@ -153,9 +153,11 @@ class Learner:
             obs[pd.Index(self.models).get_indexer(observed.index)] = observed.to_numpy(dtype=np.float32)
         if isinstance(task, str):
             if task not in self.tasks:
+                known = _known_as(task, self.tasks)
                 raise InvalidInputError(
-                    f"unknown task {task!r}: the learner knows {len(self.tasks)} tasks; describe a new one by its data "
-                    "(`spider rank DIR -d DATASET` or --features; in Python a TaskInfo, see spider.describe)"
+                    f"unknown task {task!r}: the learner knows {len(self.tasks)} tasks ({known}); "
+                    "describe a new one by its data (`spider rank DIR -d DATASET` or --features; in Python a "
+                    "TaskInfo, see spider.describe)"
                 )
             i = self.tasks.index(task)
             return TaskView(task, i, self.task_features[i], self.scores[i], obs, *self._stored_prototypes(task))
@@ -248,6 +250,18 @@ class Learner:
         atomic_write_bytes(path / "state.npz", state_bytes)
         atomic_write_bytes(path / "learner.json", json.dumps(meta, indent=1).encode())
         return path
+
+
+def _known_as(name: str, known: Sequence[str]) -> str:
+    """The closest of ``known`` to a misspelt task name (any letter case), or the first few when none is close:
+    `spider rank DIR Pets` said only "the learner knows 8 tasks", and their names were in learner.json alone."""
+    import difflib
+
+    lower = {k.lower(): k for k in known}
+    close = [lower[c] for c in difflib.get_close_matches(name.lower(), list(lower), n=3, cutoff=0.6)]
+    if close:
+        return f"did you mean {', '.join(close)}?"
+    return f"{', '.join(known[:5])}{', ...' if len(known) > 5 else ''}"
 
 
 def _split_arrays(value: Any, arrays: dict[str, np.ndarray], key: str) -> Any:
