@@ -64,7 +64,7 @@ class ProgressDisplay:
     def __call__(self, row: str, text: str, done: int, total: int | None) -> None:
         if self._bar is None:
             return
-        from rich.markup import escape
+        from .display import escape
 
         description = escape(text)
         task = self._rows.get(row)

@@ -711,3 +711,18 @@ def test_control_characters_of_user_text_never_reach_the_terminal_raw(cli, tmp_p
     screen.print(frame_table(pd.DataFrame({"model": names, "score": [1.0, 2.0, 3.0]}), title="for t\x1b[2J"))
     shown = screen.file.getvalue()
     assert "m0\\x1b[31m" in shown and "\x1b[31m" not in shown.replace("\\x1b[31m", "") and "\x1b[2J" not in shown
+
+
+def test_control_characters_of_user_text_are_escaped_in_notes_too(cli, tmp_path):
+    """The notes and warnings on stderr quote dataset and model names as well: a dataset named with an ESC sequence
+    reached the terminal raw in evaluate's "no ranking" note."""
+    import pandas as pd
+
+    dataset = "d\x1b[31m\nx"
+    pd.DataFrame({"Dataset": [dataset] * 3, "Model": ["a", "b", "c"], "logme": [1.0, 1.0, 1.0]}).to_csv(
+        tmp_path / "scores.csv", index=False)
+    pd.DataFrame({"dataset": [dataset] * 3, "model": ["a", "b", "c"], "accuracy": [0.1, 0.2, 0.3]}).to_csv(
+        tmp_path / "truth.csv", index=False)
+    code, _, err = cli("evaluate", "--scores", str(tmp_path / "scores.csv"), "--truth", str(tmp_path / "truth.csv"))
+    assert code == 0 and "no ranking" in err, err
+    assert "\x1b" not in err and "d\\x1b[31m\\nx" in err, err

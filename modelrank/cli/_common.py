@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -81,16 +80,6 @@ def confirmed(question: str, refusal: str) -> bool:
     if not sys.stdin.isatty():
         raise ModelrankError(refusal)
     return typer.confirm(question, default=False, err=True)
-
-
-#: C0 and C1 control characters (newline, tab and ESC among them) and DEL
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
-def printable(text: str) -> str:
-    """``text`` with its control characters written as escapes (``\\n``, ``\\x1b``). Names and paths come from the
-    user: a newline in one made the one-line error two lines, and an ESC sequence in one recoloured the terminal."""
-    return _CONTROL.sub(lambda match: match.group().encode("unicode_escape").decode("ascii"), text)
 
 
 def log(message: str) -> None:

@@ -18,10 +18,10 @@ import os
 import sys
 from typing import Optional
 
-from rich.markup import escape
 
+from ..display import escape
 from ..errors import ModelrankError
-from ._common import app, err_console, interrupt_note, printable
+from ._common import app, err_console, interrupt_note
 
 #: exit status of a run whose output pipe was closed by its reader: a shell's for a process SIGPIPE ended
 _BROKEN_PIPE = 128 + 13
@@ -32,12 +32,12 @@ _INPUT_ERRNOS = {errno.ENOENT, errno.EACCES, errno.EPERM, errno.EISDIR, errno.EN
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    err_console.print(f"[yellow]warning:[/] {escape(printable(str(message)))}", highlight=False, soft_wrap=True)
+    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False, soft_wrap=True)
 
 
 def _fail(message: str, code: int) -> None:
     # one line, whatever the message quotes: a path or name holding a newline made it two
-    err_console.print(f"[bold red]error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

@@ -22,12 +22,13 @@ from typing import TYPE_CHECKING, Iterable, Optional
 
 import typer
 from rich.cells import cell_len
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from ..display import escape
 from ..errors import ModelrankError
-from ._common import console, err_console, printable
+from ..display import printable
+from ._common import console, err_console
 
 if TYPE_CHECKING:
     import pandas as pd

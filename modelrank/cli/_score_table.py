@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 from rich import box
 from rich.cells import cell_len
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from ..display import escape
 from ..scoring import SATURATED, saturated_rows
 
 # Models x metrics, per dataset: each cell is the score and its rank (1 = best; "2=" a tie), the models sorted by

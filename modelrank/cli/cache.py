@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
+from ..display import escape
 from ..errors import ModelrankError
 from ..registry import GLOB_CHARACTERS
 from ._common import app, console, err_console, ExistingCacheDirOption, confirmed, set_interrupt_note

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
+from ..display import escape
 from ..errors import ModelrankError
 from ..registry import COMMA_HINT, names_of, split_names
 from ._common import SEVERAL, app, console, err_console

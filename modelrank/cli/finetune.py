@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 import typer
-from rich.markup import escape
 
+from ..display import escape
 from ..errors import ModelrankError
 from ..registry import names_of, split_names
 from ._common import (

@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 from rich.console import Group
-from rich.markup import escape
 
+from ..display import escape
 from ..errors import ModelrankError, short_list
 from ..registry import names_of
 from ._common import (

@@ -7,8 +7,8 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
 
+from ..display import escape
 from ..errors import ModelrankError
 from ..registry import names_of
 from ._common import (

@@ -6,8 +6,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Optional
 
 import typer
-from rich.markup import escape
 
+from ..display import escape
 from ._common import (
     set_interrupt_note, app, err_console, CacheDirOption, DataRootOption, ExistingCacheDirOption, folder_path, log,
     progress_display,
