@@ -897,6 +897,24 @@ def test_empty_or_foreign_weight_files_give_one_line(tmp_path, cli):
         assert "weights_only" not in err  # torch's advice to load with weights_only=False would run the file's code
 
 
+def test_a_flipped_bit_in_a_torch_files_tensor_bytes_is_refused(tmp_path, cli):
+    """torch's zip reader does not check the CRC-32 of the members: the damaged file loaded as other weights."""
+    weights = torch.arange(256, dtype=torch.float32)
+    path = tmp_path / "w.pth"
+    torch.save({"w": weights}, path)
+    data = bytearray(path.read_bytes())
+    at = bytes(data).find(weights.numpy().tobytes())
+    assert at > 0
+    data[at + 100] ^= 0x01
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(bytes(data))
+    assert torch.equal(read_state_dict(path)["w"], weights)
+    with pytest.raises(InvalidInputError, match="fail their CRC-32 check"):
+        read_state_dict(damaged)
+    code, out, err = cli("extract", "-m", TINY_MODEL, "--checkpoint", str(damaged), "-d", "digits", "--limit", "8")
+    assert code == 2 and "CRC-32" in err and err.count("\n") == 1, err
+
+
 def test_constant_accuracies_give_documented_nan_not_a_traceback():
     from modelrank.spider import Records, make_learner
     from modelrank.spider.protocols import evaluate as evaluate_learner

@@ -58,6 +58,27 @@ def _check_weight_file(path: Path) -> None:
         raise MissingResourceError(f"weight file {path} does not exist")
 
 
+def _check_zip_members(path: Path) -> None:
+    """Refuse a torch (zip) file whose members' bytes fail their CRC-32. torch's reader never checks it: a flipped
+    bit in a tensor's bytes (a damaged copy, bit rot) loaded without a word as other weights, and the features,
+    scores and fine-tunes of a damaged model were cached as the model's (its fingerprint is the damaged file's).
+    Reading the file costs about what hashing it for that fingerprint does. A file that is no zip (torch's legacy
+    format) or that zipfile cannot parse is left to ``torch.load`` to judge."""
+    import zipfile
+    import zlib
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except zlib.error:  # a deflated member whose bytes do not inflate: damaged as well
+        damaged = "a compressed member"
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError):
+        return
+    if damaged is not None:
+        raise InvalidInputError(f"cannot read weights {path}: the bytes of {damaged} in it fail their CRC-32 check "
+                                "(the file is damaged: copy or download it again)")
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` or a torch file; unwraps ``{"state_dict": ...}`` / ``{"model": ...}``."""
     import torch
@@ -66,6 +87,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     _check_weight_file(path)
     if path.stat().st_size == 0:
         raise InvalidInputError(f"weight file {path} is empty")
+    if path.suffix != ".safetensors":
+        _check_zip_members(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
