@@ -622,6 +622,25 @@ def test_sigint_exits_130_and_says_what_was_kept(tmp_path):
     assert "interrupted:" in err and "rerun" in err
 
 
+def test_random_weights_with_a_weight_file_and_a_file_given_twice_are_named(cli, cache_dir, no_work, tmp_path):
+    """random:ARCH@PATH loaded the file and dropped the random initialisation without a word (a trained model as the
+    no-transfer baseline); -m ARCH@PATH --checkpoint PATH said "weight file PATH@PATH does not exist"."""
+    from modelrank.errors import InvalidInputError
+    from modelrank.models import load_model
+
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"a weights file")
+    for args in (("-m", f"random:test_resnet@{weights}"), ("-m", "random:test_resnet", "--checkpoint", str(weights))):
+        code, out, err = cli("extract", *args, "-d", "digits")
+        assert code == 2 and "asks for random weights and a weight file" in err and err.count("\n") == 1, err
+    code, out, err = cli("finetune", "-m", f"random:test_resnet@{weights}", "-d", "digits")
+    assert code == 2 and "asks for random weights and a weight file" in err and err.count("\n") == 1, err
+    with pytest.raises(InvalidInputError, match="asks for random weights"):
+        load_model("random:test_resnet", checkpoint=str(weights))
+    code, out, err = cli("extract", "-m", f"test_resnet@{weights}", "--checkpoint", str(weights), "-d", "digits")
+    assert code == 2 and "either after the @ or with --checkpoint, not both" in err and err.count("\n") == 1, err
+
+
 def test_per_class_of_a_regression_dataset_is_refused_before_any_model_is_built(cli, cache_dir, tmp_path, monkeypatch):
     """`score -d` and `spider rank -d` found out only after building the first model (as `extract` did not)."""
     import numpy as np

@@ -168,6 +168,11 @@ def _split_checkpoint(name: str) -> tuple[str, str]:
     if at and not checkpoint:
         raise InvalidInputError(f"model {name}@ names no weight file after the @; give {name}@PATH, or {name} for "
                                 "its own weights")
+    if at and name.startswith("random:"):
+        # The file's weights were loaded and the random initialisation dropped without a word: the "no-transfer
+        # baseline" of a ranking was a trained model, under a name that says random.
+        raise InvalidInputError(f"model {name}@{checkpoint} asks for random weights and a weight file; give "
+                                f"{name} for the random baseline, or {name.removeprefix('random:')}@{checkpoint}")
     return name, checkpoint
 
 
@@ -252,6 +257,8 @@ def load_model(name: str, checkpoint: str | None = None, input_size: int | None 
         if checkpoint:
             raise InvalidInputError(f"give the checkpoint either as {name} or with --checkpoint, not both")
         name, checkpoint = _split_checkpoint(name)
+    elif checkpoint:
+        name, checkpoint = _split_checkpoint(f"{name}@{checkpoint}")  # the checks of the same name as ARCH@PATH
     checkpoint = os.path.expanduser(checkpoint) if checkpoint else checkpoint  # ARCH@~/w.pth: the shell leaves ~
     spec: ModelSpec | None = MODELS.entry(name).obj if name in MODELS else None
     arch = spec.arch if spec else name
