@@ -427,6 +427,30 @@ def test_a_relabelled_folder_dataset_is_probed_again_not_skipped(cache_dir, tmp_
 
 
 
+def test_a_csv_split_column_gives_the_linear_probe_its_test_rows(cache_dir, tmp_path):
+    """`finetune -d csv:PATH` cut every row of a CSV three ways, its split column unread: images it names as test
+    were trained on (and `--protocol full` tested on exactly those rows)."""
+    from PIL import Image
+
+    from modelrank.finetune import job_from_registry
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = []
+    for c, name in enumerate("ab"):
+        for i in range(10):
+            Image.fromarray(np.full((9, 9, 3), 100 * c + 5 * i, np.uint8)).save(data / f"{name}{i}.png")
+            rows.append(f"{name}{i}.png,{name},{'test' if i < 3 else 'train'}")
+    (data / "split.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    job = job_from_registry(f"csv:{data / 'split.csv'}", "random:test_resnet", cache_dir=str(cache_dir))
+    assert job.split_params["split"] == "train/test"
+    train, val, test = job.load()
+    assert test.n_samples == 6 and train.n_samples + val.n_samples == 14  # the 3 test rows of each class
+    (data / "no_test.csv").write_text("path,label,split\n" + "\n".join(rows).replace(",test", ",val") + "\n")
+    job = job_from_registry(f"csv:{data / 'no_test.csv'}", "random:test_resnet", cache_dir=str(cache_dir))
+    assert job.split_params["split"] == "stratified"  # no test rows: a seeded cut of every row, as before
+
+
 def test_a_diverging_full_finetune_stops_and_says_so():
     """lr = 1e12 made the loss non-finite in the first epoch; the run went on through every epoch on NaN weights,
     and was only outscored in the grid, without a word."""

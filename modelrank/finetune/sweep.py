@@ -67,16 +67,22 @@ def job_from_registry(dataset: str, model: str, val: float = 0.2, test: float = 
                       metric: str | None = None) -> ProbeJob:
     """A job over cached (or freshly extracted) features of a registered model on a registered dataset.
 
-    The dataset's own test split is the test set when it has one; val is carved from train (stratified). A dataset
-    with a single split is split three ways (fractions of the whole). ``limit`` / ``per_class``: the seeded
+    The dataset's own test split is the test set when it has one (a CSV's: the rows its split column calls test);
+    val is carved from train (stratified). A dataset with a single split is split three ways (fractions of the
+    whole). ``limit`` / ``per_class``: the seeded
     subset of the feature cache (``modelrank extract --limit/--per-class``), applied to each split. ``progress``
     hears of the extraction of features that are not cached yet (see ``extraction.extract``). ``metric``: the
     probe's, checked against the dataset's task before any feature is extracted.
     """
     from ..data import DATASETS, load_dataset
+    from ..data.files import csv_splits
     from ..extraction import load_features
 
     splits = DATASETS.get(dataset).splits if not dataset.startswith(("folder:", "csv:")) else ("all",)
+    if dataset.startswith("csv:"):
+        # A CSV's split column names its test rows: they were cut three ways with every other row (its test images
+        # trained on, its train images tested on), while `--protocol full` tested on them.
+        splits = csv_splits(load_dataset(dataset, "all", root=data_root))
     has_test = "test" in splits and len(splits) > 1
     fit_split = "train" if "train" in splits else splits[0]
 
