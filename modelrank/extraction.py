@@ -102,6 +102,10 @@ def resolve_device(device: str, local_rank: int | None = None) -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):  # TypeError: not a string (device=None from Python), torch's overload list
         raise InvalidInputError(f"unknown device {device!r}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        # torch names many device types (meta, mps, xpu, hpu, ...); the code runs on the CPU and CUDA alone: `meta`
+        # and `mps` were tracebacks once the model was moved (exit 1), and a cached entry hid them (exit 0).
+        raise InvalidInputError(f"unsupported device {device!r}: choose auto, cpu, cuda or cuda:I")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("--device cuda asked for, but no CUDA device is available")
     if resolved.type == "cuda" and resolved.index is None and local_rank is not None:
