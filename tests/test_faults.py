@@ -892,7 +892,7 @@ def test_empty_or_foreign_weight_files_give_one_line(tmp_path, cli):
     foreign = tmp_path / "foreign.pth"
     foreign.write_bytes(b"garbage, not a torch file")
     for path, message in ((empty, "is empty"), (foreign, "not a torch file of plain tensors")):
-        code, out, err = cli("extract", "-m", TINY_MODEL, "--checkpoint", str(path), "-d", "digits", "--limit", "8")
+        code, out, err = cli("extract", "-m", "test_resnet", "--checkpoint", str(path), "-d", "digits", "--limit", "8")
         assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err, err
         assert "weights_only" not in err  # torch's advice to load with weights_only=False would run the file's code
 
@@ -911,7 +911,7 @@ def test_a_flipped_bit_in_a_torch_files_tensor_bytes_is_refused(tmp_path, cli):
     assert torch.equal(read_state_dict(path)["w"], weights)
     with pytest.raises(InvalidInputError, match="fail their CRC-32 check"):
         read_state_dict(damaged)
-    code, out, err = cli("extract", "-m", TINY_MODEL, "--checkpoint", str(damaged), "-d", "digits", "--limit", "8")
+    code, out, err = cli("extract", "-m", "test_resnet", "--checkpoint", str(damaged), "-d", "digits", "--limit", "8")
     assert code == 2 and "CRC-32" in err and err.count("\n") == 1, err
 
 
