@@ -915,6 +915,21 @@ def test_a_flipped_bit_in_a_torch_files_tensor_bytes_is_refused(tmp_path, cli):
     assert code == 2 and "CRC-32" in err and err.count("\n") == 1, err
 
 
+def test_a_flipped_bit_in_fine_tuning_progress_starts_the_run_over(tmp_path):
+    """A damaged progress.pt (bit rot in a shared cache) resumed the run on other weights without a word."""
+    from modelrank.finetune.full import _load_progress
+
+    weights = torch.arange(256, dtype=torch.float32)
+    path = tmp_path / "progress.pt"
+    torch.save({"key": "run", "model": {"w": weights}}, path)
+    assert torch.equal(_load_progress(path, "run")["model"]["w"], weights)
+    data = bytearray(path.read_bytes())
+    data[bytes(data).find(weights.numpy().tobytes()) + 100] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="unreadable fine-tuning progress .*CRC-32"):
+        assert _load_progress(path, "run") is None
+
+
 def test_constant_accuracies_give_documented_nan_not_a_traceback():
     from modelrank.spider import Records, make_learner
     from modelrank.spider.protocols import evaluate as evaluate_learner

@@ -58,7 +58,7 @@ def _check_weight_file(path: Path) -> None:
         raise MissingResourceError(f"weight file {path} does not exist")
 
 
-def _check_zip_members(path: Path) -> None:
+def check_zip_members(path: Path) -> None:
     """Refuse a torch (zip) file whose members' bytes fail their CRC-32. torch's reader never checks it: a flipped
     bit in a tensor's bytes (a damaged copy, bit rot) loaded without a word as other weights, and the features,
     scores and fine-tunes of a damaged model were cached as the model's (its fingerprint is the damaged file's).
@@ -88,7 +88,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if path.stat().st_size == 0:
         raise InvalidInputError(f"weight file {path} is empty")
     if path.suffix != ".safetensors":
-        _check_zip_members(path)
+        check_zip_members(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
