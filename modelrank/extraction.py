@@ -326,9 +326,10 @@ def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device
     buffered = 0  # rows of the oldest unwritten claimed chunk computed so far
     written = 0  # claimed chunks already written
     rows = 0
+    batches = iter(loader)
     try:
         with torch.inference_mode(), autocast:
-            for batch in loader:
+            for batch in batches:
                 if isinstance(batch, ModelrankError):
                     raise batch
                 f, z = plan.model.forward(batch.to(device, non_blocking=True))
@@ -350,7 +351,20 @@ def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device
     finally:
         for index, _ in sampler.claimed[written:]:
             store.release_claim(plan.key, index)
+        _stop_workers(batches)
     return rows
+
+
+def _stop_workers(batches) -> None:
+    """Stop the data-loading worker processes of a loader's iterator now, a Ctrl-C held back meanwhile. Left to the
+    iterator's ``__del__`` after a first Ctrl-C, a second one (users press it twice) landed in its wait for the
+    workers: "Exception ignored in ... __del__ ... KeyboardInterrupt", a 20-line traceback before the one line."""
+    from .interrupts import interrupts_held
+
+    shutdown = getattr(batches, "_shutdown_workers", None)  # torch's; idempotent (``__del__`` calls it again)
+    if shutdown is not None:
+        with interrupts_held():
+            shutdown()
 
 
 def open_dataset(dataset: str, split: str | None, data_root: str | None, download: bool) -> ImageDataset:

@@ -631,3 +631,33 @@ def test_an_unknown_zoo_model_is_refused_before_any_dataset_is_opened_and_the_er
             extract([TINY, "zoo/demo/nope"], "digits", "train", **OPTS)
         else:
             extraction.load_feature_pairs([(TINY, "digits"), ("zoo/demo/nope", "digits")], "train")
+
+
+def test_a_second_ctrl_c_lets_the_loader_workers_stop_first(cache_dir, monkeypatch):
+    """After a first Ctrl-C the loader's workers were stopped by its ``__del__``: a second Ctrl-C 10-20 ms later
+    landed in that wait, "Exception ignored in ... __del__ ... KeyboardInterrupt" (20 lines) before the one line."""
+    import signal
+
+    from modelrank import extraction
+
+    events = []
+
+    class Batches:  # a DataLoader iterator whose workers take a Ctrl-C while they are joined
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            raise KeyboardInterrupt  # the first Ctrl-C
+
+        def _shutdown_workers(self):
+            signal.raise_signal(signal.SIGINT)  # the second
+            events.append("workers stopped")
+
+    with pytest.raises(KeyboardInterrupt):
+        extraction._stop_workers(Batches())
+    assert events == ["workers stopped"]  # the second Ctrl-C was delivered after the workers stopped
+    # the loop of _compute_chunks stops the workers itself, whatever stops it
+    monkeypatch.setattr(extraction, "iter", lambda loader: Batches(), raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        extract([TINY], "digits", "train", **OPTS)
+    assert events == ["workers stopped"] * 2
