@@ -207,10 +207,6 @@ def plan_model(
         "model": {k: v for k, v in model.info.items() if k != "preprocessing"},
     }
     info["model"]["input_size"] = list(info["model"]["input_size"])
-    for folder in store.superseded(key):
-        warnings.warn(f"the images or labels of {data.name} changed since cache entry {folder.name} was extracted; "
-                      "it is removed and the features are extracted again")
-        shutil.rmtree(folder, ignore_errors=True)
     manifest = store.open_entry(key, ids, chunk_size, info, precision)
     index, count = shard
     # Checking content here (not just existence) makes a rerun repair corrupt chunks.
@@ -485,12 +481,25 @@ def extract_model(
                       on_batch=advance if progress else None)
     seconds = time.perf_counter() - start
     remaining = len(store.missing_chunks(plan.key, plan.manifest))
+    if not remaining:
+        _remove_superseded(store, plan.key, data)
     return {
         "model": model.name, "dataset": data.name, "split": data.split, "samples": plan.manifest["n_samples"],
         "computed": n_done, "seconds": round(seconds, 2),
         "images_per_s": round(n_done / seconds, 1) if n_done and seconds > 0 else None,
         "complete": remaining == 0, "entry": plan.key.dirname(), "model_info": model.info,
     }
+
+
+def _remove_superseded(store: FeatureStore, key: FeatureKey, data: ImageDataset) -> None:
+    """Remove the entries that the complete entry ``key`` supersedes (``FeatureStore.superseded``: extracted before
+    the images or labels changed). Only once it is complete: removed when the run began, a run stopped by a corrupt
+    image just added (or by a Ctrl-C) had lost the old entry too, and once the image was taken out again every
+    feature was extracted anew."""
+    for folder in store.superseded(key):
+        warnings.warn(f"the images or labels of {data.name} changed since cache entry {folder.name} was extracted; "
+                      f"it is removed (entry {key.dirname()} holds the features of the data as it is now)")
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def cached_summary(store: FeatureStore, identity: ModelIdentity, data: ImageDataset, *, limit: int | None,
