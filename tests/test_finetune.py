@@ -180,6 +180,12 @@ def test_bad_input(digits):
         job_from_features(FeatureSet(digits.features, np.r_[np.nan, digits.labels[1:]], model="pixels", dataset="d"))
     with pytest.raises(InvalidInputError, match="cannot hold out"):
         split_feature_set(FeatureSet(np.zeros((5, 2)), np.array([0, 0, 0, 0, 1])))
+    # So are labels the split cannot cut, or that leave one class to train on: `finetune --features ok.npz
+    # --features few.npz` stopped on few.npz after probing ok.npz (its line, then the error)
+    with pytest.raises(InvalidInputError, match="few on d: cannot hold out"):
+        job_from_features(FeatureSet(np.zeros((5, 2)), np.array([0, 0, 0, 0, 1]), model="few", dataset="d"))
+    with pytest.raises(InvalidInputError, match="one on d: the train split has 1 class"):
+        job_from_features(FeatureSet(np.zeros((20, 2)), np.zeros(20, int), model="one", dataset="d"))
     with pytest.raises(InvalidInputError, match="LOW:HIGH:N"):
         parse_cs("1e-3:abc:4")
     for bad in ("1:0:3", "nan:1:3", "1e-3:inf:3", "1e-3:1e3:0", "1e-3:1e3:100000000"):  # no log10 warnings, no hang
