@@ -631,6 +631,28 @@ def test_sigint_exits_130_and_says_what_was_kept(tmp_path):
     assert "interrupted:" in err and "rerun" in err
 
 
+def test_out_named_for_a_compression_is_compressed(cli, cache_dir, tmp_path):
+    """`--out r.csv.gz` wrote plain text under the .gz name (pandas compresses by the suffix, and the temporary it
+    wrote ended in .tmp-<uuid>): every reader of it, modelrank's own included, found a damaged gzip file."""
+    import gzip
+    import importlib.util
+    import lzma
+
+    import pandas as pd
+
+    cache_dir.mkdir()
+    for name, opener in (("ls.csv.gz", gzip.open), ("ls.csv.xz", lzma.open)):
+        code, out, err = cli("cache", "ls", "--out", str(tmp_path / name))
+        assert code == 0, err
+        with opener(tmp_path / name, "rt") as f:
+            assert f.readline().startswith("entry,model,dataset")
+        assert list(pd.read_csv(tmp_path / name).columns)[:2] == ["entry", "model"]
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    if importlib.util.find_spec("zstandard") is None:  # pandas needs it to write .zst: a usage error up front
+        code, out, err = cli("cache", "ls", "--out", str(tmp_path / "ls.csv.zst"))
+        assert code == 2 and "needs the zstandard package" in err and err.count("\n") == 1, err
+
+
 def test_random_weights_with_a_weight_file_and_a_file_given_twice_are_named(cli, cache_dir, no_work, tmp_path):
     """random:ARCH@PATH loaded the file and dropped the random initialisation without a word (a trained model as the
     no-transfer baseline); -m ARCH@PATH --checkpoint PATH said "weight file PATH@PATH does not exist"."""
