@@ -661,3 +661,18 @@ def test_a_second_ctrl_c_lets_the_loader_workers_stop_first(cache_dir, monkeypat
     with pytest.raises(KeyboardInterrupt):
         extract([TINY], "digits", "train", **OPTS)
     assert events == ["workers stopped"] * 2
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "-5", "0", "inf"])
+def test_a_claim_ttl_that_is_no_positive_number_is_a_one_line_error(cli, cache_dir, monkeypatch, value):
+    """MODELRANK_CLAIM_TTL=abc was a traceback (exit 1) as the cache module was imported; nan kept the claims of
+    killed runs for ever, and a negative value took over the claims of live runs."""
+    from modelrank.cache import CLAIM_TTL_SECONDS, claim_ttl
+
+    monkeypatch.setenv("MODELRANK_CLAIM_TTL", value)
+    code, out, err = cli("extract", "-m", TINY, "-d", "digits", "--limit", "8")
+    assert code == 2 and "MODELRANK_CLAIM_TTL" in err and err.count("\n") == 1, err
+    monkeypatch.setenv("MODELRANK_CLAIM_TTL", " ")  # exported empty: unset
+    assert claim_ttl() == CLAIM_TTL_SECONDS
+    monkeypatch.setenv("MODELRANK_CLAIM_TTL", "30")
+    assert claim_ttl() == 30
