@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import socket
@@ -44,8 +45,9 @@ from .errors import InvalidInputError, MissingResourceError, ModelrankError, err
 from .features import FeatureSet
 
 FORMAT_VERSION = 1
-#: A claim not refreshed for this long belongs to a run that stopped (its owner refreshes it every batch).
-CLAIM_TTL_SECONDS = float(os.environ.get("MODELRANK_CLAIM_TTL", 600))
+#: A claim not refreshed for this long belongs to a run that stopped (its owner refreshes it every batch);
+#: ``MODELRANK_CLAIM_TTL`` (seconds) sets another (``claim_ttl``).
+CLAIM_TTL_SECONDS = 600.0
 #: A temporary file older than this was left by a killed writer (every write takes seconds, not hours).
 STALE_TEMPORARY_SECONDS = 3600.0
 TEMPORARY_MARK = ".tmp-"
@@ -166,6 +168,7 @@ class FeatureStore:
         if root.exists() and not root.is_dir():  # cache_dir= from Python (the CLI checks --cache-dir) was a
             raise InvalidInputError(f"cache folder {root} is a file, not a folder")  # NotADirectoryError mid-run
         self.root = root / "features"
+        claim_ttl()  # a bad MODELRANK_CLAIM_TTL is refused before any work, not when a first claim is judged
 
     # ----------------------------------------------------------------------------------------- layout
     def entry_dir(self, key: FeatureKey) -> Path:
@@ -538,6 +541,24 @@ def _filesystem_now(directory: Path) -> float:
         probe.unlink(missing_ok=True)
 
 
+def claim_ttl() -> float:
+    """``MODELRANK_CLAIM_TTL`` in seconds, else ``CLAIM_TTL_SECONDS``. Read when a claim is judged, not when this
+    module is imported: a value that is no number was a traceback (exit 1) in every command that imports the cache,
+    ``nan`` kept the claims of killed runs for ever and a negative value took over the claims of live ones."""
+    text = os.environ.get("MODELRANK_CLAIM_TTL", "").strip()
+    if not text:  # unset, or exported empty
+        return CLAIM_TTL_SECONDS
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 < value < math.inf:
+        raise InvalidInputError(f"MODELRANK_CLAIM_TTL={text!r} in the environment: give the seconds after which an "
+                                f"unrefreshed chunk claim counts as abandoned, a number > 0 (default "
+                                f"{CLAIM_TTL_SECONDS:g})")
+    return value
+
+
 def _claim_is_stale(path: Path) -> bool:
     try:
         age = _filesystem_now(path.parent) - path.stat().st_mtime
@@ -546,7 +567,7 @@ def _claim_is_stale(path: Path) -> bool:
         return True
     except (OSError, ValueError):  # being written right now, or garbage: only age can tell
         owner = {}
-    if age > CLAIM_TTL_SECONDS:
+    if age > claim_ttl():
         return True
     me = _owner()
     if owner.get("host") != me["host"] or not isinstance(owner.get("pid"), int):

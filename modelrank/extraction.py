@@ -102,6 +102,10 @@ def resolve_device(device: str, local_rank: int | None = None) -> torch.device:
         resolved = torch.device(device)
     except (RuntimeError, TypeError):  # TypeError: not a string (device=None from Python), torch's overload list
         raise InvalidInputError(f"unknown device {device!r}") from None
+    if resolved.type not in ("cpu", "cuda"):
+        # torch names many device types (meta, mps, xpu, hpu, ...); the code runs on the CPU and CUDA alone: `meta`
+        # and `mps` were tracebacks once the model was moved (exit 1), and a cached entry hid them (exit 0).
+        raise InvalidInputError(f"unsupported device {device!r}: choose auto, cpu, cuda or cuda:I")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InvalidInputError("--device cuda asked for, but no CUDA device is available")
     if resolved.type == "cuda" and resolved.index is None and local_rank is not None:
@@ -203,10 +207,6 @@ def plan_model(
         "model": {k: v for k, v in model.info.items() if k != "preprocessing"},
     }
     info["model"]["input_size"] = list(info["model"]["input_size"])
-    for folder in store.superseded(key):
-        warnings.warn(f"the images or labels of {data.name} changed since cache entry {folder.name} was extracted; "
-                      "it is removed and the features are extracted again")
-        shutil.rmtree(folder, ignore_errors=True)
     manifest = store.open_entry(key, ids, chunk_size, info, precision)
     index, count = shard
     # Checking content here (not just existence) makes a rerun repair corrupt chunks.
@@ -322,9 +322,10 @@ def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device
     buffered = 0  # rows of the oldest unwritten claimed chunk computed so far
     written = 0  # claimed chunks already written
     rows = 0
+    batches = iter(loader)
     try:
         with torch.inference_mode(), autocast:
-            for batch in loader:
+            for batch in batches:
                 if isinstance(batch, ModelrankError):
                     raise batch
                 f, z = plan.model.forward(batch.to(device, non_blocking=True))
@@ -346,7 +347,20 @@ def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device
     finally:
         for index, _ in sampler.claimed[written:]:
             store.release_claim(plan.key, index)
+        _stop_workers(batches)
     return rows
+
+
+def _stop_workers(batches) -> None:
+    """Stop the data-loading worker processes of a loader's iterator now, a Ctrl-C held back meanwhile. Left to the
+    iterator's ``__del__`` after a first Ctrl-C, a second one (users press it twice) landed in its wait for the
+    workers: "Exception ignored in ... __del__ ... KeyboardInterrupt", a 20-line traceback before the one line."""
+    from .interrupts import interrupts_held
+
+    shutdown = getattr(batches, "_shutdown_workers", None)  # torch's; idempotent (``__del__`` calls it again)
+    if shutdown is not None:
+        with interrupts_held():
+            shutdown()
 
 
 def open_dataset(dataset: str, split: str | None, data_root: str | None, download: bool) -> ImageDataset:
@@ -467,12 +481,25 @@ def extract_model(
                       on_batch=advance if progress else None)
     seconds = time.perf_counter() - start
     remaining = len(store.missing_chunks(plan.key, plan.manifest))
+    if not remaining:
+        _remove_superseded(store, plan.key, data)
     return {
         "model": model.name, "dataset": data.name, "split": data.split, "samples": plan.manifest["n_samples"],
         "computed": n_done, "seconds": round(seconds, 2),
         "images_per_s": round(n_done / seconds, 1) if n_done and seconds > 0 else None,
         "complete": remaining == 0, "entry": plan.key.dirname(), "model_info": model.info,
     }
+
+
+def _remove_superseded(store: FeatureStore, key: FeatureKey, data: ImageDataset) -> None:
+    """Remove the entries that the complete entry ``key`` supersedes (``FeatureStore.superseded``: extracted before
+    the images or labels changed). Only once it is complete: removed when the run began, a run stopped by a corrupt
+    image just added (or by a Ctrl-C) had lost the old entry too, and once the image was taken out again every
+    feature was extracted anew."""
+    for folder in store.superseded(key):
+        warnings.warn(f"the images or labels of {data.name} changed since cache entry {folder.name} was extracted; "
+                      f"it is removed (entry {key.dirname()} holds the features of the data as it is now)")
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def cached_summary(store: FeatureStore, identity: ModelIdentity, data: ImageDataset, *, limit: int | None,

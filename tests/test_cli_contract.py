@@ -116,6 +116,8 @@ BAD_INVOCATIONS = [
         ("--workers", "100000"),  # would fork 100000 loader processes
         ("--shard", "3/2"),
         ("--device", "tpu"),
+        ("--device", "meta"),  # device types torch knows but modelrank does not run on: a traceback (exit 1)
+        ("--device", "mps"),
         ("--device", "cpu", "--precision", "float16"),  # float16 autocast is CUDA's
         ("--precision", "bf16"),
         ("--format", "xml"),
@@ -158,6 +160,7 @@ BAD_INVOCATIONS = [
         ("--protocol", "full", "--test", "0.5"),  # it tests on the dataset's test split: the fraction was ignored
         ("--protocol", "full", "--shard", "2/2"),
         ("--protocol", "full", "--device", "tpu"),
+        ("--protocol", "full", "--device", "meta"),
         ("--protocol", "full", "--device", ""),
         ("--protocol", "full", "--shard", "half"),
         ("--shard", "1/1"),
@@ -349,6 +352,12 @@ def test_out_onto_an_input_file_is_refused(cli, tmp_path):
         code, out, err = cli(*command)
         assert code == 2 and out == "" and message in err and err.count("\n") == 1, (command, err)
     assert (tmp_path / "s.csv").read_bytes() == before
+    # the CSV of a csv: dataset (finetune wrote its records over it)
+    (tmp_path / "data.csv").write_text("path,label\n")
+    code, out, err = cli("finetune", "-d", f"csv:{tmp_path / 'data.csv'}", "-m", "random:test_resnet", "--out",
+                         str(tmp_path / "data.csv"))
+    assert code == 2 and "also the -d csv: file" in err and err.count("\n") == 1, err
+    assert (tmp_path / "data.csv").read_text() == "path,label\n"
 
 
 def _single_value_options(command):
@@ -637,6 +646,47 @@ def test_sigint_exits_130_and_says_what_was_kept(tmp_path):
     assert proc.returncode == 130, (out, err)
     assert "Traceback" not in err
     assert "interrupted:" in err and "rerun" in err
+
+
+def test_out_named_for_a_compression_is_compressed(cli, cache_dir, tmp_path):
+    """`--out r.csv.gz` wrote plain text under the .gz name (pandas compresses by the suffix, and the temporary it
+    wrote ended in .tmp-<uuid>): every reader of it, modelrank's own included, found a damaged gzip file."""
+    import gzip
+    import importlib.util
+    import lzma
+
+    import pandas as pd
+
+    cache_dir.mkdir()
+    for name, opener in (("ls.csv.gz", gzip.open), ("ls.csv.xz", lzma.open)):
+        code, out, err = cli("cache", "ls", "--out", str(tmp_path / name))
+        assert code == 0, err
+        with opener(tmp_path / name, "rt") as f:
+            assert f.readline().startswith("entry,model,dataset")
+        assert list(pd.read_csv(tmp_path / name).columns)[:2] == ["entry", "model"]
+    assert not [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name]
+    if importlib.util.find_spec("zstandard") is None:  # pandas needs it to write .zst: a usage error up front
+        code, out, err = cli("cache", "ls", "--out", str(tmp_path / "ls.csv.zst"))
+        assert code == 2 and "needs the zstandard package" in err and err.count("\n") == 1, err
+
+
+def test_random_weights_with_a_weight_file_and_a_file_given_twice_are_named(cli, cache_dir, no_work, tmp_path):
+    """random:ARCH@PATH loaded the file and dropped the random initialisation without a word (a trained model as the
+    no-transfer baseline); -m ARCH@PATH --checkpoint PATH said "weight file PATH@PATH does not exist"."""
+    from modelrank.errors import InvalidInputError
+    from modelrank.models import load_model
+
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"a weights file")
+    for args in (("-m", f"random:test_resnet@{weights}"), ("-m", "random:test_resnet", "--checkpoint", str(weights))):
+        code, out, err = cli("extract", *args, "-d", "digits")
+        assert code == 2 and "asks for random weights and a weight file" in err and err.count("\n") == 1, err
+    code, out, err = cli("finetune", "-m", f"random:test_resnet@{weights}", "-d", "digits")
+    assert code == 2 and "asks for random weights and a weight file" in err and err.count("\n") == 1, err
+    with pytest.raises(InvalidInputError, match="asks for random weights"):
+        load_model("random:test_resnet", checkpoint=str(weights))
+    code, out, err = cli("extract", "-m", f"test_resnet@{weights}", "--checkpoint", str(weights), "-d", "digits")
+    assert code == 2 and "either after the @ or with --checkpoint, not both" in err and err.count("\n") == 1, err
 
 
 def test_per_class_of_a_regression_dataset_is_refused_before_any_model_is_built(cli, cache_dir, tmp_path, monkeypatch):

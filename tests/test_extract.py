@@ -631,3 +631,48 @@ def test_an_unknown_zoo_model_is_refused_before_any_dataset_is_opened_and_the_er
             extract([TINY, "zoo/demo/nope"], "digits", "train", **OPTS)
         else:
             extraction.load_feature_pairs([(TINY, "digits"), ("zoo/demo/nope", "digits")], "train")
+
+
+def test_a_second_ctrl_c_lets_the_loader_workers_stop_first(cache_dir, monkeypatch):
+    """After a first Ctrl-C the loader's workers were stopped by its ``__del__``: a second Ctrl-C 10-20 ms later
+    landed in that wait, "Exception ignored in ... __del__ ... KeyboardInterrupt" (20 lines) before the one line."""
+    import signal
+
+    from modelrank import extraction
+
+    events = []
+
+    class Batches:  # a DataLoader iterator whose workers take a Ctrl-C while they are joined
+        def __iter__(self):
+            return self
+
+        def __next__(self):
+            raise KeyboardInterrupt  # the first Ctrl-C
+
+        def _shutdown_workers(self):
+            signal.raise_signal(signal.SIGINT)  # the second
+            events.append("workers stopped")
+
+    with pytest.raises(KeyboardInterrupt):
+        extraction._stop_workers(Batches())
+    assert events == ["workers stopped"]  # the second Ctrl-C was delivered after the workers stopped
+    # the loop of _compute_chunks stops the workers itself, whatever stops it
+    monkeypatch.setattr(extraction, "iter", lambda loader: Batches(), raising=False)
+    with pytest.raises(KeyboardInterrupt):
+        extract([TINY], "digits", "train", **OPTS)
+    assert events == ["workers stopped"] * 2
+
+
+@pytest.mark.parametrize("value", ["abc", "nan", "-5", "0", "inf"])
+def test_a_claim_ttl_that_is_no_positive_number_is_a_one_line_error(cli, cache_dir, monkeypatch, value):
+    """MODELRANK_CLAIM_TTL=abc was a traceback (exit 1) as the cache module was imported; nan kept the claims of
+    killed runs for ever, and a negative value took over the claims of live runs."""
+    from modelrank.cache import CLAIM_TTL_SECONDS, claim_ttl
+
+    monkeypatch.setenv("MODELRANK_CLAIM_TTL", value)
+    code, out, err = cli("extract", "-m", TINY, "-d", "digits", "--limit", "8")
+    assert code == 2 and "MODELRANK_CLAIM_TTL" in err and err.count("\n") == 1, err
+    monkeypatch.setenv("MODELRANK_CLAIM_TTL", " ")  # exported empty: unset
+    assert claim_ttl() == CLAIM_TTL_SECONDS
+    monkeypatch.setenv("MODELRANK_CLAIM_TTL", "30")
+    assert claim_ttl() == 30

@@ -600,7 +600,7 @@ def test_folder_datasets_are_keyed_by_location_and_contents(tmp_path, cache_dir,
     assert old.is_dir() and len(list(store.entries())) == 3  # its entry stays while it runs
     claim.unlink()  # it finished
     (tmp_path / "p2" / "data" / "b" / "9.png").rename(tmp_path / "p2" / "data" / "b" / "8.png")
-    with pytest.warns(UserWarning, match="images or labels of folder:data changed .* extracted again"):
+    with pytest.warns(UserWarning, match="images or labels of folder:data changed .* it is removed"):
         load_features(TINY_MODEL, "folder:data", "all", **opts)
     assert len(list(store.entries())) == 2  # p1's entry and p2's current one
 
@@ -628,6 +628,32 @@ def test_a_repaired_image_costs_only_its_own_chunk(tmp_path, cache_dir):
     with pytest.warns(UserWarning, match="images behind cache file .*chunk-00000.parquet changed"):
         assert run() == 4
     assert run() == 0
+
+
+def test_the_entry_of_the_old_images_stays_until_the_new_one_is_complete(tmp_path, cache_dir):
+    """A corrupt image added to a folder stopped the run, and the complete entry of the folder as it was had been
+    removed as it started: once the image was taken out again, every feature was extracted anew."""
+    from PIL import Image
+
+    from modelrank.data import CorruptImageError
+
+    root = _image_folder(tmp_path / "data")
+    added = root / "a" / "9.png"
+
+    def run() -> int:
+        return extract([TINY_MODEL], f"folder:{root}", "all", chunk_size=4, batch_size=4, workers=0,
+                       cache_dir=cache_dir)[0]["computed"]
+
+    assert run() == 8
+    added.write_bytes(b"not a png")
+    with pytest.raises(CorruptImageError, match="9.png"):
+        run()
+    added.unlink()
+    assert run() == 0  # the folder as it was: still cached
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(added)  # now a good one: the new entry completes ...
+    with pytest.warns(UserWarning, match="images or labels of folder:.* changed since .* it is removed"):
+        assert run() == 5  # (the chunk of the image that was corrupt and the one after it; the first was kept)
+    assert len(list(FeatureStore(cache_dir).entries())) == 1  # ... and only then the old entry goes
 
 
 def test_sixteen_bit_png_matches_its_eight_bit_copy(tmp_path):
@@ -951,9 +977,42 @@ def test_empty_or_foreign_weight_files_give_one_line(tmp_path, cli):
     foreign = tmp_path / "foreign.pth"
     foreign.write_bytes(b"garbage, not a torch file")
     for path, message in ((empty, "is empty"), (foreign, "not a torch file of plain tensors")):
-        code, out, err = cli("extract", "-m", TINY_MODEL, "--checkpoint", str(path), "-d", "digits", "--limit", "8")
+        code, out, err = cli("extract", "-m", "test_resnet", "--checkpoint", str(path), "-d", "digits", "--limit", "8")
         assert code == 2 and message in err and err.count("\n") == 1 and "Traceback" not in err, err
         assert "weights_only" not in err  # torch's advice to load with weights_only=False would run the file's code
+
+
+def test_a_flipped_bit_in_a_torch_files_tensor_bytes_is_refused(tmp_path, cli):
+    """torch's zip reader does not check the CRC-32 of the members: the damaged file loaded as other weights."""
+    weights = torch.arange(256, dtype=torch.float32)
+    path = tmp_path / "w.pth"
+    torch.save({"w": weights}, path)
+    data = bytearray(path.read_bytes())
+    at = bytes(data).find(weights.numpy().tobytes())
+    assert at > 0
+    data[at + 100] ^= 0x01
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(bytes(data))
+    assert torch.equal(read_state_dict(path)["w"], weights)
+    with pytest.raises(InvalidInputError, match="fail their CRC-32 check"):
+        read_state_dict(damaged)
+    code, out, err = cli("extract", "-m", "test_resnet", "--checkpoint", str(damaged), "-d", "digits", "--limit", "8")
+    assert code == 2 and "CRC-32" in err and err.count("\n") == 1, err
+
+
+def test_a_flipped_bit_in_fine_tuning_progress_starts_the_run_over(tmp_path):
+    """A damaged progress.pt (bit rot in a shared cache) resumed the run on other weights without a word."""
+    from modelrank.finetune.full import _load_progress
+
+    weights = torch.arange(256, dtype=torch.float32)
+    path = tmp_path / "progress.pt"
+    torch.save({"key": "run", "model": {"w": weights}}, path)
+    assert torch.equal(_load_progress(path, "run")["model"]["w"], weights)
+    data = bytearray(path.read_bytes())
+    data[bytes(data).find(weights.numpy().tobytes()) + 100] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.warns(UserWarning, match="unreadable fine-tuning progress .*CRC-32"):
+        assert _load_progress(path, "run") is None
 
 
 def test_constant_accuracies_give_documented_nan_not_a_traceback():

@@ -180,6 +180,12 @@ def test_bad_input(digits):
         job_from_features(FeatureSet(digits.features, np.r_[np.nan, digits.labels[1:]], model="pixels", dataset="d"))
     with pytest.raises(InvalidInputError, match="cannot hold out"):
         split_feature_set(FeatureSet(np.zeros((5, 2)), np.array([0, 0, 0, 0, 1])))
+    # So are labels the split cannot cut, or that leave one class to train on: `finetune --features ok.npz
+    # --features few.npz` stopped on few.npz after probing ok.npz (its line, then the error)
+    with pytest.raises(InvalidInputError, match="few on d: cannot hold out"):
+        job_from_features(FeatureSet(np.zeros((5, 2)), np.array([0, 0, 0, 0, 1]), model="few", dataset="d"))
+    with pytest.raises(InvalidInputError, match="one on d: the train split has 1 class"):
+        job_from_features(FeatureSet(np.zeros((20, 2)), np.zeros(20, int), model="one", dataset="d"))
     with pytest.raises(InvalidInputError, match="LOW:HIGH:N"):
         parse_cs("1e-3:abc:4")
     for bad in ("1:0:3", "nan:1:3", "1e-3:inf:3", "1e-3:1e3:0", "1e-3:1e3:100000000"):  # no log10 warnings, no hang
@@ -425,6 +431,30 @@ def test_a_relabelled_folder_dataset_is_probed_again_not_skipped(cache_dir, tmp_
     probe()
     assert statuses == ["done", "skipped", "done"] and len(read_records()) == 2
 
+
+
+def test_a_csv_split_column_gives_the_linear_probe_its_test_rows(cache_dir, tmp_path):
+    """`finetune -d csv:PATH` cut every row of a CSV three ways, its split column unread: images it names as test
+    were trained on (and `--protocol full` tested on exactly those rows)."""
+    from PIL import Image
+
+    from modelrank.finetune import job_from_registry
+
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = []
+    for c, name in enumerate("ab"):
+        for i in range(10):
+            Image.fromarray(np.full((9, 9, 3), 100 * c + 5 * i, np.uint8)).save(data / f"{name}{i}.png")
+            rows.append(f"{name}{i}.png,{name},{'test' if i < 3 else 'train'}")
+    (data / "split.csv").write_text("path,label,split\n" + "\n".join(rows) + "\n")
+    job = job_from_registry(f"csv:{data / 'split.csv'}", "random:test_resnet", cache_dir=str(cache_dir))
+    assert job.split_params["split"] == "train/test"
+    train, val, test = job.load()
+    assert test.n_samples == 6 and train.n_samples + val.n_samples == 14  # the 3 test rows of each class
+    (data / "no_test.csv").write_text("path,label,split\n" + "\n".join(rows).replace(",test", ",val") + "\n")
+    job = job_from_registry(f"csv:{data / 'no_test.csv'}", "random:test_resnet", cache_dir=str(cache_dir))
+    assert job.split_params["split"] == "stratified"  # no test rows: a seeded cut of every row, as before
 
 
 def test_a_diverging_full_finetune_stops_and_says_so():

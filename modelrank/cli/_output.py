@@ -86,6 +86,12 @@ def check_csv_name(out: Optional[Path], option: str = "--out") -> None:
         redirect = kind == ".json" and option == "--out"
         hint = "; for JSON, redirect the output of --format json (> FILE)" if redirect else ""
         raise ModelrankError(f"{option} {out}: {option} writes CSV, not {kind[1:]}; name the file .csv{hint}")
+    if out is not None and out.suffix.lower() == ".zst":  # pandas compresses by it, with a package of its own
+        import importlib.util
+
+        if importlib.util.find_spec("zstandard") is None:
+            raise ModelrankError(f"{option} {out}: writing .zst needs the zstandard package (pip install zstandard); "
+                                 "or name the file .gz, .bz2, .xz or .zip")
 
 
 #: File kinds --out is asked for by mistake: it writes CSV (pandas compresses it by a .gz/.bz2/.xz/.zip suffix).
@@ -106,7 +112,9 @@ def write_csv(frame: "pd.DataFrame", out: Path) -> None:
     if str(out) == "-":
         frame.to_csv(sys.stdout, index=False)
         return
-    tmp = out.with_name(f".{out.name}.tmp-{uuid.uuid4().hex}")
+    # The temporary ends in the name's own suffixes: pandas compresses by them (r.csv.gz), and a temporary ending in
+    # .tmp-<uuid> made it write plain text under the .gz name, which every reader then found "damaged".
+    tmp = out.with_name(f".tmp-{uuid.uuid4().hex}-{out.name}")
     try:
         frame.to_csv(tmp, index=False)
         os.replace(tmp, out)

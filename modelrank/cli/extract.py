@@ -50,6 +50,9 @@ def extract_cmd(
     if checkpoint:
         if len(names) != 1:
             raise ModelrankError("--checkpoint goes with exactly one model")
+        if "@" in names[0]:  # it became ARCH@PATH@PATH: "weight file PATH@PATH does not exist"
+            raise ModelrankError(f"-m {names[0]} names its weight file already; give it either after the @ or with "
+                                 "--checkpoint, not both")
         names = [f"{names[0]}@{checkpoint}"]
     with progress_display() as display:
         display("extract", "loading the model registry", 0, None)  # seconds on a cold start

@@ -90,7 +90,9 @@ def finetune_cmd(
         raise ModelrankError(f"--val ({val:g}) and --test ({test:g}) must be fractions with val + test < 1")
     if features and test == 0:  # a feature file has no test split of its own: each probe failed on it, one by one
         raise ModelrankError("--test 0 leaves --features files no test set; give a fraction in (0, 1)")
-    check_output(fmt, out, [("--features", f) for f in features or []])
+    # The CSV of a `csv:` dataset is an input as well: `-d csv:data.csv --out data.csv` replaced it with the records.
+    data_csv = [("-d csv:", Path(dataset[4:]).expanduser())] if dataset and dataset.startswith("csv:") else []
+    check_output(fmt, out, [("--features", f) for f in features or []] + data_csv)
     from ..extraction import launcher_shard, parse_shard, resolve_device
 
     shard_index, shard_count = launcher_shard(parse_shard(shard))

@@ -35,6 +35,14 @@ def check_file_split(name: str, split: str) -> None:
         _check_cut_split(name, split)
 
 
+def csv_splits(data: ImageDataset) -> tuple[str, ...]:
+    """The splits to probe a CSV dataset (any split of it, loaded) on: a fit split and ``test``, from its split column,
+    when that names a test split and ``train`` or ``trainval``; else ``("all",)`` (a seeded cut, as of a folder)."""
+    named = set(data.meta.get("splits", ()))
+    fit = [split for split in ("train", "trainval") if split in named]
+    return (*fit, "test", "all") if fit and "test" in named else ("all",)
+
+
 def _check_cut_split(name: str, split: str) -> None:
     if split not in FILE_SPLITS:
         raise InvalidInputError(f"{name} has splits {', '.join(FILE_SPLITS)} (a seeded 80/20 cut), not {split!r}")
@@ -71,8 +79,10 @@ def _paths_dataset(
     chosen = [paths[i] for i in idx]
     # "orientation": features of images decoded without their EXIF orientation (before 0.1.0's fix) are not reused
     definition = {"path": str(source.resolve()), "fingerprint": _fingerprint(source, paths), "orientation": "exif"}
-    return ImageDataset(name, split, targets[idx], partial(_open_nth, chosen), class_names, task,
-                        meta={"definition": definition, "stamp": partial(_stamp, chosen)})
+    meta = {"definition": definition, "stamp": partial(_stamp, chosen)}
+    if split_cells is not None:  # the splits a CSV's split column names (``csv_splits``)
+        meta["splits"] = tuple(sorted(set(split_cells)))
+    return ImageDataset(name, split, targets[idx], partial(_open_nth, chosen), class_names, task, meta=meta)
 
 
 def _open_nth(paths: list[str], i: int):

@@ -40,7 +40,7 @@ from ..cache import atomic_write, atomic_write_bytes, remove_stale_temporaries
 from ..data import ImageDataset, load_dataset
 from ..data.base import seeded_split
 from ..errors import InvalidInputError, error_reason
-from ..models import LoadedModel, file_fingerprint, load_model, read_state_dict
+from ..models import LoadedModel, check_zip_members, file_fingerprint, load_model, read_state_dict
 
 OPTIMIZERS = ("sgd", "adamw")
 #: Largest ``input_size``: above timm's largest classification default (800 px, EfficientNet-L2). A typo such as
@@ -208,6 +208,8 @@ def _load_progress(path: Path, key: str) -> dict[str, Any] | None:
     if not path.is_file():
         return None
     try:
+        # torch does not check the CRC-32 of the file's members: a damaged checkpoint resumed on other weights
+        check_zip_members(path)
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, garbage, or a pickle that needs more than tensors and containers
         warnings.warn(f"ignoring unreadable fine-tuning progress {path} ({error_reason(exc)}); "

@@ -25,8 +25,6 @@ import io
 import json
 import os
 import platform
-import signal
-import threading
 import time
 import uuid
 from contextlib import contextmanager
@@ -38,6 +36,7 @@ import pandas as pd
 
 from ..cache import atomic_write_bytes, cache_root, remove_stale_temporaries
 from ..errors import InvalidInputError, error_reason
+from ..interrupts import interrupts_held
 from ..registry import GLOB_CHARACTERS
 
 RECORDS_FILE = "records.parquet"
@@ -140,24 +139,6 @@ def _locked(path: Path, blocking: bool = True) -> Iterator[bool]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-@contextmanager
-def _interrupts_held() -> Iterator[None]:
-    """Hold a Ctrl-C (SIGINT) back while the block runs and deliver it after, to the handler it was meant for: a
-    table rewritten without some records must not stay beside the run files that hold them (an interrupted deletion
-    brought removed records back, some of them). Python's handlers run only in the main thread: elsewhere, as is."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    held: list[int] = []
-    previous = signal.signal(signal.SIGINT, lambda signum, frame: held.append(signum))
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_DFL if previous is None else previous)
-    if held:  # not after an error: that error is what stopped the block
-        signal.raise_signal(signal.SIGINT)
-
-
 def append_record(record: dict[str, Any], cache_dir: str | os.PathLike | None = None) -> Path:
     """Add ``record`` as a new part file (a later record with the same key, a forced rerun, replaces the earlier
     one when read); returns the part's path."""
@@ -245,7 +226,7 @@ def remove_records(
 def _rewrite(cache_dir, change, blocking: bool = True, done: Callable[[], None] | None = None) -> dict[str, int]:
     """Under the lock: write ``change(all records)`` as the table, then delete the parts it includes, oldest
     first (so a reader in between sees, per key, either the new table's row or a part at least as recent), and
-    call ``done()``; a Ctrl-C from the table's write to then is held back until after it (``_interrupts_held``)."""
+    call ``done()``; a Ctrl-C from the table's write to then is held back until after it (``interrupts_held``)."""
     base = records_path(cache_dir)
     with _locked(base, blocking) as acquired:
         if not acquired:
@@ -253,7 +234,7 @@ def _rewrite(cache_dir, change, blocking: bool = True, done: Callable[[], None] 
         table, parts = _snapshot(cache_dir)
         table = change(table)
         data = _parquet_bytes(table) if parts or base.exists() or len(table) else None
-        with _interrupts_held():
+        with interrupts_held():
             if data is not None:
                 atomic_write_bytes(base, data)
             for part in parts:

@@ -43,6 +43,12 @@ def job_from_features(data: FeatureSet, val: float = 0.2, test: float = 0.2, see
         if values.dtype.kind in "fc" and not np.isfinite(values).all():
             raise InvalidInputError(f"{data.model} on {data.dataset}: the {what} hold "
                                     f"{int((~np.isfinite(values)).sum())} NaN or infinite value(s)")
+    # So is a split these labels do not allow (fewer samples of a class than the parts need, one class to train on)
+    try:
+        _check_train_classes(split_feature_set(FeatureSet(np.zeros((len(labels), 1)), labels, task=data.task),
+                                               val=val, test=test, seed=seed)[0])
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{data.model} on {data.dataset}: {exc}") from None
     return ProbeJob(
         dataset=data.dataset, model=data.model,
         load=lambda: split_feature_set(data, val=val, test=test, seed=seed),
@@ -67,16 +73,22 @@ def job_from_registry(dataset: str, model: str, val: float = 0.2, test: float = 
                       metric: str | None = None) -> ProbeJob:
     """A job over cached (or freshly extracted) features of a registered model on a registered dataset.
 
-    The dataset's own test split is the test set when it has one; val is carved from train (stratified). A dataset
-    with a single split is split three ways (fractions of the whole). ``limit`` / ``per_class``: the seeded
+    The dataset's own test split is the test set when it has one (a CSV's: the rows its split column calls test);
+    val is carved from train (stratified). A dataset with a single split is split three ways (fractions of the
+    whole). ``limit`` / ``per_class``: the seeded
     subset of the feature cache (``modelrank extract --limit/--per-class``), applied to each split. ``progress``
     hears of the extraction of features that are not cached yet (see ``extraction.extract``). ``metric``: the
     probe's, checked against the dataset's task before any feature is extracted.
     """
     from ..data import DATASETS, load_dataset
+    from ..data.files import csv_splits
     from ..extraction import load_features
 
     splits = DATASETS.get(dataset).splits if not dataset.startswith(("folder:", "csv:")) else ("all",)
+    if dataset.startswith("csv:"):
+        # A CSV's split column names its test rows: they were cut three ways with every other row (its test images
+        # trained on, its train images tested on), while `--protocol full` tested on them.
+        splits = csv_splits(load_dataset(dataset, "all", root=data_root))
     has_test = "test" in splits and len(splits) > 1
     fit_split = "train" if "train" in splits else splits[0]
 
@@ -94,13 +106,22 @@ def job_from_registry(dataset: str, model: str, val: float = 0.2, test: float = 
     # The split is tried on the labels alone first: too few samples per class for a stratified val (and test)
     # split was found only once the features had been extracted. (A folder or CSV has the one split "all".)
     data = load_dataset(dataset, fit_split, root=data_root)
-    split(_labels_only(data, limit, per_class, seed))
+    _check_train_classes(split(_labels_only(data, limit, per_class, seed))[0], f"{dataset}: ")
     check_metric(metric, data.task)  # `--metric r2` on a classification dataset was found after the extraction
 
     params = {"split": f"{fit_split}/test" if has_test else "stratified", "val": val,
               "test": "dataset test split" if has_test else test, "seed": seed, "limit": limit, "per_class": per_class,
               **content_params(model, dataset, cache_dir, data)}
     return ProbeJob(dataset=dataset, model=model, load=load, split_params=params)
+
+
+def _check_train_classes(train: FeatureSet, what: str = "") -> None:
+    """The train part of a classification split needs two classes, as ``linear_probe`` says once it has the features:
+    a single-class folder was found after its features had been extracted, a single-class feature file after the
+    files before it had been probed."""
+    n_classes = np.unique(train.labels).size
+    if train.task == "classification" and n_classes < 2:
+        raise InvalidInputError(f"{what}the train split has {n_classes} class; a probe needs at least 2")
 
 
 def _labels_only(data: ImageDataset, limit: int | None, per_class: int | None, seed: int) -> FeatureSet:

@@ -58,6 +58,27 @@ def _check_weight_file(path: Path) -> None:
         raise MissingResourceError(f"weight file {path} does not exist")
 
 
+def check_zip_members(path: Path) -> None:
+    """Refuse a torch (zip) file whose members' bytes fail their CRC-32. torch's reader never checks it: a flipped
+    bit in a tensor's bytes (a damaged copy, bit rot) loaded without a word as other weights, and the features,
+    scores and fine-tunes of a damaged model were cached as the model's (its fingerprint is the damaged file's).
+    Reading the file costs about what hashing it for that fingerprint does. A file that is no zip (torch's legacy
+    format) or that zipfile cannot parse is left to ``torch.load`` to judge."""
+    import zipfile
+    import zlib
+
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except zlib.error:  # a deflated member whose bytes do not inflate: damaged as well
+        damaged = "a compressed member"
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, NotImplementedError, EOFError, ValueError):
+        return
+    if damaged is not None:
+        raise InvalidInputError(f"cannot read weights {path}: the bytes of {damaged} in it fail their CRC-32 check "
+                                "(the file is damaged: copy or download it again)")
+
+
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` or a torch file; unwraps ``{"state_dict": ...}`` / ``{"model": ...}``."""
     import torch
@@ -66,6 +87,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     _check_weight_file(path)
     if path.stat().st_size == 0:
         raise InvalidInputError(f"weight file {path} is empty")
+    if path.suffix != ".safetensors":
+        check_zip_members(path)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -145,6 +168,11 @@ def _split_checkpoint(name: str) -> tuple[str, str]:
     if at and not checkpoint:
         raise InvalidInputError(f"model {name}@ names no weight file after the @; give {name}@PATH, or {name} for "
                                 "its own weights")
+    if at and name.startswith("random:"):
+        # The file's weights were loaded and the random initialisation dropped without a word: the "no-transfer
+        # baseline" of a ranking was a trained model, under a name that says random.
+        raise InvalidInputError(f"model {name}@{checkpoint} asks for random weights and a weight file; give "
+                                f"{name} for the random baseline, or {name.removeprefix('random:')}@{checkpoint}")
     return name, checkpoint
 
 
@@ -229,6 +257,8 @@ def load_model(name: str, checkpoint: str | None = None, input_size: int | None 
         if checkpoint:
             raise InvalidInputError(f"give the checkpoint either as {name} or with --checkpoint, not both")
         name, checkpoint = _split_checkpoint(name)
+    elif checkpoint:
+        name, checkpoint = _split_checkpoint(f"{name}@{checkpoint}")  # the checks of the same name as ARCH@PATH
     checkpoint = os.path.expanduser(checkpoint) if checkpoint else checkpoint  # ARCH@~/w.pth: the shell leaves ~
     spec: ModelSpec | None = MODELS.entry(name).obj if name in MODELS else None
     arch = spec.arch if spec else name
