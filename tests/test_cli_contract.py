@@ -354,7 +354,11 @@ def test_out_onto_an_input_file_is_refused(cli, tmp_path):
     assert (tmp_path / "s.csv").read_bytes() == before
     # the CSV of a csv: dataset (finetune wrote its records over it)
     (tmp_path / "data.csv").write_text("path,label\n")
-    code, out, err = cli("finetune", "-d", f"csv:{tmp_path / 'data.csv'}", "-m", "random:test_resnet", "--out",
+    for command in ("finetune", "score"):
+        code, out, err = cli(command, "-d", f"csv:{tmp_path / 'data.csv'}", "-m", "random:test_resnet", "--out",
+                             str(tmp_path / "data.csv"))
+        assert code == 2 and "also the -d csv: file" in err and err.count("\n") == 1, (command, err)
+    code, out, err = cli("spider", "rank", str(tmp_path), "-d", f"csv:{tmp_path / 'data.csv'}", "--out",
                          str(tmp_path / "data.csv"))
     assert code == 2 and "also the -d csv: file" in err and err.count("\n") == 1, err
     assert (tmp_path / "data.csv").read_text() == "path,label\n"

@@ -68,6 +68,16 @@ def check_out(out: Optional[Path], option: str = "--out", inputs: Iterable[tuple
         raise ModelrankError(f"{option} {out}: directory {parent} is not writable")
 
 
+def data_inputs(dataset: Optional[str] = None, features: Optional[Iterable[Path]] = None) -> list[tuple[str, object]]:
+    """The input files of a command that reads a dataset (``-d``: the file of a ``csv:`` dataset) or feature files
+    (``--features``), as ``check_out``'s (option, path) pairs: ``-d csv:data.csv --out data.csv`` replaced the
+    dataset's CSV with the results."""
+    inputs: list[tuple[str, object]] = [("--features", f) for f in features or []]
+    if dataset and dataset.startswith("csv:"):
+        inputs.append(("-d csv:", Path(dataset[len("csv:"):]).expanduser()))
+    return inputs
+
+
 def check_output(fmt: str, out: Optional[Path], inputs: Iterable[tuple[str, object]] = ()) -> None:
     """``--format`` and ``--out`` of a command that prints a table, checked before any work (``inputs``: see
     ``check_out``). ``--out -`` puts CSV on stdout, so it cannot go with ``--format json``: a program asking for

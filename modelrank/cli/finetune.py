@@ -17,7 +17,7 @@ from ._common import (
     SeedOption, SizeOption, TaskOption, check_extraction, confirmed, load_feature_files, log, progress_display,
     check_data_options, only_with, SEVERAL,
 )
-from ._output import check_csv_name, check_out, check_output, emit, format_option, out_option, write_csv
+from ._output import check_csv_name, check_out, check_output, data_inputs, emit, format_option, out_option, write_csv
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,9 +90,7 @@ def finetune_cmd(
         raise ModelrankError(f"--val ({val:g}) and --test ({test:g}) must be fractions with val + test < 1")
     if features and test == 0:  # a feature file has no test split of its own: each probe failed on it, one by one
         raise ModelrankError("--test 0 leaves --features files no test set; give a fraction in (0, 1)")
-    # The CSV of a `csv:` dataset is an input as well: `-d csv:data.csv --out data.csv` replaced it with the records.
-    data_csv = [("-d csv:", Path(dataset[4:]).expanduser())] if dataset and dataset.startswith("csv:") else []
-    check_output(fmt, out, [("--features", f) for f in features or []] + data_csv)
+    check_output(fmt, out, data_inputs(dataset, features))
     from ..extraction import launcher_shard, parse_shard, resolve_device
 
     shard_index, shard_count = launcher_shard(parse_shard(shard))

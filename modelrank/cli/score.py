@@ -17,7 +17,7 @@ from ._common import (
     TaskOption, load_feature_files, key_values, progress_display, check_extraction, SizeOption,
     DataRootOption, SeedOption, check_data_options, DEVICE_HELP, PRECISION_HELP, SEVERAL,
 )
-from ._output import check_output, emit, format_option, out_option, write_csv
+from ._output import check_output, data_inputs, emit, format_option, out_option, write_csv
 
 
 @app.command("score")
@@ -58,7 +58,7 @@ def score_cmd(
     from ..scoring import bootstrap_scores, check_metric_request, rank_scores, score_feature_sets, scoring_reporter
     from ._score_table import footnotes, plain_frame, score_tables
 
-    check_output(fmt, out, [("--features", f) for f in features or []])
+    check_output(fmt, out, data_inputs(dataset, features))
     if bootstrap < 0 or bootstrap == 1:
         raise ModelrankError(f"--bootstrap takes B >= 2 resamples (or 0 for none), not {bootstrap}")
     if bootstrap_exact and not bootstrap:

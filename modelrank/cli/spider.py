@@ -16,7 +16,7 @@ from ._common import (
     err_console, key_values, log, only_with, progress_display, SeedOption, SEVERAL, set_interrupt_note,
 )
 from ..progress import report
-from ._output import check_out, check_output, emit, format_option, out_option, write_csv
+from ._output import check_out, check_output, data_inputs, emit, format_option, out_option, write_csv
 
 #: ``--rerank-metric`` value for Model Spider's own re-ranking (instead of a metric)
 LEARNED_RERANK = "learned"
@@ -120,7 +120,7 @@ def spider_rank(
     from ..spider.base import PREDICTION_ATOL, PREDICTION_RTOL, model_prior
     from ..spider.describe import describe_task, needed_models, prediction_ranks, rerank_by_metric, top_models
 
-    check_output(fmt, out, [("--features", f) for f in features or []])
+    check_output(fmt, out, data_inputs(dataset, features))
     if dataset and features:
         raise ModelrankError("give either -d DATASET or --features FILE..., not both")
     if task and (dataset or features):
