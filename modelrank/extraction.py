@@ -332,6 +332,7 @@ def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device
                 feats.append(f.float().cpu().numpy())
                 if z is not None:
                     logits.append(z.float().cpu().numpy())
+                _check_finite_outputs(plan.key, precision, feats[-1], logits[-1] if z is not None else None)
                 buffered += len(batch)
                 if on_batch:
                     on_batch(len(batch))
@@ -349,6 +350,16 @@ def _compute_chunks(store, plan, data, chunks, provenance, *, batch_size, device
             store.release_claim(plan.key, index)
         _stop_workers(batches)
     return rows
+
+
+def _check_finite_outputs(key, precision: str, features: np.ndarray, logits: np.ndarray | None) -> None:
+    """Refuse a batch whose features or logits hold NaN or inf before any of it is cached: they were cached as a
+    complete entry (exit 0), and every metric refused them later, one ``score`` at a time."""
+    for what, values in (("features", features), ("logits", logits)):
+        if values is not None and not np.isfinite(values).all():
+            cause = "its weights hold NaN or inf" + (
+                f", or its activations overflow {precision} (try --precision float32)" if precision != "float32" else "")
+            raise InvalidInputError(f"{key.model} gave NaN or inf {what} on {key.dataset}/{key.split}: {cause}")
 
 
 def _stop_workers(batches) -> None:

@@ -676,3 +676,22 @@ def test_a_claim_ttl_that_is_no_positive_number_is_a_one_line_error(cli, cache_d
     assert claim_ttl() == CLAIM_TTL_SECONDS
     monkeypatch.setenv("MODELRANK_CLAIM_TTL", "30")
     assert claim_ttl() == 30
+
+
+def test_weights_that_give_nan_features_are_refused_and_nothing_is_cached(cache_dir, tmp_path):
+    """NaN in the weights made NaN features, which extract cached as a complete entry (exit 0) and every metric
+    refused later."""
+    import timm
+    import torch
+
+    net = timm.create_model("test_resnet", num_classes=3)
+    state = net.state_dict()
+    for name, value in state.items():
+        if value.is_floating_point():
+            value.fill_(float("nan"))
+            break
+    path = tmp_path / "nan.pth"
+    torch.save(state, path)
+    with pytest.raises(InvalidInputError, match="NaN or inf features .*weights hold NaN"):
+        extract([f"test_resnet@{path}"], "digits", "train", limit=12, batch_size=6, workers=0)
+    assert not list(cache_dir.rglob("chunk-*.parquet"))
