@@ -301,7 +301,8 @@ def test_records_rm_interrupted_says_what_was_kept_and_a_rerun_finishes(tmp_path
 
 
 def test_damaged_records_tables_get_one_line_errors(tmp_path, cli):
-    from modelrank.finetune.records import append_record, read_records, records_parts_dir, records_path
+    from modelrank.finetune.records import (append_record, compact_records, read_records, records_parts_dir,
+                                            records_path)
 
     cache = tmp_path / "cache"
     cache.mkdir()
@@ -318,8 +319,16 @@ def test_damaged_records_tables_get_one_line_errors(tmp_path, cli):
     append_record(_record(1), cache)
     part, = records_parts_dir(cache).iterdir()
     part.write_bytes(part.read_bytes()[:50])
-    with pytest.raises(InvalidInputError, match="cannot read the records table .*part-"):
-        read_records(cache)
+    append_record(_record(2), cache)
+    # A damaged part blocked every records command and every finetune: it is skipped with a warning naming it, its
+    # run counts as not done, the file stays, and a compaction folds the readable parts only.
+    with pytest.warns(UserWarning, match="cannot read the records file .*part-.*skipped"):
+        assert list(read_records(cache)["model"]) == ["m2"]
+    code, out, err = cli("records", "ls", "--cache-dir", str(cache), "--format", "csv")
+    assert code == 0 and "m2" in out and "m1" not in out and err.count("warning:") == 1, err
+    with pytest.warns(UserWarning, match="skipped"):
+        assert compact_records(cache) == {"records": 1, "parts": 1}
+    assert part.exists()
 
 
 def test_records_cli_compact_and_rm(tmp_path, cli):

@@ -27,6 +27,7 @@ import os
 import platform
 import time
 import uuid
+import warnings
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -81,11 +82,11 @@ def _part_files(cache_dir: str | os.PathLike | None) -> list[Path]:
     return sorted(folder.glob("part-*.parquet")) if folder.is_dir() else []
 
 
-def _read_table_file(path: Path) -> pd.DataFrame:
+def _read_table_file(path: Path, what: str = "the records table") -> pd.DataFrame:
     if not path.exists():
         raise FileNotFoundError(path)
     if not path.is_file():
-        raise InvalidInputError(f"the records table {path} is not a file; move it away or restore it")
+        raise InvalidInputError(f"{what} {path} is not a file; move it away or restore it")
     try:
         # One open and one read: parquet readers given a path may open it twice (footer, then pages), and a
         # compaction renaming a new table into place between the two mixes two files.
@@ -93,11 +94,24 @@ def _read_table_file(path: Path) -> pd.DataFrame:
     except FileNotFoundError:
         raise
     except (OSError, ValueError, TypeError) as exc:
-        raise InvalidInputError(f"cannot read the records table {path}: {error_reason(exc)}") from None
+        raise InvalidInputError(f"cannot read {what} {path}: {error_reason(exc)}") from None
     missing = [c for c in RECORD_COLUMNS if c not in table.columns]
     if missing:
         raise InvalidInputError(f"{path} is not a records table (no column {', '.join(missing)})")
     return table[RECORD_COLUMNS]
+
+
+def _read_part(part: Path, frames: list[pd.DataFrame]) -> bool:
+    """Append the records of a part file to ``frames``; False, with a warning, for a damaged one. Parts are written
+    whole (a temporary renamed), so a damaged one was damaged on disk: it blocked every records command and every
+    finetune. Skipped, its run counts as not done (finetune redoes it), and the file stays for a look."""
+    try:
+        frames.append(_read_table_file(part, "the records file"))
+    except InvalidInputError as exc:
+        warnings.warn(f"{exc}; skipped: its run counts as not done (finetune redoes it); move the file away",
+                      stacklevel=2)
+        return False
+    return True
 
 
 def _snapshot(cache_dir: str | os.PathLike | None) -> tuple[pd.DataFrame, list[Path]]:
@@ -107,7 +121,7 @@ def _snapshot(cache_dir: str | os.PathLike | None) -> tuple[pd.DataFrame, list[P
         parts = _part_files(cache_dir)
         try:
             frames = [_read_table_file(base)] if base.exists() else []
-            frames += [_read_table_file(part) for part in parts]
+            parts = [part for part in parts if _read_part(part, frames)]
         except FileNotFoundError:  # a part folded into the table between listing and reading: list again
             continue
         frames = [f for f in frames if len(f)]
