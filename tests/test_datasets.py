@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -185,6 +186,20 @@ def test_symlinked_and_nested_folders_are_followed_and_hidden_ones_skipped(tmp_p
     assert names == ["a/0.png", "a/1.png", "a/2.png", "a/more/0.png", "a/more/1.png",
                      "b/0.png", "b/1.png", "b/2.png", "b/deep/deeper/x.png"]
     assert data.targets.tolist() == [0] * 5 + [1] * 4
+
+
+def test_images_beside_the_class_folders_are_reported_as_left_out(tmp_path):
+    # They were left out without a word (ImageFolder's rule); a README beside the class folders is no news.
+    root = _folder(tmp_path / "data")
+    Image.new("RGB", (9, 9)).save(root / "stray.png")
+    (root / "README.txt").write_text("my data")
+    with pytest.warns(UserWarning, match="1 image\\(s\\) beside the class folders .* left out \\(stray.png\\)"):
+        data = load_dataset(f"folder:{root}", "all")
+    assert len(data) == 6
+    (root / "stray.png").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(load_dataset(f"folder:{root}", "all")) == 6
 
 
 def test_csv_labels_are_the_text_typed_and_only_blank_cells_are_missing(tmp_path):

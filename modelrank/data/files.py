@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -129,6 +130,11 @@ def load_folder(path: str, split: str = "all") -> ImageDataset:
     classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not classes:
         raise InvalidInputError(f"image folder {root} has no class sub-folders")
+    loose = [p.name for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    if loose:  # no class to give them; a README or licence file beside the class folders is no news
+        warnings.warn(f"image folder {root}: {len(loose)} image(s) beside the class folders belong to no class and "
+                      f"are left out ({', '.join(sorted(loose)[:3])}{', ...' if len(loose) > 3 else ''})",
+                      stacklevel=2)
     paths, labels = [], []
     for label, cls in enumerate(classes):
         for f in files_under(root / cls):
