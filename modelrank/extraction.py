@@ -357,8 +357,8 @@ def _check_finite_outputs(key, precision: str, features: np.ndarray, logits: np.
     complete entry (exit 0), and every metric refused them later, one ``score`` at a time."""
     for what, values in (("features", features), ("logits", logits)):
         if values is not None and not np.isfinite(values).all():
-            cause = "its weights hold NaN or inf" + (
-                f", or its activations overflow {precision} (try --precision float32)" if precision != "float32" else "")
+            overflow = f", or its activations overflow {precision} (try --precision float32)"
+            cause = "its weights hold NaN or inf" + (overflow if precision != "float32" else "")
             raise InvalidInputError(f"{key.model} gave NaN or inf {what} on {key.dataset}/{key.split}: {cause}")
 
 

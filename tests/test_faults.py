@@ -846,7 +846,8 @@ def test_every_tampered_learner_dir_gives_one_line(tmp_path, cli, tamper):
 
 
 @pytest.mark.parametrize("stats", [{"mean": 0.0, "std": 0.0, "log": False}, {"mean": None, "std": 1.0, "log": False},
-                                   {"mean": 0.0, "std": 1.0, "log": "yes"}, {"mean": 0.0, "std": float("nan"), "log": False}],
+                                   {"mean": 0.0, "std": 1.0, "log": "yes"},
+                                   {"mean": 0.0, "std": float("nan"), "log": False}],
                          ids=["std0", "mean_null", "log_text", "std_nan"])
 def test_tampered_metadata_statistics_of_a_learner_give_one_line(tmp_path, cli, stats):
     """A std of 0 in learner.json passed loading: ranking then divided by zero (a numpy warning line before the error
