@@ -83,10 +83,12 @@ def _part_files(cache_dir: str | os.PathLike | None) -> list[Path]:
 
 
 def _read_table_file(path: Path, what: str = "the records table") -> pd.DataFrame:
-    if not path.exists():
-        raise FileNotFoundError(path)
     if not path.is_file():
-        raise InvalidInputError(f"{what} {path} is not a file; move it away or restore it")
+        if path.exists():
+            raise InvalidInputError(f"{what} {path} is not a file; move it away or restore it")
+        # Gone, also between a check of its existence and of its kind (a compaction folded it into the table):
+        # that said "is not a file", and a reader failed beside a concurrent compaction.
+        raise FileNotFoundError(path)
     try:
         # One open and one read: parquet readers given a path may open it twice (footer, then pages), and a
         # compaction renaming a new table into place between the two mixes two files.
