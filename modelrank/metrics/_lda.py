@@ -86,7 +86,7 @@ def within_scatter(x: np.ndarray, y: np.ndarray, means: np.ndarray) -> np.ndarra
 @dataclass(frozen=True)
 class Mixing:
     """Rows moved towards per-class anchors, x~_i = keep_i x_i + (1 - keep_i) anchors[codes_i] (SFDA's ConfMix),
-    which ``lda_log_proba`` classifies without forming them."""
+    which ``LinearDiscriminant.log_proba`` classifies without forming them."""
 
     keep: np.ndarray  # (N,)
     anchors: np.ndarray  # (C, D)
