@@ -18,7 +18,6 @@ import os
 import sys
 from typing import Optional
 
-
 from ..display import escape
 from ..errors import ModelrankError
 from ._common import app, err_console, interrupt_note

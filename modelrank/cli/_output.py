@@ -25,9 +25,8 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from ..display import escape
+from ..display import escape, printable
 from ..errors import ModelrankError
-from ..display import printable
 from ._common import console, err_console
 
 if TYPE_CHECKING:

@@ -328,10 +328,7 @@ def _benchmark_table(folder: Path, name: str, key: str | None, needed: Sequence[
     given a ``key`` column, indexed by it (each name once). A file edited or from elsewhere was a KeyError or a
     pandas ValueError traceback (exit 1) deep in ``load_benchmark``."""
     path = folder / name
-    frame = _read_csv(path) if frame is None else frame
-    missing = [c for c in ((key,) if key else ()) + tuple(needed) if c not in frame.columns]
-    if missing:
-        raise InvalidInputError(f"{path} lacks column(s) {missing} of a `modelrank benchmark` results folder")
+    frame = _columns(_read_csv(path) if frame is None else frame, path, ((key,) if key else ()) + tuple(needed))
     if key is None:
         return frame
     names = frame[key]
